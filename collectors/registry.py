@@ -1,0 +1,6 @@
+"""Every built-in source module, imported once so it registers itself.
+
+A new source is one module in collectors/ plus one line here.
+"""
+
+import collectors.sim.source  # noqa: F401  kind "sim"

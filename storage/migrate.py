@@ -1,0 +1,79 @@
+"""Versioned schema: numbered SQL files in storage/migrations, applied in order.
+
+`schema_version` holds one row per applied migration. Opening an older file
+migrates it inside one transaction; a file from a newer FleetTUI is refused
+rather than misread.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import duckdb
+
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class SchemaError(RuntimeError):
+    """The database's schema cannot be used by this version of FleetTUI."""
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) for every bundled migration, oldest first."""
+    found = []
+    for entry in resources.files("storage.migrations").iterdir():
+        m = _NAME.match(entry.name)
+        if m:
+            found.append((int(m.group(1)), entry.name, entry.read_text()))
+    found.sort()
+    return found
+
+
+def latest_version() -> int:
+    return migrations()[-1][0]
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    has = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'"
+        " AND database_name = current_database() AND schema_name = 'main'"
+    ).fetchone()
+    if not has or not has[0]:
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def check_version(con: duckdb.DuckDBPyConnection, where: str) -> int:
+    """Current version; raises SchemaError if it is newer than this code knows."""
+    have, know = current_version(con), latest_version()
+    if have > know:
+        raise SchemaError(
+            f"{where}: schema version {have} is newer than this FleetTUI knows ({know}); "
+            "upgrade FleetTUI to open it"
+        )
+    return have
+
+
+def migrate(con: duckdb.DuckDBPyConnection, where: str) -> int:
+    """Bring the database to the latest schema; returns the version it is at."""
+    have = check_version(con, where)
+    pending = [m for m in migrations() if m[0] > have]
+    if not pending:
+        return have
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+            " applied_at TIMESTAMP NOT NULL DEFAULT (now()::TIMESTAMP))"
+        )
+        for version, name, sql in pending:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return pending[-1][0]
