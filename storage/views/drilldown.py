@@ -1,0 +1,124 @@
+"""Drill-down: one host's GPUs, their slices and processes, history and events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from storage.views.latest import ASSIGNED, SLICE_LATEST, gpu_latest
+from storage.views.when import STALE_AFTER_S, resolve_at, table_columns
+
+HOST_GPUS_SQL = f"""
+WITH latest AS ({gpu_latest("host = $host")}), asg AS ({ASSIGNED})
+SELECT g.gpu_index, g.gpu_uuid, g.name, g.pci_bus_id, g.mig_mode,
+       l.util_pct, 100.0 * l.mem_used_bytes / nullif(l.mem_total_bytes, 0) AS mem_pct,
+       l.mem_used_bytes, coalesce(l.mem_total_bytes, g.mem_total_bytes) AS mem_total_bytes,
+       l.power_w, l.temp_c, l.sm_clock_mhz, l.ecc_sbe_total, l.ecc_dbe_total,
+       l.throttle_reasons, a.tenants, l.ts AS sample_ts
+FROM gpus g
+LEFT JOIN latest l ON l.gpu_uuid = g.gpu_uuid
+LEFT JOIN asg a ON a.gpu_uuid = g.gpu_uuid
+WHERE g.host = $host
+ORDER BY g.gpu_index
+"""
+
+HOST_SLICES_SQL = f"""
+WITH sl AS ({SLICE_LATEST})
+SELECT g.gpu_index, s.slice_id, s.kind, s.profile, s.fraction,
+       a.tenant, sl.util_pct, sl.mem_used_bytes, s.mem_total_bytes
+FROM slices s
+JOIN gpus g ON g.gpu_uuid = s.gpu_uuid
+LEFT JOIN sl ON sl.slice_id = s.slice_id
+LEFT JOIN assignments a ON a.slice_id = s.slice_id
+     AND a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
+WHERE g.host = $host
+ORDER BY g.gpu_index, s.slice_id
+"""
+
+# History in equal buckets (sparklines): one row per GPU and bucket.
+HISTORY_SQL = """
+SELECT gpu_uuid,
+       floor(epoch(ts - ($at - to_seconds($window_s))) / $bucket_s)::INT AS bucket,
+       avg(util_pct) AS util_pct,
+       avg(100.0 * mem_used_bytes / nullif(mem_total_bytes, 0)) AS mem_pct,
+       avg(power_w) AS power_w,
+       avg(temp_c) AS temp_c
+FROM gpu_samples
+WHERE host = $host AND ts > $at - to_seconds($window_s) AND ts <= $at
+GROUP BY ALL
+ORDER BY gpu_uuid, bucket
+"""
+
+EVENTS_SQL = """
+SELECT e.ts, e.kind, e.code, g.gpu_index, e.gpu_uuid, e.detail
+FROM events e LEFT JOIN gpus g ON g.gpu_uuid = e.gpu_uuid
+WHERE e.host = $host AND e.ts <= $at AND e.ts > $at - to_seconds($window_s)
+ORDER BY e.ts DESC
+LIMIT 200
+"""
+
+# Tables a process collector may write (issue 3's NVML collector); the first found is used.
+PROCESS_TABLES = ("gpu_processes", "processes")
+
+
+def host_gpus(
+    cur: duckdb.DuckDBPyConnection, host: str, at: datetime | None = None,
+    *, stale_s: float = STALE_AFTER_S,
+) -> pa.Table:
+    params = {"at": resolve_at(at), "host": host, "stale_s": stale_s}
+    return cur.execute(HOST_GPUS_SQL, params).to_arrow_table()
+
+
+def host_slices(
+    cur: duckdb.DuckDBPyConnection, host: str, at: datetime | None = None,
+    *, stale_s: float = STALE_AFTER_S,
+) -> pa.Table:
+    params = {"at": resolve_at(at), "host": host, "stale_s": stale_s}
+    return cur.execute(HOST_SLICES_SQL, params).to_arrow_table()
+
+
+def gpu_history(
+    cur: duckdb.DuckDBPyConnection, host: str, at: datetime | None = None,
+    *, window_s: float = 3600.0, buckets: int = 60,
+) -> pa.Table:
+    """Bucketed means of util, memory, power and temperature per GPU of `host`."""
+    params = {"at": resolve_at(at), "host": host, "window_s": window_s,
+              "bucket_s": window_s / buckets}
+    return cur.execute(HISTORY_SQL, params).to_arrow_table()
+
+
+def host_events(
+    cur: duckdb.DuckDBPyConnection, host: str, at: datetime | None = None,
+    *, window_s: float = 86400.0,
+) -> pa.Table:
+    """The host's events (Xid, ECC, throttling, ...) newest first."""
+    params = {"at": resolve_at(at), "host": host, "window_s": window_s}
+    return cur.execute(EVENTS_SQL, params).to_arrow_table()
+
+
+def host_processes(
+    cur: duckdb.DuckDBPyConnection, host: str, at: datetime | None = None,
+    *, stale_s: float = STALE_AFTER_S,
+) -> pa.Table | None:
+    """The newest process list of the host's GPUs, or None when no collector records them."""
+    for table in PROCESS_TABLES:
+        cols = table_columns(cur, table)
+        if {"ts", "gpu_uuid"} <= cols:
+            break
+    else:
+        return None
+    host_filter = (
+        "host = $host" if "host" in cols
+        else "gpu_uuid IN (SELECT gpu_uuid FROM gpus WHERE host = $host)"
+    )
+    sql = f"""
+        SELECT * EXCLUDE (rn) FROM (
+            SELECT *, rank() OVER (PARTITION BY gpu_uuid ORDER BY ts DESC) AS rn
+            FROM {table}
+            WHERE {host_filter} AND ts > $at - to_seconds($stale_s) AND ts <= $at
+        ) WHERE rn = 1
+    """
+    params = {"at": resolve_at(at), "host": host, "stale_s": stale_s}
+    return cur.execute(sql, params).to_arrow_table()

@@ -1,0 +1,93 @@
+"""Fabric view: NVLink, InfiniBand, EFA and RoCE links, worst first.
+
+Per link over a short window before the cursor: throughput, utilisation of
+line rate, error rate (the `errors` column counts errors per sample interval),
+whether it is down, and the tenants whose GPUs sit behind it (the GPU's own
+NVLink, or every GPU of the host for a NIC).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from storage.views.latest import ASSIGNED
+from storage.views.when import resolve_at
+
+_LINKS = f"""
+WITH w AS (
+    SELECT host, kind, port,
+           any_value(gpu_uuid) AS gpu_uuid,
+           arg_max(tx_bytes_per_s, ts) AS tx_bytes_per_s,
+           arg_max(rx_bytes_per_s, ts) AS rx_bytes_per_s,
+           arg_max(line_rate_bytes_per_s, ts) AS line_rate_bytes_per_s,
+           sum(errors) / $window_s AS errors_per_s,
+           arg_max(link_up, ts) AS link_up,
+           count(*) FILTER (WHERE NOT link_up) AS down_samples
+    FROM link_samples
+    WHERE ts > $at - to_seconds($window_s) AND ts <= $at
+    GROUP BY host, kind, port
+),
+asg AS ({ASSIGNED}),
+host_tenants AS (
+    SELECT g.host, array_to_string(list_sort(list_distinct(list(t.tenant))), ',') AS tenants
+    FROM gpus g JOIN asg a ON a.gpu_uuid = g.gpu_uuid,
+         unnest(string_split(a.tenants, ',')) AS t(tenant)
+    GROUP BY g.host
+),
+links AS (
+    SELECT h.rack, w.host, h.nvlink_domain, w.kind, w.port, w.gpu_uuid,
+           w.tx_bytes_per_s, w.rx_bytes_per_s, w.line_rate_bytes_per_s,
+           100.0 * greatest(w.tx_bytes_per_s, w.rx_bytes_per_s)
+               / nullif(w.line_rate_bytes_per_s, 0) AS util_pct,
+           w.errors_per_s, w.link_up, w.down_samples,
+           CASE WHEN w.gpu_uuid IS NOT NULL THEN ga.tenants ELSE ht.tenants END AS tenants
+    FROM w
+    JOIN hosts h ON h.host = w.host
+    LEFT JOIN asg ga ON ga.gpu_uuid = w.gpu_uuid
+    LEFT JOIN host_tenants ht ON ht.host = w.host
+)
+"""
+
+# Worst first: down, then erroring, then hottest.
+LINKS_SQL = _LINKS + """
+SELECT * FROM links
+WHERE ($kind = '' OR kind = $kind)
+ORDER BY link_up, errors_per_s DESC, util_pct DESC NULLS LAST, host, port
+"""
+
+RACKS_SQL = _LINKS + """
+SELECT rack, any_value(nvlink_domain) FILTER (WHERE kind = 'nvlink') AS nvlink_domain,
+       count(*) AS links,
+       count(*) FILTER (WHERE NOT link_up) AS links_down,
+       sum(errors_per_s) AS errors_per_s,
+       avg(util_pct) FILTER (WHERE kind = 'nvlink') AS nvlink_util_pct,
+       avg(util_pct) FILTER (WHERE kind <> 'nvlink') AS net_util_pct,
+       max(util_pct) AS max_util_pct,
+       sum(tx_bytes_per_s + rx_bytes_per_s) AS bytes_per_s
+FROM links GROUP BY rack
+ORDER BY links_down DESC, errors_per_s DESC, max_util_pct DESC, rack
+"""
+
+
+def fabric_links(
+    cur: duckdb.DuckDBPyConnection,
+    at: datetime | None = None,
+    *,
+    kind: str = "",
+    window_s: float = 30.0,
+    limit: int = 500,
+) -> pa.Table:
+    """Links worst first (down, erroring, hottest); at most `limit` rows."""
+    params = {"at": resolve_at(at), "window_s": window_s, "kind": kind}
+    return cur.execute(f"{LINKS_SQL} LIMIT {int(limit)}", params).to_arrow_table()
+
+
+def fabric_racks(
+    cur: duckdb.DuckDBPyConnection, at: datetime | None = None, *, window_s: float = 30.0
+) -> pa.Table:
+    """Per rack: links, links down, error rate, NVLink and network utilisation."""
+    params = {"at": resolve_at(at), "window_s": window_s}
+    return cur.execute(RACKS_SQL, params).to_arrow_table()

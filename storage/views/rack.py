@@ -1,0 +1,125 @@
+"""Rack view: every GPU of the fleet with its newest values, in rack order.
+
+One row per GPU (racks, then slots, then GPU index), with the metrics the rack
+view cycles through, the slices inside sliced GPUs, the tenants holding it,
+and whether its host or the GPU itself has gone silent. Filters run in SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from storage.views.alerts import firing_sql
+from storage.views.latest import ASSIGNED, BUSY_PCT, GPU_LATEST, SLICES_PER_GPU
+from storage.views.when import STALE_AFTER_S, resolve_at
+
+STATES = ("busy", "idle", "stale", "missing", "alert", "error", "free")
+
+
+@dataclass(frozen=True)
+class RackFilter:
+    """Case-insensitive substring filters; empty strings match everything."""
+
+    rack: str = ""
+    host: str = ""
+    tenant: str = ""
+    model: str = ""
+    state: str = ""  # one of STATES
+    text: str = ""  # free text: rack, host, tenant or model
+
+    @classmethod
+    def parse(cls, spec: str) -> RackFilter:
+        """`rack:hgx tenant:acme state:idle n3` -> RackFilter; unknown keys are free text."""
+        fields: dict[str, str] = {}
+        words = []
+        for word in spec.split():
+            key, sep, value = word.partition(":")
+            if sep and key in ("rack", "host", "tenant", "model", "state"):
+                fields[key] = value
+            else:
+                words.append(word)
+        return cls(**fields, text=" ".join(words))
+
+    def __str__(self) -> str:
+        parts = [f"{k}:{v}" for k, v in vars(self).items() if v and k != "text"]
+        return " ".join(parts + ([self.text] if self.text else []))
+
+
+RACK_SQL = f"""
+WITH latest AS ({GPU_LATEST}),
+sliced AS ({SLICES_PER_GPU}),
+asg AS ({ASSIGNED}),
+ev AS (
+    SELECT gpu_uuid, count(*) AS n_events FROM events
+    WHERE ts > $at - INTERVAL 1 HOUR AND ts <= $at AND gpu_uuid IS NOT NULL
+    GROUP BY gpu_uuid
+),
+alerting AS ({{alerting}}),
+grid AS (
+    SELECT h.rack, h.rack_slot, h.host, h.model, h.nvlink_domain,
+           g.gpu_index, g.gpu_uuid, g.name, g.mig_mode,
+           coalesce(l.util_pct, s.slice_util_pct) AS util_pct,
+           100.0 * coalesce(l.mem_used_bytes, s.slice_mem_used_bytes)
+               / nullif(coalesce(l.mem_total_bytes, g.mem_total_bytes), 0) AS mem_pct,
+           l.power_w, l.temp_c, l.sm_clock_mhz, l.throttle_reasons,
+           coalesce(ev.n_events, 0) + coalesce(l.ecc_dbe_total, 0) AS errors,
+           coalesce(s.n_slices, 0) AS n_slices, s.slice_utils, s.slice_fractions,
+           a.tenants, coalesce(a.allocated, 0) AS allocated,
+           l.ts AS sample_ts,
+           max(l.ts) OVER (PARTITION BY h.host) IS NULL AS host_stale,
+           l.ts IS NULL AS gpu_missing,
+           coalesce(al.firing, 0) AS host_alerts
+    FROM gpus g
+    JOIN hosts h ON h.host = g.host
+    LEFT JOIN latest l ON l.gpu_uuid = g.gpu_uuid
+    LEFT JOIN sliced s ON s.gpu_uuid = g.gpu_uuid
+    LEFT JOIN asg a ON a.gpu_uuid = g.gpu_uuid
+    LEFT JOIN ev ON ev.gpu_uuid = g.gpu_uuid
+    LEFT JOIN alerting al ON al.host = h.host
+    WHERE h.first_seen IS NULL OR h.first_seen <= $at
+)
+SELECT * FROM grid
+WHERE ($rack = '' OR rack ILIKE '%' || $rack || '%')
+  AND ($host = '' OR host ILIKE '%' || $host || '%')
+  AND ($tenant = '' OR tenants ILIKE '%' || $tenant || '%')
+  AND ($model = '' OR model ILIKE '%' || $model || '%' OR name ILIKE '%' || $model || '%')
+  AND ($text = '' OR concat_ws(' ', rack, host, tenants, model, name) ILIKE '%' || $text || '%')
+  AND ($state = ''
+       OR ($state = 'stale' AND host_stale)
+       OR ($state = 'missing' AND gpu_missing AND NOT host_stale)
+       OR ($state = 'busy' AND util_pct >= {BUSY_PCT})
+       OR ($state = 'idle' AND util_pct < {BUSY_PCT})
+       OR ($state = 'free' AND allocated = 0)
+       OR ($state = 'alert' AND host_alerts > 0)
+       OR ($state = 'error' AND errors > 0))
+ORDER BY rack, rack_slot, host, gpu_index
+"""
+
+_NO_ALERTS = "SELECT CAST(NULL AS VARCHAR) AS host, 0::BIGINT AS firing WHERE false"
+
+
+def rack_sql(cur: duckdb.DuckDBPyConnection) -> str:
+    firing = firing_sql(cur)
+    alerting = (
+        f"SELECT host, count(*) AS firing FROM ({firing}) GROUP BY host" if firing else _NO_ALERTS
+    )
+    return RACK_SQL.replace("{alerting}", alerting)
+
+
+def rack_grid(
+    cur: duckdb.DuckDBPyConnection,
+    at: datetime | None = None,
+    flt: RackFilter | None = None,
+    *,
+    stale_s: float = STALE_AFTER_S,
+) -> pa.Table:
+    """One row per GPU in rack order with its newest metrics at the cursor."""
+    flt = flt or RackFilter()
+    if flt.state and flt.state not in STATES:
+        raise ValueError(f"state filter {flt.state!r}: expected one of {', '.join(STATES)}")
+    params = {"at": resolve_at(at), "stale_s": stale_s, **vars(flt)}
+    return cur.execute(rack_sql(cur), params).to_arrow_table()

@@ -1,0 +1,134 @@
+"""Tenant view: what each tenant holds and how well it uses it.
+
+Per tenant at the cursor: GPUs held (a fractional share counts as its
+fraction), slices, utilisation over a short window (mean weighted by
+fraction, and the 95th percentile across its allocations' means), memory in use,
+GPU-hours over a longer window (assignment overlap, so no sample scan), idle
+allocations (mean under 5 %), inter-token latency p50/p99 against its endpoints' target, and
+alerts firing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from storage.views.alerts import firing_sql
+from storage.views.latest import BUSY_PCT
+from storage.views.when import resolve_at
+
+TENANTS_SQL = f"""
+WITH asg AS (
+    SELECT tenant, gpu_uuid, slice_id, fraction FROM assignments
+    WHERE valid_from <= $at AND (valid_to IS NULL OR valid_to > $at)
+),
+-- utilisation per allocation over the window: whole GPUs from gpu_samples,
+-- slices from slice_samples (a MIG GPU has no whole-GPU utilisation)
+gpu_use AS (
+    SELECT gpu_uuid, avg(util_pct) AS util_pct,
+           arg_max(mem_used_bytes, ts) AS mem_used_bytes
+    FROM gpu_samples
+    WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
+      AND gpu_uuid IN (SELECT gpu_uuid FROM asg WHERE slice_id IS NULL)
+    GROUP BY gpu_uuid
+),
+slice_use AS (
+    SELECT slice_id, avg(util_pct) AS util_pct,
+           arg_max(mem_used_bytes, ts) AS mem_used_bytes
+    FROM slice_samples
+    WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
+    GROUP BY slice_id
+),
+alloc AS (
+    SELECT a.tenant, a.fraction, a.slice_id IS NOT NULL AS is_slice,
+           coalesce(su.util_pct, gu.util_pct) AS util_pct,
+           coalesce(su.mem_used_bytes, gu.mem_used_bytes) AS mem_used_bytes
+    FROM asg a
+    LEFT JOIN gpu_use gu ON a.slice_id IS NULL AND gu.gpu_uuid = a.gpu_uuid
+    LEFT JOIN slice_use su ON su.slice_id = a.slice_id
+),
+held AS (
+    SELECT tenant,
+           sum(fraction) AS gpus,
+           count(*) FILTER (WHERE is_slice) AS slices,
+           sum(util_pct * fraction) / nullif(sum(fraction) FILTER (WHERE util_pct IS NOT NULL), 0)
+               AS util_mean_pct,
+           quantile_cont(util_pct, 0.95) AS util_p95_pct,
+           sum(mem_used_bytes)::BIGINT AS mem_used_bytes,
+           count(*) FILTER (WHERE util_pct < {BUSY_PCT}) AS idle_allocations,
+           sum(fraction) FILTER (WHERE util_pct < {BUSY_PCT}) AS idle_gpus
+    FROM alloc GROUP BY tenant
+),
+-- GPU-hours: each assignment's overlap with the window, times its fraction
+hours AS (
+    SELECT tenant,
+           sum(fraction * date_diff('second',
+                   greatest(valid_from, $at - to_seconds($hours_window_s)),
+                   least(coalesce(valid_to, $at), $at)) / 3600.0) AS gpu_hours
+    FROM assignments
+    WHERE valid_from < $at AND (valid_to IS NULL OR valid_to > $at - to_seconds($hours_window_s))
+    GROUP BY tenant
+),
+lat AS (
+    SELECT endpoint, arg_max(itl_p50_ms, ts) AS itl_p50_ms, arg_max(itl_p99_ms, ts) AS itl_p99_ms
+    FROM latency_samples
+    WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
+    GROUP BY endpoint
+),
+itl AS (
+    SELECT e.tenant, max(l.itl_p50_ms) AS itl_p50_ms, max(l.itl_p99_ms) AS itl_p99_ms,
+           min(e.itl_target_ms) AS itl_target_ms,
+           count(*) FILTER (WHERE l.itl_p99_ms > e.itl_target_ms) AS endpoints_over_target
+    FROM endpoints e LEFT JOIN lat l ON l.endpoint = e.endpoint
+    GROUP BY e.tenant
+),
+alerting AS ({{alerting}})
+SELECT t.tenant, t.display_name, t.tier,
+       coalesce(h.gpus, 0) AS gpus, coalesce(h.slices, 0) AS slices,
+       h.util_mean_pct, h.util_p95_pct, h.mem_used_bytes,
+       coalesce(hr.gpu_hours, 0) AS gpu_hours,
+       coalesce(h.idle_allocations, 0) AS idle_allocations, coalesce(h.idle_gpus, 0) AS idle_gpus,
+       i.itl_p50_ms, i.itl_p99_ms, i.itl_target_ms, coalesce(i.endpoints_over_target, 0)
+           AS endpoints_over_target,
+       coalesce(al.firing, 0) AS alerts_firing
+FROM tenants t
+LEFT JOIN held h USING (tenant)
+LEFT JOIN hours hr USING (tenant)
+LEFT JOIN itl i USING (tenant)
+LEFT JOIN alerting al USING (tenant)
+ORDER BY gpus DESC, tenant
+"""
+
+_NO_ALERTS = "SELECT CAST(NULL AS VARCHAR) AS tenant, 0::BIGINT AS firing WHERE false"
+
+# Alerts concern a tenant directly, through one of its endpoints, or through a
+# host whose GPUs it holds.
+_TENANT_ALERTS = """
+SELECT t.tenant, count(DISTINCT (f.rule, f.scope_key)) AS firing
+FROM ({firing}) f
+JOIN (
+    SELECT tenant, tenant AS key FROM tenants
+    UNION ALL SELECT tenant, endpoint FROM endpoints
+    UNION ALL SELECT DISTINCT a.tenant, g.host FROM assignments a JOIN gpus g USING (gpu_uuid)
+        WHERE a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
+) t ON t.key = f.scope_key OR t.key = f.host
+GROUP BY t.tenant
+"""
+
+
+def tenant_summary(
+    cur: duckdb.DuckDBPyConnection,
+    at: datetime | None = None,
+    *,
+    util_window_s: float = 30.0,
+    hours_window_s: float = 86400.0,
+) -> pa.Table:
+    """One row per tenant, largest holding first."""
+    firing = firing_sql(cur)
+    alerting = _TENANT_ALERTS.format(firing=firing) if firing else _NO_ALERTS
+    sql = TENANTS_SQL.replace("{alerting}", alerting)
+    params = {"at": resolve_at(at), "util_window_s": util_window_s,
+              "hours_window_s": hours_window_s}
+    return cur.execute(sql, params).to_arrow_table()
