@@ -1,0 +1,160 @@
+"""The FleetTUI terminal app.
+
+The app reads the store through a cursor factory (the local store in-process,
+or a DuckDB connection attached to a running daemon) and a clock, both
+injected, so tests and the daemon-attached mode give their own. Each view is a
+mode (`MODES`); the drill-down is pushed on top. The time cursor `at` moves
+every view back in time; None is live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.timer import Timer
+from textual.worker import Worker, WorkerState
+
+from fleettui.tui.commands import FleetCommands
+from fleettui.tui.screens.alerts import AlertsScreen
+from fleettui.tui.screens.drilldown import DrilldownScreen
+from fleettui.tui.screens.fabric import FabricScreen
+from fleettui.tui.screens.rack import RackScreen
+from fleettui.tui.screens.sql import SqlScreen
+from fleettui.tui.screens.tenants import TenantsScreen
+from storage.views import fleet_totals
+
+CursorFactory = Callable[[], duckdb.DuckDBPyConnection]
+Clock = Callable[[], datetime]
+Collector = Callable[[], Awaitable[None]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class FleetApp(App):
+    """Racks, fabric, tenants, alerts, drill-down and SQL over one store."""
+
+    CSS_PATH = Path(__file__).parent / "app.tcss"
+    TITLE = "FleetTUI"
+    COMMANDS = App.COMMANDS | {FleetCommands}
+    MODES = {
+        "rack": RackScreen,
+        "fabric": FabricScreen,
+        "tenants": TenantsScreen,
+        "alerts": AlertsScreen,
+        "sql": SqlScreen,
+    }
+    DEFAULT_MODE = "rack"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS = [
+        Binding("1", "switch_mode('rack')", "racks"),
+        Binding("2", "switch_mode('fabric')", "fabric"),
+        Binding("3", "switch_mode('tenants')", "tenants"),
+        Binding("4", "switch_mode('alerts')", "alerts"),
+        Binding("5", "switch_mode('sql')", "SQL"),
+        Binding("left_square_bracket", "travel(-60)", "-1m"),
+        Binding("right_square_bracket", "travel(60)", "+1m"),
+        Binding("left_curly_bracket", "travel(-600)", "-10m", show=False),
+        Binding("right_curly_bracket", "travel(600)", "+10m", show=False),
+        Binding("L", "live", "live"),
+        Binding("ctrl+t", "toggle_dark", "theme", show=False),
+        Binding("q", "quit", "quit"),
+    ]
+
+    at: reactive[datetime | None] = reactive(None)
+    """The time cursor (naive UTC); None follows the clock (live)."""
+    totals: reactive[dict[str, Any] | None] = reactive(None)
+    """Fleet totals at the cursor, for the header."""
+    view_title: reactive[str] = reactive("Racks")
+    """Title of the view shown."""
+
+    def __init__(
+        self,
+        cursor: CursorFactory,
+        *,
+        clock: Clock = utc_now,
+        refresh_s: float = 1.0,
+        collect: Collector | None = None,
+        theme: str = "textual-dark",
+    ) -> None:
+        super().__init__()
+        self.cursor = cursor
+        self.clock = clock
+        self.refresh_s = refresh_s
+        self._collect = collect
+        self._initial_theme = theme
+        self._totals_timer: Timer | None = None
+        self._totals_loading = False
+
+    def effective_at(self) -> datetime:
+        return self.at if self.at is not None else self.clock()
+
+    def on_mount(self) -> None:
+        self.theme = self._initial_theme
+        self._load_totals(self.effective_at())
+        if self._collect is not None:
+            self.run_worker(self._collect(), name="collector", group="collector", exclusive=True)
+
+    # -- header totals -----------------------------------------------------------
+    @work(thread=True, exclusive=True, group="totals")
+    def _load_totals(self, at: datetime) -> dict[str, Any]:
+        cur = self.cursor()
+        try:
+            return fleet_totals(cur, at)
+        finally:
+            cur.close()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "collector" and event.state == WorkerState.ERROR:
+            self.notify(f"collection stopped: {event.worker.error}", severity="error", timeout=10)
+            return
+        if event.worker.group != "totals" or event.state not in (
+            WorkerState.SUCCESS, WorkerState.ERROR
+        ):
+            return
+        if event.state == WorkerState.SUCCESS:
+            self.totals = event.worker.result
+        self._totals_timer = self.set_timer(self.refresh_s, self._tick_totals)
+
+    def _tick_totals(self) -> None:
+        self._load_totals(self.effective_at())
+
+    def watch_at(self) -> None:
+        if self._totals_timer is not None:
+            self._totals_timer.stop()
+        self._load_totals(self.effective_at())
+
+    # -- time travel -------------------------------------------------------------
+    def action_travel(self, seconds: float) -> None:
+        now = self.clock()
+        at = (self.at or now) + timedelta(seconds=seconds)
+        self.at = None if at >= now else at.replace(microsecond=0)
+
+    def action_live(self) -> None:
+        self.at = None
+
+    def travel_to(self, at: datetime | None) -> None:
+        self.at = at
+
+    # -- navigation --------------------------------------------------------------
+    def drill_down(self, host: str, gpu_uuid: str | None = None) -> None:
+        self.push_screen(DrilldownScreen(host, gpu_uuid))
+
+    def action_toggle_dark(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    async def show_racks(self, spec: str) -> None:
+        """Jump to the rack view filtered by `spec` (e.g. `tenant:acme-llm`)."""
+        await self.switch_mode("rack")
+        screen = self.screen
+        if isinstance(screen, RackScreen):
+            screen.set_filter(spec)

@@ -1,0 +1,92 @@
+"""A screen that shows a view query, refreshed in a worker.
+
+The query runs in a thread worker on its own cursor; the UI never waits on it.
+The next refresh is armed only when the previous one has finished, so
+refreshes never overlap; a screen that is not shown skips its refresh and
+catches up when it is shown again, or when the time cursor moves.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import duckdb
+from textual import work
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.worker import Worker, WorkerState
+
+
+class DataScreen(Screen):
+    """Subclasses implement `fetch` (worker thread) and `show` (UI thread)."""
+
+    view_title = ""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._loading = False
+        self._again = False
+        self._timer: Timer | None = None
+        self.loaded = 0  # completed refreshes (tests wait on it)
+
+    def fetch(self, cur: duckdb.DuckDBPyConnection, at: datetime) -> Any:
+        raise NotImplementedError
+
+    def show(self, data: Any) -> None:
+        raise NotImplementedError
+
+    # -- refresh loop ----------------------------------------------------------
+    def on_mount(self) -> None:
+        self.watch(self.app, "at", lambda _: self.reload(), init=False)
+        self.reload()
+
+    def on_screen_resume(self) -> None:
+        self.app.view_title = self.view_title
+        if self.loaded:
+            self.reload()
+
+    def reload(self) -> None:
+        """Refresh now, or right after the refresh in flight."""
+        if self._loading:
+            self._again = True
+            return
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._loading = True
+        self._load(self.app.effective_at())
+
+    @work(thread=True, exclusive=True, group="view-refresh")
+    def _load(self, at: datetime) -> Any:
+        cur = self.app.cursor()
+        try:
+            return self.fetch(cur, at)
+        finally:
+            cur.close()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "view-refresh" or event.worker.node is not self:
+            return
+        if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            return
+        self._loading = False
+        if event.state == WorkerState.SUCCESS:
+            self.show(event.worker.result)
+            self.loaded += 1
+        elif event.state == WorkerState.ERROR:
+            err = str(event.worker.error).splitlines()[0]
+            self.notify(f"{self.view_title}: query failed: {err}", severity="error", timeout=6)
+        if self._again:
+            self._again = False
+            self.reload()
+        else:
+            self._timer = self.set_timer(self.app.refresh_s, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.app.screen is self:
+            self.reload()
+        else:
+            # not shown: re-arm cheaply, reload when resumed
+            self._timer = self.set_timer(self.app.refresh_s, self._tick)

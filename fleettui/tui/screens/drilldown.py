@@ -1,0 +1,173 @@
+"""Drill-down: a host's GPUs, the selected GPU's slices, processes and history, the host's events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Footer, Static
+
+from fleettui.tui.screens.base import DataScreen
+from fleettui.tui.widgets.header import FleetHeader
+from fleettui.tui.widgets.history import SERIES, HistoryPanel
+from fleettui.tui.widgets.scale import fmt_bytes, fmt_num, pct_text
+from fleettui.tui.widgets.table import Col, ViewTable
+from storage.views import gpu_history, host_events, host_gpus, host_processes, host_slices
+
+THROTTLE = {0x1: "idle", 0x4: "power", 0x20: "sw-thermal", 0x40: "hw-thermal", 0x80: "hw-brake"}
+
+
+def _throttle(v, _r) -> Text:
+    if not v:
+        return Text("–", style="dim")
+    names = [n for bit, n in THROTTLE.items() if v & bit and n != "idle"]
+    return Text(",".join(names) or "idle", style="bold yellow" if names else "dim")
+
+
+def _ecc(v, r) -> Text:
+    dbe = r.get("ecc_dbe_total") or 0
+    return Text(f"{v or 0}/{dbe}", style="bold red" if dbe else "dim", justify="right")
+
+
+GPU_COLS = [
+    Col("#", "gpu_index"),
+    Col("GPU", "name", lambda v, r: (v or "?").replace("NVIDIA ", "")[:22]),
+    Col("util", "util_pct", lambda v, r: pct_text(v) if r["sample_ts"] else Text("MISSING", "bold red")),
+    Col("mem %", "mem_pct", lambda v, _r: pct_text(v, hot=95)),
+    Col("power W", "power_w", lambda v, _r: Text(fmt_num(v), justify="right")),
+    Col("°C", "temp_c", lambda v, _r: pct_text(v, hot=85, cold=-1)),
+    Col("SM MHz", "sm_clock_mhz", lambda v, _r: Text(fmt_num(v), justify="right")),
+    Col("ECC s/d", "ecc_sbe_total", _ecc),
+    Col("throttle", "throttle_reasons", _throttle),
+    Col("tenant", "tenants", lambda v, r: v or ("MIG" if r["mig_mode"] else "–")),
+]
+SLICE_COLS = [
+    Col("GPU", "gpu_index"),
+    Col("slice", "slice_id", lambda v, _r: v.rsplit("/", 1)[-1]),
+    Col("profile", "profile"),
+    Col("share", "fraction", lambda v, _r: f"{v:.3g}"),
+    Col("tenant", "tenant", lambda v, _r: v or "–"),
+    Col("util", "util_pct", lambda v, _r: pct_text(v)),
+    Col("memory", "mem_used_bytes", lambda v, _r: fmt_bytes(v)),
+]
+EVENT_COLS = [
+    Col("time", "ts", lambda v, _r: f"{v:%m-%d %H:%M:%S}"),
+    Col("kind", "kind", lambda v, _r: Text(v, style="bold red" if "xid" in v or "ecc" in v else "")),
+    Col("code", "code", lambda v, _r: "–" if v is None else str(v)),
+    Col("GPU", "gpu_index", lambda v, _r: "host" if v is None else str(v)),
+    Col("detail", "detail", lambda v, _r: v or ""),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HostData:
+    gpus: pa.Table
+    slices: pa.Table
+    history: pa.Table
+    events: pa.Table
+    processes: pa.Table | None
+
+
+class DrilldownScreen(DataScreen):
+    """host → GPUs → slices → processes, with an hour of history and the host's events."""
+
+    BINDINGS = [Binding("escape,backspace", "app.pop_screen", "back")]
+
+    def __init__(self, host: str, gpu_uuid: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.host = host
+        self.gpu_uuid = gpu_uuid
+        self.view_title = f"Host {host}"
+        self.data: HostData | None = None
+
+    def compose(self) -> ComposeResult:
+        yield FleetHeader()
+        with VerticalScroll(id="drill-body"):
+            yield Static(id="drill-title", classes="section")
+            yield ViewTable(GPU_COLS, key="gpu_uuid", id="drill-gpus")
+            with Horizontal(id="drill-mid"):
+                yield HistoryPanel(id="drill-history")
+                with Vertical(id="drill-right"):
+                    yield Static(" Slices", classes="section")
+                    yield ViewTable(SLICE_COLS, key="slice_id", id="drill-slices")
+                    yield Static(" Processes", classes="section")
+                    yield Static(id="drill-procs-empty", classes="empty")
+                    yield DataTable(id="drill-procs", zebra_stripes=True)
+            yield Static(" Events (24 h)", classes="section")
+            yield ViewTable(EVENT_COLS, key="ts", id="drill-events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.view_title = self.view_title
+        self.query_one("#drill-gpus", ViewTable).focus()
+        super().on_mount()
+
+    def fetch(self, cur: duckdb.DuckDBPyConnection, at: datetime) -> HostData:
+        return HostData(
+            host_gpus(cur, self.host, at), host_slices(cur, self.host, at),
+            gpu_history(cur, self.host, at), host_events(cur, self.host, at),
+            host_processes(cur, self.host, at),
+        )
+
+    def show(self, data: HostData) -> None:
+        self.data = data
+        gpus = self.query_one("#drill-gpus", ViewTable)
+        first = not gpus.rows_data
+        gpus.load(data.gpus)
+        if first and self.gpu_uuid:
+            uuids = data.gpus.column("gpu_uuid").to_pylist()
+            if self.gpu_uuid in uuids:
+                gpus.move_cursor(row=uuids.index(self.gpu_uuid), animate=False)
+        self.query_one("#drill-events", ViewTable).load(data.events)
+        self._selected()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "drill-gpus" and self.data is not None:
+            self._selected()
+
+    def _selected(self) -> None:
+        """Show history, slices and processes of the GPU under the cursor."""
+        data = self.data
+        if data is None:
+            return
+        row = self.query_one("#drill-gpus", ViewTable).current()
+        uuid = row["gpu_uuid"] if row else None
+        idx = row["gpu_index"] if row else None
+        title = Text(f" {self.host}", style="bold")
+        if row:
+            title.append(f"   GPU{idx} {uuid}", style="dim")
+            if not row["sample_ts"]:
+                title.append("   not reporting", style="bold red")
+        self.query_one("#drill-title", Static).update(title)
+        hist = data.history
+        mask = [u == uuid for u in hist.column("gpu_uuid").to_pylist()]
+        sel = hist.filter(pa.array(mask, pa.bool_())) if hist.num_rows else hist
+        series = {k: sel.column(k).to_pylist() for k, _ in SERIES} if sel.num_rows else {}
+        self.query_one(HistoryPanel).update_series(series, f"GPU{idx} last hour" if row else "")
+        slices = data.slices
+        if slices.num_rows and idx is not None:
+            slices = slices.filter(pa.array([i == idx for i in slices.column("gpu_index").to_pylist()]))
+        self.query_one("#drill-slices", ViewTable).load(slices)
+        self._processes(uuid)
+
+    def _processes(self, uuid: str | None) -> None:
+        empty = self.query_one("#drill-procs-empty", Static)
+        table = self.query_one("#drill-procs", DataTable)
+        procs = self.data.processes if self.data else None
+        if procs is None:
+            empty.update("no process data (the NVML agent records processes)")
+            empty.display, table.display = True, False
+            return
+        rows = [r for r in procs.to_pylist() if r.get("gpu_uuid") == uuid]
+        empty.display, table.display = not rows, bool(rows)
+        empty.update("no processes on this GPU")
+        cols = [c for c in procs.column_names if c not in ("ts", "gpu_uuid", "host", "source")]
+        table.clear(columns=True)
+        table.add_columns(*cols)
+        table.add_rows([[("–" if r[c] is None else str(r[c])) for c in cols] for r in rows])

@@ -1,0 +1,113 @@
+"""Fabric view: per-rack fabric health, then every link worst first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Static
+
+from fleettui.tui.screens.base import DataScreen
+from fleettui.tui.widgets.header import FleetHeader
+from fleettui.tui.widgets.scale import fmt_num, fmt_rate, pct_text
+from fleettui.tui.widgets.table import Col, ViewTable
+from storage.views import fabric_links, fabric_racks
+
+KINDS = ("", "nvlink", "ib", "efa", "roce")
+
+
+def _state(v, r) -> Text:
+    if not r["link_up"]:
+        return Text("DOWN", style="bold white on red")
+    if r["errors_per_s"]:
+        return Text("ERR", style="bold red")
+    return Text("up", style="green")
+
+
+def _err(v, _r) -> Text:
+    return Text(fmt_num(v, 1), style="bold red" if v else "dim", justify="right")
+
+
+RACK_COLS = [
+    Col("rack", "rack"),
+    Col("links", "links", lambda v, _r: f"{v:,}"),
+    Col("down", "links_down", lambda v, _r: Text(str(v), style="bold red" if v else "dim")),
+    Col("err/s", "errors_per_s", _err),
+    Col("NVLink %", "nvlink_util_pct", lambda v, _r: pct_text(v)),
+    Col("net %", "net_util_pct", lambda v, _r: pct_text(v)),
+    Col("max %", "max_util_pct", lambda v, _r: pct_text(v)),
+    Col("traffic", "bytes_per_s", lambda v, _r: fmt_rate(v)),
+]
+LINK_COLS = [
+    Col("state", "link_up", _state),
+    Col("host", "host"),
+    Col("kind", "kind"),
+    Col("port", "port"),
+    Col("util %", "util_pct", lambda v, _r: pct_text(v)),
+    Col("tx", "tx_bytes_per_s", lambda v, _r: fmt_rate(v)),
+    Col("rx", "rx_bytes_per_s", lambda v, _r: fmt_rate(v)),
+    Col("err/s", "errors_per_s", _err),
+    Col("tenants behind", "tenants", lambda v, _r: v or "–"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FabricData:
+    racks: pa.Table
+    links: pa.Table
+
+
+class FabricScreen(DataScreen):
+    view_title = "Fabric"
+
+    BINDINGS = [
+        Binding("k", "cycle_kind", "link kind"),
+        Binding("enter", "drill", "drill down", show=False),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.kind = ""
+
+    def compose(self) -> ComposeResult:
+        yield FleetHeader()
+        yield Static(id="fabric-title", classes="section")
+        yield ViewTable(RACK_COLS, key="rack", id="fabric-racks")
+        yield Static(" Links, worst first (down, erroring, hottest)", classes="section")
+        yield ViewTable(LINK_COLS, key="port", id="fabric-links")
+        yield Footer()
+
+    def fetch(self, cur: duckdb.DuckDBPyConnection, at: datetime) -> FabricData:
+        return FabricData(fabric_racks(cur, at), fabric_links(cur, at, kind=self.kind, limit=300))
+
+    def show(self, data: FabricData) -> None:
+        self.query_one("#fabric-racks", ViewTable).load(data.racks)
+        self.query_one("#fabric-links", ViewTable).load(data.links)
+        down = sum(1 for r in data.links.column("link_up").to_pylist() if not r)
+        title = Text(" Fabric per rack", style="bold")
+        title.append(f"   links shown: {self.kind or 'all kinds'}", style="dim")
+        if down:
+            title.append(f"   {down} link(s) down", style="bold red")
+        self.query_one("#fabric-title", Static).update(title)
+
+    def action_cycle_kind(self) -> None:
+        self.kind = KINDS[(KINDS.index(self.kind) + 1) % len(KINDS)]
+        self.reload()
+
+    def action_drill(self) -> None:
+        row = self.query_one("#fabric-links", ViewTable).current()
+        if row:
+            self.app.drill_down(row["host"], row.get("gpu_uuid"))
+
+    async def on_data_table_row_selected(self, event) -> None:
+        if event.data_table.id == "fabric-links":
+            self.action_drill()
+        elif event.data_table.id == "fabric-racks":
+            row = event.data_table.current()
+            if row:
+                await self.app.show_racks(f"rack:{row['rack']}")

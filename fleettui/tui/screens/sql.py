@@ -1,0 +1,164 @@
+"""SQL console: type SQL against the store, see the result, browse the schema.
+
+Read-only: statements other than queries (SELECT, EXPLAIN, CALL) are refused,
+since the app's cursor may be the store's own writable connection.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static, TextArea, Tree
+from textual.worker import Worker, WorkerState
+
+from fleettui.tui.widgets.header import FleetHeader
+
+MAX_ROWS = 1000
+ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.CALL}
+EXAMPLE = """-- ctrl+r runs; the views' queries live in storage/views/
+SELECT h.rack, count(*) AS gpus, round(avg(s.util_pct), 1) AS util_pct
+FROM gpu_samples s JOIN hosts h USING (host)
+WHERE s.ts > (SELECT max(ts) FROM gpu_samples) - INTERVAL 10 SECOND
+GROUP BY ALL ORDER BY util_pct DESC"""
+
+
+class QueryRefused(ValueError):
+    """The console runs queries only."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    table: pa.Table
+    total_rows: int
+    elapsed_ms: float
+
+
+def run_query(cur: duckdb.DuckDBPyConnection, sql: str) -> QueryResult:
+    """Run one read-only SQL text; at most MAX_ROWS rows come back."""
+    statements = duckdb.extract_statements(sql)
+    if not statements:
+        raise QueryRefused("nothing to run")
+    for st in statements:
+        if st.type not in ALLOWED:
+            raise QueryRefused(f"the console is read-only: {st.type.name} statements are refused")
+    t0 = time.perf_counter()
+    for st in statements[:-1]:
+        cur.execute(st)
+    rel = cur.execute(statements[-1])
+    reader = rel.to_arrow_reader(batch_size=MAX_ROWS) if rel.description else None
+    if reader is None:
+        return QueryResult(pa.table({}), 0, (time.perf_counter() - t0) * 1e3)
+    batches, total = [], 0
+    for batch in reader:
+        if total < MAX_ROWS:
+            batches.append(batch)
+        total += batch.num_rows
+    table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, MAX_ROWS)
+    return QueryResult(table, total, (time.perf_counter() - t0) * 1e3)
+
+
+class SqlScreen(Screen):
+    view_title = "SQL"
+
+    BINDINGS = [
+        Binding("ctrl+r", "run", "run query", priority=True),
+        Binding("ctrl+o", "focus_editor", "editor", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield FleetHeader()
+        with Horizontal(id="sql-body"):
+            yield Tree("store", id="sql-schema")
+            with Vertical(id="sql-main"):
+                yield TextArea(EXAMPLE, id="sql-editor", show_line_numbers=True)
+                yield Static(id="sql-status", classes="status")
+                yield DataTable(id="sql-result", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(Tree).show_root = False
+        self._load_schema()
+        self.query_one(TextArea).focus()
+
+    def on_screen_resume(self) -> None:
+        self.app.view_title = self.view_title
+
+    @work(thread=True, exclusive=True, group="sql-schema")
+    def _load_schema(self) -> list[tuple[str, str, str]]:
+        cur = self.app.cursor()
+        try:
+            return cur.execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                "WHERE NOT internal AND schema_name = 'main' ORDER BY table_name, column_index"
+            ).fetchall()
+        finally:
+            cur.close()
+
+    def action_run(self) -> None:
+        sql = self.query_one(TextArea).text
+        self.query_one("#sql-status", Static).update(Text(" running…", style="dim"))
+        self._run(sql)
+
+    def action_focus_editor(self) -> None:
+        self.query_one(TextArea).focus()
+
+    @work(thread=True, exclusive=True, group="sql-run")
+    def _run(self, sql: str) -> QueryResult:
+        cur = self.app.cursor()
+        try:
+            return run_query(cur, sql)
+        finally:
+            cur.close()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        w = event.worker
+        if w.node is not self or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        status = self.query_one("#sql-status", Static)
+        if w.group == "sql-schema" and event.state == WorkerState.SUCCESS:
+            self._show_schema(w.result)
+        elif w.group == "sql-run" and event.state == WorkerState.SUCCESS:
+            self._show_result(w.result)
+        elif w.group == "sql-run":
+            msg = str(w.error).strip().splitlines()[0] if str(w.error).strip() else repr(w.error)
+            status.update(Text(f" error: {msg}", style="bold red"))
+
+    def _show_schema(self, rows: list[tuple[str, str, str]]) -> None:
+        tree = self.query_one(Tree)
+        tree.clear()
+        node = None
+        current = None
+        for table, column, dtype in rows:
+            if table != current:
+                current = table
+                node = tree.root.add(table, data=table)
+            node.add_leaf(Text.assemble(column, " ", (dtype.lower(), "dim")), data=table)
+        tree.root.expand()
+
+    def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
+        if event.node.data and not event.node.children:
+            return
+        if event.node.data:
+            self.query_one(TextArea).text = f"SELECT * FROM {event.node.data} LIMIT 100"
+
+    def _show_result(self, res: QueryResult) -> None:
+        table = self.query_one("#sql-result", DataTable)
+        table.clear(columns=True)
+        t = res.table
+        table.add_columns(*t.column_names)
+        cols = [c.to_pylist() for c in t.columns]
+        table.add_rows(
+            [["NULL" if v is None else str(v) for v in row] for row in zip(*cols, strict=True)]
+        )
+        more = f" (first {MAX_ROWS:,} shown)" if res.total_rows > MAX_ROWS else ""
+        self.query_one("#sql-status", Static).update(Text(
+            f" {res.total_rows:,} rows{more} in {res.elapsed_ms:.1f} ms", style="bold"))

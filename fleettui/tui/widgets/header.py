@@ -1,0 +1,57 @@
+"""The header: fleet totals at the time cursor, and whether that is live."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import Static
+
+from fleettui.tui.widgets.scale import fmt_duration
+
+
+class FleetHeader(Static):
+    """GPUs, busy, idle, silent, alerts firing, data age; LIVE or the time cursor."""
+
+    DEFAULT_CLASSES = "fleet-header"
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "totals", self._show, init=True)
+        self.watch(self.app, "at", lambda _: self._show(self.app.totals), init=False)
+
+    def _show(self, totals: dict[str, Any] | None) -> None:
+        app = self.app
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(" FleetTUI ", style="bold reverse")
+        line.append(f" {app.view_title} ", style="bold")
+        at: datetime | None = app.at
+        if at is None:
+            line.append(" ● LIVE ", style="bold green")
+        else:
+            back = (app.clock() - at).total_seconds()
+            line.append(f" ⏪ {at:%Y-%m-%d %H:%M:%S} (-{fmt_duration(back)}) ",
+                        style="bold black on yellow")
+        if totals:
+            line.append("  GPUs ", style="dim")
+            line.append(f"{totals['gpus']:,}", style="bold")
+            line.append("  busy ", style="dim")
+            line.append(f"{totals['busy']:,}", style="bold")
+            line.append("  idle ", style="dim")
+            line.append(f"{totals['idle']:,}", style="bold")
+            if totals.get("silent"):
+                line.append("  silent ", style="dim")
+                line.append(f"{totals['silent']:,}", style="bold #8a8a8a")
+            firing = totals.get("alerts_firing")
+            line.append("  alerts ", style="dim")
+            if firing is None:
+                line.append("n/a", style="dim")
+            else:
+                line.append(f"{firing}", style="bold red" if firing else "bold")
+            age = totals.get("data_age_s")
+            line.append("  age ", style="dim")
+            line.append(fmt_duration(age) if age is not None else "no data",
+                        style="bold red" if age is None or age > 30 else "bold")
+        else:
+            line.append("  loading…", style="dim")
+        self.update(line)

@@ -1,0 +1,366 @@
+"""The rack grid: every rack side by side, a row per host, a cell per GPU.
+
+Built on the Line API: only the visible lines are rendered, so a refresh costs
+the same at 300 or 10,000 GPUs. Racks are panels packed into columns (each
+panel goes to the shortest column). A cell is one character (compact) or three
+(wide: the value itself); a sliced GPU shows its slice count, or in wide mode a
+bar per slice. Stale hosts are grey, GPUs missing from their host's report red.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from fleettui.tui.widgets.scale import (
+    HEAT_FG,
+    HEAT_STYLES,
+    MISSING,
+    STALE,
+    heat_index,
+    tdp_for,
+)
+
+BARS = " ▁▂▃▄▅▆▇█"
+GAP = 2  # columns between panels
+TITLE = Style(bold=True)
+BADGE = Style(color="#ffffff", bgcolor="#c0392b", bold=True)
+LABEL = Style(dim=True)
+CURSOR = Style(reverse=True, bold=True)
+
+
+@dataclass(slots=True)
+class Panel:
+    rack: str
+    hosts: list[tuple[str, int, int]]  # label, first row, end row (exclusive)
+    alerts: int
+    x: int = 0
+    y: int = 0
+
+    @property
+    def height(self) -> int:
+        return len(self.hosts) + 1
+
+
+class RackGrid(ScrollView, can_focus=True):
+    """Every GPU of the fleet as a coloured cell; arrows move, Enter drills down."""
+
+    BINDINGS = [
+        Binding("left", "move(-1, 0)", "GPU ←", show=False),
+        Binding("right", "move(1, 0)", "GPU →", show=False),
+        Binding("up", "move(0, -1)", "host ↑", show=False),
+        Binding("down", "move(0, 1)", "host ↓", show=False),
+        Binding("enter", "select", "drill down"),
+    ]
+
+    metric: reactive[str] = reactive("util")
+    """Metric the cells are coloured by (see scale.METRICS)."""
+    wide: reactive[bool] = reactive(False)
+    """Three-character cells showing the value, instead of one."""
+    cursor: reactive[int] = reactive(0)
+    """Row (GPU) under the cursor."""
+
+    class Selected(Message):
+        """Enter on a GPU: drill down into its host."""
+
+        def __init__(self, host: str, gpu_uuid: str) -> None:
+            self.host = host
+            self.gpu_uuid = gpu_uuid
+            super().__init__()
+
+    class Moved(Message):
+        """The cursor moved to another GPU (row of the rack table)."""
+
+        def __init__(self, row: int) -> None:
+            self.row = row
+            super().__init__()
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.table: pa.Table | None = None
+        self.panels: list[Panel] = []
+        self._lines: list[list[tuple[int, Panel, int]]] = []  # per line: (x, panel, host or -1)
+        self._shape_key: tuple = ()
+        self._layout_width = -1
+        self._cells: list[tuple[str, Style]] = []
+        self._host_of_row: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._row_pos: dict[int, tuple[int, int]] = {}
+        self._label_w = 3
+        self._max_gpus = 1
+
+    # -- data ------------------------------------------------------------------
+    def update_data(self, table: pa.Table, alerts: dict[str, int] | None = None) -> None:
+        """New rack table (rack order); relayout only when the fleet's shape changed."""
+        alerts = alerts or {}
+        hosts = table.column("host").to_pylist()
+        racks = table.column("rack").to_pylist()
+        key = (tuple(hosts[::1]) if len(hosts) < 64 else (len(hosts), hosts[0], hosts[-1],
+               hash(tuple(hosts))), tuple(sorted(alerts.items())))
+        self.table = table
+        if key != self._shape_key:
+            self._shape_key = key
+            self._build_panels(hosts, racks, alerts)
+            self._layout_width = -1
+        self.cursor = min(self.cursor, max(table.num_rows - 1, 0))
+        self._recolour()
+        self._relayout()
+        self.refresh()
+
+    def _build_panels(self, hosts: list[str], racks: list[str], alerts: dict[str, int]) -> None:
+        panels: list[Panel] = []
+        host_alerts: dict[str, int] = {}
+        start = 0
+        n = len(hosts)
+        host_idx = np.zeros(n, dtype=np.int64)
+        h_count = 0
+        for i in range(1, n + 1):
+            if i == n or hosts[i] != hosts[start]:
+                rack = racks[start]
+                host = hosts[start]
+                label = host[len(rack) + 1:] if host.startswith(rack + "-") else host
+                if not panels or panels[-1].rack != rack:
+                    panels.append(Panel(rack, [], 0))
+                panels[-1].hosts.append((label, start, i))
+                panels[-1].alerts += alerts.get(host, 0)
+                host_alerts[host] = alerts.get(host, 0)
+                host_idx[start:i] = h_count
+                h_count += 1
+                start = i
+        self.panels = panels
+        self._host_of_row = host_idx
+        self._label_w = max((len(h[0]) for p in panels for h in p.hosts), default=3)
+        self._max_gpus = max((h[2] - h[1] for p in panels for h in p.hosts), default=1)
+
+    def _recolour(self) -> None:
+        """Cell glyph and style per GPU for the current metric (vectorised)."""
+        t = self.table
+        if t is None or t.num_rows == 0:
+            self._cells = []
+            return
+        metric = self.metric
+
+        def col(name: str) -> np.ndarray:
+            return t.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+        if metric == "util":
+            values = col("util_pct")
+        elif metric == "memory":
+            values = col("mem_pct")
+        elif metric == "power":
+            values = 100.0 * col("power_w") / tdp_for(t.column("name").to_pylist())
+        elif metric == "temp":
+            values = col("temp_c")
+        else:
+            values = col("errors")
+        heat = heat_index(metric, values).tolist()
+        stale = t.column("host_stale").to_pylist()
+        missing = t.column("gpu_missing").to_pylist()
+        n_slices = t.column("n_slices").to_pylist()
+        wide = self.wide
+        if wide:
+            shown = np.nan_to_num(values, nan=-1).round().astype(np.int64).tolist()
+            slice_utils = t.column("slice_utils").to_pylist() if any(n_slices) else None
+        cells: list[tuple[str, Style]] = []
+        for i, h in enumerate(heat):
+            if stale[i]:
+                cells.append(("···" if wide else "·", STALE))
+            elif missing[i]:
+                cells.append((" ✕ " if wide else "✕", MISSING))
+            elif n_slices[i] and metric == "util":
+                if wide:
+                    cells.append((_slice_bars(slice_utils[i]), HEAT_FG[max(h, 0)]))
+                else:
+                    cells.append((str(min(n_slices[i], 9)), HEAT_STYLES[max(h, 0)]))
+            elif h < 0:
+                cells.append((" – " if wide else "–", LABEL))
+            elif wide:
+                v = shown[i]
+                cells.append((f"{v:>3d}" if v < 1000 else f"{v // 1000:>2d}k", HEAT_STYLES[h]))
+            else:
+                cells.append((str(min(n_slices[i], 9)) if n_slices[i] else " ", HEAT_STYLES[h]))
+        self._cells = cells
+
+    # -- layout ----------------------------------------------------------------
+    @property
+    def cell_w(self) -> int:
+        return 4 if self.wide else 1
+
+    @property
+    def panel_w(self) -> int:
+        return self._label_w + 1 + self._max_gpus * self.cell_w - (1 if self.wide else 0)
+
+    def _relayout(self) -> None:
+        width = max(self.scrollable_content_region.width, 20)
+        if width == self._layout_width:
+            return
+        self._layout_width = width
+        pw = self.panel_w
+        n_cols = max(1, (width + GAP) // (pw + GAP))
+        heights = [0] * n_cols
+        for p in self.panels:
+            c = heights.index(min(heights))
+            p.x, p.y = c * (pw + GAP), heights[c]
+            heights[c] += p.height + 1
+        total = max(heights) if self.panels else 0
+        lines: list[list[tuple[int, Panel, int]]] = [[] for _ in range(total)]
+        row_pos: dict[int, tuple[int, int]] = {}
+        for p in self.panels:
+            lines[p.y].append((p.x, p, -1))
+            for k, (_, first, _end) in enumerate(p.hosts):
+                lines[p.y + 1 + k].append((p.x, p, k))
+                row_pos[first] = (p.x, p.y + 1 + k)
+        for line in lines:
+            line.sort(key=lambda s: s[0])
+        self._lines = lines
+        self._row_pos = row_pos
+        self.virtual_size = Size(min(width, n_cols * (pw + GAP)), total)
+
+    def on_resize(self) -> None:
+        self._relayout()
+        self.refresh()
+
+    def watch_metric(self) -> None:
+        self._recolour()
+        self.refresh()
+
+    def watch_wide(self) -> None:
+        self._recolour()
+        self._layout_width = -1
+        self._relayout()
+        self.refresh()
+
+    # -- rendering -------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        vy = y + scroll_y
+        width = self.scrollable_content_region.width
+        if vy >= len(self._lines) or not self._cells:
+            return Strip.blank(width, self.rich_style)
+        segs: list[Segment] = []
+        pos = 0
+        cw = self.cell_w
+        lw = self._label_w
+        cur = self.cursor
+        cells = self._cells
+        for x, panel, k in self._lines[vy]:
+            if x > pos:
+                segs.append(Segment(" " * (x - pos)))
+                pos = x
+            if k < 0:
+                title = panel.rack
+                segs.append(Segment(title, TITLE))
+                used = len(title)
+                if panel.alerts:
+                    badge = f" ▲{panel.alerts} "
+                    segs.append(Segment(" "))
+                    segs.append(Segment(badge, BADGE))
+                    used += 1 + len(badge)
+                pos += used
+                continue
+            label, first, end = panel.hosts[k]
+            segs.append(Segment(f"{label:<{lw}} ", LABEL))
+            pos += lw + 1
+            for i in range(first, end):
+                text, style = cells[i]
+                if i == cur:
+                    style = style + CURSOR
+                segs.append(Segment(text, style))
+                if cw > 1 and i < end - 1:
+                    segs.append(Segment(" "))
+                pos += cw if i < end - 1 else cw - (1 if cw > 1 else 0)
+        strip = Strip(segs, pos)
+        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+
+    # -- navigation ------------------------------------------------------------
+    def _host_range(self, row: int) -> tuple[Panel, int]:
+        h = int(self._host_of_row[row])
+        count = 0
+        for p in self.panels:
+            if h < count + len(p.hosts):
+                return p, h - count
+            count += len(p.hosts)
+        raise IndexError(row)
+
+    def action_move(self, dx: int, dy: int) -> None:
+        if self.table is None or self.table.num_rows == 0:
+            return
+        n = self.table.num_rows
+        if dx:
+            self.cursor = max(0, min(n - 1, self.cursor + dx))
+        else:
+            panel, k = self._host_range(self.cursor)
+            _, first, _ = panel.hosts[k]
+            offset = self.cursor - first
+            pidx = self.panels.index(panel)
+            k += dy
+            if k < 0:
+                if pidx == 0:
+                    return
+                panel = self.panels[pidx - 1]
+                k = len(panel.hosts) - 1
+            elif k >= len(panel.hosts):
+                if pidx == len(self.panels) - 1:
+                    return
+                panel = self.panels[pidx + 1]
+                k = 0
+            _, first, end = panel.hosts[k]
+            self.cursor = min(first + offset, end - 1)
+
+    def watch_cursor(self, row: int) -> None:
+        if self.table is None or row >= self.table.num_rows:
+            return
+        panel, k = self._host_range(row)
+        x, y = self._row_pos.get(panel.hosts[k][1], (0, 0))
+        x += self._label_w + 1 + (row - panel.hosts[k][1]) * self.cell_w
+        self.scroll_to_region_if_needed(x, y)
+        self.post_message(self.Moved(row))
+        self.refresh()
+
+    def scroll_to_region_if_needed(self, x: int, y: int) -> None:
+        from textual.geometry import Region
+
+        self.scroll_to_region(Region(x, max(y - 1, 0), self.cell_w, 2), animate=False)
+
+    def action_select(self) -> None:
+        if self.table is None or self.table.num_rows == 0:
+            return
+        row = self.cursor
+        self.post_message(self.Selected(
+            self.table.column("host")[row].as_py(), self.table.column("gpu_uuid")[row].as_py()
+        ))
+
+    def on_click(self, event) -> None:
+        """Click a cell to put the cursor on it; click it again to drill down."""
+        x, y = event.x + self.scroll_offset.x, event.y + self.scroll_offset.y
+        if y >= len(self._lines):
+            return
+        for px, panel, k in self._lines[y]:
+            if k < 0:
+                continue
+            cx = x - px - self._label_w - 1
+            label, first, end = panel.hosts[k]
+            if 0 <= cx < (end - first) * self.cell_w:
+                row = first + cx // self.cell_w
+                if row == self.cursor:
+                    self.action_select()
+                self.cursor = row
+                return
+
+
+def _slice_bars(utils: list[float | None] | None) -> str:
+    """Up to three slices as bars (more: the first two and a '+')."""
+    utils = utils or []
+    bars = [BARS[min(8, max(0, round((u or 0) / 12.5)))] if u is not None else "?" for u in utils]
+    if len(bars) > 3:
+        bars = bars[:2] + ["+"]
+    return "".join(bars).ljust(3)
