@@ -40,6 +40,10 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+VIEWS = Binding.Group("views 1-5", compact=True)
+TIME = Binding.Group("time", compact=True)
+
+
 class FleetApp(App):
     """Racks, fabric, tenants, alerts, drill-down and SQL over one store."""
 
@@ -56,16 +60,21 @@ class FleetApp(App):
     DEFAULT_MODE = "rack"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
-        Binding("1", "switch_mode('rack')", "racks"),
-        Binding("2", "switch_mode('fabric')", "fabric"),
-        Binding("3", "switch_mode('tenants')", "tenants"),
-        Binding("4", "switch_mode('alerts')", "alerts"),
-        Binding("5", "switch_mode('sql')", "SQL"),
-        Binding("left_square_bracket", "travel(-60)", "-1m"),
-        Binding("right_square_bracket", "travel(60)", "+1m"),
+        Binding("1", "switch_mode('rack')", "racks", group=VIEWS),
+        Binding("2", "switch_mode('fabric')", "fabric", group=VIEWS),
+        Binding("3", "switch_mode('tenants')", "tenants", group=VIEWS),
+        Binding("4", "switch_mode('alerts')", "alerts", group=VIEWS),
+        Binding("5", "switch_mode('sql')", "SQL", group=VIEWS),
+        Binding("f1", "switch_mode('rack')", "racks", show=False, priority=True),
+        Binding("f2", "switch_mode('fabric')", "fabric", show=False, priority=True),
+        Binding("f3", "switch_mode('tenants')", "tenants", show=False, priority=True),
+        Binding("f4", "switch_mode('alerts')", "alerts", show=False, priority=True),
+        Binding("f5", "switch_mode('sql')", "SQL", show=False, priority=True),
+        Binding("left_square_bracket", "travel(-60)", "-1m", group=TIME),
+        Binding("right_square_bracket", "travel(60)", "+1m", group=TIME),
         Binding("left_curly_bracket", "travel(-600)", "-10m", show=False),
         Binding("right_curly_bracket", "travel(600)", "+10m", show=False),
-        Binding("L", "live", "live"),
+        Binding("L", "live", "live", group=TIME),
         Binding("ctrl+t", "toggle_dark", "theme", show=False),
         Binding("q", "quit", "quit"),
     ]
@@ -85,6 +94,7 @@ class FleetApp(App):
         refresh_s: float = 1.0,
         collect: Collector | None = None,
         theme: str = "textual-dark",
+        show_timings: bool = True,
     ) -> None:
         super().__init__()
         self.cursor = cursor
@@ -92,6 +102,7 @@ class FleetApp(App):
         self.refresh_s = refresh_s
         self._collect = collect
         self._initial_theme = theme
+        self.show_timings = show_timings  # off in snapshot tests: timings vary
         self._totals_timer: Timer | None = None
         self._totals_loading = False
 

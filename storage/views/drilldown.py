@@ -40,7 +40,8 @@ ORDER BY g.gpu_index, s.slice_id
 # History in equal buckets (sparklines): one row per GPU and bucket.
 HISTORY_SQL = """
 SELECT gpu_uuid,
-       floor(epoch(ts - ($at - to_seconds($window_s))) / $bucket_s)::INT AS bucket,
+       least(floor(epoch(ts - ($at - to_seconds($window_s))) / $bucket_s), $buckets - 1)::INT
+           AS bucket,
        avg(util_pct) AS util_pct,
        avg(100.0 * mem_used_bytes / nullif(mem_total_bytes, 0)) AS mem_pct,
        avg(power_w) AS power_w,
@@ -85,7 +86,7 @@ def gpu_history(
 ) -> pa.Table:
     """Bucketed means of util, memory, power and temperature per GPU of `host`."""
     params = {"at": resolve_at(at), "host": host, "window_s": window_s,
-              "bucket_s": window_s / buckets}
+              "bucket_s": window_s / buckets, "buckets": buckets}
     return cur.execute(HISTORY_SQL, params).to_arrow_table()
 
 

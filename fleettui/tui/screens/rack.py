@@ -138,6 +138,7 @@ class RackScreen(DataScreen):
                         severity="warning")
             return
         self.flt = flt
+        self.query_one(FilterBar).value = spec
         self.grid.cursor = 0
         self.reload()
 

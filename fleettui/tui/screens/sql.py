@@ -72,6 +72,7 @@ class SqlScreen(Screen):
     BINDINGS = [
         Binding("ctrl+r", "run", "run query", priority=True),
         Binding("ctrl+o", "focus_editor", "editor", show=False),
+        Binding("escape", "leave_editor", "leave editor", show=False),
     ]
 
     def compose(self) -> ComposeResult:
@@ -107,6 +108,9 @@ class SqlScreen(Screen):
         sql = self.query_one(TextArea).text
         self.query_one("#sql-status", Static).update(Text(" running…", style="dim"))
         self._run(sql)
+
+    def action_leave_editor(self) -> None:
+        self.query_one("#sql-result", DataTable).focus()
 
     def action_focus_editor(self) -> None:
         self.query_one(TextArea).focus()
@@ -160,5 +164,6 @@ class SqlScreen(Screen):
             [["NULL" if v is None else str(v) for v in row] for row in zip(*cols, strict=True)]
         )
         more = f" (first {MAX_ROWS:,} shown)" if res.total_rows > MAX_ROWS else ""
+        took = f" in {res.elapsed_ms:.1f} ms" if self.app.show_timings else ""
         self.query_one("#sql-status", Static).update(Text(
-            f" {res.total_rows:,} rows{more} in {res.elapsed_ms:.1f} ms", style="bold"))
+            f" {res.total_rows:,} rows{more}{took}", style="bold"))

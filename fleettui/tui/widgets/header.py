@@ -19,18 +19,20 @@ class FleetHeader(Static):
     def on_mount(self) -> None:
         self.watch(self.app, "totals", self._show, init=True)
         self.watch(self.app, "at", lambda _: self._show(self.app.totals), init=False)
+        self.watch(self.app, "view_title", lambda _: self._show(self.app.totals), init=False)
 
     def _show(self, totals: dict[str, Any] | None) -> None:
         app = self.app
         line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(" FleetTUI ", style="bold reverse")
-        line.append(f" {app.view_title} ", style="bold")
+        if self.size.width >= 110:
+            line.append(" FleetTUI ", style="bold reverse")
+        line.append(f" {app.view_title} ", style="bold reverse")
         at: datetime | None = app.at
         if at is None:
-            line.append(" ● LIVE ", style="bold green")
+            line.append(" ● LIVE", style="bold green")
         else:
             back = (app.clock() - at).total_seconds()
-            line.append(f" ⏪ {at:%Y-%m-%d %H:%M:%S} (-{fmt_duration(back)}) ",
+            line.append(f" ⏪ {at:%m-%d %H:%M:%S} -{fmt_duration(back)} ",
                         style="bold black on yellow")
         if totals:
             line.append("  GPUs ", style="dim")

@@ -252,23 +252,25 @@ class RackGrid(ScrollView, can_focus=True):
         lw = self._label_w
         cur = self.cursor
         cells = self._cells
+        base = self.rich_style
+        title_s, label_s, badge_s = base + TITLE, base + LABEL, base + BADGE
         for x, panel, k in self._lines[vy]:
             if x > pos:
-                segs.append(Segment(" " * (x - pos)))
+                segs.append(Segment(" " * (x - pos), base))
                 pos = x
             if k < 0:
                 title = panel.rack
-                segs.append(Segment(title, TITLE))
+                segs.append(Segment(title, title_s))
                 used = len(title)
                 if panel.alerts:
                     badge = f" ▲{panel.alerts} "
-                    segs.append(Segment(" "))
-                    segs.append(Segment(badge, BADGE))
+                    segs.append(Segment(" ", base))
+                    segs.append(Segment(badge, badge_s))
                     used += 1 + len(badge)
                 pos += used
                 continue
             label, first, end = panel.hosts[k]
-            segs.append(Segment(f"{label:<{lw}} ", LABEL))
+            segs.append(Segment(f"{label:<{lw}} ", label_s))
             pos += lw + 1
             for i in range(first, end):
                 text, style = cells[i]
@@ -276,7 +278,7 @@ class RackGrid(ScrollView, can_focus=True):
                     style = style + CURSOR
                 segs.append(Segment(text, style))
                 if cw > 1 and i < end - 1:
-                    segs.append(Segment(" "))
+                    segs.append(Segment(" ", base))
                 pos += cw if i < end - 1 else cw - (1 if cw > 1 else 0)
         strip = Strip(segs, pos)
         return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
