@@ -113,10 +113,11 @@ class FleetApp(App):
         self.theme = self._initial_theme
         self._load_totals(self.effective_at())
         if self._collect is not None:
-            self.run_worker(self._collect(), name="collector", group="collector", exclusive=True)
+            self.run_worker(self._collect(), name="collector", group="collector", exclusive=True,
+                            exit_on_error=False)
 
     # -- header totals -----------------------------------------------------------
-    @work(thread=True, exclusive=True, group="totals")
+    @work(thread=True, exclusive=True, group="totals", exit_on_error=False)
     def _load_totals(self, at: datetime) -> dict[str, Any]:
         cur = self.cursor()
         try:

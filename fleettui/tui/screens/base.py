@@ -57,7 +57,7 @@ class DataScreen(Screen):
         self._loading = True
         self._load(self.app.effective_at())
 
-    @work(thread=True, exclusive=True, group="view-refresh")
+    @work(thread=True, exclusive=True, group="view-refresh", exit_on_error=False)
     def _load(self, at: datetime) -> Any:
         cur = self.app.cursor()
         try:

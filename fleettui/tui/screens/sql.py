@@ -93,7 +93,7 @@ class SqlScreen(Screen):
     def on_screen_resume(self) -> None:
         self.app.view_title = self.view_title
 
-    @work(thread=True, exclusive=True, group="sql-schema")
+    @work(thread=True, exclusive=True, group="sql-schema", exit_on_error=False)
     def _load_schema(self) -> list[tuple[str, str, str]]:
         cur = self.app.cursor()
         try:
@@ -115,7 +115,7 @@ class SqlScreen(Screen):
     def action_focus_editor(self) -> None:
         self.query_one(TextArea).focus()
 
-    @work(thread=True, exclusive=True, group="sql-run")
+    @work(thread=True, exclusive=True, group="sql-run", exit_on_error=False)
     def _run(self, sql: str) -> QueryResult:
         cur = self.app.cursor()
         try:

@@ -1,0 +1,239 @@
+"""The app driven by keys through Textual's Pilot, at a fixed seed and clock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from textual.widgets import DataTable, Static, TextArea
+
+from fleettui.tui.screens.alerts import AlertsScreen
+from fleettui.tui.screens.drilldown import DrilldownScreen
+from fleettui.tui.screens.fabric import FabricScreen
+from fleettui.tui.screens.rack import RackScreen
+from fleettui.tui.screens.sql import SqlScreen
+from fleettui.tui.screens.tenants import TenantsScreen
+from fleettui.tui.widgets.header import FleetHeader
+from fleettui.tui.widgets.rack_grid import RackGrid
+from fleettui.tui.widgets.table import ViewTable
+from tests.tui_support import fleet_store, make_app, settle
+
+
+def text_of(widget: Static) -> str:
+    return str(widget.render())
+
+
+async def test_rack_view_navigate_metric_filter_and_drill_down():
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RackScreen)
+        grid = screen.query_one(RackGrid)
+        assert grid.table.num_rows == 304
+        assert "304" in text_of(screen.query_one(FleetHeader))
+        # navigate: right moves one GPU, down one host within the rack
+        await pilot.press("right", "right", "down")
+        row = grid.table.slice(grid.cursor, 1).to_pylist()[0]
+        assert (row["host"], row["gpu_index"]) == ("hgx-03-n2", 2)
+        assert "hgx-03-n2 GPU2" in text_of(screen.query_one("#rack-status"))
+        # metric cycles and recolours
+        before = list(grid._cells)
+        await pilot.press("m")
+        assert grid.metric == "memory" and grid._cells != before
+        await pilot.press("m", "m", "m", "m")
+        assert grid.metric == "util"
+        # filter by tenant
+        await pilot.press("slash")
+        await pilot.press(*"tenant:acme-llm", "enter")
+        await settle(pilot)
+        assert grid.table.num_rows == 72
+        assert set(grid.table.column("tenants").to_pylist()) == {"acme-llm"}
+        # drill down into the host under the cursor, then back
+        await pilot.press("enter")
+        await settle(pilot)
+        drill = app.screen
+        assert isinstance(drill, DrilldownScreen) and drill.host == "nvl72-01-t01"
+        gpus = drill.query_one("#drill-gpus", ViewTable)
+        assert [r["gpu_index"] for r in gpus.rows_data] == [0, 1, 2, 3]
+        await pilot.press("escape")
+        assert app.screen is screen
+        await pilot.press("escape")  # clears the filter
+        await settle(pilot)
+        assert grid.table.num_rows == 304
+
+
+async def test_wide_cells_and_click_to_select():
+    app = make_app()
+    async with app.run_test(size=(200, 60)) as pilot:
+        await settle(pilot)
+        grid = app.screen.query_one(RackGrid)
+        await pilot.press("z")
+        assert grid.wide and grid.cell_w == 4
+        x, y = grid._row_pos[8]  # first GPU of the second host row
+        await pilot.click(RackGrid, offset=(x + grid._label_w + 1 + 1 + 4, y))
+        assert grid.cursor == 9
+
+
+async def test_time_travel_moves_every_view_and_back_to_live():
+    store, last = fleet_store()
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        grid = app.screen.query_one(RackGrid)
+        assert "hgx-04-n3" in {r["host"] for r in grid.table.to_pylist() if r["host_stale"]}
+        # back 4 minutes: 55 s into the run, before the host went silent
+        await pilot.press(*["left_square_bracket"] * 4)
+        await settle(pilot)
+        assert app.at == last - timedelta(seconds=240)
+        assert not any(grid.table.column("host_stale").to_pylist())
+        assert "⏪" in text_of(app.screen.query_one(FleetHeader))
+        await pilot.press("2")
+        await settle(pilot)
+        links = app.screen.query_one("#fabric-links", ViewTable).rows_data
+        assert ("hgx-04-n1", "mlx5_3/1") not in [(r["host"], r["port"]) for r in links
+                                                  if not r["link_up"]]
+        await pilot.press("L")
+        await settle(pilot)
+        assert app.at is None
+        links = app.screen.query_one("#fabric-links", ViewTable).rows_data
+        assert not links[0]["link_up"]
+        await pilot.press("1")
+        await settle(pilot)
+        assert "LIVE" in text_of(app.screen.query_one(FleetHeader))
+        # forward past now snaps back to live
+        await pilot.press("left_square_bracket", "right_square_bracket", "right_square_bracket")
+        assert app.at is None
+
+
+async def test_fabric_view_kinds_and_drill_down():
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, FabricScreen)
+        links = screen.query_one("#fabric-links", ViewTable)
+        assert not links.rows_data[0]["link_up"]
+        await pilot.press("k")  # nvlink only
+        await settle(pilot)
+        assert {r["kind"] for r in links.rows_data} == {"nvlink"}
+        links.focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, DrilldownScreen)
+        assert app.screen.host == links.rows_data[0]["host"]
+
+
+async def test_tenant_view_sorts_and_jumps_to_racks():
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, TenantsScreen)
+        table = screen.query_one(ViewTable)
+        assert [r["gpus"] for r in table.rows_data] == sorted(
+            (r["gpus"] for r in table.rows_data), reverse=True)
+        await pilot.press("s", "s")  # sort by tier, then by GPUs held
+        assert table.sort_key == "tier"
+        await pilot.press("s")
+        assert table.sort_key == "gpus"
+        await pilot.press("w")
+        await settle(pilot)
+        assert "7 d" in text_of(screen.query_one("#tenants-title"))
+        table.focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        rack = app.screen
+        assert isinstance(rack, RackScreen)
+        assert str(rack.flt) == f"tenant:{table.rows_data[0]['tenant']}"
+
+
+async def test_alerts_view_empty_state_without_alert_table():
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, AlertsScreen)
+        assert "No alert history" in text_of(screen.query_one("#alerts-empty"))
+        assert not screen.query_one(ViewTable).display
+
+
+async def test_alerts_view_lists_and_jumps():
+    from fleettui.tui.app import FleetApp
+    from fleettui.tui.demo import fixed_store
+
+    store, last = fixed_store(60.0, 10.0)
+    cur = store.cursor()
+    cur.execute("CREATE TABLE alerts (rule VARCHAR, scope VARCHAR, scope_key VARCHAR, "
+                "severity VARCHAR, state VARCHAR, started_at TIMESTAMP, fired_at TIMESTAMP, "
+                "resolved_at TIMESTAMP, value DOUBLE, peak_value DOUBLE, summary VARCHAR)")
+    cur.execute("INSERT INTO alerts VALUES ('host_stale', 'host', 'hgx-04-n3', 'warning', "
+                "'firing', ?, ?, NULL, 40, 40, 'no samples for 40 s')",
+                [last - timedelta(seconds=30), last - timedelta(seconds=20)])
+    app = FleetApp(store.cursor, clock=lambda: last, refresh_s=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        table = app.screen.query_one(ViewTable)
+        assert [r["rule"] for r in table.rows_data] == ["host_stale"]
+        assert "firing 1" in text_of(app.screen.query_one("#alerts-title"))
+        table.focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, DrilldownScreen) and app.screen.host == "hgx-04-n3"
+    store.close()
+
+
+async def test_sql_console_runs_queries_and_refuses_writes():
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, SqlScreen)
+        editor = screen.query_one(TextArea)
+        editor.text = "SELECT host, count(*) AS n FROM gpus GROUP BY host ORDER BY host LIMIT 3"
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        result = screen.query_one("#sql-result", DataTable)
+        assert result.row_count == 3
+        assert [str(c.label) for c in result.columns.values()] == ["host", "n"]
+        assert "3 rows" in text_of(screen.query_one("#sql-status"))
+        editor.text = "DELETE FROM gpus"
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        assert "read-only" in text_of(screen.query_one("#sql-status"))
+        store, _ = fleet_store()
+        assert store.cursor().execute("SELECT count(*) FROM gpus").fetchone()[0] == 304
+        tree = screen.query_one("#sql-schema")
+        assert "gpu_samples" in [str(n.label) for n in tree.root.children]
+        await pilot.press("escape", "1")
+        assert isinstance(app.screen, RackScreen)
+
+
+async def test_theme_toggle_and_command_palette():
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+t")
+        assert app.theme == "textual-light"
+        await pilot.press("ctrl+p")
+        await pilot.press(*"show tenants")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TenantsScreen)
+
+
+async def test_refreshes_never_overlap_and_rearm():
+    app = make_app(refresh_s=0.05)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        first = screen.loaded
+        await pilot.pause(0.5)
+        assert screen.loaded > first  # re-armed after each refresh
+        running = [w for w in app.workers if w.group == "view-refresh" and w.is_running]
+        assert len(running) <= 1
