@@ -6,6 +6,7 @@ from datetime import datetime
 from functools import cache
 
 from textual.pilot import Pilot
+from textual.worker import WorkerCancelled
 
 from fleettui.tui.app import FleetApp
 from fleettui.tui.demo import fixed_store
@@ -27,5 +28,8 @@ def make_app(**kwargs) -> FleetApp:
 async def settle(pilot: Pilot, rounds: int = 6) -> None:
     """Let workers finish and their results reach the screen."""
     for _ in range(rounds):
-        await pilot.app.workers.wait_for_complete()
+        try:
+            await pilot.app.workers.wait_for_complete()
+        except WorkerCancelled:
+            pass  # a refresh superseded by a newer one
         await pilot.pause()

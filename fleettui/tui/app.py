@@ -105,13 +105,13 @@ class FleetApp(App):
         self.show_timings = show_timings  # off in snapshot tests: timings vary
         self._totals_timer: Timer | None = None
         self._totals_loading = False
+        self._totals_again = False
 
     def effective_at(self) -> datetime:
         return self.at if self.at is not None else self.clock()
 
     def on_mount(self) -> None:
         self.theme = self._initial_theme
-        self._load_totals(self.effective_at())
         if self._collect is not None:
             self.run_worker(self._collect(), name="collector", group="collector", exclusive=True,
                             exit_on_error=False)
@@ -133,17 +133,28 @@ class FleetApp(App):
             WorkerState.SUCCESS, WorkerState.ERROR
         ):
             return
+        self._totals_loading = False
         if event.state == WorkerState.SUCCESS:
             self.totals = event.worker.result
-        self._totals_timer = self.set_timer(self.refresh_s, self._tick_totals)
+        if self._totals_again:
+            self._totals_again = False
+            self._reload_totals()
+        else:
+            self._totals_timer = self.set_timer(self.refresh_s, self._reload_totals)
 
-    def _tick_totals(self) -> None:
+    def _reload_totals(self) -> None:
+        """Refresh the totals now, or right after the refresh in flight (never two at once)."""
+        if self._totals_loading:
+            self._totals_again = True
+            return
+        if self._totals_timer is not None:
+            self._totals_timer.stop()
+            self._totals_timer = None
+        self._totals_loading = True
         self._load_totals(self.effective_at())
 
     def watch_at(self) -> None:
-        if self._totals_timer is not None:
-            self._totals_timer.stop()
-        self._load_totals(self.effective_at())
+        self._reload_totals()
 
     # -- time travel -------------------------------------------------------------
     def action_travel(self, seconds: float) -> None:

@@ -62,9 +62,7 @@ SLICES_PER_GPU = f"""
     SELECT s.gpu_uuid,
            count(*) AS n_slices,
            avg(sl.util_pct) AS slice_util_pct,
-           sum(sl.mem_used_bytes)::BIGINT AS slice_mem_used_bytes,
-           list(sl.util_pct ORDER BY s.slice_id) AS slice_utils,
-           list(s.fraction ORDER BY s.slice_id) AS slice_fractions
+           sum(sl.mem_used_bytes)::BIGINT AS slice_mem_used_bytes
     FROM slices s LEFT JOIN ({SLICE_LATEST}) sl USING (slice_id)
     GROUP BY s.gpu_uuid
 """

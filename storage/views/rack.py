@@ -59,6 +59,7 @@ ev AS (
     GROUP BY gpu_uuid
 ),
 alerting AS ({{alerting}}),
+seen AS (SELECT DISTINCT g.host FROM latest JOIN gpus g USING (gpu_uuid)),
 grid AS (
     SELECT h.rack, h.rack_slot, h.host, h.model, h.nvlink_domain,
            g.gpu_index, g.gpu_uuid, g.name, g.mig_mode,
@@ -67,15 +68,16 @@ grid AS (
                / nullif(coalesce(l.mem_total_bytes, g.mem_total_bytes), 0) AS mem_pct,
            l.power_w, l.temp_c, l.sm_clock_mhz, l.throttle_reasons,
            coalesce(ev.n_events, 0) + coalesce(l.ecc_dbe_total, 0) AS errors,
-           coalesce(s.n_slices, 0) AS n_slices, s.slice_utils, s.slice_fractions,
+           coalesce(s.n_slices, 0) AS n_slices,
            a.tenants, coalesce(a.allocated, 0) AS allocated,
            l.ts AS sample_ts,
-           max(l.ts) OVER (PARTITION BY h.host) IS NULL AS host_stale,
+           hs.host IS NULL AS host_stale,
            l.ts IS NULL AS gpu_missing,
            coalesce(al.firing, 0) AS host_alerts
     FROM gpus g
     JOIN hosts h ON h.host = g.host
     LEFT JOIN latest l ON l.gpu_uuid = g.gpu_uuid
+    LEFT JOIN seen hs ON hs.host = g.host
     LEFT JOIN sliced s ON s.gpu_uuid = g.gpu_uuid
     LEFT JOIN asg a ON a.gpu_uuid = g.gpu_uuid
     LEFT JOIN ev ON ev.gpu_uuid = g.gpu_uuid

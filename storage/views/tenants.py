@@ -42,12 +42,13 @@ slice_use AS (
     GROUP BY slice_id
 ),
 alloc AS (
-    SELECT a.tenant, a.fraction, a.slice_id IS NOT NULL AS is_slice,
-           coalesce(su.util_pct, gu.util_pct) AS util_pct,
-           coalesce(su.mem_used_bytes, gu.mem_used_bytes) AS mem_used_bytes
-    FROM asg a
-    LEFT JOIN gpu_use gu ON a.slice_id IS NULL AND gu.gpu_uuid = a.gpu_uuid
-    LEFT JOIN slice_use su ON su.slice_id = a.slice_id
+    SELECT a.tenant, a.fraction, false AS is_slice, gu.util_pct, gu.mem_used_bytes
+    FROM asg a LEFT JOIN gpu_use gu ON gu.gpu_uuid = a.gpu_uuid
+    WHERE a.slice_id IS NULL
+    UNION ALL
+    SELECT a.tenant, a.fraction, true AS is_slice, su.util_pct, su.mem_used_bytes
+    FROM asg a LEFT JOIN slice_use su ON su.slice_id = a.slice_id
+    WHERE a.slice_id IS NOT NULL
 ),
 held AS (
     SELECT tenant,

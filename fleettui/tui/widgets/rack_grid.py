@@ -3,8 +3,8 @@
 Built on the Line API: only the visible lines are rendered, so a refresh costs
 the same at 300 or 10,000 GPUs. Racks are panels packed into columns (each
 panel goes to the shortest column). A cell is one character (compact) or three
-(wide: the value itself); a sliced GPU shows its slice count, or in wide mode a
-bar per slice. Stale hosts are grey, GPUs missing from their host's report red.
+(wide: the value itself); a sliced GPU shows its slice count (in wide mode as a
+superscript before the value), coloured by the mean of its slices. Stale hosts are grey, GPUs missing from their host's report red.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from fleettui.tui.widgets.scale import (
-    HEAT_FG,
     HEAT_STYLES,
     MISSING,
     STALE,
@@ -31,7 +30,7 @@ from fleettui.tui.widgets.scale import (
     tdp_for,
 )
 
-BARS = " ▁▂▃▄▅▆▇█"
+SUPERSCRIPT = "⁰¹²³⁴⁵⁶⁷⁸⁹"
 GAP = 2  # columns between panels
 TITLE = Style(bold=True)
 BADGE = Style(color="#ffffff", bgcolor="#c0392b", bold=True)
@@ -169,23 +168,20 @@ class RackGrid(ScrollView, can_focus=True):
         wide = self.wide
         if wide:
             shown = np.nan_to_num(values, nan=-1).round().astype(np.int64).tolist()
-            slice_utils = t.column("slice_utils").to_pylist() if any(n_slices) else None
         cells: list[tuple[str, Style]] = []
         for i, h in enumerate(heat):
             if stale[i]:
                 cells.append(("···" if wide else "·", STALE))
             elif missing[i]:
                 cells.append((" ✕ " if wide else "✕", MISSING))
-            elif n_slices[i] and metric == "util":
-                if wide:
-                    cells.append((_slice_bars(slice_utils[i]), HEAT_FG[max(h, 0)]))
-                else:
-                    cells.append((str(min(n_slices[i], 9)), HEAT_STYLES[max(h, 0)]))
             elif h < 0:
                 cells.append((" – " if wide else "–", LABEL))
             elif wide:
                 v = shown[i]
-                cells.append((f"{v:>3d}" if v < 1000 else f"{v // 1000:>2d}k", HEAT_STYLES[h]))
+                text = f"{v:>3d}" if v < 1000 else f"{v // 1000:>2d}k"
+                if n_slices[i]:  # slice count as a superscript before the value
+                    text = SUPERSCRIPT[min(n_slices[i], 9)] + f"{min(v, 99):>2d}"
+                cells.append((text, HEAT_STYLES[h]))
             else:
                 cells.append((str(min(n_slices[i], 9)) if n_slices[i] else " ", HEAT_STYLES[h]))
         self._cells = cells
@@ -357,12 +353,3 @@ class RackGrid(ScrollView, can_focus=True):
                     self.action_select()
                 self.cursor = row
                 return
-
-
-def _slice_bars(utils: list[float | None] | None) -> str:
-    """Up to three slices as bars (more: the first two and a '+')."""
-    utils = utils or []
-    bars = [BARS[min(8, max(0, round((u or 0) / 12.5)))] if u is not None else "?" for u in utils]
-    if len(bars) > 3:
-        bars = bars[:2] + ["+"]
-    return "".join(bars).ljust(3)

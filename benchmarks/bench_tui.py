@@ -1,0 +1,106 @@
+"""TUI benchmark at the simulated fleet scaled to 10,032 GPUs (SimSource scale=33).
+
+Prints, per view, the CPU time of one refresh: the view's query (in the worker
+thread) plus handing the result to the screen and rendering the frame
+(headless Textual at the given terminal size). Targets: rack view < 100 ms CPU,
+app start-up < 2 s (import in a fresh interpreter + first frame with data).
+
+    .venv/bin/python benchmarks/bench_tui.py [--scale 33] [--seconds 120] [--repeat 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fleettui.tui.app import FleetApp  # noqa: E402
+from fleettui.tui.demo import fixed_store  # noqa: E402
+
+
+def import_time_s() -> float:
+    code = ("import time; t=time.perf_counter(); import fleettui.tui.app; "
+            "print(time.perf_counter()-t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    return float(out.stdout.strip())
+
+
+async def measure(store, last, size: tuple[int, int], repeat: int) -> list[tuple[str, float, float]]:
+    app = FleetApp(store.cursor, clock=lambda: last, refresh_s=3600.0)
+    t0 = time.perf_counter()
+    results: list[tuple[str, float, float]] = []
+    async with app.run_test(size=size) as pilot:
+        while app.screen.loaded == 0:
+            await pilot.pause(0.005)
+        await pilot.pause()
+        results.append(("first frame with data (s, wall)", time.perf_counter() - t0, 0.0))
+
+        async def refresh_cpu(label: str) -> None:
+            screen = app.screen
+            cur = store.cursor()
+            at = app.effective_at()
+            total, query = [], []
+            for _ in range(repeat):
+                c0 = time.process_time()
+                data = screen.fetch(cur, at)
+                c1 = time.process_time()
+                screen.show(data)
+                await pilot.pause()  # compositor renders the frame
+                c2 = time.process_time()
+                query.append(c1 - c0)
+                total.append(c2 - c0)
+            cur.close()
+            results.append((label, statistics.median(total) * 1e3, statistics.median(query) * 1e3))
+
+        await refresh_cpu("rack (1-char cells)")
+        await pilot.press("z")
+        await refresh_cpu("rack (wide cells)")
+        await pilot.press("z")
+        for key, label in (("2", "fabric"), ("3", "tenants"), ("4", "alerts")):
+            await pilot.press(key)
+            while app.screen.loaded == 0:
+                await pilot.pause(0.005)
+            await refresh_cpu(label)
+        await pilot.press("1", "enter")
+        while app.screen.loaded == 0:
+            await pilot.pause(0.005)
+        await refresh_cpu("drill-down (host)")
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=int, default=33)
+    ap.add_argument("--seconds", type=float, default=120.0, help="history to fill (1 s samples)")
+    ap.add_argument("--repeat", type=int, default=10)
+    args = ap.parse_args()
+
+    t = time.perf_counter()
+    store, last = fixed_store(args.seconds, 1.0, scale=args.scale)
+    n_gpus = store.cursor().execute("SELECT count(*) FROM gpus").fetchone()[0]
+    rows = store.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone()[0]
+    print(f"store: {n_gpus:,} GPUs, {rows:,} GPU samples ({args.seconds:.0f} s), "
+          f"filled in {time.perf_counter() - t:.1f} s")
+    imp = import_time_s()
+    for size in ((200, 60), (80, 24)):
+        results = asyncio.run(measure(store, last, size, args.repeat))
+        print(f"\nterminal {size[0]}x{size[1]}, median of {args.repeat} refreshes")
+        print(f"{'view':<34}{'refresh CPU ms':>16}{'of which query':>16}")
+        first = results[0][1]
+        for label, total, query in results[1:]:
+            flag = "  (target < 100 ms)" if label.startswith("rack") else ""
+            print(f"{label:<34}{total:>16.1f}{query:>16.1f}{flag}")
+        print(f"start-up: import {imp:.2f} s + first frame with data {first:.2f} s = "
+              f"{imp + first:.2f} s (target < 2 s)")
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
