@@ -32,7 +32,9 @@ def import_time_s() -> float:
     return float(out.stdout.strip())
 
 
-async def measure(store, last, size: tuple[int, int], repeat: int) -> list[tuple[str, float, float]]:
+async def measure(
+    store, last, size: tuple[int, int], repeat: int
+) -> list[tuple[str, float, float]]:
     app = FleetApp(store.cursor, clock=lambda: last, refresh_s=3600.0)
     t0 = time.perf_counter()
     results: list[tuple[str, float, float]] = []

@@ -49,7 +49,8 @@ def test_rack_grid_marks_silent_host_and_missing_gpu(db):
     rows = views.rack_grid(cur, last).to_pylist()
     stale = {r["host"] for r in rows if r["host_stale"]}
     assert stale == {"hgx-04-n3"}  # host_silent fault from 90 s
-    missing = {(r["host"], r["gpu_index"]) for r in rows if r["gpu_missing"] and not r["host_stale"]}
+    missing = {(r["host"], r["gpu_index"]) for r in rows
+               if r["gpu_missing"] and not r["host_stale"]}
     assert missing == {("nvl72-02-t03", 1)}  # Xid 79 from 60 s
     # before the faults started, nothing was stale or missing
     early = views.rack_grid(cur, at_s(30)).to_pylist()
@@ -116,7 +117,8 @@ def test_fabric_links_worst_first(db):
 
 def test_tenant_summary_counts_fractions_and_hours(db):
     cur, last = db
-    rows = {r["tenant"]: r for r in views.tenant_summary(cur, last, hours_window_s=3600).to_pylist()}
+    summary = views.tenant_summary(cur, last, hours_window_s=3600)
+    rows = {r["tenant"]: r for r in summary.to_pylist()}
     assert set(rows) == {t[0] for t in TENANTS}
     for tenant in rows:
         ti = FLEET.tenant_index(tenant)

@@ -64,7 +64,7 @@ def fixed_store(
     seconds: float = 300.0, step_s: float = 5.0, *, scale: int = 1, seed: int = 7,
     path: str = ":memory:",
 ) -> tuple[Store, datetime]:
-    """A store holding the simulated fleet's first `seconds`; returns it and the last sample time."""
+    """A store with the simulated fleet's first `seconds`; returns it and the last sample time."""
     store = Store.open(path)
     source = SimSource(seed=seed, scale=scale, start=FIXED_START)
     last = fill_history(store, source, FIXED_START, seconds, step_s)

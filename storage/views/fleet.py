@@ -45,7 +45,8 @@ def fleet_totals(
     out["data_age_s"] = (at - newest).total_seconds() if newest is not None else None
     firing = firing_sql(cur)
     out["alerts_firing"] = (
-        cur.execute(f"SELECT count(*) FROM ({firing})", {"at": at}).fetchone()[0] if firing else None
+        cur.execute(f"SELECT count(*) FROM ({firing})", {"at": at}).fetchone()[0]
+        if firing else None
     )
     out["at"] = at
     return out

@@ -6,6 +6,7 @@ maps and only the stale window is scanned, whatever the history length.
 
 from __future__ import annotations
 
+
 # Newest sample per GPU in (at - stale window, at]; parameters $at, $stale_s.
 # First each host's newest report time (two narrow columns), then only the rows
 # of that report (within a second of it: an agent may stamp GPUs apart) are read

@@ -1,4 +1,4 @@
-"""Drill-down: a host's GPUs, the selected GPU's slices, processes and history, the host's events."""
+"""Drill-down: a host's GPUs; the selected GPU's slices, processes and history; events."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def _ecc(v, r) -> Text:
 GPU_COLS = [
     Col("#", "gpu_index"),
     Col("GPU", "name", lambda v, r: (v or "?").replace("NVIDIA ", "")[:22]),
-    Col("util", "util_pct", lambda v, r: pct_text(v) if r["sample_ts"] else Text("MISSING", "bold red")),
+    Col("util", "util_pct",
+        lambda v, r: pct_text(v) if r["sample_ts"] else Text("MISSING", "bold red")),
     Col("mem %", "mem_pct", lambda v, _r: pct_text(v, hot=95)),
     Col("power W", "power_w", lambda v, _r: Text(fmt_num(v), justify="right")),
     Col("°C", "temp_c", lambda v, _r: pct_text(v, hot=85, cold=-1)),
@@ -58,7 +59,8 @@ SLICE_COLS = [
 ]
 EVENT_COLS = [
     Col("time", "ts", lambda v, _r: f"{v:%m-%d %H:%M:%S}"),
-    Col("kind", "kind", lambda v, _r: Text(v, style="bold red" if "xid" in v or "ecc" in v else "")),
+    Col("kind", "kind",
+        lambda v, _r: Text(v, style="bold red" if "xid" in v or "ecc" in v else "")),
     Col("code", "code", lambda v, _r: "–" if v is None else str(v)),
     Col("GPU", "gpu_index", lambda v, _r: "host" if v is None else str(v)),
     Col("detail", "detail", lambda v, _r: v or ""),
@@ -152,7 +154,8 @@ class DrilldownScreen(DataScreen):
         self.query_one(HistoryPanel).update_series(series, f"GPU{idx} last hour" if row else "")
         slices = data.slices
         if slices.num_rows and idx is not None:
-            slices = slices.filter(pa.array([i == idx for i in slices.column("gpu_index").to_pylist()]))
+            keep = [i == idx for i in slices.column("gpu_index").to_pylist()]
+            slices = slices.filter(pa.array(keep, pa.bool_()))
         self.query_one("#drill-slices", ViewTable).load(slices)
         self._processes(uuid)
 

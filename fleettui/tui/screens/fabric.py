@@ -83,7 +83,9 @@ class FabricScreen(DataScreen):
         yield Footer()
 
     def fetch(self, cur: duckdb.DuckDBPyConnection, at: datetime) -> FabricData:
-        return FabricData(fabric_racks(cur, at), fabric_links(cur, at, kind=self.kind, limit=300))
+        # a 10 s window: link rates and error counts per sample need no longer one
+        return FabricData(fabric_racks(cur, at, window_s=10.0),
+                          fabric_links(cur, at, kind=self.kind, window_s=10.0, limit=300))
 
     def show(self, data: FabricData) -> None:
         self.query_one("#fabric-racks", ViewTable).load(data.racks)

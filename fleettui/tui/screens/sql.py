@@ -28,7 +28,7 @@ EXAMPLE = """-- ctrl+r runs; the views' queries live in storage/views/
 SELECT h.rack, count(*) AS gpus, round(avg(s.util_pct), 1) AS util_pct
 FROM gpu_samples s JOIN hosts h USING (host)
 WHERE s.ts > (SELECT max(ts) FROM gpu_samples) - INTERVAL 10 SECOND
-GROUP BY ALL ORDER BY util_pct DESC"""
+GROUP BY ALL ORDER BY util_pct DESC, rack"""
 
 
 class QueryRefused(ValueError):

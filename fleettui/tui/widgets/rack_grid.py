@@ -4,7 +4,8 @@ Built on the Line API: only the visible lines are rendered, so a refresh costs
 the same at 300 or 10,000 GPUs. Racks are panels packed into columns (each
 panel goes to the shortest column). A cell is one character (compact) or three
 (wide: the value itself); a sliced GPU shows its slice count (in wide mode as a
-superscript before the value), coloured by the mean of its slices. Stale hosts are grey, GPUs missing from their host's report red.
+superscript before the value), coloured by the mean of its slices. Stale hosts
+are grey, GPUs missing from their host's report red.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from fleettui.tui.widgets.scale import (
 )
 
 SUPERSCRIPT = "⁰¹²³⁴⁵⁶⁷⁸⁹"
+NO_VALUE, STALE_CODE, MISSING_CODE = 10, 11, 12
+CODE_GLYPH = {NO_VALUE: "–", STALE_CODE: "·", MISSING_CODE: "✕"}
+CODE_GLYPH_WIDE = {NO_VALUE: " – ", STALE_CODE: "···", MISSING_CODE: " ✕ "}
+CODE_STYLE = {NO_VALUE: Style(dim=True), STALE_CODE: STALE, MISSING_CODE: MISSING}
 GAP = 2  # columns between panels
 TITLE = Style(bold=True)
 BADGE = Style(color="#ffffff", bgcolor="#c0392b", bold=True)
@@ -91,7 +96,9 @@ class RackGrid(ScrollView, can_focus=True):
         self._lines: list[list[tuple[int, Panel, int]]] = []  # per line: (x, panel, host or -1)
         self._shape_key: tuple = ()
         self._layout_width = -1
-        self._cells: list[tuple[str, Style]] = []
+        self._codes: list[int] = []
+        self._shown: list[int] = []
+        self._slices: list[int] = []
         self._host_of_row: np.ndarray = np.zeros(0, dtype=np.int64)
         self._row_pos: dict[int, tuple[int, int]] = {}
         self._label_w = 3
@@ -141,10 +148,10 @@ class RackGrid(ScrollView, can_focus=True):
         self._max_gpus = max((h[2] - h[1] for p in panels for h in p.hosts), default=1)
 
     def _recolour(self) -> None:
-        """Cell glyph and style per GPU for the current metric (vectorised)."""
+        """A style code per GPU for the current metric, vectorised; glyphs are made at render."""
         t = self.table
         if t is None or t.num_rows == 0:
-            self._cells = []
+            self._codes, self._shown, self._slices = [], [], []
             return
         metric = self.metric
 
@@ -161,30 +168,28 @@ class RackGrid(ScrollView, can_focus=True):
             values = col("temp_c")
         else:
             values = col("errors")
-        heat = heat_index(metric, values).tolist()
-        stale = t.column("host_stale").to_pylist()
-        missing = t.column("gpu_missing").to_pylist()
-        n_slices = t.column("n_slices").to_pylist()
-        wide = self.wide
-        if wide:
-            shown = np.nan_to_num(values, nan=-1).round().astype(np.int64).tolist()
-        cells: list[tuple[str, Style]] = []
-        for i, h in enumerate(heat):
-            if stale[i]:
-                cells.append(("···" if wide else "·", STALE))
-            elif missing[i]:
-                cells.append((" ✕ " if wide else "✕", MISSING))
-            elif h < 0:
-                cells.append((" – " if wide else "–", LABEL))
-            elif wide:
-                v = shown[i]
-                text = f"{v:>3d}" if v < 1000 else f"{v // 1000:>2d}k"
-                if n_slices[i]:  # slice count as a superscript before the value
-                    text = SUPERSCRIPT[min(n_slices[i], 9)] + f"{min(v, 99):>2d}"
-                cells.append((text, HEAT_STYLES[h]))
-            else:
-                cells.append((str(min(n_slices[i], 9)) if n_slices[i] else " ", HEAT_STYLES[h]))
-        self._cells = cells
+        codes = heat_index(metric, values)  # 0..9, -1 for no value
+        codes = np.where(codes < 0, NO_VALUE, codes)
+        codes = np.where(col("gpu_missing") > 0, MISSING_CODE, codes)
+        codes = np.where(col("host_stale") > 0, STALE_CODE, codes)
+        self._codes = codes.tolist()
+        self._shown = np.nan_to_num(values, nan=-1).round().astype(np.int64).tolist()
+        self._slices = t.column("n_slices").to_numpy(zero_copy_only=False).tolist()
+
+    def _cell(self, i: int) -> tuple[str, Style]:
+        code = self._codes[i]
+        n = self._slices[i]
+        if not self.wide:
+            if code >= 10:
+                return CODE_GLYPH[code], CODE_STYLE[code]
+            return (str(min(n, 9)) if n else " "), HEAT_STYLES[code]
+        if code >= 10:
+            return CODE_GLYPH_WIDE[code], CODE_STYLE[code]
+        v = self._shown[i]
+        text = f"{v:>3d}" if v < 1000 else f"{v // 1000:>2d}k"
+        if n:  # slice count as a superscript before the value
+            text = SUPERSCRIPT[min(n, 9)] + f"{min(v, 99):>2d}"
+        return text, HEAT_STYLES[code]
 
     # -- layout ----------------------------------------------------------------
     @property
@@ -240,14 +245,14 @@ class RackGrid(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         vy = y + scroll_y
         width = self.scrollable_content_region.width
-        if vy >= len(self._lines) or not self._cells:
+        if vy >= len(self._lines) or not self._codes:
             return Strip.blank(width, self.rich_style)
         segs: list[Segment] = []
         pos = 0
         cw = self.cell_w
         lw = self._label_w
         cur = self.cursor
-        cells = self._cells
+        cell = self._cell
         base = self.rich_style
         title_s, label_s, badge_s = base + TITLE, base + LABEL, base + BADGE
         for x, panel, k in self._lines[vy]:
@@ -269,7 +274,7 @@ class RackGrid(ScrollView, can_focus=True):
             segs.append(Segment(f"{label:<{lw}} ", label_s))
             pos += lw + 1
             for i in range(first, end):
-                text, style = cells[i]
+                text, style = cell(i)
                 if i == cur:
                     style = style + CURSOR
                 segs.append(Segment(text, style))
