@@ -32,7 +32,7 @@ def test_open_migrates_and_refuses_newer_schema(tmp_path):
     Store.open(path).close()
     con = duckdb.connect(str(path))
     assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == latest_version()
-    con.execute("INSERT INTO schema_version (version, name) VALUES (9999, '9999_future.sql')")
+    con.execute("INSERT INTO schema_version VALUES (9999, '9999_future.sql', now()::TIMESTAMP)")
     con.close()
     with pytest.raises(SchemaError, match="newer than this FleetTUI knows"):
         Store.open(path)
