@@ -5,6 +5,7 @@
     serve = "127.0.0.1:0"    # Quack endpoint for clients; port 0 picks a free one
     serve_enabled = true     # serve the live store to `fleettui sql` and the app
     status_interval_s = 10.0 # how often the daemon logs a progress line (0: never)
+    retention_h = 168.0      # hours of raw samples kept (older ones deleted hourly)
 
     [[sources]]              # one table per source; `kind` picks the module
     kind = "sim"             # see `fleettui daemon --list-sources`
@@ -36,10 +37,13 @@ class DaemonOptions:
     serve: str = "127.0.0.1:0"
     serve_enabled: bool = True
     status_interval_s: float = 10.0
+    retention_h: float = 168.0
 
     def __post_init__(self) -> None:
         if self.status_interval_s < 0:
             raise ValueError("status_interval_s must be >= 0")
+        if self.retention_h <= 0:
+            raise ValueError("retention_h must be > 0")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from fleettui.config import Config, ConfigError
 from fleettui.paths import DaemonInfo, remove_daemon_info, write_daemon_info
 from fleettui.runtime import Runtime, Task, utcnow
 from storage import quack
+from storage.retention import RetentionTask
 from storage.store import Store
 
 log = logging.getLogger("fleettui.daemon")
@@ -43,12 +44,13 @@ def build_sources(config: Config) -> list[PullSource | PushSource]:
 
 
 def build_tasks(config: Config, store: Store) -> list[Task]:
-    """Periodic tasks beside collection (the alert engine, when configured)."""
+    """Periodic tasks beside collection: retention, and the alert engine when configured."""
+    tasks: list[Task] = [RetentionTask(store, config.daemon.retention_h)]
     try:
         from fleettui.alerts.wiring import tasks_from_config
     except ImportError:
-        return []
-    return list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]"))
+        return tasks
+    return tasks + list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]"))
 
 
 def _serve(store: Store, config: Config, db: Path) -> DaemonInfo | None:
