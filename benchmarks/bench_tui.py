@@ -35,7 +35,7 @@ def import_time_s() -> float:
 async def measure(
     store, last, size: tuple[int, int], repeat: int
 ) -> list[tuple[str, float, float]]:
-    app = FleetApp(store.cursor, clock=lambda: last, refresh_s=3600.0)
+    app = FleetApp(store.con, clock=lambda: last, refresh_s=3600.0)
     t0 = time.perf_counter()
     results: list[tuple[str, float, float]] = []
     async with app.run_test(size=size) as pilot:
@@ -46,19 +46,17 @@ async def measure(
 
         async def refresh_cpu(label: str) -> None:
             screen = app.screen
-            cur = store.cursor()
             at = app.effective_at()
             total, query = [], []
             for _ in range(repeat):
                 c0 = time.process_time()
-                data = screen.fetch(cur, at)
+                data = screen.fetch(app.reader, at)
                 c1 = time.process_time()
                 screen.show(data)
                 await pilot.pause()  # compositor renders the frame
                 c2 = time.process_time()
                 query.append(c1 - c0)
                 total.append(c2 - c0)
-            cur.close()
             results.append((label, statistics.median(total) * 1e3, statistics.median(query) * 1e3))
 
         await refresh_cpu("rack (1-char cells)")

@@ -15,7 +15,7 @@ from fleettui.tui.screens.tenants import TenantsScreen
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.rack_grid import RackGrid
 from fleettui.tui.widgets.table import ViewTable
-from tests.tui_support import fleet_store, make_app, settle
+from tests.tui_support import FAULTS, fleet_store, make_app, settle
 
 
 def text_of(widget: Static) -> str:
@@ -164,7 +164,7 @@ async def test_alerts_view_lists_and_jumps():
     from fleettui.tui.app import FleetApp
     from fleettui.tui.demo import fixed_store
 
-    store, last = fixed_store(60.0, 10.0)
+    store, last = fixed_store(60.0, 10.0, faults=FAULTS)
     cur = store.cursor()
     cur.execute("CREATE TABLE alerts (rule VARCHAR, scope VARCHAR, scope_key VARCHAR, "
                 "severity VARCHAR, state VARCHAR, started_at TIMESTAMP, fired_at TIMESTAMP, "
@@ -172,7 +172,7 @@ async def test_alerts_view_lists_and_jumps():
     cur.execute("INSERT INTO alerts VALUES ('host_stale', 'host', 'hgx-04-n3', 'warning', "
                 "'firing', ?, ?, NULL, 40, 40, 'no samples for 40 s')",
                 [last - timedelta(seconds=30), last - timedelta(seconds=20)])
-    app = FleetApp(store.cursor, clock=lambda: last, refresh_s=3600)
+    app = FleetApp(store.con, clock=lambda: last, refresh_s=3600)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("4")
         await settle(pilot)
@@ -204,7 +204,7 @@ async def test_sql_console_runs_queries_and_refuses_writes():
         editor.text = "DELETE FROM gpus"
         await pilot.press("ctrl+r")
         await settle(pilot)
-        assert "read-only" in text_of(screen.query_one("#sql-status"))
+        assert "only SELECT" in text_of(screen.query_one("#sql-status"))
         store, _ = fleet_store()
         assert store.cursor().execute("SELECT count(*) FROM gpus").fetchone()[0] == 304
         tree = screen.query_one("#sql-schema")

@@ -17,7 +17,7 @@ from collectors.sim.topology import TENANTS, build_fleet
 from fleettui.tui.demo import FIXED_START
 from storage import views
 from storage.views import RackFilter
-from tests.tui_support import fleet_store
+from tests.tui_support import FAULTS, START_S, fleet_store
 
 FLEET = build_fleet(seed=7, scale=1)
 
@@ -48,12 +48,12 @@ def test_rack_grid_marks_silent_host_and_missing_gpu(db):
     cur, last = db
     rows = views.rack_grid(cur, last).to_pylist()
     stale = {r["host"] for r in rows if r["host_stale"]}
-    assert stale == {"hgx-04-n3"}  # host_silent fault from 90 s
+    assert stale == {"hgx-04-n3"}  # host_silent fault
     missing = {(r["host"], r["gpu_index"]) for r in rows
                if r["gpu_missing"] and not r["host_stale"]}
-    assert missing == {("nvl72-02-t03", 1)}  # Xid 79 from 60 s
+    assert missing == {("nvl72-02-t03", 1)}  # Xid 79
     # before the faults started, nothing was stale or missing
-    early = views.rack_grid(cur, at_s(30)).to_pylist()
+    early = views.rack_grid(cur, at_s(START_S["xid79"] - 5)).to_pylist()
     assert not any(r["gpu_missing"] for r in early)
 
 
@@ -65,7 +65,10 @@ def test_rack_grid_slices_and_errors(db):
         assert rows[uuid]["n_slices"] == per_gpu[g]
     ecc_gpu = next(r for r in rows.values() if r["host"] == "hgx-03-n4" and r["gpu_index"] == 6)
     assert ecc_gpu["errors"] > 0
-    assert views.rack_grid(cur, at_s(150), RackFilter(state="error")).num_rows < len(rows)
+    errors = views.rack_grid(cur, last, RackFilter(state="error"))
+    assert ecc_gpu["gpu_uuid"] in errors.column("gpu_uuid").to_pylist()
+    before = views.rack_grid(cur, at_s(START_S["ecc_dbe"] - 5), RackFilter(state="error"))
+    assert ecc_gpu["gpu_uuid"] not in before.column("gpu_uuid").to_pylist()
 
 
 def test_rack_filters_run_in_sql(db):
@@ -98,7 +101,7 @@ def test_fabric_links_worst_first(db):
     cur, last = db
     links = views.fabric_links(cur, last).to_pylist()
     down = [(r["host"], r["port"]) for r in links if not r["link_up"]]
-    assert ("hgx-04-n1", "mlx5_3/1") in down  # ib_link_down from 240 s
+    assert ("hgx-04-n1", "mlx5_3/1") in down  # ib_link_down
     assert all(not r["link_up"] for r in links[: len(down)])
     erroring = links[len(down)]
     assert (erroring["host"], erroring["port"]) == ("nvl72-01-t05", "nvlink-gpu2")
@@ -108,7 +111,7 @@ def test_fabric_links_worst_first(db):
     ib_down = views.fabric_links(cur, last, kind="ib").to_pylist()[0]
     assert ib_down["kind"] == "ib" and not ib_down["link_up"]
     assert ib_down["tenants"] == "nimbus-search"
-    before = views.fabric_links(cur, at_s(200)).to_pylist()
+    before = views.fabric_links(cur, at_s(START_S["ib_link_down"] - 5)).to_pylist()
     assert ("hgx-04-n1", "mlx5_3/1") not in [(r["host"], r["port"]) for r in before
                                               if not r["link_up"]]
     racks = {r["rack"]: r for r in views.fabric_racks(cur, last).to_pylist()}
@@ -129,10 +132,10 @@ def test_tenant_summary_counts_fractions_and_hours(db):
         # assignments start with the fleet at FIXED_START: held for `last - start` seconds
         held_h = (last - FIXED_START).total_seconds() / 3600
         assert rows[tenant]["gpu_hours"] == pytest.approx((whole + frac) * held_h)
-    # idle_allocation fault on internal-eval from 150 s: its allocations sit idle
+    # idle_allocation fault on internal-eval: its allocations sit idle
     assert rows["internal-eval"]["idle_allocations"] > 0
     assert rows["acme-llm"]["idle_allocations"] == 0
-    # traffic surge on quanta-risk from 120 s pushes ITL p99 past its target
+    # traffic surge on quanta-risk pushes ITL p99 past its target
     q = rows["quanta-trade"]
     assert q["itl_p99_ms"] > q["itl_target_ms"] and q["endpoints_over_target"] == 1
     assert rows["nimbus-search"]["itl_p99_ms"] < rows["nimbus-search"]["itl_target_ms"]
@@ -148,7 +151,7 @@ def test_drilldown_queries(db):
     assert len(set(hist.column("gpu_uuid").to_pylist())) == 8
     events = views.host_events(cur, "hgx-03-n4", last).to_pylist()
     assert events and events[0]["gpu_index"] == 6
-    assert views.host_events(cur, "hgx-03-n4", at_s(150)).num_rows == 0
+    assert views.host_events(cur, "hgx-03-n4", at_s(START_S["ecc_dbe"] - 5)).num_rows == 0
     slices = views.host_slices(cur, "rtx-07-n3", last)
     assert slices.num_rows == int(np.isin(FLEET.slice_gpu_idx, np.flatnonzero(
         np.array(FLEET.gpu_host_idx) == FLEET.host.index("rtx-07-n3"))).sum())
@@ -159,7 +162,7 @@ def test_drilldown_queries(db):
 def test_processes_and_alerts_read_when_their_tables_exist():
     from fleettui.tui.demo import fixed_store
 
-    store, last = fixed_store(60.0, 10.0)
+    store, last = fixed_store(60.0, 10.0, faults=FAULTS)
     cur = store.cursor()
     assert views.alert_list(cur, last).num_rows == 0
     assert not views.alerts_available(cur)

@@ -8,21 +8,36 @@ from functools import cache
 from textual.pilot import Pilot
 from textual.worker import WorkerCancelled
 
+from collectors.sim.faults import Fault
 from fleettui.tui.app import FleetApp
 from fleettui.tui.demo import fixed_store
 from storage.store import Store
 
+# The tests' own fault schedule (not the demo's, which may change): every fault
+# has started by 240 s and is still active at 295 s, the last sample.
+FAULTS = (
+    Fault("thermal", "hgx-05-n2:3", 20, 900),
+    Fault("nvlink_crc", "nvl72-01-t05:nvlink-gpu2", 40, 300),
+    Fault("xid79", "nvl72-02-t03:1", 60, 1200),
+    Fault("host_silent", "hgx-04-n3", 90, 600),
+    Fault("traffic_surge", "quanta-risk", 120, 900),
+    Fault("idle_allocation", "internal-eval", 150, 1500),
+    Fault("ecc_dbe", "hgx-03-n4:6", 200, 600),
+    Fault("ib_link_down", "hgx-04-n1:mlx5_3/1", 240, 300),
+)
+START_S = {f.kind: f.start_s for f in FAULTS}
+
 
 @cache
 def fleet_store() -> tuple[Store, datetime]:
-    """The simulated fleet (seed 7, scale 1) over its first 300 s, sampled every 5 s."""
-    return fixed_store(300.0, 5.0)
+    """The simulated fleet (seed 7, scale 1, FAULTS) over its first 300 s, sampled every 5 s."""
+    return fixed_store(300.0, 5.0, faults=FAULTS)
 
 
 def make_app(**kwargs) -> FleetApp:
     store, last = fleet_store()
     kwargs.setdefault("refresh_s", 3600.0)  # no refresh mid-test: the clock is fixed anyway
-    return FleetApp(store.cursor, clock=lambda: last, **kwargs)
+    return FleetApp(store.con, clock=lambda: last, **kwargs)
 
 
 async def settle(pilot: Pilot, rounds: int = 6) -> None:

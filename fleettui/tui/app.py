@@ -1,15 +1,15 @@
 """The FleetTUI terminal app.
 
-The app reads the store through a cursor factory (the local store in-process,
-or a DuckDB connection attached to a running daemon) and a clock, both
-injected, so tests and the daemon-attached mode give their own. Each view is a
+The app reads the store through a reader (`storage.reader.LocalReader` on the
+store in-process or a file, `QuackReader` on a running daemon) and a clock,
+both injected, so tests and the daemon-attached mode give their own. Each view is a
 mode (`MODES`); the drill-down is pushed on top. The time cursor `at` moves
 every view back in time; None is live.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,17 +23,18 @@ from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from fleettui.tui.commands import FleetCommands
+from fleettui.tui.demo import BackgroundRuntime
 from fleettui.tui.screens.alerts import AlertsScreen
 from fleettui.tui.screens.drilldown import DrilldownScreen
 from fleettui.tui.screens.fabric import FabricScreen
 from fleettui.tui.screens.rack import RackScreen
 from fleettui.tui.screens.sql import SqlScreen
 from fleettui.tui.screens.tenants import TenantsScreen
+from storage.reader import LocalReader
 from storage.views import fleet_totals
+from storage.views.source import ArrowReader as Reader
 
-CursorFactory = Callable[[], duckdb.DuckDBPyConnection]
 Clock = Callable[[], datetime]
-Collector = Callable[[], Awaitable[None]]
 
 
 def utc_now() -> datetime:
@@ -88,19 +89,22 @@ class FleetApp(App):
 
     def __init__(
         self,
-        cursor: CursorFactory,
+        reader: Reader | duckdb.DuckDBPyConnection,
         *,
         clock: Clock = utc_now,
         refresh_s: float = 1.0,
-        collect: Collector | None = None,
+        collector: BackgroundRuntime | None = None,
         theme: str = "textual-dark",
         show_timings: bool = True,
     ) -> None:
         super().__init__()
-        self.cursor = cursor
+        # a bare connection gets a cursor per query, so worker threads never share one
+        self.reader: Reader = (
+            LocalReader(reader, "app") if isinstance(reader, duckdb.DuckDBPyConnection) else reader
+        )
         self.clock = clock
         self.refresh_s = refresh_s
-        self._collect = collect
+        self.collector = collector
         self._initial_theme = theme
         self.show_timings = show_timings  # off in snapshot tests: timings vary
         self._totals_timer: Timer | None = None
@@ -112,23 +116,26 @@ class FleetApp(App):
 
     def on_mount(self) -> None:
         self.theme = self._initial_theme
-        if self._collect is not None:
-            self.run_worker(self._collect(), name="collector", group="collector", exclusive=True,
-                            exit_on_error=False)
+        if self.collector is not None:
+            self.collector.start()
+            self.set_interval(5.0, self._check_collector)
+
+    def _check_collector(self) -> None:
+        c = self.collector
+        if c is not None and not c.running and c.error is not None:
+            self.notify(f"collection stopped: {c.error}", severity="error", timeout=30)
+            self.collector = None
+
+    def on_unmount(self) -> None:
+        if self.collector is not None:
+            self.collector.stop()
 
     # -- header totals -----------------------------------------------------------
     @work(thread=True, exclusive=True, group="totals", exit_on_error=False)
     def _load_totals(self, at: datetime) -> dict[str, Any]:
-        cur = self.cursor()
-        try:
-            return fleet_totals(cur, at)
-        finally:
-            cur.close()
+        return fleet_totals(self.reader, at)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group == "collector" and event.state == WorkerState.ERROR:
-            self.notify(f"collection stopped: {event.worker.error}", severity="error", timeout=10)
-            return
         if event.worker.group != "totals" or event.state not in (
             WorkerState.SUCCESS, WorkerState.ERROR
         ):

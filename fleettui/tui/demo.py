@@ -2,16 +2,17 @@
 
 `fill_history` writes a fixed range of simulated seconds (tests, snapshots,
 benchmarks, the demo's back-fill so sparklines and time travel have data at
-once). `sim_collector` is the demo's in-process collection until the shared
-runtime (`fleettui.runtime.Runtime`) is available; with it, the runtime is used.
+once). `BackgroundRuntime` runs the shared collection runtime
+(`fleettui.runtime.Runtime`) on its own thread while the app shows the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import threading
 from datetime import datetime, timedelta
 
+from collectors.sim.faults import Fault
 from collectors.sim.source import SimSource
 from storage.store import Store
 
@@ -28,44 +29,65 @@ def fill_history(
     return t
 
 
-def sim_collector(
-    store: Store, source: SimSource, clock: Callable[[], datetime]
-) -> Callable[[], Awaitable[None]]:
-    """A coroutine factory collecting `source` into `store` every interval, off the UI thread."""
+class BackgroundRuntime:
+    """The collection runtime on its own thread and event loop, beside the app.
 
-    async def collect() -> None:
+    Collection (a 10,000-GPU sample takes ~100 ms of Python) never runs on the
+    UI's event loop. `stop` is thread-safe: the runtime flushes what it gathered
+    and the thread ends.
+    """
+
+    def __init__(self, store: Store, sources: list, tasks: tuple = ()) -> None:
+        self.store, self.sources, self.tasks = store, sources, tasks
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="fleettui-collect", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(5.0)
+
+    def _main(self) -> None:
+        from fleettui.runtime import Runtime
+
+        async def body() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._ready.set()
+            await Runtime(self.store, self.sources, self.tasks).run(self._stop)
+
         try:
-            from fleettui.runtime import Runtime  # the shared runtime, when present
-        except ImportError:
-            Runtime = None  # noqa: N806
-        if Runtime is not None:
-            stop = asyncio.Event()
-            try:
-                await Runtime(store, [source]).run(stop)
-            finally:
-                stop.set()
-            return
-        while True:
-            now = clock()
-            gathered = await asyncio.to_thread(source.sample, now)
-            await asyncio.to_thread(store.write, gathered.batches)
-            await asyncio.sleep(max(0.0, source.interval_s - (clock() - now).total_seconds()))
+            asyncio.run(body())
+        except BaseException as exc:  # reported by the app, never raised into it
+            self.error = exc
+        finally:
+            self._ready.set()
 
-    return collect
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
 
 # The fixed moment tests, snapshots and screenshots show: 2026-11-26 12:00 UTC
-# plus `seconds` of simulated history (every fault of the demo schedule has
-# started by 300 s).
+# plus `seconds` of simulated history.
 FIXED_START = datetime(2026, 11, 26, 12, 0, 0)
 
 
 def fixed_store(
     seconds: float = 300.0, step_s: float = 5.0, *, scale: int = 1, seed: int = 7,
-    path: str = ":memory:",
+    path: str = ":memory:", faults: tuple[Fault, ...] | None = None,
 ) -> tuple[Store, datetime]:
     """A store with the simulated fleet's first `seconds`; returns it and the last sample time."""
     store = Store.open(path)
-    source = SimSource(seed=seed, scale=scale, start=FIXED_START)
+    source = SimSource(seed=seed, scale=scale, start=FIXED_START,
+                       **({} if faults is None else {"faults": faults}))
     last = fill_history(store, source, FIXED_START, seconds, step_s)
     return store, last

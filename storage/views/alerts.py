@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 
-from storage.views.when import resolve_at, table_columns
+from storage.views.source import Source, run, table_columns
+from storage.views.when import resolve_at
 
 # Columns the alerts view shows, with the type each has when the table lacks it.
 ALERT_COLUMNS: dict[str, str] = {
@@ -31,13 +31,13 @@ ALERT_COLUMNS: dict[str, str] = {
 _STATE_ORDER = "CASE state_at WHEN 'firing' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END"
 
 
-def alerts_available(cur: duckdb.DuckDBPyConnection) -> bool:
-    return bool(table_columns(cur, "alerts"))
+def alerts_available(src: Source) -> bool:
+    return bool(table_columns(src, "alerts"))
 
 
-def _source(cur: duckdb.DuckDBPyConnection) -> str | None:
+def _source(src: Source) -> str | None:
     """A SELECT over `alerts` with every ALERT_COLUMNS column, or None without the table."""
-    have = table_columns(cur, "alerts")
+    have = table_columns(src, "alerts")
     if not have:
         return None
     cols = ", ".join(
@@ -67,17 +67,17 @@ _AT_CURSOR = """
 
 
 def alert_list(
-    cur: duckdb.DuckDBPyConnection,
+    src: Source,
     at: datetime | None = None,
     *,
     resolved_within_s: float = 86400.0,
 ) -> pa.Table:
     """Pending, firing and recently resolved alerts at the cursor, firing first."""
     at = resolve_at(at)
-    src = _source(cur)
-    if src is None:
+    select = _source(src)
+    if select is None:
         return _empty()
-    sql = _AT_CURSOR.format(source=src) + f"""
+    sql = _AT_CURSOR.format(source=select) + f"""
         SELECT rule, scope, scope_key, host, severity, state_at AS state,
                started_at, fired_at, resolved_at,
                coalesce(value, peak_value) AS value, peak_value, summary,
@@ -88,28 +88,28 @@ def alert_list(
         WHERE state_at <> 'resolved' OR resolved_at > $at - to_seconds($keep_s)
         ORDER BY {_STATE_ORDER}, severity = 'critical' DESC, coalesce(fired_at, started_at) DESC
     """
-    return cur.execute(sql, {"at": at, "keep_s": resolved_within_s}).to_arrow_table()
+    return run(src, sql, {"at": at, "keep_s": resolved_within_s})
 
 
-def firing_by_host(cur: duckdb.DuckDBPyConnection, at: datetime | None = None) -> pa.Table:
+def firing_by_host(src: Source, at: datetime | None = None) -> pa.Table:
     """host, firing: the number of alerts firing at the cursor per host (badges)."""
     at = resolve_at(at)
-    src = _source(cur)
-    if src is None:
+    select = _source(src)
+    if select is None:
         return pa.table({"host": pa.array([], pa.string()), "firing": pa.array([], pa.int64())})
-    sql = _AT_CURSOR.format(source=src) + """
+    sql = _AT_CURSOR.format(source=select) + """
         SELECT host, count(*) AS firing FROM at_cursor
         WHERE state_at = 'firing' AND host IS NOT NULL GROUP BY host
     """
-    return cur.execute(sql, {"at": at}).to_arrow_table()
+    return run(src, sql, {"at": at})
 
 
-def firing_sql(cur: duckdb.DuckDBPyConnection) -> str | None:
+def firing_sql(src: Source) -> str | None:
     """SQL (parameter $at) of alerts firing at the cursor with their host, for other views."""
-    src = _source(cur)
-    if src is None:
+    select = _source(src)
+    if select is None:
         return None
-    return _AT_CURSOR.format(source=src) + " SELECT * FROM at_cursor WHERE state_at = 'firing'"
+    return _AT_CURSOR.format(source=select) + " SELECT * FROM at_cursor WHERE state_at = 'firing'"
 
 
 def _empty() -> pa.Table:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 
 from storage.views.latest import ASSIGNED, SLICE_LATEST, gpu_latest
-from storage.views.when import STALE_AFTER_S, resolve_at, table_columns
+from storage.views.source import Source, run, table_columns
+from storage.views.when import STALE_AFTER_S, resolve_at
 
 HOST_GPUS_SQL = f"""
 WITH latest AS ({gpu_latest("host = $host")}), asg AS ({ASSIGNED})
@@ -65,47 +65,47 @@ PROCESS_TABLES = ("gpu_processes", "processes")
 
 
 def host_gpus(
-    cur: duckdb.DuckDBPyConnection, host: str, at: datetime | None = None,
+    src: Source, host: str, at: datetime | None = None,
     *, stale_s: float = STALE_AFTER_S,
 ) -> pa.Table:
     params = {"at": resolve_at(at), "host": host, "stale_s": stale_s}
-    return cur.execute(HOST_GPUS_SQL, params).to_arrow_table()
+    return run(src, HOST_GPUS_SQL, params)
 
 
 def host_slices(
-    cur: duckdb.DuckDBPyConnection, host: str, at: datetime | None = None,
+    src: Source, host: str, at: datetime | None = None,
     *, stale_s: float = STALE_AFTER_S,
 ) -> pa.Table:
     params = {"at": resolve_at(at), "host": host, "stale_s": stale_s}
-    return cur.execute(HOST_SLICES_SQL, params).to_arrow_table()
+    return run(src, HOST_SLICES_SQL, params)
 
 
 def gpu_history(
-    cur: duckdb.DuckDBPyConnection, host: str, at: datetime | None = None,
+    src: Source, host: str, at: datetime | None = None,
     *, window_s: float = 3600.0, buckets: int = 60,
 ) -> pa.Table:
     """Bucketed means of util, memory, power and temperature per GPU of `host`."""
     params = {"at": resolve_at(at), "host": host, "window_s": window_s,
               "bucket_s": window_s / buckets, "buckets": buckets}
-    return cur.execute(HISTORY_SQL, params).to_arrow_table()
+    return run(src, HISTORY_SQL, params)
 
 
 def host_events(
-    cur: duckdb.DuckDBPyConnection, host: str, at: datetime | None = None,
+    src: Source, host: str, at: datetime | None = None,
     *, window_s: float = 86400.0,
 ) -> pa.Table:
     """The host's events (Xid, ECC, throttling, ...) newest first."""
     params = {"at": resolve_at(at), "host": host, "window_s": window_s}
-    return cur.execute(EVENTS_SQL, params).to_arrow_table()
+    return run(src, EVENTS_SQL, params)
 
 
 def host_processes(
-    cur: duckdb.DuckDBPyConnection, host: str, at: datetime | None = None,
+    src: Source, host: str, at: datetime | None = None,
     *, stale_s: float = STALE_AFTER_S,
 ) -> pa.Table | None:
     """The newest process list of the host's GPUs, or None when no collector records them."""
     for table in PROCESS_TABLES:
-        cols = table_columns(cur, table)
+        cols = table_columns(src, table)
         if {"ts", "gpu_uuid"} <= cols:
             break
     else:
@@ -122,4 +122,4 @@ def host_processes(
         ) WHERE rn = 1
     """
     params = {"at": resolve_at(at), "host": host, "stale_s": stale_s}
-    return cur.execute(sql, params).to_arrow_table()
+    return run(src, sql, params)

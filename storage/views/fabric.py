@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 
 from storage.views.latest import ASSIGNED
+from storage.views.source import Source, run
 from storage.views.when import resolve_at
 
 _LINKS = f"""
@@ -73,7 +73,7 @@ ORDER BY links_down DESC, errors_per_s DESC, max_util_pct DESC, rack
 
 
 def fabric_links(
-    cur: duckdb.DuckDBPyConnection,
+    src: Source,
     at: datetime | None = None,
     *,
     kind: str = "",
@@ -82,12 +82,12 @@ def fabric_links(
 ) -> pa.Table:
     """Links worst first (down, erroring, hottest); at most `limit` rows."""
     params = {"at": resolve_at(at), "window_s": window_s, "kind": kind}
-    return cur.execute(f"{LINKS_SQL} LIMIT {int(limit)}", params).to_arrow_table()
+    return run(src, f"{LINKS_SQL} LIMIT {int(limit)}", params)
 
 
 def fabric_racks(
-    cur: duckdb.DuckDBPyConnection, at: datetime | None = None, *, window_s: float = 30.0
+    src: Source, at: datetime | None = None, *, window_s: float = 30.0
 ) -> pa.Table:
     """Per rack: links, links down, error rate, NVLink and network utilisation."""
     params = {"at": resolve_at(at), "window_s": window_s}
-    return cur.execute(RACKS_SQL, params).to_arrow_table()
+    return run(src, RACKS_SQL, params)

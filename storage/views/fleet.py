@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import duckdb
-
 from storage.views.alerts import firing_sql
 from storage.views.latest import BUSY_PCT, GPU_LATEST, SLICES_PER_GPU
+from storage.views.source import Source, run
 from storage.views.when import STALE_AFTER_S, resolve_at
 
 TOTALS_SQL = f"""
@@ -33,19 +32,16 @@ FROM g
 
 
 def fleet_totals(
-    cur: duckdb.DuckDBPyConnection, at: datetime | None = None, *, stale_s: float = STALE_AFTER_S
+    src: Source, at: datetime | None = None, *, stale_s: float = STALE_AFTER_S
 ) -> dict[str, Any]:
     """gpus, busy, idle, silent, util_mean_pct, newest_ts, data_age_s, alerts_firing, at."""
     at = resolve_at(at)
-    cur.execute(TOTALS_SQL, {"at": at, "stale_s": stale_s})
-    row = cur.fetchone()
-    names = [d[0] for d in cur.description]
-    out: dict[str, Any] = dict(zip(names, row, strict=True))
+    out: dict[str, Any] = run(src, TOTALS_SQL, {"at": at, "stale_s": stale_s}).to_pylist()[0]
     newest = out["newest_ts"]
     out["data_age_s"] = (at - newest).total_seconds() if newest is not None else None
-    firing = firing_sql(cur)
+    firing = firing_sql(src)
     out["alerts_firing"] = (
-        cur.execute(f"SELECT count(*) FROM ({firing})", {"at": at}).fetchone()[0]
+        run(src, f"SELECT count(*) AS n FROM ({firing})", {"at": at}).column("n")[0].as_py()
         if firing else None
     )
     out["at"] = at

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 
 from storage.views.alerts import firing_sql
 from storage.views.latest import ASSIGNED, BUSY_PCT, GPU_LATEST, SLICES_PER_GPU
+from storage.views.source import Source, run
 from storage.views.when import STALE_AFTER_S, resolve_at
 
 STATES = ("busy", "idle", "stale", "missing", "alert", "error", "free")
@@ -104,8 +104,8 @@ ORDER BY rack, rack_slot, host, gpu_index
 _NO_ALERTS = "SELECT CAST(NULL AS VARCHAR) AS host, 0::BIGINT AS firing WHERE false"
 
 
-def rack_sql(cur: duckdb.DuckDBPyConnection) -> str:
-    firing = firing_sql(cur)
+def rack_sql(src: Source) -> str:
+    firing = firing_sql(src)
     alerting = (
         f"SELECT host, count(*) AS firing FROM ({firing}) GROUP BY host" if firing else _NO_ALERTS
     )
@@ -113,7 +113,7 @@ def rack_sql(cur: duckdb.DuckDBPyConnection) -> str:
 
 
 def rack_grid(
-    cur: duckdb.DuckDBPyConnection,
+    src: Source,
     at: datetime | None = None,
     flt: RackFilter | None = None,
     *,
@@ -124,4 +124,4 @@ def rack_grid(
     if flt.state and flt.state not in STATES:
         raise ValueError(f"state filter {flt.state!r}: expected one of {', '.join(STATES)}")
     params = {"at": resolve_at(at), "stale_s": stale_s, **vars(flt)}
-    return cur.execute(rack_sql(cur), params).to_arrow_table()
+    return run(src, rack_sql(src), params)

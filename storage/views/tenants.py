@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 
 from storage.views.alerts import firing_sql
 from storage.views.latest import BUSY_PCT
+from storage.views.source import Source, run
 from storage.views.when import resolve_at
 
 TENANTS_SQL = f"""
@@ -120,16 +120,16 @@ GROUP BY t.tenant
 
 
 def tenant_summary(
-    cur: duckdb.DuckDBPyConnection,
+    src: Source,
     at: datetime | None = None,
     *,
     util_window_s: float = 30.0,
     hours_window_s: float = 86400.0,
 ) -> pa.Table:
     """One row per tenant, largest holding first."""
-    firing = firing_sql(cur)
+    firing = firing_sql(src)
     alerting = _TENANT_ALERTS.format(firing=firing) if firing else _NO_ALERTS
     sql = TENANTS_SQL.replace("{alerting}", alerting)
     params = {"at": resolve_at(at), "util_window_s": util_window_s,
               "hours_window_s": hours_window_s}
-    return cur.execute(sql, params).to_arrow_table()
+    return run(src, sql, params)

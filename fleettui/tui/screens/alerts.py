@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from rich.text import Text
@@ -13,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Static
 
-from fleettui.tui.screens.base import DataScreen
+from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_duration, fmt_num
 from fleettui.tui.widgets.table import Col, ViewTable
@@ -63,10 +62,10 @@ class AlertsScreen(DataScreen):
         yield Static(id="alerts-empty", classes="empty")
         yield Footer()
 
-    def fetch(self, cur: duckdb.DuckDBPyConnection, at: datetime) -> AlertsData:
-        if not alerts_available(cur):
+    def fetch(self, reader: Reader, at: datetime) -> AlertsData:
+        if not alerts_available(reader):
             return AlertsData(False, pa.table({}))
-        return AlertsData(True, alert_list(cur, at))
+        return AlertsData(True, alert_list(reader, at))
 
     def show(self, data: AlertsData) -> None:
         table = self.query_one(ViewTable)

@@ -1,6 +1,7 @@
 """A screen that shows a view query, refreshed in a worker.
 
-The query runs in a thread worker on its own cursor; the UI never waits on it.
+The query runs in a thread worker through the app's reader (a cursor per
+query, or a query on the daemon); the UI never waits on it.
 The next refresh is armed only when the previous one has finished, so
 refreshes never overlap; a screen that is not shown skips its refresh and
 catches up when it is shown again, or when the time cursor moves.
@@ -11,11 +12,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import duckdb
 from textual import work
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
+
+from storage.views.source import ArrowReader as Reader
+
+__all__ = ["DataScreen", "Reader"]
 
 
 class DataScreen(Screen):
@@ -30,7 +34,8 @@ class DataScreen(Screen):
         self._timer: Timer | None = None
         self.loaded = 0  # completed refreshes (tests wait on it)
 
-    def fetch(self, cur: duckdb.DuckDBPyConnection, at: datetime) -> Any:
+    def fetch(self, reader: Reader, at: datetime) -> Any:
+        """Run the view's queries (worker thread)."""
         raise NotImplementedError
 
     def show(self, data: Any) -> None:
@@ -59,11 +64,7 @@ class DataScreen(Screen):
 
     @work(thread=True, exclusive=True, group="view-refresh", exit_on_error=False)
     def _load(self, at: datetime) -> Any:
-        cur = self.app.cursor()
-        try:
-            return self.fetch(cur, at)
-        finally:
-            cur.close()
+        return self.fetch(self.app.reader, at)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "view-refresh" or event.worker.node is not self:

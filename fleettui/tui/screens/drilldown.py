@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 from rich.text import Text
 from textual.app import ComposeResult
@@ -13,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
-from fleettui.tui.screens.base import DataScreen
+from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.history import SERIES, HistoryPanel
 from fleettui.tui.widgets.scale import fmt_bytes, fmt_num, pct_text
@@ -110,11 +109,11 @@ class DrilldownScreen(DataScreen):
         self.query_one("#drill-gpus", ViewTable).focus()
         super().on_mount()
 
-    def fetch(self, cur: duckdb.DuckDBPyConnection, at: datetime) -> HostData:
+    def fetch(self, reader: Reader, at: datetime) -> HostData:
         return HostData(
-            host_gpus(cur, self.host, at), host_slices(cur, self.host, at),
-            gpu_history(cur, self.host, at), host_events(cur, self.host, at),
-            host_processes(cur, self.host, at),
+            host_gpus(reader, self.host, at), host_slices(reader, self.host, at),
+            gpu_history(reader, self.host, at), host_events(reader, self.host, at),
+            host_processes(reader, self.host, at),
         )
 
     def show(self, data: HostData) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Static
 
-from fleettui.tui.screens.base import DataScreen
+from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_num, fmt_rate, pct_text
 from fleettui.tui.widgets.table import Col, ViewTable
@@ -82,10 +81,10 @@ class FabricScreen(DataScreen):
         yield ViewTable(LINK_COLS, key="port", id="fabric-links")
         yield Footer()
 
-    def fetch(self, cur: duckdb.DuckDBPyConnection, at: datetime) -> FabricData:
+    def fetch(self, reader: Reader, at: datetime) -> FabricData:
         # a 10 s window: link rates and error counts per sample need no longer one
-        return FabricData(fabric_racks(cur, at, window_s=10.0),
-                          fabric_links(cur, at, kind=self.kind, window_s=10.0, limit=300))
+        return FabricData(fabric_racks(reader, at, window_s=10.0),
+                          fabric_links(reader, at, kind=self.kind, window_s=10.0, limit=300))
 
     def show(self, data: FabricData) -> None:
         self.query_one("#fabric-racks", ViewTable).load(data.racks)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Input, Static
 
-from fleettui.tui.screens.base import DataScreen
+from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.filter_bar import FilterBar
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.rack_grid import RackGrid
@@ -60,8 +59,8 @@ class RackScreen(DataScreen):
     def grid(self) -> RackGrid:
         return self.query_one(RackGrid)
 
-    def fetch(self, cur: duckdb.DuckDBPyConnection, at: datetime) -> RackData:
-        table = rack_grid(cur, at, self.flt)
+    def fetch(self, reader: Reader, at: datetime) -> RackData:
+        table = rack_grid(reader, at, self.flt)
         hosts = table.column("host").to_pylist()
         alerts = table.column("host_alerts").to_pylist()
         return RackData(table, {h: a for h, a in zip(hosts, alerts, strict=True) if a})

@@ -1,7 +1,8 @@
 """SQL console: type SQL against the store, see the result, browse the schema.
 
-Read-only: statements other than queries (SELECT, EXPLAIN, CALL) are refused,
-since the app's cursor may be the store's own writable connection.
+Read-only, by the same rule as `fleettui sql` (`storage.reader.check_read_only`:
+one SELECT or EXPLAIN statement), whatever the reader: the app's reader may sit
+on the store's own writable connection.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import duckdb
 import pyarrow as pa
 from rich.text import Text
 from textual import work
@@ -20,50 +20,34 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TextArea, Tree
 from textual.worker import Worker, WorkerState
 
+from fleettui.tui.screens.base import Reader
 from fleettui.tui.widgets.header import FleetHeader
+from storage.reader import check_read_only
 
 MAX_ROWS = 1000
-ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.CALL}
 EXAMPLE = """-- ctrl+r runs; the views' queries live in storage/views/
 SELECT h.rack, count(*) AS gpus, round(avg(s.util_pct), 1) AS util_pct
 FROM gpu_samples s JOIN hosts h USING (host)
 WHERE s.ts > (SELECT max(ts) FROM gpu_samples) - INTERVAL 10 SECOND
 GROUP BY ALL ORDER BY util_pct DESC, rack"""
-
-
-class QueryRefused(ValueError):
-    """The console runs queries only."""
+SCHEMA_SQL = """SELECT table_name, column_name, data_type FROM duckdb_columns()
+WHERE NOT internal AND schema_name = 'main' ORDER BY table_name, column_index"""
 
 
 @dataclass(frozen=True, slots=True)
 class QueryResult:
-    table: pa.Table
+    table: pa.Table  # at most MAX_ROWS rows
     total_rows: int
     elapsed_ms: float
 
 
-def run_query(cur: duckdb.DuckDBPyConnection, sql: str) -> QueryResult:
-    """Run one read-only SQL text; at most MAX_ROWS rows come back."""
-    statements = duckdb.extract_statements(sql)
-    if not statements:
-        raise QueryRefused("nothing to run")
-    for st in statements:
-        if st.type not in ALLOWED:
-            raise QueryRefused(f"the console is read-only: {st.type.name} statements are refused")
+def run_query(reader: Reader, sql: str) -> QueryResult:
+    """Run one read-only statement; at most MAX_ROWS rows are kept for display."""
+    check_read_only(sql)
     t0 = time.perf_counter()
-    for st in statements[:-1]:
-        cur.execute(st)
-    rel = cur.execute(statements[-1])
-    reader = rel.to_arrow_reader(batch_size=MAX_ROWS) if rel.description else None
-    if reader is None:
-        return QueryResult(pa.table({}), 0, (time.perf_counter() - t0) * 1e3)
-    batches, total = [], 0
-    for batch in reader:
-        if total < MAX_ROWS:
-            batches.append(batch)
-        total += batch.num_rows
-    table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, MAX_ROWS)
-    return QueryResult(table, total, (time.perf_counter() - t0) * 1e3)
+    table = reader.arrow(sql)
+    elapsed = (time.perf_counter() - t0) * 1e3
+    return QueryResult(table.slice(0, MAX_ROWS), table.num_rows, elapsed)
 
 
 class SqlScreen(Screen):
@@ -95,14 +79,8 @@ class SqlScreen(Screen):
 
     @work(thread=True, exclusive=True, group="sql-schema", exit_on_error=False)
     def _load_schema(self) -> list[tuple[str, str, str]]:
-        cur = self.app.cursor()
-        try:
-            return cur.execute(
-                "SELECT table_name, column_name, data_type FROM duckdb_columns() "
-                "WHERE NOT internal AND schema_name = 'main' ORDER BY table_name, column_index"
-            ).fetchall()
-        finally:
-            cur.close()
+        t = self.app.reader.arrow(SCHEMA_SQL)
+        return list(zip(*(c.to_pylist() for c in t.columns), strict=True))
 
     def action_run(self) -> None:
         sql = self.query_one(TextArea).text
@@ -117,11 +95,7 @@ class SqlScreen(Screen):
 
     @work(thread=True, exclusive=True, group="sql-run", exit_on_error=False)
     def _run(self, sql: str) -> QueryResult:
-        cur = self.app.cursor()
-        try:
-            return run_query(cur, sql)
-        finally:
-            cur.close()
+        return run_query(self.app.reader, sql)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         w = event.worker

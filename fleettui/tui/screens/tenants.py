@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Static
 
-from fleettui.tui.screens.base import DataScreen
+from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_bytes, fmt_num, pct_text
 from fleettui.tui.widgets.table import Col, ViewTable
@@ -71,8 +70,8 @@ class TenantsScreen(DataScreen):
         yield ViewTable(COLS, key="tenant", id="tenants-table")
         yield Footer()
 
-    def fetch(self, cur: duckdb.DuckDBPyConnection, at: datetime) -> pa.Table:
-        return tenant_summary(cur, at, hours_window_s=WINDOWS[self.window][0])
+    def fetch(self, reader: Reader, at: datetime) -> pa.Table:
+        return tenant_summary(reader, at, hours_window_s=WINDOWS[self.window][0])
 
     def show(self, data: pa.Table) -> None:
         self.query_one(ViewTable).load(data)
