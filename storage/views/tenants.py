@@ -62,7 +62,7 @@ held AS (
            sum(fraction) FILTER (WHERE util_pct < {BUSY_PCT}) AS idle_gpus
     FROM alloc GROUP BY tenant
 ),
--- GPU-hours: each assignment's overlap with the window, times its fraction
+-- GPU-hours: the overlap of each assignment with the window, times its fraction
 hours AS (
     SELECT tenant,
            sum(fraction * date_diff('second',
