@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from fleettui import __version__
 from fleettui.formats import FORMATS
+from fleettui.tui.launch import add_app_arguments
 
 EXIT_USAGE, EXIT_ERROR = 2, 1
 
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fleettui {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
+    add_app_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_daemon, _add_sql, _add_demo]
     for mod in _PLUGGED:
@@ -162,15 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help()
-        return EXIT_USAGE
+    if func is None:  # no COMMAND: the app
+        from fleettui.tui.launch import run_app as func
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except _user_errors() as exc:
-        print(f"fleettui {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fleettui {args.command or 'app'}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -1,28 +1,97 @@
 """Entry points the CLI calls: `fleettui demo` and `fleettui` (no subcommand).
 
-`run_demo_app(args)`: the simulated fleet collected in-process (the shared
-runtime on a background thread) into a fresh local DuckDB file, with the last
-ten minutes back-filled so history and time travel have data at once.
+Light on import (Textual loads only when the app runs), so the CLI can add the
+app's options without slowing `fleettui sql` or the daemon.
 
-`run_app(db=None, connect=None, token=None)`: the app over the store as
-`fleettui sql` finds it: the daemon named by `connect` (quack:HOST:PORT), else
-the local daemon found beside the database, else the database file read-only.
+`run_demo_app(args)`: the simulated fleet collected in-process (the shared
+runtime on a background thread, with the daemon's tasks: retention, and the
+alert engine when present) into a fresh local DuckDB file, the last ten
+minutes back-filled so history and time travel have data at once.
+
+`run_app(args)` (`fleettui` alone): attach to the daemon named by `--connect`,
+else the daemon found beside the database; else collect the configured sources
+in-process (`--config`); else show the database file read-only.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from datetime import timedelta
-
-from fleettui.tui.app import FleetApp, utc_now
-from fleettui.tui.demo import BackgroundRuntime, fill_history
+from pathlib import Path
 
 BACKFILL_S = 600.0
 
 
-def run_demo_app(args) -> int:
+def add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `fleettui` with no COMMAND (the app)."""
+    g = parser.add_argument_group("the app (no COMMAND)")
+    g.add_argument("--connect", dest="app_connect", metavar="quack:HOST:PORT",
+                   help="a daemon's Quack endpoint (default: the local daemon, found beside --db)")
+    g.add_argument("--token", dest="app_token", metavar="TOKEN",
+                   help="access token for --connect (default: $FLEETTUI_TOKEN or the daemon file)")
+    g.add_argument("--config", dest="app_config", metavar="FILE",
+                   help="no daemon running: collect these sources in the app (TOML, as the daemon)")
+    g.add_argument("--db", dest="app_db", metavar="FILE",
+                   help="database file (default: $FLEETTUI_DB or the user data dir)")
+
+
+def run_app(args: argparse.Namespace) -> int:
+    from fleettui.paths import default_db_path, read_daemon_info
+    from fleettui.sql_cli import open_reader
+    from fleettui.tui.app import FleetApp, utc_now
+
+    db = getattr(args, "app_db", None)
+    connect = getattr(args, "app_connect", None)
+    config_path = getattr(args, "app_config", None)
+    token = getattr(args, "app_token", None) or os.environ.get("FLEETTUI_TOKEN")
+    path = Path(db).expanduser() if db else default_db_path()
+    if connect or read_daemon_info(path) is not None or not config_path:
+        if not connect and read_daemon_info(path) is None and not path.exists():
+            print(f"fleettui: no daemon runs for {path} and there is no such database; "
+                  "start `fleettui daemon`, pass --config FILE, or try `fleettui demo`",
+                  file=sys.stderr)
+            return 1
+        reader = open_reader(db, connect, token)
+        try:
+            FleetApp(reader, clock=utc_now).run()
+        finally:
+            reader.close()
+        return 0
+    return _run_collecting(config_path, db)
+
+
+def _run_collecting(config_path: str, db: str | None) -> int:
+    """No daemon: the app collects the configured sources itself, into the store."""
+    from dataclasses import replace
+
+    from fleettui.config import load_config
+    from fleettui.daemon import build_sources, build_tasks
+    from fleettui.tui.app import FleetApp, utc_now
+    from fleettui.tui.demo import BackgroundRuntime
+    from storage.store import Store
+
+    config = load_config(config_path)
+    if db:
+        config = replace(config, daemon=replace(config.daemon, db=db))
+    sources = build_sources(config)
+    store = Store.open(config.db_path)
+    try:
+        collector = BackgroundRuntime(store, sources, tuple(build_tasks(config, store)))
+        FleetApp(store.con, clock=utc_now, collector=collector).run()
+    finally:
+        store.close()
+    return 0
+
+
+def run_demo_app(args: argparse.Namespace) -> int:
     from collectors.sim.source import SimSource
+    from fleettui.config import Config
+    from fleettui.daemon import build_tasks
     from fleettui.demo import demo_db_path, fresh_db
+    from fleettui.tui.app import FleetApp, utc_now
+    from fleettui.tui.demo import BackgroundRuntime, fill_history
     from storage.store import Store
 
     path = fresh_db(demo_db_path(getattr(args, "db", None)))
@@ -31,23 +100,14 @@ def run_demo_app(args) -> int:
     seed = getattr(args, "seed", 7)
     now = utc_now().replace(microsecond=0)
     start = now - timedelta(seconds=BACKFILL_S)
-    history = SimSource(seed=seed, scale=scale, start=start)
     # back-fill every 5 s (every 30 s at large scales, to start in a few seconds)
-    fill_history(store, history, start, BACKFILL_S, step_s=5.0 if scale <= 4 else 30.0)
+    fill_history(store, SimSource(seed=seed, scale=scale, start=start), start, BACKFILL_S,
+                 step_s=5.0 if scale <= 4 else 30.0)
     live = SimSource(seed=seed, scale=scale, start=start)
     try:
-        FleetApp(store.con, clock=utc_now, collector=BackgroundRuntime(store, [live])).run()
+        tasks = tuple(build_tasks(Config(), store))
+        collector = BackgroundRuntime(store, [live], tasks)
+        FleetApp(store.con, clock=utc_now, collector=collector).run()
     finally:
         store.close()
-    return 0
-
-
-def run_app(db: str | None = None, connect: str | None = None, token: str | None = None) -> int:
-    from fleettui.sql_cli import open_reader
-
-    reader = open_reader(db, connect, token or os.environ.get("FLEETTUI_TOKEN"))
-    try:
-        FleetApp(reader, clock=utc_now).run()
-    finally:
-        reader.close()
     return 0
