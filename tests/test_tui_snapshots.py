@@ -24,7 +24,7 @@ def keys_then_settle(*keys: str):
 
 VIEWS = {
     "rack": (),
-    "rack_memory_wide": ("m", "z"),
+    "rack_memory_zoom_toggled": ("m", "z"),
     "fabric": ("2",),
     "tenants": ("3",),
     "alerts": ("4",),

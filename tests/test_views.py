@@ -187,7 +187,8 @@ def test_processes_and_alerts_read_when_their_tables_exist():
                  last - timedelta(seconds=10), last - timedelta(seconds=5)])
     alerts = views.alert_list(cur, last).to_pylist()
     assert [a["state"] for a in alerts] == ["firing", "pending", "resolved"]
-    assert alerts[0]["host"] == "hgx-03-n1" and alerts[0]["duration_s"] == 20
+    assert alerts[0]["host"] == "hgx-03-n1" and alerts[0]["gpu_index"] == 0
+    assert alerts[0]["duration_s"] == 20
     # at an earlier cursor the resolved alert was still firing and the others not yet started
     earlier = views.alert_list(cur, last - timedelta(seconds=35)).to_pylist()
     assert [(a["rule"], a["state"]) for a in earlier] == [("host_stale", "firing")]

@@ -55,7 +55,8 @@ _AT_CURSOR = """
                CASE WHEN resolved_at IS NOT NULL AND resolved_at <= $at THEN 'resolved'
                     WHEN fired_at IS NOT NULL AND fired_at <= $at THEN 'firing'
                     ELSE 'pending' END AS state_at,
-               coalesce(h.host, g.host, gs.host, hl.host) AS host
+               coalesce(h.host, g.host, gs.host, hl.host) AS host,
+               coalesce(g.gpu_index, gs.gpu_index) AS gpu_index
         FROM a
         LEFT JOIN hosts h ON h.host = a.scope_key
         LEFT JOIN gpus g ON g.gpu_uuid = a.scope_key
@@ -78,7 +79,7 @@ def alert_list(
     if select is None:
         return _empty()
     sql = _AT_CURSOR.format(source=select) + f"""
-        SELECT rule, scope, scope_key, host, severity, state_at AS state,
+        SELECT rule, scope, scope_key, host, gpu_index, severity, state_at AS state,
                started_at, fired_at, resolved_at,
                coalesce(value, peak_value) AS value, peak_value, summary,
                date_diff('second', coalesce(fired_at, started_at),
@@ -113,8 +114,9 @@ def firing_sql(src: Source) -> str | None:
 
 
 def _empty() -> pa.Table:
-    names = ["rule", "scope", "scope_key", "host", "severity", "state", "started_at",
-             "fired_at", "resolved_at", "value", "peak_value", "summary", "duration_s"]
-    types = [pa.string()] * 6 + [pa.timestamp("us")] * 3 + [pa.float64()] * 2 + [
-        pa.string(), pa.int64()]
+    names = ["rule", "scope", "scope_key", "host", "gpu_index", "severity", "state",
+             "started_at", "fired_at", "resolved_at", "value", "peak_value", "summary",
+             "duration_s"]
+    types = [pa.string()] * 4 + [pa.int32()] + [pa.string()] * 2 + [pa.timestamp("us")] * 3 + [
+        pa.float64()] * 2 + [pa.string(), pa.int64()]
     return pa.table({n: pa.array([], t) for n, t in zip(names, types, strict=True)})

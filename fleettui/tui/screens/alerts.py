@@ -23,12 +23,20 @@ STATE_STYLE = {"firing": "bold white on red", "pending": "bold black on yellow",
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim"}
 STATES = ("", "firing", "pending", "resolved")
 
+def _target(key: str | None, r: dict) -> str:
+    """What the alert is on, readably: a GPU or slice as host and index."""
+    if r.get("gpu_index") is not None and r.get("host"):
+        slice_ = key.split("/", 1)[1] if key and "/" in key else ""
+        return f"{r['host']} GPU{r['gpu_index']}" + (f" {slice_}" if slice_ else "")
+    return key or "–"
+
+
 COLS = [
     Col("state", "state", lambda v, _r: Text(f" {v} ", style=STATE_STYLE.get(v, ""))),
     Col("severity", "severity", lambda v, _r: Text(v or "–", style=SEVERITY_STYLE.get(v, ""))),
     Col("rule", "rule"),
     Col("scope", "scope"),
-    Col("on", "scope_key", lambda v, _r: v or "–"),
+    Col("on", "scope_key", lambda v, r: _target(v, r)),
     Col("value", "value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
     Col("peak", "peak_value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
     Col("for", "duration_s", lambda v, _r: fmt_duration(v)),

@@ -113,7 +113,7 @@ class RackScreen(DataScreen):
         self._status()
 
     def action_toggle_wide(self) -> None:
-        self.grid.wide = not self.grid.wide
+        self.grid.wide = not self.grid.effective_wide
 
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()

@@ -32,7 +32,7 @@ class FleetHeader(Static):
             line.append(" ● LIVE", style="bold green")
         else:
             back = (app.clock() - at).total_seconds()
-            line.append(f" ⏪ {at:%m-%d %H:%M:%S} -{fmt_duration(back)} ",
+            line.append(f" ◀ {at:%m-%d %H:%M:%S} -{fmt_duration(back)} ",
                         style="bold black on yellow")
         if totals:
             line.append("  GPUs ", style="dim")

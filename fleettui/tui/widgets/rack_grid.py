@@ -69,8 +69,8 @@ class RackGrid(ScrollView, can_focus=True):
 
     metric: reactive[str] = reactive("util")
     """Metric the cells are coloured by (see scale.METRICS)."""
-    wide: reactive[bool] = reactive(False)
-    """Three-character cells showing the value, instead of one."""
+    wide: reactive[bool | None] = reactive(None)
+    """Three-character cells showing the value (True), one (False), or whichever fits (None)."""
     cursor: reactive[int] = reactive(0)
     """Row (GPU) under the cursor."""
 
@@ -95,7 +95,7 @@ class RackGrid(ScrollView, can_focus=True):
         self.panels: list[Panel] = []
         self._lines: list[list[tuple[int, Panel, int]]] = []  # per line: (x, panel, host or -1)
         self._shape_key: tuple = ()
-        self._layout_width = -1
+        self._layout_key = ()
         self._codes: list[int] = []
         self._shown: list[int] = []
         self._slices: list[int] = []
@@ -116,7 +116,7 @@ class RackGrid(ScrollView, can_focus=True):
         if key != self._shape_key:
             self._shape_key = key
             self._build_panels(hosts, racks, alerts)
-            self._layout_width = -1
+            self._layout_key = ()
         self.cursor = min(self.cursor, max(table.num_rows - 1, 0))
         self._recolour()
         self._relayout()
@@ -179,7 +179,7 @@ class RackGrid(ScrollView, can_focus=True):
     def _cell(self, i: int) -> tuple[str, Style]:
         code = self._codes[i]
         n = self._slices[i]
-        if not self.wide:
+        if not self._eff_wide:
             if code >= 10:
                 return CODE_GLYPH[code], CODE_STYLE[code]
             return (str(min(n, 9)) if n else " "), HEAT_STYLES[code]
@@ -193,29 +193,45 @@ class RackGrid(ScrollView, can_focus=True):
 
     # -- layout ----------------------------------------------------------------
     @property
-    def cell_w(self) -> int:
-        return 4 if self.wide else 1
+    def effective_wide(self) -> bool:
+        return self._eff_wide
 
     @property
-    def panel_w(self) -> int:
-        return self._label_w + 1 + self._max_gpus * self.cell_w - (1 if self.wide else 0)
+    def cell_w(self) -> int:
+        return 4 if self._eff_wide else 1
 
-    def _relayout(self) -> None:
-        width = max(self.scrollable_content_region.width, 20)
-        if width == self._layout_width:
-            return
-        self._layout_width = width
-        pw = self.panel_w
+    def _panel_w(self, wide: bool) -> int:
+        return self._label_w + 1 + self._max_gpus * (4 if wide else 1) - (1 if wide else 0)
+
+    def _pack(self, width: int, wide: bool) -> tuple[int, list[tuple[int, int]], int]:
+        """Masonry: each panel to the shortest column; (columns, positions, height)."""
+        pw = self._panel_w(wide)
         n_cols = max(1, (width + GAP) // (pw + GAP))
         heights = [0] * n_cols
+        pos = []
         for p in self.panels:
             c = heights.index(min(heights))
-            p.x, p.y = c * (pw + GAP), heights[c]
+            pos.append((c * (pw + GAP), heights[c]))
             heights[c] += p.height + 1
-        total = max(heights) if self.panels else 0
+        return n_cols, pos, max(heights) if self.panels else 0
+
+    def _relayout(self) -> None:
+        region = self.scrollable_content_region
+        width, height = max(region.width, 20), region.height
+        key = (width, height if self.wide is None else -1, self.wide, len(self.panels))
+        if key == self._layout_key:
+            return
+        self._layout_key = key
+        if self.wide is None:  # wide cells when the whole fleet then fits on screen
+            self._eff_wide = self._pack(width, True)[2] <= max(height, 1)
+        else:
+            self._eff_wide = self.wide
+        n_cols, pos, total = self._pack(width, self._eff_wide)
+        pw = self._panel_w(self._eff_wide)
         lines: list[list[tuple[int, Panel, int]]] = [[] for _ in range(total)]
         row_pos: dict[int, tuple[int, int]] = {}
-        for p in self.panels:
+        for p, (x, y) in zip(self.panels, pos, strict=True):
+            p.x, p.y = x, y
             lines[p.y].append((p.x, p, -1))
             for k, (_, first, _end) in enumerate(p.hosts):
                 lines[p.y + 1 + k].append((p.x, p, k))
@@ -235,8 +251,7 @@ class RackGrid(ScrollView, can_focus=True):
         self.refresh()
 
     def watch_wide(self) -> None:
-        self._recolour()
-        self._layout_width = -1
+        self._layout_key = ()
         self._relayout()
         self.refresh()
 

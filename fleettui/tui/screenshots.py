@@ -1,0 +1,127 @@
+"""Write SVG screenshots of every view (for the README and docs/tui.md).
+
+    python -m fleettui.tui.screenshots docs/screenshots [--width 160 --height 48]
+
+The simulated fleet at seed 7 and a fixed clock, as in the snapshot tests, with
+an `alerts` table written the way the alert engine does (so the alerts view
+and badges show), driven by keys through the Pilot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+from fleettui.tui.app import FleetApp
+from fleettui.tui.demo import fixed_store
+from storage.store import Store
+
+# (file, keys pressed from the rack view, theme)
+SHOTS = (
+    ("rack", (), "textual-dark"),
+    ("rack-power-wide", ("m", "m", "z"), "textual-dark"),
+    ("rack-filter-tenant", ("slash", *"tenant:kestrel", "enter"), "textual-dark"),
+    ("fabric", ("2",), "textual-dark"),
+    ("tenants", ("3",), "textual-dark"),
+    ("alerts", ("4",), "textual-dark"),
+    ("drilldown", ("down", "down", "down", "down", "right", "right", "right", "enter"),
+     "textual-dark"),
+    ("time-travel", ("left_square_bracket",) * 4, "textual-dark"),
+    ("sql", ("5", "ctrl+r"), "textual-dark"),
+    ("rack-light", (), "textual-light"),
+)
+
+
+def example_alerts(store: Store, at) -> None:
+    """An alerts table shaped like the alert engine's, with a few alerts of the faults."""
+    cur = store.cursor()
+    cur.execute("""CREATE TABLE IF NOT EXISTS alerts (rule VARCHAR, scope VARCHAR,
+        scope_key VARCHAR, severity VARCHAR, state VARCHAR, started_at TIMESTAMP,
+        fired_at TIMESTAMP, resolved_at TIMESTAMP, value DOUBLE, peak_value DOUBLE,
+        summary VARCHAR)""")
+    gpu = cur.execute("SELECT gpu_uuid FROM gpus WHERE host = 'nvl72-02-t03' AND gpu_index = 1"
+                      ).fetchone()[0]
+    s = timedelta(seconds=1)
+    rows = [
+        ("gpu_xid_critical", "gpu", gpu, "critical", at - 235 * s, at - 235 * s, None, 79, 79,
+         "Xid 79: GPU fell off the bus"),
+        ("telemetry_stale", "host", "hgx-04-n3", "warning", at - 205 * s, at - 175 * s, None,
+         205, 205, "no samples for 205 s"),
+        ("itl_p99_over_target", "endpoint", "quanta-risk", "warning", at - 175 * s, at - 55 * s,
+         None, 167.7, 171.2, "ITL p99 167.7 ms > target 21 ms"),
+        ("link_down", "link", "hgx-04-n1:mlx5_3/1", "critical", at - 55 * s, at - 55 * s, None,
+         1, 1, "InfiniBand port down"),
+        ("tenant_idle_allocation", "tenant", "internal-eval", "warning", at - 145 * s, None, None,
+         0.9, 1.4, "allocation idle (0.9 % mean)"),
+        ("thermal_throttle", "gpu", gpu, "warning", at - 275 * s, at - 215 * s, at - 95 * s,
+         88, 91, "HW thermal slowdown"),
+    ]
+    # a handful of rows, once: the state column is what the engine last wrote
+    for r in rows:
+        state = "resolved" if r[6] else ("firing" if r[5] else "pending")
+        cur.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [*r[:4], state, *r[4:]])
+
+
+async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
+    store, last = fixed_store(300.0, 5.0, faults=faults)
+    example_alerts(store, last)
+    written = []
+    for name, keys, theme in SHOTS:
+        app = FleetApp(store.con, clock=lambda: last, refresh_s=3600.0, theme=theme,
+                       show_timings=False)
+        async with app.run_test(size=size) as pilot:
+            await _settle(pilot)
+            for key in keys:
+                await pilot.press(key)
+                await _settle(pilot)
+            path = out / f"{name}.svg"
+            app.save_screenshot(filename=path.name, path=str(out))
+            written.append(path)
+    store.close()
+    return written
+
+
+async def _settle(pilot) -> None:
+    from textual.worker import WorkerCancelled
+
+    for _ in range(6):
+        try:
+            await pilot.app.workers.wait_for_complete()
+        except WorkerCancelled:
+            pass
+        await pilot.pause()
+
+
+# The fault schedule of the pictures (the demo's own may change): every fault
+# has started by 240 s and is active at 295 s, the last sample.
+def picture_faults():
+    from collectors.sim.faults import Fault
+
+    return (
+        Fault("thermal", "hgx-05-n2:3", 20, 900),
+        Fault("nvlink_crc", "nvl72-01-t05:nvlink-gpu2", 40, 300),
+        Fault("xid79", "nvl72-02-t03:1", 60, 1200),
+        Fault("host_silent", "hgx-04-n3", 90, 600),
+        Fault("traffic_surge", "quanta-risk", 120, 900),
+        Fault("idle_allocation", "internal-eval", 150, 1500),
+        Fault("ecc_dbe", "hgx-03-n4:6", 200, 600),
+        Fault("ib_link_down", "hgx-04-n1:mlx5_3/1", 240, 300),
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="SVG screenshots of every view")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--width", type=int, default=160)
+    ap.add_argument("--height", type=int, default=48)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for p in asyncio.run(_shoot(args.out, (args.width, args.height), picture_faults())):
+        print(p)
+
+
+if __name__ == "__main__":
+    main()
