@@ -30,9 +30,9 @@ from fleettui.tui.screens.fabric import FabricScreen
 from fleettui.tui.screens.rack import RackScreen
 from fleettui.tui.screens.sql import SqlScreen
 from fleettui.tui.screens.tenants import TenantsScreen
-from storage.reader import LocalReader
 from storage.views import fleet_totals
 from storage.views.source import ArrowReader as Reader
+from storage.views.source import ConnectionReader
 
 Clock = Callable[[], datetime]
 
@@ -100,7 +100,7 @@ class FleetApp(App):
         super().__init__()
         # a bare connection gets a cursor per query, so worker threads never share one
         self.reader: Reader = (
-            LocalReader(reader, "app") if isinstance(reader, duckdb.DuckDBPyConnection) else reader
+            ConnectionReader(reader) if isinstance(reader, duckdb.DuckDBPyConnection) else reader
         )
         self.clock = clock
         self.refresh_s = refresh_s

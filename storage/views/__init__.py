@@ -15,14 +15,16 @@ from storage.views.drilldown import (
     host_processes,
     host_slices,
 )
-from storage.views.fabric import fabric_links, fabric_racks
+from storage.views.fabric import Fabric, fabric, fabric_links, fabric_racks
 from storage.views.fleet import fleet_totals
 from storage.views.rack import RackFilter, rack_grid
 from storage.views.tenants import tenant_summary
 from storage.views.when import resolve_at
 
 __all__ = [
+    "Fabric",
     "RackFilter",
+    "fabric",
     "alert_list",
     "alerts_available",
     "fabric_links",

@@ -8,8 +8,11 @@ NVLink, or every GPU of the host for a NIC).
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from datetime import datetime
 
+import duckdb
 import pyarrow as pa
 
 from storage.views.latest import ASSIGNED
@@ -32,9 +35,9 @@ WITH w AS (
 ),
 asg AS ({ASSIGNED}),
 host_tenants AS (
-    SELECT g.host, array_to_string(list_sort(list_distinct(list(t.tenant))), ',') AS tenants
-    FROM gpus g JOIN asg a ON a.gpu_uuid = g.gpu_uuid,
-         unnest(string_split(a.tenants, ',')) AS t(tenant)
+    SELECT g.host, array_to_string(list_sort(list_distinct(list(a.tenant))), ',') AS tenants
+    FROM assignments a JOIN gpus g ON g.gpu_uuid = a.gpu_uuid
+    WHERE a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
     GROUP BY g.host
 ),
 links AS (
@@ -51,14 +54,19 @@ links AS (
 )
 """
 
-# Worst first: down, then erroring, then hottest.
-LINKS_SQL = _LINKS + """
+# Every link at the cursor (one scan of the window); the view orders and sums it.
+ALL_LINKS_SQL = _LINKS + "SELECT * FROM links"
+
+# Over the links table above (run locally on its Arrow result): worst first:
+# down, then erroring, then hottest.
+WORST_LINKS_SQL = """
 SELECT * FROM links
 WHERE ($kind = '' OR kind = $kind)
 ORDER BY link_up, errors_per_s DESC, util_pct DESC NULLS LAST, host, port
+LIMIT $limit
 """
 
-RACKS_SQL = _LINKS + """
+RACKS_SQL = """
 SELECT rack, any_value(nvlink_domain) FILTER (WHERE kind = 'nvlink') AS nvlink_domain,
        count(*) AS links,
        count(*) FILTER (WHERE NOT link_up) AS links_down,
@@ -69,25 +77,64 @@ SELECT rack, any_value(nvlink_domain) FILTER (WHERE kind = 'nvlink') AS nvlink_d
        sum(tx_bytes_per_s + rx_bytes_per_s) AS bytes_per_s
 FROM links GROUP BY rack
 ORDER BY links_down DESC, errors_per_s DESC, max_util_pct DESC, rack
+LIMIT $limit
 """
 
+_local = threading.local()
 
-def fabric_links(
+
+def _local_con() -> duckdb.DuckDBPyConnection:
+    """This thread's in-memory DuckDB, for SQL over a view's Arrow result."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = _local.con = duckdb.connect()
+    return con
+
+
+@dataclass(frozen=True, slots=True)
+class Fabric:
+    racks: pa.Table  # per rack, worst first
+    links: pa.Table  # links, worst first
+    links_total: int
+    links_down: int
+
+
+def fabric(
     src: Source,
     at: datetime | None = None,
     *,
     kind: str = "",
     window_s: float = 30.0,
     limit: int = 500,
+    rack_limit: int = 1000,
+) -> Fabric:
+    """Links worst first and per-rack health from one scan of the link samples.
+
+    The scan and joins run on the store (or the daemon); ordering and the rack
+    sums run in a local DuckDB over the Arrow result (one row per link).
+    """
+    links = run(src, ALL_LINKS_SQL, {"at": resolve_at(at), "window_s": window_s})
+    con = _local_con()
+    con.register("links", links)
+    try:
+        worst = con.execute(WORST_LINKS_SQL, {"kind": kind, "limit": limit}).to_arrow_table()
+        racks = con.execute(RACKS_SQL, {"limit": rack_limit}).to_arrow_table()
+        down = con.execute("SELECT count(*) FILTER (WHERE NOT link_up) FROM links").fetchone()[0]
+    finally:
+        con.unregister("links")
+    return Fabric(racks, worst, links.num_rows, int(down or 0))
+
+
+def fabric_links(
+    src: Source, at: datetime | None = None, *, kind: str = "", window_s: float = 30.0,
+    limit: int = 500,
 ) -> pa.Table:
     """Links worst first (down, erroring, hottest); at most `limit` rows."""
-    params = {"at": resolve_at(at), "window_s": window_s, "kind": kind}
-    return run(src, f"{LINKS_SQL} LIMIT {int(limit)}", params)
+    return fabric(src, at, kind=kind, window_s=window_s, limit=limit).links
 
 
 def fabric_racks(
     src: Source, at: datetime | None = None, *, window_s: float = 30.0
 ) -> pa.Table:
     """Per rack: links, links down, error rate, NVLink and network utilisation."""
-    params = {"at": resolve_at(at), "window_s": window_s}
-    return run(src, RACKS_SQL, params)
+    return fabric(src, at, window_s=window_s, limit=0).racks

@@ -68,13 +68,21 @@ SLICES_PER_GPU = f"""
     GROUP BY s.gpu_uuid
 """
 
-# Assignments in force at the cursor, per GPU.
+# Assignments in force at the cursor, per GPU: a whole GPU has one tenant; a
+# sliced one lists the distinct tenants of its slices.
 ASSIGNED = """
-    SELECT gpu_uuid,
-           array_to_string(list_sort(list_distinct(list(tenant))), ',') AS tenants,
+    SELECT gpu_uuid, min(tenant) AS tenants, sum(fraction) AS allocated
+    FROM assignments
+    WHERE slice_id IS NULL AND valid_from <= $at AND (valid_to IS NULL OR valid_to > $at)
+    GROUP BY gpu_uuid
+    UNION ALL
+    SELECT gpu_uuid, array_to_string(list_sort(list_distinct(list(tenant))), ',') AS tenants,
            sum(fraction) AS allocated
     FROM assignments
-    WHERE valid_from <= $at AND (valid_to IS NULL OR valid_to > $at)
+    WHERE slice_id IS NOT NULL AND valid_from <= $at AND (valid_to IS NULL OR valid_to > $at)
+      AND gpu_uuid NOT IN (
+          SELECT gpu_uuid FROM assignments
+          WHERE slice_id IS NULL AND valid_from <= $at AND (valid_to IS NULL OR valid_to > $at))
     GROUP BY gpu_uuid
 """
 

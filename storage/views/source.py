@@ -40,3 +40,22 @@ def table_columns(src: Source, table: str) -> set[str]:
         return set(run(src, f"SELECT * FROM {table} LIMIT 0").column_names)
     except Exception:  # noqa: BLE001 - duckdb.Error locally, QueryError through a reader
         return set()
+
+
+class ConnectionReader:
+    """A Reader over a DuckDB connection in this process: a cursor per query, so
+    worker threads can share it."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, where: str = "local") -> None:
+        self.con = con
+        self.where = where
+
+    def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        cur = self.con.cursor()
+        try:
+            return cur.execute(sql, list(params) if params else None).to_arrow_table()
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        """The connection belongs to the caller."""

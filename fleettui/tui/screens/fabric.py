@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
-import pyarrow as pa
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,7 +13,7 @@ from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_num, fmt_rate, pct_text
 from fleettui.tui.widgets.table import Col, ViewTable
-from storage.views import fabric_links, fabric_racks
+from storage.views import Fabric, fabric
 
 KINDS = ("", "nvlink", "ib", "efa", "roce")
 
@@ -55,12 +53,6 @@ LINK_COLS = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class FabricData:
-    racks: pa.Table
-    links: pa.Table
-
-
 class FabricScreen(DataScreen):
     view_title = "Fabric"
 
@@ -81,19 +73,19 @@ class FabricScreen(DataScreen):
         yield ViewTable(LINK_COLS, key="port", id="fabric-links")
         yield Footer()
 
-    def fetch(self, reader: Reader, at: datetime) -> FabricData:
-        # a 10 s window: link rates and error counts per sample need no longer one
-        return FabricData(fabric_racks(reader, at, window_s=10.0),
-                          fabric_links(reader, at, kind=self.kind, window_s=10.0, limit=300))
+    def fetch(self, reader: Reader, at: datetime) -> Fabric:
+        # a 10 s window: link rates and per-sample error counts need no longer one;
+        # the worst 100 links and 64 racks: the rest are healthy, or reached by filter
+        return fabric(reader, at, kind=self.kind, window_s=10.0, limit=100, rack_limit=64)
 
-    def show(self, data: FabricData) -> None:
+    def show(self, data: Fabric) -> None:
         self.query_one("#fabric-racks", ViewTable).load(data.racks)
         self.query_one("#fabric-links", ViewTable).load(data.links)
-        down = sum(1 for r in data.links.column("link_up").to_pylist() if not r)
-        title = Text(" Fabric per rack", style="bold")
-        title.append(f"   links shown: {self.kind or 'all kinds'}", style="dim")
-        if down:
-            title.append(f"   {down} link(s) down", style="bold red")
+        title = Text(" Fabric per rack, worst first", style="bold")
+        title.append(f"   {data.links_total:,} links   showing: {self.kind or 'all kinds'}",
+                     style="dim")
+        if data.links_down:
+            title.append(f"   {data.links_down} down", style="bold red")
         self.query_one("#fabric-title", Static).update(title)
 
     def action_cycle_kind(self) -> None:

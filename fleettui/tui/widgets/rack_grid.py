@@ -103,6 +103,8 @@ class RackGrid(ScrollView, can_focus=True):
         self._row_pos: dict[int, tuple[int, int]] = {}
         self._label_w = 3
         self._max_gpus = 1
+        self._styles_key: tuple = ()
+        self._styles: tuple[Style, Style, Style, Style] = (Style(),) * 4
 
     # -- data ------------------------------------------------------------------
     def update_data(self, table: pa.Table, alerts: dict[str, int] | None = None) -> None:
@@ -268,8 +270,7 @@ class RackGrid(ScrollView, can_focus=True):
         lw = self._label_w
         cur = self.cursor
         cell = self._cell
-        base = self.rich_style
-        title_s, label_s, badge_s = base + TITLE, base + LABEL, base + BADGE
+        base, title_s, label_s, badge_s = self._base_styles()
         for x, panel, k in self._lines[vy]:
             if x > pos:
                 segs.append(Segment(" " * (x - pos), base))
@@ -298,6 +299,15 @@ class RackGrid(ScrollView, can_focus=True):
                 pos += cw if i < end - 1 else cw - (1 if cw > 1 else 0)
         strip = Strip(segs, pos)
         return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+
+    def _base_styles(self) -> tuple[Style, Style, Style, Style]:
+        """The widget's own style and its combinations, computed once per theme and focus."""
+        key = (self.app.theme, self.has_focus)
+        if self._styles_key != key:
+            base = self.rich_style
+            self._styles = (base, base + TITLE, base + LABEL, base + BADGE)
+            self._styles_key = key
+        return self._styles
 
     # -- navigation ------------------------------------------------------------
     def _host_range(self, row: int) -> tuple[Panel, int]:
