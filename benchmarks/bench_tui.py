@@ -2,7 +2,8 @@
 
 Prints, per view, the CPU time of one refresh: the view's query (in the worker
 thread) plus handing the result to the screen and rendering the frame
-(headless Textual at the given terminal size). Targets: rack view < 100 ms CPU,
+(headless Textual at the given terminal size); with DuckDB's default threads,
+and with one thread (less CPU, a little more wall time) in the same run. Targets: rack view < 100 ms CPU,
 app start-up < 2 s (import in a fresh interpreter + first frame with data).
 
     .venv/bin/python benchmarks/bench_tui.py [--scale 33] [--seconds 120] [--repeat 10]
@@ -89,9 +90,13 @@ def main() -> None:
     print(f"store: {n_gpus:,} GPUs, {rows:,} GPU samples ({args.seconds:.0f} s), "
           f"filled in {time.perf_counter() - t:.1f} s")
     imp = import_time_s()
-    for size in ((200, 60), (80, 24)):
+    default_threads = store.con.execute("SELECT current_setting('threads')").fetchone()[0]
+    for size, threads in (((200, 60), default_threads), ((80, 24), default_threads),
+                          ((200, 60), 1)):
+        store.con.execute(f"SET threads = {int(threads)}")
         results = asyncio.run(measure(store, last, size, args.repeat))
-        print(f"\nterminal {size[0]}x{size[1]}, median of {args.repeat} refreshes")
+        print(f"\nterminal {size[0]}x{size[1]}, DuckDB threads {threads}, "
+              f"median of {args.repeat} refreshes")
         print(f"{'view':<34}{'refresh CPU ms':>16}{'of which query':>16}")
         first = results[0][1]
         for label, total, query in results[1:]:

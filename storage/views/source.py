@@ -8,6 +8,7 @@ Either way the result is an Arrow table.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -34,12 +35,28 @@ def run(src: Source, sql: str, params: Mapping[str, Any] | None = None) -> pa.Ta
     return src.arrow(_PARAM.sub("?", sql), positional)
 
 
-def table_columns(src: Source, table: str) -> set[str]:
+# A table that a newer component adds (the alert engine's `alerts`) is looked
+# for again after a few seconds, not on every refresh of every view (a failed
+# lookup costs milliseconds). The cache lives on the reader object; a bare
+# DuckDB connection is asked every time.
+_COLUMNS_TTL_S = 5.0
+
+
+def table_columns(src: Source, table: str) -> frozenset[str]:
     """Column names of `table`, empty when it does not exist (there)."""
+    cache: dict[str, tuple[float, frozenset[str]]] | None = getattr(src, "__dict__", None)
+    if cache is not None:
+        cache = cache.setdefault("_view_tables", {})
+        hit = cache.get(table)
+        if hit is not None and time.monotonic() - hit[0] < _COLUMNS_TTL_S:
+            return hit[1]
     try:
-        return set(run(src, f"SELECT * FROM {table} LIMIT 0").column_names)
+        cols = frozenset(run(src, f"SELECT * FROM {table} LIMIT 0").column_names)
     except Exception:  # noqa: BLE001 - duckdb.Error locally, QueryError through a reader
-        return set()
+        cols = frozenset()
+    if cache is not None:
+        cache[table] = (time.monotonic(), cols)
+    return cols
 
 
 class ConnectionReader:

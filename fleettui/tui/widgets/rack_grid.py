@@ -263,7 +263,7 @@ class RackGrid(ScrollView, can_focus=True):
         vy = y + scroll_y
         width = self.scrollable_content_region.width
         if vy >= len(self._lines) or not self._codes:
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, self._base_styles()[0])
         segs: list[Segment] = []
         pos = 0
         cw = self.cell_w
@@ -297,8 +297,11 @@ class RackGrid(ScrollView, can_focus=True):
                 if cw > 1 and i < end - 1:
                     segs.append(Segment(" ", base))
                 pos += cw if i < end - 1 else cw - (1 if cw > 1 else 0)
-        strip = Strip(segs, pos)
-        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+        if scroll_x == 0 and pos <= width:  # the common case: no crop needed
+            if pos < width:
+                segs.append(Segment(" " * (width - pos), base))
+            return Strip(segs, width)
+        return Strip(segs, pos).crop_extend(scroll_x, scroll_x + width, base)
 
     def _base_styles(self) -> tuple[Style, Style, Style, Style]:
         """The widget's own style and its combinations, computed once per theme and focus."""
