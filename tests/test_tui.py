@@ -103,6 +103,17 @@ async def test_time_travel_moves_every_view_and_back_to_live():
         await pilot.press("1")
         await settle(pilot)
         assert "LIVE" in text_of(app.screen.query_one(FleetHeader))
+        # type a moment: 200 s back, then an error, then live
+        await pilot.press("t", *"-200s", "enter")
+        await settle(pilot)
+        assert app.at == last - timedelta(seconds=200)
+        await pilot.press("t", *"soon", "enter")
+        assert "expected an offset" in str(app.screen.query_one("#time-error").render())
+        await pilot.press("escape")
+        assert app.at == last - timedelta(seconds=200)
+        await pilot.press("t", *"live", "enter")
+        await settle(pilot)
+        assert app.at is None
         # forward past now snaps back to live
         await pilot.press("left_square_bracket", "right_square_bracket", "right_square_bracket")
         assert app.at is None

@@ -30,6 +30,7 @@ from fleettui.tui.screens.fabric import FabricScreen
 from fleettui.tui.screens.rack import RackScreen
 from fleettui.tui.screens.sql import SqlScreen
 from fleettui.tui.screens.tenants import TenantsScreen
+from fleettui.tui.screens.time_jump import TimeJump
 from storage.views import fleet_totals
 from storage.views.source import ArrowReader as Reader
 from storage.views.source import ConnectionReader
@@ -76,6 +77,7 @@ class FleetApp(App):
         Binding("left_curly_bracket", "travel(-600)", "-10m", show=False),
         Binding("right_curly_bracket", "travel(600)", "+10m", show=False),
         Binding("L", "live", "live", group=TIME),
+        Binding("t", "jump_time", "go to time", group=TIME),
         Binding("ctrl+t", "toggle_dark", "theme", show=False),
         Binding("q", "quit", "quit"),
     ]
@@ -171,6 +173,14 @@ class FleetApp(App):
 
     def action_live(self) -> None:
         self.at = None
+
+    def action_jump_time(self) -> None:
+        def chosen(result: tuple[bool, datetime | None] | None) -> None:
+            if result and result[0]:
+                at = result[1]
+                self.at = None if at is None or at >= self.clock() else at
+
+        self.push_screen(TimeJump(self.clock()), chosen)
 
     def travel_to(self, at: datetime | None) -> None:
         self.at = at

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from collectors.sim.faults import Fault
@@ -37,8 +38,12 @@ class BackgroundRuntime:
     and the thread ends.
     """
 
-    def __init__(self, store: Store, sources: list, tasks: tuple = ()) -> None:
+    def __init__(
+        self, store: Store, sources: list, tasks: tuple = (),
+        *, backfill: Callable[[], object] | None = None,
+    ) -> None:
         self.store, self.sources, self.tasks = store, sources, tasks
+        self._backfill = backfill
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -47,6 +52,8 @@ class BackgroundRuntime:
 
     def start(self) -> None:
         self._thread.start()
+        if self._backfill is not None:  # history written beside live collection
+            threading.Thread(target=self._backfill, name="fleettui-backfill", daemon=True).start()
         self._ready.wait(5.0)
 
     def _main(self) -> None:
