@@ -148,10 +148,14 @@ async def test_tenant_view_sorts_and_jumps_to_racks():
         table = screen.query_one(ViewTable)
         assert [r["gpus"] for r in table.rows_data] == sorted(
             (r["gpus"] for r in table.rows_data), reverse=True)
-        await pilot.press("s", "s")  # sort by tier, then by GPUs held
-        assert table.sort_key == "tier"
-        await pilot.press("s")
+        await pilot.press("s", "s")  # sort by tenant name, then by GPUs held
         assert table.sort_key == "gpus"
+        gpus = [r["gpus"] for r in table.rows_data]
+        assert gpus == sorted(gpus, reverse=True)
+        await pilot.press("s")
+        assert table.sort_key == "util_mean_pct"
+        utils = [r["util_mean_pct"] for r in table.rows_data]
+        assert utils == sorted(utils, reverse=True)
         await pilot.press("w")
         await settle(pilot)
         assert "7 d" in text_of(screen.query_one("#tenants-title"))

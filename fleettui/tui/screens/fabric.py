@@ -44,13 +44,13 @@ RACK_COLS = [
 LINK_COLS = [
     Col("state", "link_up", _state),
     Col("host", "host"),
-    Col("kind", "kind"),
     Col("port", "port"),
     Col("util %", "util_pct", lambda v, _r: pct_text(v)),
-    Col("tx", "tx_bytes_per_s", lambda v, _r: fmt_rate(v)),
-    Col("rx", "rx_bytes_per_s", lambda v, _r: fmt_rate(v)),
     Col("err/s", "errors_per_s", _err),
     Col("tenants behind", "tenants", lambda v, _r: v or "–"),
+    Col("kind", "kind"),
+    Col("tx", "tx_bytes_per_s", lambda v, _r: fmt_rate(v)),
+    Col("rx", "rx_bytes_per_s", lambda v, _r: fmt_rate(v)),
 ]
 
 

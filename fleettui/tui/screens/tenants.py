@@ -34,20 +34,21 @@ def _idle(v, r) -> Text:
     return Text(f"{v} ({r['idle_gpus']:.2f} GPU)", style="bold yellow", justify="right")
 
 
+# Most telling first, so a narrow terminal shows them without scrolling.
 COLS = [
     Col("tenant", "tenant"),
-    Col("tier", "tier"),
     Col("GPUs", "gpus", lambda v, _r: Text(f"{v:.2f}".rstrip("0").rstrip("."), justify="right")),
-    Col("slices", "slices", lambda v, _r: Text(str(v), justify="right")),
     Col("util mean", "util_mean_pct", lambda v, _r: pct_text(v, hot=101)),
     Col("util p95", "util_p95_pct", lambda v, _r: pct_text(v, hot=101)),
-    Col("memory", "mem_used_bytes", lambda v, _r: fmt_bytes(v)),
-    Col("GPU-h", "gpu_hours", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
     Col("idle alloc", "idle_allocations", _idle),
-    Col("ITL p50", "itl_p50_ms", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
     Col("ITL p99 / target ms", "itl_p99_ms", _itl),
     Col("alerts", "alerts_firing",
         lambda v, _r: Text(str(v), style="bold red" if v else "dim", justify="right")),
+    Col("slices", "slices", lambda v, _r: Text(str(v), justify="right")),
+    Col("GPU-h", "gpu_hours", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
+    Col("memory", "mem_used_bytes", lambda v, _r: fmt_bytes(v)),
+    Col("ITL p50", "itl_p50_ms", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
+    Col("tier", "tier"),
 ]
 
 
