@@ -252,3 +252,21 @@ def _rounded(value):
     if isinstance(value, list):
         return [_rounded(v) for v in value]
     return value
+
+
+def test_racks_come_in_natural_order():
+    from storage.batch import make_batch
+    from storage.store import Store
+
+    store = Store.open(":memory:")
+    racks = ["r-10", "r-9", "r-100", "a-2"]
+    store.write([
+        make_batch("hosts", {"host": [f"{r}-n1" for r in racks], "rack": racks,
+                             "rack_slot": [1] * 4, "first_seen": [FIXED_START] * 4}),
+        make_batch("gpus", {"gpu_uuid": [f"GPU-{r}" for r in racks],
+                            "host": [f"{r}-n1" for r in racks], "gpu_index": [0] * 4}),
+    ])
+    grid = views.rack_grid(store.cursor(), at_s(10))
+    assert grid.column("rack").to_pylist() == ["a-2", "r-9", "r-10", "r-100"]
+    assert "rack_key" not in grid.column_names
+    store.close()

@@ -81,6 +81,15 @@ async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
             app.save_screenshot(filename=path.name, path=str(out))
             written.append(path)
     store.close()
+    # the same fleet scaled to 10,032 GPUs: how thousands of cells look
+    big, big_last = fixed_store(60.0, 10.0, scale=33, faults=faults)
+    app = FleetApp(big.con, clock=lambda: big_last, refresh_s=3600.0, show_timings=False)
+    async with app.run_test(size=size) as pilot:
+        await _settle(pilot)
+        path = out / "rack-10k.svg"
+        app.save_screenshot(filename=path.name, path=str(out))
+        written.append(path)
+    big.close()
     return written
 
 

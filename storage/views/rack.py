@@ -1,6 +1,6 @@
 """Rack view: every GPU of the fleet with its newest values, in rack order.
 
-One row per GPU (racks, then slots, then GPU index), with the metrics the rack
+One row per GPU (clusters and racks in natural order, then slots, then GPU index), with the metrics the rack
 view cycles through, the slices inside sliced GPUs, the tenants holding it,
 and whether its host or the GPU itself has gone silent. Filters run in SQL.
 """
@@ -59,9 +59,20 @@ ev AS (
     GROUP BY gpu_uuid
 ),
 alerting AS ({{alerting}}),
+-- clusters, then racks, in natural order (hgx-9 before hgx-10): the name without
+-- its trailing number, then the number
+hosts_sorted AS (
+    SELECT *,
+           regexp_replace(coalesce(cluster, ''), '[0-9]+$', '') AS cluster_key,
+           TRY_CAST(regexp_extract(cluster, '([0-9]+)$', 1) AS BIGINT) AS cluster_num,
+           regexp_replace(rack, '[0-9]+$', '') AS rack_key,
+           TRY_CAST(regexp_extract(rack, '([0-9]+)$', 1) AS BIGINT) AS rack_num
+    FROM hosts
+),
 seen AS (SELECT DISTINCT g.host FROM latest JOIN gpus g USING (gpu_uuid)),
 grid AS (
-    SELECT h.rack, h.rack_slot, h.host, h.model, h.nvlink_domain,
+    SELECT h.cluster, h.rack, h.rack_slot, h.host, h.model, h.nvlink_domain,
+           h.cluster_key, h.cluster_num, h.rack_key, h.rack_num,
            g.gpu_index, g.gpu_uuid, g.name, g.mig_mode,
            coalesce(l.util_pct, s.slice_util_pct) AS util_pct,
            100.0 * coalesce(l.mem_used_bytes, s.slice_mem_used_bytes)
@@ -75,7 +86,7 @@ grid AS (
            l.ts IS NULL AS gpu_missing,
            coalesce(al.firing, 0) AS host_alerts
     FROM gpus g
-    JOIN hosts h ON h.host = g.host
+    JOIN hosts_sorted h ON h.host = g.host
     LEFT JOIN latest l ON l.gpu_uuid = g.gpu_uuid
     LEFT JOIN seen hs ON hs.host = g.host
     LEFT JOIN sliced s ON s.gpu_uuid = g.gpu_uuid
@@ -84,7 +95,7 @@ grid AS (
     LEFT JOIN alerting al ON al.host = h.host
     WHERE h.first_seen IS NULL OR h.first_seen <= $at
 )
-SELECT * FROM grid
+SELECT * EXCLUDE (cluster_key, cluster_num, rack_key, rack_num) FROM grid
 WHERE ($rack = '' OR rack ILIKE '%' || $rack || '%')
   AND ($host = '' OR host ILIKE '%' || $host || '%')
   AND ($tenant = '' OR tenants ILIKE '%' || $tenant || '%')
@@ -98,7 +109,7 @@ WHERE ($rack = '' OR rack ILIKE '%' || $rack || '%')
        OR ($state = 'free' AND allocated = 0)
        OR ($state = 'alert' AND host_alerts > 0)
        OR ($state = 'error' AND errors > 0))
-ORDER BY rack, rack_slot, host, gpu_index
+ORDER BY cluster_key, cluster_num, cluster, rack_key, rack_num, rack, rack_slot, host, gpu_index
 """
 
 _NO_ALERTS = "SELECT CAST(NULL AS VARCHAR) AS host, 0::BIGINT AS firing WHERE false"

@@ -28,7 +28,9 @@ HEAT = ("#1f3b73", "#23568a", "#21708f", "#1f8a8a", "#2aa278", "#5fb75a",
 STALE_BG = "#4a4a4a"
 MISSING = Style(color="#ffffff", bgcolor="#8b0000", bold=True)
 STALE = Style(color="#8a8a8a", bgcolor=STALE_BG)
-HEAT_STYLES = tuple(Style(color="#000000", bgcolor=c) for c in HEAT)
+# black text on the light steps, white on the dark ones (legible values in wide cells)
+HEAT_STYLES = tuple(Style(color="#ffffff" if i < 4 else "#000000", bgcolor=c)
+                    for i, c in enumerate(HEAT))
 HEAT_FG = tuple(Style(color=c) for c in HEAT)
 
 
