@@ -20,6 +20,7 @@ def gpu_latest(where: str = "true") -> str:
         GROUP BY host
     )
     SELECT s.gpu_uuid,
+           any_value(s.host) AS host,
            max(s.ts) AS ts,
            arg_max(s.util_pct, s.ts) AS util_pct,
            arg_max(s.mem_used_bytes, s.ts) AS mem_used_bytes,

@@ -17,8 +17,6 @@ from storage.views.latest import ASSIGNED, BUSY_PCT, GPU_LATEST, SLICES_PER_GPU
 from storage.views.source import Source, run
 from storage.views.when import STALE_AFTER_S, resolve_at
 
-STATES = ("busy", "idle", "stale", "missing", "alert", "error", "free")
-
 
 @dataclass(frozen=True)
 class RackFilter:
@@ -28,7 +26,7 @@ class RackFilter:
     host: str = ""
     tenant: str = ""
     model: str = ""
-    state: str = ""  # one of STATES
+    state: str = ""  # one of STATES (below)
     text: str = ""  # free text: rack, host, tenant or model
 
     @classmethod
@@ -69,7 +67,7 @@ hosts_sorted AS (
            TRY_CAST(regexp_extract(rack, '([0-9]+)$', 1) AS BIGINT) AS rack_num
     FROM hosts
 ),
-seen AS (SELECT DISTINCT g.host FROM latest JOIN gpus g USING (gpu_uuid)),
+seen AS (SELECT DISTINCT host FROM latest),
 grid AS (
     SELECT h.cluster, h.rack, h.rack_slot, h.host, h.model, h.nvlink_domain,
            h.cluster_key, h.cluster_num, h.rack_key, h.rack_num,
@@ -96,31 +94,43 @@ grid AS (
     WHERE h.first_seen IS NULL OR h.first_seen <= $at
 )
 SELECT * EXCLUDE (cluster_key, cluster_num, rack_key, rack_num) FROM grid
-WHERE ($rack = '' OR rack ILIKE '%' || $rack || '%')
-  AND ($host = '' OR host ILIKE '%' || $host || '%')
-  AND ($tenant = '' OR tenants ILIKE '%' || $tenant || '%')
-  AND ($model = '' OR model ILIKE '%' || $model || '%' OR name ILIKE '%' || $model || '%')
-  AND ($text = '' OR concat_ws(' ', rack, host, tenants, model, name) ILIKE '%' || $text || '%')
-  AND ($state = ''
-       OR ($state = 'stale' AND host_stale)
-       OR ($state = 'missing' AND gpu_missing AND NOT host_stale)
-       OR ($state = 'busy' AND util_pct >= {BUSY_PCT})
-       OR ($state = 'idle' AND util_pct < {BUSY_PCT})
-       OR ($state = 'free' AND allocated = 0)
-       OR ($state = 'alert' AND host_alerts > 0)
-       OR ($state = 'error' AND errors > 0))
+WHERE {{where}}
 ORDER BY cluster_key, cluster_num, cluster, rack_key, rack_num, rack, rack_slot, host, gpu_index
 """
 
 _NO_ALERTS = "SELECT CAST(NULL AS VARCHAR) AS host, 0::BIGINT AS firing WHERE false"
 
+# Only the filters in use become SQL (an unused one would still be evaluated per row).
+_FIELD_FILTERS = {
+    "rack": "rack ILIKE '%' || $rack || '%'",
+    "host": "host ILIKE '%' || $host || '%'",
+    "tenant": "tenants ILIKE '%' || $tenant || '%'",
+    "model": "(model ILIKE '%' || $model || '%' OR name ILIKE '%' || $model || '%')",
+    "text": "concat_ws(' ', rack, host, tenants, model, name) ILIKE '%' || $text || '%'",
+}
+_STATE_FILTERS = {
+    "stale": "host_stale",
+    "missing": "gpu_missing AND NOT host_stale",
+    "busy": f"util_pct >= {BUSY_PCT}",
+    "idle": f"util_pct < {BUSY_PCT}",
+    "free": "allocated = 0",
+    "alert": "host_alerts > 0",
+    "error": "errors > 0",
+}
+STATES = tuple(_STATE_FILTERS)
 
-def rack_sql(src: Source) -> str:
+
+def rack_sql(src: Source, flt: RackFilter | None = None) -> str:
+    flt = flt or RackFilter()
     firing = firing_sql(src)
     alerting = (
         f"SELECT host, count(*) AS firing FROM ({firing}) GROUP BY host" if firing else _NO_ALERTS
     )
-    return RACK_SQL.replace("{alerting}", alerting)
+    where = [cond for key, cond in _FIELD_FILTERS.items() if getattr(flt, key)]
+    if flt.state:
+        where.append(_STATE_FILTERS[flt.state])
+    return RACK_SQL.replace("{alerting}", alerting).replace(
+        "{where}", " AND ".join(where) or "true")
 
 
 def rack_grid(
@@ -135,4 +145,4 @@ def rack_grid(
     if flt.state and flt.state not in STATES:
         raise ValueError(f"state filter {flt.state!r}: expected one of {', '.join(STATES)}")
     params = {"at": resolve_at(at), "stale_s": stale_s, **vars(flt)}
-    return run(src, rack_sql(src), params)
+    return run(src, rack_sql(src, flt), params)

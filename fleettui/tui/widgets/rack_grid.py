@@ -17,7 +17,7 @@ import pyarrow as pa
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -112,8 +112,7 @@ class RackGrid(ScrollView, can_focus=True):
         alerts = alerts or {}
         hosts = table.column("host").to_pylist()
         racks = table.column("rack").to_pylist()
-        key = (tuple(hosts[::1]) if len(hosts) < 64 else (len(hosts), hosts[0], hosts[-1],
-               hash(tuple(hosts))), tuple(sorted(alerts.items())))
+        key = (len(hosts), hash(tuple(hosts)), tuple(sorted(alerts.items())))
         self.table = table
         if key != self._shape_key:
             self._shape_key = key
@@ -126,7 +125,6 @@ class RackGrid(ScrollView, can_focus=True):
 
     def _build_panels(self, hosts: list[str], racks: list[str], alerts: dict[str, int]) -> None:
         panels: list[Panel] = []
-        host_alerts: dict[str, int] = {}
         start = 0
         n = len(hosts)
         host_idx = np.zeros(n, dtype=np.int64)
@@ -140,7 +138,6 @@ class RackGrid(ScrollView, can_focus=True):
                     panels.append(Panel(rack, [], 0))
                 panels[-1].hosts.append((label, start, i))
                 panels[-1].alerts += alerts.get(host, 0)
-                host_alerts[host] = alerts.get(host, 0)
                 host_idx[start:i] = h_count
                 h_count += 1
                 start = i
@@ -353,14 +350,9 @@ class RackGrid(ScrollView, can_focus=True):
         panel, k = self._host_range(row)
         x, y = self._row_pos.get(panel.hosts[k][1], (0, 0))
         x += self._label_w + 1 + (row - panel.hosts[k][1]) * self.cell_w
-        self.scroll_to_region_if_needed(x, y)
+        self.scroll_to_region(Region(x, max(y - 1, 0), self.cell_w, 2), animate=False)
         self.post_message(self.Moved(row))
         self.refresh()
-
-    def scroll_to_region_if_needed(self, x: int, y: int) -> None:
-        from textual.geometry import Region
-
-        self.scroll_to_region(Region(x, max(y - 1, 0), self.cell_w, 2), animate=False)
 
     def action_select(self) -> None:
         if self.table is None or self.table.num_rows == 0:

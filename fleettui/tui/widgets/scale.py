@@ -31,7 +31,6 @@ STALE = Style(color="#8a8a8a", bgcolor=STALE_BG)
 # black text on the light steps, white on the dark ones (legible values in wide cells)
 HEAT_STYLES = tuple(Style(color="#ffffff" if i < 4 else "#000000", bgcolor=c)
                     for i, c in enumerate(HEAT))
-HEAT_FG = tuple(Style(color=c) for c in HEAT)
 
 
 def tdp_for(names: list[str]) -> np.ndarray:
