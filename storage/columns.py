@@ -60,6 +60,17 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "ts": TS, "collector": S, "duration_ms": F, "ok": B, "rows": I, "error": S,
         "skipped": I, "interval_s": F,
     },
+    # issue 6: alert engine (0004_alerts.sql)
+    "alerts": {
+        "alert_id": S, "rule": S, "scope": S, "scope_key": S, "severity": S, "state": S,
+        "started_at": TS, "fired_at": TS, "resolved_at": TS, "last_active_at": TS,
+        "evaluated_at": TS, "peak_value": F, "last_value": F, "threshold": F, "labels": S,
+        "annotations": S,
+    },
+    "silences": {
+        "silence_id": S, "kind": S, "rule": S, "scope_key": S, "alert_id": S, "created_by": S,
+        "created_at": TS, "starts_at": TS, "ends_at": TS, "comment": S,
+    },
 }
 
 # Dimension tables are merged on their key (latest wins, first_seen kept);
@@ -71,4 +82,7 @@ UPSERT_KEYS: dict[str, tuple[str, ...]] = {
     "tenants": ("tenant",),
     "endpoints": ("endpoint",),
     "assignments": ("tenant", "gpu_uuid", "slice_id", "valid_from"),
+    # issue 6: alert instances and silences change state in place
+    "alerts": ("alert_id",),
+    "silences": ("silence_id",),
 }
