@@ -114,6 +114,9 @@ class AlertEngine:
         self.delivery = delivery
         self._open: dict[tuple[str, str], Instance] = {}
         self._last_sent: dict[str, datetime] = {}
+        # When a firing alert's condition stopped holding (for keep_firing_for). Kept in
+        # memory only: after a restart the hold starts again, erring towards firing longer.
+        self._clear_since: dict[str, datetime] = {}
         self._load_open()
 
     # -- state kept in the store --------------------------------------------
@@ -212,6 +215,7 @@ class AlertEngine:
             a.last_value, a.threshold = value, thr
             a.peak_value = _more_extreme(rule.op, a.peak_value, value)
             a.last_active_at = a.evaluated_at = now
+            self._clear_since.pop(a.alert_id, None)
             if a.state == PENDING and (now - a.started_at).total_seconds() >= rule.for_s:
                 a.state, a.fired_at = FIRING, now
                 cycle.transitions.append((a, PENDING, FIRING))
@@ -221,9 +225,12 @@ class AlertEngine:
             if rname != rule.name or key in seen:
                 continue
             a.evaluated_at = now
-            if a.state == FIRING and (now - a.last_active_at).total_seconds() < rule.keep_firing_for_s:
-                changed[a.alert_id] = a  # kept firing: hysteresis
-                continue
+            if a.state == FIRING and rule.keep_firing_for_s > 0:
+                since = self._clear_since.setdefault(a.alert_id, now)
+                if (now - since).total_seconds() < rule.keep_firing_for_s:
+                    changed[a.alert_id] = a  # kept firing: hysteresis, as Prometheus does
+                    continue
+            self._clear_since.pop(a.alert_id, None)
             self._end(a, now, cycle, changed)
             del self._open[(rname, key)]
 
