@@ -31,24 +31,45 @@ for = "1m"
 keep_firing_for = "30s"
 expr = { metric = "itl_p99_ms", agg = "last", over = "1m", op = ">", threshold = "itl_target_ms" }
 labels = { team = "serving" }
-annotations.summary = "{{ $scope_key }} at {{ $value | printf \\"%.0f\\" }} ms (model {{ $labels.model }})"
+[rules.annotations]
+summary = "{{ $scope_key }} at {{ $value | printf \\"%.0f\\" }} ms (model {{ $labels.model }})"
 """
 
 
 def setup_store(path=":memory:") -> Store:
     store = Store.open(path)
-    store.write([make_batch("endpoints", {
-        "endpoint": ["ep-a", "ep-b"], "tenant": ["t1", "t2"], "model": ["m-a", "m-b"],
-        "itl_target_ms": [50.0, 50.0], "ttft_target_ms": [500.0, 500.0],
-    })])
+    store.write(
+        [
+            make_batch(
+                "endpoints",
+                {
+                    "endpoint": ["ep-a", "ep-b"],
+                    "tenant": ["t1", "t2"],
+                    "model": ["m-a", "m-b"],
+                    "itl_target_ms": [50.0, 50.0],
+                    "ttft_target_ms": [500.0, 500.0],
+                },
+            )
+        ]
+    )
     return store
 
 
 def itl(store: Store, t: datetime, **values: float) -> None:
-    store.write([make_batch("latency_samples", {
-        "ts": [t] * len(values), "endpoint": list(values), "tenant": ["t1"] * len(values),
-        "model": ["m-a"] * len(values), "itl_p99_ms": list(values.values()),
-    })])
+    store.write(
+        [
+            make_batch(
+                "latency_samples",
+                {
+                    "ts": [t] * len(values),
+                    "endpoint": list(values),
+                    "tenant": ["t1"] * len(values),
+                    "model": ["m-a"] * len(values),
+                    "itl_p99_ms": list(values.values()),
+                },
+            )
+        ]
+    )
 
 
 class Collected:
@@ -58,7 +79,9 @@ class Collected:
         self.sent = []
 
     async def send(self, notifications, now):
-        self.sent.append((now, [(n.reason, n.alert.rule, n.alert.scope_key) for n in notifications]))
+        self.sent.append(
+            (now, [(n.reason, n.alert.rule, n.alert.scope_key) for n in notifications])
+        )
 
 
 def run(store, engine, series):
@@ -83,17 +106,26 @@ def test_pending_then_firing_after_for_then_resolved_after_keep_firing_for():
     assert steps[4] == [("ep-a", "pending", "firing")]  # 60 s after it started
     assert steps[6] == [] and steps[7] == []  # kept firing for 30 s after the condition cleared
     assert steps[8] == [("ep-a", "firing", "resolved")]
-    row = store.cursor().execute(
-        "SELECT state, started_at, fired_at, resolved_at, peak_value, last_value, threshold,"
-        " labels, annotations FROM alerts"
-    ).fetchall()
+    row = (
+        store.cursor()
+        .execute(
+            "SELECT state, started_at, fired_at, resolved_at, peak_value, last_value, threshold,"
+            " labels, annotations FROM alerts"
+        )
+        .fetchall()
+    )
     assert len(row) == 1
     state, started, fired, resolved, peak, last, thr, labels, ann = row[0]
     assert (state, started, fired, resolved) == ("resolved", T0, T0 + 4 * STEP, T0 + 8 * STEP)
     assert (peak, last, thr) == (80.0, 80.0, 50.0)
     assert json.loads(labels) == {
-        "alertname": "SlowTokens", "severity": "warning", "scope": "endpoint",
-        "scope_key": "ep-a", "team": "serving", "tenant": "t1", "model": "m-a",
+        "alertname": "SlowTokens",
+        "severity": "warning",
+        "scope": "endpoint",
+        "scope_key": "ep-a",
+        "team": "serving",
+        "tenant": "t1",
+        "model": "m-a",
     }
     assert json.loads(ann) == {"summary": "ep-a at 80 ms (model m-a)"}
 
@@ -101,12 +133,18 @@ def test_pending_then_firing_after_for_then_resolved_after_keep_firing_for():
 def test_pending_that_clears_goes_back_to_inactive_and_peak_tracks_the_worst_value():
     store = setup_store()
     engine = AlertEngine(store, load_rules_text(RULES, "t.toml"), interval_s=15)
-    steps = run(store, engine, [{"ep-a": 60.0}, {"ep-a": 95.0}, {"ep-a": 10.0},
-                                {"ep-a": 70.0}, {"ep-a": 75.0}])
+    steps = run(
+        store,
+        engine,
+        [{"ep-a": 60.0}, {"ep-a": 95.0}, {"ep-a": 10.0}, {"ep-a": 70.0}, {"ep-a": 75.0}],
+    )
     assert steps[2] == [("ep-a", "pending", "inactive")]
     assert steps[3] == [("ep-a", "inactive", "pending")]  # a new instance with a fresh timer
-    rows = store.cursor().execute(
-        "SELECT state, peak_value, started_at FROM alerts ORDER BY started_at").fetchall()
+    rows = (
+        store.cursor()
+        .execute("SELECT state, peak_value, started_at FROM alerts ORDER BY started_at")
+        .fetchall()
+    )
     assert rows == [("inactive", 95.0, T0), ("pending", 75.0, T0 + 3 * STEP)]
 
 
@@ -119,11 +157,14 @@ def test_pending_timer_survives_a_restart(tmp_path):
     store = Store.open(path)
     engine = AlertEngine(store, rules)
     assert [(a.scope_key, a.state, a.started_at) for a in engine.open_alerts()] == [
-        ("ep-a", "pending", T0)]
+        ("ep-a", "pending", T0)
+    ]
     t = T0 + 4 * STEP  # 60 s after the condition first held, before the restart
     itl(store, t, **{"ep-a": 80.0})
     cycle = engine.evaluate(t)
-    assert [(a.scope_key, f, to) for a, f, to in cycle.transitions] == [("ep-a", "pending", "firing")]
+    assert [(a.scope_key, f, to) for a, f, to in cycle.transitions] == [
+        ("ep-a", "pending", "firing")
+    ]
 
 
 def test_a_failing_rule_keeps_its_alerts_and_a_removed_rule_resolves_them():
@@ -169,8 +210,9 @@ def test_delivery_gets_fired_resends_and_resolutions_and_silences_mute_firing():
     store = setup_store()
     sink = Collected()
     rules = RULES.replace('for = "1m"', 'for = "0s"').replace('keep_firing_for = "30s"', "")
-    engine = AlertEngine(store, load_rules_text(rules, "t.toml"), interval_s=15, resend_s=30,
-                         delivery=sink)
+    engine = AlertEngine(
+        store, load_rules_text(rules, "t.toml"), interval_s=15, resend_s=30, delivery=sink
+    )
 
     def tick(i, **values):
         t = T0 + i * STEP
@@ -180,8 +222,14 @@ def test_delivery_gets_fired_resends_and_resolutions_and_silences_mute_firing():
     tick(0, **{"ep-a": 80.0, "ep-b": 90.0})
     tick(1, **{"ep-a": 80.0, "ep-b": 90.0})
     tick(2, **{"ep-a": 80.0, "ep-b": 90.0})
-    sid = silence(store, by="ops@example", until=T0 + 10 * STEP, scope_key="ep-b",
-                  comment="maintenance", now=T0 + 2 * STEP)
+    sid = silence(
+        store,
+        by="ops@example",
+        until=T0 + 10 * STEP,
+        scope_key="ep-b",
+        comment="maintenance",
+        now=T0 + 2 * STEP,
+    )
     tick(3, **{"ep-a": 80.0, "ep-b": 90.0})
     tick(4, **{"ep-a": 80.0, "ep-b": 90.0})
     tick(5, **{"ep-a": 10.0, "ep-b": 10.0})
@@ -197,13 +245,16 @@ def test_delivery_gets_fired_resends_and_resolutions_and_silences_mute_firing():
 
 def test_silence_and_acknowledgement_api():
     store = setup_store()
-    engine = AlertEngine(store, load_rules_text(RULES.replace('for = "1m"', 'for = "0s"'), "t.toml"))
+    engine = AlertEngine(
+        store, load_rules_text(RULES.replace('for = "1m"', 'for = "0s"'), "t.toml")
+    )
     run(store, engine, [{"ep-a": 80.0, "ep-b": 90.0}])
     now = T0 + STEP
     alerts = {a["scope_key"]: a for a in open_alerts(store.cursor(), now)}
     assert set(alerts) == {"ep-a", "ep-b"} and alerts["ep-a"]["muted_by"] is None
-    ack = acknowledge(store, alerts["ep-a"]["alert_id"], by="alice", until=now + timedelta(hours=1),
-                      now=now)
+    ack = acknowledge(
+        store, alerts["ep-a"]["alert_id"], by="alice", until=now + timedelta(hours=1), now=now
+    )
     sil = silence(store, by="bob", rule="SlowTokens", until=now + timedelta(minutes=5), now=now)
     alerts = {a["scope_key"]: a for a in open_alerts(store.cursor(), now)}
     assert (alerts["ep-a"]["muted_by_kind"], alerts["ep-a"]["muted_by"]) == ("ack", "alice")
@@ -211,7 +262,9 @@ def test_silence_and_acknowledgement_api():
     expire(store, sil, now=now + timedelta(minutes=1))
     later = now + timedelta(minutes=2)
     assert [s.silence_id for s in active_silences(store.cursor(), later)] == [ack]
-    assert store.cursor().execute("SELECT count(*) FROM silences").fetchone()[0] == 2  # history kept
+    assert (
+        store.cursor().execute("SELECT count(*) FROM silences").fetchone()[0] == 2
+    )  # history kept
     with pytest.raises(SilenceError, match="needs a rule or a scope key"):
         silence(store, by="bob", until=later + timedelta(hours=1), now=later)
     with pytest.raises(SilenceError, match="is not after now"):
@@ -226,8 +279,26 @@ def test_alert_history_is_plain_sql():
     store = setup_store()
     engine = AlertEngine(store, load_rules_text(RULES, "t.toml"))
     run(store, engine, [{"ep-a": 80.0}] * 5 + [{"ep-a": 10.0}] * 4)
-    row = store.cursor().execute(
-        "SELECT rule, scope_key, epoch(resolved_at - fired_at), json_extract_string(labels, '$.team')"
-        " FROM alerts WHERE state = 'resolved'").fetchone()
+    row = (
+        store.cursor()
+        .execute(
+            "SELECT rule, scope_key, epoch(resolved_at - fired_at),"
+            " json_extract_string(labels, '$.team')"
+            " FROM alerts WHERE state = 'resolved'"
+        )
+        .fetchone()
+    )
     # fired at 60 s; the condition stops at 75 s and is kept firing 30 s more
     assert row == ("SlowTokens", "ep-a", 45.0, "serving")
+
+
+def test_the_alert_package_never_imports_textual():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fleettui.alerts.engine, fleettui.alerts.config, fleettui.alerts.replay\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

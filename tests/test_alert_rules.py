@@ -37,27 +37,46 @@ def test_a_good_rule_loads_with_its_durations_labels_and_query():
 def test_default_pack_loads_and_covers_every_issue_rule():
     names = {r.name for r in default_rules()}
     assert {
-        "EndpointItlP99High", "EndpointTtftP99High", "HostTelemetryStale", "CollectorSilent",
-        "CollectorSlow", "AllocatedGpuIdle", "AllocatedSliceIdle", "GpuSaturated",
-        "GpuMemoryHigh", "TenantAllocationIdle", "GpuXidCritical", "GpuEccUncorrectable",
-        "GpuThermalThrottle", "LinkErrorsRising", "LinkDown",
+        "EndpointItlP99High",
+        "EndpointTtftP99High",
+        "HostTelemetryStale",
+        "CollectorSilent",
+        "CollectorSlow",
+        "AllocatedGpuIdle",
+        "AllocatedSliceIdle",
+        "GpuSaturated",
+        "GpuMemoryHigh",
+        "TenantAllocationIdle",
+        "GpuXidCritical",
+        "GpuEccUncorrectable",
+        "GpuThermalThrottle",
+        "LinkErrorsRising",
+        "LinkDown",
     } <= names
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (('scope = "endpoint"', 'scope = "rack"'), "site.toml rule 'SlowTokens': scope must be one of"),
+        (
+            ('scope = "endpoint"', 'scope = "rack"'),
+            "site.toml rule 'SlowTokens': scope must be one of",
+        ),
         (('for = "2m"', 'for = "2 minutes"'), "site.toml rule 'SlowTokens': for: bad duration"),
-        (('for = "2m"', 'for = true'), "site.toml rule 'SlowTokens': key 'for' must be"),
+        (('for = "2m"', "for = true"), "site.toml rule 'SlowTokens': key 'for' must be"),
         (('severity = "critical"', 'severity = "page"'), "severity must be one of"),
         (('op = ">"', 'op = "=>"'), "site.toml rule 'SlowTokens' expr: op must be one of"),
         (('agg = "avg"', 'agg = "p99"'), "agg must be one of"),
-        (('threshold = "itl_target_ms"', 'threshold = "itl_goal"'),
-         "threshold 'itl_goal' is not a column of endpoints"),
-        (('metric = "itl_p99_ms"', 'metric = "itl_p99"'), "site.toml rule 'SlowTokens': query fails"),
-        (('labels = {', 'labelz = {'), "site.toml rule 'SlowTokens': unknown key 'labelz'"),
-        (('team = "serving"', 'team = 3'), "labels.team must be a string"),
+        (
+            ('threshold = "itl_target_ms"', 'threshold = "itl_goal"'),
+            "threshold 'itl_goal' is not a column of endpoints",
+        ),
+        (
+            ('metric = "itl_p99_ms"', 'metric = "itl_p99"'),
+            "site.toml rule 'SlowTokens': query fails",
+        ),
+        (("labels = {", "labelz = {"), "site.toml rule 'SlowTokens': unknown key 'labelz'"),
+        (('team = "serving"', "team = 3"), "labels.team must be a string"),
         (("$scope_key }}", "$scopekey }}"), "unknown template variable $scopekey"),
         (('printf \\"%.1f\\"', 'printf \\"%.1q\\"'), "bad printf format"),
     ],
@@ -73,14 +92,22 @@ def test_bad_rules_are_one_line_errors_naming_file_and_rule(change, message):
 
 def test_sql_rules_must_return_scope_key_and_value_and_use_known_params():
     base = '[[rules]]\nname = "R"\nscope = "host"\nsql = """{q}"""\n'
-    (ok,) = load_rules_text(base.format(q="SELECT host AS scope_key, 1.0 AS value, rack FROM hosts"
-                                        " WHERE last_seen < $now"), "f.toml")
+    (ok,) = load_rules_text(
+        base.format(
+            q="SELECT host AS scope_key, 1.0 AS value, rack FROM hosts WHERE last_seen < $now"
+        ),
+        "f.toml",
+    )
     assert ok.params == ("now",)
     with pytest.raises(RuleError, match=r"f.toml rule 'R': query must return column\(s\) value"):
         load_rules_text(base.format(q="SELECT host AS scope_key FROM hosts"), "f.toml")
     with pytest.raises(RuleError, match=r"unknown parameter \$since"):
-        load_rules_text(base.format(q="SELECT host AS scope_key, 1 AS value FROM hosts"
-                                    " WHERE last_seen > $since"), "f.toml")
+        load_rules_text(
+            base.format(
+                q="SELECT host AS scope_key, 1 AS value FROM hosts WHERE last_seen > $since"
+            ),
+            "f.toml",
+        )
     with pytest.raises(RuleError, match="give exactly one of `expr` or `sql`"):
         load_rules_text('[[rules]]\nname = "R"\nscope = "host"\n', "f.toml")
 
@@ -111,7 +138,7 @@ def test_durations():
 
 
 def test_templates_render_values_labels_and_printf():
-    text = "{{ $scope_key }} on {{ $labels.host }}: {{ $value | printf \"%.1f\" }} ({{ $value }})"
+    text = '{{ $scope_key }} on {{ $labels.host }}: {{ $value | printf "%.1f" }} ({{ $value }})'
     out = render(text, {"scope_key": "GPU-1", "labels": {"host": "n1"}, "value": 96.12345})
     assert out == "GPU-1 on n1: 96.1 (96.12)"
     assert render("{{ $labels.rack }}|{{ $value }}", {"labels": {}, "value": None}) == "|"
@@ -121,5 +148,7 @@ def test_every_scope_has_a_sample_table_with_its_key():
     for name, scope in SCOPES.items():
         (rule,) = load_rules_text(
             f'[[rules]]\nname = "R"\nscope = "{name}"\n'
-            f'expr = {{ metric = "1", agg = "count", op = ">", threshold = 0 }}\n', "f.toml")
+            f'expr = {{ metric = "1", agg = "count", op = ">", threshold = 0 }}\n',
+            "f.toml",
+        )
         assert f"FROM {scope.table} s" in rule.query

@@ -1,11 +1,11 @@
 """The daemon's `[alerts]` config section and building the engine from it.
 
-    [alerts]
-    rules = ["site-rules.toml"]        # extra rule files, relative to the config file
-    default_rules = true               # also load the bundled pack
-    interval_s = 15.0
-    mqtt_host = "127.0.0.1"            # unset: no MQTT delivery
-    alertmanager_url = "http://127.0.0.1:9093"   # unset: no Alertmanager delivery
+[alerts]
+rules = ["site-rules.toml"]        # extra rule files, relative to the config file
+default_rules = true               # also load the bundled pack
+interval_s = 15.0
+mqtt_host = "127.0.0.1"            # unset: no MQTT delivery
+alertmanager_url = "http://127.0.0.1:9093"   # unset: no Alertmanager delivery
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ class AlertsOptions:
                 f"{', '.join('{' + f + '}' for f in TOPIC_FIELDS)} ({exc})"
             ) from None
         if self.alertmanager_url and not self.alertmanager_url.startswith(("http://", "https://")):
-            raise ValueError(f"alertmanager_url must start with http:// or https://, "
-                             f"got {self.alertmanager_url!r}")
+            raise ValueError(
+                f"alertmanager_url must start with http:// or https://, "
+                f"got {self.alertmanager_url!r}"
+            )
 
 
 def alerts_options(raw: Mapping[str, Any], where: str) -> AlertsOptions:
@@ -72,15 +74,28 @@ def alerts_options(raw: Mapping[str, Any], where: str) -> AlertsOptions:
 def build_delivery(o: AlertsOptions) -> FanOut | None:
     targets: list[Any] = []
     if o.mqtt_host:
-        targets.append(MqttDelivery(
-            o.mqtt_host, o.mqtt_port, topic=o.mqtt_topic, qos=o.mqtt_qos, retries=o.retries,
-            backoff_s=o.retry_backoff_s, timeout_s=o.timeout_s,
-        ))
+        targets.append(
+            MqttDelivery(
+                o.mqtt_host,
+                o.mqtt_port,
+                topic=o.mqtt_topic,
+                qos=o.mqtt_qos,
+                retries=o.retries,
+                backoff_s=o.retry_backoff_s,
+                timeout_s=o.timeout_s,
+            )
+        )
     if o.alertmanager_url:
-        targets.append(AlertmanagerDelivery(
-            o.alertmanager_url, valid_s=4 * max(o.resend_s, o.interval_s), retries=o.retries,
-            backoff_s=o.retry_backoff_s, timeout_s=o.timeout_s, generator_url=o.generator_url,
-        ))
+        targets.append(
+            AlertmanagerDelivery(
+                o.alertmanager_url,
+                valid_s=4 * max(o.resend_s, o.interval_s),
+                retries=o.retries,
+                backoff_s=o.retry_backoff_s,
+                timeout_s=o.timeout_s,
+                generator_url=o.generator_url,
+            )
+        )
     return FanOut(targets) if targets else None
 
 
@@ -90,5 +105,6 @@ def build_engine(store: Store, o: AlertsOptions, base_dir: str | Path = ".") -> 
         return None
     paths = [Path(base_dir) / p for p in o.rules]
     rules = load_rule_files(paths, default_pack=o.default_rules)
-    return AlertEngine(store, rules, interval_s=o.interval_s, resend_s=o.resend_s,
-                       delivery=build_delivery(o))
+    return AlertEngine(
+        store, rules, interval_s=o.interval_s, resend_s=o.resend_s, delivery=build_delivery(o)
+    )

@@ -34,16 +34,27 @@ def iso(ts: datetime | None) -> str | None:
 def mqtt_payload(n: Notification) -> dict[str, Any]:
     a = n.alert
     return {
-        "alert_id": a.alert_id, "rule": a.rule, "event": n.reason, "state": a.state,
-        "scope": a.scope, "scope_key": a.scope_key, "severity": a.severity,
-        "started_at": iso(a.started_at), "fired_at": iso(a.fired_at),
-        "resolved_at": iso(a.resolved_at), "value": a.last_value, "peak_value": a.peak_value,
-        "threshold": a.threshold, "labels": a.labels, "annotations": a.annotations,
+        "alert_id": a.alert_id,
+        "rule": a.rule,
+        "event": n.reason,
+        "state": a.state,
+        "scope": a.scope,
+        "scope_key": a.scope_key,
+        "severity": a.severity,
+        "started_at": iso(a.started_at),
+        "fired_at": iso(a.fired_at),
+        "resolved_at": iso(a.resolved_at),
+        "value": a.last_value,
+        "peak_value": a.peak_value,
+        "threshold": a.threshold,
+        "labels": a.labels,
+        "annotations": a.annotations,
     }
 
 
-def alertmanager_alert(a: Instance, now: datetime, valid_s: float,
-                       generator_url: str | None = None) -> dict[str, Any]:
+def alertmanager_alert(
+    a: Instance, now: datetime, valid_s: float, generator_url: str | None = None
+) -> dict[str, Any]:
     """One element of the POST /api/v2/alerts body (postableAlert)."""
     ends = a.resolved_at if a.state == "resolved" else now + timedelta(seconds=valid_s)
     out: dict[str, Any] = {
@@ -79,9 +90,16 @@ class _Permanent(Exception):
 
 
 class AlertmanagerDelivery:
-    def __init__(self, url: str, *, valid_s: float = 240.0, retries: int = 3,
-                 backoff_s: float = 1.0, timeout_s: float = 5.0,
-                 generator_url: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        valid_s: float = 240.0,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        timeout_s: float = 5.0,
+        generator_url: str | None = None,
+    ):
         self.url = url.rstrip("/") + "/api/v2/alerts"
         self.valid_s = valid_s
         self.retries = retries
@@ -92,8 +110,10 @@ class AlertmanagerDelivery:
         self.failed_batches = 0
 
     def body(self, notifications: list[Notification], now: datetime) -> list[dict[str, Any]]:
-        return [alertmanager_alert(n.alert, now, self.valid_s, self.generator_url)
-                for n in notifications]
+        return [
+            alertmanager_alert(n.alert, now, self.valid_s, self.generator_url)
+            for n in notifications
+        ]
 
     def _post(self, data: bytes) -> None:
         req = urllib.request.Request(
@@ -128,8 +148,17 @@ class AlertmanagerDelivery:
 class MqttDelivery:
     """Publishes fired and resolved alerts as JSON, QoS 1 by default."""
 
-    def __init__(self, host: str, port: int = 1883, *, topic: str = "fleettui/alerts/{severity}/{rule}",
-                 qos: int = 1, retries: int = 3, backoff_s: float = 1.0, timeout_s: float = 5.0):
+    def __init__(
+        self,
+        host: str,
+        port: int = 1883,
+        *,
+        topic: str = "fleettui/alerts/{severity}/{rule}",
+        qos: int = 1,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        timeout_s: float = 5.0,
+    ):
         self.host, self.port, self.topic, self.qos = host, port, topic, qos
         self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
         self.published = 0
@@ -138,8 +167,11 @@ class MqttDelivery:
         return self.topic.format(rule=a.rule, severity=a.severity, scope=a.scope, state=a.state)
 
     async def send(self, notifications: list[Notification], now: datetime) -> None:
-        msgs = [(self.topic_for(n.alert), json.dumps(mqtt_payload(n)))
-                for n in notifications if n.reason in ("fired", "resolved")]
+        msgs = [
+            (self.topic_for(n.alert), json.dumps(mqtt_payload(n)))
+            for n in notifications
+            if n.reason in ("fired", "resolved")
+        ]
         if not msgs:
             return
 

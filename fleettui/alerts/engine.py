@@ -128,8 +128,9 @@ class AlertEngine:
             " annotations FROM alerts WHERE state IN ('pending', 'firing')"
         ).fetchall()
         for r in rows:
-            a = Instance(*r[:14], labels=json.loads(r[14] or "{}"),
-                         annotations=json.loads(r[15] or "{}"))
+            a = Instance(
+                *r[:14], labels=json.loads(r[14] or "{}"), annotations=json.loads(r[15] or "{}")
+            )
             self._open[(a.rule, a.scope_key)] = a
 
     def open_alerts(self) -> list[Instance]:
@@ -139,11 +140,27 @@ class AlertEngine:
     def _write(self, changed: list[Instance]) -> None:
         if not changed:
             return
-        cols: dict[str, list] = {c: [] for c in (
-            "alert_id", "rule", "scope", "scope_key", "severity", "state", "started_at",
-            "fired_at", "resolved_at", "last_active_at", "evaluated_at", "peak_value",
-            "last_value", "threshold", "labels", "annotations",
-        )}
+        cols: dict[str, list] = {
+            c: []
+            for c in (
+                "alert_id",
+                "rule",
+                "scope",
+                "scope_key",
+                "severity",
+                "state",
+                "started_at",
+                "fired_at",
+                "resolved_at",
+                "last_active_at",
+                "evaluated_at",
+                "peak_value",
+                "last_value",
+                "threshold",
+                "labels",
+                "annotations",
+            )
+        }
         for a in changed:
             for c in cols:
                 v = getattr(a, c)
@@ -185,11 +202,20 @@ class AlertEngine:
         cycle.total_ms = (time.perf_counter() - t0) * 1000
         return cycle
 
-    def _step_rule(self, rule: Rule, cols: list[str], rows: list[tuple], now: datetime,
-                   cycle: Cycle, changed: dict[str, Instance]) -> None:
+    def _step_rule(
+        self,
+        rule: Rule,
+        cols: list[str],
+        rows: list[tuple],
+        now: datetime,
+        cycle: Cycle,
+        changed: dict[str, Instance],
+    ) -> None:
         i_key, i_val = cols.index("scope_key"), cols.index("value")
         i_thr = cols.index("threshold") if "threshold" in cols else None
-        label_cols = [(i, c) for i, c in enumerate(cols) if c not in ("scope_key", "value", "threshold")]
+        label_cols = [
+            (i, c) for i, c in enumerate(cols) if c not in ("scope_key", "value", "threshold")
+        ]
         seen: set[str] = set()
         for row in rows:
             key = row[i_key]
@@ -203,12 +229,23 @@ class AlertEngine:
             if a is None:
                 labels = {c: str(row[i]) for i, c in label_cols if row[i] is not None}
                 labels |= rule.labels
-                labels |= {"alertname": rule.name, "severity": rule.severity,
-                           "scope": rule.scope, "scope_key": key}
+                labels |= {
+                    "alertname": rule.name,
+                    "severity": rule.severity,
+                    "scope": rule.scope,
+                    "scope_key": key,
+                }
                 a = Instance(
-                    alert_id=alert_id(rule.name, key, now), rule=rule.name, scope=rule.scope,
-                    scope_key=key, severity=rule.severity, state=PENDING, started_at=now,
-                    last_active_at=now, evaluated_at=now, labels=labels,
+                    alert_id=alert_id(rule.name, key, now),
+                    rule=rule.name,
+                    scope=rule.scope,
+                    scope_key=key,
+                    severity=rule.severity,
+                    state=PENDING,
+                    started_at=now,
+                    last_active_at=now,
+                    evaluated_at=now,
+                    labels=labels,
                 )
                 self._open[(rule.name, key)] = a
                 cycle.transitions.append((a, INACTIVE, PENDING))
@@ -237,8 +274,13 @@ class AlertEngine:
     @staticmethod
     def _annotate(rule: Rule, a: Instance) -> dict[str, str]:
         variables = {
-            "value": a.last_value, "threshold": a.threshold, "scope_key": a.scope_key,
-            "scope": a.scope, "rule": a.rule, "severity": a.severity, "labels": a.labels,
+            "value": a.last_value,
+            "threshold": a.threshold,
+            "scope_key": a.scope_key,
+            "scope": a.scope,
+            "rule": a.rule,
+            "severity": a.severity,
+            "labels": a.labels,
         }
         return {k: render(v, variables) for k, v in rule.annotations.items()}
 
@@ -282,7 +324,9 @@ class AlertEngine:
             try:
                 await self.delivery.send(cycle.notifications, now)
             except Exception as exc:  # delivery trouble never stops evaluation
-                log.warning("alert delivery failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+                log.warning(
+                    "alert delivery failed: %s", str(exc).splitlines()[0] if str(exc) else exc
+                )
 
 
 def _silenced(a: Instance, silences: list[Silence]) -> bool:

@@ -47,10 +47,12 @@ class SimReplay:
         self.start = start
         self.step_s = step_s
         self.store = store or Store.open(":memory:")
-        self.source = SimSource(faults=faults, period_s=None, start=start, scale=scale,
-                                interval_s=step_s)
-        self.engine = AlertEngine(self.store, rules if rules is not None else default_rules(),
-                                  interval_s=step_s)
+        self.source = SimSource(
+            faults=faults, period_s=None, start=start, scale=scale, interval_s=step_s
+        )
+        self.engine = AlertEngine(
+            self.store, rules if rules is not None else default_rules(), interval_s=step_s
+        )
         self.run_ms = run_ms
         self.timelines: list[Timeline] = []
         self._by_id: dict[str, Timeline] = {}
@@ -60,11 +62,20 @@ class SimReplay:
         """Write the fleet's sample at `now` (and the run the runtime would record)."""
         batches = self.source.sample(now).batches
         if collector_run:
-            batches.append(make_batch("collector_runs", {
-                "ts": [now], "collector": ["sim"], "duration_ms": [self.run_ms], "ok": [True],
-                "rows": [sum(b.rows for b in batches)], "skipped": [0],
-                "interval_s": [self.step_s],
-            }))
+            batches.append(
+                make_batch(
+                    "collector_runs",
+                    {
+                        "ts": [now],
+                        "collector": ["sim"],
+                        "duration_ms": [self.run_ms],
+                        "ok": [True],
+                        "rows": [sum(b.rows for b in batches)],
+                        "skipped": [0],
+                        "interval_s": [self.step_s],
+                    },
+                )
+            )
         self.store.write(batches)
 
     def evaluate(self, now: datetime) -> Cycle:
@@ -103,3 +114,46 @@ class SimReplay:
 
     def fired(self) -> list[Timeline]:
         return [t for t in self.timelines if t.fired_s is not None]
+
+
+# What each simulated fault should raise in the default pack, by (rule, scope key).
+# Scenario tests compare the engine's output with this; the scenario script prints it.
+def expected_alerts(replay: SimReplay, fault: Fault) -> set[tuple[str, str]]:
+    model = replay.source.ensure_model(replay.start)
+    f = model.fleet
+    (rf,) = [r for r in model.faults if r.fault == fault]
+    i = rf.index
+    if fault.kind in ("xid79", "thermal", "ecc_dbe"):
+        uuid = f.gpu_uuid[i]
+        if fault.kind == "thermal":
+            return {("GpuThermalThrottle", uuid), ("GpuHot", uuid)}
+        if fault.kind == "ecc_dbe":
+            return {("GpuXidCritical", uuid), ("GpuEccUncorrectable", uuid)}
+        host = f.host[f.gpu_host_idx[i]]
+        links = {
+            ("LinkDown", f"{host}:{f.link_port[li]}")
+            for li in range(len(f.link_port))
+            if f.link_gpu_idx[li] == i
+        }
+        return {("GpuXidCritical", uuid), ("GpuNotReporting", uuid)} | links
+    if fault.kind == "nvlink_crc":
+        return {("LinkErrorsRising", fault.target)}
+    if fault.kind == "ib_link_down":
+        return {("LinkDown", fault.target)}
+    if fault.kind == "host_silent":
+        return {("HostTelemetryStale", fault.target)}
+    if fault.kind == "traffic_surge":
+        gpus = [f.gpu_uuid[g] for g in range(f.n_gpus) if f.gpu_endpoint[g] == i]
+        return (
+            {("EndpointItlP99High", fault.target), ("EndpointTtftP99High", fault.target)}
+            | {("GpuSaturated", u) for u in gpus}
+            | {("GpuMemoryHigh", u) for u in gpus}
+        )
+    # idle_allocation: a tenant's whole GPUs, its slices, and the tenant itself
+    gpus = [f.gpu_uuid[g] for g in range(f.n_gpus) if f.gpu_tenant[g] == i]
+    slices = [f.slice_id[s] for s in range(len(f.slice_id)) if f.slice_tenant[s] == i]
+    return (
+        {("AllocatedGpuIdle", u) for u in gpus}
+        | {("AllocatedSliceIdle", s) for s in slices}
+        | {("TenantAllocationIdle", fault.target)}
+    )

@@ -55,7 +55,9 @@ class Scope:
 
 SCOPES: dict[str, Scope] = {
     "gpu": Scope("gpu_samples", "s.gpu_uuid", ("host",), ("gpus", "gpu_uuid", "gpu_uuid")),
-    "slice": Scope("slice_samples", "s.slice_id", ("gpu_uuid",), ("slices", "slice_id", "slice_id")),
+    "slice": Scope(
+        "slice_samples", "s.slice_id", ("gpu_uuid",), ("slices", "slice_id", "slice_id")
+    ),
     "host": Scope("gpu_samples", "s.host", (), ("hosts", "host", "host")),
     "link": Scope("link_samples", "s.host || ':' || s.port", ("host", "port", "kind"), None),
     "tenant": Scope("latency_samples", "s.tenant", (), ("tenants", "tenant", "tenant")),
@@ -68,9 +70,7 @@ SCOPES: dict[str, Scope] = {
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_TEMPLATE = re.compile(
-    r"\{\{\s*\$(\w+)(?:\.(\w+))?\s*(?:\|\s*printf\s+\"([^\"]*)\"\s*)?\}\}"
-)
+_TEMPLATE = re.compile(r"\{\{\s*\$(\w+)(?:\.(\w+))?\s*(?:\|\s*printf\s+\"([^\"]*)\"\s*)?\}\}")
 _TEMPLATE_VARS = ("value", "threshold", "scope_key", "scope", "rule", "severity", "labels")
 _SQL_PARAM = re.compile(r"\$([A-Za-z_]\w*)")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -85,7 +85,7 @@ def parse_duration(value: Any) -> float:
             raise ValueError(f"bad duration {value!r} (negative)")
         return float(value)
     if not isinstance(value, str) or not value:
-        raise ValueError(f"bad duration {value!r} (use e.g. \"90s\", \"2m\", \"1h30m\")")
+        raise ValueError(f'bad duration {value!r} (use e.g. "90s", "2m", "1h30m")')
     pos, total = 0, 0.0
     for m in _DURATION.finditer(value):
         if m.start() != pos:
@@ -93,7 +93,7 @@ def parse_duration(value: Any) -> float:
         total += float(m.group(1)) * _UNIT_S[m.group(2)]
         pos = m.end()
     if pos != len(value):
-        raise ValueError(f"bad duration {value!r} (use e.g. \"90s\", \"2m\", \"1h30m\")")
+        raise ValueError(f'bad duration {value!r} (use e.g. "90s", "2m", "1h30m")')
     return total
 
 
@@ -123,12 +123,16 @@ def _check_template(text: str) -> None:
     for m in re.finditer(r"\{\{.*?\}\}", text):
         t = _TEMPLATE.fullmatch(m.group(0))
         if t is None:
-            raise ValueError(f"bad template {m.group(0)!r} (use {{{{ $value }}}}, "
-                             "{{ $labels.host }}, {{ $value | printf \"%.1f\" }})")
+            raise ValueError(
+                f"bad template {m.group(0)!r} (use {{{{ $value }}}}, "
+                '{{ $labels.host }}, {{ $value | printf "%.1f" }})'
+            )
         name, attr, fmt = t.groups()
         if name not in _TEMPLATE_VARS:
-            raise ValueError(f"unknown template variable ${name} "
-                             f"(known: {', '.join('$' + v for v in _TEMPLATE_VARS)})")
+            raise ValueError(
+                f"unknown template variable ${name} "
+                f"(known: {', '.join('$' + v for v in _TEMPLATE_VARS)})"
+            )
         if (name == "labels") != (attr is not None):
             raise ValueError(f"bad template {m.group(0)!r}: use $labels.NAME for labels only")
         if fmt:
@@ -139,6 +143,7 @@ def _check_template(text: str) -> None:
 
 
 # -- the TOML shape, validated with parse_options ------------------------------
+
 
 @dataclass(frozen=True)
 class ExprSpec:
@@ -180,7 +185,9 @@ class RuleSpec:
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         if self.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}, got {self.severity!r}")
+            raise ValueError(
+                f"severity must be one of {', '.join(SEVERITIES)}, got {self.severity!r}"
+            )
         if (self.expr is None) == (self.sql is None):
             raise ValueError("give exactly one of `expr` or `sql`")
         for what, d in (("labels", self.labels), ("annotations", self.annotations)):
@@ -232,8 +239,12 @@ def compile_expr(scope_name: str, e: ExprSpec) -> str:
     window_us = int(round(parse_duration(e.over) * 1e6))
     m = f"({e.metric})"
     agg = {
-        "avg": f"avg({m})", "min": f"min({m})", "max": f"max({m})", "sum": f"sum({m})",
-        "count": f"count({m})", "last": f"arg_max({m}, s.ts)",
+        "avg": f"avg({m})",
+        "min": f"min({m})",
+        "max": f"max({m})",
+        "sum": f"sum({m})",
+        "count": f"count({m})",
+        "last": f"arg_max({m}, s.ts)",
         # counters: the rise over the window (a reset counts from zero)
         "increase": f"greatest(arg_max({m}, s.ts) - arg_min({m}, s.ts), 0)",
         "rate": f"greatest(arg_max({m}, s.ts) - arg_min({m}, s.ts), 0) / {window_us / 1e6}",
@@ -243,12 +254,16 @@ def compile_expr(scope_name: str, e: ExprSpec) -> str:
     join, threshold = "", None
     if isinstance(e.threshold, str):
         if scope.inventory is None:
-            raise ValueError(f"threshold {e.threshold!r}: scope {scope_name} has no inventory "
-                             "table to take a threshold column from; use a number")
+            raise ValueError(
+                f"threshold {e.threshold!r}: scope {scope_name} has no inventory "
+                "table to take a threshold column from; use a number"
+            )
         inv, inv_key, sample_col = scope.inventory
         if e.threshold not in TABLE_COLUMNS[inv]:
-            raise ValueError(f"threshold {e.threshold!r} is not a column of {inv} "
-                             f"(known: {', '.join(TABLE_COLUMNS[inv])})")
+            raise ValueError(
+                f"threshold {e.threshold!r} is not a column of {inv} "
+                f"(known: {', '.join(TABLE_COLUMNS[inv])})"
+            )
         join = f" JOIN {inv} d ON d.{inv_key} = s.{sample_col}"
         threshold = f"any_value(d.{e.threshold})"
     else:
@@ -274,13 +289,21 @@ def _build(spec: RuleSpec, origin: str) -> Rule:
     params = tuple(dict.fromkeys(_SQL_PARAM.findall(query)))
     bad = [p for p in params if p not in SQL_PARAMS]
     if bad:
-        raise ValueError(f"uses unknown parameter ${bad[0]} "
-                         f"(known: {', '.join('$' + p for p in SQL_PARAMS)})")
+        raise ValueError(
+            f"uses unknown parameter ${bad[0]} (known: {', '.join('$' + p for p in SQL_PARAMS)})"
+        )
     return Rule(
-        name=spec.name, scope=spec.scope, severity=spec.severity,
-        for_s=parse_duration(spec.for_), keep_firing_for_s=parse_duration(spec.keep_firing_for),
-        labels=dict(spec.labels), annotations=dict(spec.annotations), query=query,
-        params=params, op=op, origin=origin,
+        name=spec.name,
+        scope=spec.scope,
+        severity=spec.severity,
+        for_s=parse_duration(spec.for_),
+        keep_firing_for_s=parse_duration(spec.keep_firing_for),
+        labels=dict(spec.labels),
+        annotations=dict(spec.annotations),
+        query=query,
+        params=params,
+        op=op,
+        origin=origin,
     )
 
 

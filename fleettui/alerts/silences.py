@@ -75,11 +75,21 @@ def silence(
         raise SilenceError("a silence needs a rule or a scope key (muting everything is refused)")
     if until <= now:
         raise SilenceError(f"silence end {until.isoformat()} is not after now ({now.isoformat()})")
-    return _insert(store, {
-        "silence_id": f"sil-{uuid.uuid4().hex[:12]}", "kind": "silence", "rule": rule,
-        "scope_key": scope_key, "alert_id": None, "created_by": by, "created_at": now,
-        "starts_at": now, "ends_at": until, "comment": comment,
-    })
+    return _insert(
+        store,
+        {
+            "silence_id": f"sil-{uuid.uuid4().hex[:12]}",
+            "kind": "silence",
+            "rule": rule,
+            "scope_key": scope_key,
+            "alert_id": None,
+            "created_by": by,
+            "created_at": now,
+            "starts_at": now,
+            "ends_at": until,
+            "comment": comment,
+        },
+    )
 
 
 def acknowledge(
@@ -97,24 +107,38 @@ def acknowledge(
         raise SilenceError("an acknowledgement needs who gave it (by)")
     if until <= now:
         raise SilenceError(f"acknowledgement end {until.isoformat()} is not after now")
-    row = store.cursor().execute(
-        "SELECT rule, scope_key FROM alerts WHERE alert_id = ?", [alert_id]
-    ).fetchone()
+    row = (
+        store.cursor()
+        .execute("SELECT rule, scope_key FROM alerts WHERE alert_id = ?", [alert_id])
+        .fetchone()
+    )
     if row is None:
         raise SilenceError(f"no alert {alert_id!r}")
-    return _insert(store, {
-        "silence_id": f"ack-{uuid.uuid4().hex[:12]}", "kind": "ack", "rule": row[0],
-        "scope_key": row[1], "alert_id": alert_id, "created_by": by, "created_at": now,
-        "starts_at": now, "ends_at": until, "comment": comment,
-    })
+    return _insert(
+        store,
+        {
+            "silence_id": f"ack-{uuid.uuid4().hex[:12]}",
+            "kind": "ack",
+            "rule": row[0],
+            "scope_key": row[1],
+            "alert_id": alert_id,
+            "created_by": by,
+            "created_at": now,
+            "starts_at": now,
+            "ends_at": until,
+            "comment": comment,
+        },
+    )
 
 
 def expire(store: Store, silence_id: str, *, now: datetime | None = None) -> None:
     """End a silence or acknowledgement now (it stays in the table as history)."""
     now = now or utcnow()
-    row = store.cursor().execute(
-        "SELECT ends_at FROM silences WHERE silence_id = ?", [silence_id]
-    ).fetchone()
+    row = (
+        store.cursor()
+        .execute("SELECT ends_at FROM silences WHERE silence_id = ?", [silence_id])
+        .fetchone()
+    )
     if row is None:
         raise SilenceError(f"no silence {silence_id!r}")
     if row[0] > now:
@@ -122,7 +146,8 @@ def expire(store: Store, silence_id: str, *, now: datetime | None = None) -> Non
 
 
 _SILENCE_COLS = (
-    "silence_id, kind, rule, scope_key, alert_id, created_by, created_at, starts_at, ends_at, comment"
+    "silence_id, kind, rule, scope_key, alert_id, created_by, created_at, starts_at, ends_at,"
+    " comment"
 )
 
 
@@ -155,7 +180,9 @@ ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END
 """
 
 
-def open_alerts(cur: duckdb.DuckDBPyConnection, now: datetime | None = None) -> list[dict[str, Any]]:
+def open_alerts(
+    cur: duckdb.DuckDBPyConnection, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Pending and firing alerts, most severe first, each with who muted it (if anyone)."""
     cur.execute(OPEN_ALERTS_SQL, {"now": now or utcnow()})
     names = [d[0] for d in cur.description]
