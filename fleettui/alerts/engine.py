@@ -75,8 +75,9 @@ class Cycle:
     transitions: list[tuple[Instance, str, str]] = field(default_factory=list)  # (alert, from, to)
     notifications: list[Notification] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    query_ms: float = 0.0
-    total_ms: float = 0.0
+    query_ms: float = 0.0  # all rule queries
+    total_ms: float = 0.0  # queries, state steps and the write
+    rule_ms: dict[str, float] = field(default_factory=dict)
 
 
 class Delivery(Protocol):
@@ -122,11 +123,14 @@ class AlertEngine:
     # -- state kept in the store --------------------------------------------
     def _load_open(self) -> None:
         cur = self.store.cursor()
-        rows = cur.execute(
-            "SELECT alert_id, rule, scope, scope_key, severity, state, started_at, last_active_at,"
-            " evaluated_at, fired_at, resolved_at, peak_value, last_value, threshold, labels,"
-            " annotations FROM alerts WHERE state IN ('pending', 'firing')"
-        ).fetchall()
+        try:
+            rows = cur.execute(
+                "SELECT alert_id, rule, scope, scope_key, severity, state, started_at,"
+                " last_active_at, evaluated_at, fired_at, resolved_at, peak_value, last_value,"
+                " threshold, labels, annotations FROM alerts WHERE state IN ('pending', 'firing')"
+            ).fetchall()
+        finally:
+            cur.close()
         for r in rows:
             a = Instance(
                 *r[:14], labels=json.loads(r[14] or "{}"), annotations=json.loads(r[15] or "{}")
@@ -176,21 +180,25 @@ class AlertEngine:
         cur = self.store.cursor()
         names = set()
         q_ms = 0.0
-        for rule in self.rules:
-            names.add(rule.name)
-            q0 = time.perf_counter()
-            try:
-                cur.execute(rule.query, rule.bind(now, self.interval_s))
-                cols = [d[0] for d in cur.description]
-                rows = cur.fetchall()
-            except duckdb.Error as exc:
-                # Keep this rule's instances as they are: an error is not a resolution.
-                msg = f"{rule.origin}: evaluation failed: {str(exc).splitlines()[0]}"
-                log.warning(msg)
-                cycle.errors.append(msg)
-                continue
-            q_ms += (time.perf_counter() - q0) * 1000
-            self._step_rule(rule, cols, rows, now, cycle, changed)
+        try:
+            for rule in self.rules:
+                names.add(rule.name)
+                q0 = time.perf_counter()
+                try:
+                    cur.execute(rule.query, rule.bind(now, self.interval_s))
+                    cols = [d[0] for d in cur.description]
+                    rows = cur.fetchall()
+                except duckdb.Error as exc:
+                    # Keep this rule's instances as they are: an error is not a resolution.
+                    msg = f"{rule.origin}: evaluation failed: {str(exc).splitlines()[0]}"
+                    log.warning(msg)
+                    cycle.errors.append(msg)
+                    continue
+                cycle.rule_ms[rule.name] = ms = (time.perf_counter() - q0) * 1000
+                q_ms += ms
+                self._step_rule(rule, cols, rows, now, cycle, changed)
+        finally:
+            cur.close()  # a cursor left open blocks the store's checkpoint
         # Instances of rules that are no longer loaded end now.
         for key, a in list(self._open.items()):
             if a.rule not in names:

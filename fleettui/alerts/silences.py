@@ -52,6 +52,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def _one(store: Store, sql: str, params: list[Any]) -> tuple | None:
+    # fetchall and close: a cursor left holding a half-read result blocks the
+    # store's CHECKPOINT after any merge (Store.close would fail).
+    cur = store.cursor()
+    try:
+        rows = cur.execute(sql, params).fetchall()
+    finally:
+        cur.close()
+    return rows[0] if rows else None
+
+
 def _insert(store: Store, row: dict[str, Any]) -> str:
     store.write([make_batch("silences", {k: [v] for k, v in row.items()})])
     return row["silence_id"]
@@ -107,11 +118,7 @@ def acknowledge(
         raise SilenceError("an acknowledgement needs who gave it (by)")
     if until <= now:
         raise SilenceError(f"acknowledgement end {until.isoformat()} is not after now")
-    row = (
-        store.cursor()
-        .execute("SELECT rule, scope_key FROM alerts WHERE alert_id = ?", [alert_id])
-        .fetchone()
-    )
+    row = _one(store, "SELECT rule, scope_key FROM alerts WHERE alert_id = ?", [alert_id])
     if row is None:
         raise SilenceError(f"no alert {alert_id!r}")
     return _insert(
@@ -134,11 +141,7 @@ def acknowledge(
 def expire(store: Store, silence_id: str, *, now: datetime | None = None) -> None:
     """End a silence or acknowledgement now (it stays in the table as history)."""
     now = now or utcnow()
-    row = (
-        store.cursor()
-        .execute("SELECT ends_at FROM silences WHERE silence_id = ?", [silence_id])
-        .fetchone()
-    )
+    row = _one(store, "SELECT ends_at FROM silences WHERE silence_id = ?", [silence_id])
     if row is None:
         raise SilenceError(f"no silence {silence_id!r}")
     if row[0] > now:
