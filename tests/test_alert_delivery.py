@@ -273,3 +273,33 @@ def test_alerts_config_section_is_validated_and_builds_the_engine(tmp_path):
         "AlertmanagerDelivery",
     ]
     assert build_engine(Store.open(":memory:"), AlertsOptions(enabled=False)) is None
+
+
+async def test_the_daemon_runs_the_engine_as_a_runtime_task(tmp_path):
+    from collectors.sim.source import SimSource
+    from fleettui.alerts.wiring import tasks_from_config
+    from fleettui.runtime import Runtime
+
+    store = Store.open(":memory:")
+    (tmp_path / "site.toml").write_text(
+        '[[rules]]\nname = "AnyGpuHot"\nscope = "fleet"\n'
+        'expr = { metric = "temp_c", agg = "max", over = "1m", op = ">", threshold = 0 }\n'
+    )
+    (engine,) = tasks_from_config({"interval_s": 0.1, "rules": ["site.toml"]}, store,
+                                  where="fleet.toml [alerts]", base_dir=tmp_path)
+    assert len(engine.rules) > 1  # the default pack plus the site rule
+    stop = asyncio.Event()
+    run = asyncio.create_task(Runtime(store, [SimSource(interval_s=0.05)], [engine]).run(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if any(a.rule == "AnyGpuHot" and a.state == "firing" for a in engine.open_alerts()):
+            break
+    stop.set()
+    await run
+    row = store.cursor().execute(
+        "SELECT scope_key, state FROM alerts WHERE rule = 'AnyGpuHot'").fetchall()
+    assert row == [("fleet", "firing")]
+    with pytest.raises(OptionsError, match="site2.toml rule 'X': scope must be one of"):
+        (tmp_path / "site2.toml").write_text('[[rules]]\nname = "X"\nscope = "rack"\nsql = "1"\n')
+        tasks_from_config({"rules": ["site2.toml"]}, store, base_dir=tmp_path)
+    assert tasks_from_config({"enabled": False}, store) == []

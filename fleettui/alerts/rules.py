@@ -39,8 +39,10 @@ SQL_PARAMS = ("now", "interval_s")
 DEFAULT_RULES = "default_rules.toml"
 
 
-class RuleError(ValueError):
-    """A rule file is wrong; the message is one line naming the file and the rule."""
+class RuleError(OptionsError):
+    """A rule file is wrong; the message is one line naming the file and the rule.
+
+    An OptionsError, so the CLI reports it as the config mistake it is."""
 
 
 @dataclass(frozen=True, slots=True)
