@@ -50,24 +50,37 @@ class Scope:
     """What an alert instance is about, and where its metrics live by default."""
 
     table: str  # default sample table for `expr` rules (aliased `s`)
-    key: str  # SQL of the scope key over that table
+    group: tuple[str, ...]  # sample columns that identify one instance
+    key: str  # SQL of the scope key over the group columns (built after aggregating)
     labels: tuple[str, ...]  # sample columns carried as labels
     inventory: tuple[str, str, str] | None  # (table, its key column, sample column) for thresholds
 
 
 SCOPES: dict[str, Scope] = {
-    "gpu": Scope("gpu_samples", "s.gpu_uuid", ("host",), ("gpus", "gpu_uuid", "gpu_uuid")),
+    "gpu": Scope(
+        "gpu_samples", ("gpu_uuid",), "gpu_uuid", ("host",), ("gpus", "gpu_uuid", "gpu_uuid")
+    ),
     "slice": Scope(
-        "slice_samples", "s.slice_id", ("gpu_uuid",), ("slices", "slice_id", "slice_id")
+        "slice_samples",
+        ("slice_id",),
+        "slice_id",
+        ("gpu_uuid",),
+        ("slices", "slice_id", "slice_id"),
     ),
-    "host": Scope("gpu_samples", "s.host", (), ("hosts", "host", "host")),
-    "link": Scope("link_samples", "s.host || ':' || s.port", ("host", "port", "kind"), None),
-    "tenant": Scope("latency_samples", "s.tenant", (), ("tenants", "tenant", "tenant")),
+    "host": Scope("gpu_samples", ("host",), "host", (), ("hosts", "host", "host")),
+    "link": Scope(
+        "link_samples", ("host", "port"), "host || ':' || port", ("host", "port", "kind"), None
+    ),
+    "tenant": Scope("latency_samples", ("tenant",), "tenant", (), ("tenants", "tenant", "tenant")),
     "endpoint": Scope(
-        "latency_samples", "s.endpoint", ("tenant", "model"), ("endpoints", "endpoint", "endpoint")
+        "latency_samples",
+        ("endpoint",),
+        "endpoint",
+        ("tenant", "model"),
+        ("endpoints", "endpoint", "endpoint"),
     ),
-    "source": Scope("collector_runs", "s.collector", (), None),
-    "fleet": Scope("gpu_samples", "'fleet'", (), None),
+    "source": Scope("collector_runs", ("collector",), "collector", (), None),
+    "fleet": Scope("gpu_samples", (), "'fleet'", (), None),
 }
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -252,7 +265,15 @@ def compile_expr(scope_name: str, e: ExprSpec) -> str:
         "rate": f"greatest(arg_max({m}, s.ts) - arg_min({m}, s.ts), 0) / {window_us / 1e6}",
     }[e.agg]
     labels = [c for c in scope.labels if c in cols]
-    label_sql = "".join(f", any_value(s.{c}) AS {c}" for c in labels)
+    missing = [g for g in scope.group if g not in cols]
+    if missing:
+        raise ValueError(f"table {table} has no column {missing[0]!r} to tell {scope_name}s apart")
+    # Group by the plain columns and build the key after aggregating: building
+    # it per row (host || ':' || port) costs more than the aggregation itself.
+    inner_cols = "".join(f"s.{g} AS {g}, " for g in scope.group)
+    inner_labels = "".join(f", any_value(s.{c}) AS {c}" for c in labels if c not in scope.group)
+    group_by = f" GROUP BY {', '.join(f's.{g}' for g in scope.group)}" if scope.group else ""
+    outer_labels = "".join(f", {c}" for c in labels)
     join, threshold = "", None
     if isinstance(e.threshold, str):
         if scope.inventory is None:
@@ -271,14 +292,13 @@ def compile_expr(scope_name: str, e: ExprSpec) -> str:
     else:
         threshold = repr(float(e.threshold))
     where = f" AND ({e.where})" if e.where else ""
-    query = (
-        f"SELECT * FROM (SELECT {scope.key} AS scope_key, {agg}::DOUBLE AS value, "
-        f"{threshold}::DOUBLE AS threshold{label_sql} "
-        f"FROM {table} s{join} "
-        f"WHERE s.ts > $now - to_microseconds({window_us}) AND s.ts <= $now{where} "
-        f"GROUP BY 1) WHERE value {e.op} threshold"
+    return (
+        f"SELECT {scope.key} AS scope_key, value, threshold{outer_labels} FROM ("
+        f"SELECT {inner_cols}{agg}::DOUBLE AS value, {threshold}::DOUBLE AS threshold"
+        f"{inner_labels} FROM {table} s{join} "
+        f"WHERE s.ts > $now - to_microseconds({window_us}) AND s.ts <= $now{where}{group_by}"
+        f") WHERE value {e.op} threshold"
     )
-    return query
 
 
 def _build(spec: RuleSpec, origin: str) -> Rule:
