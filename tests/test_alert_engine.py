@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import duckdb
 import pytest
 
 from fleettui.alerts.engine import AlertEngine
@@ -302,3 +303,38 @@ def test_the_alert_package_never_imports_textual():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_failed_write_is_retried_with_the_next_cycle():
+    store = setup_store()
+    engine = AlertEngine(store, load_rules_text(RULES, "t.toml"))
+    real_write = store.write
+    calls = []
+
+    def flaky(batches):
+        calls.append(1)
+        if len(calls) == 1:
+            raise duckdb.IOException("IO Error: disk full")
+        return real_write(batches)
+
+    store.write = flaky
+    real_write([make_batch("latency_samples", {
+        "ts": [T0], "endpoint": ["ep-a"], "itl_p99_ms": [80.0]})])
+    cycle = engine.evaluate(T0)
+    assert "disk full" in cycle.errors[0]
+    assert store.cursor().execute("SELECT count(*) FROM alerts").fetchall() == [(0,)]
+    cycle = engine.evaluate(T0 + STEP)  # nothing changed in this cycle but the retry
+    assert cycle.errors == []
+    assert store.cursor().execute("SELECT scope_key, state FROM alerts").fetchall() == [
+        ("ep-a", "pending")]
+
+
+def test_a_sql_rule_returning_text_values_does_not_break_the_cycle():
+    store = setup_store()
+    rules = load_rules_text(
+        '[[rules]]\nname = "Odd"\nscope = "endpoint"\n'
+        'sql = "SELECT endpoint AS scope_key, model AS value FROM endpoints"\n', "t.toml")
+    engine = AlertEngine(store, rules)
+    engine.evaluate(T0)
+    assert sorted((a.scope_key, a.last_value) for a in engine.open_alerts()) == [
+        ("ep-a", None), ("ep-b", None)]

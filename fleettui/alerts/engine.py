@@ -28,7 +28,7 @@ import duckdb
 
 from fleettui.alerts.rules import Rule, render
 from fleettui.alerts.silences import Silence, active_silences
-from storage.batch import make_batch
+from storage.batch import BatchError, make_batch
 from storage.store import Store
 
 log = logging.getLogger("fleettui.alerts")
@@ -118,6 +118,7 @@ class AlertEngine:
         # When a firing alert's condition stopped holding (for keep_firing_for). Kept in
         # memory only: after a restart the hold starts again, erring towards firing longer.
         self._clear_since: dict[str, datetime] = {}
+        self._unsaved: dict[str, Instance] = {}
         self._load_open()
 
     # -- state kept in the store --------------------------------------------
@@ -204,7 +205,16 @@ class AlertEngine:
             if a.rule not in names:
                 self._end(a, now, cycle, changed)
                 del self._open[key]
-        self._write(list(changed.values()))
+        # Changes a failed write could not save are retried with the next cycle's.
+        pending_writes = self._unsaved | changed
+        try:
+            self._write(list(pending_writes.values()))
+            self._unsaved = {}
+        except (duckdb.Error, BatchError) as exc:
+            self._unsaved = pending_writes
+            msg = f"alerts: saving {len(pending_writes)} alert(s) failed: {str(exc).splitlines()[0]}"
+            log.warning(msg)
+            cycle.errors.append(msg)
         self._notify(cycle, now)
         cycle.query_ms = q_ms
         cycle.total_ms = (time.perf_counter() - t0) * 1000
@@ -231,8 +241,8 @@ class AlertEngine:
                 continue
             key = str(key)
             seen.add(key)
-            value = None if row[i_val] is None else float(row[i_val])
-            thr = None if i_thr is None or row[i_thr] is None else float(row[i_thr])
+            value = _number(row[i_val])
+            thr = None if i_thr is None else _number(row[i_thr])
             a = self._open.get((rule.name, key))
             if a is None:
                 labels = {c: str(row[i]) for i, c in label_cols if row[i] is not None}
@@ -335,6 +345,16 @@ class AlertEngine:
                 log.warning(
                     "alert delivery failed: %s", str(exc).splitlines()[0] if str(exc) else exc
                 )
+
+
+def _number(v: object) -> float | None:
+    """A rule's value as a float; NULL, or anything that is not a number, is None."""
+    if v is None or isinstance(v, bool | str | bytes):
+        return None
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def _silenced(a: Instance, silences: list[Silence]) -> bool:
