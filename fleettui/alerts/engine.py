@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,7 +35,6 @@ from storage.store import Store
 log = logging.getLogger("fleettui.alerts")
 
 PENDING, FIRING, RESOLVED, INACTIVE = "pending", "firing", "resolved", "inactive"
-_OPEN = (PENDING, FIRING)
 
 
 @dataclass(slots=True)
@@ -119,6 +119,8 @@ class AlertEngine:
         # memory only: after a restart the hold starts again, erring towards firing longer.
         self._clear_since: dict[str, datetime] = {}
         self._unsaved: dict[str, Instance] = {}
+        # evaluate() runs in a worker thread; open_alerts() may be called from the loop.
+        self._lock = threading.Lock()
         self._load_open()
 
     # -- state kept in the store --------------------------------------------
@@ -139,8 +141,10 @@ class AlertEngine:
             self._open[(a.rule, a.scope_key)] = a
 
     def open_alerts(self) -> list[Instance]:
-        """Pending and firing instances, as the engine holds them now."""
-        return list(self._open.values())
+        """Pending and firing instances, as the engine holds them now (the app should
+        rather query the store: `silences.open_alerts`)."""
+        with self._lock:
+            return list(self._open.values())
 
     def _write(self, changed: list[Instance]) -> None:
         if not changed:
@@ -175,6 +179,10 @@ class AlertEngine:
     # -- evaluation ---------------------------------------------------------
     def evaluate(self, now: datetime) -> Cycle:
         """One cycle at `now` (naive UTC): query every rule, step states, write changes."""
+        with self._lock:
+            return self._evaluate(now)
+
+    def _evaluate(self, now: datetime) -> Cycle:
         t0 = time.perf_counter()
         cycle = Cycle(now)
         changed: dict[str, Instance] = {}
