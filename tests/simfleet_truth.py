@@ -1,0 +1,31 @@
+"""Helpers for comparing what collectors stored with the simulator's truth."""
+
+from __future__ import annotations
+
+from collectors.sim.model import SimModel
+from collectors.sim.topology import TENANTS
+
+# A small, varied slice of the fleet: MIG (lumen-video), fractional shares
+# (kestrel/internal-eval), HGX inference (nimbus, quanta under a traffic surge,
+# eval-judge), and an NVL72 training tray with an NVLink CRC burst.
+HOSTS = ["rtx-07-n1", "rtx-07-n3", "hgx-03-n1", "hgx-06-n1", "hgx-06-n3", "nvl72-01-t05"]
+
+
+def truth_inventory(model: SimModel, hosts: list[str]) -> dict:
+    """GPUs, MIG slices and tenant assignments the simulator has on `hosts`."""
+    f = model.fleet
+    tenants = [t[0] for t in TENANTS]
+    hidx = {f.host.index(h) for h in hosts}
+    gpus = {f.gpu_uuid[g]: (f.host[f.gpu_host_idx[g]], int(f.gpu_index[g]), bool(f.gpu_mig[g]))
+            for g in range(f.n_gpus) if f.gpu_host_idx[g] in hidx}
+    slices = {f.slice_id[s]: (f.slice_profile[s], float(f.slice_fraction[s]))
+              for s in range(len(f.slice_id))
+              if f.slice_kind[s] == "mig" and f.gpu_host_idx[f.slice_gpu_idx[s]] in hidx}
+    assign = {}
+    for g in range(f.n_gpus):
+        if f.gpu_host_idx[g] in hidx and f.gpu_tenant[g] >= 0:
+            assign[(f.gpu_uuid[g], None)] = tenants[f.gpu_tenant[g]]
+    for s in range(len(f.slice_id)):
+        if f.slice_id[s] in slices:
+            assign[(f.gpu_uuid[f.slice_gpu_idx[s]], f.slice_id[s])] = tenants[f.slice_tenant[s]]
+    return {"gpus": gpus, "slices": slices, "assignments": assign}
