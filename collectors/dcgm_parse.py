@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from collectors.fabric import NVLINK_NAMES
 from collectors.promtext.labels import host_of
 from collectors.promtext.series import Snapshot
 from storage.batch import Batch, make_batch
@@ -66,8 +67,6 @@ FB_FIELDS: dict[str, list[tuple[str, float]]] = {
 }
 XID_FIELDS = ("DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_XID_ERROR")
 
-# Read by collectors.fabric (NVLink), so not "dropped" here.
-NVLINK_PREFIXES = ("DCGM_FI_PROF_NVLINK_", "DCGM_FI_DEV_NVLINK_")
 
 # Fields dcgm-exporter ships that have no store column (yet), with why: reported, not silent.
 NO_COLUMN = {
@@ -83,6 +82,8 @@ NO_COLUMN = {
     "DCGM_FI_PROF_TENSOR_UTIL_RATIO": "tensor-pipe activity: no store column",
     "DCGM_FI_PROF_DRAM_ACTIVE": "DRAM activity: no store column",
     "DCGM_FI_PROF_DRAM_UTIL_RATIO": "DRAM activity: no store column",
+    "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": "NVLink total of all lanes and both directions: "
+    "link_samples keeps tx/rx (PROF_NVLINK_TX/RX_BYTES)",
 }
 
 _GPU_COLS = list(GPU_FIELDS)
@@ -241,7 +242,7 @@ class DcgmMapper:
                     xid[gpu] = (v, gi_rank)
                 gts[r] = max(gts[r], t)
                 used += 1
-            elif name.startswith(NVLINK_PREFIXES):
+            elif name in NVLINK_NAMES:
                 used += 1  # collectors.fabric maps these
             else:
                 reason = NO_COLUMN.get(name, "field not mapped")
@@ -376,7 +377,7 @@ class DcgmMapper:
             has_util = not np.isnan(self._pick(g[r:r + 1], 0)[0])
             mig = True if d["mig"] else (False if has_util else None)
             row = (uuid, d["host"], _int(lab.get("gpu")), lab.get("modelName"), lab.get("pci_bus_id"),
-                   mig, None if np.isnan(total[r]) or d["mig"] else int(total[r]))
+                   mig, None if np.isnan(total[r]) else int(total[r]))
             if refresh or self._dims.get(("gpu", uuid)) != row:
                 self._dims[("gpu", uuid)] = row
                 gpu_rows.append(row)
