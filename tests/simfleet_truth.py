@@ -29,3 +29,30 @@ def truth_inventory(model: SimModel, hosts: list[str]) -> dict:
         if f.slice_id[s] in slices:
             assign[(f.gpu_uuid[f.slice_gpu_idx[s]], f.slice_id[s])] = tenants[f.slice_tenant[s]]
     return {"gpus": gpus, "slices": slices, "assignments": assign}
+
+
+def interval_quantile_truth(model: SimModel, e: int, t0: int, t1: int, q: float = 0.99,
+                            what: str = "itl") -> float:
+    """The simulator's q-quantile (ms) of endpoint e's latency over ticks t0+1 .. t1.
+
+    Each second holds a log-normal with that second's p50/p99; an interval holds
+    their mixture, weighted by requests. (Straddling a surge, the mixture's p99
+    follows the slow seconds, not the mean of the seconds' p99s.)
+    """
+    import math
+
+    import numpy as np
+
+    from collectors.sim.exporters import Z99, _norm_cdf
+
+    states = [model.state(float(s)) for s in range(t0 + 1, t1 + 1)]
+    p50 = np.array([getattr(st, f"ep_{what}_p50_ms")[e] for st in states])
+    p99 = np.array([getattr(st, f"ep_{what}_p99_ms")[e] for st in states])
+    w = np.array([st.ep_requests_per_s[e] for st in states])
+    sigma = np.log(p99 / p50) / Z99
+    lo, hi = math.log(p50.min()) - 1, math.log(p99.max()) + 1
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        cdf = float(np.sum(w * _norm_cdf((mid - np.log(p50)) / sigma)) / w.sum())
+        lo, hi = (mid, hi) if cdf < q else (lo, mid)
+    return math.exp((lo + hi) / 2)

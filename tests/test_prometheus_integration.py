@@ -16,7 +16,7 @@ from collectors.sim.model import SimModel
 from collectors.sim.topology import ENDPOINTS
 from storage.store import Store
 from tests.services.prometheus import ScrapeTarget, prometheus_server  # noqa: F401
-from tests.simfleet_truth import HOSTS, truth_inventory
+from tests.simfleet_truth import HOSTS, interval_quantile_truth, truth_inventory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -112,7 +112,7 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
                 continue
             e = ep_index[endpoint]
             assert tenant == ENDPOINTS[e][1]
-            want = np.mean([model.state(s).ep_itl_p99_ms[e] for s in range(int(t0) + 1, int(t1) + 1)])
+            want = interval_quantile_truth(model, e, int(t0), int(t1))
             assert abs(p99 / want - 1) < 0.05, (endpoint, p99, want)
             tenants_seen.add(tenant)
         assert tenants_seen == {e[1] for e in ENDPOINTS}
