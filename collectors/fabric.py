@@ -91,7 +91,8 @@ class FabricMapper:
         ports: dict[tuple[str, str, str], dict] = {}  # (host, kind, port) -> row
         skipped: list[str] = []
         used = 0
-        nv_rank: dict[tuple[str, str, str], float] = {}
+        picked: list[tuple[int, tuple[str, str, str], str | None]] = []
+        nv_best: dict[tuple, tuple[float, int]] = {}  # (key, name) -> (GI rank, sample index)
         for i, name in enumerate(snap.names):
             if name in IB_NAMES:
                 labels = snap.labels[i]
@@ -100,25 +101,23 @@ class FabricMapper:
                 if not host or not dev:
                     skipped.append(f"{self.source}: {name}: no host or device label, skipped")
                     continue
-                key = (host, self.rules.kind(host), f"{dev}/{port}" if port else dev)
-                gpu = None
+                picked.append((i, (host, self.rules.kind(host), f"{dev}/{port}" if port else dev), None))
             elif name in NVLINK_NAMES:
                 labels = snap.labels[i]
                 host = host_of(labels)
-                gpu = labels.get("UUID")
-                if not host or not gpu:
+                if not host or not labels.get("UUID"):
                     skipped.append(f"{self.source}: {name}: no host or UUID label, skipped")
                     continue
                 key = (host, "nvlink", f"nvlink-gpu{labels.get('gpu', '')}")
-                # repeated on every MIG instance: keep the lowest instance's value
+                # repeated on every MIG instance: keep the lowest instance's value, once
                 gi = labels.get("GPU_I_ID") or ""
                 rank = float(gi) if gi.isdigit() else -1.0
-                rk = (*key, name)
-                if rk in nv_rank and nv_rank[rk] <= rank:
-                    continue
-                nv_rank[rk] = rank
-            else:
-                continue
+                best = nv_best.get((key, name))
+                if best is None or rank < best[0]:
+                    nv_best[(key, name)] = (rank, i)
+        picked += [(i, key, snap.labels[i]["UUID"]) for (key, _), (_, i) in nv_best.items()]
+        for i, key, gpu in picked:
+            name = snap.names[i]
             used += 1
             row = ports.get(key)
             if row is None:
