@@ -51,6 +51,18 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
         finally:
             await src.close()
         assert src.backfilled_steps >= 2
+        # a gap (no good gather for > 3 intervals) is filled from the range API
+        src2 = PrometheusSource(PrometheusOptions(
+            url=prom.url, name="gap", interval_s=1.0, backfill_s=5.0,
+            selectors=['{__name__=~"DCGM_FI_DEV_GPU_TEMP"}', "{bad selector"],
+        ))
+        g = await src2.gather(datetime.now(UTC))
+        assert 3 <= src2.backfilled_steps <= 5
+        assert any(s.startswith(f"{prom.url}: query {{bad selector failed") for s in g.skipped)
+        temps = [b for b in g.batches if b.table == "gpu_samples"]
+        # one row per GPU for each backfill step and for the live gather
+        assert sum(b.rows for b in temps) == len(truth["gpus"]) * (src2.backfilled_steps + 1)
+        await src2.close()
         con = store.cursor()
 
         # inventory: GPUs, MIG slices and tenant assignments are the simulator's
