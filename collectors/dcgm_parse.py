@@ -42,8 +42,10 @@ GPU_FIELDS: dict[str, list[tuple[str, float]]] = {
     "util_pct": [("DCGM_FI_DEV_GPU_UTIL", 1.0), ("DCGM_FI_DEV_GPU_UTIL_RATIO", 100.0)],
     "mem_util_pct": [("DCGM_FI_DEV_MEM_COPY_UTIL", 1.0), ("DCGM_FI_DEV_MEMORY_UTIL_RATIO", 100.0)],
     "power_w": [("DCGM_FI_DEV_POWER_USAGE", 1.0), ("DCGM_FI_DEV_BOARD_POWER_WATTS", 1.0)],
-    "energy_j": [("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 1e-3),
-                 ("DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL", 1.0)],
+    "energy_j": [
+        ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 1e-3),
+        ("DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL", 1.0),
+    ],
     "temp_c": [("DCGM_FI_DEV_GPU_TEMP", 1.0), ("DCGM_FI_DEV_GPU_TEMP_CELSIUS", 1.0)],
     "mem_temp_c": [("DCGM_FI_DEV_MEMORY_TEMP", 1.0), ("DCGM_FI_DEV_MEMORY_TEMP_CELSIUS", 1.0)],
     "sm_clock_mhz": [("DCGM_FI_DEV_SM_CLOCK", 1.0), ("DCGM_FI_DEV_SM_CLOCK_HERTZ", 1e-6)],
@@ -51,10 +53,18 @@ GPU_FIELDS: dict[str, list[tuple[str, float]]] = {
     # PROF_PCIE_*_BYTES are rates (bytes/s) despite the name.
     "pcie_tx_bytes_per_s": [("DCGM_FI_PROF_PCIE_TX_BYTES", 1.0)],
     "pcie_rx_bytes_per_s": [("DCGM_FI_PROF_PCIE_RX_BYTES", 1.0)],
-    "ecc_sbe_total": [("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", 1.0), ("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", 1.0)],
-    "ecc_dbe_total": [("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", 1.0), ("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", 1.0)],
-    "throttle_reasons": [("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", 1.0),
-                         ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", 1.0)],
+    "ecc_sbe_total": [
+        ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", 1.0),
+        ("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", 1.0),
+    ],
+    "ecc_dbe_total": [
+        ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", 1.0),
+        ("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", 1.0),
+    ],
+    "throttle_reasons": [
+        ("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", 1.0),
+        ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", 1.0),
+    ],
 }
 # Per-instance on MIG (not repeated): framebuffer and profiling activity.
 FB_FIELDS: dict[str, list[tuple[str, float]]] = {
@@ -62,8 +72,10 @@ FB_FIELDS: dict[str, list[tuple[str, float]]] = {
     "fb_free": [("DCGM_FI_DEV_FB_FREE", MIB), ("DCGM_FI_DEV_FB_FREE_BYTES", 1.0)],
     "fb_reserved": [("DCGM_FI_DEV_FB_RESERVED", MIB), ("DCGM_FI_DEV_FB_RESERVED_BYTES", 1.0)],
     "fb_total": [("DCGM_FI_DEV_FB_TOTAL", MIB), ("DCGM_FI_DEV_FB_CAPACITY_BYTES", 1.0)],
-    "gr_active_pct": [("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 100.0),
-                      ("DCGM_FI_PROF_GR_ENGINE_UTIL_RATIO", 100.0)],
+    "gr_active_pct": [
+        ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 100.0),
+        ("DCGM_FI_PROF_GR_ENGINE_UTIL_RATIO", 100.0),
+    ],
 }
 XID_FIELDS = ("DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_XID_ERROR")
 
@@ -97,8 +109,18 @@ for _i, _c in enumerate(_FB_COLS):
         _FIELD_INDEX[_n] = ("fb", _i * 4 + _rank, _s)
 
 # Compute slices per GPU model, for a MIG profile's fraction ("2g.10gb" on an A100 = 2/7).
-MIG_SLICES_BY_MODEL = (("A30", 4), ("RTX PRO 6000", 4), ("A100", 7), ("H100", 7), ("H200", 7),
-                       ("H20", 7), ("B200", 7), ("B300", 7), ("GB200", 7), ("GB300", 7))
+MIG_SLICES_BY_MODEL = (
+    ("A30", 4),
+    ("RTX PRO 6000", 4),
+    ("A100", 7),
+    ("H100", 7),
+    ("H200", 7),
+    ("H20", 7),
+    ("B200", 7),
+    ("B300", 7),
+    ("GB200", 7),
+    ("GB300", 7),
+)
 _PROFILE_G = re.compile(r"^(\d+)g\.")
 
 DEFAULT_EXPORTER_NAMESPACES = ("gpu-operator", "nvidia-gpu-operator", "kube-system", "monitoring")
@@ -125,10 +147,14 @@ class TenantRules:
     """How a series' labels name a tenant."""
 
     by_namespace: Mapping[str, str] = field(default_factory=dict)  # namespace -> tenant
-    by_target: Mapping[str, str] = field(default_factory=dict)  # gpu uuid / slice id / host -> tenant
+    by_target: Mapping[str, str] = field(
+        default_factory=dict
+    )  # gpu uuid / slice id / host -> tenant
     exporter_namespaces: tuple[str, ...] = DEFAULT_EXPORTER_NAMESPACES
 
-    def tenant(self, labels: Mapping[str, str], gpu: str, slice_id: str | None, host: str) -> str | None:
+    def tenant(
+        self, labels: Mapping[str, str], gpu: str, slice_id: str | None, host: str
+    ) -> str | None:
         for key in (slice_id, gpu, host):
             if key and key in self.by_target:
                 return self.by_target[key]
@@ -156,7 +182,9 @@ class DcgmResult:
 class DcgmMapper:
     """Stateful (assignments, last Xid, inventory already written) DCGM mapper."""
 
-    def __init__(self, source: str, tenants: TenantRules | None = None, describe_every_s: float = 300.0):
+    def __init__(
+        self, source: str, tenants: TenantRules | None = None, describe_every_s: float = 300.0
+    ):
         self.source = source
         self.tenants = tenants or TenantRules()
         self.describe_every_s = describe_every_s
@@ -187,7 +215,9 @@ class DcgmMapper:
             name, labels = snap.names[i], snap.labels[i]
             v, t = float(snap.values[i]), float(snap.ts[i])
             host = host_of(labels)
-            gpu = labels.get("UUID") or (f"{host}/gpu{labels['gpu']}" if host and "gpu" in labels else None)
+            gpu = labels.get("UUID") or (
+                f"{host}/gpu{labels['gpu']}" if host and "gpu" in labels else None
+            )
             if not host or not gpu:
                 skipped.append(f"{self.source}: {name}: no host or GPU label, sample skipped")
                 dropped["no host/GPU label"] = dropped.get("no host/GPU label", 0) + 1
@@ -195,8 +225,16 @@ class DcgmMapper:
             r = gpu_row.get(gpu)
             if r is None:
                 r = gpu_row[gpu] = len(gpu_info)
-                gpu_info.append({"uuid": gpu, "host": host, "labels": labels, "mig": False,
-                                 "tenant": None, "whole": False})
+                gpu_info.append(
+                    {
+                        "uuid": gpu,
+                        "host": host,
+                        "labels": labels,
+                        "mig": False,
+                        "tenant": None,
+                        "whole": False,
+                    }
+                )
             info = gpu_info[r]
             gi = labels.get("GPU_I_ID") or ""
             gi_rank = -1.0
@@ -211,12 +249,21 @@ class DcgmMapper:
                 s = slice_row.get(sid)
                 if s is None:
                     s = slice_row[sid] = len(slice_info)
-                    slice_info.append({"slice_id": sid, "gpu": gpu, "gi": gi,
-                                       "profile": labels.get("GPU_I_PROFILE") or None,
-                                       "tenant": None, "labels": labels})
+                    slice_info.append(
+                        {
+                            "slice_id": sid,
+                            "gpu": gpu,
+                            "gi": gi,
+                            "profile": labels.get("GPU_I_PROFILE") or None,
+                            "tenant": None,
+                            "labels": labels,
+                        }
+                    )
             else:
                 info["whole"] = True
-            tenant = self.tenants.tenant(labels, gpu, slice_info[s]["slice_id"] if s is not None else None, host)
+            tenant = self.tenants.tenant(
+                labels, gpu, slice_info[s]["slice_id"] if s is not None else None, host
+            )
             if tenant:
                 if s is not None:
                     slice_info[s]["tenant"] = tenant
@@ -255,14 +302,16 @@ class DcgmMapper:
             batches.append(self._slice_batch(slice_info, fslice[:ns], sts[:ns]))
         batches += self._events(xid, gpu_info, gpu_row, gts, now)
         batches += self._assignments(gpu_info, slice_info, now)
-        batches += self._describe(gpu_info, slice_info, gvals[:ng], fgpu[:ng], fslice[:ns], gts[:ng], now)
+        batches += self._describe(
+            gpu_info, slice_info, gvals[:ng], fgpu[:ng], fslice[:ns], gts[:ng], now
+        )
         return DcgmResult(batches, skipped, ng, ns, used, dropped)
 
     # -- per-sample tables ------------------------------------------------------
     @staticmethod
     def _pick(m: np.ndarray, col: int) -> np.ndarray:
         """The first present name (classic, then 4.6) of column `col` for every row."""
-        block = m[:, col * 4:(col + 1) * 4]
+        block = m[:, col * 4 : (col + 1) * 4]
         out = np.full(len(m), np.nan)
         for k in range(3, -1, -1):
             have = ~np.isnan(block[:, k])
@@ -270,8 +319,10 @@ class DcgmMapper:
         return out
 
     def _fb(self, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        used, free, res, total = (self._pick(fb, _FB_COLS.index(c))
-                                  for c in ("fb_used", "fb_free", "fb_reserved", "fb_total"))
+        used, free, res, total = (
+            self._pick(fb, _FB_COLS.index(c))
+            for c in ("fb_used", "fb_free", "fb_reserved", "fb_total")
+        )
         summed = used + free + np.nan_to_num(res)
         return used, np.where(np.isnan(total), summed, total)
 
@@ -296,17 +347,22 @@ class DcgmMapper:
     def _slice_batch(self, info: list[dict], fb: np.ndarray, ts: np.ndarray) -> Batch:
         used, total = self._fb(fb)
         gr = self._pick(fb, _FB_COLS.index("gr_active_pct"))
-        return make_batch("slice_samples", {
-            "ts": pa.array(np.round(ts * 1e6).astype(np.int64)).cast(pa.timestamp("us")),
-            "slice_id": [d["slice_id"] for d in info],
-            "gpu_uuid": [d["gpu"] for d in info],
-            "util_pct": _nullable(gr),
-            "mem_used_bytes": _nullable(used, np.int64),
-            "mem_total_bytes": _nullable(total, np.int64),
-            "source": [self.source] * len(info),
-        })
+        return make_batch(
+            "slice_samples",
+            {
+                "ts": pa.array(np.round(ts * 1e6).astype(np.int64)).cast(pa.timestamp("us")),
+                "slice_id": [d["slice_id"] for d in info],
+                "gpu_uuid": [d["gpu"] for d in info],
+                "util_pct": _nullable(gr),
+                "mem_used_bytes": _nullable(used, np.int64),
+                "mem_total_bytes": _nullable(total, np.int64),
+                "source": [self.source] * len(info),
+            },
+        )
 
-    def _events(self, xid: dict, info: list[dict], rows: dict, ts: np.ndarray, now: float) -> list[Batch]:
+    def _events(
+        self, xid: dict, info: list[dict], rows: dict, ts: np.ndarray, now: float
+    ) -> list[Batch]:
         ev_ts, hosts, gpus, codes, details = [], [], [], [], []
         for gpu, (v, _) in xid.items():
             prev = self._last_xid.get(gpu)
@@ -318,14 +374,26 @@ class DcgmMapper:
             hosts.append(info[r]["host"])
             gpus.append(gpu)
             codes.append(int(v))
-            details.append(f"Xid {int(v)} (last Xid reported by DCGM"
-                           + (", already set at first scrape)" if prev is None else ")"))
+            details.append(
+                f"Xid {int(v)} (last Xid reported by DCGM"
+                + (", already set at first scrape)" if prev is None else ")")
+            )
         if not ev_ts:
             return []
-        return [make_batch("events", {
-            "ts": ev_ts, "host": hosts, "gpu_uuid": gpus, "kind": ["xid"] * len(ev_ts),
-            "code": codes, "detail": details, "source": [self.source] * len(ev_ts),
-        })]
+        return [
+            make_batch(
+                "events",
+                {
+                    "ts": ev_ts,
+                    "host": hosts,
+                    "gpu_uuid": gpus,
+                    "kind": ["xid"] * len(ev_ts),
+                    "code": codes,
+                    "detail": details,
+                    "source": [self.source] * len(ev_ts),
+                },
+            )
+        ]
 
     # -- assignments: written when they change ----------------------------------------
     def _assignments(self, gpus: list[dict], slices: list[dict], now: float) -> list[Batch]:
@@ -336,7 +404,10 @@ class DcgmMapper:
         model = {g["uuid"]: g["labels"].get("modelName") for g in gpus}
         for s in slices:
             if s["tenant"]:
-                seen[(s["gpu"], s["slice_id"])] = (s["tenant"], mig_fraction(s["profile"], model.get(s["gpu"])))
+                seen[(s["gpu"], s["slice_id"])] = (
+                    s["tenant"],
+                    mig_fraction(s["profile"], model.get(s["gpu"])),
+                )
         gpus_here = {d["uuid"] for d in gpus}
         t = _ts(now)
         rows: list[tuple] = []  # tenant, gpu, slice, fraction, valid_from, valid_to
@@ -356,16 +427,30 @@ class DcgmMapper:
         cols = list(zip(*rows, strict=True))
         return [
             make_batch("tenants", {"tenant": sorted({r[0] for r in rows})}),
-            make_batch("assignments", {
-                "tenant": cols[0], "gpu_uuid": cols[1], "slice_id": cols[2],
-                "fraction": [1.0 if f is None else f for f in cols[3]],
-                "valid_from": cols[4], "valid_to": pa.array(cols[5], type=pa.timestamp("us")),
-            }),
+            make_batch(
+                "assignments",
+                {
+                    "tenant": cols[0],
+                    "gpu_uuid": cols[1],
+                    "slice_id": cols[2],
+                    "fraction": [1.0 if f is None else f for f in cols[3]],
+                    "valid_from": cols[4],
+                    "valid_to": pa.array(cols[5], type=pa.timestamp("us")),
+                },
+            ),
         ]
 
     # -- inventory: on change, and every describe_every_s ----------------------------
-    def _describe(self, gpus: list[dict], slices: list[dict], g: np.ndarray, fb: np.ndarray,
-                  fslice: np.ndarray, gts: np.ndarray, now: float) -> list[Batch]:
+    def _describe(
+        self,
+        gpus: list[dict],
+        slices: list[dict],
+        g: np.ndarray,
+        fb: np.ndarray,
+        fslice: np.ndarray,
+        gts: np.ndarray,
+        now: float,
+    ) -> list[Batch]:
         refresh = now - self._dims_at >= self.describe_every_s
         _, total = self._fb(fb)
         _, stotal = self._fb(fslice)
@@ -373,11 +458,18 @@ class DcgmMapper:
         for r, d in enumerate(gpus):
             lab = d["labels"]
             uuid = d["uuid"]
-            # mig_mode: instances seen -> True; GPU_UTIL present (absent on MIG) -> False; else unknown
-            has_util = not np.isnan(self._pick(g[r:r + 1], 0)[0])
+            # mig_mode: instances seen -> True; GPU_UTIL (absent on MIG) -> False; else unknown
+            has_util = not np.isnan(self._pick(g[r : r + 1], 0)[0])
             mig = True if d["mig"] else (False if has_util else None)
-            row = (uuid, d["host"], _int(lab.get("gpu")), lab.get("modelName"), lab.get("pci_bus_id"),
-                   mig, None if np.isnan(total[r]) else int(total[r]))
+            row = (
+                uuid,
+                d["host"],
+                _int(lab.get("gpu")),
+                lab.get("modelName"),
+                lab.get("pci_bus_id"),
+                mig,
+                None if np.isnan(total[r]) else int(total[r]),
+            )
             if refresh or self._dims.get(("gpu", uuid)) != row:
                 self._dims[("gpu", uuid)] = row
                 gpu_rows.append(row)
@@ -387,8 +479,14 @@ class DcgmMapper:
                 host_rows[d["host"]] = hrow
         model = {g_["uuid"]: g_["labels"].get("modelName") for g_ in gpus}
         for s, d in enumerate(slices):
-            row = (d["slice_id"], d["gpu"], "mig", d["profile"], mig_fraction(d["profile"], model.get(d["gpu"])),
-                   None if np.isnan(stotal[s]) else int(stotal[s]))
+            row = (
+                d["slice_id"],
+                d["gpu"],
+                "mig",
+                d["profile"],
+                mig_fraction(d["profile"], model.get(d["gpu"])),
+                None if np.isnan(stotal[s]) else int(stotal[s]),
+            )
             if refresh or self._dims.get(("slice", d["slice_id"])) != row:
                 self._dims[("slice", d["slice_id"])] = row
                 slice_rows.append(row)
@@ -398,24 +496,50 @@ class DcgmMapper:
         last_seen = {d["host"]: _ts(max(gts[r], 0) or now) for r, d in enumerate(gpus)}
         if last_seen:
             hosts = sorted(last_seen)
-            out.append(make_batch("hosts", {
-                "host": hosts, "last_seen": [last_seen[h] for h in hosts],
-                "first_seen": [last_seen[h] for h in hosts],
-                "driver_version": [(host_rows.get(h) or self._dims[("host", h)])[1] for h in hosts],
-            }))
+            out.append(
+                make_batch(
+                    "hosts",
+                    {
+                        "host": hosts,
+                        "last_seen": [last_seen[h] for h in hosts],
+                        "first_seen": [last_seen[h] for h in hosts],
+                        "driver_version": [
+                            (host_rows.get(h) or self._dims[("host", h)])[1] for h in hosts
+                        ],
+                    },
+                )
+            )
         if gpu_rows:
             c = list(zip(*gpu_rows, strict=True))
-            out.append(make_batch("gpus", {
-                "gpu_uuid": c[0], "host": c[1], "gpu_index": c[2], "name": c[3], "pci_bus_id": c[4],
-                "mig_mode": pa.array(c[5], type=pa.bool_()), "mem_total_bytes": pa.array(c[6], type=pa.int64()),
-            }))
+            out.append(
+                make_batch(
+                    "gpus",
+                    {
+                        "gpu_uuid": c[0],
+                        "host": c[1],
+                        "gpu_index": c[2],
+                        "name": c[3],
+                        "pci_bus_id": c[4],
+                        "mig_mode": pa.array(c[5], type=pa.bool_()),
+                        "mem_total_bytes": pa.array(c[6], type=pa.int64()),
+                    },
+                )
+            )
         if slice_rows:
             c = list(zip(*slice_rows, strict=True))
-            out.append(make_batch("slices", {
-                "slice_id": c[0], "gpu_uuid": c[1], "kind": c[2], "profile": c[3],
-                "fraction": pa.array(c[4], type=pa.float64()),
-                "mem_total_bytes": pa.array(c[5], type=pa.int64()),
-            }))
+            out.append(
+                make_batch(
+                    "slices",
+                    {
+                        "slice_id": c[0],
+                        "gpu_uuid": c[1],
+                        "kind": c[2],
+                        "profile": c[3],
+                        "fraction": pa.array(c[4], type=pa.float64()),
+                        "mem_total_bytes": pa.array(c[5], type=pa.int64()),
+                    },
+                )
+            )
         return out
 
 

@@ -101,7 +101,9 @@ class FabricMapper:
                 if not host or not dev:
                     skipped.append(f"{self.source}: {name}: no host or device label, skipped")
                     continue
-                picked.append((i, (host, self.rules.kind(host), f"{dev}/{port}" if port else dev), None))
+                picked.append(
+                    (i, (host, self.rules.kind(host), f"{dev}/{port}" if port else dev), None)
+                )
             elif name in NVLINK_NAMES:
                 labels = snap.labels[i]
                 host = host_of(labels)
@@ -121,8 +123,16 @@ class FabricMapper:
             used += 1
             row = ports.get(key)
             if row is None:
-                row = ports[key] = {"gpu": gpu, "ts": 0.0, "tx": None, "rx": None, "rate": None,
-                                    "errors": None, "up": None, "err_parts": {}}
+                row = ports[key] = {
+                    "gpu": gpu,
+                    "ts": 0.0,
+                    "tx": None,
+                    "rx": None,
+                    "rate": None,
+                    "errors": None,
+                    "up": None,
+                    "err_parts": {},
+                }
             t, v = float(snap.ts[i]), float(snap.values[i])
             row["ts"] = max(row["ts"], t)
             if name in (IB_TX, IB_RX):
@@ -152,13 +162,25 @@ class FabricMapper:
         for r in rows:
             parts = r["err_parts"]
             # NULL when any part has no delta this time (first sight, reset)
-            errors.append(None if not parts or any(v is None for v in parts.values())
-                          else int(sum(parts.values())))
-        batch = make_batch("link_samples", {
-            "ts": [_ts(r["ts"]) for r in rows], "host": [k[0] for k in keys],
-            "kind": [k[1] for k in keys], "port": [k[2] for k in keys],
-            "gpu_uuid": [r["gpu"] for r in rows], "tx_bytes_per_s": [r["tx"] for r in rows],
-            "rx_bytes_per_s": [r["rx"] for r in rows], "line_rate_bytes_per_s": [r["rate"] for r in rows],
-            "errors": errors, "link_up": [r["up"] for r in rows], "source": [self.source] * len(rows),
-        })
+            errors.append(
+                None
+                if not parts or any(v is None for v in parts.values())
+                else int(sum(parts.values()))
+            )
+        batch = make_batch(
+            "link_samples",
+            {
+                "ts": [_ts(r["ts"]) for r in rows],
+                "host": [k[0] for k in keys],
+                "kind": [k[1] for k in keys],
+                "port": [k[2] for k in keys],
+                "gpu_uuid": [r["gpu"] for r in rows],
+                "tx_bytes_per_s": [r["tx"] for r in rows],
+                "rx_bytes_per_s": [r["rx"] for r in rows],
+                "line_rate_bytes_per_s": [r["rate"] for r in rows],
+                "errors": errors,
+                "link_up": [r["up"] for r in rows],
+                "source": [self.source] * len(rows),
+            },
+        )
         return FabricResult([batch], skipped, len(rows), used)

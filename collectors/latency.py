@@ -97,13 +97,16 @@ class LatencyMapper:
             endpoint = self._endpoint(labels, model)
             le = np.asarray(g["le"])
             if np.isnan(le).any():
-                skipped.append(f"{self.source}: {g['fam']} ({endpoint}): bucket with a bad `le`, skipped")
+                skipped.append(
+                    f"{self.source}: {g['fam']} ({endpoint}): bucket with a bad `le`, skipped"
+                )
                 continue
             d = self._hist.update(key, g["ts"], le, np.asarray(g["cum"]))
             if d.reason:
                 skipped.append(f"{self.source}: {g['fam']} ({endpoint}, {model}): {d.reason}")
-            e = agg.setdefault((endpoint, model), {"tenant": self._tenant(endpoint, labels),
-                                                   "ts": 0.0, "q": {}})
+            e = agg.setdefault(
+                (endpoint, model), {"tenant": self._tenant(endpoint, labels), "ts": 0.0, "q": {}}
+            )
             e["ts"] = max(e["ts"], g["ts"])
             if d.counts is None:
                 continue
@@ -114,19 +117,30 @@ class LatencyMapper:
                 cur[1] += d.counts
                 cur[2] = max(cur[2], d.dt)
             else:
-                skipped.append(f"{self.source}: {g['fam']} ({endpoint}): bucket layouts differ "
-                               "between series of one endpoint; one series left out")
+                skipped.append(
+                    f"{self.source}: {g['fam']} ({endpoint}): bucket layouts differ "
+                    "between series of one endpoint; one series left out"
+                )
         rows = []
         for (endpoint, model), e in agg.items():
             if not e["q"]:
                 continue
-            row = {"endpoint": endpoint, "model": model or None, "tenant": e["tenant"], "ts": e["ts"]}
+            row = {
+                "endpoint": endpoint,
+                "model": model or None,
+                "tenant": e["tenant"],
+                "ts": e["ts"],
+            }
             for q in QUANTITIES:
                 h = e["q"].get(q)
                 row[f"{q}_p50_ms"] = histogram_quantile(0.5, h[0], h[1]) if h else None
                 row[f"{q}_p99_ms"] = histogram_quantile(0.99, h[0], h[1]) if h else None
-            basis = next((e["q"][q] for q in ("e2e", "ttft") if q in e["q"]), None)  # one per request
-            row["requests_per_s"] = float(basis[1][-1]) / basis[2] if basis and basis[2] > 0 else None
+            basis = next(
+                (e["q"][q] for q in ("e2e", "ttft") if q in e["q"]), None
+            )  # one per request
+            row["requests_per_s"] = (
+                float(basis[1][-1]) / basis[2] if basis and basis[2] > 0 else None
+            )
             rows.append(row)
         batches = []
         if rows:

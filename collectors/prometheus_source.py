@@ -28,7 +28,13 @@ from urllib3.util.retry import Retry
 from collectors.base import Gathered, register
 from collectors.options import parse_options
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
-from collectors.promtext.series import MAX_LABELS, Snapshot, from_prometheus_result, matrix_steps, merge
+from collectors.promtext.series import (
+    MAX_LABELS,
+    Snapshot,
+    from_prometheus_result,
+    matrix_steps,
+    merge,
+)
 
 DEFAULT_SELECTORS = [
     # dcgm-exporter: classic and DCGM 4.6 names share the prefix
@@ -76,8 +82,12 @@ class PrometheusSource:
         self.o = o
         auth = (o.basic_auth_user, o.basic_auth_password) if o.basic_auth_user else None
         self.client = client or PrometheusConnect(
-            url=o.url, headers=dict(o.headers) or None, disable_ssl=not o.tls_verify, auth=auth,
-            timeout=o.timeout_s, retry=Retry(total=0),  # the next gather is the retry
+            url=o.url,
+            headers=dict(o.headers) or None,
+            disable_ssl=not o.tls_verify,
+            auth=auth,
+            timeout=o.timeout_s,
+            retry=Retry(total=0),  # the next gather is the retry
         )
         self.pipeline = TelemetryPipeline(o.name, o)
         self._last_ok: float | None = None
@@ -88,13 +98,16 @@ class PrometheusSource:
         return self.o.window_s or 2 * self.interval_s
 
     def _instant(self, selector: str) -> list[dict]:
-        return self.client.custom_query(f"{selector}[{int(max(self.window_s, 1))}s]",
-                                        timeout=self.o.timeout_s)
+        return self.client.custom_query(
+            f"{selector}[{int(max(self.window_s, 1))}s]", timeout=self.o.timeout_s
+        )
 
     def _range(self, selector: str, start: float, end: float) -> list[dict]:
         return self.client.custom_query_range(
-            selector, start_time=datetime.fromtimestamp(start, UTC),
-            end_time=datetime.fromtimestamp(end, UTC), step=f"{self.interval_s:g}s",
+            selector,
+            start_time=datetime.fromtimestamp(start, UTC),
+            end_time=datetime.fromtimestamp(end, UTC),
+            step=f"{self.interval_s:g}s",
             timeout=self.o.timeout_s,
         )
 
@@ -120,15 +133,20 @@ class PrometheusSource:
         ):
             out = await self.backfill(t)
         ok, failed = await self._run_all(self._instant)
-        snap = merge([from_prometheus_result(r, f"{self.o.url} {sel}", self.o.max_labels)
-                      for sel, r in ok])
+        snap = merge(
+            [from_prometheus_result(r, f"{self.o.url} {sel}", self.o.max_labels) for sel, r in ok]
+        )
         g = self.pipeline.map(snap, t)
         self._last_ok = t
         return Gathered(out.batches + g.batches, out.skipped + failed + g.skipped)
 
     async def backfill(self, t: float) -> Gathered:
         """Range-query history since the last good gather (at most backfill_s) and map it."""
-        start = t - self.o.backfill_s if self._last_ok is None else max(self._last_ok, t - self.o.backfill_s)
+        start = (
+            t - self.o.backfill_s
+            if self._last_ok is None
+            else max(self._last_ok, t - self.o.backfill_s)
+        )
         start = max(start, t - self.interval_s * (MAX_POINTS - 1))
         end = t - self.interval_s  # the live gather covers the newest interval
         if end <= start:

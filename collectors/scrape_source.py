@@ -105,10 +105,16 @@ class ScrapeSource:
         self.pipeline = TelemetryPipeline(o.name, o)
 
     async def fetch_all(self) -> list[Fetched]:
-        return list(await asyncio.gather(*(
-            asyncio.to_thread(fetch, t.url, self.o.timeout_s, self.o.max_body_bytes, self.o.tls_verify)
-            for t in self.targets
-        )))
+        return list(
+            await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        fetch, t.url, self.o.timeout_s, self.o.max_body_bytes, self.o.tls_verify
+                    )
+                    for t in self.targets
+                )
+            )
+        )
 
     async def gather(self, now: datetime) -> Gathered:
         fetched = await self.fetch_all()
@@ -120,8 +126,11 @@ class ScrapeSource:
                 continue
             netloc = urllib.parse.urlsplit(t.url).netloc
             labels = {"instance": netloc, **{str(k): str(v) for k, v in t.labels.items()}}
-            snaps.append(parse_exposition(f.text, t.url, now=f.at, extra_labels=labels,
-                                          max_labels=self.o.max_labels))
+            snaps.append(
+                parse_exposition(
+                    f.text, t.url, now=f.at, extra_labels=labels, max_labels=self.o.max_labels
+                )
+            )
         if fetched and all(f.text is None for f in fetched):
             raise RuntimeError(f"scrape: no target answered ({skipped[0]})")
         g = self.pipeline.map(merge(snaps), _epoch(now))
@@ -141,5 +150,7 @@ def _scrape_from_config(options: Mapping[str, Any], where: str) -> ScrapeSource:
     o = parse_options(ScrapeOptions, options, where)
     if not o.targets:
         raise OptionsError(f"{where}: key 'targets' needs at least one {{url = ...}}")
-    targets = [parse_options(ScrapeTarget, t, f"{where} targets[{i}]") for i, t in enumerate(o.targets)]
+    targets = [
+        parse_options(ScrapeTarget, t, f"{where} targets[{i}]") for i, t in enumerate(o.targets)
+    ]
     return ScrapeSource(o, targets)

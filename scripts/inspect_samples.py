@@ -39,16 +39,25 @@ def describe(name: str, snap, label: str) -> None:
     why, lines = Counter(), Counter()
     for s in snap.skipped:
         reason = s.split(": ", 1)[1] if ": " in s else s
-        (lines if reason.startswith(("line ", "truncated", "body is", "empty")) else why)[reason] += 1
+        (lines if reason.startswith(("line ", "truncated", "body is", "empty")) else why)[
+            reason
+        ] += 1
     for k, n in r.dropped.items():
         why[k] += n
     print(f"\n{name}{label}")
-    print(f"  GPUs {r.gpus}: " + ", ".join(f"{g['gpu_uuid'][:12]}..@{g['host']}" for g in t.get("gpus", [])))
-    print(f"  slices {r.slices}: " + ", ".join(
-        f"{s['slice_id'].split('/')[-1]} {s['profile']}" for s in t.get("slices", [])))
+    print(
+        f"  GPUs {r.gpus}: "
+        + ", ".join(f"{g['gpu_uuid'][:12]}..@{g['host']}" for g in t.get("gpus", []))
+    )
+    print(
+        f"  slices {r.slices}: "
+        + ", ".join(f"{s['slice_id'].split('/')[-1]} {s['profile']}" for s in t.get("slices", []))
+    )
     print(f"  tenants: {', '.join(tenants) or '-'}")
-    print(f"  series found {len(snap) + sum(1 for s in snap.skipped if 'sample skipped' in s)}, "
-          f"used {r.used}, dropped {sum(why.values())}")
+    print(
+        f"  series found {len(snap) + sum(1 for s in snap.skipped if 'sample skipped' in s)}, "
+        f"used {r.used}, dropped {sum(why.values())}"
+    )
     for k, n in sorted(why.items()):
         print(f"    - {n} x {k}")
     for k, n in sorted(lines.items()):
@@ -64,10 +73,15 @@ def main() -> int:
     for path in sorted(dcgm.glob("*/*")):
         rel = path.relative_to(dcgm)
         if path.suffix == ".csv":
-            fields = [ln.split(",")[0].strip() for ln in path.read_text().splitlines()
-                      if ln.strip() and not ln.startswith("#")]
-            print(f"\n{rel}: a counter list, not a scrape ({len(fields)} enabled fields); "
-                  "tests/test_dcgm_samples.py checks each is mapped or dropped with a reason")
+            fields = [
+                ln.split(",")[0].strip()
+                for ln in path.read_text().splitlines()
+                if ln.strip() and not ln.startswith("#")
+            ]
+            print(
+                f"\n{rel}: a counter list, not a scrape ({len(fields)} enabled fields); "
+                "tests/test_dcgm_samples.py checks each is mapped or dropped with a reason"
+            )
             continue
         if path.suffix == ".json":
             continue
@@ -81,8 +95,11 @@ def main() -> int:
         for p in jsons:
             doc = json.loads(p.read_text())
             snaps.append(from_prometheus_result(doc["data"]["result"], p.name))
-        describe(f"{jsons[0].parent.name}/prom-api-query-*.json ({len(jsons)} Prometheus API answers)",
-                 merge(snaps), "")
+        describe(
+            f"{jsons[0].parent.name}/prom-api-query-*.json ({len(jsons)} Prometheus API answers)",
+            merge(snaps),
+            "",
+        )
     for path in sorted((base / "vllm").glob("*.txt")):
         snap = parse_exposition(path.read_text(), path.name, now=NOW, complete=True)
         m = LatencyMapper("inspect")
@@ -91,14 +108,21 @@ def main() -> int:
         rows = [row for b in r.batches for row in b.data.to_pylist()]
         fams = Counter(n.rsplit("_bucket", 1)[0] for n in snap.names if n.endswith("_bucket"))
         print(f"\nvllm/{path.name}")
-        print(f"  series found {len(snap)}, latency buckets used {r.used} "
-              f"({', '.join(f for f in fams if is_latency_bucket(f + '_bucket'))})")
+        print(
+            f"  series found {len(snap)}, latency buckets used {r.used} "
+            f"({', '.join(f for f in fams if is_latency_bucket(f + '_bucket'))})"
+        )
         eps = ", ".join(f"{x['endpoint']} ({x['model']})" for x in rows)
-        print(f"  endpoints/models: {eps}; "
-              f"tenant: {rows[0]['tenant'] if rows else '-'}; "
-              f"itl_p99_ms over two reads: {rows[0]['itl_p99_ms'] if rows else '-'} (all counts are 0)")
-        print(f"  not latency (not read): {len(snap) - r.used} series of "
-              f"{len({n for n in snap.names})} names; skipped: {len(snap.skipped)}")
+        print(
+            f"  endpoints/models: {eps}; "
+            f"tenant: {rows[0]['tenant'] if rows else '-'}; "
+            f"itl_p99_ms over two reads: {rows[0]['itl_p99_ms'] if rows else '-'} "
+            "(all counts are 0)"
+        )
+        print(
+            f"  not latency (not read): {len(snap) - r.used} series of "
+            f"{len({n for n in snap.names})} names; skipped: {len(snap.skipped)}"
+        )
     return 0
 
 

@@ -16,11 +16,16 @@ def truth_inventory(model: SimModel, hosts: list[str]) -> dict:
     f = model.fleet
     tenants = [t[0] for t in TENANTS]
     hidx = {f.host.index(h) for h in hosts}
-    gpus = {f.gpu_uuid[g]: (f.host[f.gpu_host_idx[g]], int(f.gpu_index[g]), bool(f.gpu_mig[g]))
-            for g in range(f.n_gpus) if f.gpu_host_idx[g] in hidx}
-    slices = {f.slice_id[s]: (f.slice_profile[s], float(f.slice_fraction[s]))
-              for s in range(len(f.slice_id))
-              if f.slice_kind[s] == "mig" and f.gpu_host_idx[f.slice_gpu_idx[s]] in hidx}
+    gpus = {
+        f.gpu_uuid[g]: (f.host[f.gpu_host_idx[g]], int(f.gpu_index[g]), bool(f.gpu_mig[g]))
+        for g in range(f.n_gpus)
+        if f.gpu_host_idx[g] in hidx
+    }
+    slices = {
+        f.slice_id[s]: (f.slice_profile[s], float(f.slice_fraction[s]))
+        for s in range(len(f.slice_id))
+        if f.slice_kind[s] == "mig" and f.gpu_host_idx[f.slice_gpu_idx[s]] in hidx
+    }
     assign = {}
     for g in range(f.n_gpus):
         if f.gpu_host_idx[g] in hidx and f.gpu_tenant[g] >= 0:
@@ -31,8 +36,9 @@ def truth_inventory(model: SimModel, hosts: list[str]) -> dict:
     return {"gpus": gpus, "slices": slices, "assignments": assign}
 
 
-def interval_quantile_truth(model: SimModel, e: int, t0: int, t1: int, q: float = 0.99,
-                            what: str = "itl") -> float:
+def interval_quantile_truth(
+    model: SimModel, e: int, t0: int, t1: int, q: float = 0.99, what: str = "itl"
+) -> float:
     """The simulator's q-quantile (ms) of endpoint e's latency over ticks t0+1 .. t1.
 
     Each second holds a log-normal with that second's p50/p99; an interval holds

@@ -14,12 +14,14 @@ T0 = 1_790_000_000.0
 
 def ib_text(tx: float, rx: float, errs: float, state: int = 4, downs: float = 0) -> str:
     lab = 'device="mlx5_0",port="1"'
-    return (f"node_infiniband_port_data_transmitted_bytes_total{{{lab}}} {tx}\n"
-            f"node_infiniband_port_data_received_bytes_total{{{lab}}} {rx}\n"
-            f"node_infiniband_port_errors_received_total{{{lab}}} {errs}\n"
-            f"node_infiniband_link_downed_total{{{lab}}} {downs}\n"
-            f"node_infiniband_state_id{{{lab}}} {state}\n"
-            f"node_infiniband_rate_bytes_per_second{{{lab}}} 5e10\n")
+    return (
+        f"node_infiniband_port_data_transmitted_bytes_total{{{lab}}} {tx}\n"
+        f"node_infiniband_port_data_received_bytes_total{{{lab}}} {rx}\n"
+        f"node_infiniband_port_errors_received_total{{{lab}}} {errs}\n"
+        f"node_infiniband_link_downed_total{{{lab}}} {downs}\n"
+        f"node_infiniband_state_id{{{lab}}} {state}\n"
+        f"node_infiniband_rate_bytes_per_second{{{lab}}} 5e10\n"
+    )
 
 
 def snap(text: str, t: float, instance: str = "hgx-03-n1:9100"):
@@ -66,11 +68,16 @@ def test_nvlink_from_dcgm_once_per_gpu_on_mig():
     text = "".join(
         f'DCGM_FI_PROF_NVLINK_TX_BYTES{{{base},GPU_I_ID="{gi}"}} {tx}\n'
         f'DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL{{{base},GPU_I_ID="{gi}"}} {err}\n'
-        for gi, tx, err in ((3, 7e9, 40), (1, 5e9, 40)))
+        for gi, tx, err in ((3, 7e9, 40), (1, 5e9, 40))
+    )
     m = FabricMapper("dcgm")
     (row,) = links(m.map(parse_exposition(text, "dcgm", now=T0)))
     assert (row["kind"], row["port"], row["gpu_uuid"], row["tx_bytes_per_s"]) == (
-        "nvlink", "nvlink-gpu2", "GPU-x", 5e9)  # the lowest instance's copy, not a sum
+        "nvlink",
+        "nvlink-gpu2",
+        "GPU-x",
+        5e9,
+    )  # the lowest instance's copy, not a sum
     (row,) = links(m.map(parse_exposition(text.replace(" 40\n", " 55\n"), "dcgm", now=T0 + 1)))
     assert row["errors"] == 15
 
@@ -81,7 +88,11 @@ def test_sim_node_exporter_rates_equal_the_simulator():
     m = FabricMapper("sim")
     node = next(t for t in exp.targets() if t.kind == "node")
     f = model.fleet
-    li = {f.link_port[i]: i for i in range(len(f.link_port)) if f.host[f.link_host_idx[i]] == "hgx-04-n1"}
+    li = {
+        f.link_port[i]: i
+        for i in range(len(f.link_port))
+        if f.host[f.link_host_idx[i]] == "hgx-04-n1"
+    }
     for t in (int(T0) + 235, int(T0) + 238, int(T0) + 243):
         exp.advance(t)
         r = m.map(parse_exposition(exp.render(node.path), "sim", extra_labels=node.labels))

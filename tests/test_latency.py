@@ -15,8 +15,27 @@ from tests.upstream_samples import upstream
 
 T0 = 1_774_011_500.0
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-ITL_LE = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-          10.0, 20.0, 40.0, 80.0]
+ITL_LE = [
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+]
 
 
 def vllm_text() -> str:
@@ -29,20 +48,27 @@ def lat_rows(result):
 
 def with_itl_counts(text: str, counts: dict[float, float]) -> str:
     """The real scrape with its ITL buckets set to `counts` (cumulative, by bound)."""
+
     def sub(m: re.Match) -> str:
         le = m.group(1)
         bound = float("inf") if le == "+Inf" else float(le)
         return m.group(0).rsplit(" ", 1)[0] + " " + repr(float(counts.get(bound, 0.0)))
-    return re.sub(r'(?m)^vllm:inter_token_latency_seconds_bucket\{engine="0",le="([^"]+)"[^}]*\} \S+$',
-                  sub, text)
+
+    return re.sub(
+        r'(?m)^vllm:inter_token_latency_seconds_bucket\{engine="0",le="([^"]+)"[^}]*\} \S+$',
+        sub,
+        text,
+    )
 
 
 def test_real_vllm_scrape_families_labels_and_buckets():
     snap = parse_exposition(vllm_text(), "vllm", now=T0, complete=True)
     assert snap.skipped == []
-    itl = [(float(lab["le"]), lab["model_name"], lab["engine"])
-           for n, lab in zip(snap.names, snap.labels, strict=True)
-           if n == "vllm:inter_token_latency_seconds_bucket"]
+    itl = [
+        (float(lab["le"]), lab["model_name"], lab["engine"])
+        for n, lab in zip(snap.names, snap.labels, strict=True)
+        if n == "vllm:inter_token_latency_seconds_bucket"
+    ]
     assert [x[0] for x in itl] == [*ITL_LE, float("inf")]
     assert {(x[1], x[2]) for x in itl} == {(MODEL, "0")}
     assert "vllm:time_per_output_token_seconds_bucket" not in snap.names  # removed upstream
@@ -71,8 +97,9 @@ def test_quantiles_from_deltas_on_the_real_bucket_layout():
     assert row["tenant"] == "kestrel-labs"
     # the next interval only counts what happened since: 10 more, all in (200, 300] ms
     cum2 = {k: v + (10 if k >= 0.3 else 0) for k, v in cum.items()}
-    (row2,) = lat_rows(m.map(parse_exposition(with_itl_counts(base, cum2), "vllm", now=T0 + 20,
-                                              complete=True)))
+    (row2,) = lat_rows(
+        m.map(parse_exposition(with_itl_counts(base, cum2), "vllm", now=T0 + 20, complete=True))
+    )
     assert row2["itl_p50_ms"] == pytest.approx(250.0) and row2["itl_p99_ms"] == pytest.approx(299.0)
 
 
@@ -86,25 +113,42 @@ def hist(name: str, labels: str, cum: dict[str, float]) -> str:
 def test_engines_of_one_endpoint_are_summed_before_the_quantile():
     m = LatencyMapper("x")
     lab = 'model_name="m",service="chat",namespace="acme"'
+
     def text(a, b):
-        return (hist("vllm:inter_token_latency_seconds", f'engine="0",{lab}', a)
-                + hist("vllm:inter_token_latency_seconds", f'engine="1",{lab}', b))
+        return hist("vllm:inter_token_latency_seconds", f'engine="0",{lab}', a) + hist(
+            "vllm:inter_token_latency_seconds", f'engine="1",{lab}', b
+        )
+
     zero = {"0.01": 0, "0.02": 0, "+Inf": 0}
     m.map(parse_exposition(text(zero, zero), "x", now=T0))
     # engine 0 saw 98 fast gaps, engine 1 two slow ones: together p99 is in the slow bucket
-    (row,) = lat_rows(m.map(parse_exposition(
-        text({"0.01": 98, "0.02": 98, "+Inf": 98}, {"0.01": 0, "0.02": 2, "+Inf": 2}), "x", now=T0 + 1)))
+    (row,) = lat_rows(
+        m.map(
+            parse_exposition(
+                text({"0.01": 98, "0.02": 98, "+Inf": 98}, {"0.01": 0, "0.02": 2, "+Inf": 2}),
+                "x",
+                now=T0 + 1,
+            )
+        )
+    )
     assert (row["endpoint"], row["tenant"]) == ("chat", "acme")
     assert row["itl_p99_ms"] == pytest.approx(10 + 10 * (99 - 98) / 2)
 
 
 def test_dynamo_and_triton_histograms_are_read():
     m = LatencyMapper("x")
+
     def text(n):
-        return (hist("dynamo_frontend_inter_token_latency_seconds", 'model="llama",job="dyn"',
-                     {"0.01": n, "0.02": 2 * n, "+Inf": 2 * n})
-                + hist("nv_inference_first_response_histogram_ms", 'model="resnet",version="1"',
-                       {"10": 0, "100": n, "+Inf": n}))
+        return hist(
+            "dynamo_frontend_inter_token_latency_seconds",
+            'model="llama",job="dyn"',
+            {"0.01": n, "0.02": 2 * n, "+Inf": 2 * n},
+        ) + hist(
+            "nv_inference_first_response_histogram_ms",
+            'model="resnet",version="1"',
+            {"10": 0, "100": n, "+Inf": n},
+        )
+
     m.map(parse_exposition(text(0), "x", now=T0))
     rows = {r["endpoint"]: r for r in lat_rows(m.map(parse_exposition(text(10), "x", now=T0 + 2)))}
     assert rows["dyn"]["model"] == "llama" and rows["dyn"]["itl_p50_ms"] == pytest.approx(10.0)
@@ -119,17 +163,25 @@ def test_counters_going_backwards_are_a_reason_and_a_new_baseline():
     m.map(parse_exposition(hist(name, lab, {"0.01": 50, "+Inf": 100}), "x", now=T0))
     r = m.map(parse_exposition(hist(name, lab, {"0.01": 5, "+Inf": 10}), "x", now=T0 + 1))
     assert lat_rows(r) == []
-    assert r.skipped == ["x: vllm:inter_token_latency_seconds (m, m): histogram counters went "
-                         "backwards (restart?): new baseline"]
+    assert r.skipped == [
+        "x: vllm:inter_token_latency_seconds (m, m): histogram counters went "
+        "backwards (restart?): new baseline"
+    ]
     r = m.map(parse_exposition(hist(name, lab, {"0.01": 15, "+Inf": 20}), "x", now=T0 + 2))
     (row,) = lat_rows(r)
     assert r.skipped == [] and row["itl_p50_ms"] == pytest.approx(5.0)
 
 
-@pytest.mark.parametrize(("cum", "reason"), [
-    ({"0.01": 5, "0.02": 10}, "histogram without its +Inf bucket: skipped"),
-    ({"0.01": 5, "0.02": 3, "+Inf": 10}, "histogram buckets not cumulative (missing buckets?): skipped"),
-])
+@pytest.mark.parametrize(
+    ("cum", "reason"),
+    [
+        ({"0.01": 5, "0.02": 10}, "histogram without its +Inf bucket: skipped"),
+        (
+            {"0.01": 5, "0.02": 3, "+Inf": 10},
+            "histogram buckets not cumulative (missing buckets?): skipped",
+        ),
+    ],
+)
 def test_broken_histograms_are_skipped_with_a_reason(cum, reason):
     m = LatencyMapper("x")
     name, lab = "vllm:inter_token_latency_seconds", 'model_name="m"'
@@ -144,8 +196,9 @@ def test_buckets_missing_since_last_gather_reset_the_baseline():
     m.map(parse_exposition(hist(name, lab, {"0.01": 1, "0.02": 2, "+Inf": 3}), "x", now=T0))
     r = m.map(parse_exposition(hist(name, lab, {"0.01": 2, "+Inf": 6}), "x", now=T0 + 1))
     assert lat_rows(r) == []
-    assert r.skipped == [f"x: {name} (m, m): bucket layout changed (3 -> 2 buckets, missing "
-                         "buckets?): new baseline"]
+    assert r.skipped == [
+        f"x: {name} (m, m): bucket layout changed (3 -> 2 buckets, missing buckets?): new baseline"
+    ]
 
 
 def test_histogram_quantile_edges():

@@ -35,8 +35,12 @@ def test_every_endpoint_p99_itl_within_5_percent_of_the_simulator():
     prev = None
     for t in range(T0 + 100, T0 + 160, 5):  # 5 s gathers across the surge's start
         exp.advance(t)
-        snap = merge([parse_exposition(exp.render(v.path), v.path, now=t, extra_labels=v.labels)
-                      for v in vllm])
+        snap = merge(
+            [
+                parse_exposition(exp.render(v.path), v.path, now=t, extra_labels=v.labels)
+                for v in vllm
+            ]
+        )
         r = m.map(snap)
         assert r.skipped == []
         for b in r.batches:

@@ -31,9 +31,9 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
     model = SimModel(start=float(int(now) - 130))
     with SimExporters(model, HOSTS) as exp:
         targets = exp.targets()
-        prom = prometheus_server([
-            ScrapeTarget(f"127.0.0.1:{exp.port}", t.path, t.labels) for t in targets
-        ])
+        prom = prometheus_server(
+            [ScrapeTarget(f"127.0.0.1:{exp.port}", t.path, t.labels) for t in targets]
+        )
         truth = truth_inventory(model, HOSTS)
         n_series = sum(1 for g in truth["gpus"].values() if not g[2]) + len(truth["slices"])
         assert prom.wait_for_series("DCGM_FI_DEV_GPU_TEMP", n_series) == n_series
@@ -52,10 +52,15 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
             await src.close()
         assert src.backfilled_steps >= 2
         # a gap (no good gather for > 3 intervals) is filled from the range API
-        src2 = PrometheusSource(PrometheusOptions(
-            url=prom.url, name="gap", interval_s=1.0, backfill_s=5.0,
-            selectors=['{__name__=~"DCGM_FI_DEV_GPU_TEMP"}', "{bad selector"],
-        ))
+        src2 = PrometheusSource(
+            PrometheusOptions(
+                url=prom.url,
+                name="gap",
+                interval_s=1.0,
+                backfill_s=5.0,
+                selectors=['{__name__=~"DCGM_FI_DEV_GPU_TEMP"}', "{bad selector"],
+            )
+        )
         g = await src2.gather(datetime.now(UTC))
         assert 3 <= src2.backfilled_steps <= 5
         assert any(s.startswith(f"{prom.url}: query {{bad selector failed") for s in g.skipped)
@@ -66,21 +71,30 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
         con = store.cursor()
 
         # inventory: GPUs, MIG slices and tenant assignments are the simulator's
-        gpus = {r[0]: (r[1], r[2], r[3]) for r in con.execute(
-            "SELECT gpu_uuid, host, gpu_index, mig_mode FROM gpus").fetchall()}
+        gpus = {
+            r[0]: (r[1], r[2], r[3])
+            for r in con.execute("SELECT gpu_uuid, host, gpu_index, mig_mode FROM gpus").fetchall()
+        }
         assert gpus == truth["gpus"]
-        slices = {r[0]: (r[1], r[2]) for r in con.execute(
-            "SELECT slice_id, profile, fraction FROM slices").fetchall()}
+        slices = {
+            r[0]: (r[1], r[2])
+            for r in con.execute("SELECT slice_id, profile, fraction FROM slices").fetchall()
+        }
         assert slices == truth["slices"]
-        assign = {(r[0], r[1]): r[2] for r in con.execute(
-            "SELECT gpu_uuid, slice_id, tenant FROM assignments WHERE valid_to IS NULL").fetchall()}
+        assign = {
+            (r[0], r[1]): r[2]
+            for r in con.execute(
+                "SELECT gpu_uuid, slice_id, tenant FROM assignments WHERE valid_to IS NULL"
+            ).fetchall()
+        }
         assert assign == truth["assignments"]
 
         # every stored GPU sample holds the simulator's values at its timestamp
         f = model.fleet
         gi = {u: i for i, u in enumerate(f.gpu_uuid)}
-        rows = con.execute("SELECT ts, gpu_uuid, power_w, temp_c, util_pct, mem_used_bytes "
-                           "FROM gpu_samples").fetchall()
+        rows = con.execute(
+            "SELECT ts, gpu_uuid, power_w, temp_c, util_pct, mem_used_bytes FROM gpu_samples"
+        ).fetchall()
         assert len(rows) >= 4 * len(truth["gpus"])
         for ts, uuid, power, temp, util, mem in rows:
             st = model.state(_epoch(ts))
@@ -93,13 +107,17 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
                 assert util == pytest.approx(st.gpu_util_pct[g], rel=1e-9)
                 assert abs(mem - st.gpu_mem_used_bytes[g]) <= (1 << 20)
         si = {s: i for i, s in enumerate(f.slice_id)}
-        for ts, sid, util in con.execute("SELECT ts, slice_id, util_pct FROM slice_samples").fetchall():
+        for ts, sid, util in con.execute(
+            "SELECT ts, slice_id, util_pct FROM slice_samples"
+        ).fetchall():
             assert util == pytest.approx(model.state(_epoch(ts)).slice_util_pct[si[sid]], rel=1e-9)
 
         # InfiniBand rates from counters = the simulator's mean rate over the interval
         li = {(f.host[f.link_host_idx[i]], f.link_port[i]): i for i in range(len(f.link_port))}
-        ib = con.execute("SELECT host, port, ts, tx_bytes_per_s FROM link_samples "
-                         "WHERE kind = 'ib' ORDER BY host, port, ts").fetchall()
+        ib = con.execute(
+            "SELECT host, port, ts, tx_bytes_per_s FROM link_samples "
+            "WHERE kind = 'ib' ORDER BY host, port, ts"
+        ).fetchall()
         checked = 0
         for (h0, p0, t0, _), (h1, p1, t1, tx) in zip(ib, ib[1:], strict=False):
             if (h0, p0) != (h1, p1) or tx is None:
@@ -111,8 +129,10 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
         assert checked >= 8
 
         # p99 inter-token latency per tenant within 5% of the simulator's
-        lat = con.execute("SELECT tenant, endpoint, ts, itl_p99_ms FROM latency_samples "
-                          "WHERE source = 'prometheus' ORDER BY endpoint, ts").fetchall()
+        lat = con.execute(
+            "SELECT tenant, endpoint, ts, itl_p99_ms FROM latency_samples "
+            "WHERE source = 'prometheus' ORDER BY endpoint, ts"
+        ).fetchall()
         ep_index = {e[0]: i for i, e in enumerate(ENDPOINTS)}
         tenants_seen = set()
         prev: dict[str, float] = {}

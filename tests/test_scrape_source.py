@@ -20,10 +20,15 @@ from tests.simfleet_truth import HOSTS, truth_inventory
 
 
 def gpu_lines(uuid: str, host: str, power: float) -> str:
-    lab = f'gpu="0",UUID="{uuid}",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",Hostname="{host}"'
-    return (f"DCGM_FI_DEV_POWER_USAGE{{{lab}}} {power}\n"
-            f"DCGM_FI_DEV_GPU_TEMP{{{lab}}} 40\n"
-            f"DCGM_FI_DEV_GPU_UTIL{{{lab}}} 50\n")
+    lab = (
+        f'gpu="0",UUID="{uuid}",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",'
+        f'Hostname="{host}"'
+    )
+    return (
+        f"DCGM_FI_DEV_POWER_USAGE{{{lab}}} {power}\n"
+        f"DCGM_FI_DEV_GPU_TEMP{{{lab}}} 40\n"
+        f"DCGM_FI_DEV_GPU_UTIL{{{lab}}} 50\n"
+    )
 
 
 class BadServer:
@@ -36,8 +41,9 @@ class BadServer:
             "/good": gpu_lines("GPU-good", "h-good", 100.0),
             "/html": "<!DOCTYPE html><html><body>Sign in</body></html>",
             "/trunc": gpu_lines("GPU-trunc", "h-trunc", 200.0) + 'DCGM_FI_DEV_GPU_TEMP{gpu="0",UUI',
-            "/nan": gpu_lines("GPU-nan", "h-nan", 300.0).replace(" 40\n", " NaN\n").replace(
-                " 50\n", " +Inf\n"),
+            "/nan": gpu_lines("GPU-nan", "h-nan", 300.0)
+            .replace(" 40\n", " NaN\n")
+            .replace(" 50\n", " +Inf\n"),
             "/labels60": gpu_lines("GPU-wide", "h-wide", 400.0)
             + f"DCGM_FI_DEV_GPU_TEMP{{{many}}} 1\n",
             "/hist": 'vllm:inter_token_latency_seconds_bucket{model_name="m",le="0.1"} 5\n',
@@ -51,8 +57,10 @@ class BadServer:
                 if self.path == "/ib":
                     server.ib_calls += 1
                     v = 1e12 if server.ib_calls == 1 else 5e9
-                    body = (f'node_infiniband_port_data_transmitted_bytes_total{{device="mlx5_0",'
-                            f'port="1"}} {v}\n')
+                    body = (
+                        f'node_infiniband_port_data_transmitted_bytes_total{{device="mlx5_0",'
+                        f'port="1"}} {v}\n'
+                    )
                 elif self.path == "/500":
                     self.send_error(500, "exporter broke")
                     return
@@ -91,10 +99,18 @@ def bad_server():
 
 async def test_bad_scrapes_are_skipped_with_reasons_and_the_rest_is_kept(bad_server):
     paths = ["/good", "/html", "/trunc", "/nan", "/labels60", "/hist", "/slow", "/500", "/ib"]
-    src = build_source("scrape", {
-        "name": "bad", "interval_s": 1.0, "timeout_s": 0.5,
-        "targets": [{"url": bad_server.url + p, "labels": {"instance": "node-ib"}} for p in paths],
-    }, "test [[sources]] #1")
+    src = build_source(
+        "scrape",
+        {
+            "name": "bad",
+            "interval_s": 1.0,
+            "timeout_s": 0.5,
+            "targets": [
+                {"url": bad_server.url + p, "labels": {"instance": "node-ib"}} for p in paths
+            ],
+        },
+        "test [[sources]] #1",
+    )
     assert isinstance(src, ScrapeSource)
     store = Store.open(":memory:")
     first = await src.gather(datetime.now(UTC))
@@ -105,25 +121,40 @@ async def test_bad_scrapes_are_skipped_with_reasons_and_the_rest_is_kept(bad_ser
     u = bad_server.url
     assert f"{u}/html: body is HTML, not metrics; scrape skipped" in reasons
     assert f"{u}/trunc: truncated body, partial last line dropped" in reasons
-    assert f"{u}/nan: DCGM_FI_DEV_GPU_TEMP{{Hostname=h-nan,gpu=0,device=nvidia0}}: value nan, sample skipped" in reasons
-    assert f"{u}/nan: DCGM_FI_DEV_GPU_UTIL{{Hostname=h-nan,gpu=0,device=nvidia0}}: value inf, sample skipped" in reasons
+    assert (
+        f"{u}/nan: DCGM_FI_DEV_GPU_TEMP{{Hostname=h-nan,gpu=0,device=nvidia0}}: value nan, "
+        "sample skipped" in reasons
+    )
+    assert (
+        f"{u}/nan: DCGM_FI_DEV_GPU_UTIL{{Hostname=h-nan,gpu=0,device=nvidia0}}: value inf, "
+        "sample skipped" in reasons
+    )
     assert f"{u}/labels60: DCGM_FI_DEV_GPU_TEMP: 61 labels (limit 40), series skipped" in reasons
     assert f"{u}/slow: timed out after 0.5 s" in reasons
     assert f"{u}/500: HTTP 500" in reasons
     assert "histogram without its +Inf bucket" in reasons
     assert any("counter went backwards (1e+12 -> 5e+09)" in s for s in second.skipped)
     # every good sample of every target was kept
-    rows = dict(store.cursor().execute(
-        "SELECT gpu_uuid, max(power_w) FROM gpu_samples GROUP BY 1").fetchall())
+    rows = dict(
+        store.cursor()
+        .execute("SELECT gpu_uuid, max(power_w) FROM gpu_samples GROUP BY 1")
+        .fetchall()
+    )
     assert rows == {"GPU-good": 100.0, "GPU-trunc": 200.0, "GPU-nan": 300.0, "GPU-wide": 400.0}
-    temps = dict(store.cursor().execute("SELECT gpu_uuid, max(temp_c) FROM gpu_samples GROUP BY 1").fetchall())
+    temps = dict(
+        store.cursor()
+        .execute("SELECT gpu_uuid, max(temp_c) FROM gpu_samples GROUP BY 1")
+        .fetchall()
+    )
     assert temps["GPU-nan"] is None and temps["GPU-trunc"] == 40.0
     await src.close()
 
 
 async def test_all_targets_down_is_one_error():
     src = ScrapeSource(ScrapeOptions(timeout_s=0.5), [ScrapeTarget("http://127.0.0.1:9/metrics")])
-    with pytest.raises(RuntimeError, match=r"scrape: no target answered \(http://127.0.0.1:9/metrics: "):
+    with pytest.raises(
+        RuntimeError, match=r"scrape: no target answered \(http://127.0.0.1:9/metrics: "
+    ):
         await src.gather(datetime.now(UTC))
 
 
@@ -152,9 +183,15 @@ async def test_direct_scrape_of_the_simulated_exporters_matches_the_simulator():
     truth = truth_inventory(model, HOSTS)
     con = store.cursor()
     assert {r[0] for r in con.execute("SELECT gpu_uuid FROM gpus").fetchall()} == set(truth["gpus"])
-    assert {r[0] for r in con.execute("SELECT slice_id FROM slices").fetchall()} == set(truth["slices"])
-    got = {(r[0], r[1]): r[2] for r in con.execute(
-        "SELECT gpu_uuid, slice_id, tenant FROM assignments").fetchall()}
+    assert {r[0] for r in con.execute("SELECT slice_id FROM slices").fetchall()} == set(
+        truth["slices"]
+    )
+    got = {
+        (r[0], r[1]): r[2]
+        for r in con.execute("SELECT gpu_uuid, slice_id, tenant FROM assignments").fetchall()
+    }
     assert got == truth["assignments"]
-    n_lat = con.execute("SELECT count(*) FROM latency_samples WHERE itl_p99_ms IS NOT NULL").fetchone()[0]
+    n_lat = con.execute(
+        "SELECT count(*) FROM latency_samples WHERE itl_p99_ms IS NOT NULL"
+    ).fetchone()[0]
     assert n_lat == 5  # one interval, five endpoints

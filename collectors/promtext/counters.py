@@ -81,7 +81,9 @@ class HistogramTracker:
             return HistDelta(None, None, 0.0, "histogram without its +Inf bucket: skipped")
         if np.any(np.diff(cum) < 0):
             self._prev.pop(key, None)
-            return HistDelta(None, None, 0.0, "histogram buckets not cumulative (missing buckets?): skipped")
+            return HistDelta(
+                None, None, 0.0, "histogram buckets not cumulative (missing buckets?): skipped"
+            )
         prev = self._prev.get(key)
         if prev is None:
             self._prev[key] = (ts, le, cum)
@@ -92,9 +94,16 @@ class HistogramTracker:
             return HistDelta(None, None, 0.0)
         self._prev[key] = (ts, le, cum)
         if len(ple) != len(le) or np.any(ple != le):
-            return HistDelta(None, None, dt, f"bucket layout changed ({len(ple)} -> {len(le)} buckets, "
-                             "missing buckets?): new baseline")
+            return HistDelta(
+                None,
+                None,
+                dt,
+                f"bucket layout changed ({len(ple)} -> {len(le)} buckets, "
+                "missing buckets?): new baseline",
+            )
         d = cum - pcum
         if np.any(d < 0):
-            return HistDelta(None, None, dt, "histogram counters went backwards (restart?): new baseline")
+            return HistDelta(
+                None, None, dt, "histogram counters went backwards (restart?): new baseline"
+            )
         return HistDelta(le, d, dt)

@@ -81,7 +81,11 @@ def _add_families(text: str, b: SnapshotBuilder, now: float, extra: dict[str, st
 
 
 def _line_by_line(
-    lines: list[str], prev: SnapshotBuilder, now: float, extra: dict[str, str], where: str,
+    lines: list[str],
+    prev: SnapshotBuilder,
+    now: float,
+    extra: dict[str, str],
+    where: str,
     max_labels: int,
 ) -> SnapshotBuilder:
     b = SnapshotBuilder(where, max_labels)

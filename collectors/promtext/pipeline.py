@@ -23,23 +23,35 @@ class TelemetryOptions:
     tenant_by_namespace: dict = field(default_factory=dict)  # k8s namespace -> tenant
     tenant_by_target: dict = field(default_factory=dict)  # GPU UUID, slice id or host -> tenant
     tenant_by_endpoint: dict = field(default_factory=dict)  # inference endpoint -> tenant
-    exporter_namespaces: list[str] = field(default_factory=lambda: list(DEFAULT_EXPORTER_NAMESPACES))
+    exporter_namespaces: list[str] = field(
+        default_factory=lambda: list(DEFAULT_EXPORTER_NAMESPACES)
+    )
     endpoint_label: str = "service"  # label naming an inference endpoint (then `job`, then model)
-    link_kind_by_host: dict = field(default_factory=dict)  # host pattern -> "roce" / "efa" (default ib)
+    link_kind_by_host: dict = field(
+        default_factory=dict
+    )  # host pattern -> "roce" / "efa" (default ib)
 
 
 class TelemetryPipeline:
     def __init__(self, source: str, o: TelemetryOptions | None = None):
         o = o or TelemetryOptions()
-        self.dcgm = DcgmMapper(source, TenantRules(
-            by_namespace=o.tenant_by_namespace, by_target=o.tenant_by_target,
-            exporter_namespaces=tuple(o.exporter_namespaces),
-        ))
+        self.dcgm = DcgmMapper(
+            source,
+            TenantRules(
+                by_namespace=o.tenant_by_namespace,
+                by_target=o.tenant_by_target,
+                exporter_namespaces=tuple(o.exporter_namespaces),
+            ),
+        )
         self.fabric = FabricMapper(source, FabricRules(kind_by_host=o.link_kind_by_host))
-        self.latency = LatencyMapper(source, LatencyRules(
-            endpoint_label=o.endpoint_label, tenant_by_endpoint=o.tenant_by_endpoint,
-            tenant_by_namespace=o.tenant_by_namespace,
-        ))
+        self.latency = LatencyMapper(
+            source,
+            LatencyRules(
+                endpoint_label=o.endpoint_label,
+                tenant_by_endpoint=o.tenant_by_endpoint,
+                tenant_by_namespace=o.tenant_by_namespace,
+            ),
+        )
 
     def map(self, snap: Snapshot, now: float) -> Gathered:
         d = self.dcgm.map(snap, now)

@@ -65,15 +65,20 @@ class SnapshotBuilder:
     def add(self, name: str, labels: Mapping[str, str], value: float, ts: float) -> None:
         if len(labels) > self.max_labels:
             self.skipped.append(
-                f"{self.where}: {name}: {len(labels)} labels (limit {self.max_labels}), series skipped"
+                f"{self.where}: {name}: {len(labels)} labels "
+                f"(limit {self.max_labels}), series skipped"
             )
             return
         if not math.isfinite(value):
-            self.skipped.append(f"{self.where}: {name}{_brief(labels)}: value {value}, sample skipped")
+            self.skipped.append(
+                f"{self.where}: {name}{_brief(labels)}: value {value}, sample skipped"
+            )
             return
         key = (name, tuple(sorted(labels.items())), ts)
         if key in self._seen:
-            self.skipped.append(f"{self.where}: {name}{_brief(labels)}: duplicate series, first kept")
+            self.skipped.append(
+                f"{self.where}: {name}{_brief(labels)}: duplicate series, first kept"
+            )
             return
         self._seen.add(key)
         self.names.append(name)
@@ -83,8 +88,11 @@ class SnapshotBuilder:
 
     def build(self) -> Snapshot:
         return Snapshot(
-            self.names, self.labels, np.asarray(self.values, dtype=np.float64),
-            np.asarray(self.ts, dtype=np.float64), self.skipped,
+            self.names,
+            self.labels,
+            np.asarray(self.values, dtype=np.float64),
+            np.asarray(self.ts, dtype=np.float64),
+            self.skipped,
         )
 
 
@@ -125,7 +133,9 @@ def from_prometheus_result(
     return b.build()
 
 
-def matrix_steps(result: list[dict[str, Any]], where: str, max_labels: int = MAX_LABELS) -> list[Snapshot]:
+def matrix_steps(
+    result: list[dict[str, Any]], where: str, max_labels: int = MAX_LABELS
+) -> list[Snapshot]:
     """A range-query matrix -> one Snapshot per step time, in time order (for backfill)."""
     steps: dict[float, SnapshotBuilder] = {}
     for series in result:

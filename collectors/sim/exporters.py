@@ -71,8 +71,9 @@ def _norm_cdf(x: np.ndarray) -> np.ndarray:
     z = np.asarray(x, dtype=np.float64) / math.sqrt(2.0)
     a = np.abs(z)
     t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
-                                                                          + t * 1.061405429))))
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     erf = 1.0 - poly * np.exp(-a * a)
     return 0.5 * (1.0 + np.sign(z) * erf)
 
@@ -98,8 +99,15 @@ class Target:
 class SimExporters:
     """Serve a SimModel as dcgm-exporter, node_exporter and vLLM endpoints on 127.0.0.1."""
 
-    def __init__(self, model: SimModel, hosts: list[str] | None = None, *, port: int = 0,
-                 clock: Callable[[], float] = time.time, timestamps: bool = True):
+    def __init__(
+        self,
+        model: SimModel,
+        hosts: list[str] | None = None,
+        *,
+        port: int = 0,
+        clock: Callable[[], float] = time.time,
+        timestamps: bool = True,
+    ):
         self.model = model
         f = model.fleet
         self.hosts = list(hosts) if hosts else list(f.host)
@@ -117,7 +125,7 @@ class SimExporters:
         self._cache: dict[str, str] = {}
         h_index = {h: i for i, h in enumerate(f.host)}
         self._hidx = {h: h_index[h] for h in self.hosts}
-        nl, ne = len(f.link_port), len(ENDPOINTS)
+        nl = len(f.link_port)
         self._ib_tx = np.zeros(nl)
         self._ib_rx = np.zeros(nl)
         self._link_err = np.zeros(nl)
@@ -125,7 +133,9 @@ class SimExporters:
         self._was_up = np.ones(nl, dtype=bool)
         self._last_xid = np.zeros(f.n_gpus)
         self._ep_share = self._endpoint_shares()
-        self._hist = {(h, e): [np.zeros(len(b) + 1) for b in BUCKETS_S] for (h, e) in self._ep_share}
+        self._hist = {
+            (h, e): [np.zeros(len(b) + 1) for b in BUCKETS_S] for (h, e) in self._ep_share
+        }
         self._hist_sum = {(h, e): np.zeros(3) for (h, e) in self._ep_share}
         self._gpu_labels = self._dcgm_labels()
 
@@ -150,8 +160,12 @@ class SimExporters:
 
     def _pod(self, what: str, key: str) -> dict[str, str]:
         tag = hashlib.sha1(key.encode()).hexdigest()[:5]
-        return {"container": "main", "namespace": what.split("|")[0],
-                "pod": f"{what.split('|')[1]}-{tag}", "pod_uid": ""}
+        return {
+            "container": "main",
+            "namespace": what.split("|")[0],
+            "pod": f"{what.split('|')[1]}-{tag}",
+            "pod_uid": "",
+        }
 
     def _dcgm_labels(self) -> dict[int, list[tuple[int | None, str]]]:
         """GPU index -> [(slice index or None, label text)], one per series the GPU has."""
@@ -167,9 +181,13 @@ class SimExporters:
                 continue
             kind = _KIND_NAMES[f.gpu_kind[g]]
             base = {
-                "gpu": str(f.gpu_index[g]), "UUID": f.gpu_uuid[g], "pci_bus_id": f.gpu_pci[g],
-                "device": f"nvidia{f.gpu_index[g]}", "modelName": GPU_MODELS[kind][0],
-                "Hostname": f.host[h], "DCGM_FI_DRIVER_VERSION": f.host_driver[h],
+                "gpu": str(f.gpu_index[g]),
+                "UUID": f.gpu_uuid[g],
+                "pci_bus_id": f.gpu_pci[g],
+                "device": f"nvidia{f.gpu_index[g]}",
+                "modelName": GPU_MODELS[kind][0],
+                "Hostname": f.host[h],
+                "DCGM_FI_DRIVER_VERSION": f.host_driver[h],
             }
             series: list[tuple[int | None, str]] = []
             if f.gpu_mig[g]:
@@ -198,13 +216,22 @@ class SimExporters:
         for h in self.hosts:
             hi = self._hidx[h]
             out.append(Target(h, "dcgm", f"/{h}/dcgm/metrics", {"instance": h}))
-            if any(f.link_host_idx[i] == hi and f.link_kind[i] != "nvlink" for i in range(len(f.link_port))):
+            if any(
+                f.link_host_idx[i] == hi and f.link_kind[i] != "nvlink"
+                for i in range(len(f.link_port))
+            ):
                 out.append(Target(h, "node", f"/{h}/node/metrics", {"instance": h}))
             for (hh, e), _ in sorted(self._ep_share.items()):
                 if hh == hi:
                     ep, tenant = ENDPOINTS[e][0], ENDPOINTS[e][1]
-                    out.append(Target(h, "vllm", f"/{h}/vllm/{ep}/metrics",
-                                      {"instance": h, "service": ep, "namespace": tenant}))
+                    out.append(
+                        Target(
+                            h,
+                            "vllm",
+                            f"/{h}/vllm/{ep}/metrics",
+                            {"instance": h, "service": ep, "namespace": tenant},
+                        )
+                    )
         return out
 
     # -- time -------------------------------------------------------------------
@@ -240,9 +267,11 @@ class SimExporters:
                     continue
                 reqs = st.ep_requests_per_s[e] * share * dt
                 obs = np.array([reqs * (TOKENS_PER_REQUEST - 1), reqs, reqs])
-                quantiles = ((st.ep_itl_p50_ms[e], st.ep_itl_p99_ms[e]),
-                             (st.ep_ttft_p50_ms[e], st.ep_ttft_p99_ms[e]),
-                             (st.ep_e2e_p50_ms[e], st.ep_e2e_p99_ms[e]))
+                quantiles = (
+                    (st.ep_itl_p50_ms[e], st.ep_itl_p99_ms[e]),
+                    (st.ep_ttft_p50_ms[e], st.ep_ttft_p99_ms[e]),
+                    (st.ep_e2e_p50_ms[e], st.ep_e2e_p99_ms[e]),
+                )
                 for k, (p50, p99) in enumerate(quantiles):
                     cum = lognormal_cum(BUCKETS_S[k], p50, p99)
                     self._hist[(h, e)][k][:-1] += obs[k] * cum
@@ -340,9 +369,17 @@ class SimExporters:
     def _render_node(self, h: int) -> str:
         f, st = self.model.fleet, self._state
         end = self._suffix()
-        rows = [i for i in range(len(f.link_port)) if f.link_host_idx[i] == h and f.link_kind[i] != "nvlink"]
+        rows = [
+            i
+            for i in range(len(f.link_port))
+            if f.link_host_idx[i] == h and f.link_kind[i] != "nvlink"
+        ]
         metrics = (
-            ("node_infiniband_port_data_transmitted_bytes_total", "counter", lambda i: self._ib_tx[i]),
+            (
+                "node_infiniband_port_data_transmitted_bytes_total",
+                "counter",
+                lambda i: self._ib_tx[i],
+            ),
             ("node_infiniband_port_data_received_bytes_total", "counter", lambda i: self._ib_rx[i]),
             ("node_infiniband_port_errors_received_total", "counter", lambda i: 0.0),
             ("node_infiniband_link_downed_total", "counter", lambda i: self._link_downs[i]),
@@ -362,8 +399,11 @@ class SimExporters:
         end = self._suffix()
         model = ENDPOINTS[e][2]
         hist, sums = self._hist[(h, e)], self._hist_sum[(h, e)]
-        names = ("vllm:inter_token_latency_seconds", "vllm:time_to_first_token_seconds",
-                 "vllm:e2e_request_latency_seconds")
+        names = (
+            "vllm:inter_token_latency_seconds",
+            "vllm:time_to_first_token_seconds",
+            "vllm:e2e_request_latency_seconds",
+        )
         base = f'engine="0",model_name="{model}"'
         out = []
         for k, name in enumerate(names):
@@ -371,12 +411,18 @@ class SimExporters:
             out.append(f"# HELP {name} Histogram (simulated).\n# TYPE {name} histogram\n")
             counts = hist[k]
             for le, c in zip(les, counts, strict=True):
-                out.append(f'{name}_bucket{{engine="0",le="{le}",model_name="{model}"}} {_fmt(c)}{end}')
+                out.append(
+                    f'{name}_bucket{{engine="0",le="{le}",model_name="{model}"}} {_fmt(c)}{end}'
+                )
             out.append(f"{name}_count{{{base}}} {_fmt(counts[-1])}{end}")
             out.append(f"{name}_sum{{{base}}} {_fmt(sums[k])}{end}")
-        out.append("# HELP vllm:request_success_total Requests finished (simulated).\n"
-                   "# TYPE vllm:request_success_total counter\n")
-        out.append(f'vllm:request_success_total{{{base},finished_reason="stop"}} {_fmt(hist[2][-1])}{end}')
+        out.append(
+            "# HELP vllm:request_success_total Requests finished (simulated).\n"
+            "# TYPE vllm:request_success_total counter\n"
+        )
+        out.append(
+            f'vllm:request_success_total{{{base},finished_reason="stop"}} {_fmt(hist[2][-1])}{end}'
+        )
         return "".join(out)
 
     # -- HTTP -------------------------------------------------------------------
@@ -415,8 +461,9 @@ class SimExporters:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sim-exporters",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="sim-exporters", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -61,17 +61,24 @@ def free_port() -> int:
 def write_config(path: Path, targets: list[ScrapeTarget], interval_s: float = 1.0) -> None:
     # JSON is valid YAML: no YAML library needed.
     cfg = {
-        "global": {"scrape_interval": f"{interval_s:g}s", "scrape_timeout": f"{interval_s:g}s",
-                   "evaluation_interval": "15s"},
-        "scrape_configs": [{
-            "job_name": "fleettui-test",
-            "honor_timestamps": True,
-            "static_configs": [
-                {"targets": [t.address],
-                 "labels": {"__metrics_path__": t.metrics_path, **(t.labels or {})}}
-                for t in targets
-            ],
-        }],
+        "global": {
+            "scrape_interval": f"{interval_s:g}s",
+            "scrape_timeout": f"{interval_s:g}s",
+            "evaluation_interval": "15s",
+        },
+        "scrape_configs": [
+            {
+                "job_name": "fleettui-test",
+                "honor_timestamps": True,
+                "static_configs": [
+                    {
+                        "targets": [t.address],
+                        "labels": {"__metrics_path__": t.metrics_path, **(t.labels or {})},
+                    }
+                    for t in targets
+                ],
+            }
+        ],
     }
     path.write_text(json.dumps(cfg, indent=1))
 
@@ -86,10 +93,16 @@ def start(targets: list[ScrapeTarget], workdir: Path, interval_s: float = 1.0) -
     (workdir / "data").mkdir(exist_ok=True)
     log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115  closed with the process
     proc = subprocess.Popen(
-        [binary, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-         "--storage.tsdb.retention.time=1h"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+            "--storage.tsdb.retention.time=1h",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
