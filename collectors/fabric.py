@@ -87,6 +87,9 @@ class FabricMapper:
         self.rules = rules or FabricRules()
         self._counters = CounterTracker()
 
+    def reset(self) -> None:
+        self._counters = CounterTracker()
+
     def map(self, snap: Snapshot) -> FabricResult:
         ports: dict[tuple[str, str, str], dict] = {}  # (host, kind, port) -> row
         skipped: list[str] = []

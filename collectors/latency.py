@@ -64,6 +64,9 @@ class LatencyMapper:
         self.rules = rules or LatencyRules()
         self._hist = HistogramTracker()
 
+    def reset(self) -> None:
+        self._hist = HistogramTracker()
+
     def _endpoint(self, labels: Mapping[str, str], model: str) -> str:
         return labels.get(self.rules.endpoint_label) or labels.get("job") or model
 

@@ -9,7 +9,9 @@ sample of each series is kept.
 
 On the first gather, and after a gap (no successful gather for 3 intervals),
 a range query (step = interval_s, at most `backfill_s` back) fills the missing
-history through the same mappers, oldest step first.
+history through the same mappers, oldest step first. Range-query values carry
+step times, so counter baselines are reset after a backfill: the first live
+interval after it has no rates (NULL), rather than rates over a wrong interval.
 
 prometheus-api-client is synchronous (requests): queries run in a thread.
 """
@@ -165,6 +167,9 @@ class PrometheusSource:
             out.batches += g.batches
             out.skipped += g.skipped
         self.backfilled_steps += len(per_step)
+        # Backfilled samples carry step times; live ones carry sample times. A counter
+        # delta across the two would divide by the wrong interval: start afresh.
+        self.pipeline.reset_counters()
         return out
 
     async def close(self) -> None:

@@ -119,11 +119,17 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
             "WHERE kind = 'ib' ORDER BY host, port, ts"
         ).fetchall()
         checked = 0
-        for (h0, p0, t0, _), (h1, p1, t1, tx) in zip(ib, ib[1:], strict=False):
-            if (h0, p0) != (h1, p1) or tx is None:
+        last: dict[tuple, float] = {}
+        for h, p, ts, tx in ib:
+            t1 = _epoch(ts)
+            # live rows carry sample (tick) times, backfill rows query-step times: each
+            # row's rate is over the interval since the previous row of its own kind
+            kind = (h, p, t1.is_integer())
+            t0, last[kind] = last.get(kind), t1
+            if t0 is None or tx is None:
                 continue
-            secs = range(int(_epoch(t0)) + 1, int(_epoch(t1)) + 1)
-            want = np.mean([model.state(s).link_tx_bytes_per_s[li[(h1, p1)]] for s in secs])
+            secs = range(int(t0) + 1, int(t1) + 1)
+            want = np.mean([model.state(s).link_tx_bytes_per_s[li[(h, p)]] for s in secs])
             assert tx == pytest.approx(want, rel=1e-6)
             checked += 1
         assert checked >= 8
@@ -135,11 +141,11 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
         ).fetchall()
         ep_index = {e[0]: i for i, e in enumerate(ENDPOINTS)}
         tenants_seen = set()
-        prev: dict[str, float] = {}
+        prev: dict[tuple, float] = {}
         for tenant, endpoint, ts, p99 in lat:
             t1 = _epoch(ts)
-            t0 = prev.get(endpoint)
-            prev[endpoint] = t1
+            t0 = prev.get((endpoint, t1.is_integer()))
+            prev[(endpoint, t1.is_integer())] = t1
             if t0 is None or p99 is None:
                 continue
             e = ep_index[endpoint]

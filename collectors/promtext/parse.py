@@ -5,6 +5,14 @@ an HTML page (a proxy or login page) or an empty body gives no samples and
 one reason; a body cut short loses its last, partial line; a line that is not
 a sample (a title, a separator) is skipped; NaN/Inf values and series with too
 many labels are skipped (see SnapshotBuilder). Every skip is one reason string.
+
+Speed: dcgm-exporter repeats one label set on every field of a GPU, and
+prometheus_client's label parser walks each character in Python (~20k
+samples/s here). So each line is split by a regex into name, `{labels}`,
+value and timestamp; prometheus_client parses each *distinct* label block
+once, and values are read with float(). HELP/TYPE lines are not needed:
+mappers go by metric name (and prometheus_client would rename the samples of
+a `counter` family not ending in _total).
 """
 
 from __future__ import annotations
@@ -17,12 +25,25 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.promtext.series import MAX_LABELS, Snapshot, SnapshotBuilder
 
-_SAMPLE_LINE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})?[ \t]+\S+([ \t]+-?\d+)?[ \t]*$")
+_SAMPLE = re.compile(
+    r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(\{.*\})?[ \t]+(\S+)(?:[ \t]+(-?\d+))?[ \t]*$"
+)
+
+# A histogram bucket's `le` is split off so its other labels are parsed once per series.
+_LE = re.compile(r'(?:^|,)le="([^"\\]*)"')
 
 
 def looks_like_html(text: str) -> bool:
     head = text.lstrip()[:200].lower()
     return head.startswith("<") or "<html" in head or "<!doctype" in head
+
+
+def parse_labels(block: str) -> dict[str, str]:
+    """A `{k="v",...}` block -> dict, by prometheus_client (escapes and all)."""
+    for family in text_string_to_metric_families(f"x{block} 0\n"):
+        for s in family.samples:
+            return dict(s.labels)
+    return {}
 
 
 def parse_exposition(
@@ -50,49 +71,44 @@ def parse_exposition(
         # A complete exposition ends with a newline: the last line may be cut mid-value.
         b.skipped.append(f"{where}: truncated body, partial last line dropped: {lines[-1][:60]!r}")
         lines = lines[:-1]
-    kept = []
+    extra = dict(extra_labels or {})
+    blocks: dict[str, Mapping[str, str] | None] = {"": extra}
     for n, line in enumerate(lines, 1):
         s = line.strip()
-        if not s or s.startswith("#"):
-            # HELP/TYPE dropped: mappers go by name, and prometheus_client renames
-            # the samples of a `counter` family not ending in _total (x -> x_total).
+        if not s or s[0] == "#":
             continue
-        if _SAMPLE_LINE.match(s):
-            kept.append(s)
-        else:
+        m = _SAMPLE.match(s)
+        if m is None:
             b.skipped.append(f"{where}: line {n} is not a sample, skipped: {s[:60]!r}")
-    extra = dict(extra_labels or {})
-    try:
-        _add_families("\n".join(kept) + "\n", b, now, extra)
-    except ValueError:
-        # One bad line spoils prometheus_client's generator: parse line by line instead.
-        b = _line_by_line(kept, b, now, extra, where, max_labels)
-    return b.build()
-
-
-def _add_families(text: str, b: SnapshotBuilder, now: float, extra: dict[str, str]) -> None:
-    staged = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            staged.append(s)
-    for s in staged:
-        labels = {**extra, **s.labels} if extra else s.labels
-        b.add(s.name, labels, s.value, s.timestamp if s.timestamp is not None else now)
-
-
-def _line_by_line(
-    lines: list[str],
-    prev: SnapshotBuilder,
-    now: float,
-    extra: dict[str, str],
-    where: str,
-    max_labels: int,
-) -> SnapshotBuilder:
-    b = SnapshotBuilder(where, max_labels)
-    b.skipped.extend(prev.skipped)
-    for line in lines:
+            continue
+        name, block, raw, ts_ms = m.groups()
+        block = block or ""
+        le = None
+        if 'le="' in block:
+            inner = block[1:-1]
+            lm = _LE.search(inner)
+            if lm is not None:
+                le = lm.group(1)
+                rest = (inner[: lm.start()] + inner[lm.end() :]).strip(",")
+                block = "{" + rest + "}" if rest else ""
+        labels = blocks.get(block, False)
+        if labels is False:
+            try:
+                parsed = parse_labels(block)
+                labels = {**extra, **parsed} if extra else parsed
+            except ValueError as exc:
+                labels = None
+                b.skipped.append(f"{where}: line {n}: bad labels ({exc}), skipped: {s[:60]!r}")
+            blocks[block] = labels
+        if labels is None:
+            continue
+        if le is not None:
+            labels = {**labels, "le": le}
         try:
-            _add_families(line + "\n", b, now, extra)
-        except ValueError as exc:
-            b.skipped.append(f"{where}: unparsable line skipped ({exc}): {line[:60]!r}")
-    return b
+            value = float(raw)
+        except ValueError:
+            b.skipped.append(f"{where}: line {n}: value {raw[:20]!r} is not a number, skipped")
+            continue
+        ident = block if le is None else f"{block}le={le}"
+        b.add(name, labels, value, int(ts_ms) / 1000.0 if ts_ms else now, ident=ident)
+    return b.build()

@@ -53,6 +53,12 @@ class TelemetryPipeline:
             ),
         )
 
+    def reset_counters(self) -> None:
+        """Forget counter and histogram baselines (after a backfill, whose times are
+        query steps, not sample times: a delta across that seam would be wrong)."""
+        self.fabric.reset()
+        self.latency.reset()
+
     def map(self, snap: Snapshot, now: float) -> Gathered:
         d = self.dcgm.map(snap, now)
         f = self.fabric.map(snap)

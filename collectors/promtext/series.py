@@ -9,7 +9,7 @@ the cost, not the number of fields we understand.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,14 +36,6 @@ class Snapshot:
     def __len__(self) -> int:
         return len(self.names)
 
-    def select(self, wanted: Iterable[str] | None = None, prefix: str | None = None) -> np.ndarray:
-        """Indices of samples whose metric name is in `wanted` or starts with `prefix`."""
-        w = set(wanted or ())
-        return np.fromiter(
-            (i for i, n in enumerate(self.names) if n in w or (prefix and n.startswith(prefix))),
-            dtype=np.int64,
-        )
-
     @property
     def latest_ts(self) -> float | None:
         return float(self.ts.max()) if len(self.ts) else None
@@ -62,7 +54,15 @@ class SnapshotBuilder:
         self.skipped: list[str] = []
         self._seen: set[tuple] = set()
 
-    def add(self, name: str, labels: Mapping[str, str], value: float, ts: float) -> None:
+    def add(
+        self,
+        name: str,
+        labels: Mapping[str, str],
+        value: float,
+        ts: float,
+        ident: str | None = None,
+    ) -> None:
+        """Add one sample; `ident` is a cheap identity of the label set (its text) if known."""
         if len(labels) > self.max_labels:
             self.skipped.append(
                 f"{self.where}: {name}: {len(labels)} labels "
@@ -74,7 +74,7 @@ class SnapshotBuilder:
                 f"{self.where}: {name}{_brief(labels)}: value {value}, sample skipped"
             )
             return
-        key = (name, tuple(sorted(labels.items())), ts)
+        key = (name, ident if ident is not None else tuple(sorted(labels.items())), ts)
         if key in self._seen:
             self.skipped.append(
                 f"{self.where}: {name}{_brief(labels)}: duplicate series, first kept"
