@@ -195,3 +195,41 @@ async def test_direct_scrape_of_the_simulated_exporters_matches_the_simulator():
         "SELECT count(*) FROM latency_samples WHERE itl_p99_ms IS NOT NULL"
     ).fetchone()[0]
     assert n_lat == 5  # one interval, five endpoints
+
+
+async def test_runtime_records_skip_reasons_in_collector_runs(bad_server):
+    """Config -> scrape source -> Runtime -> store: bad samples are counted and named
+    in collector_runs, good ones stored, and the collector keeps gathering."""
+    import asyncio
+    import tomllib
+
+    from fleettui.config import parse_config
+    from fleettui.runtime import Runtime
+
+    toml = f"""
+    [[sources]]
+    kind = "scrape"
+    name = "dcgm-direct"
+    interval_s = 0.5
+    timeout_s = 0.3
+    targets = [{{ url = "{bad_server.url}/nan" }}, {{ url = "{bad_server.url}/html" }},
+               {{ url = "{bad_server.url}/good" }}]
+    """
+    cfg = parse_config(tomllib.loads(toml), "fleet.toml")
+    sources = [build_source(s.kind, s.options, s.where) for s in cfg.sources]
+    store = Store.open(":memory:")
+    stop = asyncio.Event()
+    run = asyncio.create_task(Runtime(store, sources).run(stop))
+    await asyncio.sleep(1.4)
+    stop.set()
+    await run
+    runs = (
+        store.cursor()
+        .execute("SELECT ok, skipped, error FROM collector_runs WHERE collector = 'dcgm-direct'")
+        .fetchall()
+    )
+    assert len(runs) >= 2 and all(ok for ok, _, _ in runs)
+    assert all(skipped == 3 for _, skipped, _ in runs)  # NaN, +Inf, HTML
+    assert "body is HTML" in runs[0][2] and "value nan" in runs[0][2]
+    n = store.cursor().execute("SELECT count(DISTINCT gpu_uuid) FROM gpu_samples").fetchone()[0]
+    assert n == 2  # GPU-good and GPU-nan (its good fields)
