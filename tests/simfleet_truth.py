@@ -12,7 +12,7 @@ HOSTS = ["rtx-07-n1", "rtx-07-n3", "hgx-03-n1", "hgx-06-n1", "hgx-06-n3", "nvl72
 
 
 def truth_inventory(model: SimModel, hosts: list[str]) -> dict:
-    """GPUs, MIG slices and tenant assignments the simulator has on `hosts`."""
+    """GPUs, MIG slices, tenant assignments and links the simulator has on `hosts`."""
     f = model.fleet
     tenants = [t[0] for t in TENANTS]
     hidx = {f.host.index(h) for h in hosts}
@@ -33,7 +33,12 @@ def truth_inventory(model: SimModel, hosts: list[str]) -> dict:
     for s in range(len(f.slice_id)):
         if f.slice_id[s] in slices:
             assign[(f.gpu_uuid[f.slice_gpu_idx[s]], f.slice_id[s])] = tenants[f.slice_tenant[s]]
-    return {"gpus": gpus, "slices": slices, "assignments": assign}
+    links = {
+        (f.host[f.link_host_idx[i]], f.link_kind[i], f.link_port[i])
+        for i in range(len(f.link_port))
+        if f.link_host_idx[i] in hidx
+    }
+    return {"gpus": gpus, "slices": slices, "assignments": assign, "links": links}
 
 
 def interval_quantile_truth(

@@ -39,7 +39,11 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
         assert prom.wait_for_series("DCGM_FI_DEV_GPU_TEMP", n_series) == n_series
         await asyncio.sleep(3)  # a few seconds of history for the backfill
 
-        src = PrometheusSource(PrometheusOptions(url=prom.url, interval_s=2.0, backfill_s=6.0))
+        src = PrometheusSource(
+            PrometheusOptions(
+                url=prom.url, interval_s=2.0, backfill_s=6.0, link_kind_by_host={"rtx-*": "roce"}
+            )
+        )
         store = Store.open(":memory:")
         try:
             for i in range(4):
@@ -88,6 +92,10 @@ async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_s
             ).fetchall()
         }
         assert assign == truth["assignments"]
+
+        # every IB/RoCE port and every GPU's NVLink is a link row, named as the simulator names it
+        links = set(con.execute("SELECT DISTINCT host, kind, port FROM link_samples").fetchall())
+        assert links == truth["links"]
 
         # every stored GPU sample holds the simulator's values at its timestamp
         f = model.fleet
