@@ -13,6 +13,7 @@ inference endpoint and its tenant.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 import urllib.error
 import urllib.parse
@@ -77,8 +78,11 @@ def fetch(url: str, timeout_s: float, max_bytes: int, verify: bool = True) -> Fe
     req = urllib.request.Request(url, headers={"Accept": "text/plain;version=0.0.4"})
     try:
         with urllib.request.urlopen(req, timeout=timeout_s, context=ctx) as resp:
-            body = resp.read(max_bytes + 1)
-            ctype = resp.headers.get("Content-Type", "")
+            expected = resp.headers.get("Content-Length")
+            try:
+                body = resp.read(max_bytes + 1)
+            except http.client.IncompleteRead as exc:
+                body = exc.partial
     except TimeoutError:
         return Fetched(url, None, f"{url}: timed out after {timeout_s:g} s", at)
     except urllib.error.HTTPError as exc:
@@ -88,12 +92,17 @@ def fetch(url: str, timeout_s: float, max_bytes: int, verify: bool = True) -> Fe
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             return Fetched(url, None, f"{url}: timed out after {timeout_s:g} s", at)
         return Fetched(url, None, f"{url}: cannot fetch: {reason}", at)
+    except (http.client.HTTPException, ValueError) as exc:
+        return Fetched(url, None, f"{url}: bad HTTP answer: {type(exc).__name__}: {exc}", at)
     text = body[:max_bytes].decode("utf-8", errors="replace")
     if len(body) > max_bytes:
         return Fetched(url, text, f"{url}: body over {max_bytes} bytes, cut", at)
-    if "html" in ctype.lower():
-        return Fetched(url, text, None, at)  # parse_exposition reports it as HTML
-    return Fetched(url, text, None, at)
+    if expected and expected.isdigit() and len(body) < int(expected):
+        # the connection dropped mid-body: parse what came (its partial last line is dropped)
+        return Fetched(
+            url, text, f"{url}: connection closed after {len(body)} of {expected} bytes", at
+        )
+    return Fetched(url, text, None, at)  # an HTML page is recognised by its body when parsed
 
 
 class ScrapeSource:

@@ -61,6 +61,14 @@ class BadServer:
                         f'node_infiniband_port_data_transmitted_bytes_total{{device="mlx5_0",'
                         f'port="1"}} {v}\n'
                     )
+                elif self.path == "/cut":  # promises more than it sends, then hangs up
+                    data = gpu_lines("GPU-cut", "h-cut", 500.0).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data) + 500))
+                    self.end_headers()
+                    self.wfile.write(data[:-7])
+                    self.close_connection = True
+                    return
                 elif self.path == "/500":
                     self.send_error(500, "exporter broke")
                     return
@@ -98,7 +106,18 @@ def bad_server():
 
 
 async def test_bad_scrapes_are_skipped_with_reasons_and_the_rest_is_kept(bad_server):
-    paths = ["/good", "/html", "/trunc", "/nan", "/labels60", "/hist", "/slow", "/500", "/ib"]
+    paths = [
+        "/good",
+        "/html",
+        "/trunc",
+        "/nan",
+        "/labels60",
+        "/hist",
+        "/slow",
+        "/500",
+        "/ib",
+        "/cut",
+    ]
     src = build_source(
         "scrape",
         {
@@ -121,6 +140,9 @@ async def test_bad_scrapes_are_skipped_with_reasons_and_the_rest_is_kept(bad_ser
     u = bad_server.url
     assert f"{u}/html: body is HTML, not metrics; scrape skipped" in reasons
     assert f"{u}/trunc: truncated body, partial last line dropped" in reasons
+    n = len(gpu_lines("GPU-cut", "h-cut", 500.0))
+    assert f"{u}/cut: connection closed after {n - 7} of {n + 500} bytes" in reasons
+    assert f"{u}/cut: truncated body, partial last line dropped" in reasons
     assert (
         f"{u}/nan: DCGM_FI_DEV_GPU_TEMP{{Hostname=h-nan,gpu=0,device=nvidia0}}: value nan, "
         "sample skipped" in reasons
@@ -140,7 +162,13 @@ async def test_bad_scrapes_are_skipped_with_reasons_and_the_rest_is_kept(bad_ser
         .execute("SELECT gpu_uuid, max(power_w) FROM gpu_samples GROUP BY 1")
         .fetchall()
     )
-    assert rows == {"GPU-good": 100.0, "GPU-trunc": 200.0, "GPU-nan": 300.0, "GPU-wide": 400.0}
+    assert rows == {
+        "GPU-good": 100.0,
+        "GPU-trunc": 200.0,
+        "GPU-nan": 300.0,
+        "GPU-wide": 400.0,
+        "GPU-cut": 500.0,
+    }
     temps = dict(
         store.cursor()
         .execute("SELECT gpu_uuid, max(temp_c) FROM gpu_samples GROUP BY 1")
