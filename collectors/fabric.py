@@ -157,6 +157,8 @@ class FabricMapper:
                 if d.reason:
                     skipped.append(f"{self.source}: {key[0]} {key[2]} {name}: {d.reason}")
                 row["err_parts"][name] = d.delta
+        if snap.latest_ts is not None:
+            self._counters.prune(snap.latest_ts)
         if not ports:
             return FabricResult([], skipped, 0, used)
         keys = list(ports)

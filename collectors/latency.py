@@ -124,6 +124,8 @@ class LatencyMapper:
                     f"{self.source}: {g['fam']} ({endpoint}): bucket layouts differ "
                     "between series of one endpoint; one series left out"
                 )
+        if snap.latest_ts is not None:
+            self._hist.prune(snap.latest_ts)
         rows = []
         for (endpoint, model), e in agg.items():
             if not e["q"]:

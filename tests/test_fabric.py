@@ -108,3 +108,14 @@ def test_sim_node_exporter_rates_equal_the_simulator():
         assert rows["mlx5_3/1"]["link_up"] is (t < int(T0) + 240)
         prev = t
     assert rows["mlx5_3/1"]["errors"] == 1  # link_downed_total went up once
+
+
+def test_baselines_of_vanished_ports_are_forgotten():
+    m = FabricMapper("node")
+    m.map(snap(ib_text(1, 1, 0), T0))
+    assert len(m._counters) == 3
+    other = ib_text(1, 1, 0).replace("mlx5_0", "mlx5_9")
+    m.map(snap(other, T0 + 3599))
+    assert len(m._counters) == 6
+    m.map(snap(other, T0 + 3601))  # mlx5_0 unseen for over an hour
+    assert len(m._counters) == 3

@@ -21,9 +21,23 @@ class Delta:
     reason: str | None = None
 
 
+STALE_S = 3600.0  # baselines of series unseen this long are forgotten (pods come and go)
+
+
+def _prune(prev: dict, newest: float, max_age_s: float) -> None:
+    for key in [k for k, v in prev.items() if newest - v[0] > max_age_s]:
+        del prev[key]
+
+
 class CounterTracker:
     def __init__(self) -> None:
         self._prev: dict[Hashable, tuple[float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._prev)
+
+    def prune(self, newest: float, max_age_s: float = STALE_S) -> None:
+        _prune(self._prev, newest, max_age_s)
 
     def update(self, key: Hashable, ts: float, value: float) -> Delta:
         prev = self._prev.get(key)
@@ -72,6 +86,12 @@ class HistogramTracker:
 
     def __init__(self) -> None:
         self._prev: dict[Hashable, tuple[float, np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self._prev)
+
+    def prune(self, newest: float, max_age_s: float = STALE_S) -> None:
+        _prune(self._prev, newest, max_age_s)
 
     def update(self, key: Hashable, ts: float, le: np.ndarray, cum: np.ndarray) -> HistDelta:
         order = np.argsort(le)
