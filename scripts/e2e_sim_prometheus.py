@@ -27,7 +27,12 @@ from collectors.sim.model import SimModel  # noqa: E402
 from collectors.sim.topology import ENDPOINTS  # noqa: E402
 from storage.store import Store  # noqa: E402
 from tests.services import prometheus as promsvc  # noqa: E402
-from tests.simfleet_truth import HOSTS, interval_quantile_truth, truth_inventory  # noqa: E402
+from tests.simfleet_truth import (  # noqa: E402
+    HOSTS,
+    fault_start,
+    interval_quantile_truth,
+    truth_inventory,
+)
 
 
 def epoch(ts: datetime) -> float:
@@ -35,7 +40,8 @@ def epoch(ts: datetime) -> float:
 
 
 async def run(args: argparse.Namespace) -> int:
-    model = SimModel(start=float(int(time.time()) - 130))
+    # 30 s into quanta-risk's traffic surge (p99 ITL well above its healthy level)
+    model = SimModel(start=float(int(time.time()) - fault_start("traffic_surge") - 30))
     hosts = None if args.all_hosts else HOSTS
     with SimExporters(model, hosts) as exp, tempfile.TemporaryDirectory() as tmp:
         hosts = exp.hosts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collectors.sim.faults import DEFAULT_FAULTS
 from collectors.sim.model import SimModel
 from collectors.sim.topology import TENANTS
 
@@ -67,3 +68,8 @@ def interval_quantile_truth(
         cdf = float(np.sum(w * _norm_cdf((mid - np.log(p50)) / sigma)) / w.sum())
         lo, hi = (mid, hi) if cdf < q else (lo, mid)
     return math.exp((lo + hi) / 2)
+
+
+def fault_start(kind: str) -> int:
+    """When (s after the model's start) the default schedule's `kind` fault begins."""
+    return int(next(f.start_s for f in DEFAULT_FAULTS if f.kind == kind))

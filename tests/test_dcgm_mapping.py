@@ -9,6 +9,7 @@ from collectors.dcgm_parse import DcgmMapper, TenantRules
 from collectors.promtext.parse import parse_exposition
 from collectors.sim.exporters import SimExporters
 from collectors.sim.model import SimModel
+from tests.simfleet_truth import fault_start
 
 T0 = 1_790_000_000.0
 MIB = 1 << 20
@@ -114,12 +115,13 @@ def test_inventory_is_rewritten_only_on_change():
 
 
 def test_xid_from_the_simulated_exporter_is_one_event():
-    model = SimModel(start=T0)  # ecc_dbe on hgx-03-n4 GPU 6 at 200 s: Xid 48
+    model = SimModel(start=T0)  # ecc_dbe on hgx-03-n4 GPU 6: Xid 48
     exp = SimExporters(model, ["hgx-03-n4"])
     (dcgm,) = [t for t in exp.targets() if t.kind == "dcgm"]
     m = DcgmMapper("sim")
     events = []
-    for t in range(int(T0) + 195, int(T0) + 206):
+    at = int(T0) + fault_start("ecc_dbe")
+    for t in range(at - 5, at + 6):
         exp.advance(t)
         r = m.map(parse_exposition(exp.render(dcgm.path), "sim", extra_labels=dcgm.labels), t)
         events += rows(r, "events")

@@ -8,6 +8,7 @@ from collectors.fabric import FabricMapper, FabricRules
 from collectors.promtext.parse import parse_exposition
 from collectors.sim.exporters import SimExporters
 from collectors.sim.model import SimModel
+from tests.simfleet_truth import fault_start
 
 T0 = 1_790_000_000.0
 
@@ -84,7 +85,8 @@ def test_nvlink_from_dcgm_once_per_gpu_on_mig():
 
 def test_sim_node_exporter_rates_equal_the_simulator():
     model = SimModel(start=T0)
-    exp = SimExporters(model, ["hgx-04-n1"])  # its mlx5_3/1 goes down 240 s in
+    exp = SimExporters(model, ["hgx-04-n1"])  # its mlx5_3/1 goes down (ib_link_down)
+    down = int(T0) + fault_start("ib_link_down")
     m = FabricMapper("sim")
     node = next(t for t in exp.targets() if t.kind == "node")
     f = model.fleet
@@ -93,19 +95,19 @@ def test_sim_node_exporter_rates_equal_the_simulator():
         for i in range(len(f.link_port))
         if f.host[f.link_host_idx[i]] == "hgx-04-n1"
     }
-    for t in (int(T0) + 235, int(T0) + 238, int(T0) + 243):
+    for t in (down - 5, down - 2, down + 3):
         exp.advance(t)
         r = m.map(parse_exposition(exp.render(node.path), "sim", extra_labels=node.labels))
         rows = {row["port"]: row for row in links(r)}
         assert len(rows) == 8
-        if t == int(T0) + 235:
+        if t == down - 5:
             prev = t
             continue
         for port, row in rows.items():
             secs = range(prev + 1, t + 1)
             want = sum(model.state(s).link_rx_bytes_per_s[li[port]] for s in secs) / len(secs)
             assert row["rx_bytes_per_s"] == pytest.approx(want, rel=1e-9)
-        assert rows["mlx5_3/1"]["link_up"] is (t < int(T0) + 240)
+        assert rows["mlx5_3/1"]["link_up"] is (t < down)
         prev = t
     assert rows["mlx5_3/1"]["errors"] == 1  # link_downed_total went up once
 
@@ -113,9 +115,9 @@ def test_sim_node_exporter_rates_equal_the_simulator():
 def test_baselines_of_vanished_ports_are_forgotten():
     m = FabricMapper("node")
     m.map(snap(ib_text(1, 1, 0), T0))
-    assert len(m._counters) == 3
+    assert len(m._counters) == 4  # tx, rx, errors received, link downed
     other = ib_text(1, 1, 0).replace("mlx5_0", "mlx5_9")
     m.map(snap(other, T0 + 3599))
-    assert len(m._counters) == 6
+    assert len(m._counters) == 8
     m.map(snap(other, T0 + 3601))  # mlx5_0 unseen for over an hour
-    assert len(m._counters) == 3
+    assert len(m._counters) == 4

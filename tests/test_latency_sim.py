@@ -10,7 +10,7 @@ from collectors.promtext.series import merge
 from collectors.sim.exporters import BUCKETS_S, SimExporters, lognormal_cum
 from collectors.sim.model import SimModel
 from collectors.sim.topology import ENDPOINTS
-from tests.simfleet_truth import interval_quantile_truth
+from tests.simfleet_truth import fault_start, interval_quantile_truth
 
 T0 = 1_790_000_000
 
@@ -26,14 +26,15 @@ def test_lognormal_buckets_reproduce_p50_and_p99():
 
 
 def test_every_endpoint_p99_itl_within_5_percent_of_the_simulator():
-    model = SimModel(start=T0)  # full fleet, default faults (quanta-risk surges at 120 s)
+    model = SimModel(start=T0)  # full fleet, default faults (quanta-risk surges)
     exp = SimExporters(model)
     vllm = [t for t in exp.targets() if t.kind == "vllm"]
     assert {t.labels["service"] for t in vllm} == {e[0] for e in ENDPOINTS}
     m = LatencyMapper("sim")
     errors = {}
     prev = None
-    for t in range(T0 + 100, T0 + 160, 5):  # 5 s gathers across the surge's start
+    surge = T0 + fault_start("traffic_surge")
+    for t in range(surge - 20, surge + 40, 5):  # 5 s gathers across the surge's start
         exp.advance(t)
         snap = merge(
             [

@@ -16,7 +16,7 @@ from collectors.sim.model import SimModel
 from collectors.sim.topology import ENDPOINTS
 from storage.store import Store
 from tests.services.prometheus import ScrapeTarget, prometheus_server  # noqa: F401
-from tests.simfleet_truth import HOSTS, interval_quantile_truth, truth_inventory
+from tests.simfleet_truth import HOSTS, fault_start, interval_quantile_truth, truth_inventory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -27,8 +27,9 @@ def _epoch(ts: datetime) -> float:
 
 async def test_sim_exporters_through_prometheus_match_the_simulator(prometheus_server):  # noqa: F811
     now = time.time()
-    # 130 s into the fault schedule: quanta-risk is in a traffic surge, one NVLink bursts CRC errors
-    model = SimModel(start=float(int(now) - 130))
+    # 30 s into quanta-risk's traffic surge and an NVLink CRC burst on nvl72-01-t05
+    offset = max(fault_start("traffic_surge"), fault_start("nvlink_crc")) + 30
+    model = SimModel(start=float(int(now) - offset))
     with SimExporters(model, HOSTS) as exp:
         targets = exp.targets()
         prom = prometheus_server(
