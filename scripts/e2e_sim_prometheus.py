@@ -51,7 +51,10 @@ async def run(args: argparse.Namespace) -> int:
             Path(tmp),
         )
         try:
-            truth = truth_inventory(model, hosts)
+            truth = truth_inventory(model, hosts, reporting_at=float(int(time.time())))
+            n_all = (
+                model.fleet.n_gpus if args.all_hosts else len(truth_inventory(model, hosts)["gpus"])
+            )
             n = sum(1 for g in truth["gpus"].values() if not g[2]) + len(truth["slices"])
             t0 = time.monotonic()
             kinds = ("dcgm", "node", "vllm")
@@ -97,6 +100,9 @@ async def run(args: argparse.Namespace) -> int:
         f"gathers {args.gathers} every {args.interval:g} s: "
         f"{1000 * sum(durations) / len(durations):.0f} ms mean per gather, "
         f"skipped reasons {skipped}"
+    )
+    print(
+        f"GPUs on these hosts {n_all}, reporting now {len(truth['gpus'])} (faults silence the rest)"
     )
     for what, got, want in (("GPUs", gpus, truth["gpus"]), ("MIG slices", slices, truth["slices"])):
         print(f"{what:10s} stored {len(got):4d}  sim {len(want):4d}  identical: {got == want}")

@@ -12,24 +12,30 @@ from collectors.sim.topology import TENANTS
 HOSTS = ["rtx-07-n1", "rtx-07-n3", "hgx-03-n1", "hgx-06-n1", "hgx-06-n3", "nvl72-01-t05"]
 
 
-def truth_inventory(model: SimModel, hosts: list[str]) -> dict:
-    """GPUs, MIG slices, tenant assignments and links the simulator has on `hosts`."""
+def truth_inventory(model: SimModel, hosts: list[str], reporting_at: float | None = None) -> dict:
+    """GPUs, MIG slices, tenant assignments and links the simulator has on `hosts`
+    (only those reporting at `reporting_at`, when given: faults silence some)."""
     f = model.fleet
     tenants = [t[0] for t in TENANTS]
     hidx = {f.host.index(h) for h in hosts}
+    silent: set[int] = set()
+    if reporting_at is not None:
+        st = model.state(reporting_at)
+        hidx = {h for h in hidx if st.host_reporting[h]}
+        silent = {g for g in range(f.n_gpus) if not st.gpu_reporting[g]}
     gpus = {
         f.gpu_uuid[g]: (f.host[f.gpu_host_idx[g]], int(f.gpu_index[g]), bool(f.gpu_mig[g]))
         for g in range(f.n_gpus)
-        if f.gpu_host_idx[g] in hidx
+        if f.gpu_host_idx[g] in hidx and g not in silent
     }
     slices = {
         f.slice_id[s]: (f.slice_profile[s], float(f.slice_fraction[s]))
         for s in range(len(f.slice_id))
-        if f.slice_kind[s] == "mig" and f.gpu_host_idx[f.slice_gpu_idx[s]] in hidx
+        if f.slice_kind[s] == "mig" and f.gpu_uuid[f.slice_gpu_idx[s]] in gpus
     }
     assign = {}
     for g in range(f.n_gpus):
-        if f.gpu_host_idx[g] in hidx and f.gpu_tenant[g] >= 0:
+        if f.gpu_uuid[g] in gpus and f.gpu_tenant[g] >= 0:
             assign[(f.gpu_uuid[g], None)] = tenants[f.gpu_tenant[g]]
     for s in range(len(f.slice_id)):
         if f.slice_id[s] in slices:
