@@ -86,6 +86,7 @@ class FabricMapper:
         self.source = source
         self.rules = rules or FabricRules()
         self._counters = CounterTracker()
+        self._up: dict[tuple[str, str, str], bool] = {}  # last link state, for down events
 
     def reset(self) -> None:
         self._counters = CounterTracker()
@@ -188,4 +189,34 @@ class FabricMapper:
                 "source": [self.source] * len(rows),
             },
         )
-        return FabricResult([batch], skipped, len(rows), used)
+        return FabricResult([batch, *self._link_events(keys, rows)], skipped, len(rows), used)
+
+    def _link_events(self, keys: list[tuple[str, str, str]], rows: list[dict]) -> list[Batch]:
+        """An `events` row (kind "link") when a port goes down or comes back up."""
+        ev = []
+        for k, r in zip(keys, rows, strict=True):
+            up = r["up"]
+            if up is None:
+                continue
+            before = self._up.get(k)
+            self._up[k] = up
+            if before is not None and before != up:
+                ev.append((_ts(r["ts"]), k[0], r["gpu"], f"{k[2]}: link {'up' if up else 'down'}"))
+        if not ev:
+            return []
+        c = list(zip(*ev, strict=True))
+        n = len(ev)
+        return [
+            make_batch(
+                "events",
+                {
+                    "ts": c[0],
+                    "host": c[1],
+                    "gpu_uuid": c[2],
+                    "kind": ["link"] * n,
+                    "code": [None] * n,
+                    "detail": c[3],
+                    "source": [self.source] * n,
+                },
+            )
+        ]

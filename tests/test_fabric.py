@@ -30,7 +30,11 @@ def snap(text: str, t: float, instance: str = "hgx-03-n1:9100"):
 
 
 def links(r):
-    return [row for b in r.batches for row in b.data.to_pylist()]
+    return [row for b in r.batches if b.table == "link_samples" for row in b.data.to_pylist()]
+
+
+def events(r):
+    return [row for b in r.batches if b.table == "events" for row in b.data.to_pylist()]
 
 
 def test_ib_counters_become_rates_and_interval_errors():
@@ -52,6 +56,9 @@ def test_counter_reset_gives_null_and_a_reason_then_recovers():
     (row,) = links(r)
     assert row["tx_bytes_per_s"] is None and row["rx_bytes_per_s"] is None and row["errors"] is None
     assert row["link_up"] is False
+    assert [(e["kind"], e["host"], e["detail"]) for e in events(r)] == [
+        ("link", "hgx-03-n1", "mlx5_0/1: link down")
+    ]
     assert len(r.skipped) == 3 and all("counter went backwards" in s for s in r.skipped)
     assert r.skipped[0].startswith("node: hgx-03-n1 mlx5_0/1 node_infiniband_port_data_transmitted")
     (row,) = links(m.map(snap(ib_text(3e9, 2e9, 0, downs=1), T0 + 2)))
@@ -95,10 +102,12 @@ def test_sim_node_exporter_rates_equal_the_simulator():
         for i in range(len(f.link_port))
         if f.host[f.link_host_idx[i]] == "hgx-04-n1"
     }
+    seen_events: list[dict] = []
     for t in (down - 5, down - 2, down + 3):
         exp.advance(t)
         r = m.map(parse_exposition(exp.render(node.path), "sim", extra_labels=node.labels))
         rows = {row["port"]: row for row in links(r)}
+        seen_events += events(r)
         assert len(rows) == 8
         if t == down - 5:
             prev = t
@@ -110,6 +119,7 @@ def test_sim_node_exporter_rates_equal_the_simulator():
         assert rows["mlx5_3/1"]["link_up"] is (t < down)
         prev = t
     assert rows["mlx5_3/1"]["errors"] == 1  # link_downed_total went up once
+    assert [e["detail"] for e in seen_events] == ["mlx5_3/1: link down"]
 
 
 def test_baselines_of_vanished_ports_are_forgotten():
