@@ -14,6 +14,7 @@ from fleettui.alerts.silences import (
     SilenceError,
     acknowledge,
     active_silences,
+    alert_history,
     expire,
     open_alerts,
     silence,
@@ -291,6 +292,10 @@ def test_alert_history_is_plain_sql():
     )
     # fired at 60 s; the condition stops at 75 s and is kept firing 30 s more
     assert row == ("SlowTokens", "ep-a", 45.0, "serving")
+    (h,) = alert_history(store.cursor(), since=T0)
+    assert (h["rule"], h["state"], h["fired_at"], h["peak_value"]) == (
+        "SlowTokens", "resolved", T0 + 4 * STEP, 80.0)
+    assert alert_history(store.cursor(), since=T0 + 5 * STEP) == []
 
 
 def test_the_alert_package_never_imports_textual():

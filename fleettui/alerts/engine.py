@@ -30,7 +30,7 @@ import duckdb
 from fleettui.alerts.rules import Rule, render
 from fleettui.alerts.silences import Silence, active_silences
 from storage.batch import BatchError, make_batch
-from storage.store import Store
+from storage.store import Store, StoreError
 
 log = logging.getLogger("fleettui.alerts")
 
@@ -218,7 +218,7 @@ class AlertEngine:
         try:
             self._write(list(pending_writes.values()))
             self._unsaved = {}
-        except (duckdb.Error, BatchError) as exc:
+        except (duckdb.Error, BatchError, StoreError) as exc:
             self._unsaved = pending_writes
             msg = f"alerts: saving {len(pending_writes)} alert(s) failed: {str(exc).splitlines()[0]}"
             log.warning(msg)

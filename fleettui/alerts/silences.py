@@ -190,3 +190,22 @@ def open_alerts(
     cur.execute(OPEN_ALERTS_SQL, {"now": now or utcnow()})
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+HISTORY_SQL = """
+SELECT alert_id, rule, scope, scope_key, severity, state, started_at, fired_at, resolved_at,
+       peak_value, threshold, labels, annotations
+FROM alerts
+WHERE fired_at IS NOT NULL AND fired_at >= $since
+ORDER BY fired_at DESC
+LIMIT $limit
+"""
+
+
+def alert_history(
+    cur: duckdb.DuckDBPyConnection, since: datetime, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Alerts that fired since `since` (firing or resolved), newest first."""
+    cur.execute(HISTORY_SQL, {"since": since, "limit": limit})
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
