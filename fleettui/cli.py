@@ -58,7 +58,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
     from collectors.base import source_kinds
     from fleettui.config import SIM_SOURCES, Config, ConfigError, SourceSpec, load_config
-    from fleettui.daemon import build_sources, run_daemon
+    from fleettui.daemon import build_sources, check_tasks, run_daemon
 
     if args.list_sources:
         print("\n".join(source_kinds()))
@@ -85,6 +85,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     if not config.sources:
         raise ConfigError(f"{config.path}: no [[sources]] configured")
     sources = build_sources(config)
+    check_tasks(config)
     return asyncio.run(run_daemon(config, sources))
 
 
