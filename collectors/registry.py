@@ -3,4 +3,5 @@
 A new source is one module in collectors/ plus one line here.
 """
 
+import collectors.mqtt_source  # noqa: F401  kind "mqtt"
 import collectors.sim.source  # noqa: F401  kind "sim"

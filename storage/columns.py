@@ -60,6 +60,20 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "ts": TS, "collector": S, "duration_ms": F, "ok": B, "rows": I, "error": S,
         "skipped": I, "interval_s": F,
     },
+    # 0002_mqtt.sql (NVML agent over MQTT)
+    "rejects": {
+        "ts": TS, "source": S, "topic": S, "host": S, "reason": S, "payload_excerpt": S,
+    },
+    "host_status": {"host": S, "state": S, "since": TS, "boot": S, "updated_at": TS},
+    "processes": {
+        "ts": TS, "host": S, "gpu_uuid": S, "slice_id": S, "pid": I, "used_mem_bytes": I,
+        "container": S, "cgroup": S, "tenant_guess": S, "source": S,
+    },
+    "gpu_mem_samples": {
+        "ts": TS, "host": S, "gpu_uuid": S, "mem_reserved_bytes": I,
+        "remapped_rows_correctable": I, "remapped_rows_uncorrectable": I, "remap_pending": B,
+        "remap_failed": B, "source": S,
+    },
 }
 
 # Dimension tables are merged on their key (latest wins, first_seen kept);
@@ -71,4 +85,5 @@ UPSERT_KEYS: dict[str, tuple[str, ...]] = {
     "tenants": ("tenant",),
     "endpoints": ("endpoint",),
     "assignments": ("tenant", "gpu_uuid", "slice_id", "valid_from"),
+    "host_status": ("host",),
 }

@@ -1,0 +1,554 @@
+"""Push source "mqtt": NVML agents' reports from an MQTT broker into the store.
+
+Subscribes to `<prefix>/+/report` (through `$share/<group>/...` when several
+daemons split a fleet) and `<prefix>/+/status` (retained birth/Will, never
+shared: every daemon needs every host's presence). Each payload is decoded and
+validated (collectors/nvml/report.py); good reports accumulate as column lists
+and are written as one batch per table per flush; bad ones go to `rejects` with
+the reason; a (host, boot, seq) seen before (QoS 1 redelivery, agent replay)
+is counted and dropped. Nothing a publisher sends can stop the source.
+
+aiomqtt acknowledges QoS 1 messages on receipt, so a daemon killed between
+receipt and the next flush loses at most `flush_interval_s` of reports; with a
+persistent session (the default) the broker keeps queuing while it is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import pyarrow as pa
+
+from collectors.base import Sink, register
+from collectors.nvml.report import (
+    GPU_SPEC,
+    PROC_SPEC,
+    Report,
+    ReportError,
+    decode,
+    decode_status,
+)
+from collectors.options import parse_options
+from storage.batch import Batch, make_batch
+
+log = logging.getLogger(__name__)
+
+SOURCE_COLUMN = "nvml"  # the `source` column of every sample row
+EXCERPT_BYTES = 200
+
+XID_NAMES = {
+    13: "Graphics engine exception", 31: "GPU memory page fault", 43: "GPU stopped processing",
+    45: "Preemptive cleanup", 48: "Double Bit ECC Error", 61: "Internal micro-controller breakpoint",
+    63: "ECC page retirement or row remapping recording event", 64: "Row remapping failure",
+    74: "NVLink error", 79: "GPU has fallen off the bus", 92: "High single-bit ECC error rate",
+    94: "Contained ECC error", 95: "Uncontained ECC error",
+}
+
+
+# -- connection options shared with the agent ----------------------------------------------------
+def parse_broker(broker: str, tls: bool = False) -> tuple[str, int]:
+    """"HOST[:PORT]" (IPv6 as "[addr]:port") -> (host, port); default port 1883, 8883 with TLS."""
+    default = 8883 if tls else 1883
+    b = broker.strip()
+    if not b:
+        raise ValueError("broker is empty")
+    if b.startswith("["):
+        host, _, rest = b[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif b.count(":") == 1:
+        host, port = b.split(":")
+    else:
+        host, port = b, ""
+    if not host:
+        raise ValueError(f"broker {broker!r} has no host")
+    if port:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"broker {broker!r}: port must be 1-65535")
+        return host, int(port)
+    return host, default
+
+
+def tls_parameters(tls: bool, ca: str, cert: str, key: str) -> aiomqtt.TLSParameters | None:
+    if not tls:
+        return None
+    return aiomqtt.TLSParameters(
+        ca_certs=ca or None, certfile=cert or None, keyfile=key or None,
+        cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+
+
+def resolve_password(password: str, password_env: str) -> str | None:
+    if password_env:
+        return os.environ.get(password_env)
+    return password or None
+
+
+def _ts_col(us: list[int]) -> pa.Array:
+    return pa.array(us, type=pa.int64()).cast(pa.timestamp("us"))
+
+
+def _naive(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    """Config keys of a `kind = "mqtt"` source (documented in docs/agent-mqtt.md)."""
+
+    name: str = "mqtt"
+    broker: str = "127.0.0.1:1883"  # HOST[:PORT]
+    topic_prefix: str = "fleettui"  # reports on <prefix>/<host>/report, presence on .../status
+    shared_group: str = ""  # "" plain subscription; else $share/<group>/<prefix>/+/report
+    qos: int = 1
+    protocol: int = 5  # MQTT 5 (shared subscriptions, session expiry) or 3 (3.1.1)
+    client_id: str = ""  # "" -> fleettui-<machine>-<name>; fixed ids keep the broker session
+    persistent_session: bool = True  # broker queues reports while the daemon is away
+    session_expiry_s: int = 3600
+    tls: bool = False
+    tls_ca: str = ""  # CA file; "" uses the system store
+    tls_cert: str = ""
+    tls_key: str = ""
+    username: str = ""
+    password: str = ""
+    password_env: str = ""  # name of an environment variable holding the password
+    flush_interval_s: float = 0.25  # seconds between writes to the store
+    max_batch_reports: int = 2000  # flush early when this many reports wait
+    max_future_s: float = 300.0  # reports stamped further ahead are rejected
+    max_age_s: float = 7 * 86400.0  # and older ones too
+    dedupe_window: int = 4096  # (host, boot) seq numbers remembered for duplicate checks
+
+    def __post_init__(self) -> None:
+        parse_broker(self.broker, self.tls)
+        if self.qos not in (0, 1, 2):
+            raise ValueError("qos must be 0, 1 or 2")
+        if self.protocol not in (3, 5):
+            raise ValueError("protocol must be 3 (MQTT 3.1.1) or 5")
+        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#") \
+                or self.topic_prefix.startswith("$"):
+            raise ValueError("topic_prefix must be non-empty, without + # or a leading $")
+        if any(c in self.shared_group for c in "+#/"):
+            raise ValueError("shared_group must not contain + # or /")
+        if self.flush_interval_s <= 0 or self.max_batch_reports < 1 or self.dedupe_window < 1:
+            raise ValueError("flush_interval_s, max_batch_reports, dedupe_window must be > 0")
+
+
+@dataclass(slots=True)
+class IngestStats:
+    received: int = 0
+    stored: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    seq_gaps: int = 0  # seq numbers skipped (not yet seen) within a boot
+    agent_dropped: int = 0  # reports agents say they dropped (buffer full)
+    status_messages: int = 0
+    write_errors: int = 0
+    flushes: int = 0
+    lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in (
+            "received", "stored", "rejected", "duplicates", "seq_gaps", "agent_dropped",
+            "status_messages", "write_errors", "flushes")}
+
+
+class _SeqWindow:
+    """Recently seen seq numbers of one (host, boot)."""
+
+    __slots__ = ("seen", "order", "max_seq", "dropped")
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.order: deque[int] = deque()
+        self.max_seq = -1
+        self.dropped = 0  # the agent's cumulative count of reports it dropped
+
+
+_GPU_COLS = [k for k in GPU_SPEC if not k.startswith("nvlink_") and k != "uuid"]
+_SAMPLE_COLS = [c for c in _GPU_COLS if c not in (
+    "mem_reserved_bytes", "remapped_rows_correctable", "remapped_rows_uncorrectable",
+    "remap_pending", "remap_failed")]
+_MEM_COLS = ["mem_reserved_bytes", "remapped_rows_correctable", "remapped_rows_uncorrectable",
+             "remap_pending", "remap_failed"]
+_PORTS = [f"nvlink{i}" for i in range(64)]
+
+
+class ReportBatcher:
+    """Accumulates decoded reports as column lists; `take` turns them into batches."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.reports = 0
+        self.report_ts: list[float] = []
+        self.g: dict[str, list[Any]] = {c: [] for c in ["ts", "host", "gpu_uuid", *_GPU_COLS]}
+        self.s: dict[str, list[Any]] = {c: [] for c in (
+            "ts", "slice_id", "gpu_uuid", "util_pct", "mem_used_bytes", "mem_total_bytes")}
+        self.ln: dict[str, list[Any]] = {c: [] for c in (
+            "ts", "host", "port", "gpu_uuid", "tx_bytes_per_s", "rx_bytes_per_s", "errors",
+            "link_up")}
+        self.p: dict[str, list[Any]] = {c: [] for c in ("ts", "host", "gpu_uuid", *[
+            k for k in PROC_SPEC if k != "gpu"])}
+        self.ev: dict[str, list[Any]] = {c: [] for c in ("ts", "host", "gpu_uuid", "code",
+                                                          "detail")}
+        self.hosts: dict[str, tuple[float, str | None]] = {}
+        self.inv_gpus: dict[str, list[Any]] = {c: [] for c in (
+            "gpu_uuid", "host", "gpu_index", "name", "pci_bus_id", "mig_mode")}
+        self.inv_slices: dict[str, list[Any]] = {c: [] for c in ("slice_id", "gpu_uuid",
+                                                                 "profile")}
+
+    def add(self, r: Report, with_inventory: bool) -> None:
+        self.reports += 1
+        self.report_ts.append(r.ts)
+        ts_us = int(r.ts * 1e6)
+        n = r.n_gpus
+        g, gpu = self.g, r.gpu
+        uuids = gpu["uuid"]
+        g["ts"] += [ts_us] * n
+        g["host"] += [r.host] * n
+        g["gpu_uuid"] += uuids
+        for c in _GPU_COLS:
+            col = gpu.get(c)
+            g[c] += col if col is not None else [None] * n
+        tx, rx = gpu.get("nvlink_tx_bytes_per_s"), gpu.get("nvlink_rx_bytes_per_s")
+        if tx is not None or rx is not None:
+            errs, ups = gpu.get("nvlink_errors"), gpu.get("nvlink_up")
+            ln = self.ln
+            for i in range(n):
+                per_tx = tx[i] if tx is not None else None
+                per_rx = rx[i] if rx is not None else None
+                k = max(len(per_tx or ()), len(per_rx or ()))
+                if not k:
+                    continue
+                nones = [None] * k
+                ln["ts"] += [ts_us] * k
+                ln["host"] += [r.host] * k
+                ln["port"] += _PORTS[:k]
+                ln["gpu_uuid"] += [uuids[i]] * k
+                ln["tx_bytes_per_s"] += _fit(per_tx, k, nones)
+                ln["rx_bytes_per_s"] += _fit(per_rx, k, nones)
+                ln["errors"] += _fit(errs[i] if errs is not None else None, k, nones)
+                ln["link_up"] += _fit(ups[i] if ups is not None else None, k, nones)
+        sl = r.slice
+        if sl:
+            m = len(sl["id"])
+            s = self.s
+            s["ts"] += [ts_us] * m
+            s["slice_id"] += sl["id"]
+            s["gpu_uuid"] += [uuids[i] for i in sl["gpu"]]
+            for c in ("util_pct", "mem_used_bytes", "mem_total_bytes"):
+                col = sl.get(c)
+                s[c] += col if col is not None else [None] * m
+        if r.proc:
+            m = len(r.proc["pid"])
+            p = self.p
+            p["ts"] += [ts_us] * m
+            p["host"] += [r.host] * m
+            p["gpu_uuid"] += [uuids[i] for i in r.proc["gpu"]]
+            for c in PROC_SPEC:
+                if c != "gpu":
+                    col = r.proc.get(c)
+                    p[c] += col if col is not None else [None] * m
+        if r.xid:
+            m = len(r.xid["code"])
+            ev = self.ev
+            ev["ts"] += [int(t * 1e6) for t in r.xid["ts"]]
+            ev["host"] += [r.host] * m
+            ev["gpu_uuid"] += r.xid.get("gpu_uuid") or [None] * m
+            ev["code"] += r.xid["code"]
+            ev["detail"] += [f"Xid {c}: {XID_NAMES.get(c, 'see NVIDIA Xid catalog')}"
+                             for c in r.xid["code"]]
+        prev = self.hosts.get(r.host)
+        if prev is None or r.ts > prev[0]:
+            self.hosts[r.host] = (r.ts, r.driver)
+        if with_inventory and r.inv:
+            gi, si = r.inv["gpus"], r.inv["slices"]
+            k = len(gi["uuid"])
+            self.inv_gpus["gpu_uuid"] += gi["uuid"]
+            self.inv_gpus["host"] += [r.host] * k
+            for src, dst in (("index", "gpu_index"), ("name", "name"),
+                             ("pci_bus_id", "pci_bus_id"), ("mig_mode", "mig_mode")):
+                self.inv_gpus[dst] += gi.get(src) or [None] * k
+            k = len(si.get("id", []))
+            if k:
+                self.inv_slices["slice_id"] += si["id"]
+                self.inv_slices["gpu_uuid"] += si.get("gpu_uuid") or [None] * k
+                self.inv_slices["profile"] += si.get("profile") or [None] * k
+
+    def take(self) -> list[Batch]:
+        """Batches for everything added since the last take (one per table), then reset."""
+        out: list[Batch] = []
+        src = SOURCE_COLUMN
+        g = self.g
+        n = len(g["ts"])
+        if n:
+            ts = _ts_col(g["ts"])
+            cols: dict[str, Any] = {"ts": ts, "host": g["host"], "gpu_uuid": g["gpu_uuid"]}
+            cols.update({c: g[c] for c in _SAMPLE_COLS})
+            cols["source"] = [src] * n
+            out.append(make_batch("gpu_samples", cols))
+            mem = {"ts": ts, "host": g["host"], "gpu_uuid": g["gpu_uuid"],
+                   **{c: g[c] for c in _MEM_COLS}, "source": [src] * n}
+            out.append(make_batch("gpu_mem_samples", mem))
+        if self.s["ts"]:
+            m = len(self.s["ts"])
+            out.append(make_batch("slice_samples", {
+                **self.s, "ts": _ts_col(self.s["ts"]), "source": [src] * m}))
+        if self.ln["ts"]:
+            m = len(self.ln["ts"])
+            out.append(make_batch("link_samples", {
+                **self.ln, "ts": _ts_col(self.ln["ts"]), "kind": pa.array(["nvlink"] * m),
+                "source": [src] * m}))
+        if self.p["ts"]:
+            m = len(self.p["ts"])
+            out.append(make_batch("processes", {
+                **self.p, "ts": _ts_col(self.p["ts"]), "source": [src] * m}))
+        if self.ev["ts"]:
+            m = len(self.ev["ts"])
+            out.append(make_batch("events", {
+                **self.ev, "ts": _ts_col(self.ev["ts"]), "kind": ["xid"] * m,
+                "source": [src] * m}))
+        if self.hosts:
+            names = list(self.hosts)
+            seen = [_naive(self.hosts[h][0]) for h in names]
+            out.append(make_batch("hosts", {
+                "host": names, "driver_version": [self.hosts[h][1] for h in names],
+                "first_seen": seen, "last_seen": seen}))
+        if self.inv_gpus["gpu_uuid"]:
+            out.append(make_batch("gpus", self.inv_gpus))
+        if self.inv_slices["slice_id"]:
+            m = len(self.inv_slices["slice_id"])
+            out.append(make_batch("slices", {**self.inv_slices, "kind": ["mig"] * m}))
+        self.reset()
+        return out
+
+
+def _fit(per: list[Any] | None, k: int, nones: list[None]) -> list[Any]:
+    if per is None:
+        return nones
+    if len(per) == k:
+        return per
+    return (per + nones)[:k]
+
+
+class MqttSource:
+    """Push source "mqtt" (see module docstring)."""
+
+    def __init__(self, options: MqttOptions | None = None, *, clock: Any = time.time):
+        self.o = options or MqttOptions()
+        self.name = self.o.name
+        self.clock = clock
+        self.stats = IngestStats()
+        self._batcher = ReportBatcher()
+        self._rejects: dict[str, list[Any]] = {c: [] for c in (
+            "ts", "source", "topic", "host", "reason", "payload_excerpt")}
+        self._status: dict[str, tuple[str, float | None, str | None, float]] = {}
+        self._windows: dict[str, dict[str, _SeqWindow]] = {}
+        self._inv_seen: dict[str, Any] = {}
+        self._flush_lock = asyncio.Lock()
+        self.connected = asyncio.Event()
+        p = self.o.topic_prefix
+        self.report_filter = f"{p}/+/report"
+        if self.o.shared_group:
+            self.report_filter = f"$share/{self.o.shared_group}/{self.report_filter}"
+        self.status_filter = f"{p}/+/status"
+
+    # -- message handling (synchronous, no I/O) -------------------------------------------
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Decode one message and queue its rows or its reject; never raises."""
+        now = self.clock()
+        try:
+            parts = topic.split("/")
+            prefix_n = self.o.topic_prefix.count("/") + 1
+            host = parts[prefix_n] if len(parts) == prefix_n + 2 else None
+            kind = parts[-1] if host else None
+            if kind == "report":
+                self._handle_report(topic, host, payload, now)
+            elif kind == "status":
+                self._handle_status(topic, host, payload, now)
+            else:
+                self._reject(now, topic, None, "topic is not <prefix>/<host>/report|status",
+                             payload)
+        except Exception as exc:  # a bug must not stop ingestion: keep the message and why
+            log.exception("%s: unexpected error on %s", self.name, topic)
+            self._reject(now, topic, None, f"internal error: {type(exc).__name__}: {exc}",
+                         payload)
+
+    def _handle_report(self, topic: str, host: str, payload: bytes, now: float) -> None:
+        self.stats.received += 1
+        try:
+            r = decode(payload, topic_host=host, now=now, max_future_s=self.o.max_future_s,
+                       max_age_s=self.o.max_age_s)
+        except ReportError as exc:
+            self._reject(now, topic, host, str(exc), payload)
+            return
+        w = self._window(r)
+        if r.seq in w.seen:
+            self.stats.duplicates += 1
+            return
+        self._remember(w, r.seq)
+        if r.dropped > w.dropped:
+            self.stats.agent_dropped += r.dropped - w.dropped
+            w.dropped = r.dropped
+        with_inv = False
+        if r.inv is not None:
+            key = repr(r.inv)
+            if self._inv_seen.get(r.host) != key:
+                self._inv_seen[r.host] = key
+                with_inv = True
+        self._batcher.add(r, with_inv)
+
+    def _window(self, r: Report) -> _SeqWindow:
+        boots = self._windows.setdefault(r.host, {})
+        w = boots.get(r.boot)
+        if w is None:
+            if len(boots) >= 4:  # forget the oldest boot of this host
+                boots.pop(next(iter(boots)))
+            w = boots[r.boot] = _SeqWindow()
+        return w
+
+    def _remember(self, w: _SeqWindow, seq: int) -> None:
+        w.seen.add(seq)
+        w.order.append(seq)
+        if len(w.order) > self.o.dedupe_window:
+            w.seen.discard(w.order.popleft())
+        if w.max_seq >= 0 and seq > w.max_seq + 1:
+            self.stats.seq_gaps += seq - w.max_seq - 1
+        w.max_seq = max(w.max_seq, seq)
+
+    def _handle_status(self, topic: str, host: str, payload: bytes, now: float) -> None:
+        self.stats.status_messages += 1
+        if not payload:
+            return  # a cleared retained message
+        try:
+            state, ts, boot = decode_status(payload)
+        except ReportError as exc:
+            self._reject(now, topic, host, f"status: {exc}", payload)
+            return
+        self._status[host] = (state, ts, boot, now)
+
+    def _reject(self, now: float, topic: str, host: str | None, reason: str,
+                payload: bytes) -> None:
+        self.stats.rejected += 1
+        rj = self._rejects
+        rj["ts"].append(int(now * 1e6))
+        rj["source"].append(self.name)
+        rj["topic"].append(topic[:1024])
+        rj["host"].append(host)
+        rj["reason"].append(reason[:500])
+        raw = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
+        rj["payload_excerpt"].append(raw.decode("utf-8", errors="replace"))
+
+    def take_batches(self) -> tuple[list[Batch], list[float], int]:
+        """Everything queued since the last call: (batches, report timestamps, reports)."""
+        reports = self._batcher.reports
+        ts = self._batcher.report_ts
+        batches = self._batcher.take()
+        if self._rejects["ts"]:
+            rj = self._rejects
+            batches.append(make_batch("rejects", {**rj, "ts": _ts_col(rj["ts"])}))
+            self._rejects = {c: [] for c in rj}
+        if self._status:
+            hosts = list(self._status)
+            vals = [self._status[h] for h in hosts]
+            batches.append(make_batch("host_status", {
+                "host": hosts, "state": [v[0] for v in vals],
+                "since": [_naive(v[1]) if v[1] else None for v in vals],
+                "boot": [v[2] for v in vals], "updated_at": [_naive(v[3]) for v in vals]}))
+            self._status = {}
+        return batches, ts, reports
+
+    async def flush(self, sink: Sink) -> None:
+        async with self._flush_lock:
+            batches, ts, reports = self.take_batches()
+            if not batches:
+                return
+            try:
+                await sink(batches)
+            except Exception as exc:  # the store said no: say so, keep running
+                self.stats.write_errors += 1
+                log.error("%s: writing %d reports failed: %s", self.name, reports,
+                          str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                return
+            done = self.clock()
+            self.stats.stored += reports
+            self.stats.flushes += 1
+            self.stats.lag_s.extend(np.subtract(done, ts).tolist() if ts else ())
+
+    # -- the connection ---------------------------------------------------------------------
+    def _client(self) -> aiomqtt.Client:
+        o = self.o
+        host, port = parse_broker(o.broker, o.tls)
+        client_id = o.client_id or f"fleettui-{socket.gethostname()}-{o.name}"[:64]
+        kw: dict[str, Any] = {}
+        if o.protocol == 5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            kw["protocol"] = aiomqtt.ProtocolVersion.V5
+            if o.persistent_session:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = o.session_expiry_s
+                kw["properties"] = props
+                kw["clean_start"] = False
+            else:
+                kw["clean_start"] = True
+        else:
+            kw["protocol"] = aiomqtt.ProtocolVersion.V311
+            kw["clean_session"] = not o.persistent_session
+        return aiomqtt.Client(
+            host, port, identifier=client_id, username=o.username or None,
+            password=resolve_password(o.password, o.password_env),
+            tls_params=tls_parameters(o.tls, o.tls_ca, o.tls_cert, o.tls_key),
+            max_queued_incoming_messages=100_000, **kw,
+        )
+
+    async def run(self, sink: Sink) -> None:
+        backoff = 0.5
+        flusher = asyncio.create_task(self._flush_loop(sink))
+        try:
+            while True:
+                try:
+                    async with self._client() as client:
+                        await client.subscribe(self.report_filter, qos=self.o.qos)
+                        await client.subscribe(self.status_filter, qos=1)
+                        log.info("%s: subscribed to %s on %s", self.name, self.report_filter,
+                                 self.o.broker)
+                        self.connected.set()
+                        backoff = 0.5
+                        async for msg in client.messages:
+                            self.handle(msg.topic.value, msg.payload)  # type: ignore[arg-type]
+                            if self._batcher.reports >= self.o.max_batch_reports:
+                                await self.flush(sink)
+                except aiomqtt.MqttError as exc:
+                    self.connected.clear()
+                    log.warning("%s: broker %s: %s; retrying in %.1f s", self.name,
+                                self.o.broker, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            await self.flush(sink)
+
+    async def _flush_loop(self, sink: Sink) -> None:
+        while True:
+            await asyncio.sleep(self.o.flush_interval_s)
+            await self.flush(sink)
+
+
+@register("mqtt")
+def _mqtt_from_config(options: Mapping[str, Any], where: str) -> MqttSource:
+    return MqttSource(parse_options(MqttOptions, options, where))
