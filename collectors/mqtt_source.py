@@ -50,7 +50,8 @@ EXCERPT_BYTES = 200
 
 XID_NAMES = {
     13: "Graphics engine exception", 31: "GPU memory page fault", 43: "GPU stopped processing",
-    45: "Preemptive cleanup", 48: "Double Bit ECC Error", 61: "Internal micro-controller breakpoint",
+    45: "Preemptive cleanup", 48: "Double Bit ECC Error",
+    61: "Internal micro-controller breakpoint",
     63: "ECC page retirement or row remapping recording event", 64: "Row remapping failure",
     74: "NVLink error", 79: "GPU has fallen off the bus", 92: "High single-bit ECC error rate",
     94: "Contained ECC error", 95: "Uncontained ECC error",

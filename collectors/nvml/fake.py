@@ -333,8 +333,8 @@ class FakeNvml:
             v = SimpleNamespace(fieldId=fid, scopeId=scope, timestamp=ts_us, latencyUsec=0,
                                 valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
                                 nvmlReturn=pynvml.NVML_SUCCESS,
-                                value=SimpleNamespace(ullVal=0, dVal=0.0, uiVal=0, ulVal=0, sllVal=0,
-                                                      siVal=0))
+                                value=SimpleNamespace(ullVal=0, dVal=0.0, uiVal=0, ulVal=0,
+                                                      sllVal=0, siVal=0))
             nvlink = fid in (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX,
                              pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX,
                              pynvml.NVML_FI_DEV_NVLINK_GET_STATE)
@@ -383,7 +383,8 @@ class FakeNvml:
                     for k, s in enumerate(shares)]
         if f.gpu_workload[g] == IDLE:
             return []
-        return [SimpleNamespace(pid=self._pid(g, 0), usedGpuMemory=int(st.gpu_mem_used_bytes[g] * 0.95),
+        used = int(st.gpu_mem_used_bytes[g] * 0.95)
+        return [SimpleNamespace(pid=self._pid(g, 0), usedGpuMemory=used,
                                 gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)]
 
     @staticmethod
