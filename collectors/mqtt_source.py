@@ -22,7 +22,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -129,6 +129,7 @@ class MqttOptions:
     max_future_s: float = 300.0  # reports stamped further ahead are rejected
     max_age_s: float = 7 * 86400.0  # and older ones too
     dedupe_window: int = 4096  # (host, boot) seq numbers remembered for duplicate checks
+    reconnect_max_s: float = 10.0  # longest wait between reconnect attempts
 
     def __post_init__(self) -> None:
         parse_broker(self.broker, self.tls)
@@ -347,8 +348,15 @@ def _fit(per: list[Any] | None, k: int, nones: list[None]) -> list[Any]:
 class MqttSource:
     """Push source "mqtt" (see module docstring)."""
 
-    def __init__(self, options: MqttOptions | None = None, *, clock: Any = time.time):
+    def __init__(
+        self,
+        options: MqttOptions | None = None,
+        *,
+        clock: Any = time.time,
+        on_report: Callable[[Report], None] | None = None,
+    ):
         self.o = options or MqttOptions()
+        self.on_report = on_report  # called with each accepted report, in arrival order
         self.name = self.o.name
         self.clock = clock
         self.stats = IngestStats()
@@ -410,6 +418,8 @@ class MqttSource:
                 self._inv_seen[r.host] = key
                 with_inv = True
         self._batcher.add(r, with_inv)
+        if self.on_report is not None:
+            self.on_report(r)
 
     def _window(self, r: Report) -> _SeqWindow:
         boots = self._windows.setdefault(r.host, {})
@@ -538,7 +548,7 @@ class MqttSource:
                     log.warning("%s: broker %s: %s; retrying in %.1f s", self.name,
                                 self.o.broker, exc, backoff)
                     await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    backoff = min(backoff * 2, self.o.reconnect_max_s)
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
