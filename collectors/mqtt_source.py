@@ -205,7 +205,7 @@ class ReportBatcher:
             k for k in PROC_SPEC if k != "gpu"])}
         self.ev: dict[str, list[Any]] = {c: [] for c in ("ts", "host", "gpu_uuid", "code",
                                                           "detail")}
-        self.hosts: dict[str, tuple[float, str | None]] = {}
+        self.hosts: dict[str, list[Any]] = {}  # host -> [first ts, last ts, driver]
         self.inv_gpus: dict[str, list[Any]] = {c: [] for c in (
             "gpu_uuid", "host", "gpu_index", "name", "pci_bus_id", "mig_mode")}
         self.inv_slices: dict[str, list[Any]] = {c: [] for c in ("slice_id", "gpu_uuid",
@@ -272,9 +272,12 @@ class ReportBatcher:
             ev["code"] += r.xid["code"]
             ev["detail"] += [f"Xid {c}: {XID_NAMES.get(c, 'see NVIDIA Xid catalog')}"
                              for c in r.xid["code"]]
-        prev = self.hosts.get(r.host)
-        if prev is None or r.ts > prev[0]:
-            self.hosts[r.host] = (r.ts, r.driver)
+        seen = self.hosts.get(r.host)
+        if seen is None:
+            self.hosts[r.host] = [r.ts, r.ts, r.driver]
+        else:
+            seen[0], seen[1] = min(seen[0], r.ts), max(seen[1], r.ts)
+            seen[2] = r.driver or seen[2]
         if with_inventory and r.inv:
             gi, si = r.inv["gpus"], r.inv["slices"]
             k = len(gi["uuid"])
@@ -324,10 +327,10 @@ class ReportBatcher:
                 "source": [src] * m}))
         if self.hosts:
             names = list(self.hosts)
-            seen = [_naive(self.hosts[h][0]) for h in names]
             out.append(make_batch("hosts", {
-                "host": names, "driver_version": [self.hosts[h][1] for h in names],
-                "first_seen": seen, "last_seen": seen}))
+                "host": names, "driver_version": [self.hosts[h][2] for h in names],
+                "first_seen": [_naive(self.hosts[h][0]) for h in names],
+                "last_seen": [_naive(self.hosts[h][1]) for h in names]}))
         if self.inv_gpus["gpu_uuid"]:
             out.append(make_batch("gpus", self.inv_gpus))
         if self.inv_slices["slice_id"]:

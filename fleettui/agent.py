@@ -111,6 +111,7 @@ class Agent:
         self.sent = 0
         self.connects = 0
         self.connected = asyncio.Event()
+        self.client: aiomqtt.Client | None = None  # the live connection, while there is one
         self._wakeup = asyncio.Event()
         self._need_inventory = True
         prefix = options.topic_prefix
@@ -177,6 +178,7 @@ class Agent:
         while True:
             try:
                 async with self._client() as client:
+                    self.client = client
                     try:
                         await client.publish(
                             self.status_topic,
@@ -201,6 +203,7 @@ class Agent:
                         raise
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
+                self.client = None
                 wait = backoff * random.uniform(0.8, 1.2)
                 log.warning("%s: broker %s: %s; retrying in %.1f s (%d reports buffered)",
                             self.host, self.o.broker, exc, wait, len(self.buffer))
