@@ -7,6 +7,7 @@ accepts connections, and can be stopped and started again on the SAME port
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,10 @@ class Broker:
             "log_type error",
             "log_type warning",
         ]
+        if os.geteuid() == 0:
+            # started as root, mosquitto switches to user "mosquitto", which cannot write
+            # (persistence, log) into a root-owned temporary directory
+            lines.append("user root")
         path = self.dir / "mosquitto.conf"
         path.write_text("\n".join(lines) + "\n")
         return path
