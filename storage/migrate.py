@@ -67,11 +67,14 @@ def migrate(con: duckdb.DuckDBPyConnection, where: str) -> int:
         con.execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
             " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
-            " applied_at TIMESTAMP NOT NULL DEFAULT (now()::TIMESTAMP))"
+            # no DEFAULT now(): a function default breaks Quack clients' ATTACH
+            " applied_at TIMESTAMP NOT NULL)"
         )
         for version, name, sql in pending:
             con.execute(sql)
-            con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+            con.execute(
+                "INSERT INTO schema_version VALUES (?, ?, now()::TIMESTAMP)", [version, name]
+            )
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

@@ -8,8 +8,9 @@ read-only when no daemon holds it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -83,21 +84,14 @@ class Store:
             if b.table not in TABLE_COLUMNS:
                 raise BatchError(f"unknown table {b.table!r}")
         rows = 0
-        with self._lock:
-            cur = self._writer
-            cur.execute("BEGIN TRANSACTION")
-            try:
-                for b in merged:
-                    cur.register("_batch", b.data)
-                    try:
-                        cur.execute(self._insert_sql(b))
-                    finally:
-                        cur.unregister("_batch")
-                    rows += b.rows
-                cur.execute("COMMIT")
-            except Exception:
-                cur.execute("ROLLBACK")
-                raise
+        with self.writer() as cur:
+            for b in merged:
+                cur.register("_batch", b.data)
+                try:
+                    cur.execute(self._insert_sql(b))
+                finally:
+                    cur.unregister("_batch")
+                rows += b.rows
         return rows
 
     @staticmethod
@@ -123,6 +117,22 @@ class Store:
             f"MERGE INTO {b.table} AS t USING {src} AS s ON {on} "
             f"{matched}WHEN NOT MATCHED THEN INSERT BY NAME"
         )
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The writer cursor inside one transaction, for maintenance that is not
+        an append (retention, alert state). Commits on success, rolls back on error."""
+        if self._writer is None:
+            raise StoreError(f"{self.path}: store is open read-only")
+        with self._lock:
+            cur = self._writer
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for reads on this process's connection (thread-safe to use per thread)."""

@@ -32,7 +32,7 @@ def test_open_migrates_and_refuses_newer_schema(tmp_path):
     Store.open(path).close()
     con = duckdb.connect(str(path))
     assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == latest_version()
-    con.execute("INSERT INTO schema_version (version, name) VALUES (9999, '9999_future.sql')")
+    con.execute("INSERT INTO schema_version VALUES (9999, '9999_future.sql', now()::TIMESTAMP)")
     con.close()
     with pytest.raises(SchemaError, match="newer than this FleetTUI knows"):
         Store.open(path)
@@ -101,3 +101,21 @@ def test_inventory_written_twice_is_stored_once():
     fleet = a.model.fleet
     assigned = int((fleet.gpu_tenant >= 0).sum()) + len(fleet.slice_id)
     assert counts == (fleet.n_gpus, len(fleet.slice_id), assigned, 8)
+
+
+def test_retention_deletes_only_old_samples():
+    from storage.retention import delete_before
+
+    store = Store.open(":memory:")
+    src = SimSource()
+    for i in range(4):
+        store.write(src.sample(T0 + timedelta(minutes=i)).batches)
+    cutoff = T0 + timedelta(minutes=2)
+    old, before = store.con.execute(
+        "SELECT count(*) FILTER (WHERE ts < ?), count(*) FROM gpu_samples", [cutoff]
+    ).fetchone()
+    deleted = delete_before(store, cutoff)
+    after = store.con.execute("SELECT count(*), min(ts) FROM gpu_samples").fetchone()
+    assert old > 0 and deleted["gpu_samples"] == old == before - after[0]
+    assert after[1] == cutoff
+    assert store.con.execute("SELECT count(*) FROM gpus").fetchone()[0] == src.model.fleet.n_gpus

@@ -38,17 +38,17 @@ class Fault:
             raise ValueError(f"fault {self.kind} on {self.target}: duration_s must be > 0")
 
 
-# The demo's schedule: several faults start within the first minutes, so a
-# 30-second look already shows trouble, and repeat every hour.
+# The demo's schedule: a fault starts every 5 s in the first 40 s, so a short
+# look already shows trouble; the schedule repeats every hour.
 DEFAULT_FAULTS = (
-    Fault("thermal", "hgx-05-n2:3", 20, 900),
-    Fault("nvlink_crc", "nvl72-01-t05:nvlink-gpu2", 40, 300),
-    Fault("xid79", "nvl72-02-t03:1", 60, 1200),
-    Fault("host_silent", "hgx-04-n3", 90, 600),
-    Fault("traffic_surge", "quanta-risk", 120, 900),
-    Fault("idle_allocation", "internal-eval", 150, 1500),
-    Fault("ecc_dbe", "hgx-03-n4:6", 200, 600),
-    Fault("ib_link_down", "hgx-04-n1:mlx5_3/1", 240, 300),
+    Fault("thermal", "hgx-05-n2:3", 5, 900),
+    Fault("nvlink_crc", "nvl72-01-t05:nvlink-gpu2", 10, 300),
+    Fault("xid79", "nvl72-02-t03:1", 15, 1200),
+    Fault("host_silent", "hgx-04-n3", 20, 600),
+    Fault("traffic_surge", "quanta-risk", 25, 900),
+    Fault("idle_allocation", "internal-eval", 30, 1500),
+    Fault("ecc_dbe", "hgx-03-n4:6", 35, 600),
+    Fault("ib_link_down", "hgx-04-n1:mlx5_3/1", 40, 300),
 )
 DEFAULT_PERIOD_S = 3600.0
 

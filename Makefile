@@ -1,0 +1,37 @@
+# FleetTUI: every target installs what it needs (venv, Python packages, Debian services).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test check lint bench services
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Real services for the integration tests (installed, never started: tests start their own).
+services:
+	@if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null || \
+	    ! command -v prometheus >/dev/null; then \
+	  echo "installing mosquitto and prometheus (Debian packages) for the integration tests"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients prometheus >/dev/null; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/fleettui demo
+
+test: $(STAMP) services
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check fleettui collectors storage tests benchmarks scripts
+
+check: lint test
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_ingest.py

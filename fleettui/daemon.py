@@ -1,0 +1,114 @@
+"""`fleettui daemon`: the headless collector.
+
+Opens (and migrates) the store, serves it live over Quack on loopback with a
+fresh token, runs the configured sources and tasks through the Runtime, logs a
+progress line now and then, and on SIGTERM/SIGINT stops the sources, flushes
+what was gathered, checkpoints and exits 0. Never imports Textual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from collectors.base import PullSource, PushSource, build_source
+from collectors.options import OptionsError
+from fleettui.config import Config, ConfigError
+from fleettui.paths import DaemonInfo, remove_daemon_info, write_daemon_info
+from fleettui.runtime import Runtime, Task, utcnow
+from storage import quack
+from storage.retention import RetentionTask
+from storage.store import Store
+
+log = logging.getLogger("fleettui.daemon")
+
+
+def build_sources(config: Config) -> list[PullSource | PushSource]:
+    """Every configured source, validated; a bad section is a ConfigError."""
+    out = []
+    for spec in config.sources:
+        try:
+            out.append(build_source(spec.kind, spec.options, spec.where))
+        except OptionsError as exc:
+            raise ConfigError(str(exc)) from exc
+    names = [s.name for s in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{config.path}: two sources are named {dup[0]!r}; give each a unique name")
+    return out
+
+
+def build_tasks(config: Config, store: Store) -> list[Task]:
+    """Periodic tasks beside collection: retention, and the alert engine when configured."""
+    tasks: list[Task] = [RetentionTask(store, config.daemon.retention_h)]
+    try:
+        from fleettui.alerts.wiring import tasks_from_config
+    except ImportError:
+        return tasks
+    return tasks + list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]"))
+
+
+def _serve(store: Store, config: Config, db: Path) -> DaemonInfo | None:
+    if not config.daemon.serve_enabled:
+        return None
+    host, port = quack.parse_endpoint(config.daemon.serve)
+    token = quack.new_token()
+    endpoint = quack.serve(store.con, host, port, token)
+    info = DaemonInfo(os.getpid(), endpoint, token, str(db), utcnow().isoformat())
+    write_daemon_info(db, info)
+    return info
+
+
+def _status_line(runtime: Runtime) -> str:
+    s = runtime.stats
+    tables = ", ".join(f"{t} {n:,}" for t, n in sorted(s.rows_by_table.items()) if n)
+    return (f"{s.rows_written:,} rows written ({tables}); {s.gathers} gathers, "
+            f"{s.gather_failures} failed; {s.batches_refused} batches refused")
+
+
+async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
+                     stop: asyncio.Event | None = None) -> int:
+    db = config.db_path
+    store = Store.open(db)
+    info = None
+    try:
+        info = _serve(store, config, db)
+        tasks = build_tasks(config, store)
+        names = ", ".join(f"{s.name}" for s in sources) or "none"
+        print(f"fleettui daemon: store {db}; sources: {names}"
+              + (f"; serving {info.endpoint} (token in {db.name}.daemon.json)" if info else ""),
+              file=sys.stderr, flush=True)
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass  # not the main thread (tests): the caller sets `stop`
+        runtime = Runtime(store, sources, tasks)
+        status = asyncio.create_task(_report(runtime, config.daemon.status_interval_s, stop))
+        await runtime.run(stop)
+        status.cancel()
+        print(f"fleettui daemon: stopped; {_status_line(runtime)}", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        if info is not None:
+            remove_daemon_info(db, info.pid)
+            try:
+                store.con.execute("CALL quack_stop(?)", [info.endpoint])
+            except Exception as exc:  # the store still closes cleanly below
+                log.debug("quack_stop: %s", exc)
+        store.close()
+
+
+async def _report(runtime: Runtime, every_s: float, stop: asyncio.Event) -> None:
+    if every_s <= 0:
+        return
+    while not stop.is_set():
+        await asyncio.sleep(every_s)
+        print(f"fleettui daemon: {_status_line(runtime)}", file=sys.stderr, flush=True)

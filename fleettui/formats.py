@@ -1,0 +1,77 @@
+"""Query results as a text table, CSV or JSON (for `fleettui sql`)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+FORMATS = ("table", "csv", "json")
+_MAX_CELL = 60
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, float):
+        return "NaN" if math.isnan(v) else f"{v:.6g}"
+    if isinstance(v, dt.datetime):
+        return v.isoformat(sep=" ")
+    s = str(v)
+    return s if len(s) <= _MAX_CELL else s[: _MAX_CELL - 1] + "…"
+
+
+def as_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_cell(v) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [
+        all(isinstance(r[i], int | float | decimal.Decimal) or r[i] is None for r in rows)
+        and any(r[i] is not None for r in rows)
+        for i in range(len(columns))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    out = [line(columns), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out) + "\n"
+
+
+def as_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(["" if v is None else v.isoformat() if isinstance(v, dt.datetime) else v for v in r])
+    return buf.getvalue()
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, dt.datetime | dt.date | dt.time):
+        return v.isoformat()
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    if isinstance(v, bytes):
+        return v.hex()
+    return str(v)
+
+
+def as_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) else v
+
+    records = [{c: clean(v) for c, v in zip(columns, r, strict=True)} for r in rows]
+    return json.dumps(records, default=_json_default, indent=1) + "\n"
+
+
+def render(fmt: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    return {"table": as_table, "csv": as_csv, "json": as_json}[fmt](columns, rows)

@@ -1,0 +1,214 @@
+"""The collection runtime: sources -> one writer -> the store, on asyncio.
+
+Shared by the headless daemon and the app when it collects for itself.
+
+- Pull sources are gathered on a fixed-rate schedule (a slow gather skips
+  ticks rather than piling them up); push sources run until stopped and are
+  restarted with backoff if they fail.
+- Every gather is timed and recorded in `collector_runs` (ok, rows, error or
+  skipped-sample reasons), so each source reports on itself.
+- One writer task drains a bounded queue and writes everything waiting in one
+  transaction, off the event loop. A bounded queue makes fast producers wait
+  instead of growing memory. A batch the store refuses is reported and
+  dropped alone; the rest of the transaction is retried without it.
+- Tasks (the alert engine) run on their own interval after the writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from collectors.base import Gathered, PullSource, PushSource
+from storage.batch import Batch, make_batch
+from storage.store import Store
+
+log = logging.getLogger("fleettui.runtime")
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the store's timestamp convention."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Task(Protocol):
+    name: str
+    interval_s: float
+
+    async def tick(self, now: datetime) -> None: ...
+
+
+@dataclass
+class RuntimeStats:
+    batches_written: int = 0
+    rows_written: int = 0
+    batches_refused: int = 0
+    gathers: int = 0
+    gather_failures: int = 0
+    rows_by_table: dict[str, int] = field(default_factory=dict)
+
+
+_MAX_REASONS_CHARS = 500
+
+
+def run_record(ts: datetime, name: str, duration_s: float, interval_s: float | None,
+               gathered: Gathered | None, error: str | None) -> Batch:
+    """The collector_runs row for one gather."""
+    skipped = gathered.skipped if gathered else []
+    text = error
+    if text is None and skipped:
+        text = "skipped: " + "; ".join(skipped)
+    if text and len(text) > _MAX_REASONS_CHARS:
+        text = text[: _MAX_REASONS_CHARS - 1] + "…"
+    return make_batch("collector_runs", {
+        "ts": [ts], "collector": [name], "duration_ms": [duration_s * 1000.0],
+        "ok": [error is None], "rows": [gathered.rows if gathered else 0], "error": [text],
+        "skipped": [len(skipped)], "interval_s": [interval_s],
+    })
+
+
+class Runtime:
+    def __init__(
+        self,
+        store: Store,
+        sources: Sequence[PullSource | PushSource],
+        tasks: Sequence[Task] = (),
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        queue_size: int = 256,
+        on_write: Callable[[RuntimeStats], None] | None = None,
+    ):
+        self.store = store
+        self.sources = list(sources)
+        self.tasks = list(tasks)
+        self.clock = clock
+        self.stats = RuntimeStats()
+        self._queue: asyncio.Queue[list[Batch]] = asyncio.Queue(maxsize=queue_size)
+        self._on_write = on_write
+
+    async def sink(self, batches: list[Batch]) -> None:
+        """Where push sources (and pull loops) hand their batches."""
+        if batches:
+            await self._queue.put(batches)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        writer = asyncio.create_task(self._writer(), name="writer")
+        producers = []
+        for src in self.sources:
+            if isinstance(src, PullSource):
+                producers.append(asyncio.create_task(self._pull_loop(src, stop), name=src.name))
+            else:
+                producers.append(asyncio.create_task(self._push_loop(src, stop), name=src.name))
+        for task in self.tasks:
+            producers.append(asyncio.create_task(self._task_loop(task, stop), name=task.name))
+        try:
+            await stop.wait()
+        finally:
+            for p in producers:
+                p.cancel()
+            await asyncio.gather(*producers, return_exceptions=True)
+            await self._queue.join()  # flush what was gathered before stopping
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            for src in self.sources:
+                close = getattr(src, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        await close()
+
+    # -- producers ---------------------------------------------------------
+    async def _pull_loop(self, src: PullSource, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        interval = src.interval_s
+        next_at = loop.time()
+        while not stop.is_set():
+            now = self.clock()
+            t0 = time.perf_counter()
+            gathered, error = None, None
+            try:
+                gathered = await src.gather(now)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a source's failure is data, never a crash
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("source %s: gather failed: %s", src.name, error)
+            duration = time.perf_counter() - t0
+            self.stats.gathers += 1
+            self.stats.gather_failures += error is not None
+            out = list(gathered.batches) if gathered else []
+            out.append(run_record(now, src.name, duration, interval, gathered, error))
+            await self.sink(out)
+            next_at += interval
+            late = loop.time() - next_at
+            if late > 0:  # skip missed ticks rather than bursting to catch up
+                next_at += (late // interval + 1) * interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def _push_loop(self, src: PushSource, stop: asyncio.Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                await src.run(self.sink)
+                error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("source %s stopped: %s; restarting in %.0f s", src.name, error, backoff)
+            await self.sink([run_record(self.clock(), src.name, time.perf_counter() - started,
+                                        None, None, error or "source returned")])
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    async def _task_loop(self, task: Task, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(task.interval_s)
+            await self._queue.join()  # evaluate over what has been gathered so far
+            try:
+                await task.tick(self.clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("task %s failed: %s: %s", task.name, type(exc).__name__, exc)
+
+    # -- the one writer ------------------------------------------------------
+    async def _writer(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            try:
+                batches = [b for item in items for b in item]
+                await asyncio.to_thread(self._write, batches)
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+
+    def _write(self, batches: list[Batch]) -> None:
+        try:
+            self._count(batches, self.store.write(batches))
+            return
+        except Exception as exc:
+            log.warning("write of %d batches failed (%s); retrying one by one", len(batches), exc)
+        for b in batches:
+            try:
+                self._count([b], self.store.write([b]))
+            except Exception as exc:
+                self.stats.batches_refused += 1
+                log.error("store refused a %s batch of %d rows: %s", b.table, b.rows,
+                          str(exc).splitlines()[0])
+
+    def _count(self, batches: list[Batch], rows: int) -> None:
+        self.stats.batches_written += len(batches)
+        self.stats.rows_written += rows
+        for b in batches:
+            self.stats.rows_by_table[b.table] = self.stats.rows_by_table.get(b.table, 0) + b.rows
+        if self._on_write:
+            self._on_write(self.stats)

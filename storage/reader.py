@@ -1,0 +1,179 @@
+"""Readers: one way to run read-only SQL, against a local store or a daemon.
+
+- `LocalReader` wraps a DuckDB connection in this process (the daemon's or the
+  app's own store, or a database file opened read-only); each query gets its
+  own cursor, so worker threads can share a reader.
+- `QuackReader` runs each query *on the daemon* through Quack's
+  `quack_query`, so joins and aggregates execute next to the data (an
+  attached Quack catalog refuses queries that scan two remote tables).
+  `quack_query` would run any statement, so a reader lets through only single
+  SELECT/EXPLAIN statements: reading never writes.
+
+Both return Arrow tables (`arrow`) or (columns, rows) (`rows`). Parameters are
+`?` placeholders; the Quack path inlines them as SQL literals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from storage import quack
+
+_READ_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+class ReadOnlyError(ValueError):
+    """The SQL is not a single read-only statement."""
+
+
+class QueryError(RuntimeError):
+    """The query failed; DuckDB's message, first line."""
+
+
+def check_read_only(sql: str) -> None:
+    try:
+        stmts = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).strip().splitlines()[0]) from exc
+    if len(stmts) != 1:
+        raise ReadOnlyError(f"expected one statement, got {len(stmts)}")
+    if stmts[0].type not in _READ_TYPES:
+        raise ReadOnlyError(f"only SELECT queries are allowed here, not {stmts[0].type.name}")
+
+
+def sql_literal(v: Any) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return f"'{v}'::DOUBLE" if math.isnan(v) or math.isinf(v) else repr(v)
+    if isinstance(v, dt.datetime):
+        return f"TIMESTAMP '{v.isoformat(sep=' ')}'"
+    if isinstance(v, dt.date):
+        return f"DATE '{v.isoformat()}'"
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(sql_literal(x) for x in v) + "]"
+    raise TypeError(f"cannot inline a {type(v).__name__} as SQL")
+
+
+def inline_params(sql: str, params: Sequence[Any]) -> str:
+    """Replace `?` placeholders outside quotes with literals."""
+    out, it, quote = [], iter(params), None
+    for ch in sql:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "?":
+            try:
+                out.append(sql_literal(next(it)))
+            except StopIteration:
+                raise QueryError("more ? placeholders than parameters") from None
+            continue
+        out.append(ch)
+    if next(it, _END) is not _END:
+        raise QueryError("more parameters than ? placeholders")
+    return "".join(out)
+
+
+_END = object()
+
+
+class Reader(Protocol):
+    where: str
+
+    def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]: ...
+
+    def close(self) -> None: ...
+
+
+def _error(exc: duckdb.Error) -> QueryError:
+    return QueryError(str(exc).strip().splitlines()[0])
+
+
+class LocalReader:
+    def __init__(self, con: duckdb.DuckDBPyConnection, where: str, *, owns: bool = False):
+        self.con = con
+        self.where = where
+        self._owns = owns
+
+    def _run(self, sql: str, params: Sequence[Any] | None) -> duckdb.DuckDBPyConnection:
+        cur = self.con.cursor()
+        try:
+            return cur.execute(sql, list(params) if params else None)
+        except duckdb.Error as exc:
+            raise _error(exc) from exc
+
+    def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        res = self._run(sql, params)
+        if res.description is None:
+            return pa.table({})
+        try:
+            return res.fetch_arrow_table()
+        except duckdb.Error as exc:
+            raise _error(exc) from exc
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
+        res = self._run(sql, params)
+        if res.description is None:
+            return [], []
+        try:
+            return [d[0] for d in res.description], res.fetchall()
+        except duckdb.Error as exc:
+            raise _error(exc) from exc
+
+    def close(self) -> None:
+        if self._owns:
+            self.con.close()
+
+
+class QuackReader:
+    def __init__(self, endpoint: str, token: str):
+        quack.parse_endpoint(endpoint)
+        self.endpoint = endpoint
+        self.where = endpoint
+        self._token = token
+        self._con = duckdb.connect()
+        quack.load_extensions(self._con)
+        self._lock = threading.Lock()
+        self.rows("SELECT 1")  # fail now, with a clear message, if unreachable or refused
+
+    def _run(self, sql: str, params: Sequence[Any] | None) -> duckdb.DuckDBPyConnection:
+        check_read_only(sql)
+        text = inline_params(sql, params or ())
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            return cur.execute("SELECT * FROM quack_query(?, ?, token := ?)",
+                               [self.endpoint, text, self._token])
+        except duckdb.Error as exc:
+            msg = str(exc).strip().splitlines()[0]
+            if "uthentication failed" in msg or "nvalid token" in msg:
+                raise quack.QuackError(f"{self.endpoint}: authentication failed (wrong token)") from exc
+            if "Could not connect" in msg or "Failed to send" in msg:
+                raise quack.QuackError(f"{self.endpoint}: no daemon answers there") from exc
+            raise QueryError(msg.removeprefix("Invalid Input Error: ")) from exc
+
+    def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        return self._run(sql, params).fetch_arrow_table()
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
+        res = self._run(sql, params)
+        return [d[0] for d in res.description], res.fetchall()
+
+    def close(self) -> None:
+        self._con.close()

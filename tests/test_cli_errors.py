@@ -1,0 +1,49 @@
+"""Bad input: one clear line naming what and where, a non-zero exit, nothing written."""
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("[daemon]\nbogus = 1\n", "[daemon]: unknown key 'bogus'"),
+        ("[daemon]\nstatus_interval_s = 'often'\n", "key 'status_interval_s' must be float"),
+        ("[[sources]]\nkind = 'sim'\nscale = 'big'\n", "[[sources]] #1 (sim): key 'scale' must be int"),
+        ("[[sources]]\nkind = 'nope'\n", "unknown source kind 'nope'"),
+        ("[[sources]]\ninterval_s = 1\n", "[[sources]] #1: missing key 'kind'"),
+        ("[daemon\n", "invalid TOML"),
+        ("[extras]\n", "unknown section 'extras'"),
+    ],
+)
+def test_bad_config(tmp_path, fleettui, config, expected):
+    cfg = tmp_path / "fleet.toml"
+    cfg.write_text(config)
+    res = fleettui("daemon", "--config", str(cfg))
+    assert res.returncode == 1
+    assert expected in res.stderr
+    assert str(cfg) in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "fleet.duckdb").exists()
+
+
+def test_missing_config_file(tmp_path, fleettui):
+    res = fleettui("daemon", "--config", str(tmp_path / "nope.toml"))
+    assert res.returncode == 1 and "nope.toml: no such config file" in res.stderr
+
+
+def test_sql_on_missing_database(tmp_path, fleettui):
+    res = fleettui("sql", "--db", str(tmp_path / "absent.duckdb"), "SELECT 1")
+    assert res.returncode == 1
+    assert "absent.duckdb: no such database" in res.stderr
+    assert not (tmp_path / "absent.duckdb").exists()
+
+
+def test_nothing_to_collect(fleettui):
+    res = fleettui("daemon")
+    assert res.returncode == 1 and "pass --config FILE or --sim" in res.stderr
+
+
+def test_every_subcommand_has_help(fleettui):
+    for cmd in ("daemon", "sql", "demo"):
+        res = fleettui(cmd, "--help", check_rc=0)
+        assert "usage: fleettui " + cmd in res.stdout
