@@ -303,6 +303,10 @@ def add_agent_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return p
 
 
+# fleettui/cli.py plugs subcommands in by module name: each module has `add_parser(sub)`.
+add_parser = add_agent_parser
+
+
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     d = AgentOptions()
     p.add_argument("--broker", required=True, help="MQTT broker HOST[:PORT] (1883, 8883 with TLS)")
@@ -329,7 +333,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated simulated hosts to play, or 'all' (with --nvml fake)")
     p.add_argument("--fake-seed", type=int, default=d.fake_seed)
     p.add_argument("--fake-scale", type=int, default=d.fake_scale)
-    p.add_argument("-v", "--verbose", action="store_true")
 
 
 def options_from_args(a: argparse.Namespace) -> AgentOptions:
@@ -345,7 +348,7 @@ def options_from_args(a: argparse.Namespace) -> AgentOptions:
 
 
 def main_from_args(a: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if getattr(a, "verbose", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     try:
         options = options_from_args(a)
@@ -358,6 +361,7 @@ def main_from_args(a: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fleettui agent", description=__doc__.split("\n\n")[0])
     _add_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
     return main_from_args(parser.parse_args(argv))
 
 
