@@ -89,23 +89,23 @@ def _cols(names: tuple[str, ...]) -> dict[str, list[Any]]:
     return {n: [] for n in names}
 
 
-def _field_value(v: Any, nvml: Any) -> float | int | None:
-    if v.nvmlReturn != nvml.NVML_SUCCESS:
+def _value_members(nvml: Any) -> dict[int, str]:
+    """nvmlValue_t union member per NVML_VALUE_TYPE_* code."""
+    return {
+        nvml.NVML_VALUE_TYPE_DOUBLE: "dVal", nvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
+        nvml.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
+        nvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
+        nvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
+        nvml.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
+    }
+
+
+def _field_value(v: Any, members: dict[int, str]) -> float | int | None:
+    """A field value, or None when NVML returned an error for it (NotSupported...)."""
+    if v.nvmlReturn != 0:  # NVML_SUCCESS
         return None
-    t, u = v.valueType, v.value
-    if t == nvml.NVML_VALUE_TYPE_DOUBLE:
-        return u.dVal
-    if t == nvml.NVML_VALUE_TYPE_UNSIGNED_INT:
-        return u.uiVal
-    if t == nvml.NVML_VALUE_TYPE_UNSIGNED_LONG:
-        return u.ulVal
-    if t == nvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG:
-        return u.ullVal
-    if t == nvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG:
-        return u.sllVal
-    if t == nvml.NVML_VALUE_TYPE_SIGNED_INT:
-        return u.siVal
-    return None
+    member = members.get(v.valueType)
+    return getattr(v.value, member) if member else None
 
 
 def _profile(mig_name: str | None) -> str | None:
@@ -136,6 +136,7 @@ class NvmlCollector:
         self._xid: deque[tuple[float, str | None, int]] = deque(maxlen=10_000)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._members = _value_members(self.nvml)
         self.driver_version = self._call(-1, "driver", "nvmlSystemGetDriverVersion")
         self.gpus: list[_Gpu] = []
         self.rescan()
@@ -199,7 +200,7 @@ class NvmlCollector:
         nvml = self.nvml
         vals = self._call(i, "nvlink_count", "nvmlDeviceGetFieldValues", h,
                           [nvml.NVML_FI_DEV_NVLINK_LINK_COUNT])
-        n = _field_value(vals[0], nvml) if vals else None
+        n = _field_value(vals[0], self._members) if vals else None
         return int(n or 0)
 
     def _scan_migs(self, g: _Gpu) -> list[_Mig]:
@@ -326,14 +327,15 @@ class NvmlCollector:
         if vals is None:
             none = [None] * g.n_links if g.n_links else None
             return None, (none, none, none, none)
-        mem_temp = _field_value(vals[0], nvml)
+        mem_temp = _field_value(vals[0], self._members)
         if not g.n_links:
             return mem_temp, (None, None, None, None)
         txs, rxs, errs, ups = [], [], [], []
         for link in range(g.n_links):
             vt, vr, vs = vals[1 + 3 * link: 4 + 3 * link]
             t_s = vt.timestamp / 1e6
-            ctx, crx, up = _field_value(vt, nvml), _field_value(vr, nvml), _field_value(vs, nvml)
+            m = self._members
+            ctx, crx, up = _field_value(vt, m), _field_value(vr, m), _field_value(vs, m)
             prev = g.link_prev[link]
             tx_rate = rx_rate = None
             if ctx is not None and crx is not None:

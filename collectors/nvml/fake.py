@@ -58,9 +58,19 @@ class SimStates:
         self._lock = threading.Lock()
         self._t: float | None = None
         self._state: FleetState | None = None
+        self._prefilled: dict[float, FleetState] = {}
+
+    def prefill(self, t0: float, seconds: int) -> None:
+        """Compute the states of [t0, t0 + seconds) ahead (benchmarks time the collector alone)."""
+        for k in range(seconds):
+            sec = float(int(t0) + k)
+            self._prefilled[sec] = self.model.state(sec)
 
     def at(self, t: float) -> FleetState:
         sec = float(int(t))
+        pre = self._prefilled.get(sec)
+        if pre is not None:
+            return pre
         with self._lock:
             if self._t != sec:
                 self._state = self.model.state(sec)
@@ -150,10 +160,8 @@ class FakeNvml:
         self._inited = 0
         self.calls = 0  # every NVML call made, for cost accounting in benchmarks
 
-    # -- forwarding of constants and error classes -------------------------------------
+    # constants and error classes are copied from the real module below the class
     def __getattr__(self, name: str) -> Any:
-        if _FORWARD.match(name):
-            return getattr(pynvml, name)
         raise AttributeError(f"fake NVML has no {name!r}")
 
     # -- helpers --------------------------------------------------------------------------
@@ -493,3 +501,8 @@ class FakeNvml:
 
     def nvmlEventSetFree(self, es: SimpleNamespace) -> None:
         es.gpus.clear()
+
+
+for _name in dir(pynvml):
+    if _FORWARD.match(_name) and not hasattr(FakeNvml, _name):
+        setattr(FakeNvml, _name, getattr(pynvml, _name))
