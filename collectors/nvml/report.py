@@ -218,6 +218,30 @@ def _check_scalar(where: str, x: Any, kind: int, lo: float, hi: float, n_idx: in
             raise ReportError(f"{where}: value {x!r} outside [{lo:g}, {hi:g}]")
 
 
+_NUM_TYPES = frozenset((int, float))
+
+
+def _all_ok(values: list[Any], kind: int, lo: float, hi: float, n_idx: int) -> bool:
+    """Whether every non-null value fits, checked with C-level builtins (the common case);
+    False sends the caller through the per-value loop that names the bad one."""
+    vals = values if None not in values else [x for x in values if x is not None]
+    if not vals:
+        return True
+    types = set(map(type, vals))
+    if kind == NUM or kind == INT:
+        if not types <= _NUM_TYPES:
+            return False
+        if kind == INT and float in types and not all(
+                x.is_integer() for x in vals if type(x) is float):
+            return False
+        return lo <= min(vals) and max(vals) <= hi  # inf fails here; NaN never parses
+    if kind == STR:
+        return types == {str} and max(map(len, vals)) <= MAX_STR
+    if kind == BOOL:
+        return types == {bool}
+    return types == {int} and min(vals) >= 0 and max(vals) < n_idx  # IDX
+
+
 def _show(x: Any) -> str:
     r = repr(x)
     return r if len(r) <= 40 else r[:37] + "..."
@@ -251,6 +275,11 @@ def _section(
         where = f"{name}.{field}"
         if kind >= LINKS_NUM and kind != IDX:
             inner = {LINKS_NUM: NUM, LINKS_INT: INT, LINKS_BOOL: BOOL}[kind]
+            if all(per is None or (type(per) is list and len(per) <= MAX_LINKS) for per in col) \
+                    and _all_ok([x for per in col if per is not None for x in per], inner, lo, hi,
+                                n_idx):
+                out[field] = col
+                continue
             for i, per in enumerate(col):
                 if per is None:
                     continue
@@ -260,7 +289,7 @@ def _section(
                 for x in per:
                     if x is not None:
                         _check_scalar(f"{where}[{i}]", x, inner, lo, hi, n_idx)
-        else:
+        elif not _all_ok(col, kind, lo, hi, n_idx):
             for x in col:
                 if x is not None:
                     _check_scalar(where, x, kind, lo, hi, n_idx)
