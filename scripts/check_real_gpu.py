@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectors.nvml.collector import NvmlCollector  # noqa: E402
-from collectors.nvml.library import NvmlUnavailable, open_library  # noqa: E402
+from collectors.nvml.library import NvmlLibrary, NvmlUnavailable, open_library  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -99,12 +99,13 @@ def verdict(kind: str, mine: float | None, smi: float | None) -> str:
     return "ok" if ok else f"DIFF ({d:.3g})"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, library: NvmlLibrary | None = None) -> int:
+    """`library` is for testing this script's own logic (tests pass the fake)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--polls", type=int, default=20, help="polls to time (default 20)")
     args = ap.parse_args(argv)
     try:
-        lib = open_library("real")
+        lib = library or open_library("real")
     except NvmlUnavailable as exc:
         print(f"check_real_gpu: cannot run here: {exc} (needs an NVIDIA GPU and driver)",
               file=sys.stderr)
