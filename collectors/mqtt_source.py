@@ -370,6 +370,8 @@ class MqttSource:
         self._windows: dict[str, dict[str, _SeqWindow]] = {}
         self._inv_seen: dict[str, Any] = {}
         self._flush_lock = asyncio.Lock()
+        self._work_s = 0.0  # decoding and batching time since the last flush
+        self._dups_reported = 0
         self.connected = asyncio.Event()
         p = self.o.topic_prefix
         self.report_filter = f"{p}/+/report"
@@ -380,6 +382,13 @@ class MqttSource:
     # -- message handling (synchronous, no I/O) -------------------------------------------
     def handle(self, topic: str, payload: bytes) -> None:
         """Decode one message and queue its rows or its reject; never raises."""
+        t0 = time.perf_counter()
+        try:
+            self._handle(topic, payload)
+        finally:
+            self._work_s += time.perf_counter() - t0
+
+    def _handle(self, topic: str, payload: bytes) -> None:
         now = self.clock()
         try:
             parts = topic.split("/")
@@ -467,9 +476,12 @@ class MqttSource:
 
     def take_batches(self) -> tuple[list[Batch], list[float], int]:
         """Everything queued since the last call: (batches, report timestamps, reports)."""
+        t0 = time.perf_counter()
         reports = self._batcher.reports
         ts = self._batcher.report_ts
         batches = self._batcher.take()
+        n_rejects = len(self._rejects["ts"])
+        first_reason = self._rejects["reason"][0] if n_rejects else None
         if self._rejects["ts"]:
             rj = self._rejects
             batches.append(make_batch("rejects", {**rj, "ts": _ts_col(rj["ts"])}))
@@ -482,6 +494,19 @@ class MqttSource:
                 "since": [_naive(v[1]) if v[1] else None for v in vals],
                 "boot": [v[2] for v in vals], "updated_at": [_naive(v[3]) for v in vals]}))
             self._status = {}
+        dups = self.stats.duplicates - self._dups_reported
+        if batches or dups:
+            # the source reports on itself like a pull source's gather: work done, rows, skips
+            self._dups_reported = self.stats.duplicates
+            work_s, self._work_s = self._work_s + time.perf_counter() - t0, 0.0
+            error = None
+            if n_rejects:
+                error = f"rejected {n_rejects} message(s), first: {first_reason}"[:500]
+            batches.append(make_batch("collector_runs", {
+                "ts": [_naive(self.clock())], "collector": [self.name],
+                "duration_ms": [work_s * 1000.0], "ok": [True],
+                "rows": [sum(b.rows for b in batches)], "error": [error],
+                "skipped": [n_rejects + dups], "interval_s": [self.o.flush_interval_s]}))
         return batches, ts, reports
 
     async def flush(self, sink: Sink) -> None:

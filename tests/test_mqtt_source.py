@@ -87,6 +87,7 @@ def test_duplicates_are_stored_once_and_gaps_counted(states):
         src.handle("fleettui/hgx-04-n1/report", rs[i])
     store.write(src.take_batches()[0])
     assert src.stats.duplicates == 3 and src.stats.seq_gaps == 1
+    assert q(store, "SELECT skipped, rows > 0 FROM collector_runs") == [(3, True)]
     assert q(store, "SELECT count(DISTINCT ts), count(*) FROM gpu_samples") == [(4, 32)]
     # a new boot starts again at seq 0 and is not a duplicate
     again = reports(states, "hgx-04-n1", 1, boot="b2")[0]
@@ -114,6 +115,9 @@ def test_rejects_keep_reason_host_and_excerpt(states):
     assert "3600 s in the future" in rows[4][1]
     assert len(rows[1][2]) == 200 and rows[1][3] == "mqtt"
     assert src.stats.rejected == 5 and q(store, "SELECT count(*) FROM gpu_samples") == [(0,)]
+    # the source reports on itself in collector_runs, as pull sources do per gather
+    run = q(store, "SELECT collector, ok, skipped, error, interval_s FROM collector_runs")
+    assert run == [("mqtt", True, 5, "rejected 5 message(s), first: " + rows[0][1], 0.25)]
 
 
 def test_presence_from_birth_and_will(states):
