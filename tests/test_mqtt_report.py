@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from collectors.mqtt_source import MqttSource
@@ -192,6 +192,7 @@ def test_fuzz_mutated_reports_are_stored_or_rejected_never_crash(good, path, val
     stored = _count(store, "gpu_samples") - before[0]
     rejected = _count(store, "rejects") - before[1]
     assert (rejected, stored > 0) in ((1, False), (0, True))  # stored, or rejected with why
+    event("stored" if stored else "rejected")
 
 
 @settings(max_examples=200, deadline=None)
