@@ -26,7 +26,8 @@ def free_port() -> int:
 
 class Broker:
     def __init__(self, workdir: Path, *, port: int | None = None, persistence: bool = False,
-                 max_queued_messages: int = 100_000):
+                 max_queued_messages: int = 100_000, tls: bool = False,
+                 users: dict[str, str] | None = None):
         self.binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
         self.dir = Path(workdir)
@@ -37,6 +38,9 @@ class Broker:
         self.max_queued_messages = max_queued_messages
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir / "mosquitto.log"
+        self.tls = tls
+        self.users = users or {}
+        self.ca_path = self.dir / "ca.crt"  # with tls: the CA clients verify the broker with
 
     @property
     def address(self) -> str:
@@ -55,6 +59,18 @@ class Broker:
             "log_type error",
             "log_type warning",
         ]
+        if self.tls:
+            self._make_certs()
+            lines += [f"cafile {self.ca_path}", f"certfile {self.dir / 'server.crt'}",
+                      f"keyfile {self.dir / 'server.key'}"]
+        if self.users:
+            pw = self.dir / "passwords"
+            pw.write_text("")
+            for user, password in self.users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True,
+                               capture_output=True)
+            lines[1] = "allow_anonymous false"
+            lines.append(f"password_file {pw}")
         if os.geteuid() == 0:
             # started as root, mosquitto switches to user "mosquitto", which cannot write
             # (persistence, log) into a root-owned temporary directory
@@ -62,6 +78,23 @@ class Broker:
         path = self.dir / "mosquitto.conf"
         path.write_text("\n".join(lines) + "\n")
         return path
+
+    def _make_certs(self) -> None:
+        """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+        if self.ca_path.exists():
+            return
+        d = self.dir
+
+        def run(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.crt", "-days", "2", "-subj", "/CN=fleettui-test-ca")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=127.0.0.1")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
 
     def start(self, timeout_s: float = 10.0) -> None:
         if self.binary is None:
