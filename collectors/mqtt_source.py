@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -81,11 +82,21 @@ def parse_broker(broker: str, tls: bool = False) -> tuple[str, int]:
     return host, default
 
 
+def check_tls_files(**paths: str) -> None:
+    """Fail at config time, not at the first connect, when a TLS file is missing."""
+    for key, path in paths.items():
+        if path and not Path(path).expanduser().is_file():
+            raise ValueError(f"{key}: no such file {path!r}")
+
+
 def tls_parameters(tls: bool, ca: str, cert: str, key: str) -> aiomqtt.TLSParameters | None:
     if not tls:
         return None
+    def path(p: str) -> str | None:
+        return str(Path(p).expanduser()) if p else None
+
     return aiomqtt.TLSParameters(
-        ca_certs=ca or None, certfile=cert or None, keyfile=key or None,
+        ca_certs=path(ca), certfile=path(cert), keyfile=path(key),
         cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT,
     )
 
@@ -133,6 +144,7 @@ class MqttOptions:
 
     def __post_init__(self) -> None:
         parse_broker(self.broker, self.tls)
+        check_tls_files(tls_ca=self.tls_ca, tls_cert=self.tls_cert, tls_key=self.tls_key)
         if self.qos not in (0, 1, 2):
             raise ValueError("qos must be 0, 1 or 2")
         if self.protocol not in (3, 5):

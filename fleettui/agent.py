@@ -31,7 +31,12 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from collectors.mqtt_source import parse_broker, resolve_password, tls_parameters
+from collectors.mqtt_source import (
+    check_tls_files,
+    parse_broker,
+    resolve_password,
+    tls_parameters,
+)
 from collectors.nvml.collector import NvmlCollector
 from collectors.nvml.library import NvmlUnavailable, open_library
 from collectors.nvml.report import (
@@ -72,6 +77,7 @@ class AgentOptions:
 
     def __post_init__(self) -> None:
         parse_broker(self.broker, self.tls)
+        check_tls_files(tls_ca=self.tls_ca, tls_cert=self.tls_cert, tls_key=self.tls_key)
         if self.interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         if self.buffer_reports < 1:

@@ -150,6 +150,7 @@ def test_options_are_validated_with_place_and_key():
         ({"broker": "host:99999"}, "port must be 1-65535"),
         ({"brokr": "x"}, "unknown key 'brokr'"),
         ({"flush_interval_s": "1"}, "key 'flush_interval_s' must be float"),
+        ({"tls": True, "tls_ca": "/nonexistent/ca.crt"}, "tls_ca: no such file"),
     ]:
         with pytest.raises(OptionsError, match=msg) as exc:
             build_source("mqtt", raw, where)
