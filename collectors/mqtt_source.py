@@ -115,6 +115,7 @@ class MqttOptions:
     max_age_s: float = 7 * 86400.0  # and older ones too
     dedupe_window: int = 4096  # (host, boot) seq numbers remembered for duplicate checks
     reconnect_max_s: float = 10.0  # longest wait between reconnect attempts
+    max_queued_messages: int = 20_000  # received, not yet decoded; beyond it the client drops
 
     def __post_init__(self) -> None:
         parse_broker(self.broker, self.tls)
@@ -128,8 +129,10 @@ class MqttOptions:
             raise ValueError("topic_prefix must be non-empty, without + # or a leading $")
         if any(c in self.shared_group for c in "+#/"):
             raise ValueError("shared_group must not contain + # or /")
-        if self.flush_interval_s <= 0 or self.max_batch_reports < 1 or self.dedupe_window < 1:
-            raise ValueError("flush_interval_s, max_batch_reports, dedupe_window must be > 0")
+        if self.flush_interval_s <= 0 or self.max_batch_reports < 1 or self.dedupe_window < 1 \
+                or self.max_queued_messages < 1:
+            raise ValueError("flush_interval_s, max_batch_reports, dedupe_window and "
+                             "max_queued_messages must be > 0")
 
 
 @dataclass(slots=True)
@@ -366,7 +369,7 @@ class MqttSource:
             host, port, identifier=client_id, username=o.username or None,
             password=resolve_password(o.password, o.password_env),
             tls_params=tls_parameters(o.tls, o.tls_ca, o.tls_cert, o.tls_key),
-            max_queued_incoming_messages=100_000, **kw,
+            max_queued_incoming_messages=o.max_queued_messages, **kw,
         )
 
     async def run(self, sink: Sink) -> None:
