@@ -179,11 +179,12 @@ class CommitClock:
 
 
 async def ingest(ctx, broker: Broker, store: Store, tpl, mode: str, *, count: int = 0,
-                 rate: float = 1.0, seconds: float = 0.0, flush_s: float = 0.25) -> dict:
+                 rate: float = 1.0, seconds: float = 0.0, flush_s: float = 0.25,
+                 nvlink_rows: str = "per_link") -> dict:
     prefix = f"src{mode}"
     src = MqttSource(MqttOptions(broker=broker.address, topic_prefix=prefix,
                                  flush_interval_s=flush_s, persistent_session=False,
-                                 client_id=f"bench-daemon-{mode}"))
+                                 client_id=f"bench-daemon-{mode}", nvlink_rows=nvlink_rows))
     timed = CommitClock(store)
     stop = asyncio.Event()
     runtime = Runtime(timed, [src])  # the daemon's path: source -> queue -> one writer
@@ -224,6 +225,8 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=15_000, help="reports in phases 1 and 3")
     ap.add_argument("--links", type=int, default=18, help="NVLinks per GPU in each report")
     ap.add_argument("--flush", type=float, default=0.25, help="source flush interval, s")
+    ap.add_argument("--nvlink-rows", choices=("per_link", "per_gpu"), default="per_link",
+                    help="the source's nvlink_rows option")
     args = ap.parse_args()
     hosts = args.gpus // args.gpus_per_host
     ctx = mp.get_context("fork")
@@ -241,7 +244,8 @@ def main() -> None:
     try:
         ceil = ceiling(ctx, broker, tpl, args.burst)
         r = asyncio.run(ingest(ctx, broker, store, tpl, "paced", rate=args.rate,
-                               seconds=args.seconds, flush_s=args.flush))
+                               seconds=args.seconds, flush_s=args.flush,
+                               nvlink_rows=args.nvlink_rows))
         wall = r["t_pub_end"] - r["t_first"]
         rate = r["stored_at_pub_end"] / wall
         lag = r["lag"] * 1e3
@@ -249,7 +253,8 @@ def main() -> None:
         print(f"2. sustained: offered {r['sent']:,} reports in {wall:.1f} s ({r['sent'] / wall:,.0f}"
               f"/s, target {target:,.0f}/s); stored {rate:,.0f} reports/s "
               f"({rate * args.gpus_per_host:,.0f} GPU rows/s, "
-              f"{rate * args.gpus_per_host * args.links:,.0f} NVLink rows/s) while offered")
+              f"{rate * args.gpus_per_host * (args.links if args.nvlink_rows == 'per_link' else 1):,.0f}"
+              f" NVLink rows/s, {args.nvlink_rows}) while offered")
         print(f"   backlog when the publisher stopped: {r['sent'] - r['stored_at_pub_end']:,} "
               f"reports, drained {r['t_done'] - r['t_pub_end']:.2f} s later; "
               f"stored {r['stored']:,}, rejected {r['rejected']}, batches refused "
@@ -258,7 +263,7 @@ def main() -> None:
               f"p99 {np.percentile(lag, 99):,.0f} ms, max {lag.max():,.0f} ms; daemon CPU "
               f"{r['cpu_s'] / (r['t_done'] - r['t_first']) * 100:.0f}% of one core")
         b = asyncio.run(ingest(ctx, broker, store, tpl, "burst", count=args.burst,
-                               flush_s=args.flush))
+                               flush_s=args.flush, nvlink_rows=args.nvlink_rows))
         brate = b["stored"] / (b["t_done"] - b["t_first"])
         print(f"3. burst into the source: {b['stored']:,} reports committed in "
               f"{b['t_done'] - b['t_first']:.2f} s = {brate:,.0f} reports/s = "

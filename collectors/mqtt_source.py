@@ -31,7 +31,7 @@ import aiomqtt
 import numpy as np
 
 from collectors.base import Sink, register
-from collectors.nvml.batches import ReportBatcher, naive_utc, ts_col
+from collectors.nvml.batches import NVLINK_ROWS, ReportBatcher, naive_utc, ts_col
 from collectors.nvml.report import Report, ReportError, decode, decode_status
 from collectors.options import parse_options
 from storage.batch import Batch, make_batch
@@ -116,6 +116,7 @@ class MqttOptions:
     dedupe_window: int = 4096  # (host, boot) seq numbers remembered for duplicate checks
     reconnect_max_s: float = 10.0  # longest wait between reconnect attempts
     max_queued_messages: int = 20_000  # received, not yet decoded; beyond it the client drops
+    nvlink_rows: str = "per_link"  # link_samples rows: "per_link" or "per_gpu" (18x fewer)
 
     def __post_init__(self) -> None:
         parse_broker(self.broker, self.tls)
@@ -127,6 +128,8 @@ class MqttOptions:
         if not self.topic_prefix or any(c in self.topic_prefix for c in "+#") \
                 or self.topic_prefix.startswith("$"):
             raise ValueError("topic_prefix must be non-empty, without + # or a leading $")
+        if self.nvlink_rows not in NVLINK_ROWS:
+            raise ValueError(f"nvlink_rows must be one of {', '.join(NVLINK_ROWS)}")
         if any(c in self.shared_group for c in "+#/"):
             raise ValueError("shared_group must not contain + # or /")
         if self.flush_interval_s <= 0 or self.max_batch_reports < 1 or self.dedupe_window < 1 \
@@ -181,7 +184,7 @@ class MqttSource:
         self.name = self.o.name
         self.clock = clock
         self.stats = IngestStats()
-        self._batcher = ReportBatcher()
+        self._batcher = ReportBatcher(self.o.nvlink_rows)
         self._rejects: dict[str, list[Any]] = {c: [] for c in (
             "ts", "source", "topic", "host", "reason", "payload_excerpt")}
         self._status: dict[str, tuple[str, float | None, str | None, float]] = {}

@@ -80,6 +80,25 @@ def test_reports_become_one_batch_per_table(states):
     assert (last - first).total_seconds() == pytest.approx(2.0)
 
 
+def test_nvlink_rows_per_gpu_sum_the_links(states):
+    per_link, per_gpu = source(), MqttSource(MqttOptions(nvlink_rows="per_gpu"), clock=lambda: NOW)
+    stores = Store.open(":memory:"), Store.open(":memory:")
+    for src, store in zip((per_link, per_gpu), stores, strict=True):
+        for payload in reports(states, "hgx-04-n1", 2, processes_every=9):
+            src.handle("fleettui/hgx-04-n1/report", payload)
+        store.write(src.take_batches()[0])
+    sql = ("SELECT gpu_uuid, sum(tx_bytes_per_s), sum(rx_bytes_per_s), count(*), bool_and(link_up)"
+           " FROM link_samples WHERE tx_bytes_per_s IS NOT NULL GROUP BY gpu_uuid ORDER BY 1")
+    a, b = (q(s, sql) for s in stores)
+    assert [r[3] for r in a] == [18] * 8 and [r[3] for r in b] == [1] * 8
+    for ra, rb in zip(a, b, strict=True):
+        assert ra[0] == rb[0] and ra[4] is rb[4] is True
+        assert rb[1] == pytest.approx(ra[1]) and rb[2] == pytest.approx(ra[2])
+    assert q(stores[1], "SELECT DISTINCT port FROM link_samples") == [("nvlink",)]
+    with pytest.raises(OptionsError, match="nvlink_rows"):
+        build_source("mqtt", {"nvlink_rows": "some"}, "x")
+
+
 def test_duplicates_are_stored_once_and_gaps_counted(states):
     src, store = source(), Store.open(":memory:")
     rs = reports(states, "hgx-04-n1", 5, processes_every=5)

@@ -47,10 +47,21 @@ _MEM_COLS = ["mem_reserved_bytes", "remapped_rows_correctable", "remapped_rows_u
 _PORTS = [f"nvlink{i}" for i in range(64)]
 
 
-class ReportBatcher:
-    """Accumulates decoded reports as column lists; `take` turns them into batches."""
+NVLINK_ROWS = ("per_link", "per_gpu")
 
-    def __init__(self) -> None:
+
+class ReportBatcher:
+    """Accumulates decoded reports as column lists; `take` turns them into batches.
+
+    `nvlink_rows="per_link"` writes one link_samples row per NVLink (port
+    `nvlink<N>`); "per_gpu" one per GPU (port `nvlink`: rates and errors summed,
+    up only if every link is up), 18x fewer rows on H100/GB200 fleets.
+    """
+
+    def __init__(self, nvlink_rows: str = "per_link") -> None:
+        if nvlink_rows not in NVLINK_ROWS:
+            raise ValueError(f"nvlink_rows must be one of {', '.join(NVLINK_ROWS)}")
+        self.per_gpu_links = nvlink_rows == "per_gpu"
         self.reset()
 
     def reset(self) -> None:
@@ -94,6 +105,11 @@ class ReportBatcher:
                 per_rx = rx[i] if rx is not None else None
                 k = max(len(per_tx or ()), len(per_rx or ()))
                 if not k:
+                    continue
+                if self.per_gpu_links:
+                    self._add_gpu_link(r, ts_us, uuids[i], per_tx, per_rx,
+                                       errs[i] if errs is not None else None,
+                                       ups[i] if ups is not None else None)
                     continue
                 nones = [None] * k
                 ln["ts"] += [ts_us] * k
@@ -152,6 +168,23 @@ class ReportBatcher:
                 self.inv_slices["slice_id"] += si["id"]
                 self.inv_slices["gpu_uuid"] += si.get("gpu_uuid") or [None] * k
                 self.inv_slices["profile"] += si.get("profile") or [None] * k
+
+    def _add_gpu_link(self, r: Report, ts_us: int, uuid: str, tx: list | None,
+                      rx: list | None, errs: list | None, ups: list | None) -> None:
+        def total(vals: list | None) -> float | None:
+            known = [v for v in vals or () if v is not None]
+            return sum(known) if known else None
+
+        known_up = [u for u in ups or () if u is not None]
+        ln = self.ln
+        ln["ts"].append(ts_us)
+        ln["host"].append(r.host)
+        ln["port"].append("nvlink")
+        ln["gpu_uuid"].append(uuid)
+        ln["tx_bytes_per_s"].append(total(tx))
+        ln["rx_bytes_per_s"].append(total(rx))
+        ln["errors"].append(total(errs))
+        ln["link_up"].append(all(known_up) if known_up else None)
 
     def take(self) -> list[Batch]:
         """Batches for everything added since the last take (one per table), then reset."""
