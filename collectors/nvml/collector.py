@@ -159,7 +159,7 @@ class NvmlCollector:
                 self._unsupported.add((gi, key))
             elif code == nvml.NVML_ERROR_FUNCTION_NOT_FOUND:
                 self._missing.add(key)
-                self.notes.append(f"driver lacks {fn}")
+                self.notes.append(f"driver lacks {fn} ({key})")
             return None
 
     # -- inventory --------------------------------------------------------------------------
@@ -235,7 +235,7 @@ class NvmlCollector:
 
     # -- poll -------------------------------------------------------------------------------
     def poll(self) -> Poll:
-        nvml = self.nvml
+        """One reading of every GPU; never raises for what a GPU cannot or will not answer."""
         ts = self.clock()
         gpu, sli, lost = _cols(GPU_FIELDS), _cols(SLICE_FIELDS), []
         want_procs = self._polls % self.processes_every == 0
@@ -265,7 +265,6 @@ class NvmlCollector:
             xid["ts"].append(t)
             xid["gpu_uuid"].append(uuid)
             xid["code"].append(code)
-        del nvml
         return Poll(ts, gpu, sli, proc, xid, lost)
 
     def _gpu_row(self, g: _Gpu) -> tuple[Any, ...]:
