@@ -137,7 +137,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 # Further subcommands live in their own modules, each with `add_parser(sub)`.
-_PLUGGED: list[str] = []
+_PLUGGED: list[str] = ["fleettui.agent"]
 
 
 def build_parser() -> argparse.ArgumentParser:
