@@ -59,7 +59,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
     from collectors.base import source_kinds
     from fleettui.config import SIM_SOURCES, Config, ConfigError, SourceSpec, load_config
-    from fleettui.daemon import build_sources, run_daemon
+    from fleettui.daemon import build_sources, check_tasks, run_daemon
 
     if args.list_sources:
         print("\n".join(source_kinds()))
@@ -86,6 +86,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     if not config.sources:
         raise ConfigError(f"{config.path}: no [[sources]] configured")
     sources = build_sources(config)
+    check_tasks(config)
     return asyncio.run(run_daemon(config, sources))
 
 
@@ -137,7 +138,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 # Further subcommands live in their own modules, each with `add_parser(sub)`.
-_PLUGGED: list[str] = []
+_PLUGGED: list[str] = ["fleettui.agent"]
 
 
 def build_parser() -> argparse.ArgumentParser:

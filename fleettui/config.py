@@ -61,6 +61,10 @@ class Config:
     path: str = "<defaults>"
 
     @property
+    def sources_from_file(self) -> bool:
+        return self.path != "<defaults>"
+
+    @property
     def db_path(self) -> Path:
         return Path(self.daemon.db).expanduser() if self.daemon.db else default_db_path()
 

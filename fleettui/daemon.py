@@ -18,6 +18,7 @@ from pathlib import Path
 
 from collectors.base import PullSource, PushSource, build_source
 from collectors.options import OptionsError
+from fleettui.alerts.wiring import tasks_from_config
 from fleettui.config import Config, ConfigError
 from fleettui.paths import DaemonInfo, remove_daemon_info, write_daemon_info
 from fleettui.runtime import Runtime, Task, utcnow
@@ -46,11 +47,21 @@ def build_sources(config: Config) -> list[PullSource | PushSource]:
 def build_tasks(config: Config, store: Store) -> list[Task]:
     """Periodic tasks beside collection: retention, and the alert engine when configured."""
     tasks: list[Task] = [RetentionTask(store, config.daemon.retention_h)]
+    base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
+    return tasks + list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]",
+                                          base_dir=base_dir))
+
+
+def check_tasks(config: Config) -> None:
+    """Validate the [alerts] section and its rule files before anything is written:
+    the rules are built against an empty in-memory store."""
+    scratch = Store.open(":memory:")
     try:
-        from fleettui.alerts.wiring import tasks_from_config
-    except ImportError:
-        return tasks
-    return tasks + list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]"))
+        build_tasks(config, scratch)
+    except OptionsError as exc:
+        raise ConfigError(str(exc)) from exc
+    finally:
+        scratch.close()
 
 
 def _serve(store: Store, config: Config, db: Path) -> DaemonInfo | None:

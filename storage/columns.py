@@ -60,6 +60,31 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "ts": TS, "collector": S, "duration_ms": F, "ok": B, "rows": I, "error": S,
         "skipped": I, "interval_s": F,
     },
+    # 0002_mqtt.sql (NVML agent over MQTT)
+    "rejects": {
+        "ts": TS, "source": S, "topic": S, "host": S, "reason": S, "payload_excerpt": S,
+    },
+    "host_status": {"host": S, "state": S, "since": TS, "boot": S, "updated_at": TS},
+    "processes": {
+        "ts": TS, "host": S, "gpu_uuid": S, "slice_id": S, "pid": I, "used_mem_bytes": I,
+        "container": S, "cgroup": S, "tenant_guess": S, "source": S,
+    },
+    "gpu_mem_samples": {
+        "ts": TS, "host": S, "gpu_uuid": S, "mem_reserved_bytes": I,
+        "remapped_rows_correctable": I, "remapped_rows_uncorrectable": I, "remap_pending": B,
+        "remap_failed": B, "source": S,
+    },
+    # 0004_alerts.sql (alert engine)
+    "alerts": {
+        "alert_id": S, "rule": S, "scope": S, "scope_key": S, "severity": S, "state": S,
+        "started_at": TS, "fired_at": TS, "resolved_at": TS, "last_active_at": TS,
+        "evaluated_at": TS, "peak_value": F, "last_value": F, "threshold": F, "labels": S,
+        "annotations": S,
+    },
+    "silences": {
+        "silence_id": S, "kind": S, "rule": S, "scope_key": S, "alert_id": S, "created_by": S,
+        "created_at": TS, "starts_at": TS, "ends_at": TS, "comment": S,
+    },
 }
 
 # Dimension tables are merged on their key (latest wins, first_seen kept);
@@ -71,4 +96,8 @@ UPSERT_KEYS: dict[str, tuple[str, ...]] = {
     "tenants": ("tenant",),
     "endpoints": ("endpoint",),
     "assignments": ("tenant", "gpu_uuid", "slice_id", "valid_from"),
+    "host_status": ("host",),
+    # alert instances and silences change state in place
+    "alerts": ("alert_id",),
+    "silences": ("silence_id",),
 }

@@ -9,6 +9,7 @@ read-only when no daemon holds it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ import duckdb
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
 from storage.migrate import check_version, migrate
+
+log = logging.getLogger("fleettui.store")
 
 
 class StoreError(RuntimeError):
@@ -147,5 +150,9 @@ class Store:
         try:
             if self._writer is not None:
                 self.checkpoint()
+        except duckdb.Error as exc:
+            # e.g. a reader cursor still holds a half-read result; closing the
+            # connection still persists the WAL, so nothing is lost.
+            log.warning("%s: checkpoint on close skipped: %s", self.path, str(exc).splitlines()[0])
         finally:
             self.con.close()

@@ -47,3 +47,15 @@ def test_every_subcommand_has_help(fleettui):
     for cmd in ("daemon", "sql", "demo"):
         res = fleettui(cmd, "--help", check_rc=0)
         assert "usage: fleettui " + cmd in res.stdout
+
+
+def test_bad_alert_rule_file_is_caught_before_the_store_is_created(tmp_path, fleettui):
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[[rules]]\nname = 'Broken'\nscope = 'gpu'\n")
+    cfg = tmp_path / "fleet.toml"
+    cfg.write_text("[[sources]]\nkind = 'sim'\n[alerts]\nrules = ['rules.toml']\n")
+    res = fleettui("daemon", "--config", str(cfg))
+    assert res.returncode == 1
+    assert "rules.toml" in res.stderr and "Broken" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "fleet.duckdb").exists()

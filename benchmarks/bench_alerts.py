@@ -1,0 +1,111 @@
+"""Alert evaluation cost per cycle on a large simulated fleet, and its share of the interval.
+
+Fills a store with `--minutes` of the simulated fleet at `--scale` (33 -> 10,032
+GPUs) sampled every `--step` seconds, the last `--dense-minutes` of it every
+`--dense-step` seconds (so the rules' windows see the density a 1 Hz collector
+leaves), with the demo's faults injected once so some alerts are open. Then it
+alternates: one more sample written (not timed), one engine evaluation (timed),
+`--cycles` times. Prints the median and worst cycle, each rule's median query
+time, and the median as a share of the evaluation interval.
+
+    .venv/bin/python benchmarks/bench_alerts.py --scale 33 --minutes 20 --step 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collectors.sim.faults import DEFAULT_FAULTS  # noqa: E402
+from collectors.sim.source import SimSource  # noqa: E402
+from fleettui.alerts.engine import AlertEngine  # noqa: E402
+from fleettui.alerts.rules import default_rules  # noqa: E402
+from storage.batch import make_batch  # noqa: E402
+from storage.store import Store  # noqa: E402
+
+
+def run_row(now: datetime, interval_s: float, rows: int) -> object:
+    return make_batch("collector_runs", {
+        "ts": [now], "collector": ["sim"], "duration_ms": [50.0], "ok": [True], "rows": [rows],
+        "skipped": [0], "interval_s": [interval_s],
+    })
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=int, default=33)
+    ap.add_argument("--minutes", type=float, default=20.0, help="history to fill")
+    ap.add_argument("--step", type=float, default=10.0, help="seconds between filled samples")
+    ap.add_argument("--dense-minutes", type=float, default=0.0,
+                    help="fill the last N minutes at --dense-step instead")
+    ap.add_argument("--dense-step", type=float, default=1.0)
+    ap.add_argument("--cycles", type=int, default=12)
+    ap.add_argument("--interval", type=float, default=15.0, help="evaluation interval (s)")
+    ap.add_argument("--memory", action="store_true", help="in-memory store instead of a file")
+    args = ap.parse_args()
+
+    tmp = tempfile.TemporaryDirectory()
+    store = Store.open(":memory:" if args.memory else Path(tmp.name) / "bench.duckdb")
+    start = datetime(2026, 11, 26, 3, 0, 0)
+    src = SimSource(scale=args.scale, faults=DEFAULT_FAULTS, period_s=None, start=start)
+    total_s = args.minutes * 60
+    dense_from = total_s - args.dense_minutes * 60
+    t_fill = time.perf_counter()
+    rel, n_samples = 0.0, 0
+    while rel <= total_s:
+        now = start + timedelta(seconds=rel)
+        step = args.dense_step if rel >= dense_from else args.step
+        batches = src.sample(now).batches
+        batches.append(run_row(now, step, sum(b.rows for b in batches)))
+        store.write(batches)
+        n_samples += 1
+        rel += step
+    fill_s = time.perf_counter() - t_fill
+    cur = store.cursor()
+    counts = {t: cur.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+              for t in ("gpu_samples", "slice_samples", "link_samples")}
+    cur.close()
+    n_gpus = src.model.fleet.n_gpus
+
+    engine = AlertEngine(store, default_rules(), interval_s=args.interval)
+    cycles = []
+    step = args.dense_step if args.dense_minutes else args.step
+    for i in range(args.cycles):
+        now = start + timedelta(seconds=rel + i * step)
+        batches = src.sample(now).batches
+        batches.append(run_row(now, step, sum(b.rows for b in batches)))
+        store.write(batches)
+        cycles.append(engine.evaluate(now))
+    warm = cycles[1:] if len(cycles) > 1 else cycles  # the first cycle also writes new alerts
+    med = statistics.median(c.total_ms for c in warm)
+    worst = max(c.total_ms for c in cycles)
+    print(f"fleet: {n_gpus:,} GPUs (scale {args.scale}); store: "
+          f"{'memory' if args.memory else 'file'}; filled {n_samples} samples "
+          f"({args.minutes:g} min, step {args.step:g} s"
+          + (f", last {args.dense_minutes:g} min at {args.dense_step:g} s" if args.dense_minutes
+             else "") + f") in {fill_s:.0f} s")
+    print("rows: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+    print(f"rules: {len(engine.rules)}; open alerts after the run: {len(engine.open_alerts())}")
+    print(f"evaluation per cycle: median {med:.1f} ms, first {cycles[0].total_ms:.1f} ms, "
+          f"worst {worst:.1f} ms over {len(cycles)} cycles")
+    budget_ms = args.interval * 1000
+    print(f"share of the {args.interval:g} s interval: median {100 * med / budget_ms:.2f}%, "
+          f"worst {100 * worst / budget_ms:.2f}%")
+    print("per rule (median ms):")
+    names = [r.name for r in engine.rules]
+    per = {n: statistics.median(c.rule_ms.get(n, 0.0) for c in warm) for n in names}
+    for n, ms in sorted(per.items(), key=lambda kv: -kv[1]):
+        print(f"  {n:24s} {ms:8.1f}")
+    store.close()
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

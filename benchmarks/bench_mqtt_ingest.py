@@ -1,0 +1,283 @@
+"""The daemon's MQTT source under fleet load: simulated agents -> Mosquitto -> store.
+
+`--gpus 10000` GPUs on 8-GPU hosts at 1 Hz is 1,250 host reports per second. The
+reports are real v1 payloads made by the collector on the fake NVML (HGX H100
+hosts, 18 NVLinks per GPU, no process list: the common report), renamed per
+simulated host; a separate publisher process sends them with QoS 1 through a
+real Mosquitto started on a free 127.0.0.1 port. Three phases, one run:
+
+1. ceiling: the publisher sends `--burst` reports as fast as it can to a plain
+   `mosquitto_sub -q 1`; the broker's delivery rate to it is the ceiling;
+2. sustained: the publisher paces `hosts x rate` reports per second for
+   `--seconds`, spread over each second like unsynchronised agents; the MQTT
+   source decodes, validates, batches and writes them to a DuckDB file. Prints
+   the stored rate, the backlog at the end, and report-time -> commit lag
+   (p50/p99/max over the GPU rows; the commit is `Store.write` returning in the
+   runtime's writer thread: the source runs under `fleettui.runtime.Runtime`,
+   as in the daemon);
+3. burst into the source: `--burst` reports as fast as possible, the rate at
+   which they are committed, as a ratio of the ceiling measured in phase 1.
+
+    python benchmarks/bench_mqtt_ingest.py [--gpus 10000] [--seconds 30] [--burst 15000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collectors.mqtt_source import MqttOptions, MqttSource  # noqa: E402
+from collectors.nvml.collector import NvmlCollector  # noqa: E402
+from collectors.nvml.fake import SimStates  # noqa: E402
+from collectors.nvml.library import open_library  # noqa: E402
+from collectors.nvml.report import encode  # noqa: E402
+from collectors.sim.model import SimModel  # noqa: E402
+from fleettui.runtime import Runtime  # noqa: E402
+from storage.store import Store  # noqa: E402
+from tests.services.mosquitto import Broker  # noqa: E402
+
+
+def templates(hosts: int, links: int) -> list[tuple[str, str, str, str]]:
+    """Per simulated host: (name, head, mid, tail); a payload is head+seq+mid+ts+tail."""
+    model = SimModel(start=time.time() - 10, faults=())
+    states = SimStates(model)
+    sources = [h for h in model.fleet.host if h.startswith("hgx-")]
+    bodies = []
+    for src_host in sources:
+        t = [time.time()]
+        lib = open_library("fake", host=src_host, states=states, clock=lambda t=t: t[0])
+        col = NvmlCollector(lib, clock=lambda t=t: t[0], events=False, processes_every=10**9)
+        col.poll()
+        t[0] += 1
+        poll = col.poll()
+        col.close()
+        obj = json.loads(encode(poll, host=src_host, boot="x", seq=0, interval_s=1.0,
+                                driver=col.driver_version))
+        for k in ("nvlink_tx_bytes_per_s", "nvlink_rx_bytes_per_s", "nvlink_errors",
+                  "nvlink_up"):
+            obj["gpu"][k] = [v[:links] if v else v for v in obj["gpu"][k]]
+        bodies.append(obj)
+    out = []
+    for i in range(hosts):
+        obj = json.loads(json.dumps(bodies[i % len(bodies)]))
+        name = f"bench-h{i:05d}"
+        obj["gpu"]["uuid"] = [f"GPU-bench-{i:05d}-{g}" for g in range(len(obj["gpu"]["uuid"]))]
+        rest = {k: v for k, v in obj.items() if k not in ("v", "host", "boot", "seq", "ts")}
+        head = json.dumps({"v": 1, "host": name, "boot": "bench"}, separators=(",", ":"))[:-1]
+        out.append((name, head + ',"seq":', ',"ts":',
+                    "," + json.dumps(rest, separators=(",", ":"))[1:]))
+    return out
+
+
+def publisher(address: str, prefix: str, tpl: list, mode: str, count: int, rate: float,
+              seconds: float, out: mp.Queue) -> None:
+    """Runs in its own process: paho-mqtt, QoS 1, like many agents sharing one link."""
+    import paho.mqtt.client as mqtt
+
+    host, port = address.split(":")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{mode}")
+    c.max_inflight_messages_set(2000)
+    c.max_queued_messages_set(0)
+    c.connect(host, int(port))
+    c.loop_start()
+    seqs = [0] * len(tpl)
+    sent = 0
+    last = None
+
+    def one(i: int) -> None:
+        nonlocal sent, last
+        name, head, mid, tail = tpl[i]
+        payload = f"{head}{seqs[i]}{mid}{time.time():.6f}{tail}"
+        seqs[i] += 1
+        last = c.publish(f"{prefix}/{name}/report", payload, qos=1)
+        sent += 1
+
+    t_first = time.time()
+    if mode == "burst":
+        for k in range(count):
+            one(k % len(tpl))
+    else:  # paced: every host once per 1/rate s, spread over 20 slots per period
+        period, slots = 1.0 / rate, 20
+        n = len(tpl)
+        t0 = time.monotonic()
+        k = 0
+        while time.monotonic() - t0 < seconds:
+            target = t0 + k * period / slots
+            delay = target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            lo, hi = (k % slots) * n // slots, (k % slots + 1) * n // slots
+            for i in range(lo, hi):
+                one(i)
+            k += 1
+    if last is not None:
+        last.wait_for_publish(timeout=120)
+    t_acked = time.time()
+    c.loop_stop()
+    c.disconnect()
+    out.put({"sent": sent, "t_first": t_first, "t_acked": t_acked,
+             "bytes": sum(len(t[1]) + len(t[3]) + 30 for t in tpl) / len(tpl)})
+
+
+def run_publisher(ctx, broker: Broker, prefix: str, tpl, mode: str, count: int = 0,
+                  rate: float = 1.0, seconds: float = 0.0) -> tuple[mp.Process, mp.Queue]:
+    q = ctx.Queue()
+    p = ctx.Process(target=publisher, args=(broker.address, prefix, tpl, mode, count, rate,
+                                            seconds, q))
+    p.start()
+    return p, q
+
+
+def ceiling(ctx, broker: Broker, tpl, n: int) -> float:
+    sub = subprocess.Popen([shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", broker.host,
+                            "-p", str(broker.port), "-q", "1", "-t", "ceil/+/report", "-C",
+                            str(n)], stdout=subprocess.DEVNULL)
+    time.sleep(1.0)  # subscribed
+    p, q = run_publisher(ctx, broker, "ceil", tpl, "burst", count=n)
+    sub.wait(timeout=300)
+    t_done = time.time()
+    res = q.get(timeout=60)
+    p.join()
+    rate = n / (t_done - res["t_first"])
+    print(f"1. ceiling: broker -> mosquitto_sub (QoS 1): {n} reports of ~{res['bytes'] / 1024:.1f}"
+          f" KiB in {t_done - res['t_first']:.2f} s = {rate:,.0f} reports/s "
+          f"({rate * res['bytes'] / 2**20:.1f} MiB/s)")
+    return rate
+
+
+class CommitClock:
+    """Wraps the store: after each committed write, report time -> now for every GPU row."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.lag_s: list[np.ndarray] = []
+
+    def write(self, batches) -> int:
+        rows = self.store.write(batches)
+        now_us = time.time() * 1e6
+        for b in batches:
+            if b.table == "gpu_samples":
+                ts = b.data.column("ts").cast("int64").to_numpy()
+                self.lag_s.append((now_us - ts) / 1e6)
+        return rows
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+async def ingest(ctx, broker: Broker, store: Store, tpl, mode: str, *, count: int = 0,
+                 rate: float = 1.0, seconds: float = 0.0, flush_s: float = 0.25,
+                 nvlink_rows: str = "per_link") -> dict:
+    prefix = f"src{mode}"
+    src = MqttSource(MqttOptions(broker=broker.address, topic_prefix=prefix,
+                                 flush_interval_s=flush_s, persistent_session=False,
+                                 client_id=f"bench-daemon-{mode}", nvlink_rows=nvlink_rows))
+    timed = CommitClock(store)
+    stop = asyncio.Event()
+    runtime = Runtime(timed, [src])  # the daemon's path: source -> queue -> one writer
+    task = asyncio.create_task(runtime.run(stop))
+    await asyncio.wait_for(src.connected.wait(), 10)
+    cpu0 = time.process_time()
+    p, q = run_publisher(ctx, broker, prefix, tpl, mode, count=count, rate=rate, seconds=seconds)
+    res = await asyncio.to_thread(q.get, True, 600)
+    t_pub_end = time.time()
+    p.join()
+    gpus = len(json.loads("{" + tpl[0][3][1:])["gpu"]["uuid"])  # GPU rows per report
+
+    def committed() -> int:
+        return sum(len(a) for a in timed.lag_s) // gpus
+
+    stored_at_end = committed()
+    deadline = time.time() + 120
+    while committed() + src.stats.rejected + src.stats.duplicates < res["sent"] \
+            and time.time() < deadline:
+        await asyncio.sleep(0.05)
+    t_done = time.time()
+    cpu = time.process_time() - cpu0
+    stop.set()
+    await task
+    lag = np.concatenate(timed.lag_s) if timed.lag_s else np.zeros(1)
+    return {"sent": res["sent"], "t_first": res["t_first"], "t_pub_end": t_pub_end,
+            "t_done": t_done, "stored": committed(), "rejected": src.stats.rejected,
+            "stored_at_pub_end": stored_at_end, "cpu_s": cpu, "lag": lag,
+            "write_errors": runtime.stats.batches_refused, "flushes": src.stats.flushes}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpus", type=int, default=10_000)
+    ap.add_argument("--gpus-per-host", type=int, default=8, choices=(8,))
+    ap.add_argument("--rate", type=float, default=1.0, help="reports per host per second")
+    ap.add_argument("--seconds", type=float, default=30.0, help="sustained phase length")
+    ap.add_argument("--burst", type=int, default=15_000, help="reports in phases 1 and 3")
+    ap.add_argument("--links", type=int, default=18, help="NVLinks per GPU in each report")
+    ap.add_argument("--flush", type=float, default=0.25, help="source flush interval, s")
+    ap.add_argument("--nvlink-rows", choices=("per_link", "per_gpu"), default="per_link",
+                    help="the source's nvlink_rows option")
+    args = ap.parse_args()
+    hosts = args.gpus // args.gpus_per_host
+    ctx = mp.get_context("fork")
+    t_start = time.time()
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start (shared machines "
+          "make every figure below move; compare within one run)")
+    print(f"{args.gpus:,} GPUs = {hosts:,} hosts x {args.gpus_per_host} GPUs at {args.rate:g} Hz "
+          f"= {hosts * args.rate:,.0f} host reports/s; {args.links} NVLinks per GPU per report")
+    tpl = templates(hosts, args.links)
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
+    broker = Broker(work / "broker")
+    broker.start()
+    store = Store.open(work / "bench.duckdb")
+    try:
+        ceil = ceiling(ctx, broker, tpl, args.burst)
+        r = asyncio.run(ingest(ctx, broker, store, tpl, "paced", rate=args.rate,
+                               seconds=args.seconds, flush_s=args.flush,
+                               nvlink_rows=args.nvlink_rows))
+        wall = r["t_pub_end"] - r["t_first"]
+        rate = r["stored_at_pub_end"] / wall
+        lag = r["lag"] * 1e3
+        target = hosts * args.rate
+        print(f"2. sustained: offered {r['sent']:,} reports in {wall:.1f} s ({r['sent'] / wall:,.0f}"
+              f"/s, target {target:,.0f}/s); stored {rate:,.0f} reports/s "
+              f"({rate * args.gpus_per_host:,.0f} GPU rows/s, "
+              f"{rate * args.gpus_per_host * (args.links if args.nvlink_rows == 'per_link' else 1):,.0f}"
+              f" NVLink rows/s, {args.nvlink_rows}) while offered")
+        print(f"   backlog when the publisher stopped: {r['sent'] - r['stored_at_pub_end']:,} "
+              f"reports, drained {r['t_done'] - r['t_pub_end']:.2f} s later; "
+              f"stored {r['stored']:,}, rejected {r['rejected']}, batches refused "
+              f"{r['write_errors']}, {r['flushes']} source flushes")
+        print(f"   report time -> commit lag: p50 {np.percentile(lag, 50):,.0f} ms, "
+              f"p99 {np.percentile(lag, 99):,.0f} ms, max {lag.max():,.0f} ms; daemon CPU "
+              f"{r['cpu_s'] / (r['t_done'] - r['t_first']) * 100:.0f}% of one core")
+        b = asyncio.run(ingest(ctx, broker, store, tpl, "burst", count=args.burst,
+                               flush_s=args.flush, nvlink_rows=args.nvlink_rows))
+        brate = b["stored"] / (b["t_done"] - b["t_first"])
+        print(f"3. burst into the source: {b['stored']:,} reports committed in "
+              f"{b['t_done'] - b['t_first']:.2f} s = {brate:,.0f} reports/s = "
+              f"{brate / ceil:.2f} x the mosquitto_sub ceiling ({ceil:,.0f}/s), "
+              f"{brate / target:.2f} x the {target:,.0f}/s target")
+        rows = store.con.execute("SELECT (SELECT count(*) FROM gpu_samples),"
+                                 " (SELECT count(*) FROM link_samples)").fetchone()
+        print(f"store: {rows[0]:,} gpu_samples rows, {rows[1]:,} link_samples rows; "
+              f"benchmark wall time {time.time() - t_start:.0f} s")
+    finally:
+        store.close()
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,557 @@
+"""dcgm-exporter series -> store batches: GPUs, MIG slices, tenants, Xid events.
+
+Label mapping (see docs/dcgm-prometheus.md):
+- host: `Hostname`/`hostname` (any case), else the scrape `instance` without port;
+- GPU: `UUID` (else `<host>/gpu<gpu>`), index from `gpu`, name from `modelName`;
+- MIG: a series with `GPU_I_ID` describes GPU instance `<UUID>/gi<GPU_I_ID>`
+  (profile from `GPU_I_PROFILE`). There is no whole-GPU series on a MIG GPU:
+  GPU-level fields (power, temperatures, clocks, energy, PCIe) repeat on every
+  instance and are stored ONCE per GPU (a whole-GPU series wins, else the
+  instance with the lowest GPU_I_ID), never summed. Per-instance fields
+  (framebuffer, profiling activity) go to `slice_samples`; instance activity is
+  `PROF_GR_ENGINE_ACTIVE` (ratio 0-1) as util_pct.
+- tenant: the workload's Kubernetes namespace (`exported_namespace`, else
+  `namespace`), unless it is the exporter's own (its pod or namespace, as a
+  Prometheus target adds them), or a configured mapping. Changes are written
+  to `assignments` (open/close), not repeated each gather.
+- Xid: `XID_ERRORS` is the last Xid seen, not a count: a change to a non-zero
+  value is one `events` row.
+
+Both classic field names and DCGM 4.6's renamed ones are read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+
+from collectors.fabric import NVLINK_NAMES
+from collectors.promtext.labels import host_of
+from collectors.promtext.series import Snapshot
+from storage.batch import Batch, make_batch
+
+MIB = 1 << 20
+
+# column -> [(field name, scale to the column's unit)], first present wins (classic, then 4.6).
+GPU_FIELDS: dict[str, list[tuple[str, float]]] = {
+    "util_pct": [("DCGM_FI_DEV_GPU_UTIL", 1.0), ("DCGM_FI_DEV_GPU_UTIL_RATIO", 100.0)],
+    "mem_util_pct": [("DCGM_FI_DEV_MEM_COPY_UTIL", 1.0), ("DCGM_FI_DEV_MEMORY_UTIL_RATIO", 100.0)],
+    "power_w": [("DCGM_FI_DEV_POWER_USAGE", 1.0), ("DCGM_FI_DEV_BOARD_POWER_WATTS", 1.0)],
+    "energy_j": [
+        ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 1e-3),
+        ("DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL", 1.0),
+    ],
+    "temp_c": [("DCGM_FI_DEV_GPU_TEMP", 1.0), ("DCGM_FI_DEV_GPU_TEMP_CELSIUS", 1.0)],
+    "mem_temp_c": [("DCGM_FI_DEV_MEMORY_TEMP", 1.0), ("DCGM_FI_DEV_MEMORY_TEMP_CELSIUS", 1.0)],
+    "sm_clock_mhz": [("DCGM_FI_DEV_SM_CLOCK", 1.0), ("DCGM_FI_DEV_SM_CLOCK_HERTZ", 1e-6)],
+    "mem_clock_mhz": [("DCGM_FI_DEV_MEM_CLOCK", 1.0), ("DCGM_FI_DEV_MEMORY_CLOCK_HERTZ", 1e-6)],
+    # PROF_PCIE_*_BYTES are rates (bytes/s) despite the name.
+    "pcie_tx_bytes_per_s": [("DCGM_FI_PROF_PCIE_TX_BYTES", 1.0)],
+    "pcie_rx_bytes_per_s": [("DCGM_FI_PROF_PCIE_RX_BYTES", 1.0)],
+    "ecc_sbe_total": [
+        ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", 1.0),
+        ("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", 1.0),
+    ],
+    "ecc_dbe_total": [
+        ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", 1.0),
+        ("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", 1.0),
+    ],
+    "throttle_reasons": [
+        ("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", 1.0),
+        ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", 1.0),
+    ],
+}
+# Per-instance on MIG (not repeated): framebuffer and profiling activity.
+FB_FIELDS: dict[str, list[tuple[str, float]]] = {
+    "fb_used": [("DCGM_FI_DEV_FB_USED", MIB), ("DCGM_FI_DEV_FB_USED_BYTES", 1.0)],
+    "fb_free": [("DCGM_FI_DEV_FB_FREE", MIB), ("DCGM_FI_DEV_FB_FREE_BYTES", 1.0)],
+    "fb_reserved": [("DCGM_FI_DEV_FB_RESERVED", MIB), ("DCGM_FI_DEV_FB_RESERVED_BYTES", 1.0)],
+    "fb_total": [("DCGM_FI_DEV_FB_TOTAL", MIB), ("DCGM_FI_DEV_FB_CAPACITY_BYTES", 1.0)],
+    "gr_active_pct": [
+        ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 100.0),
+        ("DCGM_FI_PROF_GR_ENGINE_UTIL_RATIO", 100.0),
+    ],
+}
+XID_FIELDS = ("DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_XID_ERROR")
+
+
+# Fields dcgm-exporter ships that have no store column (yet), with why: reported, not silent.
+NO_COLUMN = {
+    "DCGM_FI_DEV_ENC_UTIL": "encoder utilisation: no store column",
+    "DCGM_FI_DEV_DEC_UTIL": "decoder utilisation: no store column",
+    "DCGM_FI_DEV_PCIE_REPLAY_COUNTER": "PCIe replays: no store column",
+    "DCGM_FI_DEV_PCIE_REPLAY_TOTAL": "PCIe replays: no store column",
+    "DCGM_FI_DEV_VGPU_LICENSE_STATUS": "vGPU licence: no store column",
+    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": "row remapping: no store column",
+    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": "row remapping: no store column",
+    "DCGM_FI_DEV_ROW_REMAP_FAILURE": "row remapping: no store column",
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": "tensor-pipe activity: no store column",
+    "DCGM_FI_PROF_TENSOR_UTIL_RATIO": "tensor-pipe activity: no store column",
+    "DCGM_FI_PROF_DRAM_ACTIVE": "DRAM activity: no store column",
+    "DCGM_FI_PROF_DRAM_UTIL_RATIO": "DRAM activity: no store column",
+    "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": "NVLink total of all lanes and both directions: "
+    "link_samples keeps tx/rx (PROF_NVLINK_TX/RX_BYTES)",
+}
+
+_GPU_COLS = list(GPU_FIELDS)
+_FB_COLS = list(FB_FIELDS)
+_FIELD_INDEX: dict[str, tuple[str, int, float]] = {}
+for _i, _c in enumerate(_GPU_COLS):
+    for _rank, (_n, _s) in enumerate(GPU_FIELDS[_c]):
+        _FIELD_INDEX[_n] = ("gpu", _i * 4 + _rank, _s)
+for _i, _c in enumerate(_FB_COLS):
+    for _rank, (_n, _s) in enumerate(FB_FIELDS[_c]):
+        _FIELD_INDEX[_n] = ("fb", _i * 4 + _rank, _s)
+
+# Compute slices per GPU model, for a MIG profile's fraction ("2g.10gb" on an A100 = 2/7).
+MIG_SLICES_BY_MODEL = (
+    ("A30", 4),
+    ("RTX PRO 6000", 4),
+    ("A100", 7),
+    ("H100", 7),
+    ("H200", 7),
+    ("H20", 7),
+    ("B200", 7),
+    ("B300", 7),
+    ("GB200", 7),
+    ("GB300", 7),
+)
+_PROFILE_G = re.compile(r"^(\d+)g\.")
+
+DEFAULT_EXPORTER_NAMESPACES = ("gpu-operator", "nvidia-gpu-operator", "kube-system", "monitoring")
+
+
+def is_dcgm_field(name: str) -> bool:
+    return name.startswith("DCGM_")
+
+
+def mig_fraction(profile: str | None, model: str | None) -> float | None:
+    m = _PROFILE_G.match(profile or "")
+    if not m:
+        return None
+    slices = next((n for key, n in MIG_SLICES_BY_MODEL if key in (model or "")), 7)
+    return min(int(m.group(1)) / slices, 1.0)
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
+
+
+@dataclass
+class TenantRules:
+    """How a series' labels name a tenant."""
+
+    by_namespace: Mapping[str, str] = field(default_factory=dict)  # namespace -> tenant
+    by_target: Mapping[str, str] = field(
+        default_factory=dict
+    )  # gpu uuid / slice id / host -> tenant
+    exporter_namespaces: tuple[str, ...] = DEFAULT_EXPORTER_NAMESPACES
+
+    def tenant(
+        self, labels: Mapping[str, str], gpu: str, slice_id: str | None, host: str
+    ) -> str | None:
+        for key in (slice_id, gpu, host):
+            if key and key in self.by_target:
+                return self.by_target[key]
+        ns = labels.get("exported_namespace") or labels.get("namespace")
+        if not ns:
+            return None
+        pod = labels.get("exported_pod") or labels.get("pod") or ""
+        if "exported_namespace" not in labels and (
+            ns in self.exporter_namespaces or "dcgm-exporter" in pod
+        ):
+            return None  # the namespace Prometheus added is the exporter's, not a workload's
+        return self.by_namespace.get(ns, ns)
+
+
+@dataclass
+class DcgmResult:
+    batches: list[Batch]
+    skipped: list[str]
+    gpus: int = 0
+    slices: int = 0
+    used: int = 0  # samples mapped to a column, an event or an assignment
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> samples
+
+
+class DcgmMapper:
+    """Stateful (assignments, last Xid, inventory already written) DCGM mapper."""
+
+    def __init__(
+        self, source: str, tenants: TenantRules | None = None, describe_every_s: float = 300.0
+    ):
+        self.source = source
+        self.tenants = tenants or TenantRules()
+        self.describe_every_s = describe_every_s
+        self._last_xid: dict[str, float] = {}
+        self._assigned: dict[tuple[str, str | None], tuple[str, datetime, float | None]] = {}
+        self._dims: dict[tuple[str, str], tuple] = {}
+        self._dims_at: float = float("-inf")
+
+    def map(self, snap: Snapshot, now: float) -> DcgmResult:
+        idx = [i for i, n in enumerate(snap.names) if is_dcgm_field(n)]
+        gpu_row: dict[str, int] = {}
+        gpu_info: list[dict] = []
+        slice_row: dict[str, int] = {}
+        slice_info: list[dict] = []
+        # value matrices: [row, column*4 + name rank]; rank keeps classic-before-4.6 order
+        n = len(idx)
+        gvals = np.full((n, len(_GPU_COLS) * 4), np.nan)
+        grank = np.full((n, len(_GPU_COLS) * 4), np.inf)  # GI id of the value kept (-1 whole GPU)
+        fgpu = np.full((n, len(_FB_COLS) * 4), np.nan)  # whole-GPU framebuffer/activity
+        fslice = np.full((n, len(_FB_COLS) * 4), np.nan)
+        gts = np.zeros(n)
+        sts = np.zeros(n)
+        xid: dict[str, tuple[float, float]] = {}
+        dropped: dict[str, int] = {}
+        skipped: list[str] = []
+        used = 0
+        for i in idx:
+            name, labels = snap.names[i], snap.labels[i]
+            v, t = float(snap.values[i]), float(snap.ts[i])
+            host = host_of(labels)
+            gpu = labels.get("UUID") or (
+                f"{host}/gpu{labels['gpu']}" if host and "gpu" in labels else None
+            )
+            if not host or not gpu:
+                skipped.append(f"{self.source}: {name}: no host or GPU label, sample skipped")
+                dropped["no host/GPU label"] = dropped.get("no host/GPU label", 0) + 1
+                continue
+            r = gpu_row.get(gpu)
+            if r is None:
+                r = gpu_row[gpu] = len(gpu_info)
+                gpu_info.append(
+                    {
+                        "uuid": gpu,
+                        "host": host,
+                        "labels": labels,
+                        "mig": False,
+                        "tenant": None,
+                        "whole": False,
+                    }
+                )
+            info = gpu_info[r]
+            gi = labels.get("GPU_I_ID") or ""
+            gi_rank = -1.0
+            s = None
+            if gi:
+                info["mig"] = True
+                try:
+                    gi_rank = float(gi)
+                except ValueError:
+                    gi_rank = 1e9
+                sid = f"{gpu}/gi{gi}"
+                s = slice_row.get(sid)
+                if s is None:
+                    s = slice_row[sid] = len(slice_info)
+                    slice_info.append(
+                        {
+                            "slice_id": sid,
+                            "gpu": gpu,
+                            "gi": gi,
+                            "profile": labels.get("GPU_I_PROFILE") or None,
+                            "tenant": None,
+                            "labels": labels,
+                        }
+                    )
+            else:
+                info["whole"] = True
+            tenant = self.tenants.tenant(
+                labels, gpu, slice_info[s]["slice_id"] if s is not None else None, host
+            )
+            if tenant:
+                if s is not None:
+                    slice_info[s]["tenant"] = tenant
+                else:
+                    info["tenant"] = tenant
+            spec = _FIELD_INDEX.get(name)
+            if spec is not None:
+                kind, col, scale = spec
+                if kind == "gpu":
+                    if gi_rank < grank[r, col]:
+                        gvals[r, col] = v * scale
+                        grank[r, col] = gi_rank
+                    gts[r] = max(gts[r], t)
+                elif s is not None:
+                    fslice[s, col] = v * scale
+                    sts[s] = max(sts[s], t)
+                else:
+                    fgpu[r, col] = v * scale
+                    gts[r] = max(gts[r], t)
+                used += 1
+            elif name in XID_FIELDS:
+                if gpu not in xid or gi_rank < xid[gpu][1]:
+                    xid[gpu] = (v, gi_rank)
+                gts[r] = max(gts[r], t)
+                used += 1
+            elif name in NVLINK_NAMES:
+                used += 1  # collectors.fabric maps these
+            else:
+                reason = NO_COLUMN.get(name, "field not mapped")
+                dropped[f"{name}: {reason}"] = dropped.get(f"{name}: {reason}", 0) + 1
+        ng, ns = len(gpu_info), len(slice_info)
+        batches: list[Batch] = []
+        if ng:
+            batches.append(self._gpu_batch(gpu_info, gvals[:ng], fgpu[:ng], gts[:ng]))
+        if ns:
+            batches.append(self._slice_batch(slice_info, fslice[:ns], sts[:ns]))
+        batches += self._events(xid, gpu_info, gpu_row, gts, now)
+        batches += self._assignments(gpu_info, slice_info, now)
+        batches += self._describe(
+            gpu_info, slice_info, gvals[:ng], fgpu[:ng], fslice[:ns], gts[:ng], now
+        )
+        return DcgmResult(batches, skipped, ng, ns, used, dropped)
+
+    # -- per-sample tables ------------------------------------------------------
+    @staticmethod
+    def _pick(m: np.ndarray, col: int) -> np.ndarray:
+        """The first present name (classic, then 4.6) of column `col` for every row."""
+        block = m[:, col * 4 : (col + 1) * 4]
+        out = np.full(len(m), np.nan)
+        for k in range(3, -1, -1):
+            have = ~np.isnan(block[:, k])
+            out[have] = block[have, k]
+        return out
+
+    def _fb(self, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        used, free, res, total = (
+            self._pick(fb, _FB_COLS.index(c))
+            for c in ("fb_used", "fb_free", "fb_reserved", "fb_total")
+        )
+        summed = used + free + np.nan_to_num(res)
+        return used, np.where(np.isnan(total), summed, total)
+
+    def _gpu_batch(self, info: list[dict], g: np.ndarray, fb: np.ndarray, ts: np.ndarray) -> Batch:
+        cols = {c: self._pick(g, i) for i, c in enumerate(_GPU_COLS)}
+        used, total = self._fb(fb)
+        n = len(info)
+        out = {
+            "ts": pa.array(np.round(ts * 1e6).astype(np.int64)).cast(pa.timestamp("us")),
+            "host": [d["host"] for d in info],
+            "gpu_uuid": [d["uuid"] for d in info],
+        }
+        for c, v in cols.items():
+            out[c] = _nullable(v)
+        out["mem_used_bytes"] = _nullable(used, np.int64)
+        out["mem_total_bytes"] = _nullable(total, np.int64)
+        for c in ("ecc_sbe_total", "ecc_dbe_total", "throttle_reasons"):
+            out[c] = _nullable(cols[c], np.int64)
+        out["source"] = [self.source] * n
+        return make_batch("gpu_samples", out)
+
+    def _slice_batch(self, info: list[dict], fb: np.ndarray, ts: np.ndarray) -> Batch:
+        used, total = self._fb(fb)
+        gr = self._pick(fb, _FB_COLS.index("gr_active_pct"))
+        return make_batch(
+            "slice_samples",
+            {
+                "ts": pa.array(np.round(ts * 1e6).astype(np.int64)).cast(pa.timestamp("us")),
+                "slice_id": [d["slice_id"] for d in info],
+                "gpu_uuid": [d["gpu"] for d in info],
+                "util_pct": _nullable(gr),
+                "mem_used_bytes": _nullable(used, np.int64),
+                "mem_total_bytes": _nullable(total, np.int64),
+                "source": [self.source] * len(info),
+            },
+        )
+
+    def _events(
+        self, xid: dict, info: list[dict], rows: dict, ts: np.ndarray, now: float
+    ) -> list[Batch]:
+        ev_ts, hosts, gpus, codes, details = [], [], [], [], []
+        for gpu, (v, _) in xid.items():
+            prev = self._last_xid.get(gpu)
+            self._last_xid[gpu] = v
+            if v == 0 or v == prev:
+                continue
+            r = rows[gpu]
+            ev_ts.append(_ts(ts[r] or now))
+            hosts.append(info[r]["host"])
+            gpus.append(gpu)
+            codes.append(int(v))
+            details.append(
+                f"Xid {int(v)} (last Xid reported by DCGM"
+                + (", already set at first scrape)" if prev is None else ")")
+            )
+        if not ev_ts:
+            return []
+        return [
+            make_batch(
+                "events",
+                {
+                    "ts": ev_ts,
+                    "host": hosts,
+                    "gpu_uuid": gpus,
+                    "kind": ["xid"] * len(ev_ts),
+                    "code": codes,
+                    "detail": details,
+                    "source": [self.source] * len(ev_ts),
+                },
+            )
+        ]
+
+    # -- assignments: written when they change ----------------------------------------
+    def _assignments(self, gpus: list[dict], slices: list[dict], now: float) -> list[Batch]:
+        seen: dict[tuple[str, str | None], tuple[str, float | None]] = {}
+        for d in gpus:
+            if d["tenant"] and not d["mig"]:
+                seen[(d["uuid"], None)] = (d["tenant"], 1.0)
+        model = {g["uuid"]: g["labels"].get("modelName") for g in gpus}
+        for s in slices:
+            if s["tenant"]:
+                seen[(s["gpu"], s["slice_id"])] = (
+                    s["tenant"],
+                    mig_fraction(s["profile"], model.get(s["gpu"])),
+                )
+        gpus_here = {d["uuid"] for d in gpus}
+        t = _ts(now)
+        rows: list[tuple] = []  # tenant, gpu, slice, fraction, valid_from, valid_to
+        for key, (tenant, frac) in seen.items():
+            cur = self._assigned.get(key)
+            if cur and cur[0] == tenant:
+                continue
+            if cur:
+                rows.append((cur[0], key[0], key[1], cur[2], cur[1], t))
+            self._assigned[key] = (tenant, t, frac)
+            rows.append((tenant, key[0], key[1], frac, t, None))
+        for key in [k for k in self._assigned if k not in seen and k[0] in gpus_here]:
+            tenant, since, frac = self._assigned.pop(key)
+            rows.append((tenant, key[0], key[1], frac, since, t))
+        if not rows:
+            return []
+        cols = list(zip(*rows, strict=True))
+        return [
+            make_batch("tenants", {"tenant": sorted({r[0] for r in rows})}),
+            make_batch(
+                "assignments",
+                {
+                    "tenant": cols[0],
+                    "gpu_uuid": cols[1],
+                    "slice_id": cols[2],
+                    "fraction": [1.0 if f is None else f for f in cols[3]],
+                    "valid_from": cols[4],
+                    "valid_to": pa.array(cols[5], type=pa.timestamp("us")),
+                },
+            ),
+        ]
+
+    # -- inventory: on change, and every describe_every_s ----------------------------
+    def _describe(
+        self,
+        gpus: list[dict],
+        slices: list[dict],
+        g: np.ndarray,
+        fb: np.ndarray,
+        fslice: np.ndarray,
+        gts: np.ndarray,
+        now: float,
+    ) -> list[Batch]:
+        refresh = now - self._dims_at >= self.describe_every_s
+        _, total = self._fb(fb)
+        _, stotal = self._fb(fslice)
+        host_rows, gpu_rows, slice_rows = {}, [], []
+        for r, d in enumerate(gpus):
+            lab = d["labels"]
+            uuid = d["uuid"]
+            # mig_mode: instances seen -> True; GPU_UTIL (absent on MIG) -> False; else unknown
+            has_util = not np.isnan(self._pick(g[r : r + 1], 0)[0])
+            mig = True if d["mig"] else (False if has_util else None)
+            row = (
+                uuid,
+                d["host"],
+                _int(lab.get("gpu")),
+                lab.get("modelName"),
+                lab.get("pci_bus_id"),
+                mig,
+                None if np.isnan(total[r]) else int(total[r]),
+            )
+            if refresh or self._dims.get(("gpu", uuid)) != row:
+                self._dims[("gpu", uuid)] = row
+                gpu_rows.append(row)
+            hrow = (d["host"], lab.get("DCGM_FI_DRIVER_VERSION"))
+            if refresh or self._dims.get(("host", d["host"])) != hrow:
+                self._dims[("host", d["host"])] = hrow
+                host_rows[d["host"]] = hrow
+        model = {g_["uuid"]: g_["labels"].get("modelName") for g_ in gpus}
+        for s, d in enumerate(slices):
+            row = (
+                d["slice_id"],
+                d["gpu"],
+                "mig",
+                d["profile"],
+                mig_fraction(d["profile"], model.get(d["gpu"])),
+                None if np.isnan(stotal[s]) else int(stotal[s]),
+            )
+            if refresh or self._dims.get(("slice", d["slice_id"])) != row:
+                self._dims[("slice", d["slice_id"])] = row
+                slice_rows.append(row)
+        if refresh:
+            self._dims_at = now
+        out = []
+        last_seen = {d["host"]: _ts(max(gts[r], 0) or now) for r, d in enumerate(gpus)}
+        if last_seen:
+            hosts = sorted(last_seen)
+            out.append(
+                make_batch(
+                    "hosts",
+                    {
+                        "host": hosts,
+                        "last_seen": [last_seen[h] for h in hosts],
+                        "first_seen": [last_seen[h] for h in hosts],
+                        "driver_version": [
+                            (host_rows.get(h) or self._dims[("host", h)])[1] for h in hosts
+                        ],
+                    },
+                )
+            )
+        if gpu_rows:
+            c = list(zip(*gpu_rows, strict=True))
+            out.append(
+                make_batch(
+                    "gpus",
+                    {
+                        "gpu_uuid": c[0],
+                        "host": c[1],
+                        "gpu_index": c[2],
+                        "name": c[3],
+                        "pci_bus_id": c[4],
+                        "mig_mode": pa.array(c[5], type=pa.bool_()),
+                        "mem_total_bytes": pa.array(c[6], type=pa.int64()),
+                    },
+                )
+            )
+        if slice_rows:
+            c = list(zip(*slice_rows, strict=True))
+            out.append(
+                make_batch(
+                    "slices",
+                    {
+                        "slice_id": c[0],
+                        "gpu_uuid": c[1],
+                        "kind": c[2],
+                        "profile": c[3],
+                        "fraction": pa.array(c[4], type=pa.float64()),
+                        "mem_total_bytes": pa.array(c[5], type=pa.int64()),
+                    },
+                )
+            )
+        return out
+
+
+def _nullable(v: np.ndarray, dtype: type | None = None) -> pa.Array:
+    mask = np.isnan(v)
+    if dtype is not None:
+        return pa.array(np.where(mask, 0, np.round(v)).astype(dtype), mask=mask)
+    return pa.array(v, mask=mask)
+
+
+def _int(v: str | None) -> int | None:
+    try:
+        return int(v) if v not in (None, "") else None
+    except ValueError:
+        return None

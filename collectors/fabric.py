@@ -1,0 +1,222 @@
+"""Fabric counters -> link_samples: InfiniBand/RoCE from node_exporter, NVLink from DCGM.
+
+node_exporter's `node_infiniband_*` series (labels `device`, `port`) are
+counters: rates are deltas over the time between the two samples, and error
+counts are the errors that happened in the interval. A counter that goes
+backwards (reset) gives NULL for that interval with a recorded reason.
+Host: the series' hostname label, else the scrape instance without its port.
+IB and RoCE look the same to node_exporter; `kind_by_host` (fnmatch patterns)
+names the RoCE hosts.
+
+NVLink (one aggregate row per GPU, port `nvlink-gpu<index>`): DCGM's profiling
+rates `PROF_NVLINK_TX/RX_BYTES` (bytes/s) and the error counters
+(`NVLINK_CRC_*`, `NVLINK_REPLAY_*`, `NVLINK_RECOVERY_*`, classic and 4.6
+names). On a MIG GPU these repeat on every instance: read once per GPU.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from collectors.promtext.counters import CounterTracker
+from collectors.promtext.labels import host_of
+from collectors.promtext.series import Snapshot
+from storage.batch import Batch, make_batch
+
+IB_TX = "node_infiniband_port_data_transmitted_bytes_total"
+IB_RX = "node_infiniband_port_data_received_bytes_total"
+IB_ERRORS = (
+    "node_infiniband_port_errors_received_total",
+    "node_infiniband_port_receive_remote_physical_errors_total",
+    "node_infiniband_port_receive_switch_relay_errors_total",
+    "node_infiniband_port_transmit_discards_total",
+    "node_infiniband_symbol_error_total",
+    "node_infiniband_link_error_recovery_total",
+    "node_infiniband_link_downed_total",
+    "node_infiniband_local_link_integrity_errors_total",
+    "node_infiniband_excessive_buffer_overrun_errors_total",
+)
+IB_RATE = "node_infiniband_rate_bytes_per_second"
+IB_STATE = "node_infiniband_state_id"  # 4 = ACTIVE
+IB_PHYS = "node_infiniband_physical_state_id"  # 5 = LinkUp
+IB_NAMES = frozenset((IB_TX, IB_RX, IB_RATE, IB_STATE, IB_PHYS, *IB_ERRORS))
+
+NVLINK_TX = ("DCGM_FI_PROF_NVLINK_TX_BYTES",)
+NVLINK_RX = ("DCGM_FI_PROF_NVLINK_RX_BYTES",)
+NVLINK_ERRORS = (
+    "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_CRC_ERROR_TOTAL",
+    "DCGM_FI_DEV_NVLINK_REPLAY_TOTAL",
+    "DCGM_FI_DEV_NVLINK_RECOVERY_TOTAL",
+)
+NVLINK_NAMES = frozenset((*NVLINK_TX, *NVLINK_RX, *NVLINK_ERRORS))
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
+
+
+@dataclass
+class FabricResult:
+    batches: list[Batch]
+    skipped: list[str]
+    links: int = 0
+    used: int = 0
+
+
+@dataclass
+class FabricRules:
+    kind_by_host: Mapping[str, str] = field(default_factory=dict)  # fnmatch pattern -> ib|roce|efa
+
+    def kind(self, host: str) -> str:
+        for pattern, kind in self.kind_by_host.items():
+            if fnmatch.fnmatchcase(host, pattern):
+                return kind
+        return "ib"
+
+
+class FabricMapper:
+    def __init__(self, source: str, rules: FabricRules | None = None):
+        self.source = source
+        self.rules = rules or FabricRules()
+        self._counters = CounterTracker()
+        self._up: dict[tuple[str, str, str], bool] = {}  # last link state, for down events
+
+    def reset(self) -> None:
+        self._counters = CounterTracker()
+
+    def map(self, snap: Snapshot) -> FabricResult:
+        ports: dict[tuple[str, str, str], dict] = {}  # (host, kind, port) -> row
+        skipped: list[str] = []
+        used = 0
+        picked: list[tuple[int, tuple[str, str, str], str | None]] = []
+        nv_best: dict[tuple, tuple[float, int]] = {}  # (key, name) -> (GI rank, sample index)
+        for i, name in enumerate(snap.names):
+            if name in IB_NAMES:
+                labels = snap.labels[i]
+                host = host_of(labels)
+                dev, port = labels.get("device"), labels.get("port")
+                if not host or not dev:
+                    skipped.append(f"{self.source}: {name}: no host or device label, skipped")
+                    continue
+                picked.append(
+                    (i, (host, self.rules.kind(host), f"{dev}/{port}" if port else dev), None)
+                )
+            elif name in NVLINK_NAMES:
+                labels = snap.labels[i]
+                host = host_of(labels)
+                if not host or not labels.get("UUID"):
+                    skipped.append(f"{self.source}: {name}: no host or UUID label, skipped")
+                    continue
+                key = (host, "nvlink", f"nvlink-gpu{labels.get('gpu', '')}")
+                # repeated on every MIG instance: keep the lowest instance's value, once
+                gi = labels.get("GPU_I_ID") or ""
+                rank = float(gi) if gi.isdigit() else -1.0
+                best = nv_best.get((key, name))
+                if best is None or rank < best[0]:
+                    nv_best[(key, name)] = (rank, i)
+        picked += [(i, key, snap.labels[i]["UUID"]) for (key, _), (_, i) in nv_best.items()]
+        for i, key, gpu in picked:
+            name = snap.names[i]
+            used += 1
+            row = ports.get(key)
+            if row is None:
+                row = ports[key] = {
+                    "gpu": gpu,
+                    "ts": 0.0,
+                    "tx": None,
+                    "rx": None,
+                    "rate": None,
+                    "errors": None,
+                    "up": None,
+                    "err_parts": {},
+                }
+            t, v = float(snap.ts[i]), float(snap.values[i])
+            row["ts"] = max(row["ts"], t)
+            if name in (IB_TX, IB_RX):
+                d = self._counters.update((*key, name), t, v)
+                if d.reason:
+                    skipped.append(f"{self.source}: {key[0]} {key[2]} {name}: {d.reason}")
+                if d.delta is not None:
+                    row["tx" if name == IB_TX else "rx"] = d.delta / d.dt
+            elif name in NVLINK_TX or name in NVLINK_RX:
+                row["tx" if name in NVLINK_TX else "rx"] = v
+            elif name == IB_RATE:
+                row["rate"] = v
+            elif name == IB_STATE:
+                row["up"] = v == 4 if row["up"] is None else (row["up"] and v == 4)
+            elif name == IB_PHYS:
+                row["up"] = v == 5 if row["up"] is None else (row["up"] and v == 5)
+            else:  # error counters: errors in this interval
+                d = self._counters.update((*key, name), t, v)
+                if d.reason:
+                    skipped.append(f"{self.source}: {key[0]} {key[2]} {name}: {d.reason}")
+                row["err_parts"][name] = d.delta
+        if snap.latest_ts is not None:
+            self._counters.prune(snap.latest_ts)
+        if not ports:
+            return FabricResult([], skipped, 0, used)
+        keys = list(ports)
+        rows = [ports[k] for k in keys]
+        errors = []
+        for r in rows:
+            parts = r["err_parts"]
+            # NULL when any part has no delta this time (first sight, reset)
+            errors.append(
+                None
+                if not parts or any(v is None for v in parts.values())
+                else int(sum(parts.values()))
+            )
+        batch = make_batch(
+            "link_samples",
+            {
+                "ts": [_ts(r["ts"]) for r in rows],
+                "host": [k[0] for k in keys],
+                "kind": [k[1] for k in keys],
+                "port": [k[2] for k in keys],
+                "gpu_uuid": [r["gpu"] for r in rows],
+                "tx_bytes_per_s": [r["tx"] for r in rows],
+                "rx_bytes_per_s": [r["rx"] for r in rows],
+                "line_rate_bytes_per_s": [r["rate"] for r in rows],
+                "errors": errors,
+                "link_up": [r["up"] for r in rows],
+                "source": [self.source] * len(rows),
+            },
+        )
+        return FabricResult([batch, *self._link_events(keys, rows)], skipped, len(rows), used)
+
+    def _link_events(self, keys: list[tuple[str, str, str]], rows: list[dict]) -> list[Batch]:
+        """An `events` row (kind "link") when a port goes down or comes back up."""
+        ev = []
+        for k, r in zip(keys, rows, strict=True):
+            up = r["up"]
+            if up is None:
+                continue
+            before = self._up.get(k)
+            self._up[k] = up
+            if before is not None and before != up:
+                ev.append((_ts(r["ts"]), k[0], r["gpu"], f"{k[2]}: link {'up' if up else 'down'}"))
+        if not ev:
+            return []
+        c = list(zip(*ev, strict=True))
+        n = len(ev)
+        return [
+            make_batch(
+                "events",
+                {
+                    "ts": c[0],
+                    "host": c[1],
+                    "gpu_uuid": c[2],
+                    "kind": ["link"] * n,
+                    "code": [None] * n,
+                    "detail": c[3],
+                    "source": [self.source] * n,
+                },
+            )
+        ]

@@ -1,0 +1,162 @@
+"""Inference-server latency histograms -> p50/p99 per endpoint and model.
+
+vLLM, NVIDIA Dynamo's frontend and Triton publish cumulative histograms. The
+p50/p99 of an interval come from the bucket *deltas* between two gathers
+(what was observed in between), interpolated inside the bucket as Prometheus'
+histogram_quantile does. Deltas of every series of one endpoint+model (several
+engines, hosts or pods) are summed before the quantile: histograms add,
+quantiles do not.
+
+Endpoint: the `service` label (configurable), else `job`, else the model.
+Tenant: a configured endpoint -> tenant mapping, else the Kubernetes
+`namespace` of the serving pod (through the namespace mapping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from collectors.promtext.counters import HistogramTracker, histogram_quantile
+from collectors.promtext.labels import series_key
+from collectors.promtext.series import Snapshot
+from storage.batch import Batch, make_batch
+
+# histogram family -> (quantity, factor to ms, server, model label)
+FAMILIES: dict[str, tuple[str, float, str, str]] = {
+    "vllm:inter_token_latency_seconds": ("itl", 1000.0, "vllm", "model_name"),
+    "vllm:time_to_first_token_seconds": ("ttft", 1000.0, "vllm", "model_name"),
+    "vllm:e2e_request_latency_seconds": ("e2e", 1000.0, "vllm", "model_name"),
+    "dynamo_frontend_inter_token_latency_seconds": ("itl", 1000.0, "dynamo", "model"),
+    "dynamo_frontend_time_to_first_token_seconds": ("ttft", 1000.0, "dynamo", "model"),
+    "dynamo_frontend_request_duration_seconds": ("e2e", 1000.0, "dynamo", "model"),
+    "nv_inference_first_response_histogram_ms": ("ttft", 1.0, "triton", "model"),
+}
+_BUCKETS = {f + "_bucket": f for f in FAMILIES}
+QUANTITIES = ("itl", "ttft", "e2e")
+
+
+def is_latency_bucket(name: str) -> bool:
+    return name in _BUCKETS
+
+
+@dataclass
+class LatencyRules:
+    endpoint_label: str = "service"
+    tenant_by_endpoint: Mapping[str, str] = field(default_factory=dict)
+    tenant_by_namespace: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LatencyResult:
+    batches: list[Batch]
+    skipped: list[str]
+    endpoints: int = 0
+    used: int = 0
+
+
+class LatencyMapper:
+    def __init__(self, source: str, rules: LatencyRules | None = None):
+        self.source = source
+        self.rules = rules or LatencyRules()
+        self._hist = HistogramTracker()
+
+    def reset(self) -> None:
+        self._hist = HistogramTracker()
+
+    def _endpoint(self, labels: Mapping[str, str], model: str) -> str:
+        return labels.get(self.rules.endpoint_label) or labels.get("job") or model
+
+    def map(self, snap: Snapshot) -> LatencyResult:
+        groups: dict[tuple, dict] = {}
+        used = 0
+        for i, name in enumerate(snap.names):
+            fam = _BUCKETS.get(name)
+            if fam is None:
+                continue
+            labels = snap.labels[i]
+            try:
+                le = float(labels.get("le", "nan"))
+            except ValueError:
+                le = float("nan")
+            key = series_key(fam, labels, drop=("le",))
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = {"fam": fam, "labels": labels, "le": [], "cum": [], "ts": 0.0}
+            g["le"].append(le)
+            g["cum"].append(float(snap.values[i]))
+            g["ts"] = max(g["ts"], float(snap.ts[i]))
+            used += 1
+        skipped: list[str] = []
+        # (endpoint, model) -> quantity -> [le, summed cumulative deltas, dt]
+        agg: dict[tuple[str, str], dict] = {}
+        for key, g in groups.items():
+            quantity, scale, server, model_label = FAMILIES[g["fam"]]
+            labels = g["labels"]
+            model = labels.get(model_label) or labels.get("model") or ""
+            endpoint = self._endpoint(labels, model)
+            le = np.asarray(g["le"])
+            if np.isnan(le).any():
+                skipped.append(
+                    f"{self.source}: {g['fam']} ({endpoint}): bucket with a bad `le`, skipped"
+                )
+                continue
+            d = self._hist.update(key, g["ts"], le, np.asarray(g["cum"]))
+            if d.reason:
+                skipped.append(f"{self.source}: {g['fam']} ({endpoint}, {model}): {d.reason}")
+            e = agg.setdefault(
+                (endpoint, model), {"tenant": self._tenant(endpoint, labels), "ts": 0.0, "q": {}}
+            )
+            e["ts"] = max(e["ts"], g["ts"])
+            if d.counts is None:
+                continue
+            cur = e["q"].get(quantity)
+            if cur is None:
+                e["q"][quantity] = [d.le * scale, d.counts.copy(), d.dt]
+            elif len(cur[0]) == len(d.le) and np.all(cur[0] == d.le * scale):
+                cur[1] += d.counts
+                cur[2] = max(cur[2], d.dt)
+            else:
+                skipped.append(
+                    f"{self.source}: {g['fam']} ({endpoint}): bucket layouts differ "
+                    "between series of one endpoint; one series left out"
+                )
+        if snap.latest_ts is not None:
+            self._hist.prune(snap.latest_ts)
+        rows = []
+        for (endpoint, model), e in agg.items():
+            if not e["q"]:
+                continue
+            row = {
+                "endpoint": endpoint,
+                "model": model or None,
+                "tenant": e["tenant"],
+                "ts": e["ts"],
+            }
+            for q in QUANTITIES:
+                h = e["q"].get(q)
+                row[f"{q}_p50_ms"] = histogram_quantile(0.5, h[0], h[1]) if h else None
+                row[f"{q}_p99_ms"] = histogram_quantile(0.99, h[0], h[1]) if h else None
+            basis = next(
+                (e["q"][q] for q in ("e2e", "ttft") if q in e["q"]), None
+            )  # one per request
+            row["requests_per_s"] = (
+                float(basis[1][-1]) / basis[2] if basis and basis[2] > 0 else None
+            )
+            rows.append(row)
+        batches = []
+        if rows:
+            cols = {k: [r[k] for r in rows] for k in rows[0]}
+            cols["ts"] = [datetime.fromtimestamp(t, UTC).replace(tzinfo=None) for t in cols["ts"]]
+            cols["source"] = [self.source] * len(rows)
+            batches.append(make_batch("latency_samples", cols))
+        return LatencyResult(batches, skipped, len(rows), used)
+
+    def _tenant(self, endpoint: str, labels: Mapping[str, str]) -> str | None:
+        if endpoint in self.rules.tenant_by_endpoint:
+            return self.rules.tenant_by_endpoint[endpoint]
+        ns = labels.get("namespace")
+        return self.rules.tenant_by_namespace.get(ns, ns) if ns else None

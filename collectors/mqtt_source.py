@@ -1,0 +1,414 @@
+"""Push source "mqtt": NVML agents' reports from an MQTT broker into the store.
+
+Subscribes to `<prefix>/+/report` (through `$share/<group>/...` when several
+daemons split a fleet) and `<prefix>/+/status` (retained birth/Will, never
+shared: every daemon needs every host's presence). Each payload is decoded and
+validated (collectors/nvml/report.py); good reports accumulate as column lists
+and are written as one batch per table per flush; bad ones go to `rejects` with
+the reason; a (host, boot, seq) seen before (QoS 1 redelivery, agent replay)
+is counted and dropped. Nothing a publisher sends can stop the source.
+
+aiomqtt acknowledges QoS 1 messages on receipt, so a daemon killed between
+receipt and the next flush loses at most `flush_interval_s` of reports; with a
+persistent session (the default) the broker keeps queuing while it is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+
+from collectors.base import Sink, register
+from collectors.nvml.batches import NVLINK_ROWS, ReportBatcher, naive_utc, ts_col
+from collectors.nvml.report import Report, ReportError, decode, decode_status
+from collectors.options import parse_options
+from storage.batch import Batch, make_batch
+
+log = logging.getLogger(__name__)
+
+EXCERPT_BYTES = 200  # payload bytes kept with a reject
+
+
+# -- connection options shared with the agent ----------------------------------------------------
+def parse_broker(broker: str, tls: bool = False) -> tuple[str, int]:
+    """"HOST[:PORT]" (IPv6 as "[addr]:port") -> (host, port); default port 1883, 8883 with TLS."""
+    default = 8883 if tls else 1883
+    b = broker.strip()
+    if not b:
+        raise ValueError("broker is empty")
+    if b.startswith("["):
+        host, _, rest = b[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif b.count(":") == 1:
+        host, port = b.split(":")
+    else:
+        host, port = b, ""
+    if not host:
+        raise ValueError(f"broker {broker!r} has no host")
+    if port:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"broker {broker!r}: port must be 1-65535")
+        return host, int(port)
+    return host, default
+
+
+def check_tls_files(**paths: str) -> None:
+    """Fail at config time, not at the first connect, when a TLS file is missing."""
+    for key, path in paths.items():
+        if path and not Path(path).expanduser().is_file():
+            raise ValueError(f"{key}: no such file {path!r}")
+
+
+def tls_parameters(tls: bool, ca: str, cert: str, key: str) -> aiomqtt.TLSParameters | None:
+    if not tls:
+        return None
+    def path(p: str) -> str | None:
+        return str(Path(p).expanduser()) if p else None
+
+    return aiomqtt.TLSParameters(
+        ca_certs=path(ca), certfile=path(cert), keyfile=path(key),
+        cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+
+
+def resolve_password(password: str, password_env: str) -> str | None:
+    if password_env:
+        return os.environ.get(password_env)
+    return password or None
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    """Config keys of a `kind = "mqtt"` source (documented in docs/agent-mqtt.md)."""
+
+    name: str = "mqtt"
+    broker: str = "127.0.0.1:1883"  # HOST[:PORT]
+    topic_prefix: str = "fleettui"  # reports on <prefix>/<host>/report, presence on .../status
+    shared_group: str = ""  # "" plain subscription; else $share/<group>/<prefix>/+/report
+    qos: int = 1
+    protocol: int = 5  # MQTT 5 (shared subscriptions, session expiry) or 3 (3.1.1)
+    client_id: str = ""  # "" -> fleettui-<machine>-<name>; fixed ids keep the broker session
+    persistent_session: bool = True  # broker queues reports while the daemon is away
+    session_expiry_s: int = 3600
+    tls: bool = False
+    tls_ca: str = ""  # CA file; "" uses the system store
+    tls_cert: str = ""
+    tls_key: str = ""
+    username: str = ""
+    password: str = ""
+    password_env: str = ""  # name of an environment variable holding the password
+    flush_interval_s: float = 0.25  # seconds between writes to the store
+    max_batch_reports: int = 2000  # flush early when this many reports wait
+    max_future_s: float = 300.0  # reports stamped further ahead are rejected
+    max_age_s: float = 7 * 86400.0  # and older ones too
+    dedupe_window: int = 4096  # (host, boot) seq numbers remembered for duplicate checks
+    reconnect_max_s: float = 10.0  # longest wait between reconnect attempts
+    max_queued_messages: int = 20_000  # received, not yet decoded; beyond it the client drops
+    nvlink_rows: str = "per_link"  # link_samples rows: "per_link" or "per_gpu" (18x fewer)
+
+    def __post_init__(self) -> None:
+        parse_broker(self.broker, self.tls)
+        check_tls_files(tls_ca=self.tls_ca, tls_cert=self.tls_cert, tls_key=self.tls_key)
+        if self.qos not in (0, 1, 2):
+            raise ValueError("qos must be 0, 1 or 2")
+        if self.protocol not in (3, 5):
+            raise ValueError("protocol must be 3 (MQTT 3.1.1) or 5")
+        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#") \
+                or self.topic_prefix.startswith("$"):
+            raise ValueError("topic_prefix must be non-empty, without + # or a leading $")
+        if self.nvlink_rows not in NVLINK_ROWS:
+            raise ValueError(f"nvlink_rows must be one of {', '.join(NVLINK_ROWS)}")
+        if any(c in self.shared_group for c in "+#/"):
+            raise ValueError("shared_group must not contain + # or /")
+        if self.flush_interval_s <= 0 or self.max_batch_reports < 1 or self.dedupe_window < 1 \
+                or self.max_queued_messages < 1:
+            raise ValueError("flush_interval_s, max_batch_reports, dedupe_window and "
+                             "max_queued_messages must be > 0")
+
+
+@dataclass(slots=True)
+class IngestStats:
+    received: int = 0
+    stored: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    seq_gaps: int = 0  # seq numbers skipped (not yet seen) within a boot
+    agent_dropped: int = 0  # reports agents say they dropped (buffer full)
+    status_messages: int = 0
+    write_errors: int = 0
+    flushes: int = 0
+    lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in (
+            "received", "stored", "rejected", "duplicates", "seq_gaps", "agent_dropped",
+            "status_messages", "write_errors", "flushes")}
+
+
+class _SeqWindow:
+    """Recently seen seq numbers of one (host, boot)."""
+
+    __slots__ = ("seen", "order", "max_seq", "dropped")
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.order: deque[int] = deque()
+        self.max_seq = -1
+        self.dropped = 0  # the agent's cumulative count of reports it dropped
+
+
+class MqttSource:
+    """Push source "mqtt" (see module docstring)."""
+
+    def __init__(
+        self,
+        options: MqttOptions | None = None,
+        *,
+        clock: Any = time.time,
+        on_report: Callable[[Report], None] | None = None,
+    ):
+        self.o = options or MqttOptions()
+        self.on_report = on_report  # called with each accepted report, in arrival order
+        self.name = self.o.name
+        self.clock = clock
+        self.stats = IngestStats()
+        self._batcher = ReportBatcher(self.o.nvlink_rows)
+        self._rejects: dict[str, list[Any]] = {c: [] for c in (
+            "ts", "source", "topic", "host", "reason", "payload_excerpt")}
+        self._status: dict[str, tuple[str, float | None, str | None, float]] = {}
+        self._windows: dict[str, dict[str, _SeqWindow]] = {}
+        self._inv_seen: dict[str, Any] = {}
+        self._flush_lock = asyncio.Lock()
+        self._work_s = 0.0  # decoding and batching time since the last flush
+        self._dups_reported = 0
+        self.connected = asyncio.Event()
+        p = self.o.topic_prefix
+        self.report_filter = f"{p}/+/report"
+        if self.o.shared_group:
+            self.report_filter = f"$share/{self.o.shared_group}/{self.report_filter}"
+        self.status_filter = f"{p}/+/status"
+
+    # -- message handling (synchronous, no I/O) -------------------------------------------
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Decode one message and queue its rows or its reject; never raises."""
+        t0 = time.perf_counter()
+        try:
+            self._handle(topic, payload)
+        finally:
+            self._work_s += time.perf_counter() - t0
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        now = self.clock()
+        try:
+            parts = topic.split("/")
+            prefix_n = self.o.topic_prefix.count("/") + 1
+            host = parts[prefix_n] if len(parts) == prefix_n + 2 else None
+            kind = parts[-1] if host else None
+            if kind == "report":
+                self._handle_report(topic, host, payload, now)
+            elif kind == "status":
+                self._handle_status(topic, host, payload, now)
+            else:
+                self._reject(now, topic, None, "topic is not <prefix>/<host>/report|status",
+                             payload)
+        except Exception as exc:  # a bug must not stop ingestion: keep the message and why
+            log.exception("%s: unexpected error on %s", self.name, topic)
+            self._reject(now, topic, None, f"internal error: {type(exc).__name__}: {exc}",
+                         payload)
+
+    def _handle_report(self, topic: str, host: str, payload: bytes, now: float) -> None:
+        self.stats.received += 1
+        try:
+            r = decode(payload, topic_host=host, now=now, max_future_s=self.o.max_future_s,
+                       max_age_s=self.o.max_age_s)
+        except ReportError as exc:
+            self._reject(now, topic, host, str(exc), payload)
+            return
+        w = self._window(r)
+        if r.seq in w.seen:
+            self.stats.duplicates += 1
+            return
+        self._remember(w, r.seq)
+        if r.dropped > w.dropped:
+            self.stats.agent_dropped += r.dropped - w.dropped
+            w.dropped = r.dropped
+        with_inv = False
+        if r.inv is not None:
+            key = repr(r.inv)
+            if self._inv_seen.get(r.host) != key:
+                self._inv_seen[r.host] = key
+                with_inv = True
+        self._batcher.add(r, with_inv)
+        if self.on_report is not None:
+            self.on_report(r)
+
+    def _window(self, r: Report) -> _SeqWindow:
+        boots = self._windows.setdefault(r.host, {})
+        w = boots.get(r.boot)
+        if w is None:
+            if len(boots) >= 4:  # forget the oldest boot of this host
+                boots.pop(next(iter(boots)))
+            w = boots[r.boot] = _SeqWindow()
+        return w
+
+    def _remember(self, w: _SeqWindow, seq: int) -> None:
+        w.seen.add(seq)
+        w.order.append(seq)
+        if len(w.order) > self.o.dedupe_window:
+            w.seen.discard(w.order.popleft())
+        if w.max_seq >= 0 and seq > w.max_seq + 1:
+            self.stats.seq_gaps += seq - w.max_seq - 1
+        w.max_seq = max(w.max_seq, seq)
+
+    def _handle_status(self, topic: str, host: str, payload: bytes, now: float) -> None:
+        self.stats.status_messages += 1
+        if not payload:
+            return  # a cleared retained message
+        try:
+            state, ts, boot = decode_status(payload)
+        except ReportError as exc:
+            self._reject(now, topic, host, f"status: {exc}", payload)
+            return
+        self._status[host] = (state, ts, boot, now)
+
+    def _reject(self, now: float, topic: str, host: str | None, reason: str,
+                payload: bytes) -> None:
+        self.stats.rejected += 1
+        rj = self._rejects
+        rj["ts"].append(int(now * 1e6))
+        rj["source"].append(self.name)
+        rj["topic"].append(topic[:1024])
+        rj["host"].append(host)
+        rj["reason"].append(reason[:500])
+        raw = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
+        rj["payload_excerpt"].append(raw.decode("utf-8", errors="replace"))
+
+    def take_batches(self) -> tuple[list[Batch], list[float], int]:
+        """Everything queued since the last call: (batches, report timestamps, reports)."""
+        t0 = time.perf_counter()
+        reports = self._batcher.reports
+        ts = self._batcher.report_ts
+        batches = self._batcher.take()
+        n_rejects = len(self._rejects["ts"])
+        first_reason = self._rejects["reason"][0] if n_rejects else None
+        if self._rejects["ts"]:
+            rj = self._rejects
+            batches.append(make_batch("rejects", {**rj, "ts": ts_col(rj["ts"])}))
+            self._rejects = {c: [] for c in rj}
+        if self._status:
+            hosts = list(self._status)
+            vals = [self._status[h] for h in hosts]
+            batches.append(make_batch("host_status", {
+                "host": hosts, "state": [v[0] for v in vals],
+                "since": [naive_utc(v[1]) if v[1] else None for v in vals],
+                "boot": [v[2] for v in vals], "updated_at": [naive_utc(v[3]) for v in vals]}))
+            self._status = {}
+        dups = self.stats.duplicates - self._dups_reported
+        if batches or dups:
+            # the source reports on itself like a pull source's gather: work done, rows, skips
+            self._dups_reported = self.stats.duplicates
+            work_s, self._work_s = self._work_s + time.perf_counter() - t0, 0.0
+            error = None
+            if n_rejects:
+                error = f"rejected {n_rejects} message(s), first: {first_reason}"[:500]
+            batches.append(make_batch("collector_runs", {
+                "ts": [naive_utc(self.clock())], "collector": [self.name],
+                "duration_ms": [work_s * 1000.0], "ok": [True],
+                "rows": [sum(b.rows for b in batches)], "error": [error],
+                "skipped": [n_rejects + dups], "interval_s": [self.o.flush_interval_s]}))
+        return batches, ts, reports
+
+    async def flush(self, sink: Sink) -> None:
+        async with self._flush_lock:
+            batches, ts, reports = self.take_batches()
+            if not batches:
+                return
+            try:
+                await sink(batches)
+            except Exception as exc:  # the store said no: say so, keep running
+                self.stats.write_errors += 1
+                log.error("%s: writing %d reports failed: %s", self.name, reports,
+                          str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                return
+            done = self.clock()
+            self.stats.stored += reports
+            self.stats.flushes += 1
+            self.stats.lag_s.extend(np.subtract(done, ts).tolist() if ts else ())
+
+    # -- the connection ---------------------------------------------------------------------
+    def _client(self) -> aiomqtt.Client:
+        o = self.o
+        host, port = parse_broker(o.broker, o.tls)
+        client_id = o.client_id or f"fleettui-{socket.gethostname()}-{o.name}"[:64]
+        kw: dict[str, Any] = {}
+        if o.protocol == 5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            kw["protocol"] = aiomqtt.ProtocolVersion.V5
+            if o.persistent_session:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = o.session_expiry_s
+                kw["properties"] = props
+                kw["clean_start"] = False
+            else:
+                kw["clean_start"] = True
+        else:
+            kw["protocol"] = aiomqtt.ProtocolVersion.V311
+            kw["clean_session"] = not o.persistent_session
+        return aiomqtt.Client(
+            host, port, identifier=client_id, username=o.username or None,
+            password=resolve_password(o.password, o.password_env),
+            tls_params=tls_parameters(o.tls, o.tls_ca, o.tls_cert, o.tls_key),
+            max_queued_incoming_messages=o.max_queued_messages, **kw,
+        )
+
+    async def run(self, sink: Sink) -> None:
+        backoff = 0.5
+        flusher = asyncio.create_task(self._flush_loop(sink))
+        try:
+            while True:
+                try:
+                    async with self._client() as client:
+                        await client.subscribe(self.report_filter, qos=self.o.qos)
+                        await client.subscribe(self.status_filter, qos=1)
+                        log.info("%s: subscribed to %s on %s", self.name, self.report_filter,
+                                 self.o.broker)
+                        self.connected.set()
+                        backoff = 0.5
+                        async for msg in client.messages:
+                            self.handle(msg.topic.value, msg.payload)  # type: ignore[arg-type]
+                            if self._batcher.reports >= self.o.max_batch_reports:
+                                await self.flush(sink)
+                except aiomqtt.MqttError as exc:
+                    self.connected.clear()
+                    log.warning("%s: broker %s: %s; retrying in %.1f s", self.name,
+                                self.o.broker, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.o.reconnect_max_s)
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            await self.flush(sink)
+
+    async def _flush_loop(self, sink: Sink) -> None:
+        while True:
+            await asyncio.sleep(self.o.flush_interval_s)
+            await self.flush(sink)
+
+
+@register("mqtt")
+def _mqtt_from_config(options: Mapping[str, Any], where: str) -> MqttSource:
+    return MqttSource(parse_options(MqttOptions, options, where))

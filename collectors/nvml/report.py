@@ -1,0 +1,397 @@
+"""The per-host report the agent publishes and the daemon decodes: version 1.
+
+One compact JSON object per host per interval. Sections are columnar (a dict of
+equal-length lists) so that many reports decode into store batches with a few
+`list.extend` calls each. Layout, units and limits: docs/agent-mqtt.md.
+
+    {"v": 1, "host": "hgx-03-n1", "boot": "b3c1e2a0", "seq": 42, "ts": 1764150042.001,
+     "interval_s": 1.0, "dropped": 0, "driver": "580.82.07",
+     "gpu":   {"uuid": [...], "util_pct": [...], ..., "nvlink_tx_bytes_per_s": [[...], ...]},
+     "slice": {"id": [...], "gpu": [...], "util_pct": [...], ...},
+     "proc":  {"gpu": [...], "slice_id": [...], "pid": [...], ...},      (optional)
+     "xid":   {"ts": [...], "gpu_uuid": [...], "code": [...]},            (optional)
+     "lost":  ["GPU-...", ...],                                           (optional)
+     "inv":   {"gpus": {...}, "slices": {...}}}                           (optional)
+
+`decode` never raises anything but `ReportError`, whose message is the reason
+stored in the `rejects` table. Unknown keys are ignored (additions within a
+version stay compatible); a different `v` is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from collectors.nvml.collector import Poll
+
+VERSION = 1
+MAX_PAYLOAD_BYTES = 1 << 20
+MAX_GPUS = 64
+MAX_LINKS = 36
+MAX_SLICES = 7 * MAX_GPUS
+MAX_PROCS = 4096
+MAX_XIDS = 1024
+MAX_STR = 1024
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")  # no MQTT wildcards or '/'
+
+STATE_ONLINE, STATE_OFFLINE = "online", "offline"
+
+
+class ReportError(ValueError):
+    """The payload is not a valid report; the message says what and where."""
+
+
+# kinds of column values
+STR, NUM, INT, BOOL, LINKS_NUM, LINKS_INT, LINKS_BOOL, IDX = range(8)
+_BIG = 2**62
+
+# gpu section: name -> (kind, low, high)
+GPU_SPEC: dict[str, tuple[int, float, float]] = {
+    "uuid": (STR, 0, 0),
+    "util_pct": (NUM, 0, 100),
+    "mem_util_pct": (NUM, 0, 100),
+    "mem_used_bytes": (INT, 0, 2**50),
+    "mem_total_bytes": (INT, 0, 2**50),
+    "mem_reserved_bytes": (INT, 0, 2**50),
+    "power_w": (NUM, 0, 10_000),
+    "energy_j": (NUM, 0, 1e15),
+    "temp_c": (NUM, -40, 150),
+    "mem_temp_c": (NUM, -40, 150),
+    "sm_clock_mhz": (NUM, 0, 20_000),
+    "mem_clock_mhz": (NUM, 0, 50_000),
+    "pcie_tx_bytes_per_s": (NUM, 0, 1e12),
+    "pcie_rx_bytes_per_s": (NUM, 0, 1e12),
+    "ecc_sbe_total": (INT, 0, _BIG),
+    "ecc_dbe_total": (INT, 0, _BIG),
+    "remapped_rows_correctable": (INT, 0, _BIG),
+    "remapped_rows_uncorrectable": (INT, 0, _BIG),
+    "remap_pending": (BOOL, 0, 0),
+    "remap_failed": (BOOL, 0, 0),
+    "throttle_reasons": (INT, 0, 2**63 - 1),
+    "nvlink_tx_bytes_per_s": (LINKS_NUM, 0, 1e13),
+    "nvlink_rx_bytes_per_s": (LINKS_NUM, 0, 1e13),
+    "nvlink_errors": (LINKS_INT, 0, _BIG),
+    "nvlink_up": (LINKS_BOOL, 0, 0),
+}
+SLICE_SPEC = {
+    "id": (STR, 0, 0),
+    "gpu": (IDX, 0, 0),
+    "util_pct": (NUM, 0, 100),
+    "mem_used_bytes": (INT, 0, 2**50),
+    "mem_total_bytes": (INT, 0, 2**50),
+}
+PROC_SPEC = {
+    "gpu": (IDX, 0, 0),
+    "slice_id": (STR, 0, 0),
+    "pid": (INT, 0, 2**31),
+    "used_mem_bytes": (INT, 0, 2**50),
+    "container": (STR, 0, 0),
+    "cgroup": (STR, 0, 0),
+    "tenant_guess": (STR, 0, 0),
+}
+XID_SPEC = {"ts": (NUM, 0, 1e11), "gpu_uuid": (STR, 0, 0), "code": (INT, 0, 2**31)}
+INV_GPU_SPEC = {
+    "uuid": (STR, 0, 0), "index": (INT, 0, 1024), "name": (STR, 0, 0),
+    "pci_bus_id": (STR, 0, 0), "mig_mode": (BOOL, 0, 0),
+}
+INV_SLICE_SPEC = {"id": (STR, 0, 0), "gpu_uuid": (STR, 0, 0), "profile": (STR, 0, 0)}
+
+
+@dataclass(slots=True)
+class Report:
+    host: str
+    boot: str
+    seq: int
+    ts: float
+    interval_s: float | None
+    dropped: int
+    driver: str | None
+    gpu: dict[str, list[Any]]
+    slice: dict[str, list[Any]]
+    proc: dict[str, list[Any]] | None
+    xid: dict[str, list[Any]] | None
+    lost: list[str]
+    inv: dict[str, dict[str, list[Any]]] | None
+
+    @property
+    def n_gpus(self) -> int:
+        return len(self.gpu["uuid"])
+
+
+# -- encode ---------------------------------------------------------------------------------
+def _round(col: list[Any], nd: int) -> list[Any]:
+    return [round(x, nd) if type(x) is float else x for x in col]
+
+
+def _round_links(col: list[Any]) -> list[Any]:
+    return [None if per is None else [None if x is None else round(x) for x in per] for per in col]
+
+
+def encode(
+    poll: Poll,
+    *,
+    host: str,
+    boot: str,
+    seq: int,
+    interval_s: float | None = None,
+    dropped: int = 0,
+    driver: str | None = None,
+    inventory: dict[str, dict[str, list[Any]]] | None = None,
+) -> bytes:
+    gpu = {}
+    for k, v in poll.gpu.items():
+        kind = GPU_SPEC[k][0]
+        gpu[k] = _round_links(v) if kind == LINKS_NUM else _round(v, 3) if kind == NUM else v
+    out: dict[str, Any] = {
+        "v": VERSION, "host": host, "boot": boot, "seq": seq, "ts": round(poll.ts, 6),
+        "interval_s": interval_s, "dropped": dropped, "driver": driver, "gpu": gpu,
+        "slice": {k: _round(v, 3) for k, v in poll.slice.items()},
+    }
+    if poll.proc is not None:
+        out["proc"] = poll.proc
+    if poll.xid["code"]:
+        out["xid"] = poll.xid
+    if poll.lost:
+        out["lost"] = poll.lost
+    if inventory is not None:
+        out["inv"] = inventory
+    return json.dumps(out, separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_status(state: str, *, ts: float, boot: str) -> bytes:
+    return json.dumps({"v": VERSION, "state": state, "ts": round(ts, 6), "boot": boot},
+                      separators=(",", ":")).encode()
+
+
+# -- decode ---------------------------------------------------------------------------------
+def _no_constants(name: str) -> Any:
+    raise ReportError(f"non-finite number {name} in payload")
+
+
+def _load(payload: bytes) -> Any:
+    if not isinstance(payload, bytes | bytearray):
+        raise ReportError(f"payload is {type(payload).__name__}, not bytes")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ReportError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except ReportError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ReportError(f"payload is not JSON: {msg[:120]}") from None
+
+
+def _num(x: Any) -> bool:
+    t = type(x)
+    return (t is int or t is float) and (t is int or math.isfinite(x))
+
+
+def _check_scalar(where: str, x: Any, kind: int, lo: float, hi: float, n_idx: int) -> None:
+    if kind == STR:
+        if type(x) is not str or len(x) > MAX_STR:
+            raise ReportError(f"{where}: expected a string of at most {MAX_STR} chars, "
+                              f"got {_show(x)}")
+    elif kind == BOOL:
+        if type(x) is not bool:
+            raise ReportError(f"{where}: expected true/false, got {_show(x)}")
+    elif kind == IDX:
+        if type(x) is not int or not 0 <= x < n_idx:
+            raise ReportError(f"{where}: expected a GPU position below {n_idx}, got {_show(x)}")
+    else:
+        if kind == INT:
+            ok = type(x) is int or (type(x) is float and x.is_integer())
+        else:
+            ok = _num(x)
+        if not ok:
+            raise ReportError(f"{where}: expected a {'whole ' if kind == INT else ''}number, "
+                              f"got {_show(x)}")
+        if not lo <= x <= hi:
+            raise ReportError(f"{where}: value {x!r} outside [{lo:g}, {hi:g}]")
+
+
+_NUM_TYPES = frozenset((int, float))
+
+
+def _all_ok(values: list[Any], kind: int, lo: float, hi: float, n_idx: int) -> bool:
+    """Whether every non-null value fits, checked with C-level builtins (the common case);
+    False sends the caller through the per-value loop that names the bad one."""
+    vals = values if None not in values else [x for x in values if x is not None]
+    if not vals:
+        return True
+    types = set(map(type, vals))
+    if kind == NUM or kind == INT:
+        if not types <= _NUM_TYPES:
+            return False
+        if kind == INT and float in types and not all(
+                x.is_integer() for x in vals if type(x) is float):
+            return False
+        return lo <= min(vals) and max(vals) <= hi  # inf fails here; NaN never parses
+    if kind == STR:
+        return types == {str} and max(map(len, vals)) <= MAX_STR
+    if kind == BOOL:
+        return types == {bool}
+    return types == {int} and min(vals) >= 0 and max(vals) < n_idx  # IDX
+
+
+def _show(x: Any) -> str:
+    r = repr(x)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _section(
+    obj: Any, name: str, spec: dict[str, tuple[int, float, float]], key: str | None,
+    n_idx: int, limit: int,
+) -> tuple[dict[str, list[Any]], int]:
+    """Validate a columnar section; `key` (required column) fixes the row count."""
+    if type(obj) is not dict:
+        raise ReportError(f"{name}: expected an object of columns, got {_show(obj)}")
+    first = key or next((k for k in spec if k in obj), None)
+    if first is None:
+        return {}, 0
+    if key is not None and key not in obj:
+        raise ReportError(f"{name}.{key}: missing")
+    col = obj[first]
+    if type(col) is not list:
+        raise ReportError(f"{name}.{first}: expected a list, got {_show(col)}")
+    n = len(col)
+    if n > limit:
+        raise ReportError(f"{name}: {n} rows exceeds the limit of {limit}")
+    out = {}
+    for field, (kind, lo, hi) in spec.items():
+        col = obj.get(field)
+        if col is None:
+            continue
+        if type(col) is not list or len(col) != n:
+            raise ReportError(f"{name}.{field}: expected a list of {n} values, got {_show(col)}")
+        where = f"{name}.{field}"
+        if kind >= LINKS_NUM and kind != IDX:
+            inner = {LINKS_NUM: NUM, LINKS_INT: INT, LINKS_BOOL: BOOL}[kind]
+            if all(per is None or (type(per) is list and len(per) <= MAX_LINKS) for per in col) \
+                    and _all_ok([x for per in col if per is not None for x in per], inner, lo, hi,
+                                n_idx):
+                out[field] = col
+                continue
+            for i, per in enumerate(col):
+                if per is None:
+                    continue
+                if type(per) is not list or len(per) > MAX_LINKS:
+                    raise ReportError(f"{where}[{i}]: expected a list of at most {MAX_LINKS} "
+                                      f"per-link values, got {_show(per)}")
+                for x in per:
+                    if x is not None:
+                        _check_scalar(f"{where}[{i}]", x, inner, lo, hi, n_idx)
+        elif not _all_ok(col, kind, lo, hi, n_idx):
+            for x in col:
+                if x is not None:
+                    _check_scalar(where, x, kind, lo, hi, n_idx)
+        out[field] = col
+    return out, n
+
+
+def decode(
+    payload: bytes,
+    *,
+    topic_host: str | None = None,
+    now: float | None = None,
+    max_future_s: float = 300.0,
+    max_age_s: float = 7 * 86400.0,
+) -> Report:
+    """Parse and validate one report; ReportError says why not."""
+    obj = _load(payload)
+    if type(obj) is not dict:
+        raise ReportError(f"report must be a JSON object, got {type(obj).__name__}")
+    v = obj.get("v")
+    if v != VERSION or type(v) is not int:
+        raise ReportError(f"unknown report version {_show(v)} (this daemon reads {VERSION})")
+    host = obj.get("host")
+    if type(host) is not str or not HOST_RE.match(host):
+        raise ReportError(f"host: expected a host name, got {_show(host)}")
+    if topic_host is not None and host != topic_host:
+        raise ReportError(f"host {host!r} does not match the topic's host {topic_host!r}")
+    boot = obj.get("boot")
+    if type(boot) is not str or not 0 < len(boot) <= 64:
+        raise ReportError(f"boot: expected a short string, got {_show(boot)}")
+    seq = obj.get("seq")
+    if type(seq) is not int or not 0 <= seq < 2**62:
+        raise ReportError(f"seq: expected a whole number >= 0, got {_show(seq)}")
+    ts = obj.get("ts")
+    if not _num(ts) or ts <= 0:
+        raise ReportError(f"ts: expected epoch seconds, got {_show(ts)}")
+    if now is not None:
+        if ts > now + max_future_s:
+            raise ReportError(f"ts {ts:.3f} is {ts - now:.0f} s in the future")
+        if ts < now - max_age_s:
+            raise ReportError(f"ts {ts:.3f} is {now - ts:.0f} s old (limit {max_age_s:.0f} s)")
+    interval = obj.get("interval_s")
+    if interval is not None and (not _num(interval) or not 0 < interval <= 86400):
+        raise ReportError(f"interval_s: expected seconds in (0, 86400], got {_show(interval)}")
+    dropped = obj.get("dropped", 0)
+    if type(dropped) is not int or dropped < 0:
+        raise ReportError(f"dropped: expected a whole number >= 0, got {_show(dropped)}")
+    driver = obj.get("driver")
+    if driver is not None and (type(driver) is not str or len(driver) > MAX_STR):
+        raise ReportError(f"driver: expected a string, got {_show(driver)}")
+    gpu, n = _section(obj.get("gpu"), "gpu", GPU_SPEC, "uuid", 0, MAX_GPUS)
+    if any(not u for u in gpu["uuid"]):
+        raise ReportError("gpu.uuid: empty or null GPU UUID")
+    sl, _ = _section(obj.get("slice", {}), "slice", SLICE_SPEC, None, n, MAX_SLICES)
+    if sl and ("id" not in sl or "gpu" not in sl or any(x is None for x in sl["id"])
+               or any(x is None for x in sl["gpu"])):
+        raise ReportError("slice: every row needs an id and a gpu position")
+    proc = None
+    if obj.get("proc") is not None:
+        proc, _ = _section(obj["proc"], "proc", PROC_SPEC, "pid", n, MAX_PROCS)
+        if "gpu" not in proc or any(x is None for x in proc["gpu"]) \
+                or any(x is None for x in proc["pid"]):
+            raise ReportError("proc: every row needs a gpu position and a pid")
+    xid = None
+    if obj.get("xid") is not None:
+        xid, _ = _section(obj["xid"], "xid", XID_SPEC, "code", 0, MAX_XIDS)
+        if "ts" not in xid or any(x is None for x in xid["ts"]) \
+                or any(x is None for x in xid["code"]):
+            raise ReportError("xid: every event needs a ts and a code")
+    lost = obj.get("lost", [])
+    if type(lost) is not list or len(lost) > MAX_GPUS or any(
+            type(u) is not str or not u or len(u) > MAX_STR for u in lost):
+        raise ReportError(f"lost: expected a list of GPU UUIDs, got {_show(lost)}")
+    inv = None
+    if obj.get("inv") is not None:
+        raw = obj["inv"]
+        if type(raw) is not dict:
+            raise ReportError(f"inv: expected an object, got {_show(raw)}")
+        gi, _ = _section(raw.get("gpus", {}), "inv.gpus", INV_GPU_SPEC, "uuid", 0, MAX_GPUS)
+        si, _ = _section(raw.get("slices", {}), "inv.slices", INV_SLICE_SPEC, "id", 0, MAX_SLICES)
+        if any(not u for u in gi["uuid"]) or any(not s for s in si["id"]) or (
+                si["id"] and any(not u for u in si.get("gpu_uuid", [None]))):
+            raise ReportError("inv: GPU UUIDs and slice ids must be non-empty")
+        inv = {"gpus": gi, "slices": si}
+    return Report(host, boot, seq, float(ts), None if interval is None else float(interval),
+                  dropped, driver, gpu, sl, proc, xid, lost, inv)
+
+
+def decode_status(payload: bytes) -> tuple[str, float | None, str | None]:
+    """(state, ts, boot) of a birth/Will message."""
+    obj = _load(payload)
+    if type(obj) is not dict:
+        raise ReportError(f"status must be a JSON object, got {type(obj).__name__}")
+    if obj.get("v") != VERSION:
+        raise ReportError(f"unknown status version {_show(obj.get('v'))}")
+    state = obj.get("state")
+    if state not in (STATE_ONLINE, STATE_OFFLINE):
+        raise ReportError(f"state: expected 'online' or 'offline', got {_show(state)}")
+    ts = obj.get("ts")
+    if ts is not None and (not _num(ts) or ts <= 0):
+        raise ReportError(f"ts: expected epoch seconds, got {_show(ts)}")
+    boot = obj.get("boot")
+    if boot is not None and (type(boot) is not str or len(boot) > 64):
+        raise ReportError(f"boot: expected a short string, got {_show(boot)}")
+    return state, None if ts is None else float(ts), boot

@@ -1,0 +1,188 @@
+"""Pull source "prometheus": dcgm-exporter, node_exporter and inference-server
+series read from a Prometheus server with prometheus-api-client.
+
+Each gather runs one instant query per selector, as a *range selector* over
+the last `window_s` (`{__name__=~"DCGM_FI_.*"}[30s]`): the answer carries the
+raw samples with the times Prometheus scraped them, so counter rates and
+histogram deltas use real sample times, not our query times. The newest
+sample of each series is kept.
+
+On the first gather, and after a gap (no successful gather for 3 intervals),
+a range query (step = interval_s, at most `backfill_s` back) fills the missing
+history through the same mappers, oldest step first. Range-query values carry
+step times, so counter baselines are reset after a backfill: the first live
+interval after it has no rates (NULL), rather than rates over a wrong interval.
+
+prometheus-api-client is synchronous (requests): queries run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from collectors.base import Gathered, register
+from collectors.options import parse_options
+from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
+from collectors.promtext.series import (
+    MAX_LABELS,
+    Snapshot,
+    from_prometheus_result,
+    matrix_steps,
+    merge,
+)
+
+DEFAULT_SELECTORS = [
+    # dcgm-exporter: classic and DCGM 4.6 names share the prefix
+    '{__name__=~"DCGM_FI_.*"}',
+    '{__name__=~"node_infiniband_.*"}',
+    '{__name__=~"(vllm:|dynamo_frontend_|nv_inference_).*_bucket"}',
+]
+MAX_POINTS = 11000  # Prometheus refuses range queries with more points per series
+
+
+@dataclass(frozen=True)
+class PrometheusOptions(TelemetryOptions):
+    """Config keys of a `kind = "prometheus"` source (plus the label-mapping keys)."""
+
+    name: str = "prometheus"
+    url: str = "http://127.0.0.1:9090"  # Prometheus base URL
+    interval_s: float = 15.0  # seconds between gathers
+    selectors: list[str] = field(default_factory=lambda: list(DEFAULT_SELECTORS))
+    window_s: float = 0.0  # range-selector window; 0 = 2 x interval_s
+    backfill_s: float = 300.0  # history fetched on start or after a gap; 0 = none
+    headers: dict = field(default_factory=dict)  # e.g. {Authorization = "Bearer ..."}
+    basic_auth_user: str = ""
+    basic_auth_password: str = ""
+    tls_verify: bool = True
+    timeout_s: float = 10.0
+    max_labels: int = MAX_LABELS
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0 or self.timeout_s <= 0:
+            raise ValueError("interval_s and timeout_s must be > 0")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be http(s)://..., got {self.url!r}")
+        if self.backfill_s < 0 or self.window_s < 0:
+            raise ValueError("backfill_s and window_s must be >= 0")
+
+
+def _epoch(ts: datetime) -> float:
+    return ts.timestamp() if ts.tzinfo else ts.replace(tzinfo=UTC).timestamp()
+
+
+class PrometheusSource:
+    def __init__(self, o: PrometheusOptions, client: PrometheusConnect | None = None):
+        self.name = o.name
+        self.interval_s = o.interval_s
+        self.o = o
+        auth = (o.basic_auth_user, o.basic_auth_password) if o.basic_auth_user else None
+        self.client = client or PrometheusConnect(
+            url=o.url,
+            headers=dict(o.headers) or None,
+            disable_ssl=not o.tls_verify,
+            auth=auth,
+            timeout=o.timeout_s,
+            retry=Retry(total=0),  # the next gather is the retry
+        )
+        self.pipeline = TelemetryPipeline(o.name, o)
+        self._last_ok: float | None = None
+        self.backfilled_steps = 0
+
+    @property
+    def window_s(self) -> float:
+        return self.o.window_s or 2 * self.interval_s
+
+    def _instant(self, selector: str) -> list[dict]:
+        return self.client.custom_query(
+            f"{selector}[{int(max(self.window_s, 1))}s]", timeout=self.o.timeout_s
+        )
+
+    def _range(self, selector: str, start: float, end: float) -> list[dict]:
+        return self.client.custom_query_range(
+            selector,
+            start_time=datetime.fromtimestamp(start, UTC),
+            end_time=datetime.fromtimestamp(end, UTC),
+            step=f"{self.interval_s:g}s",
+            timeout=self.o.timeout_s,
+        )
+
+    async def _run_all(self, fn, *args) -> tuple[list[tuple[str, list[dict]]], list[str]]:
+        results = await asyncio.gather(
+            *(asyncio.to_thread(fn, sel, *args) for sel in self.o.selectors), return_exceptions=True
+        )
+        ok, failed = [], []
+        for sel, r in zip(self.o.selectors, results, strict=True):
+            if isinstance(r, BaseException):
+                failed.append(f"{self.o.url}: query {sel} failed: {_one_line(r)}")
+            else:
+                ok.append((sel, r))
+        if failed and not ok:
+            raise RuntimeError(failed[0])
+        return ok, failed
+
+    async def gather(self, now: datetime) -> Gathered:
+        t = _epoch(now)
+        out = Gathered()
+        if self.o.backfill_s > 0 and (
+            self._last_ok is None or t - self._last_ok > 3 * self.interval_s
+        ):
+            out = await self.backfill(t)
+        ok, failed = await self._run_all(self._instant)
+        snap = merge(
+            [from_prometheus_result(r, f"{self.o.url} {sel}", self.o.max_labels) for sel, r in ok]
+        )
+        g = self.pipeline.map(snap, t)
+        self._last_ok = t
+        return Gathered(out.batches + g.batches, out.skipped + failed + g.skipped)
+
+    async def backfill(self, t: float) -> Gathered:
+        """Range-query history since the last good gather (at most backfill_s) and map it."""
+        start = (
+            t - self.o.backfill_s
+            if self._last_ok is None
+            else max(self._last_ok, t - self.o.backfill_s)
+        )
+        start = max(start, t - self.interval_s * (MAX_POINTS - 1))
+        end = t - self.interval_s  # the live gather covers the newest interval
+        if end <= start:
+            return Gathered()
+        try:
+            ok, failed = await self._run_all(self._range, start, end)
+        except RuntimeError as exc:
+            return Gathered([], [f"backfill skipped: {exc}"])
+        per_step: dict[float, list[Snapshot]] = {}
+        for sel, r in ok:
+            for s in matrix_steps(r, f"{self.o.url} {sel} (backfill)", self.o.max_labels):
+                per_step.setdefault(float(s.ts[0]) if len(s) else 0.0, []).append(s)
+        out = Gathered([], list(failed))
+        for step in sorted(per_step):
+            g = self.pipeline.map(merge(per_step[step]), step)
+            out.batches += g.batches
+            out.skipped += g.skipped
+        self.backfilled_steps += len(per_step)
+        # Backfilled samples carry step times; live ones carry sample times. A counter
+        # delta across the two would divide by the wrong interval: start afresh.
+        self.pipeline.reset_counters()
+        return out
+
+    async def close(self) -> None:
+        session = getattr(self.client, "_session", None)
+        if session is not None:
+            session.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+@register("prometheus")
+def _prometheus_from_config(options: Mapping[str, Any], where: str) -> PrometheusSource:
+    return PrometheusSource(parse_options(PrometheusOptions, options, where))

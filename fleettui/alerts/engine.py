@@ -1,0 +1,369 @@
+"""The alert engine: rules evaluated on an interval, one state machine per rule and scope key.
+
+    inactive -> pending -> firing -> resolved
+                   \\-> inactive (the condition stopped before `for` elapsed)
+
+Each cycle runs one query per rule (the offending rows for the whole fleet at
+once), steps the state of every open instance in memory, and writes the
+instances that changed to the `alerts` table in one transaction. Open
+instances (pending or firing) are read back from that table at start, so a
+restarted daemon keeps its pending timers and firing alerts.
+
+`evaluate(now)` is the synchronous core (tests drive it with a controlled
+clock); `tick(now)` is what the runtime calls on `interval_s`: it evaluates in
+a worker thread and hands the cycle's notifications to delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import duckdb
+
+from fleettui.alerts.rules import Rule, render
+from fleettui.alerts.silences import Silence, active_silences
+from storage.batch import BatchError, make_batch
+from storage.store import Store, StoreError
+
+log = logging.getLogger("fleettui.alerts")
+
+PENDING, FIRING, RESOLVED, INACTIVE = "pending", "firing", "resolved", "inactive"
+
+
+@dataclass(slots=True)
+class Instance:
+    """One alert: a rule about one scope key, from pending until it ends."""
+
+    alert_id: str
+    rule: str
+    scope: str
+    scope_key: str
+    severity: str
+    state: str
+    started_at: datetime
+    last_active_at: datetime
+    evaluated_at: datetime
+    fired_at: datetime | None = None
+    resolved_at: datetime | None = None
+    peak_value: float | None = None
+    last_value: float | None = None
+    threshold: float | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """What delivery sends: an instance that fired, resolved, or is still firing (resend)."""
+
+    reason: str  # "fired" | "resolved" | "resend"
+    alert: Instance
+
+
+@dataclass(slots=True)
+class Cycle:
+    """The outcome of one evaluation."""
+
+    now: datetime
+    transitions: list[tuple[Instance, str, str]] = field(default_factory=list)  # (alert, from, to)
+    notifications: list[Notification] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    query_ms: float = 0.0  # all rule queries
+    total_ms: float = 0.0  # queries, state steps and the write
+    rule_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Delivery(Protocol):
+    async def send(self, notifications: list[Notification], now: datetime) -> None: ...
+
+
+def alert_id(rule: str, scope_key: str, started_at: datetime) -> str:
+    return f"{rule}|{scope_key}|{started_at.isoformat(timespec='seconds')}"
+
+
+def _more_extreme(op: str, a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return min(a, b) if op in ("<", "<=") else max(a, b)
+
+
+class AlertEngine:
+    """A runtime task: `name`, `interval_s`, `async tick(now)`."""
+
+    def __init__(
+        self,
+        store: Store,
+        rules: list[Rule],
+        *,
+        interval_s: float = 15.0,
+        resend_s: float = 60.0,
+        delivery: Delivery | None = None,
+        name: str = "alerts",
+    ):
+        self.name = name
+        self.interval_s = interval_s
+        self.resend_s = resend_s
+        self.store = store
+        self.rules = list(rules)
+        self.delivery = delivery
+        self._open: dict[tuple[str, str], Instance] = {}
+        self._last_sent: dict[str, datetime] = {}
+        # When a firing alert's condition stopped holding (for keep_firing_for). Kept in
+        # memory only: after a restart the hold starts again, erring towards firing longer.
+        self._clear_since: dict[str, datetime] = {}
+        self._unsaved: dict[str, Instance] = {}
+        # evaluate() runs in a worker thread; open_alerts() may be called from the loop.
+        self._lock = threading.Lock()
+        self._load_open()
+
+    # -- state kept in the store --------------------------------------------
+    def _load_open(self) -> None:
+        cur = self.store.cursor()
+        try:
+            rows = cur.execute(
+                "SELECT alert_id, rule, scope, scope_key, severity, state, started_at,"
+                " last_active_at, evaluated_at, fired_at, resolved_at, peak_value, last_value,"
+                " threshold, labels, annotations FROM alerts WHERE state IN ('pending', 'firing')"
+            ).fetchall()
+        finally:
+            cur.close()
+        for r in rows:
+            a = Instance(
+                *r[:14], labels=json.loads(r[14] or "{}"), annotations=json.loads(r[15] or "{}")
+            )
+            self._open[(a.rule, a.scope_key)] = a
+
+    def open_alerts(self) -> list[Instance]:
+        """Pending and firing instances, as the engine holds them now (the app should
+        rather query the store: `silences.open_alerts`)."""
+        with self._lock:
+            return list(self._open.values())
+
+    def _write(self, changed: list[Instance]) -> None:
+        if not changed:
+            return
+        cols: dict[str, list] = {
+            c: []
+            for c in (
+                "alert_id",
+                "rule",
+                "scope",
+                "scope_key",
+                "severity",
+                "state",
+                "started_at",
+                "fired_at",
+                "resolved_at",
+                "last_active_at",
+                "evaluated_at",
+                "peak_value",
+                "last_value",
+                "threshold",
+                "labels",
+                "annotations",
+            )
+        }
+        for a in changed:
+            for c in cols:
+                v = getattr(a, c)
+                cols[c].append(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
+        self.store.write([make_batch("alerts", cols)])
+
+    # -- evaluation ---------------------------------------------------------
+    def evaluate(self, now: datetime) -> Cycle:
+        """One cycle at `now` (naive UTC): query every rule, step states, write changes."""
+        with self._lock:
+            return self._evaluate(now)
+
+    def _evaluate(self, now: datetime) -> Cycle:
+        t0 = time.perf_counter()
+        cycle = Cycle(now)
+        changed: dict[str, Instance] = {}
+        cur = self.store.cursor()
+        names = set()
+        q_ms = 0.0
+        try:
+            for rule in self.rules:
+                names.add(rule.name)
+                q0 = time.perf_counter()
+                try:
+                    cur.execute(rule.query, rule.bind(now, self.interval_s))
+                    cols = [d[0] for d in cur.description]
+                    rows = cur.fetchall()
+                except duckdb.Error as exc:
+                    # Keep this rule's instances as they are: an error is not a resolution.
+                    msg = f"{rule.origin}: evaluation failed: {str(exc).splitlines()[0]}"
+                    log.warning(msg)
+                    cycle.errors.append(msg)
+                    continue
+                cycle.rule_ms[rule.name] = ms = (time.perf_counter() - q0) * 1000
+                q_ms += ms
+                self._step_rule(rule, cols, rows, now, cycle, changed)
+        finally:
+            cur.close()  # a cursor left open blocks the store's checkpoint
+        # Instances of rules that are no longer loaded end now.
+        for key, a in list(self._open.items()):
+            if a.rule not in names:
+                self._end(a, now, cycle, changed)
+                del self._open[key]
+        # Changes a failed write could not save are retried with the next cycle's.
+        pending_writes = self._unsaved | changed
+        try:
+            self._write(list(pending_writes.values()))
+            self._unsaved = {}
+        except (duckdb.Error, BatchError, StoreError) as exc:
+            self._unsaved = pending_writes
+            msg = f"alerts: saving {len(pending_writes)} alert(s) failed: {str(exc).splitlines()[0]}"
+            log.warning(msg)
+            cycle.errors.append(msg)
+        self._notify(cycle, now)
+        cycle.query_ms = q_ms
+        cycle.total_ms = (time.perf_counter() - t0) * 1000
+        return cycle
+
+    def _step_rule(
+        self,
+        rule: Rule,
+        cols: list[str],
+        rows: list[tuple],
+        now: datetime,
+        cycle: Cycle,
+        changed: dict[str, Instance],
+    ) -> None:
+        i_key, i_val = cols.index("scope_key"), cols.index("value")
+        i_thr = cols.index("threshold") if "threshold" in cols else None
+        label_cols = [
+            (i, c) for i, c in enumerate(cols) if c not in ("scope_key", "value", "threshold")
+        ]
+        seen: set[str] = set()
+        for row in rows:
+            key = row[i_key]
+            if key is None or key in seen:
+                continue
+            key = str(key)
+            seen.add(key)
+            value = _number(row[i_val])
+            thr = None if i_thr is None else _number(row[i_thr])
+            a = self._open.get((rule.name, key))
+            if a is None:
+                labels = {c: str(row[i]) for i, c in label_cols if row[i] is not None}
+                labels |= rule.labels
+                labels |= {
+                    "alertname": rule.name,
+                    "severity": rule.severity,
+                    "scope": rule.scope,
+                    "scope_key": key,
+                }
+                a = Instance(
+                    alert_id=alert_id(rule.name, key, now),
+                    rule=rule.name,
+                    scope=rule.scope,
+                    scope_key=key,
+                    severity=rule.severity,
+                    state=PENDING,
+                    started_at=now,
+                    last_active_at=now,
+                    evaluated_at=now,
+                    labels=labels,
+                )
+                self._open[(rule.name, key)] = a
+                cycle.transitions.append((a, INACTIVE, PENDING))
+            a.last_value, a.threshold = value, thr
+            a.peak_value = _more_extreme(rule.op, a.peak_value, value)
+            a.last_active_at = a.evaluated_at = now
+            self._clear_since.pop(a.alert_id, None)
+            if a.state == PENDING and (now - a.started_at).total_seconds() >= rule.for_s:
+                a.state, a.fired_at = FIRING, now
+                cycle.transitions.append((a, PENDING, FIRING))
+            a.annotations = self._annotate(rule, a)
+            changed[a.alert_id] = a
+        for (rname, key), a in list(self._open.items()):
+            if rname != rule.name or key in seen:
+                continue
+            a.evaluated_at = now
+            if a.state == FIRING and rule.keep_firing_for_s > 0:
+                since = self._clear_since.setdefault(a.alert_id, now)
+                if (now - since).total_seconds() < rule.keep_firing_for_s:
+                    changed[a.alert_id] = a  # kept firing: hysteresis, as Prometheus does
+                    continue
+            self._clear_since.pop(a.alert_id, None)
+            self._end(a, now, cycle, changed)
+            del self._open[(rname, key)]
+
+    @staticmethod
+    def _annotate(rule: Rule, a: Instance) -> dict[str, str]:
+        variables = {
+            "value": a.last_value,
+            "threshold": a.threshold,
+            "scope_key": a.scope_key,
+            "scope": a.scope,
+            "rule": a.rule,
+            "severity": a.severity,
+            "labels": a.labels,
+        }
+        return {k: render(v, variables) for k, v in rule.annotations.items()}
+
+    @staticmethod
+    def _end(a: Instance, now: datetime, cycle: Cycle, changed: dict[str, Instance]) -> None:
+        before = a.state
+        a.state = RESOLVED if before == FIRING else INACTIVE
+        a.resolved_at = a.evaluated_at = now
+        cycle.transitions.append((a, before, a.state))
+        changed[a.alert_id] = a
+
+    # -- what to deliver ----------------------------------------------------
+    def _notify(self, cycle: Cycle, now: datetime) -> None:
+        if self.delivery is None:
+            return
+        try:
+            silences = active_silences(self.store.cursor(), now)
+        except duckdb.Error as exc:
+            cycle.errors.append(f"silences: {str(exc).splitlines()[0]}")
+            silences = []
+        resend_before = now - timedelta(seconds=self.resend_s)
+        fired = {a.alert_id for a, _, to in cycle.transitions if to == FIRING}
+        for a, _, to in cycle.transitions:
+            if to == RESOLVED:
+                cycle.notifications.append(Notification("resolved", a))
+                self._last_sent.pop(a.alert_id, None)
+        for a in self._open.values():
+            if a.state != FIRING or _silenced(a, silences):
+                continue
+            if a.alert_id in fired:
+                cycle.notifications.append(Notification("fired", a))
+            elif self._last_sent.get(a.alert_id, datetime.min) <= resend_before:
+                cycle.notifications.append(Notification("resend", a))
+            else:
+                continue
+            self._last_sent[a.alert_id] = now
+
+    async def tick(self, now: datetime) -> None:
+        cycle = await asyncio.to_thread(self.evaluate, now)
+        if self.delivery is not None and cycle.notifications:
+            try:
+                await self.delivery.send(cycle.notifications, now)
+            except Exception as exc:  # delivery trouble never stops evaluation
+                log.warning(
+                    "alert delivery failed: %s", str(exc).splitlines()[0] if str(exc) else exc
+                )
+
+
+def _number(v: object) -> float | None:
+    """A rule's value as a float; NULL, or anything that is not a number, is None."""
+    if v is None or isinstance(v, bool | str | bytes):
+        return None
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _silenced(a: Instance, silences: list[Silence]) -> bool:
+    return any(s.matches(a.rule, a.scope_key, a.alert_id) for s in silences)
