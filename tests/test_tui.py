@@ -15,7 +15,7 @@ from fleettui.tui.screens.tenants import TenantsScreen
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.rack_grid import RackGrid
 from fleettui.tui.widgets.table import ViewTable
-from tests.tui_support import FAULTS, fleet_store, make_app, settle
+from tests.tui_support import FAULTS, fleet_store, make_app, settle, write_alerts
 
 
 def text_of(widget: Static) -> str:
@@ -167,30 +167,38 @@ async def test_tenant_view_sorts_and_jumps_to_racks():
         assert str(rack.flt) == f"tenant:{table.rows_data[0]['tenant']}"
 
 
-async def test_alerts_view_empty_state_without_alert_table():
+async def test_alerts_view_empty_state():
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("4")
         await settle(pilot)
         screen = app.screen
         assert isinstance(screen, AlertsScreen)
-        assert "No alert history" in text_of(screen.query_one("#alerts-empty"))
-        assert not screen.query_one(ViewTable).display
+        assert "No alerts at this moment" in text_of(screen.query_one("#alerts-empty"))
+        assert "firing 0" in text_of(screen.query_one("#alerts-title"))
 
 
-async def test_alerts_view_lists_and_jumps():
+async def test_alerts_view_lists_acknowledges_and_jumps():
     from fleettui.tui.app import FleetApp
     from fleettui.tui.demo import fixed_store
 
     store, last = fixed_store(60.0, 10.0, faults=FAULTS)
-    cur = store.cursor()
-    cur.execute("CREATE TABLE alerts (rule VARCHAR, scope VARCHAR, scope_key VARCHAR, "
-                "severity VARCHAR, state VARCHAR, started_at TIMESTAMP, fired_at TIMESTAMP, "
-                "resolved_at TIMESTAMP, value DOUBLE, peak_value DOUBLE, summary VARCHAR)")
-    cur.execute("INSERT INTO alerts VALUES ('host_stale', 'host', 'hgx-04-n3', 'warning', "
-                "'firing', ?, ?, NULL, 40, 40, 'no samples for 40 s')",
-                [last - timedelta(seconds=30), last - timedelta(seconds=20)])
+    write_alerts(store, [
+        {"rule": "host_stale", "scope": "host", "scope_key": "hgx-04-n3", "severity": "warning",
+         "started_at": last - timedelta(seconds=30), "fired_at": last - timedelta(seconds=20),
+         "last_value": 40.0, "summary": "no samples for 40 s"},
+    ])
+    # attached read-only: acknowledging is refused with a notice
     app = FleetApp(store.con, clock=lambda: last, refresh_s=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        table = app.screen.query_one(ViewTable)
+        table.focus()
+        await pilot.press("a")
+        assert any("read-only" in n.message for n in app._notifications)
+    # holding the store: `a` acknowledges through the engine's API, then Enter jumps
+    app = FleetApp(store.con, clock=lambda: last, refresh_s=3600, store=store)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("4")
         await settle(pilot)
@@ -198,6 +206,10 @@ async def test_alerts_view_lists_and_jumps():
         assert [r["rule"] for r in table.rows_data] == ["host_stale"]
         assert "firing 1" in text_of(app.screen.query_one("#alerts-title"))
         table.focus()
+        await pilot.press("a")
+        await settle(pilot)
+        assert table.rows_data[0]["muted_kind"] == "ack"
+        assert table.rows_data[0]["muted_by"]
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, DrilldownScreen) and app.screen.host == "hgx-04-n3"

@@ -17,7 +17,7 @@ from collectors.sim.topology import TENANTS, build_fleet
 from fleettui.tui.demo import FIXED_START
 from storage import views
 from storage.views import RackFilter
-from tests.tui_support import FAULTS, START_S, fleet_store
+from tests.tui_support import FAULTS, START_S, fleet_store, write_alerts
 
 FLEET = build_fleet(seed=7, scale=1)
 
@@ -92,7 +92,7 @@ def test_fleet_totals_add_up_and_follow_the_cursor(db):
     assert tot["silent"] == 8 + 1  # the silent host's 8 GPUs and the Xid 79 GPU
     assert tot["busy"] + tot["idle"] + tot["silent"] == tot["gpus"]
     assert tot["data_age_s"] == 0
-    assert tot["alerts_firing"] is None  # no alerts table in this store
+    assert tot["alerts_firing"] == 0  # the alert engine's table, empty here
     later = views.fleet_totals(cur, last + timedelta(seconds=45))
     assert later["data_age_s"] == 45 and later["silent"] == FLEET.n_gpus
 
@@ -156,44 +156,58 @@ def test_drilldown_queries(db):
     assert slices.num_rows == int(np.isin(FLEET.slice_gpu_idx, np.flatnonzero(
         np.array(FLEET.gpu_host_idx) == FLEET.host.index("rtx-07-n3"))).sum())
     assert all(t is not None for t in slices.column("tenant").to_pylist())
-    assert views.host_processes(cur, "hgx-03-n4", last) is None
+    assert views.host_processes(cur, "hgx-03-n4", last).num_rows == 0  # no agent here
 
 
-def test_processes_and_alerts_read_when_their_tables_exist():
+def test_processes_and_alerts_at_the_cursor():
     from fleettui.tui.demo import fixed_store
+    from storage.batch import make_batch
 
     store, last = fixed_store(60.0, 10.0, faults=FAULTS)
     cur = store.cursor()
-    assert views.alert_list(cur, last).num_rows == 0
-    assert not views.alerts_available(cur)
+    assert views.alert_list(cur, last).num_rows == 0 and views.alerts_available(cur)
     uuid = cur.execute("SELECT gpu_uuid FROM gpus WHERE host = 'hgx-03-n1' "
                        "AND gpu_index = 0").fetchone()[0]
-    cur.execute("CREATE TABLE gpu_processes (ts TIMESTAMP, gpu_uuid VARCHAR, pid BIGINT, "
-                "used_bytes BIGINT)")
-    cur.execute("INSERT INTO gpu_processes VALUES (?, ?, 4242, 1000), (?, ?, 17, 5)",
-                [last, uuid, last - timedelta(seconds=5), uuid])
+    s = timedelta(seconds=1)
+    store.write([make_batch("processes", {
+        "ts": [last, last - 5 * s], "host": ["hgx-03-n1"] * 2, "gpu_uuid": [uuid] * 2,
+        "pid": [4242, 17], "used_mem_bytes": [1000, 5],
+    })])
     procs = views.host_processes(cur, "hgx-03-n1", last)
     assert procs.column("pid").to_pylist() == [4242]  # only the newest listing
-    # an alerts table as the alert engine writes it (issue 6); columns it lacks read NULL
-    cur.execute("CREATE TABLE alerts (rule VARCHAR, scope VARCHAR, scope_key VARCHAR, "
-                "severity VARCHAR, state VARCHAR, started_at TIMESTAMP, fired_at TIMESTAMP, "
-                "resolved_at TIMESTAMP, peak_value DOUBLE)")
-    cur.execute("INSERT INTO alerts VALUES "
-                "('gpu_xid', 'gpu', ?, 'critical', 'firing', ?, ?, NULL, 79), "
-                "('host_stale', 'host', 'hgx-04-n3', 'warning', 'resolved', ?, ?, ?, 40), "
-                "('itl_p99', 'endpoint', 'quanta-risk', 'warning', 'pending', ?, NULL, NULL, 30)",
-                [uuid, last - timedelta(seconds=30), last - timedelta(seconds=20),
-                 last - timedelta(seconds=50), last - timedelta(seconds=40),
-                 last - timedelta(seconds=10), last - timedelta(seconds=5)])
+    write_alerts(store, [
+        {"rule": "gpu_xid", "scope": "gpu", "scope_key": uuid, "severity": "critical",
+         "started_at": last - 30 * s, "fired_at": last - 20 * s, "last_value": 79.0,
+         "summary": "Xid 79"},
+        {"rule": "host_stale", "scope": "host", "scope_key": "hgx-04-n3", "severity": "warning",
+         "state": "resolved", "started_at": last - 50 * s, "fired_at": last - 40 * s,
+         "resolved_at": last - 10 * s, "peak_value": 40.0},
+        {"rule": "itl_p99", "scope": "endpoint", "scope_key": "quanta-risk",
+         "severity": "warning", "started_at": last - 5 * s},
+        # pending, then back to inactive before firing: never listed
+        {"rule": "blip", "scope": "host", "scope_key": "hgx-03-n2", "severity": "warning",
+         "state": "inactive", "started_at": last - 45 * s, "resolved_at": last - 44 * s},
+    ])
     alerts = views.alert_list(cur, last).to_pylist()
     assert [a["state"] for a in alerts] == ["firing", "pending", "resolved"]
     assert alerts[0]["host"] == "hgx-03-n1" and alerts[0]["gpu_index"] == 0
-    assert alerts[0]["duration_s"] == 20
+    assert alerts[0]["duration_s"] == 20 and alerts[0]["summary"] == "Xid 79"
+    assert alerts[0]["value"] == 79.0 and alerts[0]["muted_by"] is None
     # at an earlier cursor the resolved alert was still firing and the others not yet started
-    earlier = views.alert_list(cur, last - timedelta(seconds=35)).to_pylist()
+    earlier = views.alert_list(cur, last - 35 * s).to_pylist()
     assert [(a["rule"], a["state"]) for a in earlier] == [("host_stale", "firing")]
+    blip = views.alert_list(cur, last - 44.5 * s).to_pylist()
+    assert [(a["rule"], a["state"], a["duration_s"]) for a in blip] == [
+        ("blip", "pending", 0), ("host_stale", "pending", 5)]
     assert views.firing_by_host(cur, last).to_pylist() == [{"host": "hgx-03-n1", "firing": 1}]
     assert views.fleet_totals(cur, last)["alerts_firing"] == 1
+    # an acknowledgement, as the engine's API stores it, shows who and until when
+    from fleettui.alerts.silences import acknowledge
+
+    acknowledge(store, alerts[0]["alert_id"], by="alice", until=last + 3600 * s,
+                now=last - s)
+    muted = views.alert_list(cur, last).to_pylist()[0]
+    assert (muted["muted_kind"], muted["muted_by"]) == ("ack", "alice")
     grid = views.rack_grid(cur, last, RackFilter(state="alert"))
     assert set(grid.column("host").to_pylist()) == {"hgx-03-n1"}
     tenants = {r["tenant"]: r["alerts_firing"] for r in views.tenant_summary(cur, last).to_pylist()}

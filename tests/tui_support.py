@@ -48,3 +48,29 @@ async def settle(pilot: Pilot, rounds: int = 6) -> None:
         except WorkerCancelled:
             pass  # a refresh superseded by a newer one
         await pilot.pause()
+
+
+def write_alerts(store: Store, rows: list[dict]) -> None:
+    """Alert instances into the engine's `alerts` table (engine bookkeeping filled in)."""
+    import json
+
+    from storage.batch import make_batch
+
+    cols: dict[str, list] = {c: [] for c in (
+        "alert_id", "rule", "scope", "scope_key", "severity", "state", "started_at", "fired_at",
+        "resolved_at", "last_active_at", "evaluated_at", "peak_value", "last_value", "threshold",
+        "labels", "annotations")}
+    for r in rows:
+        full = {
+            "alert_id": f"{r['rule']}|{r['scope_key']}|{int(r['started_at'].timestamp())}",
+            "fired_at": None, "resolved_at": None, "peak_value": None, "last_value": None,
+            "threshold": None, "state": "firing" if r.get("fired_at") else "pending",
+            **r,
+        }
+        full["last_active_at"] = full["evaluated_at"] = full["resolved_at"] or full["started_at"]
+        full["labels"] = json.dumps(r.get("labels", {}))
+        full["annotations"] = json.dumps({"summary": r["summary"]} if "summary" in r else {})
+        full.pop("summary", None)
+        for c in cols:
+            cols[c].append(full[c])
+    store.write([make_batch("alerts", cols)])

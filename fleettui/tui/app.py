@@ -31,6 +31,7 @@ from fleettui.tui.screens.rack import RackScreen
 from fleettui.tui.screens.sql import SqlScreen
 from fleettui.tui.screens.tenants import TenantsScreen
 from fleettui.tui.screens.time_jump import TimeJump
+from storage.store import Store
 from storage.views import fleet_totals
 from storage.views.source import ArrowReader as Reader
 from storage.views.source import ConnectionReader
@@ -96,6 +97,7 @@ class FleetApp(App):
         clock: Clock = utc_now,
         refresh_s: float = 1.0,
         collector: BackgroundRuntime | None = None,
+        store: Store | None = None,
         theme: str = "textual-dark",
         show_timings: bool = True,
     ) -> None:
@@ -107,6 +109,8 @@ class FleetApp(App):
         self.clock = clock
         self.refresh_s = refresh_s
         self.collector = collector
+        # the writable store, when the app holds it (acknowledging alerts writes)
+        self.store = store
         self._initial_theme = theme
         self.show_timings = show_timings  # off in snapshot tests: timings vary
         self._totals_timer: Timer | None = None

@@ -80,7 +80,7 @@ def _run_collecting(config_path: str, db: str | None) -> int:
     store = Store.open(config.db_path)
     try:
         collector = BackgroundRuntime(store, sources, tuple(build_tasks(config, store)))
-        FleetApp(store.con, clock=utc_now, collector=collector).run()
+        FleetApp(store.con, clock=utc_now, collector=collector, store=store).run()
     finally:
         store.close()
     return 0
@@ -113,7 +113,7 @@ def run_demo_app(args: argparse.Namespace) -> int:
     try:
         tasks = tuple(build_tasks(Config(), store))
         collector = BackgroundRuntime(store, [live], tasks, backfill=backfill)
-        FleetApp(store.con, clock=utc_now, collector=collector).run()
+        FleetApp(store.con, clock=utc_now, collector=collector, store=store).run()
     finally:
         store.close()
     return 0

@@ -35,34 +35,46 @@ SHOTS = (
 
 
 def example_alerts(store: Store, at) -> None:
-    """An alerts table shaped like the alert engine's, with a few alerts of the faults."""
+    """Alert instances as the alert engine writes them for these faults, one acknowledged."""
+    import json
+
+    from fleettui.alerts.silences import acknowledge
+    from storage.batch import make_batch
+
     cur = store.cursor()
-    cur.execute("""CREATE TABLE IF NOT EXISTS alerts (rule VARCHAR, scope VARCHAR,
-        scope_key VARCHAR, severity VARCHAR, state VARCHAR, started_at TIMESTAMP,
-        fired_at TIMESTAMP, resolved_at TIMESTAMP, value DOUBLE, peak_value DOUBLE,
-        summary VARCHAR)""")
     gpu = cur.execute("SELECT gpu_uuid FROM gpus WHERE host = 'nvl72-02-t03' AND gpu_index = 1"
                       ).fetchone()[0]
+    cur.close()
     s = timedelta(seconds=1)
-    rows = [
+    rows = [  # rule, scope, key, severity, started, fired, resolved, value, peak, summary
         ("gpu_xid_critical", "gpu", gpu, "critical", at - 235 * s, at - 235 * s, None, 79, 79,
          "Xid 79: GPU fell off the bus"),
-        ("telemetry_stale", "host", "hgx-04-n3", "warning", at - 205 * s, at - 175 * s, None,
-         205, 205, "no samples for 205 s"),
+        ("host_stale", "host", "hgx-04-n3", "warning", at - 205 * s, at - 175 * s, None,
+         205, 205, "hgx-04-n3 silent for 205 s (limit 30 s)"),
         ("itl_p99_over_target", "endpoint", "quanta-risk", "warning", at - 175 * s, at - 55 * s,
-         None, 167.7, 171.2, "ITL p99 167.7 ms > target 21 ms"),
+         None, 167.7, 171.2, "quanta-risk: inter-token latency p99 167.7 ms, target 21 ms"),
         ("link_down", "link", "hgx-04-n1:mlx5_3/1", "critical", at - 55 * s, at - 55 * s, None,
          1, 1, "InfiniBand port down"),
-        ("tenant_idle_allocation", "tenant", "internal-eval", "warning", at - 145 * s, None, None,
-         0.9, 1.4, "allocation idle (0.9 % mean)"),
+        ("gpu_allocated_idle", "gpu", gpu, "warning", at - 145 * s, None, None, 0.9, 1.4,
+         "allocated but idle (at most 0.9%)"),
         ("thermal_throttle", "gpu", gpu, "warning", at - 275 * s, at - 215 * s, at - 95 * s,
          88, 91, "HW thermal slowdown"),
     ]
-    # a handful of rows, once: the state column is what the engine last wrote
-    for r in rows:
-        state = "resolved" if r[6] else ("firing" if r[5] else "pending")
-        cur.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [*r[:4], state, *r[4:]])
+    cols = {c: [] for c in ("alert_id", "rule", "scope", "scope_key", "severity", "state",
+                            "started_at", "fired_at", "resolved_at", "last_active_at",
+                            "evaluated_at", "last_value", "peak_value", "annotations")}
+    for rule, scope, key, sev, started, fired, resolved, value, peak, summary in rows:
+        state = "resolved" if resolved else ("firing" if fired else "pending")
+        for c, v in (("alert_id", f"{rule}|{key}|{int(started.timestamp())}"), ("rule", rule),
+                     ("scope", scope), ("scope_key", key), ("severity", sev), ("state", state),
+                     ("started_at", started), ("fired_at", fired), ("resolved_at", resolved),
+                     ("last_active_at", resolved or at), ("evaluated_at", at),
+                     ("last_value", float(value)), ("peak_value", float(peak)),
+                     ("annotations", json.dumps({"summary": summary}))):
+            cols[c].append(v)
+    store.write([make_batch("alerts", cols)])
+    acknowledge(store, cols["alert_id"][1], by="alice", until=at + 3600 * s, now=at - 60 * s,
+                comment="reseating the NIC")
 
 
 async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:

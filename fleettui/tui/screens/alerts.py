@@ -1,16 +1,25 @@
-"""Alerts view: pending, firing and resolved alerts; Enter jumps to what is alerted on."""
+"""Alerts view: pending, firing and resolved alerts; Enter jumps to what is alerted on.
+
+`a` acknowledges the alert under the cursor and `x` silences its rule on its
+scope key, for an hour, through the alert engine's API (stored with who and
+until when), when the app holds the store (demo, or collecting with --config);
+attached to a daemon the app only reads.
+"""
 
 from __future__ import annotations
 
+import getpass
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
 
 from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
@@ -22,6 +31,16 @@ STATE_STYLE = {"firing": "bold white on red", "pending": "bold black on yellow",
                "resolved": "green"}
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim"}
 STATES = ("", "firing", "pending", "resolved")
+MUTE_FOR = timedelta(hours=1)
+
+
+def _muted(v, r) -> Text:
+    if not v:
+        return Text("")
+    until = r.get("muted_until")
+    return Text(f"{'ack' if v == 'ack' else 'silenced'} {r.get('muted_by') or ''}"
+                + (f" → {until:%H:%M}" if until else ""), style="italic")
+
 
 def _target(key: str | None, r: dict) -> str:
     """What the alert is on, readably: a GPU or slice as host and index."""
@@ -41,6 +60,7 @@ COLS = [
     Col("peak", "peak_value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
     Col("for", "duration_s", lambda v, _r: fmt_duration(v)),
     Col("since", "started_at", lambda v, _r: f"{v:%m-%d %H:%M:%S}" if v else "–"),
+    Col("muted", "muted_kind", _muted),
     Col("summary", "summary", lambda v, _r: v or ""),
 ]
 
@@ -56,6 +76,8 @@ class AlertsScreen(DataScreen):
 
     BINDINGS = [
         Binding("f", "cycle_state", "state filter"),
+        Binding("a", "mute('ack')", "ack 1h"),
+        Binding("x", "mute('silence')", "silence 1h"),
         Binding("enter", "jump", "go to", show=False),
     ]
 
@@ -94,8 +116,8 @@ class AlertsScreen(DataScreen):
         if not data.available:
             table.display = False
             empty.display = True
-            empty.update("No alert history in this store yet: the alert engine writes the "
-                         "`alerts` table when it runs (daemon, or the demo with rules).")
+            empty.update("No alert table in this store: the alert engine (migration 0004) "
+                         "writes it.")
             return
         table.display = True
         empty.display = rows.num_rows == 0
@@ -120,6 +142,43 @@ class AlertsScreen(DataScreen):
             self.app.drill_down(host, gpu.split("/")[0] if gpu else None)
         else:
             await self.app.show_racks(key)
+
+    def action_mute(self, kind: str) -> None:
+        row = self.query_one(ViewTable).current()
+        if row is None:
+            return
+        if self.app.store is None:
+            self.notify("read-only here: acknowledge and silence where the store is written "
+                        "(the daemon's host, or the app collecting with --config)",
+                        severity="warning")
+            return
+        if row.get("state") == "resolved":
+            self.notify("that alert is resolved", severity="warning")
+            return
+        self._mute(kind, row)
+
+    @work(thread=True, group="alert-mute", exit_on_error=False)
+    def _mute(self, kind: str, row: dict) -> str:
+        from fleettui.alerts.silences import acknowledge, silence
+
+        now = self.app.clock()
+        by = getpass.getuser()
+        if kind == "ack":
+            acknowledge(self.app.store, row["alert_id"], by=by, until=now + MUTE_FOR, now=now)
+            return f"acknowledged {row['rule']} on {row['scope_key']} for an hour"
+        silence(self.app.store, by=by, until=now + MUTE_FOR, rule=row["rule"],
+                scope_key=row["scope_key"], now=now, comment="from the app")
+        return f"silenced {row['rule']} on {row['scope_key']} for an hour"
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "alert-mute":
+            super().on_worker_state_changed(event)
+            return
+        if event.state == WorkerState.SUCCESS:
+            self.notify(event.worker.result)
+            self.reload()
+        elif event.state == WorkerState.ERROR:
+            self.notify(str(event.worker.error).splitlines()[0], severity="error")
 
     async def on_data_table_row_selected(self, _event) -> None:
         await self.action_jump()
