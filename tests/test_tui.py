@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from textual.widgets import DataTable, Static, TextArea
+from textual.widgets import DataTable, Sparkline, Static, TextArea
 
 from fleettui.tui.screens.alerts import AlertsScreen
 from fleettui.tui.screens.drilldown import DrilldownScreen
@@ -15,6 +15,7 @@ from fleettui.tui.screens.tenants import TenantsScreen
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.rack_grid import RackGrid
 from fleettui.tui.widgets.table import ViewTable
+from fleettui.tui.widgets.history import HistoryPanel
 from tests.tui_support import FAULTS, fleet_store, make_app, settle, write_alerts
 
 
@@ -55,6 +56,8 @@ async def test_rack_view_navigate_metric_filter_and_drill_down():
         assert isinstance(drill, DrilldownScreen) and drill.host == "nvl72-01-t01"
         gpus = drill.query_one("#drill-gpus", ViewTable)
         assert [r["gpu_index"] for r in gpus.rows_data] == [0, 1, 2, 3]
+        assert len(drill.query_one(HistoryPanel).query(Sparkline)) == 4
+        assert drill.query_one(HistoryPanel).query_one("#spark-util_pct", Sparkline).data
         await pilot.press("escape")
         assert app.screen is screen
         await pilot.press("escape")  # clears the filter
@@ -267,3 +270,30 @@ async def test_refreshes_never_overlap_and_rearm():
         assert screen.loaded > first  # re-armed after each refresh
         running = [w for w in app.workers if w.group == "view-refresh" and w.is_running]
         assert len(running) <= 1
+
+
+async def test_drilldown_lists_the_agents_processes_of_the_selected_gpu():
+    from fleettui.tui.app import FleetApp
+    from fleettui.tui.demo import fixed_store
+    from storage.batch import make_batch
+
+    store, last = fixed_store(60.0, 10.0, faults=FAULTS)
+    uuids = [r[0] for r in store.cursor().execute(
+        "SELECT gpu_uuid FROM gpus WHERE host = 'hgx-03-n1' ORDER BY gpu_index").fetchall()]
+    store.write([make_batch("processes", {
+        "ts": [last] * 2, "host": ["hgx-03-n1"] * 2, "gpu_uuid": [uuids[0], uuids[1]],
+        "pid": [4242, 77], "used_mem_bytes": [2_000_000_000, 1], "container": ["c0ffee" * 4, None],
+        "tenant_guess": ["nimbus-search", None],
+    })])
+    app = FleetApp(store.con, clock=lambda: last, refresh_s=3600)
+    async with app.run_test(size=(160, 50)) as pilot:
+        app.drill_down("hgx-03-n1", uuids[0])
+        await settle(pilot)
+        procs = app.screen.query_one("#drill-procs", DataTable)
+        assert procs.row_count == 1
+        assert procs.get_row_at(0) == ["4242", "2.0 GB", "c0ffeec0ffee", "nimbus-search"]
+        app.screen.query_one("#drill-gpus", ViewTable).focus()
+        await pilot.press("down")
+        await settle(pilot)
+        assert procs.get_row_at(0)[0] == "77"
+    store.close()

@@ -66,6 +66,18 @@ EVENT_COLS = [
 ]
 
 
+def _proc_cell(col: str, v) -> str:
+    if v is None:
+        return "–"
+    if col == "slice_id":
+        return v.rsplit("/", 1)[-1]
+    if col == "used_mem_bytes":
+        return fmt_bytes(v)
+    if col == "container":
+        return str(v)[:12]
+    return str(v)
+
+
 @dataclass(frozen=True, slots=True)
 class HostData:
     gpus: pa.Table
@@ -168,8 +180,15 @@ class DrilldownScreen(DataScreen):
             return
         rows = [r for r in procs.to_pylist() if r.get("gpu_uuid") == uuid]
         empty.display, table.display = not rows, bool(rows)
-        empty.update("no processes on this GPU")
-        cols = [c for c in procs.column_names if c not in ("ts", "gpu_uuid", "host", "source")]
+        empty.update("no processes on this GPU (or no agent reporting them)")
+        # the agent's columns, shown readably; any others as they come
+        known = {"slice_id": "slice", "pid": "pid", "used_mem_bytes": "memory",
+                 "container": "container", "tenant_guess": "tenant"}
+        skip = {"ts", "gpu_uuid", "host", "source", "cgroup"}
+        if not any(r.get("slice_id") for r in rows):  # not a MIG GPU: no slice column
+            skip.add("slice_id")
+        cols = [c for c in known if c in procs.column_names and c not in skip] + [
+            c for c in procs.column_names if c not in known and c not in skip]
         table.clear(columns=True)
-        table.add_columns(*cols)
-        table.add_rows([[("–" if r[c] is None else str(r[c])) for c in cols] for r in rows])
+        table.add_columns(*(known.get(c, c) for c in cols))
+        table.add_rows([[_proc_cell(c, r[c]) for c in cols] for r in rows])
