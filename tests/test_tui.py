@@ -13,9 +13,9 @@ from fleettui.tui.screens.rack import RackScreen
 from fleettui.tui.screens.sql import SqlScreen
 from fleettui.tui.screens.tenants import TenantsScreen
 from fleettui.tui.widgets.header import FleetHeader
+from fleettui.tui.widgets.history import HistoryPanel
 from fleettui.tui.widgets.rack_grid import RackGrid
 from fleettui.tui.widgets.table import ViewTable
-from fleettui.tui.widgets.history import HistoryPanel
 from tests.tui_support import FAULTS, fleet_store, make_app, settle, write_alerts
 
 
