@@ -108,6 +108,8 @@ class DrilldownScreen(DataScreen):
                 yield HistoryPanel(id="drill-history")
                 with Vertical(id="drill-right"):
                     yield Static(" Slices", classes="section")
+                    yield Static("whole GPU (no MIG instances or shares)", id="drill-no-slices",
+                                 classes="empty")
                     yield ViewTable(SLICE_COLS, key="slice_id", id="drill-slices")
                     yield Static(" Processes", classes="section")
                     yield Static(id="drill-procs-empty", classes="empty")
@@ -124,7 +126,9 @@ class DrilldownScreen(DataScreen):
     def fetch(self, reader: Reader, at: datetime) -> HostData:
         return HostData(
             host_gpus(reader, self.host, at), host_slices(reader, self.host, at),
-            gpu_history(reader, self.host, at), host_events(reader, self.host, at),
+            # 30 s buckets: a short history still draws a readable curve
+            gpu_history(reader, self.host, at, window_s=3600.0, buckets=120),
+            host_events(reader, self.host, at),
             host_processes(reader, self.host, at),
         )
 
@@ -167,7 +171,10 @@ class DrilldownScreen(DataScreen):
         if slices.num_rows and idx is not None:
             keep = [i == idx for i in slices.column("gpu_index").to_pylist()]
             slices = slices.filter(pa.array(keep, pa.bool_()))
-        self.query_one("#drill-slices", ViewTable).load(slices)
+        table = self.query_one("#drill-slices", ViewTable)
+        table.load(slices)
+        table.display = slices.num_rows > 0
+        self.query_one("#drill-no-slices", Static).display = slices.num_rows == 0
         self._processes(uuid)
 
     def _processes(self, uuid: str | None) -> None:
