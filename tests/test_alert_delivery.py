@@ -2,11 +2,8 @@
 
 import asyncio
 import json
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,6 +17,7 @@ from fleettui.alerts.engine import AlertEngine
 from fleettui.alerts.rules import load_rules_text
 from storage.batch import make_batch
 from storage.store import Store
+from tests.services.mosquitto import Broker
 
 T0 = datetime(2026, 11, 26, 12, 0, 0)
 
@@ -169,38 +167,14 @@ async def test_alertmanager_delivery_retries_server_errors_but_not_client_errors
     assert d.failed_batches == 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mosquitto(tmp_path):
-    # Debian installs it in /usr/sbin, often not on a user's PATH
-    exe = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
-    if exe is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen(
-        [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    broker = Broker(tmp_path / "mqtt")
+    broker.start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("mosquitto did not start")
-                time.sleep(0.05)
-        yield port
+        yield broker.port
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        broker.stop()
 
 
 @pytest.mark.integration

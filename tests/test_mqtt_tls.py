@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 
 import pytest
@@ -14,6 +13,7 @@ from collectors.nvml.fake import SimStates
 from collectors.nvml.library import open_library
 from collectors.sim.model import SimModel
 from fleettui.agent import Agent, AgentOptions
+from tests.services import require_binary
 from tests.services.mosquitto import Broker
 from tests.test_mqtt_e2e import wait_for
 
@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.integration]
 
 @pytest.fixture
 def secure_broker(tmp_path):
-    if shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None:
-        pytest.skip("needs openssl and mosquitto_passwd")
+    require_binary("openssl", "openssl")
+    require_binary("mosquitto_passwd", "mosquitto")
     broker = Broker(tmp_path / "tls", tls=True,
                     users={"agent-1": "s3cret-agent", "daemon": "s3cret-daemon"})
     broker.start()

@@ -8,7 +8,6 @@ accepts connections, and can be stopped and started again on the SAME port
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -16,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.services import require_binary
 
 
 def free_port() -> int:
@@ -28,8 +29,7 @@ class Broker:
     def __init__(self, workdir: Path, *, port: int | None = None, persistence: bool = False,
                  max_queued_messages: int = 100_000, tls: bool = False,
                  users: dict[str, str] | None = None):
-        self.binary = shutil.which("mosquitto") or (
-            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        self.binary: str | None = None
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
@@ -98,7 +98,7 @@ class Broker:
 
     def start(self, timeout_s: float = 10.0) -> None:
         if self.binary is None:
-            pytest.skip("mosquitto is not installed (Debian package `mosquitto`)")
+            self.binary = require_binary("mosquitto", "mosquitto")
         conf = self._config()
         deadline = time.monotonic() + timeout_s
         while True:  # after a stop the port can take a moment to be free again

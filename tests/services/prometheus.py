@@ -9,7 +9,6 @@ the test. Skips with a clear reason where the binary is missing.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.services import require_binary
 
 
 @dataclass
@@ -84,9 +85,7 @@ def write_config(path: Path, targets: list[ScrapeTarget], interval_s: float = 1.
 
 
 def start(targets: list[ScrapeTarget], workdir: Path, interval_s: float = 1.0) -> PrometheusServer:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("the `prometheus` binary is not installed (Debian package `prometheus`)")
+    binary = require_binary("prometheus", "prometheus")
     port = free_port()
     cfg = workdir / "prometheus.yml"
     write_config(cfg, targets, interval_s)
