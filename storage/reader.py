@@ -69,20 +69,31 @@ def sql_literal(v: Any) -> str:
 
 
 def inline_params(sql: str, params: Sequence[Any]) -> str:
-    """Replace `?` placeholders outside quotes with literals."""
-    out, it, quote = [], iter(params), None
-    for ch in sql:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "?":
+    """Replace `?` placeholders outside quotes and comments with literals."""
+    out, it, i, n = [], iter(params), 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"":  # a quoted string or identifier: copy through its closing quote
+            j = sql.find(ch, i + 1)
+            j = n - 1 if j < 0 else j
+            out.append(sql[i : j + 1])
+            i = j + 1
+            continue
+        if sql.startswith("--", i) or sql.startswith("/*", i):
+            end = "\n" if sql[i + 1] == "-" else "*/"
+            j = sql.find(end, i + 2)
+            j = n if j < 0 else j + len(end)
+            out.append(sql[i:j])
+            i = j
+            continue
+        if ch == "?":
             try:
                 out.append(sql_literal(next(it)))
             except StopIteration:
                 raise QueryError("more ? placeholders than parameters") from None
-            continue
-        out.append(ch)
+        else:
+            out.append(ch)
+        i += 1
     if next(it, _END) is not _END:
         raise QueryError("more parameters than ? placeholders")
     return "".join(out)
@@ -123,7 +134,7 @@ class LocalReader:
         if res.description is None:
             return pa.table({})
         try:
-            return res.fetch_arrow_table()
+            return res.to_arrow_table()
         except duckdb.Error as exc:
             raise _error(exc) from exc
 
@@ -169,7 +180,7 @@ class QuackReader:
             raise QueryError(msg.removeprefix("Invalid Input Error: ")) from exc
 
     def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        return self._run(sql, params).fetch_arrow_table()
+        return self._run(sql, params).to_arrow_table()
 
     def rows(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
         res = self._run(sql, params)
