@@ -2,8 +2,9 @@
 
 Prints, per view, the CPU time of one refresh: the view's query (in the worker
 thread) plus handing the result to the screen and rendering the frame
-(headless Textual at the given terminal size); with DuckDB's default threads,
-and with one thread (less CPU, a little more wall time) in the same run. Targets: rack view < 100 ms CPU,
+(headless Textual at the given terminal size); with the app's DuckDB setting
+(one thread: less CPU, a little more wall time) and with DuckDB's default
+threads, in the same run. Targets: rack view < 100 ms CPU,
 app start-up < 2 s (import in a fresh interpreter + first frame with data).
 
     .venv/bin/python benchmarks/bench_tui.py [--scale 33] [--seconds 120] [--repeat 10]
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from fleettui.tui.launch import APP_DUCKDB_THREADS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -91,8 +94,9 @@ def main() -> None:
           f"filled in {time.perf_counter() - t:.1f} s")
     imp = import_time_s()
     default_threads = store.con.execute("SELECT current_setting('threads')").fetchone()[0]
-    for size, threads in (((200, 60), default_threads), ((80, 24), default_threads),
-                          ((200, 60), 1)):
+    # the app's own setting first (fleettui.tui.launch.APP_DUCKDB_THREADS), then DuckDB's default
+    for size, threads in (((200, 60), APP_DUCKDB_THREADS), ((80, 24), APP_DUCKDB_THREADS),
+                          ((200, 60), default_threads)):
         store.con.execute(f"SET threads = {int(threads)}")
         results = asyncio.run(measure(store, last, size, args.repeat))
         print(f"\nterminal {size[0]}x{size[1]}, DuckDB threads {threads}, "
