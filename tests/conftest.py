@@ -1,6 +1,9 @@
 import os
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,3 +25,36 @@ def fleettui(tmp_path):
 
     run.env = env
     return run
+
+
+@dataclass
+class RunningDaemon:
+    proc: subprocess.Popen
+    db: Path
+    info: Path  # the daemon's info file (endpoint + token)
+
+
+@pytest.fixture
+def sim_daemon(tmp_path, fleettui):
+    """A real `fleettui daemon --sim` on tmp_path's store, ready when its info file
+    exists; stopped with SIGTERM (killed if it hangs) after the test."""
+    db = tmp_path / "fleet.duckdb"
+    proc = subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--sim"],
+                            env=fleettui.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    info = Path(str(db) + ".daemon.json")
+    try:
+        deadline = time.monotonic() + 30
+        while not info.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()
+        assert info.exists(), "the daemon wrote no info file in 30 s"
+        yield RunningDaemon(proc, db, info)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -2,10 +2,7 @@
 
 import json
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,25 +21,8 @@ def _wait_for(pred, timeout_s: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def daemon(tmp_path, fleettui):
-    db = tmp_path / "fleet.duckdb"
-    proc = subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--sim"],
-                            env=fleettui.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
-    info = Path(str(db) + ".daemon.json")
-    try:
-        _wait_for(lambda: info.exists() or proc.poll() is not None, 30, "the daemon's info file")
-        assert proc.poll() is None, proc.stderr.read()
-        yield proc, db, info
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def test_live_queries_while_the_daemon_runs_then_clean_stop(daemon, fleettui):
-    proc, db, info = daemon
+def test_live_queries_while_the_daemon_runs_then_clean_stop(sim_daemon, fleettui):
+    proc, info = sim_daemon.proc, sim_daemon.info
     assert oct(info.stat().st_mode & 0o777) == "0o600"  # the token is for the owner only
 
     def rows():
@@ -76,14 +56,14 @@ def test_live_queries_while_the_daemon_runs_then_clean_stop(daemon, fleettui):
     assert after.stdout.splitlines()[1] == str(fleet.n_gpus)
 
 
-def test_bad_query_is_one_line_and_non_zero(daemon, fleettui):
+def test_bad_query_is_one_line_and_non_zero(sim_daemon, fleettui):
     res = fleettui("sql", "SELEC 1")
     assert res.returncode == 1
     assert res.stderr.startswith("fleettui sql: error: Parser Error: syntax error")
     assert "Traceback" not in res.stderr
 
 
-def test_second_daemon_on_the_same_store_is_refused(daemon, fleettui):
+def test_second_daemon_on_the_same_store_is_refused(sim_daemon, fleettui):
     res = fleettui("daemon", "--sim", "--no-serve", timeout=30)
     assert res.returncode == 1
     assert "in use by another process" in res.stderr

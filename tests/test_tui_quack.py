@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, TextArea
@@ -22,31 +18,8 @@ from tests.tui_support import settle
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture
-def daemon_db(tmp_path, fleettui):
-    db = tmp_path / "fleet.duckdb"
-    proc = subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--sim"],
-                            env=fleettui.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
-    info = Path(str(db) + ".daemon.json")
-    try:
-        deadline = time.monotonic() + 30
-        while not info.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert info.exists(), proc.stderr.read() if proc.poll() is not None else "no info file"
-        yield db
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-async def test_app_reads_a_running_daemon_over_quack(daemon_db):
-    reader = open_reader(str(daemon_db), None, None)  # finds the daemon beside the file
+async def test_app_reads_a_running_daemon_over_quack(sim_daemon):
+    reader = open_reader(str(sim_daemon.db), None, None)  # finds the daemon beside the file
     assert isinstance(reader, QuackReader)
     n_gpus = build_fleet().n_gpus
     deadline = time.monotonic() + 30

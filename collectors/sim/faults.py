@@ -52,6 +52,19 @@ DEFAULT_FAULTS = (
 )
 DEFAULT_PERIOD_S = 3600.0
 
+# A fixed schedule for tests and pictures, independent of the demo's (which
+# may change): every fault has started by 240 s and all are active at 295 s.
+REFERENCE_FAULTS = (
+    Fault("thermal", "hgx-05-n2:3", 20, 900),
+    Fault("nvlink_crc", "nvl72-01-t05:nvlink-gpu2", 40, 300),
+    Fault("xid79", "nvl72-02-t03:1", 60, 1200),
+    Fault("host_silent", "hgx-04-n3", 90, 600),
+    Fault("traffic_surge", "quanta-risk", 120, 900),
+    Fault("idle_allocation", "internal-eval", 150, 1500),
+    Fault("ecc_dbe", "hgx-03-n4:6", 200, 600),
+    Fault("ib_link_down", "hgx-04-n1:mlx5_3/1", 240, 300),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ResolvedFault:

@@ -119,18 +119,9 @@ async def _settle(pilot) -> None:
 # The fault schedule of the pictures (the demo's own may change): every fault
 # has started by 240 s and is active at 295 s, the last sample.
 def picture_faults():
-    from collectors.sim.faults import Fault
+    from collectors.sim.faults import REFERENCE_FAULTS
 
-    return (
-        Fault("thermal", "hgx-05-n2:3", 20, 900),
-        Fault("nvlink_crc", "nvl72-01-t05:nvlink-gpu2", 40, 300),
-        Fault("xid79", "nvl72-02-t03:1", 60, 1200),
-        Fault("host_silent", "hgx-04-n3", 90, 600),
-        Fault("traffic_surge", "quanta-risk", 120, 900),
-        Fault("idle_allocation", "internal-eval", 150, 1500),
-        Fault("ecc_dbe", "hgx-03-n4:6", 200, 600),
-        Fault("ib_link_down", "hgx-04-n1:mlx5_3/1", 240, 300),
-    )
+    return REFERENCE_FAULTS
 
 
 def main() -> None:
