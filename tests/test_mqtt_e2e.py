@@ -126,6 +126,10 @@ async def test_whole_fleet_end_to_end(mosquitto: Broker):  # noqa: F811
                                 " GROUP BY host").fetchall())
     assert per_host == {a.host: a.seq for a in agents}
     assert one("SELECT count(*) FROM gpus")[0] == fleet.n_gpus
+    # the inventory carries each GPU's memory size (from the same report's samples)
+    sizes = dict(con.execute("SELECT gpu_uuid, mem_total_bytes FROM gpus").fetchall())
+    truth = states.model.state(math.floor(time.time())).gpu_mem_total_bytes
+    assert sizes == {u: int(truth[i]) for i, u in enumerate(fleet.gpu_uuid)}
     assert one("SELECT count(*) FROM hosts")[0] == fleet.n_hosts
     assert one("SELECT count(*) FROM slices")[0] == sum(k == "mig" for k in fleet.slice_kind)
     assert one("SELECT count(*) FROM host_status WHERE state = 'offline'")[0] == fleet.n_hosts

@@ -79,7 +79,8 @@ class ReportBatcher:
                                                           "detail")}
         self.hosts: dict[str, list[Any]] = {}  # host -> [first ts, last ts, driver]
         self.inv_gpus: dict[str, list[Any]] = {c: [] for c in (
-            "gpu_uuid", "host", "gpu_index", "name", "pci_bus_id", "mig_mode")}
+            "gpu_uuid", "host", "gpu_index", "name", "pci_bus_id", "mig_mode",
+            "mem_total_bytes")}
         self.inv_slices: dict[str, list[Any]] = {c: [] for c in ("slice_id", "gpu_uuid",
                                                                  "profile")}
 
@@ -163,6 +164,9 @@ class ReportBatcher:
             for src, dst in (("index", "gpu_index"), ("name", "name"),
                              ("pci_bus_id", "pci_bus_id"), ("mig_mode", "mig_mode")):
                 self.inv_gpus[dst] += gi.get(src) or [None] * k
+            # the GPU's memory size rides on its samples in the same report
+            totals = dict(zip(r.gpu["uuid"], r.gpu.get("mem_total_bytes") or (), strict=False))
+            self.inv_gpus["mem_total_bytes"] += [totals.get(u) for u in gi["uuid"]]
             k = len(si.get("id", []))
             if k:
                 self.inv_slices["slice_id"] += si["id"]
