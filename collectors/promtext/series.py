@@ -124,13 +124,19 @@ def from_prometheus_result(
         elif latest_only and points:
             points = points[-1:]
         for ts, raw in points:
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                b.skipped.append(f"{where}: {name}{_brief(metric)}: value {raw!r} is not a number")
-                continue
-            b.add(name, metric, value, float(ts))
+            _add_point(b, where, name, metric, ts, raw)
     return b.build()
+
+
+def _add_point(b: SnapshotBuilder, where: str, name: str, metric: dict[str, str],
+               ts: Any, raw: Any) -> None:
+    """One API sample into `b`; a value that is not a number is skipped with the reason."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        b.skipped.append(f"{where}: {name}{_brief(metric)}: value {raw!r} is not a number")
+        return
+    b.add(name, metric, value, float(ts))
 
 
 def matrix_steps(
@@ -147,12 +153,7 @@ def matrix_steps(
             b = steps.get(float(ts))
             if b is None:
                 b = steps[float(ts)] = SnapshotBuilder(where, max_labels)
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                b.skipped.append(f"{where}: {name}{_brief(metric)}: value {raw!r} is not a number")
-                continue
-            b.add(name, metric, value, float(ts))
+            _add_point(b, where, name, metric, ts, raw)
     return [steps[t].build() for t in sorted(steps)]
 
 
