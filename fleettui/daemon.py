@@ -20,9 +20,15 @@ from collectors.base import PullSource, PushSource, build_source
 from collectors.options import OptionsError
 from fleettui.alerts.wiring import tasks_from_config
 from fleettui.config import Config, ConfigError
-from fleettui.paths import DaemonInfo, remove_daemon_info, write_daemon_info
+from fleettui.paths import (
+    DaemonInfo,
+    register_daemon,
+    remove_daemon_info,
+    write_daemon_info,
+    write_operator_token,
+)
 from fleettui.runtime import Runtime, Task, utcnow
-from storage import quack
+from storage import guard, quack
 from storage.retention import RetentionTask
 from storage.store import Store
 
@@ -68,10 +74,15 @@ def _serve(store: Store, config: Config, db: Path) -> DaemonInfo | None:
     if not config.daemon.serve_enabled:
         return None
     host, port = quack.parse_endpoint(config.daemon.serve)
-    token = quack.new_token()
-    endpoint = quack.serve(store.con, host, port, token)
-    info = DaemonInfo(os.getpid(), endpoint, token, str(db), utcnow().isoformat())
+    viewer, operator = quack.new_token(), quack.new_token()
+    endpoint = quack.serve(store.con, host, port, viewer)
+    # from here on the daemon decides what a token may run, and nothing can
+    # reach outside the store (see storage/guard.py)
+    guard.install(store.con, operator)
+    info = DaemonInfo(os.getpid(), endpoint, viewer, str(db.resolve()), utcnow().isoformat())
+    write_operator_token(db, info.pid, operator)
     write_daemon_info(db, info)
+    register_daemon(info)
     return info
 
 
@@ -85,6 +96,7 @@ def _status_line(runtime: Runtime) -> str:
 async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
                      stop: asyncio.Event | None = None) -> int:
     db = config.db_path
+    os.umask(0o077)  # the store, its WAL and every file the daemon creates: owner only
     store = Store.open(db)
     info = None
     try:
