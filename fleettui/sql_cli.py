@@ -67,5 +67,5 @@ def main(args) -> int:
     finally:
         reader.close()
     if columns:
-        print(render(args.format, columns, rows), end="")
+        print(render(args.format, columns, rows, tty=sys.stdout.isatty()), end="")
     return 0

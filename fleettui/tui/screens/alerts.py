@@ -22,6 +22,7 @@ from textual.binding import Binding
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
+from fleettui.safe_text import pictured
 from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_duration, fmt_num
@@ -183,10 +184,11 @@ class AlertsScreen(DataScreen):
             super().on_worker_state_changed(event)
             return
         if event.state == WorkerState.SUCCESS:
-            self.notify(event.worker.result)
+            self.notify(pictured(event.worker.result), markup=False)
             self.reload()
         elif event.state == WorkerState.ERROR:
-            self.notify(str(event.worker.error).splitlines()[0], severity="error")
+            self.notify(pictured(str(event.worker.error).splitlines()[0]), severity="error",
+                        markup=False)
 
     async def on_data_table_row_selected(self, _event) -> None:
         await self.action_jump()

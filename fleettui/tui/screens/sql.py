@@ -23,6 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from fleettui.tui.screens.base import Reader
 from fleettui.tui.widgets.header import FleetHeader
+from fleettui.tui.widgets.table import safe_cell
 from storage.reader import check_read_only, read_only_arrow
 
 MAX_ROWS = 1000
@@ -120,8 +121,8 @@ class SqlScreen(Screen):
         for table, column, dtype in rows:
             if table != current:
                 current = table
-                node = tree.root.add(table, data=table)
-            node.add_leaf(Text.assemble(column, " ", (dtype.lower(), "dim")), data=table)
+                node = tree.root.add(safe_cell(table), data=table)
+            node.add_leaf(safe_cell(Text.assemble(column, " ", (dtype.lower(), "dim"))), data=table)
         tree.root.expand()
 
     def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
@@ -134,10 +135,10 @@ class SqlScreen(Screen):
         table = self.query_one("#sql-result", DataTable)
         table.clear(columns=True)
         t = res.table
-        table.add_columns(*t.column_names)
+        table.add_columns(*(safe_cell(c) for c in t.column_names))
         cols = [c.to_pylist() for c in t.columns]
         table.add_rows(
-            [["NULL" if v is None else str(v) for v in row] for row in zip(*cols, strict=True)]
+            [[safe_cell("NULL" if v is None else str(v)) for v in row] for row in zip(*cols, strict=True)]
         )
         more = f" (first {MAX_ROWS:,} shown)" if res.total_rows > MAX_ROWS else ""
         took = f" in {res.elapsed_ms:.1f} ms" if self.app.show_timings else ""
