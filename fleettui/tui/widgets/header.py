@@ -8,6 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from fleettui.safe_text import pictured
 from fleettui.tui.widgets.scale import fmt_duration
 
 
@@ -26,7 +27,7 @@ class FleetHeader(Static):
         line = Text(no_wrap=True, overflow="ellipsis")
         if self.size.width >= 110:
             line.append(" FleetTUI ", style="bold reverse")
-        line.append(f" {app.view_title} ", style="bold reverse")
+        line.append(f" {pictured(app.view_title)} ", style="bold reverse")  # may name a host
         at: datetime | None = app.at
         if at is None:
             line.append(" ● LIVE", style="bold green")
