@@ -313,3 +313,40 @@ def test_tokens_and_files_are_private(served):
     assert served.operator_token != served.info.token
     # the viewer's file never holds the operator token
     assert served.operator_token not in db.with_name(db.name + ".daemon.json").read_text()
+
+
+async def test_the_app_attached_acknowledges_with_the_operator_token_only(served):
+    from fleettui.tui.app import FleetApp
+    from tests.tui_support import settle
+
+    now = served.store.cursor().execute("SELECT max(ts) FROM gpu_samples").fetchone()[0]
+    # viewer only: `a` is refused with a notice, nothing written
+    before = served.checksum()
+    app = FleetApp(served.viewer, clock=lambda: now, refresh_s=3600)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        app.screen.query_one("#alerts-table").focus()
+        await pilot.press("a")
+        await settle(pilot)
+        assert any("read-only" in n.message for n in app._notifications)
+    assert served.checksum() == before
+    # with the operator token (the daemon's own user): `x` silences through the daemon
+    operator = QuackReader(served.info.endpoint, served.info.token,
+                           operator_token=served.operator_token)
+    try:
+        app = FleetApp(operator, clock=lambda: now, refresh_s=3600)
+        async with app.run_test(size=(140, 40)) as pilot:
+            await pilot.press("4")
+            await settle(pilot)
+            table = app.screen.query_one("#alerts-table")
+            table.focus()
+            await pilot.press("x")
+            await settle(pilot)
+            assert any("silenced host_stale" in n.message for n in app._notifications), \
+                [n.message for n in app._notifications]
+            assert table.rows_data[0]["muted_kind"] in ("silence", "ack")
+        assert _raw_query(served, "SELECT count(*) FROM silences WHERE comment = 'from the app'"
+                          ) == [(1,)]
+    finally:
+        operator.close()
