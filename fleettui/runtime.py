@@ -12,6 +12,9 @@ Shared by the headless daemon and the app when it collects for itself.
   instead of growing memory. A batch the store refuses is reported and
   dropped alone; the rest of the transaction is retried without it.
 - Tasks (the alert engine) run on their own interval after the writes.
+- An `Enrichment` (fleettui/enrich.py: topology, contracted tenancy, latency
+  targets) is applied to every write, so every source benefits; what it knows
+  before any source reports is written first.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from collectors.base import Gathered, PullSource, PushSource
 from storage.batch import Batch, make_batch
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from fleettui.enrich import Enrichment
 
 log = logging.getLogger("fleettui.runtime")
 
@@ -83,6 +89,7 @@ class Runtime:
         clock: Callable[[], datetime] = utcnow,
         queue_size: int = 256,
         on_write: Callable[[RuntimeStats], None] | None = None,
+        enrich: Enrichment | None = None,
     ):
         self.store = store
         self.sources = list(sources)
@@ -91,6 +98,7 @@ class Runtime:
         self.stats = RuntimeStats()
         self._queue: asyncio.Queue[list[Batch]] = asyncio.Queue(maxsize=queue_size)
         self._on_write = on_write
+        self.enrich = enrich
 
     async def sink(self, batches: list[Batch]) -> None:
         """Where push sources (and pull loops) hand their batches."""
@@ -99,6 +107,8 @@ class Runtime:
 
     async def run(self, stop: asyncio.Event) -> None:
         writer = asyncio.create_task(self._writer(), name="writer")
+        if self.enrich is not None and not self.enrich.empty:
+            await self.sink(await asyncio.to_thread(self.enrich.start, self.store))
         producers = []
         for src in self.sources:
             if isinstance(src, PullSource):
@@ -192,6 +202,11 @@ class Runtime:
                     self._queue.task_done()
 
     def _write(self, batches: list[Batch]) -> None:
+        if self.enrich is not None:
+            try:
+                batches = self.enrich.apply(batches)
+            except Exception as exc:  # never lose the batches over the enrichment
+                log.error("enrichment failed, batches written as they came: %s", exc)
         try:
             self._count(batches, self.store.write(batches))
             return
