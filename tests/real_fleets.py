@@ -156,11 +156,19 @@ EXPORTER_HOSTS = {"gpu-node-1", "i-030791dc5a37cd257", "nvidia-dcgm-exporter-s22
                   "nvidia-dcgm-exporter-tl46n"}
 
 
+def exposition(text: str) -> str:
+    """The capture without the title a person wrote above it (`4 Active Workloads`)."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("#") or "{" in line), 0)
+    return "\n".join(lines[start:]) + "\n"
+
+
 class CaptureServer:
     """The captures over HTTP, each as its first scrape, on a free 127.0.0.1 port."""
 
     def __init__(self) -> None:
-        pages = {path: scrapes_in(upstream(*parts))[0].encode() for path, parts, _ in CAPTURES}
+        pages = {path: exposition(scrapes_in(upstream(*parts))[0]).encode()
+                 for path, parts, _ in CAPTURES}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
@@ -225,11 +233,14 @@ def wait_for_captures(prom_url: str, timeout_s: float = 30.0) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout_s
+    targets: list = []
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{prom_url}/api/v1/query?query=up", timeout=2) as r:
-            ups = [float(s["value"][1]) for s in json.load(r)["data"]["result"]]
-        if len(ups) == len(CAPTURES) and all(ups):
+        with urllib.request.urlopen(f"{prom_url}/api/v1/targets", timeout=2) as r:
+            targets = json.load(r)["data"]["activeTargets"]
+        if len(targets) == len(CAPTURES) and all(t["health"] == "up" for t in targets):
             return
         time.sleep(0.25)
     raise AssertionError(f"Prometheus did not scrape all {len(CAPTURES)} captures up in "
-                         f"{timeout_s:.0f} s")
+                         f"{timeout_s:.0f} s: " + "; ".join(
+                             f"{t['scrapeUrl']} {t['health']} {t['lastError']}"[:200]
+                             for t in targets))

@@ -142,7 +142,7 @@ async def test_exporter_only_fleet_every_view(prometheus_server, tmp_path):  # n
                    show_timings=False)
     async with app.run_test(size=(160, 48)) as pilot:
         seen = await visit_every_view(app, pilot)
-    assert list(seen["panels"]) == ["h100-rack-1", "k8s-rack-7", "l4-rack-1", UNPLACED]
+    assert list(seen["panels"]) == ["h100-rack-1", "l4-rack-1", "k8s-rack-7", UNPLACED]
     assert "nvidia-dcgm-exporter-tl46n" in seen["panels"][UNPLACED]
     assert len(seen["rack_rows"]) == gpus
     assert {r["host"] for r in seen["rack_rows"]} >= EXPORTER_HOSTS
