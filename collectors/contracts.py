@@ -29,8 +29,16 @@ import pyarrow as pa
 
 from storage.batch import Batch, make_batch
 
-ASSIGNMENT_KEYS = ("tenant", "gpu_uuid", "host", "gpu_index", "slice_id", "fraction",
-                   "since", "until")
+ASSIGNMENT_KEYS = (
+    "tenant",
+    "gpu_uuid",
+    "host",
+    "gpu_index",
+    "slice_id",
+    "fraction",
+    "since",
+    "until",
+)
 TENANT_KEYS = ("display_name", "tier")
 TARGET_KEYS = ("itl_p99_ms", "ttft_p99_ms")
 MAX_NAME = 256
@@ -74,16 +82,18 @@ def _name(raw: Any, where: str) -> str | None:
     if raw is None or raw == "":
         return None
     if not isinstance(raw, str) or len(raw) > MAX_NAME:
-        raise ContractsError(f"{where}: expected a name of at most {MAX_NAME} chars, "
-                             f"got {raw!r}"[:300])
+        raise ContractsError(
+            f"{where}: expected a name of at most {MAX_NAME} chars, got {raw!r}"[:300]
+        )
     return raw.strip() or None
 
 
 def _contract(rec: Mapping[str, Any], where: str) -> Contract:
     unknown = sorted(set(rec) - set(ASSIGNMENT_KEYS))
     if unknown:
-        raise ContractsError(f"{where}: unknown key {unknown[0]!r} "
-                             f"(known: {', '.join(ASSIGNMENT_KEYS)})")
+        raise ContractsError(
+            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(ASSIGNMENT_KEYS)})"
+        )
     tenant = _name(rec.get("tenant"), f"{where}: tenant")
     if tenant is None:
         raise ContractsError(f"{where}: tenant is required")
@@ -96,19 +106,22 @@ def _contract(rec: Mapping[str, Any], where: str) -> Contract:
         if isinstance(idx_raw, str) and idx_raw.strip().isdigit():
             idx_raw = int(idx_raw)
         if isinstance(idx_raw, bool) or not isinstance(idx_raw, int) or not 0 <= idx_raw < 1024:
-            raise ContractsError(f"{where}: gpu_index must be a whole number 0-1023, "
-                                 f"got {idx_raw!r}")
+            raise ContractsError(
+                f"{where}: gpu_index must be a whole number 0-1023, got {idx_raw!r}"
+            )
         idx = idx_raw
     if slice_id is not None:
         parent = slice_id.split("/", 1)[0]
         if "/" not in slice_id or (gpu is not None and gpu != parent):
-            raise ContractsError(f"{where}: slice_id must be <gpu_uuid>/<slice> "
-                                 "(of gpu_uuid when both are given)")
+            raise ContractsError(
+                f"{where}: slice_id must be <gpu_uuid>/<slice> (of gpu_uuid when both are given)"
+            )
         gpu = parent
     ways = (gpu is not None) + (host is not None or idx is not None)
     if ways != 1 or (host is None) != (idx is None):
-        raise ContractsError(f"{where}: name the GPU one way: gpu_uuid, slice_id, "
-                             "or host with gpu_index")
+        raise ContractsError(
+            f"{where}: name the GPU one way: gpu_uuid, slice_id, or host with gpu_index"
+        )
     frac_raw = rec.get("fraction")
     if frac_raw in (None, ""):
         if slice_id is not None:
@@ -162,12 +175,12 @@ def load_assignments(path: str | Path) -> tuple[list[Contract], dict[str, dict[s
             raise ContractsError(f"{p}: invalid TOML: {exc}") from None
         bad = sorted(set(raw) - {"tenants", "assignments"})
         if bad:
-            raise ContractsError(f"{p}: unknown key {bad[0]!r} (expected [tenants.NAME] and "
-                                 "[[assignments]])")
+            raise ContractsError(
+                f"{p}: unknown key {bad[0]!r} (expected [tenants.NAME] and [[assignments]])"
+            )
         items = raw.get("assignments", [])
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise ContractsError(f"{p}: 'assignments' must be an array of tables "
-                                 "([[assignments]])")
+            raise ContractsError(f"{p}: 'assignments' must be an array of tables ([[assignments]])")
         contracts = [_contract(i, f"{p}: [[assignments]] #{n}") for n, i in enumerate(items, 1)]
         return contracts, _tenants_table(raw.get("tenants", {}), str(p))
     if suffix != ".csv":
@@ -184,13 +197,14 @@ def load_assignments(path: str | Path) -> tuple[list[Contract], dict[str, dict[s
             header = cells
             bad = [c for c in header if c not in ASSIGNMENT_KEYS]
             if bad or "tenant" not in header:
-                raise ContractsError(f"{p}:{line}: header must name 'tenant' and any of "
-                                     f"{', '.join(ASSIGNMENT_KEYS[1:])}"
-                                     + (f" (unknown column {bad[0]!r})" if bad else ""))
+                raise ContractsError(
+                    f"{p}:{line}: header must name 'tenant' and any of "
+                    f"{', '.join(ASSIGNMENT_KEYS[1:])}"
+                    + (f" (unknown column {bad[0]!r})" if bad else "")
+                )
             continue
         if len(cells) != len(header):
-            raise ContractsError(f"{p}:{line}: {len(cells)} fields, the header has "
-                                 f"{len(header)}")
+            raise ContractsError(f"{p}:{line}: {len(cells)} fields, the header has {len(header)}")
         contracts.append(_contract(dict(zip(header, cells, strict=True)), f"{p}:{line}"))
     return contracts, {}
 
@@ -247,8 +261,10 @@ def parse_latency_targets(raw: Mapping[str, Any] | None, where: str) -> LatencyT
     return LatencyTargets(
         _targets(top, where),
         {n: _targets(t, f"{where}.tenants.{n}") for n, t in tenants.items()},
-        {n: _targets(t, f"{where}.endpoints.{n}", ("tenant", "model"))
-         for n, t in endpoints.items()},
+        {
+            n: _targets(t, f"{where}.endpoints.{n}", ("tenant", "model"))
+            for n, t in endpoints.items()
+        },
     )
 
 
@@ -258,9 +274,12 @@ _TS = pa.timestamp("us")
 class Tenancy:
     """Writes the contracts and fills endpoint targets; the runtime calls it on every write."""
 
-    def __init__(self, contracts: list[Contract] | None = None,
-                 tenants: Mapping[str, Mapping[str, Any]] | None = None,
-                 targets: LatencyTargets | None = None) -> None:
+    def __init__(
+        self,
+        contracts: list[Contract] | None = None,
+        tenants: Mapping[str, Mapping[str, Any]] | None = None,
+        targets: LatencyTargets | None = None,
+    ) -> None:
         self.contracts = list(contracts or [])
         self.tenant_info = dict(tenants or {})
         self.targets = targets or LatencyTargets()
@@ -272,12 +291,15 @@ class Tenancy:
         return not self.contracts and not self.tenant_info and self.targets.empty
 
     # -- at start ------------------------------------------------------------------------
-    def first_batches(self, gpus: Mapping[tuple[str, int], str],
-                      endpoints: pa.Table | None) -> list[Batch]:
+    def first_batches(
+        self, gpus: Mapping[tuple[str, int], str], endpoints: pa.Table | None
+    ) -> list[Batch]:
         """Everything known before any source reports: tenants, contracts naming their GPU
         (and those whose host + index `gpus` resolves), configured and stored endpoints."""
-        out = self._tenant_rows({c.tenant for c in self.contracts}
-                                | {t.tenant for t in self.targets.endpoints.values() if t.tenant})
+        out = self._tenant_rows(
+            {c.tenant for c in self.contracts}
+            | {t.tenant for t in self.targets.endpoints.values() if t.tenant}
+        )
         out += self._assignments([c for c in self.contracts if c.gpu_uuid is not None])
         out += self._resolve(gpus)
         rows: dict[str, dict[str, Any]] = {}
@@ -301,9 +323,16 @@ class Tenancy:
             elif b.table == "gpus" and self._waiting and b.rows:
                 cols = b.data.column_names
                 if {"host", "gpu_index"} <= set(cols):
-                    found = {(h, i): u for h, i, u in zip(
-                        b.data.column("host").to_pylist(), b.data.column("gpu_index").to_pylist(),
-                        b.data.column("gpu_uuid").to_pylist(), strict=True) if i is not None}
+                    found = {
+                        (h, i): u
+                        for h, i, u in zip(
+                            b.data.column("host").to_pylist(),
+                            b.data.column("gpu_index").to_pylist(),
+                            b.data.column("gpu_uuid").to_pylist(),
+                            strict=True,
+                        )
+                        if i is not None
+                    }
                     out += self._resolve(found)
             out.append(b)
         return out
@@ -314,9 +343,21 @@ class Tenancy:
         if not hit:
             return []
         self._waiting = [c for c in self._waiting if c not in hit]
-        return self._assignments([
-            Contract(c.tenant, gpus[(c.host, c.gpu_index)], c.host, c.gpu_index, c.slice_id,
-                     c.fraction, c.since, c.until) for c in hit])
+        return self._assignments(
+            [
+                Contract(
+                    c.tenant,
+                    gpus[(c.host, c.gpu_index)],
+                    c.host,
+                    c.gpu_index,
+                    c.slice_id,
+                    c.fraction,
+                    c.since,
+                    c.until,
+                )
+                for c in hit
+            ]
+        )
 
     def _tenant_rows(self, names: set[str]) -> list[Batch]:
         names = names | set(self.tenant_info)
@@ -324,25 +365,40 @@ class Tenancy:
             return []
         ordered = sorted(names)
         info = [self.tenant_info.get(n, {}) for n in ordered]
-        return [make_batch("tenants", {
-            "tenant": ordered, "display_name": [i.get("display_name") for i in info],
-            "tier": [i.get("tier") for i in info]})]
+        return [
+            make_batch(
+                "tenants",
+                {
+                    "tenant": ordered,
+                    "display_name": [i.get("display_name") for i in info],
+                    "tier": [i.get("tier") for i in info],
+                },
+            )
+        ]
 
     @staticmethod
     def _assignments(cs: list[Contract]) -> list[Batch]:
         if not cs:
             return []
-        return [make_batch("assignments", {
-            "tenant": [c.tenant for c in cs], "gpu_uuid": [c.gpu_uuid for c in cs],
-            "slice_id": pa.array([c.slice_id for c in cs], pa.string()),
-            "fraction": [c.fraction for c in cs],
-            "valid_from": pa.array([c.since for c in cs], _TS),
-            "valid_to": pa.array([c.until for c in cs], _TS)})]
+        return [
+            make_batch(
+                "assignments",
+                {
+                    "tenant": [c.tenant for c in cs],
+                    "gpu_uuid": [c.gpu_uuid for c in cs],
+                    "slice_id": pa.array([c.slice_id for c in cs], pa.string()),
+                    "fraction": [c.fraction for c in cs],
+                    "valid_from": pa.array([c.since for c in cs], _TS),
+                    "valid_to": pa.array([c.until for c in cs], _TS),
+                },
+            )
+        ]
 
     def _endpoint_batch(self, rows: list[dict[str, Any]]) -> Batch:
         t = self.targets
-        cols: dict[str, list[Any]] = {k: [] for k in (
-            "endpoint", "tenant", "model", "itl_target_ms", "ttft_target_ms")}
+        cols: dict[str, list[Any]] = {
+            k: [] for k in ("endpoint", "tenant", "model", "itl_target_ms", "ttft_target_ms")
+        }
         for r in rows:
             ep = t.endpoints.get(r["endpoint"], Targets())
             tenant = ep.tenant or r.get("tenant")
@@ -351,7 +407,19 @@ class Tenancy:
             cols["tenant"].append(tenant)
             cols["model"].append(r.get("model") or ep.model)
             for key, col in (("itl_p99_ms", "itl_target_ms"), ("ttft_p99_ms", "ttft_target_ms")):
-                cols[col].append(next((v for v in (getattr(ep, key), getattr(ten, key),
-                                                   r.get(col), getattr(t.default, key))
-                                       if v is not None), None))
+                cols[col].append(
+                    next(
+                        (
+                            v
+                            for v in (
+                                getattr(ep, key),
+                                getattr(ten, key),
+                                r.get(col),
+                                getattr(t.default, key),
+                            )
+                            if v is not None
+                        ),
+                        None,
+                    )
+                )
         return make_batch("endpoints", cols)

@@ -33,8 +33,14 @@ from storage.batch import Batch
 from storage.columns import TABLE_COLUMNS
 
 FIELDS = ("cluster", "rack", "rack_slot", "nvlink_domain", "model")
-PATTERN_GROUPS = {"cluster": "cluster", "rack": "rack", "slot": "rack_slot",
-                  "rack_slot": "rack_slot", "nvlink_domain": "nvlink_domain", "model": "model"}
+PATTERN_GROUPS = {
+    "cluster": "cluster",
+    "rack": "rack",
+    "slot": "rack_slot",
+    "rack_slot": "rack_slot",
+    "nvlink_domain": "nvlink_domain",
+    "model": "model",
+}
 MAX_NAME = 256
 MAX_SLOT = 1_000_000
 
@@ -53,12 +59,12 @@ def _value(key: str, raw: Any, where: str) -> Any:
         if isinstance(raw, str) and raw.strip().isdigit():
             raw = int(raw.strip())
         if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_SLOT:
-            raise TopologyError(f"{where} must be a whole number 0-{MAX_SLOT}, "
-                                f"got {raw!r}")
+            raise TopologyError(f"{where} must be a whole number 0-{MAX_SLOT}, got {raw!r}")
         return raw
     if not isinstance(raw, str) or len(raw) > MAX_NAME:
-        raise TopologyError(f"{where} must be a string of at most {MAX_NAME} chars, "
-                            f"got {raw!r}"[:300])
+        raise TopologyError(
+            f"{where} must be a string of at most {MAX_NAME} chars, got {raw!r}"[:300]
+        )
     return raw.strip() or None
 
 
@@ -69,8 +75,7 @@ def _from_toml(text: str, path: str) -> dict[str, Placement]:
         raise TopologyError(f"{path}: invalid TOML: {exc}") from None
     unknown = sorted(set(raw) - {"hosts"})
     if unknown:
-        raise TopologyError(f"{path}: unknown key {unknown[0]!r} (expected [hosts.\"NAME\"] "
-                            "tables)")
+        raise TopologyError(f'{path}: unknown key {unknown[0]!r} (expected [hosts."NAME"] tables)')
     hosts = raw.get("hosts", {})
     if not isinstance(hosts, dict):
         raise TopologyError(f"{path}: 'hosts' must be a table of tables ([hosts.\"NAME\"])")
@@ -101,11 +106,11 @@ def _from_csv(text: str, path: str) -> dict[str, Placement]:
             if "host" not in header or bad:
                 raise TopologyError(
                     f"{path}:{line}: header must name 'host' and any of {', '.join(FIELDS)}"
-                    + (f" (unknown column {bad[0]!r})" if bad else ""))
+                    + (f" (unknown column {bad[0]!r})" if bad else "")
+                )
             continue
         if len(cells) != len(header):
-            raise TopologyError(f"{path}:{line}: {len(cells)} fields, the header has "
-                                f"{len(header)}")
+            raise TopologyError(f"{path}:{line}: {len(cells)} fields, the header has {len(header)}")
         rec = dict(zip(header, cells, strict=True))
         host = rec.pop("host")
         if not host:
@@ -141,9 +146,10 @@ def compile_pattern(pattern: str, where: str) -> re.Pattern[str] | None:
         raise TopologyError(f"{where}: host_pattern is not a regular expression: {exc}") from None
     bad = sorted(set(rx.groupindex) - set(PATTERN_GROUPS))
     if bad or not rx.groupindex:
-        raise TopologyError(f"{where}: host_pattern needs named groups among "
-                            f"{', '.join(PATTERN_GROUPS)}"
-                            + (f" (unknown group {bad[0]!r})" if bad else ""))
+        raise TopologyError(
+            f"{where}: host_pattern needs named groups among "
+            f"{', '.join(PATTERN_GROUPS)}" + (f" (unknown group {bad[0]!r})" if bad else "")
+        )
     return rx
 
 
@@ -184,8 +190,7 @@ class Topology:
         hosts = data.column("host").to_pylist()
         types = TABLE_COLUMNS["hosts"]
         for key in FIELDS:
-            have = (data.column(key).to_pylist() if key in data.column_names
-                    else [None] * len(hosts))
+            have = data.column(key).to_pylist() if key in data.column_names else [None] * len(hosts)
             out = []
             for h, v in zip(hosts, have, strict=True):
                 f = self.by_host.get(h)
@@ -203,8 +208,9 @@ class Topology:
         return Batch(batch.table, data)
 
 
-def build_topology(file: str, host_pattern: str, where: str,
-                   base_dir: Path | None = None) -> Topology:
+def build_topology(
+    file: str, host_pattern: str, where: str, base_dir: Path | None = None
+) -> Topology:
     """The `[topology]` section: a file (relative to the config's folder) and/or a pattern."""
     by_host: dict[str, Placement] = {}
     if file:

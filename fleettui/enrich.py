@@ -47,16 +47,18 @@ class Enrichment:
         cur = store.cursor()
         try:
             hosts = cur.execute("SELECT host FROM hosts").to_arrow_table()
-            gpus = cur.execute("SELECT host, gpu_index, gpu_uuid FROM gpus "
-                               "WHERE gpu_index IS NOT NULL").fetchall()
+            gpus = cur.execute(
+                "SELECT host, gpu_index, gpu_uuid FROM gpus WHERE gpu_index IS NOT NULL"
+            ).fetchall()
             endpoints = cur.execute("SELECT * FROM endpoints").to_arrow_table()
         finally:
             cur.close()
         out = []
         if hosts.num_rows and not self.topology.empty:
             out.append(self.topology.place(make_batch("hosts", {"host": hosts.column("host")})))
-        out += self.tenancy.first_batches({(h, i): u for h, i, u in gpus},
-                                          endpoints if endpoints.num_rows else None)
+        out += self.tenancy.first_batches(
+            {(h, i): u for h, i, u in gpus}, endpoints if endpoints.num_rows else None
+        )
         return out
 
     def apply(self, batches: list[Batch]) -> list[Batch]:
@@ -65,9 +67,13 @@ class Enrichment:
         return [self.topology.place(b) for b in self.tenancy.enrich(batches)]
 
 
-def build_enrichment(topology: Mapping[str, Any] | None, tenancy: Mapping[str, Any] | None,
-                     latency_targets: Mapping[str, Any] | None, where: str,
-                     base_dir: Path | None = None) -> Enrichment:
+def build_enrichment(
+    topology: Mapping[str, Any] | None,
+    tenancy: Mapping[str, Any] | None,
+    latency_targets: Mapping[str, Any] | None,
+    where: str,
+    base_dir: Path | None = None,
+) -> Enrichment:
     """The three config sections -> an Enrichment; every error is one OptionsError line."""
     try:
         t = parse_options(TopologyOptions, topology or {}, f"{where} [topology]")
@@ -76,8 +82,9 @@ def build_enrichment(topology: Mapping[str, Any] | None, tenancy: Mapping[str, A
         contracts, tenants = [], {}
         if n.assignments:
             p = Path(n.assignments).expanduser()
-            contracts, tenants = load_assignments(p if p.is_absolute() or base_dir is None
-                                                  else base_dir / p)
+            contracts, tenants = load_assignments(
+                p if p.is_absolute() or base_dir is None else base_dir / p
+            )
         targets = parse_latency_targets(latency_targets, f"{where} [latency_targets]")
     except (TopologyError, ContractsError) as exc:
         raise OptionsError(str(exc)) from None

@@ -53,8 +53,9 @@ SELECT (SELECT count(*) FROM hosts) AS hosts,
 async def shoot(fleet: Fleet, prefix: str, out: Path, size: tuple[int, int]) -> list[Path]:
     written = []
     for name, keys in SHOTS:
-        app = FleetApp(fleet.store.con, clock=lambda: fleet.at, refresh_s=3600.0,
-                       show_timings=False)
+        app = FleetApp(
+            fleet.store.con, clock=lambda: fleet.at, refresh_s=3600.0, show_timings=False
+        )
         async with app.run_test(size=size) as pilot:
             await settle(pilot)
             for key in keys:
@@ -83,11 +84,15 @@ def summary(name: str, fleet: Fleet) -> None:
     cols = [d[0] for d in cur.description]
     print(f"{name}: " + ", ".join(f"{c}={v}" for c, v in zip(cols, row, strict=True)))
     for host, cluster, rack, slot in cur.execute(
-            "SELECT host, cluster, rack, rack_slot FROM hosts ORDER BY rack NULLS LAST, host"
+        "SELECT host, cluster, rack, rack_slot FROM hosts ORDER BY rack NULLS LAST, host"
     ).fetchall():
         print(f"  {host:<28} cluster={cluster} rack={rack} slot={slot}")
-    print("  tenants: " + ", ".join(t for (t,) in cur.execute(
-        "SELECT tenant FROM tenants ORDER BY tenant").fetchall()))
+    print(
+        "  tenants: "
+        + ", ".join(
+            t for (t,) in cur.execute("SELECT tenant FROM tenants ORDER BY tenant").fetchall()
+        )
+    )
     cur.close()
 
 
@@ -108,9 +113,13 @@ async def main_async(out: Path, size: tuple[int, int]) -> None:
 
         server = CaptureServer()
         (tmp_path / "prom").mkdir()
-        prom = prom_service.start([
-            prom_service.ScrapeTarget(f"127.0.0.1:{server.port}", path, labels)
-            for path, _parts, labels in CAPTURES], tmp_path / "prom")
+        prom = prom_service.start(
+            [
+                prom_service.ScrapeTarget(f"127.0.0.1:{server.port}", path, labels)
+                for path, _parts, labels in CAPTURES
+            ],
+            tmp_path / "prom",
+        )
         try:
             wait_for_captures(prom.url)
             (tmp_path / "exporter").mkdir()

@@ -36,10 +36,16 @@ from storage.store import Store
 from tests.upstream_samples import scrapes_in, upstream
 
 # -- agent-only ---------------------------------------------------------------------------
-AGENT_HOSTS = ("nvl72-01-t01", "nvl72-01-t02", "nvl72-01-t03", "nvl72-01-t04",  # file
-               "hgx-03-n1",  # the agent's own --cluster/--rack
-               "hgx-04-n1", "hgx-04-n2",  # the host-name pattern
-               "rtx-07-n1")  # nothing: unplaced
+AGENT_HOSTS = (
+    "nvl72-01-t01",
+    "nvl72-01-t02",
+    "nvl72-01-t03",
+    "nvl72-01-t04",  # file
+    "hgx-03-n1",  # the agent's own --cluster/--rack
+    "hgx-04-n1",
+    "hgx-04-n2",  # the host-name pattern
+    "rtx-07-n1",
+)  # nothing: unplaced
 AGENT_TOPOLOGY = """\
 [hosts."nvl72-01-t01"]
 cluster = "east"
@@ -116,10 +122,10 @@ async def agent_only_fleet(workdir: Path, broker: str, reports: int = 3) -> Flee
     states = SimStates(SimModel(start=time.time() - 30))
     agents = []
     for host in AGENT_HOSTS:
-        extra = {"cluster": "west", "rack": "hgx-03", "rack_slot": 1} \
-            if host == "hgx-03-n1" else {}
-        o = AgentOptions(broker=broker, interval_s=0.5, max_backoff_s=1.0, processes_every=1,
-                         **extra)
+        extra = {"cluster": "west", "rack": "hgx-03", "rack_slot": 1} if host == "hgx-03-n1" else {}
+        o = AgentOptions(
+            broker=broker, interval_s=0.5, max_backoff_s=1.0, processes_every=1, **extra
+        )
         lib = open_library("fake", host=host, states=states)
         agents.append(Agent(o, NvmlCollector(lib, processes_every=1), host=host))
     stop_agents = asyncio.Event()
@@ -142,8 +148,11 @@ async def agent_only_fleet(workdir: Path, broker: str, reports: int = 3) -> Flee
 CAPTURES = (
     ("/h100", ("dcgm-exporter", "nvidia-aicr-8xH100", "dcgm-exporter-sampled.prom"), {}),
     ("/l4", ("dcgm-exporter", "cncf-kops-1xL4", "dcgm-exporter-full-default-counters.prom"), {}),
-    ("/t4", ("dcgm-exporter", "runai-a100-mig", "t4-2gpu-k8s-pod-labels.txt"),
-     {"rack": "k8s-rack-7"}),
+    (
+        "/t4",
+        ("dcgm-exporter", "runai-a100-mig", "t4-2gpu-k8s-pod-labels.txt"),
+        {"rack": "k8s-rack-7"},
+    ),
     ("/a100-mig", ("dcgm-exporter", "runai-a100-mig", "a100-mig-4-active-workloads.txt"), {}),
     ("/vllm", ("vllm", "vllm-v1-qwen2.5-0.5b-kops-metrics.txt"), {}),
 )
@@ -152,8 +161,12 @@ host,cluster,rack,rack_slot,nvlink_domain,model
 gpu-node-1,aicr,h100-rack-1,1,gpu-node-1,HGX H100 8-GPU
 i-030791dc5a37cd257,kops,l4-rack-1,3,,g6.xlarge
 """
-EXPORTER_HOSTS = {"gpu-node-1", "i-030791dc5a37cd257", "nvidia-dcgm-exporter-s228n",
-                  "nvidia-dcgm-exporter-tl46n"}
+EXPORTER_HOSTS = {
+    "gpu-node-1",
+    "i-030791dc5a37cd257",
+    "nvidia-dcgm-exporter-s228n",
+    "nvidia-dcgm-exporter-tl46n",
+}
 
 
 def exposition(text: str) -> str:
@@ -167,8 +180,10 @@ class CaptureServer:
     """The captures over HTTP, each as its first scrape, on a free 127.0.0.1 port."""
 
     def __init__(self) -> None:
-        pages = {path: exposition(scrapes_in(upstream(*parts))[0]).encode()
-                 for path, parts, _ in CAPTURES}
+        pages = {
+            path: exposition(scrapes_in(upstream(*parts))[0]).encode()
+            for path, parts, _ in CAPTURES
+        }
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
@@ -240,7 +255,8 @@ def wait_for_captures(prom_url: str, timeout_s: float = 30.0) -> None:
         if len(targets) == len(CAPTURES) and all(t["health"] == "up" for t in targets):
             return
         time.sleep(0.25)
-    raise AssertionError(f"Prometheus did not scrape all {len(CAPTURES)} captures up in "
-                         f"{timeout_s:.0f} s: " + "; ".join(
-                             f"{t['scrapeUrl']} {t['health']} {t['lastError']}"[:200]
-                             for t in targets))
+    raise AssertionError(
+        f"Prometheus did not scrape all {len(CAPTURES)} captures up in "
+        f"{timeout_s:.0f} s: "
+        + "; ".join(f"{t['scrapeUrl']} {t['health']} {t['lastError']}"[:200] for t in targets)
+    )

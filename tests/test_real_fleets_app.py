@@ -48,8 +48,10 @@ async def visit_every_view(app: FleetApp, pilot) -> dict:
     seen["drill_host"] = app.screen.host
     seen["drill_gpus"] = app.screen.query_one("#drill-gpus", ViewTable).row_count
     await pilot.press("escape")
-    for key, name, table_id in (("2", "fabric_racks", "#fabric-racks"),
-                                ("3", "tenants", "#tenants-table")):
+    for key, name, table_id in (
+        ("2", "fabric_racks", "#fabric-racks"),
+        ("3", "tenants", "#tenants-table"),
+    ):
         await pilot.press(key)
         await settle(pilot)
         seen[name] = cells(app.screen.query_one(table_id, ViewTable))
@@ -62,8 +64,10 @@ async def visit_every_view(app: FleetApp, pilot) -> dict:
     await pilot.press("5")
     await settle(pilot)
     editor = app.screen.query_one(TextArea)
-    editor.text = "SELECT coalesce(rack, 'unplaced') AS rack, count(*) AS hosts FROM hosts " \
-                  "GROUP BY ALL ORDER BY rack"
+    editor.text = (
+        "SELECT coalesce(rack, 'unplaced') AS rack, count(*) AS hosts FROM hosts "
+        "GROUP BY ALL ORDER BY rack"
+    )
     await pilot.press("ctrl+r")
     await settle(pilot)
     seen["sql"] = cells(app.screen.query_one("#sql-result", DataTable))
@@ -82,18 +86,24 @@ async def test_agent_only_fleet_every_view(mosquitto: Broker, tmp_path):  # noqa
     assert hosts["hgx-04-n2"] == "hgx-04"  # host-name pattern
     assert hosts["rtx-07-n1"] is None  # nobody said: unplaced
     tenants = {t for (t,) in con.execute("SELECT tenant FROM tenants").fetchall()}
-    guessed = {t for (t,) in con.execute(
-        "SELECT DISTINCT tenant_guess FROM processes WHERE tenant_guess IS NOT NULL").fetchall()}
+    guessed = {
+        t
+        for (t,) in con.execute(
+            "SELECT DISTINCT tenant_guess FROM processes WHERE tenant_guess IS NOT NULL"
+        ).fetchall()
+    }
     assert guessed and guessed <= tenants  # the agents' cgroup guesses became tenants
     assert "contract-co" in tenants
-    contract = con.execute("SELECT g.host, g.gpu_index FROM assignments a JOIN gpus g "
-                           "USING (gpu_uuid) WHERE a.tenant = 'contract-co'").fetchall()
+    contract = con.execute(
+        "SELECT g.host, g.gpu_index FROM assignments a JOIN gpus g "
+        "USING (gpu_uuid) WHERE a.tenant = 'contract-co'"
+    ).fetchall()
     assert contract == [("rtx-07-n1", 0)]  # host + index resolved to the agent's GPU
     assert con.execute("SELECT endpoint, tenant, itl_target_ms FROM endpoints").fetchall() == [
-        ("contract-chat", "contract-co", 25.0)]
+        ("contract-chat", "contract-co", 25.0)
+    ]
 
-    app = FleetApp(fleet.store.con, clock=lambda: fleet.at, refresh_s=3600.0,
-                   show_timings=False)
+    app = FleetApp(fleet.store.con, clock=lambda: fleet.at, refresh_s=3600.0, show_timings=False)
     async with app.run_test(size=(160, 48)) as pilot:
         seen = await visit_every_view(app, pilot)
     # clusters in order (east, west, none), racks within them, then the unplaced hosts
@@ -118,16 +128,20 @@ async def test_agent_only_fleet_every_view(mosquitto: Broker, tmp_path):  # noqa
 async def test_exporter_only_fleet_every_view(prometheus_server, tmp_path):  # noqa: F811
     server = CaptureServer()
     try:
-        prom = prometheus_server([
-            ScrapeTarget(f"127.0.0.1:{server.port}", path, labels)
-            for path, _parts, labels in CAPTURES])
+        prom = prometheus_server(
+            [
+                ScrapeTarget(f"127.0.0.1:{server.port}", path, labels)
+                for path, _parts, labels in CAPTURES
+            ]
+        )
         wait_for_captures(prom.url)
         fleet = await exporter_only_fleet(tmp_path, prom.url)
     finally:
         server.close()
     con = fleet.store.cursor()
-    assert {s for (s,) in con.execute("SELECT DISTINCT source FROM gpu_samples").fetchall()} \
-        == {"prometheus"}
+    assert {s for (s,) in con.execute("SELECT DISTINCT source FROM gpu_samples").fetchall()} == {
+        "prometheus"
+    }
     hosts = dict(con.execute("SELECT host, rack FROM hosts").fetchall())
     assert EXPORTER_HOSTS <= set(hosts)
     assert hosts["gpu-node-1"] == "h100-rack-1"  # topology file (CSV)
@@ -138,8 +152,7 @@ async def test_exporter_only_fleet_every_view(prometheus_server, tmp_path):  # n
     assert {"dynamo-workload", "runai-reservation"} <= tenants  # pod namespaces
     gpus = con.execute("SELECT count(*) FROM gpus").fetchone()[0]
 
-    app = FleetApp(fleet.store.con, clock=lambda: fleet.at, refresh_s=3600.0,
-                   show_timings=False)
+    app = FleetApp(fleet.store.con, clock=lambda: fleet.at, refresh_s=3600.0, show_timings=False)
     async with app.run_test(size=(160, 48)) as pilot:
         seen = await visit_every_view(app, pilot)
     assert list(seen["panels"]) == ["h100-rack-1", "l4-rack-1", "k8s-rack-7", UNPLACED]

@@ -43,14 +43,26 @@ def placed(batch) -> dict[str, dict]:
 
 def test_example_topology_file_loads_and_file_beats_batch_beats_pattern():
     by_host = load_topology_file(FIXTURES / "topology.example.toml")
-    assert by_host["hgx-01-n1"] == {"cluster": "east", "rack": "hgx-01", "rack_slot": 1,
-                                    "nvlink_domain": "hgx-01-n1", "model": "HGX H100 8-GPU"}
-    topo = Topology(by_host, build_topology(
-        "", r"(?P<cluster>[a-z]+)-r(?P<rack>\d+)-n(?P<slot>\d+)", "test").pattern)
-    out = placed(topo.place(hosts_batch(
-        host=["hgx-01-n1", "west-r07-n3", "west-r07-n4", "lonely"],
-        rack=["agent-says", "agent-says", None, None],
-        cluster=[None, None, None, None])))
+    assert by_host["hgx-01-n1"] == {
+        "cluster": "east",
+        "rack": "hgx-01",
+        "rack_slot": 1,
+        "nvlink_domain": "hgx-01-n1",
+        "model": "HGX H100 8-GPU",
+    }
+    topo = Topology(
+        by_host,
+        build_topology("", r"(?P<cluster>[a-z]+)-r(?P<rack>\d+)-n(?P<slot>\d+)", "test").pattern,
+    )
+    out = placed(
+        topo.place(
+            hosts_batch(
+                host=["hgx-01-n1", "west-r07-n3", "west-r07-n4", "lonely"],
+                rack=["agent-says", "agent-says", None, None],
+                cluster=[None, None, None, None],
+            )
+        )
+    )
     assert out["hgx-01-n1"]["rack"] == "hgx-01"  # the file wins over the agent
     assert out["west-r07-n3"]["rack"] == "agent-says"  # the agent wins over the pattern
     assert (out["west-r07-n3"]["cluster"], out["west-r07-n3"]["rack_slot"]) == ("west", 3)
@@ -63,8 +75,10 @@ def test_example_topology_file_loads_and_file_beats_batch_beats_pattern():
 def test_csv_topology_and_errors_name_file_and_line(tmp_path):
     f = tmp_path / "topo.csv"
     f.write_text("# placement\nhost,rack,rack_slot\nn1,r1,1\nn2,r1,\n")
-    assert load_topology_file(f) == {"n1": {"rack": "r1", "rack_slot": 1},
-                                     "n2": {"rack": "r1", "rack_slot": None}}
+    assert load_topology_file(f) == {
+        "n1": {"rack": "r1", "rack_slot": 1},
+        "n2": {"rack": "r1", "rack_slot": None},
+    }
     cases = {
         "host,rack,rack_slot\nn1,r1,x\n": f"{f}:2: rack_slot must be a whole number",
         "host,shelf\nn1,r1\n": f"{f}:1: header must name 'host'",
@@ -90,8 +104,10 @@ def test_config_sections_build_an_enrichment_and_bad_ones_fail_in_one_line(tmp_p
     (tmp_path / "topo.csv").write_text("host,rack\nn1,r1\n")
     (tmp_path / "asg.csv").write_text("tenant,host,gpu_index,since\nacme,n1,0,2026-01-01\n")
     cfg = tmp_path / "fleet.toml"
-    cfg.write_text('[[sources]]\nkind = "sim"\n[topology]\nfile = "topo.csv"\n'
-                   '[tenancy]\nassignments = "asg.csv"\n[latency_targets]\nitl_p99_ms = 50\n')
+    cfg.write_text(
+        '[[sources]]\nkind = "sim"\n[topology]\nfile = "topo.csv"\n'
+        '[tenancy]\nassignments = "asg.csv"\n[latency_targets]\nitl_p99_ms = 50\n'
+    )
     e = build_enrichment_from(load_config(cfg))
     assert e.topology.by_host == {"n1": {"rack": "r1"}}
     assert e.tenancy.contracts[0].host == "n1" and e.tenancy.targets.default.itl_p99_ms == 50
@@ -106,15 +122,19 @@ def test_config_sections_build_an_enrichment_and_bad_ones_fail_in_one_line(tmp_p
 
 def test_assignments_file_rules(tmp_path):
     f = tmp_path / "a.toml"
-    f.write_text('[tenants.acme]\ndisplay_name = "Acme"\ntier = "reserved"\n'
-                 '[[assignments]]\ntenant = "acme"\ngpu_uuid = "GPU-1"\n'
-                 'since = 2026-01-01T00:00:00Z\n'
-                 '[[assignments]]\ntenant = "beta"\nslice_id = "GPU-2/gi1"\nfraction = 0.25\n'
-                 'since = "2026-01-02T00:00:00+01:00"\nuntil = 2026-02-01T00:00:00Z\n')
+    f.write_text(
+        '[tenants.acme]\ndisplay_name = "Acme"\ntier = "reserved"\n'
+        '[[assignments]]\ntenant = "acme"\ngpu_uuid = "GPU-1"\n'
+        "since = 2026-01-01T00:00:00Z\n"
+        '[[assignments]]\ntenant = "beta"\nslice_id = "GPU-2/gi1"\nfraction = 0.25\n'
+        'since = "2026-01-02T00:00:00+01:00"\nuntil = 2026-02-01T00:00:00Z\n'
+    )
     contracts, tenants = load_assignments(f)
     assert tenants == {"acme": {"display_name": "Acme", "tier": "reserved"}}
     assert [(c.tenant, c.gpu_uuid, c.slice_id, c.fraction) for c in contracts] == [
-        ("acme", "GPU-1", None, 1.0), ("beta", "GPU-2", "GPU-2/gi1", 0.25)]
+        ("acme", "GPU-1", None, 1.0),
+        ("beta", "GPU-2", "GPU-2/gi1", 0.25),
+    ]
     assert contracts[1].since == datetime(2026, 1, 1, 23, 0)  # stored as naive UTC
     bad = {
         "tenant,gpu_uuid,host,gpu_index,since\nacme,GPU-1,n1,0,2026-01-01\n": "one way",
@@ -132,19 +152,37 @@ def test_assignments_file_rules(tmp_path):
 
 
 def test_tenancy_resolves_host_index_and_fills_endpoint_targets():
-    t = Tenancy(targets=parse_latency_targets({
-        "itl_p99_ms": 50, "ttft_p99_ms": 2000,
-        "tenants": {"acme": {"itl_p99_ms": 30}},
-        "endpoints": {"acme-chat": {"itl_p99_ms": 20, "tenant": "acme", "model": "m"}}},
-        "fleet.toml [latency_targets]"))
-    out = t.enrich([make_batch("endpoints", {
-        "endpoint": ["acme-chat", "acme-batch", "other", "given"],
-        "tenant": [None, "acme", None, None],
-        "itl_target_ms": [None, None, None, 70.0]})])
+    t = Tenancy(
+        targets=parse_latency_targets(
+            {
+                "itl_p99_ms": 50,
+                "ttft_p99_ms": 2000,
+                "tenants": {"acme": {"itl_p99_ms": 30}},
+                "endpoints": {"acme-chat": {"itl_p99_ms": 20, "tenant": "acme", "model": "m"}},
+            },
+            "fleet.toml [latency_targets]",
+        )
+    )
+    out = t.enrich(
+        [
+            make_batch(
+                "endpoints",
+                {
+                    "endpoint": ["acme-chat", "acme-batch", "other", "given"],
+                    "tenant": [None, "acme", None, None],
+                    "itl_target_ms": [None, None, None, 70.0],
+                },
+            )
+        ]
+    )
     rows = {r["endpoint"]: r for r in out[0].data.to_pylist()}
     assert (rows["acme-chat"]["tenant"], rows["acme-chat"]["model"]) == ("acme", "m")
-    assert [rows[e]["itl_target_ms"] for e in ("acme-chat", "acme-batch", "other", "given")] \
-        == [20.0, 30.0, 50.0, 70.0]
+    assert [rows[e]["itl_target_ms"] for e in ("acme-chat", "acme-batch", "other", "given")] == [
+        20.0,
+        30.0,
+        50.0,
+        70.0,
+    ]
     assert {r["ttft_target_ms"] for r in rows.values()} == {2000.0}
     with pytest.raises(ContractsError, match=r"tenants.acme: itl_p99_ms must be a number"):
         parse_latency_targets({"tenants": {"acme": {"itl_p99_ms": "fast"}}}, "x")
@@ -153,12 +191,14 @@ def test_tenancy_resolves_host_index_and_fills_endpoint_targets():
     t2 = Tenancy(f_contracts, {}, LatencyTargets(Targets()))
     assert t2.first_batches({}, None)[0].table == "tenants"
     assert [b.table for b in t2.first_batches({}, None)] == ["tenants"]  # GPU not known yet
-    gpus = make_batch("gpus", {"gpu_uuid": ["GPU-a", "GPU-b"], "host": ["n1", "n1"],
-                               "gpu_index": [0, 1]})
+    gpus = make_batch(
+        "gpus", {"gpu_uuid": ["GPU-a", "GPU-b"], "host": ["n1", "n1"], "gpu_index": [0, 1]}
+    )
     out = t2.enrich([gpus])
     asg = [b for b in out if b.table == "assignments"]
     assert [(r["tenant"], r["gpu_uuid"], r["fraction"]) for r in asg[0].data.to_pylist()] == [
-        ("acme", "GPU-b", 1.0)]
+        ("acme", "GPU-b", 1.0)
+    ]
     assert [b.table for b in t2.enrich([gpus])] == ["gpus"]  # resolved once
 
 
@@ -177,15 +217,21 @@ async def test_runtime_applies_enrichment_to_stored_and_new_rows(tmp_path):
     (tmp_path / "topo.toml").write_text('[hosts."n1"]\nrack = "r1"\nrack_slot = 2\n')
     (tmp_path / "asg.csv").write_text("tenant,host,gpu_index,since\nacme,n1,0,2026-01-01\n")
     cfg = tmp_path / "fleet.toml"
-    cfg.write_text('[[sources]]\nkind = "sim"\n[topology]\nfile = "topo.toml"\n'
-                   'host_pattern = "(?P<rack>[a-z]+)-(?P<slot>[0-9]+)"\n'
-                   '[tenancy]\nassignments = "asg.csv"\n'
-                   '[latency_targets]\nitl_p99_ms = 40\n')
+    cfg.write_text(
+        '[[sources]]\nkind = "sim"\n[topology]\nfile = "topo.toml"\n'
+        'host_pattern = "(?P<rack>[a-z]+)-(?P<slot>[0-9]+)"\n'
+        '[tenancy]\nassignments = "asg.csv"\n'
+        "[latency_targets]\nitl_p99_ms = 40\n"
+    )
     store = Store.open(":memory:")
     # already stored before the daemon starts: a host, its GPU, an endpoint
-    store.write([hosts_batch(host=["n1"]),
-                 make_batch("gpus", {"gpu_uuid": ["GPU-a"], "host": ["n1"], "gpu_index": [0]}),
-                 make_batch("endpoints", {"endpoint": ["ep"], "tenant": ["acme"]})])
+    store.write(
+        [
+            hosts_batch(host=["n1"]),
+            make_batch("gpus", {"gpu_uuid": ["GPU-a"], "host": ["n1"], "gpu_index": [0]}),
+            make_batch("endpoints", {"endpoint": ["ep"], "tenant": ["acme"]}),
+        ]
+    )
     runtime = Runtime(store, [], enrich=build_enrichment_from(load_config(cfg)))
     stop = asyncio.Event()
     task = asyncio.create_task(runtime.run(stop))
@@ -196,18 +242,26 @@ async def test_runtime_applies_enrichment_to_stored_and_new_rows(tmp_path):
     await task
     con = store.cursor()
     assert con.execute("SELECT host, rack, rack_slot FROM hosts ORDER BY host").fetchall() == [
-        ("n1", "r1", 2), ("web-7", "web", 7)]
-    assert con.execute("SELECT tenant, gpu_uuid, fraction, valid_to FROM assignments"
-                       ).fetchall() == [("acme", "GPU-a", 1.0, None)]
-    assert con.execute("SELECT endpoint, itl_target_ms FROM endpoints").fetchall() == [
-        ("ep", 40.0)]
+        ("n1", "r1", 2),
+        ("web-7", "web", 7),
+    ]
+    assert con.execute(
+        "SELECT tenant, gpu_uuid, fraction, valid_to FROM assignments"
+    ).fetchall() == [("acme", "GPU-a", 1.0, None)]
+    assert con.execute("SELECT endpoint, itl_target_ms FROM endpoints").fetchall() == [("ep", 40.0)]
     store.close()
 
 
 def _report(place=None, proc=None, ts=1_764_000_000.0, seq=0) -> bytes:
-    obj = {"v": 1, "host": "n1", "boot": "b", "seq": seq, "ts": ts,
-           "gpu": {"uuid": ["GPU-a", "GPU-b"], "mem_total_bytes": [80, 80]},
-           "slice": {"id": ["GPU-b/gi1"], "gpu": [1], "mem_total_bytes": [20]}}
+    obj = {
+        "v": 1,
+        "host": "n1",
+        "boot": "b",
+        "seq": seq,
+        "ts": ts,
+        "gpu": {"uuid": ["GPU-a", "GPU-b"], "mem_total_bytes": [80, 80]},
+        "slice": {"id": ["GPU-b/gi1"], "gpu": [1], "mem_total_bytes": [20]},
+    }
     if place is not None:
         obj["place"] = place
     if proc is not None:
@@ -225,23 +279,45 @@ def test_report_carries_placement_and_process_tenants_become_assignments():
         decode(_report(place={"rack": 7}))
     b = ReportBatcher()
     b.add(r, False)
-    b.add(decode(_report(seq=1, proc={
-        "gpu": [0, 0, 1], "slice_id": [None, None, "GPU-b/gi1"], "pid": [1, 2, 3],
-        "used_mem_bytes": [10, 50, 5], "tenant_guess": ["acme", "beta", "gamma"]})), False)
+    b.add(
+        decode(
+            _report(
+                seq=1,
+                proc={
+                    "gpu": [0, 0, 1],
+                    "slice_id": [None, None, "GPU-b/gi1"],
+                    "pid": [1, 2, 3],
+                    "used_mem_bytes": [10, 50, 5],
+                    "tenant_guess": ["acme", "beta", "gamma"],
+                },
+            )
+        ),
+        False,
+    )
     out = {x.table: x for x in b.take()}
     assert out["hosts"].data.to_pylist()[0]["rack"] == "r9"
-    assert sorted((a["tenant"], a["gpu_uuid"], a["slice_id"], a["fraction"], a["valid_to"])
-                  for a in out["assignments"].data.to_pylist()) == [
-        ("beta", "GPU-a", None, 1.0, None), ("gamma", "GPU-b", "GPU-b/gi1", 0.25, None)]
+    assert sorted(
+        (a["tenant"], a["gpu_uuid"], a["slice_id"], a["fraction"], a["valid_to"])
+        for a in out["assignments"].data.to_pylist()
+    ) == [("beta", "GPU-a", None, 1.0, None), ("gamma", "GPU-b", "GPU-b/gi1", 0.25, None)]
     assert out["tenants"].data.column("tenant").to_pylist() == ["beta", "gamma"]
     # a report without a process list changes nothing; one without gamma closes its slice
     b.add(decode(_report(seq=2, ts=1_764_000_005.0)), False)
     assert "assignments" not in {x.table for x in b.take()}
-    b.add(decode(_report(seq=3, ts=1_764_000_010.0, proc={
-        "gpu": [0], "pid": [2], "used_mem_bytes": [50], "tenant_guess": ["beta"]})), False)
+    b.add(
+        decode(
+            _report(
+                seq=3,
+                ts=1_764_000_010.0,
+                proc={"gpu": [0], "pid": [2], "used_mem_bytes": [50], "tenant_guess": ["beta"]},
+            )
+        ),
+        False,
+    )
     closed = {x.table: x for x in b.take()}["assignments"].data.to_pylist()
     assert [(a["tenant"], a["valid_to"]) for a in closed] == [
-        ("gamma", datetime(2025, 11, 24, 16, 0, 10))]
+        ("gamma", datetime(2025, 11, 24, 16, 0, 10))
+    ]
 
 
 def test_agent_placement_options():

@@ -36,60 +36,137 @@ def null_store() -> Store:
     """Two placed GPUs (rack r1) beside unplaced ones whose every optional field is NULL."""
     store = Store.open(":memory:")
     t0 = AT - timedelta(seconds=10)
-    store.write([
-        make_batch("hosts", {
-            "host": ["placed-1", "bare-1", "bare-2"], "cluster": ["c1", None, None],
-            "rack": ["r1", None, None], "rack_slot": pa.array([1, None, None], pa.int32()),
-            "nvlink_domain": _nulls(3), "model": _nulls(3), "driver_version": _nulls(3),
-            "first_seen": pa.array([None] * 3, TS), "last_seen": pa.array([None] * 3, TS)}),
-        make_batch("gpus", {
-            # ghost-1 has GPUs but no hosts row at all
-            "gpu_uuid": ["GPU-p0", "GPU-b0", "GPU-b1", "GPU-c0", "GPU-g0"],
-            "host": ["placed-1", "bare-1", "bare-1", "bare-2", "ghost-1"],
-            "gpu_index": pa.array([0, None, None, 0, None], pa.int32()),
-            "name": [None] * 5, "pci_bus_id": [None] * 5,
-            "mig_mode": pa.array([None] * 5, pa.bool_()),
-            "mem_total_bytes": pa.array([None] * 5, pa.int64())}),
-        make_batch("slices", {
-            "slice_id": ["GPU-c0/gi1"], "gpu_uuid": ["GPU-c0"], "kind": ["mig"],
-            "profile": [None], "fraction": pa.array([None], pa.float64()),
-            "mem_total_bytes": pa.array([None], pa.int64())}),
-        make_batch("tenants", {"tenant": ["t-bare"], "display_name": [None], "tier": [None]}),
-        make_batch("assignments", {
-            "tenant": ["t-bare", "t-bare"], "gpu_uuid": ["GPU-b0", "GPU-c0"],
-            "slice_id": [None, "GPU-c0/gi1"], "fraction": [1.0, 0.5],
-            "valid_from": [t0, t0], "valid_to": pa.array([None, None], TS)}),
-        make_batch("endpoints", {
-            "endpoint": ["ep-bare"], "tenant": [None], "model": [None],
-            "itl_target_ms": pa.array([None], pa.float64()),
-            "ttft_target_ms": pa.array([None], pa.float64())}),
-        make_batch("gpu_samples", {
-            "ts": pa.array([AT - timedelta(seconds=2)] * 4, TS),
-            "host": ["placed-1", "bare-1", "bare-1", "ghost-1"],
-            "gpu_uuid": ["GPU-p0", "GPU-b0", "GPU-b1", "GPU-g0"],
-            "util_pct": pa.array([50.0, None, None, None], pa.float64())}),
-        make_batch("slice_samples", {
-            "ts": pa.array([AT - timedelta(seconds=2)], TS), "slice_id": ["GPU-c0/gi1"],
-            "gpu_uuid": ["GPU-c0"], "util_pct": pa.array([None], pa.float64())}),
-        make_batch("link_samples", {
-            "ts": pa.array([AT - timedelta(seconds=2)] * 2, TS),
-            "host": ["bare-1", "ghost-1"], "kind": ["ib", "ib"], "port": ["mlx5_0/1"] * 2,
-            "link_up": pa.array([None, True], pa.bool_()),
-            "errors": pa.array([None, None], pa.int64())}),
-        make_batch("latency_samples", {
-            "ts": pa.array([AT - timedelta(seconds=2)], TS), "endpoint": ["ep-bare"],
-            "tenant": [None], "itl_p99_ms": pa.array([None], pa.float64())}),
-        make_batch("events", {
-            "ts": pa.array([AT - timedelta(seconds=3)], TS), "host": ["bare-1"],
-            "gpu_uuid": [None], "kind": ["xid"], "code": pa.array([None], pa.int64()),
-            "detail": [None]}),
-    ])
+    store.write(
+        [
+            make_batch(
+                "hosts",
+                {
+                    "host": ["placed-1", "bare-1", "bare-2"],
+                    "cluster": ["c1", None, None],
+                    "rack": ["r1", None, None],
+                    "rack_slot": pa.array([1, None, None], pa.int32()),
+                    "nvlink_domain": _nulls(3),
+                    "model": _nulls(3),
+                    "driver_version": _nulls(3),
+                    "first_seen": pa.array([None] * 3, TS),
+                    "last_seen": pa.array([None] * 3, TS),
+                },
+            ),
+            make_batch(
+                "gpus",
+                {
+                    # ghost-1 has GPUs but no hosts row at all
+                    "gpu_uuid": ["GPU-p0", "GPU-b0", "GPU-b1", "GPU-c0", "GPU-g0"],
+                    "host": ["placed-1", "bare-1", "bare-1", "bare-2", "ghost-1"],
+                    "gpu_index": pa.array([0, None, None, 0, None], pa.int32()),
+                    "name": [None] * 5,
+                    "pci_bus_id": [None] * 5,
+                    "mig_mode": pa.array([None] * 5, pa.bool_()),
+                    "mem_total_bytes": pa.array([None] * 5, pa.int64()),
+                },
+            ),
+            make_batch(
+                "slices",
+                {
+                    "slice_id": ["GPU-c0/gi1"],
+                    "gpu_uuid": ["GPU-c0"],
+                    "kind": ["mig"],
+                    "profile": [None],
+                    "fraction": pa.array([None], pa.float64()),
+                    "mem_total_bytes": pa.array([None], pa.int64()),
+                },
+            ),
+            make_batch("tenants", {"tenant": ["t-bare"], "display_name": [None], "tier": [None]}),
+            make_batch(
+                "assignments",
+                {
+                    "tenant": ["t-bare", "t-bare"],
+                    "gpu_uuid": ["GPU-b0", "GPU-c0"],
+                    "slice_id": [None, "GPU-c0/gi1"],
+                    "fraction": [1.0, 0.5],
+                    "valid_from": [t0, t0],
+                    "valid_to": pa.array([None, None], TS),
+                },
+            ),
+            make_batch(
+                "endpoints",
+                {
+                    "endpoint": ["ep-bare"],
+                    "tenant": [None],
+                    "model": [None],
+                    "itl_target_ms": pa.array([None], pa.float64()),
+                    "ttft_target_ms": pa.array([None], pa.float64()),
+                },
+            ),
+            make_batch(
+                "gpu_samples",
+                {
+                    "ts": pa.array([AT - timedelta(seconds=2)] * 4, TS),
+                    "host": ["placed-1", "bare-1", "bare-1", "ghost-1"],
+                    "gpu_uuid": ["GPU-p0", "GPU-b0", "GPU-b1", "GPU-g0"],
+                    "util_pct": pa.array([50.0, None, None, None], pa.float64()),
+                },
+            ),
+            make_batch(
+                "slice_samples",
+                {
+                    "ts": pa.array([AT - timedelta(seconds=2)], TS),
+                    "slice_id": ["GPU-c0/gi1"],
+                    "gpu_uuid": ["GPU-c0"],
+                    "util_pct": pa.array([None], pa.float64()),
+                },
+            ),
+            make_batch(
+                "link_samples",
+                {
+                    "ts": pa.array([AT - timedelta(seconds=2)] * 2, TS),
+                    "host": ["bare-1", "ghost-1"],
+                    "kind": ["ib", "ib"],
+                    "port": ["mlx5_0/1"] * 2,
+                    "link_up": pa.array([None, True], pa.bool_()),
+                    "errors": pa.array([None, None], pa.int64()),
+                },
+            ),
+            make_batch(
+                "latency_samples",
+                {
+                    "ts": pa.array([AT - timedelta(seconds=2)], TS),
+                    "endpoint": ["ep-bare"],
+                    "tenant": [None],
+                    "itl_p99_ms": pa.array([None], pa.float64()),
+                },
+            ),
+            make_batch(
+                "events",
+                {
+                    "ts": pa.array([AT - timedelta(seconds=3)], TS),
+                    "host": ["bare-1"],
+                    "gpu_uuid": [None],
+                    "kind": ["xid"],
+                    "code": pa.array([None], pa.int64()),
+                    "detail": [None],
+                },
+            ),
+        ]
+    )
     alert = {
-        "alert_id": "a1", "rule": "host_stale", "scope": "host", "scope_key": "bare-1",
-        "severity": "warning", "state": "firing", "started_at": AT - timedelta(seconds=60),
-        "fired_at": AT - timedelta(seconds=30), "resolved_at": None,
-        "last_active_at": AT, "evaluated_at": AT, "peak_value": None, "last_value": None,
-        "threshold": None, "labels": json.dumps({}), "annotations": json.dumps({})}
+        "alert_id": "a1",
+        "rule": "host_stale",
+        "scope": "host",
+        "scope_key": "bare-1",
+        "severity": "warning",
+        "state": "firing",
+        "started_at": AT - timedelta(seconds=60),
+        "fired_at": AT - timedelta(seconds=30),
+        "resolved_at": None,
+        "last_active_at": AT,
+        "evaluated_at": AT,
+        "peak_value": None,
+        "last_value": None,
+        "threshold": None,
+        "labels": json.dumps({}),
+        "annotations": json.dumps({}),
+    }
     store.write([make_batch("alerts", {k: [v] for k, v in alert.items()})])
     return store
 
@@ -136,8 +213,7 @@ def test_totals_fabric_tenants_alerts_and_drilldown_on_null_rows(con):
 
 async def test_every_screen_renders_null_rows_and_names_the_unplaced_group():
     store = null_store()
-    app = FleetApp(store.con, clock=lambda: AT, refresh_s=3600.0, store=store,
-                   show_timings=False)
+    app = FleetApp(store.con, clock=lambda: AT, refresh_s=3600.0, store=store, show_timings=False)
     async with app.run_test(size=(140, 40)) as pilot:
         await settle(pilot)
         grid = app.screen.query_one(RackGrid)
@@ -155,9 +231,11 @@ async def test_every_screen_renders_null_rows_and_names_the_unplaced_group():
         assert UNPLACED in str(drill.query_one("#drill-title").render())
         assert drill.query_one("#drill-events", ViewTable).row_count == 1
         await pilot.press("escape")
-        for key, table_id, expect in (("2", "#fabric-racks", UNPLACED),
-                                      ("3", "#tenants-table", "t-bare"),
-                                      ("4", "#alerts-table", f"bare-1 ({UNPLACED})")):
+        for key, table_id, expect in (
+            ("2", "#fabric-racks", UNPLACED),
+            ("3", "#tenants-table", "t-bare"),
+            ("4", "#alerts-table", f"bare-1 ({UNPLACED})"),
+        ):
             await pilot.press(key)
             await settle(pilot)
             table = app.screen.query_one(table_id, ViewTable)

@@ -82,9 +82,15 @@ class ProcTenancy:
         cols = list(zip(*rows, strict=True))
         return [
             make_batch("tenants", {"tenant": sorted({r[0] for r in rows})}),
-            make_batch("assignments", {
-                "tenant": cols[0], "gpu_uuid": cols[1],
-                "slice_id": pa.array(cols[2], pa.string()), "fraction": cols[3],
-                "valid_from": pa.array([to_ts(t) for t in cols[4]], _TS),
-                "valid_to": pa.array([None if t is None else to_ts(t) for t in cols[5]], _TS)}),
+            make_batch(
+                "assignments",
+                {
+                    "tenant": cols[0],
+                    "gpu_uuid": cols[1],
+                    "slice_id": pa.array(cols[2], pa.string()),
+                    "fraction": cols[3],
+                    "valid_from": pa.array([to_ts(t) for t in cols[4]], _TS),
+                    "valid_to": pa.array([None if t is None else to_ts(t) for t in cols[5]], _TS),
+                },
+            ),
         ]
