@@ -30,7 +30,7 @@ from collectors.nvml.library import open_library
 from collectors.sim.model import SimModel
 from fleettui.agent import Agent, AgentOptions
 from fleettui.config import load_config
-from fleettui.daemon import build_enrichment_from, build_sources
+from fleettui.daemon import build_enrichment_from, build_sources, build_tasks
 from fleettui.runtime import Runtime, utcnow
 from storage.store import Store
 from tests.upstream_samples import scrapes_in, upstream
@@ -114,7 +114,10 @@ async def agent_only_fleet(workdir: Path, broker: str, reports: int = 3) -> Flee
     """Agents -> `broker` -> an mqtt-only runtime, until every agent sent `reports`."""
     cfg = load_config(_agent_config(workdir, broker))
     store = Store.open(":memory:")
-    runtime = Runtime(store, build_sources(cfg), enrich=build_enrichment_from(cfg))
+    # as the daemon runs it: the config's sources, tasks (retention, alert engine), enrichment
+    runtime = Runtime(
+        store, build_sources(cfg), build_tasks(cfg, store), enrich=build_enrichment_from(cfg)
+    )
     src = runtime.sources[0]
     stop_daemon = asyncio.Event()
     daemon = asyncio.create_task(runtime.run(stop_daemon))
@@ -229,7 +232,9 @@ async def exporter_only_fleet(workdir: Path, prometheus_url: str, gathers: int =
     """A prometheus-only runtime over `prometheus_url` for `gathers` gathers."""
     cfg = load_config(exporter_config(workdir, prometheus_url))
     store = Store.open(":memory:")
-    runtime = Runtime(store, build_sources(cfg), enrich=build_enrichment_from(cfg))
+    runtime = Runtime(
+        store, build_sources(cfg), build_tasks(cfg, store), enrich=build_enrichment_from(cfg)
+    )
     stop = asyncio.Event()
     daemon = asyncio.create_task(runtime.run(stop))
     deadline = time.monotonic() + 30

@@ -48,6 +48,14 @@ async def visit_every_view(app: FleetApp, pilot) -> dict:
     seen["drill_host"] = app.screen.host
     seen["drill_gpus"] = app.screen.query_one("#drill-gpus", ViewTable).row_count
     await pilot.press("escape")
+    # the unplaced group through the rack filter, and its first host's drill-down
+    await pilot.press("slash", *f"rack:{UNPLACED}", "enter")
+    await settle(pilot)
+    seen["unplaced_hosts"] = sorted(set(grid.table.column("host").to_pylist()))
+    await pilot.press("enter")
+    await settle(pilot)
+    seen["unplaced_drill_title"] = str(app.screen.query_one("#drill-title").render())
+    await pilot.press("escape")
     for key, name, table_id in (
         ("2", "fabric_racks", "#fabric-racks"),
         ("3", "tenants", "#tenants-table"),
@@ -61,6 +69,9 @@ async def visit_every_view(app: FleetApp, pilot) -> dict:
     await pilot.press("4")
     await settle(pilot)
     seen["alerts_title"] = str(app.screen.query_one("#alerts-title").render())
+    table = app.screen.query_one("#alerts-table", ViewTable)
+    seen["alerts"] = cells(table) if table.display else None
+    seen["alerts_empty"] = str(app.screen.query_one("#alerts-empty").render())
     await pilot.press("5")
     await settle(pilot)
     editor = app.screen.query_one(TextArea)
@@ -120,7 +131,11 @@ async def test_agent_only_fleet_every_view(mosquitto: Broker, tmp_path):  # noqa
     assert tenant_names == tenants
     contract_row = next(r for r in seen["tenants"] if r[0] == "contract-co")
     assert contract_row[1] == "1"  # one GPU held by contract
-    assert "firing" in seen["alerts_title"]
+    # the alert engine ran beside the source; nothing fired in these few seconds
+    assert seen["alerts"] == [] and "No alerts at this moment" in seen["alerts_empty"]
+    assert seen["unplaced_hosts"] == ["rtx-07-n1"]
+    assert "rtx-07-n1" in seen["unplaced_drill_title"]
+    assert UNPLACED in seen["unplaced_drill_title"]
     assert [UNPLACED, "1"] in seen["sql"]
     fleet.store.close()
 
@@ -160,6 +175,8 @@ async def test_exporter_only_fleet_every_view(prometheus_server, tmp_path):  # n
     assert len(seen["rack_rows"]) == gpus
     assert {r["host"] for r in seen["rack_rows"]} >= EXPORTER_HOSTS
     assert seen["drill_host"] == "gpu-node-1" and seen["drill_gpus"] == 8
+    assert seen["unplaced_hosts"] == ["nvidia-dcgm-exporter-tl46n"]
+    assert UNPLACED in seen["unplaced_drill_title"]
     tenant_names = {r[0] for r in seen["tenants"]}
     assert {"dynamo-workload", "runai-reservation"} <= tenant_names
     fleet.store.close()
