@@ -160,6 +160,9 @@ class Topology:
     by_host: Mapping[str, Placement] = field(default_factory=dict)
     pattern: re.Pattern[str] | None = None
     _from_name: dict[str, Placement] = field(default_factory=dict, repr=False)
+    _cache: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def empty(self) -> bool:
@@ -182,24 +185,33 @@ class Topology:
                 self._from_name[host] = hit
         return hit
 
+    def _rules(self, host: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """(what the file says, what the name says) per field, for one host; cached."""
+        hit = self._cache.get(host)
+        if hit is None:
+            f = self.by_host.get(host) or {}
+            n = self.from_name(host)
+            hit = (tuple(f.get(k) for k in FIELDS), tuple(n.get(k) for k in FIELDS))
+            if len(self._cache) < 1_000_000:
+                self._cache[host] = hit
+        return hit
+
     def place(self, batch: Batch) -> Batch:
         """The `hosts` batch with placement applied (other tables pass through)."""
         if batch.table != "hosts" or self.empty or batch.rows == 0:
             return batch
         data = batch.data
-        hosts = data.column("host").to_pylist()
+        rules = [self._rules(h) for h in data.column("host").to_pylist()]
         types = TABLE_COLUMNS["hosts"]
-        for key in FIELDS:
-            have = data.column(key).to_pylist() if key in data.column_names else [None] * len(hosts)
-            out = []
-            for h, v in zip(hosts, have, strict=True):
-                f = self.by_host.get(h)
-                if f is not None and f.get(key) is not None:
-                    out.append(f[key])
-                elif v is not None:
-                    out.append(v)
-                else:
-                    out.append(self.from_name(h).get(key))
+        for i, key in enumerate(FIELDS):
+            if key in data.column_names:
+                have = data.column(key).to_pylist()
+                out = [
+                    f[i] if f[i] is not None else (v if v is not None else n[i])
+                    for (f, n), v in zip(rules, have, strict=True)
+                ]
+            else:
+                out = [f[i] if f[i] is not None else n[i] for f, n in rules]
             col = pa.array(out, types[key])
             if key in data.column_names:
                 data = data.set_column(data.column_names.index(key), key, col)
