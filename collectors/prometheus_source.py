@@ -34,7 +34,6 @@ from urllib3.util.retry import Retry
 from collectors.base import Gathered, register
 from collectors.options import parse_options
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
-from collectors.promtext.target_runs import failure_runs
 from collectors.promtext.series import (
     MAX_LABELS,
     Snapshot,
@@ -42,6 +41,7 @@ from collectors.promtext.series import (
     matrix_steps,
     merge,
 )
+from collectors.promtext.target_runs import failure_runs
 
 DEFAULT_SELECTORS = [
     # dcgm-exporter: classic and DCGM 4.6 names share the prefix
