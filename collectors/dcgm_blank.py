@@ -9,14 +9,14 @@ of leaving it out, and dcgm-exporter prints it as if it were a reading:
 | fp64   | 2**47 = 140737488355328.0 | ... 140737488355331.0 |
 | string | "<<<NULL>>>" | "<<<NOT_FOUND>>>", "<<<NOT_SUPPORTED>>>", "<<<NOT_PERM>>>" |
 
-DCGM's own `*_IS_BLANK` macros treat base .. base+15 as blank (the fp64
-comment: "47 bits can still increment by 1 and represent each value from
-0-15"), and so do we. Every int64 blank parses to the same double, 2**63
-(9223372036854775794 -> 9.223372036854776e18): any value >= 2**63 - 1024
-(the double just below 2**63 is 2**63 - 1024) cannot be a real int64 and is
-blank. Exposition has no types, so all three numeric windows are checked on
-every DCGM sample; the int32/fp64 windows are 16 values wide, so a real
-counter landing exactly inside one is negligible.
+The windows are the four defined values (base .. base+3), as dcgm-exporter's
+own isInt64Blank / isFloat64Blank check them (internal/pkg/collector/utils.go).
+Every int64 blank parses to the same double, 2**63 (9223372036854775794 ->
+9.223372036854776e18): any value >= 2**63 - 1024 (the double just below 2**63
+is 2**63 - 1024) cannot be a real int64 reading and is blank. Exposition has no
+types, so all three windows are checked on every DCGM sample; the int32 and
+fp64 windows are 4 values wide, so a real counter landing exactly on one is
+negligible.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ INT32_BLANK = 2147483632.0
 INT64_BLANK = 9223372036854775792.0  # as a double: exactly 2**63
 INT64_BLANK_MIN = 2.0**63 - 1024  # any double this large is an int64 blank
 FP64_BLANK = 140737488355328.0
-BLANK_SPAN = 15.0  # base .. base+15, as DCGM_*_IS_BLANK
+BLANK_SPAN = 3.0  # base .. base+3: BLANK, NOT_FOUND, NOT_SUPPORTED, NOT_PERMISSIONED
 STR_BLANKS = frozenset(("<<<NULL>>>", "<<<NOT_FOUND>>>", "<<<NOT_SUPPORTED>>>", "<<<NOT_PERM>>>"))
 
 
