@@ -285,7 +285,10 @@ class Files:
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the scraper gave up (its timeout): its side records that
 
             def log_message(self, *a) -> None:
                 pass
