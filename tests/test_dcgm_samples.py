@@ -1,4 +1,4 @@
-"""The DCGM mapper over every real dcgm-exporter sample in shared/upstream/dcgm-exporter:
+"""The DCGM mapper over every real dcgm-exporter sample in fixtures/upstream/dcgm-exporter:
 exact GPUs, MIG slices, tenants and values (see SOURCES.md there)."""
 
 from __future__ import annotations
