@@ -159,8 +159,8 @@ class PrometheusSource:
         lastError (e.g. the exporter's text did not parse): (job/instance, reason)."""
         try:
             answer = self.client.get_targets(state="active")
-        except Exception as exc:  # a failing targets API costs only this check
-            return [(self.o.url, f"{self.o.url}: targets API failed: {_one_line(exc)}")]
+        except Exception as exc:  # e.g. a managed Prometheus without the targets API
+            return self._up_zero(_one_line(exc))
         targets = answer.get("activeTargets", []) if isinstance(answer, dict) else answer or []
         out = []
         for tg in targets:
@@ -170,6 +170,20 @@ class PrometheusSource:
             name = f"{lab.get('job', '?')}/{lab.get('instance', tg.get('scrapeUrl', '?'))}"
             err = str(tg.get("lastError") or "no reason given")[:300]
             out.append((name, f"target {name} is down in Prometheus (up == 0): {err}"))
+        return out
+
+    def _up_zero(self, why: str) -> list[tuple[str, str]]:
+        """The same from `up == 0`, where the targets API is not served (no reason text)."""
+        try:
+            series = self.client.custom_query("up == 0", timeout=self.o.timeout_s)
+        except Exception as exc:
+            return [(self.o.url, f"{self.o.url}: cannot tell down targets: {_one_line(exc)}")]
+        out = []
+        for sr in series or []:
+            lab = sr.get("metric", {}) if isinstance(sr, dict) else {}
+            name = f"{lab.get('job', '?')}/{lab.get('instance', '?')}"
+            out.append((name, f"target {name} is down in Prometheus (up == 0); "
+                              f"no lastError (targets API: {why})"))
         return out
 
     async def backfill(self, t: float) -> Gathered:

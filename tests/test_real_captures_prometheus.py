@@ -6,7 +6,10 @@ target Prometheus cannot parse is a recorded failure naming job/instance."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import urllib.request
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -71,5 +74,49 @@ async def test_real_captures_through_prometheus(prometheus_server):  # noqa: F81
         itl = q("SELECT itl_p50_ms, itl_p99_ms FROM latency_samples").fetchall()
         assert itl == [(pytest.approx(25.0), pytest.approx(75.0))]
         assert g.dropped and any("DCGM blank" in k for k in g.dropped)
+        # A Prometheus that does not serve /api/v1/targets (managed services): `up == 0`
+        proxy = NoTargetsProxy(prom.url)
+        try:
+            src = PrometheusSource(PrometheusOptions(url=proxy.url, interval_s=2.0, backfill_s=0))
+            try:
+                g3 = await src.gather(datetime.now(UTC))
+            finally:
+                await src.close()
+        finally:
+            proxy.close()
+        (run,) = [r for b in g3.batches if b.table == "collector_runs" for r in b.data.to_pylist()]
+        assert run["collector"] == "prometheus fleettui-test/bad-node" and not run["ok"]
+        assert run["error"].startswith(
+            "target fleettui-test/bad-node is down in Prometheus (up == 0); no lastError")
     finally:
         files.close()
+
+
+class NoTargetsProxy:
+    """Forwards GETs to a real Prometheus, except /api/v1/targets (404)."""
+
+    def __init__(self, upstream_url: str):
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.startswith("/api/v1/targets"):
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                with urllib.request.urlopen(upstream_url + self.path, timeout=10) as r:
+                    body, status = r.read(), r.status
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
