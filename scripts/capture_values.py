@@ -82,7 +82,7 @@ CAPTURES = [
                 Check("FB_USED MiB -> bytes", "DCGM_FI_DEV_FB_USED", "", g("mem_used_bytes", L4)),
                 Check("MEMORY_TEMP (GDDR: no sensor)", "DCGM_FI_DEV_MEMORY_TEMP", "",
                       g("mem_temp_c", L4)),
-                Check("modelName", None, "", f"SELECT name FROM gpus WHERE gpu_uuid = '{L4}'"),
+                Check("modelName -> gpus.name", None, 'modelName="', f"SELECT name FROM gpus WHERE gpu_uuid = '{L4}'"),
             ]),
     Capture("README (dcgm-exporter docs)", D / "nvidia-readme/docker-quickstart-memory-temp-blank.txt",
             "readme-node", [
@@ -94,7 +94,7 @@ CAPTURES = [
             "h100-node", [
                 Check("GPU 0 GPU_TEMP", "DCGM_FI_DEV_GPU_TEMP", 'gpu="0"', g("temp_c", H100)),
                 Check("GPU 0 POWER_USAGE", "DCGM_FI_DEV_POWER_USAGE", 'gpu="0"', g("power_w", H100)),
-                Check("GPU 0 namespace -> tenant", None, "",
+                Check("GPU 0 namespace -> tenant", None, 'namespace="',
                       f"SELECT tenant FROM assignments WHERE gpu_uuid = '{H100}'"),
             ]),
     Capture("A100 MIG 2x1g+2g (run:ai)", D / "runai-a100-mig/a100-mig-active-2x1g.5gb-1x2g.10gb.txt",
@@ -104,13 +104,13 @@ CAPTURES = [
                 Check("GI 9 FB_USED MiB -> bytes", "DCGM_FI_DEV_FB_USED", 'GPU_I_ID="9"',
                       f"SELECT mem_used_bytes FROM slice_samples WHERE slice_id = '{A100}/gi9' "
                       "ORDER BY ts DESC LIMIT 1"),
-                Check("GI 5 profile", None, "",
+                Check("GI profile -> slices.profile (GI 5)", None, 'GPU_I_PROFILE="2',
                       f"SELECT profile FROM slices WHERE slice_id = '{A100}/gi5'"),
             ]),
     Capture("T4 2x pod labels (run:ai)", D / "runai-a100-mig/t4-2gpu-k8s-pod-labels.txt",
             "t4-node", [
                 Check("GPU 0 POWER_USAGE", "DCGM_FI_DEV_POWER_USAGE", 'gpu="0"', g("power_w", T4)),
-                Check("GPU 0 namespace -> tenant", None, "",
+                Check("GPU 0 namespace -> tenant", None, 'namespace="r',
                       f"SELECT tenant FROM assignments WHERE gpu_uuid = '{T4}'"),
             ]),
     Capture("node_exporter IB (own fixture)", UPSTREAM / "node_exporter/e2e-output-infiniband.txt",
@@ -118,8 +118,8 @@ CAPTURES = [
                 Check("mlx4_0/1 rate B/s", "node_infiniband_rate_bytes_per_second",
                       'device="mlx4_0",port="1"', link("line_rate_bytes_per_s", "mlx4_0/1")),
                 Check("mlx4_0/1 kind", None, "", link("kind", "mlx4_0/1")),
-                Check("i40iw0/1 kind (hca I40IW)", None, "", link("kind", "i40iw0/1")),
-                Check("mlx4_0/1 discards_tx (counter)", "node_infiniband_port_discards_transmitted_total",
+                Check("i40iw0 hca_type -> kind", None, 'hca_type="I', link("kind", "i40iw0/1")),
+                Check("mlx4_0/1 discards_tx -> errors/interval", "node_infiniband_port_discards_transmitted_total",
                       'port="1"', link("errors", "mlx4_0/1")),
                 Check("mlx4_0/1 state_id 4 -> up", "node_infiniband_state_id",
                       'device="mlx4_0",port="1"', link("link_up", "mlx4_0/1")),
@@ -127,9 +127,9 @@ CAPTURES = [
             ]),
     Capture("vLLM V1 (cncf kops)", UPSTREAM / "vllm/vllm-v1-qwen2.5-0.5b-kops-metrics.txt",
             "vllm-node", [
-                Check("model_name -> endpoints.model", None, "",
+                Check("model_name -> endpoints.model", None, 'model_name="',
                       "SELECT model FROM endpoints WHERE endpoint = 'qwen'"),
-                Check("tenant from namespace", None, "",
+                Check("target label namespace -> tenant", None, "",
                       "SELECT tenant FROM endpoints WHERE endpoint = 'qwen'"),
                 Check("ITL count (0: no requests)", "vllm:inter_token_latency_seconds_count", "",
                       "SELECT itl_p99_ms FROM latency_samples WHERE endpoint = 'qwen' LIMIT 1"),
@@ -156,8 +156,9 @@ CAPTURES = [
 
 
 def text_value(text: str, c: Check) -> str:
-    if c.metric is None:
-        return "(label/derived)"
+    if c.metric is None:  # a label: `has` is 'name="' (first line holding it), or nothing
+        m = re.search(re.escape(c.has) + r'([^"]*)"', text) if c.has else None
+        return f'{c.has}{m.group(1)}"' if m else "(derived)"
     for ln in text.splitlines():
         if ln.startswith(c.metric) and (ln[len(c.metric)] in "{ ") and c.has in ln:
             return ln.rsplit(" ", 1)[1]
