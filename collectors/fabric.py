@@ -145,7 +145,7 @@ class FabricMapper:
         nv_best: dict[tuple, tuple[float, int]] = {}  # (key, name) -> (GI rank, sample index)
         blank = blank_mask(snap.values)  # DCGM blanks among the NVLink samples
         hca: dict[tuple[str, str], str] = {}  # (host, device) -> hca_type
-        for i, name in enumerate(snap.names):
+        for i, name in enumerate(snap.names if IB_INFO in snap.names else ()):
             if name == IB_INFO:
                 labels = snap.labels[i]
                 host = host_of(labels)
