@@ -113,7 +113,7 @@ CAPTURES = [
                 Check("GPU 0 namespace -> tenant", None, 'namespace="r',
                       f"SELECT tenant FROM assignments WHERE gpu_uuid = '{T4}'"),
             ]),
-    Capture("node_exporter IB (own fixture)", UPSTREAM / "node_exporter/e2e-output-infiniband.txt",
+    Capture("node_exporter IB (its e2e fixture)", UPSTREAM / "node_exporter/e2e-output-infiniband.txt",
             "ib-host-1", [
                 Check("mlx4_0/1 rate B/s", "node_infiniband_rate_bytes_per_second",
                       'device="mlx4_0",port="1"', link("line_rate_bytes_per_s", "mlx4_0/1")),

@@ -74,6 +74,24 @@ async def test_real_captures_through_prometheus(prometheus_server):  # noqa: F81
         itl = q("SELECT itl_p50_ms, itl_p99_ms FROM latency_samples").fetchall()
         assert itl == [(pytest.approx(25.0), pytest.approx(75.0))]
         assert g.dropped and any("DCGM blank" in k for k in g.dropped)
+        # node_exporter goes away: a recorded failure, and its host is not refreshed (goes stale)
+        (seen,) = q("SELECT last_seen FROM hosts WHERE host = 'ib-host-1'").fetchone()
+        gone_at = datetime.now(UTC).replace(tzinfo=None)
+        files.bodies.pop("/ib")
+        assert prom.wait_for_series('up{instance="ib-host-1"} == 0', 1) == 1
+        src = PrometheusSource(PrometheusOptions(url=prom.url, interval_s=2.0, backfill_s=0))
+        try:
+            for _ in range(2):  # the second gather is past the range window of the old samples
+                g4 = await src.gather(datetime.now(UTC))
+                store.write(g4.batches)
+                await asyncio.sleep(2.5)
+        finally:
+            await src.close()
+        (after,) = q("SELECT last_seen FROM hosts WHERE host = 'ib-host-1'").fetchone()
+        assert seen <= after <= gone_at  # never refreshed past the last real sample
+        (err,) = q("SELECT error FROM collector_runs WHERE NOT ok AND collector = "
+                   "'prometheus fleettui-test/ib-host-1' LIMIT 1").fetchone()
+        assert "is down in Prometheus (up == 0)" in err and "404" in err
         # A Prometheus that does not serve /api/v1/targets (managed services): `up == 0`
         proxy = NoTargetsProxy(prom.url)
         try:
@@ -84,9 +102,11 @@ async def test_real_captures_through_prometheus(prometheus_server):  # noqa: F81
                 await src.close()
         finally:
             proxy.close()
-        (run,) = [r for b in g3.batches if b.table == "collector_runs" for r in b.data.to_pylist()]
-        assert run["collector"] == "prometheus fleettui-test/bad-node" and not run["ok"]
-        assert run["error"].startswith(
+        runs = {r["collector"]: r for b in g3.batches if b.table == "collector_runs"
+                for r in b.data.to_pylist()}
+        assert set(runs) == {"prometheus fleettui-test/bad-node", "prometheus fleettui-test/ib-host-1"}
+        run = runs["prometheus fleettui-test/bad-node"]
+        assert not run["ok"] and run["error"].startswith(
             "target fleettui-test/bad-node is down in Prometheus (up == 0); no lastError")
     finally:
         files.close()
