@@ -16,7 +16,7 @@ from fleettui.tui.widgets.table import Col, ViewTable
 from storage.views import Fabric, fabric
 from storage.views.rack import UNPLACED
 
-KINDS = ("", "nvlink", "ib", "efa", "roce")
+KINDS = ("", "nvlink", "ib", "efa", "roce", "iwarp")
 LINK_ROWS, RACK_ROWS = 60, 40
 
 
