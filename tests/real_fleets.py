@@ -157,18 +157,27 @@ CAPTURES = (
         {"rack": "k8s-rack-7"},
     ),
     ("/a100-mig", ("dcgm-exporter", "runai-a100-mig", "a100-mig-4-active-workloads.txt"), {}),
-    ("/vllm", ("vllm", "vllm-v1-qwen2.5-0.5b-kops-metrics.txt"), {}),
+    # a scrape config names the server's service and namespace (Kubernetes SD would)
+    (
+        "/vllm",
+        ("vllm", "vllm-v1-qwen2.5-0.5b-kops-metrics.txt"),
+        {"service": "qwen-chat", "namespace": "inference"},
+    ),
+    # node_exporter's own InfiniBand fixture output, as the node "ib-node-1"
+    ("/ib", ("node_exporter", "e2e-output-infiniband.txt"), {"instance": "ib-node-1:9100"}),
 )
 EXPORTER_TOPOLOGY = """\
 host,cluster,rack,rack_slot,nvlink_domain,model
 gpu-node-1,aicr,h100-rack-1,1,gpu-node-1,HGX H100 8-GPU
 i-030791dc5a37cd257,kops,l4-rack-1,3,,g6.xlarge
+ib-node-1,aicr,h100-rack-1,2,,
 """
 EXPORTER_HOSTS = {
     "gpu-node-1",
     "i-030791dc5a37cd257",
     "nvidia-dcgm-exporter-s228n",
     "nvidia-dcgm-exporter-tl46n",
+    "ib-node-1",
 }
 
 

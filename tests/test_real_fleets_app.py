@@ -131,6 +131,7 @@ async def test_agent_only_fleet_every_view(mosquitto: Broker, tmp_path):  # noqa
     assert tenant_names == tenants
     contract_row = next(r for r in seen["tenants"] if r[0] == "contract-co")
     assert contract_row[1] == "1"  # one GPU held by contract
+    assert contract_row[5] == "– / 25"  # its endpoint's target from the config, no latency yet
     # the alert engine ran beside the source; nothing fired in these few seconds
     assert seen["alerts"] == [] and "No alerts at this moment" in seen["alerts_empty"]
     assert seen["unplaced_hosts"] == ["rtx-07-n1"]
@@ -166,17 +167,29 @@ async def test_exporter_only_fleet_every_view(prometheus_server, tmp_path):  # n
     tenants = {t for (t,) in con.execute("SELECT tenant FROM tenants").fetchall()}
     assert {"dynamo-workload", "runai-reservation"} <= tenants  # pod namespaces
     gpus = con.execute("SELECT count(*) FROM gpus").fetchone()[0]
+    # the vLLM server became an endpoint of its namespace, with the config's default targets
+    assert con.execute(
+        "SELECT endpoint, tenant, model, itl_target_ms, ttft_target_ms FROM endpoints"
+    ).fetchall() == [("qwen-chat", "inference", "Qwen/Qwen2.5-0.5B-Instruct", 50.0, 2000.0)]
+    assert hosts["ib-node-1"] == "h100-rack-1"  # a node_exporter-only host, placed by the file
 
     app = FleetApp(fleet.store.con, clock=lambda: fleet.at, refresh_s=3600.0, show_timings=False)
     async with app.run_test(size=(160, 48)) as pilot:
         seen = await visit_every_view(app, pilot)
+    # ib-node-1 has no GPU: no cell in the rack view, its links in the fabric view
     assert list(seen["panels"]) == ["h100-rack-1", "l4-rack-1", "k8s-rack-7", UNPLACED]
     assert "nvidia-dcgm-exporter-tl46n" in seen["panels"][UNPLACED]
     assert len(seen["rack_rows"]) == gpus
-    assert {r["host"] for r in seen["rack_rows"]} >= EXPORTER_HOSTS
+    assert {r["host"] for r in seen["rack_rows"]} == EXPORTER_HOSTS - {"ib-node-1"}
     assert seen["drill_host"] == "gpu-node-1" and seen["drill_gpus"] == 8
     assert seen["unplaced_hosts"] == ["nvidia-dcgm-exporter-tl46n"]
     assert UNPLACED in seen["unplaced_drill_title"]
     tenant_names = {r[0] for r in seen["tenants"]}
-    assert {"dynamo-workload", "runai-reservation"} <= tenant_names
+    assert tenant_names == {"dynamo-workload", "runai-reservation", "inference"}
+    inference = next(r for r in seen["tenants"] if r[0] == "inference")
+    assert inference[5] == "– / 50"  # the default target (one scrape: no interval latency)
+    # node_exporter's InfiniBand ports, under the rack the topology file gives their host
+    assert [r[0] for r in seen["fabric_racks"]] == ["h100-rack-1"]
+    assert {r[1] for r in seen["fabric_links"]} == {"ib-node-1"}
+    assert [UNPLACED, "1"] in seen["sql"]
     fleet.store.close()
