@@ -42,6 +42,7 @@ ASSIGNMENT_KEYS = (
 TENANT_KEYS = ("display_name", "tier")
 TARGET_KEYS = ("itl_p99_ms", "ttft_p99_ms")
 MAX_NAME = 256
+CONTRACT_SOURCE = "contract"  # assignments.source of rows from the assignments file
 
 
 class ContractsError(ValueError):
@@ -390,6 +391,7 @@ class Tenancy:
                     "fraction": [c.fraction for c in cs],
                     "valid_from": pa.array([c.since for c in cs], _TS),
                     "valid_to": pa.array([c.until for c in cs], _TS),
+                    "source": [CONTRACT_SOURCE] * len(cs),
                 },
             )
         ]

@@ -470,6 +470,7 @@ class DcgmMapper:
                     "fraction": [1.0 if f is None else f for f in cols[3]],
                     "valid_from": cols[4],
                     "valid_to": pa.array(cols[5], type=pa.timestamp("us")),
+                    "source": [self.source] * len(rows),  # guessed from labels (restart closes)
                 },
             ),
         ]

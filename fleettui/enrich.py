@@ -5,10 +5,13 @@ and `[latency_targets]` sections; docs/config.md lists their keys."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from collectors.contracts import (
     ContractsError,
@@ -42,10 +45,23 @@ class Enrichment:
     def empty(self) -> bool:
         return self.topology.empty and self.tenancy.empty
 
-    def start(self, store: Store) -> list[Batch]:
-        """Batches that bring what is already stored up to date with the config."""
+    def start(
+        self, store: Store, guessing: Sequence[str] = (), now: datetime | None = None
+    ) -> list[Batch]:
+        """Batches that bring what is already stored up to date with the config, and close
+        the assignments that the `guessing` sources (by name) left open when the last run
+        stopped: those sources re-open them from their next reports."""
         cur = store.cursor()
         try:
+            stale = (
+                cur.execute(
+                    "SELECT tenant, gpu_uuid, slice_id, valid_from, source FROM assignments "
+                    "WHERE valid_to IS NULL AND list_contains($names, source)",
+                    {"names": list(guessing)},
+                ).to_arrow_table()
+                if guessing
+                else None
+            )
             hosts = cur.execute("SELECT host FROM hosts").to_arrow_table()
             gpus = cur.execute(
                 "SELECT host, gpu_index, gpu_uuid FROM gpus WHERE gpu_index IS NOT NULL"
@@ -54,6 +70,17 @@ class Enrichment:
         finally:
             cur.close()
         out = []
+        if stale is not None and stale.num_rows:
+            until = now or datetime.now(UTC).replace(tzinfo=None)
+            out.append(
+                make_batch(
+                    "assignments",
+                    {
+                        **{c: stale.column(c) for c in stale.column_names},
+                        "valid_to": pa.array([until] * stale.num_rows, pa.timestamp("us")),
+                    },
+                )
+            )
         if hosts.num_rows and not self.topology.empty:
             out.append(self.topology.place(make_batch("hosts", {"host": hosts.column("host")})))
         out += self.tenancy.first_batches(

@@ -113,8 +113,12 @@ class Runtime:
 
     async def run(self, stop: asyncio.Event) -> None:
         writer = asyncio.create_task(self._writer(), name="writer")
-        if self.enrich is not None and not self.enrich.empty:
-            await self.sink(await asyncio.to_thread(self.enrich.start, self.store))
+        if self.enrich is not None:
+            # the `source` values of what these sources guess (an agent's rows say "nvml")
+            names = sorted({getattr(s, "row_source", s.name) for s in self.sources}
+                           | {s.name for s in self.sources})
+            await self.sink(await asyncio.to_thread(self.enrich.start, self.store, names,
+                                                    self.clock()))
         producers = []
         for src in self.sources:
             if isinstance(src, PullSource):

@@ -326,3 +326,53 @@ def test_agent_placement_options():
     assert AgentOptions().place is None
     with pytest.raises(ValueError, match="rack_slot"):
         AgentOptions(rack_slot=-2)
+
+
+class QuietAgentSource:
+    """A pull source that gathers nothing, named and labelled like the mqtt source."""
+
+    name, row_source, interval_s = "mqtt", "nvml", 3600.0
+
+    async def gather(self, now):
+        from collectors.base import Gathered
+
+        return Gathered()
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_restart_closes_what_collectors_guessed_but_not_contracts():
+    from fleettui.enrich import Enrichment
+
+    t0, t1 = datetime(2026, 1, 1), datetime(2026, 1, 2)
+    store = Store.open(":memory:")
+    store.write(
+        [
+            make_batch(
+                "assignments",
+                {
+                    "tenant": ["guessed", "contracted", "other"],
+                    "gpu_uuid": ["GPU-a", "GPU-b", "GPU-c"],
+                    "fraction": [1.0, 1.0, 1.0],
+                    "valid_from": [t0, t0, t0],
+                    "source": ["nvml", "contract", "some-removed-source"],
+                },
+            )
+        ]
+    )
+    runtime = Runtime(store, [QuietAgentSource()], enrich=Enrichment(), clock=lambda: t1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await task
+    rows = (
+        store.cursor()
+        .execute("SELECT tenant, valid_to FROM assignments ORDER BY tenant")
+        .fetchall()
+    )
+    # the agent re-opens "guessed" from its next process list; a contract stays open;
+    # rows of a source this daemon does not run are left as they are
+    assert rows == [("contracted", None), ("guessed", t1), ("other", None)]
+    store.close()

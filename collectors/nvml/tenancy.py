@@ -18,6 +18,7 @@ from collectors.nvml.report import Report
 from storage.batch import Batch, make_batch
 
 _TS = pa.timestamp("us")
+SOURCE = "nvml"  # the `source` of what the agents' process lists say (as their samples)
 
 
 class ProcTenancy:
@@ -91,6 +92,7 @@ class ProcTenancy:
                     "fraction": cols[3],
                     "valid_from": pa.array([to_ts(t) for t in cols[4]], _TS),
                     "valid_to": pa.array([None if t is None else to_ts(t) for t in cols[5]], _TS),
+                    "source": [SOURCE] * len(rows),
                 },
             ),
         ]
