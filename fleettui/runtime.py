@@ -117,8 +117,13 @@ class Runtime:
             # the `source` values of what these sources guess (an agent's rows say "nvml")
             names = sorted({getattr(s, "row_source", s.name) for s in self.sources}
                            | {s.name for s in self.sources})
-            await self.sink(await asyncio.to_thread(self.enrich.start, self.store, names,
-                                                    self.clock()))
+            try:
+                first = await asyncio.to_thread(self.enrich.start, self.store, names,
+                                                self.clock())
+            except Exception as exc:  # collection goes on without the catch-up
+                log.error("enrichment at start failed: %s", str(exc).splitlines()[0])
+                first = []
+            await self.sink(first)
         producers = []
         for src in self.sources:
             if isinstance(src, PullSource):
