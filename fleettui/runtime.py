@@ -116,7 +116,7 @@ class Runtime:
             await self._queue.join()  # flush what was gathered before stopping
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-            for src in self.sources:
+            for src in [*self.sources, *self.tasks]:  # tasks: alert delivery's last sends
                 close = getattr(src, "close", None)
                 if close is not None:
                     with contextlib.suppress(Exception):
