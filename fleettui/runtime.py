@@ -83,6 +83,7 @@ class Runtime:
         clock: Callable[[], datetime] = utcnow,
         queue_size: int = 256,
         on_write: Callable[[RuntimeStats], None] | None = None,
+        observe: Callable[[list[Batch]], None] | None = None,
     ):
         self.store = store
         self.sources = list(sources)
@@ -91,10 +92,13 @@ class Runtime:
         self.stats = RuntimeStats()
         self._queue: asyncio.Queue[list[Batch]] = asyncio.Queue(maxsize=queue_size)
         self._on_write = on_write
+        self._observe = observe  # sees every hand-in (the daemon's SourceHealth)
 
     async def sink(self, batches: list[Batch]) -> None:
         """Where push sources (and pull loops) hand their batches."""
         if batches:
+            if self._observe is not None:
+                self._observe(batches)
             await self._queue.put(batches)
 
     async def run(self, stop: asyncio.Event) -> None:
