@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pyarrow.compute as pc
 
@@ -66,19 +67,24 @@ class SourceHealth:
         if "rows" in cols:
             s.rows += pc.sum(t.column("rows")).as_py() or 0
         last = t.num_rows - 1
-        ts = t.column("ts")[last].as_py()
-        at = ts.timestamp() if ts is not None and ts.tzinfo else _naive_epoch(ts)
-        s.last_run_at = at
+        ts = t.column("ts").to_pylist()
+        at = [_epoch(x) for x in ts]  # a handful of rows per batch (one per run)
+        s.last_run_at = at[last]
         s.last_duration_s = (durations[last].as_py() or 0.0) / 1000.0
-        if "interval_s" in cols and t.column("interval_s")[last].as_py() is not None:
-            s.interval_s = t.column("interval_s")[last].as_py()
-        if ok[last].as_py():
-            s.last_ok_at = at
+        oks = ok.to_pylist()
+        if "interval_s" in cols:
+            declared = [i for i, v in enumerate(t.column("interval_s").to_pylist())
+                        if v is not None]
+            if declared:
+                s.interval_s = t.column("interval_s")[declared[-1]].as_py()
+        good = [i for i, v in enumerate(oks) if v]
+        if good:
+            s.last_ok_at = at[good[-1]]
         if n_fail:
-            idx = [i for i, v in enumerate(ok.to_pylist()) if not v][-1]
+            idx = [i for i, v in enumerate(oks) if not v][-1]
             err = t.column("error")[idx].as_py() if "error" in cols else None
             s.last_error = (err or "failed")[:MAX_ERROR_CHARS]
-            s.last_error_at = at
+            s.last_error_at = at[idx]
 
     def _rejects(self, b: Batch) -> None:
         t = b.data
@@ -100,9 +106,8 @@ def reason_key(reason: str | None) -> str:
     return head[:40] or "unknown"
 
 
-def _naive_epoch(ts) -> float | None:
+def _epoch(ts: datetime | None) -> float | None:
+    """The store's naive-UTC timestamps as epoch seconds."""
     if ts is None:
         return None
-    from datetime import UTC
-
-    return ts.replace(tzinfo=UTC).timestamp()
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
