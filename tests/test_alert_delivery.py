@@ -351,3 +351,33 @@ async def test_the_daemon_runs_the_engine_as_a_runtime_task(tmp_path):
         (tmp_path / "site2.toml").write_text('[[rules]]\nname = "X"\nscope = "rack"\nsql = "1"\n')
         tasks_from_config({"rules": ["site2.toml"]}, store, base_dir=tmp_path)
     assert tasks_from_config({"enabled": False}, store) == []
+
+
+async def test_the_runtime_gives_delivery_its_last_chance_at_shutdown():
+    from fleettui.runtime import Runtime
+
+    class Recorder:
+        def __init__(self):
+            self.sent, self.closed = [], None
+
+        async def send(self, notifications, now):
+            self.sent += notifications
+
+        async def close(self, timeout_s=2.0):
+            self.closed = timeout_s
+
+    store = store_with_endpoint()
+    itl(store, T0, 80.0)
+    rec = Recorder()
+    engine = AlertEngine(store, load_rules_text(RULE, "t.toml"), interval_s=0.05,
+                         delivery=rec)
+    stop = asyncio.Event()
+    run = asyncio.create_task(Runtime(store, [], [engine], clock=lambda: T0).run(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if rec.sent:
+            break
+    stop.set()
+    await run
+    assert [n.reason for n in rec.sent][:1] == ["fired"]
+    assert rec.closed == 2.0
