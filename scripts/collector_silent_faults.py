@@ -5,7 +5,8 @@
 1. Live: a real Mosquitto, one agent at 1 Hz (fake NVML) and the mqtt source into an
    in-memory store; 60 s healthy, 90 s broker down, 30 s broker back; the rule is
    evaluated every second (engine interval 15 s). Prints the transitions per phase.
-2. Replayed on a controlled clock: 60 s of good runs, then a 10-minute outage in which
+2. Replayed on a controlled clock: a healthy hour at 1 Hz, evaluated every 15 s at a
+   random phase. 3. Replayed: 60 s of good runs, then a 10-minute outage in which
    the source records a failing run (ok = false, NULL interval, as the runtime does for
    a crashing push source) every N seconds, then recovery; evaluated every 15 s.
 
@@ -92,6 +93,28 @@ async def live() -> None:
         print("  ", entry)
 
 
+def replay_healthy() -> None:
+    """One agent at 1 Hz for an hour (a run per report), evaluated every 15 s at a random
+    phase, as a daemon's engine is."""
+    o = MqttOptions()
+    declared = getattr(o, "report_interval_s", o.flush_interval_s)
+    t0 = datetime(2026, 11, 26, 12)
+    store = Store.open(":memory:")
+    engine = silent_engine(store)
+    n = 3600
+    store.write([make_batch("collector_runs", {
+        "ts": [t0 + timedelta(seconds=i) for i in range(n)], "collector": ["mqtt"] * n,
+        "duration_ms": [1.0] * n, "ok": [True] * n, "rows": [1] * n, "error": [None] * n,
+        "skipped": [0] * n, "interval_s": [declared] * n})])
+    rnd = random.Random(1)
+    moves = Counter()
+    for k in range(1, 240):
+        for _, _, to in engine.evaluate(t0 + timedelta(seconds=15 * k + rnd.random())).transitions:
+            moves[to] += 1
+    print(f"replay: a healthy hour at 1 Hz, declared interval {declared} s, 239 evaluations: "
+          f"{moves['firing']} fired, {moves['resolved']} resolved")
+
+
 def replay_outage() -> None:
     o = MqttOptions()
     declared = getattr(o, "report_interval_s", o.flush_interval_s)
@@ -131,4 +154,5 @@ def replay_outage() -> None:
 if __name__ == "__main__":
     logging.disable(logging.WARNING)
     asyncio.run(live())
+    replay_healthy()
     replay_outage()
