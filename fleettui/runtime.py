@@ -98,7 +98,10 @@ class Runtime:
         """Where push sources (and pull loops) hand their batches."""
         if batches:
             if self._observe is not None:
-                self._observe(batches)
+                try:
+                    self._observe(batches)
+                except Exception:  # watching must never stop ingestion
+                    log.exception("observing a hand-in failed")
             await self._queue.put(batches)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -358,7 +358,6 @@ class AlertEngine:
                     "alert delivery failed: %s", str(exc).splitlines()[0] if str(exc) else exc
                 )
 
-
     async def close(self, timeout_s: float = 2.0) -> None:
         """At shutdown: give queued notifications `timeout_s` to be confirmed."""
         if self.delivery is not None:
