@@ -248,6 +248,9 @@ class DaemonCollector:
             ("projected_bytes", "fleettui_store_projected_bytes",
              "Size the store reaches at the configured retention, at the observed rate"),
             ("retention_h", "fleettui_store_retention_hours", "Configured retention"),
+            ("growth_from_checkpoints", "fleettui_store_growth_from_checkpoints",
+             "1: growth measured on checkpointed (compressed) blocks; 0: on file + WAL, "
+             "which overstates it"),
         ):
             if key in size:
                 m = _family("gauge", name, doc)
@@ -313,12 +316,12 @@ class StoreSizeTask:
 
         used = used_bytes(self.store)
         on_disk = disk_bytes(self.store.path)
-        # the WAL counts: DuckDB moves it into the file only at checkpoints
-        self.growth.observe(max(on_disk, used))
+        self.growth.observe(on_disk, used)
         self.last = {"file_bytes": on_disk, "used_bytes": used, "retention_h": self.retention_h}
         if self.growth.readings >= 2:  # a rate needs two readings
             self.last["bytes_per_hour"] = self.growth.bytes_per_hour
             self.last["projected_bytes"] = self.growth.projected_bytes(self.retention_h)
+            self.last["growth_from_checkpoints"] = float(self.growth.from_checkpoints)
         return self.last
 
     async def tick(self, now: Any) -> None:

@@ -146,8 +146,10 @@ def render(a: Samples, b: Samples, dt: float, address: str, head: list[str], now
     rate_b = one(b, "fleettui_store_growth_bytes_per_hour")
     ok = "ok" if one(b, "fleettui_store_up", 1.0) else "FAILING (writes held and retried)"
     if "fleettui_store_projected_bytes" in b:
+        basis = ("" if one(b, "fleettui_store_growth_from_checkpoints") else
+                 " (from the WAL so far: high until two checkpoints)")
         growth = (f"growing {size(rate_b)}/h -> about {size(proj)} at the {keep_h:g} h "
-                  "retention")
+                  f"retention{basis}")
     else:
         growth = f"growth at the {keep_h:g} h retention: measuring (a reading a minute)"
     lines.append(f"store     {size(file_b)} on disk ({size(used_b)} in checkpointed blocks), "

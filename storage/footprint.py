@@ -44,27 +44,55 @@ def used_bytes(store: Store) -> int:
 
 
 @dataclass
-class Growth:
-    """Used bytes over time since the first reading (monotonic seconds)."""
-
+class _Series:
     first: tuple[float, int] | None = None
     last: tuple[float, int] | None = None
+
+    def add(self, t: float, v: int) -> None:
+        if self.first is None:
+            self.first = (t, v)
+        self.last = (t, v)
+
+    def per_hour(self) -> float | None:
+        if self.first is None or self.last is None or self.last[0] <= self.first[0] \
+                or self.last[1] <= self.first[1]:
+            return None
+        return (self.last[1] - self.first[1]) / ((self.last[0] - self.first[0]) / 3600)
+
+
+@dataclass
+class Growth:
+    """Store size over time since the first reading (monotonic seconds).
+
+    The rate comes from the checkpointed blocks (`used`) once two checkpoints have
+    been seen: they hold the data compressed, as it will stay. Until then it comes
+    from the bytes on disk, file + WAL, which overstates it (the WAL is not
+    compressed: about 2-3x for the simulated fleet)."""
+
+    disk: _Series = field(default_factory=_Series)
+    used: _Series = field(default_factory=_Series)
+    size: int = 0  # the larger of the last two readings
     readings: int = 0
     _clock: object = field(default=time.monotonic, repr=False)
 
-    def observe(self, used: int, at: float | None = None) -> None:
+    def observe(self, on_disk: int, used: int = 0, at: float | None = None) -> None:
         t = self._clock() if at is None else at  # type: ignore[operator]
-        if self.first is None:
-            self.first = (t, used)
-        self.last = (t, used)
+        self.disk.add(t, on_disk)
+        if used > 0:
+            self.used.add(t, used)
+        self.size = max(on_disk, used)
         self.readings += 1
 
     @property
+    def from_checkpoints(self) -> bool:
+        return self.used.per_hour() is not None
+
+    @property
     def bytes_per_hour(self) -> float:
-        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
-            return 0.0
-        return max(0.0, (self.last[1] - self.first[1]) / ((self.last[0] - self.first[0]) / 3600))
+        rate = self.used.per_hour()
+        if rate is None:
+            rate = self.disk.per_hour()
+        return max(0.0, rate or 0.0)
 
     def projected_bytes(self, retention_h: float) -> int:
-        now = self.last[1] if self.last else 0
-        return int(max(now, self.bytes_per_hour * retention_h))
+        return int(max(self.size, self.bytes_per_hour * retention_h))

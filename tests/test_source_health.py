@@ -48,10 +48,15 @@ def test_growth_projects_to_the_retention():
     g = Growth()
     g.observe(1_000_000, at=0.0)
     assert g.bytes_per_hour == 0.0 and g.projected_bytes(168) == 1_000_000
-    g.observe(1_500_000, at=1800.0)  # +500 kB in half an hour
-    assert g.bytes_per_hour == 1_000_000
+    g.observe(1_500_000, at=1800.0)  # +500 kB on disk (file + WAL) in half an hour
+    assert g.bytes_per_hour == 1_000_000 and not g.from_checkpoints
     assert g.projected_bytes(168) == 168_000_000
     assert g.projected_bytes(0.1) == 1_500_000  # never below what it holds
+    # checkpoints: the compressed blocks' growth wins over the WAL's
+    g.observe(2_000_000, used=400_000, at=3600.0)
+    g.observe(2_200_000, used=600_000, at=7200.0)
+    assert g.from_checkpoints and g.bytes_per_hour == 200_000
+    assert g.projected_bytes(168) == 33_600_000
 
 
 def test_store_size_task_on_a_real_file(tmp_path):
