@@ -91,8 +91,10 @@ def test_metrics_parse_and_report_rows_sources_failures_and_alerts(daemon):
     address, _ = daemon
     m = wait_until(lambda: (m := scrape(address)) and any(
         lab.get("source") == "mqtt" for lab, _ in m.get("fleettui_source_last_error_info", []))
-        and value(m, "fleettui_source_runs_total", source="sim") >= 3 and m, 30,
-        "sim runs and the mqtt failure")
+        and value(m, "fleettui_source_runs_total", source="sim") >= 3
+        and sum(v for lab, v in m.get("fleettui_rows_written_total", [])
+                if lab.get("table") == "gpu_samples") >= 304 and m, 60,
+        "sim runs written and the mqtt failure")
     assert value(m, "fleettui_rows_written_total", table="gpu_samples") >= 304
     assert value(m, "fleettui_source_run_failures_total", source="sim") == 0
     assert value(m, "fleettui_source_interval_seconds", source="sim") == 0.5
