@@ -410,13 +410,14 @@ class MqttSource:
             await self.flush(sink)
 
     async def _record_failure(self, sink: Sink, error: str) -> None:
-        """A failing run (ok = false, no interval): `fleettui status` and /metrics show
-        the error; CollectorSilent keeps counting from the last report received."""
+        """A failing run (ok = false): `fleettui status` and /metrics show the error;
+        CollectorSilent keeps counting from the last report received (and, for a source
+        that never connected, from its first failure: hence the declared interval)."""
         try:
             await sink([make_batch("collector_runs", {
                 "ts": [naive_utc(self.clock())], "collector": [self.name], "duration_ms": [0.0],
                 "ok": [False], "rows": [0], "error": [error[:500]], "skipped": [0],
-                "interval_s": [None]})])
+                "interval_s": [self.o.report_interval_s]})])
         except Exception as exc:  # the store said no: the log line above still says why
             log.debug("%s: recording the failure: %s", self.name, exc)
 

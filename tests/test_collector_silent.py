@@ -70,14 +70,26 @@ def test_an_outage_with_failing_runs_fires_once_and_stays_firing_until_reports_r
 
 
 def test_a_source_that_never_succeeded_is_silent_since_its_first_run():
+    # the mqtt source's broker failures declare its report interval (1 s)
     store, eng = engine()
     for s in range(0, 60, 5):
-        run(store, T0 + timedelta(seconds=s), False, None, "broker: Connection refused")
-    # no interval ever declared: 3 x the engine's interval
-    assert eng.evaluate(T0 + timedelta(seconds=45)).transitions == []
-    cycle = eng.evaluate(T0 + timedelta(seconds=60))
+        run(store, T0 + timedelta(seconds=s), False, 1.0, "broker: Connection refused")
+    assert eng.evaluate(T0 + timedelta(seconds=15)).transitions == []
+    cycle = eng.evaluate(T0 + timedelta(seconds=30))
     assert [(a.scope_key, to, a.last_value, a.threshold) for a, _, to in cycle.transitions] == [
-        ("mqtt", "pending", 60.0, 45.0), ("mqtt", "firing", 60.0, 45.0)]
+        ("mqtt", "pending", 30.0, 15.0), ("mqtt", "firing", 30.0, 15.0)]
+
+
+def test_failing_target_rows_without_an_interval_are_not_collectors_going_silent():
+    # a pull source's per-target failures ("<source> <target>", NULL interval, never ok)
+    store, eng = engine()
+    for s in range(0, 600, 15):
+        t = T0 + timedelta(seconds=s)
+        store.write([make_batch("collector_runs", {
+            "ts": [t, t], "collector": ["prom", "prom node-7:9100"], "duration_ms": [5.0, 0.0],
+            "ok": [True, False], "rows": [100, 0], "error": [None, "node-7:9100: down"],
+            "skipped": [0, 0], "interval_s": [15.0, None]})])
+        assert eng.evaluate(t + timedelta(seconds=1)).transitions == []
 
 
 def test_a_slow_pull_source_is_judged_by_its_own_interval():
