@@ -139,7 +139,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 # Further subcommands live in their own modules, each with `add_parser(sub)`.
-_PLUGGED: list[str] = ["fleettui.agent"]
+_PLUGGED: list[str] = ["fleettui.agent", "fleettui.status_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@
     serve_enabled = true     # serve the live store to `fleettui sql` and the app
     status_interval_s = 10.0 # how often the daemon logs a progress line (0: never)
     retention_h = 168.0      # hours of raw samples kept (older ones deleted hourly)
+    metrics_listen = "127.0.0.1:0"  # the daemon's own /metrics (loopback; "" off; 0: free port)
 
     [[sources]]              # one table per source; `kind` picks the module
     kind = "sim"             # see `fleettui daemon --list-sources`
@@ -42,8 +43,13 @@ class DaemonOptions:
     serve_enabled: bool = True
     status_interval_s: float = 10.0
     retention_h: float = 168.0
+    metrics_listen: str = "127.0.0.1:0"
 
     def __post_init__(self) -> None:
+        if self.metrics_listen:
+            from fleettui.metrics import parse_listen
+
+            parse_listen(self.metrics_listen)
         if self.status_interval_s < 0:
             raise ValueError("status_interval_s must be >= 0")
         if self.retention_h <= 0:

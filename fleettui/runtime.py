@@ -96,6 +96,7 @@ class Runtime:
         queue_size: int = 256,
         on_write: Callable[[RuntimeStats], None] | None = None,
         enrich: Enrichment | None = None,
+        observe: Callable[[list[Batch]], None] | None = None,
     ):
         self.store = store
         self.sources = list(sources)
@@ -105,10 +106,16 @@ class Runtime:
         self._queue: asyncio.Queue[list[Batch]] = asyncio.Queue(maxsize=queue_size)
         self._on_write = on_write
         self.enrich = enrich
+        self._observe = observe  # sees every hand-in (the daemon's SourceHealth)
 
     async def sink(self, batches: list[Batch]) -> None:
         """Where push sources (and pull loops) hand their batches."""
         if batches:
+            if self._observe is not None:
+                try:
+                    self._observe(batches)
+                except Exception:  # watching must never stop ingestion
+                    log.exception("observing a hand-in failed")
             await self._queue.put(batches)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -141,7 +148,7 @@ class Runtime:
             await self._queue.join()  # flush what was gathered before stopping
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-            for src in self.sources:
+            for src in [*self.sources, *self.tasks]:  # tasks: alert delivery's last sends
                 close = getattr(src, "close", None)
                 if close is not None:
                     with contextlib.suppress(Exception):
