@@ -83,6 +83,7 @@ class Runtime:
         clock: Callable[[], datetime] = utcnow,
         queue_size: int = 256,
         on_write: Callable[[RuntimeStats], None] | None = None,
+        task_grace_s: float = 30.0,
     ):
         self.store = store
         self.sources = list(sources)
@@ -91,6 +92,7 @@ class Runtime:
         self.stats = RuntimeStats()
         self._queue: asyncio.Queue[list[Batch]] = asyncio.Queue(maxsize=queue_size)
         self._on_write = on_write
+        self.task_grace_s = task_grace_s  # how long a tick under way at stop may take
 
     async def sink(self, batches: list[Batch]) -> None:
         """Where push sources (and pull loops) hand their batches."""
@@ -110,8 +112,19 @@ class Runtime:
         try:
             await stop.wait()
         finally:
-            for p in producers:
+            # A task's tick under way (an alert cycle writing its state) is let finish,
+            # within a grace period, before anything closes: a cancelled tick would
+            # leave its worker thread writing to a store about to close.
+            ticking = producers[len(producers) - len(self.tasks):] if self.tasks else []
+            pulls = producers[: len(producers) - len(ticking)]
+            for p in pulls:
                 p.cancel()
+            if ticking:
+                _, late = await asyncio.wait(ticking, timeout=self.task_grace_s)
+                for p in late:
+                    log.warning("task %s still running %g s after stop; abandoned",
+                                p.get_name(), self.task_grace_s)
+                    p.cancel()
             await asyncio.gather(*producers, return_exceptions=True)
             await self._queue.join()  # flush what was gathered before stopping
             writer.cancel()
@@ -169,8 +182,18 @@ class Runtime:
 
     async def _task_loop(self, task: Task, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.sleep(task.interval_s)
-            await self._queue.join()  # evaluate over what has been gathered so far
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), task.interval_s)
+            if stop.is_set():
+                return  # between ticks: nothing under way
+            # evaluate over what has been gathered so far (a stop ends the wait)
+            joined = asyncio.ensure_future(self._queue.join())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((joined, stopped), return_when=asyncio.FIRST_COMPLETED)
+            joined.cancel()
+            stopped.cancel()
+            if stop.is_set():
+                return
             try:
                 await task.tick(self.clock())
             except asyncio.CancelledError:
