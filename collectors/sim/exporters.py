@@ -459,7 +459,7 @@ class SimExporters:
             def log_message(self, *args) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._server = _Server(("127.0.0.1", self._port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="sim-exporters", daemon=True
@@ -485,3 +485,9 @@ class SimExporters:
 
 def _labels(d: dict[str, str]) -> str:
     return ",".join(f'{k}="{v}"' for k, v in d.items())
+
+
+class _Server(ThreadingHTTPServer):
+    # Many targets share this one server: a scraper connects to all at once, and
+    # the default listen backlog of 5 would drop the connections beyond it.
+    request_queue_size = 1024
