@@ -101,8 +101,8 @@ async def get(
             stage[0] = "reading the body"
             try:
                 r.body = await _read_body(reader, r.headers, max_bytes, stage)
-            except _Cut as cut:
-                r.body, r.reason = cut.body, f"{url}: {cut.reason}"
+            except _Cut as cut:  # what arrived is kept: the parser drops a partial last line
+                r.body, r.reason = cut.body or None, f"{url}: {cut.reason}"
     except TimeoutError:
         got = f" ({stage[0]})" if stage[0] else ""
         r.reason = f"{url}: no complete answer within the {deadline_s:g} s deadline{got}"
