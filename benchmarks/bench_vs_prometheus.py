@@ -270,10 +270,12 @@ def link_down_replay(db: Path, t0: float, t1: float) -> tuple[int, int]:
         while t <= end:
             eng.evaluate(t)
             t += timedelta(seconds=15)
-        rows = store.cursor().execute(
+        cur = store.cursor()
+        rows = cur.execute(
             "SELECT a.scope_key, any_value(l.kind) FROM alerts a "
             "LEFT JOIN link_samples l ON a.scope_key = l.host || ':' || l.port "
             "WHERE a.rule = 'LinkDown' GROUP BY a.scope_key").fetchall()
+        cur.close()
     finally:
         store.close()
     nvlink = sum(1 for _, kind in rows if kind == "nvlink")
@@ -301,6 +303,8 @@ def main() -> int:
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--workers", type=int, default=0, help="scrape source `workers` (processes)")
     ap.add_argument("--warmup-s", type=float, default=20.0)
+    ap.add_argument("--no-align", dest="align", action="store_false",
+                    help="do not set the scrape source's align_to_interval (older code lacks it)")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temp dir)")
     a = ap.parse_args()
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench-vs-prom-"))
@@ -316,7 +320,7 @@ def main() -> int:
         time.sleep(step - time.time() % step + 0.2)
         prom, prom_url = start_prometheus(work, exp.prometheus_config(step))
         daemon = start_daemon(work, exp.sources_toml(interval_s=step, timeout_s=step,
-                                                     workers=a.workers))
+                                                     workers=a.workers, align=a.align))
         ptree, dtree = Tree(prom.pid), Tree(daemon.pid)
         try:
             end_warm = time.time() + a.warmup_s
@@ -375,7 +379,8 @@ def main() -> int:
     ]
     print(f"\nscale {a.scale} ({exp.n_gpus:,} GPUs, {len(exp.targets):,} targets, {a.shards} "
           f"exporter processes), interval {step:g} s, {a.duration_s:g} s, "
-          f"{per_window:,} exporter samples per window; scrape workers = {a.workers}\n")
+          f"{per_window:,} exporter samples per window; scrape workers = {a.workers}, "
+          f"align_to_interval = {a.align}\n")
     print("| | Prometheus | FleetTUI daemon (`scrape`, alerts off) |")
     print("| --- | --- | --- |")
     for r in rows:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import multiprocessing
 import urllib.parse
 from collections.abc import Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -61,6 +62,7 @@ class ScrapeOptions(TelemetryOptions):
     tls_verify: bool = True
     max_connections: int = 256  # targets fetched at once
     workers: int = 0  # parse in this many processes; 0: one thread of this process
+    align_to_interval: bool = False  # gather just after wall-clock multiples of interval_s
 
     def __post_init__(self) -> None:
         if not (0 < self.interval_s < math.inf and 0 < self.timeout_s < math.inf):
@@ -79,10 +81,18 @@ def parse_body(
     )
 
 
+def parse_bodies(items: list[tuple[bytes, str, float, dict[str, str], int]]) -> list[Snapshot]:
+    return [parse_body(*item) for item in items]
+
+
+_PARSE_BATCH = 64  # bodies per executor hand-off at most
+
+
 class ScrapeSource:
     def __init__(self, o: ScrapeOptions, targets: list[ScrapeTarget]):
         self.name = o.name
         self.interval_s = o.interval_s
+        self.align_to_interval = o.align_to_interval
         self.o = o
         self.targets = targets
         self.pipeline = TelemetryPipeline(o.name, o)
@@ -102,38 +112,69 @@ class ScrapeSource:
     def _pool(self) -> Executor:
         if self._executor is None:
             if self.o.workers > 0:
-                self._executor = ProcessPoolExecutor(self.o.workers)
+                # spawn: never fork a process whose threads (DuckDB, executors) hold locks
+                self._executor = ProcessPoolExecutor(
+                    self.o.workers, mp_context=multiprocessing.get_context("spawn")
+                )
             else:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-parse")
         return self._executor
 
-    async def _one(self, i: int, sem: asyncio.Semaphore) -> tuple[str | None, Snapshot | None]:
-        """Fetch target i within the deadline, then parse it at once (fetches and
-        parses overlap: the first bodies are parsed while the last still arrive)."""
-        t = self.targets[i]
-        async with sem:
-            r = await http_get.get(
-                t.url, deadline_s=self.o.timeout_s, max_bytes=self.o.max_body_bytes,
-                headers={"Accept": "text/plain;version=0.0.4"}, ssl_ctx=self._ssl,
-            )
-        if r.body is None:
-            return r.reason, None
-        loop = asyncio.get_running_loop()
-        snap = await loop.run_in_executor(
-            self._pool(), parse_body, r.body, t.url, r.at, self._labels[i], self.o.max_labels
-        )
-        return r.reason, snap
-
     async def gather(self, now: datetime) -> Gathered:
-        sem = asyncio.Semaphore(self.o.max_connections)
-        results = await asyncio.gather(*(self._one(i, sem) for i in range(len(self.targets))))
-        skipped = [reason for reason, _ in results if reason]
-        snaps = [snap for _, snap in results if snap is not None]
-        if results and not snaps:
-            raise RuntimeError(f"scrape: no target answered ({skipped[0]})")
+        n = len(self.targets)
         loop = asyncio.get_running_loop()
-        mapper = self._map_executor()
-        g = await loop.run_in_executor(mapper, self.pipeline.map, merge(snaps), _epoch(now))
+        sem = asyncio.Semaphore(self.o.max_connections)
+        reasons: list[str | None] = [None] * n
+        ready: list[tuple[int, http_get.Response]] = []  # fetched, not yet parsed
+        arrived = asyncio.Event()
+        snaps: dict[int, Snapshot] = {}
+
+        async def fetch(i: int) -> None:
+            async with sem:
+                r = await http_get.get(
+                    self.targets[i].url, deadline_s=self.o.timeout_s,
+                    max_bytes=self.o.max_body_bytes,
+                    headers={"Accept": "text/plain;version=0.0.4"}, ssl_ctx=self._ssl,
+                )
+            reasons[i] = r.reason
+            if r.body is not None:
+                ready.append((i, r))
+                arrived.set()
+
+        async def parse_arrived() -> None:
+            # Fetches and parses overlap: whatever has arrived is parsed in one
+            # executor call (one hand-off per batch, not per target) while the
+            # rest is still being fetched.
+            while True:
+                if not ready:
+                    if fetching.done():
+                        return
+                    arrived.clear()
+                    await arrived.wait()
+                    continue
+                batch = ready[:_PARSE_BATCH]
+                del ready[:_PARSE_BATCH]
+                items = [(r.body, self.targets[i].url, r.at, self._labels[i], self.o.max_labels)
+                         for i, r in batch]
+                parsed = await loop.run_in_executor(self._pool(), parse_bodies, items)
+                snaps.update(zip((i for i, _ in batch), parsed, strict=True))
+
+        fetching = asyncio.ensure_future(asyncio.gather(*(fetch(i) for i in range(n))))
+        fetching.add_done_callback(lambda _: arrived.set())
+        parsers = [asyncio.ensure_future(parse_arrived()) for _ in range(max(1, self.o.workers))]
+        try:
+            await fetching
+            await asyncio.gather(*parsers)
+        finally:
+            fetching.cancel()
+            for p in parsers:
+                p.cancel()
+        skipped = [r for r in reasons if r]
+        if n and not snaps:
+            raise RuntimeError(f"scrape: no target answered ({skipped[0]})")
+        merged = merge([snaps[i] for i in sorted(snaps)])  # target order, as configured
+        g = await loop.run_in_executor(self._map_executor(), self.pipeline.map, merged,
+                                       _epoch(now))
         g.skipped[:0] = skipped
         return g
 

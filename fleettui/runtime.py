@@ -140,6 +140,11 @@ class Runtime:
         loop = asyncio.get_running_loop()
         interval = src.interval_s
         next_at = loop.time()
+        if getattr(src, "align_to_interval", False):
+            # Gather at wall-clock multiples of the interval (just past them), as
+            # exporters that step their own clock expect: one gather per step.
+            next_at += (-time.time()) % interval + 0.05
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
         while not stop.is_set():
             now = self.clock()
             t0 = time.perf_counter()

@@ -134,7 +134,8 @@ class ShardedExporters:
         }
 
     def sources_toml(self, name: str = "sim-scrape", interval_s: float = 5.0,
-                     timeout_s: float | None = None, workers: int = 0) -> str:
+                     timeout_s: float | None = None, workers: int = 0,
+                     align: bool = False) -> str:
         """`[[sources]]` of kind "scrape" for every target."""
         rows = ",\n".join(
             f'  {{ url = "{t.url}", labels = {{ '
@@ -146,5 +147,6 @@ class ShardedExporters:
             f'[[sources]]\nkind = "scrape"\nname = "{name}"\ninterval_s = {interval_s:g}\n'
             f"timeout_s = {timeout_s or interval_s:g}\n"
             + (f"workers = {workers}\n" if workers else "")
+            + ("align_to_interval = true\n" if align else "")
             + f'link_kind_by_host = {{ "rtx-*" = "roce" }}\ntargets = [\n{rows}\n]\n'
         )
