@@ -11,7 +11,9 @@ Shared by the headless daemon and the app when it collects for itself.
   transaction, off the event loop. A bounded queue makes fast producers wait
   instead of growing memory. A batch the store refuses is reported and
   dropped alone; the rest of the transaction is retried without it.
-- Tasks (the alert engine) run on their own interval after the writes.
+- Tasks (the alert engine) run on their own interval after the writes. On
+  stop, a tick under way finishes (within `task_grace_s`) before `run`
+  returns, so the caller never closes the store under it.
 """
 
 from __future__ import annotations
