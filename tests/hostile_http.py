@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 
 OK_BODY = (
-    'DCGM_FI_DEV_GPU_TEMP{gpu="0",UUID="GPU-ok",Hostname="h-ok"} 41\n'
-    'DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-ok",Hostname="h-ok"} 300\n'
-).encode()
+    b'DCGM_FI_DEV_GPU_TEMP{gpu="0",UUID="GPU-ok",Hostname="h-ok"} 41\n'
+    b'DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-ok",Hostname="h-ok"} 300\n'
+)
 LINE = b'DCGM_FI_DEV_GPU_TEMP{gpu="0",UUID="GPU-huge",Hostname="h-huge"} 41\n'
 
 

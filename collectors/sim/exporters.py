@@ -223,7 +223,6 @@ class SimExporters:
         return out
 
     def targets(self) -> list[Target]:
-        f = self.model.fleet
         out = []
         for h in self.hosts:
             hi = self._hidx[h]
@@ -325,7 +324,7 @@ class SimExporters:
         return f" {self._t * 1000}\n" if self.timestamps else "\n"
 
     def _render_dcgm(self, h: int) -> str:
-        f, st = self.model.fleet, self._state
+        _f, st = self.model.fleet, self._state
         end = self._suffix()
         lines: dict[str, list[str]] = {}
 
