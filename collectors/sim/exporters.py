@@ -324,7 +324,7 @@ class SimExporters:
         return f" {self._t * 1000}\n" if self.timestamps else "\n"
 
     def _render_dcgm(self, h: int) -> str:
-        _f, st = self.model.fleet, self._state
+        st = self._state
         end = self._suffix()
         lines: dict[str, list[str]] = {}
 
