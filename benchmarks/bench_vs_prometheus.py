@@ -13,8 +13,10 @@ both, from one run:
 - windows captured: interval windows in which a value stamped with that window
   was stored for >= 99% of the GPUs seen in the best window;
 - CPU-s per million exporter samples: the process tree's user+system CPU over
-  the measured span (from /proc) / the sample lines the exporters offered
-  (lines per window x windows in the span);
+  the measured span (from /proc) / the samples it scraped (Prometheus: its
+  `prometheus_tsdb_head_samples_appended_total` over the span; the daemon:
+  sample lines per window x its gathers in the span), and / the samples
+  offered (lines per window x windows in the span);
 - peak RSS (VmHWM, summed over the process tree);
 - bytes per stored value: Prometheus' TSDB after a snapshot of its head
   (a compacted block) / samples appended; the DuckDB file after the daemon's
@@ -194,6 +196,14 @@ def prometheus_temps(url: str, t0: float, t1: float) -> dict[float, dict[str, fl
     return out
 
 
+def prometheus_appended(url: str, t: float) -> float:
+    """Samples Prometheus appended to its head up to time t (all series)."""
+    q = urllib.parse.urlencode({"query": "prometheus_tsdb_head_samples_appended_total",
+                                "time": f"{t:.3f}"})
+    res = _get_json(f"{url}/api/v1/query?{q}")["data"]["result"]
+    return sum(float(r["value"][1]) for r in res)
+
+
 def windows_captured(per_ts: dict[float, int], t0: float, t1: float, step: float) -> tuple[int, int]:
     n = int((t1 - t0) // step)
     best = max(per_ts.values(), default=0)
@@ -345,6 +355,8 @@ def main() -> int:
             ptree.sample()
             dtree.sample()
             prom_temps = prometheus_temps(prom_url, t0, t1)
+            prom_scraped_m = (prometheus_appended(prom_url, t1)
+                              - prometheus_appended(prom_url, t0)) / 1e6
             prom_bpv, prom_samples = prometheus_bytes_per_value(prom_url, work)
         finally:
             daemon.send_signal(signal.SIGTERM)
@@ -361,14 +373,21 @@ def main() -> int:
     checks, diffs = agree(prom_temps, d["temps"])
     nvl, other = link_down_replay(work / "fleet.duckdb", t0, t1)
     runs, avg_ms, max_ms, over = d["runs"]
+    daemon_scraped_m = per_window * runs / 1e6  # every gather reads every target
+    p_cpu, d_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     err = (work / "daemon.err").read_text()
     rows = [
         ("windows captured", f"{p_windows[0]} / {p_windows[1]}",
          f"{d_windows[0]} / {d_windows[1]} (gathers: avg {avg_ms / 1000:.2f} s, max "
          f"{max_ms / 1000:.2f} s, {over} over {step:g} s)"),
-        ("CPU-s per million exporter samples", f"{(cpu1[0] - cpu0[0]) / offered_m:.2f}",
-         f"{(cpu1[1] - cpu0[1]) / offered_m:.2f} "
-         f"({(cpu1[1] - cpu0[1]) / max(cpu1[0] - cpu0[0], 1e-9):.2f}x)"),
+        ("CPU-s per million exporter samples scraped",
+         f"{p_cpu / max(prom_scraped_m, 1e-9):.2f} ({p_cpu:.0f} CPU-s, "
+         f"{prom_scraped_m:.2f} M appended)",
+         f"{d_cpu / max(daemon_scraped_m, 1e-9):.2f} ({d_cpu:.0f} CPU-s, {runs} gathers, "
+         f"{daemon_scraped_m:.2f} M) = "
+         f"{(d_cpu / max(daemon_scraped_m, 1e-9)) / (p_cpu / max(prom_scraped_m, 1e-9)):.2f}x"),
+        ("CPU-s per million exporter samples offered", f"{p_cpu / offered_m:.2f}",
+         f"{d_cpu / offered_m:.2f}"),
         ("peak RSS", f"{ptree.peak_rss_mib():.0f} MiB", f"{dtree.peak_rss_mib():.0f} MiB"),
         ("bytes per stored value", f"{prom_bpv:.2f} (snapshot block, {prom_samples:,} samples)",
          f"{d['bytes'] / max(d['values'], 1):.2f} ({d['values']:,} values, file after checkpoint)"),
