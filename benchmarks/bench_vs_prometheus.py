@@ -13,7 +13,7 @@ both, from one run:
 - windows captured: interval windows in which a value stamped with that window
   was stored for >= 99% of the GPUs seen in the best window;
 - CPU-s per million exporter samples: the process tree's user+system CPU over
-  the measured span (from /proc) / the samples it scraped (Prometheus: its
+  the measured span (from /proc) / the samples it scraped (Prometheus: its own
   `prometheus_tsdb_head_samples_appended_total` over the span; the daemon:
   sample lines per window x its gathers in the span), and / the samples
   offered (lines per window x windows in the span);
@@ -196,12 +196,12 @@ def prometheus_temps(url: str, t0: float, t1: float) -> dict[float, dict[str, fl
     return out
 
 
-def prometheus_appended(url: str, t: float) -> float:
-    """Samples Prometheus appended to its head up to time t (all series)."""
-    q = urllib.parse.urlencode({"query": "prometheus_tsdb_head_samples_appended_total",
-                                "time": f"{t:.3f}"})
-    res = _get_json(f"{url}/api/v1/query?{q}")["data"]["result"]
-    return sum(float(r["value"][1]) for r in res)
+def prometheus_appended(url: str) -> float:
+    """Samples Prometheus has appended to its head so far (its own /metrics, read now)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=60) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("prometheus_tsdb_head_samples_appended_total"))
 
 
 def windows_captured(per_ts: dict[float, int], t0: float, t1: float, step: float) -> tuple[int, int]:
@@ -344,19 +344,20 @@ def main() -> int:
             ptree.sample()
             dtree.sample()
             cpu0 = (ptree.cpu_s(), dtree.cpu_s())
+            appended0 = prometheus_appended(prom_url)
             t1 = t0 + a.duration_s
             while time.time() < t1:
                 time.sleep(min(1.0, max(0.0, t1 - time.time())))
                 ptree.sample()
                 dtree.sample()
             cpu1 = (ptree.cpu_s(), dtree.cpu_s())
+            appended1 = prometheus_appended(prom_url)
             # let the last window's scrapes land, then read Prometheus before stopping it
             time.sleep(step)
             ptree.sample()
             dtree.sample()
             prom_temps = prometheus_temps(prom_url, t0, t1)
-            prom_scraped_m = (prometheus_appended(prom_url, t1)
-                              - prometheus_appended(prom_url, t0)) / 1e6
+            prom_scraped_m = (appended1 - appended0) / 1e6
             prom_bpv, prom_samples = prometheus_bytes_per_value(prom_url, work)
         finally:
             daemon.send_signal(signal.SIGTERM)
