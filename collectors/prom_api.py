@@ -59,7 +59,12 @@ class PromApi:
         params = {"query": query, "start": round(start), "end": round(end), "step": step}
         return await self._get("/api/v1/query_range", params, executor)
 
-    async def _get(self, path: str, params: dict, executor: Executor | None) -> list[dict]:
+    async def targets(self, state: str = "active", executor: Executor | None = None) -> dict:
+        """`GET /api/v1/targets` (`data`: activeTargets, droppedTargets)."""
+        return await self._get("/api/v1/targets", {"state": state}, executor, key=None)
+
+    async def _get(self, path: str, params: dict, executor: Executor | None,
+                   key: str | None = "result") -> Any:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         r = await http_get.get(
             url, deadline_s=self.timeout_s, max_bytes=self.max_body_bytes,
@@ -70,14 +75,15 @@ class PromApi:
             # reasons name the full URL (with the query); keep the line short
             raise PromApiError(r.reason.replace(url, where, 1))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, _result, r.body, where)
+        return await loop.run_in_executor(executor, _result, r.body, where, key)
 
 
-def _result(body: bytes, where: str) -> list[dict[str, Any]]:
+def _result(body: bytes, where: str, key: str | None = "result") -> Any:
+    """`data.result` (or all of `data` when key is None) of an API answer."""
     try:
         doc = json.loads(body)
         if doc.get("status") != "success":
             raise PromApiError(f"{where}: {doc.get('errorType', 'error')}: {doc.get('error', '')}"[:300])
-        return doc["data"]["result"]
+        return doc["data"] if key is None else doc["data"][key]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PromApiError(f"{where}: not a Prometheus API answer ({type(exc).__name__})") from exc

@@ -14,7 +14,8 @@ body costs only its own samples, with the reason (naming the target) in
 `Gathered.skipped`, hence in `collector_runs.error`. Each target may add
 labels, as a Prometheus static config does: `instance` names the host for
 node_exporter series (which carry no hostname), `service`/`namespace` name an
-inference endpoint and its tenant.
+inference endpoint and its tenant. A target that fails or yields nothing
+parsable is also a `collector_runs` row of its own (collectors.promtext.target_runs).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from collectors.options import OptionsError, parse_options
 from collectors.promtext.parse import parse_exposition
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
 from collectors.promtext.series import MAX_LABELS, Snapshot, merge
+from collectors.promtext.target_runs import failure_runs
 
 
 @dataclass(frozen=True)
@@ -172,10 +174,19 @@ class ScrapeSource:
         skipped = [r for r in reasons if r]
         if n and not snaps:
             raise RuntimeError(f"scrape: no target answered ({skipped[0]})")
+        failed = []  # each failed or unparsable target is a collector_runs row of its own
+        for i, t in enumerate(self.targets):
+            snap = snaps.get(i)
+            if snap is None:
+                failed.append((t.url, f"target {t.url} failed: {reasons[i]}"))
+            elif not len(snap):  # HTML, empty, nothing parsable: a failure, not a quiet target
+                why = "; ".join(snap.skipped[:2]) or "no samples"
+                failed.append((t.url, f"target {t.url} unparsable: {why}"))
         merged = merge([snaps[i] for i in sorted(snaps)])  # target order, as configured
         g = await loop.run_in_executor(self._map_executor(), self.pipeline.map, merged,
                                        _epoch(now))
         g.skipped[:0] = skipped
+        g.batches += failure_runs(self.name, _naive(now), failed)
         return g
 
     def _map_executor(self) -> Executor:
@@ -195,6 +206,10 @@ class ScrapeSource:
 
 def _epoch(ts: datetime) -> float:
     return ts.timestamp() if ts.tzinfo else ts.replace(tzinfo=UTC).timestamp()
+
+
+def _naive(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 @register("scrape")
