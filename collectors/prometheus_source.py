@@ -1,5 +1,5 @@
 """Pull source "prometheus": dcgm-exporter, node_exporter and inference-server
-series read from a Prometheus server with prometheus-api-client.
+series read from a Prometheus server over its HTTP API (`collectors/prom_api.py`).
 
 Each gather runs one instant query per selector, as a *range selector* over
 the last `window_s` (`{__name__=~"DCGM_FI_.*"}[30s]`): the answer carries the
