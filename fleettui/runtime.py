@@ -11,10 +11,12 @@ Shared by the headless daemon and the app when it collects for itself.
   transaction, off the event loop. A bounded queue makes fast producers wait
   instead of growing memory. A batch the store refuses is reported and
   dropped alone; the rest of the transaction is retried without it.
-- Tasks (the alert engine) run on their own interval after the writes.
 - An `Enrichment` (fleettui/enrich.py: topology, contracted tenancy, latency
   targets) is applied to every write, so every source benefits; what it knows
   before any source reports is written first.
+- Tasks (the alert engine) run on their own interval after the writes. On
+  stop, a tick under way finishes (within `task_grace_s`) before `run`
+  returns, so the caller never closes the store under it.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class Runtime:
         on_write: Callable[[RuntimeStats], None] | None = None,
         enrich: Enrichment | None = None,
         observe: Callable[[list[Batch]], None] | None = None,
+        task_grace_s: float = 30.0,
     ):
         self.store = store
         self.sources = list(sources)
@@ -107,6 +110,7 @@ class Runtime:
         self._on_write = on_write
         self.enrich = enrich
         self._observe = observe  # sees every hand-in (the daemon's SourceHealth)
+        self.task_grace_s = task_grace_s  # how long a tick under way at stop may take
 
     async def sink(self, batches: list[Batch]) -> None:
         """Where push sources (and pull loops) hand their batches."""
@@ -142,8 +146,19 @@ class Runtime:
         try:
             await stop.wait()
         finally:
-            for p in producers:
+            # A task's tick under way (an alert cycle writing its state) is let finish,
+            # within a grace period, before anything closes: a cancelled tick would
+            # leave its worker thread writing to a store about to close.
+            ticking = producers[len(producers) - len(self.tasks):] if self.tasks else []
+            pulls = producers[: len(producers) - len(ticking)]
+            for p in pulls:
                 p.cancel()
+            if ticking:
+                _, late = await asyncio.wait(ticking, timeout=self.task_grace_s)
+                for p in late:
+                    log.warning("task %s still running %g s after stop; abandoned",
+                                p.get_name(), self.task_grace_s)
+                    p.cancel()
             await asyncio.gather(*producers, return_exceptions=True)
             await self._queue.join()  # flush what was gathered before stopping
             writer.cancel()
@@ -159,6 +174,11 @@ class Runtime:
         loop = asyncio.get_running_loop()
         interval = src.interval_s
         next_at = loop.time()
+        if getattr(src, "align_to_interval", False):
+            # Gather at wall-clock multiples of the interval (just past them), as
+            # exporters that step their own clock expect: one gather per step.
+            next_at += (-time.time()) % interval + 0.05
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
         while not stop.is_set():
             now = self.clock()
             t0 = time.perf_counter()
@@ -201,8 +221,18 @@ class Runtime:
 
     async def _task_loop(self, task: Task, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.sleep(task.interval_s)
-            await self._queue.join()  # evaluate over what has been gathered so far
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), task.interval_s)
+            if stop.is_set():
+                return  # between ticks: nothing under way
+            # evaluate over what has been gathered so far (a stop ends the wait)
+            joined = asyncio.ensure_future(self._queue.join())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((joined, stopped), return_when=asyncio.FIRST_COMPLETED)
+            joined.cancel()
+            stopped.cancel()
+            if stop.is_set():
+                return
             try:
                 await task.tick(self.clock())
             except asyncio.CancelledError:
