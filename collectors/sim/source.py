@@ -2,7 +2,8 @@
 and returns columnar batches for every table, as a real fleet's collectors would.
 
 The first gather also describes the fleet (hosts, GPUs, slices, tenants,
-endpoints, assignments). String columns are built once as Arrow arrays and
+endpoints, assignments). Every `processes_every`-th gather lists the processes
+on busy GPUs and slices, as the NVML agent lists them every few polls. String columns are built once as Arrow arrays and
 filtered by the reporting masks, so a tick costs a few numpy and Arrow calls
 regardless of fleet size.
 """
@@ -21,6 +22,7 @@ from collectors.base import Gathered, register
 from collectors.options import parse_options
 from collectors.sim.faults import DEFAULT_FAULTS, DEFAULT_PERIOD_S, Fault
 from collectors.sim.model import FleetState, SimModel
+from collectors.sim.processes import BUSY_UTIL_PCT, build_processes
 from collectors.sim.topology import ENDPOINTS, GPU_MODELS, KIND_CODE, TENANTS
 from storage.batch import Batch, make_batch
 
@@ -56,13 +58,20 @@ class SimSource:
         faults: tuple[Fault, ...] = DEFAULT_FAULTS,
         period_s: float | None = DEFAULT_PERIOD_S,
         start: datetime | None = None,
+        events_after: datetime | None = None,
+        processes_every: int = 5,
     ):
+        """`events_after`: events up to that time are left out (another source wrote
+        them: the demo's back-fill covers the past of a live source with the same start)."""
         self.name = name
         self.interval_s = interval_s
         self._model_args = dict(seed=seed, scale=scale, faults=faults, period_s=period_s)
         self._start = start
         self.model: SimModel | None = None
         self._last_t: float | None = None
+        self._events_after = to_epoch(events_after) if events_after is not None else None
+        self.processes_every = max(1, processes_every)
+        self._gathers = 0
 
     def ensure_model(self, now: datetime) -> SimModel:
         if self.model is None:
@@ -80,6 +89,16 @@ class SimSource:
             gi = f.link_gpu_idx
             self._link_gpu = self._gpu_uuid.take(pa.array(np.where(gi >= 0, gi, 0), mask=gi < 0))
             self._link_rate = pa.array(f.link_rate)
+            self._procs = build_processes(f)
+            p = self._procs
+            self._proc_host = self._gpu_host.take(pa.array(p.gpu_idx))
+            self._proc_gpu = self._gpu_uuid.take(pa.array(p.gpu_idx))
+            self._proc_cols = {
+                "slice_id": pa.array(p.slice_id, pa.string()), "pid": pa.array(p.pid),
+                "container": pa.array(p.container, pa.string()),
+                "cgroup": pa.array(p.cgroup, pa.string()),
+                "tenant_guess": pa.array(p.tenant, pa.string()),
+            }
         return self.model
 
     async def gather(self, now: datetime) -> Gathered:
@@ -93,7 +112,12 @@ class SimSource:
         batches = self.describe(now) if first else []
         state = model.state(t)
         batches += self.sample_batches(state)
+        if self._gathers % self.processes_every == 0:
+            batches.append(self.process_batch(state))
+        self._gathers += 1
         prev = self._last_t if self._last_t is not None else model.start - 1e-6
+        if self._events_after is not None:
+            prev = max(prev, self._events_after)
         batches += self.event_batches(prev, t)
         self._last_t = t
         return Gathered(batches)
@@ -203,6 +227,24 @@ class SimSource:
         n_h = int(s.host_reporting.sum())
         hosts = make_batch("hosts", {"host": self._host.filter(h), "last_seen": ts_array(s.t, n_h)})
         return [gpu, slices, links, latency, hosts]
+
+    def process_batch(self, s: FleetState) -> Batch:
+        """The processes running at `s`: on every reporting GPU or slice that is busy."""
+        p = self._procs
+        on_slice = p.slice_idx >= 0
+        si = np.maximum(p.slice_idx, 0)
+        util = np.where(on_slice, s.slice_util_pct[si], s.gpu_util_pct[p.gpu_idx])
+        used = np.where(on_slice, s.slice_mem_used_bytes[si] * 0.9,
+                        s.gpu_mem_used_bytes[p.gpu_idx] * 0.95).astype(np.int64)
+        keep = s.gpu_reporting[p.gpu_idx] & (np.nan_to_num(util) >= BUSY_UTIL_PCT)
+        m = pa.array(keep)
+        n = int(keep.sum())
+        return make_batch("processes", {
+            "ts": ts_array(s.t, n), "host": self._proc_host.filter(m),
+            "gpu_uuid": self._proc_gpu.filter(m),
+            **{k: v.filter(m) for k, v in self._proc_cols.items()},
+            "used_mem_bytes": pa.array(used).filter(m), "source": [self.name] * n,
+        })
 
     def event_batches(self, t0: float, t1: float) -> list[Batch]:
         events = self.model.events_between(t0, t1)
