@@ -110,3 +110,26 @@ def test_quitting_while_the_demo_back_fills_exits_cleanly(tmp_path):
                              timeout=120)
         assert res.returncode == 0, res.stderr[-500:]
         assert "alive []" in res.stdout
+
+
+def test_demo_backfill_evaluates_alerts_so_the_past_shows_what_was_firing(tmp_path):
+    import threading
+
+    from fleettui.alerts.engine import AlertEngine
+    from fleettui.config import Config
+    from fleettui.daemon import build_tasks
+    from fleettui.tui.launch import demo_backfill
+    from storage.views import fleet_totals
+
+    store = Store.open(tmp_path / "demo.duckdb")
+    now = datetime(2026, 11, 26, 12, 10, 0)
+    demo = demo_sources(now)
+    engine = next(t for t in build_tasks(Config(), store) if isinstance(t, AlertEngine))
+    done = threading.Event()
+    demo_backfill(store, demo, engine, done)(threading.Event())
+    assert done.is_set()
+    past = demo.start + timedelta(minutes=9)
+    firing = fleet_totals(store.con, past)["alerts_firing"]
+    assert firing >= 3  # the Xid 79, the link down, the thermal throttle at least
+    assert fleet_totals(store.con, demo.start + timedelta(seconds=5))["alerts_firing"] == 0
+    store.close()

@@ -26,17 +26,46 @@ def history_times(start: datetime, seconds: float, step_s: float) -> list[dateti
 
 def fill_history(
     store: Store, source: SimSource, start: datetime, seconds: float, step_s: float = 1.0,
-    *, stop: threading.Event | None = None,
+    *, stop: threading.Event | None = None, evaluate: Callable[[datetime], object] | None = None,
+    evaluate_every_s: float = 15.0,
 ) -> datetime:
     """Sample `source` every `step_s` over [start, start + seconds); returns the last time.
 
-    `stop` ends it early (the app is closing: no write may be left in flight)."""
+    `stop` ends it early (the app is closing: no write may be left in flight).
+    `evaluate` (the alert engine's) runs every `evaluate_every_s` of simulated time
+    over what is written so far, with a `collector_runs` row per sample as the
+    runtime records: alerts then have the history the back-fill has, and the
+    time cursor shows what was firing then."""
+    from fleettui.runtime import run_record
+
     t = start
+    next_eval = start
     for t in history_times(start, seconds, step_s):
         if stop is not None and stop.is_set():
             break
-        store.write(source.sample(t).batches)
+        gathered = source.sample(t)
+        batches = list(gathered.batches)
+        if evaluate is not None:
+            batches.append(run_record(t, source.name, 0.0, step_s, gathered, None))
+        store.write(batches)
+        if evaluate is not None and t >= next_eval:
+            evaluate(t)
+            next_eval = t + timedelta(seconds=evaluate_every_s)
     return t
+
+
+class AfterEvent:
+    """A runtime task that skips its ticks until `ready` is set: the live alert engine
+    waits while the back-fill evaluates the past, so one engine never sees time go
+    backwards."""
+
+    def __init__(self, task, ready: threading.Event) -> None:
+        self.task, self.ready = task, ready
+        self.name, self.interval_s = task.name, task.interval_s
+
+    async def tick(self, now: datetime) -> None:
+        if self.ready.is_set():
+            await self.task.tick(now)
 
 
 class BackgroundRuntime:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -130,13 +131,31 @@ def demo_sources(now: datetime, *, seed: int = 7, scale: int = 1) -> DemoSources
     )
 
 
+def demo_backfill(store, demo: DemoSources, engine, done) -> Callable[[Any], None]:
+    """The back-fill thread's body: the history written, the alert engine (when there
+    is one) evaluating it as it goes, `done` set at the end (then the engine goes live)."""
+    from fleettui.tui.demo import fill_history
+
+    def backfill(stop) -> None:
+        try:
+            fill_history(store, demo.history, demo.start, BACKFILL_S, step_s=demo.step_s,
+                         stop=stop, evaluate=engine.evaluate if engine else None,
+                         evaluate_every_s=engine.interval_s if engine else 15.0)
+        finally:
+            done.set()
+
+    return backfill
+
+
 def run_demo_app(args: argparse.Namespace) -> int:
+    import threading
+
+    from fleettui.alerts.engine import AlertEngine
     from fleettui.config import Config
     from fleettui.daemon import build_tasks
     from fleettui.demo import demo_db_path, fresh_db
     from fleettui.tui.app import FleetApp, utc_now
-    from fleettui.tui.demo import BackgroundRuntime, fill_history
-
+    from fleettui.tui.demo import AfterEvent, BackgroundRuntime
 
     path = fresh_db(demo_db_path(getattr(args, "db", None)))
     store = open_app_store(path)
@@ -144,11 +163,12 @@ def run_demo_app(args: argparse.Namespace) -> int:
                         scale=getattr(args, "scale", 1) or 1)
     live = demo.live
 
-    def backfill(stop) -> None:
-        fill_history(store, demo.history, demo.start, BACKFILL_S, step_s=demo.step_s, stop=stop)
-
     try:
         tasks = tuple(build_tasks(Config(), store))
+        engine = next((t for t in tasks if isinstance(t, AlertEngine)), None)
+        history_done = threading.Event()
+        backfill = demo_backfill(store, demo, engine, history_done)
+        tasks = tuple(AfterEvent(t, history_done) if t is engine else t for t in tasks)
         collector = BackgroundRuntime(store, [live], tasks, backfill=backfill)
         FleetApp(store.con, clock=utc_now, collector=collector, store=store).run()
     finally:
