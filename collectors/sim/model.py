@@ -31,7 +31,7 @@ from collectors.sim.topology import (
     build_fleet,
 )
 
-_KINDS = sorted(KIND_CODE, key=KIND_CODE.get)
+_KINDS = sorted(KIND_CODE, key=KIND_CODE.__getitem__)
 MEM_TOTAL = np.array([GPU_MODELS[k][1] for k in _KINDS], dtype=np.int64)
 TDP_W = np.array([GPU_MODELS[k][2] for k in _KINDS])
 SM_MAX_MHZ = np.array([GPU_MODELS[k][3] for k in _KINDS])

@@ -42,7 +42,11 @@ def _cgroup(g: int, k: int, tenant: int) -> str:
 
 
 def build_processes(f: Fleet) -> ProcessTable:
-    gpu_idx, slice_idx, ks, tenants, slice_ids = [], [], [], [], []
+    gpu_idx: list[int] = []
+    slice_idx: list[int] = []
+    ks: list[int] = []
+    tenants: list[int] = []
+    slice_ids: list[str | None] = []
     shares_seen: dict[int, int] = {}
     for s, sid in enumerate(f.slice_id):
         g = int(f.slice_gpu_idx[s])
@@ -57,8 +61,9 @@ def build_processes(f: Fleet) -> ProcessTable:
         tenants.append(int(f.slice_tenant[s]))
         slice_ids.append(sid)
     has_slices = np.bincount(np.asarray(f.slice_gpu_idx, dtype=np.int64), minlength=f.n_gpus) > 0
-    for g in np.flatnonzero((np.asarray(f.gpu_workload) != IDLE) & ~has_slices):
-        gpu_idx.append(int(g))
+    for whole in np.flatnonzero((np.asarray(f.gpu_workload) != IDLE) & ~has_slices):
+        g = int(whole)
+        gpu_idx.append(g)
         slice_idx.append(-1)
         ks.append(0)
         tenants.append(int(f.gpu_tenant[g]))

@@ -26,7 +26,7 @@ from collectors.sim.processes import BUSY_UTIL_PCT, build_processes
 from collectors.sim.topology import ENDPOINTS, GPU_MODELS, KIND_CODE, TENANTS
 from storage.batch import Batch, make_batch
 
-_KIND_NAMES = sorted(KIND_CODE, key=KIND_CODE.get)
+_KIND_NAMES = sorted(KIND_CODE, key=KIND_CODE.__getitem__)
 
 
 def to_epoch(ts: datetime) -> float:
@@ -65,7 +65,8 @@ class SimSource:
         them: the demo's back-fill covers the past of a live source with the same start)."""
         self.name = name
         self.interval_s = interval_s
-        self._model_args = dict(seed=seed, scale=scale, faults=faults, period_s=period_s)
+        self._model_args: dict[str, Any] = dict(
+            seed=seed, scale=scale, faults=faults, period_s=period_s)
         self._start = start
         self.model: SimModel | None = None
         self._last_t: float | None = None
@@ -125,11 +126,18 @@ class SimSource:
     async def close(self) -> None:
         return None
 
+    def _sampled(self) -> SimModel:
+        """The model, built by the first sample (every batch method runs after it)."""
+        if self.model is None:
+            raise RuntimeError("SimSource: sample() before asking for batches")
+        return self.model
+
     # -- batches ----------------------------------------------------------------
     def describe(self, now: datetime) -> list[Batch]:
         """The fleet's inventory: hosts, GPUs, slices, tenants, endpoints, assignments."""
-        f = self.model.fleet
-        start = datetime.fromtimestamp(self.model.start, UTC).replace(tzinfo=None)
+        model = self._sampled()
+        f = model.fleet
+        start = datetime.fromtimestamp(model.start, UTC).replace(tzinfo=None)
         n_h = f.n_hosts
         kinds = [_KIND_NAMES[k] for k in f.gpu_kind]
         gpu_assigned = f.gpu_tenant >= 0
@@ -149,7 +157,7 @@ class SimSource:
             make_batch("slices", {
                 "slice_id": self._slice_id, "gpu_uuid": self._slice_gpu, "kind": f.slice_kind,
                 "profile": f.slice_profile, "fraction": f.slice_fraction,
-                "mem_total_bytes": self.model.slice_mem_total_bytes,
+                "mem_total_bytes": model.slice_mem_total_bytes,
             }),
             make_batch("tenants", {
                 "tenant": tenants, "display_name": [t[1] for t in TENANTS],
@@ -247,10 +255,11 @@ class SimSource:
         })
 
     def event_batches(self, t0: float, t1: float) -> list[Batch]:
-        events = self.model.events_between(t0, t1)
+        model = self._sampled()
+        events = model.events_between(t0, t1)
         if not events:
             return []
-        f = self.model.fleet
+        f = model.fleet
         return [make_batch("events", {
             "ts": [datetime.fromtimestamp(e.t, UTC).replace(tzinfo=None) for e in events],
             "host": [f.host[e.host_idx] for e in events],
