@@ -16,6 +16,10 @@ Label mapping (see docs/dcgm-prometheus.md):
   to `assignments` (open/close), not repeated each gather.
 - Xid: `XID_ERRORS` is the last Xid seen, not a count: a change to a non-zero
   value is one `events` row.
+- DCGM blanks (collectors.dcgm_blank): a sample holding a blank sentinel is
+  no reading: its column stays NULL and it is counted in `dropped` with the
+  reason; string blanks in labels count as absent. MEMORY_TEMP 0 on a board
+  without HBM (no memory sensor) is NULL, counted likewise.
 
 Both classic field names and DCGM 4.6's renamed ones are read.
 """
@@ -30,6 +34,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from collectors.dcgm_blank import blank_mask, has_hbm, label_value
 from collectors.fabric import NVLINK_NAMES
 from collectors.promtext.labels import host_of
 from collectors.promtext.series import Snapshot
@@ -211,6 +216,7 @@ class DcgmMapper:
         dropped: dict[str, int] = {}
         skipped: list[str] = []
         used = 0
+        blank = blank_mask(snap.values)  # one vector pass over every value
         for i in idx:
             name, labels = snap.names[i], snap.labels[i]
             v, t = float(snap.values[i]), float(snap.ts[i])
@@ -254,7 +260,7 @@ class DcgmMapper:
                             "slice_id": sid,
                             "gpu": gpu,
                             "gi": gi,
-                            "profile": labels.get("GPU_I_PROFILE") or None,
+                            "profile": label_value(labels, "GPU_I_PROFILE"),
                             "tenant": None,
                             "labels": labels,
                         }
@@ -269,6 +275,10 @@ class DcgmMapper:
                     slice_info[s]["tenant"] = tenant
                 else:
                     info["tenant"] = tenant
+            if blank[i]:
+                why = f"{name}: DCGM blank value (not supported/found/permitted), stored as NULL"
+                dropped[why] = dropped.get(why, 0) + 1
+                continue
             spec = _FIELD_INDEX.get(name)
             if spec is not None:
                 kind, col, scale = spec
@@ -295,6 +305,7 @@ class DcgmMapper:
                 reason = NO_COLUMN.get(name, "field not mapped")
                 dropped[f"{name}: {reason}"] = dropped.get(f"{name}: {reason}", 0) + 1
         ng, ns = len(gpu_info), len(slice_info)
+        self._no_memory_sensor(gpu_info, gvals[:ng], dropped)
         batches: list[Batch] = []
         if ng:
             batches.append(self._gpu_batch(gpu_info, gvals[:ng], fgpu[:ng], gts[:ng]))
@@ -306,6 +317,21 @@ class DcgmMapper:
             gpu_info, slice_info, gvals[:ng], fgpu[:ng], fslice[:ns], gts[:ng], now
         )
         return DcgmResult(batches, skipped, ng, ns, used, dropped)
+
+    @staticmethod
+    def _no_memory_sensor(info: list[dict], g: np.ndarray, dropped: dict[str, int]) -> None:
+        """MEMORY_TEMP 0 on a board without HBM is "no sensor": NULL, not 0 degC."""
+        if not len(info):
+            return
+        col = _GPU_COLS.index("mem_temp_c") * 4
+        block = g[:, col : col + 4]  # a view: edits land in g
+        no_hbm = np.array([has_hbm(label_value(d["labels"], "modelName")) is not True for d in info])
+        zero = (block == 0) & no_hbm[:, None]
+        n = int(zero.any(axis=1).sum())
+        if n:
+            block[zero] = np.nan
+            why = "DCGM_FI_DEV_MEMORY_TEMP: 0 on a board without HBM (no sensor), stored as NULL"
+            dropped[why] = dropped.get(why, 0) + n
 
     # -- per-sample tables ------------------------------------------------------
     @staticmethod
@@ -401,7 +427,7 @@ class DcgmMapper:
         for d in gpus:
             if d["tenant"] and not d["mig"]:
                 seen[(d["uuid"], None)] = (d["tenant"], 1.0)
-        model = {g["uuid"]: g["labels"].get("modelName") for g in gpus}
+        model = {g["uuid"]: label_value(g["labels"], "modelName") for g in gpus}
         for s in slices:
             if s["tenant"]:
                 seen[(s["gpu"], s["slice_id"])] = (
@@ -465,19 +491,19 @@ class DcgmMapper:
                 uuid,
                 d["host"],
                 _int(lab.get("gpu")),
-                lab.get("modelName"),
-                lab.get("pci_bus_id"),
+                label_value(lab, "modelName"),
+                label_value(lab, "pci_bus_id"),
                 mig,
                 None if np.isnan(total[r]) else int(total[r]),
             )
             if refresh or self._dims.get(("gpu", uuid)) != row:
                 self._dims[("gpu", uuid)] = row
                 gpu_rows.append(row)
-            hrow = (d["host"], lab.get("DCGM_FI_DRIVER_VERSION"))
+            hrow = (d["host"], label_value(lab, "DCGM_FI_DRIVER_VERSION"))
             if refresh or self._dims.get(("host", d["host"])) != hrow:
                 self._dims[("host", d["host"])] = hrow
                 host_rows[d["host"]] = hrow
-        model = {g_["uuid"]: g_["labels"].get("modelName") for g_ in gpus}
+        model = {g_["uuid"]: label_value(g_["labels"], "modelName") for g_ in gpus}
         for s, d in enumerate(slices):
             row = (
                 d["slice_id"],

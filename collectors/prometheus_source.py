@@ -13,6 +13,10 @@ history through the same mappers, oldest step first. Range-query values carry
 step times, so counter baselines are reset after a backfill: the first live
 interval after it has no rates (NULL), rather than rates over a wrong interval.
 
+Each gather also reads Prometheus' active targets: one that is down (`up ==
+0`: unreachable, or a text Prometheus could not parse) becomes a failed
+`collector_runs` row naming job/instance and Prometheus' lastError.
+
 prometheus-api-client is synchronous (requests): queries run in a thread.
 """
 
@@ -37,12 +41,13 @@ from collectors.promtext.series import (
     matrix_steps,
     merge,
 )
+from collectors.promtext.target_runs import failure_runs
 
 DEFAULT_SELECTORS = [
     # dcgm-exporter: classic and DCGM 4.6 names share the prefix
     '{__name__=~"DCGM_FI_.*"}',
     '{__name__=~"node_infiniband_.*"}',
-    '{__name__=~"(vllm:|dynamo_frontend_|nv_inference_).*_bucket"}',
+    '{__name__=~"(vllm:|ray_vllm:|dynamo_frontend_|nv_inference_).*_bucket"}',
 ]
 MAX_POINTS = 11000  # Prometheus refuses range queries with more points per series
 
@@ -134,13 +139,52 @@ class PrometheusSource:
             self._last_ok is None or t - self._last_ok > 3 * self.interval_s
         ):
             out = await self.backfill(t)
-        ok, failed = await self._run_all(self._instant)
+        (ok, failed), down = await asyncio.gather(
+            self._run_all(self._instant), asyncio.to_thread(self._down_targets)
+        )
         snap = merge(
             [from_prometheus_result(r, f"{self.o.url} {sel}", self.o.max_labels) for sel, r in ok]
         )
         g = self.pipeline.map(snap, t)
         self._last_ok = t
-        return Gathered(out.batches + g.batches, out.skipped + failed + g.skipped)
+        at = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
+        return Gathered(
+            out.batches + g.batches + failure_runs(self.name, at, down),
+            out.skipped + failed + g.skipped,
+            g.dropped,
+        )
+
+    def _down_targets(self) -> list[tuple[str, str]]:
+        """Targets Prometheus could not scrape (health down, i.e. `up == 0`), with its
+        lastError (e.g. the exporter's text did not parse): (job/instance, reason)."""
+        try:
+            answer = self.client.get_targets(state="active")
+        except Exception as exc:  # e.g. a managed Prometheus without the targets API
+            return self._up_zero(_one_line(exc))
+        targets = answer.get("activeTargets", []) if isinstance(answer, dict) else answer or []
+        out = []
+        for tg in targets:
+            if not isinstance(tg, dict) or tg.get("health") != "down":
+                continue
+            lab = tg.get("labels") or {}
+            name = f"{lab.get('job', '?')}/{lab.get('instance', tg.get('scrapeUrl', '?'))}"
+            err = str(tg.get("lastError") or "no reason given")[:300]
+            out.append((name, f"target {name} is down in Prometheus (up == 0): {err}"))
+        return out
+
+    def _up_zero(self, why: str) -> list[tuple[str, str]]:
+        """The same from `up == 0`, where the targets API is not served (no reason text)."""
+        try:
+            series = self.client.custom_query("up == 0", timeout=self.o.timeout_s)
+        except Exception as exc:
+            return [(self.o.url, f"{self.o.url}: cannot tell down targets: {_one_line(exc)}")]
+        out = []
+        for sr in series or []:
+            lab = sr.get("metric", {}) if isinstance(sr, dict) else {}
+            name = f"{lab.get('job', '?')}/{lab.get('instance', '?')}"
+            out.append((name, f"target {name} is down in Prometheus (up == 0); "
+                              f"no lastError (targets API: {why})"))
+        return out
 
     async def backfill(self, t: float) -> Gathered:
         """Range-query history since the last good gather (at most backfill_s) and map it."""

@@ -7,7 +7,8 @@ target that times out, answers an error, HTML or a truncated body costs only
 its own samples, with the reason in `Gathered.skipped`. Each target may add
 labels, as a Prometheus static config does: `instance` names the host for
 node_exporter series (which carry no hostname), `service`/`namespace` name an
-inference endpoint and its tenant.
+inference endpoint and its tenant. A target that fails or yields nothing
+parsable is also a `collector_runs` row of its own (collectors.promtext.target_runs).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collectors.options import OptionsError, parse_options
 from collectors.promtext.parse import parse_exposition
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
 from collectors.promtext.series import MAX_LABELS, merge
+from collectors.promtext.target_runs import failure_runs
 
 
 @dataclass(frozen=True)
@@ -127,23 +129,27 @@ class ScrapeSource:
 
     async def gather(self, now: datetime) -> Gathered:
         fetched = await self.fetch_all()
-        snaps, skipped = [], []
+        snaps, skipped, failed = [], [], []
         for t, f in zip(self.targets, fetched, strict=True):
             if f.reason:
                 skipped.append(f.reason)
             if f.text is None:
+                failed.append((t.url, f"target {t.url} failed: {f.reason}"))
                 continue
             netloc = urllib.parse.urlsplit(t.url).netloc
             labels = {"instance": netloc, **{str(k): str(v) for k, v in t.labels.items()}}
-            snaps.append(
-                parse_exposition(
-                    f.text, t.url, now=f.at, extra_labels=labels, max_labels=self.o.max_labels
-                )
+            snap = parse_exposition(
+                f.text, t.url, now=f.at, extra_labels=labels, max_labels=self.o.max_labels
             )
+            if not len(snap):  # HTML, empty, nothing parsable: a failure, not a quiet target
+                why = "; ".join(snap.skipped[:2]) or "no samples"
+                failed.append((t.url, f"target {t.url} unparsable: {why}"))
+            snaps.append(snap)
         if fetched and all(f.text is None for f in fetched):
             raise RuntimeError(f"scrape: no target answered ({skipped[0]})")
         g = self.pipeline.map(merge(snaps), _epoch(now))
         g.skipped[:0] = skipped
+        g.batches += failure_runs(self.name, _naive(now), failed)
         return g
 
     async def close(self) -> None:
@@ -152,6 +158,10 @@ class ScrapeSource:
 
 def _epoch(ts: datetime) -> float:
     return ts.timestamp() if ts.tzinfo else ts.replace(tzinfo=UTC).timestamp()
+
+
+def _naive(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 @register("scrape")

@@ -55,6 +55,7 @@ class RuntimeStats:
 
 
 _MAX_REASONS_CHARS = 500
+_MAX_DROPPED_CHARS = 4000  # every reason of a real fleet's scrape fits (~30 of ~90 chars)
 
 
 def run_record(ts: datetime, name: str, duration_s: float, interval_s: float | None,
@@ -66,10 +67,15 @@ def run_record(ts: datetime, name: str, duration_s: float, interval_s: float | N
         text = "skipped: " + "; ".join(skipped)
     if text and len(text) > _MAX_REASONS_CHARS:
         text = text[: _MAX_REASONS_CHARS - 1] + "…"
+    dropped = gathered.dropped if gathered else {}
+    reasons = "; ".join(f"{k} x{n}" for k, n in sorted(dropped.items())) or None
+    if reasons and len(reasons) > _MAX_DROPPED_CHARS:
+        reasons = reasons[: _MAX_DROPPED_CHARS - 1] + "…"
     return make_batch("collector_runs", {
         "ts": [ts], "collector": [name], "duration_ms": [duration_s * 1000.0],
         "ok": [error is None], "rows": [gathered.rows if gathered else 0], "error": [text],
         "skipped": [len(skipped)], "interval_s": [interval_s],
+        "dropped": [sum(dropped.values())], "dropped_reasons": [reasons],
     })
 
 

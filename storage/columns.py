@@ -60,6 +60,8 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "collector_runs": {
         "ts": TS, "collector": S, "duration_ms": F, "ok": B, "rows": I, "error": S,
         "skipped": I, "interval_s": F,
+        # 0005_real_fleets.sql
+        "dropped": I, "dropped_reasons": S,
     },
     # 0002_mqtt.sql (NVML agent over MQTT)
     "rejects": {

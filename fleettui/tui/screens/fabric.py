@@ -15,7 +15,7 @@ from fleettui.tui.widgets.scale import fmt_num, fmt_rate, pct_text
 from fleettui.tui.widgets.table import Col, ViewTable
 from storage.views import Fabric, fabric
 
-KINDS = ("", "nvlink", "ib", "efa", "roce")
+KINDS = ("", "nvlink", "ib", "efa", "roce", "iwarp")
 LINK_ROWS, RACK_ROWS = 60, 40
 
 
