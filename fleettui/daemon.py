@@ -27,6 +27,7 @@ from fleettui.paths import DaemonInfo, remove_daemon_info, write_daemon_info
 from fleettui.runtime import Runtime, Task, utcnow
 from fleettui.source_health import SourceHealth
 from storage import quack
+from storage.columns import UPSERT_KEYS
 from storage.retention import RetentionTask
 from storage.store import Store
 
@@ -110,11 +111,27 @@ async def _serve_metrics(config: Config, runtime: Runtime, sources, tasks, healt
     return server, where
 
 
-def _status_line(runtime: Runtime) -> str:
+def status_line(runtime: Runtime, store: Store) -> str:
+    """Rows appended per table; dimension tables (hosts, GPUs, ...) as the distinct rows
+    the store holds: each sample re-merges its host, so counting merges would say
+    `hosts 10,471` for 56 hosts."""
     s = runtime.stats
-    tables = ", ".join(f"{t} {n:,}" for t, n in sorted(s.rows_by_table.items()) if n)
-    return (f"{s.rows_written:,} rows written ({tables}); {s.gathers} gathers, "
-            f"{s.gather_failures} failed; {s.batches_refused} batches refused")
+    appended = {t: n for t, n in s.rows_by_table.items() if n and t not in UPSERT_KEYS}
+    merged = sorted(t for t, n in s.rows_by_table.items() if n and t in UPSERT_KEYS)
+    known = []
+    cur = store.cursor()
+    try:
+        for t in merged:
+            known.append(f"{t} {cur.execute(f'SELECT count(*) FROM {t}').fetchone()[0]:,}")
+    except Exception as exc:  # a status line never stops the daemon
+        known.append(f"(counts unavailable: {str(exc).splitlines()[0]})")
+    finally:
+        cur.close()
+    tables = ", ".join(f"{t} {n:,}" for t, n in sorted(appended.items()))
+    return (f"{sum(appended.values()):,} rows appended ({tables})"
+            + (f"; known: {', '.join(known)}" if known else "")
+            + f"; {s.gathers} gathers, {s.gather_failures} failed; "
+            f"{s.batches_refused} batches refused")
 
 
 async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
@@ -145,10 +162,12 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): the caller sets `stop`
-        status = asyncio.create_task(_report(runtime, config.daemon.status_interval_s, stop))
+        status = asyncio.create_task(
+            _report(runtime, store, config.daemon.status_interval_s, stop))
         await runtime.run(stop)
         status.cancel()
-        print(f"fleettui daemon: stopped; {_status_line(runtime)}", file=sys.stderr, flush=True)
+        print(f"fleettui daemon: stopped; {status_line(runtime, store)}", file=sys.stderr,
+              flush=True)
         return 0
     finally:
         if metrics_server is not None:
@@ -162,9 +181,9 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
         store.close()
 
 
-async def _report(runtime: Runtime, every_s: float, stop: asyncio.Event) -> None:
+async def _report(runtime: Runtime, store: Store, every_s: float, stop: asyncio.Event) -> None:
     if every_s <= 0:
         return
     while not stop.is_set():
         await asyncio.sleep(every_s)
-        print(f"fleettui daemon: {_status_line(runtime)}", file=sys.stderr, flush=True)
+        print(f"fleettui daemon: {status_line(runtime, store)}", file=sys.stderr, flush=True)

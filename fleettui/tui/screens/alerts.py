@@ -60,7 +60,8 @@ COLS = [
     Col("scope", "scope"),
     Col("on", "scope_key", lambda v, r: _target(v, r)),
     Col("value", "value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
-    Col("peak", "peak_value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
+    # the most extreme value in the rule's direction (lowest for `<` rules): "peak" misread
+    Col("worst", "peak_value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
     Col("for", "duration_s", lambda v, _r: fmt_duration(v)),
     Col("since", "started_at", lambda v, _r: f"{v:%m-%d %H:%M:%S}" if v else "–"),
     Col("muted", "muted_kind", _muted),

@@ -140,7 +140,8 @@ class RackScreen(DataScreen):
                         severity="warning")
             return
         self.flt = flt
-        self.query_one(FilterBar).value = spec
+        bar = self.query_one(FilterBar)
+        bar.applied = bar.value = spec
         self.grid.cursor = 0
         self.reload()
 
