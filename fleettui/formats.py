@@ -81,9 +81,25 @@ def as_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return json.dumps(records, default=_json_default, indent=1) + "\n"
 
 
+# What EXPLAIN returns: one row per plan, the plan drawn over many lines.
+EXPLAIN_COLUMNS = ["explain_key", "explain_value"]
+
+
+def as_plan(rows: Sequence[Sequence[Any]]) -> str:
+    """EXPLAIN's plans whole (a table cell would keep one line of each); control
+    characters in them (from the query's literals) shown as escapes."""
+    return "".join(
+        escaped(str(key)) + "\n"
+        + "".join(escaped(line) + "\n" for line in str(value).rstrip().split("\n"))
+        for key, value in rows
+    )
+
+
 def render(fmt: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
            tty: bool = False) -> str:
     """`tty`: the output is a terminal (CSV then shows control characters as escapes)."""
+    if fmt == "table" and list(columns) == EXPLAIN_COLUMNS:
+        return as_plan(rows)
     if fmt == "csv":
         return as_csv(columns, rows, tty=tty)
     return {"table": as_table, "json": as_json}[fmt](columns, rows)
