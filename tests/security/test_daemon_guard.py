@@ -91,7 +91,7 @@ def served(tmp_path_factory):
              "severity": "warning", "started_at": last - timedelta(seconds=30),
              "fired_at": last - timedelta(seconds=20), "last_value": 40.0, "summary": "s"},
         ])
-        info = _serve(store, Config(), tmp / "fleet.duckdb")
+        info = _serve(store, Config(), tmp / "fleet.duckdb", None)
         other = tmp / "other.duckdb.daemon.json"
         other.write_text(json.dumps({"pid": 1, "endpoint": "quack:127.0.0.1:1",
                                      "token": "other-daemons-token", "db": "x", "started_at": ""}))
