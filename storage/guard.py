@@ -128,8 +128,3 @@ def install(con: duckdb.DuckDBPyConnection, operator_token: str | None) -> None:
     for sql in LOCKDOWN:
         con.execute(sql)
 
-
-def is_allowed(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
-    """What the daemon's guard says of `sql` (for tests and the corpus)."""
-    row = con.execute(f"SELECT {GUARD_CATALOG}.authorize('', ?)", [sql]).fetchone()
-    return bool(row and row[0])
