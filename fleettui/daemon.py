@@ -99,7 +99,10 @@ def _serve(store: Store, config: Config, db: Path, metrics: str | None) -> Daemo
                       metrics)
     write_operator_token(db, info.pid, operator)
     write_daemon_info(db, info)
-    register_daemon(info)
+    try:
+        register_daemon(info)
+    except OSError as exc:  # found through --db still; not worth stopping for
+        log.warning("cannot register in %s: %s", exc.filename, exc.strerror)
     return info
 
 

@@ -20,7 +20,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from platformdirs import user_data_dir, user_runtime_dir
+from platformdirs import user_data_dir, user_state_dir
 
 
 def default_db_path() -> Path:
@@ -120,7 +120,12 @@ def remove_daemon_info(db: Path, pid: int) -> None:
 
 # -- the registry of daemons running on this machine --------------------------
 def registry_dir() -> Path:
-    return Path(user_runtime_dir("fleettui", appauthor=False)) / "daemons"
+    """$XDG_RUNTIME_DIR/fleettui/daemons (per user, gone at logout), else a private
+    directory under the user's state dir."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base:
+        return Path(base) / "fleettui" / "daemons"
+    return Path(user_state_dir("fleettui", appauthor=False)) / "daemons"
 
 
 def register_daemon(info: DaemonInfo) -> Path:
