@@ -6,7 +6,7 @@ The daemon writes, all mode 0600 (directories it creates 0700):
 - `<db>.operator.json` beside it: the *operator* token (acknowledge and silence
   alerts too); the app of the daemon's own user reads it.
 - an entry `<pid>.json` in the registry under the user's runtime directory
-  (`$XDG_RUNTIME_DIR/fleettui/daemons`), naming its database: `fleettui` and
+  (`$XDG_RUNTIME_DIR/fleettui/daemons`, else the user state dir), naming its database: `fleettui` and
   `fleettui sql` find the daemons running on this machine without `--db`.
 Files are written to a fresh temporary name opened O_CREAT|O_EXCL|O_NOFOLLOW,
 then renamed over the target: a pre-placed file or symlink is never written through.
