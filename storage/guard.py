@@ -75,10 +75,24 @@ def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _install_sql(operator_sha256: str | None) -> list[str]:
+def _denied_functions(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every table function (and pragma, table macro) this instance knows, less the
+    allowlist, plus the denied scalars: the names a viewer's query may not call."""
+    rows = con.execute(
+        "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
+        "WHERE function_type IN ('table', 'table_macro', 'pragma') ORDER BY 1").fetchall()
+    allowed = set(ALLOWED_TABLE_FUNCTIONS)
+    return sorted({r[0] for r in rows if r[0] not in allowed} | set(DENIED_SCALARS))
+
+
+# Every function a parsed SELECT calls, scalar or table, appears in DuckDB's JSON
+# form as a "function_name" key (string values cannot contain an unescaped quote).
+_NAMES = r"""regexp_extract_all(j, '"function_name":"((?:[^"\\]|\\.)*)"', 1)"""
+
+
+def _install_sql(operator_sha256: str | None, denied: list[str]) -> list[str]:
     g = GUARD_CATALOG
-    allowed = ", ".join(_q(f) for f in ALLOWED_TABLE_FUNCTIONS)
-    denied = ", ".join(_q(f) for f in DENIED_SCALARS)
+    denied_list = "[" + ", ".join(_q(f) for f in denied) + "]"
     shapes = "|".join(f"(?:{s})" for s in OPERATOR_SHAPES)
     operator = "false"
     if operator_sha256:
@@ -87,23 +101,20 @@ def _install_sql(operator_sha256: str | None) -> list[str]:
             f"(regexp_full_match(q, {_q(head + '(?:' + shapes + ')')}) "
             f"AND sha256(regexp_extract(q, {_q('^' + head)}, 1)) = {_q(operator_sha256)})"
         )
+    # One expression, no subquery (Quack runs it before every query): the JSON is
+    # bound once through a one-element list_transform.
     return [
         f"ATTACH ':memory:' AS {g}",
-        f"""CREATE TABLE {g}.denied_functions AS
-            SELECT DISTINCT lower(function_name) AS name FROM duckdb_functions()
-            WHERE function_type IN ('table', 'table_macro', 'pragma')
-              AND lower(function_name) NOT IN ({allowed})
-            UNION SELECT unnest([{denied}])""",
-        # one SELECT whose functions are all allowed; NULL/error -> refused
-        f"""CREATE MACRO {g}.pure_read(q) AS (
-            SELECT coalesce(j->>'error' = 'false' AND json_array_length(j->'statements') = 1
-                AND NOT EXISTS (SELECT 1 FROM json_tree(j) t WHERE t.key = 'function_name'
-                    AND lower(t.value->>'$') IN (SELECT name FROM {g}.denied_functions)), false)
-            FROM (SELECT json_serialize_sql(q::VARCHAR)::JSON AS j))""",
+        f"""CREATE MACRO {g}.pure_read(q) AS coalesce(list_transform(
+            [json_serialize_sql(q::VARCHAR)],
+            j -> json_extract_string(j, '$.error') = 'false'
+                 AND json_array_length(j, '$.statements') = 1
+                 AND NOT list_has_any(list_transform({_NAMES}, x -> lower(x)), {denied_list})
+            )[1], false)""",
+        # plain EXPLAIN of a SELECT: judged by the SELECT it explains
         f"""CREATE MACRO {g}.authorize(sid, q) AS (
-            {g}.pure_read(q)
-            OR (regexp_full_match(q, '(?is)\\s*EXPLAIN\\s+(?:SELECT|FROM|WITH|\\().*')
-                AND {g}.pure_read(regexp_replace(q, '(?i)^\\s*EXPLAIN\\s+', '')))
+            {g}.pure_read(CASE WHEN regexp_full_match(q, '(?is)\\s*EXPLAIN\\s+(?:SELECT|FROM|WITH|\\().*')
+                               THEN regexp_replace(q, '(?i)^\\s*EXPLAIN\\s+', '') ELSE q END)
             OR {operator})""",
     ]
 
@@ -122,7 +133,8 @@ def install(con: duckdb.DuckDBPyConnection, operator_token: str | None) -> None:
     """Make `con`'s Quack server authorize as above, then lock the configuration.
     Call after the extensions are loaded and `quack_serve` runs; nothing after
     this can change a setting on this database instance."""
-    for sql in _install_sql(token_sha256(operator_token) if operator_token else None):
+    sha = token_sha256(operator_token) if operator_token else None
+    for sql in _install_sql(sha, _denied_functions(con)):
         con.execute(sql)
     con.execute(f"SET GLOBAL quack_authorization_function = '{GUARD_CATALOG}.authorize'")
     for sql in LOCKDOWN:
