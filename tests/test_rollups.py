@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from storage.batch import Batch
 from storage.migrate import migrations
@@ -18,6 +17,7 @@ from storage.rollups import (
     RollupTask,
     TierRetention,
     ddl,
+    expire_step,
     from_raw_sql,
     roll_tier,
     rollup_columns,
@@ -81,9 +81,10 @@ def test_a_week_of_incremental_rollups_equals_recomputation(capsys):
     t0 = time.perf_counter()
     ticks = 0
     written_before = 0
+    prev_now = START
     for h in range(1, hours + 3):
         now = START + timedelta(hours=h, seconds=int(rng.integers(0, 3600)))
-        lo_us = ((START if h == 1 else prev_now) - epoch) // timedelta(microseconds=1)
+        lo_us = (prev_now - epoch) // timedelta(microseconds=1)
         hi_us = (now - epoch) // timedelta(microseconds=1)
         batches = []
         for table, t in data.items():
@@ -127,3 +128,91 @@ def test_a_week_of_incremental_rollups_equals_recomputation(capsys):
               f"{elapsed:.1f} s")
         for name, raw, n, a, b in report:
             print(f"  {name:22} raw {raw:>8,}  rollup rows {n:>7,}  differing {a}+{b}")
+
+
+def _gpu_rows(store: Store, rows: list[tuple[datetime, float | None, float | None]]) -> None:
+    """(ts, util_pct, energy_j) rows of one GPU."""
+    store.write([Batch("gpu_samples", pa.table({
+        "ts": pa.array([r[0] for r in rows], pa.timestamp("us")),
+        "host": ["h1"] * len(rows), "gpu_uuid": ["GPU-1"] * len(rows),
+        "util_pct": pa.array([r[1] for r in rows], pa.float64()),
+        "energy_j": pa.array([r[2] for r in rows], pa.float64()),
+    }))])
+
+
+def _roll(store: Store, now: datetime, opts: RollupOptions = RollupOptions()) -> None:
+    with store.writer() as cur:
+        for tier in TIERS:
+            roll_tier(cur, SPECS["gpu_samples"], tier, now, opts)
+
+
+def test_gauges_and_counter_increases_by_hand():
+    store = Store.open(":memory:")
+    m = datetime(2026, 11, 2, 10, 0)
+    s = timedelta(seconds=1)
+    # energy: 100 -> 150 (+50), NULL, 10 (a reset: +10), 30 (+20); next minute 35 (+5)
+    _gpu_rows(store, [(m, 10.0, 100.0), (m + 10 * s, 30.0, 150.0), (m + 20 * s, None, None),
+                      (m + 30 * s, 20.0, 10.0), (m + 40 * s, 50.0, 30.0),
+                      (m + 70 * s, 1.25, 35.0)])
+    _roll(store, m + timedelta(hours=2))
+    got = store.con.execute(
+        "SELECT bucket, samples, util_pct_min, util_pct_max, util_pct_sum / util_pct_count,"
+        " util_pct_last, util_pct_count, energy_j_increase, energy_j_last"
+        " FROM gpu_samples_1m ORDER BY bucket").fetchall()
+    assert got == [
+        (m, 5, 10.0, 50.0, 27.5, 50.0, 4, 80, 30.0),
+        (m + 60 * s, 1, 1.25, 1.25, 1.25, 1.25, 1, 5, 35.0),
+    ]
+    hour = store.con.execute(
+        "SELECT samples, util_pct_min, util_pct_max, util_pct_count, energy_j_increase,"
+        " util_pct_last FROM gpu_samples_1h").fetchall()
+    assert hour == [(6, 1.25, 50.0, 5, 85, 1.25)]
+
+
+def test_late_rows_within_the_window_are_rolled_up_later_ones_stay_raw():
+    store = Store.open(":memory:")
+    m = datetime(2026, 11, 2, 10, 0)
+    _gpu_rows(store, [(m + timedelta(seconds=10 * i), 50.0, None) for i in range(360)])
+    opts = RollupOptions(grace_s=30.0, late_s=900.0)
+    now = m + timedelta(hours=1, minutes=1)
+    _roll(store, now, opts)
+
+    def samples(bucket: datetime) -> int:
+        return store.con.execute("SELECT samples FROM gpu_samples_1m WHERE bucket = ?",
+                                 [bucket]).fetchone()[0]
+
+    recent, old = m + timedelta(minutes=50), m + timedelta(minutes=10)
+    assert samples(recent) == samples(old) == 6
+    # both arrive now: one 10 min after its minute closed, one 50 min after
+    _gpu_rows(store, [(recent + timedelta(seconds=5), 99.0, None),
+                      (old + timedelta(seconds=5), 99.0, None)])
+    _roll(store, now + timedelta(seconds=30), opts)
+    assert samples(recent) == 7  # within late_s: rolled up again
+    assert samples(old) == 6  # beyond late_s: raw only (documented rule)
+    assert store.con.execute("SELECT count(*) FROM gpu_samples WHERE ts >= ? AND ts < ?",
+                             [old, old + timedelta(minutes=1)]).fetchone()[0] == 7
+
+
+def test_tiers_expire_in_bounded_steps():
+    store = Store.open(":memory:")
+    m = datetime(2026, 11, 1, 0, 0)
+    _gpu_rows(store, [(m + timedelta(seconds=30 * i), 1.0, None) for i in range(3 * 24 * 120)])
+    now = m + timedelta(days=3, minutes=5)
+    task = RollupTask(store, tables=["gpu_samples"], opts=RollupOptions(max_span_h=80),
+                      retention=TierRetention(keep_1m=timedelta(days=1),
+                                              keep_1h=timedelta(days=2),
+                                              step=timedelta(hours=6)))
+    with store.writer() as cur:  # the first rollup, before any expiry
+        roll_tier(cur, SPECS["gpu_samples"], "1m", now, task.opts)
+        roll_tier(cur, SPECS["gpu_samples"], "1h", now, task.opts)
+    minutes = store.con.execute("SELECT count(*) FROM gpu_samples_1m").fetchone()[0]
+    assert minutes == 3 * 24 * 60
+    with store.writer() as cur:  # one step deletes at most 6 hours of minutes
+        assert expire_step(cur, "gpu_samples_1m", now - timedelta(days=1),
+                           timedelta(hours=6)) == 6 * 60
+    task.run_once(now)
+    first = {t: store.con.execute(f"SELECT min(bucket) FROM gpu_samples_{t}").fetchone()[0]
+             for t in ("1m", "1h")}
+    assert first["1m"] >= now - timedelta(days=1) > first["1m"] - timedelta(minutes=1)
+    assert first["1h"] >= now - timedelta(days=2) > first["1h"] - timedelta(hours=1)
+    assert task.last_expired["gpu_samples_1m"] == 2 * 24 * 60 + 5 - 6 * 60
