@@ -140,10 +140,10 @@ def _gpu_rows(store: Store, rows: list[tuple[datetime, float | None, float | Non
     }))])
 
 
-def _roll(store: Store, now: datetime, opts: RollupOptions = RollupOptions()) -> None:
+def _roll(store: Store, now: datetime, opts: RollupOptions | None = None) -> None:
     with store.writer() as cur:
         for tier in TIERS:
-            roll_tier(cur, SPECS["gpu_samples"], tier, now, opts)
+            roll_tier(cur, SPECS["gpu_samples"], tier, now, opts or RollupOptions())
 
 
 def test_gauges_and_counter_increases_by_hand():
@@ -216,3 +216,22 @@ def test_tiers_expire_in_bounded_steps():
     assert first["1m"] >= now - timedelta(days=1) > first["1m"] - timedelta(minutes=1)
     assert first["1h"] >= now - timedelta(days=2) > first["1h"] - timedelta(hours=1)
     assert task.last_expired["gpu_samples_1m"] == 2 * 24 * 60 + 5 - 6 * 60
+
+
+def test_daemon_config_wires_rollups_and_refuses_too_short_raw_retention():
+    from fleettui.config import ConfigError, parse_config
+    from fleettui.daemon import build_tasks
+
+    store = Store.open(":memory:")
+    cfg = parse_config({"daemon": {"retention_1m_days": 7, "rollup_interval_s": 10}}, "t.toml")
+    task = next(t for t in build_tasks(cfg, store) if isinstance(t, RollupTask))
+    assert task.interval_s == 10 and task.retention.keep_1m == timedelta(days=7)
+    assert task.retention.keep_1h == timedelta(days=730)
+    off = parse_config({"daemon": {"rollup_interval_s": 0}}, "t.toml")
+    assert not any(isinstance(t, RollupTask) for t in build_tasks(off, store))
+    try:
+        parse_config({"daemon": {"retention_h": 2}}, "t.toml")
+    except ConfigError as exc:
+        assert "t.toml [daemon]" in str(exc) and "retention_h must cover" in str(exc)
+    else:
+        raise AssertionError("a 2-hour raw retention with rollups was accepted")
