@@ -154,7 +154,27 @@ def ddl() -> str:
             cols = rollup_columns(spec)
             body = ",\n".join(f"    {n} {t}" for n, t in cols)
             out += ["", f"CREATE TABLE {rollup_table(spec.table, tier)} (", body, ");"]
+    out += ["", "-- <table>_<tier>_live: the rolled-up buckets, then the buckets not rolled up yet",
+            "-- aggregated from raw rows on the fly, with the same SQL: always complete."]
+    for spec in SPECS.values():
+        for tier in TIERS:
+            out += ["", f"CREATE VIEW {live_view(spec.table, tier)} AS", live_view_sql(spec, tier)
+                    + ";"]
     return "\n".join(out) + "\n"
+
+
+def live_view(table: str, tier: str) -> str:
+    return f"{table}_{tier}_live"
+
+
+def live_view_sql(spec: Spec, tier: str) -> str:
+    name = rollup_table(spec.table, tier)
+    names = ", ".join(n for n, _ in rollup_columns(spec))
+    wm = (f"(SELECT coalesce(max(done_until), TIMESTAMP '1970-01-01') FROM rollup_state"
+          f" WHERE rollup = '{name}')")
+    tail = from_raw_sql(spec, tier).replace("$lo", wm).replace("$hi", "TIMESTAMP 'infinity'")
+    return (f"SELECT {names} FROM {name} WHERE bucket < {wm}\nUNION ALL\n"
+            f"SELECT {names} FROM ({tail})")
 
 
 # -- the aggregation SQL -------------------------------------------------------

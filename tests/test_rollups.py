@@ -235,3 +235,27 @@ def test_daemon_config_wires_rollups_and_refuses_too_short_raw_retention():
         assert "t.toml [daemon]" in str(exc) and "retention_h must cover" in str(exc)
     else:
         raise AssertionError("a 2-hour raw retention with rollups was accepted")
+
+
+def test_live_views_equal_recomputation_while_rollups_lag():
+    """`<table>_<tier>_live` = rolled-up buckets + the rest aggregated on the fly: at any
+    moment it equals both tiers recomputed from raw rows."""
+    store = Store.open(":memory:")
+    store.write([Batch("gpu_samples", sample_rows("gpu_samples", START, 5, 10.0, 3, seed=5))])
+    spec = SPECS["gpu_samples"]
+    names = ", ".join(n for n, _ in rollup_columns(spec))
+    con = store.con
+    for now in (None, START + timedelta(hours=2, minutes=17), START + timedelta(hours=9)):
+        if now is not None:
+            _roll(store, now)
+        for tier in TIERS:
+            rec = con.execute(f"SELECT {names} FROM ({from_raw_sql(spec, tier)})",
+                              {"lo": datetime(2000, 1, 1), "hi": datetime(2100, 1, 1)}
+                              ).to_arrow_table()
+            con.register("_rec", rec)
+            assert _equal(con, f"SELECT {names} FROM gpu_samples_{tier}_live",
+                          "SELECT * FROM _rec")[:2] == (0, 0), (now, tier)
+            con.unregister("_rec")
+    # by the last round everything was rolled up: the views read the rollup tables
+    assert con.execute("SELECT min(done_until) FROM rollup_state").fetchone()[0] > START + \
+        timedelta(hours=5)
