@@ -67,3 +67,24 @@ def test_history_older_than_raw_retention_comes_from_rollups():
                         buckets=buckets)
     # (the last one would hold the hour after the data ends)
     assert later.column("bucket").to_pylist() == list(range(buckets - 1))
+
+
+def test_alert_rules_over_hours_read_the_minute_rollups():
+    from fleettui.alerts.rules import load_rules_text
+
+    store, at = _store_with_two_days()
+    text = """
+[[rules]]
+name = "{name}"
+scope = "gpu"
+expr = {{ metric = "{metric}", agg = "{agg}", over = "6h", op = ">", threshold = -1000 }}
+"""
+    for agg in ("avg", "min", "max"):
+        routed, = load_rules_text(text.format(name="Routed", metric="util_pct", agg=agg), "r")
+        raw, = load_rules_text(text.format(name="Raw", metric="util_pct + 0", agg=agg), "r")
+        assert "gpu_samples_1m_live" in routed.query and "gpu_samples_1m" not in raw.query
+        a, b = ({r[0]: r[1] for r in store.con.execute(
+            rule.query.replace("$now", "?"), [at] * 2).fetchall()} for rule in (routed, raw))
+        assert a.keys() == b.keys() and len(a) == 2  # two GPU uuids in the data
+        for k in a:
+            assert abs(a[k] - b[k]) <= 1e-6, (agg, k)
