@@ -23,8 +23,9 @@ does not re-aggregate, so the 1-h `_p95` is computed from raw rows (kept
 48 h by default, far beyond the 1-h tier's lag).
 
 Counters: a row's increase is its value minus the previous non-NULL value of
-the same key within `COUNTER_LOOKBACK` (a lower value is a reset: the new
-value counts from 0); the increase belongs to the bucket of the later row.
+the same key within `COUNTER_LOOKBACK` (5 minutes; a lower value is a reset:
+the new value counts from 0); the increase belongs to the bucket of the later
+row.
 
 Incremental maintenance (`roll_up`, run by `RollupTask`) is set-based SQL:
 buckets that have been closed for `grace_s` are rolled from a watermark kept
@@ -53,7 +54,10 @@ log = logging.getLogger("fleettui.rollups")
 
 GAUGE, COUNTER, TOTAL, BITS, FLAG, LAST = "gauge", "counter", "total", "bits", "flag", "last"
 SUM_TYPE = "DECIMAL(38,6)"
-COUNTER_LOOKBACK = timedelta(hours=1)
+# A counter's increase between two samples further apart than this is not
+# counted (unknown: the source was away), as Prometheus looks back 5 minutes.
+# It also bounds the raw rows each incremental step re-reads before its range.
+COUNTER_LOOKBACK = timedelta(minutes=5)
 TIERS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1)}
 _TRUNC = {"1m": "minute", "1h": "hour"}
 
@@ -223,22 +227,23 @@ def _raw_input(spec: Spec) -> str:
     counters = spec.kinds(COUNTER)
     if not counters:
         return f"SELECT * FROM {spec.table} WHERE ts >= $lo AND ts < $hi"
-    part = ", ".join(spec.keys)
     lookback = int(COUNTER_LOOKBACK.total_seconds())
-    deltas = []
-    for c in counters:
-        w = f"(PARTITION BY {part} ORDER BY ts, {_dec(c)})"
-        prev = f"lag({_dec(c)} IGNORE NULLS) OVER {w}"
-        prev_ts = f"lag(CASE WHEN {_dec(c)} IS NOT NULL THEN ts END IGNORE NULLS) OVER {w}"
-        deltas.append(
-            f"CASE WHEN {_dec(c)} IS NULL OR {prev} IS NULL"
-            f" OR ts - {prev_ts} > to_seconds({lookback}) THEN NULL"
-            f" WHEN {_dec(c)} >= {prev} THEN {_dec(c)} - {prev}"
-            f" ELSE {_dec(c)} END AS _d_{c}"
-        )
+    # one window for every counter (one sort): ordered by ts, then the counter
+    # values, a total order on what the deltas read, so ties are deterministic
+    order = ", ".join(f"_v_{c}" for c in counters)
+    w = f"(PARTITION BY {', '.join(spec.keys)} ORDER BY ts, {order})"
+    values = ", ".join(f"{_dec(c)} AS _v_{c}" for c in counters)
+    lags = ", ".join(
+        f"lag(_v_{c} IGNORE NULLS) OVER {w} AS _p_{c}, "
+        f"lag(CASE WHEN _v_{c} IS NOT NULL THEN ts END IGNORE NULLS) OVER {w} AS _pt_{c}"
+        for c in counters)
+    deltas = ", ".join(
+        f"CASE WHEN _v_{c} IS NULL OR _p_{c} IS NULL OR ts - _pt_{c} > to_seconds({lookback})"
+        f" THEN NULL WHEN _v_{c} >= _p_{c} THEN _v_{c} - _p_{c} ELSE _v_{c} END AS _d_{c}"
+        for c in counters)
     return (
-        f"SELECT * FROM (SELECT *, {', '.join(deltas)} FROM {spec.table}"
-        f" WHERE ts >= $lo - to_seconds({lookback}) AND ts < $hi) WHERE ts >= $lo"
+        f"SELECT *, {deltas} FROM (SELECT *, {lags} FROM (SELECT *, {values} FROM {spec.table}"
+        f" WHERE ts >= $lo - to_seconds({lookback}) AND ts < $hi)) WHERE ts >= $lo"
     )
 
 
