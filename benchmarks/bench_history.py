@@ -76,8 +76,8 @@ def table_bytes(src: duckdb.DuckDBPyConnection, relation: str, key: str, workdir
     copies = max(1, min(256, math.ceil(MIN_BYTES / once)))
     if copies > 1:
         # the same rows again under other keys: they compress like the original
-        src.execute(f"INSERT INTO p.t SELECT * REPLACE ({key} || '~' || k AS {key})"
-                    f" FROM (SELECT * FROM {relation} {where}), range(1, {copies}) r(k)")
+        src.execute(f"INSERT INTO p.t SELECT s.* REPLACE ({key} || '~' || k AS {key})"
+                    f" FROM (SELECT * FROM {relation} {where}) s, range(1, {copies}) r(k)")
         src.execute("CHECKPOINT p")
     src.execute("DETACH p")
     return (probe.stat().st_size - empty.stat().st_size) / (rows * copies), rows
