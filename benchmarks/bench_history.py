@@ -3,8 +3,9 @@
 Fills a store with `--hours` of the simulated fleet at `--scale` every
 `--step-s` seconds (1 s: the 1 Hz the capacity figures assume), rolls it up,
 then measures each table's on-disk size in a database file of its own (small
-tables are replicated under other keys until the file is large enough that
-DuckDB's 256 KiB block granularity does not matter). A "value" is one metric
+tables are replicated, under other keys, until the file is large enough that
+DuckDB's 256 KiB block granularity does not matter; replicated figures are
+marked, as the suffixed keys make them a little pessimistic). A "value" is one metric
 of one key at one time: a raw cell, or one metric's aggregate set in a rollup
 row (min/max/sum/count/last...).
 
@@ -34,7 +35,7 @@ from storage.rollups import SPECS, TIERS, RollupOptions, roll_tier, rollup_table
 from storage.store import Store
 
 START = datetime(2026, 11, 2, 0, 0, 0)
-MIN_BYTES = 32 << 20  # replicate small tables up to about this much data
+MIN_BYTES = 4 << 20  # replicate tables smaller than this (block granularity is 256 KiB)
 
 
 def fill(store: Store, scale: int, hours: float, step_s: float) -> tuple[int, float]:
@@ -80,7 +81,7 @@ def table_bytes(src: duckdb.DuckDBPyConnection, relation: str, key: str, workdir
                     f" FROM (SELECT * FROM {relation} {where}) s, range(1, {copies}) r(k)")
         src.execute("CHECKPOINT p")
     src.execute("DETACH p")
-    return (probe.stat().st_size - empty.stat().st_size) / (rows * copies), rows
+    return (probe.stat().st_size - empty.stat().st_size) / (rows * copies), rows * copies
 
 
 def promtool_bytes(src: duckdb.DuckDBPyConnection, gpus: int, workdir: Path,
@@ -143,10 +144,12 @@ def main() -> None:
             key = spec.keys[0] if spec.table != "link_samples" else "port"
             for tier in ("raw", *TIERS):
                 rel = spec.table if tier == "raw" else rollup_table(spec.table, tier)
-                bpr, rows = table_bytes(con, rel, key, work)
+                rows = con.execute(f"SELECT count(*) FROM {rel}").fetchone()[0]
+                bpr, measured = table_bytes(con, rel, key, work)
                 if rows == 0:
                     continue
-                print(f"| {spec.table} | {tier} | {rows:,} | {values} | {bpr:,.1f} | "
+                note = f" (x{measured // rows} replicated)" if measured > rows else ""
+                print(f"| {spec.table} | {tier} | {rows:,}{note} | {values} | {bpr:,.1f} | "
                       f"{bpr / values:.2f} |")
                 if tier == "raw":
                     raw_bpv[spec.table] = bpr / values
@@ -171,14 +174,16 @@ def main() -> None:
             metrics = [c for c, _ in SPECS["gpu_samples"].metrics]
             where = (f"WHERE gpu_uuid IN (SELECT gpu_uuid FROM gpus ORDER BY gpu_uuid"
                      f" LIMIT {args.prometheus})")
-            bpr, rows = table_bytes(con, "gpu_samples", "gpu_uuid", work, where)
+            bpr, measured = table_bytes(con, "gpu_samples", "gpu_uuid", work, where)
+            rows = con.execute(f"SELECT count(*) FROM gpu_samples {where}").fetchone()[0]
             nonnull = con.execute(
                 f"SELECT {' + '.join(f'count({m})' for m in metrics)} FROM gpu_samples {where}"
             ).fetchone()[0]
             prom = promtool_bytes(con, args.prometheus, work, metrics)
             duck = bpr * rows / nonnull
             print(f"\nsame {args.prometheus} GPUs' gpu_samples, {nonnull:,} non-NULL values: "
-                  f"DuckDB raw {duck:.2f} bytes/value (whole row incl. keys and source)", end="")
+                  f"DuckDB raw {duck:.2f} bytes/value (whole row incl. keys and source"
+                  f"{', replicated' if measured > rows else ''})", end="")
             if prom is None:
                 print("; promtool not found: Prometheus not measured")
             else:

@@ -123,6 +123,11 @@ def test_export_through_a_running_daemon(fleettui, sim_daemon, tmp_path):
     res = fleettui("sql", "--archive", str(out), "--format", "json",
                    "SELECT count(*) AS n FROM gpu_samples", check_rc=0)
     assert json.loads(res.stdout)[0]["n"] >= n  # archive + live, each row once
+    # the rollup views answer through the daemon, reaching the present
+    res = fleettui("sql", "--format", "json",
+                   "SELECT count(DISTINCT gpu_uuid) AS gpus, max(last_ts) AS newest"
+                   " FROM gpu_samples_1m_live", check_rc=0)
+    assert json.loads(res.stdout)[0]["gpus"] == 304
 
 
 @pytest.mark.parametrize("args, msg", [
