@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from collectors.base import PullSource, PushSource, build_source
@@ -29,6 +30,7 @@ from fleettui.source_health import SourceHealth
 from storage import quack
 from storage.columns import UPSERT_KEYS
 from storage.retention import RetentionTask
+from storage.rollups import RollupOptions, RollupTask, TierRetention
 from storage.store import Store
 
 log = logging.getLogger("fleettui.daemon")
@@ -51,7 +53,12 @@ def build_sources(config: Config) -> list[PullSource | PushSource]:
 
 def build_tasks(config: Config, store: Store) -> list[Task]:
     """Periodic tasks beside collection: retention, and the alert engine when configured."""
-    tasks: list[Task] = [RetentionTask(store, config.daemon.retention_h)]
+    d = config.daemon
+    tasks: list[Task] = [RetentionTask(store, d.retention_h)]
+    if d.rollup_interval_s > 0:
+        tasks.append(RollupTask(
+            store, d.rollup_interval_s, RollupOptions(late_s=d.rollup_late_s),
+            TierRetention(timedelta(days=d.retention_1m_days), timedelta(days=d.retention_1h_days))))
     base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
     return tasks + list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]",
                                           base_dir=base_dir))
