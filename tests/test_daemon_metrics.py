@@ -154,6 +154,9 @@ def test_status_shows_the_daemon_for_a_person(daemon, fleettui, tmp_path):
     assert "alerts" in lines
     assert lines["mqtt"].startswith("mqtt      mqtt: 0 reports/s; 0 received")
     print(out)
+    once = fleettui("status", "--db", str(tmp_path / "fleet.duckdb"), "--interval", "0",
+                    check_rc=0).stdout
+    assert "writes    - rows/s;" in once and "rows/s    " not in once
 
 
 def test_status_without_a_daemon_is_one_line_and_exit_1(fleettui, tmp_path):
