@@ -31,7 +31,13 @@ import aiomqtt
 import numpy as np
 
 from collectors.base import Sink, register
-from collectors.nvml.batches import NVLINK_ROWS, ReportBatcher, naive_utc, ts_col
+from collectors.nvml.batches import (
+    NVLINK_ROWS,
+    SOURCE_COLUMN,
+    ReportBatcher,
+    naive_utc,
+    ts_col,
+)
 from collectors.nvml.report import Report, ReportError, decode, decode_status
 from collectors.options import parse_options
 from storage.batch import Batch, make_batch
@@ -176,6 +182,8 @@ class _SeqWindow:
 
 class MqttSource:
     """Push source "mqtt" (see module docstring)."""
+
+    row_source = SOURCE_COLUMN  # the `source` its rows carry ("nvml"), not its name
 
     def __init__(
         self,

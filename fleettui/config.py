@@ -14,6 +14,10 @@
 
     [alerts]                 # the alert engine's keys (docs/alerts.md)
 
+    [topology]               # where hosts live: file = "topology.toml", host_pattern = ...
+    [tenancy]                # assignments = "assignments.csv": GPUs rented by contract
+    [latency_targets]        # ITL/TTFT p99 targets: default, per tenant, per endpoint
+
 Errors name the file, the section and the key.
 """
 
@@ -65,6 +69,9 @@ class Config:
     sources: tuple[SourceSpec, ...] = ()
     alerts: dict[str, Any] | None = None
     path: str = "<defaults>"
+    topology: dict[str, Any] | None = None
+    tenancy: dict[str, Any] | None = None
+    latency_targets: dict[str, Any] | None = None
 
     @property
     def sources_from_file(self) -> bool:
@@ -77,7 +84,7 @@ class Config:
 
 SIM_SOURCES = (SourceSpec("sim", {}, "--sim"),)
 
-_TOP_KEYS = ("daemon", "sources", "alerts")
+_TOP_KEYS = ("daemon", "sources", "alerts", "topology", "tenancy", "latency_targets")
 
 
 def parse_config(raw: dict[str, Any], where: str) -> Config:
@@ -98,10 +105,12 @@ def parse_config(raw: dict[str, Any], where: str) -> Config:
             raise ConfigError(f"{where} [[sources]] #{i}: missing key 'kind' (a string)")
         opts = {k: v for k, v in s.items() if k != "kind"}
         sources.append(SourceSpec(kind, opts, f"{where} [[sources]] #{i} ({kind})"))
-    alerts = raw.get("alerts")
-    if alerts is not None and not isinstance(alerts, dict):
-        raise ConfigError(f"{where}: 'alerts' must be a table ([alerts])")
-    return Config(daemon, tuple(sources), alerts, where)
+    tables = {}
+    for key in ("alerts", "topology", "tenancy", "latency_targets"):
+        tables[key] = raw.get(key)
+        if tables[key] is not None and not isinstance(tables[key], dict):
+            raise ConfigError(f"{where}: '{key}' must be a table ([{key}])")
+    return Config(daemon, tuple(sources), path=where, **tables)
 
 
 def load_config(path: str | Path) -> Config:

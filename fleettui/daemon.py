@@ -20,6 +20,7 @@ from collectors.base import PullSource, PushSource, build_source
 from collectors.options import OptionsError
 from fleettui.alerts.wiring import tasks_from_config
 from fleettui.config import Config, ConfigError
+from fleettui.enrich import Enrichment, build_enrichment
 from fleettui.metrics import DaemonCollector, StoreSizeTask, parse_listen, registry_for
 from fleettui.metrics import serve as serve_metrics
 from fleettui.paths import DaemonInfo, remove_daemon_info, write_daemon_info
@@ -53,6 +54,17 @@ def build_tasks(config: Config, store: Store) -> list[Task]:
     base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
     return tasks + list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]",
                                           base_dir=base_dir))
+
+
+def build_enrichment_from(config: Config) -> Enrichment:
+    """Topology, contracted tenancy and latency targets from the config (files relative
+    to the config's folder); a bad one is a ConfigError naming file and line or key."""
+    base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
+    try:
+        return build_enrichment(config.topology, config.tenancy, config.latency_targets,
+                                config.path, base_dir)
+    except OptionsError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def check_tasks(config: Config) -> None:
@@ -106,15 +118,18 @@ def _status_line(runtime: Runtime) -> str:
 
 
 async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
-                     stop: asyncio.Event | None = None) -> int:
+                     stop: asyncio.Event | None = None,
+                     enrichment: Enrichment | None = None) -> int:
     db = config.db_path
+    if enrichment is None:
+        enrichment = build_enrichment_from(config)
     store = Store.open(db)
     info = None
     metrics_server = None
     try:
         tasks = build_tasks(config, store)
         health = SourceHealth()
-        runtime = Runtime(store, sources, tasks, observe=health.observe)
+        runtime = Runtime(store, sources, tasks, observe=health.observe, enrich=enrichment)
         metrics_server, metrics_at = await _serve_metrics(config, runtime, sources, tasks,
                                                           health, store)
         info = _serve(store, config, db, metrics_at)

@@ -17,6 +17,7 @@ a worker thread and hands the cycle's notifications to delivery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -349,7 +350,15 @@ class AlertEngine:
             self._last_sent[a.alert_id] = now
 
     async def tick(self, now: datetime) -> None:
-        cycle = await asyncio.to_thread(self.evaluate, now)
+        # The worker thread cannot be interrupted: if this tick is cancelled, wait for
+        # the cycle to finish (and save) before letting the caller close the store.
+        evaluation = asyncio.ensure_future(asyncio.to_thread(self.evaluate, now))
+        try:
+            cycle = await asyncio.shield(evaluation)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await evaluation
+            raise
         if self.delivery is not None and cycle.notifications:
             try:
                 await self.delivery.send(cycle.notifications, now)

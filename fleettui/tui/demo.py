@@ -40,9 +40,10 @@ class BackgroundRuntime:
 
     def __init__(
         self, store: Store, sources: list, tasks: tuple = (),
-        *, backfill: Callable[[], object] | None = None,
+        *, backfill: Callable[[], object] | None = None, enrich=None,
     ) -> None:
         self.store, self.sources, self.tasks = store, sources, tasks
+        self.enrich = enrich  # fleettui.enrich.Enrichment, from the config
         self._backfill = backfill
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -63,7 +64,7 @@ class BackgroundRuntime:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             self._ready.set()
-            await Runtime(self.store, self.sources, self.tasks).run(self._stop)
+            await Runtime(self.store, self.sources, self.tasks, enrich=self.enrich).run(self._stop)
 
         try:
             asyncio.run(body())
