@@ -1,7 +1,8 @@
 """Arrow types of every store column, for building batches without a database.
 
-Must match the SQL migrations; `tests/test_schema.py` checks it against a
-migrated database so the two cannot drift apart.
+Must match the SQL migrations; `tests/test_store.py`
+(`test_columns_module_matches_migrated_schema`) checks it against a migrated
+database so the two cannot drift apart.
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from collectors.nvml.collector import Poll
 
@@ -201,7 +202,7 @@ def _load(payload: bytes) -> Any:
         raise ReportError(f"payload is not JSON: {msg[:120]}") from None
 
 
-def _num(x: Any) -> bool:
+def _num(x: Any) -> TypeGuard[float]:
     t = type(x)
     return (t is int or t is float) and (t is int or math.isfinite(x))
 
@@ -259,7 +260,7 @@ def _show(x: Any) -> str:
 
 
 def _section(
-    obj: Any, name: str, spec: dict[str, tuple[int, float, float]], key: str | None,
+    obj: Any, name: str, spec: Mapping[str, tuple[int, float, float]], key: str | None,
     n_idx: int, limit: int,
 ) -> tuple[dict[str, list[Any]], int]:
     """Validate a columnar section; `key` (required column) fixes the row count."""

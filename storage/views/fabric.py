@@ -119,7 +119,8 @@ def fabric(
     try:
         worst = con.execute(WORST_LINKS_SQL, {"kind": kind, "limit": limit}).to_arrow_table()
         racks = con.execute(RACKS_SQL, {"limit": rack_limit}).to_arrow_table()
-        down = con.execute("SELECT count(*) FILTER (WHERE NOT link_up) FROM links").fetchone()[0]
+        row = con.execute("SELECT count(*) FILTER (WHERE NOT link_up) FROM links").fetchone()
+        down = row[0] if row else 0
     finally:
         con.unregister("links")
     return Fabric(racks, worst, links.num_rows, int(down or 0))
