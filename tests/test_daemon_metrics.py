@@ -143,7 +143,8 @@ def test_status_shows_the_daemon_for_a_person(daemon, fleettui, tmp_path):
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "pid" in lines["daemon"] and "quack:127.0.0.1:" in lines["daemon"]
     assert f"metrics http://{address}/metrics" in lines["up"]
-    assert "on disk" in lines["store"] and f"at the {DaemonOptions().retention_h:g} h retention" in lines["store"]
+    keep_h = DaemonOptions().retention_h
+    assert "on disk" in lines["store"] and f"at the {keep_h:g} h retention" in lines["store"]
     rate = float(lines["writes"].split()[1].replace(",", ""))
     assert rate > 100, out  # 304 GPUs every 0.5 s: hundreds of rows a second
     table = [ln for ln in out.splitlines() if ln.startswith("          ")]
@@ -154,6 +155,9 @@ def test_status_shows_the_daemon_for_a_person(daemon, fleettui, tmp_path):
     assert "alerts" in lines
     assert lines["mqtt"].startswith("mqtt      mqtt: 0 reports/s; 0 received")
     print(out)
+    once = fleettui("status", "--db", str(tmp_path / "fleet.duckdb"), "--interval", "0",
+                    check_rc=0).stdout
+    assert "writes    - rows/s;" in once and "rows/s    " not in once
 
 
 def test_status_without_a_daemon_is_one_line_and_exit_1(fleettui, tmp_path):
