@@ -28,7 +28,7 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "tenants": {"tenant": S, "display_name": S, "tier": S},
     "assignments": {
         "tenant": S, "gpu_uuid": S, "slice_id": S, "fraction": F, "valid_from": TS,
-        "valid_to": TS,
+        "valid_to": TS, "source": S,
     },
     "endpoints": {
         "endpoint": S, "tenant": S, "model": S, "itl_target_ms": F, "ttft_target_ms": F,

@@ -80,9 +80,10 @@ class BackgroundRuntime:
 
     def __init__(
         self, store: Store, sources: list, tasks: tuple = (),
-        *, backfill: Callable[[threading.Event], object] | None = None,
+        *, backfill: Callable[[threading.Event], object] | None = None, enrich=None,
     ) -> None:
         self.store, self.sources, self.tasks = store, sources, tasks
+        self.enrich = enrich  # fleettui.enrich.Enrichment, from the config
         self._backfill = backfill
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -113,7 +114,7 @@ class BackgroundRuntime:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             self._ready.set()
-            await Runtime(self.store, self.sources, self.tasks).run(self._stop)
+            await Runtime(self.store, self.sources, self.tasks, enrich=self.enrich).run(self._stop)
 
         try:
             asyncio.run(body())

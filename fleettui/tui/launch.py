@@ -86,7 +86,7 @@ def _run_collecting(config_path: str, db: str | None) -> int:
     from dataclasses import replace
 
     from fleettui.config import load_config
-    from fleettui.daemon import build_sources, build_tasks
+    from fleettui.daemon import build_enrichment_from, build_sources, build_tasks
     from fleettui.tui.app import FleetApp, utc_now
     from fleettui.tui.demo import BackgroundRuntime
 
@@ -94,9 +94,11 @@ def _run_collecting(config_path: str, db: str | None) -> int:
     if db:
         config = replace(config, daemon=replace(config.daemon, db=db))
     sources = build_sources(config)
+    enrichment = build_enrichment_from(config)
     store = open_app_store(config.db_path)
     try:
-        collector = BackgroundRuntime(store, sources, tuple(build_tasks(config, store)))
+        collector = BackgroundRuntime(store, sources, tuple(build_tasks(config, store)),
+                                      enrich=enrichment)
         FleetApp(store.con, clock=utc_now, collector=collector, store=store).run()
     finally:
         store.close()

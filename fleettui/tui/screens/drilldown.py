@@ -18,6 +18,7 @@ from fleettui.tui.widgets.history import SERIES, HistoryPanel
 from fleettui.tui.widgets.scale import fmt_bytes, fmt_num, pct_text
 from fleettui.tui.widgets.table import Col, ViewTable
 from storage.views import gpu_history, host_events, host_gpus, host_processes, host_slices
+from storage.views.rack import UNPLACED
 
 THROTTLE = {0x1: "idle", 0x4: "power", 0x20: "sw-thermal", 0x40: "hw-thermal", 0x80: "hw-brake"}
 
@@ -49,17 +50,17 @@ GPU_COLS = [
 ]
 SLICE_COLS = [
     Col("GPU", "gpu_index"),
-    Col("slice", "slice_id", lambda v, _r: v.rsplit("/", 1)[-1]),
+    Col("slice", "slice_id", lambda v, _r: (v or "–").rsplit("/", 1)[-1]),
     Col("profile", "profile"),
-    Col("share", "fraction", lambda v, _r: f"{v:.3g}"),
+    Col("share", "fraction", lambda v, _r: "–" if v is None else f"{v:.3g}"),
     Col("tenant", "tenant", lambda v, _r: v or "–"),
     Col("util", "util_pct", lambda v, _r: pct_text(v)),
     Col("memory", "mem_used_bytes", lambda v, _r: fmt_bytes(v)),
 ]
 EVENT_COLS = [
-    Col("time", "ts", lambda v, _r: f"{v:%m-%d %H:%M:%S}"),
+    Col("time", "ts", lambda v, _r: f"{v:%m-%d %H:%M:%S}" if v else "–"),
     Col("kind", "kind",
-        lambda v, _r: Text(v, style="bold red" if "xid" in v or "ecc" in v else "")),
+        lambda v, _r: Text(v or "–", style="bold red" if v and ("xid" in v or "ecc" in v) else "")),
     Col("code", "code", lambda v, _r: "–" if v is None else str(v)),
     Col("GPU", "gpu_index", lambda v, _r: "host" if v is None else str(v)),
     Col("detail", "detail", lambda v, _r: v or ""),
@@ -199,9 +200,11 @@ class DrilldownScreen(DataScreen):
         uuid = row["gpu_uuid"] if row else None
         idx = row["gpu_index"] if row else None
         title = Text(f" {self.host}", style="bold")
+        if row and not row.get("rack"):
+            title.append(f"   {UNPLACED}", style="dim")
         if row:
             opened = self.level in ("gpu", "slice")
-            title.append(f" › GPU{idx}", style="bold" if opened else "dim")
+            title.append(f" › GPU{'?' if idx is None else idx}", style="bold" if opened else "dim")
             if self.slice_id:
                 title.append(f" › {self.slice_id.rsplit('/', 1)[-1]} › processes", style="bold")
             title.append(f"   {uuid}", style="dim")
@@ -217,7 +220,8 @@ class DrilldownScreen(DataScreen):
         mask = [u == uuid for u in hist.column("gpu_uuid").to_pylist()]
         sel = hist.filter(pa.array(mask, pa.bool_())) if hist.num_rows else hist
         series = {k: sel.column(k).to_pylist() for k, _ in SERIES} if sel.num_rows else {}
-        self.query_one(HistoryPanel).update_series(series, f"GPU{idx} last hour" if row else "")
+        self.query_one(HistoryPanel).update_series(
+            series, f"GPU{'?' if idx is None else idx} last hour" if row else "")
         slices = data.slices
         if slices.num_rows and idx is not None:
             keep = [i == idx for i in slices.column("gpu_index").to_pylist()]
