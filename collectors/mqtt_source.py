@@ -204,6 +204,7 @@ class MqttSource:
         self._status: dict[str, tuple[str, float | None, str | None, float]] = {}
         self._windows: dict[str, dict[str, _SeqWindow]] = {}
         self._inv_seen: dict[str, Any] = {}
+        self._gpu_owner: dict[str, str] = {}  # GPU uuid -> the host that reported it first
         self._flush_lock = asyncio.Lock()
         self._work_s = 0.0  # decoding and batching time since the last flush
         self._dups_reported = 0
@@ -250,6 +251,10 @@ class MqttSource:
         except ReportError as exc:
             self._reject(now, topic, host, str(exc), payload)
             return
+        owner = self._claim_gpus(r)
+        if owner is not None:
+            self._reject(now, topic, host, owner, payload)
+            return
         w = self._window(r)
         if r.seq in w.seen:
             self.stats.duplicates += 1
@@ -267,6 +272,20 @@ class MqttSource:
         self._batcher.add(r, with_inv)
         if self.on_report is not None:
             self.on_report(r)
+
+    def _claim_gpus(self, r: Report) -> str | None:
+        """The first host to report a GPU owns it (in this daemon's lifetime): a report
+        naming another host's GPU is refused whole, so one agent cannot overwrite
+        another host's telemetry. Returns the reason, or None when the GPUs are its own."""
+        uuids = r.gpu.get("uuid") or []
+        owners = self._gpu_owner
+        for u in uuids:
+            other = owners.get(u)
+            if other is not None and other != r.host:
+                return f"GPU {u} belongs to host {other!r}, not {r.host!r}"
+        for u in uuids:
+            owners.setdefault(u, r.host)
+        return None
 
     def _window(self, r: Report) -> _SeqWindow:
         boots = self._windows.setdefault(r.host, {})

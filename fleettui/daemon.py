@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from collectors.base import PullSource, PushSource, build_source
@@ -23,12 +24,19 @@ from fleettui.config import Config, ConfigError
 from fleettui.enrich import Enrichment, build_enrichment
 from fleettui.metrics import DaemonCollector, StoreSizeTask, parse_listen, registry_for
 from fleettui.metrics import serve as serve_metrics
-from fleettui.paths import DaemonInfo, remove_daemon_info, write_daemon_info
+from fleettui.paths import (
+    DaemonInfo,
+    register_daemon,
+    remove_daemon_info,
+    write_daemon_info,
+    write_operator_token,
+)
 from fleettui.runtime import Runtime, Task, utcnow
 from fleettui.source_health import SourceHealth
-from storage import quack
+from storage import guard, quack
 from storage.columns import UPSERT_KEYS
 from storage.retention import RetentionTask
+from storage.rollups import RollupOptions, RollupTask, TierRetention
 from storage.store import Store
 
 log = logging.getLogger("fleettui.daemon")
@@ -51,7 +59,12 @@ def build_sources(config: Config) -> list[PullSource | PushSource]:
 
 def build_tasks(config: Config, store: Store) -> list[Task]:
     """Periodic tasks beside collection: retention, and the alert engine when configured."""
-    tasks: list[Task] = [RetentionTask(store, config.daemon.retention_h)]
+    d = config.daemon
+    tasks: list[Task] = [RetentionTask(store, d.retention_h)]
+    if d.rollup_interval_s > 0:
+        tasks.append(RollupTask(
+            store, d.rollup_interval_s, RollupOptions(late_s=d.rollup_late_s),
+            TierRetention(timedelta(days=d.retention_1m_days), timedelta(days=d.retention_1h_days))))
     base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
     return tasks + list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]",
                                           base_dir=base_dir))
@@ -84,10 +97,16 @@ def _serve(store: Store, config: Config, db: Path, metrics: str | None) -> Daemo
     if not config.daemon.serve_enabled:
         return None
     host, port = quack.parse_endpoint(config.daemon.serve)
-    token = quack.new_token()
-    endpoint = quack.serve(store.con, host, port, token)
-    info = DaemonInfo(os.getpid(), endpoint, token, str(db), utcnow().isoformat(), metrics)
+    viewer, operator = quack.new_token(), quack.new_token()
+    endpoint = quack.serve(store.con, host, port, viewer)
+    # from here on the daemon decides what a token may run, and nothing can
+    # reach outside the store (see storage/guard.py)
+    guard.install(store.con, operator)
+    info = DaemonInfo(os.getpid(), endpoint, viewer, str(db.resolve()), utcnow().isoformat(),
+                      metrics)
+    write_operator_token(db, info.pid, operator)
     write_daemon_info(db, info)
+    register_daemon(info)
     return info
 
 
@@ -138,6 +157,7 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
                      stop: asyncio.Event | None = None,
                      enrichment: Enrichment | None = None) -> int:
     db = config.db_path
+    os.umask(0o077)  # the store, its WAL and every file the daemon creates: owner only
     if enrichment is None:
         enrichment = build_enrichment_from(config)
     store = Store.open(db)
