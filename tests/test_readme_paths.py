@@ -24,6 +24,6 @@ def test_config_examples_name_real_files(doc):
 def test_readme_says_where_the_demo_store_is():
     text = (ROOT / "README.md").read_text()
     assert "~/.local/share/fleettui/demo.duckdb" in text
-    from fleettui.demo import demo_db_path
+    from fleettui.paths import demo_db_path
 
     assert demo_db_path(None).name == "demo.duckdb"
