@@ -143,6 +143,14 @@ def mig_fraction(profile: str | None, model: str | None) -> float | None:
     return min(int(m.group(1)) / slices, 1.0)
 
 
+def _label(labels: Mapping[str, str], name: str) -> str | None:
+    """A label matched case-insensitively (`rack`, `Rack`); empty means absent."""
+    for k, v in labels.items():
+        if k.lower() == name and v:
+            return v[:256]
+    return None
+
+
 def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
@@ -462,6 +470,7 @@ class DcgmMapper:
                     "fraction": [1.0 if f is None else f for f in cols[3]],
                     "valid_from": cols[4],
                     "valid_to": pa.array(cols[5], type=pa.timestamp("us")),
+                    "source": [self.source] * len(rows),  # guessed from labels (restart closes)
                 },
             ),
         ]
@@ -499,7 +508,9 @@ class DcgmMapper:
             if refresh or self._dims.get(("gpu", uuid)) != row:
                 self._dims[("gpu", uuid)] = row
                 gpu_rows.append(row)
-            hrow = (d["host"], label_value(lab, "DCGM_FI_DRIVER_VERSION"))
+            # placement from labels a scrape config or relabelling added (`rack`, `cluster`)
+            hrow = (d["host"], label_value(lab, "DCGM_FI_DRIVER_VERSION"),
+                    _label(lab, "cluster"), _label(lab, "rack"))
             if refresh or self._dims.get(("host", d["host"])) != hrow:
                 self._dims[("host", d["host"])] = hrow
                 host_rows[d["host"]] = hrow
@@ -532,6 +543,9 @@ class DcgmMapper:
                         "driver_version": [
                             (host_rows.get(h) or self._dims[("host", h)])[1] for h in hosts
                         ],
+                        "cluster": [(host_rows.get(h) or self._dims[("host", h)])[2]
+                                    for h in hosts],
+                        "rack": [(host_rows.get(h) or self._dims[("host", h)])[3] for h in hosts],
                     },
                 )
             )

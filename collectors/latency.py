@@ -126,20 +126,20 @@ class LatencyMapper:
                 why = f"{OLD_ITL}: {NEW_ITL} present, the old name is not counted twice"
                 dropped[why] = dropped.get(why, 0) + len(g["le"])
                 continue
-            le = np.asarray(g["le"])
-            if np.isnan(le).any():
+            bounds = np.asarray(g["le"])
+            if np.isnan(bounds).any():
                 skipped.append(
                     f"{self.source}: {g['fam']} ({endpoint}): bucket with a bad `le`, skipped"
                 )
                 continue
-            d = self._hist.update(key, g["ts"], le, np.asarray(g["cum"]))
+            d = self._hist.update(key, g["ts"], bounds, np.asarray(g["cum"]))
             if d.reason:
                 skipped.append(f"{self.source}: {g['fam']} ({endpoint}, {model}): {d.reason}")
             e = agg.setdefault(
                 (endpoint, model), {"tenant": self._tenant(endpoint, labels), "ts": 0.0, "q": {}}
             )
             e["ts"] = max(e["ts"], g["ts"])
-            if d.counts is None:
+            if d.counts is None or d.le is None:
                 continue
             cur = e["q"].get(quantity)
             if cur is None:

@@ -11,6 +11,9 @@ Shared by the headless daemon and the app when it collects for itself.
   transaction, off the event loop. A bounded queue makes fast producers wait
   instead of growing memory. A batch the store refuses is reported and
   dropped alone; the rest of the transaction is retried without it.
+- An `Enrichment` (fleettui/enrich.py: topology, contracted tenancy, latency
+  targets) is applied to every write, so every source benefits; what it knows
+  before any source reports is written first.
 - Tasks (the alert engine) run on their own interval after the writes. On
   stop, a tick under way finishes (within `task_grace_s`) before `run`
   returns, so the caller never closes the store under it.
@@ -25,11 +28,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from collectors.base import Gathered, PullSource, PushSource
 from storage.batch import Batch, make_batch
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from fleettui.enrich import Enrichment
 
 log = logging.getLogger("fleettui.runtime")
 
@@ -91,6 +97,8 @@ class Runtime:
         clock: Callable[[], datetime] = utcnow,
         queue_size: int = 256,
         on_write: Callable[[RuntimeStats], None] | None = None,
+        enrich: Enrichment | None = None,
+        observe: Callable[[list[Batch]], None] | None = None,
         task_grace_s: float = 30.0,
     ):
         self.store = store
@@ -100,15 +108,33 @@ class Runtime:
         self.stats = RuntimeStats()
         self._queue: asyncio.Queue[list[Batch]] = asyncio.Queue(maxsize=queue_size)
         self._on_write = on_write
+        self.enrich = enrich
+        self._observe = observe  # sees every hand-in (the daemon's SourceHealth)
         self.task_grace_s = task_grace_s  # how long a tick under way at stop may take
 
     async def sink(self, batches: list[Batch]) -> None:
         """Where push sources (and pull loops) hand their batches."""
         if batches:
+            if self._observe is not None:
+                try:
+                    self._observe(batches)
+                except Exception:  # watching must never stop ingestion
+                    log.exception("observing a hand-in failed")
             await self._queue.put(batches)
 
     async def run(self, stop: asyncio.Event) -> None:
         writer = asyncio.create_task(self._writer(), name="writer")
+        if self.enrich is not None:
+            # the `source` values of what these sources guess (an agent's rows say "nvml")
+            names = sorted({getattr(s, "row_source", s.name) for s in self.sources}
+                           | {s.name for s in self.sources})
+            try:
+                first = await asyncio.to_thread(self.enrich.start, self.store, names,
+                                                self.clock())
+            except Exception as exc:  # collection goes on without the catch-up
+                log.error("enrichment at start failed: %s", str(exc).splitlines()[0])
+                first = []
+            await self.sink(first)
         producers = []
         for src in self.sources:
             if isinstance(src, PullSource):
@@ -137,7 +163,7 @@ class Runtime:
             await self._queue.join()  # flush what was gathered before stopping
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-            for src in self.sources:
+            for src in [*self.sources, *self.tasks]:  # tasks: alert delivery's last sends
                 close = getattr(src, "close", None)
                 if close is not None:
                     with contextlib.suppress(Exception):
@@ -228,6 +254,11 @@ class Runtime:
                     self._queue.task_done()
 
     def _write(self, batches: list[Batch]) -> None:
+        if self.enrich is not None:
+            try:
+                batches = self.enrich.apply(batches)
+            except Exception as exc:  # never lose the batches over the enrichment
+                log.error("enrichment failed, batches written as they came: %s", exc)
         try:
             self._count(batches, self.store.write(batches))
             return

@@ -108,8 +108,10 @@ def parse_exposition(
                 le = lm.group(1)
                 rest = (inner[: lm.start()] + inner[lm.end() :]).strip(",")
                 block = "{" + rest + "}" if rest else ""
-        labels = blocks.get(block, False)
-        if labels is False:
+        labels: Mapping[str, str] | None
+        if block in blocks:
+            labels = blocks[block]
+        else:
             try:
                 parsed = cached_labels(block)
                 labels = {**extra, **parsed} if extra else parsed

@@ -63,7 +63,7 @@ BUCKETS_S = (
     geometric_buckets(0.005, 60.0, 1.08),
     geometric_buckets(0.05, 600.0, 1.08),
 )
-_KIND_NAMES = sorted(KIND_CODE, key=KIND_CODE.get)
+_KIND_NAMES = sorted(KIND_CODE, key=KIND_CODE.__getitem__)
 
 
 def _norm_cdf(x: np.ndarray) -> np.ndarray:
@@ -249,7 +249,7 @@ class SimExporters:
             if self._t is not None and t <= self._t:
                 return
             first = self._t is None
-            start = t if first else max(self._t + 1, t - 120)
+            start = t if self._t is None else max(self._t + 1, t - 120)
             for s in range(start, t + 1):
                 self._tick(s, integrate=not first)
             self._t = t
@@ -294,6 +294,12 @@ class SimExporters:
     def tick(self) -> int | None:
         return self._t
 
+    def _ticked(self) -> FleetState:
+        """The state of the last tick (pages render only after `advance`)."""
+        if self._state is None:
+            raise RuntimeError("simulated exporter: render before the first advance()")
+        return self._state
+
     # -- rendering --------------------------------------------------------------
     def render(self, path: str) -> str | None:
         """The body for `path` at the current tick; None when no such endpoint."""
@@ -321,10 +327,10 @@ class SimExporters:
             return text
 
     def _suffix(self) -> str:
-        return f" {self._t * 1000}\n" if self.timestamps else "\n"
+        return f" {(self._t or 0) * 1000}\n" if self.timestamps else "\n"
 
     def _render_dcgm(self, h: int) -> str:
-        st = self._state
+        st = self._ticked()
         end = self._suffix()
         lines: dict[str, list[str]] = {}
 
@@ -376,7 +382,7 @@ class SimExporters:
         return "".join(out)
 
     def _render_node(self, h: int) -> str:
-        f, st = self.model.fleet, self._state
+        f, st = self.model.fleet, self._ticked()
         end = self._suffix()
         rows = self._ib_rows.get(h, [])
         metrics = (
@@ -397,7 +403,7 @@ class SimExporters:
             out.append(f"# HELP {name} {name} (simulated).\n# TYPE {name} {typ}\n")
             for i in rows:
                 dev, port = f.link_port[i].split("/")
-                out.append(f'{name}{{device="{dev}",port="{port}"}} {_fmt(fn(i))}{end}')
+                out.append(f'{name}{{device="{dev}",port="{port}"}} {_fmt(float(fn(i)))}{end}')
         return "".join(out)
 
     def _render_vllm(self, h: int, e: int) -> str:
