@@ -28,9 +28,9 @@ from storage.store import Store
 from tests.rollup_data import sample_rows
 
 START = datetime(2026, 11, 2, 0, 0, 7)
-# interval_s and keys per table: gpu samples every 15 s, the rest coarser
-SHAPE = {"gpu_samples": (15.0, 12), "slice_samples": (30.0, 8), "link_samples": (30.0, 8),
-         "latency_samples": (60.0, 4), "gpu_mem_samples": (60.0, 12)}
+# interval_s and keys per table: gpu samples every 30 s, the rest coarser
+SHAPE = {"gpu_samples": (30.0, 8), "slice_samples": (60.0, 6), "link_samples": (60.0, 6),
+         "latency_samples": (120.0, 4), "gpu_mem_samples": (120.0, 6)}
 
 
 def test_migration_is_the_generated_ddl():
