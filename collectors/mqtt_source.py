@@ -31,7 +31,13 @@ import aiomqtt
 import numpy as np
 
 from collectors.base import Sink, register
-from collectors.nvml.batches import NVLINK_ROWS, ReportBatcher, naive_utc, ts_col
+from collectors.nvml.batches import (
+    NVLINK_ROWS,
+    SOURCE_COLUMN,
+    ReportBatcher,
+    naive_utc,
+    ts_col,
+)
 from collectors.nvml.report import Report, ReportError, decode, decode_status
 from collectors.options import parse_options
 from storage.batch import Batch, make_batch
@@ -110,6 +116,9 @@ class MqttOptions:
     password: str = ""
     password_env: str = ""  # name of an environment variable holding the password
     flush_interval_s: float = 0.25  # seconds between writes to the store
+    # seconds between the agents' reports (their --interval): CollectorSilent fires
+    # after 3 of them (at least one alert interval) without any report arriving
+    report_interval_s: float = 1.0
     max_batch_reports: int = 2000  # flush early when this many reports wait
     max_future_s: float = 300.0  # reports stamped further ahead are rejected
     max_age_s: float = 7 * 86400.0  # and older ones too
@@ -132,6 +141,8 @@ class MqttOptions:
             raise ValueError(f"nvlink_rows must be one of {', '.join(NVLINK_ROWS)}")
         if any(c in self.shared_group for c in "+#/"):
             raise ValueError("shared_group must not contain + # or /")
+        if not 0 < self.report_interval_s <= 86400:
+            raise ValueError("report_interval_s must be in (0, 86400]")
         if self.flush_interval_s <= 0 or self.max_batch_reports < 1 or self.dedupe_window < 1 \
                 or self.max_queued_messages < 1:
             raise ValueError("flush_interval_s, max_batch_reports, dedupe_window and "
@@ -171,6 +182,8 @@ class _SeqWindow:
 
 class MqttSource:
     """Push source "mqtt" (see module docstring)."""
+
+    row_source = SOURCE_COLUMN  # the `source` its rows carry ("nvml"), not its name
 
     def __init__(
         self,
@@ -327,7 +340,7 @@ class MqttSource:
                 "ts": [naive_utc(self.clock())], "collector": [self.name],
                 "duration_ms": [work_s * 1000.0], "ok": [True],
                 "rows": [sum(b.rows for b in batches)], "error": [error],
-                "skipped": [n_rejects + dups], "interval_s": [self.o.flush_interval_s]}))
+                "skipped": [n_rejects + dups], "interval_s": [self.o.report_interval_s]}))
         return batches, ts, reports
 
     async def flush(self, sink: Sink) -> None:
@@ -396,12 +409,25 @@ class MqttSource:
                     self.connected.clear()
                     log.warning("%s: broker %s: %s; retrying in %.1f s", self.name,
                                 self.o.broker, exc, backoff)
+                    await self._record_failure(sink, f"broker {self.o.broker}: {exc}")
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.o.reconnect_max_s)
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
             await self.flush(sink)
+
+    async def _record_failure(self, sink: Sink, error: str) -> None:
+        """A failing run (ok = false): `fleettui status` and /metrics show the error;
+        CollectorSilent keeps counting from the last report received (and, for a source
+        that never connected, from its first failure: hence the declared interval)."""
+        try:
+            await sink([make_batch("collector_runs", {
+                "ts": [naive_utc(self.clock())], "collector": [self.name], "duration_ms": [0.0],
+                "ok": [False], "rows": [0], "error": [error[:500]], "skipped": [0],
+                "interval_s": [self.o.report_interval_s]})])
+        except Exception as exc:  # the store said no: the log line above still says why
+            log.debug("%s: recording the failure: %s", self.name, exc)
 
     async def _flush_loop(self, sink: Sink) -> None:
         while True:

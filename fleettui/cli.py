@@ -60,7 +60,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
     from collectors.base import source_kinds
     from fleettui.config import SIM_SOURCES, Config, ConfigError, SourceSpec, load_config
-    from fleettui.daemon import build_sources, check_tasks, run_daemon
+    from fleettui.daemon import build_enrichment_from, build_sources, check_tasks, run_daemon
 
     if args.list_sources:
         print("\n".join(source_kinds()))
@@ -88,7 +88,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
         raise ConfigError(f"{config.path}: no [[sources]] configured")
     sources = build_sources(config)
     check_tasks(config)
-    return asyncio.run(run_daemon(config, sources))
+    enrichment = build_enrichment_from(config)
+    return asyncio.run(run_daemon(config, sources, enrichment=enrichment))
 
 
 # -- sql ---------------------------------------------------------------------
@@ -141,7 +142,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 # Further subcommands live in their own modules, each with `add_parser(sub)`.
-_PLUGGED: list[str] = ["fleettui.agent", "fleettui.export_cli"]
+_PLUGGED: list[str] = ["fleettui.agent", "fleettui.status_cli", "fleettui.export_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,12 +10,17 @@
     retention_1h_days = 730.0 # days of 1-hour rollups kept
     rollup_interval_s = 30.0 # how often closed buckets are rolled up (0: no rollups)
     rollup_late_s = 900.0    # rows arriving this late after their minute closed still count
+    metrics_listen = "127.0.0.1:0"  # the daemon's own /metrics (loopback; "" off; 0: free port)
 
     [[sources]]              # one table per source; `kind` picks the module
     kind = "sim"             # see `fleettui daemon --list-sources`
     interval_s = 1.0         # ... and that kind's own keys
 
     [alerts]                 # the alert engine's keys (docs/alerts.md)
+
+    [topology]               # where hosts live: file = "topology.toml", host_pattern = ...
+    [tenancy]                # assignments = "assignments.csv": GPUs rented by contract
+    [latency_targets]        # ITL/TTFT p99 targets: default, per tenant, per endpoint
 
 Errors name the file, the section and the key.
 """
@@ -46,8 +51,13 @@ class DaemonOptions:
     retention_1h_days: float = 730.0
     rollup_interval_s: float = 30.0
     rollup_late_s: float = 900.0
+    metrics_listen: str = "127.0.0.1:0"
 
     def __post_init__(self) -> None:
+        if self.metrics_listen:
+            from fleettui.metrics import parse_listen
+
+            parse_listen(self.metrics_listen)
         if self.status_interval_s < 0:
             raise ValueError("status_interval_s must be >= 0")
         if self.retention_h <= 0:
@@ -74,6 +84,9 @@ class Config:
     sources: tuple[SourceSpec, ...] = ()
     alerts: dict[str, Any] | None = None
     path: str = "<defaults>"
+    topology: dict[str, Any] | None = None
+    tenancy: dict[str, Any] | None = None
+    latency_targets: dict[str, Any] | None = None
 
     @property
     def sources_from_file(self) -> bool:
@@ -86,7 +99,7 @@ class Config:
 
 SIM_SOURCES = (SourceSpec("sim", {}, "--sim"),)
 
-_TOP_KEYS = ("daemon", "sources", "alerts")
+_TOP_KEYS = ("daemon", "sources", "alerts", "topology", "tenancy", "latency_targets")
 
 
 def parse_config(raw: dict[str, Any], where: str) -> Config:
@@ -107,10 +120,12 @@ def parse_config(raw: dict[str, Any], where: str) -> Config:
             raise ConfigError(f"{where} [[sources]] #{i}: missing key 'kind' (a string)")
         opts = {k: v for k, v in s.items() if k != "kind"}
         sources.append(SourceSpec(kind, opts, f"{where} [[sources]] #{i} ({kind})"))
-    alerts = raw.get("alerts")
-    if alerts is not None and not isinstance(alerts, dict):
-        raise ConfigError(f"{where}: 'alerts' must be a table ([alerts])")
-    return Config(daemon, tuple(sources), alerts, where)
+    tables = {}
+    for key in ("alerts", "topology", "tenancy", "latency_targets"):
+        tables[key] = raw.get(key)
+        if tables[key] is not None and not isinstance(tables[key], dict):
+            raise ConfigError(f"{where}: '{key}' must be a table ([{key}])")
+    return Config(daemon, tuple(sources), path=where, **tables)
 
 
 def load_config(path: str | Path) -> Config:

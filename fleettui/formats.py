@@ -73,5 +73,16 @@ def as_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return json.dumps(records, default=_json_default, indent=1) + "\n"
 
 
+# What EXPLAIN returns: one row per plan, the plan drawn over many lines.
+EXPLAIN_COLUMNS = ["explain_key", "explain_value"]
+
+
+def as_plan(rows: Sequence[Sequence[Any]]) -> str:
+    """EXPLAIN's plans whole (a table cell would keep one line of each)."""
+    return "".join(f"{key}\n{value.rstrip()}\n" for key, value in rows)
+
+
 def render(fmt: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    if fmt == "table" and list(columns) == EXPLAIN_COLUMNS:
+        return as_plan(rows)
     return {"table": as_table, "csv": as_csv, "json": as_json}[fmt](columns, rows)

@@ -29,6 +29,7 @@ class DaemonInfo:
     token: str
     db: str
     started_at: str
+    metrics: str | None = None  # HOST:PORT of the daemon's /metrics, when on
 
 
 def info_path(db: Path) -> Path:

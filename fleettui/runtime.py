@@ -11,7 +11,12 @@ Shared by the headless daemon and the app when it collects for itself.
   transaction, off the event loop. A bounded queue makes fast producers wait
   instead of growing memory. A batch the store refuses is reported and
   dropped alone; the rest of the transaction is retried without it.
-- Tasks (the alert engine) run on their own interval after the writes.
+- An `Enrichment` (fleettui/enrich.py: topology, contracted tenancy, latency
+  targets) is applied to every write, so every source benefits; what it knows
+  before any source reports is written first.
+- Tasks (the alert engine) run on their own interval after the writes. On
+  stop, a tick under way finishes (within `task_grace_s`) before `run`
+  returns, so the caller never closes the store under it.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from collectors.base import Gathered, PullSource, PushSource
 from storage.batch import Batch, make_batch
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from fleettui.enrich import Enrichment
 
 log = logging.getLogger("fleettui.runtime")
 
@@ -55,6 +63,7 @@ class RuntimeStats:
 
 
 _MAX_REASONS_CHARS = 500
+_MAX_DROPPED_CHARS = 4000  # every reason of a real fleet's scrape fits (~30 of ~90 chars)
 
 
 def run_record(ts: datetime, name: str, duration_s: float, interval_s: float | None,
@@ -66,10 +75,15 @@ def run_record(ts: datetime, name: str, duration_s: float, interval_s: float | N
         text = "skipped: " + "; ".join(skipped)
     if text and len(text) > _MAX_REASONS_CHARS:
         text = text[: _MAX_REASONS_CHARS - 1] + "…"
+    dropped = gathered.dropped if gathered else {}
+    reasons = "; ".join(f"{k} x{n}" for k, n in sorted(dropped.items())) or None
+    if reasons and len(reasons) > _MAX_DROPPED_CHARS:
+        reasons = reasons[: _MAX_DROPPED_CHARS - 1] + "…"
     return make_batch("collector_runs", {
         "ts": [ts], "collector": [name], "duration_ms": [duration_s * 1000.0],
         "ok": [error is None], "rows": [gathered.rows if gathered else 0], "error": [text],
         "skipped": [len(skipped)], "interval_s": [interval_s],
+        "dropped": [sum(dropped.values())], "dropped_reasons": [reasons],
     })
 
 
@@ -83,6 +97,9 @@ class Runtime:
         clock: Callable[[], datetime] = utcnow,
         queue_size: int = 256,
         on_write: Callable[[RuntimeStats], None] | None = None,
+        enrich: Enrichment | None = None,
+        observe: Callable[[list[Batch]], None] | None = None,
+        task_grace_s: float = 30.0,
     ):
         self.store = store
         self.sources = list(sources)
@@ -91,14 +108,33 @@ class Runtime:
         self.stats = RuntimeStats()
         self._queue: asyncio.Queue[list[Batch]] = asyncio.Queue(maxsize=queue_size)
         self._on_write = on_write
+        self.enrich = enrich
+        self._observe = observe  # sees every hand-in (the daemon's SourceHealth)
+        self.task_grace_s = task_grace_s  # how long a tick under way at stop may take
 
     async def sink(self, batches: list[Batch]) -> None:
         """Where push sources (and pull loops) hand their batches."""
         if batches:
+            if self._observe is not None:
+                try:
+                    self._observe(batches)
+                except Exception:  # watching must never stop ingestion
+                    log.exception("observing a hand-in failed")
             await self._queue.put(batches)
 
     async def run(self, stop: asyncio.Event) -> None:
         writer = asyncio.create_task(self._writer(), name="writer")
+        if self.enrich is not None:
+            # the `source` values of what these sources guess (an agent's rows say "nvml")
+            names = sorted({getattr(s, "row_source", s.name) for s in self.sources}
+                           | {s.name for s in self.sources})
+            try:
+                first = await asyncio.to_thread(self.enrich.start, self.store, names,
+                                                self.clock())
+            except Exception as exc:  # collection goes on without the catch-up
+                log.error("enrichment at start failed: %s", str(exc).splitlines()[0])
+                first = []
+            await self.sink(first)
         producers = []
         for src in self.sources:
             if isinstance(src, PullSource):
@@ -110,13 +146,24 @@ class Runtime:
         try:
             await stop.wait()
         finally:
-            for p in producers:
+            # A task's tick under way (an alert cycle writing its state) is let finish,
+            # within a grace period, before anything closes: a cancelled tick would
+            # leave its worker thread writing to a store about to close.
+            ticking = producers[len(producers) - len(self.tasks):] if self.tasks else []
+            pulls = producers[: len(producers) - len(ticking)]
+            for p in pulls:
                 p.cancel()
+            if ticking:
+                _, late = await asyncio.wait(ticking, timeout=self.task_grace_s)
+                for p in late:
+                    log.warning("task %s still running %g s after stop; abandoned",
+                                p.get_name(), self.task_grace_s)
+                    p.cancel()
             await asyncio.gather(*producers, return_exceptions=True)
             await self._queue.join()  # flush what was gathered before stopping
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-            for src in self.sources:
+            for src in [*self.sources, *self.tasks]:  # tasks: alert delivery's last sends
                 close = getattr(src, "close", None)
                 if close is not None:
                     with contextlib.suppress(Exception):
@@ -127,6 +174,11 @@ class Runtime:
         loop = asyncio.get_running_loop()
         interval = src.interval_s
         next_at = loop.time()
+        if getattr(src, "align_to_interval", False):
+            # Gather at wall-clock multiples of the interval (just past them), as
+            # exporters that step their own clock expect: one gather per step.
+            next_at += (-time.time()) % interval + 0.05
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
         while not stop.is_set():
             now = self.clock()
             t0 = time.perf_counter()
@@ -169,8 +221,18 @@ class Runtime:
 
     async def _task_loop(self, task: Task, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.sleep(task.interval_s)
-            await self._queue.join()  # evaluate over what has been gathered so far
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), task.interval_s)
+            if stop.is_set():
+                return  # between ticks: nothing under way
+            # evaluate over what has been gathered so far (a stop ends the wait)
+            joined = asyncio.ensure_future(self._queue.join())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((joined, stopped), return_when=asyncio.FIRST_COMPLETED)
+            joined.cancel()
+            stopped.cancel()
+            if stop.is_set():
+                return
             try:
                 await task.tick(self.clock())
             except asyncio.CancelledError:
@@ -192,6 +254,11 @@ class Runtime:
                     self._queue.task_done()
 
     def _write(self, batches: list[Batch]) -> None:
+        if self.enrich is not None:
+            try:
+                batches = self.enrich.apply(batches)
+            except Exception as exc:  # never lose the batches over the enrichment
+                log.error("enrichment failed, batches written as they came: %s", exc)
         try:
             self._count(batches, self.store.write(batches))
             return

@@ -22,7 +22,7 @@ class QuackError(RuntimeError):
 
 def _extension_file(module_name: str, ext: str) -> str:
     module = __import__(module_name)
-    base = Path(module.__file__).parent / "extensions"
+    base = Path(str(module.__file__)).parent / "extensions"
     found = sorted(base.glob(f"*/{ext}.duckdb_extension"))
     if not found:
         raise QuackError(f"{module_name}: {ext}.duckdb_extension not found under {base}")

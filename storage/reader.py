@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -34,14 +35,33 @@ class ReadOnlyError(ValueError):
 
 
 class QueryError(RuntimeError):
-    """The query failed; DuckDB's message, first line."""
+    """The query failed; DuckDB's message on one line (see `error_text`)."""
+
+
+# DuckDB's error kinds ("Catalog Error: ", "Binder Error: ", ...). Through Quack the
+# kind is replaced by "Invalid Input Error: ", so it is dropped on both paths and
+# the same mistake reads the same through a daemon and on a file.
+_KIND = re.compile(r"^(?:[A-Z][A-Za-z]* )+Error: ")
+# The lines of a DuckDB error that help fix the query; the rest (the LINE/caret
+# context, Quack's own wrapper context) is left out so the message stays one line.
+_HINTS = ("Did you mean", "Candidate bindings:", "HINT:")
+
+
+def error_text(message: str) -> str:
+    """One line from a DuckDB error: the message without its kind, with its hints."""
+    lines = [ln.strip() for ln in message.strip().splitlines()]
+    first = lines[0] if lines else ""
+    while m := _KIND.match(first):
+        first = first[m.end():]
+    hints = [ln for ln in lines[1:] if ln.startswith(_HINTS)]
+    return " ".join([first, *hints])
 
 
 def check_read_only(sql: str) -> None:
     try:
         stmts = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryError(str(exc).strip().splitlines()[0]) from exc
+        raise QueryError(error_text(str(exc))) from exc
     if len(stmts) != 1:
         raise ReadOnlyError(f"expected one statement, got {len(stmts)}")
     if stmts[0].type not in _READ_TYPES:
@@ -113,7 +133,7 @@ class Reader(Protocol):
 
 
 def _error(exc: duckdb.Error) -> QueryError:
-    return QueryError(str(exc).strip().splitlines()[0])
+    return QueryError(error_text(str(exc)))
 
 
 class LocalReader:
@@ -177,7 +197,7 @@ class QuackReader:
                 raise quack.QuackError(f"{self.endpoint}: authentication failed (wrong token)") from exc
             if "Could not connect" in msg or "Failed to send" in msg:
                 raise quack.QuackError(f"{self.endpoint}: no daemon answers there") from exc
-            raise QueryError(msg.removeprefix("Invalid Input Error: ")) from exc
+            raise QueryError(error_text(str(exc))) from exc
 
     def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         return self._run(sql, params).to_arrow_table()

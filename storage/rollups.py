@@ -449,5 +449,48 @@ class RollupTask:
         await asyncio.to_thread(self.run_once, now)
 
 
+_MEANING = {
+    "min": "smallest value", "max": "largest value",
+    "sum": "sum of the values, each rounded to 1e-6 of the unit (exact; mean = sum / count)",
+    "count": "non-NULL values in the sum", "last": "value of the newest row",
+    "p95": "95th percentile of the raw values (quantile_cont)",
+    "increase": "growth over the bucket; a reset counts from 0; gaps over 5 min not counted",
+    "or": "bitwise OR of every value",
+}
+
+
+def schema_md() -> str:
+    """SCHEMA.md's section on the rollups, generated from SPECS (tests check it)."""
+    out = ["## History ([docs/history.md](docs/history.md))", "",
+           "Each sample table has a 1-minute and a 1-hour rollup table (`T_1m`, `T_1h`) and a",
+           "view of each that adds the buckets not rolled up yet (`T_1m_live`, `T_1h_live`),",
+           "all with the same columns. Metrics keep the raw column's unit.", "",
+           "### `rollup_state`: how far each rollup table is maintained",
+           "| column | type | meaning |", "| --- | --- | --- |",
+           "| rollup | VARCHAR, key | rollup table, e.g. `gpu_samples_1m` |",
+           "| done_until | TIMESTAMP | buckets before this are rolled up |",
+           "| updated_at | TIMESTAMP | when the rollups task last moved it |"]
+    for spec in SPECS.values():
+        names = [f"`{rollup_table(spec.table, t)}`" for t in TIERS]
+        names += [f"`{live_view(spec.table, t)}`" for t in TIERS]
+        out += ["", f"### {', '.join(names)}: rollups of `{spec.table}`",
+                "| column | type | meaning |", "| --- | --- | --- |",
+                "| bucket | TIMESTAMP | start of the minute or hour (UTC) |",
+                f"| {', '.join(spec.keys)} | VARCHAR | the key, as in `{spec.table}` |",
+                "| samples | BIGINT | raw rows in the bucket |",
+                "| last_ts | TIMESTAMP | time of the newest raw row |"]
+        cols = rollup_columns(spec)[3 + len(spec.keys):]
+        groups: dict[tuple[str, str], list[str]] = {}
+        for name, typ in cols:
+            metric = next(c for c, _ in spec.metrics if name.startswith(c + "_")
+                          and name[len(c) + 1:] in _MEANING)
+            groups.setdefault((metric, typ), []).append(name)
+        for (metric, typ), names_ in groups.items():
+            what = "; ".join(f"{n[len(metric) + 1:]}: {_MEANING[n[len(metric) + 1:]]}"
+                             for n in names_)
+            out.append(f"| {', '.join(names_)} | {typ} | {what} |")
+    return "\n".join(out) + "\n"
+
+
 if __name__ == "__main__":
     print(ddl(), end="")

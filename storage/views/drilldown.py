@@ -18,12 +18,14 @@ SELECT g.gpu_index, g.gpu_uuid, g.name, g.pci_bus_id, g.mig_mode,
        l.util_pct, 100.0 * l.mem_used_bytes / nullif(l.mem_total_bytes, 0) AS mem_pct,
        l.mem_used_bytes, coalesce(l.mem_total_bytes, g.mem_total_bytes) AS mem_total_bytes,
        l.power_w, l.temp_c, l.sm_clock_mhz, l.ecc_sbe_total, l.ecc_dbe_total,
-       l.throttle_reasons, a.tenants, l.ts AS sample_ts
+       l.throttle_reasons, a.tenants, l.ts AS sample_ts,
+       h.cluster, h.rack, h.rack_slot, h.nvlink_domain, h.model
 FROM gpus g
+LEFT JOIN hosts h ON h.host = g.host
 LEFT JOIN latest l ON l.gpu_uuid = g.gpu_uuid
 LEFT JOIN asg a ON a.gpu_uuid = g.gpu_uuid
 WHERE g.host = $host
-ORDER BY g.gpu_index
+ORDER BY g.gpu_index NULLS LAST, g.gpu_uuid
 """
 
 HOST_SLICES_SQL = f"""
@@ -36,7 +38,7 @@ LEFT JOIN sl ON sl.slice_id = s.slice_id
 LEFT JOIN assignments a ON a.slice_id = s.slice_id
      AND a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
 WHERE g.host = $host
-ORDER BY g.gpu_index, s.slice_id
+ORDER BY g.gpu_index NULLS LAST, s.slice_id
 """
 
 # History in equal buckets (sparklines): one row per GPU and bucket.

@@ -26,6 +26,7 @@ from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_duration, fmt_num
 from fleettui.tui.widgets.table import Col, ViewTable
 from storage.views import alert_list, alerts_available
+from storage.views.rack import UNPLACED
 
 STATE_STYLE = {"firing": "bold white on red", "pending": "bold black on yellow",
                "resolved": "green"}
@@ -43,11 +44,13 @@ def _muted(v, r) -> Text:
 
 
 def _target(key: str | None, r: dict) -> str:
-    """What the alert is on, readably: a GPU or slice as host and index."""
+    """What the alert is on, readably: a GPU or slice as host and index; a host that no
+    topology places says so."""
+    where = f" ({UNPLACED})" if r.get("host") and not r.get("rack") else ""
     if r.get("gpu_index") is not None and r.get("host"):
         slice_ = key.split("/", 1)[1] if key and "/" in key else ""
-        return f"{r['host']} GPU{r['gpu_index']}" + (f" {slice_}" if slice_ else "")
-    return key or "–"
+        return f"{r['host']} GPU{r['gpu_index']}" + (f" {slice_}" if slice_ else "") + where
+    return (key or "–") + where
 
 
 COLS = [
@@ -57,7 +60,8 @@ COLS = [
     Col("scope", "scope"),
     Col("on", "scope_key", lambda v, r: _target(v, r)),
     Col("value", "value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
-    Col("peak", "peak_value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
+    # the most extreme value in the rule's direction (lowest for `<` rules): "peak" misread
+    Col("worst", "peak_value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
     Col("for", "duration_s", lambda v, _r: fmt_duration(v)),
     Col("since", "started_at", lambda v, _r: f"{v:%m-%d %H:%M:%S}" if v else "–"),
     Col("muted", "muted_kind", _muted),

@@ -17,7 +17,7 @@ from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.rack_grid import RackGrid
 from fleettui.tui.widgets.scale import HEAT, METRICS, fmt_num
 from storage.views import RackFilter, rack_grid
-from storage.views.rack import STATES
+from storage.views.rack import STATES, UNPLACED
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +89,15 @@ class RackScreen(DataScreen):
             line.append("no GPUs match" if str(self.flt) else "no GPUs yet", style="dim")
         else:
             r = t.slice(grid.cursor, 1).to_pylist()[0]
-            line.append(f"{r['host']} GPU{r['gpu_index']} ", style="bold")
+            idx = "?" if r["gpu_index"] is None else r["gpu_index"]
+            line.append(f"{r['host']} GPU{idx} ", style="bold")
+            if not r["rack"]:
+                line.append(f"{UNPLACED} ", style="dim")
             if r["host_stale"]:
                 line.append("host silent ", style="bold #8a8a8a")
             elif r["gpu_missing"]:
                 line.append("GPU missing ", style="bold red")
-            line.append(f"{r['name']}  util {fmt_num(r['util_pct'])}%  "
+            line.append(f"{r['name'] or 'GPU model unknown'}  util {fmt_num(r['util_pct'])}%  "
                         f"mem {fmt_num(r['mem_pct'])}%  {fmt_num(r['power_w'])} W  "
                         f"{fmt_num(r['temp_c'])} °C  ")
             if r["n_slices"]:
@@ -137,7 +140,8 @@ class RackScreen(DataScreen):
                         severity="warning")
             return
         self.flt = flt
-        self.query_one(FilterBar).value = spec
+        bar = self.query_one(FilterBar)
+        bar.applied = bar.value = spec
         self.grid.cursor = 0
         self.reload()
 

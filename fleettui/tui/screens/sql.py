@@ -25,8 +25,8 @@ from fleettui.tui.widgets.header import FleetHeader
 from storage.reader import check_read_only
 
 MAX_ROWS = 1000
-EXAMPLE = """-- ctrl+r runs; the views' queries live in storage/views/
-SELECT h.rack, count(*) AS gpus, round(avg(s.util_pct), 1) AS util_pct
+EXAMPLE = """-- ctrl+r runs; esc leaves the editor; the views' queries live in storage/views/
+SELECT h.rack, count(DISTINCT s.gpu_uuid) AS gpus, round(avg(s.util_pct), 1) AS util_pct
 FROM gpu_samples s JOIN hosts h USING (host)
 WHERE s.ts > (SELECT max(ts) FROM gpu_samples) - INTERVAL 10 SECOND
 GROUP BY ALL ORDER BY util_pct DESC, rack"""
@@ -53,11 +53,15 @@ def run_query(reader: Reader, sql: str) -> QueryResult:
 class SqlScreen(Screen):
     view_title = "SQL"
 
+    # The editor takes every printable key, so `1`-`5` type digits there: Esc
+    # leaves it (then `1`-`5` switch views), F1-F5 switch views even while editing.
     BINDINGS = [
         Binding("ctrl+r", "run", "run query", priority=True),
-        Binding("ctrl+o", "focus_editor", "editor", show=False),
-        Binding("escape", "leave_editor", "leave editor", show=False),
+        Binding("ctrl+o", "focus_editor", "editor"),
+        Binding("escape", "leave_editor", "leave editor"),
     ]
+    EDITING_HINT = (" editing: Ctrl+R runs · Esc leaves the editor (then 1–5 switch views)"
+                    " · F1–F5 switch views from anywhere")
 
     def compose(self) -> ComposeResult:
         yield FleetHeader()
@@ -73,6 +77,7 @@ class SqlScreen(Screen):
         self.query_one(Tree).show_root = False
         self._load_schema()
         self.query_one(TextArea).focus()
+        self.query_one("#sql-status", Static).update(Text(self.EDITING_HINT, style="dim"))
 
     def on_screen_resume(self) -> None:
         self.app.view_title = self.view_title

@@ -30,6 +30,7 @@ from fleettui.tui.widgets.scale import (
     heat_index,
     tdp_for,
 )
+from storage.views.rack import UNPLACED
 
 SUPERSCRIPT = "⁰¹²³⁴⁵⁶⁷⁸⁹"
 NO_VALUE, STALE_CODE, MISSING_CODE = 10, 11, 12
@@ -123,7 +124,8 @@ class RackGrid(ScrollView, can_focus=True):
         self._relayout()
         self.refresh()
 
-    def _build_panels(self, hosts: list[str], racks: list[str], alerts: dict[str, int]) -> None:
+    def _build_panels(self, hosts: list[str], racks: list[str | None],
+                      alerts: dict[str, int]) -> None:
         panels: list[Panel] = []
         start = 0
         n = len(hosts)
@@ -131,7 +133,7 @@ class RackGrid(ScrollView, can_focus=True):
         h_count = 0
         for i in range(1, n + 1):
             if i == n or hosts[i] != hosts[start]:
-                rack = racks[start]
+                rack = racks[start] or UNPLACED  # no topology for the host: one group, last
                 host = hosts[start]
                 label = host[len(rack) + 1:] if host.startswith(rack + "-") else host
                 if not panels or panels[-1].rack != rack:
