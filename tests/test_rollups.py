@@ -261,3 +261,12 @@ def test_live_views_equal_recomputation_while_rollups_lag():
     # by the last round everything was rolled up: the views read the rollup tables
     assert con.execute("SELECT min(done_until) FROM rollup_state").fetchone()[0] > START + \
         timedelta(hours=5)
+
+
+def test_every_sample_column_has_a_rollup_kind():
+    """A column added to a sample table must be given a kind here, or this fails."""
+    from storage.columns import TABLE_COLUMNS
+
+    for spec in SPECS.values():
+        cols = set(TABLE_COLUMNS[spec.table]) - {"ts", "source"} - set(spec.keys)
+        assert cols == {c for c, _ in spec.metrics}, spec.table
