@@ -27,6 +27,7 @@ EXIT_USAGE, EXIT_ERROR = 2, 1
 def _user_errors() -> tuple[type[BaseException], ...]:
     from collectors.options import OptionsError
     from fleettui.config import ConfigError
+    from fleettui.export_cli import ExportError
     from storage.batch import BatchError
     from storage.migrate import SchemaError
     from storage.quack import QuackError
@@ -34,7 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from storage.store import StoreError
 
     return (ConfigError, OptionsError, StoreError, SchemaError, QuackError, QueryError,
-            ReadOnlyError, BatchError)
+            ReadOnlyError, BatchError, ExportError)
 
 
 # -- daemon ------------------------------------------------------------------
@@ -107,6 +108,8 @@ def _add_sql(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help="access token for --connect (default: $FLEETTUI_TOKEN, or the "
                    "local daemon's token file)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--archive", metavar="DIR", help="also query a `fleettui export` archive: each "
+                   "table is its archived rows followed by the live ones (docs/history.md)")
     p.add_argument("query", help="the SQL to run")
     p.set_defaults(func=_run_sql)
 
@@ -140,7 +143,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 # Further subcommands live in their own modules, each with `add_parser(sub)`.
-_PLUGGED: list[str] = ["fleettui.agent", "fleettui.status_cli"]
+_PLUGGED: list[str] = ["fleettui.agent", "fleettui.status_cli", "fleettui.export_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

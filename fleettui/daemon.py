@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from collectors.base import PullSource, PushSource, build_source
@@ -35,6 +36,7 @@ from fleettui.source_health import SourceHealth
 from storage import guard, quack
 from storage.columns import UPSERT_KEYS
 from storage.retention import RetentionTask
+from storage.rollups import RollupOptions, RollupTask, TierRetention
 from storage.store import Store
 
 log = logging.getLogger("fleettui.daemon")
@@ -57,7 +59,12 @@ def build_sources(config: Config) -> list[PullSource | PushSource]:
 
 def build_tasks(config: Config, store: Store) -> list[Task]:
     """Periodic tasks beside collection: retention, and the alert engine when configured."""
-    tasks: list[Task] = [RetentionTask(store, config.daemon.retention_h)]
+    d = config.daemon
+    tasks: list[Task] = [RetentionTask(store, d.retention_h)]
+    if d.rollup_interval_s > 0:
+        tasks.append(RollupTask(
+            store, d.rollup_interval_s, RollupOptions(late_s=d.rollup_late_s),
+            TierRetention(timedelta(days=d.retention_1m_days), timedelta(days=d.retention_1h_days))))
     base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
     return tasks + list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]",
                                           base_dir=base_dir))
@@ -86,7 +93,8 @@ def check_tasks(config: Config) -> None:
         scratch.close()
 
 
-def _serve(store: Store, config: Config, db: Path, metrics: str | None) -> DaemonInfo | None:
+def _serve(store: Store, config: Config, db: Path,
+           metrics: str | None = None) -> DaemonInfo | None:
     if not config.daemon.serve_enabled:
         return None
     host, port = quack.parse_endpoint(config.daemon.serve)

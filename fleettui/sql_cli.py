@@ -61,7 +61,12 @@ def open_reader(db: str | None, connect: str | None, token: str | None) -> Reade
 def main(args) -> int:
     check_read_only(args.query)
     token = args.token or os.environ.get("FLEETTUI_TOKEN")
-    reader = open_reader(args.db, args.connect, token)
+    if getattr(args, "archive", None):
+        from fleettui.archive import open_archive
+
+        reader = open_archive(Path(args.archive).expanduser(), args.db, args.connect, token)
+    else:
+        reader = open_reader(args.db, args.connect, token)
     try:
         columns, rows = reader.rows(args.query)
     finally:

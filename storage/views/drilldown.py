@@ -6,8 +6,10 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from storage.resolution import RAW, source_for
+from storage.rollups import TIERS
 from storage.views.latest import ASSIGNED, SLICE_LATEST, gpu_latest
-from storage.views.source import Source, run, table_columns
+from storage.views.query import Source, run, table_columns
 from storage.views.when import STALE_AFTER_S, resolve_at
 
 HOST_GPUS_SQL = f"""
@@ -54,6 +56,25 @@ GROUP BY ALL
 ORDER BY gpu_uuid, bucket
 """
 
+# The same over a rollup view (`gpu_samples_1m_live` / `_1h_live`): windows of
+# hours or days read per-minute or per-hour rows (storage/resolution.py). A
+# rollup bucket counts where it starts; one that straddles the window's start
+# goes to the first chart bucket.
+ROLLUP_HISTORY_SQL = """
+SELECT gpu_uuid,
+       greatest(least(floor(epoch(bucket - ($at - to_seconds($window_s))) / $bucket_s),
+                      $buckets - 1), 0)::INT AS bucket,
+       (sum(util_pct_sum) / nullif(sum(util_pct_count), 0))::DOUBLE AS util_pct,
+       (100.0 * sum(mem_used_bytes_sum) / nullif(sum(mem_used_bytes_count), 0)
+           / nullif(max(mem_total_bytes_last), 0))::DOUBLE AS mem_pct,
+       (sum(power_w_sum) / nullif(sum(power_w_count), 0))::DOUBLE AS power_w,
+       (sum(temp_c_sum) / nullif(sum(temp_c_count), 0))::DOUBLE AS temp_c
+FROM {rel}
+WHERE host = $host AND bucket > $at - to_seconds($window_s + $step_s) AND bucket <= $at
+GROUP BY ALL
+ORDER BY gpu_uuid, bucket
+"""
+
 EVENTS_SQL = """
 SELECT e.ts, e.kind, e.code, g.gpu_index, e.gpu_uuid, e.detail
 FROM events e LEFT JOIN gpus g ON g.gpu_uuid = e.gpu_uuid
@@ -86,10 +107,15 @@ def gpu_history(
     src: Source, host: str, at: datetime | None = None,
     *, window_s: float = 3600.0, buckets: int = 60,
 ) -> pa.Table:
-    """Bucketed means of util, memory, power and temperature per GPU of `host`."""
+    """Bucketed means of util, memory, power and temperature per GPU of `host`; windows
+    of hours or days read the 1-minute or 1-hour rollups."""
     params = {"at": resolve_at(at), "host": host, "window_s": window_s,
               "bucket_s": window_s / buckets, "buckets": buckets}
-    return run(src, HISTORY_SQL, params)
+    tier, rel = source_for("gpu_samples", window_s, buckets)
+    if tier == RAW:
+        return run(src, HISTORY_SQL, params)
+    params["step_s"] = TIERS[tier].total_seconds()
+    return run(src, ROLLUP_HISTORY_SQL.replace("{rel}", rel), params)
 
 
 def host_events(
