@@ -5,7 +5,9 @@
     serve = "127.0.0.1:0"    # Quack endpoint for clients; port 0 picks a free one
     serve_enabled = true     # serve the live store to `fleettui sql` and the app
     status_interval_s = 10.0 # how often the daemon logs a progress line (0: never)
-    retention_h = 168.0      # hours of raw samples kept (older ones deleted hourly)
+    retention_h = 168.0      # hours of time-series rows kept (older ones deleted hourly)
+    memory_limit = ""        # DuckDB's memory limit, e.g. "2GiB"; "": 25% of RAM, at most 4 GiB
+    store_failure_max_s = 300.0  # a failing store (disk full) is retried this long, then exit 75
 
     [[sources]]              # one table per source; `kind` picks the module
     kind = "sim"             # see `fleettui daemon --list-sources`
@@ -18,6 +20,7 @@ Errors name the file, the section and the key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +41,22 @@ class DaemonOptions:
     serve_enabled: bool = True
     status_interval_s: float = 10.0
     retention_h: float = 168.0
+    memory_limit: str = ""
+    store_failure_max_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.status_interval_s < 0:
             raise ValueError("status_interval_s must be >= 0")
         if self.retention_h <= 0:
             raise ValueError("retention_h must be > 0")
+        if self.memory_limit and not _MEMORY_LIMIT.match(self.memory_limit):
+            raise ValueError(f"memory_limit must be a size like '2GiB' or '512MB', "
+                             f"got {self.memory_limit!r}")
+        if self.db is not None and ("\x00" in self.db or not self.db.strip()):
+            raise ValueError("db must be a file path")
+
+
+_MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -101,11 +114,16 @@ def parse_config(raw: dict[str, Any], where: str) -> Config:
 def load_config(path: str | Path) -> Config:
     p = Path(path).expanduser()
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a config file") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") \
+            from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

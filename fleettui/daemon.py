@@ -9,6 +9,7 @@ what was gathered, checkpoints and exits 0. Never imports Textual.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -72,7 +73,25 @@ def _serve(store: Store, config: Config, db: Path) -> DaemonInfo | None:
     endpoint = quack.serve(store.con, host, port, token)
     info = DaemonInfo(os.getpid(), endpoint, token, str(db), utcnow().isoformat())
     write_daemon_info(db, info)
+
+    def reserve(s: Store) -> None:  # a reopened store is a new connection: serve it again
+        h, p = quack.parse_endpoint(info.endpoint)
+        quack.serve(s.con, h, p, info.token)
+        write_daemon_info(db, info)
+
+    store.on_reopen.append(reserve)
     return info
+
+
+def _store_state(runtime: Runtime, db: Path, info: DaemonInfo | None,
+                 written: list[str | None]) -> None:
+    """Keep the info file's `store_error` true, so `fleettui sql` can say the store
+    failed instead of a puzzling Quack error."""
+    failure = runtime.store.failure
+    if info is None or failure == written[0]:
+        return
+    written[0] = failure
+    write_daemon_info(db, dataclasses.replace(info, store_error=failure))
 
 
 def _status_line(runtime: Runtime) -> str:
@@ -85,7 +104,7 @@ def _status_line(runtime: Runtime) -> str:
 async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
                      stop: asyncio.Event | None = None) -> int:
     db = config.db_path
-    store = Store.open(db)
+    store = Store.open(db, memory_limit=config.daemon.memory_limit or None)
     info = None
     try:
         info = _serve(store, config, db)
@@ -101,11 +120,20 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): the caller sets `stop`
-        runtime = Runtime(store, sources, tasks)
+        seed_known_hosts(store, sources)
+        runtime = Runtime(store, sources, tasks,
+                          store_failure_max_s=config.daemon.store_failure_max_s)
         status = asyncio.create_task(_report(runtime, config.daemon.status_interval_s, stop))
+        written: list[str | None] = [None]
+        watch = asyncio.create_task(_watch_store(runtime, db, info, written, stop))
         await runtime.run(stop)
         status.cancel()
+        watch.cancel()
         print(f"fleettui daemon: stopped; {_status_line(runtime)}", file=sys.stderr, flush=True)
+        if runtime.failed:
+            print(f"fleettui daemon: exiting: {runtime.failed}; {runtime.stats.rows_dropped:,} "
+                  "rows dropped", file=sys.stderr, flush=True)
+            return EXIT_STORE_FAILED
         return 0
     finally:
         if info is not None:
@@ -115,6 +143,31 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
             except Exception as exc:  # the store still closes cleanly below
                 log.debug("quack_stop: %s", exc)
         store.close()
+
+
+EXIT_STORE_FAILED = 75  # EX_TEMPFAIL: the supervisor should restart the daemon
+
+
+def seed_known_hosts(store: Store, sources: Sequence[PullSource | PushSource]) -> None:
+    """Tell sources that cap new hosts which hosts the store already knows, so a
+    restart is not a flood of "new" hosts."""
+    seeders = [s for s in sources if hasattr(s, "seed_hosts")]
+    if not seeders:
+        return
+    rows = store.cursor().execute(
+        "SELECT host, epoch(last_seen) FROM hosts WHERE last_seen IS NOT NULL").fetchall()
+    for s in seeders:
+        s.seed_hosts(rows)  # type: ignore[attr-defined]
+
+
+async def _watch_store(runtime: Runtime, db: Path, info: DaemonInfo | None,
+                       written: list[str | None], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        try:
+            _store_state(runtime, db, info, written)
+        except OSError as exc:  # the disk is full: the info file may not be writable either
+            log.debug("daemon info: %s", exc)
 
 
 async def _report(runtime: Runtime, every_s: float, stop: asyncio.Event) -> None:

@@ -29,6 +29,7 @@ class DaemonInfo:
     token: str
     db: str
     started_at: str
+    store_error: str | None = None  # set while the daemon's store is failing (disk full)
 
 
 def info_path(db: Path) -> Path:

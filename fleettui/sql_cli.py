@@ -13,7 +13,7 @@ from pathlib import Path
 from fleettui.formats import render
 from fleettui.paths import default_db_path, read_daemon_info
 from storage import quack
-from storage.reader import LocalReader, QuackReader, Reader, check_read_only
+from storage.reader import LocalReader, QueryError, QuackReader, Reader, check_read_only
 from storage.store import Store
 
 
@@ -31,9 +31,22 @@ def open_reader(db: str | None, connect: str | None, token: str | None) -> Reade
         return QuackReader(endpoint, token)
     info = read_daemon_info(path)
     if info is not None:
-        return QuackReader(info.endpoint, info.token)
+        try:
+            return QuackReader(info.endpoint, info.token)
+        except (quack.QuackError, QueryError) as exc:
+            raise _store_failure(path) or exc from None
     store = Store.open(path, read_only=True)
     return LocalReader(store.con, str(path), owns=True)
+
+
+def _store_failure(path: Path) -> quack.QuackError | None:
+    """The daemon's own word that its store is failing (disk full), which Quack
+    otherwise reports as a refused token or a server error."""
+    info = read_daemon_info(path)
+    if info is None or not info.store_error:
+        return None
+    return quack.QuackError(f"the daemon (pid {info.pid}) cannot use its store: "
+                            f"{info.store_error}")
 
 
 def main(args) -> int:
@@ -42,6 +55,9 @@ def main(args) -> int:
     reader = open_reader(args.db, args.connect, token)
     try:
         columns, rows = reader.rows(args.query)
+    except (quack.QuackError, QueryError) as exc:
+        path = Path(args.db).expanduser() if args.db else default_db_path()
+        raise _store_failure(path) or exc from None
     finally:
         reader.close()
     if columns:
