@@ -1,42 +1,154 @@
-"""Retention: raw samples older than a horizon are deleted, in one transaction.
+"""Retention: time-series rows older than a horizon are deleted, in small steps.
 
-Runs as a daemon task (hourly by default). Inventory, events, collector runs
-and alert history are kept: they are small and are the fleet's memory.
+Which tables are time series is read from the schema, not from a hand list:
+every table with a `ts` TIMESTAMP column that is not merged on a key (the
+dimension tables in `UPSERT_KEYS`). That covers samples, processes, events,
+collector runs and rejects, and any table a later migration adds. Alert
+instances (no `ts`; they change state in place) and inventory are kept.
+
+Each step deletes at most `step_rows` rows of one table in its own short
+transaction, and the task yields between steps, so ingestion (which takes the
+same writer lock) is never held up for longer than one step.
+
+`projected_size` says how large the store will grow at a given retention, from
+the rate rows are arriving now and the bytes a row takes on disk now; `fleettui
+status` shows it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from storage.columns import UPSERT_KEYS
 from storage.store import Store
 
-SAMPLE_TABLES = ("gpu_samples", "slice_samples", "link_samples", "latency_samples")
+STEP_ROWS = 50_000  # rows per delete step: a few tens of ms on 2 cores
 
 
-def delete_before(store: Store, cutoff: datetime) -> dict[str, int]:
-    """Delete sample rows with ts < cutoff; returns rows deleted per table."""
-    deleted = {}
+def time_series_tables(store: Store) -> list[str]:
+    """Tables with a `ts` TIMESTAMP column that are append-only, from the schema."""
+    rows = store.cursor().execute(
+        "SELECT table_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND column_name = 'ts' AND data_type LIKE 'TIMESTAMP%' "
+        "ORDER BY table_name").fetchall()
+    return [t for (t,) in rows if t not in UPSERT_KEYS]
+
+
+def delete_step(store: Store, table: str, cutoff: datetime, step_rows: int = STEP_ROWS) -> int:
+    """Delete up to `step_rows` rows of `table` with ts < cutoff; returns rows deleted."""
     with store.writer() as cur:
-        for table in SAMPLE_TABLES:
-            row = cur.execute(f"DELETE FROM {table} WHERE ts < ?", [cutoff]).fetchone()
-            deleted[table] = int(row[0]) if row else 0
+        row = cur.execute(
+            f"DELETE FROM {table} WHERE rowid IN "
+            f"(SELECT rowid FROM {table} WHERE ts < ? LIMIT {int(step_rows)})", [cutoff]
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def delete_before(store: Store, cutoff: datetime, step_rows: int = STEP_ROWS) -> dict[str, int]:
+    """Delete every time-series row with ts < cutoff, step by step (blocking)."""
+    deleted: dict[str, int] = {}
+    for table in time_series_tables(store):
+        total = 0
+        while (n := delete_step(store, table, cutoff, step_rows)) > 0:
+            total += n
+        deleted[table] = total
     return deleted
 
 
+@dataclass(frozen=True)
+class SizeProjection:
+    """How large the store will be once `retention_h` hours of rows are kept."""
+
+    used_bytes: int  # database blocks in use now
+    file_bytes: int  # the .duckdb file (and its WAL) now
+    rows: int  # time-series rows now
+    rows_per_hour: float  # arriving now (over the last `window_h` of data)
+    bytes_per_hour: float  # rows_per_hour x bytes per row now
+    retention_h: float
+    projected_bytes: int  # used_bytes - rows older than the horizon + growth to the horizon
+    window_h: float
+
+
+def projected_size(store: Store, retention_h: float, window_h: float = 1.0) -> SizeProjection:
+    """Bytes the store will reach at `retention_h` of retention, at the current rate.
+
+    Bytes per row: used database bytes / time-series rows (dimension tables ride
+    along). Rate: rows with ts within the last `window_h` hours of the newest row
+    (or the whole span if shorter), per hour."""
+    cur = store.cursor()
+    size = cur.execute("PRAGMA database_size").fetchone()
+    cols = [d[0] for d in cur.description]
+    info = dict(zip(cols, size, strict=False))
+    used = int(info.get("used_blocks") or 0) * int(info.get("block_size") or 0)
+    file_bytes = 0
+    if store.path != ":memory:":
+        for p in (store.path, store.path + ".wal"):
+            try:
+                file_bytes += os.path.getsize(p)
+            except OSError:
+                pass
+    rows = recent = 0
+    span_h = 0.0
+    for table in time_series_tables(store):
+        n, lo, hi = cur.execute(f"SELECT count(*), min(ts), max(ts) FROM {table}").fetchone()
+        if not n:
+            continue
+        rows += n
+        h = max((hi - lo).total_seconds() / 3600.0, 1.0 / 3600.0)
+        w = min(window_h, h)
+        span_h = max(span_h, w)
+        recent_n = cur.execute(f"SELECT count(*) FROM {table} WHERE ts >= ?",
+                               [hi - timedelta(hours=w)]).fetchone()[0]
+        recent += recent_n / w
+    bytes_per_row = used / rows if rows else 0.0
+    bytes_per_hour = recent * bytes_per_row
+    projected = int(max(used, bytes_per_row * recent * retention_h)) if rows else used
+    return SizeProjection(used, file_bytes, rows, recent, bytes_per_hour, retention_h,
+                          projected, span_h)
+
+
 class RetentionTask:
-    """Periodic task: keep `keep_h` hours of raw samples."""
+    """Periodic task: keep `keep_h` hours of time-series rows."""
 
     name = "retention"
 
-    def __init__(self, store: Store, keep_h: float, interval_s: float = 3600.0):
+    def __init__(self, store: Store, keep_h: float, interval_s: float = 3600.0,
+                 step_rows: int = STEP_ROWS):
         if keep_h <= 0:
             raise ValueError("retention must be > 0 hours")
         self.store = store
         self.keep = timedelta(hours=keep_h)
         self.interval_s = interval_s
+        self.step_rows = step_rows
         self.last_deleted: dict[str, int] = {}
+        self.last_steps = 0
+        self.last_duration_s = 0.0
+        self.longest_step_s = 0.0
 
     async def tick(self, now: datetime) -> None:
-        import asyncio
-
-        self.last_deleted = await asyncio.to_thread(delete_before, self.store, now - self.keep)
+        cutoff = now - self.keep
+        t0 = time.perf_counter()
+        deleted: dict[str, int] = {}
+        steps = 0
+        longest = 0.0
+        tables = await asyncio.to_thread(time_series_tables, self.store)
+        for table in tables:
+            total = 0
+            while True:
+                s0 = time.perf_counter()
+                n = await asyncio.to_thread(delete_step, self.store, table, cutoff,
+                                            self.step_rows)
+                longest = max(longest, time.perf_counter() - s0)
+                steps += 1
+                total += n
+                if n < self.step_rows:
+                    break
+                await asyncio.sleep(0)  # let the writer in between steps
+            deleted[table] = total
+        self.last_deleted, self.last_steps = deleted, steps
+        self.last_duration_s = time.perf_counter() - t0
+        self.longest_step_s = longest
