@@ -108,7 +108,7 @@ class Runtime:
         queue_size: int = 256,
         on_write: Callable[[RuntimeStats], None] | None = None,
         store_failure_max_s: float = 300.0,
-        store_retry_max_s: float = 30.0,
+        store_retry_max_s: float = 10.0,
     ):
         self.store = store
         self.sources = list(sources)
@@ -181,9 +181,13 @@ class Runtime:
         finally:
             for p in producers:
                 p.cancel()
+            stop.set()  # also when cancelled: a writer retrying a failing store gives up
             await asyncio.gather(*producers, return_exceptions=True)
-            if self._writer_alive:
-                await self._queue.join()  # flush what was gathered before stopping
+            if self._writer_alive and not writer.done():
+                # flush what was gathered before stopping (unless the writer dies meanwhile)
+                joined = asyncio.ensure_future(self._queue.join())
+                await asyncio.wait([joined, writer], return_when=asyncio.FIRST_COMPLETED)
+                joined.cancel()
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             self._writer_alive = False
