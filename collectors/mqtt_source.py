@@ -201,6 +201,7 @@ class MqttSource:
         # accepted reports since the last flush, kept to isolate one that cannot be stored
         self._pending: list[tuple[Report, bool, str, bytes]] = []
         self._isolated: list[Report] = []
+        self._unsent: tuple[list[Batch], list[float], int] | None = None
         self._last_seen: dict[str, float] = {}  # host -> last accepted report (epoch s)
         self._new_hosts_minute, self._new_hosts = -1, 0
         self._evicted_at = 0.0
@@ -466,11 +467,20 @@ class MqttSource:
 
     async def flush(self, sink: Sink) -> None:
         async with self._flush_lock:
-            batches, ts, reports = self.take_batches()
+            if self._unsent is not None:  # a flush cancelled while handing over (stopping)
+                batches, ts, reports = self._unsent
+                self._unsent = None
+                more = self.take_batches()
+                batches, ts, reports = batches + more[0], ts + more[1], reports + more[2]
+            else:
+                batches, ts, reports = self.take_batches()
             if not batches:
                 return
             try:
                 await sink(batches)
+            except asyncio.CancelledError:  # keep them for the final flush
+                self._unsent = (batches, ts, reports)
+                raise
             except Exception as exc:  # the store said no: say so, keep running
                 self.stats.write_errors += 1
                 log.error("%s: writing %d reports failed: %s", self.name, reports,
@@ -511,11 +521,13 @@ class MqttSource:
 
     async def run(self, sink: Sink) -> None:
         backoff = 0.5
+        client: aiomqtt.Client | None = None
         flusher = asyncio.create_task(self._flush_loop(sink))
         try:
             while True:
+                client = self._client()
                 try:
-                    async with self._client() as client:
+                    async with client:
                         await client.subscribe(self.report_filter, qos=self.o.qos)
                         await client.subscribe(self.status_filter, qos=1)
                         log.info("%s: subscribed to %s on %s", self.name, self.report_filter,
@@ -530,12 +542,15 @@ class MqttSource:
                         finally:
                             self._drain(client)
                 except aiomqtt.MqttError as exc:
+                    self._drain(client)  # received (and acked) before the connection went
                     self.connected.clear()
                     log.warning("%s: broker %s: %s; retrying in %.1f s", self.name,
                                 self.o.broker, exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.o.reconnect_max_s)
         finally:
+            if client is not None:  # what arrived while disconnecting is acked: keep it
+                self._drain(client)
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
             await self.flush(sink)
