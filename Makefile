@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check lint bench services
+.PHONY: demo test check lint typecheck imports bench services
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,15 @@ test: $(STAMP) services
 lint: $(STAMP)
 	$(BIN)/ruff check fleettui collectors storage tests benchmarks scripts
 
-check: lint test
+# mypy over storage/ and collectors/ ([tool.mypy] in pyproject.toml)
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# the layering contracts ([tool.importlinter] in pyproject.toml)
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+check: lint typecheck imports test
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py

@@ -21,10 +21,12 @@ from storage.batch import Batch
 
 @dataclass(slots=True)
 class Gathered:
-    """What one gather produced: batches, plus samples skipped with why."""
+    """What one gather produced: batches, samples skipped with why, and series
+    dropped by reason (a field with no column, a DCGM blank) with their count."""
 
     batches: list[Batch] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:

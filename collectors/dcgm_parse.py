@@ -16,6 +16,10 @@ Label mapping (see docs/dcgm-prometheus.md):
   to `assignments` (open/close), not repeated each gather.
 - Xid: `XID_ERRORS` is the last Xid seen, not a count: a change to a non-zero
   value is one `events` row.
+- DCGM blanks (collectors.dcgm_blank): a sample holding a blank sentinel is
+  no reading: its column stays NULL and it is counted in `dropped` with the
+  reason; string blanks in labels count as absent. MEMORY_TEMP 0 on a board
+  without HBM (no memory sensor) is NULL, counted likewise.
 
 Both classic field names and DCGM 4.6's renamed ones are read.
 """
@@ -30,6 +34,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from collectors.dcgm_blank import blank_mask, has_hbm, label_value
 from collectors.fabric import NVLINK_NAMES
 from collectors.promtext.labels import host_of
 from collectors.promtext.series import Snapshot
@@ -138,6 +143,14 @@ def mig_fraction(profile: str | None, model: str | None) -> float | None:
     return min(int(m.group(1)) / slices, 1.0)
 
 
+def _label(labels: Mapping[str, str], name: str) -> str | None:
+    """A label matched case-insensitively (`rack`, `Rack`); empty means absent."""
+    for k, v in labels.items():
+        if k.lower() == name and v:
+            return v[:256]
+    return None
+
+
 def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
@@ -211,6 +224,7 @@ class DcgmMapper:
         dropped: dict[str, int] = {}
         skipped: list[str] = []
         used = 0
+        blank = blank_mask(snap.values)  # one vector pass over every value
         for i in idx:
             name, labels = snap.names[i], snap.labels[i]
             v, t = float(snap.values[i]), float(snap.ts[i])
@@ -254,7 +268,7 @@ class DcgmMapper:
                             "slice_id": sid,
                             "gpu": gpu,
                             "gi": gi,
-                            "profile": labels.get("GPU_I_PROFILE") or None,
+                            "profile": label_value(labels, "GPU_I_PROFILE"),
                             "tenant": None,
                             "labels": labels,
                         }
@@ -269,6 +283,10 @@ class DcgmMapper:
                     slice_info[s]["tenant"] = tenant
                 else:
                     info["tenant"] = tenant
+            if blank[i]:
+                why = f"{name}: DCGM blank value (not supported/found/permitted), stored as NULL"
+                dropped[why] = dropped.get(why, 0) + 1
+                continue
             spec = _FIELD_INDEX.get(name)
             if spec is not None:
                 kind, col, scale = spec
@@ -295,6 +313,7 @@ class DcgmMapper:
                 reason = NO_COLUMN.get(name, "field not mapped")
                 dropped[f"{name}: {reason}"] = dropped.get(f"{name}: {reason}", 0) + 1
         ng, ns = len(gpu_info), len(slice_info)
+        self._no_memory_sensor(gpu_info, gvals[:ng], dropped)
         batches: list[Batch] = []
         if ng:
             batches.append(self._gpu_batch(gpu_info, gvals[:ng], fgpu[:ng], gts[:ng]))
@@ -306,6 +325,21 @@ class DcgmMapper:
             gpu_info, slice_info, gvals[:ng], fgpu[:ng], fslice[:ns], gts[:ng], now
         )
         return DcgmResult(batches, skipped, ng, ns, used, dropped)
+
+    @staticmethod
+    def _no_memory_sensor(info: list[dict], g: np.ndarray, dropped: dict[str, int]) -> None:
+        """MEMORY_TEMP 0 on a board without HBM is "no sensor": NULL, not 0 degC."""
+        if not len(info):
+            return
+        col = _GPU_COLS.index("mem_temp_c") * 4
+        block = g[:, col : col + 4]  # a view: edits land in g
+        no_hbm = np.array([has_hbm(label_value(d["labels"], "modelName")) is not True for d in info])
+        zero = (block == 0) & no_hbm[:, None]
+        n = int(zero.any(axis=1).sum())
+        if n:
+            block[zero] = np.nan
+            why = "DCGM_FI_DEV_MEMORY_TEMP: 0 on a board without HBM (no sensor), stored as NULL"
+            dropped[why] = dropped.get(why, 0) + n
 
     # -- per-sample tables ------------------------------------------------------
     @staticmethod
@@ -401,7 +435,7 @@ class DcgmMapper:
         for d in gpus:
             if d["tenant"] and not d["mig"]:
                 seen[(d["uuid"], None)] = (d["tenant"], 1.0)
-        model = {g["uuid"]: g["labels"].get("modelName") for g in gpus}
+        model = {g["uuid"]: label_value(g["labels"], "modelName") for g in gpus}
         for s in slices:
             if s["tenant"]:
                 seen[(s["gpu"], s["slice_id"])] = (
@@ -436,6 +470,7 @@ class DcgmMapper:
                     "fraction": [1.0 if f is None else f for f in cols[3]],
                     "valid_from": cols[4],
                     "valid_to": pa.array(cols[5], type=pa.timestamp("us")),
+                    "source": [self.source] * len(rows),  # guessed from labels (restart closes)
                 },
             ),
         ]
@@ -465,19 +500,21 @@ class DcgmMapper:
                 uuid,
                 d["host"],
                 _int(lab.get("gpu")),
-                lab.get("modelName"),
-                lab.get("pci_bus_id"),
+                label_value(lab, "modelName"),
+                label_value(lab, "pci_bus_id"),
                 mig,
                 None if np.isnan(total[r]) else int(total[r]),
             )
             if refresh or self._dims.get(("gpu", uuid)) != row:
                 self._dims[("gpu", uuid)] = row
                 gpu_rows.append(row)
-            hrow = (d["host"], lab.get("DCGM_FI_DRIVER_VERSION"))
+            # placement from labels a scrape config or relabelling added (`rack`, `cluster`)
+            hrow = (d["host"], label_value(lab, "DCGM_FI_DRIVER_VERSION"),
+                    _label(lab, "cluster"), _label(lab, "rack"))
             if refresh or self._dims.get(("host", d["host"])) != hrow:
                 self._dims[("host", d["host"])] = hrow
                 host_rows[d["host"]] = hrow
-        model = {g_["uuid"]: g_["labels"].get("modelName") for g_ in gpus}
+        model = {g_["uuid"]: label_value(g_["labels"], "modelName") for g_ in gpus}
         for s, d in enumerate(slices):
             row = (
                 d["slice_id"],
@@ -506,6 +543,9 @@ class DcgmMapper:
                         "driver_version": [
                             (host_rows.get(h) or self._dims[("host", h)])[1] for h in hosts
                         ],
+                        "cluster": [(host_rows.get(h) or self._dims[("host", h)])[2]
+                                    for h in hosts],
+                        "rack": [(host_rows.get(h) or self._dims[("host", h)])[3] for h in hosts],
                     },
                 )
             )

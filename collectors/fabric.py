@@ -5,8 +5,21 @@ counters: rates are deltas over the time between the two samples, and error
 counts are the errors that happened in the interval. A counter that goes
 backwards (reset) gives NULL for that interval with a recorded reason.
 Host: the series' hostname label, else the scrape instance without its port.
-IB and RoCE look the same to node_exporter; `kind_by_host` (fnmatch patterns)
-names the RoCE hosts.
+Every host seen gets a `hosts` row (last_seen = its newest sample), so a host
+known only from node_exporter is covered by the staleness rule.
+
+`errors` is the increase of every error counter node_exporter's infiniband
+collector exports (IB_ERRORS). `port_transmit_wait_total` counts congestion
+*ticks*, not errors, and the packet counters have no column: those are
+counted as dropped, with the reason.
+
+Link kind is per *device*, not per host (an iWARP NIC sits beside HCAs):
+`kind_by_device` (fnmatch on the device name) wins, then the device name
+(kernel naming: `i40iw*`, `irdma*`, `iw_*`, `cxgb4*`, `siw*` iwarp;
+`roce*`, `bnxt_re*`, `rxe*`, `hns*`, `qedr*` roce; `efa*`, `rdmap*` efa) or the
+`hca_type` of `node_infiniband_info` (I40IW), then `kind_by_host`, else ib.
+node_exporter does not export a port's link_layer, so an mlx5 HCA running
+RoCE is `ib` unless configured.
 
 NVLink (one aggregate row per GPU, port `nvlink-gpu<index>`): DCGM's profiling
 rates `PROF_NVLINK_TX/RX_BYTES` (bytes/s) and the error counters
@@ -21,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from collectors.dcgm_blank import blank_mask
 from collectors.promtext.counters import CounterTracker
 from collectors.promtext.labels import host_of
 from collectors.promtext.series import Snapshot
@@ -28,21 +42,42 @@ from storage.batch import Batch, make_batch
 
 IB_TX = "node_infiniband_port_data_transmitted_bytes_total"
 IB_RX = "node_infiniband_port_data_received_bytes_total"
+# Every error counter of node_exporter's collector/infiniband_linux.go (port counters).
 IB_ERRORS = (
+    "node_infiniband_excessive_buffer_overrun_errors_total",
+    "node_infiniband_link_downed_total",
+    "node_infiniband_link_error_recovery_total",
+    "node_infiniband_local_link_integrity_errors_total",
+    "node_infiniband_port_constraint_errors_received_total",
+    "node_infiniband_port_constraint_errors_transmitted_total",
+    "node_infiniband_port_discards_received_total",
+    "node_infiniband_port_discards_transmitted_total",
     "node_infiniband_port_errors_received_total",
     "node_infiniband_port_receive_remote_physical_errors_total",
     "node_infiniband_port_receive_switch_relay_errors_total",
-    "node_infiniband_port_transmit_discards_total",
     "node_infiniband_symbol_error_total",
-    "node_infiniband_link_error_recovery_total",
-    "node_infiniband_link_downed_total",
-    "node_infiniband_local_link_integrity_errors_total",
-    "node_infiniband_excessive_buffer_overrun_errors_total",
+    "node_infiniband_vl15_dropped_total",
 )
 IB_RATE = "node_infiniband_rate_bytes_per_second"
 IB_STATE = "node_infiniband_state_id"  # 4 = ACTIVE
 IB_PHYS = "node_infiniband_physical_state_id"  # 5 = LinkUp
+IB_INFO = "node_infiniband_info"  # labels device, hca_type, board_id, firmware_version
 IB_NAMES = frozenset((IB_TX, IB_RX, IB_RATE, IB_STATE, IB_PHYS, *IB_ERRORS))
+IB_PREFIX = "node_infiniband_"
+# node_infiniband_* series with no column, and why (counted, not silent); first match wins
+IB_NO_COLUMN = {
+    "node_infiniband_port_transmit_wait_total": "congestion ticks, not errors: no store column",
+    "node_infiniband_legacy_": "32-bit legacy counters duplicating port_data/packets: not used",
+    "node_infiniband_": "packet / RDMA hardware counter: no store column",
+}
+
+# Device-name prefixes (kernel naming) -> link kind.
+DEVICE_KINDS = (
+    (("i40iw", "irdma", "iw_", "cxgb4", "siw"), "iwarp"),
+    (("roce", "bnxt_re", "rxe", "hns", "qedr"), "roce"),
+    (("efa", "rdmap"), "efa"),
+)
+HCA_KINDS = {"I40IW": "iwarp"}
 
 NVLINK_TX = ("DCGM_FI_PROF_NVLINK_TX_BYTES",)
 NVLINK_RX = ("DCGM_FI_PROF_NVLINK_RX_BYTES",)
@@ -68,13 +103,23 @@ class FabricResult:
     skipped: list[str]
     links: int = 0
     used: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class FabricRules:
-    kind_by_host: Mapping[str, str] = field(default_factory=dict)  # fnmatch pattern -> ib|roce|efa
+    kind_by_host: Mapping[str, str] = field(default_factory=dict)  # fnmatch pattern -> kind
+    kind_by_device: Mapping[str, str] = field(default_factory=dict)  # device pattern -> kind
 
-    def kind(self, host: str) -> str:
+    def kind(self, host: str, device: str = "", hca_type: str | None = None) -> str:
+        for pattern, kind in self.kind_by_device.items():
+            if fnmatch.fnmatchcase(device, pattern):
+                return kind
+        for prefixes, kind in DEVICE_KINDS:
+            if device.startswith(prefixes):
+                return kind
+        if hca_type and hca_type.upper() in HCA_KINDS:
+            return HCA_KINDS[hca_type.upper()]
         for pattern, kind in self.kind_by_host.items():
             if fnmatch.fnmatchcase(host, pattern):
                 return kind
@@ -94,9 +139,18 @@ class FabricMapper:
     def map(self, snap: Snapshot) -> FabricResult:
         ports: dict[tuple[str, str, str], dict] = {}  # (host, kind, port) -> row
         skipped: list[str] = []
+        dropped: dict[str, int] = {}
         used = 0
         picked: list[tuple[int, tuple[str, str, str], str | None]] = []
         nv_best: dict[tuple, tuple[float, int]] = {}  # (key, name) -> (GI rank, sample index)
+        blank = blank_mask(snap.values)  # DCGM blanks among the NVLink samples
+        hca: dict[tuple[str, str], str] = {}  # (host, device) -> hca_type
+        for i, name in enumerate(snap.names if IB_INFO in snap.names else ()):
+            if name == IB_INFO:
+                labels = snap.labels[i]
+                host = host_of(labels)
+                if host and labels.get("device") and labels.get("hca_type"):
+                    hca[(host, labels["device"])] = labels["hca_type"]
         for i, name in enumerate(snap.names):
             if name in IB_NAMES:
                 labels = snap.labels[i]
@@ -105,10 +159,19 @@ class FabricMapper:
                 if not host or not dev:
                     skipped.append(f"{self.source}: {name}: no host or device label, skipped")
                     continue
-                picked.append(
-                    (i, (host, self.rules.kind(host), f"{dev}/{port}" if port else dev), None)
-                )
+                kind = self.rules.kind(host, dev, hca.get((host, dev)))
+                picked.append((i, (host, kind, f"{dev}/{port}" if port else dev), None))
+            elif name.startswith(IB_PREFIX):
+                if name != IB_INFO:
+                    why = next(
+                        f"{name}: {r}" for p, r in IB_NO_COLUMN.items() if name.startswith(p)
+                    )
+                    dropped[why] = dropped.get(why, 0) + 1
             elif name in NVLINK_NAMES:
+                if blank[i]:
+                    why = f"{name}: DCGM blank value (not supported/found/permitted), stored as NULL"
+                    dropped[why] = dropped.get(why, 0) + 1
+                    continue
                 labels = snap.labels[i]
                 host = host_of(labels)
                 if not host or not labels.get("UUID"):
@@ -161,7 +224,7 @@ class FabricMapper:
         if snap.latest_ts is not None:
             self._counters.prune(snap.latest_ts)
         if not ports:
-            return FabricResult([], skipped, 0, used)
+            return FabricResult([], skipped, 0, used, dropped)
         keys = list(ports)
         rows = [ports[k] for k in keys]
         errors = []
@@ -189,7 +252,23 @@ class FabricMapper:
                 "source": [self.source] * len(rows),
             },
         )
-        return FabricResult([batch, *self._link_events(keys, rows)], skipped, len(rows), used)
+        return FabricResult(
+            [batch, *self._hosts(keys, rows), *self._link_events(keys, rows)],
+            skipped,
+            len(rows),
+            used,
+            dropped,
+        )
+
+    @staticmethod
+    def _hosts(keys: list[tuple[str, str, str]], rows: list[dict]) -> list[Batch]:
+        """A `hosts` row per host seen (newest sample time), for the staleness rule."""
+        newest: dict[str, float] = {}
+        for k, r in zip(keys, rows, strict=True):
+            newest[k[0]] = max(newest.get(k[0], 0.0), r["ts"])
+        hosts = sorted(newest)
+        seen = [_ts(newest[h]) for h in hosts]
+        return [make_batch("hosts", {"host": hosts, "last_seen": seen, "first_seen": seen})]
 
     def _link_events(self, keys: list[tuple[str, str, str]], rows: list[dict]) -> list[Batch]:
         """An `events` row (kind "link") when a port goes down or comes back up."""

@@ -9,7 +9,18 @@ quantiles do not.
 
 Endpoint: the `service` label (configurable), else `job`, else the model.
 Tenant: a configured endpoint -> tenant mapping, else the Kubernetes
-`namespace` of the serving pod (through the namespace mapping).
+`namespace` (`exported_namespace` first) of the serving pod (through the
+namespace mapping).
+
+Names across versions: vLLM before 0.10 publishes inter-token latency only as
+`vllm:time_per_output_token_seconds`; it is read as ITL when
+`vllm:inter_token_latency_seconds` is absent for that endpoint and model (when
+both exist, as in 0.9, the old one is left out and counted, never added twice).
+Ray Serve's LLM deployments publish vLLM's families as `ray_vllm:*`: read as `vllm:*`.
+
+Every endpoint+model seen becomes an `endpoints` row (endpoint, tenant, model)
+and its tenant a `tenants` row, written when they change; latency targets are
+never written here (config owns them).
 """
 
 from __future__ import annotations
@@ -34,8 +45,14 @@ FAMILIES: dict[str, tuple[str, float, str, str]] = {
     "dynamo_frontend_time_to_first_token_seconds": ("ttft", 1000.0, "dynamo", "model"),
     "dynamo_frontend_request_duration_seconds": ("e2e", 1000.0, "dynamo", "model"),
     "nv_inference_first_response_histogram_ms": ("ttft", 1.0, "triton", "model"),
+    # vLLM < 0.10: ITL under its old name (used only where the new one is absent)
+    "vllm:time_per_output_token_seconds": ("itl", 1000.0, "vllm", "model_name"),
 }
+OLD_ITL = "vllm:time_per_output_token_seconds"
+NEW_ITL = "vllm:inter_token_latency_seconds"
 _BUCKETS = {f + "_bucket": f for f in FAMILIES}
+# Ray Serve LLM: vLLM's families under the `ray_vllm:` prefix
+_BUCKETS |= {"ray_" + f + "_bucket": f for f in FAMILIES if f.startswith("vllm:")}
 QUANTITIES = ("itl", "ttft", "e2e")
 
 
@@ -56,6 +73,7 @@ class LatencyResult:
     skipped: list[str]
     endpoints: int = 0
     used: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 class LatencyMapper:
@@ -63,6 +81,7 @@ class LatencyMapper:
         self.source = source
         self.rules = rules or LatencyRules()
         self._hist = HistogramTracker()
+        self._described: dict[str, tuple[str | None, str | None]] = {}  # endpoint -> row
 
     def reset(self) -> None:
         self._hist = HistogramTracker()
@@ -91,27 +110,36 @@ class LatencyMapper:
             g["ts"] = max(g["ts"], float(snap.ts[i]))
             used += 1
         skipped: list[str] = []
+        dropped: dict[str, int] = {}
+        for g in groups.values():
+            model_label = FAMILIES[g["fam"]][3]
+            g["model"] = g["labels"].get(model_label) or g["labels"].get("model") or ""
+            g["endpoint"] = self._endpoint(g["labels"], g["model"])
+        has_new_itl = {(g["endpoint"], g["model"]) for g in groups.values() if g["fam"] == NEW_ITL}
         # (endpoint, model) -> quantity -> [le, summed cumulative deltas, dt]
         agg: dict[tuple[str, str], dict] = {}
         for key, g in groups.items():
             quantity, scale, server, model_label = FAMILIES[g["fam"]]
             labels = g["labels"]
-            model = labels.get(model_label) or labels.get("model") or ""
-            endpoint = self._endpoint(labels, model)
-            le = np.asarray(g["le"])
-            if np.isnan(le).any():
+            model, endpoint = g["model"], g["endpoint"]
+            if g["fam"] == OLD_ITL and (endpoint, model) in has_new_itl:
+                why = f"{OLD_ITL}: {NEW_ITL} present, the old name is not counted twice"
+                dropped[why] = dropped.get(why, 0) + len(g["le"])
+                continue
+            bounds = np.asarray(g["le"])
+            if np.isnan(bounds).any():
                 skipped.append(
                     f"{self.source}: {g['fam']} ({endpoint}): bucket with a bad `le`, skipped"
                 )
                 continue
-            d = self._hist.update(key, g["ts"], le, np.asarray(g["cum"]))
+            d = self._hist.update(key, g["ts"], bounds, np.asarray(g["cum"]))
             if d.reason:
                 skipped.append(f"{self.source}: {g['fam']} ({endpoint}, {model}): {d.reason}")
             e = agg.setdefault(
                 (endpoint, model), {"tenant": self._tenant(endpoint, labels), "ts": 0.0, "q": {}}
             )
             e["ts"] = max(e["ts"], g["ts"])
-            if d.counts is None:
+            if d.counts is None or d.le is None:
                 continue
             cur = e["q"].get(quantity)
             if cur is None:
@@ -153,10 +181,45 @@ class LatencyMapper:
             cols["ts"] = [datetime.fromtimestamp(t, UTC).replace(tzinfo=None) for t in cols["ts"]]
             cols["source"] = [self.source] * len(rows)
             batches.append(make_batch("latency_samples", cols))
-        return LatencyResult(batches, skipped, len(rows), used)
+        batches += self._describe(agg)
+        return LatencyResult(batches, skipped, len(rows), used, dropped)
+
+    def _describe(self, agg: dict[tuple[str, str], dict]) -> list[Batch]:
+        """`endpoints` (endpoint, tenant, model) and `tenants` rows for servers whose
+        row changed; target columns are left to config (absent here, so untouched)."""
+        found: dict[str, tuple[str | None, set[str]]] = {}
+        for (endpoint, model), e in agg.items():
+            tenant, models = found.setdefault(endpoint, (e["tenant"], set()))
+            if model:
+                models.add(model)
+            if tenant is None and e["tenant"]:
+                found[endpoint] = (e["tenant"], models)
+        changed = {}
+        for endpoint, (tenant, models) in found.items():
+            row = (tenant, ", ".join(sorted(models)) or None)
+            if self._described.get(endpoint) != row:
+                self._described[endpoint] = row
+                changed[endpoint] = row
+        if not changed:
+            return []
+        eps = sorted(changed)
+        out = [
+            make_batch(
+                "endpoints",
+                {
+                    "endpoint": eps,
+                    "tenant": [changed[e][0] for e in eps],
+                    "model": [changed[e][1] for e in eps],
+                },
+            )
+        ]
+        tenants = sorted({t for t, _ in changed.values() if t})
+        if tenants:
+            out.append(make_batch("tenants", {"tenant": tenants}))
+        return out
 
     def _tenant(self, endpoint: str, labels: Mapping[str, str]) -> str | None:
         if endpoint in self.rules.tenant_by_endpoint:
             return self.rules.tenant_by_endpoint[endpoint]
-        ns = labels.get("namespace")
+        ns = labels.get("exported_namespace") or labels.get("namespace")
         return self.rules.tenant_by_namespace.get(ns, ns) if ns else None

@@ -31,7 +31,13 @@ import aiomqtt
 import numpy as np
 
 from collectors.base import Sink, register
-from collectors.nvml.batches import NVLINK_ROWS, ReportBatcher, naive_utc, ts_col
+from collectors.nvml.batches import (
+    NVLINK_ROWS,
+    SOURCE_COLUMN,
+    ReportBatcher,
+    naive_utc,
+    ts_col,
+)
 from collectors.nvml.report import Report, ReportError, decode, decode_status
 from collectors.options import parse_options
 from storage.batch import Batch, make_batch
@@ -110,6 +116,9 @@ class MqttOptions:
     password: str = ""
     password_env: str = ""  # name of an environment variable holding the password
     flush_interval_s: float = 0.25  # seconds between writes to the store
+    # seconds between the agents' reports (their --interval): CollectorSilent fires
+    # after 3 of them (at least one alert interval) without any report arriving
+    report_interval_s: float = 1.0
     max_batch_reports: int = 2000  # flush early when this many reports wait
     max_future_s: float = 300.0  # reports stamped further ahead are rejected
     max_age_s: float = 7 * 86400.0  # and older ones too
@@ -136,6 +145,8 @@ class MqttOptions:
             raise ValueError("shared_group must not contain + # or /")
         if self.reconnect_max_s < 0.1 or self.host_evict_s <= 0:
             raise ValueError("reconnect_max_s must be >= 0.1 and host_evict_s > 0")
+        if not 0 < self.report_interval_s <= 86400:
+            raise ValueError("report_interval_s must be in (0, 86400]")
         if self.flush_interval_s <= 0 or self.max_batch_reports < 1 or self.dedupe_window < 1 \
                 or self.max_queued_messages < 1:
             raise ValueError("flush_interval_s, max_batch_reports, dedupe_window and "
@@ -180,6 +191,8 @@ class _SeqWindow:
 class MqttSource:
     """Push source "mqtt" (see module docstring)."""
 
+    row_source = SOURCE_COLUMN  # the `source` its rows carry ("nvml"), not its name
+
     def __init__(
         self,
         options: MqttOptions | None = None,
@@ -205,6 +218,7 @@ class MqttSource:
         self._last_seen: dict[str, float] = {}  # host -> last accepted report (epoch s)
         self._new_hosts_minute, self._new_hosts = -1, 0
         self._evicted_at = 0.0
+        self._gpu_owner: dict[str, str] = {}  # GPU uuid -> the host that reported it first
         self._flush_lock = asyncio.Lock()
         self._work_s = 0.0  # decoding and batching time since the last flush
         self._dups_reported = 0
@@ -256,6 +270,10 @@ class MqttSource:
             self._reject(now, topic, host, f"new host refused: more than "
                          f"{self.o.max_new_hosts_per_min} new hosts in the last minute "
                          "(max_new_hosts_per_min)", payload)
+            return
+        owner = self._claim_gpus(r)
+        if owner is not None:
+            self._reject(now, topic, host, owner, payload)
             return
         w = self._window(r)
         if r.seq in w.seen:
@@ -312,6 +330,9 @@ class MqttSource:
             del self._last_seen[h]
             self._windows.pop(h, None)
             self._inv_seen.pop(h, None)
+        if gone:
+            gone_set = set(gone)
+            self._gpu_owner = {u: h for u, h in self._gpu_owner.items() if h not in gone_set}
         self.stats.hosts_evicted += len(gone)
         return len(gone)
 
@@ -391,6 +412,19 @@ class MqttSource:
                     self._reject(now, f"{self.o.topic_prefix}/{h}/status", h,
                                  f"status cannot be stored: {type(exc).__name__}", b"")
             return [build(good)] if good else []
+    def _claim_gpus(self, r: Report) -> str | None:
+        """The first host to report a GPU owns it (in this daemon's lifetime): a report
+        naming another host's GPU is refused whole, so one agent cannot overwrite
+        another host's telemetry. Returns the reason, or None when the GPUs are its own."""
+        uuids = r.gpu.get("uuid") or []
+        owners = self._gpu_owner
+        for u in uuids:
+            other = owners.get(u)
+            if other is not None and other != r.host:
+                return f"GPU {u} belongs to host {other!r}, not {r.host!r}"
+        for u in uuids:
+            owners.setdefault(u, r.host)
+        return None
 
     def _window(self, r: Report) -> _SeqWindow:
         boots = self._windows.setdefault(r.host, {})
@@ -462,7 +496,7 @@ class MqttSource:
                 "ts": [naive_utc(self.clock())], "collector": [self.name],
                 "duration_ms": [work_s * 1000.0], "ok": [True],
                 "rows": [sum(b.rows for b in batches)], "error": [error],
-                "skipped": [n_rejects + dups], "interval_s": [self.o.flush_interval_s]}))
+                "skipped": [n_rejects + dups], "interval_s": [self.o.report_interval_s]}))
         return batches, ts, reports
 
     async def flush(self, sink: Sink) -> None:
@@ -546,6 +580,7 @@ class MqttSource:
                     self.connected.clear()
                     log.warning("%s: broker %s: %s; retrying in %.1f s", self.name,
                                 self.o.broker, exc, backoff)
+                    await self._record_failure(sink, f"broker {self.o.broker}: {exc}")
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.o.reconnect_max_s)
         finally:
@@ -569,6 +604,17 @@ class MqttSource:
             n += 1
         if n:
             log.info("%s: handled %d messages left in the client's queue", self.name, n)
+    async def _record_failure(self, sink: Sink, error: str) -> None:
+        """A failing run (ok = false): `fleettui status` and /metrics show the error;
+        CollectorSilent keeps counting from the last report received (and, for a source
+        that never connected, from its first failure: hence the declared interval)."""
+        try:
+            await sink([make_batch("collector_runs", {
+                "ts": [naive_utc(self.clock())], "collector": [self.name], "duration_ms": [0.0],
+                "ok": [False], "rows": [0], "error": [error[:500]], "skipped": [0],
+                "interval_s": [self.o.report_interval_s]})])
+        except Exception as exc:  # the store said no: the log line above still says why
+            log.debug("%s: recording the failure: %s", self.name, exc)
 
     async def _flush_loop(self, sink: Sink) -> None:
         while True:

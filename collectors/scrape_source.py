@@ -1,33 +1,42 @@
 """Pull source "scrape": read `/metrics` of dcgm-exporter, node_exporter and
 inference servers directly, for fleets without Prometheus.
 
-Fetching (`fetch`, HTTP only) is separate from parsing (`parse_exposition`),
-so parsing is tested on captured files. Targets are fetched concurrently; a
-target that times out, answers an error, HTML or a truncated body costs only
-its own samples, with the reason in `Gathered.skipped`. Each target may add
+Fetching (`collectors.http_get`, on the event loop) is separate from parsing
+(`parse_exposition`), so parsing is tested on captured files. Targets are
+fetched concurrently, each under one deadline (`timeout_s`: connect, headers
+and body, whatever the peer does: a server trickling a byte every few seconds
+is cut at the deadline); each body is parsed as soon as it is in, in the
+source's own executor (a thread, or `workers` processes), never on the event
+loop nor in the executor the store writer uses. A target that misses its
+deadline, answers an error, HTML, a body over `max_body_bytes` (refused from
+its Content-Length before reading, else cut while streaming) or a truncated
+body costs only its own samples, with the reason (naming the target) in
+`Gathered.skipped`, hence in `collector_runs.error`. Each target may add
 labels, as a Prometheus static config does: `instance` names the host for
 node_exporter series (which carry no hostname), `service`/`namespace` name an
-inference endpoint and its tenant.
+inference endpoint and its tenant. A target that fails or yields nothing
+parsable is also a `collector_runs` row of its own (collectors.promtext.target_runs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.client
-import time
-import urllib.error
+import math
+import multiprocessing
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from collectors import http_get
 from collectors.base import Gathered, register
 from collectors.options import OptionsError, parse_options
 from collectors.promtext.parse import parse_exposition
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
-from collectors.promtext.series import MAX_LABELS, merge
+from collectors.promtext.series import MAX_LABELS, Snapshot, merge
+from collectors.promtext.target_runs import failure_runs
 
 
 @dataclass(frozen=True)
@@ -49,109 +58,158 @@ class ScrapeOptions(TelemetryOptions):
     name: str = "scrape"
     interval_s: float = 15.0  # seconds between scrapes
     targets: list[dict] = field(default_factory=list)  # [{url = "...", labels = {...}}]
-    timeout_s: float = 5.0  # per target
+    timeout_s: float = 5.0  # deadline per target: connect, headers and whole body
     max_body_bytes: int = 64 << 20  # a larger body is cut and reported truncated
     max_labels: int = MAX_LABELS  # a series with more labels is skipped
     tls_verify: bool = True
+    max_connections: int = 256  # targets fetched at once
+    workers: int = 0  # parse in this many processes; 0: one thread of this process
+    align_to_interval: bool = False  # gather just after wall-clock multiples of interval_s
 
     def __post_init__(self) -> None:
-        if self.interval_s <= 0 or self.timeout_s <= 0:
-            raise ValueError("interval_s and timeout_s must be > 0")
+        if not (0 < self.interval_s < math.inf and 0 < self.timeout_s < math.inf):
+            raise ValueError("interval_s and timeout_s must be finite and > 0")
+        if self.max_body_bytes <= 0 or self.max_connections <= 0 or self.workers < 0:
+            raise ValueError("max_body_bytes and max_connections must be > 0, workers >= 0")
 
 
-@dataclass(slots=True)
-class Fetched:
-    url: str
-    text: str | None
-    reason: str | None
-    at: float
+def parse_body(
+    body: bytes, url: str, at: float, labels: dict[str, str], max_labels: int
+) -> Snapshot:
+    """One fetched body -> Snapshot (runs in the source's executor, never on the event loop)."""
+    return parse_exposition(
+        body.decode("utf-8", errors="replace"), url, now=at, extra_labels=labels,
+        max_labels=max_labels,
+    )
 
 
-def fetch(url: str, timeout_s: float, max_bytes: int, verify: bool = True) -> Fetched:
-    """GET one /metrics body; never raises: a failure is a reason."""
-    at = time.time()
-    ctx = None
-    if url.startswith("https") and not verify:
-        import ssl
+def parse_bodies(items: list[tuple[bytes, str, float, dict[str, str], int]]) -> list[Snapshot]:
+    return [parse_body(*item) for item in items]
 
-        ctx = ssl._create_unverified_context()
-    req = urllib.request.Request(url, headers={"Accept": "text/plain;version=0.0.4"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s, context=ctx) as resp:
-            expected = resp.headers.get("Content-Length")
-            try:
-                body = resp.read(max_bytes + 1)
-            except http.client.IncompleteRead as exc:
-                body = exc.partial
-    except TimeoutError:
-        return Fetched(url, None, f"{url}: timed out after {timeout_s:g} s", at)
-    except urllib.error.HTTPError as exc:
-        return Fetched(url, None, f"{url}: HTTP {exc.code} {exc.reason}", at)
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-            return Fetched(url, None, f"{url}: timed out after {timeout_s:g} s", at)
-        return Fetched(url, None, f"{url}: cannot fetch: {reason}", at)
-    except (http.client.HTTPException, ValueError) as exc:
-        return Fetched(url, None, f"{url}: bad HTTP answer: {type(exc).__name__}: {exc}", at)
-    text = body[:max_bytes].decode("utf-8", errors="replace")
-    if len(body) > max_bytes:
-        return Fetched(url, text, f"{url}: body over {max_bytes} bytes, cut", at)
-    if expected and expected.isdigit() and len(body) < int(expected):
-        # the connection dropped mid-body: parse what came (its partial last line is dropped)
-        return Fetched(
-            url, text, f"{url}: connection closed after {len(body)} of {expected} bytes", at
-        )
-    return Fetched(url, text, None, at)  # an HTML page is recognised by its body when parsed
+
+_PARSE_BATCH = 64  # bodies per executor hand-off at most
 
 
 class ScrapeSource:
     def __init__(self, o: ScrapeOptions, targets: list[ScrapeTarget]):
         self.name = o.name
         self.interval_s = o.interval_s
+        self.align_to_interval = o.align_to_interval
         self.o = o
         self.targets = targets
         self.pipeline = TelemetryPipeline(o.name, o)
+        self._labels = [
+            {
+                "instance": urllib.parse.urlsplit(t.url).netloc,
+                **{str(k): str(v) for k, v in t.labels.items()},
+            }
+            for t in targets
+        ]
+        self._ssl = http_get.ssl_context(o.tls_verify)
+        # Parsing and mapping run here, never on the event loop and never in the
+        # default executor the store writer uses: a slow source keeps to itself.
+        self._executor: Executor | None = None
+        self._mapper: ThreadPoolExecutor | None = None
 
-    async def fetch_all(self) -> list[Fetched]:
-        return list(
-            await asyncio.gather(
-                *(
-                    asyncio.to_thread(
-                        fetch, t.url, self.o.timeout_s, self.o.max_body_bytes, self.o.tls_verify
-                    )
-                    for t in self.targets
+    def _pool(self) -> Executor:
+        if self._executor is None:
+            if self.o.workers > 0:
+                # spawn: never fork a process whose threads (DuckDB, executors) hold locks
+                self._executor = ProcessPoolExecutor(
+                    self.o.workers, mp_context=multiprocessing.get_context("spawn")
                 )
-            )
-        )
+            else:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-parse")
+        return self._executor
 
     async def gather(self, now: datetime) -> Gathered:
-        fetched = await self.fetch_all()
-        snaps, skipped = [], []
-        for t, f in zip(self.targets, fetched, strict=True):
-            if f.reason:
-                skipped.append(f.reason)
-            if f.text is None:
-                continue
-            netloc = urllib.parse.urlsplit(t.url).netloc
-            labels = {"instance": netloc, **{str(k): str(v) for k, v in t.labels.items()}}
-            snaps.append(
-                parse_exposition(
-                    f.text, t.url, now=f.at, extra_labels=labels, max_labels=self.o.max_labels
+        n = len(self.targets)
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(self.o.max_connections)
+        reasons: list[str | None] = [None] * n
+        ready: list[tuple[int, http_get.Response]] = []  # fetched, not yet parsed
+        arrived = asyncio.Event()
+        snaps: dict[int, Snapshot] = {}
+
+        async def fetch(i: int) -> None:
+            async with sem:
+                r = await http_get.get(
+                    self.targets[i].url, deadline_s=self.o.timeout_s,
+                    max_bytes=self.o.max_body_bytes,
+                    headers={"Accept": "text/plain;version=0.0.4"}, ssl_ctx=self._ssl,
                 )
-            )
-        if fetched and all(f.text is None for f in fetched):
+            reasons[i] = r.reason
+            if r.body is not None:
+                ready.append((i, r))
+                arrived.set()
+
+        async def parse_arrived() -> None:
+            # Fetches and parses overlap: whatever has arrived is parsed in one
+            # executor call (one hand-off per batch, not per target) while the
+            # rest is still being fetched.
+            while True:
+                if not ready:
+                    if fetching.done():
+                        return
+                    arrived.clear()
+                    await arrived.wait()
+                    continue
+                batch = ready[:_PARSE_BATCH]
+                del ready[:_PARSE_BATCH]
+                items = [(r.body, self.targets[i].url, r.at, self._labels[i], self.o.max_labels)
+                         for i, r in batch]
+                parsed = await loop.run_in_executor(self._pool(), parse_bodies, items)
+                snaps.update(zip((i for i, _ in batch), parsed, strict=True))
+
+        fetching = asyncio.ensure_future(asyncio.gather(*(fetch(i) for i in range(n))))
+        fetching.add_done_callback(lambda _: arrived.set())
+        parsers = [asyncio.ensure_future(parse_arrived()) for _ in range(max(1, self.o.workers))]
+        try:
+            await fetching
+            await asyncio.gather(*parsers)
+        finally:
+            fetching.cancel()
+            for p in parsers:
+                p.cancel()
+        skipped = [r for r in reasons if r]
+        if n and not snaps:
             raise RuntimeError(f"scrape: no target answered ({skipped[0]})")
-        g = self.pipeline.map(merge(snaps), _epoch(now))
+        failed = []  # each failed or unparsable target is a collector_runs row of its own
+        for i, t in enumerate(self.targets):
+            snap = snaps.get(i)
+            if snap is None:
+                failed.append((t.url, f"target {t.url} failed: {reasons[i]}"))
+            elif not len(snap):  # HTML, empty, nothing parsable: a failure, not a quiet target
+                why = "; ".join(snap.skipped[:2]) or "no samples"
+                failed.append((t.url, f"target {t.url} unparsable: {why}"))
+        merged = merge([snaps[i] for i in sorted(snaps)])  # target order, as configured
+        g = await loop.run_in_executor(self._map_executor(), self.pipeline.map, merged,
+                                       _epoch(now))
         g.skipped[:0] = skipped
+        g.batches += failure_runs(self.name, _naive(now), failed)
         return g
 
+    def _map_executor(self) -> Executor:
+        # The mappers keep counter baselines: they run in this process, on one thread.
+        if self.o.workers > 0:
+            if self._mapper is None:
+                self._mapper = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-map")
+            return self._mapper
+        return self._pool()
+
     async def close(self) -> None:
-        return None
+        for ex in (self._executor, self._mapper):
+            if ex is not None:
+                ex.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._mapper = None
 
 
 def _epoch(ts: datetime) -> float:
     return ts.timestamp() if ts.tzinfo else ts.replace(tzinfo=UTC).timestamp()
+
+
+def _naive(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 @register("scrape")

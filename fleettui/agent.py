@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomqtt
 
@@ -41,6 +42,7 @@ from collectors.nvml.collector import NvmlCollector
 from collectors.nvml.library import NvmlUnavailable, open_library
 from collectors.nvml.report import (
     HOST_RE,
+    MAX_PLACE_STR,
     STATE_OFFLINE,
     STATE_ONLINE,
     encode,
@@ -74,6 +76,17 @@ class AgentOptions:
     fake_hosts: list[str] = field(default_factory=list)  # simulated hosts to play; ["all"]
     fake_seed: int = 7
     fake_scale: int = 1
+    # where this host lives, carried in every report (a topology file on the daemon wins)
+    cluster: str = ""
+    rack: str = ""
+    rack_slot: int | None = None
+    nvlink_domain: str = ""
+
+    @property
+    def place(self) -> dict[str, Any] | None:
+        p = {"cluster": self.cluster, "rack": self.rack, "rack_slot": self.rack_slot,
+             "nvlink_domain": self.nvlink_domain}
+        return {k: v for k, v in p.items() if v not in ("", None)} or None
 
     def __post_init__(self) -> None:
         parse_broker(self.broker, self.tls)
@@ -86,6 +99,11 @@ class AgentOptions:
             raise ValueError("qos must be 0, 1 or 2")
         if self.host and not HOST_RE.match(self.host):
             raise ValueError(f"host {self.host!r} cannot be used in a topic")
+        for key in ("cluster", "rack", "nvlink_domain"):
+            if len(getattr(self, key)) > MAX_PLACE_STR:
+                raise ValueError(f"{key}: longer than {MAX_PLACE_STR} chars")
+        if self.rack_slot is not None and not 0 <= self.rack_slot <= 1_000_000:
+            raise ValueError("rack_slot must be 0-1000000")
 
 
 def new_boot() -> str:
@@ -136,7 +154,8 @@ class Agent:
             inv = self.collector.inventory()
         payload = encode(poll, host=self.host, boot=self.boot, seq=self.seq,
                          interval_s=self.o.interval_s, dropped=self.dropped,
-                         driver=self.collector.driver_version, inventory=inv)
+                         driver=self.collector.driver_version, inventory=inv,
+                         place=self.o.place)
         self.poll_s.append(time.perf_counter() - t0)
         return payload
 
@@ -339,6 +358,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated simulated hosts to play, or 'all' (with --nvml fake)")
     p.add_argument("--fake-seed", type=int, default=d.fake_seed)
     p.add_argument("--fake-scale", type=int, default=d.fake_scale)
+    p.add_argument("--cluster", default="", help="cluster this host belongs to (in every report)")
+    p.add_argument("--rack", default="", help="rack this host sits in")
+    p.add_argument("--rack-slot", type=int, default=None, help="position in the rack")
+    p.add_argument("--nvlink-domain", default="", help="NVLink domain (NVL72 rack, HGX board)")
 
 
 def options_from_args(a: argparse.Namespace) -> AgentOptions:
@@ -349,7 +372,8 @@ def options_from_args(a: argparse.Namespace) -> AgentOptions:
         buffer_reports=a.buffer_reports, processes_every=a.processes_every,
         inventory_every=a.inventory_every, nvml=a.nvml,
         fake_hosts=[h for h in a.fake_hosts.split(",") if h], fake_seed=a.fake_seed,
-        fake_scale=a.fake_scale,
+        fake_scale=a.fake_scale, cluster=a.cluster, rack=a.rack, rack_slot=a.rack_slot,
+        nvlink_domain=a.nvlink_domain,
     )
 
 

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ EXIT_USAGE, EXIT_ERROR = 2, 1
 def _user_errors() -> tuple[type[BaseException], ...]:
     from collectors.options import OptionsError
     from fleettui.config import ConfigError
+    from fleettui.export_cli import ExportError
     from storage.batch import BatchError
     from storage.migrate import SchemaError
     from storage.quack import QuackError
@@ -33,7 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from storage.store import StoreError
 
     return (ConfigError, OptionsError, StoreError, SchemaError, QuackError, QueryError,
-            ReadOnlyError, BatchError)
+            ReadOnlyError, BatchError, ExportError)
 
 
 # -- daemon ------------------------------------------------------------------
@@ -59,7 +61,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
     from collectors.base import source_kinds
     from fleettui.config import SIM_SOURCES, Config, ConfigError, SourceSpec, load_config
-    from fleettui.daemon import build_sources, check_tasks, run_daemon
+    from fleettui.daemon import build_enrichment_from, build_sources, check_tasks, run_daemon
 
     if args.list_sources:
         print("\n".join(source_kinds()))
@@ -87,7 +89,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
         raise ConfigError(f"{config.path}: no [[sources]] configured")
     sources = build_sources(config)
     check_tasks(config)
-    return asyncio.run(run_daemon(config, sources))
+    enrichment = build_enrichment_from(config)
+    return asyncio.run(run_daemon(config, sources, enrichment=enrichment))
 
 
 # -- sql ---------------------------------------------------------------------
@@ -105,6 +108,8 @@ def _add_sql(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help="access token for --connect (default: $FLEETTUI_TOKEN, or the "
                    "local daemon's token file)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--archive", metavar="DIR", help="also query a `fleettui export` archive: each "
+                   "table is its archived rows followed by the live ones (docs/history.md)")
     p.add_argument("query", help="the SQL to run")
     p.set_defaults(func=_run_sql)
 
@@ -138,7 +143,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 # Further subcommands live in their own modules, each with `add_parser(sub)`.
-_PLUGGED: list[str] = ["fleettui.agent"]
+_PLUGGED: list[str] = ["fleettui.agent", "fleettui.status_cli", "fleettui.export_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,11 +164,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_VALUE_OPTIONS = ("--token",)
+
+
+def _join_values(argv: list[str]) -> list[str]:
+    """`--token -abc` -> `--token=-abc`: a token is any string, even one starting with '-'
+    (argparse would take it for an option)."""
+    out, it = [], iter(argv)
+    for a in it:
+        if a in _VALUE_OPTIONS:
+            nxt = next(it, None)
+            out.append(a if nxt is None else f"{a}={nxt}")
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_values(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.umask(0o077)  # stores, WALs, info files, exports: FleetTUI's files are its user's alone
     func = getattr(args, "func", None)
     if func is None:  # no COMMAND: the app
         from fleettui.tui.launch import run_app as func

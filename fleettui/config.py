@@ -5,15 +5,24 @@
     serve = "127.0.0.1:0"    # Quack endpoint for clients; port 0 picks a free one
     serve_enabled = true     # serve the live store to `fleettui sql` and the app
     status_interval_s = 10.0 # how often the daemon logs a progress line (0: never)
-    retention_h = 168.0      # hours of time-series rows kept (older ones deleted hourly)
+    metrics_listen = "127.0.0.1:0"  # the daemon's own /metrics (loopback; "" off; 0: free port)
+    retention_h = 48.0       # hours of raw time-series rows kept (older ones deleted hourly)
     memory_limit = ""        # DuckDB's memory limit, e.g. "2GiB"; "": 25% of RAM, at most 4 GiB
     store_failure_max_s = 300.0  # a failing store (disk full) is retried this long, then exit 75
+    retention_1m_days = 30.0 # days of 1-minute rollups kept
+    retention_1h_days = 730.0 # days of 1-hour rollups kept
+    rollup_interval_s = 30.0 # how often closed buckets are rolled up (0: no rollups)
+    rollup_late_s = 900.0    # rows arriving this late after their minute closed still count
 
     [[sources]]              # one table per source; `kind` picks the module
     kind = "sim"             # see `fleettui daemon --list-sources`
     interval_s = 1.0         # ... and that kind's own keys
 
     [alerts]                 # the alert engine's keys (docs/alerts.md)
+
+    [topology]               # where hosts live: file = "topology.toml", host_pattern = ...
+    [tenancy]                # assignments = "assignments.csv": GPUs rented by contract
+    [latency_targets]        # ITL/TTFT p99 targets: default, per tenant, per endpoint
 
 Errors name the file, the section and the key.
 """
@@ -40,15 +49,31 @@ class DaemonOptions:
     serve: str = "127.0.0.1:0"
     serve_enabled: bool = True
     status_interval_s: float = 10.0
-    retention_h: float = 168.0
+    metrics_listen: str = "127.0.0.1:0"
+    retention_h: float = 48.0
+    retention_1m_days: float = 30.0
+    retention_1h_days: float = 730.0
+    rollup_interval_s: float = 30.0
+    rollup_late_s: float = 900.0
     memory_limit: str = ""
     store_failure_max_s: float = 300.0
 
     def __post_init__(self) -> None:
+        if self.metrics_listen:
+            from fleettui.metrics import parse_listen
+
+            parse_listen(self.metrics_listen)
         if self.status_interval_s < 0:
             raise ValueError("status_interval_s must be >= 0")
         if self.retention_h <= 0:
             raise ValueError("retention_h must be > 0")
+        if self.retention_1m_days <= 0 or self.retention_1h_days <= 0:
+            raise ValueError("retention_1m_days and retention_1h_days must be > 0")
+        if self.rollup_interval_s < 0 or self.rollup_late_s < 0:
+            raise ValueError("rollup_interval_s and rollup_late_s must be >= 0")
+        if self.rollup_interval_s > 0 and self.retention_h * 3600 < self.rollup_late_s + 3 * 3600:
+            # late rows and the 1-hour tier's p95 are computed from raw rows
+            raise ValueError("retention_h must cover rollup_late_s plus 3 hours while rollups run")
         if self.memory_limit and not _MEMORY_LIMIT.match(self.memory_limit):
             raise ValueError(f"memory_limit must be a size like '2GiB' or '512MB', "
                              f"got {self.memory_limit!r}")
@@ -72,6 +97,9 @@ class Config:
     sources: tuple[SourceSpec, ...] = ()
     alerts: dict[str, Any] | None = None
     path: str = "<defaults>"
+    topology: dict[str, Any] | None = None
+    tenancy: dict[str, Any] | None = None
+    latency_targets: dict[str, Any] | None = None
 
     @property
     def sources_from_file(self) -> bool:
@@ -84,7 +112,7 @@ class Config:
 
 SIM_SOURCES = (SourceSpec("sim", {}, "--sim"),)
 
-_TOP_KEYS = ("daemon", "sources", "alerts")
+_TOP_KEYS = ("daemon", "sources", "alerts", "topology", "tenancy", "latency_targets")
 
 
 def parse_config(raw: dict[str, Any], where: str) -> Config:
@@ -105,10 +133,12 @@ def parse_config(raw: dict[str, Any], where: str) -> Config:
             raise ConfigError(f"{where} [[sources]] #{i}: missing key 'kind' (a string)")
         opts = {k: v for k, v in s.items() if k != "kind"}
         sources.append(SourceSpec(kind, opts, f"{where} [[sources]] #{i} ({kind})"))
-    alerts = raw.get("alerts")
-    if alerts is not None and not isinstance(alerts, dict):
-        raise ConfigError(f"{where}: 'alerts' must be a table ([alerts])")
-    return Config(daemon, tuple(sources), alerts, where)
+    tables = {}
+    for key in ("alerts", "topology", "tenancy", "latency_targets"):
+        tables[key] = raw.get(key)
+        if tables[key] is not None and not isinstance(tables[key], dict):
+            raise ConfigError(f"{where}: '{key}' must be a table ([{key}])")
+    return Config(daemon, tuple(sources), path=where, **tables)
 
 
 def load_config(path: str | Path) -> Config:

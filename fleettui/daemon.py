@@ -15,16 +15,29 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from collectors.base import PullSource, PushSource, build_source
 from collectors.options import OptionsError
 from fleettui.alerts.wiring import tasks_from_config
 from fleettui.config import Config, ConfigError
-from fleettui.paths import DaemonInfo, remove_daemon_info, write_daemon_info
+from fleettui.enrich import Enrichment, build_enrichment
+from fleettui.metrics import DaemonCollector, StoreSizeTask, parse_listen, registry_for
+from fleettui.metrics import serve as serve_metrics
+from fleettui.paths import (
+    DaemonInfo,
+    register_daemon,
+    remove_daemon_info,
+    write_daemon_info,
+    write_operator_token,
+)
 from fleettui.runtime import Runtime, Task, utcnow
-from storage import quack
+from fleettui.source_health import SourceHealth
+from storage import guard, quack
+from storage.columns import UPSERT_KEYS
 from storage.retention import RetentionTask
+from storage.rollups import RollupOptions, RollupTask, TierRetention
 from storage.store import Store
 
 log = logging.getLogger("fleettui.daemon")
@@ -47,10 +60,26 @@ def build_sources(config: Config) -> list[PullSource | PushSource]:
 
 def build_tasks(config: Config, store: Store) -> list[Task]:
     """Periodic tasks beside collection: retention, and the alert engine when configured."""
-    tasks: list[Task] = [RetentionTask(store, config.daemon.retention_h)]
+    d = config.daemon
+    tasks: list[Task] = [RetentionTask(store, d.retention_h)]
+    if d.rollup_interval_s > 0:
+        tasks.append(RollupTask(
+            store, d.rollup_interval_s, RollupOptions(late_s=d.rollup_late_s),
+            TierRetention(timedelta(days=d.retention_1m_days), timedelta(days=d.retention_1h_days))))
     base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
     return tasks + list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]",
                                           base_dir=base_dir))
+
+
+def build_enrichment_from(config: Config) -> Enrichment:
+    """Topology, contracted tenancy and latency targets from the config (files relative
+    to the config's folder); a bad one is a ConfigError naming file and line or key."""
+    base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
+    try:
+        return build_enrichment(config.topology, config.tenancy, config.latency_targets,
+                                config.path, base_dir)
+    except OptionsError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def check_tasks(config: Config) -> None:
@@ -65,21 +94,28 @@ def check_tasks(config: Config) -> None:
         scratch.close()
 
 
-def _serve(store: Store, config: Config, db: Path) -> DaemonInfo | None:
+def _serve(store: Store, config: Config, db: Path, metrics: str | None) -> DaemonInfo | None:
     if not config.daemon.serve_enabled:
         return None
     host, port = quack.parse_endpoint(config.daemon.serve)
-    token = quack.new_token()
-    endpoint = quack.serve(store.con, host, port, token)
-    info = DaemonInfo(os.getpid(), endpoint, token, str(db), utcnow().isoformat())
+    viewer, operator = quack.new_token(), quack.new_token()
+    endpoint = quack.serve(store.con, host, port, viewer)
+    # from here on the daemon decides what a token may run, and nothing can
+    # reach outside the store (see storage/guard.py)
+    guard.install(store.con, operator)
+    info = DaemonInfo(os.getpid(), endpoint, viewer, str(db.resolve()), utcnow().isoformat(),
+                      metrics)
+    write_operator_token(db, info.pid, operator)
     write_daemon_info(db, info)
 
     def reserve(s: Store) -> None:  # a reopened store is a new connection: serve it again
         h, p = quack.parse_endpoint(info.endpoint)
         quack.serve(s.con, h, p, info.token)
+        guard.install(s.con, operator)
         write_daemon_info(db, info)
 
     store.on_reopen.append(reserve)
+    register_daemon(info)
     return info
 
 
@@ -94,24 +130,71 @@ def _store_state(runtime: Runtime, db: Path, info: DaemonInfo | None,
     write_daemon_info(db, dataclasses.replace(info, store_error=failure))
 
 
-def _status_line(runtime: Runtime) -> str:
+async def _serve_metrics(config: Config, runtime: Runtime, sources, tasks, health: SourceHealth,
+                         store: Store) -> tuple[asyncio.Server | None, str | None]:
+    """The daemon's own /metrics when `metrics_listen` is set: (server, "HOST:PORT")."""
+    if not config.daemon.metrics_listen:
+        return None, None
+    host, port = parse_listen(config.daemon.metrics_listen)
+    size = StoreSizeTask(store, config.daemon.retention_h)
+    await asyncio.to_thread(size.measure)
+    runtime.tasks.append(size)
+    collector = DaemonCollector(runtime, sources, tasks, health, size.snapshot)
+    try:
+        server = await serve_metrics(registry_for(collector), host, port)
+    except OSError as exc:
+        raise ConfigError(f"metrics_listen {config.daemon.metrics_listen}: cannot listen: "
+                          f"{exc.strerror or exc}") from None
+    bound = server.sockets[0].getsockname()
+    where = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+    return server, where
+
+
+def status_line(runtime: Runtime, store: Store) -> str:
+    """Rows appended per table; dimension tables (hosts, GPUs, ...) as the distinct rows
+    the store holds: each sample re-merges its host, so counting merges would say
+    `hosts 10,471` for 56 hosts."""
     s = runtime.stats
-    tables = ", ".join(f"{t} {n:,}" for t, n in sorted(s.rows_by_table.items()) if n)
-    return (f"{s.rows_written:,} rows written ({tables}); {s.gathers} gathers, "
-            f"{s.gather_failures} failed; {s.batches_refused} batches refused")
+    appended = {t: n for t, n in s.rows_by_table.items() if n and t not in UPSERT_KEYS}
+    merged = sorted(t for t, n in s.rows_by_table.items() if n and t in UPSERT_KEYS)
+    known = []
+    cur = store.cursor()
+    try:
+        for t in merged:
+            known.append(f"{t} {cur.execute(f'SELECT count(*) FROM {t}').fetchone()[0]:,}")
+    except Exception as exc:  # a status line never stops the daemon
+        known.append(f"(counts unavailable: {str(exc).splitlines()[0]})")
+    finally:
+        cur.close()
+    tables = ", ".join(f"{t} {n:,}" for t, n in sorted(appended.items()))
+    return (f"{sum(appended.values()):,} rows appended ({tables})"
+            + (f"; known: {', '.join(known)}" if known else "")
+            + f"; {s.gathers} gathers, {s.gather_failures} failed; "
+            f"{s.batches_refused} batches refused")
 
 
 async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
-                     stop: asyncio.Event | None = None) -> int:
+                     stop: asyncio.Event | None = None,
+                     enrichment: Enrichment | None = None) -> int:
     db = config.db_path
+    os.umask(0o077)  # the store, its WAL and every file the daemon creates: owner only
+    if enrichment is None:
+        enrichment = build_enrichment_from(config)
     store = Store.open(db, memory_limit=config.daemon.memory_limit or None)
     info = None
+    metrics_server = None
     try:
-        info = _serve(store, config, db)
         tasks = build_tasks(config, store)
+        health = SourceHealth()
+        runtime = Runtime(store, sources, tasks, observe=health.observe, enrich=enrichment,
+                          store_failure_max_s=config.daemon.store_failure_max_s)
+        metrics_server, metrics_at = await _serve_metrics(config, runtime, sources, tasks,
+                                                          health, store)
+        info = _serve(store, config, db, metrics_at)
         names = ", ".join(f"{s.name}" for s in sources) or "none"
         print(f"fleettui daemon: store {db}; sources: {names}"
-              + (f"; serving {info.endpoint} (token in {db.name}.daemon.json)" if info else ""),
+              + (f"; serving {info.endpoint} (token in {db.name}.daemon.json)" if info else "")
+              + (f"; metrics http://{metrics_at}/metrics" if metrics_at else ""),
               file=sys.stderr, flush=True)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -121,21 +204,23 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): the caller sets `stop`
         seed_known_hosts(store, sources)
-        runtime = Runtime(store, sources, tasks,
-                          store_failure_max_s=config.daemon.store_failure_max_s)
-        status = asyncio.create_task(_report(runtime, config.daemon.status_interval_s, stop))
+        status = asyncio.create_task(
+            _report(runtime, store, config.daemon.status_interval_s, stop))
         written: list[str | None] = [None]
         watch = asyncio.create_task(_watch_store(runtime, db, info, written, stop))
         await runtime.run(stop)
         status.cancel()
         watch.cancel()
-        print(f"fleettui daemon: stopped; {_status_line(runtime)}", file=sys.stderr, flush=True)
+        print(f"fleettui daemon: stopped; {status_line(runtime, store)}", file=sys.stderr,
+              flush=True)
         if runtime.failed:
             print(f"fleettui daemon: exiting: {runtime.failed}; {runtime.stats.rows_dropped:,} "
                   "rows dropped", file=sys.stderr, flush=True)
             return EXIT_STORE_FAILED
         return 0
     finally:
+        if metrics_server is not None:
+            metrics_server.close()
         if info is not None:
             remove_daemon_info(db, info.pid)
             try:
@@ -170,9 +255,9 @@ async def _watch_store(runtime: Runtime, db: Path, info: DaemonInfo | None,
             log.debug("daemon info: %s", exc)
 
 
-async def _report(runtime: Runtime, every_s: float, stop: asyncio.Event) -> None:
+async def _report(runtime: Runtime, store: Store, every_s: float, stop: asyncio.Event) -> None:
     if every_s <= 0:
         return
     while not stop.is_set():
         await asyncio.sleep(every_s)
-        print(f"fleettui daemon: {_status_line(runtime)}", file=sys.stderr, flush=True)
+        print(f"fleettui daemon: {status_line(runtime, store)}", file=sys.stderr, flush=True)

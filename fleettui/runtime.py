@@ -20,8 +20,13 @@ Shared by the headless daemon and the app when it collects for itself.
   broker and agents buffer). After `store_failure_max_s` of failing it gives up:
   `run` returns and `failed` holds why (the daemon exits non-zero so its
   supervisor restarts it).
+- An `Enrichment` (fleettui/enrich.py: topology, contracted tenancy, latency
+  targets) is applied to every write, so every source benefits; what it knows
+  before any source reports is written first.
 - Tasks (alerts, retention) run on their own interval whatever the write queue
-  does: they never wait for it to drain.
+  does: they never wait for it to drain. On stop, a tick under way finishes
+  (within `task_grace_s`) before `run` returns, so the caller never closes the
+  store under it.
 - `stats_dict()` is the back-pressure and health view (queue depth, write lag,
   store state) for /metrics and `fleettui status`.
 """
@@ -36,11 +41,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from collectors.base import Gathered, PullSource, PushSource
 from storage.batch import Batch, make_batch
 from storage.store import Store, StoreFailure
+
+if TYPE_CHECKING:
+    from fleettui.enrich import Enrichment
 
 log = logging.getLogger("fleettui.runtime")
 
@@ -79,6 +87,7 @@ class StoreGaveUp(RuntimeError):
 
 
 _MAX_REASONS_CHARS = 500
+_MAX_DROPPED_CHARS = 4000  # every reason of a real fleet's scrape fits (~30 of ~90 chars)
 
 
 def run_record(ts: datetime, name: str, duration_s: float, interval_s: float | None,
@@ -90,10 +99,15 @@ def run_record(ts: datetime, name: str, duration_s: float, interval_s: float | N
         text = "skipped: " + "; ".join(skipped)
     if text and len(text) > _MAX_REASONS_CHARS:
         text = text[: _MAX_REASONS_CHARS - 1] + "…"
+    dropped = gathered.dropped if gathered else {}
+    reasons = "; ".join(f"{k} x{n}" for k, n in sorted(dropped.items())) or None
+    if reasons and len(reasons) > _MAX_DROPPED_CHARS:
+        reasons = reasons[: _MAX_DROPPED_CHARS - 1] + "…"
     return make_batch("collector_runs", {
         "ts": [ts], "collector": [name], "duration_ms": [duration_s * 1000.0],
         "ok": [error is None], "rows": [gathered.rows if gathered else 0], "error": [text],
         "skipped": [len(skipped)], "interval_s": [interval_s],
+        "dropped": [sum(dropped.values())], "dropped_reasons": [reasons],
     })
 
 
@@ -109,6 +123,9 @@ class Runtime:
         on_write: Callable[[RuntimeStats], None] | None = None,
         store_failure_max_s: float = 300.0,
         store_retry_max_s: float = 10.0,
+        enrich: Enrichment | None = None,
+        observe: Callable[[list[Batch]], None] | None = None,
+        task_grace_s: float = 30.0,
     ):
         self.store = store
         self.sources = list(sources)
@@ -117,6 +134,9 @@ class Runtime:
         self.stats = RuntimeStats()
         self._queue: asyncio.Queue[tuple[float, list[Batch]]] = asyncio.Queue(maxsize=queue_size)
         self._on_write = on_write
+        self.enrich = enrich
+        self._observe = observe  # sees every hand-in (the daemon's SourceHealth)
+        self.task_grace_s = task_grace_s  # how long a tick under way at stop may take
         self.store_failure_max_s = store_failure_max_s
         self.store_retry_max_s = store_retry_max_s
         self.failed: str | None = None  # why the runtime gave up, if it did
@@ -128,6 +148,11 @@ class Runtime:
         """Where push sources (and pull loops) hand their batches."""
         if not batches:
             return
+        if self._observe is not None:
+            try:
+                self._observe(batches)
+            except Exception:  # watching must never stop ingestion
+                log.exception("observing a hand-in failed")
         if not self._writer_alive and self._stop is not None:  # gave up: nobody will write
             self._drop(batches)
             return
@@ -168,6 +193,17 @@ class Runtime:
         self._stop = stop
         self._writer_alive = True
         writer = asyncio.create_task(self._writer(), name="writer")
+        if self.enrich is not None:
+            # the `source` values of what these sources guess (an agent's rows say "nvml")
+            names = sorted({getattr(s, "row_source", s.name) for s in self.sources}
+                           | {s.name for s in self.sources})
+            try:
+                first = await asyncio.to_thread(self.enrich.start, self.store, names,
+                                                self.clock())
+            except Exception as exc:  # collection goes on without the catch-up
+                log.error("enrichment at start failed: %s", str(exc).splitlines()[0])
+                first = []
+            await self.sink(first)
         producers = []
         for src in self.sources:
             if isinstance(src, PullSource):
@@ -179,9 +215,20 @@ class Runtime:
         try:
             await stop.wait()
         finally:
-            for p in producers:
+            # A task's tick under way (an alert cycle writing its state) is let finish,
+            # within a grace period, before anything closes: a cancelled tick would
+            # leave its worker thread writing to a store about to close.
+            ticking = producers[len(producers) - len(self.tasks):] if self.tasks else []
+            pulls = producers[: len(producers) - len(ticking)]
+            for p in pulls:
                 p.cancel()
             stop.set()  # also when cancelled: a writer retrying a failing store gives up
+            if ticking:
+                _, late = await asyncio.wait(ticking, timeout=self.task_grace_s)
+                for p in late:
+                    log.warning("task %s still running %g s after stop; abandoned",
+                                p.get_name(), self.task_grace_s)
+                    p.cancel()
             await asyncio.gather(*producers, return_exceptions=True)
             if self._writer_alive and not writer.done():
                 # flush what was gathered before stopping (unless the writer dies meanwhile)
@@ -193,7 +240,7 @@ class Runtime:
             self._writer_alive = False
             while not self._queue.empty():  # only left when the writer gave up
                 self._drop(self._queue.get_nowait()[1])
-            for src in self.sources:
+            for src in [*self.sources, *self.tasks]:  # tasks: alert delivery's last sends
                 close = getattr(src, "close", None)
                 if close is not None:
                     with contextlib.suppress(Exception):
@@ -204,6 +251,11 @@ class Runtime:
         loop = asyncio.get_running_loop()
         interval = src.interval_s
         next_at = loop.time()
+        if getattr(src, "align_to_interval", False):
+            # Gather at wall-clock multiples of the interval (just past them), as
+            # exporters that step their own clock expect: one gather per step.
+            next_at += (-time.time()) % interval + 0.05
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
         while not stop.is_set():
             now = self.clock()
             t0 = time.perf_counter()
@@ -248,7 +300,10 @@ class Runtime:
         while not stop.is_set():
             # on its own schedule: a write queue that never drains (overload) must not
             # stop alerts or retention, so no waiting for it here
-            await asyncio.sleep(task.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), task.interval_s)
+            if stop.is_set():
+                return  # between ticks: nothing under way
             try:
                 await task.tick(self.clock())
             except asyncio.CancelledError:
@@ -282,6 +337,8 @@ class Runtime:
         """Write the items, holding them through store failures (retry, reopen) until
         written or the failure budget is spent (StoreGaveUp; they count as dropped)."""
         pending = [b for _, item in items for b in item]
+        if self.enrich is not None:
+            pending = await asyncio.to_thread(self._enriched, pending)
         self.stats.last_write_lag_s = time.monotonic() - items[0][0]
         backoff = 0.5
         while pending:
@@ -315,6 +372,13 @@ class Runtime:
                     log.warning("store: reopened %s after it was invalidated", self.store.path)
                 except Exception as exc:  # still no space, or the file is gone: retry later
                     log.debug("store: reopen failed: %s", exc)
+
+    def _enriched(self, batches: list[Batch]) -> list[Batch]:
+        try:
+            return self.enrich.apply(batches)  # type: ignore[union-attr]
+        except Exception as exc:  # never lose the batches over the enrichment
+            log.error("enrichment failed, batches written as they came: %s", exc)
+            return batches
 
     def _write(self, batches: list[Batch]) -> tuple[list[Batch], StoreFailure | None]:
         """Write `batches`; returns (batches not written, the store failure) — ([], None)

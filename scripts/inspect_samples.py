@@ -1,6 +1,6 @@
-"""Print what the collectors make of every real sample in shared/upstream.
+"""Print what the collectors make of every real sample in fixtures/upstream.
 
-    python scripts/inspect_samples.py [path/to/shared/upstream]
+    python scripts/inspect_samples.py [path/to/fixtures/upstream]
 
 Per file (and per scrape, where a file holds two): GPUs, MIG slices, tenants,
 series found, series used, and series dropped with why.
@@ -67,7 +67,7 @@ def describe(name: str, snap, label: str) -> None:
 def main() -> int:
     base = Path(sys.argv[1]) if len(sys.argv) > 1 else upstream_dir()
     if base is None or not base.is_dir():
-        print("shared/upstream not found; pass its path", file=sys.stderr)
+        print("fixtures/upstream not found; pass its path", file=sys.stderr)
         return 2
     dcgm = base / "dcgm-exporter"
     for path in sorted(dcgm.glob("*/*")):

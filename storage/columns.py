@@ -1,7 +1,8 @@
 """Arrow types of every store column, for building batches without a database.
 
-Must match the SQL migrations; `tests/test_schema.py` checks it against a
-migrated database so the two cannot drift apart.
+Must match the SQL migrations; `tests/test_store.py`
+(`test_columns_module_matches_migrated_schema`) checks it against a migrated
+database so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "tenants": {"tenant": S, "display_name": S, "tier": S},
     "assignments": {
         "tenant": S, "gpu_uuid": S, "slice_id": S, "fraction": F, "valid_from": TS,
-        "valid_to": TS,
+        "valid_to": TS, "source": S,
     },
     "endpoints": {
         "endpoint": S, "tenant": S, "model": S, "itl_target_ms": F, "ttft_target_ms": F,
@@ -59,6 +60,8 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "collector_runs": {
         "ts": TS, "collector": S, "duration_ms": F, "ok": B, "rows": I, "error": S,
         "skipped": I, "interval_s": F,
+        # 0005_real_fleets.sql
+        "dropped": I, "dropped_reasons": S,
     },
     # 0002_mqtt.sql (NVML agent over MQTT)
     "rejects": {

@@ -22,7 +22,7 @@ class QuackError(RuntimeError):
 
 def _extension_file(module_name: str, ext: str) -> str:
     module = __import__(module_name)
-    base = Path(module.__file__).parent / "extensions"
+    base = Path(str(module.__file__)).parent / "extensions"
     found = sorted(base.glob(f"*/{ext}.duckdb_extension"))
     if not found:
         raise QuackError(f"{module_name}: {ext}.duckdb_extension not found under {base}")
@@ -35,7 +35,8 @@ def load_extensions(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """A fresh access token: 64 hex digits (never starts with '-' on a command line)."""
+    return secrets.token_hex(32)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -34,6 +34,8 @@ def time_series_tables(store: Store) -> list[str]:
     rows = store.cursor().execute(
         "SELECT table_name FROM duckdb_columns() WHERE database_name = current_database() "
         "AND schema_name = 'main' AND column_name = 'ts' AND data_type LIKE 'TIMESTAMP%' "
+        "AND table_name IN (SELECT table_name FROM duckdb_tables() WHERE database_name = "
+        "current_database() AND schema_name = 'main') "  # base tables, not views
         "ORDER BY table_name").fetchall()
     return [t for (t,) in rows if t not in UPSERT_KEYS]
 

@@ -89,6 +89,16 @@ def _open_error(path: str, exc: Exception) -> StoreError:
     return StoreError(f"{path}: cannot open database: {msg}")
 
 
+def _make_private(path: str) -> None:
+    """Stores made before files were private: the owner's own files become 0600."""
+    for p in (path, path + ".wal"):
+        try:
+            if os.stat(p).st_uid == os.getuid():
+                os.chmod(p, 0o600)
+        except (FileNotFoundError, PermissionError):
+            pass
+
+
 class Store:
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool,
                  memory_limit: str | None = None):
@@ -123,23 +133,30 @@ class Store:
                 raise StoreError(f"{path}: no such database (run `fleettui daemon` to create one)")
             if not read_only:
                 try:
-                    p.parent.mkdir(parents=True, exist_ok=True)
+                    p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StoreError(f"{path}: cannot create its directory {str(p.parent)!r}: "
                                      f"{exc.strerror}") from None
+        # the file and its WAL: owner only. DuckDB creates the WAL lazily, so the
+        # fleettui CLI also runs with umask 077; this covers library callers' first open.
+        mask = os.umask(0o077)
         try:
-            con = duckdb.connect(path, read_only=read_only,
-                                 config={"memory_limit": memory_limit})
-        except duckdb.Error as exc:
-            raise _open_error(path, exc) from exc
-        try:
-            if read_only:
-                check_version(con, path)
-            else:
-                migrate(con, path)
-        except Exception:
-            con.close()
-            raise
+            try:
+                con = duckdb.connect(path, read_only=read_only,
+                                     config={"memory_limit": memory_limit})
+            except duckdb.Error as exc:
+                raise _open_error(path, exc) from exc
+            try:
+                if read_only:
+                    check_version(con, path)
+                else:
+                    migrate(con, path)
+                    _make_private(path)
+            except Exception:
+                con.close()
+                raise
+        finally:
+            os.umask(mask)
         return con
 
     def reopen(self) -> None:

@@ -104,15 +104,18 @@ def itl(store, t, value):
 async def test_alertmanager_gets_the_exact_v2_payload_for_firing_and_resolved():
     store = store_with_endpoint()
     with Receiver() as am:
-        delivery = AlertmanagerDelivery(am.url, valid_s=240, retries=0)
+        delivery = AlertmanagerDelivery(am.url, valid_s=240)
         engine = AlertEngine(
             store, load_rules_text(RULE, "t.toml"), interval_s=15, delivery=delivery
         )
         itl(store, T0, 80.0)
         await engine.tick(T0)
+        assert await delivery.drain(5)
         t1 = T0 + timedelta(seconds=15)
         itl(store, t1, 10.0)
         await engine.tick(t1)
+        assert await delivery.drain(5)
+        await delivery.close()
     labels = {
         "alertname": "SlowTokens",
         "model": "m-a",
@@ -143,7 +146,7 @@ async def test_alertmanager_gets_the_exact_v2_payload_for_firing_and_resolved():
     ]
 
 
-async def test_alertmanager_delivery_retries_server_errors_but_not_client_errors():
+async def test_alertmanager_delivery_retries_server_errors_until_confirmed_but_not_client_errors():
     store = store_with_endpoint()
     itl(store, T0, 80.0)
     engine = AlertEngine(store, load_rules_text(RULE, "t.toml"))
@@ -151,20 +154,92 @@ async def test_alertmanager_delivery_retries_server_errors_but_not_client_errors
     from fleettui.alerts.engine import Notification
 
     notes = [Notification("fired", a) for a, _, to in notes if to == "firing"]
-    with Receiver(statuses=[503, 500]) as am:
-        d = AlertmanagerDelivery(am.url, retries=3, backoff_s=0.01)
-        await d.send(notes, T0)
-    assert (am.attempts, len(am.bodies), d.sent_batches, d.failed_batches) == (3, 1, 1, 0)
+    with Receiver(statuses=[503, 500, 503, 500]) as am:
+        d = AlertmanagerDelivery(am.url, backoff_s=0.01)
+        await d.send(notes, T0)  # only queues
+        assert await d.drain(5)
+        await d.close()
+    assert (am.attempts, len(am.bodies), d.sent_batches, d.stats.confirmed) == (5, 1, 1, 1)
+    assert (d.stats.attempts_failed, d.stats.dropped, d.queued) == (4, 0, 0)
     with Receiver(statuses=[400]) as am:
-        d = AlertmanagerDelivery(am.url, retries=3, backoff_s=0.01)
+        d = AlertmanagerDelivery(am.url, backoff_s=0.01)
         await d.send(notes, T0)
-    assert (am.attempts, am.bodies, d.failed_batches) == (1, [], 1)
+        assert await d.drain(5)
+        await d.close()
+    assert (am.attempts, am.bodies, d.stats.dropped, d.stats.confirmed) == (1, [], 1, 0)
+    assert d.stats.last_error == f"HTTP 400 from {am.url}/api/v2/alerts"
+
+
+async def test_a_queue_beyond_its_bound_drops_the_oldest_and_counts_it():
+    store = store_with_endpoint()
+    itl(store, T0, 80.0)
+    (a,) = [a for a, _, to in AlertEngine(store, load_rules_text(RULE, "t.toml"))
+            .evaluate(T0).transitions if to == "firing"]
+    from dataclasses import replace
+
+    from fleettui.alerts.engine import Notification
+
+    notes = [Notification("fired", replace(a, alert_id=f"id-{i}")) for i in range(5)]
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    d = AlertmanagerDelivery(f"http://127.0.0.1:{port}", retries=1, backoff_s=0.01, timeout_s=1)
-    await d.send(notes, T0)  # no exception: one log line
-    assert d.failed_batches == 1
+    d = AlertmanagerDelivery(f"http://127.0.0.1:{port}", backoff_s=10, max_queued=3)
+    await d.send(notes, T0)
+    assert (d.queued, d.stats.dropped) == (3, 2)
+    assert list(d._queue) == ["id-2", "id-3", "id-4"]  # the newest kept
+    assert not await d.drain(0.3)
+    await d.close(0.1)
+    assert d.stats.attempts_failed >= 1 and "Connection refused" in d.stats.last_error
+
+
+class Trickler:
+    """A peer that accepts, then sends one byte every `every_s`: never a full answer."""
+
+    def __init__(self, every_s: float = 0.5):
+        self.every_s = every_s
+        self.connections = 0
+
+    async def __aenter__(self):
+        async def handle(reader, writer):
+            self.connections += 1
+            try:
+                for b in b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n":
+                    writer.write(bytes([b]))
+                    await writer.drain()
+                    await asyncio.sleep(self.every_s)
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+
+
+async def test_a_trickling_alertmanager_is_cut_at_the_deadline_and_never_counted_sent():
+    store = store_with_endpoint()
+    itl(store, T0, 80.0)
+    engine = AlertEngine(store, load_rules_text(RULE, "t.toml"))
+    from fleettui.alerts.engine import Notification
+
+    notes = [Notification("fired", a) for a, _, to in engine.evaluate(T0).transitions
+             if to == "firing"]
+    async with Trickler(every_s=0.3) as peer:
+        d = AlertmanagerDelivery(peer.url, backoff_s=0.05, timeout_s=1.0)
+        t0 = asyncio.get_running_loop().time()
+        await d.send(notes, T0)
+        assert asyncio.get_running_loop().time() - t0 < 0.1  # the engine is never held up
+        assert not await d.drain(3.5)
+        await d.close(0.1)
+    # each attempt cut at 1 s although a byte came every 0.3 s
+    assert 2 <= d.stats.attempts_failed <= 4
+    assert peer.connections - d.stats.attempts_failed in (0, 1)  # + one cut by close()
+    assert "no answer within the 1 s deadline" in d.stats.last_error
+    assert (d.stats.confirmed, d.queued) == (0, 1)
 
 
 @pytest.fixture
@@ -180,9 +255,7 @@ def mosquitto(tmp_path):
 @pytest.mark.integration
 async def test_mqtt_gets_one_message_per_transition(mosquitto):
     store = store_with_endpoint()
-    delivery = MqttDelivery(
-        "127.0.0.1", mosquitto, topic="fleet/alerts/{severity}/{rule}", retries=0
-    )
+    delivery = MqttDelivery("127.0.0.1", mosquitto, topic="fleet/alerts/{severity}/{rule}")
     engine = AlertEngine(store, load_rules_text(RULE, "t.toml"), delivery=delivery, resend_s=1)
     got = []
     async with aiomqtt.Client("127.0.0.1", mosquitto) as sub:
@@ -210,7 +283,8 @@ async def test_mqtt_gets_one_message_per_transition(mosquitto):
     assert fired["fired_at"] == "2026-11-26T12:00:00.000Z" and fired["resolved_at"] is None
     assert fired["annotations"] == {"summary": "ep-a ITL p99 80 ms"}
     assert got[1][1]["resolved_at"] == "2026-11-26T12:00:30.000Z"
-    assert delivery.published == 2
+    assert delivery.published == 2 and delivery.stats.confirmed == 2
+    await delivery.close()
 
 
 def test_alerts_config_section_is_validated_and_builds_the_engine(tmp_path):
@@ -277,3 +351,33 @@ async def test_the_daemon_runs_the_engine_as_a_runtime_task(tmp_path):
         (tmp_path / "site2.toml").write_text('[[rules]]\nname = "X"\nscope = "rack"\nsql = "1"\n')
         tasks_from_config({"rules": ["site2.toml"]}, store, base_dir=tmp_path)
     assert tasks_from_config({"enabled": False}, store) == []
+
+
+async def test_the_runtime_gives_delivery_its_last_chance_at_shutdown():
+    from fleettui.runtime import Runtime
+
+    class Recorder:
+        def __init__(self):
+            self.sent, self.closed = [], None
+
+        async def send(self, notifications, now):
+            self.sent += notifications
+
+        async def close(self, timeout_s=2.0):
+            self.closed = timeout_s
+
+    store = store_with_endpoint()
+    itl(store, T0, 80.0)
+    rec = Recorder()
+    engine = AlertEngine(store, load_rules_text(RULE, "t.toml"), interval_s=0.05,
+                         delivery=rec)
+    stop = asyncio.Event()
+    run = asyncio.create_task(Runtime(store, [], [engine], clock=lambda: T0).run(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if rec.sent:
+            break
+    stop.set()
+    await run
+    assert [n.reason for n in rec.sent][:1] == ["fired"]
+    assert rec.closed == 2.0

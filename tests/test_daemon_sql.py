@@ -59,7 +59,7 @@ def test_live_queries_while_the_daemon_runs_then_clean_stop(sim_daemon, fleettui
 def test_bad_query_is_one_line_and_non_zero(sim_daemon, fleettui):
     res = fleettui("sql", "SELEC 1")
     assert res.returncode == 1
-    assert res.stderr.startswith("fleettui sql: error: Parser Error: syntax error")
+    assert res.stderr.startswith("fleettui sql: error: syntax error")
     assert "Traceback" not in res.stderr
 
 

@@ -1,4 +1,4 @@
-"""The DCGM mapper over every real dcgm-exporter sample in shared/upstream/dcgm-exporter:
+"""The DCGM mapper over every real dcgm-exporter sample in fixtures/upstream/dcgm-exporter:
 exact GPUs, MIG slices, tenants and values (see SOURCES.md there)."""
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def test_l4_full_default_counters():
         "mem_total_bytes": (22563 + 0 + 470) * MIB,
     }
     (s,) = rows(r, "gpu_samples")
-    assert s["power_w"] == 16.365 and s["temp_c"] == 31 and s["mem_temp_c"] == 0
+    # the L4 is GDDR: MEMORY_TEMP 0 there is "no sensor", not 0 degC
+    (mt,) = [ln for ln in path.read_text().splitlines() if ln.startswith("DCGM_FI_DEV_MEMORY_TEMP{")]
+    assert mt.endswith("} 0")
+    assert s["power_w"] == 16.365 and s["temp_c"] == 31 and s["mem_temp_c"] is None
     assert s["energy_j"] == pytest.approx(4742.776) and s["util_pct"] == 0
     assert s["sm_clock_mhz"] == 210 and s["mem_clock_mhz"] == 405
     assert s["pcie_tx_bytes_per_s"] == 112603 and s["pcie_rx_bytes_per_s"] == 17544
@@ -67,6 +70,7 @@ def test_l4_full_default_counters():
         "DCGM_FI_DEV_VGPU_LICENSE_STATUS: vGPU licence: no store column",
         "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE: tensor-pipe activity: no store column",
         "DCGM_FI_PROF_DRAM_ACTIVE: DRAM activity: no store column",
+        "DCGM_FI_DEV_MEMORY_TEMP: 0 on a board without HBM (no sensor), stored as NULL",
     }
 
 

@@ -42,8 +42,8 @@ def vllm_text() -> str:
     return upstream("vllm", "vllm-v1-qwen2.5-0.5b-kops-metrics.txt").read_text()
 
 
-def lat_rows(result):
-    return [r for b in result.batches for r in b.data.to_pylist()]
+def lat_rows(result, table="latency_samples"):
+    return [r for b in result.batches if b.table == table for r in b.data.to_pylist()]
 
 
 def with_itl_counts(text: str, counts: dict[float, float]) -> str:
@@ -74,7 +74,9 @@ def test_real_vllm_scrape_families_labels_and_buckets():
     assert "vllm:time_per_output_token_seconds_bucket" not in snap.names  # removed upstream
     m = LatencyMapper("vllm")
     first = m.map(snap)
-    assert first.batches == [] and first.skipped == []  # one gather: no interval yet
+    assert lat_rows(first) == [] and first.skipped == []  # one gather: no interval yet
+    # ...but the server is known at once: an endpoints row (no tenant label in this scrape)
+    assert lat_rows(first, "endpoints") == [{"endpoint": MODEL, "tenant": None, "model": MODEL}]
     # no request had finished: every count is 0, so an interval has no quantile
     second = m.map(parse_exposition(vllm_text(), "vllm", now=T0 + 15, complete=True))
     (row,) = lat_rows(second)

@@ -136,7 +136,9 @@ def test_rejects_keep_reason_host_and_excerpt(states):
     assert src.stats.rejected == 5 and q(store, "SELECT count(*) FROM gpu_samples") == [(0,)]
     # the source reports on itself in collector_runs, as pull sources do per gather
     run = q(store, "SELECT collector, ok, skipped, error, interval_s FROM collector_runs")
-    assert run == [("mqtt", True, 5, "rejected 5 message(s), first: " + rows[0][1], 0.25)]
+    # the interval declared is the agents' report interval (CollectorSilent's horizon),
+    # not the 0.25 s flush interval
+    assert run == [("mqtt", True, 5, "rejected 5 message(s), first: " + rows[0][1], 1.0)]
 
 
 def test_presence_from_birth_and_will(states):

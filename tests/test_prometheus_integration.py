@@ -1,5 +1,5 @@
 """End to end: simulated exporters -> real Prometheus (1 s scrapes) -> "prometheus"
-source (prometheus-api-client) -> store, checked against the simulator's truth."""
+source (HTTP API client with deadlines) -> store, checked against the simulator's truth."""
 
 from __future__ import annotations
 

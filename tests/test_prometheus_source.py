@@ -3,6 +3,7 @@ test_prometheus_integration.py, against a real Prometheus)."""
 
 from __future__ import annotations
 
+import ssl
 import time
 from datetime import UTC, datetime
 
@@ -31,7 +32,10 @@ def test_connection_options_reach_the_client():
     assert isinstance(src, PrometheusSource)
     c = src.client
     assert c.url == "https://prom.example:9090" and c.headers == {"Authorization": "Bearer t0k"}
-    assert c.auth == ("fleet", "pw") and c._session.verify is False and c._timeout == 3.0
+    assert c.auth == ("fleet", "pw") and c.tls_verify is False and c.timeout_s == 3.0
+    assert c._ssl is not None and c._ssl.verify_mode == ssl.CERT_NONE
+    # an explicit Authorization header wins over basic auth
+    assert c._sent_headers["Authorization"] == "Bearer t0k"
     assert src.window_s == 10.0 and src.interval_s == 5.0
 
 

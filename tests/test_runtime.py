@@ -38,11 +38,16 @@ class Pushy:
         raise RuntimeError("broker went away")
 
 
-async def _run_for(store, sources, seconds):
+async def _run_for(store, sources, seconds, until=None):
+    """Run for `seconds`, or (with `until`) until it holds, within 30 s on a busy machine."""
     stop = asyncio.Event()
     rt = Runtime(store, sources)
     task = asyncio.create_task(rt.run(stop))
     await asyncio.sleep(seconds)
+    for _ in range(300):
+        if until is None or until():
+            break
+        await asyncio.sleep(0.1)
     stop.set()
     await task
     return rt
@@ -51,7 +56,7 @@ async def _run_for(store, sources, seconds):
 async def test_failing_gathers_are_recorded_and_collection_goes_on():
     store = Store.open(":memory:")
     src = Flaky()
-    rt = await _run_for(store, [src], 0.3)
+    rt = await _run_for(store, [src], 0.3, until=lambda: src.calls >= 4)
     runs = store.con.execute(
         "SELECT ok, count(*), any_value(error) FILTER (WHERE NOT ok),"
         " sum(skipped) FROM collector_runs GROUP BY ok ORDER BY ok"

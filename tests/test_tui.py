@@ -278,6 +278,7 @@ async def test_drilldown_lists_the_agents_processes_of_the_selected_gpu():
     from storage.batch import make_batch
 
     store, last = fixed_store(60.0, 10.0, faults=FAULTS)
+    store.cursor().execute("DELETE FROM processes")  # only the listings written below
     uuids = [r[0] for r in store.cursor().execute(
         "SELECT gpu_uuid FROM gpus WHERE host = 'hgx-03-n1' ORDER BY gpu_index").fetchall()]
     store.write([make_batch("processes", {
@@ -291,9 +292,11 @@ async def test_drilldown_lists_the_agents_processes_of_the_selected_gpu():
         await settle(pilot)
         procs = app.screen.query_one("#drill-procs", DataTable)
         assert procs.row_count == 1
-        assert procs.get_row_at(0) == ["4242", "2.0 GB", "c0ffeec0ffee", "nimbus-search"]
+        # cells are Text (data is never parsed as markup)
+        assert [str(c) for c in procs.get_row_at(0)] == ["4242", "2.0 GB", "c0ffeec0ffee",
+                                                         "nimbus-search"]
         app.screen.query_one("#drill-gpus", ViewTable).focus()
         await pilot.press("down")
         await settle(pilot)
-        assert procs.get_row_at(0)[0] == "77"
+        assert str(procs.get_row_at(0)[0]) == "77"
     store.close()

@@ -156,7 +156,8 @@ def test_drilldown_queries(db):
     assert slices.num_rows == int(np.isin(FLEET.slice_gpu_idx, np.flatnonzero(
         np.array(FLEET.gpu_host_idx) == FLEET.host.index("rtx-07-n3"))).sum())
     assert all(t is not None for t in slices.column("tenant").to_pylist())
-    assert views.host_processes(cur, "hgx-03-n4", last).num_rows == 0  # no agent here
+    procs = views.host_processes(cur, "hgx-03-n4", last)  # the simulated agent's listing
+    assert procs.num_rows == 8 and set(procs.column("source").to_pylist()) == {"sim"}
 
 
 def test_processes_and_alerts_at_the_cursor():
@@ -165,6 +166,7 @@ def test_processes_and_alerts_at_the_cursor():
 
     store, last = fixed_store(60.0, 10.0, faults=FAULTS)
     cur = store.cursor()
+    cur.execute("DELETE FROM processes")  # only the listings written below
     assert views.alert_list(cur, last).num_rows == 0 and views.alerts_available(cur)
     uuid = cur.execute("SELECT gpu_uuid FROM gpus WHERE host = 'hgx-03-n1' "
                        "AND gpu_index = 0").fetchone()[0]

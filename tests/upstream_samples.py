@@ -1,4 +1,8 @@
-"""Locate the real sample data in shared/upstream (read in place, never copied)."""
+"""Locate the real captures vendored in fixtures/upstream (see SOURCES.md files there).
+
+A capture a test needs must be present: a missing file FAILS the test (never
+skips), so a clone without them, or a rename, cannot pass unnoticed.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,27 @@ from pathlib import Path
 
 import pytest
 
+UPSTREAM = Path(__file__).resolve().parents[1] / "fixtures" / "upstream"
+OURS = Path(__file__).resolve().parents[1] / "fixtures" / "ours"
 
-def upstream_dir() -> Path | None:
-    for parent in Path(__file__).resolve().parents:
-        cand = parent / "shared" / "upstream"
-        if cand.is_dir():
-            return cand
-    return None
+
+def upstream_dir() -> Path:
+    return UPSTREAM
 
 
 def upstream(*parts: str) -> Path:
-    """Path under shared/upstream; skips the test with the reason when it is absent."""
-    base = upstream_dir()
-    if base is None:
-        pytest.skip("shared/upstream sample data not found above this checkout")
-    path = base.joinpath(*parts)
+    """Path under fixtures/upstream; fails the test with the path when it is absent."""
+    path = UPSTREAM.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"sample {'/'.join(parts)} not found under {base}")
+        pytest.fail(f"real capture {path} is missing (fixtures/upstream is part of the project)")
+    return path
+
+
+def ours(*parts: str) -> Path:
+    """Path under fixtures/ours (texts we wrote, in real formats); fails when absent."""
+    path = OURS.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"fixture {path} is missing")
     return path
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from collectors.nvml.report import GPU_SPEC, PROC_SPEC, Report
+from collectors.nvml.report import GPU_SPEC, PLACE_SPEC, PROC_SPEC, Report
+from collectors.nvml.tenancy import ProcTenancy
 from storage.batch import Batch, make_batch
 
 SOURCE_COLUMN = "nvml"  # the `source` column of every sample row
@@ -62,6 +63,7 @@ class ReportBatcher:
         if nvlink_rows not in NVLINK_ROWS:
             raise ValueError(f"nvlink_rows must be one of {', '.join(NVLINK_ROWS)}")
         self.per_gpu_links = nvlink_rows == "per_gpu"
+        self.tenancy = ProcTenancy()  # kept across takes: assignments open and close
         self.reset()
 
     def reset(self) -> None:
@@ -77,7 +79,7 @@ class ReportBatcher:
             k for k in PROC_SPEC if k != "gpu"])}
         self.ev: dict[str, list[Any]] = {c: [] for c in ("ts", "host", "gpu_uuid", "code",
                                                           "detail")}
-        self.hosts: dict[str, list[Any]] = {}  # host -> [first ts, last ts, driver]
+        self.hosts: dict[str, list[Any]] = {}  # host -> [first ts, last ts, driver, place]
         self.inv_gpus: dict[str, list[Any]] = {c: [] for c in (
             "gpu_uuid", "host", "gpu_index", "name", "pci_bus_id", "mig_mode",
             "mem_total_bytes")}
@@ -150,12 +152,14 @@ class ReportBatcher:
             ev["code"] += r.xid["code"]
             ev["detail"] += [f"Xid {c}: {XID_NAMES.get(c, 'see NVIDIA Xid catalog')}"
                              for c in r.xid["code"]]
+        self.tenancy.observe(r)
         seen = self.hosts.get(r.host)
         if seen is None:
-            self.hosts[r.host] = [r.ts, r.ts, r.driver]
+            self.hosts[r.host] = [r.ts, r.ts, r.driver, r.place]
         else:
             seen[0], seen[1] = min(seen[0], r.ts), max(seen[1], r.ts)
             seen[2] = r.driver or seen[2]
+            seen[3] = r.place or seen[3]
         if with_inventory and r.inv:
             gi, si = r.inv["gpus"], r.inv["slices"]
             k = len(gi["uuid"])
@@ -225,15 +229,21 @@ class ReportBatcher:
                 "source": [src] * m}))
         if self.hosts:
             names = list(self.hosts)
-            out.append(make_batch("hosts", {
+            cols: dict[str, Any] = {
                 "host": names, "driver_version": [self.hosts[h][2] for h in names],
                 "first_seen": [naive_utc(self.hosts[h][0]) for h in names],
-                "last_seen": [naive_utc(self.hosts[h][1]) for h in names]}))
+                "last_seen": [naive_utc(self.hosts[h][1]) for h in names]}
+            places = [self.hosts[h][3] or {} for h in names]
+            if any(places):  # the agent's own placement (the topology file overrides it)
+                for key in PLACE_SPEC:
+                    cols[key] = [p.get(key) for p in places]
+            out.append(make_batch("hosts", cols))
         if self.inv_gpus["gpu_uuid"]:
             out.append(make_batch("gpus", self.inv_gpus))
         if self.inv_slices["slice_id"]:
             m = len(self.inv_slices["slice_id"])
             out.append(make_batch("slices", {**self.inv_slices, "kind": ["mig"] * m}))
+        out += self.tenancy.take(naive_utc)
         self.reset()
         return out
 

@@ -35,7 +35,7 @@ import pynvml
 from collectors.sim.model import FleetState, SimModel
 from collectors.sim.topology import GPU_MODELS, IDLE, KIND_CODE, TENANTS
 
-_KIND_NAMES = sorted(KIND_CODE, key=KIND_CODE.get)
+_KIND_NAMES = sorted(KIND_CODE, key=KIND_CODE.__getitem__)
 # NVLink links per GPU, by GPU kind (H100 SXM: 18 x NVLink4; GB200: 18 x NVLink5).
 DEFAULT_NVLINK_LINKS = {"gb200": 18, "h100": 18, "rtx6000": 0}
 _GDDR_KINDS = {"rtx6000"}  # no HBM temperature sensor, ECC/remapping not reported

@@ -11,7 +11,9 @@ equal-length lists) so that many reports decode into store batches with a few
      "proc":  {"gpu": [...], "slice_id": [...], "pid": [...], ...},      (optional)
      "xid":   {"ts": [...], "gpu_uuid": [...], "code": [...]},            (optional)
      "lost":  ["GPU-...", ...],                                           (optional)
-     "inv":   {"gpus": {...}, "slices": {...}}}                           (optional)
+     "inv":   {"gpus": {...}, "slices": {...}},                           (optional)
+     "place": {"cluster": "east", "rack": "hgx-03", "rack_slot": 1,
+               "nvlink_domain": "hgx-03-n1"}}                             (optional)
 
 `decode` never raises anything but `ReportError`, whose message is the reason
 stored in the `rejects` table. Unknown keys are ignored (additions within a
@@ -23,8 +25,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from collectors.nvml.collector import Poll
 
@@ -100,6 +103,11 @@ INV_GPU_SPEC = {
     "pci_bus_id": (STR, 0, 0), "mig_mode": (BOOL, 0, 0),
 }
 INV_SLICE_SPEC = {"id": (STR, 0, 0), "gpu_uuid": (STR, 0, 0), "profile": (STR, 0, 0)}
+# where the host lives, as the agent was told (`--cluster`, `--rack`, ...); optional,
+# added within version 1 (an older daemon ignores it)
+PLACE_SPEC = {"cluster": (STR, 0, 0), "rack": (STR, 0, 0), "rack_slot": (INT, 0, 1_000_000),
+              "nvlink_domain": (STR, 0, 0), "model": (STR, 0, 0)}
+MAX_PLACE_STR = 256
 
 
 @dataclass(slots=True)
@@ -117,6 +125,7 @@ class Report:
     xid: dict[str, list[Any]] | None
     lost: list[str]
     inv: dict[str, dict[str, list[Any]]] | None
+    place: dict[str, Any] | None = None
 
     @property
     def n_gpus(self) -> int:
@@ -142,6 +151,7 @@ def encode(
     dropped: int = 0,
     driver: str | None = None,
     inventory: dict[str, dict[str, list[Any]]] | None = None,
+    place: dict[str, Any] | None = None,
 ) -> bytes:
     gpu = {}
     for k, v in poll.gpu.items():
@@ -160,6 +170,8 @@ def encode(
         out["lost"] = poll.lost
     if inventory is not None:
         out["inv"] = inventory
+    if place:
+        out["place"] = place
     return json.dumps(out, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -191,7 +203,7 @@ def _load(payload: bytes) -> Any:
         raise ReportError(f"payload is not JSON: {msg[:120]}") from None
 
 
-def _num(x: Any) -> bool:
+def _num(x: Any) -> TypeGuard[float]:
     t = type(x)
     return (t is int or t is float) and (t is int or math.isfinite(x))
 
@@ -264,7 +276,7 @@ def _show(x: Any) -> str:
 
 
 def _section(
-    obj: Any, name: str, spec: dict[str, tuple[int, float, float]], key: str | None,
+    obj: Any, name: str, spec: Mapping[str, tuple[int, float, float]], key: str | None,
     n_idx: int, limit: int,
 ) -> tuple[dict[str, list[Any]], int]:
     """Validate a columnar section; `key` (required column) fixes the row count."""
@@ -393,8 +405,26 @@ def decode(
                 si["id"] and any(not u for u in si.get("gpu_uuid", [None]))):
             raise ReportError("inv: GPU UUIDs and slice ids must be non-empty")
         inv = {"gpus": gi, "slices": si}
+    place = None
+    if obj.get("place") is not None:
+        place = _place(obj["place"])
     return Report(host, boot, seq, float(ts), None if interval is None else float(interval),
-                  dropped, driver, gpu, sl, proc, xid, lost, inv)
+                  dropped, driver, gpu, sl, proc, xid, lost, inv, place)
+
+
+def _place(raw: Any) -> dict[str, Any] | None:
+    if type(raw) is not dict:
+        raise ReportError(f"place: expected an object, got {_show(raw)}")
+    out = {}
+    for key, (kind, lo, hi) in PLACE_SPEC.items():
+        x = raw.get(key)
+        if x is None:
+            continue
+        if kind == STR and type(x) is str and len(x) > MAX_PLACE_STR:
+            raise ReportError(f"place.{key}: longer than {MAX_PLACE_STR} chars")
+        _check_scalar(f"place.{key}", x, kind, lo, hi, 0)
+        out[key] = int(x) if kind == INT else x
+    return out or None
 
 
 def decode_status(payload: bytes) -> tuple[str, float | None, str | None]:

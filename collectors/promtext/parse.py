@@ -46,6 +46,23 @@ def parse_labels(block: str) -> dict[str, str]:
     return {}
 
 
+# Label blocks seen before, parsed: a target's blocks are the same scrape after
+# scrape (one per GPU, port, bucket), so each is parsed once per process, not
+# once per scrape. The dicts are shared: nothing downstream mutates labels.
+_LABELS_CACHE: dict[str, dict[str, str]] = {}
+_LABELS_CACHE_MAX = 200_000
+
+
+def cached_labels(block: str) -> dict[str, str]:
+    labels = _LABELS_CACHE.get(block)
+    if labels is None:
+        labels = parse_labels(block)  # ValueError: not cached, reported by the caller
+        if len(_LABELS_CACHE) >= _LABELS_CACHE_MAX:
+            _LABELS_CACHE.clear()
+        _LABELS_CACHE[block] = labels
+    return labels
+
+
 def parse_exposition(
     text: str,
     where: str,
@@ -91,10 +108,12 @@ def parse_exposition(
                 le = lm.group(1)
                 rest = (inner[: lm.start()] + inner[lm.end() :]).strip(",")
                 block = "{" + rest + "}" if rest else ""
-        labels = blocks.get(block, False)
-        if labels is False:
+        labels: Mapping[str, str] | None
+        if block in blocks:
+            labels = blocks[block]
+        else:
             try:
-                parsed = parse_labels(block)
+                parsed = cached_labels(block)
                 labels = {**extra, **parsed} if extra else parsed
             except ValueError as exc:
                 labels = None

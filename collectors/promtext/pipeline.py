@@ -29,7 +29,8 @@ class TelemetryOptions:
     endpoint_label: str = "service"  # label naming an inference endpoint (then `job`, then model)
     link_kind_by_host: dict = field(
         default_factory=dict
-    )  # host pattern -> "roce" / "efa" (default ib)
+    )  # host pattern -> "roce" / "efa" / "iwarp" (default: by device name, else ib)
+    link_kind_by_device: dict = field(default_factory=dict)  # device pattern -> kind (wins)
 
 
 class TelemetryPipeline:
@@ -43,7 +44,10 @@ class TelemetryPipeline:
                 exporter_namespaces=tuple(o.exporter_namespaces),
             ),
         )
-        self.fabric = FabricMapper(source, FabricRules(kind_by_host=o.link_kind_by_host))
+        self.fabric = FabricMapper(
+            source,
+            FabricRules(kind_by_host=o.link_kind_by_host, kind_by_device=o.link_kind_by_device),
+        )
         self.latency = LatencyMapper(
             source,
             LatencyRules(
@@ -63,6 +67,12 @@ class TelemetryPipeline:
         d = self.dcgm.map(snap, now)
         f = self.fabric.map(snap)
         lat = self.latency.map(snap)
+        dropped = dict(d.dropped)
+        for part in (f.dropped, lat.dropped):
+            for k, n in part.items():
+                dropped[k] = dropped.get(k, 0) + n
         return Gathered(
-            d.batches + f.batches + lat.batches, snap.skipped + d.skipped + f.skipped + lat.skipped
+            d.batches + f.batches + lat.batches,
+            snap.skipped + d.skipped + f.skipped + lat.skipped,
+            dropped,
         )

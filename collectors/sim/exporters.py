@@ -63,7 +63,7 @@ BUCKETS_S = (
     geometric_buckets(0.005, 60.0, 1.08),
     geometric_buckets(0.05, 600.0, 1.08),
 )
-_KIND_NAMES = sorted(KIND_CODE, key=KIND_CODE.get)
+_KIND_NAMES = sorted(KIND_CODE, key=KIND_CODE.__getitem__)
 
 
 def _norm_cdf(x: np.ndarray) -> np.ndarray:
@@ -138,6 +138,18 @@ class SimExporters:
         }
         self._hist_sum = {(h, e): np.zeros(3) for (h, e) in self._ep_share}
         self._gpu_labels = self._dcgm_labels()
+        # Per-host indexes, built once: scanning every link per host and render is
+        # quadratic in the fleet (3.7 of 6.2 s per render of scale 10).
+        self._host_gpus: dict[int, list[int]] = {}
+        for g in self._gpu_labels:
+            self._host_gpus.setdefault(int(f.gpu_host_idx[g]), []).append(g)
+        self._nvl_of_gpu = {
+            int(f.link_gpu_idx[i]): i for i in range(nl) if f.link_gpu_idx[i] >= 0
+        }
+        self._ib_rows: dict[int, list[int]] = {}
+        for i in range(nl):
+            if f.link_kind[i] != "nvlink":
+                self._ib_rows.setdefault(int(f.link_host_idx[i]), []).append(i)
 
     # -- topology ---------------------------------------------------------------
     def _endpoint_shares(self) -> dict[tuple[int, int], float]:
@@ -211,15 +223,11 @@ class SimExporters:
         return out
 
     def targets(self) -> list[Target]:
-        f = self.model.fleet
         out = []
         for h in self.hosts:
             hi = self._hidx[h]
             out.append(Target(h, "dcgm", f"/{h}/dcgm/metrics", {"instance": h}))
-            if any(
-                f.link_host_idx[i] == hi and f.link_kind[i] != "nvlink"
-                for i in range(len(f.link_port))
-            ):
+            if self._ib_rows.get(hi):
                 out.append(Target(h, "node", f"/{h}/node/metrics", {"instance": h}))
             for (hh, e), _ in sorted(self._ep_share.items()):
                 if hh == hi:
@@ -241,7 +249,7 @@ class SimExporters:
             if self._t is not None and t <= self._t:
                 return
             first = self._t is None
-            start = t if first else max(self._t + 1, t - 120)
+            start = t if self._t is None else max(self._t + 1, t - 120)
             for s in range(start, t + 1):
                 self._tick(s, integrate=not first)
             self._t = t
@@ -286,6 +294,12 @@ class SimExporters:
     def tick(self) -> int | None:
         return self._t
 
+    def _ticked(self) -> FleetState:
+        """The state of the last tick (pages render only after `advance`)."""
+        if self._state is None:
+            raise RuntimeError("simulated exporter: render before the first advance()")
+        return self._state
+
     # -- rendering --------------------------------------------------------------
     def render(self, path: str) -> str | None:
         """The body for `path` at the current tick; None when no such endpoint."""
@@ -313,10 +327,10 @@ class SimExporters:
             return text
 
     def _suffix(self) -> str:
-        return f" {self._t * 1000}\n" if self.timestamps else "\n"
+        return f" {(self._t or 0) * 1000}\n" if self.timestamps else "\n"
 
     def _render_dcgm(self, h: int) -> str:
-        f, st = self.model.fleet, self._state
+        st = self._ticked()
         end = self._suffix()
         lines: dict[str, list[str]] = {}
 
@@ -324,9 +338,10 @@ class SimExporters:
             if v == v:  # dcgm-exporter drops blank values
                 lines.setdefault(name, []).append(f"{name}{{{lab}}} {_fmt(v)}{end}")
 
-        nvl = {int(f.link_gpu_idx[i]): i for i in range(len(f.link_port)) if f.link_gpu_idx[i] >= 0}
-        for g, series in self._gpu_labels.items():
-            if f.gpu_host_idx[g] != h or not st.gpu_reporting[g]:
+        nvl = self._nvl_of_gpu
+        for g in self._host_gpus.get(h, []):
+            series = self._gpu_labels[g]
+            if not st.gpu_reporting[g]:
                 continue
             for s, lab in series:
                 add("DCGM_FI_DEV_SM_CLOCK", lab, st.gpu_sm_clock_mhz[g])
@@ -367,13 +382,9 @@ class SimExporters:
         return "".join(out)
 
     def _render_node(self, h: int) -> str:
-        f, st = self.model.fleet, self._state
+        f, st = self.model.fleet, self._ticked()
         end = self._suffix()
-        rows = [
-            i
-            for i in range(len(f.link_port))
-            if f.link_host_idx[i] == h and f.link_kind[i] != "nvlink"
-        ]
+        rows = self._ib_rows.get(h, [])
         metrics = (
             (
                 "node_infiniband_port_data_transmitted_bytes_total",
@@ -392,7 +403,7 @@ class SimExporters:
             out.append(f"# HELP {name} {name} (simulated).\n# TYPE {name} {typ}\n")
             for i in rows:
                 dev, port = f.link_port[i].split("/")
-                out.append(f'{name}{{device="{dev}",port="{port}"}} {_fmt(fn(i))}{end}')
+                out.append(f'{name}{{device="{dev}",port="{port}"}} {_fmt(float(fn(i)))}{end}')
         return "".join(out)
 
     def _render_vllm(self, h: int, e: int) -> str:
@@ -454,12 +465,15 @@ class SimExporters:
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the scraper left (its deadline passed): nothing to report
 
             def log_message(self, *args) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._server = _Server(("127.0.0.1", self._port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="sim-exporters", daemon=True
@@ -485,3 +499,9 @@ class SimExporters:
 
 def _labels(d: dict[str, str]) -> str:
     return ",".join(f'{k}="{v}"' for k, v in d.items())
+
+
+class _Server(ThreadingHTTPServer):
+    # Many targets share this one server: a scraper connects to all at once, and
+    # the default listen backlog of 5 would drop the connections beyond it.
+    request_queue_size = 1024

@@ -31,7 +31,7 @@ from collectors.sim.topology import (
     build_fleet,
 )
 
-_KINDS = sorted(KIND_CODE, key=KIND_CODE.get)
+_KINDS = sorted(KIND_CODE, key=KIND_CODE.__getitem__)
 MEM_TOTAL = np.array([GPU_MODELS[k][1] for k in _KINDS], dtype=np.int64)
 TDP_W = np.array([GPU_MODELS[k][2] for k in _KINDS])
 SM_MAX_MHZ = np.array([GPU_MODELS[k][3] for k in _KINDS])
@@ -261,10 +261,11 @@ class SimModel:
             errors[li] = int(rng.integers(200, 2000))
         for li in self.active(t, "ib_link_down"):
             link_up[li] = False
-            tx[li] = rx[li] = 0.0
         for g in self.active(t, "xid79"):
             link_up[is_nvlink & (link_gpu == g)] = False
-        tx, rx = np.clip(tx, 0, None), np.clip(rx, 0, None)
+        # a down port carries nothing, whatever took it down
+        tx = np.where(link_up, np.clip(tx, 0, None), 0.0)
+        rx = np.where(link_up, np.clip(rx, 0, None), 0.0)
         link_reporting = host_reporting[f.link_host_idx]
 
         # endpoints: queueing-style latency from the load its GPUs carry

@@ -2,7 +2,8 @@
 and returns columnar batches for every table, as a real fleet's collectors would.
 
 The first gather also describes the fleet (hosts, GPUs, slices, tenants,
-endpoints, assignments). String columns are built once as Arrow arrays and
+endpoints, assignments). Every `processes_every`-th gather lists the processes
+on busy GPUs and slices, as the NVML agent lists them every few polls. String columns are built once as Arrow arrays and
 filtered by the reporting masks, so a tick costs a few numpy and Arrow calls
 regardless of fleet size.
 """
@@ -21,10 +22,11 @@ from collectors.base import Gathered, register
 from collectors.options import parse_options
 from collectors.sim.faults import DEFAULT_FAULTS, DEFAULT_PERIOD_S, Fault
 from collectors.sim.model import FleetState, SimModel
+from collectors.sim.processes import BUSY_UTIL_PCT, build_processes
 from collectors.sim.topology import ENDPOINTS, GPU_MODELS, KIND_CODE, TENANTS
 from storage.batch import Batch, make_batch
 
-_KIND_NAMES = sorted(KIND_CODE, key=KIND_CODE.get)
+_KIND_NAMES = sorted(KIND_CODE, key=KIND_CODE.__getitem__)
 
 
 def to_epoch(ts: datetime) -> float:
@@ -56,13 +58,21 @@ class SimSource:
         faults: tuple[Fault, ...] = DEFAULT_FAULTS,
         period_s: float | None = DEFAULT_PERIOD_S,
         start: datetime | None = None,
+        events_after: datetime | None = None,
+        processes_every: int = 5,
     ):
+        """`events_after`: events up to that time are left out (another source wrote
+        them: the demo's back-fill covers the past of a live source with the same start)."""
         self.name = name
         self.interval_s = interval_s
-        self._model_args = dict(seed=seed, scale=scale, faults=faults, period_s=period_s)
+        self._model_args: dict[str, Any] = dict(
+            seed=seed, scale=scale, faults=faults, period_s=period_s)
         self._start = start
         self.model: SimModel | None = None
         self._last_t: float | None = None
+        self._events_after = to_epoch(events_after) if events_after is not None else None
+        self.processes_every = max(1, processes_every)
+        self._gathers = 0
 
     def ensure_model(self, now: datetime) -> SimModel:
         if self.model is None:
@@ -80,6 +90,16 @@ class SimSource:
             gi = f.link_gpu_idx
             self._link_gpu = self._gpu_uuid.take(pa.array(np.where(gi >= 0, gi, 0), mask=gi < 0))
             self._link_rate = pa.array(f.link_rate)
+            self._procs = build_processes(f)
+            p = self._procs
+            self._proc_host = self._gpu_host.take(pa.array(p.gpu_idx))
+            self._proc_gpu = self._gpu_uuid.take(pa.array(p.gpu_idx))
+            self._proc_cols = {
+                "slice_id": pa.array(p.slice_id, pa.string()), "pid": pa.array(p.pid),
+                "container": pa.array(p.container, pa.string()),
+                "cgroup": pa.array(p.cgroup, pa.string()),
+                "tenant_guess": pa.array(p.tenant, pa.string()),
+            }
         return self.model
 
     async def gather(self, now: datetime) -> Gathered:
@@ -93,7 +113,12 @@ class SimSource:
         batches = self.describe(now) if first else []
         state = model.state(t)
         batches += self.sample_batches(state)
+        if self._gathers % self.processes_every == 0:
+            batches.append(self.process_batch(state))
+        self._gathers += 1
         prev = self._last_t if self._last_t is not None else model.start - 1e-6
+        if self._events_after is not None:
+            prev = max(prev, self._events_after)
         batches += self.event_batches(prev, t)
         self._last_t = t
         return Gathered(batches)
@@ -101,11 +126,18 @@ class SimSource:
     async def close(self) -> None:
         return None
 
+    def _sampled(self) -> SimModel:
+        """The model, built by the first sample (every batch method runs after it)."""
+        if self.model is None:
+            raise RuntimeError("SimSource: sample() before asking for batches")
+        return self.model
+
     # -- batches ----------------------------------------------------------------
     def describe(self, now: datetime) -> list[Batch]:
         """The fleet's inventory: hosts, GPUs, slices, tenants, endpoints, assignments."""
-        f = self.model.fleet
-        start = datetime.fromtimestamp(self.model.start, UTC).replace(tzinfo=None)
+        model = self._sampled()
+        f = model.fleet
+        start = datetime.fromtimestamp(model.start, UTC).replace(tzinfo=None)
         n_h = f.n_hosts
         kinds = [_KIND_NAMES[k] for k in f.gpu_kind]
         gpu_assigned = f.gpu_tenant >= 0
@@ -125,7 +157,7 @@ class SimSource:
             make_batch("slices", {
                 "slice_id": self._slice_id, "gpu_uuid": self._slice_gpu, "kind": f.slice_kind,
                 "profile": f.slice_profile, "fraction": f.slice_fraction,
-                "mem_total_bytes": self.model.slice_mem_total_bytes,
+                "mem_total_bytes": model.slice_mem_total_bytes,
             }),
             make_batch("tenants", {
                 "tenant": tenants, "display_name": [t[1] for t in TENANTS],
@@ -204,11 +236,30 @@ class SimSource:
         hosts = make_batch("hosts", {"host": self._host.filter(h), "last_seen": ts_array(s.t, n_h)})
         return [gpu, slices, links, latency, hosts]
 
+    def process_batch(self, s: FleetState) -> Batch:
+        """The processes running at `s`: on every reporting GPU or slice that is busy."""
+        p = self._procs
+        on_slice = p.slice_idx >= 0
+        si = np.maximum(p.slice_idx, 0)
+        util = np.where(on_slice, s.slice_util_pct[si], s.gpu_util_pct[p.gpu_idx])
+        used = np.where(on_slice, s.slice_mem_used_bytes[si] * 0.9,
+                        s.gpu_mem_used_bytes[p.gpu_idx] * 0.95).astype(np.int64)
+        keep = s.gpu_reporting[p.gpu_idx] & (np.nan_to_num(util) >= BUSY_UTIL_PCT)
+        m = pa.array(keep)
+        n = int(keep.sum())
+        return make_batch("processes", {
+            "ts": ts_array(s.t, n), "host": self._proc_host.filter(m),
+            "gpu_uuid": self._proc_gpu.filter(m),
+            **{k: v.filter(m) for k, v in self._proc_cols.items()},
+            "used_mem_bytes": pa.array(used).filter(m), "source": [self.name] * n,
+        })
+
     def event_batches(self, t0: float, t1: float) -> list[Batch]:
-        events = self.model.events_between(t0, t1)
+        model = self._sampled()
+        events = model.events_between(t0, t1)
         if not events:
             return []
-        f = self.model.fleet
+        f = model.fleet
         return [make_batch("events", {
             "ts": [datetime.fromtimestamp(e.t, UTC).replace(tzinfo=None) for e in events],
             "host": [f.host[e.host_idx] for e in events],

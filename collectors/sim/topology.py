@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,11 @@ def gpu_uuid_for(seed: int, host: str, index: int) -> str:
     return f"GPU-{uuid.UUID(bytes=digest)}"
 
 
+# Index and value columns: Python lists while the fleet is built, numpy arrays
+# after `finish()` (all that users of a Fleet see).
+Column = Any
+
+
 @dataclass
 class Fleet:
     """Columnar description of the fleet; index arrays tie the tables together."""
@@ -89,28 +95,28 @@ class Fleet:
     host_driver: list[str] = field(default_factory=list)
     # gpus
     gpu_uuid: list[str] = field(default_factory=list)
-    gpu_host_idx: list[int] = field(default_factory=list)
-    gpu_index: list[int] = field(default_factory=list)
-    gpu_kind: list[int] = field(default_factory=list)
+    gpu_host_idx: Column = field(default_factory=list)
+    gpu_index: Column = field(default_factory=list)
+    gpu_kind: Column = field(default_factory=list)
     gpu_pci: list[str] = field(default_factory=list)
-    gpu_mig: list[bool] = field(default_factory=list)
-    gpu_tenant: list[int] = field(default_factory=list)  # -1: unassigned or sliced
-    gpu_workload: list[int] = field(default_factory=list)
-    gpu_endpoint: list[int] = field(default_factory=list)  # -1: none
+    gpu_mig: Column = field(default_factory=list)
+    gpu_tenant: Column = field(default_factory=list)  # -1: unassigned or sliced
+    gpu_workload: Column = field(default_factory=list)
+    gpu_endpoint: Column = field(default_factory=list)  # -1: none
     # slices
     slice_id: list[str] = field(default_factory=list)
-    slice_gpu_idx: list[int] = field(default_factory=list)
+    slice_gpu_idx: Column = field(default_factory=list)
     slice_kind: list[str] = field(default_factory=list)
     slice_profile: list[str] = field(default_factory=list)
-    slice_fraction: list[float] = field(default_factory=list)
-    slice_tenant: list[int] = field(default_factory=list)
-    slice_endpoint: list[int] = field(default_factory=list)
+    slice_fraction: Column = field(default_factory=list)
+    slice_tenant: Column = field(default_factory=list)
+    slice_endpoint: Column = field(default_factory=list)
     # links
-    link_host_idx: list[int] = field(default_factory=list)
+    link_host_idx: Column = field(default_factory=list)
     link_kind: list[str] = field(default_factory=list)
     link_port: list[str] = field(default_factory=list)
-    link_gpu_idx: list[int] = field(default_factory=list)  # -1 for NICs
-    link_rate: list[float] = field(default_factory=list)
+    link_gpu_idx: Column = field(default_factory=list)  # -1 for NICs
+    link_rate: Column = field(default_factory=list)
 
     def finish(self) -> Fleet:
         """Turn the index lists into numpy arrays for vectorised sampling."""

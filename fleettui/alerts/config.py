@@ -5,16 +5,19 @@ rules = ["site-rules.toml"]        # extra rule files, relative to the config fi
 default_rules = true               # also load the bundled pack
 interval_s = 15.0
 mqtt_host = "127.0.0.1"            # unset: no MQTT delivery
+mqtt_tls = true                    # + mqtt_tls_ca / _cert / _key, mqtt_username, mqtt_password_env
 alertmanager_url = "http://127.0.0.1:9093"   # unset: no Alertmanager delivery
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collectors.mqtt_source import check_tls_files, resolve_password, tls_parameters
 from collectors.options import parse_options
 from fleettui.alerts.delivery import TOPIC_FIELDS, AlertmanagerDelivery, FanOut, MqttDelivery
 from fleettui.alerts.engine import AlertEngine
@@ -35,19 +38,39 @@ class AlertsOptions:
     mqtt_port: int = 1883
     mqtt_topic: str = "fleettui/alerts/{severity}/{rule}"  # {rule} {severity} {scope} {state}
     mqtt_qos: int = 1
+    mqtt_client_id: str = ""  # "" a random id
+    # TLS and credentials, as the agent's and the mqtt source's keys
+    mqtt_tls: bool = False
+    mqtt_tls_ca: str = ""  # CA file; "" uses the system store
+    mqtt_tls_cert: str = ""  # client certificate (with mqtt_tls_key)
+    mqtt_tls_key: str = ""
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_password_env: str = ""  # name of an environment variable holding the password
     alertmanager_url: str | None = None  # e.g. http://127.0.0.1:9093; unset: none
     generator_url: str | None = None  # link sent as generatorURL (the app, a runbook)
-    retries: int = 3  # delivery retries after the first attempt
-    retry_backoff_s: float = 1.0  # first retry delay, doubled each time
-    timeout_s: float = 5.0  # per delivery attempt
+    retry_backoff_s: float = 1.0  # first retry delay, doubled each time...
+    retry_max_backoff_s: float = 30.0  # ...up to this; retried until the receiver confirms
+    timeout_s: float = 5.0  # deadline of one delivery attempt (connect, send, answer)
+    max_queued: int = 10_000  # per target; beyond it the oldest is dropped (counted, logged)
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         if self.resend_s <= 0:
             raise ValueError("resend_s must be > 0")
-        if self.retries < 0 or self.retry_backoff_s < 0 or self.timeout_s <= 0:
-            raise ValueError("retries and retry_backoff_s must be >= 0, timeout_s > 0")
+        if not (math.isfinite(self.retry_backoff_s) and self.retry_backoff_s >= 0):
+            raise ValueError("retry_backoff_s must be a number >= 0")
+        if not (math.isfinite(self.retry_max_backoff_s) and self.retry_max_backoff_s > 0):
+            raise ValueError("retry_max_backoff_s must be a number > 0")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ValueError("timeout_s must be a number > 0")
+        if self.max_queued < 1:
+            raise ValueError("max_queued must be >= 1")
+        check_tls_files(mqtt_tls_ca=self.mqtt_tls_ca, mqtt_tls_cert=self.mqtt_tls_cert,
+                        mqtt_tls_key=self.mqtt_tls_key)
+        if bool(self.mqtt_tls_cert) != bool(self.mqtt_tls_key):
+            raise ValueError("mqtt_tls_cert and mqtt_tls_key go together")
         if self.mqtt_qos not in (0, 1, 2):
             raise ValueError("mqtt_qos must be 0, 1 or 2")
         if not 0 < self.mqtt_port < 65536:
@@ -80,9 +103,15 @@ def build_delivery(o: AlertsOptions) -> FanOut | None:
                 o.mqtt_port,
                 topic=o.mqtt_topic,
                 qos=o.mqtt_qos,
-                retries=o.retries,
                 backoff_s=o.retry_backoff_s,
+                max_backoff_s=o.retry_max_backoff_s,
                 timeout_s=o.timeout_s,
+                max_queued=o.max_queued,
+                tls_params=tls_parameters(o.mqtt_tls, o.mqtt_tls_ca, o.mqtt_tls_cert,
+                                          o.mqtt_tls_key),
+                username=o.mqtt_username or None,
+                password=resolve_password(o.mqtt_password, o.mqtt_password_env),
+                client_id=o.mqtt_client_id,
             )
         )
     if o.alertmanager_url:
@@ -90,9 +119,10 @@ def build_delivery(o: AlertsOptions) -> FanOut | None:
             AlertmanagerDelivery(
                 o.alertmanager_url,
                 valid_s=4 * max(o.resend_s, o.interval_s),
-                retries=o.retries,
                 backoff_s=o.retry_backoff_s,
+                max_backoff_s=o.retry_max_backoff_s,
                 timeout_s=o.timeout_s,
+                max_queued=o.max_queued,
                 generator_url=o.generator_url,
             )
         )

@@ -3,8 +3,17 @@
 Both are optional. MQTT gets one JSON message per transition (fired,
 resolved); Alertmanager gets the list of firing alerts again every
 `resend_s` (it forgets alerts whose `endsAt` passes) and each resolution once,
-as Prometheus does. Failures are retried with exponential backoff and end in
-one log line: delivery never stops the engine.
+as Prometheus does.
+
+`send()` only queues: each target has a bounded queue and its own sender task,
+so a receiver that is down or slow never holds up the engine. A notification
+counts as sent only once the receiver confirmed it: an MQTT publish at QoS 1
+or 2 acknowledged by the broker (at QoS 0, written to the socket), an
+Alertmanager POST answered 2xx. Until then it is retried with exponential
+backoff (`backoff_s` doubled up to `max_backoff_s`), for ever; each attempt has
+a deadline on the whole exchange. A full queue drops its oldest entry, counted
+in `dropped` and logged. An HTTP 4xx other than 429 will not get better by
+retrying: those alerts are dropped with one log line.
 """
 
 from __future__ import annotations
@@ -12,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import urllib.error
-import urllib.request
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiomqtt
 
+from fleettui.alerts import http_post
 from fleettui.alerts.engine import Instance, Notification
 
 log = logging.getLogger("fleettui.alerts.delivery")
@@ -68,46 +79,143 @@ def alertmanager_alert(
     return out
 
 
-async def _retrying(what: str, attempt_once, retries: int, backoff_s: float) -> bool:
-    """Call `attempt_once()` until it succeeds or `retries` retries are spent."""
-    for i in range(retries + 1):
+@dataclass
+class DeliveryStats:
+    """What /metrics and `fleettui status` show for one target."""
+
+    confirmed: int = 0  # notifications the receiver acknowledged
+    attempts_failed: int = 0  # attempts that ended without confirmation
+    dropped: int = 0  # given up: queue full, or refused for good (HTTP 4xx)
+    last_error: str | None = None
+
+
+class _Sender:
+    """A bounded queue of notifications and the task that delivers them, retrying with
+    backoff until the receiver confirms. Subclasses implement `_deliver(items)`."""
+
+    kind = "target"
+
+    def __init__(self, *, max_queued: int, backoff_s: float, max_backoff_s: float,
+                 timeout_s: float):
+        self.max_queued = max_queued
+        self.backoff_s, self.max_backoff_s, self.timeout_s = backoff_s, max_backoff_s, timeout_s
+        self.stats = DeliveryStats()
+        # key -> (notification, the engine's `now` when queued, monotonic time queued)
+        self._queue: OrderedDict[str, tuple[Notification, datetime, float]] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def target(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _key(self, n: Notification) -> str:
+        raise NotImplementedError
+
+    def _wanted(self, n: Notification) -> bool:
+        return True
+
+    async def send(self, notifications: list[Notification], now: datetime) -> None:
+        """Queue `notifications`; returns at once (delivery happens in the background)."""
+        added = 0
+        for n in notifications:
+            if not self._wanted(n):
+                continue
+            key = self._key(n)
+            self._queue.pop(key, None)
+            self._queue[key] = (n, now, time.monotonic())
+            added += 1
+        over = len(self._queue) - self.max_queued
+        if over > 0:
+            for _ in range(over):
+                key, (n, _, _) = self._queue.popitem(last=False)
+                self.stats.dropped += 1
+            log.warning("%s: queue full (%d): dropped the %d oldest notification(s), last %s %s",
+                        self.target, self.max_queued, over, n.reason, n.alert.alert_id)
+        if added:
+            self._idle.clear()
+            self._wake.set()
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._run(), name=f"alert delivery {self.target}")
+
+    async def _run(self) -> None:
+        delay = self.backoff_s
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._deliver()
+                delay = self.backoff_s
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.attempts_failed += 1
+                self.stats.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.warning("%s: delivery failed (%d queued): %s; retrying in %.1f s",
+                            self.target, len(self._queue), self.stats.last_error, delay)
+            await asyncio.sleep(delay)
+            delay = min(max(delay * 2, 0.01), self.max_backoff_s)
+
+    async def _deliver(self) -> None:
+        raise NotImplementedError
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until everything queued is confirmed (True) or `timeout_s` passes."""
         try:
-            await attempt_once()
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
             return True
-        except _Permanent as exc:
-            log.warning("%s: %s (not retried)", what, exc)
+        except TimeoutError:
             return False
-        except Exception as exc:
-            if i == retries:
-                log.warning("%s failed after %d attempt(s): %s", what, i + 1, exc)
-                return False
-            await asyncio.sleep(backoff_s * (2**i))
-    return False
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Give what is queued `timeout_s` to go out, then stop; says what was left."""
+        if self._queue and not await self.drain(timeout_s):
+            log.warning("%s: %d notification(s) not confirmed at shutdown", self.target,
+                        len(self._queue))
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
 
 
-class _Permanent(Exception):
-    """A failure that retrying will not fix (a 4xx answer)."""
+class AlertmanagerDelivery(_Sender):
+    kind = "alertmanager"
 
-
-class AlertmanagerDelivery:
     def __init__(
         self,
         url: str,
         *,
         valid_s: float = 240.0,
-        retries: int = 3,
         backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
         timeout_s: float = 5.0,
+        max_queued: int = 10_000,
         generator_url: str | None = None,
     ):
+        super().__init__(max_queued=max_queued, backoff_s=backoff_s,
+                         max_backoff_s=max_backoff_s, timeout_s=timeout_s)
         self.url = url.rstrip("/") + "/api/v2/alerts"
         self.valid_s = valid_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.timeout_s = timeout_s
         self.generator_url = generator_url
-        self.sent_batches = 0
-        self.failed_batches = 0
+        self.sent_batches = 0  # POSTs answered 2xx
+
+    @property
+    def target(self) -> str:
+        return f"alertmanager {self.url}"
+
+    def _key(self, n: Notification) -> str:
+        # the newest word about an alert replaces an unsent older one (resolved after fired)
+        return n.alert.alert_id
 
     def body(self, notifications: list[Notification], now: datetime) -> list[dict[str, Any]]:
         return [
@@ -115,38 +223,44 @@ class AlertmanagerDelivery:
             for n in notifications
         ]
 
-    def _post(self, data: bytes) -> None:
-        req = urllib.request.Request(
-            self.url, data=data, method="POST", headers={"Content-Type": "application/json"}
-        )
+    async def _deliver(self) -> None:
+        items = list(self._queue.items())
+        mono = time.monotonic()
+        # endsAt counts from when the POST goes out, not from when it was first queued
+        data = json.dumps([
+            alertmanager_alert(n.alert, now + timedelta(seconds=mono - queued), self.valid_s,
+                               self.generator_url)
+            for _, (n, now, queued) in items
+        ]).encode()
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            if 400 <= exc.code < 500 and exc.code != 429:
-                raise _Permanent(f"HTTP {exc.code} from {self.url}") from exc
-            raise RuntimeError(f"HTTP {exc.code} from {self.url}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RuntimeError(f"{self.url}: {reason}") from exc
-
-    async def send(self, notifications: list[Notification], now: datetime) -> None:
-        if not notifications:
-            return
-        data = json.dumps(self.body(notifications, now)).encode()
-
-        async def once() -> None:
-            await asyncio.to_thread(self._post, data)
-
-        ok = await _retrying(f"alertmanager {self.url}", once, self.retries, self.backoff_s)
-        if ok:
+            status = await http_post.post(self.url, data, deadline_s=self.timeout_s)
+        except http_post.HttpError as exc:
+            raise RuntimeError(str(exc)) from None
+        if 200 <= status < 300:
+            self._forget(items)
             self.sent_batches += 1
-        else:
-            self.failed_batches += 1
+            self.stats.confirmed += len(items)
+            return
+        if 400 <= status < 500 and status != 429:
+            self._forget(items)
+            self.stats.dropped += len(items)
+            self.stats.last_error = f"HTTP {status} from {self.url}"
+            log.warning("%s: HTTP %d: %d alert(s) refused (not retried)", self.target, status,
+                        len(items))
+            return
+        raise RuntimeError(f"HTTP {status} from {self.url}")
+
+    def _forget(self, items: list[tuple[str, tuple[Notification, datetime, float]]]) -> None:
+        for key, entry in items:
+            if self._queue.get(key) is entry:  # unless a newer word came in meanwhile
+                del self._queue[key]
 
 
-class MqttDelivery:
-    """Publishes fired and resolved alerts as JSON, QoS 1 by default."""
+class MqttDelivery(_Sender):
+    """Publishes fired and resolved alerts as JSON, QoS 1 by default, over one
+    connection kept open while there is something to send."""
+
+    kind = "mqtt"
 
     def __init__(
         self,
@@ -155,33 +269,50 @@ class MqttDelivery:
         *,
         topic: str = "fleettui/alerts/{severity}/{rule}",
         qos: int = 1,
-        retries: int = 3,
         backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
         timeout_s: float = 5.0,
+        max_queued: int = 10_000,
+        tls_params: aiomqtt.TLSParameters | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str = "",
     ):
+        super().__init__(max_queued=max_queued, backoff_s=backoff_s,
+                         max_backoff_s=max_backoff_s, timeout_s=timeout_s)
         self.host, self.port, self.topic, self.qos = host, port, topic, qos
-        self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
-        self.published = 0
+        self.tls_params, self.username, self.password = tls_params, username, password
+        self.client_id = client_id
+        self.published = 0  # messages confirmed
+
+    @property
+    def target(self) -> str:
+        return f"mqtt {self.host}:{self.port}"
 
     def topic_for(self, a: Instance) -> str:
         return self.topic.format(rule=a.rule, severity=a.severity, scope=a.scope, state=a.state)
 
-    async def send(self, notifications: list[Notification], now: datetime) -> None:
-        msgs = [
-            (self.topic_for(n.alert), json.dumps(mqtt_payload(n)))
-            for n in notifications
-            if n.reason in ("fired", "resolved")
-        ]
-        if not msgs:
-            return
+    def _wanted(self, n: Notification) -> bool:
+        return n.reason in ("fired", "resolved")
 
-        async def once() -> None:
-            async with aiomqtt.Client(self.host, self.port, timeout=self.timeout_s) as client:
-                for topic, payload in msgs:
-                    await client.publish(topic, payload, qos=self.qos)
-            self.published += len(msgs)
+    def _key(self, n: Notification) -> str:
+        return f"{n.alert.alert_id}|{n.reason}"  # both the fired and the resolved message
 
-        await _retrying(f"mqtt {self.host}:{self.port}", once, self.retries, self.backoff_s)
+    async def _deliver(self) -> None:
+        async with aiomqtt.Client(
+            self.host, self.port, identifier=self.client_id or None, username=self.username,
+            password=self.password, tls_params=self.tls_params, timeout=self.timeout_s,
+        ) as client:
+            while self._queue:
+                key, entry = next(iter(self._queue.items()))
+                n = entry[0]
+                # returns once the broker acknowledged it (PUBACK at QoS 1)
+                await client.publish(self.topic_for(n.alert), json.dumps(mqtt_payload(n)),
+                                     qos=self.qos, timeout=self.timeout_s)
+                if self._queue.get(key) is entry:
+                    del self._queue[key]
+                self.published += 1
+                self.stats.confirmed += 1
 
 
 class FanOut:
@@ -197,3 +328,10 @@ class FanOut:
         for t, r in zip(self.targets, results, strict=True):
             if isinstance(r, BaseException):
                 log.warning("alert delivery to %s failed: %s", type(t).__name__, r)
+
+    async def drain(self, timeout_s: float) -> bool:
+        done = await asyncio.gather(*(t.drain(timeout_s) for t in self.targets))
+        return all(done)
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        await asyncio.gather(*(t.close(timeout_s) for t in self.targets), return_exceptions=True)

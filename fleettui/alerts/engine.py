@@ -17,6 +17,7 @@ a worker thread and hands the cycle's notifications to delivery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -83,6 +84,8 @@ class Cycle:
 class Delivery(Protocol):
     async def send(self, notifications: list[Notification], now: datetime) -> None: ...
 
+    async def close(self, timeout_s: float = 2.0) -> None: ...
+
 
 def alert_id(rule: str, scope_key: str, started_at: datetime) -> str:
     return f"{rule}|{scope_key}|{started_at.isoformat(timespec='seconds')}"
@@ -114,6 +117,8 @@ class AlertEngine:
         self.rules = list(rules)
         self.delivery = delivery
         self._open: dict[tuple[str, str], Instance] = {}
+        # When each firing alert was last handed to delivery (the resend schedule); each
+        # target keeps it queued and retries until its receiver confirms.
         self._last_sent: dict[str, datetime] = {}
         # When a firing alert's condition stopped holding (for keep_firing_for). Kept in
         # memory only: after a restart the hold starts again, erring towards firing longer.
@@ -345,7 +350,15 @@ class AlertEngine:
             self._last_sent[a.alert_id] = now
 
     async def tick(self, now: datetime) -> None:
-        cycle = await asyncio.to_thread(self.evaluate, now)
+        # The worker thread cannot be interrupted: if this tick is cancelled, wait for
+        # the cycle to finish (and save) before letting the caller close the store.
+        evaluation = asyncio.ensure_future(asyncio.to_thread(self.evaluate, now))
+        try:
+            cycle = await asyncio.shield(evaluation)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await evaluation
+            raise
         if self.delivery is not None and cycle.notifications:
             try:
                 await self.delivery.send(cycle.notifications, now)
@@ -353,6 +366,11 @@ class AlertEngine:
                 log.warning(
                     "alert delivery failed: %s", str(exc).splitlines()[0] if str(exc) else exc
                 )
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """At shutdown: give queued notifications `timeout_s` to be confirmed."""
+        if self.delivery is not None:
+            await self.delivery.close(timeout_s)
 
 
 def _number(v: object) -> float | None:

@@ -31,6 +31,8 @@ import duckdb
 
 from collectors.options import OptionsError, parse_options
 from storage.columns import TABLE_COLUMNS
+from storage.resolution import RAW, source_for
+from storage.rollups import GAUGE, SPECS
 
 SEVERITIES = ("critical", "warning", "info")
 OPS = (">", ">=", "<", "<=", "==", "!=")
@@ -254,6 +256,9 @@ def compile_expr(scope_name: str, e: ExprSpec) -> str:
     table = e.table or scope.table
     cols = TABLE_COLUMNS[table]
     window_us = int(round(parse_duration(e.over) * 1e6))
+    routed = _routed_expr(scope_name, e, table, window_us)
+    if routed is not None:
+        return routed
     m = f"({e.metric})"
     agg = {
         "avg": f"avg({m})",
@@ -299,6 +304,47 @@ def compile_expr(scope_name: str, e: ExprSpec) -> str:
         f"SELECT {inner_cols}{agg}::DOUBLE AS value, {threshold}::DOUBLE AS threshold"
         f"{inner_labels} FROM {table} s{join} "
         f"WHERE s.ts > $now - to_microseconds({window_us}) AND s.ts <= $now{where}{group_by}"
+        f") WHERE value {e.op} threshold"
+    )
+
+
+# Windows of an hour or more over a plain gauge column read the 1-minute (or
+# 1-hour) rollup views instead of every raw row (storage/resolution.py): the
+# buckets that start inside [now - over, now).
+_ROUTED_AGGS = {"avg": "sum({m}_sum) / nullif(sum({m}_count), 0)", "min": "min({m}_min)",
+                "max": "max({m}_max)"}
+
+
+def _routed_expr(scope_name: str, e: ExprSpec, table: str, window_us: int) -> str | None:
+    spec = SPECS.get(table)
+    if (spec is None or e.agg not in _ROUTED_AGGS or e.where or window_us < 3600e6
+            or dict(spec.metrics).get(e.metric.strip()) != GAUGE):
+        return None
+    tier, rel = source_for(table, window_us / 1e6, 60)
+    if tier == RAW:
+        return None
+    scope = SCOPES[scope_name]
+    if not set(scope.group) | set(scope.labels) <= set(spec.keys):
+        return None
+    m = e.metric.strip()
+    agg = _ROUTED_AGGS[e.agg].format(m=m)
+    inner_cols = "".join(f"s.{g} AS {g}, " for g in scope.group)
+    inner_labels = "".join(f", any_value(s.{c}) AS {c}" for c in scope.labels
+                           if c not in scope.group)
+    group_by = f" GROUP BY {', '.join(f's.{g}' for g in scope.group)}" if scope.group else ""
+    outer_labels = "".join(f", {c}" for c in scope.labels)
+    join, threshold = "", repr(float(e.threshold)) if not isinstance(e.threshold, str) else None
+    if threshold is None:
+        if scope.inventory is None or e.threshold not in TABLE_COLUMNS[scope.inventory[0]]:
+            return None  # the raw path reports the mistake
+        inv, inv_key, sample_col = scope.inventory
+        join = f" JOIN {inv} d ON d.{inv_key} = s.{sample_col}"
+        threshold = f"any_value(d.{e.threshold})"
+    return (
+        f"SELECT {scope.key} AS scope_key, value, threshold{outer_labels} FROM ("
+        f"SELECT {inner_cols}({agg})::DOUBLE AS value, {threshold}::DOUBLE AS threshold"
+        f"{inner_labels} FROM {rel} s{join} "
+        f"WHERE s.bucket >= $now - to_microseconds({window_us}) AND s.bucket < $now{group_by}"
         f") WHERE value {e.op} threshold"
     )
 

@@ -129,7 +129,7 @@ class FleetApp(App):
     def _check_collector(self) -> None:
         c = self.collector
         if c is not None and not c.running and c.error is not None:
-            self.notify(f"collection stopped: {c.error}", severity="error", timeout=30)
+            self.notify(f"collection stopped: {c.error}", severity="error", timeout=30, markup=False)
             self.collector = None
 
     def on_unmount(self) -> None:

@@ -9,6 +9,7 @@ once). `BackgroundRuntime` runs the shared collection runtime
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -18,43 +19,93 @@ from collectors.sim.source import SimSource
 from storage.store import Store
 
 
+def history_times(start: datetime, seconds: float, step_s: float) -> list[datetime]:
+    """The sample times `fill_history` writes: every `step_s` over [start, start + seconds)."""
+    return [start + timedelta(seconds=k * step_s) for k in range(int(seconds // step_s))]
+
+
 def fill_history(
-    store: Store, source: SimSource, start: datetime, seconds: float, step_s: float = 1.0
+    store: Store, source: SimSource, start: datetime, seconds: float, step_s: float = 1.0,
+    *, stop: threading.Event | None = None, evaluate: Callable[[datetime], object] | None = None,
+    evaluate_every_s: float = 15.0,
 ) -> datetime:
-    """Sample `source` every `step_s` over [start, start + seconds); returns the last time."""
+    """Sample `source` every `step_s` over [start, start + seconds); returns the last time.
+
+    `stop` ends it early (the app is closing: no write may be left in flight).
+    `evaluate` (the alert engine's) runs every `evaluate_every_s` of simulated time
+    over what is written so far, with a `collector_runs` row per sample as the
+    runtime records: alerts then have the history the back-fill has, and the
+    time cursor shows what was firing then."""
+    from fleettui.runtime import run_record
+
     t = start
-    n = int(seconds // step_s)
-    for k in range(n):
-        t = start + timedelta(seconds=k * step_s)
-        store.write(source.sample(t).batches)
+    next_eval = start
+    for t in history_times(start, seconds, step_s):
+        if stop is not None and stop.is_set():
+            break
+        gathered = source.sample(t)
+        batches = list(gathered.batches)
+        if evaluate is not None:
+            batches.append(run_record(t, source.name, 0.0, step_s, gathered, None))
+        store.write(batches)
+        if evaluate is not None and t >= next_eval:
+            evaluate(t)
+            next_eval = t + timedelta(seconds=evaluate_every_s)
     return t
+
+
+class AfterEvent:
+    """A runtime task that skips its ticks until `ready` is set: the live alert engine
+    waits while the back-fill evaluates the past, so one engine never sees time go
+    backwards."""
+
+    def __init__(self, task, ready: threading.Event) -> None:
+        self.task, self.ready = task, ready
+        self.name, self.interval_s = task.name, task.interval_s
+
+    async def tick(self, now: datetime) -> None:
+        if self.ready.is_set():
+            await self.task.tick(now)
 
 
 class BackgroundRuntime:
     """The collection runtime on its own thread and event loop, beside the app.
 
     Collection (a 10,000-GPU sample takes ~100 ms of Python) never runs on the
-    UI's event loop. `stop` is thread-safe: the runtime flushes what it gathered
-    and the thread ends.
+    UI's event loop. `stop` is thread-safe: the runtime flushes what it gathered,
+    the back-fill stops between two writes, and both threads are joined, so no
+    thread is inside DuckDB when the interpreter exits (a thread killed there
+    aborts the process: `terminate called without an active exception`).
     """
 
     def __init__(
         self, store: Store, sources: list, tasks: tuple = (),
-        *, backfill: Callable[[], object] | None = None,
+        *, backfill: Callable[[threading.Event], object] | None = None, enrich=None,
     ) -> None:
         self.store, self.sources, self.tasks = store, sources, tasks
+        self.enrich = enrich  # fleettui.enrich.Enrichment, from the config
         self._backfill = backfill
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="fleettui-collect", daemon=True)
+        self._backfill_thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread.start()
         if self._backfill is not None:  # history written beside live collection
-            threading.Thread(target=self._backfill, name="fleettui-backfill", daemon=True).start()
+            self._backfill_thread = threading.Thread(
+                target=self._run_backfill, name="fleettui-backfill", daemon=True)
+            self._backfill_thread.start()
         self._ready.wait(5.0)
+
+    def _run_backfill(self) -> None:
+        try:
+            self._backfill(self._stopping)
+        except BaseException as exc:  # reported by the app like a collection failure
+            self.error = self.error or exc
 
     def _main(self) -> None:
         from fleettui.runtime import Runtime
@@ -63,7 +114,7 @@ class BackgroundRuntime:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             self._ready.set()
-            await Runtime(self.store, self.sources, self.tasks).run(self._stop)
+            await Runtime(self.store, self.sources, self.tasks, enrich=self.enrich).run(self._stop)
 
         try:
             asyncio.run(body())
@@ -72,11 +123,16 @@ class BackgroundRuntime:
         finally:
             self._ready.set()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stopping.set()
+        # the loop may not have started yet (quit within the first moments)
+        self._ready.wait(timeout_s)
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._stop.set)
+        for thread in (self._thread, self._backfill_thread):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout_s)
 
     @property
     def running(self) -> bool:

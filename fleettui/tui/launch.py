@@ -19,8 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 BACKFILL_S = 600.0
 
@@ -54,22 +57,28 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from fleettui.paths import default_db_path, read_daemon_info
-    from fleettui.sql_cli import open_reader
+    from fleettui.paths import default_db_path, read_operator_token
+    from fleettui.sql_cli import find_daemon, open_reader
     from fleettui.tui.app import FleetApp, utc_now
+    from storage.reader import QuackReader
 
     db = getattr(args, "app_db", None)
     connect = getattr(args, "app_connect", None)
     config_path = getattr(args, "app_config", None)
     token = getattr(args, "app_token", None) or os.environ.get("FLEETTUI_TOKEN")
     path = Path(db).expanduser() if db else default_db_path()
-    if connect or read_daemon_info(path) is not None or not config_path:
-        if not connect and read_daemon_info(path) is None and not path.exists():
+    info = None if connect else find_daemon(db)
+    if connect or info is not None or not config_path:
+        if not connect and info is None and not path.exists():
             print(f"fleettui: no daemon runs for {path} and there is no such database; "
                   "start `fleettui daemon`, pass --config FILE, or try `fleettui demo`",
                   file=sys.stderr)
             return 1
-        reader = open_reader(db, connect, token)
+        if info is not None:  # the daemon's own user also holds its operator token
+            reader = QuackReader(info.endpoint, info.token,
+                                 operator_token=read_operator_token(Path(info.db), info.pid))
+        else:
+            reader = open_reader(db, connect, token)
         try:
             FleetApp(reader, clock=utc_now).run()
         finally:
@@ -83,7 +92,7 @@ def _run_collecting(config_path: str, db: str | None) -> int:
     from dataclasses import replace
 
     from fleettui.config import load_config
-    from fleettui.daemon import build_sources, build_tasks
+    from fleettui.daemon import build_enrichment_from, build_sources, build_tasks
     from fleettui.tui.app import FleetApp, utc_now
     from fleettui.tui.demo import BackgroundRuntime
 
@@ -91,40 +100,83 @@ def _run_collecting(config_path: str, db: str | None) -> int:
     if db:
         config = replace(config, daemon=replace(config.daemon, db=db))
     sources = build_sources(config)
+    enrichment = build_enrichment_from(config)
     store = open_app_store(config.db_path)
     try:
-        collector = BackgroundRuntime(store, sources, tuple(build_tasks(config, store)))
+        collector = BackgroundRuntime(store, sources, tuple(build_tasks(config, store)),
+                                      enrich=enrichment)
         FleetApp(store.con, clock=utc_now, collector=collector, store=store).run()
     finally:
         store.close()
     return 0
 
 
-def run_demo_app(args: argparse.Namespace) -> int:
+@dataclass(frozen=True, slots=True)
+class DemoSources:
+    live: Any  # collectors.sim.source.SimSource
+    history: Any
+    start: datetime
+    step_s: float
+
+
+def demo_sources(now: datetime, *, seed: int = 7, scale: int = 1) -> DemoSources:
+    """The demo's two views of one simulated fleet started BACKFILL_S ago: `history`
+    samples the past every 5 s (30 s at large scales) on a thread beside live
+    collection, so the app opens at once and history fills in; `live` samples from
+    now on. Each fault event is written once: the live source leaves out the events
+    the history wrote (up to its last sample)."""
     from collectors.sim.source import SimSource
+    from fleettui.tui.demo import history_times
+
+    now = now.replace(microsecond=0)
+    start = now - timedelta(seconds=BACKFILL_S)
+    step_s = 5.0 if scale <= 4 else 30.0
+    history_end = history_times(start, BACKFILL_S, step_s)[-1]
+    return DemoSources(
+        live=SimSource(seed=seed, scale=scale, start=start, events_after=history_end),
+        history=SimSource(seed=seed, scale=scale, start=start),
+        start=start, step_s=step_s,
+    )
+
+
+def demo_backfill(store, demo: DemoSources, engine, done) -> Callable[[Any], None]:
+    """The back-fill thread's body: the history written, the alert engine (when there
+    is one) evaluating it as it goes, `done` set at the end (then the engine goes live)."""
+    from fleettui.tui.demo import fill_history
+
+    def backfill(stop) -> None:
+        try:
+            fill_history(store, demo.history, demo.start, BACKFILL_S, step_s=demo.step_s,
+                         stop=stop, evaluate=engine.evaluate if engine else None,
+                         evaluate_every_s=engine.interval_s if engine else 15.0)
+        finally:
+            done.set()
+
+    return backfill
+
+
+def run_demo_app(args: argparse.Namespace) -> int:
+    import threading
+
+    from fleettui.alerts.engine import AlertEngine
     from fleettui.config import Config
     from fleettui.daemon import build_tasks
     from fleettui.demo import demo_db_path, fresh_db
     from fleettui.tui.app import FleetApp, utc_now
-    from fleettui.tui.demo import BackgroundRuntime, fill_history
+    from fleettui.tui.demo import AfterEvent, BackgroundRuntime
 
     path = fresh_db(demo_db_path(getattr(args, "db", None)))
     store = open_app_store(path)
-    scale = getattr(args, "scale", 1) or 1
-    seed = getattr(args, "seed", 7)
-    now = utc_now().replace(microsecond=0)
-    start = now - timedelta(seconds=BACKFILL_S)
-    live = SimSource(seed=seed, scale=scale, start=start)
-    # the last ten minutes, every 5 s (30 s at large scales), written on a thread
-    # beside live collection: the app opens at once and history fills in
-    history = SimSource(seed=seed, scale=scale, start=start)
-    step_s = 5.0 if scale <= 4 else 30.0
-
-    def backfill() -> None:
-        fill_history(store, history, start, BACKFILL_S, step_s=step_s)
+    demo = demo_sources(utc_now(), seed=getattr(args, "seed", 7),
+                        scale=getattr(args, "scale", 1) or 1)
+    live = demo.live
 
     try:
         tasks = tuple(build_tasks(Config(), store))
+        engine = next((t for t in tasks if isinstance(t, AlertEngine)), None)
+        history_done = threading.Event()
+        backfill = demo_backfill(store, demo, engine, history_done)
+        tasks = tuple(AfterEvent(t, history_done) if t is engine else t for t in tasks)
         collector = BackgroundRuntime(store, [live], tasks, backfill=backfill)
         FleetApp(store.con, clock=utc_now, collector=collector, store=store).run()
     finally:

@@ -28,8 +28,13 @@ SHOTS = (
     ("alerts", ("4",), "textual-dark"),
     ("drilldown", ("down", "down", "down", "down", "right", "right", "right", "enter"),
      "textual-dark"),
+    # a second Enter opens the GPU: its processes (the simulated agent lists them)
+    ("drilldown-gpu", ("down", "down", "down", "down", "right", "right", "right", "enter",
+                       "enter"), "textual-dark"),
+    ("rack-filter-bar", ("slash",), "textual-dark"),
     ("time-travel", ("left_square_bracket",) * 4, "textual-dark"),
     ("sql", ("5", "ctrl+r"), "textual-dark"),
+    ("sql-editing", ("5",), "textual-dark"),
     ("rack-light", (), "textual-light"),
 )
 
@@ -92,6 +97,13 @@ async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
             path = out / f"{name}.svg"
             app.save_screenshot(filename=path.name, path=str(out))
             written.append(path)
+    # the same store seven minutes after its last sample: a stopped daemon's file
+    app = FleetApp(store.con, clock=lambda: last + timedelta(minutes=7), refresh_s=3600.0,
+                   show_timings=False)
+    async with app.run_test(size=size) as pilot:
+        await _settle(pilot)
+        app.save_screenshot(filename="rack-stopped.svg", path=str(out))
+        written.append(out / "rack-stopped.svg")
     store.close()
     # the same fleet scaled to 10,032 GPUs: how thousands of cells look
     big, big_last = fixed_store(60.0, 10.0, scale=33, faults=faults)

@@ -3,7 +3,8 @@
 Each view is a function `(cursor, at=None, ...) -> pyarrow.Table`: the SQL
 aggregates over the whole fleet and hands back columns, never Python rows per
 GPU. `at` is the time cursor (UTC, naive): the fleet as it was at that moment,
-or now when None. The SQL text of each view is also exported (`VIEW_SQL`) so
+or now when None. The SQL text of each view is a module constant beside its
+function (`TOTALS_SQL` in `fleet.py`, `HOST_GPUS_SQL` in `drilldown.py`, ...) so
 `fleettui sql` users can read and adapt it.
 """
 

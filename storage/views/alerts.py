@@ -111,14 +111,15 @@ def alert_list(
         return _empty()
     muted = bool(table_columns(src, "silences"))
     sql = _AT_CURSOR.format(source=select) + f"""
-        SELECT c.alert_id, c.rule, c.scope, c.scope_key, c.host, c.gpu_index, c.severity,
+        SELECT c.alert_id, c.rule, c.scope, c.scope_key, c.host, hr.rack, c.gpu_index,
+               c.severity,
                c.state_at AS state, c.started_at, c.fired_at, c.resolved_at,
                c.value, c.peak_value, c.threshold, c.summary,
                date_diff('second', c.since_at,
                          CASE WHEN c.state_at = 'resolved' THEN c.resolved_at ELSE $at END)
                    AS duration_s
                {", m.muted_kind, m.muted_by, m.muted_until" if muted else _NOT_MUTED}
-        FROM at_cursor c {_MUTED if muted else ""}
+        FROM at_cursor c LEFT JOIN hosts hr ON hr.host = c.host {_MUTED if muted else ""}
         WHERE c.state_at IN ('pending', 'firing')
            OR (c.state_at = 'resolved' AND c.resolved_at > $at - to_seconds($keep_s))
         ORDER BY {_STATE_ORDER.replace("state_at", "c.state_at")},
@@ -151,7 +152,7 @@ def firing_sql(src: Source) -> str | None:
 def _empty() -> pa.Table:
     s, ts, f = pa.string(), pa.timestamp("us"), pa.float64()
     schema = {
-        "alert_id": s, "rule": s, "scope": s, "scope_key": s, "host": s,
+        "alert_id": s, "rule": s, "scope": s, "scope_key": s, "host": s, "rack": s,
         "gpu_index": pa.int32(), "severity": s, "state": s, "started_at": ts, "fired_at": ts,
         "resolved_at": ts, "value": f, "peak_value": f, "threshold": f, "summary": s,
         "duration_s": pa.int64(), "muted_kind": s, "muted_by": s, "muted_until": ts,

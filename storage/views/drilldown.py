@@ -6,6 +6,8 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from storage.resolution import RAW, source_for
+from storage.rollups import TIERS
 from storage.views.latest import ASSIGNED, SLICE_LATEST, gpu_latest
 from storage.views.source import Source, run, table_columns
 from storage.views.when import STALE_AFTER_S, resolve_at
@@ -16,12 +18,14 @@ SELECT g.gpu_index, g.gpu_uuid, g.name, g.pci_bus_id, g.mig_mode,
        l.util_pct, 100.0 * l.mem_used_bytes / nullif(l.mem_total_bytes, 0) AS mem_pct,
        l.mem_used_bytes, coalesce(l.mem_total_bytes, g.mem_total_bytes) AS mem_total_bytes,
        l.power_w, l.temp_c, l.sm_clock_mhz, l.ecc_sbe_total, l.ecc_dbe_total,
-       l.throttle_reasons, a.tenants, l.ts AS sample_ts
+       l.throttle_reasons, a.tenants, l.ts AS sample_ts,
+       h.cluster, h.rack, h.rack_slot, h.nvlink_domain, h.model
 FROM gpus g
+LEFT JOIN hosts h ON h.host = g.host
 LEFT JOIN latest l ON l.gpu_uuid = g.gpu_uuid
 LEFT JOIN asg a ON a.gpu_uuid = g.gpu_uuid
 WHERE g.host = $host
-ORDER BY g.gpu_index
+ORDER BY g.gpu_index NULLS LAST, g.gpu_uuid
 """
 
 HOST_SLICES_SQL = f"""
@@ -34,7 +38,7 @@ LEFT JOIN sl ON sl.slice_id = s.slice_id
 LEFT JOIN assignments a ON a.slice_id = s.slice_id
      AND a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
 WHERE g.host = $host
-ORDER BY g.gpu_index, s.slice_id
+ORDER BY g.gpu_index NULLS LAST, s.slice_id
 """
 
 # History in equal buckets (sparklines): one row per GPU and bucket.
@@ -48,6 +52,25 @@ SELECT gpu_uuid,
        avg(temp_c) AS temp_c
 FROM gpu_samples
 WHERE host = $host AND ts > $at - to_seconds($window_s) AND ts <= $at
+GROUP BY ALL
+ORDER BY gpu_uuid, bucket
+"""
+
+# The same over a rollup view (`gpu_samples_1m_live` / `_1h_live`): windows of
+# hours or days read per-minute or per-hour rows (storage/resolution.py). A
+# rollup bucket counts where it starts; one that straddles the window's start
+# goes to the first chart bucket.
+ROLLUP_HISTORY_SQL = """
+SELECT gpu_uuid,
+       greatest(least(floor(epoch(bucket - ($at - to_seconds($window_s))) / $bucket_s),
+                      $buckets - 1), 0)::INT AS bucket,
+       (sum(util_pct_sum) / nullif(sum(util_pct_count), 0))::DOUBLE AS util_pct,
+       (100.0 * sum(mem_used_bytes_sum) / nullif(sum(mem_used_bytes_count), 0)
+           / nullif(max(mem_total_bytes_last), 0))::DOUBLE AS mem_pct,
+       (sum(power_w_sum) / nullif(sum(power_w_count), 0))::DOUBLE AS power_w,
+       (sum(temp_c_sum) / nullif(sum(temp_c_count), 0))::DOUBLE AS temp_c
+FROM {rel}
+WHERE host = $host AND bucket > $at - to_seconds($window_s + $step_s) AND bucket <= $at
 GROUP BY ALL
 ORDER BY gpu_uuid, bucket
 """
@@ -84,10 +107,15 @@ def gpu_history(
     src: Source, host: str, at: datetime | None = None,
     *, window_s: float = 3600.0, buckets: int = 60,
 ) -> pa.Table:
-    """Bucketed means of util, memory, power and temperature per GPU of `host`."""
+    """Bucketed means of util, memory, power and temperature per GPU of `host`; windows
+    of hours or days read the 1-minute or 1-hour rollups."""
     params = {"at": resolve_at(at), "host": host, "window_s": window_s,
               "bucket_s": window_s / buckets, "buckets": buckets}
-    return run(src, HISTORY_SQL, params)
+    tier, rel = source_for("gpu_samples", window_s, buckets)
+    if tier == RAW:
+        return run(src, HISTORY_SQL, params)
+    params["step_s"] = TIERS[tier].total_seconds()
+    return run(src, ROLLUP_HISTORY_SQL.replace("{rel}", rel), params)
 
 
 def host_events(

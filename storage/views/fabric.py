@@ -48,7 +48,7 @@ links AS (
            w.errors_per_s, w.link_up, w.down_samples,
            CASE WHEN w.gpu_uuid IS NOT NULL THEN ga.tenants ELSE ht.tenants END AS tenants
     FROM w
-    JOIN hosts h ON h.host = w.host
+    LEFT JOIN hosts h ON h.host = w.host
     LEFT JOIN asg ga ON ga.gpu_uuid = w.gpu_uuid
     LEFT JOIN host_tenants ht ON ht.host = w.host
 )
@@ -76,7 +76,7 @@ SELECT rack, any_value(nvlink_domain) FILTER (WHERE kind = 'nvlink') AS nvlink_d
        max(util_pct) AS max_util_pct,
        sum(tx_bytes_per_s + rx_bytes_per_s) AS bytes_per_s
 FROM links GROUP BY rack
-ORDER BY links_down DESC, errors_per_s DESC, max_util_pct DESC, rack
+ORDER BY links_down DESC, errors_per_s DESC, max_util_pct DESC NULLS LAST, rack NULLS LAST
 LIMIT $limit
 """
 
@@ -119,7 +119,8 @@ def fabric(
     try:
         worst = con.execute(WORST_LINKS_SQL, {"kind": kind, "limit": limit}).to_arrow_table()
         racks = con.execute(RACKS_SQL, {"limit": rack_limit}).to_arrow_table()
-        down = con.execute("SELECT count(*) FILTER (WHERE NOT link_up) FROM links").fetchone()[0]
+        row = con.execute("SELECT count(*) FILTER (WHERE NOT link_up) FROM links").fetchone()
+        down = row[0] if row else 0
     finally:
         con.unregister("links")
     return Fabric(racks, worst, links.num_rows, int(down or 0))

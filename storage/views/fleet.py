@@ -15,7 +15,7 @@ WITH latest AS ({GPU_LATEST}),
 sliced AS ({SLICES_PER_GPU}),
 g AS (
     SELECT coalesce(l.util_pct, s.slice_util_pct) AS util_pct, l.ts
-    FROM gpus g JOIN hosts h ON h.host = g.host
+    FROM gpus g LEFT JOIN hosts h ON h.host = g.host
     LEFT JOIN latest l ON l.gpu_uuid = g.gpu_uuid
     LEFT JOIN sliced s ON s.gpu_uuid = g.gpu_uuid
     WHERE h.first_seen IS NULL OR h.first_seen <= $at

@@ -3,6 +3,10 @@
 One row per GPU (clusters and racks in natural order, then slots, then GPU index), with the metrics the rack
 view cycles through, the slices inside sliced GPUs, the tenants holding it,
 and whether its host or the GPU itself has gone silent. Filters run in SQL.
+
+A host without a rack (no topology for it yet) or without a `hosts` row at all
+is "unplaced": its GPUs come last, in one group, with `rack` NULL; the filter
+`rack:unplaced` selects them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from storage.views.alerts import firing_sql
 from storage.views.latest import ASSIGNED, BUSY_PCT, GPU_LATEST, SLICES_PER_GPU
 from storage.views.source import Source, run
 from storage.views.when import STALE_AFTER_S, resolve_at
+
+# The group (and `rack:` filter word) of hosts whose rack nobody has told us.
+UNPLACED = "unplaced"
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ hosts_sorted AS (
 ),
 seen AS (SELECT DISTINCT host FROM latest),
 grid AS (
-    SELECT h.cluster, h.rack, h.rack_slot, h.host, h.model, h.nvlink_domain,
+    SELECT h.cluster, h.rack, h.rack_slot, g.host, h.model, h.nvlink_domain,
            h.cluster_key, h.cluster_num, h.rack_key, h.rack_num,
            g.gpu_index, g.gpu_uuid, g.name, g.mig_mode,
            coalesce(l.util_pct, s.slice_util_pct) AS util_pct,
@@ -84,25 +91,26 @@ grid AS (
            l.ts IS NULL AS gpu_missing,
            coalesce(al.firing, 0) AS host_alerts
     FROM gpus g
-    JOIN hosts_sorted h ON h.host = g.host
+    LEFT JOIN hosts_sorted h ON h.host = g.host
     LEFT JOIN latest l ON l.gpu_uuid = g.gpu_uuid
     LEFT JOIN seen hs ON hs.host = g.host
     LEFT JOIN sliced s ON s.gpu_uuid = g.gpu_uuid
     LEFT JOIN asg a ON a.gpu_uuid = g.gpu_uuid
     LEFT JOIN ev ON ev.gpu_uuid = g.gpu_uuid
-    LEFT JOIN alerting al ON al.host = h.host
+    LEFT JOIN alerting al ON al.host = g.host
     WHERE h.first_seen IS NULL OR h.first_seen <= $at
 )
 SELECT * EXCLUDE (cluster_key, cluster_num, rack_key, rack_num) FROM grid
 WHERE {{where}}
-ORDER BY cluster_key, cluster_num, cluster, rack_key, rack_num, rack, rack_slot, host, gpu_index
+ORDER BY rack IS NULL, cluster IS NULL, cluster_key, cluster_num, cluster, rack_key, rack_num,
+         rack, rack_slot, host, gpu_index NULLS LAST, gpu_uuid
 """
 
 _NO_ALERTS = "SELECT CAST(NULL AS VARCHAR) AS host, 0::BIGINT AS firing WHERE false"
 
 # Only the filters in use become SQL (an unused one would still be evaluated per row).
 _FIELD_FILTERS = {
-    "rack": "rack ILIKE '%' || $rack || '%'",
+    "rack": f"coalesce(rack, '{UNPLACED}') ILIKE '%' || $rack || '%'",
     "host": "host ILIKE '%' || $host || '%'",
     "tenant": "tenants ILIKE '%' || $tenant || '%'",
     "model": "(model ILIKE '%' || $model || '%' OR name ILIKE '%' || $model || '%')",

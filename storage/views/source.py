@@ -44,9 +44,10 @@ _COLUMNS_TTL_S = 5.0
 
 def table_columns(src: Source, table: str) -> frozenset[str]:
     """Column names of `table`, empty when it does not exist (there)."""
-    cache: dict[str, tuple[float, frozenset[str]]] | None = getattr(src, "__dict__", None)
-    if cache is not None:
-        cache = cache.setdefault("_view_tables", {})
+    attrs: dict[str, Any] | None = getattr(src, "__dict__", None)
+    cache: dict[str, tuple[float, frozenset[str]]] | None = None
+    if attrs is not None:
+        cache = attrs.setdefault("_view_tables", {})
         hit = cache.get(table)
         if hit is not None and time.monotonic() - hit[0] < _COLUMNS_TTL_S:
             return hit[1]

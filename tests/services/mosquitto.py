@@ -28,7 +28,7 @@ def free_port() -> int:
 class Broker:
     def __init__(self, workdir: Path, *, port: int | None = None, persistence: bool = False,
                  max_queued_messages: int = 100_000, tls: bool = False,
-                 users: dict[str, str] | None = None):
+                 users: dict[str, str] | None = None, acl: str | None = None):
         self.binary: str | None = None
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -40,6 +40,7 @@ class Broker:
         self.log_path = self.dir / "mosquitto.log"
         self.tls = tls
         self.users = users or {}
+        self.acl = acl  # text of a Mosquitto acl_file (with users: who may use which topics)
         self.ca_path = self.dir / "ca.crt"  # with tls: the CA clients verify the broker with
 
     @property
@@ -71,6 +72,10 @@ class Broker:
                                capture_output=True)
             lines[1] = "allow_anonymous false"
             lines.append(f"password_file {pw}")
+        if self.acl is not None:
+            acl = self.dir / "acl"
+            acl.write_text(self.acl)
+            lines.append(f"acl_file {acl}")
         if os.geteuid() == 0:
             # started as root, mosquitto switches to user "mosquitto", which cannot write
             # (persistence, log) into a root-owned temporary directory

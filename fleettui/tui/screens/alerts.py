@@ -2,8 +2,9 @@
 
 `a` acknowledges the alert under the cursor and `x` silences its rule on its
 scope key, for an hour, through the alert engine's API (stored with who and
-until when), when the app holds the store (demo, or collecting with --config);
-attached to a daemon the app only reads.
+until when), when the app holds the store (demo, or collecting with --config),
+or attached to a daemon with its operator token (the daemon's own user); with
+only the viewer token the app reads.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from textual.binding import Binding
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
+from fleettui.safe_text import pictured
 from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_duration, fmt_num
 from fleettui.tui.widgets.table import Col, ViewTable
 from storage.views import alert_list, alerts_available
+from storage.views.rack import UNPLACED
 
 STATE_STYLE = {"firing": "bold white on red", "pending": "bold black on yellow",
                "resolved": "green"}
@@ -43,11 +46,13 @@ def _muted(v, r) -> Text:
 
 
 def _target(key: str | None, r: dict) -> str:
-    """What the alert is on, readably: a GPU or slice as host and index."""
+    """What the alert is on, readably: a GPU or slice as host and index; a host that no
+    topology places says so."""
+    where = f" ({UNPLACED})" if r.get("host") and not r.get("rack") else ""
     if r.get("gpu_index") is not None and r.get("host"):
         slice_ = key.split("/", 1)[1] if key and "/" in key else ""
-        return f"{r['host']} GPU{r['gpu_index']}" + (f" {slice_}" if slice_ else "")
-    return key or "–"
+        return f"{r['host']} GPU{r['gpu_index']}" + (f" {slice_}" if slice_ else "") + where
+    return (key or "–") + where
 
 
 COLS = [
@@ -57,7 +62,8 @@ COLS = [
     Col("scope", "scope"),
     Col("on", "scope_key", lambda v, r: _target(v, r)),
     Col("value", "value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
-    Col("peak", "peak_value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
+    # the most extreme value in the rule's direction (lowest for `<` rules): "peak" misread
+    Col("worst", "peak_value", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
     Col("for", "duration_s", lambda v, _r: fmt_duration(v)),
     Col("since", "started_at", lambda v, _r: f"{v:%m-%d %H:%M:%S}" if v else "–"),
     Col("muted", "muted_kind", _muted),
@@ -147,15 +153,21 @@ class AlertsScreen(DataScreen):
         row = self.query_one(ViewTable).current()
         if row is None:
             return
-        if self.app.store is None:
-            self.notify("read-only here: acknowledge and silence where the store is written "
-                        "(the daemon's host, or the app collecting with --config)",
-                        severity="warning")
+        if self._target() is None:
+            self.notify("read-only here: acknowledging and silencing needs the daemon's operator "
+                        "token (its own user) or the store itself (--config)", severity="warning")
             return
         if row.get("state") == "resolved":
             self.notify("that alert is resolved", severity="warning")
             return
         self._mute(kind, row)
+
+    def _target(self):
+        """Where an acknowledgement goes: the store the app writes, or the daemon
+        reached with the operator token; None when the app only reads."""
+        if self.app.store is not None:
+            return self.app.store
+        return self.app.reader if getattr(self.app.reader, "can_operate", False) else None
 
     @work(thread=True, group="alert-mute", exit_on_error=False)
     def _mute(self, kind: str, row: dict) -> str:
@@ -163,10 +175,11 @@ class AlertsScreen(DataScreen):
 
         now = self.app.clock()
         by = getpass.getuser()
+        target = self._target()
         if kind == "ack":
-            acknowledge(self.app.store, row["alert_id"], by=by, until=now + MUTE_FOR, now=now)
+            acknowledge(target, row["alert_id"], by=by, until=now + MUTE_FOR, now=now)
             return f"acknowledged {row['rule']} on {row['scope_key']} for an hour"
-        silence(self.app.store, by=by, until=now + MUTE_FOR, rule=row["rule"],
+        silence(target, by=by, until=now + MUTE_FOR, rule=row["rule"],
                 scope_key=row["scope_key"], now=now, comment="from the app")
         return f"silenced {row['rule']} on {row['scope_key']} for an hour"
 
@@ -175,10 +188,11 @@ class AlertsScreen(DataScreen):
             super().on_worker_state_changed(event)
             return
         if event.state == WorkerState.SUCCESS:
-            self.notify(event.worker.result)
+            self.notify(pictured(event.worker.result), markup=False)
             self.reload()
         elif event.state == WorkerState.ERROR:
-            self.notify(str(event.worker.error).splitlines()[0], severity="error")
+            self.notify(pictured(str(event.worker.error).splitlines()[0]), severity="error",
+                        markup=False)
 
     async def on_data_table_row_selected(self, _event) -> None:
         await self.action_jump()

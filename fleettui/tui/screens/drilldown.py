@@ -16,8 +16,9 @@ from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.history import SERIES, HistoryPanel
 from fleettui.tui.widgets.scale import fmt_bytes, fmt_num, pct_text
-from fleettui.tui.widgets.table import Col, ViewTable
+from fleettui.tui.widgets.table import Col, ViewTable, safe_cell
 from storage.views import gpu_history, host_events, host_gpus, host_processes, host_slices
+from storage.views.rack import UNPLACED
 
 THROTTLE = {0x1: "idle", 0x4: "power", 0x20: "sw-thermal", 0x40: "hw-thermal", 0x80: "hw-brake"}
 
@@ -49,17 +50,17 @@ GPU_COLS = [
 ]
 SLICE_COLS = [
     Col("GPU", "gpu_index"),
-    Col("slice", "slice_id", lambda v, _r: v.rsplit("/", 1)[-1]),
+    Col("slice", "slice_id", lambda v, _r: (v or "–").rsplit("/", 1)[-1]),
     Col("profile", "profile"),
-    Col("share", "fraction", lambda v, _r: f"{v:.3g}"),
+    Col("share", "fraction", lambda v, _r: "–" if v is None else f"{v:.3g}"),
     Col("tenant", "tenant", lambda v, _r: v or "–"),
     Col("util", "util_pct", lambda v, _r: pct_text(v)),
     Col("memory", "mem_used_bytes", lambda v, _r: fmt_bytes(v)),
 ]
 EVENT_COLS = [
-    Col("time", "ts", lambda v, _r: f"{v:%m-%d %H:%M:%S}"),
+    Col("time", "ts", lambda v, _r: f"{v:%m-%d %H:%M:%S}" if v else "–"),
     Col("kind", "kind",
-        lambda v, _r: Text(v, style="bold red" if "xid" in v or "ecc" in v else "")),
+        lambda v, _r: Text(v or "–", style="bold red" if v and ("xid" in v or "ecc" in v) else "")),
     Col("code", "code", lambda v, _r: "–" if v is None else str(v)),
     Col("GPU", "gpu_index", lambda v, _r: "host" if v is None else str(v)),
     Col("detail", "detail", lambda v, _r: v or ""),
@@ -88,9 +89,17 @@ class HostData:
 
 
 class DrilldownScreen(DataScreen):
-    """host → GPUs → slices → processes, with an hour of history and the host's events."""
+    """host → GPUs → slices → processes, with an hour of history and the host's events.
 
-    BINDINGS = [Binding("escape,backspace", "app.pop_screen", "back")]
+    `Enter` goes one level down (host: open the GPU under the cursor; GPU: the
+    slice under the cursor and its processes), `Esc` one level up, then back to
+    the view it came from. The title says where you are.
+    """
+
+    BINDINGS = [
+        Binding("escape,backspace", "up", "back"),
+        Binding("enter", "down", "open", show=True),
+    ]
 
     def __init__(self, host: str, gpu_uuid: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -98,6 +107,8 @@ class DrilldownScreen(DataScreen):
         self.gpu_uuid = gpu_uuid
         self.view_title = f"Host {host}"
         self.data: HostData | None = None
+        self.level = "host"  # host -> gpu -> slice
+        self.slice_id: str | None = None  # the slice opened (level "slice")
 
     def compose(self) -> ComposeResult:
         yield FleetHeader()
@@ -113,7 +124,7 @@ class DrilldownScreen(DataScreen):
                     yield ViewTable(SLICE_COLS, key="slice_id", id="drill-slices")
                     yield Static(" Processes", classes="section")
                     yield Static(id="drill-procs-empty", classes="empty")
-                    yield DataTable(id="drill-procs", zebra_stripes=True)
+                    yield DataTable(id="drill-procs", zebra_stripes=True, cursor_type="row")
             yield Static(" Events (24 h)", classes="section")
             yield ViewTable(EVENT_COLS, key="ts", id="drill-events")
         yield Footer()
@@ -148,6 +159,38 @@ class DrilldownScreen(DataScreen):
         if event.data_table.id == "drill-gpus" and self.data is not None:
             self._selected()
 
+    # -- levels ------------------------------------------------------------------
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_down(event.data_table.id)
+
+    def action_down(self, table_id: str | None = None) -> None:
+        """One level down from the table with focus (or the one named)."""
+        table_id = table_id or getattr(self.focused, "id", None)
+        slices = self.query_one("#drill-slices", ViewTable)
+        procs = self.query_one("#drill-procs", DataTable)
+        if table_id == "drill-gpus" and self.query_one("#drill-gpus", ViewTable).current():
+            self.level, self.slice_id = "gpu", None
+            (slices if slices.display else procs).focus()
+        elif table_id == "drill-slices" and slices.current():
+            self.level, self.slice_id = "slice", slices.current()["slice_id"]
+            procs.focus()
+        else:
+            return
+        self._selected()
+
+    def action_up(self) -> None:
+        if self.level == "slice":
+            self.level, self.slice_id = "gpu", None
+            self._selected()
+            self.query_one("#drill-slices", ViewTable).focus()
+        elif self.level == "gpu":
+            self.level = "host"
+            self._selected()
+            self.query_one("#drill-gpus", ViewTable).focus()
+        else:
+            self.app.pop_screen()
+
     def _selected(self) -> None:
         """Show history, slices and processes of the GPU under the cursor."""
         data = self.data
@@ -157,16 +200,28 @@ class DrilldownScreen(DataScreen):
         uuid = row["gpu_uuid"] if row else None
         idx = row["gpu_index"] if row else None
         title = Text(f" {self.host}", style="bold")
+        if row and not row.get("rack"):
+            title.append(f"   {UNPLACED}", style="dim")
         if row:
-            title.append(f"   GPU{idx} {uuid}", style="dim")
+            opened = self.level in ("gpu", "slice")
+            title.append(f" › GPU{'?' if idx is None else idx}", style="bold" if opened else "dim")
+            if self.slice_id:
+                title.append(f" › {self.slice_id.rsplit('/', 1)[-1]} › processes", style="bold")
+            title.append(f"   {uuid}", style="dim")
             if not row["sample_ts"]:
                 title.append("   not reporting", style="bold red")
-        self.query_one("#drill-title", Static).update(title)
+            if self.level == "host":
+                title.append("   Enter: open this GPU", style="dim italic")
+            elif self.level == "gpu":
+                title.append("   Enter: a slice's processes · Esc: back to the host",
+                             style="dim italic")
+        self.query_one("#drill-title", Static).update(safe_cell(title))
         hist = data.history
         mask = [u == uuid for u in hist.column("gpu_uuid").to_pylist()]
         sel = hist.filter(pa.array(mask, pa.bool_())) if hist.num_rows else hist
         series = {k: sel.column(k).to_pylist() for k, _ in SERIES} if sel.num_rows else {}
-        self.query_one(HistoryPanel).update_series(series, f"GPU{idx} last hour" if row else "")
+        self.query_one(HistoryPanel).update_series(
+            series, f"GPU{'?' if idx is None else idx} last hour" if row else "")
         slices = data.slices
         if slices.num_rows and idx is not None:
             keep = [i == idx for i in slices.column("gpu_index").to_pylist()]
@@ -185,9 +240,11 @@ class DrilldownScreen(DataScreen):
             empty.update("no process data (the NVML agent records processes)")
             empty.display, table.display = True, False
             return
-        rows = [r for r in procs.to_pylist() if r.get("gpu_uuid") == uuid]
+        rows = [r for r in procs.to_pylist() if r.get("gpu_uuid") == uuid
+                and (self.slice_id is None or r.get("slice_id") == self.slice_id)]
         empty.display, table.display = not rows, bool(rows)
-        empty.update("no processes on this GPU (or no agent reporting them)")
+        empty.update("no processes in this slice" if self.slice_id
+                     else "no processes on this GPU (or no agent reporting them)")
         # the agent's columns, shown readably; any others as they come
         known = {"slice_id": "slice", "pid": "pid", "used_mem_bytes": "memory",
                  "container": "container", "tenant_guess": "tenant"}
@@ -197,5 +254,5 @@ class DrilldownScreen(DataScreen):
         cols = [c for c in known if c in procs.column_names and c not in skip] + [
             c for c in procs.column_names if c not in known and c not in skip]
         table.clear(columns=True)
-        table.add_columns(*(known.get(c, c) for c in cols))
-        table.add_rows([[_proc_cell(c, r[c]) for c in cols] for r in rows])
+        table.add_columns(*(safe_cell(known.get(c, c)) for c in cols))
+        table.add_rows([[safe_cell(_proc_cell(c, r[c])) for c in cols] for r in rows])

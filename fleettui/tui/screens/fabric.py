@@ -14,12 +14,15 @@ from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_num, fmt_rate, pct_text
 from fleettui.tui.widgets.table import Col, ViewTable
 from storage.views import Fabric, fabric
+from storage.views.rack import UNPLACED
 
-KINDS = ("", "nvlink", "ib", "efa", "roce")
+KINDS = ("", "nvlink", "ib", "efa", "roce", "iwarp")
 LINK_ROWS, RACK_ROWS = 60, 40
 
 
 def _state(v, r) -> Text:
+    if r["link_up"] is None:  # the source cannot say (not "down")
+        return Text("?", style="dim")
     if not r["link_up"]:
         return Text("DOWN", style="bold white on red")
     if r["errors_per_s"]:
@@ -32,7 +35,7 @@ def _err(v, _r) -> Text:
 
 
 RACK_COLS = [
-    Col("rack", "rack"),
+    Col("rack", "rack", lambda v, _r: v or UNPLACED),
     Col("links", "links", lambda v, _r: f"{v:,}"),
     Col("down", "links_down", lambda v, _r: Text(str(v), style="bold red" if v else "dim")),
     Col("err/s", "errors_per_s", _err),
@@ -106,4 +109,4 @@ class FabricScreen(DataScreen):
         elif event.data_table.id == "fabric-racks":
             row = event.data_table.current()
             if row:
-                await self.app.show_racks(f"rack:{row['rack']}")
+                await self.app.show_racks(f"rack:{row['rack'] or UNPLACED}")

@@ -16,8 +16,9 @@ from fleettui.tui.widgets.filter_bar import FilterBar
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.rack_grid import RackGrid
 from fleettui.tui.widgets.scale import HEAT, METRICS, fmt_num
+from fleettui.tui.widgets.table import safe_cell
 from storage.views import RackFilter, rack_grid
-from storage.views.rack import STATES
+from storage.views.rack import STATES, UNPLACED
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +90,15 @@ class RackScreen(DataScreen):
             line.append("no GPUs match" if str(self.flt) else "no GPUs yet", style="dim")
         else:
             r = t.slice(grid.cursor, 1).to_pylist()[0]
-            line.append(f"{r['host']} GPU{r['gpu_index']} ", style="bold")
+            idx = "?" if r["gpu_index"] is None else r["gpu_index"]
+            line.append(f"{r['host']} GPU{idx} ", style="bold")
+            if not r["rack"]:
+                line.append(f"{UNPLACED} ", style="dim")
             if r["host_stale"]:
                 line.append("host silent ", style="bold #8a8a8a")
             elif r["gpu_missing"]:
                 line.append("GPU missing ", style="bold red")
-            line.append(f"{r['name']}  util {fmt_num(r['util_pct'])}%  "
+            line.append(f"{r['name'] or 'GPU model unknown'}  util {fmt_num(r['util_pct'])}%  "
                         f"mem {fmt_num(r['mem_pct'])}%  {fmt_num(r['power_w'])} W  "
                         f"{fmt_num(r['temp_c'])} °C  ")
             if r["n_slices"]:
@@ -103,7 +107,7 @@ class RackScreen(DataScreen):
                 line.append(f"errors {r['errors']}  ", style="bold red")
             line.append(r["tenants"] or "unallocated", style="italic")
             line.append(f"   [{t.num_rows:,} GPUs shown]", style="dim")
-        self.query_one("#rack-status", Static).update(line)
+        self.query_one("#rack-status", Static).update(safe_cell(line))  # names from the fleet
 
     # -- actions -----------------------------------------------------------------
     def action_cycle_metric(self) -> None:
@@ -133,11 +137,12 @@ class RackScreen(DataScreen):
     def set_filter(self, spec: str) -> None:
         flt = RackFilter.parse(spec)
         if flt.state and flt.state not in STATES:
-            self.notify(f"state:{flt.state}: expected one of {', '.join(STATES)}",
+            self.notify(f"state:{flt.state}: expected one of {', '.join(STATES)}", markup=False,
                         severity="warning")
             return
         self.flt = flt
-        self.query_one(FilterBar).value = spec
+        bar = self.query_one(FilterBar)
+        bar.applied = bar.value = spec
         self.grid.cursor = 0
         self.reload()
 

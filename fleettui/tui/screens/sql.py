@@ -1,8 +1,9 @@
 """SQL console: type SQL against the store, see the result, browse the schema.
 
-Read-only, by the same rule as `fleettui sql` (`storage.reader.check_read_only`:
-one SELECT or EXPLAIN statement), whatever the reader: the app's reader may sit
-on the store's own writable connection.
+Read-only whatever the reader: through a daemon, the daemon refuses anything but
+one pure read (`storage/guard.py`); on the store the app writes itself, each
+query runs in a READ ONLY transaction. `check_read_only` (one SELECT or plain
+EXPLAIN) answers first with a clearer message.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from textual.worker import Worker, WorkerState
 
 from fleettui.tui.screens.base import Reader
 from fleettui.tui.widgets.header import FleetHeader
-from storage.reader import check_read_only
+from fleettui.tui.widgets.table import safe_cell
+from storage.reader import check_read_only, read_only_arrow
 
 MAX_ROWS = 1000
-EXAMPLE = """-- ctrl+r runs; the views' queries live in storage/views/
-SELECT h.rack, count(*) AS gpus, round(avg(s.util_pct), 1) AS util_pct
+EXAMPLE = """-- ctrl+r runs; esc leaves the editor; the views' queries live in storage/views/
+SELECT h.rack, count(DISTINCT s.gpu_uuid) AS gpus, round(avg(s.util_pct), 1) AS util_pct
 FROM gpu_samples s JOIN hosts h USING (host)
 WHERE s.ts > (SELECT max(ts) FROM gpu_samples) - INTERVAL 10 SECOND
 GROUP BY ALL ORDER BY util_pct DESC, rack"""
@@ -45,7 +47,8 @@ def run_query(reader: Reader, sql: str) -> QueryResult:
     """Run one read-only statement; at most MAX_ROWS rows are kept for display."""
     check_read_only(sql)
     t0 = time.perf_counter()
-    table = reader.arrow(sql)
+    con = getattr(reader, "con", None)  # the app's own store: a read-only transaction
+    table = read_only_arrow(con, sql) if con is not None else reader.arrow(sql)
     elapsed = (time.perf_counter() - t0) * 1e3
     return QueryResult(table.slice(0, MAX_ROWS), table.num_rows, elapsed)
 
@@ -53,11 +56,15 @@ def run_query(reader: Reader, sql: str) -> QueryResult:
 class SqlScreen(Screen):
     view_title = "SQL"
 
+    # The editor takes every printable key, so `1`-`5` type digits there: Esc
+    # leaves it (then `1`-`5` switch views), F1-F5 switch views even while editing.
     BINDINGS = [
         Binding("ctrl+r", "run", "run query", priority=True),
-        Binding("ctrl+o", "focus_editor", "editor", show=False),
-        Binding("escape", "leave_editor", "leave editor", show=False),
+        Binding("ctrl+o", "focus_editor", "editor"),
+        Binding("escape", "leave_editor", "leave editor"),
     ]
+    EDITING_HINT = (" editing: Ctrl+R runs · Esc leaves the editor (then 1–5 switch views)"
+                    " · F1–F5 switch views from anywhere")
 
     def compose(self) -> ComposeResult:
         yield FleetHeader()
@@ -73,6 +80,7 @@ class SqlScreen(Screen):
         self.query_one(Tree).show_root = False
         self._load_schema()
         self.query_one(TextArea).focus()
+        self.query_one("#sql-status", Static).update(Text(self.EDITING_HINT, style="dim"))
 
     def on_screen_resume(self) -> None:
         self.app.view_title = self.view_title
@@ -118,8 +126,8 @@ class SqlScreen(Screen):
         for table, column, dtype in rows:
             if table != current:
                 current = table
-                node = tree.root.add(table, data=table)
-            node.add_leaf(Text.assemble(column, " ", (dtype.lower(), "dim")), data=table)
+                node = tree.root.add(safe_cell(table), data=table)
+            node.add_leaf(safe_cell(Text.assemble(column, " ", (dtype.lower(), "dim"))), data=table)
         tree.root.expand()
 
     def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
@@ -132,10 +140,10 @@ class SqlScreen(Screen):
         table = self.query_one("#sql-result", DataTable)
         table.clear(columns=True)
         t = res.table
-        table.add_columns(*t.column_names)
+        table.add_columns(*(safe_cell(c) for c in t.column_names))
         cols = [c.to_pylist() for c in t.columns]
         table.add_rows(
-            [["NULL" if v is None else str(v) for v in row] for row in zip(*cols, strict=True)]
+            [[safe_cell("NULL" if v is None else str(v)) for v in row] for row in zip(*cols, strict=True)]
         )
         more = f" (first {MAX_ROWS:,} shown)" if res.total_rows > MAX_ROWS else ""
         took = f" in {res.elapsed_ms:.1f} ms" if self.app.show_timings else ""

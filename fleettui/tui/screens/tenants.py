@@ -20,9 +20,11 @@ WINDOWS = ((3600.0, "1 h"), (86400.0, "24 h"), (7 * 86400.0, "7 d"))
 
 
 def _itl(v, r) -> Text:
-    if v is None:
-        return Text("–", style="dim")
     target = r.get("itl_target_ms")
+    if v is None:  # no latency yet: the target alone, so a configured one is visible
+        if target:
+            return Text(f"– / {target:.0f}", style="dim", justify="right")
+        return Text("–", style="dim")
     over = target is not None and v > target
     s = f"{v:.1f}" + (f" / {target:.0f}" if target else "")
     return Text(s, style="bold red" if over else "green", justify="right")

@@ -23,6 +23,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from fleettui.safe_text import pictured
 from fleettui.tui.widgets.scale import (
     HEAT_STYLES,
     MISSING,
@@ -30,6 +31,7 @@ from fleettui.tui.widgets.scale import (
     heat_index,
     tdp_for,
 )
+from storage.views.rack import UNPLACED
 
 SUPERSCRIPT = "⁰¹²³⁴⁵⁶⁷⁸⁹"
 NO_VALUE, STALE_CODE, MISSING_CODE = 10, 11, 12
@@ -123,7 +125,8 @@ class RackGrid(ScrollView, can_focus=True):
         self._relayout()
         self.refresh()
 
-    def _build_panels(self, hosts: list[str], racks: list[str], alerts: dict[str, int]) -> None:
+    def _build_panels(self, hosts: list[str], racks: list[str | None],
+                      alerts: dict[str, int]) -> None:
         panels: list[Panel] = []
         start = 0
         n = len(hosts)
@@ -131,7 +134,7 @@ class RackGrid(ScrollView, can_focus=True):
         h_count = 0
         for i in range(1, n + 1):
             if i == n or hosts[i] != hosts[start]:
-                rack = racks[start]
+                rack = racks[start] or UNPLACED  # no topology for the host: one group, last
                 host = hosts[start]
                 label = host[len(rack) + 1:] if host.startswith(rack + "-") else host
                 if not panels or panels[-1].rack != rack:
@@ -273,7 +276,7 @@ class RackGrid(ScrollView, can_focus=True):
                 segs.append(Segment(" " * (x - pos), base))
                 pos = x
             if k < 0:
-                title = panel.rack
+                title = pictured(panel.rack)  # names come from the fleet
                 segs.append(Segment(title, title_s))
                 used = len(title)
                 if panel.alerts:
@@ -284,7 +287,7 @@ class RackGrid(ScrollView, can_focus=True):
                 pos += used
                 continue
             label, first, end = panel.hosts[k]
-            segs.append(Segment(f"{label:<{lw}} ", label_s))
+            segs.append(Segment(f"{pictured(label):<{lw}} ", label_s))
             pos += lw + 1
             for i in range(first, end):
                 text, style = cell(i)

@@ -1,0 +1,74 @@
+"""SCHEMA.md documents every table and column of a freshly migrated store, with its type,
+and nothing that is not there: the document cannot drift from the migrations."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from storage.rollups import SPECS, TIERS, live_view, rollup_columns, rollup_table
+from storage.store import Store
+
+SCHEMA_MD = Path(__file__).resolve().parents[1] / "SCHEMA.md"
+_HEADING = re.compile(r"^### `([a-z_]+)`")
+
+
+def documented() -> dict[str, dict[str, str]]:
+    """table -> column -> type, from each `### `table`` section's markdown table."""
+    out: dict[str, dict[str, str]] = {}
+    table = None
+    for line in SCHEMA_MD.read_text().splitlines():
+        if m := _HEADING.match(line):
+            table = m.group(1)
+            assert table not in out, f"SCHEMA.md documents {table} twice"
+            out[table] = {}
+        elif line.startswith("## "):
+            table = None
+        elif table and line.startswith("| ") and not line.startswith(("| column", "| ---")):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            kind = cells[1].split(",")[0].strip()
+            for col in cells[0].split(","):
+                out[table][col.strip().strip("`")] = kind
+    return out
+
+
+def live() -> dict[str, dict[str, str]]:
+    store = Store.open(":memory:")
+    try:
+        rows = store.cursor().execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE schema_name = 'main' AND NOT internal ORDER BY table_name, column_index"
+        ).fetchall()
+    finally:
+        store.close()
+    out: dict[str, dict[str, str]] = {}
+    for table, column, dtype in rows:
+        out.setdefault(table, {})[column] = dtype
+    return out
+
+
+def generated() -> dict[str, list[str]]:
+    """Rollup tables and their live views: name -> columns, from storage/rollups.py."""
+    out: dict[str, list[str]] = {}
+    for spec in SPECS.values():
+        cols = [name for name, _ in rollup_columns(spec)]
+        for tier in TIERS:
+            out[rollup_table(spec.table, tier)] = cols
+            out[live_view(spec.table, tier)] = cols
+    return out
+
+
+def test_rollup_tables_are_what_the_generator_documents():
+    db = live()
+    for name, cols in generated().items():
+        assert list(db.get(name, {})) == cols, f"{name} differs from storage/rollups.py"
+
+
+def test_schema_md_has_every_table_and_column_with_its_type():
+    doc, db = documented(), live()
+    for name in generated():
+        db.pop(name, None)
+    assert sorted(set(db) - set(doc)) == [], "tables missing from SCHEMA.md"
+    assert sorted(set(doc) - set(db)) == [], "SCHEMA.md documents tables the store lacks"
+    for table, cols in db.items():
+        assert doc[table] == cols, f"SCHEMA.md `{table}` differs from the store"
