@@ -194,7 +194,8 @@ def good() -> bytes:
 
 
 def _as_host(payload: bytes, host: str) -> bytes:
-    obj = json.loads(payload)
+    """The report as another host's, with GPUs of its own (a GPU has one owner)."""
+    obj = json.loads(payload.replace(b'"GPU-', f'"GPU-{host}-'.encode()))
     obj["host"] = host
     return json.dumps(obj).encode()
 
