@@ -231,3 +231,23 @@ def test_state_of_hosts_gone_longer_than_host_evict_s_is_dropped(good):
     clock[0] += 400  # h1..h49 silent for 700 s, h0 for 400 s
     assert src.evict_idle_hosts(clock[0]) == 49
     assert src.hosts_tracked == 1 and set(src._windows) == {"h0"} and set(src._inv_seen) == {"h0"}
+
+
+# -- `fleettui sql` while the daemon's store fails -----------------------------------------
+def test_sql_says_the_store_failed_not_wrong_token(tmp_path):
+    import os as _os
+
+    from fleettui.paths import DaemonInfo, write_daemon_info
+    from fleettui.sql_cli import open_reader
+    from storage.quack import QuackError, free_port
+
+    db = tmp_path / "fleet.duckdb"
+    failure = f"{db}: store failed: invalidated after: Could not write file: No space left on device"
+    # a daemon (this process stands in: the info file names a live pid) whose store failed;
+    # nothing answers on its endpoint, as when Quack's authorization cannot run any more
+    write_daemon_info(db, DaemonInfo(_os.getpid(), f"quack:127.0.0.1:{free_port()}", "t",
+                                     str(db), "2026-01-01T00:00:00", None, failure))
+    with pytest.raises(QuackError) as err:
+        open_reader(str(db), None, None)
+    msg = str(err.value)
+    assert "cannot use its store" in msg and "No space left" in msg and "token" not in msg
