@@ -16,7 +16,7 @@ from pathlib import Path
 from fleettui.formats import render
 from fleettui.paths import default_db_path, read_daemon_info, read_operator_token, running_daemons
 from storage import quack
-from storage.reader import LocalReader, QueryError, QuackReader, Reader, check_read_only
+from storage.reader import LocalReader, QuackReader, QueryError, Reader, check_read_only
 from storage.store import Store
 
 

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -210,7 +210,7 @@ def main() -> int:
                                  ).fetchone()[0]
     reasons = store.con.execute("SELECT reason[:60], count(*) FROM rejects GROUP BY 1 "
                                 "ORDER BY 2 DESC LIMIT 5").fetchall()
-    have = {(h, round(t.replace(tzinfo=timezone.utc).timestamp(), 3)) for h, t in
+    have = {(h, round(t.replace(tzinfo=UTC).timestamp(), 3)) for h, t in
             store.con.execute("SELECT DISTINCT host, ts FROM gpu_samples").fetchall()}
     store.close()
     with counter.lock:
