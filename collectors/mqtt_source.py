@@ -30,6 +30,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
+from collectors.backoff import Backoff
 from collectors.base import Sink, register
 from collectors.nvml.batches import (
     NVLINK_ROWS,
@@ -554,7 +555,7 @@ class MqttSource:
         )
 
     async def run(self, sink: Sink) -> None:
-        backoff = 0.5
+        backoff = Backoff.capped(0.5, self.o.reconnect_max_s)
         client: aiomqtt.Client | None = None
         flusher = asyncio.create_task(self._flush_loop(sink))
         try:
@@ -567,7 +568,7 @@ class MqttSource:
                         log.info("%s: subscribed to %s on %s", self.name, self.report_filter,
                                  self.o.broker)
                         self.connected.set()
-                        backoff = 0.5
+                        backoff.started()  # reset only if this connection stays up
                         try:
                             async for msg in client.messages:
                                 self.handle(msg.topic.value, msg.payload)  # type: ignore[arg-type]
@@ -578,11 +579,11 @@ class MqttSource:
                 except aiomqtt.MqttError as exc:
                     self._drain(client)  # received (and acked) before the connection went
                     self.connected.clear()
+                    delay = backoff.next_delay()
                     log.warning("%s: broker %s: %s; retrying in %.1f s", self.name,
-                                self.o.broker, exc, backoff)
+                                self.o.broker, exc, delay)
                     await self._record_failure(sink, f"broker {self.o.broker}: {exc}")
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.o.reconnect_max_s)
+                    await asyncio.sleep(delay)
         finally:
             if client is not None:  # what arrived while disconnecting is acked: keep it
                 self._drain(client)

@@ -30,6 +30,18 @@ def default_db_path() -> Path:
     return Path(user_data_dir("fleettui", appauthor=False)) / "fleet.duckdb"
 
 
+def demo_db_path(arg: str | None) -> Path:
+    """`fleettui demo`'s store: `--db`, else demo.duckdb beside the default database."""
+    return Path(arg).expanduser() if arg else default_db_path().with_name("demo.duckdb")
+
+
+def fresh_db(path: Path) -> Path:
+    """The demo starts from an empty store each time (it holds only simulated data)."""
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+    return path
+
+
 @dataclass(frozen=True)
 class DaemonInfo:
     pid: int

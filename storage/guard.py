@@ -131,4 +131,5 @@ def install(con: duckdb.DuckDBPyConnection, operator_token: str | None) -> None:
 
 def is_allowed(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
     """What the daemon's guard says of `sql` (for tests and the corpus)."""
-    return bool(con.execute(f"SELECT {GUARD_CATALOG}.authorize('', ?)", [sql]).fetchone()[0])
+    row = con.execute(f"SELECT {GUARD_CATALOG}.authorize('', ?)", [sql]).fetchone()
+    return bool(row and row[0])

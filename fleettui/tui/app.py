@@ -33,8 +33,8 @@ from fleettui.tui.screens.tenants import TenantsScreen
 from fleettui.tui.screens.time_jump import TimeJump
 from storage.store import Store
 from storage.views import fleet_totals
-from storage.views.source import ArrowReader as Reader
-from storage.views.source import ConnectionReader
+from storage.views.query import ArrowReader as Reader
+from storage.views.query import ConnectionReader
 
 Clock = Callable[[], datetime]
 

@@ -161,7 +161,7 @@ def run_demo_app(args: argparse.Namespace) -> int:
     from fleettui.alerts.engine import AlertEngine
     from fleettui.config import Config
     from fleettui.daemon import build_tasks
-    from fleettui.demo import demo_db_path, fresh_db
+    from fleettui.paths import demo_db_path, fresh_db
     from fleettui.tui.app import FleetApp, utc_now
     from fleettui.tui.demo import AfterEvent, BackgroundRuntime
 

@@ -9,7 +9,7 @@ import pytest
 from fleettui.tui.demo import fixed_store
 from fleettui.tui.screens.sql import run_query
 from storage.reader import QueryError, ReadOnlyError, read_only_arrow
-from storage.views.source import ConnectionReader
+from storage.views.query import ConnectionReader
 from tests.security.probes import PROBES, fill
 
 

@@ -13,7 +13,7 @@ from fleettui.formats import render
 from fleettui.safe_text import escaped, pictured
 from fleettui.tui.app import FleetApp
 from fleettui.tui.demo import fixed_store
-from storage.views.source import ConnectionReader
+from storage.views.query import ConnectionReader
 from tests.tui_support import settle, write_alerts
 
 # Rich markup that would crash (`[/]`) or restyle, an OSC title change, a screen

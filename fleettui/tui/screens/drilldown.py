@@ -253,6 +253,11 @@ class DrilldownScreen(DataScreen):
             skip.add("slice_id")
         cols = [c for c in known if c in procs.column_names and c not in skip] + [
             c for c in procs.column_names if c not in known and c not in skip]
-        table.clear(columns=True)
-        table.add_columns(*(safe_cell(known.get(c, c)) for c in cols))
+        labels = [safe_cell(known.get(c, c)) for c in cols]
+        if [str(c.label) for c in table.columns.values()] != [str(x) for x in labels]:
+            table.clear(columns=True)
+            table.add_columns(*labels)
+        else:  # same columns: only the rows change (no flicker, no relayout)
+            table.clear()
         table.add_rows([[safe_cell(_proc_cell(c, r[c])) for c in cols] for r in rows])
+        table.refresh(layout=True)

@@ -79,7 +79,9 @@ class SqlScreen(Screen):
     def on_mount(self) -> None:
         self.query_one(Tree).show_root = False
         self._load_schema()
-        self.query_one(TextArea).focus()
+        editor = self.query_one(TextArea)
+        editor.cursor_blink = not self.app.is_headless  # snapshots and screenshots: steady
+        editor.focus()
         self.query_one("#sql-status", Static).update(Text(self.EDITING_HINT, style="dim"))
 
     def on_screen_resume(self) -> None:
