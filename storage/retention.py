@@ -10,17 +10,14 @@ Each step deletes at most `step_rows` rows of one table in its own short
 transaction, and the task yields between steps, so ingestion (which takes the
 same writer lock) is never held up for longer than one step.
 
-`projected_size` says how large the store will grow at a given retention, from
-the rate rows are arriving now and the bytes a row takes on disk now; `fleettui
-status` shows it.
+How large the store will grow at the configured retention is measured by
+`storage/footprint.py` (shown by `fleettui status` and `/metrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from storage.columns import UPSERT_KEYS
@@ -59,58 +56,6 @@ def delete_before(store: Store, cutoff: datetime, step_rows: int = STEP_ROWS) ->
             total += n
         deleted[table] = total
     return deleted
-
-
-@dataclass(frozen=True)
-class SizeProjection:
-    """How large the store will be once `retention_h` hours of rows are kept."""
-
-    used_bytes: int  # database blocks in use now
-    file_bytes: int  # the .duckdb file (and its WAL) now
-    rows: int  # time-series rows now
-    rows_per_hour: float  # arriving now (over the last `window_h` of data)
-    bytes_per_hour: float  # rows_per_hour x bytes per row now
-    retention_h: float
-    projected_bytes: int  # used_bytes - rows older than the horizon + growth to the horizon
-    window_h: float
-
-
-def projected_size(store: Store, retention_h: float, window_h: float = 1.0) -> SizeProjection:
-    """Bytes the store will reach at `retention_h` of retention, at the current rate.
-
-    Bytes per row: used database bytes / time-series rows (dimension tables ride
-    along). Rate: rows with ts within the last `window_h` hours of the newest row
-    (or the whole span if shorter), per hour."""
-    cur = store.cursor()
-    size = cur.execute("PRAGMA database_size").fetchone()
-    cols = [d[0] for d in cur.description]
-    info = dict(zip(cols, size, strict=False))
-    used = int(info.get("used_blocks") or 0) * int(info.get("block_size") or 0)
-    file_bytes = 0
-    if store.path != ":memory:":
-        for p in (store.path, store.path + ".wal"):
-            try:
-                file_bytes += os.path.getsize(p)
-            except OSError:
-                pass
-    rows = recent = 0
-    span_h = 0.0
-    for table in time_series_tables(store):
-        n, lo, hi = cur.execute(f"SELECT count(*), min(ts), max(ts) FROM {table}").fetchone()
-        if not n:
-            continue
-        rows += n
-        h = max((hi - lo).total_seconds() / 3600.0, 1.0 / 3600.0)
-        w = min(window_h, h)
-        span_h = max(span_h, w)
-        recent_n = cur.execute(f"SELECT count(*) FROM {table} WHERE ts >= ?",
-                               [hi - timedelta(hours=w)]).fetchone()[0]
-        recent += recent_n / w
-    bytes_per_row = used / rows if rows else 0.0
-    bytes_per_hour = recent * bytes_per_row
-    projected = int(max(used, bytes_per_row * recent * retention_h)) if rows else used
-    return SizeProjection(used, file_bytes, rows, recent, bytes_per_hour, retention_h,
-                          projected, span_h)
 
 
 class RetentionTask:

@@ -19,7 +19,7 @@ from fleettui.alerts.config import AlertsOptions
 from fleettui.config import DaemonOptions
 from fleettui.runtime import Runtime
 from storage.batch import make_batch
-from storage.retention import RetentionTask, projected_size, time_series_tables
+from storage.retention import RetentionTask, time_series_tables
 from storage.store import Store
 from tests.test_mqtt_report import NOW, _report
 
@@ -172,19 +172,6 @@ async def test_retention_deletes_old_rows_of_every_table_in_small_steps():
         assert left == 0 and task.last_deleted[t] == old[t], t
     assert task.last_steps > len(old)  # gpu_samples alone took several 500-row steps
     assert store.con.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] > 0
-
-
-def test_projected_size_scales_the_observed_rate_to_the_retention(tmp_path):
-    store = Store.open(tmp_path / "f.duckdb")
-    src = SimSource()
-    for i in range(10):
-        store.write(src.sample(T0 + timedelta(minutes=6 * i)).batches)  # one hour of ticks
-    store.checkpoint()
-    p1 = projected_size(store, retention_h=1.0)
-    p168 = projected_size(store, retention_h=168.0)
-    assert p1.used_bytes > 0 and p1.rows > 0 and p1.rows_per_hour > 0
-    assert p168.projected_bytes == pytest.approx(168 * p1.bytes_per_hour, rel=0.01)
-    assert p168.projected_bytes > 100 * p1.used_bytes
 
 
 # -- per-host state ---------------------------------------------------------------------------
