@@ -37,6 +37,13 @@ class Backoff:
         if self.healthy_after_s < 0:
             raise ValueError("backoff: healthy_after_s must be >= 0")
 
+    @classmethod
+    def capped(cls, base_s: float, max_s: float, **kw) -> Backoff:
+        """From configured seconds, whatever they are: a base above the cap starts at the
+        cap, and a zero base (retry at once) becomes 10 ms."""
+        top = max(max_s, 0.01)
+        return cls(base_s=min(max(base_s, 0.01), top), max_s=top, **kw)
+
     def started(self) -> None:
         """A connection (or run) has started; its length decides whether it was healthy."""
         self._started_at = self.clock()

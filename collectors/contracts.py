@@ -339,7 +339,7 @@ class Tenancy:
         return out
 
     # -- rows --------------------------------------------------------------------------
-    def _resolve(self, gpus: Mapping[tuple[str, int], str]) -> list[Batch]:
+    def _resolve(self, gpus: Mapping[Any, str]) -> list[Batch]:  # (host, gpu_index) -> uuid
         hit = [c for c in self._waiting if (c.host, c.gpu_index) in gpus]
         if not hit:
             return []

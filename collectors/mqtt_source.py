@@ -30,6 +30,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
+from collectors.backoff import Backoff
 from collectors.base import Sink, register
 from collectors.nvml.batches import (
     NVLINK_ROWS,
@@ -203,6 +204,7 @@ class MqttSource:
         self._status: dict[str, tuple[str, float | None, str | None, float]] = {}
         self._windows: dict[str, dict[str, _SeqWindow]] = {}
         self._inv_seen: dict[str, Any] = {}
+        self._gpu_owner: dict[str, str] = {}  # GPU uuid -> the host that reported it first
         self._flush_lock = asyncio.Lock()
         self._work_s = 0.0  # decoding and batching time since the last flush
         self._dups_reported = 0
@@ -249,6 +251,10 @@ class MqttSource:
         except ReportError as exc:
             self._reject(now, topic, host, str(exc), payload)
             return
+        owner = self._claim_gpus(r)
+        if owner is not None:
+            self._reject(now, topic, host, owner, payload)
+            return
         w = self._window(r)
         if r.seq in w.seen:
             self.stats.duplicates += 1
@@ -266,6 +272,20 @@ class MqttSource:
         self._batcher.add(r, with_inv)
         if self.on_report is not None:
             self.on_report(r)
+
+    def _claim_gpus(self, r: Report) -> str | None:
+        """The first host to report a GPU owns it (in this daemon's lifetime): a report
+        naming another host's GPU is refused whole, so one agent cannot overwrite
+        another host's telemetry. Returns the reason, or None when the GPUs are its own."""
+        uuids = r.gpu.get("uuid") or []
+        owners = self._gpu_owner
+        for u in uuids:
+            other = owners.get(u)
+            if other is not None and other != r.host:
+                return f"GPU {u} belongs to host {other!r}, not {r.host!r}"
+        for u in uuids:
+            owners.setdefault(u, r.host)
+        return None
 
     def _window(self, r: Report) -> _SeqWindow:
         boots = self._windows.setdefault(r.host, {})
@@ -389,7 +409,7 @@ class MqttSource:
         )
 
     async def run(self, sink: Sink) -> None:
-        backoff = 0.5
+        backoff = Backoff.capped(0.5, self.o.reconnect_max_s)
         flusher = asyncio.create_task(self._flush_loop(sink))
         try:
             while True:
@@ -400,18 +420,18 @@ class MqttSource:
                         log.info("%s: subscribed to %s on %s", self.name, self.report_filter,
                                  self.o.broker)
                         self.connected.set()
-                        backoff = 0.5
+                        backoff.started()  # reset only if this connection stays up
                         async for msg in client.messages:
                             self.handle(msg.topic.value, msg.payload)  # type: ignore[arg-type]
                             if self._batcher.reports >= self.o.max_batch_reports:
                                 await self.flush(sink)
                 except aiomqtt.MqttError as exc:
                     self.connected.clear()
+                    delay = backoff.next_delay()
                     log.warning("%s: broker %s: %s; retrying in %.1f s", self.name,
-                                self.o.broker, exc, backoff)
+                                self.o.broker, exc, delay)
                     await self._record_failure(sink, f"broker {self.o.broker}: {exc}")
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.o.reconnect_max_s)
+                    await asyncio.sleep(delay)
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)

@@ -75,7 +75,7 @@ class PromApi:
             # reasons name the full URL (with the query); keep the line short
             raise PromApiError(r.reason.replace(url, where, 1))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, _result, r.body, where, key)
+        return await loop.run_in_executor(executor, _result, r.body or b"", where, key)
 
 
 def _result(body: bytes, where: str, key: str | None = "result") -> Any:

@@ -156,7 +156,7 @@ class ScrapeSource:
                     continue
                 batch = ready[:_PARSE_BATCH]
                 del ready[:_PARSE_BATCH]
-                items = [(r.body, self.targets[i].url, r.at, self._labels[i], self.o.max_labels)
+                items = [(r.body or b"", self.targets[i].url, r.at, self._labels[i], self.o.max_labels)
                          for i, r in batch]
                 parsed = await loop.run_in_executor(self._pool(), parse_bodies, items)
                 snaps.update(zip((i for i, _ in batch), parsed, strict=True))

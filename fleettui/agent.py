@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import random
 import secrets
 import signal
 import socket
@@ -32,6 +31,7 @@ from typing import Any
 
 import aiomqtt
 
+from collectors.backoff import Backoff
 from collectors.mqtt_source import (
     check_tls_files,
     parse_broker,
@@ -199,7 +199,7 @@ class Agent:
         )
 
     async def _publish_loop(self) -> None:
-        backoff = 0.5
+        backoff = Backoff.capped(0.5, self.o.max_backoff_s)
         while True:
             try:
                 async with self._client() as client:
@@ -212,7 +212,7 @@ class Agent:
                         self.connects += 1
                         self._need_inventory = True
                         self.connected.set()
-                        backoff = 0.5
+                        backoff.started()  # reset only if this connection stays up
                         if self.buffer and self.connects > 1:
                             log.info("%s: connected to %s; replaying %d buffered reports",
                                      self.host, self.o.broker, len(self.buffer))
@@ -229,11 +229,10 @@ class Agent:
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 self.client = None
-                wait = backoff * random.uniform(0.8, 1.2)
+                wait = backoff.next_delay()
                 log.warning("%s: broker %s: %s; retrying in %.1f s (%d reports buffered)",
                             self.host, self.o.broker, exc, wait, len(self.buffer))
                 await asyncio.sleep(wait)
-                backoff = min(backoff * 2, self.o.max_backoff_s)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         """Publish buffered reports oldest first; each leaves the buffer once acknowledged."""

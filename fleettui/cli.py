@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -163,11 +164,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_VALUE_OPTIONS = ("--token",)
+
+
+def _join_values(argv: list[str]) -> list[str]:
+    """`--token -abc` -> `--token=-abc`: a token is any string, even one starting with '-'
+    (argparse would take it for an option)."""
+    out, it = [], iter(argv)
+    for a in it:
+        if a in _VALUE_OPTIONS:
+            nxt = next(it, None)
+            out.append(a if nxt is None else f"{a}={nxt}")
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_values(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.umask(0o077)  # stores, WALs, info files, exports: FleetTUI's files are its user's alone
     func = getattr(args, "func", None)
     if func is None:  # no COMMAND: the app
         from fleettui.tui.launch import run_app as func

@@ -5,12 +5,12 @@
     serve = "127.0.0.1:0"    # Quack endpoint for clients; port 0 picks a free one
     serve_enabled = true     # serve the live store to `fleettui sql` and the app
     status_interval_s = 10.0 # how often the daemon logs a progress line (0: never)
+    metrics_listen = "127.0.0.1:0"  # the daemon's own /metrics (loopback; "" off; 0: free port)
     retention_h = 48.0       # hours of raw samples kept (older ones deleted hourly)
     retention_1m_days = 30.0 # days of 1-minute rollups kept
     retention_1h_days = 730.0 # days of 1-hour rollups kept
     rollup_interval_s = 30.0 # how often closed buckets are rolled up (0: no rollups)
     rollup_late_s = 900.0    # rows arriving this late after their minute closed still count
-    metrics_listen = "127.0.0.1:0"  # the daemon's own /metrics (loopback; "" off; 0: free port)
 
     [[sources]]              # one table per source; `kind` picks the module
     kind = "sim"             # see `fleettui daemon --list-sources`
@@ -46,12 +46,12 @@ class DaemonOptions:
     serve: str = "127.0.0.1:0"
     serve_enabled: bool = True
     status_interval_s: float = 10.0
+    metrics_listen: str = "127.0.0.1:0"
     retention_h: float = 48.0
     retention_1m_days: float = 30.0
     retention_1h_days: float = 730.0
     rollup_interval_s: float = 30.0
     rollup_late_s: float = 900.0
-    metrics_listen: str = "127.0.0.1:0"
 
     def __post_init__(self) -> None:
         if self.metrics_listen:

@@ -24,10 +24,16 @@ from fleettui.config import Config, ConfigError
 from fleettui.enrich import Enrichment, build_enrichment
 from fleettui.metrics import DaemonCollector, StoreSizeTask, parse_listen, registry_for
 from fleettui.metrics import serve as serve_metrics
-from fleettui.paths import DaemonInfo, remove_daemon_info, write_daemon_info
+from fleettui.paths import (
+    DaemonInfo,
+    register_daemon,
+    remove_daemon_info,
+    write_daemon_info,
+    write_operator_token,
+)
 from fleettui.runtime import Runtime, Task, utcnow
 from fleettui.source_health import SourceHealth
-from storage import quack
+from storage import guard, quack
 from storage.columns import UPSERT_KEYS
 from storage.retention import RetentionTask
 from storage.rollups import RollupOptions, RollupTask, TierRetention
@@ -87,14 +93,21 @@ def check_tasks(config: Config) -> None:
         scratch.close()
 
 
-def _serve(store: Store, config: Config, db: Path, metrics: str | None) -> DaemonInfo | None:
+def _serve(store: Store, config: Config, db: Path,
+           metrics: str | None = None) -> DaemonInfo | None:
     if not config.daemon.serve_enabled:
         return None
     host, port = quack.parse_endpoint(config.daemon.serve)
-    token = quack.new_token()
-    endpoint = quack.serve(store.con, host, port, token)
-    info = DaemonInfo(os.getpid(), endpoint, token, str(db), utcnow().isoformat(), metrics)
+    viewer, operator = quack.new_token(), quack.new_token()
+    endpoint = quack.serve(store.con, host, port, viewer)
+    # from here on the daemon decides what a token may run, and nothing can
+    # reach outside the store (see storage/guard.py)
+    guard.install(store.con, operator)
+    info = DaemonInfo(os.getpid(), endpoint, viewer, str(db.resolve()), utcnow().isoformat(),
+                      metrics)
+    write_operator_token(db, info.pid, operator)
     write_daemon_info(db, info)
+    register_daemon(info)
     return info
 
 
@@ -145,6 +158,7 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
                      stop: asyncio.Event | None = None,
                      enrichment: Enrichment | None = None) -> int:
     db = config.db_path
+    os.umask(0o077)  # the store, its WAL and every file the daemon creates: owner only
     if enrichment is None:
         enrichment = build_enrichment_from(config)
     store = Store.open(db)

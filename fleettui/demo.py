@@ -9,25 +9,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from pathlib import Path
 
 from collectors.sim.source import SimSource
 from fleettui.formats import as_table
-from fleettui.paths import default_db_path
+from fleettui.paths import demo_db_path, fresh_db
 from fleettui.runtime import Runtime
 from storage import summary
 from storage.store import Store
-
-
-def demo_db_path(arg: str | None) -> Path:
-    return Path(arg).expanduser() if arg else default_db_path().with_name("demo.duckdb")
-
-
-def fresh_db(path: Path) -> Path:
-    """The demo starts from an empty store each time (it holds only simulated data)."""
-    for p in (path, path.with_name(path.name + ".wal")):
-        p.unlink(missing_ok=True)
-    return path
 
 
 async def collect_for(store: Store, source: SimSource, seconds: float) -> Runtime:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
+from collectors.backoff import Backoff
 from collectors.base import Gathered, PullSource, PushSource
 from storage.batch import Batch, make_batch
 from storage.store import Store
@@ -203,9 +204,10 @@ class Runtime:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     async def _push_loop(self, src: PushSource, stop: asyncio.Event) -> None:
-        backoff = 1.0
+        backoff = Backoff(base_s=1.0, max_s=30.0, healthy_after_s=60.0)
         while not stop.is_set():
             started = time.perf_counter()
+            backoff.started()
             try:
                 await src.run(self.sink)
                 error = None
@@ -213,11 +215,12 @@ class Runtime:
                 raise
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-                log.warning("source %s stopped: %s; restarting in %.0f s", src.name, error, backoff)
+            delay = backoff.next_delay()
+            if error is not None:
+                log.warning("source %s stopped: %s; restarting in %.1f s", src.name, error, delay)
             await self.sink([run_record(self.clock(), src.name, time.perf_counter() - started,
                                         None, None, error or "source returned")])
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+            await asyncio.sleep(delay)
 
     async def _task_loop(self, task: Task, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -1,24 +1,45 @@
 """`fleettui sql`: SQL over the stored telemetry.
 
 Goes through the running daemon (Quack, found by its info file beside the
-database) when there is one, else opens the database file read-only. Either
-way nothing is written: only single SELECT/EXPLAIN statements run.
+database, or, with no --db, in the registry of daemons running on this machine)
+when there is one, else opens the database file read-only. Either way nothing
+is written: the daemon admits only one pure read from a viewer token
+(storage/guard.py); on a file, the connection is read-only.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from fleettui.formats import render
-from fleettui.paths import default_db_path, read_daemon_info
+from fleettui.paths import default_db_path, read_daemon_info, read_operator_token, running_daemons
 from storage import quack
 from storage.reader import LocalReader, QuackReader, Reader, check_read_only
 from storage.store import Store
 
 
+def find_daemon(db: str | None):  # -> DaemonInfo | None
+    """The daemon for `db`; with no `db`, the one for the default database, else the
+    newest daemon of this user running on this machine (saying which on stderr)."""
+    path = Path(db).expanduser() if db else default_db_path()
+    info = read_daemon_info(path)
+    if info is not None or db:
+        return info
+    running = running_daemons()
+    if not running:
+        return None
+    info = running[0]
+    others = f"; {len(running) - 1} other(s) running, pass --db to choose" if len(running) > 1 else ""
+    print(f"fleettui: using the daemon for {info.db} (pid {info.pid}, {info.endpoint}){others}",
+          file=sys.stderr)
+    return info
+
+
 def open_reader(db: str | None, connect: str | None, token: str | None) -> Reader:
-    """A read-only view of the store: the named daemon, the local daemon, or the file."""
+    """A read-only view of the store: the named daemon, the local daemon, or the file.
+    The daemon's own user also gets its operator token (acknowledge, silence)."""
     path = Path(db).expanduser() if db else default_db_path()
     if connect:
         endpoint = connect if connect.startswith("quack:") else f"quack:{connect}"
@@ -29,9 +50,10 @@ def open_reader(db: str | None, connect: str | None, token: str | None) -> Reade
         if token is None:
             raise quack.QuackError(f"{endpoint}: no token (pass --token or set FLEETTUI_TOKEN)")
         return QuackReader(endpoint, token)
-    info = read_daemon_info(path)
+    info = find_daemon(db)
     if info is not None:
-        return QuackReader(info.endpoint, info.token)
+        return QuackReader(info.endpoint, info.token,
+                           operator_token=read_operator_token(Path(info.db), info.pid))
     store = Store.open(path, read_only=True)
     return LocalReader(store.con, str(path), owns=True)
 
@@ -50,5 +72,5 @@ def main(args) -> int:
     finally:
         reader.close()
     if columns:
-        print(render(args.format, columns, rows), end="")
+        print(render(args.format, columns, rows, tty=sys.stdout.isatty()), end="")
     return 0

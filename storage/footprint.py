@@ -37,7 +37,7 @@ def used_bytes(store: Store) -> int:
     try:
         cur.execute("PRAGMA database_size")
         cols = [d[0] for d in cur.description]
-        info = dict(zip(cols, cur.fetchone(), strict=False))
+        info = dict(zip(cols, cur.fetchone() or (), strict=False))
     finally:
         cur.close()
     return int(info.get("used_blocks") or 0) * int(info.get("block_size") or 0)

@@ -35,7 +35,8 @@ def load_extensions(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """A fresh access token: 64 hex digits (never starts with '-' on a command line)."""
+    return secrets.token_hex(32)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -6,8 +6,10 @@
 - `QuackReader` runs each query *on the daemon* through Quack's
   `quack_query`, so joins and aggregates execute next to the data (an
   attached Quack catalog refuses queries that scan two remote tables).
-  `quack_query` would run any statement, so a reader lets through only single
-  SELECT/EXPLAIN statements: reading never writes.
+  The daemon itself refuses anything but one pure read from a viewer
+  (`storage/guard.py`); the reader's own single-SELECT check is a courtesy that
+  gives a clearer message first. With the operator token a reader can also run
+  the operator's named operations (`operate`).
 
 Both return Arrow tables (`arrow`) or (columns, rows) (`rows`). Parameters are
 `?` placeholders; the Quack path inlines them as SQL literals.
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from storage import quack
+from storage import guard, quack
 
 _READ_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
@@ -66,6 +68,30 @@ def check_read_only(sql: str) -> None:
         raise ReadOnlyError(f"expected one statement, got {len(stmts)}")
     if stmts[0].type not in _READ_TYPES:
         raise ReadOnlyError(f"only SELECT queries are allowed here, not {stmts[0].type.name}")
+    if _EXPLAIN_ANALYZE.match(sql):
+        raise ReadOnlyError("EXPLAIN ANALYZE runs its statement: only plain EXPLAIN is allowed here")
+
+
+_EXPLAIN_ANALYZE = re.compile(r"(?is)^(?:\s|--[^\n]*\n|/\*.*?\*/)*EXPLAIN\s+ANALY[SZ]E\b")
+
+
+def read_only_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """Run `sql` on a cursor of `con` inside a READ ONLY transaction (the app's SQL
+    console on the store it writes): whatever the statement, the store is not changed."""
+    check_read_only(sql)
+    cur = con.cursor()
+    try:
+        cur.execute("BEGIN TRANSACTION READ ONLY")
+        res = cur.execute(sql)
+        return res.to_arrow_table() if res.description is not None else pa.table({})
+    except duckdb.Error as exc:
+        raise _error(exc) from exc
+    finally:
+        try:
+            cur.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        cur.close()
 
 
 def sql_literal(v: Any) -> str:
@@ -172,20 +198,39 @@ class LocalReader:
             self.con.close()
 
 
+_REFUSED = ("the daemon refused this statement: a viewer runs one read-only SELECT "
+            "(no files, URLs, settings or writes)")
+
+
 class QuackReader:
-    def __init__(self, endpoint: str, token: str):
+    def __init__(self, endpoint: str, token: str, *, operator_token: str | None = None):
         quack.parse_endpoint(endpoint)
         self.endpoint = endpoint
         self.where = endpoint
         self._token = token
+        self._operator_token = operator_token
         self._con = duckdb.connect()
         quack.load_extensions(self._con)
         self._lock = threading.Lock()
         self.rows("SELECT 1")  # fail now, with a clear message, if unreachable or refused
 
+    @property
+    def can_operate(self) -> bool:
+        """Holds the operator token: may acknowledge and silence alerts."""
+        return self._operator_token is not None
+
+    def operate(self, sql: str) -> None:
+        """Run one of the operator's named operations (storage.guard.OPERATOR_SHAPES)."""
+        if self._operator_token is None:
+            raise ReadOnlyError(f"{self.endpoint}: no operator token (only the daemon's own user "
+                                "holds it, in <db>.operator.json)")
+        self._send(guard.operator_statement(self._operator_token, sql)).fetchall()
+
     def _run(self, sql: str, params: Sequence[Any] | None) -> duckdb.DuckDBPyConnection:
         check_read_only(sql)
-        text = inline_params(sql, params or ())
+        return self._send(inline_params(sql, params or ()))
+
+    def _send(self, text: str) -> duckdb.DuckDBPyConnection:
         with self._lock:
             cur = self._con.cursor()
         try:
@@ -197,6 +242,8 @@ class QuackReader:
                 raise quack.QuackError(f"{self.endpoint}: authentication failed (wrong token)") from exc
             if "Could not connect" in msg or "Failed to send" in msg:
                 raise quack.QuackError(f"{self.endpoint}: no daemon answers there") from exc
+            if "Authorization failed" in msg:
+                raise ReadOnlyError(_REFUSED) from exc
             raise QueryError(error_text(str(exc))) from exc
 
     def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:

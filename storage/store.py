@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -46,6 +47,16 @@ def _open_error(path: str, exc: Exception) -> StoreError:
     return StoreError(f"{path}: cannot open database: {msg}")
 
 
+def _make_private(path: str) -> None:
+    """Stores made before files were private: the owner's own files become 0600."""
+    for p in (path, path + ".wal"):
+        try:
+            if os.stat(p).st_uid == os.getuid():
+                os.chmod(p, 0o600)
+        except (FileNotFoundError, PermissionError):
+            pass
+
+
 class Store:
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool):
         self.con = con
@@ -61,19 +72,26 @@ class Store:
         if read_only and path != ":memory:" and not Path(path).exists():
             raise StoreError(f"{path}: no such database (run `fleettui daemon` to create one)")
         if not read_only and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # the file and its WAL: owner only. DuckDB creates the WAL lazily, so the
+        # fleettui CLI also runs with umask 077; this covers library callers' first open.
+        mask = os.umask(0o077)
         try:
-            con = duckdb.connect(path, read_only=read_only)
-        except duckdb.Error as exc:
-            raise _open_error(path, exc) from exc
-        try:
-            if read_only:
-                check_version(con, path)
-            else:
-                migrate(con, path)
-        except Exception:
-            con.close()
-            raise
+            try:
+                con = duckdb.connect(path, read_only=read_only)
+            except duckdb.Error as exc:
+                raise _open_error(path, exc) from exc
+            try:
+                if read_only:
+                    check_version(con, path)
+                else:
+                    migrate(con, path)
+                    _make_private(path)
+            except Exception:
+                con.close()
+                raise
+        finally:
+            os.umask(mask)
         return cls(con, path, read_only)
 
     def write(self, batches: Iterable[Batch]) -> int:

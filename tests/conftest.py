@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def fleettui(tmp_path):
     """Run the `fleettui` CLI in a subprocess with its data dir in tmp_path."""
-    env = {**os.environ, "FLEETTUI_DB": str(tmp_path / "fleet.duckdb"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "FLEETTUI_DB": str(tmp_path / "fleet.duckdb"), "PYTHONUNBUFFERED": "1",
+           "XDG_RUNTIME_DIR": str(tmp_path / "run")}  # the daemon registry: this test's own
 
     def run(*args: str, timeout: float = 60, check_rc: int | None = None) -> subprocess.CompletedProcess:
         res = subprocess.run([sys.executable, "-m", "fleettui.cli", *args], capture_output=True,

@@ -70,3 +70,9 @@ async def test_wait_returns_early_when_stopped():
     t0 = time.monotonic()
     delay = await b.wait(stop)
     assert delay > 1.0 and time.monotonic() - t0 < 1.0
+
+
+def test_capped_accepts_whatever_the_config_says():
+    assert Backoff.capped(0.5, 0.3).cap_s() == 0.3  # a base over the cap starts at the cap
+    b = Backoff.capped(0.0, 30.0)  # "retry at once" still waits a little, then grows
+    assert b.cap_s() == 0.01 and b.max_s == 30.0

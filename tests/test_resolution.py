@@ -12,7 +12,7 @@ from storage.rollups import SPECS, TIERS, RollupOptions, roll_tier
 from storage.store import Store
 from storage.views import gpu_history
 from storage.views.drilldown import HISTORY_SQL
-from storage.views.source import run
+from storage.views.query import run
 from tests.rollup_data import sample_rows
 
 START = datetime(2026, 11, 2, 0, 0, 0)

@@ -72,10 +72,11 @@ async def test_failing_gathers_are_recorded_and_collection_goes_on():
 
 async def test_push_source_is_restarted_after_a_failure():
     store = Store.open(":memory:")
-    await _run_for(store, [Pushy()], 1.3)  # first run, 1 s backoff, second run
+    # first run, then restarts after full-jitter delays (the first at most 1 s)
+    await _run_for(store, [Pushy()], 1.3)
     pushed = store.con.execute("SELECT count(*) FROM events WHERE kind = 'push'").fetchone()[0]
     errors = store.con.execute(
         "SELECT count(*) FROM collector_runs WHERE collector = 'pushy' AND NOT ok"
         " AND error LIKE '%broker went away%'"
     ).fetchone()[0]
-    assert pushed == 2 and errors == 2
+    assert pushed >= 2 and errors == pushed  # restarted, and every run's failure recorded

@@ -292,9 +292,11 @@ async def test_drilldown_lists_the_agents_processes_of_the_selected_gpu():
         await settle(pilot)
         procs = app.screen.query_one("#drill-procs", DataTable)
         assert procs.row_count == 1
-        assert procs.get_row_at(0) == ["4242", "2.0 GB", "c0ffeec0ffee", "nimbus-search"]
+        # cells are Text (data is never parsed as markup)
+        assert [str(c) for c in procs.get_row_at(0)] == ["4242", "2.0 GB", "c0ffeec0ffee",
+                                                         "nimbus-search"]
         app.screen.query_one("#drill-gpus", ViewTable).focus()
         await pilot.press("down")
         await settle(pilot)
-        assert procs.get_row_at(0)[0] == "77"
+        assert str(procs.get_row_at(0)[0]) == "77"
     store.close()

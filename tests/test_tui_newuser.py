@@ -165,7 +165,7 @@ async def test_alert_count_in_the_past_counts_the_alerts_firing_then():
 
 def test_sql_example_counts_gpus_not_samples():
     from fleettui.tui.screens.sql import EXAMPLE, run_query
-    from storage.views.source import ConnectionReader
+    from storage.views.query import ConnectionReader
 
     store, _ = fleet_store()
     res = run_query(ConnectionReader(store.con), EXAMPLE)

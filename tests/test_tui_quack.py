@@ -47,6 +47,6 @@ async def test_app_reads_a_running_daemon_over_quack(sim_daemon):
             await pilot.press("ctrl+r")
             await settle(pilot)
             result = app.screen.query_one("#sql-result", DataTable)
-            assert result.get_row_at(0) == [str(n_gpus)]
+            assert [str(c) for c in result.get_row_at(0)] == [str(n_gpus)]
     finally:
         reader.close()

@@ -229,7 +229,7 @@ class ReportBatcher:
                 "source": [src] * m}))
         if self.hosts:
             names = list(self.hosts)
-            cols: dict[str, Any] = {
+            cols = {
                 "host": names, "driver_version": [self.hosts[h][2] for h in names],
                 "first_seen": [naive_utc(self.hosts[h][0]) for h in names],
                 "last_seen": [naive_utc(self.hosts[h][1]) for h in names]}

@@ -20,6 +20,7 @@ import multiprocessing as mp
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from collectors.sim.exporters import SimExporters, Target
 from collectors.sim.faults import DEFAULT_FAULTS
@@ -77,7 +78,7 @@ class ShardedExporters:
         self.n_gpus = fleet.n_gpus
         self.parts = split_hosts(self.hosts, shards)
         self.base_port = base_port
-        self.procs: list[mp.Process] = []
+        self.procs: list[Any] = []  # fork-context processes (not mp.Process to the type checker)
         self.targets: list[ShardTarget] = []
         self.ports: list[int] = []
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import aiomqtt
 
+from collectors.backoff import Backoff
 from fleettui.alerts import http_post
 from fleettui.alerts.engine import Instance, Notification
 
@@ -145,7 +146,7 @@ class _Sender:
                 self._task = asyncio.create_task(self._run(), name=f"alert delivery {self.target}")
 
     async def _run(self) -> None:
-        delay = self.backoff_s
+        backoff = Backoff.capped(self.backoff_s, self.max_backoff_s)
         while True:
             if not self._queue:
                 self._idle.set()
@@ -154,17 +155,17 @@ class _Sender:
                 continue
             try:
                 await self._deliver()
-                delay = self.backoff_s
+                backoff.succeeded()
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.stats.attempts_failed += 1
                 self.stats.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                delay = backoff.next_delay()
                 log.warning("%s: delivery failed (%d queued): %s; retrying in %.1f s",
                             self.target, len(self._queue), self.stats.last_error, delay)
             await asyncio.sleep(delay)
-            delay = min(max(delay * 2, 0.01), self.max_backoff_s)
 
     async def _deliver(self) -> None:
         raise NotImplementedError

@@ -6,8 +6,11 @@ alert instance ("someone is on it") until a time. Both stop delivery of
 firing notifications (resolutions are still sent); both stay in the table as
 history. Expiring one early sets its `ends_at` to now.
 
-The TUI calls these functions with the store it already holds; none of them
-imports textual.
+The TUI calls these functions with the store it already holds, or, attached
+to a daemon, with a `storage.reader.QuackReader` holding the daemon's operator
+token: then each change is one statement of the fixed shapes the daemon's guard
+admits for the operator (`storage.guard.OPERATOR_SHAPES`), literals only.
+None of them imports textual.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ from typing import Any
 import duckdb
 
 from storage.batch import make_batch
+from storage.reader import QuackReader, sql_literal
 from storage.store import Store
+
+# A store this process writes, or a daemon reached with the operator token.
+Target = Store | QuackReader
 
 
 class SilenceError(ValueError):
@@ -52,7 +59,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _one(store: Store, sql: str, params: list[Any]) -> tuple | None:
+def _one(store: Target, sql: str, params: list[Any]) -> tuple | None:
+    if isinstance(store, QuackReader):
+        rows = store.rows(sql, params)[1]
+        return rows[0] if rows else None
     # fetchall and close: a cursor left holding a half-read result blocks the
     # store's CHECKPOINT after any merge (Store.close would fail).
     cur = store.cursor()
@@ -63,13 +73,21 @@ def _one(store: Store, sql: str, params: list[Any]) -> tuple | None:
     return rows[0] if rows else None
 
 
-def _insert(store: Store, row: dict[str, Any]) -> str:
-    store.write([make_batch("silences", {k: [v] for k, v in row.items()})])
+_COLUMN_ORDER = ("silence_id", "kind", "rule", "scope_key", "alert_id", "created_by",
+                 "created_at", "starts_at", "ends_at", "comment")
+
+
+def _insert(store: Target, row: dict[str, Any]) -> str:
+    if isinstance(store, QuackReader):
+        values = ", ".join(sql_literal(row[c]) for c in _COLUMN_ORDER)
+        store.operate(f"INSERT INTO silences VALUES ({values})")
+    else:
+        store.write([make_batch("silences", {k: [v] for k, v in row.items()})])
     return row["silence_id"]
 
 
 def silence(
-    store: Store,
+    store: Target,
     *,
     by: str,
     until: datetime,
@@ -104,7 +122,7 @@ def silence(
 
 
 def acknowledge(
-    store: Store,
+    store: Target,
     alert_id: str,
     *,
     by: str,
@@ -138,13 +156,18 @@ def acknowledge(
     )
 
 
-def expire(store: Store, silence_id: str, *, now: datetime | None = None) -> None:
+def expire(store: Target, silence_id: str, *, now: datetime | None = None) -> None:
     """End a silence or acknowledgement now (it stays in the table as history)."""
     now = now or utcnow()
     row = _one(store, "SELECT ends_at FROM silences WHERE silence_id = ?", [silence_id])
     if row is None:
         raise SilenceError(f"no silence {silence_id!r}")
-    if row[0] > now:
+    if row[0] <= now:
+        return
+    if isinstance(store, QuackReader):
+        store.operate(f"UPDATE silences SET ends_at = {sql_literal(now)} "
+                      f"WHERE silence_id = {sql_literal(silence_id)}")
+    else:
         store.write([make_batch("silences", {"silence_id": [silence_id], "ends_at": [now]})])
 
 

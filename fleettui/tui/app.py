@@ -33,8 +33,8 @@ from fleettui.tui.screens.tenants import TenantsScreen
 from fleettui.tui.screens.time_jump import TimeJump
 from storage.store import Store
 from storage.views import fleet_totals
-from storage.views.source import ArrowReader as Reader
-from storage.views.source import ConnectionReader
+from storage.views.query import ArrowReader as Reader
+from storage.views.query import ConnectionReader
 
 Clock = Callable[[], datetime]
 
@@ -129,7 +129,7 @@ class FleetApp(App):
     def _check_collector(self) -> None:
         c = self.collector
         if c is not None and not c.running and c.error is not None:
-            self.notify(f"collection stopped: {c.error}", severity="error", timeout=30)
+            self.notify(f"collection stopped: {c.error}", severity="error", timeout=30, markup=False)
             self.collector = None
 
     def on_unmount(self) -> None:

@@ -57,22 +57,28 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from fleettui.paths import default_db_path, read_daemon_info
-    from fleettui.sql_cli import open_reader
+    from fleettui.paths import default_db_path, read_operator_token
+    from fleettui.sql_cli import find_daemon, open_reader
     from fleettui.tui.app import FleetApp, utc_now
+    from storage.reader import QuackReader
 
     db = getattr(args, "app_db", None)
     connect = getattr(args, "app_connect", None)
     config_path = getattr(args, "app_config", None)
     token = getattr(args, "app_token", None) or os.environ.get("FLEETTUI_TOKEN")
     path = Path(db).expanduser() if db else default_db_path()
-    if connect or read_daemon_info(path) is not None or not config_path:
-        if not connect and read_daemon_info(path) is None and not path.exists():
+    info = None if connect else find_daemon(db)
+    if connect or info is not None or not config_path:
+        if not connect and info is None and not path.exists():
             print(f"fleettui: no daemon runs for {path} and there is no such database; "
                   "start `fleettui daemon`, pass --config FILE, or try `fleettui demo`",
                   file=sys.stderr)
             return 1
-        reader = open_reader(db, connect, token)
+        if info is not None:  # the daemon's own user also holds its operator token
+            reader = QuackReader(info.endpoint, info.token,
+                                 operator_token=read_operator_token(Path(info.db), info.pid))
+        else:
+            reader = open_reader(db, connect, token)
         try:
             FleetApp(reader, clock=utc_now).run()
         finally:
@@ -155,7 +161,7 @@ def run_demo_app(args: argparse.Namespace) -> int:
     from fleettui.alerts.engine import AlertEngine
     from fleettui.config import Config
     from fleettui.daemon import build_tasks
-    from fleettui.demo import demo_db_path, fresh_db
+    from fleettui.paths import demo_db_path, fresh_db
     from fleettui.tui.app import FleetApp, utc_now
     from fleettui.tui.demo import AfterEvent, BackgroundRuntime
 

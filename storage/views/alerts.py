@@ -15,7 +15,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from storage.views.source import Source, run, table_columns
+from storage.views.query import Source, run, table_columns
 from storage.views.when import resolve_at
 
 # What the views read from `alerts`: an expression per table column set, with a

@@ -9,7 +9,7 @@ import pyarrow as pa
 from storage.resolution import RAW, source_for
 from storage.rollups import TIERS
 from storage.views.latest import ASSIGNED, SLICE_LATEST, gpu_latest
-from storage.views.source import Source, run, table_columns
+from storage.views.query import Source, run, table_columns
 from storage.views.when import STALE_AFTER_S, resolve_at
 
 HOST_GPUS_SQL = f"""

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from storage.views.latest import ASSIGNED
-from storage.views.source import Source, run
+from storage.views.query import Source, run
 from storage.views.when import resolve_at
 
 _LINKS = f"""

@@ -7,7 +7,7 @@ from typing import Any
 
 from storage.views.alerts import firing_sql
 from storage.views.latest import BUSY_PCT, GPU_LATEST, SLICES_PER_GPU
-from storage.views.source import Source, run
+from storage.views.query import Source, run
 from storage.views.when import STALE_AFTER_S, resolve_at
 
 TOTALS_SQL = f"""

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from storage.views.alerts import firing_sql
 from storage.views.latest import ASSIGNED, BUSY_PCT, GPU_LATEST, SLICES_PER_GPU
-from storage.views.source import Source, run
+from storage.views.query import Source, run
 from storage.views.when import STALE_AFTER_S, resolve_at
 
 # The group (and `rack:` filter word) of hosts whose rack nobody has told us.

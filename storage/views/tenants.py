@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from storage.views.alerts import firing_sql
 from storage.views.latest import BUSY_PCT
-from storage.views.source import Source, run
+from storage.views.query import Source, run
 from storage.views.when import resolve_at
 
 TENANTS_SQL = f"""

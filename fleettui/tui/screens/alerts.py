@@ -2,8 +2,9 @@
 
 `a` acknowledges the alert under the cursor and `x` silences its rule on its
 scope key, for an hour, through the alert engine's API (stored with who and
-until when), when the app holds the store (demo, or collecting with --config);
-attached to a daemon the app only reads.
+until when), when the app holds the store (demo, or collecting with --config),
+or attached to a daemon with its operator token (the daemon's own user); with
+only the viewer token the app reads.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from textual.binding import Binding
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
+from fleettui.safe_text import pictured
 from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_duration, fmt_num
@@ -151,15 +153,21 @@ class AlertsScreen(DataScreen):
         row = self.query_one(ViewTable).current()
         if row is None:
             return
-        if self.app.store is None:
-            self.notify("read-only here: acknowledge and silence where the store is written "
-                        "(the daemon's host, or the app collecting with --config)",
-                        severity="warning")
+        if self._target() is None:
+            self.notify("read-only here: acknowledging and silencing needs the daemon's operator "
+                        "token (its own user) or the store itself (--config)", severity="warning")
             return
         if row.get("state") == "resolved":
             self.notify("that alert is resolved", severity="warning")
             return
         self._mute(kind, row)
+
+    def _target(self):
+        """Where an acknowledgement goes: the store the app writes, or the daemon
+        reached with the operator token; None when the app only reads."""
+        if self.app.store is not None:
+            return self.app.store
+        return self.app.reader if getattr(self.app.reader, "can_operate", False) else None
 
     @work(thread=True, group="alert-mute", exit_on_error=False)
     def _mute(self, kind: str, row: dict) -> str:
@@ -167,10 +175,11 @@ class AlertsScreen(DataScreen):
 
         now = self.app.clock()
         by = getpass.getuser()
+        target = self._target()
         if kind == "ack":
-            acknowledge(self.app.store, row["alert_id"], by=by, until=now + MUTE_FOR, now=now)
+            acknowledge(target, row["alert_id"], by=by, until=now + MUTE_FOR, now=now)
             return f"acknowledged {row['rule']} on {row['scope_key']} for an hour"
-        silence(self.app.store, by=by, until=now + MUTE_FOR, rule=row["rule"],
+        silence(target, by=by, until=now + MUTE_FOR, rule=row["rule"],
                 scope_key=row["scope_key"], now=now, comment="from the app")
         return f"silenced {row['rule']} on {row['scope_key']} for an hour"
 
@@ -179,10 +188,11 @@ class AlertsScreen(DataScreen):
             super().on_worker_state_changed(event)
             return
         if event.state == WorkerState.SUCCESS:
-            self.notify(event.worker.result)
+            self.notify(pictured(event.worker.result), markup=False)
             self.reload()
         elif event.state == WorkerState.ERROR:
-            self.notify(str(event.worker.error).splitlines()[0], severity="error")
+            self.notify(pictured(str(event.worker.error).splitlines()[0]), severity="error",
+                        markup=False)
 
     async def on_data_table_row_selected(self, _event) -> None:
         await self.action_jump()

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from storage.views.source import ArrowReader as Reader
+from storage.views.query import ArrowReader as Reader
 
 __all__ = ["DataScreen", "Reader"]
 
@@ -77,7 +77,8 @@ class DataScreen(Screen):
             self.loaded += 1
         elif event.state == WorkerState.ERROR:
             err = str(event.worker.error).splitlines()[0]
-            self.notify(f"{self.view_title}: query failed: {err}", severity="error", timeout=6)
+            self.notify(f"{self.view_title}: query failed: {err}", severity="error", timeout=6,
+                        markup=False)
         if self._again:
             self._again = False
             self.reload()

@@ -16,7 +16,7 @@ from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.history import SERIES, HistoryPanel
 from fleettui.tui.widgets.scale import fmt_bytes, fmt_num, pct_text
-from fleettui.tui.widgets.table import Col, ViewTable
+from fleettui.tui.widgets.table import Col, ViewTable, safe_cell
 from storage.views import gpu_history, host_events, host_gpus, host_processes, host_slices
 from storage.views.rack import UNPLACED
 
@@ -215,7 +215,7 @@ class DrilldownScreen(DataScreen):
             elif self.level == "gpu":
                 title.append("   Enter: a slice's processes · Esc: back to the host",
                              style="dim italic")
-        self.query_one("#drill-title", Static).update(title)
+        self.query_one("#drill-title", Static).update(safe_cell(title))
         hist = data.history
         mask = [u == uuid for u in hist.column("gpu_uuid").to_pylist()]
         sel = hist.filter(pa.array(mask, pa.bool_())) if hist.num_rows else hist
@@ -253,6 +253,11 @@ class DrilldownScreen(DataScreen):
             skip.add("slice_id")
         cols = [c for c in known if c in procs.column_names and c not in skip] + [
             c for c in procs.column_names if c not in known and c not in skip]
-        table.clear(columns=True)
-        table.add_columns(*(known.get(c, c) for c in cols))
-        table.add_rows([[_proc_cell(c, r[c]) for c in cols] for r in rows])
+        labels = [safe_cell(known.get(c, c)) for c in cols]
+        if [str(c.label) for c in table.columns.values()] != [str(x) for x in labels]:
+            table.clear(columns=True)
+            table.add_columns(*labels)
+        else:  # same columns: only the rows change (no flicker, no relayout)
+            table.clear()
+        table.add_rows([[safe_cell(_proc_cell(c, r[c])) for c in cols] for r in rows])
+        table.refresh(layout=True)

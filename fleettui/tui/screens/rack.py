@@ -16,6 +16,7 @@ from fleettui.tui.widgets.filter_bar import FilterBar
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.rack_grid import RackGrid
 from fleettui.tui.widgets.scale import HEAT, METRICS, fmt_num
+from fleettui.tui.widgets.table import safe_cell
 from storage.views import RackFilter, rack_grid
 from storage.views.rack import STATES, UNPLACED
 
@@ -106,7 +107,7 @@ class RackScreen(DataScreen):
                 line.append(f"errors {r['errors']}  ", style="bold red")
             line.append(r["tenants"] or "unallocated", style="italic")
             line.append(f"   [{t.num_rows:,} GPUs shown]", style="dim")
-        self.query_one("#rack-status", Static).update(line)
+        self.query_one("#rack-status", Static).update(safe_cell(line))  # names from the fleet
 
     # -- actions -----------------------------------------------------------------
     def action_cycle_metric(self) -> None:
@@ -136,7 +137,7 @@ class RackScreen(DataScreen):
     def set_filter(self, spec: str) -> None:
         flt = RackFilter.parse(spec)
         if flt.state and flt.state not in STATES:
-            self.notify(f"state:{flt.state}: expected one of {', '.join(STATES)}",
+            self.notify(f"state:{flt.state}: expected one of {', '.join(STATES)}", markup=False,
                         severity="warning")
             return
         self.flt = flt

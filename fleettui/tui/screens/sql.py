@@ -1,8 +1,9 @@
 """SQL console: type SQL against the store, see the result, browse the schema.
 
-Read-only, by the same rule as `fleettui sql` (`storage.reader.check_read_only`:
-one SELECT or EXPLAIN statement), whatever the reader: the app's reader may sit
-on the store's own writable connection.
+Read-only whatever the reader: through a daemon, the daemon refuses anything but
+one pure read (`storage/guard.py`); on the store the app writes itself, each
+query runs in a READ ONLY transaction. `check_read_only` (one SELECT or plain
+EXPLAIN) answers first with a clearer message.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from textual.worker import Worker, WorkerState
 
 from fleettui.tui.screens.base import Reader
 from fleettui.tui.widgets.header import FleetHeader
-from storage.reader import check_read_only
+from fleettui.tui.widgets.table import safe_cell
+from storage.reader import check_read_only, read_only_arrow
 
 MAX_ROWS = 1000
 EXAMPLE = """-- ctrl+r runs; esc leaves the editor; the views' queries live in storage/views/
@@ -45,7 +47,8 @@ def run_query(reader: Reader, sql: str) -> QueryResult:
     """Run one read-only statement; at most MAX_ROWS rows are kept for display."""
     check_read_only(sql)
     t0 = time.perf_counter()
-    table = reader.arrow(sql)
+    con = getattr(reader, "con", None)  # the app's own store: a read-only transaction
+    table = read_only_arrow(con, sql) if con is not None else reader.arrow(sql)
     elapsed = (time.perf_counter() - t0) * 1e3
     return QueryResult(table.slice(0, MAX_ROWS), table.num_rows, elapsed)
 
@@ -76,7 +79,9 @@ class SqlScreen(Screen):
     def on_mount(self) -> None:
         self.query_one(Tree).show_root = False
         self._load_schema()
-        self.query_one(TextArea).focus()
+        editor = self.query_one(TextArea)
+        editor.cursor_blink = not self.app.is_headless  # snapshots and screenshots: steady
+        editor.focus()
         self.query_one("#sql-status", Static).update(Text(self.EDITING_HINT, style="dim"))
 
     def on_screen_resume(self) -> None:
@@ -123,8 +128,8 @@ class SqlScreen(Screen):
         for table, column, dtype in rows:
             if table != current:
                 current = table
-                node = tree.root.add(table, data=table)
-            node.add_leaf(Text.assemble(column, " ", (dtype.lower(), "dim")), data=table)
+                node = tree.root.add(safe_cell(table), data=table)
+            node.add_leaf(safe_cell(Text.assemble(column, " ", (dtype.lower(), "dim"))), data=table)
         tree.root.expand()
 
     def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
@@ -137,10 +142,10 @@ class SqlScreen(Screen):
         table = self.query_one("#sql-result", DataTable)
         table.clear(columns=True)
         t = res.table
-        table.add_columns(*t.column_names)
+        table.add_columns(*(safe_cell(c) for c in t.column_names))
         cols = [c.to_pylist() for c in t.columns]
         table.add_rows(
-            [["NULL" if v is None else str(v) for v in row] for row in zip(*cols, strict=True)]
+            [[safe_cell("NULL" if v is None else str(v)) for v in row] for row in zip(*cols, strict=True)]
         )
         more = f" (first {MAX_ROWS:,} shown)" if res.total_rows > MAX_ROWS else ""
         took = f" in {res.elapsed_ms:.1f} ms" if self.app.show_timings else ""

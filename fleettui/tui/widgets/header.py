@@ -8,6 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from fleettui.safe_text import pictured
 from fleettui.tui.widgets.scale import fmt_duration
 
 # Following the clock, but the newest sample is older than this: the data stopped
@@ -30,7 +31,7 @@ class FleetHeader(Static):
         line = Text(no_wrap=True, overflow="ellipsis")
         if self.size.width >= 110:
             line.append(" FleetTUI ", style="bold reverse")
-        line.append(f" {app.view_title} ", style="bold reverse")
+        line.append(f" {pictured(app.view_title)} ", style="bold reverse")  # may name a host
         at: datetime | None = app.at
         age = totals.get("data_age_s") if totals else None
         if at is None and age is not None and age > STOPPED_AFTER_S:

@@ -23,6 +23,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from fleettui.safe_text import pictured
 from fleettui.tui.widgets.scale import (
     HEAT_STYLES,
     MISSING,
@@ -275,7 +276,7 @@ class RackGrid(ScrollView, can_focus=True):
                 segs.append(Segment(" " * (x - pos), base))
                 pos = x
             if k < 0:
-                title = panel.rack
+                title = pictured(panel.rack)  # names come from the fleet
                 segs.append(Segment(title, title_s))
                 used = len(title)
                 if panel.alerts:
@@ -286,7 +287,7 @@ class RackGrid(ScrollView, can_focus=True):
                 pos += used
                 continue
             label, first, end = panel.hosts[k]
-            segs.append(Segment(f"{label:<{lw}} ", label_s))
+            segs.append(Segment(f"{pictured(label):<{lw}} ", label_s))
             pos += lw + 1
             for i in range(first, end):
                 text, style = cell(i)

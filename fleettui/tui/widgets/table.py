@@ -10,6 +10,19 @@ import pyarrow as pa
 from rich.text import Text
 from textual.widgets import DataTable
 
+from fleettui.safe_text import pictured
+
+
+def safe_cell(v: str | Text) -> Text:
+    """A cell as Text with control characters pictured: data never acts as markup
+    (a str cell would be parsed as Rich markup: `[/]` crashes) or escapes."""
+    if isinstance(v, Text):
+        if v.plain != (clean := pictured(v.plain)):
+            v = v.copy()
+            v.plain = clean  # same length: the style spans stay where they were
+        return v
+    return Text(pictured(str(v)))
+
 
 @dataclass(frozen=True, slots=True)
 class Col:
@@ -50,7 +63,7 @@ class ViewTable(DataTable):
             while key in seen:
                 key += "'"
             seen.add(key)
-            self.add_row(*(c.fmt(r.get(c.key), r) for c in self.cols), key=key)
+            self.add_row(*(safe_cell(c.fmt(r.get(c.key), r)) for c in self.cols), key=key)
         if rows:
             self.move_cursor(row=min(keep, len(rows) - 1), animate=False)
 

@@ -1,0 +1,135 @@
+"""What a client of the daemon may run: decided by the daemon, on its side of Quack.
+
+Quack runs any statement a token holder sends, so the daemon installs an
+authorization function (`quack_authorization_function`, called by Quack on
+every query before it runs) and locks its own configuration:
+
+- **viewer** (anyone holding the token in `<db>.daemon.json`): one pure read.
+  DuckDB's own parser decides, through `json_serialize_sql`: the text must be
+  exactly one SELECT (plain `EXPLAIN SELECT …` too), and no function in it may
+  be a table function outside `ALLOWED_TABLE_FUNCTIONS` or a scalar with side
+  effects (`DENIED_SCALARS`). `EXPLAIN ANALYZE`, DDL/DML, COPY, ATTACH,
+  SET/PRAGMA/CALL, `checkpoint()`, `quack_serve()`, `read_text()`, … fail
+  server-side with "Authorization failed", whatever the client checks.
+- **operator** (the token in `<db>.operator.json`): additionally the named
+  operations of `fleettui.alerts.silences` (acknowledge, silence, expire), sent
+  as one statement of a fixed shape that carries the operator token in a leading
+  comment. The daemon keeps only the token's SHA-256, so comparing it leaks
+  nothing about the token itself.
+- then external access is switched off (no file, directory or URL can be read,
+  whatever the function), extensions cannot be installed or loaded, and the
+  configuration is locked: no statement can undo any of this.
+
+The guard's macros live in an in-memory catalog (`fleettui_guard`), never in the
+store file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import duckdb
+
+GUARD_CATALOG = "fleettui_guard"
+
+# Table functions a viewer may call: series, unnesting, and the catalog's own
+# metadata (the app's schema tree and DuckDB clients' ATTACH read these).
+ALLOWED_TABLE_FUNCTIONS = (
+    "range", "generate_series", "unnest", "repeat", "json_each", "json_tree",
+    "duckdb_columns", "duckdb_tables", "duckdb_views", "duckdb_schemas", "duckdb_types",
+    "duckdb_constraints", "duckdb_indexes", "duckdb_keywords", "duckdb_functions",
+    "duckdb_databases", "duckdb_dependencies", "pragma_table_info", "table_info", "show",
+    "show_tables", "summary", "pragma_version", "version", "pg_timezone_names",
+    "icu_calendar_names",
+)
+# Scalars with side effects or reaching beyond the query.
+DENIED_SCALARS = (
+    "nextval", "currval", "setseed", "write_log", "getvariable", "getenv",
+    "json_execute_serialized_sql", "quack_check_token", "quack_nop_authorization",
+    "quack_uri_parser",
+)
+
+OPERATOR_TAG = "fleettui-operator"
+
+# One SQL literal as the operator's statements use them (fleettui.alerts.silences).
+_LIT = r"(?:NULL|'(?:[^']|'')*'|TIMESTAMP '[0-9][0-9 :.T-]*')"
+# The operator's named operations: the only shapes besides pure reads.
+OPERATOR_SHAPES = (
+    # acknowledge / silence: one row into silences, literals only
+    rf"INSERT INTO silences VALUES \({_LIT}(?:, {_LIT}){{9}}\)",
+    # expire: end one silence now
+    r"UPDATE silences SET ends_at = TIMESTAMP '[0-9][0-9 :.T-]*' WHERE silence_id = '(?:[^']|'')*'",
+)
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def operator_statement(token: str, sql: str) -> str:
+    """`sql` (one of OPERATOR_SHAPES) as the operator sends it."""
+    return f"/*{OPERATOR_TAG}:{token}*/ {sql}"
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _install_sql(operator_sha256: str | None) -> list[str]:
+    g = GUARD_CATALOG
+    allowed = ", ".join(_q(f) for f in ALLOWED_TABLE_FUNCTIONS)
+    denied = ", ".join(_q(f) for f in DENIED_SCALARS)
+    shapes = "|".join(f"(?:{s})" for s in OPERATOR_SHAPES)
+    operator = "false"
+    if operator_sha256:
+        head = rf"/\*{OPERATOR_TAG}:([0-9a-f]{{64}})\*/ "
+        operator = (
+            f"(regexp_full_match(q, {_q(head + '(?:' + shapes + ')')}) "
+            f"AND sha256(regexp_extract(q, {_q('^' + head)}, 1)) = {_q(operator_sha256)})"
+        )
+    return [
+        f"ATTACH ':memory:' AS {g}",
+        f"""CREATE TABLE {g}.denied_functions AS
+            SELECT DISTINCT lower(function_name) AS name FROM duckdb_functions()
+            WHERE function_type IN ('table', 'table_macro', 'pragma')
+              AND lower(function_name) NOT IN ({allowed})
+            UNION SELECT unnest([{denied}])""",
+        # one SELECT whose functions are all allowed; NULL/error -> refused
+        f"""CREATE MACRO {g}.pure_read(q) AS (
+            SELECT coalesce(j->>'error' = 'false' AND json_array_length(j->'statements') = 1
+                AND NOT EXISTS (SELECT 1 FROM json_tree(j) t WHERE t.key = 'function_name'
+                    AND lower(t.value->>'$') IN (SELECT name FROM {g}.denied_functions)), false)
+            FROM (SELECT json_serialize_sql(q::VARCHAR)::JSON AS j))""",
+        f"""CREATE MACRO {g}.authorize(sid, q) AS (
+            {g}.pure_read(q)
+            OR (regexp_full_match(q, '(?is)\\s*EXPLAIN\\s+(?:SELECT|FROM|WITH|\\().*')
+                AND {g}.pure_read(regexp_replace(q, '(?i)^\\s*EXPLAIN\\s+', '')))
+            OR {operator})""",
+    ]
+
+
+# Settings that close every way out of the store, applied last, in this order.
+LOCKDOWN = (
+    "SET enable_external_access = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allow_community_extensions = false",
+    "SET lock_configuration = true",
+)
+
+
+def install(con: duckdb.DuckDBPyConnection, operator_token: str | None) -> None:
+    """Make `con`'s Quack server authorize as above, then lock the configuration.
+    Call after the extensions are loaded and `quack_serve` runs; nothing after
+    this can change a setting on this database instance."""
+    for sql in _install_sql(token_sha256(operator_token) if operator_token else None):
+        con.execute(sql)
+    con.execute(f"SET GLOBAL quack_authorization_function = '{GUARD_CATALOG}.authorize'")
+    for sql in LOCKDOWN:
+        con.execute(sql)
+
+
+def is_allowed(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    """What the daemon's guard says of `sql` (for tests and the corpus)."""
+    row = con.execute(f"SELECT {GUARD_CATALOG}.authorize('', ?)", [sql]).fetchone()
+    return bool(row and row[0])
