@@ -78,10 +78,9 @@ def table_bytes(src: duckdb.DuckDBPyConnection, relation: str, key: str, workdir
         # the same rows again, copy after copy in their own order, under other keys:
         # they compress like the original (copies of one row side by side would
         # compress to almost nothing and flatter the figure)
-        src.execute(f"INSERT INTO p.t SELECT * EXCLUDE (k, n) FROM ("
-                    f"SELECT s.* REPLACE ({key} || '~' || k AS {key}), k, n"
-                    f" FROM (SELECT *, row_number() OVER () AS n FROM {relation} {where}) s,"
-                    f" range(1, {copies}) r(k)) ORDER BY k, n")
+        src.execute(f"INSERT INTO p.t SELECT s.* EXCLUDE (_n) REPLACE ({key} || '~' || k AS {key})"
+                    f" FROM (SELECT *, row_number() OVER () AS _n FROM {relation} {where}) s,"
+                    f" range(1, {copies}) r(k) ORDER BY k, s._n")
         src.execute("CHECKPOINT p")
     src.execute("DETACH p")
     return (probe.stat().st_size - empty.stat().st_size) / (rows * copies), rows * copies
