@@ -61,7 +61,8 @@ def build_sources(config: Config) -> list[PullSource | PushSource]:
 def build_tasks(config: Config, store: Store) -> list[Task]:
     """Periodic tasks beside collection: retention, and the alert engine when configured."""
     d = config.daemon
-    tasks: list[Task] = [RetentionTask(store, d.retention_h)]
+    tasks: list[Task] = [RetentionTask(store, d.retention_h,
+                                        wait_for_rollups=d.rollup_interval_s > 0)]
     if d.rollup_interval_s > 0:
         tasks.append(RollupTask(
             store, d.rollup_interval_s, RollupOptions(late_s=d.rollup_late_s),

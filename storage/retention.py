@@ -47,6 +47,26 @@ def delete_step(store: Store, table: str, cutoff: datetime, step_rows: int = STE
     return int(row[0]) if row else 0
 
 
+def rollup_cutoffs(store: Store, tables: list[str], cutoff: datetime) -> dict[str, datetime]:
+    """Per table, the cutoff that keeps raw rows its rollups have not read yet.
+
+    A sample table with rollups keeps raw rows at or after the oldest of its
+    tiers' watermarks (`rollup_state.done_until`): deleting them first would
+    leave holes in the 1-minute and 1-hour tiers for good. A table whose
+    rollups never ran keeps everything until they do."""
+    from storage.rollups import SPECS, TIERS, rollup_table
+
+    out = {t: cutoff for t in tables}
+    marks = dict(store.cursor().execute(
+        "SELECT rollup, done_until FROM rollup_state").fetchall())
+    for table in tables:
+        if table not in SPECS:
+            continue
+        done = [marks.get(rollup_table(table, tier)) for tier in TIERS]
+        out[table] = min([cutoff, *(d or datetime.min for d in done)])
+    return out
+
+
 def delete_before(store: Store, cutoff: datetime, step_rows: int = STEP_ROWS) -> dict[str, int]:
     """Delete every time-series row with ts < cutoff, step by step (blocking)."""
     deleted: dict[str, int] = {}
@@ -64,13 +84,14 @@ class RetentionTask:
     name = "retention"
 
     def __init__(self, store: Store, keep_h: float, interval_s: float = 3600.0,
-                 step_rows: int = STEP_ROWS):
+                 step_rows: int = STEP_ROWS, wait_for_rollups: bool = False):
         if keep_h <= 0:
             raise ValueError("retention must be > 0 hours")
         self.store = store
         self.keep = timedelta(hours=keep_h)
         self.interval_s = interval_s
         self.step_rows = step_rows
+        self.wait_for_rollups = wait_for_rollups  # raw rows wait until rolled up
         self.last_deleted: dict[str, int] = {}
         self.last_steps = 0
         self.last_duration_s = 0.0
@@ -83,11 +104,14 @@ class RetentionTask:
         steps = 0
         longest = 0.0
         tables = await asyncio.to_thread(time_series_tables, self.store)
+        cutoffs = {t: cutoff for t in tables}
+        if self.wait_for_rollups:
+            cutoffs = await asyncio.to_thread(rollup_cutoffs, self.store, tables, cutoff)
         for table in tables:
             total = 0
             while True:
                 s0 = time.perf_counter()
-                n = await asyncio.to_thread(delete_step, self.store, table, cutoff,
+                n = await asyncio.to_thread(delete_step, self.store, table, cutoffs[table],
                                             self.step_rows)
                 longest = max(longest, time.perf_counter() - s0)
                 steps += 1

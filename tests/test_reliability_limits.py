@@ -174,6 +174,31 @@ async def test_retention_deletes_old_rows_of_every_table_in_small_steps():
     assert store.con.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] > 0
 
 
+async def test_raw_rows_wait_for_their_rollups_before_retention_deletes_them():
+    store = Store.open(":memory:")
+    src = SimSource()
+    for i in range(6):
+        store.write(src.sample(T0 + timedelta(minutes=i)).batches)
+    store.con.execute("INSERT INTO rejects (ts, source, reason) SELECT ? + INTERVAL (i) MINUTE,"
+                      " 'mqtt', 'bad' FROM range(6) t(i)", [T0])
+    count = "SELECT count(*) FROM {} WHERE ts < ?"
+    task = RetentionTask(store, keep_h=1.0, wait_for_rollups=True)
+    now = T0 + timedelta(hours=2)  # every row is past the 1 h horizon
+    await task.tick(now)
+    # no rollup has run: raw samples stay, a table without rollups is pruned
+    assert store.con.execute(count.format("gpu_samples"), [now]).fetchone()[0] > 0
+    assert store.con.execute(count.format("rejects"), [now]).fetchone()[0] == 0
+    # both tiers of gpu_samples rolled up to minute 3: rows before it go, later ones stay
+    done = T0 + timedelta(minutes=3)
+    for tier in ("1m", "1h"):
+        store.con.execute("INSERT INTO rollup_state VALUES (?, ?, ?)",
+                          [f"gpu_samples_{tier}", done, now])
+    await task.tick(now)
+    assert store.con.execute(count.format("gpu_samples"), [done]).fetchone()[0] == 0
+    assert store.con.execute(count.format("gpu_samples"), [now]).fetchone()[0] > 0
+    assert store.con.execute(count.format("slice_samples"), [now]).fetchone()[0] > 0
+
+
 # -- per-host state ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def good() -> bytes:
