@@ -75,9 +75,12 @@ def table_bytes(src: duckdb.DuckDBPyConnection, relation: str, key: str, workdir
     src.execute("CHECKPOINT p")
     copies = max(1, min(4096, math.ceil(min_rows / rows)))
     if copies > 1:
-        # the same rows again under other keys: they compress like the original
-        src.execute(f"INSERT INTO p.t SELECT s.* REPLACE ({key} || '~' || k AS {key})"
-                    f" FROM (SELECT * FROM {relation} {where}) s, range(1, {copies}) r(k)")
+        # the same rows again, copy after copy in their own order, under other keys:
+        # they compress like the original (copies of one row side by side would
+        # compress to almost nothing and flatter the figure)
+        src.execute(f"INSERT INTO p.t SELECT s.* EXCLUDE (_n) REPLACE ({key} || '~' || k AS {key})"
+                    f" FROM (SELECT *, row_number() OVER () AS _n FROM {relation} {where}) s,"
+                    f" range(1, {copies}) r(k) ORDER BY k, s._n")
         src.execute("CHECKPOINT p")
     src.execute("DETACH p")
     return (probe.stat().st_size - empty.stat().st_size) / (rows * copies), rows * copies

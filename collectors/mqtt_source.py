@@ -127,6 +127,8 @@ class MqttOptions:
     reconnect_max_s: float = 10.0  # longest wait between reconnect attempts
     max_queued_messages: int = 20_000  # received, not yet decoded; beyond it the client drops
     nvlink_rows: str = "per_link"  # link_samples rows: "per_link" or "per_gpu" (18x fewer)
+    host_evict_s: float = 3600.0  # per-host dedupe/inventory state dropped after this silence
+    max_new_hosts_per_min: int = 1000  # reports of further new hosts are rejected (0: no cap)
 
     def __post_init__(self) -> None:
         parse_broker(self.broker, self.tls)
@@ -142,6 +144,8 @@ class MqttOptions:
             raise ValueError(f"nvlink_rows must be one of {', '.join(NVLINK_ROWS)}")
         if any(c in self.shared_group for c in "+#/"):
             raise ValueError("shared_group must not contain + # or /")
+        if self.reconnect_max_s < 0.1 or self.host_evict_s <= 0:
+            raise ValueError("reconnect_max_s must be >= 0.1 and host_evict_s > 0")
         if not 0 < self.report_interval_s <= 86400:
             raise ValueError("report_interval_s must be in (0, 86400]")
         if self.flush_interval_s <= 0 or self.max_batch_reports < 1 or self.dedupe_window < 1 \
@@ -160,13 +164,17 @@ class IngestStats:
     agent_dropped: int = 0  # reports agents say they dropped (buffer full)
     status_messages: int = 0
     write_errors: int = 0
+    unstorable: int = 0  # decoded, but batch building refused them (rejected, counted above)
+    hosts_capped: int = 0  # reports rejected by max_new_hosts_per_min (counted in rejected)
+    hosts_evicted: int = 0
     flushes: int = 0
     lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in (
             "received", "stored", "rejected", "duplicates", "seq_gaps", "agent_dropped",
-            "status_messages", "write_errors", "flushes")}
+            "status_messages", "write_errors", "unstorable", "hosts_capped", "hosts_evicted",
+            "flushes")}
 
 
 class _SeqWindow:
@@ -204,6 +212,13 @@ class MqttSource:
         self._status: dict[str, tuple[str, float | None, str | None, float]] = {}
         self._windows: dict[str, dict[str, _SeqWindow]] = {}
         self._inv_seen: dict[str, Any] = {}
+        # accepted reports since the last flush, kept to isolate one that cannot be stored
+        self._pending: list[tuple[Report, bool, str, bytes]] = []
+        self._isolated: list[Report] = []
+        self._unsent: tuple[list[Batch], list[float], int] | None = None
+        self._last_seen: dict[str, float] = {}  # host -> last accepted report (epoch s)
+        self._new_hosts_minute, self._new_hosts = -1, 0
+        self._evicted_at = 0.0
         self._gpu_owner: dict[str, str] = {}  # GPU uuid -> the host that reported it first
         self._flush_lock = asyncio.Lock()
         self._work_s = 0.0  # decoding and batching time since the last flush
@@ -251,6 +266,12 @@ class MqttSource:
         except ReportError as exc:
             self._reject(now, topic, host, str(exc), payload)
             return
+        if not self._admit_host(r.host, now):
+            self.stats.hosts_capped += 1
+            self._reject(now, topic, host, f"new host refused: more than "
+                         f"{self.o.max_new_hosts_per_min} new hosts in the last minute "
+                         "(max_new_hosts_per_min)", payload)
+            return
         owner = self._claim_gpus(r)
         if owner is not None:
             self._reject(now, topic, host, owner, payload)
@@ -269,10 +290,129 @@ class MqttSource:
             if self._inv_seen.get(r.host) != key:
                 self._inv_seen[r.host] = key
                 with_inv = True
-        self._batcher.add(r, with_inv)
+        try:
+            self._batcher.add(r, with_inv)
+        except Exception as exc:  # a half-added report: rebuild the batcher without it
+            self._rebuild_batcher()
+            self._unstorable(r, topic, payload, now, exc)
+            return
+        self._pending.append((r, with_inv, topic, payload))
         if self.on_report is not None:
             self.on_report(r)
 
+    def seed_hosts(self, hosts: list[tuple[str, float | None]]) -> None:
+        """Hosts the store already knows (name, last seen epoch s): not new after a restart."""
+        for host, last in hosts:
+            self._last_seen.setdefault(host, float(last) if last is not None else self.clock())
+
+    def _admit_host(self, host: str, now: float) -> bool:
+        """Track when `host` was last heard; a host not seen (or evicted) counts against
+        the per-minute cap of new hosts, so a flood of one-off names is never stored."""
+        if host in self._last_seen:
+            self._last_seen[host] = now
+            return True
+        cap = self.o.max_new_hosts_per_min
+        if cap:
+            minute = int(now // 60)
+            if minute != self._new_hosts_minute:
+                self._new_hosts_minute, self._new_hosts = minute, 0
+            if self._new_hosts >= cap:
+                return False
+            self._new_hosts += 1
+        self._last_seen[host] = now
+        return True
+
+    def evict_idle_hosts(self, now: float) -> int:
+        """Forget dedupe windows, inventory and last-seen of hosts silent for longer
+        than `host_evict_s`; returns how many. Runs once a minute from the flusher."""
+        horizon = now - self.o.host_evict_s
+        gone = [h for h, t in self._last_seen.items() if t < horizon]
+        for h in gone:
+            del self._last_seen[h]
+            self._windows.pop(h, None)
+            self._inv_seen.pop(h, None)
+        if gone:
+            gone_set = set(gone)
+            self._gpu_owner = {u: h for u, h in self._gpu_owner.items() if h not in gone_set}
+        self.stats.hosts_evicted += len(gone)
+        return len(gone)
+
+    @property
+    def hosts_tracked(self) -> int:
+        return len(self._last_seen)
+
+    def _rebuild_batcher(self) -> None:
+        self._batcher = ReportBatcher(self.o.nvlink_rows)
+        for r, with_inv, _, _ in self._pending:
+            self._batcher.add(r, with_inv)
+
+    def _unstorable(self, r: Report, topic: str, payload: bytes, now: float,
+                    exc: BaseException) -> None:
+        """A report that decoded but cannot become store rows: one reject, nothing else."""
+        self.stats.unstorable += 1
+        self._inv_seen.pop(r.host, None)  # its inventory was not stored: take the next one
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        self._reject(now, topic, r.host, f"cannot be stored: {type(exc).__name__}: {msg}",
+                     payload)
+
+    def _isolating_take(self, pending: list[tuple[Report, bool, str, bytes]],
+                        now: float) -> list[Batch]:
+        """Batches for `pending`, splitting it in halves until the report(s) that make
+        batch building fail are found and rejected; the rest are kept."""
+        batcher = ReportBatcher(self.o.nvlink_rows)
+        try:
+            for r, with_inv, _, _ in pending:
+                batcher.add(r, with_inv)
+            return batcher.take()
+        except Exception as exc:
+            if len(pending) == 1:
+                r, _, topic, payload = pending[0]
+                self._isolated.append(r)
+                self._unstorable(r, topic, payload, now, exc)
+                return []
+            mid = len(pending) // 2
+            return self._isolating_take(pending[:mid], now) + \
+                self._isolating_take(pending[mid:], now)
+
+    def _take_reports(self) -> tuple[list[Batch], list[float], int]:
+        """The queued reports as batches; the batcher is reset whatever happens."""
+        pending, self._pending = self._pending, []
+        ts = self._batcher.report_ts
+        try:
+            return self._batcher.take(), ts, len(pending)
+        except Exception as exc:
+            log.warning("%s: building batches of %d reports failed (%s); isolating the "
+                        "culprit", self.name, len(pending), type(exc).__name__)
+            self._batcher = ReportBatcher(self.o.nvlink_rows)
+            self._isolated = []
+            batches = self._isolating_take(pending, self.clock())
+            bad = {id(r) for r in self._isolated}
+            kept_ts = [r.ts for r, *_ in pending if id(r) not in bad]
+            return batches, kept_ts, len(kept_ts)
+
+    def _status_batch(self, now: float) -> list[Batch]:
+        """host_status rows; a status the store cannot hold is rejected alone."""
+        status, self._status = self._status, {}
+
+        def build(hosts: list[str]) -> Batch:
+            vals = [status[h] for h in hosts]
+            return make_batch("host_status", {
+                "host": hosts, "state": [v[0] for v in vals],
+                "since": [naive_utc(v[1]) if v[1] else None for v in vals],
+                "boot": [v[2] for v in vals], "updated_at": [naive_utc(v[3]) for v in vals]})
+
+        try:
+            return [build(list(status))]
+        except Exception:
+            good = []
+            for h in status:
+                try:
+                    build([h])
+                    good.append(h)
+                except Exception as exc:
+                    self._reject(now, f"{self.o.topic_prefix}/{h}/status", h,
+                                 f"status cannot be stored: {type(exc).__name__}", b"")
+            return [build(good)] if good else []
     def _claim_gpus(self, r: Report) -> str | None:
         """The first host to report a GPU owns it (in this daemon's lifetime): a report
         naming another host's GPU is refused whole, so one agent cannot overwrite
@@ -314,6 +454,11 @@ class MqttSource:
         except ReportError as exc:
             self._reject(now, topic, host, f"status: {exc}", payload)
             return
+        if not self._admit_host(host, now):
+            self.stats.hosts_capped += 1
+            self._reject(now, topic, host, "status of a new host refused: "
+                         "max_new_hosts_per_min reached", payload)
+            return
         self._status[host] = (state, ts, boot, now)
 
     def _reject(self, now: float, topic: str, host: str | None, reason: str,
@@ -331,23 +476,15 @@ class MqttSource:
     def take_batches(self) -> tuple[list[Batch], list[float], int]:
         """Everything queued since the last call: (batches, report timestamps, reports)."""
         t0 = time.perf_counter()
-        reports = self._batcher.reports
-        ts = self._batcher.report_ts
-        batches = self._batcher.take()
+        batches, ts, reports = self._take_reports()
+        if self._status:
+            batches += self._status_batch(self.clock())
         n_rejects = len(self._rejects["ts"])
         first_reason = self._rejects["reason"][0] if n_rejects else None
         if self._rejects["ts"]:
             rj = self._rejects
-            batches.append(make_batch("rejects", {**rj, "ts": ts_col(rj["ts"])}))
             self._rejects = {c: [] for c in rj}
-        if self._status:
-            hosts = list(self._status)
-            vals = [self._status[h] for h in hosts]
-            batches.append(make_batch("host_status", {
-                "host": hosts, "state": [v[0] for v in vals],
-                "since": [naive_utc(v[1]) if v[1] else None for v in vals],
-                "boot": [v[2] for v in vals], "updated_at": [naive_utc(v[3]) for v in vals]}))
-            self._status = {}
+            batches.append(make_batch("rejects", {**rj, "ts": ts_col(rj["ts"])}))
         dups = self.stats.duplicates - self._dups_reported
         if batches or dups:
             # the source reports on itself like a pull source's gather: work done, rows, skips
@@ -365,11 +502,20 @@ class MqttSource:
 
     async def flush(self, sink: Sink) -> None:
         async with self._flush_lock:
-            batches, ts, reports = self.take_batches()
+            if self._unsent is not None:  # a flush cancelled while handing over (stopping)
+                batches, ts, reports = self._unsent
+                self._unsent = None
+                more = self.take_batches()
+                batches, ts, reports = batches + more[0], ts + more[1], reports + more[2]
+            else:
+                batches, ts, reports = self.take_batches()
             if not batches:
                 return
             try:
                 await sink(batches)
+            except asyncio.CancelledError:  # keep them for the final flush
+                self._unsent = (batches, ts, reports)
+                raise
             except Exception as exc:  # the store said no: say so, keep running
                 self.stats.write_errors += 1
                 log.error("%s: writing %d reports failed: %s", self.name, reports,
@@ -410,22 +556,28 @@ class MqttSource:
 
     async def run(self, sink: Sink) -> None:
         backoff = Backoff.capped(0.5, self.o.reconnect_max_s)
+        client: aiomqtt.Client | None = None
         flusher = asyncio.create_task(self._flush_loop(sink))
         try:
             while True:
+                client = self._client()
                 try:
-                    async with self._client() as client:
+                    async with client:
                         await client.subscribe(self.report_filter, qos=self.o.qos)
                         await client.subscribe(self.status_filter, qos=1)
                         log.info("%s: subscribed to %s on %s", self.name, self.report_filter,
                                  self.o.broker)
                         self.connected.set()
                         backoff.started()  # reset only if this connection stays up
-                        async for msg in client.messages:
-                            self.handle(msg.topic.value, msg.payload)  # type: ignore[arg-type]
-                            if self._batcher.reports >= self.o.max_batch_reports:
-                                await self.flush(sink)
+                        try:
+                            async for msg in client.messages:
+                                self.handle(msg.topic.value, msg.payload)  # type: ignore[arg-type]
+                                if self._batcher.reports >= self.o.max_batch_reports:
+                                    await self.flush(sink)
+                        finally:
+                            self._drain(client)
                 except aiomqtt.MqttError as exc:
+                    self._drain(client)  # received (and acked) before the connection went
                     self.connected.clear()
                     delay = backoff.next_delay()
                     log.warning("%s: broker %s: %s; retrying in %.1f s", self.name,
@@ -433,10 +585,26 @@ class MqttSource:
                     await self._record_failure(sink, f"broker {self.o.broker}: {exc}")
                     await asyncio.sleep(delay)
         finally:
+            if client is not None:  # what arrived while disconnecting is acked: keep it
+                self._drain(client)
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
             await self.flush(sink)
 
+    def _drain(self, client: aiomqtt.Client) -> None:
+        """Handle what the client received (and acked) but we have not read yet, so a
+        stop or a lost connection does not drop it; the final flush writes it."""
+        queue = getattr(client, "_queue", None)  # aiomqtt 2.x keeps received messages here
+        n = 0
+        while queue is not None:
+            try:
+                msg = queue.get_nowait()
+            except (asyncio.QueueEmpty, AttributeError):
+                break
+            self.handle(msg.topic.value, msg.payload)
+            n += 1
+        if n:
+            log.info("%s: handled %d messages left in the client's queue", self.name, n)
     async def _record_failure(self, sink: Sink, error: str) -> None:
         """A failing run (ok = false): `fleettui status` and /metrics show the error;
         CollectorSilent keeps counting from the last report received (and, for a source
@@ -453,6 +621,10 @@ class MqttSource:
         while True:
             await asyncio.sleep(self.o.flush_interval_s)
             await self.flush(sink)
+            now = self.clock()
+            if now - self._evicted_at >= 60.0:
+                self._evicted_at = now
+                self.evict_idle_hosts(now)
 
 
 @register("mqtt")

@@ -3,12 +3,15 @@
 Every config section (the daemon's and each source's) is a dataclass; its
 fields are the documented keys, with their types and defaults. Unknown keys,
 wrong types and missing required keys are errors that name the key and where
-it was found.
+it was found. Numbers must be finite (NaN and infinity are refused: `interval_s =
+nan` would busy-loop) and >= 0 (seconds, bytes and counts), except the keys a
+class lists in its `SIGNED_KEYS` class attribute.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -62,6 +65,16 @@ def _type_name(typ: Any) -> str:
     return getattr(typ, "__name__", None) or str(typ).replace("typing.", "")
 
 
+def _check_number(cls: type, name: str, value: Any, where: str) -> None:
+    """Finite and, unless the class says the key is signed, not negative."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OptionsError(f"{where}: key {name!r} must be a finite number, got {value!r}")
+    if value < 0 and name not in getattr(cls, "SIGNED_KEYS", ()):
+        raise OptionsError(f"{where}: key {name!r} must be >= 0, got {value!r}")
+
+
 def parse_options(cls: type[T], raw: Mapping[str, Any], where: str) -> T:
     """Validate `raw` against dataclass `cls`; `where` says where it came from."""
     if not isinstance(raw, Mapping):
@@ -84,6 +97,7 @@ def parse_options(cls: type[T], raw: Mapping[str, Any], where: str) -> T:
             raise OptionsError(
                 f"{where}: key {name!r} must be {_type_name(hints[name])}, got {raw[name]!r}"
             )
+        _check_number(cls, name, value, where)
         values[name] = value
     try:
         return cls(**values)

@@ -6,7 +6,9 @@
     serve_enabled = true     # serve the live store to `fleettui sql` and the app
     status_interval_s = 10.0 # how often the daemon logs a progress line (0: never)
     metrics_listen = "127.0.0.1:0"  # the daemon's own /metrics (loopback; "" off; 0: free port)
-    retention_h = 48.0       # hours of raw samples kept (older ones deleted hourly)
+    retention_h = 48.0       # hours of raw time-series rows kept (older ones deleted hourly)
+    memory_limit = ""        # DuckDB's memory limit, e.g. "2GiB"; "": 25% of RAM, at most 4 GiB
+    store_failure_max_s = 300.0  # a failing store (disk full) is retried this long, then exit 75
     retention_1m_days = 30.0 # days of 1-minute rollups kept
     retention_1h_days = 730.0 # days of 1-hour rollups kept
     rollup_interval_s = 30.0 # how often closed buckets are rolled up (0: no rollups)
@@ -27,6 +29,7 @@ Errors name the file, the section and the key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +55,8 @@ class DaemonOptions:
     retention_1h_days: float = 730.0
     rollup_interval_s: float = 30.0
     rollup_late_s: float = 900.0
+    memory_limit: str = ""
+    store_failure_max_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.metrics_listen:
@@ -69,6 +74,14 @@ class DaemonOptions:
         if self.rollup_interval_s > 0 and self.retention_h * 3600 < self.rollup_late_s + 3 * 3600:
             # late rows and the 1-hour tier's p95 are computed from raw rows
             raise ValueError("retention_h must cover rollup_late_s plus 3 hours while rollups run")
+        if self.memory_limit and not _MEMORY_LIMIT.match(self.memory_limit):
+            raise ValueError(f"memory_limit must be a size like '2GiB' or '512MB', "
+                             f"got {self.memory_limit!r}")
+        if self.db is not None and ("\x00" in self.db or not self.db.strip()):
+            raise ValueError("db must be a file path")
+
+
+_MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -131,11 +144,16 @@ def parse_config(raw: dict[str, Any], where: str) -> Config:
 def load_config(path: str | Path) -> Config:
     p = Path(path).expanduser()
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a config file") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") \
+            from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

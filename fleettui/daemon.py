@@ -9,6 +9,7 @@ what was gathered, checkpoints and exits 0. Never imports Textual.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -60,7 +61,8 @@ def build_sources(config: Config) -> list[PullSource | PushSource]:
 def build_tasks(config: Config, store: Store) -> list[Task]:
     """Periodic tasks beside collection: retention, and the alert engine when configured."""
     d = config.daemon
-    tasks: list[Task] = [RetentionTask(store, d.retention_h)]
+    tasks: list[Task] = [RetentionTask(store, d.retention_h,
+                                        wait_for_rollups=d.rollup_interval_s > 0)]
     if d.rollup_interval_s > 0:
         tasks.append(RollupTask(
             store, d.rollup_interval_s, RollupOptions(late_s=d.rollup_late_s),
@@ -107,11 +109,30 @@ def _serve(store: Store, config: Config, db: Path,
                       metrics)
     write_operator_token(db, info.pid, operator)
     write_daemon_info(db, info)
+
+    def reserve(s: Store) -> None:  # a reopened store is a new connection: serve it again
+        h, p = quack.parse_endpoint(info.endpoint)
+        quack.serve(s.con, h, p, info.token)
+        guard.install(s.con, operator)
+        write_daemon_info(db, info)
+
+    store.on_reopen.append(reserve)
     try:
         register_daemon(info)
     except OSError as exc:  # found through --db still; not worth stopping for
         log.warning("cannot register in %s: %s", exc.filename, exc.strerror)
     return info
+
+
+def _store_state(runtime: Runtime, db: Path, info: DaemonInfo | None,
+                 written: list[str | None]) -> None:
+    """Keep the info file's `store_error` true, so `fleettui sql` can say the store
+    failed instead of a puzzling Quack error."""
+    failure = runtime.store.failure
+    if info is None or failure == written[0]:
+        return
+    written[0] = failure
+    write_daemon_info(db, dataclasses.replace(info, store_error=failure))
 
 
 async def _serve_metrics(config: Config, runtime: Runtime, sources, tasks, health: SourceHealth,
@@ -164,13 +185,14 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
     os.umask(0o077)  # the store, its WAL and every file the daemon creates: owner only
     if enrichment is None:
         enrichment = build_enrichment_from(config)
-    store = Store.open(db)
+    store = Store.open(db, memory_limit=config.daemon.memory_limit or None)
     info = None
     metrics_server = None
     try:
         tasks = build_tasks(config, store)
         health = SourceHealth()
-        runtime = Runtime(store, sources, tasks, observe=health.observe, enrich=enrichment)
+        runtime = Runtime(store, sources, tasks, observe=health.observe, enrich=enrichment,
+                          store_failure_max_s=config.daemon.store_failure_max_s)
         metrics_server, metrics_at = await _serve_metrics(config, runtime, sources, tasks,
                                                           health, store)
         info = _serve(store, config, db, metrics_at)
@@ -186,12 +208,20 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): the caller sets `stop`
+        seed_known_hosts(store, sources)
         status = asyncio.create_task(
             _report(runtime, store, config.daemon.status_interval_s, stop))
+        written: list[str | None] = [None]
+        watch = asyncio.create_task(_watch_store(runtime, db, info, written, stop))
         await runtime.run(stop)
         status.cancel()
+        watch.cancel()
         print(f"fleettui daemon: stopped; {status_line(runtime, store)}", file=sys.stderr,
               flush=True)
+        if runtime.failed:
+            print(f"fleettui daemon: exiting: {runtime.failed}; {runtime.stats.rows_dropped:,} "
+                  "rows dropped", file=sys.stderr, flush=True)
+            return EXIT_STORE_FAILED
         return 0
     finally:
         if metrics_server is not None:
@@ -203,6 +233,31 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
             except Exception as exc:  # the store still closes cleanly below
                 log.debug("quack_stop: %s", exc)
         store.close()
+
+
+EXIT_STORE_FAILED = 75  # EX_TEMPFAIL: the supervisor should restart the daemon
+
+
+def seed_known_hosts(store: Store, sources: Sequence[PullSource | PushSource]) -> None:
+    """Tell sources that cap new hosts which hosts the store already knows, so a
+    restart is not a flood of "new" hosts."""
+    seeders = [s for s in sources if hasattr(s, "seed_hosts")]
+    if not seeders:
+        return
+    rows = store.cursor().execute(
+        "SELECT host, epoch(last_seen) FROM hosts WHERE last_seen IS NOT NULL").fetchall()
+    for s in seeders:
+        s.seed_hosts(rows)  # type: ignore[attr-defined]
+
+
+async def _watch_store(runtime: Runtime, db: Path, info: DaemonInfo | None,
+                       written: list[str | None], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        try:
+            _store_state(runtime, db, info, written)
+        except OSError as exc:  # the disk is full: the info file may not be writable either
+            log.debug("daemon info: %s", exc)
 
 
 async def _report(runtime: Runtime, store: Store, every_s: float, stop: asyncio.Event) -> None:

@@ -50,6 +50,7 @@ class DaemonInfo:
     db: str
     started_at: str
     metrics: str | None = None  # HOST:PORT of the daemon's /metrics, when on
+    store_error: str | None = None  # set while the daemon's store is failing (disk full)
 
 
 def info_path(db: Path) -> Path:

@@ -9,20 +9,33 @@ Shared by the headless daemon and the app when it collects for itself.
   skipped-sample reasons), so each source reports on itself.
 - One writer task drains a bounded queue and writes everything waiting in one
   transaction, off the event loop. A bounded queue makes fast producers wait
-  instead of growing memory. A batch the store refuses is reported and
-  dropped alone; the rest of the transaction is retried without it.
+  instead of growing memory. When the store refuses a transaction for its
+  data, each batch is retried alone and a refused batch is split in halves
+  until the refused row(s) are found: those become `rejects` rows (source
+  "store"), every other row is written.
+- When the database itself fails (disk full, I/O error, DuckDB invalidated it:
+  `StoreFailure`), nothing is dropped: the writer keeps the batches, says so in
+  one line, and retries with backoff, reopening an invalidated database; the
+  bounded queue fills, producers wait (the MQTT source stops reading, so the
+  broker and agents buffer). After `store_failure_max_s` of failing it gives up:
+  `run` returns and `failed` holds why (the daemon exits non-zero so its
+  supervisor restarts it).
 - An `Enrichment` (fleettui/enrich.py: topology, contracted tenancy, latency
   targets) is applied to every write, so every source benefits; what it knows
   before any source reports is written first.
-- Tasks (the alert engine) run on their own interval after the writes. On
-  stop, a tick under way finishes (within `task_grace_s`) before `run`
-  returns, so the caller never closes the store under it.
+- Tasks (alerts, retention) run on their own interval whatever the write queue
+  does: they never wait for it to drain. On stop, a tick under way finishes
+  (within `task_grace_s`) before `run` returns, so the caller never closes the
+  store under it.
+- `stats_dict()` is the back-pressure and health view (queue depth, write lag,
+  store state) for /metrics and `fleettui status`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +46,7 @@ from typing import TYPE_CHECKING, Protocol
 from collectors.backoff import Backoff
 from collectors.base import Gathered, PullSource, PushSource
 from storage.batch import Batch, make_batch
-from storage.store import Store
+from storage.store import Store, StoreFailure
 
 if TYPE_CHECKING:
     from fleettui.enrich import Enrichment
@@ -57,10 +70,21 @@ class Task(Protocol):
 class RuntimeStats:
     batches_written: int = 0
     rows_written: int = 0
-    batches_refused: int = 0
+    batches_refused: int = 0  # batches with at least one row the store refused
+    rows_refused: int = 0  # those rows, each kept as a `rejects` row
     gathers: int = 0
     gather_failures: int = 0
+    store_failures: int = 0  # write attempts that failed for the database's sake
+    store_reopens: int = 0
+    batches_dropped: int = 0  # only when the runtime gives up or is stopped mid-failure
+    rows_dropped: int = 0
+    last_write_s: float = 0.0  # duration of the last transaction
+    last_write_lag_s: float = 0.0  # age of the oldest batch in the last transaction
     rows_by_table: dict[str, int] = field(default_factory=dict)
+
+
+class StoreGaveUp(RuntimeError):
+    """The store kept failing for longer than the runtime's budget."""
 
 
 _MAX_REASONS_CHARS = 500
@@ -98,6 +122,8 @@ class Runtime:
         clock: Callable[[], datetime] = utcnow,
         queue_size: int = 256,
         on_write: Callable[[RuntimeStats], None] | None = None,
+        store_failure_max_s: float = 300.0,
+        store_retry_max_s: float = 10.0,
         enrich: Enrichment | None = None,
         observe: Callable[[list[Batch]], None] | None = None,
         task_grace_s: float = 30.0,
@@ -107,23 +133,66 @@ class Runtime:
         self.tasks = list(tasks)
         self.clock = clock
         self.stats = RuntimeStats()
-        self._queue: asyncio.Queue[list[Batch]] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[tuple[float, list[Batch]]] = asyncio.Queue(maxsize=queue_size)
         self._on_write = on_write
         self.enrich = enrich
         self._observe = observe  # sees every hand-in (the daemon's SourceHealth)
         self.task_grace_s = task_grace_s  # how long a tick under way at stop may take
+        self.store_failure_max_s = store_failure_max_s
+        self.store_retry_max_s = store_retry_max_s
+        self.failed: str | None = None  # why the runtime gave up, if it did
+        self._failing_since: float | None = None
+        self._writer_alive = False
+        self._stop: asyncio.Event | None = None
 
     async def sink(self, batches: list[Batch]) -> None:
         """Where push sources (and pull loops) hand their batches."""
-        if batches:
-            if self._observe is not None:
-                try:
-                    self._observe(batches)
-                except Exception:  # watching must never stop ingestion
-                    log.exception("observing a hand-in failed")
-            await self._queue.put(batches)
+        if not batches:
+            return
+        if self._observe is not None:
+            try:
+                self._observe(batches)
+            except Exception:  # watching must never stop ingestion
+                log.exception("observing a hand-in failed")
+        if not self._writer_alive and self._stop is not None:  # gave up: nobody will write
+            self._drop(batches)
+            return
+        await self._queue.put((time.monotonic(), batches))
+
+    def _drop(self, batches: list[Batch]) -> None:
+        self.stats.batches_dropped += len(batches)
+        self.stats.rows_dropped += sum(b.rows for b in batches)
+
+    def stats_dict(self) -> dict[str, object]:
+        """Back-pressure and health, plain values (names documented in ARCHITECTURE.md)."""
+        s = self.stats
+        q = self._queue
+        oldest = q._queue[0][0] if q.qsize() else None  # type: ignore[attr-defined]
+        out: dict[str, object] = {
+            "queue_depth": q.qsize(), "queue_max": q.maxsize,
+            "queue_rows": sum(b.rows for _, item in list(q._queue)  # type: ignore[attr-defined]
+                              for b in item),
+            "queue_oldest_s": time.monotonic() - oldest if oldest is not None else 0.0,
+            "last_write_s": s.last_write_s, "last_write_lag_s": s.last_write_lag_s,
+            "batches_written": s.batches_written, "rows_written": s.rows_written,
+            "batches_refused": s.batches_refused, "rows_refused": s.rows_refused,
+            "batches_dropped": s.batches_dropped, "rows_dropped": s.rows_dropped,
+            "gathers": s.gathers, "gather_failures": s.gather_failures,
+            "store_ok": self.store.failure is None, "store_failure": self.store.failure,
+            "store_failures": s.store_failures, "store_reopens": s.store_reopens,
+            "store_failing_s": (time.monotonic() - self._failing_since
+                                if self._failing_since is not None else 0.0),
+            "rows_by_table": dict(s.rows_by_table),
+        }
+        for src in self.sources:
+            ingest = getattr(getattr(src, "stats", None), "as_dict", None)
+            if ingest is not None:
+                out[f"source.{src.name}"] = ingest()
+        return out
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self._writer_alive = True
         writer = asyncio.create_task(self._writer(), name="writer")
         if self.enrich is not None:
             # the `source` values of what these sources guess (an agent's rows say "nvml")
@@ -154,6 +223,7 @@ class Runtime:
             pulls = producers[: len(producers) - len(ticking)]
             for p in pulls:
                 p.cancel()
+            stop.set()  # also when cancelled: a writer retrying a failing store gives up
             if ticking:
                 _, late = await asyncio.wait(ticking, timeout=self.task_grace_s)
                 for p in late:
@@ -161,9 +231,16 @@ class Runtime:
                                 p.get_name(), self.task_grace_s)
                     p.cancel()
             await asyncio.gather(*producers, return_exceptions=True)
-            await self._queue.join()  # flush what was gathered before stopping
+            if self._writer_alive and not writer.done():
+                # flush what was gathered before stopping (unless the writer dies meanwhile)
+                joined = asyncio.ensure_future(self._queue.join())
+                await asyncio.wait([joined, writer], return_when=asyncio.FIRST_COMPLETED)
+                joined.cancel()
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
+            self._writer_alive = False
+            while not self._queue.empty():  # only left when the writer gave up
+                self._drop(self._queue.get_nowait()[1])
             for src in [*self.sources, *self.tasks]:  # tasks: alert delivery's last sends
                 close = getattr(src, "close", None)
                 if close is not None:
@@ -224,18 +301,12 @@ class Runtime:
 
     async def _task_loop(self, task: Task, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # on its own schedule: a write queue that never drains (overload) must not
+            # stop alerts or retention, so no waiting for it here
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), task.interval_s)
             if stop.is_set():
                 return  # between ticks: nothing under way
-            # evaluate over what has been gathered so far (a stop ends the wait)
-            joined = asyncio.ensure_future(self._queue.join())
-            stopped = asyncio.ensure_future(stop.wait())
-            await asyncio.wait((joined, stopped), return_when=asyncio.FIRST_COMPLETED)
-            joined.cancel()
-            stopped.cancel()
-            if stop.is_set():
-                return
             try:
                 await task.tick(self.clock())
             except asyncio.CancelledError:
@@ -245,35 +316,120 @@ class Runtime:
 
     # -- the one writer ------------------------------------------------------
     async def _writer(self) -> None:
-        while True:
-            items = [await self._queue.get()]
+        try:
+            while True:
+                items = [await self._queue.get()]
+                while not self._queue.empty():
+                    items.append(self._queue.get_nowait())
+                try:
+                    await self._write_items(items)
+                finally:
+                    for _ in items:
+                        self._queue.task_done()
+        except StoreGaveUp as exc:
+            self.failed = str(exc)
+            log.error("%s", exc)
+            self._writer_alive = False
             while not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            try:
-                batches = [b for item in items for b in item]
-                await asyncio.to_thread(self._write, batches)
-            finally:
-                for _ in items:
-                    self._queue.task_done()
+                self._drop(self._queue.get_nowait()[1])
+                self._queue.task_done()
+            if self._stop is not None:
+                self._stop.set()
 
-    def _write(self, batches: list[Batch]) -> None:
+    async def _write_items(self, items: list[tuple[float, list[Batch]]]) -> None:
+        """Write the items, holding them through store failures (retry, reopen) until
+        written or the failure budget is spent (StoreGaveUp; they count as dropped)."""
+        pending = [b for _, item in items for b in item]
         if self.enrich is not None:
-            try:
-                batches = self.enrich.apply(batches)
-            except Exception as exc:  # never lose the batches over the enrichment
-                log.error("enrichment failed, batches written as they came: %s", exc)
+            pending = await asyncio.to_thread(self._enriched, pending)
+        self.stats.last_write_lag_s = time.monotonic() - items[0][0]
+        backoff = 0.5
+        while pending:
+            t0 = time.perf_counter()
+            pending, failure = await asyncio.to_thread(self._write, pending)
+            self.stats.last_write_s = time.perf_counter() - t0
+            if failure is None:
+                if self._failing_since is not None:
+                    log.warning("store: writing again after %.0f s of failures",
+                                time.monotonic() - self._failing_since)
+                    self._failing_since = None
+                return
+            self.stats.store_failures += 1
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now
+                log.error("%s; holding %d batches and retrying (giving up after %.0f s)",
+                          failure, len(pending), self.store_failure_max_s)
+            stopping = self._stop is not None and self._stop.is_set()
+            if stopping or now - self._failing_since > self.store_failure_max_s:
+                self._drop(pending)
+                raise StoreGaveUp(f"{failure}; still failing after "
+                                  f"{now - self._failing_since:.0f} s, giving up"
+                                  + (" (stopping)" if stopping else ""))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.store_retry_max_s)
+            if failure.invalidated:
+                try:
+                    await asyncio.to_thread(self.store.reopen)
+                    self.stats.store_reopens += 1
+                    log.warning("store: reopened %s after it was invalidated", self.store.path)
+                except Exception as exc:  # still no space, or the file is gone: retry later
+                    log.debug("store: reopen failed: %s", exc)
+
+    def _enriched(self, batches: list[Batch]) -> list[Batch]:
+        try:
+            return self.enrich.apply(batches)  # type: ignore[union-attr]
+        except Exception as exc:  # never lose the batches over the enrichment
+            log.error("enrichment failed, batches written as they came: %s", exc)
+            return batches
+
+    def _write(self, batches: list[Batch]) -> tuple[list[Batch], StoreFailure | None]:
+        """Write `batches`; returns (batches not written, the store failure) — ([], None)
+        when done. Data errors never come back: refused rows become rejects."""
         try:
             self._count(batches, self.store.write(batches))
-            return
+            return [], None
+        except StoreFailure as exc:
+            return batches, exc
         except Exception as exc:
-            log.warning("write of %d batches failed (%s); retrying one by one", len(batches), exc)
-        for b in batches:
+            log.warning("write of %d batches failed (%s); retrying one by one", len(batches),
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        for i, b in enumerate(batches):
             try:
-                self._count([b], self.store.write([b]))
-            except Exception as exc:
-                self.stats.batches_refused += 1
-                log.error("store refused a %s batch of %d rows: %s", b.table, b.rows,
-                          str(exc).splitlines()[0])
+                self._write_isolating(b)
+            except StoreFailure as exc:
+                return batches[i:], exc
+        return [], None
+
+    def _write_isolating(self, b: Batch) -> None:
+        """Write one batch; if the store refuses its data, halve it until the refused
+        rows are found, store them as rejects and write the rest."""
+        try:
+            self._count([b], self.store.write([b]))
+            return
+        except StoreFailure:
+            raise
+        except Exception as exc:
+            if b.rows <= 1:
+                self._refuse_row(b, exc)
+                return
+        mid = b.rows // 2
+        self._write_isolating(Batch(b.table, b.data.slice(0, mid)))
+        self._write_isolating(Batch(b.table, b.data.slice(mid)))
+
+    def _refuse_row(self, b: Batch, exc: BaseException) -> None:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self.stats.batches_refused += 1
+        self.stats.rows_refused += b.rows
+        log.error("store refused a %s row: %s", b.table, reason)
+        row = b.data.to_pylist()[0] if b.rows else {}
+        host = row.get("host")
+        excerpt = json.dumps(row, default=str, ensure_ascii=True)[:200]
+        self.store.write([make_batch("rejects", {
+            "ts": [self.clock()], "source": ["store"], "topic": [b.table],
+            "host": [host if isinstance(host, str) else None],
+            "reason": [f"store refused the row: {reason}"[:500]],
+            "payload_excerpt": [excerpt]})])
 
     def _count(self, batches: list[Batch], rows: int) -> None:
         self.stats.batches_written += len(batches)

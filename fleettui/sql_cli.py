@@ -16,7 +16,7 @@ from pathlib import Path
 from fleettui.formats import render
 from fleettui.paths import default_db_path, read_daemon_info, read_operator_token, running_daemons
 from storage import quack
-from storage.reader import LocalReader, QuackReader, Reader, check_read_only
+from storage.reader import LocalReader, QuackReader, QueryError, Reader, check_read_only
 from storage.store import Store
 
 
@@ -52,10 +52,23 @@ def open_reader(db: str | None, connect: str | None, token: str | None) -> Reade
         return QuackReader(endpoint, token)
     info = find_daemon(db)
     if info is not None:
-        return QuackReader(info.endpoint, info.token,
-                           operator_token=read_operator_token(Path(info.db), info.pid))
+        try:
+            return QuackReader(info.endpoint, info.token,
+                               operator_token=read_operator_token(Path(info.db), info.pid))
+        except (quack.QuackError, QueryError) as exc:
+            raise _store_failure(Path(info.db)) or exc from None
     store = Store.open(path, read_only=True)
     return LocalReader(store.con, str(path), owns=True)
+
+
+def _store_failure(path: Path) -> quack.QuackError | None:
+    """The daemon's own word that its store is failing (disk full), which Quack
+    otherwise reports as a refused token or a server error."""
+    info = read_daemon_info(path)
+    if info is None or not info.store_error:
+        return None
+    return quack.QuackError(f"the daemon (pid {info.pid}) cannot use its store: "
+                            f"{info.store_error}")
 
 
 def main(args) -> int:
@@ -69,6 +82,9 @@ def main(args) -> int:
         reader = open_reader(args.db, args.connect, token)
     try:
         columns, rows = reader.rows(args.query)
+    except (quack.QuackError, QueryError) as exc:
+        path = Path(args.db).expanduser() if args.db else default_db_path()
+        raise _store_failure(path) or exc from None
     finally:
         reader.close()
     if columns:

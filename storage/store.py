@@ -28,6 +28,48 @@ class StoreError(RuntimeError):
     """The store cannot be opened or written; the message is one line for a person."""
 
 
+class StoreFailure(StoreError):
+    """The database failed, not the batch: disk full, I/O error, or DuckDB invalidated
+    the database after a fatal error (then every later statement fails until the
+    process reopens it; the file itself stays intact). Batches are kept and retried."""
+
+    def __init__(self, message: str, invalidated: bool):
+        super().__init__(message)
+        self.invalidated = invalidated
+
+
+# Signs that the database (not the data) failed; anything else is the batch's fault.
+_FAILURE_MARKERS = ("No space left", "Could not write file", "I/O Error", "IO Error",
+                    "Disk quota", "Read-only file system", "Failed to commit")
+
+
+def as_store_failure(path: str, exc: BaseException) -> StoreFailure | None:
+    """A StoreFailure for a DuckDB error that is the database's fault, else None."""
+    if isinstance(exc, StoreFailure):
+        return exc
+    if not isinstance(exc, duckdb.Error):
+        return None
+    msg = str(exc).strip()
+    invalidated = isinstance(exc, duckdb.FatalException) or "invalidated" in msg
+    if not (invalidated or isinstance(exc, duckdb.IOException)
+            or any(m in msg for m in _FAILURE_MARKERS)):
+        return None
+    first = msg.splitlines()[0]
+    if invalidated and "Original error:" in msg:  # the cause is more telling than "invalidated"
+        first = "invalidated after: " + msg.split("Original error:", 1)[1].strip().strip('"')
+    return StoreFailure(f"{path}: store failed: {first[:300]}", invalidated)
+
+
+def default_memory_limit() -> str:
+    """DuckDB's memory limit unless configured: 25% of RAM, at most 4 GiB (DuckDB's own
+    default, 80% of RAM, lets the store crowd out the rest of the host)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 16 << 30
+    return f"{max(64 << 20, min(ram // 4, 4 << 30)) >> 20}MiB"
+
+
 _UPSERT_TABLES = frozenset(UPSERT_KEYS)
 
 # Merge rules that are not "latest value wins" for a column.
@@ -58,27 +100,50 @@ def _make_private(path: str) -> None:
 
 
 class Store:
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool):
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool,
+                 memory_limit: str | None = None):
         self.con = con
         self.path = path
         self.read_only = read_only
+        self.memory_limit = memory_limit
         self._lock = threading.Lock()
         self._writer = None if read_only else con.cursor()
+        self.failure: str | None = None  # the last StoreFailure's message, None while healthy
+        self.reopens = 0
+        self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
 
     @classmethod
-    def open(cls, path: str | Path, *, read_only: bool = False) -> Store:
-        """Open (creating and migrating if writable) the database at `path` (":memory:" ok)."""
+    def open(cls, path: str | Path, *, read_only: bool = False,
+             memory_limit: str | None = None) -> Store:
+        """Open (creating and migrating if writable) the database at `path` (":memory:" ok).
+
+        `memory_limit` is DuckDB's (e.g. "2GiB"); None: `default_memory_limit()`."""
         path = str(path)
-        if read_only and path != ":memory:" and not Path(path).exists():
-            raise StoreError(f"{path}: no such database (run `fleettui daemon` to create one)")
-        if not read_only and path != ":memory:":
-            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        limit = memory_limit or default_memory_limit()
+        con = cls._connect(path, read_only, limit)
+        return cls(con, path, read_only, limit)
+
+    @staticmethod
+    def _connect(path: str, read_only: bool, memory_limit: str) -> duckdb.DuckDBPyConnection:
+        if path != ":memory:":
+            p = Path(path)
+            if p.is_dir():
+                raise StoreError(f"{path}: is a directory, not a database file")
+            if read_only and not p.exists():
+                raise StoreError(f"{path}: no such database (run `fleettui daemon` to create one)")
+            if not read_only:
+                try:
+                    p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"{path}: cannot create its directory {str(p.parent)!r}: "
+                                     f"{exc.strerror}") from None
         # the file and its WAL: owner only. DuckDB creates the WAL lazily, so the
         # fleettui CLI also runs with umask 077; this covers library callers' first open.
         mask = os.umask(0o077)
         try:
             try:
-                con = duckdb.connect(path, read_only=read_only)
+                con = duckdb.connect(path, read_only=read_only,
+                                     config={"memory_limit": memory_limit})
             except duckdb.Error as exc:
                 raise _open_error(path, exc) from exc
             try:
@@ -92,7 +157,23 @@ class Store:
                 raise
         finally:
             os.umask(mask)
-        return cls(con, path, read_only)
+        return con
+
+    def reopen(self) -> None:
+        """Close and open the database again: the only way out of DuckDB's invalidated
+        state (after `No space left on device` at a checkpoint). Raises StoreError while
+        the file still cannot be opened; runs `on_reopen` hooks after success."""
+        with self._lock:
+            with contextlib.suppress(Exception):
+                self.con.close()
+            con = self._connect(self.path, self.read_only, self.memory_limit or
+                                default_memory_limit())
+            self.con = con
+            self._writer = None if self.read_only else con.cursor()
+            self.failure = None
+            self.reopens += 1
+        for hook in self.on_reopen:
+            hook(self)
 
     def write(self, batches: Iterable[Batch]) -> int:
         """Append or merge every batch in one transaction; returns rows written."""
@@ -105,14 +186,22 @@ class Store:
             if b.table not in TABLE_COLUMNS:
                 raise BatchError(f"unknown table {b.table!r}")
         rows = 0
-        with self.writer() as cur:
-            for b in merged:
-                cur.register("_batch", b.data)
-                try:
-                    cur.execute(self._insert_sql(b))
-                finally:
-                    cur.unregister("_batch")
-                rows += b.rows
+        try:
+            with self.writer() as cur:
+                for b in merged:
+                    cur.register("_batch", b.data)
+                    try:
+                        cur.execute(self._insert_sql(b))
+                    finally:
+                        cur.unregister("_batch")
+                    rows += b.rows
+        except duckdb.Error as exc:
+            failure = as_store_failure(self.path, exc)
+            if failure is None:
+                raise
+            self.failure = str(failure)
+            raise failure from exc
+        self.failure = None
         return rows
 
     @staticmethod
@@ -152,7 +241,8 @@ class Store:
                 yield cur
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # an invalidated database refuses it too
+                    cur.execute("ROLLBACK")
                 raise
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

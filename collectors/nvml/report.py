@@ -39,6 +39,7 @@ MAX_SLICES = 7 * MAX_GPUS
 MAX_PROCS = 4096
 MAX_XIDS = 1024
 MAX_STR = 1024
+MAX_EPOCH_S = 1e11  # year 5138: later stamps cannot become store timestamps
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")  # no MQTT wildcards or '/'
 
 STATE_ONLINE, STATE_OFFLINE = "online", "offline"
@@ -96,7 +97,7 @@ PROC_SPEC = {
     "cgroup": (STR, 0, 0),
     "tenant_guess": (STR, 0, 0),
 }
-XID_SPEC = {"ts": (NUM, 0, 1e11), "gpu_uuid": (STR, 0, 0), "code": (INT, 0, 2**31)}
+XID_SPEC = {"ts": (NUM, 0, MAX_EPOCH_S), "gpu_uuid": (STR, 0, 0), "code": (INT, 0, 2**31)}
 INV_GPU_SPEC = {
     "uuid": (STR, 0, 0), "index": (INT, 0, 1024), "name": (STR, 0, 0),
     "pci_bus_id": (STR, 0, 0), "mig_mode": (BOOL, 0, 0),
@@ -207,11 +208,26 @@ def _num(x: Any) -> TypeGuard[float]:
     return (t is int or t is float) and (t is int or math.isfinite(x))
 
 
+def _storable(text: str) -> bool:
+    """Whether the store can hold `text`: valid UTF-8 once encoded (JSON's "\\ud800"
+    escapes decode to lone surrogates that Arrow refuses) and no NUL character."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def _check_str(where: str, x: Any, limit: int = MAX_STR) -> None:
+    if type(x) is not str or len(x) > limit:
+        raise ReportError(f"{where}: expected a string of at most {limit} chars, got {_show(x)}")
+    if not _storable(x):
+        raise ReportError(f"{where}: string {_show(x)} has a lone surrogate or NUL character")
+
+
 def _check_scalar(where: str, x: Any, kind: int, lo: float, hi: float, n_idx: int) -> None:
     if kind == STR:
-        if type(x) is not str or len(x) > MAX_STR:
-            raise ReportError(f"{where}: expected a string of at most {MAX_STR} chars, "
-                              f"got {_show(x)}")
+        _check_str(where, x)
     elif kind == BOOL:
         if type(x) is not bool:
             raise ReportError(f"{where}: expected true/false, got {_show(x)}")
@@ -247,8 +263,8 @@ def _all_ok(values: list[Any], kind: int, lo: float, hi: float, n_idx: int) -> b
                 x.is_integer() for x in vals if type(x) is float):
             return False
         return lo <= min(vals) and max(vals) <= hi  # inf fails here; NaN never parses
-    if kind == STR:
-        return types == {str} and max(map(len, vals)) <= MAX_STR
+    if kind == STR:  # one join + encode checks the whole column for surrogates and NULs
+        return types == {str} and max(map(len, vals)) <= MAX_STR and _storable("".join(vals))
     if kind == BOOL:
         return types == {bool}
     return types == {int} and min(vals) >= 0 and max(vals) < n_idx  # IDX
@@ -330,13 +346,14 @@ def decode(
     if topic_host is not None and host != topic_host:
         raise ReportError(f"host {host!r} does not match the topic's host {topic_host!r}")
     boot = obj.get("boot")
-    if type(boot) is not str or not 0 < len(boot) <= 64:
+    if type(boot) is not str or not boot:
         raise ReportError(f"boot: expected a short string, got {_show(boot)}")
+    _check_str("boot", boot, 64)
     seq = obj.get("seq")
     if type(seq) is not int or not 0 <= seq < 2**62:
         raise ReportError(f"seq: expected a whole number >= 0, got {_show(seq)}")
     ts = obj.get("ts")
-    if not _num(ts) or ts <= 0:
+    if not _num(ts) or not 0 < ts < MAX_EPOCH_S:
         raise ReportError(f"ts: expected epoch seconds, got {_show(ts)}")
     if now is not None:
         if ts > now + max_future_s:
@@ -347,11 +364,11 @@ def decode(
     if interval is not None and (not _num(interval) or not 0 < interval <= 86400):
         raise ReportError(f"interval_s: expected seconds in (0, 86400], got {_show(interval)}")
     dropped = obj.get("dropped", 0)
-    if type(dropped) is not int or dropped < 0:
+    if type(dropped) is not int or not 0 <= dropped < 2**62:
         raise ReportError(f"dropped: expected a whole number >= 0, got {_show(dropped)}")
     driver = obj.get("driver")
-    if driver is not None and (type(driver) is not str or len(driver) > MAX_STR):
-        raise ReportError(f"driver: expected a string, got {_show(driver)}")
+    if driver is not None:
+        _check_str("driver", driver)
     gpu, n = _section(obj.get("gpu"), "gpu", GPU_SPEC, "uuid", 0, MAX_GPUS)
     if any(not u for u in gpu["uuid"]):
         raise ReportError("gpu.uuid: empty or null GPU UUID")
@@ -375,6 +392,8 @@ def decode(
     if type(lost) is not list or len(lost) > MAX_GPUS or any(
             type(u) is not str or not u or len(u) > MAX_STR for u in lost):
         raise ReportError(f"lost: expected a list of GPU UUIDs, got {_show(lost)}")
+    if lost and not _storable("".join(lost)):
+        raise ReportError("lost: a GPU UUID has a lone surrogate or NUL character")
     inv = None
     if obj.get("inv") is not None:
         raw = obj["inv"]
@@ -419,9 +438,9 @@ def decode_status(payload: bytes) -> tuple[str, float | None, str | None]:
     if state not in (STATE_ONLINE, STATE_OFFLINE):
         raise ReportError(f"state: expected 'online' or 'offline', got {_show(state)}")
     ts = obj.get("ts")
-    if ts is not None and (not _num(ts) or ts <= 0):
+    if ts is not None and (not _num(ts) or not 0 < ts < MAX_EPOCH_S):
         raise ReportError(f"ts: expected epoch seconds, got {_show(ts)}")
     boot = obj.get("boot")
-    if boot is not None and (type(boot) is not str or len(boot) > 64):
-        raise ReportError(f"boot: expected a short string, got {_show(boot)}")
+    if boot is not None:
+        _check_str("boot", boot, 64)
     return state, None if ts is None else float(ts), boot

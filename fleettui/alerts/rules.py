@@ -25,7 +25,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 
@@ -165,6 +165,8 @@ def _check_template(text: str) -> None:
 @dataclass(frozen=True)
 class ExprSpec:
     """`expr = { metric, agg, over, op, threshold }`: aggregate a metric over a window."""
+
+    SIGNED_KEYS: ClassVar[frozenset[str]] = frozenset({"threshold"})
 
     metric: str  # a column or SQL expression over the sample table
     op: str

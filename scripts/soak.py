@@ -1,0 +1,238 @@
+"""Soak: a simulated fleet through agents -> Mosquitto -> daemon, with random faults.
+
+Not a CI test: run it by hand (default 30 minutes) and read the last lines.
+
+    .venv/bin/python scripts/soak.py --duration 1800 --hosts 8
+
+- Agents: `fleettui agent --nvml fake` processes (one per host name), QoS 1.
+- A counter subscribes to every report topic (its own persistent session) and
+  records each unique (host, boot, seq) the broker delivered: that is "sent".
+- Faults, one every `--fault-every` seconds on average, chosen at random:
+  broker restart (persistence on), daemon SIGKILL then restart, a burst of
+  poison reports (lone surrogate, NUL, absurd ints), an oversized (2 MiB)
+  report, and, when the store sits on a tmpfs this script could mount (root),
+  the disk filled for 15 s then freed.
+- At the end: sent = stored + rejected + dropped-by-agents + lost, where lost
+  is expected only from daemon SIGKILLs (reports acked on receipt but not yet
+  written: at most one flush interval each) and is printed per cause. The
+  daemon's RSS is sampled every 10 s and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC
+from pathlib import Path
+
+import paho.mqtt.client as paho
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.services.mosquitto import Broker  # noqa: E402  (the tests' broker wrapper)
+
+PREFIX = "fleettui"
+
+
+class Counter:
+    """Every unique report the broker delivered, by (host, boot, seq)."""
+
+    def __init__(self, broker: Broker):
+        self.seen: dict[tuple[str, str, int], float] = {}
+        self.poison = 0
+        self.lock = threading.Lock()
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-counter",
+                             clean_session=False)
+        self.c.on_message = self._on_message
+        self.c.on_connect = lambda c, *a: c.subscribe(f"{PREFIX}/+/report", qos=1)
+        self.c.reconnect_delay_set(0.2, 2)
+        self.c.connect(broker.host, broker.port)
+        self.c.loop_start()
+
+    def _on_message(self, c, userdata, msg) -> None:
+        try:
+            obj = json.loads(msg.payload)
+            key = (obj["host"], obj["boot"], int(obj["seq"]))
+            ts = float(obj["ts"])
+        except Exception:
+            return
+        if key[1] == "soak-poison":
+            return
+        with self.lock:
+            self.seen[key] = ts
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=1800.0, help="seconds (default 30 min)")
+    ap.add_argument("--hosts", type=int, default=8)
+    ap.add_argument("--interval", type=float, default=1.0, help="agent interval, seconds")
+    ap.add_argument("--fault-every", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-disk-fill", action="store_true")
+    a = ap.parse_args()
+    rng = random.Random(a.seed)
+    work = Path(tempfile.mkdtemp(prefix="fleettui-soak-"))
+    data = work / "store"
+    data.mkdir()
+    tmpfs = False
+    if not a.no_disk_fill and os.geteuid() == 0:
+        tmpfs = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(data)],
+                               capture_output=True).returncode == 0
+    db = data / "fleet.duckdb"
+    broker = Broker(work / "broker", persistence=True)
+    broker.start()
+    config = work / "fleet.toml"
+    config.write_text(
+        f'[daemon]\ndb = "{db}"\nstatus_interval_s = 0\nstore_failure_max_s = 120\n\n'
+        f'[[sources]]\nkind = "mqtt"\nbroker = "{broker.address}"\nflush_interval_s = 0.25\n'
+        'reconnect_max_s = 1.0\nclient_id = "soak-daemon"\n')
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    daemon_log = open(work / "daemon.log", "a")  # noqa: SIM115
+
+    def start_daemon() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--config",
+                                 str(config), "--no-serve"], env=env, stdout=daemon_log,
+                                stderr=daemon_log)
+
+    counter = Counter(broker)
+    daemon = start_daemon()
+    time.sleep(3)
+    from collectors.sim.model import SimModel
+
+    fleet_hosts = list(dict.fromkeys(SimModel(start=time.time()).fleet.host))
+    hosts = fleet_hosts[:: max(1, len(fleet_hosts) // a.hosts)][: a.hosts]
+    agent_log = open(work / "agents.log", "a")  # noqa: SIM115
+    agents = [subprocess.Popen([sys.executable, "-m", "fleettui.agent", "--broker",
+                                broker.address, "--nvml", "fake", "--fake-hosts", h,
+                                "--interval", str(a.interval), "--client-id", f"agent-{h}"],
+                               env=env, stdout=agent_log, stderr=agent_log) for h in hosts]
+    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-faults")
+    pub.reconnect_delay_set(0.2, 2)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    faults: dict[str, int] = {}
+    poison_sent = 0
+    rss: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+    wall0 = time.time()
+    next_fault = t0 + rng.expovariate(1 / a.fault_every)
+    next_rss = t0
+    kinds = ["broker_restart", "daemon_kill", "poison", "oversized"] + (["disk_fill"] if tmpfs
+                                                                        else [])
+    try:
+        while time.monotonic() - t0 < a.duration:
+            now = time.monotonic()
+            if now >= next_rss:
+                rss.append((now - t0, rss_mb(daemon.pid)))
+                next_rss += 10
+            if daemon.poll() is not None:
+                print(f"[{now - t0:6.0f} s] daemon exited {daemon.returncode}; restarting",
+                      flush=True)
+                faults["daemon_exit"] = faults.get("daemon_exit", 0) + 1
+                daemon = start_daemon()
+            if now >= next_fault:
+                kind = rng.choice(kinds)
+                faults[kind] = faults.get(kind, 0) + 1
+                print(f"[{time.time() - wall0:6.0f} s] fault: {kind}", flush=True)
+                if kind == "broker_restart":
+                    broker.restart()
+                elif kind == "daemon_kill":
+                    daemon.send_signal(signal.SIGKILL)
+                    daemon.wait()
+                    time.sleep(rng.uniform(0.5, 3))
+                    daemon = start_daemon()
+                elif kind == "poison":
+                    for j, bad in enumerate(('"\\ud800"', '"a\\u0000b"', str(2**70))):
+                        host = rng.choice(hosts)
+                        body = (f'{{"v":1,"host":"{host}","boot":"soak-poison","seq":{j},'
+                                f'"ts":{time.time()},"driver":{bad},"gpu":{{"uuid":["GPU-x"]}}}}')
+                        pub.publish(f"{PREFIX}/{host}/report", body.encode(),
+                                    qos=1).wait_for_publish(10)
+                        poison_sent += 1
+                elif kind == "oversized":
+                    host = rng.choice(hosts)
+                    pub.publish(f"{PREFIX}/{host}/report", b"{" + b" " * (2 << 20) + b"}",
+                                qos=1).wait_for_publish(10)
+                    poison_sent += 1
+                elif kind == "disk_fill":
+                    filler = data / "filler"
+                    with open(filler, "wb", buffering=0) as f:
+                        try:
+                            while True:
+                                f.write(b"\0" * (1 << 20))
+                        except OSError:
+                            pass
+                    time.sleep(15)
+                    filler.unlink()
+                next_fault = time.monotonic() + rng.expovariate(1 / a.fault_every)
+            time.sleep(0.5)
+    finally:
+        for ag in agents:
+            ag.send_signal(signal.SIGINT)
+        for ag in agents:
+            try:
+                ag.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                ag.kill()
+        time.sleep(3)  # the last reports reach the daemon
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        pub.loop_stop()
+        counter.c.loop_stop()
+        broker.stop()
+    from storage.store import Store
+
+    store = Store.open(db, read_only=True)
+    stored = store.con.execute("SELECT count(*) FROM (SELECT DISTINCT host, ts FROM gpu_samples"
+                               " WHERE source = 'nvml')").fetchone()[0]
+    rejected = store.con.execute("SELECT count(*) FROM rejects WHERE topic LIKE '%/report'"
+                                 ).fetchone()[0]
+    reasons = store.con.execute("SELECT reason[:60], count(*) FROM rejects GROUP BY 1 "
+                                "ORDER BY 2 DESC LIMIT 5").fetchall()
+    have = {(h, round(t.replace(tzinfo=UTC).timestamp(), 3)) for h, t in
+            store.con.execute("SELECT DISTINCT host, ts FROM gpu_samples").fetchall()}
+    store.close()
+    with counter.lock:
+        sent = len(counter.seen)
+        gone = [(ts, h) for (h, _, _), ts in counter.seen.items()
+                if (h, round(ts, 3)) not in have]
+        missing = sorted(ts for ts, _ in gone)
+        print(f"missing by host: {sorted({h: sum(1 for _, x in gone if x == h) for _, h in gone}.items())}")
+    if missing:
+        print(f"missing reports at (s after start): "
+              f"{[round(t - wall0) for t in missing][:40]}")
+    lost = sent + poison_sent - stored - rejected
+    print(f"faults: {faults}")
+    print(f"reject reasons: {reasons}")
+    print(f"RSS MB (t s, MB): {[(round(t), round(m)) for t, m in rss]}")
+    print(f"RECONCILE: sent {sent} reports + {poison_sent} poison/oversized = stored {stored}"
+          f" + rejected {rejected} + lost {lost} (daemon SIGKILLs: {faults.get('daemon_kill', 0)})")
+    print(f"work dir: {work}")
+    if tmpfs:
+        subprocess.run(["umount", "-l", str(data)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
