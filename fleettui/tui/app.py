@@ -22,8 +22,8 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
+from fleettui.background import BackgroundRuntime
 from fleettui.tui.commands import FleetCommands
-from fleettui.tui.demo import BackgroundRuntime
 from fleettui.tui.screens.alerts import AlertsScreen
 from fleettui.tui.screens.drilldown import DrilldownScreen
 from fleettui.tui.screens.fabric import FabricScreen
