@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml
 # Real services for the integration tests (installed, never started: tests start their own).
 services:
 	@if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null || \
-	    ! command -v prometheus >/dev/null || ! command -v openssl >/dev/null; then \
-	  echo "installing mosquitto, prometheus and openssl (Debian packages) for the integration tests"; \
+	    ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null || \
+	    ! command -v openssl >/dev/null; then \
+	  echo "installing mosquitto, prometheus, prometheus-alertmanager and openssl (Debian packages) for the integration tests"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients prometheus openssl >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients \
+	    prometheus prometheus-alertmanager openssl >/dev/null; \
 	fi
 
 demo: $(STAMP)

@@ -3,9 +3,9 @@
 Fills a store with `--hours` of the simulated fleet at `--scale` every
 `--step-s` seconds (1 s: the 1 Hz the capacity figures assume), rolls it up,
 then measures each table's on-disk size in a database file of its own (small
-tables are replicated, under other keys, until the file is large enough that
-DuckDB's 256 KiB block granularity does not matter; replicated figures are
-marked, as the suffixed keys make them a little pessimistic). A "value" is one metric
+tables are replicated, under other keys, to 250,000 rows so that DuckDB's
+256 KiB block granularity does not matter; replicated figures are marked, as
+the suffixed keys make them a little pessimistic). A "value" is one metric
 of one key at one time: a raw cell, or one metric's aggregate set in a rollup
 row (min/max/sum/count/last...).
 
@@ -35,7 +35,7 @@ from storage.rollups import SPECS, TIERS, RollupOptions, roll_tier, rollup_table
 from storage.store import Store
 
 START = datetime(2026, 11, 2, 0, 0, 0)
-MIN_BYTES = 4 << 20  # replicate tables smaller than this (block granularity is 256 KiB)
+MIN_ROWS = 250_000  # replicate smaller tables up to this (block granularity is 256 KiB)
 
 
 def fill(store: Store, scale: int, hours: float, step_s: float) -> tuple[int, float]:
@@ -58,7 +58,7 @@ def roll_all(store: Store, now: datetime, span_h: float) -> float:
 
 
 def table_bytes(src: duckdb.DuckDBPyConnection, relation: str, key: str, workdir: Path,
-                where: str = "") -> tuple[float, int]:
+                where: str = "", min_rows: int = MIN_ROWS) -> tuple[float, int]:
     """(bytes per row on disk, rows) of `relation`, measured in a file of its own."""
     rows = src.execute(f"SELECT count(*) FROM {relation} {where}").fetchone()[0]
     if rows == 0:
@@ -73,8 +73,7 @@ def table_bytes(src: duckdb.DuckDBPyConnection, relation: str, key: str, workdir
     src.execute(f"ATTACH '{probe}' AS p")
     src.execute(f"CREATE TABLE p.t AS SELECT * FROM {relation} {where}")
     src.execute("CHECKPOINT p")
-    once = max(1, probe.stat().st_size - empty.stat().st_size)
-    copies = max(1, min(256, math.ceil(MIN_BYTES / once)))
+    copies = max(1, min(4096, math.ceil(min_rows / rows)))
     if copies > 1:
         # the same rows again under other keys: they compress like the original
         src.execute(f"INSERT INTO p.t SELECT s.* REPLACE ({key} || '~' || k AS {key})"
@@ -174,7 +173,7 @@ def main() -> None:
             metrics = [c for c, _ in SPECS["gpu_samples"].metrics]
             where = (f"WHERE gpu_uuid IN (SELECT gpu_uuid FROM gpus ORDER BY gpu_uuid"
                      f" LIMIT {args.prometheus})")
-            bpr, measured = table_bytes(con, "gpu_samples", "gpu_uuid", work, where)
+            bpr, measured = table_bytes(con, "gpu_samples", "gpu_uuid", work, where, min_rows=0)
             rows = con.execute(f"SELECT count(*) FROM gpu_samples {where}").fetchone()[0]
             nonnull = con.execute(
                 f"SELECT {' + '.join(f'count({m})' for m in metrics)} FROM gpu_samples {where}"

@@ -254,7 +254,8 @@ def daemon_store(db: Path, t0: float, t1: float, interval_s: float) -> dict:
         runs = con.execute(
             "SELECT count(*), avg(duration_ms), max(duration_ms), "
             "count(*) FILTER (WHERE duration_ms > ?) FROM collector_runs "
-            "WHERE ts >= ? AND ts < ?", [interval_s * 1000, lo, hi]).fetchone()
+            "WHERE collector = 'sim-scrape' AND ts >= ? AND ts < ?",  # not per-target rows
+            [interval_s * 1000, lo, hi]).fetchone()
     finally:
         con.close()
     return {"per_ts": per_ts, "temps": temps, "values": values, "runs": runs,

@@ -93,7 +93,8 @@ def check_tasks(config: Config) -> None:
         scratch.close()
 
 
-def _serve(store: Store, config: Config, db: Path, metrics: str | None) -> DaemonInfo | None:
+def _serve(store: Store, config: Config, db: Path,
+           metrics: str | None = None) -> DaemonInfo | None:
     if not config.daemon.serve_enabled:
         return None
     host, port = quack.parse_endpoint(config.daemon.serve)

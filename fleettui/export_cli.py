@@ -3,9 +3,9 @@
     DIR/table=gpu_samples/day=2026-11-02/part-0.parquet
 
 Rows are read with ordinary read-only queries (through the running daemon
-over Quack, or from the database file when no daemon holds it) in time
-chunks, and written by pyarrow here: the daemon never writes files for a
-client. Time-series tables (a `ts` column, or `bucket` for rollups) are cut
+over Quack, or from the database file when no daemon holds it), about
+`--chunk-rows` at a time, and written by pyarrow here: the daemon never writes
+files for a client. Time-series tables (a `ts` column, or `bucket` for rollups) are cut
 into whole UTC days; `--since`/`--until` are widened to whole days, and a day
 exported again replaces its file (written beside it, then renamed), so
 exporting is idempotent. Tables without a time column (hosts, gpus, ...) are
@@ -19,6 +19,7 @@ DuckDB (`read_parquet('DIR/table=gpu_samples/*/*.parquet', hive_partitioning
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -61,8 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", metavar="DATE", help="end, exclusive, widened to a whole day "
                    "(default: now)")
     p.add_argument("--tables", metavar="A,B", help="tables to export (default: every table)")
-    p.add_argument("--chunk-minutes", type=float, default=60.0, metavar="M",
-                   help="rows are read M minutes at a time (default 60)")
+    p.add_argument("--chunk-rows", type=int, default=1_000_000, metavar="N",
+                   help="read about N rows per query (default 1,000,000)")
     p.set_defaults(func=main)
 
 
@@ -139,7 +140,8 @@ def _write_atomic(path: Path, tables: list[pa.Table]) -> None:
 
 
 def export(reader: Reader, out: Path, *, since: datetime | None, until: datetime,
-           tables: list[str] | None, chunk: timedelta, stream=sys.stderr) -> dict[str, int]:
+           tables: list[str] | None, chunk_rows: int = 1_000_000,
+           stream=sys.stderr) -> dict[str, int]:
     """Export; returns rows written per table."""
     known = {t.name: t for t in store_tables(reader)}
     if tables:
@@ -152,36 +154,34 @@ def export(reader: Reader, out: Path, *, since: datetime | None, until: datetime
         infos = list(known.values())
     end_day = datetime.combine((until - timedelta(microseconds=1)).date(),
                                datetime.min.time()) + timedelta(days=1)
-    plans: list[tuple[TableInfo, datetime, datetime]] = []
+    # one query per table counts rows per day; each day is read in equal time
+    # chunks of about `chunk_rows` rows, and days without rows are skipped
+    plans: list[tuple[TableInfo, datetime, int]] = []
     for info in infos:
         if info.time_col is None:
             continue
-        _, rows = reader.rows(f"SELECT min({info.time_col}) FROM {info.name}")
-        first = rows[0][0]
-        if first is None:
-            continue
-        lo = max(first, since) if since else first
-        day = datetime.combine(lo.date(), datetime.min.time())
-        while day < end_day:
-            plans.append((info, day, day + timedelta(days=1)))
-            day += timedelta(days=1)
-    chunks_per_day = max(1, int(timedelta(days=1) / chunk))
+        col = info.time_col
+        lo = since or datetime(1, 1, 1)
+        _, rows = reader.rows(
+            f"SELECT date_trunc('day', {col})::TIMESTAMP AS day, count(*) FROM {info.name}"
+            f" WHERE {col} >= ? AND {col} < ? GROUP BY ALL ORDER BY day",
+            [datetime.combine(lo.date(), datetime.min.time()), end_day])
+        plans += [(info, day, max(1, math.ceil(n / chunk_rows))) for day, n in rows]
     snapshots = [i for i in infos if i.time_col is None]
-    progress = Progress(len(plans) * chunks_per_day + len(snapshots), stream)
+    progress = Progress(sum(p[2] for p in plans) + len(snapshots), stream)
     written: dict[str, int] = {}
     try:
-        for info, day, day_end in plans:
+        for info, day, chunks in plans:
             parts = []
-            t = day
-            while t < day_end:
-                hi = min(t + chunk, day_end)
+            step = timedelta(days=1) / chunks
+            for i in range(chunks):
+                t, hi = day + i * step, day + (i + 1) * step
                 part = reader.arrow(
                     f"SELECT * FROM {info.name} WHERE {info.time_col} >= ? AND {info.time_col} < ?"
                     f" ORDER BY {info.time_col}", [t, hi])
                 if part.num_rows:
                     parts.append(part)
                 progress.step(f"{info.name} {day.date()}")
-                t = hi
             if parts:
                 rows = sum(p.num_rows for p in parts)
                 _write_atomic(out / f"table={info.name}" / f"day={day.date()}" / "part-0.parquet",
@@ -205,8 +205,8 @@ def export(reader: Reader, out: Path, *, since: datetime | None, until: datetime
 def main(args: argparse.Namespace) -> int:
     from fleettui.sql_cli import open_reader
 
-    if args.chunk_minutes <= 0:
-        raise ExportError("--chunk-minutes must be > 0")
+    if args.chunk_rows <= 0:
+        raise ExportError("--chunk-rows must be > 0")
     since = parse_when(args.since, "--since") if args.since else None
     until = (parse_when(args.until, "--until") if args.until
              else datetime.now(UTC).replace(tzinfo=None))
@@ -226,7 +226,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         t0 = time.monotonic()
         written = export(reader, out, since=since, until=until, tables=tables,
-                         chunk=timedelta(minutes=args.chunk_minutes))
+                         chunk_rows=args.chunk_rows)
     finally:
         reader.close()
     total = sum(written.values())

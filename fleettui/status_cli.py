@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", metavar="HOST:PORT", help="the daemon's metrics_listen address "
                    "(when its info file is not readable, e.g. another user's daemon)")
     p.add_argument("--interval", type=float, default=1.0, metavar="S",
-                   help="seconds between the two scrapes the rates come from (default 1)")
+                   help="seconds between the two scrapes the rates come from (default 1; "
+                   "0: one scrape, no rates)")
     p.set_defaults(func=main)
 
 
@@ -86,12 +87,12 @@ def report(args: argparse.Namespace) -> str:
     if not (args.interval >= 0 and args.interval < 3600):
         raise StatusError("--interval must be in [0, 3600) seconds")
     first = scrape(address)
+    if args.interval == 0:  # no rates
+        return render(first, first, 0.0, address, head, time.time())
     t0 = time.monotonic()
-    if args.interval > 0:
-        time.sleep(args.interval)
+    time.sleep(args.interval)
     second = scrape(address)
-    dt = max(time.monotonic() - t0, 1e-9)
-    return render(first, second, dt, address, head, time.time())
+    return render(first, second, time.monotonic() - t0, address, head, time.time())
 
 
 def one(m: Samples, name: str, default: float = 0.0, **labels: str) -> float:
@@ -157,7 +158,10 @@ def render(a: Samples, b: Samples, dt: float, address: str, head: list[str], now
     # writes
     rows_a, rows_b = by(a, "fleettui_rows_written_total", "table"), by(
         b, "fleettui_rows_written_total", "table")
-    total_rate = (sum(rows_b.values()) - sum(rows_a.values())) / dt
+    def per_s(delta: float) -> str:
+        return f"{delta / dt:,.0f}" if dt > 0 else "-"
+
+    total_rate = per_s(sum(rows_b.values()) - sum(rows_a.values()))
     depth, cap = one(b, "fleettui_write_queue_depth"), one(b, "fleettui_write_queue_capacity")
     queue = f"queue {depth:.0f}/{cap:.0f}"
     if "fleettui_write_queue_oldest_seconds" in b:
@@ -165,13 +169,13 @@ def render(a: Samples, b: Samples, dt: float, address: str, head: list[str], now
     if "fleettui_write_lag_seconds" in b:
         queue += f"; last write lag {one(b, 'fleettui_write_lag_seconds'):.2f} s"
     lines.append(
-        f"writes    {total_rate:,.0f} rows/s; {queue}; refused batches "
+        f"writes    {total_rate} rows/s; {queue}; refused batches "
         f"{one(b, 'fleettui_batches_refused_total'):.0f}, dropped rows "
         f"{one(b, 'fleettui_rows_dropped_total'):.0f}")
     busiest = sorted(rows_b.items(), key=lambda kv: -(kv[1] - rows_a.get(kv[0], 0.0)))[:6]
-    if busiest:
+    if busiest and dt > 0:
         lines.append("rows/s    " + ", ".join(
-            f"{clean(t)} {(n - rows_a.get(t, 0.0)) / dt:,.0f}" for t, n in busiest))
+            f"{clean(t)} {per_s(n - rows_a.get(t, 0.0))}" for t, n in busiest))
     # sources
     runs = by(b, "fleettui_source_runs_total", "source")
     if runs:
@@ -210,7 +214,7 @@ def render(a: Samples, b: Samples, dt: float, address: str, head: list[str], now
         p50 = one(b, "fleettui_mqtt_ingest_lag_seconds", source=src, quantile="0.5")
         p99 = one(b, "fleettui_mqtt_ingest_lag_seconds", source=src, quantile="0.99")
         lines.append(
-            f"mqtt      {clean(src)}: {(received - before) / dt:,.0f} reports/s; "
+            f"mqtt      {clean(src)}: {per_s(received - before)} reports/s; "
             f"{received:,.0f} received, "
             f"{one(b, 'fleettui_mqtt_reports_stored_total', source=src):,.0f} stored, "
             f"{one(b, 'fleettui_mqtt_messages_rejected_total', source=src):,.0f} rejected, "

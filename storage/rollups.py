@@ -192,7 +192,7 @@ def _keys_on(spec: Spec, a: str, b: str) -> str:
 
 
 def _from_raw_select(spec: Spec, tier: str, p95_only: bool = False) -> str:
-    """SELECT list aggregating raw rows (alias r, with counter deltas `_d_<c>`)."""
+    """SELECT list aggregating raw rows (counter increases are joined on: from_raw_sql)."""
     keys = ", ".join(spec.keys)
     parts = [f"date_trunc('{_TRUNC[tier]}', ts) AS bucket", keys]
     if p95_only:
@@ -210,7 +210,7 @@ def _from_raw_select(spec: Spec, tier: str, p95_only: bool = False) -> str:
             if c in spec.p95:
                 parts.append(f"quantile_cont({c}, 0.95) AS {c}_p95")
         elif kind == COUNTER:
-            parts += [f"sum(_d_{c}) AS {c}_increase", last(c)]
+            parts.append(last(c))  # the increase comes from _counter_increases
         elif kind == TOTAL:
             parts += [f"sum({_dec(c)}) AS {c}_sum", f"max({c}) AS {c}_max"]
         elif kind == BITS:
@@ -222,35 +222,46 @@ def _from_raw_select(spec: Spec, tier: str, p95_only: bool = False) -> str:
     return ",\n       ".join(parts)
 
 
-def _raw_input(spec: Spec) -> str:
-    """Raw rows in [$lo, $hi) with counter deltas; rows from $lo - lookback feed the deltas."""
+def _counter_increases(spec: Spec, tier: str) -> str:
+    """Per key and bucket in [$lo, $hi): `_inc_<c>`, the sum of the counter deltas.
+
+    The window reads only keys, ts and the counters (a sort carrying every
+    column costs several times more); rows from $lo - lookback feed the deltas."""
     counters = spec.kinds(COUNTER)
-    if not counters:
-        return f"SELECT * FROM {spec.table} WHERE ts >= $lo AND ts < $hi"
+    keys = ", ".join(spec.keys)
     lookback = int(COUNTER_LOOKBACK.total_seconds())
     # one window for every counter (one sort): ordered by ts, then the counter
     # values, a total order on what the deltas read, so ties are deterministic
     order = ", ".join(f"_v_{c}" for c in counters)
-    w = f"(PARTITION BY {', '.join(spec.keys)} ORDER BY ts, {order})"
+    w = f"(PARTITION BY {keys} ORDER BY ts, {order})"
     values = ", ".join(f"{_dec(c)} AS _v_{c}" for c in counters)
     lags = ", ".join(
         f"lag(_v_{c} IGNORE NULLS) OVER {w} AS _p_{c}, "
         f"lag(CASE WHEN _v_{c} IS NOT NULL THEN ts END IGNORE NULLS) OVER {w} AS _pt_{c}"
         for c in counters)
-    deltas = ", ".join(
-        f"CASE WHEN _v_{c} IS NULL OR _p_{c} IS NULL OR ts - _pt_{c} > to_seconds({lookback})"
-        f" THEN NULL WHEN _v_{c} >= _p_{c} THEN _v_{c} - _p_{c} ELSE _v_{c} END AS _d_{c}"
+    sums = ", ".join(
+        f"sum(CASE WHEN _v_{c} IS NULL OR _p_{c} IS NULL"
+        f" OR ts - _pt_{c} > to_seconds({lookback}) THEN NULL"
+        f" WHEN _v_{c} >= _p_{c} THEN _v_{c} - _p_{c} ELSE _v_{c} END) AS _inc_{c}"
         for c in counters)
     return (
-        f"SELECT *, {deltas} FROM (SELECT *, {lags} FROM (SELECT *, {values} FROM {spec.table}"
-        f" WHERE ts >= $lo - to_seconds({lookback}) AND ts < $hi)) WHERE ts >= $lo"
+        f"SELECT date_trunc('{_TRUNC[tier]}', ts) AS bucket, {keys}, {sums} FROM ("
+        f"SELECT {keys}, ts, {order}, {lags} FROM (SELECT {keys}, ts, {values} FROM {spec.table}"
+        f" WHERE ts >= $lo - to_seconds({lookback}) AND ts < $hi)) WHERE ts >= $lo GROUP BY ALL"
     )
 
 
 def from_raw_sql(spec: Spec, tier: str) -> str:
     """Every column of the `tier` rollup for buckets in [$lo, $hi), straight from raw rows."""
-    return (f"SELECT {_from_raw_select(spec, tier)}\nFROM ({_raw_input(spec)}) r\n"
-            f"GROUP BY ALL")
+    main = (f"SELECT {_from_raw_select(spec, tier)}\nFROM {spec.table}"
+            f" WHERE ts >= $lo AND ts < $hi\nGROUP BY ALL")
+    counters = spec.kinds(COUNTER)
+    if not counters:
+        return main
+    on = "a.bucket = d.bucket AND " + _keys_on(spec, "a", "d")
+    incs = ", ".join(f"d._inc_{c} AS {c}_increase" for c in counters)
+    return (f"SELECT a.*, {incs} FROM ({main}) a\n"
+            f"LEFT JOIN ({_counter_increases(spec, tier)}) d ON {on}")
 
 
 def hour_from_minutes_sql(spec: Spec) -> str:
@@ -436,6 +447,49 @@ class RollupTask:
 
     async def tick(self, now: datetime) -> None:
         await asyncio.to_thread(self.run_once, now)
+
+
+_MEANING = {
+    "min": "smallest value", "max": "largest value",
+    "sum": "sum of the values, each rounded to 1e-6 of the unit (exact; mean = sum / count)",
+    "count": "non-NULL values in the sum", "last": "value of the newest row",
+    "p95": "95th percentile of the raw values (quantile_cont)",
+    "increase": "growth over the bucket; a reset counts from 0; gaps over 5 min not counted",
+    "or": "bitwise OR of every value",
+}
+
+
+def schema_md() -> str:
+    """SCHEMA.md's section on the rollups, generated from SPECS (tests check it)."""
+    out = ["## History ([docs/history.md](docs/history.md))", "",
+           "Each sample table has a 1-minute and a 1-hour rollup table (`T_1m`, `T_1h`) and a",
+           "view of each that adds the buckets not rolled up yet (`T_1m_live`, `T_1h_live`),",
+           "all with the same columns. Metrics keep the raw column's unit.", "",
+           "### `rollup_state`: how far each rollup table is maintained",
+           "| column | type | meaning |", "| --- | --- | --- |",
+           "| rollup | VARCHAR, key | rollup table, e.g. `gpu_samples_1m` |",
+           "| done_until | TIMESTAMP | buckets before this are rolled up |",
+           "| updated_at | TIMESTAMP | when the rollups task last moved it |"]
+    for spec in SPECS.values():
+        names = [f"`{rollup_table(spec.table, t)}`" for t in TIERS]
+        names += [f"`{live_view(spec.table, t)}`" for t in TIERS]
+        out += ["", f"### {', '.join(names)}: rollups of `{spec.table}`",
+                "| column | type | meaning |", "| --- | --- | --- |",
+                "| bucket | TIMESTAMP | start of the minute or hour (UTC) |",
+                f"| {', '.join(spec.keys)} | VARCHAR | the key, as in `{spec.table}` |",
+                "| samples | BIGINT | raw rows in the bucket |",
+                "| last_ts | TIMESTAMP | time of the newest raw row |"]
+        cols = rollup_columns(spec)[3 + len(spec.keys):]
+        groups: dict[tuple[str, str], list[str]] = {}
+        for name, typ in cols:
+            metric = next(c for c, _ in spec.metrics if name.startswith(c + "_")
+                          and name[len(c) + 1:] in _MEANING)
+            groups.setdefault((metric, typ), []).append(name)
+        for (metric, typ), names_ in groups.items():
+            what = "; ".join(f"{n[len(metric) + 1:]}: {_MEANING[n[len(metric) + 1:]]}"
+                             for n in names_)
+            out.append(f"| {', '.join(names_)} | {typ} | {what} |")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

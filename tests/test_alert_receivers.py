@@ -180,3 +180,32 @@ def test_mqtt_delivery_tls_files_are_checked_with_the_config():
         alerts_options({"mqtt_host": "b", "mqtt_tls_cert": __file__}, "fleet.toml [alerts]")
     with pytest.raises(OptionsError, match="timeout_s must be a number > 0"):
         alerts_options({"timeout_s": float("nan")}, "fleet.toml [alerts]")
+
+
+async def test_mqtt_delivery_with_a_client_certificate(tmp_path):
+    require_binary("openssl", "openssl")
+    broker = Broker(tmp_path / "mtls", tls=True, client_certs=True)
+    broker.start()
+    try:
+        cert, key = broker.client_cert("fleettui-alerts")
+        o = alerts_options({
+            "mqtt_host": broker.host, "mqtt_port": broker.port, "mqtt_tls": True,
+            "mqtt_tls_ca": str(broker.ca_path), "mqtt_tls_cert": str(cert),
+            "mqtt_tls_key": str(key), "retry_backoff_s": 0.2, "timeout_s": 2.0,
+        }, "fleet.toml [alerts]")
+        (d,) = build_delivery(o).targets
+        await fire(d)
+        assert await d.drain(10)
+        assert d.stats.confirmed == 1
+        await d.close()
+        # without the certificate the broker refuses the connection: never sent
+        o = alerts_options({"mqtt_host": broker.host, "mqtt_port": broker.port, "mqtt_tls": True,
+                            "mqtt_tls_ca": str(broker.ca_path), "retry_backoff_s": 0.2,
+                            "timeout_s": 2.0}, "fleet.toml [alerts]")
+        (bare,) = build_delivery(o).targets
+        await fire(bare)
+        assert not await bare.drain(5)  # each attempt ends at the 2 s deadline
+        assert bare.stats.confirmed == 0 and bare.stats.attempts_failed >= 1
+        await bare.close(0.1)
+    finally:
+        broker.stop()

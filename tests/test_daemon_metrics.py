@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleettui.config import ConfigError, parse_config
+from fleettui.config import ConfigError, DaemonOptions, parse_config
 from tests.services.prometheus import ScrapeTarget, free_port, prometheus_server  # noqa: F401
 
 
@@ -105,7 +105,7 @@ def test_metrics_parse_and_report_rows_sources_failures_and_alerts(daemon):
     assert value(m, "fleettui_mqtt_reports_received_total", source="mqtt") == 0
     assert value(m, "fleettui_write_queue_capacity") > 0
     assert value(m, "fleettui_alerts", state="firing", severity="critical") >= 0
-    assert value(m, "fleettui_store_retention_hours") == 168
+    assert value(m, "fleettui_store_retention_hours") == DaemonOptions().retention_h
     assert value(m, "fleettui_store_file_bytes") > 0
     assert time.time() - 60 < value(m, "fleettui_start_time_seconds") < time.time()
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as r:
@@ -143,7 +143,8 @@ def test_status_shows_the_daemon_for_a_person(daemon, fleettui, tmp_path):
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "pid" in lines["daemon"] and "quack:127.0.0.1:" in lines["daemon"]
     assert f"metrics http://{address}/metrics" in lines["up"]
-    assert "on disk" in lines["store"] and "at the 168 h retention" in lines["store"]
+    keep_h = DaemonOptions().retention_h
+    assert "on disk" in lines["store"] and f"at the {keep_h:g} h retention" in lines["store"]
     rate = float(lines["writes"].split()[1].replace(",", ""))
     assert rate > 100, out  # 304 GPUs every 0.5 s: hundreds of rows a second
     table = [ln for ln in out.splitlines() if ln.startswith("          ")]
@@ -154,6 +155,9 @@ def test_status_shows_the_daemon_for_a_person(daemon, fleettui, tmp_path):
     assert "alerts" in lines
     assert lines["mqtt"].startswith("mqtt      mqtt: 0 reports/s; 0 received")
     print(out)
+    once = fleettui("status", "--db", str(tmp_path / "fleet.duckdb"), "--interval", "0",
+                    check_rc=0).stdout
+    assert "writes    - rows/s;" in once and "rows/s    " not in once
 
 
 def test_status_without_a_daemon_is_one_line_and_exit_1(fleettui, tmp_path):

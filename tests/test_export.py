@@ -45,7 +45,8 @@ def _count(path, table: str) -> int:
 
 def test_export_writes_hive_parquet_that_duckdb_and_pyarrow_read(fleettui, store_file, tmp_path):
     out = tmp_path / "archive"
-    res = fleettui("export", "--db", str(store_file), "--out", str(out), check_rc=0)
+    res = fleettui("export", "--db", str(store_file), "--out", str(out), "--chunk-rows", "5000",
+                   timeout=300, check_rc=0)
     assert "exported" in res.stdout
     assert "gpu_samples day=2026-11-02:" in res.stderr  # plain progress lines off a terminal
     days = sorted(p.name for p in (out / "table=gpu_samples").iterdir())
@@ -71,7 +72,7 @@ def test_export_writes_hive_parquet_that_duckdb_and_pyarrow_read(fleettui, store
     assert hosts == [("r'2",), ("r1",)]
     # a second export of the same days replaces their files: no duplicates
     fleettui("export", "--db", str(store_file), "--out", str(out), "--since", "2026-11-03",
-             "--tables", "gpu_samples", check_rc=0)
+             "--tables", "gpu_samples", timeout=300, check_rc=0)
     assert con.execute(f"SELECT count(*) FROM read_parquet('{out}/table=gpu_samples/*/*.parquet')"
                        ).fetchone()[0] == _count(store_file, "gpu_samples")
 
@@ -79,7 +80,7 @@ def test_export_writes_hive_parquet_that_duckdb_and_pyarrow_read(fleettui, store
 def test_sql_archive_sees_exported_rows_that_retention_deleted(fleettui, store_file, tmp_path):
     out = tmp_path / "archive"
     fleettui("export", "--db", str(store_file), "--out", str(out), "--tables",
-             "gpu_samples,hosts", check_rc=0)
+             "gpu_samples,hosts", timeout=300, check_rc=0)
     total = _count(store_file, "gpu_samples")
     store = Store.open(store_file)  # retention: the first day leaves the store
     with store.writer() as cur:
@@ -115,7 +116,8 @@ def test_export_through_a_running_daemon(fleettui, sim_daemon, tmp_path):
 
     time.sleep(3)  # a few seconds of the simulated fleet
     out = tmp_path / "archive"
-    res = fleettui("export", "--out", str(out), "--tables", "gpu_samples,gpus", check_rc=0)
+    res = fleettui("export", "--out", str(out), "--tables", "gpu_samples,gpus", timeout=300,
+                   check_rc=0)
     assert "exported" in res.stdout
     n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/table=gpu_samples/*/*.parquet')"
                    ).fetchone()[0]

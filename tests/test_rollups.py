@@ -28,9 +28,9 @@ from storage.store import Store
 from tests.rollup_data import sample_rows
 
 START = datetime(2026, 11, 2, 0, 0, 7)
-# interval_s and keys per table: gpu samples every 15 s, the rest coarser
-SHAPE = {"gpu_samples": (15.0, 12), "slice_samples": (30.0, 8), "link_samples": (30.0, 8),
-         "latency_samples": (60.0, 4), "gpu_mem_samples": (60.0, 12)}
+# interval_s and keys per table: gpu samples every 30 s, the rest coarser
+SHAPE = {"gpu_samples": (30.0, 8), "slice_samples": (60.0, 6), "link_samples": (60.0, 6),
+         "latency_samples": (120.0, 4), "gpu_mem_samples": (120.0, 6)}
 
 
 def test_migration_is_the_generated_ddl():
@@ -261,3 +261,12 @@ def test_live_views_equal_recomputation_while_rollups_lag():
     # by the last round everything was rolled up: the views read the rollup tables
     assert con.execute("SELECT min(done_until) FROM rollup_state").fetchone()[0] > START + \
         timedelta(hours=5)
+
+
+def test_every_sample_column_has_a_rollup_kind():
+    """A column added to a sample table must be given a kind here, or this fails."""
+    from storage.columns import TABLE_COLUMNS
+
+    for spec in SPECS.values():
+        cols = set(TABLE_COLUMNS[spec.table]) - {"ts", "source"} - set(spec.keys)
+        assert cols == {c for c, _ in spec.metrics}, spec.table

@@ -75,3 +75,36 @@ def test_store_size_task_on_a_real_file(tmp_path):
     assert second["projected_bytes"] >= second["file_bytes"]
     assert task.snapshot()["retention_h"] == 24
     store.close()
+
+
+def test_metrics_take_back_pressure_from_a_runtime_that_reports_it():
+    """A runtime with `stats_dict()` (queue age, write lag, store state) gets those
+    gauges; one without gets only the queue depth."""
+    from types import SimpleNamespace
+
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fleettui.metrics import DaemonCollector, registry_for
+    from fleettui.runtime import RuntimeStats
+
+    def scrape(runtime) -> dict[str, float]:
+        text = generate_latest(registry_for(DaemonCollector(runtime, [], [], SourceHealth())))
+        return {s.name: s.value for f in text_string_to_metric_families(text.decode())
+                for s in f.samples if not s.labels}
+
+    stats = RuntimeStats()
+    reporting = SimpleNamespace(stats=stats, stats_dict=lambda: {
+        "queue_depth": 7, "queue_max": 256, "queue_oldest_s": 1.5, "last_write_lag_s": 0.75,
+        "last_write_s": 0.1, "store_ok": False, "store_failures": 3, "rows_dropped": 12})
+    m = scrape(reporting)
+    assert (m["fleettui_write_queue_depth"], m["fleettui_write_queue_oldest_seconds"],
+            m["fleettui_write_lag_seconds"], m["fleettui_store_up"],
+            m["fleettui_store_failures_total"], m["fleettui_rows_dropped_total"]) == (
+        7, 1.5, 0.75, 0, 3, 12)
+    import asyncio
+
+    plain = SimpleNamespace(stats=stats, _queue=asyncio.Queue(maxsize=64))
+    m = scrape(plain)
+    assert m["fleettui_write_queue_capacity"] == 64
+    assert "fleettui_write_lag_seconds" not in m and "fleettui_store_up" not in m

@@ -28,7 +28,8 @@ def free_port() -> int:
 class Broker:
     def __init__(self, workdir: Path, *, port: int | None = None, persistence: bool = False,
                  max_queued_messages: int = 100_000, tls: bool = False,
-                 users: dict[str, str] | None = None, acl: str | None = None):
+                 users: dict[str, str] | None = None, acl: str | None = None,
+                 client_certs: bool = False):
         self.binary: str | None = None
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -42,6 +43,7 @@ class Broker:
         self.users = users or {}
         self.acl = acl  # text of a Mosquitto acl_file (with users: who may use which topics)
         self.ca_path = self.dir / "ca.crt"  # with tls: the CA clients verify the broker with
+        self.client_certs = client_certs  # with tls: clients must show a certificate of the CA
 
     @property
     def address(self) -> str:
@@ -64,6 +66,8 @@ class Broker:
             self._make_certs()
             lines += [f"cafile {self.ca_path}", f"certfile {self.dir / 'server.crt'}",
                       f"keyfile {self.dir / 'server.key'}"]
+            if self.client_certs:
+                lines.append("require_certificate true")
         if self.users:
             pw = self.dir / "passwords"
             pw.write_text("")
@@ -100,6 +104,18 @@ class Broker:
             "server.csr", "-subj", "/CN=127.0.0.1")
         run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+
+    def client_cert(self, name: str) -> tuple[Path, Path]:
+        """A client certificate and key signed by the broker's CA: (cert, key)."""
+        self._make_certs()
+        d = self.dir
+        subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"],
+                       check=True, capture_output=True, cwd=d)
+        subprocess.run(["openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt",
+                        "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{name}.crt", "-days",
+                        "2"], check=True, capture_output=True, cwd=d)
+        return d / f"{name}.crt", d / f"{name}.key"
 
     def start(self, timeout_s: float = 10.0) -> None:
         if self.binary is None:
