@@ -21,7 +21,7 @@ import datetime as dt
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import duckdb
@@ -163,35 +163,33 @@ def _error(exc: duckdb.Error) -> QueryError:
 
 
 class LocalReader:
-    def __init__(self, con: duckdb.DuckDBPyConnection, where: str, *, owns: bool = False):
+    """A Reader over a DuckDB connection in this process (the app's or daemon's own store,
+    or a file opened read-only): a cursor per query, closed after it, so worker threads
+    can share one reader. The connection is closed with the reader only when `owns`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, where: str = "local", *,
+                 owns: bool = False):
         self.con = con
         self.where = where
         self._owns = owns
 
-    def _run(self, sql: str, params: Sequence[Any] | None) -> duckdb.DuckDBPyConnection:
+    def _fetch(self, sql: str, params: Sequence[Any] | None,
+               take: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
         cur = self.con.cursor()
         try:
-            return cur.execute(sql, list(params) if params else None)
+            return take(cur.execute(sql, list(params) if params else None))
         except duckdb.Error as exc:
             raise _error(exc) from exc
+        finally:
+            cur.close()
 
     def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        res = self._run(sql, params)
-        if res.description is None:
-            return pa.table({})
-        try:
-            return res.to_arrow_table()
-        except duckdb.Error as exc:
-            raise _error(exc) from exc
+        return self._fetch(sql, params, lambda res: pa.table({}) if res.description is None
+                           else res.to_arrow_table())
 
     def rows(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
-        res = self._run(sql, params)
-        if res.description is None:
-            return [], []
-        try:
-            return [d[0] for d in res.description], res.fetchall()
-        except duckdb.Error as exc:
-            raise _error(exc) from exc
+        return self._fetch(sql, params, lambda res: ([], []) if res.description is None
+                           else ([d[0] for d in res.description], res.fetchall()))
 
     def close(self) -> None:
         if self._owns:

@@ -90,7 +90,8 @@ def test_quitting_while_the_demo_back_fills_exits_cleanly(tmp_path):
     script = textwrap.dedent(f"""
         import time
         from datetime import datetime
-        from fleettui.tui.demo import BackgroundRuntime, fill_history
+        from fleettui.background import BackgroundRuntime
+        from fleettui.tui.demo import fill_history
         from fleettui.tui.launch import BACKFILL_S, demo_sources, open_app_store
         store = open_app_store({str(tmp_path / "q.duckdb")!r})
         demo = demo_sources(datetime(2026, 11, 26, 12, 0, 0), scale=4)

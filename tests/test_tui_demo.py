@@ -7,9 +7,10 @@ import asyncio
 from datetime import timedelta
 
 from collectors.sim.source import SimSource
+from fleettui.background import BackgroundRuntime
 from fleettui.cli import main
 from fleettui.tui.app import FleetApp, utc_now
-from fleettui.tui.demo import BackgroundRuntime, fill_history
+from fleettui.tui.demo import fill_history
 from fleettui.tui.widgets.rack_grid import RackGrid
 from storage.store import Store
 from tests.tui_support import settle

@@ -165,10 +165,10 @@ async def test_alert_count_in_the_past_counts_the_alerts_firing_then():
 
 def test_sql_example_counts_gpus_not_samples():
     from fleettui.tui.screens.sql import EXAMPLE, run_query
-    from storage.views.query import ConnectionReader
+    from storage.reader import LocalReader
 
     store, _ = fleet_store()
-    res = run_query(ConnectionReader(store.con), EXAMPLE)
+    res = run_query(LocalReader(store.con), EXAMPLE)
     got = dict(zip(res.table.column("rack").to_pylist(), res.table.column("gpus").to_pylist(),
                    strict=True))
     want = dict(store.cursor().execute(

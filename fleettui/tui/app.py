@@ -22,8 +22,8 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
+from fleettui.background import BackgroundRuntime
 from fleettui.tui.commands import FleetCommands
-from fleettui.tui.demo import BackgroundRuntime
 from fleettui.tui.screens.alerts import AlertsScreen
 from fleettui.tui.screens.drilldown import DrilldownScreen
 from fleettui.tui.screens.fabric import FabricScreen
@@ -31,10 +31,9 @@ from fleettui.tui.screens.rack import RackScreen
 from fleettui.tui.screens.sql import SqlScreen
 from fleettui.tui.screens.tenants import TenantsScreen
 from fleettui.tui.screens.time_jump import TimeJump
+from storage.reader import LocalReader, Reader
 from storage.store import Store
 from storage.views import fleet_totals
-from storage.views.query import ArrowReader as Reader
-from storage.views.query import ConnectionReader
 
 Clock = Callable[[], datetime]
 
@@ -104,7 +103,7 @@ class FleetApp(App):
         super().__init__()
         # a bare connection gets a cursor per query, so worker threads never share one
         self.reader: Reader = (
-            ConnectionReader(reader) if isinstance(reader, duckdb.DuckDBPyConnection) else reader
+            LocalReader(reader) if isinstance(reader, duckdb.DuckDBPyConnection) else reader
         )
         self.clock = clock
         self.refresh_s = refresh_s

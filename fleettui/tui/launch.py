@@ -91,10 +91,10 @@ def _run_collecting(config_path: str, db: str | None) -> int:
     """No daemon: the app collects the configured sources itself, into the store."""
     from dataclasses import replace
 
+    from fleettui.background import BackgroundRuntime
     from fleettui.config import load_config
     from fleettui.daemon import build_enrichment_from, build_sources, build_tasks
     from fleettui.tui.app import FleetApp, utc_now
-    from fleettui.tui.demo import BackgroundRuntime
 
     config = load_config(config_path)
     if db:
@@ -159,11 +159,11 @@ def run_demo_app(args: argparse.Namespace) -> int:
     import threading
 
     from fleettui.alerts.engine import AlertEngine
+    from fleettui.background import AfterEvent, BackgroundRuntime
     from fleettui.config import Config
     from fleettui.daemon import build_tasks
     from fleettui.paths import demo_db_path, fresh_db
     from fleettui.tui.app import FleetApp, utc_now
-    from fleettui.tui.demo import AfterEvent, BackgroundRuntime
 
     path = fresh_db(demo_db_path(getattr(args, "db", None)))
     store = open_app_store(path)

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from storage.reader import Reader
 
-class ArrowReader(Protocol):
-    def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
-
-
-Source = duckdb.DuckDBPyConnection | ArrowReader
+# what a view reads: a DuckDB connection/cursor, or a Reader (local or on a daemon)
+Source = duckdb.DuckDBPyConnection | Reader
 
 _PARAM = re.compile(r"\$([a-z_]+)")
 
@@ -58,22 +56,3 @@ def table_columns(src: Source, table: str) -> frozenset[str]:
     if cache is not None:
         cache[table] = (time.monotonic(), cols)
     return cols
-
-
-class ConnectionReader:
-    """A Reader over a DuckDB connection in this process: a cursor per query, so
-    worker threads can share it."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, where: str = "local") -> None:
-        self.con = con
-        self.where = where
-
-    def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        cur = self.con.cursor()
-        try:
-            return cur.execute(sql, list(params) if params else None).to_arrow_table()
-        finally:
-            cur.close()
-
-    def close(self) -> None:
-        """The connection belongs to the caller."""

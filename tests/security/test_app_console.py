@@ -8,8 +8,7 @@ import pytest
 
 from fleettui.tui.demo import fixed_store
 from fleettui.tui.screens.sql import run_query
-from storage.reader import QueryError, ReadOnlyError, read_only_arrow
-from storage.views.query import ConnectionReader
+from storage.reader import LocalReader, QueryError, ReadOnlyError, read_only_arrow
 from tests.security.probes import PROBES, fill
 
 
@@ -43,7 +42,7 @@ def test_write_probes_leave_the_apps_own_store_unchanged(own_store, name, sql):
     before = _checksum(store)
     files = set(tmp.iterdir())
     with pytest.raises((ReadOnlyError, QueryError)):
-        run_query(ConnectionReader(store.con), fill(sql, **where))
+        run_query(LocalReader(store.con), fill(sql, **where))
     assert _checksum(store) == before
     assert set(tmp.iterdir()) == files
 

@@ -13,7 +13,7 @@ from fleettui.formats import render
 from fleettui.safe_text import escaped, pictured
 from fleettui.tui.app import FleetApp
 from fleettui.tui.demo import fixed_store
-from storage.views.query import ConnectionReader
+from storage.reader import LocalReader
 from tests.tui_support import settle, write_alerts
 
 # Rich markup that would crash (`[/]`) or restyle, an OSC title change, a screen
@@ -126,5 +126,5 @@ def test_sql_view_result_from_a_reader_is_literal(hostile_store):
     from fleettui.tui.screens.sql import run_query
 
     store, _ = hostile_store
-    res = run_query(ConnectionReader(store.con), "SELECT host FROM hosts LIMIT 1")
+    res = run_query(LocalReader(store.con), "SELECT host FROM hosts LIMIT 1")
     assert res.table.column(0)[0].as_py().endswith(HOSTILE)  # the data is unchanged

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from storage.views.query import ArrowReader as Reader
+from storage.reader import Reader
 
 __all__ = ["DataScreen", "Reader"]
 
