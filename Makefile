@@ -31,6 +31,7 @@ test: $(STAMP) services
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check fleettui collectors storage tests benchmarks scripts
 	$(BIN)/ruff check fleettui collectors storage tests benchmarks scripts
 
 # mypy over storage/ and collectors/ ([tool.mypy] in pyproject.toml)

@@ -32,10 +32,18 @@ from storage.store import Store  # noqa: E402
 
 
 def run_row(now: datetime, interval_s: float, rows: int) -> object:
-    return make_batch("collector_runs", {
-        "ts": [now], "collector": ["sim"], "duration_ms": [50.0], "ok": [True], "rows": [rows],
-        "skipped": [0], "interval_s": [interval_s],
-    })
+    return make_batch(
+        "collector_runs",
+        {
+            "ts": [now],
+            "collector": ["sim"],
+            "duration_ms": [50.0],
+            "ok": [True],
+            "rows": [rows],
+            "skipped": [0],
+            "interval_s": [interval_s],
+        },
+    )
 
 
 def main() -> None:
@@ -43,8 +51,12 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=33)
     ap.add_argument("--minutes", type=float, default=20.0, help="history to fill")
     ap.add_argument("--step", type=float, default=10.0, help="seconds between filled samples")
-    ap.add_argument("--dense-minutes", type=float, default=0.0,
-                    help="fill the last N minutes at --dense-step instead")
+    ap.add_argument(
+        "--dense-minutes",
+        type=float,
+        default=0.0,
+        help="fill the last N minutes at --dense-step instead",
+    )
     ap.add_argument("--dense-step", type=float, default=1.0)
     ap.add_argument("--cycles", type=int, default=12)
     ap.add_argument("--interval", type=float, default=15.0, help="evaluation interval (s)")
@@ -69,8 +81,10 @@ def main() -> None:
         rel += step
     fill_s = time.perf_counter() - t_fill
     cur = store.cursor()
-    counts = {t: cur.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
-              for t in ("gpu_samples", "slice_samples", "link_samples")}
+    counts = {
+        t: cur.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+        for t in ("gpu_samples", "slice_samples", "link_samples")
+    }
     cur.close()
     n_gpus = src.model.fleet.n_gpus
 
@@ -86,18 +100,28 @@ def main() -> None:
     warm = cycles[1:] if len(cycles) > 1 else cycles  # the first cycle also writes new alerts
     med = statistics.median(c.total_ms for c in warm)
     worst = max(c.total_ms for c in cycles)
-    print(f"fleet: {n_gpus:,} GPUs (scale {args.scale}); store: "
-          f"{'memory' if args.memory else 'file'}; filled {n_samples} samples "
-          f"({args.minutes:g} min, step {args.step:g} s"
-          + (f", last {args.dense_minutes:g} min at {args.dense_step:g} s" if args.dense_minutes
-             else "") + f") in {fill_s:.0f} s")
+    print(
+        f"fleet: {n_gpus:,} GPUs (scale {args.scale}); store: "
+        f"{'memory' if args.memory else 'file'}; filled {n_samples} samples "
+        f"({args.minutes:g} min, step {args.step:g} s"
+        + (
+            f", last {args.dense_minutes:g} min at {args.dense_step:g} s"
+            if args.dense_minutes
+            else ""
+        )
+        + f") in {fill_s:.0f} s"
+    )
     print("rows: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
     print(f"rules: {len(engine.rules)}; open alerts after the run: {len(engine.open_alerts())}")
-    print(f"evaluation per cycle: median {med:.1f} ms, first {cycles[0].total_ms:.1f} ms, "
-          f"worst {worst:.1f} ms over {len(cycles)} cycles")
+    print(
+        f"evaluation per cycle: median {med:.1f} ms, first {cycles[0].total_ms:.1f} ms, "
+        f"worst {worst:.1f} ms over {len(cycles)} cycles"
+    )
     budget_ms = args.interval * 1000
-    print(f"share of the {args.interval:g} s interval: median {100 * med / budget_ms:.2f}%, "
-          f"worst {100 * worst / budget_ms:.2f}%")
+    print(
+        f"share of the {args.interval:g} s interval: median {100 * med / budget_ms:.2f}%, "
+        f"worst {100 * worst / budget_ms:.2f}%"
+    )
     print("per rule (median ms):")
     names = [r.name for r in engine.rules]
     per = {n: statistics.median(c.rule_ms.get(n, 0.0) for c in warm) for n in names}

@@ -57,8 +57,14 @@ def roll_all(store: Store, now: datetime, span_h: float) -> float:
     return time.perf_counter() - t0
 
 
-def table_bytes(src: duckdb.DuckDBPyConnection, relation: str, key: str, workdir: Path,
-                where: str = "", min_rows: int = MIN_ROWS) -> tuple[float, int]:
+def table_bytes(
+    src: duckdb.DuckDBPyConnection,
+    relation: str,
+    key: str,
+    workdir: Path,
+    where: str = "",
+    min_rows: int = MIN_ROWS,
+) -> tuple[float, int]:
     """(bytes per row on disk, rows) of `relation`, measured in a file of its own."""
     rows = src.execute(f"SELECT count(*) FROM {relation} {where}").fetchone()[0]
     if rows == 0:
@@ -78,16 +84,19 @@ def table_bytes(src: duckdb.DuckDBPyConnection, relation: str, key: str, workdir
         # the same rows again, copy after copy in their own order, under other keys:
         # they compress like the original (copies of one row side by side would
         # compress to almost nothing and flatter the figure)
-        src.execute(f"INSERT INTO p.t SELECT s.* EXCLUDE (_n) REPLACE ({key} || '~' || k AS {key})"
-                    f" FROM (SELECT *, row_number() OVER () AS _n FROM {relation} {where}) s,"
-                    f" range(1, {copies}) r(k) ORDER BY k, s._n")
+        src.execute(
+            f"INSERT INTO p.t SELECT s.* EXCLUDE (_n) REPLACE ({key} || '~' || k AS {key})"
+            f" FROM (SELECT *, row_number() OVER () AS _n FROM {relation} {where}) s,"
+            f" range(1, {copies}) r(k) ORDER BY k, s._n"
+        )
         src.execute("CHECKPOINT p")
     src.execute("DETACH p")
     return (probe.stat().st_size - empty.stat().st_size) / (rows * copies), rows * copies
 
 
-def promtool_bytes(src: duckdb.DuckDBPyConnection, gpus: int, workdir: Path,
-                   metrics: list[str]) -> tuple[float, int] | None:
+def promtool_bytes(
+    src: duckdb.DuckDBPyConnection, gpus: int, workdir: Path, metrics: list[str]
+) -> tuple[float, int] | None:
     """Bytes per sample of real Prometheus TSDB blocks holding the first `gpus` GPUs."""
     tool = shutil.which("promtool")
     if tool is None:
@@ -100,14 +109,20 @@ def promtool_bytes(src: duckdb.DuckDBPyConnection, gpus: int, workdir: Path,
             rows = src.execute(
                 f"SELECT host, gpu_uuid, {m}, epoch_ms(ts) FROM gpu_samples WHERE gpu_uuid IN"
                 f" (SELECT gpu_uuid FROM gpus ORDER BY gpu_uuid LIMIT {gpus}) AND {m} IS NOT NULL"
-                " ORDER BY gpu_uuid, ts").fetchall()
-            f.writelines(f'fleet_{m}{{host="{h}",gpu="{g}"}} {float(v)!r} {ms / 1000:.3f}\n'
-                         for h, g, v, ms in rows)
+                " ORDER BY gpu_uuid, ts"
+            ).fetchall()
+            f.writelines(
+                f'fleet_{m}{{host="{h}",gpu="{g}"}} {float(v)!r} {ms / 1000:.3f}\n'
+                for h, g, v, ms in rows
+            )
             n += len(rows)
         f.write("# EOF\n")
     out = workdir / "tsdb"
-    subprocess.run([tool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(om), str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [tool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(om), str(out)],
+        check=True,
+        capture_output=True,
+    )
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return size / n, n
 
@@ -117,8 +132,13 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=1)
     ap.add_argument("--hours", type=float, default=2.0)
     ap.add_argument("--step-s", type=float, default=1.0)
-    ap.add_argument("--prometheus", type=int, default=0, metavar="N",
-                    help="also measure Prometheus TSDB blocks of the first N GPUs")
+    ap.add_argument(
+        "--prometheus",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure Prometheus TSDB blocks of the first N GPUs",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_history_"))
     try:
@@ -126,16 +146,20 @@ def main() -> None:
         gpus, fill_s = fill(store, args.scale, args.hours, args.step_s)
         end = START + timedelta(hours=args.hours)
         raw_rows = sum(store.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SPECS)
-        print(f"simulated {gpus:,} GPUs for {args.hours:g} h every {args.step_s:g} s: "
-              f"{raw_rows:,} raw sample rows in {fill_s:.1f} s")
+        print(
+            f"simulated {gpus:,} GPUs for {args.hours:g} h every {args.step_s:g} s: "
+            f"{raw_rows:,} raw sample rows in {fill_s:.1f} s"
+        )
         # the rollups as the daemon meets them: everything closed up to a minute ago ...
         bulk_s = roll_all(store, end - timedelta(minutes=1), args.hours + 1)
         # ... then one 30-s tick that closes one more minute (the steady-state cost)
         tick_s = roll_all(store, end + timedelta(seconds=29), args.hours + 1)
         rest_s = roll_all(store, end + timedelta(hours=2), args.hours + 1)
-        print(f"rollups: bulk {raw_rows / bulk_s:,.0f} raw rows/s; one steady-state tick "
-              f"(10 tier steps, 1 closed minute, late-row check over 15 min) {tick_s * 1e3:.0f} ms; "
-              f"closing the rest {rest_s:.1f} s")
+        print(
+            f"rollups: bulk {raw_rows / bulk_s:,.0f} raw rows/s; one steady-state tick "
+            f"(10 tier steps, 1 closed minute, late-row check over 15 min) {tick_s * 1e3:.0f} ms; "
+            f"closing the rest {rest_s:.1f} s"
+        )
         con = store.con
         print("\n| table | resolution | rows | values/row | bytes/row | bytes/value |")
         print("| --- | --- | --- | --- | --- | --- |")
@@ -151,31 +175,42 @@ def main() -> None:
                 if rows == 0:
                     continue
                 note = f" (x{measured // rows} replicated)" if measured > rows else ""
-                print(f"| {spec.table} | {tier} | {rows:,}{note} | {values} | {bpr:,.1f} | "
-                      f"{bpr / values:.2f} |")
+                print(
+                    f"| {spec.table} | {tier} | {rows:,}{note} | {values} | {bpr:,.1f} | "
+                    f"{bpr / values:.2f} |"
+                )
                 if tier == "raw":
                     raw_bpv[spec.table] = bpr / values
                     per_day["raw"] += bpr * rows * 24 / args.hours * args.step_s
                 else:
-                    keys = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(spec.keys)}"
-                                       f" FROM {rel})").fetchone()[0]
+                    keys = con.execute(
+                        f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(spec.keys)} FROM {rel})"
+                    ).fetchone()[0]
                     per_day[tier] += bpr * keys * 86400 / TIERS[tier].total_seconds()
         g = {t: v / gpus for t, v in per_day.items()}  # bytes per GPU-day, all sample tables
-        print(f"\nper GPU and day at 1 Hz (every sample table of the simulated fleet's mix):"
-              f" raw {g['raw'] / 1e6:.2f} MB, 1m {g['1m'] / 1e6:.3f} MB, 1h {g['1h'] / 1e3:.1f} kB")
+        print(
+            f"\nper GPU and day at 1 Hz (every sample table of the simulated fleet's mix):"
+            f" raw {g['raw'] / 1e6:.2f} MB, 1m {g['1m'] / 1e6:.3f} MB, 1h {g['1h'] / 1e3:.1f} kB"
+        )
         keep = {"raw": 2, "1m": 30, "1h": 730}
-        print("\n| GPUs | written per day | written per year | stored at default retention "
-              "(raw 48 h, 1m 30 d, 1h 730 d) |")
+        print(
+            "\n| GPUs | written per day | written per year | stored at default retention "
+            "(raw 48 h, 1m 30 d, 1h 730 d) |"
+        )
         print("| --- | --- | --- | --- |")
         for n in (1_000, 10_000, 100_000):
             day = sum(g.values()) * n
             stored = sum(g[t] * keep[t] for t in g) * n
-            print(f"| {n:,} | {day / 1e9:,.1f} GB | {day * 365 / 1e12:,.1f} TB | "
-                  f"{stored / 1e9:,.0f} GB |")
+            print(
+                f"| {n:,} | {day / 1e9:,.1f} GB | {day * 365 / 1e12:,.1f} TB | "
+                f"{stored / 1e9:,.0f} GB |"
+            )
         if args.prometheus:
             metrics = [c for c, _ in SPECS["gpu_samples"].metrics]
-            where = (f"WHERE gpu_uuid IN (SELECT gpu_uuid FROM gpus ORDER BY gpu_uuid"
-                     f" LIMIT {args.prometheus})")
+            where = (
+                f"WHERE gpu_uuid IN (SELECT gpu_uuid FROM gpus ORDER BY gpu_uuid"
+                f" LIMIT {args.prometheus})"
+            )
             bpr, measured = table_bytes(con, "gpu_samples", "gpu_uuid", work, where, min_rows=0)
             rows = con.execute(f"SELECT count(*) FROM gpu_samples {where}").fetchone()[0]
             nonnull = con.execute(
@@ -183,14 +218,19 @@ def main() -> None:
             ).fetchone()[0]
             prom = promtool_bytes(con, args.prometheus, work, metrics)
             duck = bpr * rows / nonnull
-            print(f"\nsame {args.prometheus} GPUs' gpu_samples, {nonnull:,} non-NULL values: "
-                  f"DuckDB raw {duck:.2f} bytes/value (whole row incl. keys and source"
-                  f"{', replicated' if measured > rows else ''})", end="")
+            print(
+                f"\nsame {args.prometheus} GPUs' gpu_samples, {nonnull:,} non-NULL values: "
+                f"DuckDB raw {duck:.2f} bytes/value (whole row incl. keys and source"
+                f"{', replicated' if measured > rows else ''})",
+                end="",
+            )
             if prom is None:
                 print("; promtool not found: Prometheus not measured")
             else:
-                print(f"; Prometheus TSDB (promtool create-blocks-from) {prom[0]:.2f} bytes/sample "
-                      f"over {prom[1]:,} samples")
+                print(
+                    f"; Prometheus TSDB (promtool create-blocks-from) {prom[0]:.2f} bytes/sample "
+                    f"over {prom[1]:,} samples"
+                )
         store.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

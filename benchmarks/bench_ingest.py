@@ -83,10 +83,12 @@ def main() -> None:
     gen_s = time.perf_counter() - t
     rows = sum(b.rows for batches in ticks for b in batches)
     values = sum(b.rows * b.data.num_columns for batches in ticks for b in batches)
-    print(f"fleet: {src.model.fleet.n_gpus:,} GPUs, {len(src.model.fleet.slice_id):,} slices, "
-          f"{src.model.fleet.n_hosts:,} hosts; {args.ticks} ticks = {rows:,} rows "
-          f"({values:,} values); generated in {gen_s:.2f} s "
-          f"({gen_s / args.ticks * 1000:.1f} ms/tick)")
+    print(
+        f"fleet: {src.model.fleet.n_gpus:,} GPUs, {len(src.model.fleet.slice_id):,} slices, "
+        f"{src.model.fleet.n_hosts:,} hosts; {args.ticks} ticks = {rows:,} rows "
+        f"({values:,} values); generated in {gen_s:.2f} s "
+        f"({gen_s / args.ticks * 1000:.1f} ms/tick)"
+    )
     results: dict[str, list[float]] = {"store": [], "plain": []}
     tmp = Path(tempfile.mkdtemp(prefix="fleettui-bench-"))
     try:
@@ -97,8 +99,13 @@ def main() -> None:
         shutil.rmtree(tmp)
     best = {k: min(v) for k, v in results.items()}
     print(f"{'writer':<28}{'best s':>8}{'rows/s':>14}{'values/s':>14}")
-    for name, label in (("store", "Store.write (batch writer)"), ("plain", "plain DuckDB Arrow insert")):
-        print(f"{label:<28}{best[name]:>8.2f}{rows / best[name]:>14,.0f}{values / best[name]:>14,.0f}")
+    for name, label in (
+        ("store", "Store.write (batch writer)"),
+        ("plain", "plain DuckDB Arrow insert"),
+    ):
+        print(
+            f"{label:<28}{best[name]:>8.2f}{rows / best[name]:>14,.0f}{values / best[name]:>14,.0f}"
+        )
     print(f"ratio store/plain throughput: {best['plain'] / best['store']:.2f}")
 
 

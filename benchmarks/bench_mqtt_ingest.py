@@ -64,10 +64,10 @@ def templates(hosts: int, links: int) -> list[tuple[str, str, str, str]]:
         t[0] += 1
         poll = col.poll()
         col.close()
-        obj = json.loads(encode(poll, host=src_host, boot="x", seq=0, interval_s=1.0,
-                                driver=col.driver_version))
-        for k in ("nvlink_tx_bytes_per_s", "nvlink_rx_bytes_per_s", "nvlink_errors",
-                  "nvlink_up"):
+        obj = json.loads(
+            encode(poll, host=src_host, boot="x", seq=0, interval_s=1.0, driver=col.driver_version)
+        )
+        for k in ("nvlink_tx_bytes_per_s", "nvlink_rx_bytes_per_s", "nvlink_errors", "nvlink_up"):
             obj["gpu"][k] = [v[:links] if v else v for v in obj["gpu"][k]]
         bodies.append(obj)
     out = []
@@ -77,13 +77,22 @@ def templates(hosts: int, links: int) -> list[tuple[str, str, str, str]]:
         obj["gpu"]["uuid"] = [f"GPU-bench-{i:05d}-{g}" for g in range(len(obj["gpu"]["uuid"]))]
         rest = {k: v for k, v in obj.items() if k not in ("v", "host", "boot", "seq", "ts")}
         head = json.dumps({"v": 1, "host": name, "boot": "bench"}, separators=(",", ":"))[:-1]
-        out.append((name, head + ',"seq":', ',"ts":',
-                    "," + json.dumps(rest, separators=(",", ":"))[1:]))
+        out.append(
+            (name, head + ',"seq":', ',"ts":', "," + json.dumps(rest, separators=(",", ":"))[1:])
+        )
     return out
 
 
-def publisher(address: str, prefix: str, tpl: list, mode: str, count: int, rate: float,
-              seconds: float, out: mp.Queue) -> None:
+def publisher(
+    address: str,
+    prefix: str,
+    tpl: list,
+    mode: str,
+    count: int,
+    rate: float,
+    seconds: float,
+    out: mp.Queue,
+) -> None:
     """Runs in its own process: paho-mqtt, QoS 1, like many agents sharing one link."""
     import paho.mqtt.client as mqtt
 
@@ -128,23 +137,51 @@ def publisher(address: str, prefix: str, tpl: list, mode: str, count: int, rate:
     t_acked = time.time()
     c.loop_stop()
     c.disconnect()
-    out.put({"sent": sent, "t_first": t_first, "t_acked": t_acked,
-             "bytes": sum(len(t[1]) + len(t[3]) + 30 for t in tpl) / len(tpl)})
+    out.put(
+        {
+            "sent": sent,
+            "t_first": t_first,
+            "t_acked": t_acked,
+            "bytes": sum(len(t[1]) + len(t[3]) + 30 for t in tpl) / len(tpl),
+        }
+    )
 
 
-def run_publisher(ctx, broker: Broker, prefix: str, tpl, mode: str, count: int = 0,
-                  rate: float = 1.0, seconds: float = 0.0) -> tuple[mp.Process, mp.Queue]:
+def run_publisher(
+    ctx,
+    broker: Broker,
+    prefix: str,
+    tpl,
+    mode: str,
+    count: int = 0,
+    rate: float = 1.0,
+    seconds: float = 0.0,
+) -> tuple[mp.Process, mp.Queue]:
     q = ctx.Queue()
-    p = ctx.Process(target=publisher, args=(broker.address, prefix, tpl, mode, count, rate,
-                                            seconds, q))
+    p = ctx.Process(
+        target=publisher, args=(broker.address, prefix, tpl, mode, count, rate, seconds, q)
+    )
     p.start()
     return p, q
 
 
 def ceiling(ctx, broker: Broker, tpl, n: int) -> float:
-    sub = subprocess.Popen([shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", broker.host,
-                            "-p", str(broker.port), "-q", "1", "-t", "ceil/+/report", "-C",
-                            str(n)], stdout=subprocess.DEVNULL)
+    sub = subprocess.Popen(
+        [
+            shutil.which("mosquitto_sub") or "mosquitto_sub",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-q",
+            "1",
+            "-t",
+            "ceil/+/report",
+            "-C",
+            str(n),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     time.sleep(1.0)  # subscribed
     p, q = run_publisher(ctx, broker, "ceil", tpl, "burst", count=n)
     sub.wait(timeout=300)
@@ -152,9 +189,11 @@ def ceiling(ctx, broker: Broker, tpl, n: int) -> float:
     res = q.get(timeout=60)
     p.join()
     rate = n / (t_done - res["t_first"])
-    print(f"1. ceiling: broker -> mosquitto_sub (QoS 1): {n} reports of ~{res['bytes'] / 1024:.1f}"
-          f" KiB in {t_done - res['t_first']:.2f} s = {rate:,.0f} reports/s "
-          f"({rate * res['bytes'] / 2**20:.1f} MiB/s)")
+    print(
+        f"1. ceiling: broker -> mosquitto_sub (QoS 1): {n} reports of ~{res['bytes'] / 1024:.1f}"
+        f" KiB in {t_done - res['t_first']:.2f} s = {rate:,.0f} reports/s "
+        f"({rate * res['bytes'] / 2**20:.1f} MiB/s)"
+    )
     return rate
 
 
@@ -178,13 +217,30 @@ class CommitClock:
         return getattr(self.store, name)
 
 
-async def ingest(ctx, broker: Broker, store: Store, tpl, mode: str, *, count: int = 0,
-                 rate: float = 1.0, seconds: float = 0.0, flush_s: float = 0.25,
-                 nvlink_rows: str = "per_link") -> dict:
+async def ingest(
+    ctx,
+    broker: Broker,
+    store: Store,
+    tpl,
+    mode: str,
+    *,
+    count: int = 0,
+    rate: float = 1.0,
+    seconds: float = 0.0,
+    flush_s: float = 0.25,
+    nvlink_rows: str = "per_link",
+) -> dict:
     prefix = f"src{mode}"
-    src = MqttSource(MqttOptions(broker=broker.address, topic_prefix=prefix,
-                                 flush_interval_s=flush_s, persistent_session=False,
-                                 client_id=f"bench-daemon-{mode}", nvlink_rows=nvlink_rows))
+    src = MqttSource(
+        MqttOptions(
+            broker=broker.address,
+            topic_prefix=prefix,
+            flush_interval_s=flush_s,
+            persistent_session=False,
+            client_id=f"bench-daemon-{mode}",
+            nvlink_rows=nvlink_rows,
+        )
+    )
     timed = CommitClock(store)
     stop = asyncio.Event()
     runtime = Runtime(timed, [src])  # the daemon's path: source -> queue -> one writer
@@ -202,18 +258,29 @@ async def ingest(ctx, broker: Broker, store: Store, tpl, mode: str, *, count: in
 
     stored_at_end = committed()
     deadline = time.time() + 120
-    while committed() + src.stats.rejected + src.stats.duplicates < res["sent"] \
-            and time.time() < deadline:
+    while (
+        committed() + src.stats.rejected + src.stats.duplicates < res["sent"]
+        and time.time() < deadline
+    ):
         await asyncio.sleep(0.05)
     t_done = time.time()
     cpu = time.process_time() - cpu0
     stop.set()
     await task
     lag = np.concatenate(timed.lag_s) if timed.lag_s else np.zeros(1)
-    return {"sent": res["sent"], "t_first": res["t_first"], "t_pub_end": t_pub_end,
-            "t_done": t_done, "stored": committed(), "rejected": src.stats.rejected,
-            "stored_at_pub_end": stored_at_end, "cpu_s": cpu, "lag": lag,
-            "write_errors": runtime.stats.batches_refused, "flushes": src.stats.flushes}
+    return {
+        "sent": res["sent"],
+        "t_first": res["t_first"],
+        "t_pub_end": t_pub_end,
+        "t_done": t_done,
+        "stored": committed(),
+        "rejected": src.stats.rejected,
+        "stored_at_pub_end": stored_at_end,
+        "cpu_s": cpu,
+        "lag": lag,
+        "write_errors": runtime.stats.batches_refused,
+        "flushes": src.stats.flushes,
+    }
 
 
 def main() -> None:
@@ -225,17 +292,25 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=15_000, help="reports in phases 1 and 3")
     ap.add_argument("--links", type=int, default=18, help="NVLinks per GPU in each report")
     ap.add_argument("--flush", type=float, default=0.25, help="source flush interval, s")
-    ap.add_argument("--nvlink-rows", choices=("per_link", "per_gpu"), default="per_link",
-                    help="the source's nvlink_rows option")
+    ap.add_argument(
+        "--nvlink-rows",
+        choices=("per_link", "per_gpu"),
+        default="per_link",
+        help="the source's nvlink_rows option",
+    )
     args = ap.parse_args()
     hosts = args.gpus // args.gpus_per_host
     ctx = mp.get_context("fork")
     t_start = time.time()
     load = os.getloadavg()[0]
-    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start (shared machines "
-          "make every figure below move; compare within one run)")
-    print(f"{args.gpus:,} GPUs = {hosts:,} hosts x {args.gpus_per_host} GPUs at {args.rate:g} Hz "
-          f"= {hosts * args.rate:,.0f} host reports/s; {args.links} NVLinks per GPU per report")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start (shared machines "
+        "make every figure below move; compare within one run)"
+    )
+    print(
+        f"{args.gpus:,} GPUs = {hosts:,} hosts x {args.gpus_per_host} GPUs at {args.rate:g} Hz "
+        f"= {hosts * args.rate:,.0f} host reports/s; {args.links} NVLinks per GPU per report"
+    )
     tpl = templates(hosts, args.links)
     work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
     broker = Broker(work / "broker")
@@ -243,36 +318,67 @@ def main() -> None:
     store = Store.open(work / "bench.duckdb")
     try:
         ceil = ceiling(ctx, broker, tpl, args.burst)
-        r = asyncio.run(ingest(ctx, broker, store, tpl, "paced", rate=args.rate,
-                               seconds=args.seconds, flush_s=args.flush,
-                               nvlink_rows=args.nvlink_rows))
+        r = asyncio.run(
+            ingest(
+                ctx,
+                broker,
+                store,
+                tpl,
+                "paced",
+                rate=args.rate,
+                seconds=args.seconds,
+                flush_s=args.flush,
+                nvlink_rows=args.nvlink_rows,
+            )
+        )
         wall = r["t_pub_end"] - r["t_first"]
         rate = r["stored_at_pub_end"] / wall
         lag = r["lag"] * 1e3
         target = hosts * args.rate
-        print(f"2. sustained: offered {r['sent']:,} reports in {wall:.1f} s ({r['sent'] / wall:,.0f}"
-              f"/s, target {target:,.0f}/s); stored {rate:,.0f} reports/s "
-              f"({rate * args.gpus_per_host:,.0f} GPU rows/s, "
-              f"{rate * args.gpus_per_host * (args.links if args.nvlink_rows == 'per_link' else 1):,.0f}"
-              f" NVLink rows/s, {args.nvlink_rows}) while offered")
-        print(f"   backlog when the publisher stopped: {r['sent'] - r['stored_at_pub_end']:,} "
-              f"reports, drained {r['t_done'] - r['t_pub_end']:.2f} s later; "
-              f"stored {r['stored']:,}, rejected {r['rejected']}, batches refused "
-              f"{r['write_errors']}, {r['flushes']} source flushes")
-        print(f"   report time -> commit lag: p50 {np.percentile(lag, 50):,.0f} ms, "
-              f"p99 {np.percentile(lag, 99):,.0f} ms, max {lag.max():,.0f} ms; daemon CPU "
-              f"{r['cpu_s'] / (r['t_done'] - r['t_first']) * 100:.0f}% of one core")
-        b = asyncio.run(ingest(ctx, broker, store, tpl, "burst", count=args.burst,
-                               flush_s=args.flush, nvlink_rows=args.nvlink_rows))
+        print(
+            f"2. sustained: offered {r['sent']:,} reports in {wall:.1f} s ({r['sent'] / wall:,.0f}"
+            f"/s, target {target:,.0f}/s); stored {rate:,.0f} reports/s "
+            f"({rate * args.gpus_per_host:,.0f} GPU rows/s, "
+            f"{rate * args.gpus_per_host * (args.links if args.nvlink_rows == 'per_link' else 1):,.0f}"
+            f" NVLink rows/s, {args.nvlink_rows}) while offered"
+        )
+        print(
+            f"   backlog when the publisher stopped: {r['sent'] - r['stored_at_pub_end']:,} "
+            f"reports, drained {r['t_done'] - r['t_pub_end']:.2f} s later; "
+            f"stored {r['stored']:,}, rejected {r['rejected']}, batches refused "
+            f"{r['write_errors']}, {r['flushes']} source flushes"
+        )
+        print(
+            f"   report time -> commit lag: p50 {np.percentile(lag, 50):,.0f} ms, "
+            f"p99 {np.percentile(lag, 99):,.0f} ms, max {lag.max():,.0f} ms; daemon CPU "
+            f"{r['cpu_s'] / (r['t_done'] - r['t_first']) * 100:.0f}% of one core"
+        )
+        b = asyncio.run(
+            ingest(
+                ctx,
+                broker,
+                store,
+                tpl,
+                "burst",
+                count=args.burst,
+                flush_s=args.flush,
+                nvlink_rows=args.nvlink_rows,
+            )
+        )
         brate = b["stored"] / (b["t_done"] - b["t_first"])
-        print(f"3. burst into the source: {b['stored']:,} reports committed in "
-              f"{b['t_done'] - b['t_first']:.2f} s = {brate:,.0f} reports/s = "
-              f"{brate / ceil:.2f} x the mosquitto_sub ceiling ({ceil:,.0f}/s), "
-              f"{brate / target:.2f} x the {target:,.0f}/s target")
-        rows = store.con.execute("SELECT (SELECT count(*) FROM gpu_samples),"
-                                 " (SELECT count(*) FROM link_samples)").fetchone()
-        print(f"store: {rows[0]:,} gpu_samples rows, {rows[1]:,} link_samples rows; "
-              f"benchmark wall time {time.time() - t_start:.0f} s")
+        print(
+            f"3. burst into the source: {b['stored']:,} reports committed in "
+            f"{b['t_done'] - b['t_first']:.2f} s = {brate:,.0f} reports/s = "
+            f"{brate / ceil:.2f} x the mosquitto_sub ceiling ({ceil:,.0f}/s), "
+            f"{brate / target:.2f} x the {target:,.0f}/s target"
+        )
+        rows = store.con.execute(
+            "SELECT (SELECT count(*) FROM gpu_samples), (SELECT count(*) FROM link_samples)"
+        ).fetchone()
+        print(
+            f"store: {rows[0]:,} gpu_samples rows, {rows[1]:,} link_samples rows; "
+            f"benchmark wall time {time.time() - t_start:.0f} s"
+        )
     finally:
         store.close()
         broker.stop()

@@ -44,8 +44,9 @@ HOSTS = {
 def poll_cost(states: SimStates, host: str, polls: int, processes: bool) -> tuple[float, float]:
     t = [T0]
     lib = open_library("fake", host=host, states=states, clock=lambda: t[0])
-    col = NvmlCollector(lib, clock=lambda: t[0], events=False,
-                        processes_every=1 if processes else 10**9)
+    col = NvmlCollector(
+        lib, clock=lambda: t[0], events=False, processes_every=1 if processes else 10**9
+    )
     col.poll()  # first poll probes what is unsupported
     col._polls = 1 if not processes else 0
     n = len(col.gpus)
@@ -81,12 +82,18 @@ async def agent_cpu(seconds: float, interval: float) -> None:
         polls = list(agent.poll_s)[-sent:] if sent else [0.0]
         stop.set()
         await task
-        print(f"\nagent, 8-GPU HGX host on the fake NVML, {1 / interval:.0f} Hz for {wall:.1f} s: "
-              f"{sent} reports published (QoS 1)")
-        print(f"  agent process CPU: {cpu / wall * 100:.2f}% of one core "
-              f"({cpu / max(sent, 1) * 1e3:.2f} ms CPU per report, fake NVML and sim included)")
-        print(f"  poll+encode per report: median {statistics.median(polls) * 1e3:.2f} ms, "
-              f"max {max(polls) * 1e3:.2f} ms")
+        print(
+            f"\nagent, 8-GPU HGX host on the fake NVML, {1 / interval:.0f} Hz for {wall:.1f} s: "
+            f"{sent} reports published (QoS 1)"
+        )
+        print(
+            f"  agent process CPU: {cpu / wall * 100:.2f}% of one core "
+            f"({cpu / max(sent, 1) * 1e3:.2f} ms CPU per report, fake NVML and sim included)"
+        )
+        print(
+            f"  poll+encode per report: median {statistics.median(polls) * 1e3:.2f} ms, "
+            f"max {max(polls) * 1e3:.2f} ms"
+        )
     finally:
         broker.stop()
 

@@ -29,10 +29,16 @@ from fleettui.tui.demo import fixed_store  # noqa: E402
 
 
 def import_time_s() -> float:
-    code = ("import time; t=time.perf_counter(); import fleettui.tui.app; "
-            "print(time.perf_counter()-t)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import time; t=time.perf_counter(); import fleettui.tui.app; print(time.perf_counter()-t)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     return float(out.stdout.strip())
 
 
@@ -90,24 +96,33 @@ def main() -> None:
     store, last = fixed_store(args.seconds, 1.0, scale=args.scale)
     n_gpus = store.cursor().execute("SELECT count(*) FROM gpus").fetchone()[0]
     rows = store.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone()[0]
-    print(f"store: {n_gpus:,} GPUs, {rows:,} GPU samples ({args.seconds:.0f} s), "
-          f"filled in {time.perf_counter() - t:.1f} s")
+    print(
+        f"store: {n_gpus:,} GPUs, {rows:,} GPU samples ({args.seconds:.0f} s), "
+        f"filled in {time.perf_counter() - t:.1f} s"
+    )
     imp = import_time_s()
     default_threads = store.con.execute("SELECT current_setting('threads')").fetchone()[0]
     # the app's own setting first (fleettui.tui.launch.APP_DUCKDB_THREADS), then DuckDB's default
-    for size, threads in (((200, 60), APP_DUCKDB_THREADS), ((80, 24), APP_DUCKDB_THREADS),
-                          ((200, 60), default_threads)):
+    for size, threads in (
+        ((200, 60), APP_DUCKDB_THREADS),
+        ((80, 24), APP_DUCKDB_THREADS),
+        ((200, 60), default_threads),
+    ):
         store.con.execute(f"SET threads = {int(threads)}")
         results = asyncio.run(measure(store, last, size, args.repeat))
-        print(f"\nterminal {size[0]}x{size[1]}, DuckDB threads {threads}, "
-              f"median of {args.repeat} refreshes")
+        print(
+            f"\nterminal {size[0]}x{size[1]}, DuckDB threads {threads}, "
+            f"median of {args.repeat} refreshes"
+        )
         print(f"{'view':<34}{'refresh CPU ms':>16}{'of which query':>16}")
         first = results[0][1]
         for label, total, query in results[1:]:
             flag = "  (target < 100 ms)" if label.startswith("rack") else ""
             print(f"{label:<34}{total:>16.1f}{query:>16.1f}{flag}")
-        print(f"start-up: import {imp:.2f} s + first frame with data {first:.2f} s = "
-              f"{imp + first:.2f} s (target < 2 s)")
+        print(
+            f"start-up: import {imp:.2f} s + first frame with data {first:.2f} s = "
+            f"{imp + first:.2f} s (target < 2 s)"
+        )
     store.close()
 
 

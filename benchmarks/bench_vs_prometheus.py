@@ -140,10 +140,17 @@ def start_prometheus(work: Path, cfg: dict) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     log = open(work / "prometheus.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [binary, f"--config.file={work / 'prometheus.yml'}",
-         f"--storage.tsdb.path={work / 'prom-data'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--web.enable-admin-api", "--log.level=warn", "--storage.tsdb.retention.time=1d"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-admin-api",
+            "--log.level=warn",
+            "--storage.tsdb.retention.time=1d",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
@@ -163,7 +170,10 @@ def start_daemon(work: Path, sources: str) -> subprocess.Popen:
     repo = str(Path(__file__).resolve().parents[1])  # this checkout's code, whatever is installed
     return subprocess.Popen(
         [sys.executable, "-m", "fleettui.cli", "daemon", "--config", "fleet.toml"],
-        cwd=work, env={**os.environ, "PYTHONPATH": repo}, stdout=open(work / "daemon.out", "wb"), stderr=open(work / "daemon.err", "wb"),
+        cwd=work,
+        env={**os.environ, "PYTHONPATH": repo},
+        stdout=open(work / "daemon.out", "wb"),
+        stderr=open(work / "daemon.err", "wb"),
     )
 
 
@@ -200,11 +210,16 @@ def prometheus_appended(url: str) -> float:
     """Samples Prometheus has appended to its head so far (its own /metrics, read now)."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=60) as r:
         text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("prometheus_tsdb_head_samples_appended_total"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("prometheus_tsdb_head_samples_appended_total")
+    )
 
 
-def windows_captured(per_ts: dict[float, int], t0: float, t1: float, step: float) -> tuple[int, int]:
+def windows_captured(
+    per_ts: dict[float, int], t0: float, t1: float, step: float
+) -> tuple[int, int]:
     n = int((t1 - t0) // step)
     best = max(per_ts.values(), default=0)
     got = sum(1 for ts, c in per_ts.items() if t0 <= ts < t0 + n * step and c >= 0.99 * best)
@@ -229,38 +244,69 @@ def daemon_store(db: Path, t0: float, t1: float, interval_s: float) -> dict:
 
     con = duckdb.connect(str(db), read_only=True)
     try:
-        lo, hi = datetime.fromtimestamp(t0, UTC).replace(tzinfo=None), \
-            datetime.fromtimestamp(t1, UTC).replace(tzinfo=None)
+        lo, hi = (
+            datetime.fromtimestamp(t0, UTC).replace(tzinfo=None),
+            datetime.fromtimestamp(t1, UTC).replace(tzinfo=None),
+        )
         per_ts = {
             r[0].replace(tzinfo=UTC).timestamp(): r[1]
             for r in con.execute(
                 "SELECT ts, count(DISTINCT gpu_uuid) FROM gpu_samples WHERE ts >= ? AND ts < ? "
-                "GROUP BY ts", [lo, hi]).fetchall()
+                "GROUP BY ts",
+                [lo, hi],
+            ).fetchall()
         }
         temps: dict[float, dict[str, float]] = {}
         for ts, uuid, temp in con.execute(
             "SELECT ts, gpu_uuid, temp_c FROM gpu_samples WHERE ts >= ? AND ts < ? "
-            "AND temp_c IS NOT NULL", [lo, hi]).fetchall():
+            "AND temp_c IS NOT NULL",
+            [lo, hi],
+        ).fetchall():
             temps.setdefault(ts.replace(tzinfo=UTC).timestamp(), {})[uuid] = temp
         values = 0
         from storage.columns import TABLE_COLUMNS
 
         for table in ("gpu_samples", "slice_samples", "link_samples", "latency_samples"):
-            cols = [c for c, t in TABLE_COLUMNS[table].items()
-                    if c not in ("ts", "host", "gpu_uuid", "slice_id", "kind", "port", "source",
-                                 "tenant", "endpoint", "model")]
+            cols = [
+                c
+                for c, t in TABLE_COLUMNS[table].items()
+                if c
+                not in (
+                    "ts",
+                    "host",
+                    "gpu_uuid",
+                    "slice_id",
+                    "kind",
+                    "port",
+                    "source",
+                    "tenant",
+                    "endpoint",
+                    "model",
+                )
+            ]
             values += con.execute(
-                f"SELECT {' + '.join(f'count({c})' for c in cols)} FROM {table}").fetchone()[0]
+                f"SELECT {' + '.join(f'count({c})' for c in cols)} FROM {table}"
+            ).fetchone()[0]
         runs = con.execute(
             "SELECT count(*), avg(duration_ms), max(duration_ms), "
             "count(*) FILTER (WHERE duration_ms > ?) FROM collector_runs "
             "WHERE collector = 'sim-scrape' AND ts >= ? AND ts < ?",  # not per-target rows
-            [interval_s * 1000, lo, hi]).fetchone()
+            [interval_s * 1000, lo, hi],
+        ).fetchone()
     finally:
         con.close()
-    return {"per_ts": per_ts, "temps": temps, "values": values, "runs": runs,
-            "bytes": db.stat().st_size + (db.with_suffix(".duckdb.wal").stat().st_size
-                                          if db.with_suffix(".duckdb.wal").exists() else 0)}
+    return {
+        "per_ts": per_ts,
+        "temps": temps,
+        "values": values,
+        "runs": runs,
+        "bytes": db.stat().st_size
+        + (
+            db.with_suffix(".duckdb.wal").stat().st_size
+            if db.with_suffix(".duckdb.wal").exists()
+            else 0
+        ),
+    }
 
 
 def link_down_replay(db: Path, t0: float, t1: float) -> tuple[int, int]:
@@ -285,7 +331,8 @@ def link_down_replay(db: Path, t0: float, t1: float) -> tuple[int, int]:
         rows = cur.execute(
             "SELECT a.scope_key, any_value(l.kind) FROM alerts a "
             "LEFT JOIN link_samples l ON a.scope_key = l.host || ':' || l.port "
-            "WHERE a.rule = 'LinkDown' GROUP BY a.scope_key").fetchall()
+            "WHERE a.rule = 'LinkDown' GROUP BY a.scope_key"
+        ).fetchall()
         cur.close()
     finally:
         store.close()
@@ -314,24 +361,37 @@ def main() -> int:
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--workers", type=int, default=0, help="scrape source `workers` (processes)")
     ap.add_argument("--warmup-s", type=float, default=20.0)
-    ap.add_argument("--no-align", dest="align", action="store_false",
-                    help="do not set the scrape source's align_to_interval (older code lacks it)")
+    ap.add_argument(
+        "--no-align",
+        dest="align",
+        action="store_false",
+        help="do not set the scrape source's align_to_interval (older code lacks it)",
+    )
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temp dir)")
     a = ap.parse_args()
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench-vs-prom-"))
     work.mkdir(parents=True, exist_ok=True)
     step = a.interval_s
-    print(f"scale {a.scale}, interval {step:g} s, {a.duration_s:g} s measured, "
-          f"{a.shards} exporter processes; work dir {work}", file=sys.stderr, flush=True)
+    print(
+        f"scale {a.scale}, interval {step:g} s, {a.duration_s:g} s measured, "
+        f"{a.shards} exporter processes; work dir {work}",
+        file=sys.stderr,
+        flush=True,
+    )
     with ShardedExporters(a.scale, shards=a.shards, step_s=step) as exp:
         per_window = offered_samples_per_window(exp)
-        print(f"{len(exp.targets)} targets, {exp.n_gpus} GPUs, {per_window:,} samples per window",
-              file=sys.stderr, flush=True)
+        print(
+            f"{len(exp.targets)} targets, {exp.n_gpus} GPUs, {per_window:,} samples per window",
+            file=sys.stderr,
+            flush=True,
+        )
         # start both at a window boundary, together
         time.sleep(step - time.time() % step + 0.2)
         prom, prom_url = start_prometheus(work, exp.prometheus_config(step))
-        daemon = start_daemon(work, exp.sources_toml(interval_s=step, timeout_s=step,
-                                                     workers=a.workers, align=a.align))
+        daemon = start_daemon(
+            work,
+            exp.sources_toml(interval_s=step, timeout_s=step, workers=a.workers, align=a.align),
+        )
         ptree, dtree = Tree(prom.pid), Tree(daemon.pid)
         try:
             end_warm = time.time() + a.warmup_s
@@ -379,29 +439,48 @@ def main() -> int:
     p_cpu, d_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     err = (work / "daemon.err").read_text()
     rows = [
-        ("windows captured", f"{p_windows[0]} / {p_windows[1]}",
-         f"{d_windows[0]} / {d_windows[1]} (gathers: avg {avg_ms / 1000:.2f} s, max "
-         f"{max_ms / 1000:.2f} s, {over} over {step:g} s)"),
-        ("CPU-s per million exporter samples scraped",
-         f"{p_cpu / max(prom_scraped_m, 1e-9):.2f} ({p_cpu:.0f} CPU-s, "
-         f"{prom_scraped_m:.2f} M appended)",
-         f"{d_cpu / max(daemon_scraped_m, 1e-9):.2f} ({d_cpu:.0f} CPU-s, {runs} gathers, "
-         f"{daemon_scraped_m:.2f} M) = "
-         f"{(d_cpu / max(daemon_scraped_m, 1e-9)) / (p_cpu / max(prom_scraped_m, 1e-9)):.2f}x"),
-        ("CPU-s per million exporter samples offered", f"{p_cpu / offered_m:.2f}",
-         f"{d_cpu / offered_m:.2f}"),
+        (
+            "windows captured",
+            f"{p_windows[0]} / {p_windows[1]}",
+            f"{d_windows[0]} / {d_windows[1]} (gathers: avg {avg_ms / 1000:.2f} s, max "
+            f"{max_ms / 1000:.2f} s, {over} over {step:g} s)",
+        ),
+        (
+            "CPU-s per million exporter samples scraped",
+            f"{p_cpu / max(prom_scraped_m, 1e-9):.2f} ({p_cpu:.0f} CPU-s, "
+            f"{prom_scraped_m:.2f} M appended)",
+            f"{d_cpu / max(daemon_scraped_m, 1e-9):.2f} ({d_cpu:.0f} CPU-s, {runs} gathers, "
+            f"{daemon_scraped_m:.2f} M) = "
+            f"{(d_cpu / max(daemon_scraped_m, 1e-9)) / (p_cpu / max(prom_scraped_m, 1e-9)):.2f}x",
+        ),
+        (
+            "CPU-s per million exporter samples offered",
+            f"{p_cpu / offered_m:.2f}",
+            f"{d_cpu / offered_m:.2f}",
+        ),
         ("peak RSS", f"{ptree.peak_rss_mib():.0f} MiB", f"{dtree.peak_rss_mib():.0f} MiB"),
-        ("bytes per stored value", f"{prom_bpv:.2f} (snapshot block, {prom_samples:,} samples)",
-         f"{d['bytes'] / max(d['values'], 1):.2f} ({d['values']:,} values, file after checkpoint)"),
-        ("values agree at the same timestamp", "—",
-         f"{diffs} differences in {checks:,} GPU temperature checks"),
-        ("LinkDown alerts (rules replayed every 15 s)", "—",
-         f"{nvl} on DCGM NVLink ports, {other} on IB/RoCE ports"),
+        (
+            "bytes per stored value",
+            f"{prom_bpv:.2f} (snapshot block, {prom_samples:,} samples)",
+            f"{d['bytes'] / max(d['values'], 1):.2f} ({d['values']:,} values, file after checkpoint)",
+        ),
+        (
+            "values agree at the same timestamp",
+            "—",
+            f"{diffs} differences in {checks:,} GPU temperature checks",
+        ),
+        (
+            "LinkDown alerts (rules replayed every 15 s)",
+            "—",
+            f"{nvl} on DCGM NVLink ports, {other} on IB/RoCE ports",
+        ),
     ]
-    print(f"\nscale {a.scale} ({exp.n_gpus:,} GPUs, {len(exp.targets):,} targets, {a.shards} "
-          f"exporter processes), interval {step:g} s, {a.duration_s:g} s, "
-          f"{per_window:,} exporter samples per window; scrape workers = {a.workers}, "
-          f"align_to_interval = {a.align}\n")
+    print(
+        f"\nscale {a.scale} ({exp.n_gpus:,} GPUs, {len(exp.targets):,} targets, {a.shards} "
+        f"exporter processes), interval {step:g} s, {a.duration_s:g} s, "
+        f"{per_window:,} exporter samples per window; scrape workers = {a.workers}, "
+        f"align_to_interval = {a.align}\n"
+    )
     print("| | Prometheus | FleetTUI daemon (`scrape`, alerts off) |")
     print("| --- | --- | --- |")
     for r in rows:

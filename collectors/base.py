@@ -85,7 +85,9 @@ def build_source(kind: str, options: Mapping[str, Any], where: str) -> PullSourc
     _load_builtin()
     factory = _REGISTRY.get(kind)
     if factory is None:
-        raise OptionsError(f"{where}: unknown source kind {kind!r} (known: {', '.join(sorted(_REGISTRY))})")
+        raise OptionsError(
+            f"{where}: unknown source kind {kind!r} (known: {', '.join(sorted(_REGISTRY))})"
+        )
     return factory(options, where)
 
 

@@ -53,8 +53,21 @@ def label_value(labels, key: str) -> str | None:
 # (GDDR: T4, L4, L40/L40S, A10/A16/A40, RTX/Quadro, ...) report MEMORY_TEMP 0,
 # which means "no sensor", not 0 degC.
 HBM_MODEL_KEYS = (
-    "A100", "A800", "A30", "H100", "H800", "H200", "H20", "GH200", "B100", "B200", "B300",
-    "GB200", "GB300", "V100", "P100",
+    "A100",
+    "A800",
+    "A30",
+    "H100",
+    "H800",
+    "H200",
+    "H20",
+    "GH200",
+    "B100",
+    "B200",
+    "B300",
+    "GB200",
+    "GB300",
+    "V100",
+    "P100",
 )
 
 

@@ -333,7 +333,9 @@ class DcgmMapper:
             return
         col = _GPU_COLS.index("mem_temp_c") * 4
         block = g[:, col : col + 4]  # a view: edits land in g
-        no_hbm = np.array([has_hbm(label_value(d["labels"], "modelName")) is not True for d in info])
+        no_hbm = np.array(
+            [has_hbm(label_value(d["labels"], "modelName")) is not True for d in info]
+        )
         zero = (block == 0) & no_hbm[:, None]
         n = int(zero.any(axis=1).sum())
         if n:
@@ -509,8 +511,12 @@ class DcgmMapper:
                 self._dims[("gpu", uuid)] = row
                 gpu_rows.append(row)
             # placement from labels a scrape config or relabelling added (`rack`, `cluster`)
-            hrow = (d["host"], label_value(lab, "DCGM_FI_DRIVER_VERSION"),
-                    _label(lab, "cluster"), _label(lab, "rack"))
+            hrow = (
+                d["host"],
+                label_value(lab, "DCGM_FI_DRIVER_VERSION"),
+                _label(lab, "cluster"),
+                _label(lab, "rack"),
+            )
             if refresh or self._dims.get(("host", d["host"])) != hrow:
                 self._dims[("host", d["host"])] = hrow
                 host_rows[d["host"]] = hrow
@@ -543,8 +549,9 @@ class DcgmMapper:
                         "driver_version": [
                             (host_rows.get(h) or self._dims[("host", h)])[1] for h in hosts
                         ],
-                        "cluster": [(host_rows.get(h) or self._dims[("host", h)])[2]
-                                    for h in hosts],
+                        "cluster": [
+                            (host_rows.get(h) or self._dims[("host", h)])[2] for h in hosts
+                        ],
                         "rack": [(host_rows.get(h) or self._dims[("host", h)])[3] for h in hosts],
                     },
                 )

@@ -169,7 +169,9 @@ class FabricMapper:
                     dropped[why] = dropped.get(why, 0) + 1
             elif name in NVLINK_NAMES:
                 if blank[i]:
-                    why = f"{name}: DCGM blank value (not supported/found/permitted), stored as NULL"
+                    why = (
+                        f"{name}: DCGM blank value (not supported/found/permitted), stored as NULL"
+                    )
                     dropped[why] = dropped.get(why, 0) + 1
                     continue
                 labels = snap.labels[i]

@@ -131,7 +131,11 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
         raise ValueError("answer headers too long")
     lines = raw.decode("latin-1").split("\r\n")
     status_line = lines[0].split(" ", 2)
-    if len(status_line) < 2 or not status_line[0].startswith("HTTP/") or not status_line[1].isdigit():
+    if (
+        len(status_line) < 2
+        or not status_line[0].startswith("HTTP/")
+        or not status_line[1].isdigit()
+    ):
         raise ValueError(f"not an HTTP answer: {lines[0][:60]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:

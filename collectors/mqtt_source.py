@@ -50,7 +50,7 @@ EXCERPT_BYTES = 200  # payload bytes kept with a reject
 
 # -- connection options shared with the agent ----------------------------------------------------
 def parse_broker(broker: str, tls: bool = False) -> tuple[str, int]:
-    """"HOST[:PORT]" (IPv6 as "[addr]:port") -> (host, port); default port 1883, 8883 with TLS."""
+    """ "HOST[:PORT]" (IPv6 as "[addr]:port") -> (host, port); default port 1883, 8883 with TLS."""
     default = 8883 if tls else 1883
     b = broker.strip()
     if not b:
@@ -81,12 +81,16 @@ def check_tls_files(**paths: str) -> None:
 def tls_parameters(tls: bool, ca: str, cert: str, key: str) -> aiomqtt.TLSParameters | None:
     if not tls:
         return None
+
     def path(p: str) -> str | None:
         return str(Path(p).expanduser()) if p else None
 
     return aiomqtt.TLSParameters(
-        ca_certs=path(ca), certfile=path(cert), keyfile=path(key),
-        cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        ca_certs=path(ca),
+        certfile=path(cert),
+        keyfile=path(key),
+        cert_reqs=ssl.CERT_REQUIRED,
+        tls_version=ssl.PROTOCOL_TLS_CLIENT,
     )
 
 
@@ -137,8 +141,11 @@ class MqttOptions:
             raise ValueError("qos must be 0, 1 or 2")
         if self.protocol not in (3, 5):
             raise ValueError("protocol must be 3 (MQTT 3.1.1) or 5")
-        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#") \
-                or self.topic_prefix.startswith("$"):
+        if (
+            not self.topic_prefix
+            or any(c in self.topic_prefix for c in "+#")
+            or self.topic_prefix.startswith("$")
+        ):
             raise ValueError("topic_prefix must be non-empty, without + # or a leading $")
         if self.nvlink_rows not in NVLINK_ROWS:
             raise ValueError(f"nvlink_rows must be one of {', '.join(NVLINK_ROWS)}")
@@ -148,10 +155,16 @@ class MqttOptions:
             raise ValueError("reconnect_max_s must be >= 0.1 and host_evict_s > 0")
         if not 0 < self.report_interval_s <= 86400:
             raise ValueError("report_interval_s must be in (0, 86400]")
-        if self.flush_interval_s <= 0 or self.max_batch_reports < 1 or self.dedupe_window < 1 \
-                or self.max_queued_messages < 1:
-            raise ValueError("flush_interval_s, max_batch_reports, dedupe_window and "
-                             "max_queued_messages must be > 0")
+        if (
+            self.flush_interval_s <= 0
+            or self.max_batch_reports < 1
+            or self.dedupe_window < 1
+            or self.max_queued_messages < 1
+        ):
+            raise ValueError(
+                "flush_interval_s, max_batch_reports, dedupe_window and "
+                "max_queued_messages must be > 0"
+            )
 
 
 @dataclass(slots=True)
@@ -171,10 +184,23 @@ class IngestStats:
     lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
 
     def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in (
-            "received", "stored", "rejected", "duplicates", "seq_gaps", "agent_dropped",
-            "status_messages", "write_errors", "unstorable", "hosts_capped", "hosts_evicted",
-            "flushes")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "received",
+                "stored",
+                "rejected",
+                "duplicates",
+                "seq_gaps",
+                "agent_dropped",
+                "status_messages",
+                "write_errors",
+                "unstorable",
+                "hosts_capped",
+                "hosts_evicted",
+                "flushes",
+            )
+        }
 
 
 class _SeqWindow:
@@ -207,8 +233,9 @@ class MqttSource:
         self.clock = clock
         self.stats = IngestStats()
         self._batcher = ReportBatcher(self.o.nvlink_rows)
-        self._rejects: dict[str, list[Any]] = {c: [] for c in (
-            "ts", "source", "topic", "host", "reason", "payload_excerpt")}
+        self._rejects: dict[str, list[Any]] = {
+            c: [] for c in ("ts", "source", "topic", "host", "reason", "payload_excerpt")
+        }
         self._status: dict[str, tuple[str, float | None, str | None, float]] = {}
         self._windows: dict[str, dict[str, _SeqWindow]] = {}
         self._inv_seen: dict[str, Any] = {}
@@ -251,26 +278,37 @@ class MqttSource:
             elif kind == "status":
                 self._handle_status(topic, host, payload, now)
             else:
-                self._reject(now, topic, None, "topic is not <prefix>/<host>/report|status",
-                             payload)
+                self._reject(
+                    now, topic, None, "topic is not <prefix>/<host>/report|status", payload
+                )
         except Exception as exc:  # a bug must not stop ingestion: keep the message and why
             log.exception("%s: unexpected error on %s", self.name, topic)
-            self._reject(now, topic, None, f"internal error: {type(exc).__name__}: {exc}",
-                         payload)
+            self._reject(now, topic, None, f"internal error: {type(exc).__name__}: {exc}", payload)
 
     def _handle_report(self, topic: str, host: str, payload: bytes, now: float) -> None:
         self.stats.received += 1
         try:
-            r = decode(payload, topic_host=host, now=now, max_future_s=self.o.max_future_s,
-                       max_age_s=self.o.max_age_s)
+            r = decode(
+                payload,
+                topic_host=host,
+                now=now,
+                max_future_s=self.o.max_future_s,
+                max_age_s=self.o.max_age_s,
+            )
         except ReportError as exc:
             self._reject(now, topic, host, str(exc), payload)
             return
         if not self._admit_host(r.host, now):
             self.stats.hosts_capped += 1
-            self._reject(now, topic, host, f"new host refused: more than "
-                         f"{self.o.max_new_hosts_per_min} new hosts in the last minute "
-                         "(max_new_hosts_per_min)", payload)
+            self._reject(
+                now,
+                topic,
+                host,
+                f"new host refused: more than "
+                f"{self.o.max_new_hosts_per_min} new hosts in the last minute "
+                "(max_new_hosts_per_min)",
+                payload,
+            )
             return
         owner = self._claim_gpus(r)
         if owner is not None:
@@ -346,17 +384,18 @@ class MqttSource:
         for r, with_inv, _, _ in self._pending:
             self._batcher.add(r, with_inv)
 
-    def _unstorable(self, r: Report, topic: str, payload: bytes, now: float,
-                    exc: BaseException) -> None:
+    def _unstorable(
+        self, r: Report, topic: str, payload: bytes, now: float, exc: BaseException
+    ) -> None:
         """A report that decoded but cannot become store rows: one reject, nothing else."""
         self.stats.unstorable += 1
         self._inv_seen.pop(r.host, None)  # its inventory was not stored: take the next one
         msg = str(exc).splitlines()[0] if str(exc) else ""
-        self._reject(now, topic, r.host, f"cannot be stored: {type(exc).__name__}: {msg}",
-                     payload)
+        self._reject(now, topic, r.host, f"cannot be stored: {type(exc).__name__}: {msg}", payload)
 
-    def _isolating_take(self, pending: list[tuple[Report, bool, str, bytes]],
-                        now: float) -> list[Batch]:
+    def _isolating_take(
+        self, pending: list[tuple[Report, bool, str, bytes]], now: float
+    ) -> list[Batch]:
         """Batches for `pending`, splitting it in halves until the report(s) that make
         batch building fail are found and rejected; the rest are kept."""
         batcher = ReportBatcher(self.o.nvlink_rows)
@@ -371,8 +410,9 @@ class MqttSource:
                 self._unstorable(r, topic, payload, now, exc)
                 return []
             mid = len(pending) // 2
-            return self._isolating_take(pending[:mid], now) + \
-                self._isolating_take(pending[mid:], now)
+            return self._isolating_take(pending[:mid], now) + self._isolating_take(
+                pending[mid:], now
+            )
 
     def _take_reports(self) -> tuple[list[Batch], list[float], int]:
         """The queued reports as batches; the batcher is reset whatever happens."""
@@ -381,8 +421,12 @@ class MqttSource:
         try:
             return self._batcher.take(), ts, len(pending)
         except Exception as exc:
-            log.warning("%s: building batches of %d reports failed (%s); isolating the "
-                        "culprit", self.name, len(pending), type(exc).__name__)
+            log.warning(
+                "%s: building batches of %d reports failed (%s); isolating the culprit",
+                self.name,
+                len(pending),
+                type(exc).__name__,
+            )
             self._batcher = ReportBatcher(self.o.nvlink_rows)
             self._isolated = []
             batches = self._isolating_take(pending, self.clock())
@@ -396,10 +440,16 @@ class MqttSource:
 
         def build(hosts: list[str]) -> Batch:
             vals = [status[h] for h in hosts]
-            return make_batch("host_status", {
-                "host": hosts, "state": [v[0] for v in vals],
-                "since": [naive_utc(v[1]) if v[1] else None for v in vals],
-                "boot": [v[2] for v in vals], "updated_at": [naive_utc(v[3]) for v in vals]})
+            return make_batch(
+                "host_status",
+                {
+                    "host": hosts,
+                    "state": [v[0] for v in vals],
+                    "since": [naive_utc(v[1]) if v[1] else None for v in vals],
+                    "boot": [v[2] for v in vals],
+                    "updated_at": [naive_utc(v[3]) for v in vals],
+                },
+            )
 
         try:
             return [build(list(status))]
@@ -410,9 +460,15 @@ class MqttSource:
                     build([h])
                     good.append(h)
                 except Exception as exc:
-                    self._reject(now, f"{self.o.topic_prefix}/{h}/status", h,
-                                 f"status cannot be stored: {type(exc).__name__}", b"")
+                    self._reject(
+                        now,
+                        f"{self.o.topic_prefix}/{h}/status",
+                        h,
+                        f"status cannot be stored: {type(exc).__name__}",
+                        b"",
+                    )
             return [build(good)] if good else []
+
     def _claim_gpus(self, r: Report) -> str | None:
         """The first host to report a GPU owns it (in this daemon's lifetime): a report
         naming another host's GPU is refused whole, so one agent cannot overwrite
@@ -456,13 +512,19 @@ class MqttSource:
             return
         if not self._admit_host(host, now):
             self.stats.hosts_capped += 1
-            self._reject(now, topic, host, "status of a new host refused: "
-                         "max_new_hosts_per_min reached", payload)
+            self._reject(
+                now,
+                topic,
+                host,
+                "status of a new host refused: max_new_hosts_per_min reached",
+                payload,
+            )
             return
         self._status[host] = (state, ts, boot, now)
 
-    def _reject(self, now: float, topic: str, host: str | None, reason: str,
-                payload: bytes) -> None:
+    def _reject(
+        self, now: float, topic: str, host: str | None, reason: str, payload: bytes
+    ) -> None:
         self.stats.rejected += 1
         rj = self._rejects
         rj["ts"].append(int(now * 1e6))
@@ -493,11 +555,21 @@ class MqttSource:
             error = None
             if n_rejects:
                 error = f"rejected {n_rejects} message(s), first: {first_reason}"[:500]
-            batches.append(make_batch("collector_runs", {
-                "ts": [naive_utc(self.clock())], "collector": [self.name],
-                "duration_ms": [work_s * 1000.0], "ok": [True],
-                "rows": [sum(b.rows for b in batches)], "error": [error],
-                "skipped": [n_rejects + dups], "interval_s": [self.o.report_interval_s]}))
+            batches.append(
+                make_batch(
+                    "collector_runs",
+                    {
+                        "ts": [naive_utc(self.clock())],
+                        "collector": [self.name],
+                        "duration_ms": [work_s * 1000.0],
+                        "ok": [True],
+                        "rows": [sum(b.rows for b in batches)],
+                        "error": [error],
+                        "skipped": [n_rejects + dups],
+                        "interval_s": [self.o.report_interval_s],
+                    },
+                )
+            )
         return batches, ts, reports
 
     async def flush(self, sink: Sink) -> None:
@@ -518,8 +590,12 @@ class MqttSource:
                 raise
             except Exception as exc:  # the store said no: say so, keep running
                 self.stats.write_errors += 1
-                log.error("%s: writing %d reports failed: %s", self.name, reports,
-                          str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                log.error(
+                    "%s: writing %d reports failed: %s",
+                    self.name,
+                    reports,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
                 return
             done = self.clock()
             self.stats.stored += reports
@@ -548,10 +624,14 @@ class MqttSource:
             kw["protocol"] = aiomqtt.ProtocolVersion.V311
             kw["clean_session"] = not o.persistent_session
         return aiomqtt.Client(
-            host, port, identifier=client_id, username=o.username or None,
+            host,
+            port,
+            identifier=client_id,
+            username=o.username or None,
             password=resolve_password(o.password, o.password_env),
             tls_params=tls_parameters(o.tls, o.tls_ca, o.tls_cert, o.tls_key),
-            max_queued_incoming_messages=o.max_queued_messages, **kw,
+            max_queued_incoming_messages=o.max_queued_messages,
+            **kw,
         )
 
     async def run(self, sink: Sink) -> None:
@@ -565,8 +645,12 @@ class MqttSource:
                     async with client:
                         await client.subscribe(self.report_filter, qos=self.o.qos)
                         await client.subscribe(self.status_filter, qos=1)
-                        log.info("%s: subscribed to %s on %s", self.name, self.report_filter,
-                                 self.o.broker)
+                        log.info(
+                            "%s: subscribed to %s on %s",
+                            self.name,
+                            self.report_filter,
+                            self.o.broker,
+                        )
                         self.connected.set()
                         backoff.started()  # reset only if this connection stays up
                         try:
@@ -580,8 +664,13 @@ class MqttSource:
                     self._drain(client)  # received (and acked) before the connection went
                     self.connected.clear()
                     delay = backoff.next_delay()
-                    log.warning("%s: broker %s: %s; retrying in %.1f s", self.name,
-                                self.o.broker, exc, delay)
+                    log.warning(
+                        "%s: broker %s: %s; retrying in %.1f s",
+                        self.name,
+                        self.o.broker,
+                        exc,
+                        delay,
+                    )
                     await self._record_failure(sink, f"broker {self.o.broker}: {exc}")
                     await asyncio.sleep(delay)
         finally:
@@ -605,15 +694,29 @@ class MqttSource:
             n += 1
         if n:
             log.info("%s: handled %d messages left in the client's queue", self.name, n)
+
     async def _record_failure(self, sink: Sink, error: str) -> None:
         """A failing run (ok = false): `fleettui status` and /metrics show the error;
         CollectorSilent keeps counting from the last report received (and, for a source
         that never connected, from its first failure: hence the declared interval)."""
         try:
-            await sink([make_batch("collector_runs", {
-                "ts": [naive_utc(self.clock())], "collector": [self.name], "duration_ms": [0.0],
-                "ok": [False], "rows": [0], "error": [error[:500]], "skipped": [0],
-                "interval_s": [self.o.report_interval_s]})])
+            await sink(
+                [
+                    make_batch(
+                        "collector_runs",
+                        {
+                            "ts": [naive_utc(self.clock())],
+                            "collector": [self.name],
+                            "duration_ms": [0.0],
+                            "ok": [False],
+                            "rows": [0],
+                            "error": [error[:500]],
+                            "skipped": [0],
+                            "interval_s": [self.o.report_interval_s],
+                        },
+                    )
+                ]
+            )
         except Exception as exc:  # the store said no: the log line above still says why
             log.debug("%s: recording the failure: %s", self.name, exc)
 

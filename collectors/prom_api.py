@@ -63,12 +63,16 @@ class PromApi:
         """`GET /api/v1/targets` (`data`: activeTargets, droppedTargets)."""
         return await self._get("/api/v1/targets", {"state": state}, executor, key=None)
 
-    async def _get(self, path: str, params: dict, executor: Executor | None,
-                   key: str | None = "result") -> Any:
+    async def _get(
+        self, path: str, params: dict, executor: Executor | None, key: str | None = "result"
+    ) -> Any:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         r = await http_get.get(
-            url, deadline_s=self.timeout_s, max_bytes=self.max_body_bytes,
-            headers=self._sent_headers, ssl_ctx=self._ssl,
+            url,
+            deadline_s=self.timeout_s,
+            max_bytes=self.max_body_bytes,
+            headers=self._sent_headers,
+            ssl_ctx=self._ssl,
         )
         where = f"{self.url}{path}"
         if r.reason is not None:
@@ -83,7 +87,9 @@ def _result(body: bytes, where: str, key: str | None = "result") -> Any:
     try:
         doc = json.loads(body)
         if doc.get("status") != "success":
-            raise PromApiError(f"{where}: {doc.get('errorType', 'error')}: {doc.get('error', '')}"[:300])
+            raise PromApiError(
+                f"{where}: {doc.get('errorType', 'error')}: {doc.get('error', '')}"[:300]
+            )
         return doc["data"] if key is None else doc["data"][key]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PromApiError(f"{where}: not a Prometheus API answer ({type(exc).__name__})") from exc

@@ -114,9 +114,7 @@ class PrometheusSource:
         return self.o.window_s or 2 * self.interval_s
 
     async def _instant(self, selector: str) -> list[dict]:
-        return await self.client.query(
-            f"{selector}[{int(max(self.window_s, 1))}s]", self._executor
-        )
+        return await self.client.query(f"{selector}[{int(max(self.window_s, 1))}s]", self._executor)
 
     async def _range(self, selector: str, start: float, end: float) -> list[dict]:
         return await self.client.query_range(
@@ -190,8 +188,13 @@ class PrometheusSource:
         for sr in series or []:
             lab = sr.get("metric", {}) if isinstance(sr, dict) else {}
             name = f"{lab.get('job', '?')}/{lab.get('instance', '?')}"
-            out.append((name, f"target {name} is down in Prometheus (up == 0); "
-                              f"no lastError (targets API: {why})"))
+            out.append(
+                (
+                    name,
+                    f"target {name} is down in Prometheus (up == 0); "
+                    f"no lastError (targets API: {why})",
+                )
+            )
         return out
 
     async def backfill(self, t: float) -> Gathered:

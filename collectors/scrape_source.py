@@ -78,7 +78,10 @@ def parse_body(
 ) -> Snapshot:
     """One fetched body -> Snapshot (runs in the source's executor, never on the event loop)."""
     return parse_exposition(
-        body.decode("utf-8", errors="replace"), url, now=at, extra_labels=labels,
+        body.decode("utf-8", errors="replace"),
+        url,
+        now=at,
+        extra_labels=labels,
         max_labels=max_labels,
     )
 
@@ -134,9 +137,11 @@ class ScrapeSource:
         async def fetch(i: int) -> None:
             async with sem:
                 r = await http_get.get(
-                    self.targets[i].url, deadline_s=self.o.timeout_s,
+                    self.targets[i].url,
+                    deadline_s=self.o.timeout_s,
                     max_bytes=self.o.max_body_bytes,
-                    headers={"Accept": "text/plain;version=0.0.4"}, ssl_ctx=self._ssl,
+                    headers={"Accept": "text/plain;version=0.0.4"},
+                    ssl_ctx=self._ssl,
                 )
             reasons[i] = r.reason
             if r.body is not None:
@@ -156,8 +161,10 @@ class ScrapeSource:
                     continue
                 batch = ready[:_PARSE_BATCH]
                 del ready[:_PARSE_BATCH]
-                items = [(r.body or b"", self.targets[i].url, r.at, self._labels[i], self.o.max_labels)
-                         for i, r in batch]
+                items = [
+                    (r.body or b"", self.targets[i].url, r.at, self._labels[i], self.o.max_labels)
+                    for i, r in batch
+                ]
                 parsed = await loop.run_in_executor(self._pool(), parse_bodies, items)
                 snaps.update(zip((i for i, _ in batch), parsed, strict=True))
 
@@ -183,8 +190,7 @@ class ScrapeSource:
                 why = "; ".join(snap.skipped[:2]) or "no samples"
                 failed.append((t.url, f"target {t.url} unparsable: {why}"))
         merged = merge([snaps[i] for i in sorted(snaps)])  # target order, as configured
-        g = await loop.run_in_executor(self._map_executor(), self.pipeline.map, merged,
-                                       _epoch(now))
+        g = await loop.run_in_executor(self._map_executor(), self.pipeline.map, merged, _epoch(now))
         g.skipped[:0] = skipped
         g.batches += failure_runs(self.name, _naive(now), failed)
         return g

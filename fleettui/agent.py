@@ -84,8 +84,12 @@ class AgentOptions:
 
     @property
     def place(self) -> dict[str, Any] | None:
-        p = {"cluster": self.cluster, "rack": self.rack, "rack_slot": self.rack_slot,
-             "nvlink_domain": self.nvlink_domain}
+        p = {
+            "cluster": self.cluster,
+            "rack": self.rack,
+            "rack_slot": self.rack_slot,
+            "nvlink_domain": self.nvlink_domain,
+        }
         return {k: v for k, v in p.items() if v not in ("", None)} or None
 
     def __post_init__(self) -> None:
@@ -152,10 +156,17 @@ class Agent:
         if self._need_inventory or self.seq % self.o.inventory_every == 0:
             self._need_inventory = False
             inv = self.collector.inventory()
-        payload = encode(poll, host=self.host, boot=self.boot, seq=self.seq,
-                         interval_s=self.o.interval_s, dropped=self.dropped,
-                         driver=self.collector.driver_version, inventory=inv,
-                         place=self.o.place)
+        payload = encode(
+            poll,
+            host=self.host,
+            boot=self.boot,
+            seq=self.seq,
+            interval_s=self.o.interval_s,
+            dropped=self.dropped,
+            driver=self.collector.driver_version,
+            inventory=inv,
+            place=self.o.place,
+        )
         self.poll_s.append(time.perf_counter() - t0)
         return payload
 
@@ -188,14 +199,23 @@ class Agent:
     def _client(self) -> aiomqtt.Client:
         o = self.o
         host, port = parse_broker(o.broker, o.tls)
-        will = aiomqtt.Will(self.status_topic,
-                            encode_status(STATE_OFFLINE, ts=self.clock(), boot=self.boot),
-                            qos=1, retain=True)
+        will = aiomqtt.Will(
+            self.status_topic,
+            encode_status(STATE_OFFLINE, ts=self.clock(), boot=self.boot),
+            qos=1,
+            retain=True,
+        )
         return aiomqtt.Client(
-            host, port, identifier=o.client_id or f"fleettui-agent-{self.host}"[:64],
-            username=o.username or None, password=resolve_password(o.password, o.password_env),
-            tls_params=tls_parameters(o.tls, o.tls_ca, o.tls_cert, o.tls_key), will=will,
-            clean_session=True, keepalive=max(5, int(o.interval_s * 10)), timeout=10,
+            host,
+            port,
+            identifier=o.client_id or f"fleettui-agent-{self.host}"[:64],
+            username=o.username or None,
+            password=resolve_password(o.password, o.password_env),
+            tls_params=tls_parameters(o.tls, o.tls_ca, o.tls_cert, o.tls_key),
+            will=will,
+            clean_session=True,
+            keepalive=max(5, int(o.interval_s * 10)),
+            timeout=10,
         )
 
     async def _publish_loop(self) -> None:
@@ -208,19 +228,29 @@ class Agent:
                         await client.publish(
                             self.status_topic,
                             encode_status(STATE_ONLINE, ts=self.clock(), boot=self.boot),
-                            qos=1, retain=True, timeout=self.o.publish_timeout_s)
+                            qos=1,
+                            retain=True,
+                            timeout=self.o.publish_timeout_s,
+                        )
                         self.connects += 1
                         self._need_inventory = True
                         self.connected.set()
                         backoff.started()  # reset only if this connection stays up
                         if self.buffer and self.connects > 1:
-                            log.info("%s: connected to %s; replaying %d buffered reports",
-                                     self.host, self.o.broker, len(self.buffer))
+                            log.info(
+                                "%s: connected to %s; replaying %d buffered reports",
+                                self.host,
+                                self.o.broker,
+                                len(self.buffer),
+                            )
                         if self.dropped > self._dropped_logged:
-                            log.warning("%s: buffer full while the broker was away: dropped %d "
-                                        "oldest reports (bound %d)", self.host,
-                                        self.dropped - self._dropped_logged,
-                                        self.o.buffer_reports)
+                            log.warning(
+                                "%s: buffer full while the broker was away: dropped %d "
+                                "oldest reports (bound %d)",
+                                self.host,
+                                self.dropped - self._dropped_logged,
+                                self.o.buffer_reports,
+                            )
                             self._dropped_logged = self.dropped
                         await self._drain(client)
                     except asyncio.CancelledError:
@@ -230,8 +260,14 @@ class Agent:
                 self.connected.clear()
                 self.client = None
                 wait = backoff.next_delay()
-                log.warning("%s: broker %s: %s; retrying in %.1f s (%d reports buffered)",
-                            self.host, self.o.broker, exc, wait, len(self.buffer))
+                log.warning(
+                    "%s: broker %s: %s; retrying in %.1f s (%d reports buffered)",
+                    self.host,
+                    self.o.broker,
+                    exc,
+                    wait,
+                    len(self.buffer),
+                )
                 await asyncio.sleep(wait)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
@@ -242,17 +278,22 @@ class Agent:
                 await self._wakeup.wait()
                 continue
             seq, payload = self.buffer[0]
-            await client.publish(self.report_topic, payload, qos=self.o.qos,
-                                 timeout=self.o.publish_timeout_s)
+            await client.publish(
+                self.report_topic, payload, qos=self.o.qos, timeout=self.o.publish_timeout_s
+            )
             if self.buffer and self.buffer[0][0] == seq:
                 self.buffer.popleft()
             self.sent += 1
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         try:
-            await client.publish(self.status_topic,
-                                 encode_status(STATE_OFFLINE, ts=self.clock(), boot=self.boot),
-                                 qos=1, retain=True, timeout=2)
+            await client.publish(
+                self.status_topic,
+                encode_status(STATE_OFFLINE, ts=self.clock(), boot=self.boot),
+                qos=1,
+                retain=True,
+                timeout=2,
+            )
         except (aiomqtt.MqttError, asyncio.CancelledError, TimeoutError):
             pass
 
@@ -312,16 +353,20 @@ async def run_agent(options: AgentOptions, stop: asyncio.Event | None = None) ->
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    log.info("agent: %d host(s) -> %s every %.1f s", len(agents), options.broker,
-             options.interval_s)
+    log.info(
+        "agent: %d host(s) -> %s every %.1f s", len(agents), options.broker, options.interval_s
+    )
     await asyncio.gather(*(a.run(stop) for a in agents))
     return 0
 
 
 def add_agent_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `agent` on the CLI's subparsers; sets `func` to run it from parsed args."""
-    p = subparsers.add_parser("agent", help="publish this host's NVML telemetry over MQTT",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "agent",
+        help="publish this host's NVML telemetry over MQTT",
+        description=__doc__.split("\n\n")[0],
+    )
     _add_arguments(p)
     p.set_defaults(func=main_from_args)
     return p
@@ -335,8 +380,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     d = AgentOptions()
     p.add_argument("--broker", required=True, help="MQTT broker HOST[:PORT] (1883, 8883 with TLS)")
     p.add_argument("--host", default="", help="host name in topics (default: this machine's)")
-    p.add_argument("--interval", type=float, default=d.interval_s, dest="interval_s",
-                   help=f"seconds between reports (default {d.interval_s})")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=d.interval_s,
+        dest="interval_s",
+        help=f"seconds between reports (default {d.interval_s})",
+    )
     p.add_argument("--topic-prefix", default=d.topic_prefix)
     p.add_argument("--qos", type=int, default=d.qos, choices=(0, 1, 2))
     p.add_argument("--client-id", default="")
@@ -345,16 +395,31 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", default="", help="client certificate file")
     p.add_argument("--tls-key", default="", help="client key file")
     p.add_argument("--username", default="")
-    p.add_argument("--password-env", default="",
-                   help="environment variable holding the password (kept off the command line)")
-    p.add_argument("--buffer", type=int, default=d.buffer_reports, dest="buffer_reports",
-                   help=f"reports kept while the broker is away (default {d.buffer_reports})")
+    p.add_argument(
+        "--password-env",
+        default="",
+        help="environment variable holding the password (kept off the command line)",
+    )
+    p.add_argument(
+        "--buffer",
+        type=int,
+        default=d.buffer_reports,
+        dest="buffer_reports",
+        help=f"reports kept while the broker is away (default {d.buffer_reports})",
+    )
     p.add_argument("--processes-every", type=int, default=d.processes_every)
     p.add_argument("--inventory-every", type=int, default=d.inventory_every)
-    p.add_argument("--nvml", choices=("real", "fake"), default="real",
-                   help="NVIDIA's library, or the simulated fleet (demo, tests)")
-    p.add_argument("--fake-hosts", default="",
-                   help="comma-separated simulated hosts to play, or 'all' (with --nvml fake)")
+    p.add_argument(
+        "--nvml",
+        choices=("real", "fake"),
+        default="real",
+        help="NVIDIA's library, or the simulated fleet (demo, tests)",
+    )
+    p.add_argument(
+        "--fake-hosts",
+        default="",
+        help="comma-separated simulated hosts to play, or 'all' (with --nvml fake)",
+    )
     p.add_argument("--fake-seed", type=int, default=d.fake_seed)
     p.add_argument("--fake-scale", type=int, default=d.fake_scale)
     p.add_argument("--cluster", default="", help="cluster this host belongs to (in every report)")
@@ -365,20 +430,37 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from_args(a: argparse.Namespace) -> AgentOptions:
     return AgentOptions(
-        broker=a.broker, host=a.host, interval_s=a.interval_s, topic_prefix=a.topic_prefix,
-        qos=a.qos, client_id=a.client_id, tls=a.tls, tls_ca=a.tls_ca, tls_cert=a.tls_cert,
-        tls_key=a.tls_key, username=a.username, password_env=a.password_env,
-        buffer_reports=a.buffer_reports, processes_every=a.processes_every,
-        inventory_every=a.inventory_every, nvml=a.nvml,
-        fake_hosts=[h for h in a.fake_hosts.split(",") if h], fake_seed=a.fake_seed,
-        fake_scale=a.fake_scale, cluster=a.cluster, rack=a.rack, rack_slot=a.rack_slot,
+        broker=a.broker,
+        host=a.host,
+        interval_s=a.interval_s,
+        topic_prefix=a.topic_prefix,
+        qos=a.qos,
+        client_id=a.client_id,
+        tls=a.tls,
+        tls_ca=a.tls_ca,
+        tls_cert=a.tls_cert,
+        tls_key=a.tls_key,
+        username=a.username,
+        password_env=a.password_env,
+        buffer_reports=a.buffer_reports,
+        processes_every=a.processes_every,
+        inventory_every=a.inventory_every,
+        nvml=a.nvml,
+        fake_hosts=[h for h in a.fake_hosts.split(",") if h],
+        fake_seed=a.fake_seed,
+        fake_scale=a.fake_scale,
+        cluster=a.cluster,
+        rack=a.rack,
+        rack_slot=a.rack_slot,
         nvlink_domain=a.nvlink_domain,
     )
 
 
 def main_from_args(a: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO if getattr(a, "verbose", False) else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if getattr(a, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
     try:
         options = options_from_args(a)
     except ValueError as exc:

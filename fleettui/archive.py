@@ -39,11 +39,14 @@ def _lit(s: str) -> str:
 def archive_tables(archive: Path) -> list[str]:
     if not archive.is_dir():
         raise StoreError(f"{archive}: no such archive directory")
-    return sorted(m.group(1) for p in archive.iterdir() if p.is_dir() and (m := _PART.match(p.name)))
+    return sorted(
+        m.group(1) for p in archive.iterdir() if p.is_dir() and (m := _PART.match(p.name))
+    )
 
 
-def _attach_live(con: duckdb.DuckDBPyConnection, db: str | None, connect: str | None,
-                 token: str | None) -> bool:
+def _attach_live(
+    con: duckdb.DuckDBPyConnection, db: str | None, connect: str | None, token: str | None
+) -> bool:
     path = Path(db).expanduser() if db else default_db_path()
     endpoint = None
     if connect:
@@ -65,16 +68,18 @@ def _attach_live(con: duckdb.DuckDBPyConnection, db: str | None, connect: str | 
         con.execute(f"ATTACH {_lit(str(path))} AS live (READ_ONLY)")
         return True
     except duckdb.Error as exc:
-        raise StoreError(f"{endpoint or path}: cannot attach the live store: "
-                         f"{str(exc).splitlines()[0]}") from exc
+        raise StoreError(
+            f"{endpoint or path}: cannot attach the live store: {str(exc).splitlines()[0]}"
+        ) from exc
 
 
 def _time_col(cols: list[str]) -> str | None:
     return "ts" if "ts" in cols else "bucket" if "bucket" in cols else None
 
 
-def open_archive(archive: Path, db: str | None, connect: str | None,
-                 token: str | None) -> LocalReader:
+def open_archive(
+    archive: Path, db: str | None, connect: str | None, token: str | None
+) -> LocalReader:
     con = duckdb.connect()
     try:
         has_live = _attach_live(con, db, connect, token)
@@ -93,8 +98,10 @@ def open_archive(archive: Path, db: str | None, connect: str | None,
                 if name in live:
                     con.execute(f"CREATE TABLE {name} AS SELECT * FROM live.{name}")
                 else:
-                    con.execute(f'CREATE VIEW {name} AS SELECT * EXCLUDE ("table", day) FROM {scan}'
-                                f" WHERE day = (SELECT max(day) FROM {scan})")
+                    con.execute(
+                        f'CREATE VIEW {name} AS SELECT * EXCLUDE ("table", day) FROM {scan}'
+                        f" WHERE day = (SELECT max(day) FROM {scan})"
+                    )
                 continue
             if name not in archived:
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM live.{name}")
@@ -109,8 +116,9 @@ def open_archive(archive: Path, db: str | None, connect: str | None,
                 continue
             first = con.execute(f"SELECT min({col}) FROM live.{name}").fetchone()[0]
             cut = f" WHERE {col} < TIMESTAMP {_lit(str(first))}" if first is not None else ""
-            con.execute(f"CREATE VIEW {name} AS {old}{cut} "
-                        f"UNION ALL BY NAME SELECT * FROM live.{name}")
+            con.execute(
+                f"CREATE VIEW {name} AS {old}{cut} UNION ALL BY NAME SELECT * FROM live.{name}"
+            )
     except duckdb.Error as exc:
         con.close()
         raise StoreError(f"{archive}: cannot read the archive: {str(exc).splitlines()[0]}") from exc

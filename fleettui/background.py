@@ -39,8 +39,13 @@ class BackgroundRuntime:
     """
 
     def __init__(
-        self, store: Store, sources: list, tasks: tuple = (),
-        *, backfill: Callable[[threading.Event], object] | None = None, enrich=None,
+        self,
+        store: Store,
+        sources: list,
+        tasks: tuple = (),
+        *,
+        backfill: Callable[[threading.Event], object] | None = None,
+        enrich=None,
     ) -> None:
         self.store, self.sources, self.tasks = store, sources, tasks
         self.enrich = enrich  # fleettui.enrich.Enrichment, from the config
@@ -57,7 +62,8 @@ class BackgroundRuntime:
         self._thread.start()
         if self._backfill is not None:  # history written beside live collection
             self._backfill_thread = threading.Thread(
-                target=self._run_backfill, name="fleettui-backfill", daemon=True)
+                target=self._run_backfill, name="fleettui-backfill", daemon=True
+            )
             self._backfill_thread.start()
         self._ready.wait(5.0)
 

@@ -34,23 +34,41 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from storage.reader import QueryError, ReadOnlyError
     from storage.store import StoreError
 
-    return (ConfigError, OptionsError, StoreError, SchemaError, QuackError, QueryError,
-            ReadOnlyError, BatchError, ExportError)
+    return (
+        ConfigError,
+        OptionsError,
+        StoreError,
+        SchemaError,
+        QuackError,
+        QueryError,
+        ReadOnlyError,
+        BatchError,
+        ExportError,
+    )
 
 
 # -- daemon ------------------------------------------------------------------
 def _add_daemon(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "daemon", help="run the collectors headless and serve the store",
+        "daemon",
+        help="run the collectors headless and serve the store",
         description="Run the configured collectors, write their telemetry to the store and serve "
         "the live store to `fleettui sql` and the app over Quack on 127.0.0.1. "
         "Stops cleanly on SIGTERM or Ctrl-C.",
     )
     p.add_argument("--config", metavar="FILE", help="TOML config (see docs/config.md)")
-    p.add_argument("--db", metavar="FILE", help="database file (default: the config's, else "
-                   "~/.local/share/fleettui/fleet.duckdb or $FLEETTUI_DB)")
-    p.add_argument("--sim", action="store_true", help="collect the simulated fleet (no config needed)")
-    p.add_argument("--scale", type=int, metavar="N", help="with --sim: multiply the fleet (33 -> 10,032 GPUs)")
+    p.add_argument(
+        "--db",
+        metavar="FILE",
+        help="database file (default: the config's, else "
+        "~/.local/share/fleettui/fleet.duckdb or $FLEETTUI_DB)",
+    )
+    p.add_argument(
+        "--sim", action="store_true", help="collect the simulated fleet (no config needed)"
+    )
+    p.add_argument(
+        "--scale", type=int, metavar="N", help="with --sim: multiply the fleet (33 -> 10,032 GPUs)"
+    )
     p.add_argument("--no-serve", action="store_true", help="do not serve the store over Quack")
     p.add_argument("--list-sources", action="store_true", help="list the source kinds and exit")
     p.set_defaults(func=_run_daemon)
@@ -77,10 +95,15 @@ def _run_daemon(args: argparse.Namespace) -> int:
     if args.scale is not None:
         if not args.sim:
             raise ConfigError("--scale goes with --sim")
-        config = replace(config, sources=tuple(
-            SourceSpec(s.kind, {**s.options, "scale": args.scale}, s.where) if s.where == "--sim" else s
-            for s in config.sources
-        ))
+        config = replace(
+            config,
+            sources=tuple(
+                SourceSpec(s.kind, {**s.options, "scale": args.scale}, s.where)
+                if s.where == "--sim"
+                else s
+                for s in config.sources
+            ),
+        )
     if args.db:
         config = replace(config, daemon=replace(config.daemon, db=args.db))
     if args.no_serve:
@@ -96,20 +119,33 @@ def _run_daemon(args: argparse.Namespace) -> int:
 # -- sql ---------------------------------------------------------------------
 def _add_sql(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "sql", help="run SQL over the stored telemetry",
+        "sql",
+        help="run SQL over the stored telemetry",
         description="Run one SQL query against the store: through the running daemon when there is "
         "one (found beside the database), else against the database file, read-only.",
-        epilog="example: fleettui sql \"SELECT host, avg(util_pct) FROM gpu_samples GROUP BY host\"",
+        epilog='example: fleettui sql "SELECT host, avg(util_pct) FROM gpu_samples GROUP BY host"',
     )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--db", metavar="FILE", help="database file (default: $FLEETTUI_DB or "
-                       "~/.local/share/fleettui/fleet.duckdb)")
+    where.add_argument(
+        "--db",
+        metavar="FILE",
+        help="database file (default: $FLEETTUI_DB or ~/.local/share/fleettui/fleet.duckdb)",
+    )
     where.add_argument("--connect", metavar="quack:HOST:PORT", help="a daemon's Quack endpoint")
-    p.add_argument("--token", help="access token for --connect (default: $FLEETTUI_TOKEN, or the "
-                   "local daemon's token file)")
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    p.add_argument("--archive", metavar="DIR", help="also query a `fleettui export` archive: each "
-                   "table is its archived rows followed by the live ones (docs/history.md)")
+    p.add_argument(
+        "--token",
+        help="access token for --connect (default: $FLEETTUI_TOKEN, or the "
+        "local daemon's token file)",
+    )
+    p.add_argument(
+        "--format", choices=FORMATS, default="table", help="output format (default: table)"
+    )
+    p.add_argument(
+        "--archive",
+        metavar="DIR",
+        help="also query a `fleettui export` archive: each "
+        "table is its archived rows followed by the live ones (docs/history.md)",
+    )
     p.add_argument("query", help="the SQL to run")
     p.set_defaults(func=_run_sql)
 
@@ -123,16 +159,24 @@ def _run_sql(args: argparse.Namespace) -> int:
 # -- demo --------------------------------------------------------------------
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", help="the app on the simulated fleet (the embedded default)",
+        "demo",
+        help="the app on the simulated fleet (the embedded default)",
         description="Collect the simulated fleet in-process into a local database and open the app "
         "on it. With --headless, collect for --seconds and print a summary instead.",
     )
-    p.add_argument("--db", metavar="FILE", help="database file (default: a fresh demo.duckdb in the "
-                   "user data dir)")
-    p.add_argument("--scale", type=int, default=1, metavar="N", help="multiply the fleet (default 1: 304 GPUs)")
+    p.add_argument(
+        "--db",
+        metavar="FILE",
+        help="database file (default: a fresh demo.duckdb in the user data dir)",
+    )
+    p.add_argument(
+        "--scale", type=int, default=1, metavar="N", help="multiply the fleet (default 1: 304 GPUs)"
+    )
     p.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
     p.add_argument("--headless", action="store_true", help="no app: collect, then print a summary")
-    p.add_argument("--seconds", type=float, default=15.0, help="with --headless: how long to collect")
+    p.add_argument(
+        "--seconds", type=float, default=15.0, help="with --headless: how long to collect"
+    )
     p.set_defaults(func=_run_demo)
 
 
@@ -183,8 +227,10 @@ def _join_values(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_join_values(sys.argv[1:] if argv is None else list(argv)))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     os.umask(0o077)  # stores, WALs, info files, exports: FleetTUI's files are its user's alone
     func = getattr(args, "func", None)
     if func is None:  # no COMMAND: the app

@@ -75,8 +75,9 @@ class DaemonOptions:
             # late rows and the 1-hour tier's p95 are computed from raw rows
             raise ValueError("retention_h must cover rollup_late_s plus 3 hours while rollups run")
         if self.memory_limit and not _MEMORY_LIMIT.match(self.memory_limit):
-            raise ValueError(f"memory_limit must be a size like '2GiB' or '512MB', "
-                             f"got {self.memory_limit!r}")
+            raise ValueError(
+                f"memory_limit must be a size like '2GiB' or '512MB', got {self.memory_limit!r}"
+            )
         if self.db is not None and ("\x00" in self.db or not self.db.strip()):
             raise ValueError("db must be a file path")
 
@@ -118,7 +119,9 @@ _TOP_KEYS = ("daemon", "sources", "alerts", "topology", "tenancy", "latency_targ
 def parse_config(raw: dict[str, Any], where: str) -> Config:
     unknown = sorted(set(raw) - set(_TOP_KEYS))
     if unknown:
-        raise ConfigError(f"{where}: unknown section {unknown[0]!r} (known: {', '.join(_TOP_KEYS)})")
+        raise ConfigError(
+            f"{where}: unknown section {unknown[0]!r} (known: {', '.join(_TOP_KEYS)})"
+        )
     try:
         daemon = parse_options(DaemonOptions, raw.get("daemon", {}), f"{where} [daemon]")
     except OptionsError as exc:
@@ -152,8 +155,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") \
-            from None
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -54,22 +54,33 @@ def build_sources(config: Config) -> list[PullSource | PushSource]:
     names = [s.name for s in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ConfigError(f"{config.path}: two sources are named {dup[0]!r}; give each a unique name")
+        raise ConfigError(
+            f"{config.path}: two sources are named {dup[0]!r}; give each a unique name"
+        )
     return out
 
 
 def build_tasks(config: Config, store: Store) -> list[Task]:
     """Periodic tasks beside collection: retention, and the alert engine when configured."""
     d = config.daemon
-    tasks: list[Task] = [RetentionTask(store, d.retention_h,
-                                        wait_for_rollups=d.rollup_interval_s > 0)]
+    tasks: list[Task] = [
+        RetentionTask(store, d.retention_h, wait_for_rollups=d.rollup_interval_s > 0)
+    ]
     if d.rollup_interval_s > 0:
-        tasks.append(RollupTask(
-            store, d.rollup_interval_s, RollupOptions(late_s=d.rollup_late_s),
-            TierRetention(timedelta(days=d.retention_1m_days), timedelta(days=d.retention_1h_days))))
+        tasks.append(
+            RollupTask(
+                store,
+                d.rollup_interval_s,
+                RollupOptions(late_s=d.rollup_late_s),
+                TierRetention(
+                    timedelta(days=d.retention_1m_days), timedelta(days=d.retention_1h_days)
+                ),
+            )
+        )
     base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
-    return tasks + list(tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]",
-                                          base_dir=base_dir))
+    return tasks + list(
+        tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]", base_dir=base_dir)
+    )
 
 
 def build_enrichment_from(config: Config) -> Enrichment:
@@ -77,8 +88,9 @@ def build_enrichment_from(config: Config) -> Enrichment:
     to the config's folder); a bad one is a ConfigError naming file and line or key."""
     base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
     try:
-        return build_enrichment(config.topology, config.tenancy, config.latency_targets,
-                                config.path, base_dir)
+        return build_enrichment(
+            config.topology, config.tenancy, config.latency_targets, config.path, base_dir
+        )
     except OptionsError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -95,8 +107,7 @@ def check_tasks(config: Config) -> None:
         scratch.close()
 
 
-def _serve(store: Store, config: Config, db: Path,
-           metrics: str | None = None) -> DaemonInfo | None:
+def _serve(store: Store, config: Config, db: Path, metrics: str | None = None) -> DaemonInfo | None:
     if not config.daemon.serve_enabled:
         return None
     host, port = quack.parse_endpoint(config.daemon.serve)
@@ -105,8 +116,9 @@ def _serve(store: Store, config: Config, db: Path,
     # from here on the daemon decides what a token may run, and nothing can
     # reach outside the store (see storage/guard.py)
     guard.install(store.con, operator)
-    info = DaemonInfo(os.getpid(), endpoint, viewer, str(db.resolve()), utcnow().isoformat(),
-                      metrics)
+    info = DaemonInfo(
+        os.getpid(), endpoint, viewer, str(db.resolve()), utcnow().isoformat(), metrics
+    )
     write_operator_token(db, info.pid, operator)
     write_daemon_info(db, info)
 
@@ -124,8 +136,9 @@ def _serve(store: Store, config: Config, db: Path,
     return info
 
 
-def _store_state(runtime: Runtime, db: Path, info: DaemonInfo | None,
-                 written: list[str | None]) -> None:
+def _store_state(
+    runtime: Runtime, db: Path, info: DaemonInfo | None, written: list[str | None]
+) -> None:
     """Keep the info file's `store_error` true, so `fleettui sql` can say the store
     failed instead of a puzzling Quack error."""
     failure = runtime.store.failure
@@ -135,8 +148,9 @@ def _store_state(runtime: Runtime, db: Path, info: DaemonInfo | None,
     write_daemon_info(db, dataclasses.replace(info, store_error=failure))
 
 
-async def _serve_metrics(config: Config, runtime: Runtime, sources, tasks, health: SourceHealth,
-                         store: Store) -> tuple[asyncio.Server | None, str | None]:
+async def _serve_metrics(
+    config: Config, runtime: Runtime, sources, tasks, health: SourceHealth, store: Store
+) -> tuple[asyncio.Server | None, str | None]:
     """The daemon's own /metrics when `metrics_listen` is set: (server, "HOST:PORT")."""
     if not config.daemon.metrics_listen:
         return None, None
@@ -148,8 +162,9 @@ async def _serve_metrics(config: Config, runtime: Runtime, sources, tasks, healt
     try:
         server = await serve_metrics(registry_for(collector), host, port)
     except OSError as exc:
-        raise ConfigError(f"metrics_listen {config.daemon.metrics_listen}: cannot listen: "
-                          f"{exc.strerror or exc}") from None
+        raise ConfigError(
+            f"metrics_listen {config.daemon.metrics_listen}: cannot listen: {exc.strerror or exc}"
+        ) from None
     bound = server.sockets[0].getsockname()
     where = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
     return server, where
@@ -172,15 +187,20 @@ def status_line(runtime: Runtime, store: Store) -> str:
     finally:
         cur.close()
     tables = ", ".join(f"{t} {n:,}" for t, n in sorted(appended.items()))
-    return (f"{sum(appended.values()):,} rows appended ({tables})"
-            + (f"; known: {', '.join(known)}" if known else "")
-            + f"; {s.gathers} gathers, {s.gather_failures} failed; "
-            f"{s.batches_refused} batches refused")
+    return (
+        f"{sum(appended.values()):,} rows appended ({tables})"
+        + (f"; known: {', '.join(known)}" if known else "")
+        + f"; {s.gathers} gathers, {s.gather_failures} failed; "
+        f"{s.batches_refused} batches refused"
+    )
 
 
-async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
-                     stop: asyncio.Event | None = None,
-                     enrichment: Enrichment | None = None) -> int:
+async def run_daemon(
+    config: Config,
+    sources: Sequence[PullSource | PushSource],
+    stop: asyncio.Event | None = None,
+    enrichment: Enrichment | None = None,
+) -> int:
     db = config.db_path
     os.umask(0o077)  # the store, its WAL and every file the daemon creates: owner only
     if enrichment is None:
@@ -191,16 +211,26 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
     try:
         tasks = build_tasks(config, store)
         health = SourceHealth()
-        runtime = Runtime(store, sources, tasks, observe=health.observe, enrich=enrichment,
-                          store_failure_max_s=config.daemon.store_failure_max_s)
-        metrics_server, metrics_at = await _serve_metrics(config, runtime, sources, tasks,
-                                                          health, store)
+        runtime = Runtime(
+            store,
+            sources,
+            tasks,
+            observe=health.observe,
+            enrich=enrichment,
+            store_failure_max_s=config.daemon.store_failure_max_s,
+        )
+        metrics_server, metrics_at = await _serve_metrics(
+            config, runtime, sources, tasks, health, store
+        )
         info = _serve(store, config, db, metrics_at)
         names = ", ".join(f"{s.name}" for s in sources) or "none"
-        print(f"fleettui daemon: store {db}; sources: {names}"
-              + (f"; serving {info.endpoint} (token in {db.name}.daemon.json)" if info else "")
-              + (f"; metrics http://{metrics_at}/metrics" if metrics_at else ""),
-              file=sys.stderr, flush=True)
+        print(
+            f"fleettui daemon: store {db}; sources: {names}"
+            + (f"; serving {info.endpoint} (token in {db.name}.daemon.json)" if info else "")
+            + (f"; metrics http://{metrics_at}/metrics" if metrics_at else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -209,18 +239,22 @@ async def run_daemon(config: Config, sources: Sequence[PullSource | PushSource],
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): the caller sets `stop`
         seed_known_hosts(store, sources)
-        status = asyncio.create_task(
-            _report(runtime, store, config.daemon.status_interval_s, stop))
+        status = asyncio.create_task(_report(runtime, store, config.daemon.status_interval_s, stop))
         written: list[str | None] = [None]
         watch = asyncio.create_task(_watch_store(runtime, db, info, written, stop))
         await runtime.run(stop)
         status.cancel()
         watch.cancel()
-        print(f"fleettui daemon: stopped; {status_line(runtime, store)}", file=sys.stderr,
-              flush=True)
+        print(
+            f"fleettui daemon: stopped; {status_line(runtime, store)}", file=sys.stderr, flush=True
+        )
         if runtime.failed:
-            print(f"fleettui daemon: exiting: {runtime.failed}; {runtime.stats.rows_dropped:,} "
-                  "rows dropped", file=sys.stderr, flush=True)
+            print(
+                f"fleettui daemon: exiting: {runtime.failed}; {runtime.stats.rows_dropped:,} "
+                "rows dropped",
+                file=sys.stderr,
+                flush=True,
+            )
             return EXIT_STORE_FAILED
         return 0
     finally:
@@ -244,14 +278,22 @@ def seed_known_hosts(store: Store, sources: Sequence[PullSource | PushSource]) -
     seeders = [s for s in sources if hasattr(s, "seed_hosts")]
     if not seeders:
         return
-    rows = store.cursor().execute(
-        "SELECT host, epoch(last_seen) FROM hosts WHERE last_seen IS NOT NULL").fetchall()
+    rows = (
+        store.cursor()
+        .execute("SELECT host, epoch(last_seen) FROM hosts WHERE last_seen IS NOT NULL")
+        .fetchall()
+    )
     for s in seeders:
         s.seed_hosts(rows)  # type: ignore[attr-defined]
 
 
-async def _watch_store(runtime: Runtime, db: Path, info: DaemonInfo | None,
-                       written: list[str | None], stop: asyncio.Event) -> None:
+async def _watch_store(
+    runtime: Runtime,
+    db: Path,
+    info: DaemonInfo | None,
+    written: list[str | None],
+    stop: asyncio.Event,
+) -> None:
     while not stop.is_set():
         await asyncio.sleep(1.0)
         try:

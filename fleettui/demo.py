@@ -25,8 +25,13 @@ async def collect_for(store: Store, source: SimSource, seconds: float) -> Runtim
     t0 = time.monotonic()
     while (elapsed := time.monotonic() - t0) < seconds:
         await asyncio.sleep(min(1.0, seconds - elapsed))
-        print(f"\rcollecting the simulated fleet: {min(elapsed + 1, seconds):4.0f}/{seconds:.0f} s, "
-              f"{runtime.stats.rows_written:,} rows", end="", file=sys.stderr, flush=True)
+        print(
+            f"\rcollecting the simulated fleet: {min(elapsed + 1, seconds):4.0f}/{seconds:.0f} s, "
+            f"{runtime.stats.rows_written:,} rows",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
     stop.set()
     await run
     print(file=sys.stderr)
@@ -39,11 +44,16 @@ def run_headless(args) -> int:
     try:
         asyncio.run(collect_for(store, SimSource(seed=args.seed, scale=args.scale), args.seconds))
         cur = store.cursor()
-        for title, sql in (("Fleet", summary.FLEET_TOTALS), ("Tenants", summary.TENANT_USAGE),
-                           ("Recent events", summary.RECENT_EVENTS)):
+        for title, sql in (
+            ("Fleet", summary.FLEET_TOTALS),
+            ("Tenants", summary.TENANT_USAGE),
+            ("Recent events", summary.RECENT_EVENTS),
+        ):
             res = cur.execute(sql)
-            print(f"\n{title}\n" + as_table([d[0] for d in res.description], res.fetchall()), end="")
-        print(f"\nstore: {path}\nask more with: fleettui sql --db {path} \"SELECT ...\"")
+            print(
+                f"\n{title}\n" + as_table([d[0] for d in res.description], res.fetchall()), end=""
+            )
+        print(f'\nstore: {path}\nask more with: fleettui sql --db {path} "SELECT ..."')
     finally:
         store.close()
     return 0
@@ -55,7 +65,10 @@ def run_demo(args) -> int:
     try:
         from fleettui.tui.launch import run_demo_app
     except ImportError:
-        print("fleettui demo: the terminal app is not available in this build; "
-              "showing the headless demo", file=sys.stderr)
+        print(
+            "fleettui demo: the terminal app is not available in this build; "
+            "showing the headless demo",
+            file=sys.stderr,
+        )
         return run_headless(args)
     return run_demo_app(args)

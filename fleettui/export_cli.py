@@ -35,8 +35,17 @@ from storage.reader import Reader
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Written whole, as a snapshot: the fleet's inventory and the alert history.
-SNAPSHOT_TABLES = ("hosts", "gpus", "slices", "tenants", "assignments", "endpoints",
-                   "host_status", "alerts", "silences")
+SNAPSHOT_TABLES = (
+    "hosts",
+    "gpus",
+    "slices",
+    "tenants",
+    "assignments",
+    "endpoints",
+    "host_status",
+    "alerts",
+    "silences",
+)
 
 
 class ExportError(ValueError):
@@ -45,25 +54,38 @@ class ExportError(ValueError):
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="write the store as hive-partitioned Parquet (table=/day=)",
+        "export",
+        help="write the store as hive-partitioned Parquet (table=/day=)",
         description="Write the stored telemetry to DIR/table=<name>/day=<YYYY-MM-DD>/part-0.parquet, "
         "through the running daemon when there is one, else from the database file (read-only). "
         "Whole UTC days; a day exported again is replaced.",
         epilog="example: fleettui export --out archive --since 2026-11-01 --tables gpu_samples_1m",
     )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--db", metavar="FILE", help="database file (default: $FLEETTUI_DB or "
-                       "~/.local/share/fleettui/fleet.duckdb)")
+    where.add_argument(
+        "--db",
+        metavar="FILE",
+        help="database file (default: $FLEETTUI_DB or ~/.local/share/fleettui/fleet.duckdb)",
+    )
     where.add_argument("--connect", metavar="quack:HOST:PORT", help="a daemon's Quack endpoint")
     p.add_argument("--token", help="access token for --connect (default: $FLEETTUI_TOKEN)")
     p.add_argument("--out", required=True, metavar="DIR", help="archive directory (created)")
-    p.add_argument("--since", metavar="DATE", help="first day (YYYY-MM-DD or ISO time; default: "
-                   "the oldest row)")
-    p.add_argument("--until", metavar="DATE", help="end, exclusive, widened to a whole day "
-                   "(default: now)")
+    p.add_argument(
+        "--since",
+        metavar="DATE",
+        help="first day (YYYY-MM-DD or ISO time; default: the oldest row)",
+    )
+    p.add_argument(
+        "--until", metavar="DATE", help="end, exclusive, widened to a whole day (default: now)"
+    )
     p.add_argument("--tables", metavar="A,B", help="tables to export (default: every table)")
-    p.add_argument("--chunk-rows", type=int, default=1_000_000, metavar="N",
-                   help="read about N rows per query (default 1,000,000)")
+    p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="read about N rows per query (default 1,000,000)",
+    )
     p.set_defaults(func=main)
 
 
@@ -89,7 +111,8 @@ def store_tables(reader: Reader) -> list[TableInfo]:
         "SELECT t.table_name, list(c.column_name) FROM duckdb_tables() t"
         " JOIN duckdb_columns() c ON c.table_oid = t.table_oid"
         " WHERE t.schema_name = 'main' AND t.database_name = current_database()"
-        " GROUP BY t.table_name ORDER BY t.table_name")
+        " GROUP BY t.table_name ORDER BY t.table_name"
+    )
     out = []
     for name, cols in rows:
         if name == "schema_version":
@@ -115,8 +138,10 @@ class Progress:
             self._last = time.monotonic()
             width = 30
             filled = int(width * self.done / self.total)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] "
-                              f"{100 * self.done // self.total:3d}% {label:<48.48}")
+            self.stream.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] "
+                f"{100 * self.done // self.total:3d}% {label:<48.48}"
+            )
             self.stream.flush()
 
     def line(self, text: str) -> None:
@@ -139,21 +164,31 @@ def _write_atomic(path: Path, tables: list[pa.Table]) -> None:
     os.replace(tmp, path)
 
 
-def export(reader: Reader, out: Path, *, since: datetime | None, until: datetime,
-           tables: list[str] | None, chunk_rows: int = 1_000_000,
-           stream=sys.stderr) -> dict[str, int]:
+def export(
+    reader: Reader,
+    out: Path,
+    *,
+    since: datetime | None,
+    until: datetime,
+    tables: list[str] | None,
+    chunk_rows: int = 1_000_000,
+    stream=sys.stderr,
+) -> dict[str, int]:
     """Export; returns rows written per table."""
     known = {t.name: t for t in store_tables(reader)}
     if tables:
         unknown = [t for t in tables if t not in known]
         if unknown:
-            raise ExportError(f"--tables: no table {unknown[0]!r} in the store "
-                              f"(known: {', '.join(sorted(known))})")
+            raise ExportError(
+                f"--tables: no table {unknown[0]!r} in the store "
+                f"(known: {', '.join(sorted(known))})"
+            )
         infos = [known[t] for t in tables]
     else:
         infos = list(known.values())
-    end_day = datetime.combine((until - timedelta(microseconds=1)).date(),
-                               datetime.min.time()) + timedelta(days=1)
+    end_day = datetime.combine(
+        (until - timedelta(microseconds=1)).date(), datetime.min.time()
+    ) + timedelta(days=1)
     # one query per table counts rows per day; each day is read in equal time
     # chunks of about `chunk_rows` rows, and days without rows are skipped
     plans: list[tuple[TableInfo, datetime, int]] = []
@@ -165,7 +200,8 @@ def export(reader: Reader, out: Path, *, since: datetime | None, until: datetime
         _, rows = reader.rows(
             f"SELECT date_trunc('day', {col})::TIMESTAMP AS day, count(*) FROM {info.name}"
             f" WHERE {col} >= ? AND {col} < ? GROUP BY ALL ORDER BY day",
-            [datetime.combine(lo.date(), datetime.min.time()), end_day])
+            [datetime.combine(lo.date(), datetime.min.time()), end_day],
+        )
         plans += [(info, day, max(1, math.ceil(n / chunk_rows))) for day, n in rows]
     snapshots = [i for i in infos if i.time_col is None]
     progress = Progress(sum(p[2] for p in plans) + len(snapshots), stream)
@@ -178,14 +214,17 @@ def export(reader: Reader, out: Path, *, since: datetime | None, until: datetime
                 t, hi = day + i * step, day + (i + 1) * step
                 part = reader.arrow(
                     f"SELECT * FROM {info.name} WHERE {info.time_col} >= ? AND {info.time_col} < ?"
-                    f" ORDER BY {info.time_col}", [t, hi])
+                    f" ORDER BY {info.time_col}",
+                    [t, hi],
+                )
                 if part.num_rows:
                     parts.append(part)
                 progress.step(f"{info.name} {day.date()}")
             if parts:
                 rows = sum(p.num_rows for p in parts)
-                _write_atomic(out / f"table={info.name}" / f"day={day.date()}" / "part-0.parquet",
-                              parts)
+                _write_atomic(
+                    out / f"table={info.name}" / f"day={day.date()}" / "part-0.parquet", parts
+                )
                 written[info.name] = written.get(info.name, 0) + rows
                 progress.line(f"{info.name} day={day.date()}: {rows:,} rows")
         today = datetime.now(UTC).date()
@@ -193,8 +232,9 @@ def export(reader: Reader, out: Path, *, since: datetime | None, until: datetime
             snap = reader.arrow(f"SELECT * FROM {info.name}")
             progress.step(info.name)
             if snap.num_rows:
-                _write_atomic(out / f"table={info.name}" / f"day={today}" / "part-0.parquet",
-                              [snap])
+                _write_atomic(
+                    out / f"table={info.name}" / f"day={today}" / "part-0.parquet", [snap]
+                )
                 written[info.name] = snap.num_rows
                 progress.line(f"{info.name} (snapshot): {snap.num_rows:,} rows")
     finally:
@@ -208,8 +248,9 @@ def main(args: argparse.Namespace) -> int:
     if args.chunk_rows <= 0:
         raise ExportError("--chunk-rows must be > 0")
     since = parse_when(args.since, "--since") if args.since else None
-    until = (parse_when(args.until, "--until") if args.until
-             else datetime.now(UTC).replace(tzinfo=None))
+    until = (
+        parse_when(args.until, "--until") if args.until else datetime.now(UTC).replace(tzinfo=None)
+    )
     if since and since >= until:
         raise ExportError("--since must be before --until")
     tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
@@ -225,12 +266,15 @@ def main(args: argparse.Namespace) -> int:
     reader = open_reader(args.db, args.connect, token)
     try:
         t0 = time.monotonic()
-        written = export(reader, out, since=since, until=until, tables=tables,
-                         chunk_rows=args.chunk_rows)
+        written = export(
+            reader, out, since=since, until=until, tables=tables, chunk_rows=args.chunk_rows
+        )
     finally:
         reader.close()
     total = sum(written.values())
     size = sum(f.stat().st_size for f in out.rglob("*.parquet"))
-    print(f"exported {total:,} rows of {len(written)} tables to {out} "
-          f"({size / 1e6:.1f} MB of Parquet in the archive) in {time.monotonic() - t0:.1f} s")
+    print(
+        f"exported {total:,} rows of {len(written)} tables to {out} "
+        f"({size / 1e6:.1f} MB of Parquet in the archive) in {time.monotonic() - t0:.1f} s"
+    )
     return 0

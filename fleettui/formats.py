@@ -44,7 +44,8 @@ def as_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(
-            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
         ).rstrip()
 
     columns = [escaped(str(c)) for c in columns]
@@ -59,7 +60,9 @@ def as_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, tty: bool =
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow(["" if v is None else v.isoformat() if isinstance(v, dt.datetime) else v for v in r])
+        w.writerow(
+            ["" if v is None else v.isoformat() if isinstance(v, dt.datetime) else v for v in r]
+        )
     return escaped(buf.getvalue()).replace("\\x0a", "\n") if tty else buf.getvalue()
 
 
@@ -89,14 +92,16 @@ def as_plan(rows: Sequence[Sequence[Any]]) -> str:
     """EXPLAIN's plans whole (a table cell would keep one line of each); control
     characters in them (from the query's literals) shown as escapes."""
     return "".join(
-        escaped(str(key)) + "\n"
+        escaped(str(key))
+        + "\n"
         + "".join(escaped(line) + "\n" for line in str(value).rstrip().split("\n"))
         for key, value in rows
     )
 
 
-def render(fmt: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-           tty: bool = False) -> str:
+def render(
+    fmt: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, tty: bool = False
+) -> str:
     """`tty`: the output is a terminal (CSV then shows control characters as escapes)."""
     if fmt == "table" and list(columns) == EXPLAIN_COLUMNS:
         return as_plan(rows)

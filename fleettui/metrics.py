@@ -53,8 +53,10 @@ def parse_listen(text: str) -> tuple[str, int]:
         except ValueError:
             loopback = False
         if not loopback:
-            raise MetricsError(f"metrics_listen {text!r}: must be a loopback address "
-                               "(127.0.0.1, ::1, localhost); put a proxy in front to expose it")
+            raise MetricsError(
+                f"metrics_listen {text!r}: must be a loopback address "
+                "(127.0.0.1, ::1, localhost); put a proxy in front to expose it"
+            )
     return host, int(port)
 
 
@@ -66,9 +68,15 @@ def _family(kind: str, name: str, doc: str, labels: Sequence[str] = ()) -> Metri
 class DaemonCollector:
     """A prometheus_client collector over the daemon's live objects."""
 
-    def __init__(self, runtime: Any, sources: Sequence[Any], tasks: Sequence[Any],
-                 health: SourceHealth, store_size: Callable[[], dict[str, float]] | None = None,
-                 started_at: float | None = None):
+    def __init__(
+        self,
+        runtime: Any,
+        sources: Sequence[Any],
+        tasks: Sequence[Any],
+        health: SourceHealth,
+        store_size: Callable[[], dict[str, float]] | None = None,
+        started_at: float | None = None,
+    ):
         self.runtime, self.sources, self.tasks, self.health = runtime, sources, tasks, health
         self.store_size = store_size
         self.started_at = started_at or time.time()
@@ -105,14 +113,23 @@ class DaemonCollector:
         yield m
         for name, doc, value in (
             ("fleettui_batches_written", "Batches written to the store", st.batches_written),
-            ("fleettui_batches_refused", "Batches the store refused (their rows are rejects)",
-             st.batches_refused),
-            ("fleettui_rows_dropped", "Rows given up without being stored",
-             d.get("rows_dropped", getattr(st, "rows_dropped", 0))),
+            (
+                "fleettui_batches_refused",
+                "Batches the store refused (their rows are rejects)",
+                st.batches_refused,
+            ),
+            (
+                "fleettui_rows_dropped",
+                "Rows given up without being stored",
+                d.get("rows_dropped", getattr(st, "rows_dropped", 0)),
+            ),
             ("fleettui_gathers", "Pull-source gathers", st.gathers),
             ("fleettui_gather_failures", "Pull-source gathers that failed", st.gather_failures),
-            ("fleettui_store_failures", "Write attempts that failed for the database's sake",
-             d.get("store_failures", 0)),
+            (
+                "fleettui_store_failures",
+                "Write attempts that failed for the database's sake",
+                d.get("store_failures", 0),
+            ),
         ):
             m = _family("counter", name, doc)
             m.add_metric([], value)
@@ -123,18 +140,28 @@ class DaemonCollector:
         ]
         # these come with the runtime's back-pressure view (stats_dict), when it has one
         for key, name, doc in (
-            ("queue_oldest_s", "fleettui_write_queue_oldest_seconds",
-             "Age of the oldest item waiting"),
-            ("last_write_lag_s", "fleettui_write_lag_seconds",
-             "Age of the oldest batch in the last write transaction"),
-            ("last_write_s", "fleettui_write_duration_seconds",
-             "Duration of the last write transaction"),
+            (
+                "queue_oldest_s",
+                "fleettui_write_queue_oldest_seconds",
+                "Age of the oldest item waiting",
+            ),
+            (
+                "last_write_lag_s",
+                "fleettui_write_lag_seconds",
+                "Age of the oldest batch in the last write transaction",
+            ),
+            (
+                "last_write_s",
+                "fleettui_write_duration_seconds",
+                "Duration of the last write transaction",
+            ),
         ):
             if key in d:
                 gauges.append((name, doc, d[key]))
         if "store_ok" in d:
-            gauges.append(("fleettui_store_up", "1 while the store accepts writes",
-                           1 if d["store_ok"] else 0))
+            gauges.append(
+                ("fleettui_store_up", "1 while the store accepts writes", 1 if d["store_ok"] else 0)
+            )
         for name, doc, value in gauges:
             m = _family("gauge", name, doc)
             m.add_metric([], float(value or 0))
@@ -142,22 +169,43 @@ class DaemonCollector:
 
     def _sources(self) -> Iterable[Metric]:
         h = self.health
-        runs = _family("counter", "fleettui_source_runs", "Runs recorded in collector_runs",
-                       ["source"])
+        runs = _family(
+            "counter", "fleettui_source_runs", "Runs recorded in collector_runs", ["source"]
+        )
         fails = _family("counter", "fleettui_source_run_failures", "Runs that failed", ["source"])
-        dur = _family("counter", "fleettui_source_run_duration_seconds",
-                      "Time spent in runs (sum)", ["source"])
-        last_dur = _family("gauge", "fleettui_source_last_run_duration_seconds",
-                           "Duration of the last run", ["source"])
-        last_ok = _family("gauge", "fleettui_source_last_success_time_seconds",
-                          "When the source last ran successfully (epoch s; 0: never)", ["source"])
-        interval = _family("gauge", "fleettui_source_interval_seconds",
-                           "The interval the source's last run declared (push: expected "
-                           "report interval)", ["source"])
-        err = _family("gauge", "fleettui_source_last_error_info",
-                      "The last failing run's error (value: its epoch s)", ["source", "error"])
-        rejects = _family("counter", "fleettui_rejects", "Rejected messages by reason",
-                          ["source", "reason"])
+        dur = _family(
+            "counter",
+            "fleettui_source_run_duration_seconds",
+            "Time spent in runs (sum)",
+            ["source"],
+        )
+        last_dur = _family(
+            "gauge",
+            "fleettui_source_last_run_duration_seconds",
+            "Duration of the last run",
+            ["source"],
+        )
+        last_ok = _family(
+            "gauge",
+            "fleettui_source_last_success_time_seconds",
+            "When the source last ran successfully (epoch s; 0: never)",
+            ["source"],
+        )
+        interval = _family(
+            "gauge",
+            "fleettui_source_interval_seconds",
+            "The interval the source's last run declared (push: expected report interval)",
+            ["source"],
+        )
+        err = _family(
+            "gauge",
+            "fleettui_source_last_error_info",
+            "The last failing run's error (value: its epoch s)",
+            ["source", "error"],
+        )
+        rejects = _family(
+            "counter", "fleettui_rejects", "Rejected messages by reason", ["source", "reason"]
+        )
         for name, s in sorted(h.sources.items()):
             runs.add_metric([name], s.runs)
             fails.add_metric([name], s.failures)
@@ -179,14 +227,19 @@ class DaemonCollector:
             "rejected": ("fleettui_mqtt_messages_rejected", "Messages rejected"),
             "duplicates": ("fleettui_mqtt_reports_duplicate", "Redelivered reports dropped"),
             "seq_gaps": ("fleettui_mqtt_report_seq_gaps", "Reports missing from agents' seq"),
-            "agent_dropped": ("fleettui_mqtt_agent_dropped",
-                              "Reports agents say they dropped (buffer full)"),
+            "agent_dropped": (
+                "fleettui_mqtt_agent_dropped",
+                "Reports agents say they dropped (buffer full)",
+            ),
             "write_errors": ("fleettui_mqtt_write_errors", "Flushes the store refused"),
         }
         out = {k: _family("counter", n, d, ["source"]) for k, (n, d) in fams.items()}
-        lag = _family("gauge", "fleettui_mqtt_ingest_lag_seconds",
-                      "Report timestamp to handed to the writer, last 1,000 reports",
-                      ["source", "quantile"])
+        lag = _family(
+            "gauge",
+            "fleettui_mqtt_ingest_lag_seconds",
+            "Report timestamp to handed to the writer, last 1,000 reports",
+            ["source", "quantile"],
+        )
         any_mqtt = False
         for src in self.sources:
             stats = getattr(src, "stats", None)
@@ -209,10 +262,18 @@ class DaemonCollector:
     def _alerts(self) -> Iterable[Metric]:
         states = _family("gauge", "fleettui_alerts", "Open alerts", ["state", "severity"])
         counts: dict[tuple[str, str], int] = {}
-        notes = _family("counter", "fleettui_alert_notifications",
-                        "Alert notifications by target and outcome", ["target", "outcome"])
-        queued = _family("gauge", "fleettui_alert_notifications_queued",
-                         "Notifications waiting for their receiver's confirmation", ["target"])
+        notes = _family(
+            "counter",
+            "fleettui_alert_notifications",
+            "Alert notifications by target and outcome",
+            ["target", "outcome"],
+        )
+        queued = _family(
+            "gauge",
+            "fleettui_alert_notifications_queued",
+            "Notifications waiting for their receiver's confirmation",
+            ["target"],
+        )
         seen = False
         for task in self.tasks:
             if not hasattr(task, "open_alerts"):
@@ -243,14 +304,23 @@ class DaemonCollector:
         for key, name, doc in (
             ("file_bytes", "fleettui_store_file_bytes", "The database file and its WAL on disk"),
             ("used_bytes", "fleettui_store_used_bytes", "Database blocks in use"),
-            ("bytes_per_hour", "fleettui_store_growth_bytes_per_hour",
-             "Observed growth of the used bytes"),
-            ("projected_bytes", "fleettui_store_projected_bytes",
-             "Size the store reaches at the configured retention, at the observed rate"),
+            (
+                "bytes_per_hour",
+                "fleettui_store_growth_bytes_per_hour",
+                "Observed growth of the used bytes",
+            ),
+            (
+                "projected_bytes",
+                "fleettui_store_projected_bytes",
+                "Size the store reaches at the configured retention, at the observed rate",
+            ),
             ("retention_h", "fleettui_store_retention_hours", "Configured retention"),
-            ("growth_from_checkpoints", "fleettui_store_growth_from_checkpoints",
-             "1: growth measured on checkpointed (compressed) blocks; 0: on file + WAL, "
-             "which overstates it"),
+            (
+                "growth_from_checkpoints",
+                "fleettui_store_growth_from_checkpoints",
+                "1: growth measured on checkpointed (compressed) blocks; 0: on file + WAL, "
+                "which overstates it",
+            ),
         ):
             if key in size:
                 m = _family("gauge", name, doc)
@@ -272,8 +342,11 @@ async def serve(registry: CollectorRegistry, host: str, port: int) -> asyncio.Se
             async with asyncio.timeout(REQUEST_DEADLINE_S):
                 head = await reader.readuntil(b"\r\n\r\n")
             parts = head.split(b"\r\n", 1)[0].split()
-            if len(parts) >= 2 and parts[0] in (b"GET", b"HEAD") \
-                    and parts[1].split(b"?")[0] == b"/metrics":
+            if (
+                len(parts) >= 2
+                and parts[0] in (b"GET", b"HEAD")
+                and parts[1].split(b"?")[0] == b"/metrics"
+            ):
                 body = generate_latest(registry)
                 status, ctype = b"200 OK", CONTENT_TYPE.encode()
             else:
@@ -282,13 +355,24 @@ async def serve(registry: CollectorRegistry, host: str, port: int) -> asyncio.Se
                 body_out = b""
             else:
                 body_out = body
-            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype
-                         + b"\r\nContent-Length: " + str(len(body)).encode()
-                         + b"\r\nConnection: close\r\n\r\n" + body_out)
+            writer.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Type: "
+                + ctype
+                + b"\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body_out
+            )
             async with asyncio.timeout(REQUEST_DEADLINE_S):
                 await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
             pass
         except Exception:  # a bug in a collector: log it, keep serving
             log.exception("/metrics failed")

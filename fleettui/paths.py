@@ -143,8 +143,12 @@ def registry_dir() -> Path:
 
 def register_daemon(info: DaemonInfo) -> Path:
     """One 0600 entry per running daemon, named by pid, pointing at its database."""
-    entry = {"pid": info.pid, "db": info.db, "endpoint": info.endpoint,
-             "started_at": info.started_at}
+    entry = {
+        "pid": info.pid,
+        "db": info.db,
+        "endpoint": info.endpoint,
+        "started_at": info.started_at,
+    }
     return write_private_json(registry_dir() / f"{info.pid}.json", entry)
 
 

@@ -91,8 +91,14 @@ _MAX_REASONS_CHARS = 500
 _MAX_DROPPED_CHARS = 4000  # every reason of a real fleet's scrape fits (~30 of ~90 chars)
 
 
-def run_record(ts: datetime, name: str, duration_s: float, interval_s: float | None,
-               gathered: Gathered | None, error: str | None) -> Batch:
+def run_record(
+    ts: datetime,
+    name: str,
+    duration_s: float,
+    interval_s: float | None,
+    gathered: Gathered | None,
+    error: str | None,
+) -> Batch:
     """The collector_runs row for one gather."""
     skipped = gathered.skipped if gathered else []
     text = error
@@ -104,12 +110,21 @@ def run_record(ts: datetime, name: str, duration_s: float, interval_s: float | N
     reasons = "; ".join(f"{k} x{n}" for k, n in sorted(dropped.items())) or None
     if reasons and len(reasons) > _MAX_DROPPED_CHARS:
         reasons = reasons[: _MAX_DROPPED_CHARS - 1] + "…"
-    return make_batch("collector_runs", {
-        "ts": [ts], "collector": [name], "duration_ms": [duration_s * 1000.0],
-        "ok": [error is None], "rows": [gathered.rows if gathered else 0], "error": [text],
-        "skipped": [len(skipped)], "interval_s": [interval_s],
-        "dropped": [sum(dropped.values())], "dropped_reasons": [reasons],
-    })
+    return make_batch(
+        "collector_runs",
+        {
+            "ts": [ts],
+            "collector": [name],
+            "duration_ms": [duration_s * 1000.0],
+            "ok": [error is None],
+            "rows": [gathered.rows if gathered else 0],
+            "error": [text],
+            "skipped": [len(skipped)],
+            "interval_s": [interval_s],
+            "dropped": [sum(dropped.values())],
+            "dropped_reasons": [reasons],
+        },
+    )
 
 
 class Runtime:
@@ -169,19 +184,31 @@ class Runtime:
         q = self._queue
         oldest = q._queue[0][0] if q.qsize() else None  # type: ignore[attr-defined]
         out: dict[str, object] = {
-            "queue_depth": q.qsize(), "queue_max": q.maxsize,
-            "queue_rows": sum(b.rows for _, item in list(q._queue)  # type: ignore[attr-defined]
-                              for b in item),
+            "queue_depth": q.qsize(),
+            "queue_max": q.maxsize,
+            "queue_rows": sum(
+                b.rows
+                for _, item in list(q._queue)  # type: ignore[attr-defined]
+                for b in item
+            ),
             "queue_oldest_s": time.monotonic() - oldest if oldest is not None else 0.0,
-            "last_write_s": s.last_write_s, "last_write_lag_s": s.last_write_lag_s,
-            "batches_written": s.batches_written, "rows_written": s.rows_written,
-            "batches_refused": s.batches_refused, "rows_refused": s.rows_refused,
-            "batches_dropped": s.batches_dropped, "rows_dropped": s.rows_dropped,
-            "gathers": s.gathers, "gather_failures": s.gather_failures,
-            "store_ok": self.store.failure is None, "store_failure": self.store.failure,
-            "store_failures": s.store_failures, "store_reopens": s.store_reopens,
-            "store_failing_s": (time.monotonic() - self._failing_since
-                                if self._failing_since is not None else 0.0),
+            "last_write_s": s.last_write_s,
+            "last_write_lag_s": s.last_write_lag_s,
+            "batches_written": s.batches_written,
+            "rows_written": s.rows_written,
+            "batches_refused": s.batches_refused,
+            "rows_refused": s.rows_refused,
+            "batches_dropped": s.batches_dropped,
+            "rows_dropped": s.rows_dropped,
+            "gathers": s.gathers,
+            "gather_failures": s.gather_failures,
+            "store_ok": self.store.failure is None,
+            "store_failure": self.store.failure,
+            "store_failures": s.store_failures,
+            "store_reopens": s.store_reopens,
+            "store_failing_s": (
+                time.monotonic() - self._failing_since if self._failing_since is not None else 0.0
+            ),
             "rows_by_table": dict(s.rows_by_table),
         }
         for src in self.sources:
@@ -196,11 +223,12 @@ class Runtime:
         writer = asyncio.create_task(self._writer(), name="writer")
         if self.enrich is not None:
             # the `source` values of what these sources guess (an agent's rows say "nvml")
-            names = sorted({getattr(s, "row_source", s.name) for s in self.sources}
-                           | {s.name for s in self.sources})
+            names = sorted(
+                {getattr(s, "row_source", s.name) for s in self.sources}
+                | {s.name for s in self.sources}
+            )
             try:
-                first = await asyncio.to_thread(self.enrich.start, self.store, names,
-                                                self.clock())
+                first = await asyncio.to_thread(self.enrich.start, self.store, names, self.clock())
             except Exception as exc:  # collection goes on without the catch-up
                 log.error("enrichment at start failed: %s", str(exc).splitlines()[0])
                 first = []
@@ -219,7 +247,7 @@ class Runtime:
             # A task's tick under way (an alert cycle writing its state) is let finish,
             # within a grace period, before anything closes: a cancelled tick would
             # leave its worker thread writing to a store about to close.
-            ticking = producers[len(producers) - len(self.tasks):] if self.tasks else []
+            ticking = producers[len(producers) - len(self.tasks) :] if self.tasks else []
             pulls = producers[: len(producers) - len(ticking)]
             for p in pulls:
                 p.cancel()
@@ -227,8 +255,11 @@ class Runtime:
             if ticking:
                 _, late = await asyncio.wait(ticking, timeout=self.task_grace_s)
                 for p in late:
-                    log.warning("task %s still running %g s after stop; abandoned",
-                                p.get_name(), self.task_grace_s)
+                    log.warning(
+                        "task %s still running %g s after stop; abandoned",
+                        p.get_name(),
+                        self.task_grace_s,
+                    )
                     p.cancel()
             await asyncio.gather(*producers, return_exceptions=True)
             if self._writer_alive and not writer.done():
@@ -295,8 +326,18 @@ class Runtime:
             delay = backoff.next_delay()
             if error is not None:
                 log.warning("source %s stopped: %s; restarting in %.1f s", src.name, error, delay)
-            await self.sink([run_record(self.clock(), src.name, time.perf_counter() - started,
-                                        None, None, error or "source returned")])
+            await self.sink(
+                [
+                    run_record(
+                        self.clock(),
+                        src.name,
+                        time.perf_counter() - started,
+                        None,
+                        None,
+                        error or "source returned",
+                    )
+                ]
+            )
             await asyncio.sleep(delay)
 
     async def _task_loop(self, task: Task, stop: asyncio.Event) -> None:
@@ -350,22 +391,30 @@ class Runtime:
             self.stats.last_write_s = time.perf_counter() - t0
             if failure is None:
                 if self._failing_since is not None:
-                    log.warning("store: writing again after %.0f s of failures",
-                                time.monotonic() - self._failing_since)
+                    log.warning(
+                        "store: writing again after %.0f s of failures",
+                        time.monotonic() - self._failing_since,
+                    )
                     self._failing_since = None
                 return
             self.stats.store_failures += 1
             now = time.monotonic()
             if self._failing_since is None:
                 self._failing_since = now
-                log.error("%s; holding %d batches and retrying (giving up after %.0f s)",
-                          failure, len(pending), self.store_failure_max_s)
+                log.error(
+                    "%s; holding %d batches and retrying (giving up after %.0f s)",
+                    failure,
+                    len(pending),
+                    self.store_failure_max_s,
+                )
             stopping = self._stop is not None and self._stop.is_set()
             if stopping or now - self._failing_since > self.store_failure_max_s:
                 self._drop(pending)
-                raise StoreGaveUp(f"{failure}; still failing after "
-                                  f"{now - self._failing_since:.0f} s, giving up"
-                                  + (" (stopping)" if stopping else ""))
+                raise StoreGaveUp(
+                    f"{failure}; still failing after "
+                    f"{now - self._failing_since:.0f} s, giving up"
+                    + (" (stopping)" if stopping else "")
+                )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.store_retry_max_s)
             if failure.invalidated:
@@ -392,8 +441,11 @@ class Runtime:
         except StoreFailure as exc:
             return batches, exc
         except Exception as exc:
-            log.warning("write of %d batches failed (%s); retrying one by one", len(batches),
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            log.warning(
+                "write of %d batches failed (%s); retrying one by one",
+                len(batches),
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
         for i, b in enumerate(batches):
             try:
                 self._write_isolating(b)
@@ -425,11 +477,21 @@ class Runtime:
         row = b.data.to_pylist()[0] if b.rows else {}
         host = row.get("host")
         excerpt = json.dumps(row, default=str, ensure_ascii=True)[:200]
-        self.store.write([make_batch("rejects", {
-            "ts": [self.clock()], "source": ["store"], "topic": [b.table],
-            "host": [host if isinstance(host, str) else None],
-            "reason": [f"store refused the row: {reason}"[:500]],
-            "payload_excerpt": [excerpt]})])
+        self.store.write(
+            [
+                make_batch(
+                    "rejects",
+                    {
+                        "ts": [self.clock()],
+                        "source": ["store"],
+                        "topic": [b.table],
+                        "host": [host if isinstance(host, str) else None],
+                        "reason": [f"store refused the row: {reason}"[:500]],
+                        "payload_excerpt": [excerpt],
+                    },
+                )
+            ]
+        )
 
     def _count(self, batches: list[Batch], rows: int) -> None:
         self.stats.batches_written += len(batches)

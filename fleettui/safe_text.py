@@ -37,8 +37,9 @@ def escaped(s: str) -> str:
     """Every control character as a visible escape: '\\x1b', '\\u202e'."""
     if not has_control(s):
         return s
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100
-                        else f"\\u{ord(m[0]):04x}", s)
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", s
+    )
 
 
 def pictured(s: str) -> str:

@@ -73,8 +73,9 @@ class SourceHealth:
         s.last_duration_s = (durations[last].as_py() or 0.0) / 1000.0
         oks = ok.to_pylist()
         if "interval_s" in cols:
-            declared = [i for i, v in enumerate(t.column("interval_s").to_pylist())
-                        if v is not None]
+            declared = [
+                i for i, v in enumerate(t.column("interval_s").to_pylist()) if v is not None
+            ]
             if declared:
                 s.interval_s = t.column("interval_s")[declared[-1]].as_py()
         good = [i for i, v in enumerate(oks) if v]

@@ -31,9 +31,13 @@ def find_daemon(db: str | None):  # -> DaemonInfo | None
     if not running:
         return None
     info = running[0]
-    others = f"; {len(running) - 1} other(s) running, pass --db to choose" if len(running) > 1 else ""
-    print(f"fleettui: using the daemon for {info.db} (pid {info.pid}, {info.endpoint}){others}",
-          file=sys.stderr)
+    others = (
+        f"; {len(running) - 1} other(s) running, pass --db to choose" if len(running) > 1 else ""
+    )
+    print(
+        f"fleettui: using the daemon for {info.db} (pid {info.pid}, {info.endpoint}){others}",
+        file=sys.stderr,
+    )
     return info
 
 
@@ -53,8 +57,11 @@ def open_reader(db: str | None, connect: str | None, token: str | None) -> Reade
     info = find_daemon(db)
     if info is not None:
         try:
-            return QuackReader(info.endpoint, info.token,
-                               operator_token=read_operator_token(Path(info.db), info.pid))
+            return QuackReader(
+                info.endpoint,
+                info.token,
+                operator_token=read_operator_token(Path(info.db), info.pid),
+            )
         except (quack.QuackError, QueryError) as exc:
             raise _store_failure(Path(info.db)) or exc from None
     store = Store.open(path, read_only=True)
@@ -67,8 +74,7 @@ def _store_failure(path: Path) -> quack.QuackError | None:
     info = read_daemon_info(path)
     if info is None or not info.store_error:
         return None
-    return quack.QuackError(f"the daemon (pid {info.pid}) cannot use its store: "
-                            f"{info.store_error}")
+    return quack.QuackError(f"the daemon (pid {info.pid}) cannot use its store: {info.store_error}")
 
 
 def main(args) -> int:

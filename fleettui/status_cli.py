@@ -28,18 +28,32 @@ class StatusError(Exception):
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "status", help="is the daemon healthy? sources, write rate, queue, store size, alerts",
+        "status",
+        help="is the daemon healthy? sources, write rate, queue, store size, alerts",
         description="Show the running daemon's health, read from its own /metrics: sources "
         "healthy or failing (with the last error), rows/s, write queue and lag, rejects, store "
         "size on disk and at the configured retention, alerts. Exits 1 when no daemon runs.",
     )
-    p.add_argument("--db", metavar="FILE", help="the daemon's database (default: $FLEETTUI_DB or "
-                   "~/.local/share/fleettui/fleet.duckdb)")
-    p.add_argument("--metrics", metavar="HOST:PORT", help="the daemon's metrics_listen address "
-                   "(when its info file is not readable, e.g. another user's daemon)")
-    p.add_argument("--interval", type=float, default=1.0, metavar="S",
-                   help="seconds between the two scrapes the rates come from (default 1; "
-                   "0: one scrape, no rates)")
+    p.add_argument(
+        "--db",
+        metavar="FILE",
+        help="the daemon's database (default: $FLEETTUI_DB or "
+        "~/.local/share/fleettui/fleet.duckdb)",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="the daemon's metrics_listen address "
+        "(when its info file is not readable, e.g. another user's daemon)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between the two scrapes the rates come from (default 1; "
+        "0: one scrape, no rates)",
+    )
     p.set_defaults(func=main)
 
 
@@ -77,11 +91,15 @@ def report(args: argparse.Namespace) -> str:
         info = read_daemon_info(db)
         if info is None:
             why = "no info file" if not info_path(db).exists() else "stale or unreadable info file"
-            raise StatusError(f"no daemon running for {db} ({why} {info_path(db).name}); "
-                              "start one with `fleettui daemon`")
+            raise StatusError(
+                f"no daemon running for {db} ({why} {info_path(db).name}); "
+                "start one with `fleettui daemon`"
+            )
         if not info.metrics:
-            raise StatusError(f"daemon pid {info.pid} on {db} has its metrics off "
-                              "([daemon] metrics_listen = \"\"); nothing to read")
+            raise StatusError(
+                f"daemon pid {info.pid} on {db} has its metrics off "
+                '([daemon] metrics_listen = ""); nothing to read'
+            )
         address = info.metrics
         head.append(f"daemon    pid {info.pid}, store {clean(str(db))}, serving {info.endpoint}")
     if not (args.interval >= 0 and args.interval < 3600):
@@ -139,25 +157,38 @@ def render(a: Samples, b: Samples, dt: float, address: str, head: list[str], now
     lines = list(head)
     version = next((lab.get("version", "?") for lab, _ in b.get("fleettui_build_info", [])), "?")
     started = one(b, "fleettui_start_time_seconds")
-    lines.append(f"up        {duration(now - started)} (fleettui {clean(version)}); "
-                 f"metrics http://{address}/metrics")
+    lines.append(
+        f"up        {duration(now - started)} (fleettui {clean(version)}); "
+        f"metrics http://{address}/metrics"
+    )
     # store
     file_b, used_b = one(b, "fleettui_store_file_bytes"), one(b, "fleettui_store_used_bytes")
-    proj, keep_h = one(b, "fleettui_store_projected_bytes"), one(b, "fleettui_store_retention_hours")
+    proj, keep_h = (
+        one(b, "fleettui_store_projected_bytes"),
+        one(b, "fleettui_store_retention_hours"),
+    )
     rate_b = one(b, "fleettui_store_growth_bytes_per_hour")
     ok = "ok" if one(b, "fleettui_store_up", 1.0) else "FAILING (writes held and retried)"
     if "fleettui_store_projected_bytes" in b:
-        basis = ("" if one(b, "fleettui_store_growth_from_checkpoints") else
-                 " (from the WAL so far: high until two checkpoints)")
-        growth = (f"growing {size(rate_b)}/h -> about {size(proj)} at the {keep_h:g} h "
-                  f"retention{basis}")
+        basis = (
+            ""
+            if one(b, "fleettui_store_growth_from_checkpoints")
+            else " (from the WAL so far: high until two checkpoints)"
+        )
+        growth = (
+            f"growing {size(rate_b)}/h -> about {size(proj)} at the {keep_h:g} h retention{basis}"
+        )
     else:
         growth = f"growth at the {keep_h:g} h retention: measuring (a reading a minute)"
-    lines.append(f"store     {size(file_b)} on disk ({size(used_b)} in checkpointed blocks), "
-                 f"{ok}; {growth}")
+    lines.append(
+        f"store     {size(file_b)} on disk ({size(used_b)} in checkpointed blocks), {ok}; {growth}"
+    )
     # writes
-    rows_a, rows_b = by(a, "fleettui_rows_written_total", "table"), by(
-        b, "fleettui_rows_written_total", "table")
+    rows_a, rows_b = (
+        by(a, "fleettui_rows_written_total", "table"),
+        by(b, "fleettui_rows_written_total", "table"),
+    )
+
     def per_s(delta: float) -> str:
         return f"{delta / dt:,.0f}" if dt > 0 else "-"
 
@@ -171,18 +202,25 @@ def render(a: Samples, b: Samples, dt: float, address: str, head: list[str], now
     lines.append(
         f"writes    {total_rate} rows/s; {queue}; refused batches "
         f"{one(b, 'fleettui_batches_refused_total'):.0f}, dropped rows "
-        f"{one(b, 'fleettui_rows_dropped_total'):.0f}")
+        f"{one(b, 'fleettui_rows_dropped_total'):.0f}"
+    )
     busiest = sorted(rows_b.items(), key=lambda kv: -(kv[1] - rows_a.get(kv[0], 0.0)))[:6]
     if busiest and dt > 0:
-        lines.append("rows/s    " + ", ".join(
-            f"{clean(t)} {per_s(n - rows_a.get(t, 0.0))}" for t, n in busiest))
+        lines.append(
+            "rows/s    "
+            + ", ".join(f"{clean(t)} {per_s(n - rows_a.get(t, 0.0))}" for t, n in busiest)
+        )
     # sources
     runs = by(b, "fleettui_source_runs_total", "source")
     if runs:
-        lines.append("sources   " + f"{'NAME':<16} {'STATE':<8} {'LAST OK':<12} {'RUNS':>7} "
-                     f"{'FAILED':>6} {'LAST RUN':>9}  LAST ERROR")
-        errors = {lab["source"]: (lab.get("error", ""), v)
-                  for lab, v in b.get("fleettui_source_last_error_info", [])}
+        lines.append(
+            "sources   " + f"{'NAME':<16} {'STATE':<8} {'LAST OK':<12} {'RUNS':>7} "
+            f"{'FAILED':>6} {'LAST RUN':>9}  LAST ERROR"
+        )
+        errors = {
+            lab["source"]: (lab.get("error", ""), v)
+            for lab, v in b.get("fleettui_source_last_error_info", [])
+        }
         for name in sorted(runs):
             last_ok = one(b, "fleettui_source_last_success_time_seconds", source=name)
             interval = one(b, "fleettui_source_interval_seconds", 0.0, source=name)
@@ -199,15 +237,21 @@ def render(a: Samples, b: Samples, dt: float, address: str, head: list[str], now
             shown = clean(err)[:90] if err else ""
             if shown and state == "healthy":
                 shown = f"(earlier, {ago(now - err_at)}) {shown}"
-            lines.append(f"          {clean(name):<16} {state:<8} {last:<12} "
-                         f"{runs[name]:>7,.0f} "
-                         f"{one(b, 'fleettui_source_run_failures_total', source=name):>6,.0f} "
-                         f"{dur_ms:>6.0f} ms  {shown}")
+            lines.append(
+                f"          {clean(name):<16} {state:<8} {last:<12} "
+                f"{runs[name]:>7,.0f} "
+                f"{one(b, 'fleettui_source_run_failures_total', source=name):>6,.0f} "
+                f"{dur_ms:>6.0f} ms  {shown}"
+            )
     rejects = b.get("fleettui_rejects_total", [])
     if rejects:
-        lines.append("rejects   " + ", ".join(
-            f"{clean(lab['source'])}/{clean(lab['reason'])} {v:,.0f}"
-            for lab, v in sorted(rejects, key=lambda x: -x[1])[:8]))
+        lines.append(
+            "rejects   "
+            + ", ".join(
+                f"{clean(lab['source'])}/{clean(lab['reason'])} {v:,.0f}"
+                for lab, v in sorted(rejects, key=lambda x: -x[1])[:8]
+            )
+        )
     for lab, received in b.get("fleettui_mqtt_reports_received_total", []):
         src = lab["source"]
         before = one(a, "fleettui_mqtt_reports_received_total", source=src)
@@ -220,7 +264,8 @@ def render(a: Samples, b: Samples, dt: float, address: str, head: list[str], now
             f"{one(b, 'fleettui_mqtt_messages_rejected_total', source=src):,.0f} rejected, "
             f"{one(b, 'fleettui_mqtt_reports_duplicate_total', source=src):,.0f} duplicates, "
             f"{one(b, 'fleettui_mqtt_agent_dropped_total', source=src):,.0f} dropped by agents"
-            + (f"; lag p50 {p50:.2f} s p99 {p99:.2f} s" if p99 else ""))
+            + (f"; lag p50 {p50:.2f} s p99 {p99:.2f} s" if p99 else "")
+        )
     if "fleettui_alerts" in b:
         counts: dict[str, list[str]] = defaultdict(list)
         for lab, v in b["fleettui_alerts"]:
@@ -228,13 +273,17 @@ def render(a: Samples, b: Samples, dt: float, address: str, head: list[str], now
                 counts[lab["state"]].append(f"{v:.0f} {lab['severity']}")
         summary = "; ".join(f"{st} {', '.join(c)}" for st, c in counts.items()) or "none open"
         lines.append(f"alerts    {summary}")
-        targets = sorted({lab["target"] for lab, _ in b.get(
-            "fleettui_alert_notifications_total", [])})
+        targets = sorted(
+            {lab["target"] for lab, _ in b.get("fleettui_alert_notifications_total", [])}
+        )
         for t in targets:
+
             def n(outcome: str, t: str = t) -> float:
                 return one(b, "fleettui_alert_notifications_total", target=t, outcome=outcome)
+
             lines.append(
                 f"delivery  {clean(t)}: {n('confirmed'):,.0f} confirmed, "
                 f"{one(b, 'fleettui_alert_notifications_queued', target=t):,.0f} waiting, "
-                f"{n('failed_attempt'):,.0f} failed attempts, {n('dropped'):,.0f} dropped")
+                f"{n('failed_attempt'):,.0f} failed attempts, {n('dropped'):,.0f} dropped"
+            )
     return "\n".join(lines)

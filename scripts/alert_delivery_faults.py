@@ -59,21 +59,39 @@ def options(**kw):
 
 def firing_store() -> Store:
     s = Store.open(":memory:")
-    s.write([make_batch("endpoints", {"endpoint": ["ep-a"], "tenant": ["t1"], "model": ["m"],
-                                      "itl_target_ms": [50.0]})])
+    s.write(
+        [
+            make_batch(
+                "endpoints",
+                {"endpoint": ["ep-a"], "tenant": ["t1"], "model": ["m"], "itl_target_ms": [50.0]},
+            )
+        ]
+    )
     slow(s)
     return s
 
 
 def slow(s: Store) -> None:
-    s.write([make_batch("latency_samples", {"ts": [utcnow()], "endpoint": ["ep-a"],
-                                            "tenant": ["t1"], "model": ["m"],
-                                            "itl_p99_ms": [80.0]})])
+    s.write(
+        [
+            make_batch(
+                "latency_samples",
+                {
+                    "ts": [utcnow()],
+                    "endpoint": ["ep-a"],
+                    "tenant": ["t1"],
+                    "model": ["m"],
+                    "itl_p99_ms": [80.0],
+                },
+            )
+        ]
+    )
 
 
 def engine(s: Store, delivery) -> AlertEngine:
-    return AlertEngine(s, load_rules_text(RULE, "faults.toml"), interval_s=15, resend_s=60,
-                       delivery=delivery)
+    return AlertEngine(
+        s, load_rules_text(RULE, "faults.toml"), interval_s=15, resend_s=60, delivery=delivery
+    )
 
 
 async def close(delivery) -> None:
@@ -103,6 +121,7 @@ async def mqtt_outage() -> str:
     got: list[str] = []
     first: list[float] = []
     async with subscriber() as sub:
+
         async def collect() -> None:
             async for m in sub.messages:
                 got.append(json.loads(m.payload)["event"])
@@ -118,8 +137,10 @@ async def mqtt_outage() -> str:
     await close(d)
     broker.stop()
     when = f"{first[0]:.1f} s" if first else "never"
-    return (f"MQTT: fired during an 8 s broker outage (first tick took {tick_s:.1f} s); after "
-            f"the broker is back (26 s watched) received {got}, first after {when}")
+    return (
+        f"MQTT: fired during an 8 s broker outage (first tick took {tick_s:.1f} s); after "
+        f"the broker is back (26 s watched) received {got}, first after {when}"
+    )
 
 
 async def trickle() -> str:
@@ -150,8 +171,11 @@ async def trickle() -> str:
     stats = getattr(d, "stats", None)
     await close(d)
     server.close()
-    detail = (f"failed attempts in the next 12 s: {stats.attempts_failed}, last error: "
-              f"{stats.last_error}" if stats else f"failed_batches={d.failed_batches}")
+    detail = (
+        f"failed attempts in the next 12 s: {stats.attempts_failed}, last error: {stats.last_error}"
+        if stats
+        else f"failed_batches={d.failed_batches}"
+    )
     return f"trickling Alertmanager (1 byte/s): engine tick took {took}; {detail}"
 
 
@@ -180,8 +204,10 @@ async def alertmanager_outage() -> str:
     await close(d)
     am.stop()
     when = f"{seen:.1f} s" if seen is not None else "never (90 s watched)"
-    return (f"Alertmanager down for 5 s while the alert fired, then up: Alertmanager holds it "
-            f"after {when} (engine ticking every 15 s)")
+    return (
+        f"Alertmanager down for 5 s while the alert fired, then up: Alertmanager holds it "
+        f"after {when} (engine ticking every 15 s)"
+    )
 
 
 async def main() -> None:

@@ -74,8 +74,16 @@ def main() -> None:
         ("CollectorSlow", f"runs take 20 s, interval {args.step:.0f} s (700+400 s)", 700, 1100),
     ):
         t = cby.get(rule)
-        rows.append((rule, what, "sim", "never" if t is None else f"{t.fired_s - a:.0f}",
-                     "never" if t is None or t.ended_s is None else f"{t.ended_s - b:.0f}", ""))
+        rows.append(
+            (
+                rule,
+                what,
+                "sim",
+                "never" if t is None else f"{t.fired_s - a:.0f}",
+                "never" if t is None or t.ended_s is None else f"{t.ended_s - b:.0f}",
+                "",
+            )
+        )
 
     day = SimReplay((), start=datetime(2026, 11, 26, 0, 0, 0), step_s=args.day_step)
     day.run(24 * 3600)
@@ -83,20 +91,39 @@ def main() -> None:
     near: dict[str, int] = defaultdict(int)
     for t in day.timelines:
         (fp if t.fired_s is not None else near)[t.rule] += 1
-    rows = [(r[0], r[1], r[2], r[3], r[4], f"{fp[r[0]]}" + (f" ({near[r[0]]} pending)"
-                                                             if near[r[0]] else "")) for r in rows]
+    rows = [
+        (
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            f"{fp[r[0]]}" + (f" ({near[r[0]]} pending)" if near[r[0]] else ""),
+        )
+        for r in rows
+    ]
 
-    print(f"Fault runs: step {args.step:.0f} s, start {start:%H:%M} UTC; healthy day: "
-          f"24 h at {args.day_step:.0f} s steps; 304 GPUs (scale 1)\n")
-    head = ("rule", "fault injected", "scope", "fired after (s)", "resolved after (s)",
-            "false positives, healthy day")
+    print(
+        f"Fault runs: step {args.step:.0f} s, start {start:%H:%M} UTC; healthy day: "
+        f"24 h at {args.day_step:.0f} s steps; 304 GPUs (scale 1)\n"
+    )
+    head = (
+        "rule",
+        "fault injected",
+        "scope",
+        "fired after (s)",
+        "resolved after (s)",
+        "false positives, healthy day",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
     print(f"\nunexpected alerts during the fault runs: {unexpected or 'none'}")
-    print(f"healthy day: {sum(fp.values())} fired, {sum(near.values())} pending that never fired "
-          f"({', '.join(f'{k} x{v}' for k, v in near.items() if v) or 'none'})")
+    print(
+        f"healthy day: {sum(fp.values())} fired, {sum(near.values())} pending that never fired "
+        f"({', '.join(f'{k} x{v}' for k, v in near.items() if v) or 'none'})"
+    )
     print(f"evaluation errors: {sum(len(c.errors) for c in faulted.cycles + day.cycles)}")
     print(f"(ran in {time.perf_counter() - t0:.0f} s)")
 

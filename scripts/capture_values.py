@@ -68,90 +68,213 @@ def g(col: str, uuid: str) -> str:
 
 
 def link(col: str, port: str) -> str:
-    return (f"SELECT {col} FROM link_samples WHERE host = 'ib-host-1' AND port = '{port}' "
-            "ORDER BY ts DESC LIMIT 1")
+    return (
+        f"SELECT {col} FROM link_samples WHERE host = 'ib-host-1' AND port = '{port}' "
+        "ORDER BY ts DESC LIMIT 1"
+    )
 
 
 D = UPSTREAM / "dcgm-exporter"
 CAPTURES = [
-    Capture("L4 1x (cncf kops)", D / "cncf-kops-1xL4/dcgm-exporter-full-default-counters.prom",
-            "l4-node", [
-                Check("POWER_USAGE W", "DCGM_FI_DEV_POWER_USAGE", "", g("power_w", L4)),
-                Check("TOTAL_ENERGY mJ -> J", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "",
-                      g("energy_j", L4)),
-                Check("FB_USED MiB -> bytes", "DCGM_FI_DEV_FB_USED", "", g("mem_used_bytes", L4)),
-                Check("MEMORY_TEMP (GDDR: no sensor)", "DCGM_FI_DEV_MEMORY_TEMP", "",
-                      g("mem_temp_c", L4)),
-                Check("modelName -> gpus.name", None, 'modelName="', f"SELECT name FROM gpus WHERE gpu_uuid = '{L4}'"),
-            ]),
-    Capture("README (dcgm-exporter docs)", D / "nvidia-readme/docker-quickstart-memory-temp-blank.txt",
-            "readme-node", [
-                Check("MEMORY_TEMP (INT64 blank+2)", "DCGM_FI_DEV_MEMORY_TEMP", "",
-                      g("mem_temp_c", README)),
-                Check("SM_CLOCK MHz", "DCGM_FI_DEV_SM_CLOCK", "", g("sm_clock_mhz", README)),
-            ]),
-    Capture("H100 8x (NVIDIA aicr)", D / "nvidia-aicr-8xH100/dcgm-exporter-sampled.prom",
-            "h100-node", [
-                Check("GPU 0 GPU_TEMP", "DCGM_FI_DEV_GPU_TEMP", 'gpu="0"', g("temp_c", H100)),
-                Check("GPU 0 POWER_USAGE", "DCGM_FI_DEV_POWER_USAGE", 'gpu="0"', g("power_w", H100)),
-                Check("GPU 0 namespace -> tenant", None, 'namespace="',
-                      f"SELECT tenant FROM assignments WHERE gpu_uuid = '{H100}'"),
-            ]),
-    Capture("A100 MIG 2x1g+2g (run:ai)", D / "runai-a100-mig/a100-mig-active-2x1g.5gb-1x2g.10gb.txt",
-            "a100-node", [
-                Check("POWER (repeated per GI) once", "DCGM_FI_DEV_POWER_USAGE", 'GPU_I_ID="5"',
-                      g("power_w", A100)),
-                Check("GI 9 FB_USED MiB -> bytes", "DCGM_FI_DEV_FB_USED", 'GPU_I_ID="9"',
-                      f"SELECT mem_used_bytes FROM slice_samples WHERE slice_id = '{A100}/gi9' "
-                      "ORDER BY ts DESC LIMIT 1"),
-                Check("GI profile -> slices.profile (GI 5)", None, 'GPU_I_PROFILE="2',
-                      f"SELECT profile FROM slices WHERE slice_id = '{A100}/gi5'"),
-            ]),
-    Capture("T4 2x pod labels (run:ai)", D / "runai-a100-mig/t4-2gpu-k8s-pod-labels.txt",
-            "t4-node", [
-                Check("GPU 0 POWER_USAGE", "DCGM_FI_DEV_POWER_USAGE", 'gpu="0"', g("power_w", T4)),
-                Check("GPU 0 namespace -> tenant", None, 'namespace="r',
-                      f"SELECT tenant FROM assignments WHERE gpu_uuid = '{T4}'"),
-            ]),
-    Capture("node_exporter IB (its e2e fixture)", UPSTREAM / "node_exporter/e2e-output-infiniband.txt",
-            "ib-host-1", [
-                Check("mlx4_0/1 rate B/s", "node_infiniband_rate_bytes_per_second",
-                      'device="mlx4_0",port="1"', link("line_rate_bytes_per_s", "mlx4_0/1")),
-                Check("mlx4_0/1 kind", None, "", link("kind", "mlx4_0/1")),
-                Check("i40iw0 hca_type -> kind", None, 'hca_type="I', link("kind", "i40iw0/1")),
-                Check("mlx4_0/1 discards_tx -> errors/interval", "node_infiniband_port_discards_transmitted_total",
-                      'port="1"', link("errors", "mlx4_0/1")),
-                Check("mlx4_0/1 state_id 4 -> up", "node_infiniband_state_id",
-                      'device="mlx4_0",port="1"', link("link_up", "mlx4_0/1")),
-                Check("hosts row", None, "", "SELECT host FROM hosts WHERE host = 'ib-host-1'"),
-            ]),
-    Capture("vLLM V1 (cncf kops)", UPSTREAM / "vllm/vllm-v1-qwen2.5-0.5b-kops-metrics.txt",
-            "vllm-node", [
-                Check("model_name -> endpoints.model", None, 'model_name="',
-                      "SELECT model FROM endpoints WHERE endpoint = 'qwen'"),
-                Check("target label namespace -> tenant", None, "",
-                      "SELECT tenant FROM endpoints WHERE endpoint = 'qwen'"),
-                Check("ITL count (0: no requests)", "vllm:inter_token_latency_seconds_count", "",
-                      "SELECT itl_p99_ms FROM latency_samples WHERE endpoint = 'qwen' LIMIT 1"),
-            ], labels={"service": "qwen", "namespace": "team-q"}),
-    Capture("ours: vLLM 0.8 (TPOT only)", OURS / "vllm-0.8-v0-tpot-only.txt", "vllm08-node", [
-        Check("ITL p50 ms (2 scrapes)", None, "",
-              "SELECT itl_p50_ms FROM latency_samples WHERE endpoint = 'chat08' "
-              "AND itl_p50_ms IS NOT NULL ORDER BY ts DESC LIMIT 1"),
-        Check("ITL p99 ms (2 scrapes)", None, "",
-              "SELECT itl_p99_ms FROM latency_samples WHERE endpoint = 'chat08' "
-              "AND itl_p99_ms IS NOT NULL ORDER BY ts DESC LIMIT 1"),
-    ], labels={"service": "chat08", "namespace": "team-a"}),
-    Capture("ours: Ray Serve ray_vllm:", OURS / "ray-serve-llm-ray_vllm.txt", "ray-node", [
-        Check("ITL p99 ms (2 scrapes)", None, "",
-              "SELECT itl_p99_ms FROM latency_samples WHERE endpoint = 'ray-llm' "
-              "AND itl_p99_ms IS NOT NULL ORDER BY ts DESC LIMIT 1"),
-    ], labels={"service": "ray-llm"}),
-    Capture("ours: Dynamo frontend", OURS / "dynamo-frontend.txt", "dynamo-node", [
-        Check("ITL p99 ms (2 scrapes)", None, "",
-              "SELECT itl_p99_ms FROM latency_samples WHERE endpoint = 'dynamo' "
-              "AND itl_p99_ms IS NOT NULL ORDER BY ts DESC LIMIT 1"),
-    ], labels={"service": "dynamo"}),
+    Capture(
+        "L4 1x (cncf kops)",
+        D / "cncf-kops-1xL4/dcgm-exporter-full-default-counters.prom",
+        "l4-node",
+        [
+            Check("POWER_USAGE W", "DCGM_FI_DEV_POWER_USAGE", "", g("power_w", L4)),
+            Check(
+                "TOTAL_ENERGY mJ -> J",
+                "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+                "",
+                g("energy_j", L4),
+            ),
+            Check("FB_USED MiB -> bytes", "DCGM_FI_DEV_FB_USED", "", g("mem_used_bytes", L4)),
+            Check(
+                "MEMORY_TEMP (GDDR: no sensor)", "DCGM_FI_DEV_MEMORY_TEMP", "", g("mem_temp_c", L4)
+            ),
+            Check(
+                "modelName -> gpus.name",
+                None,
+                'modelName="',
+                f"SELECT name FROM gpus WHERE gpu_uuid = '{L4}'",
+            ),
+        ],
+    ),
+    Capture(
+        "README (dcgm-exporter docs)",
+        D / "nvidia-readme/docker-quickstart-memory-temp-blank.txt",
+        "readme-node",
+        [
+            Check(
+                "MEMORY_TEMP (INT64 blank+2)",
+                "DCGM_FI_DEV_MEMORY_TEMP",
+                "",
+                g("mem_temp_c", README),
+            ),
+            Check("SM_CLOCK MHz", "DCGM_FI_DEV_SM_CLOCK", "", g("sm_clock_mhz", README)),
+        ],
+    ),
+    Capture(
+        "H100 8x (NVIDIA aicr)",
+        D / "nvidia-aicr-8xH100/dcgm-exporter-sampled.prom",
+        "h100-node",
+        [
+            Check("GPU 0 GPU_TEMP", "DCGM_FI_DEV_GPU_TEMP", 'gpu="0"', g("temp_c", H100)),
+            Check("GPU 0 POWER_USAGE", "DCGM_FI_DEV_POWER_USAGE", 'gpu="0"', g("power_w", H100)),
+            Check(
+                "GPU 0 namespace -> tenant",
+                None,
+                'namespace="',
+                f"SELECT tenant FROM assignments WHERE gpu_uuid = '{H100}'",
+            ),
+        ],
+    ),
+    Capture(
+        "A100 MIG 2x1g+2g (run:ai)",
+        D / "runai-a100-mig/a100-mig-active-2x1g.5gb-1x2g.10gb.txt",
+        "a100-node",
+        [
+            Check(
+                "POWER (repeated per GI) once",
+                "DCGM_FI_DEV_POWER_USAGE",
+                'GPU_I_ID="5"',
+                g("power_w", A100),
+            ),
+            Check(
+                "GI 9 FB_USED MiB -> bytes",
+                "DCGM_FI_DEV_FB_USED",
+                'GPU_I_ID="9"',
+                f"SELECT mem_used_bytes FROM slice_samples WHERE slice_id = '{A100}/gi9' "
+                "ORDER BY ts DESC LIMIT 1",
+            ),
+            Check(
+                "GI profile -> slices.profile (GI 5)",
+                None,
+                'GPU_I_PROFILE="2',
+                f"SELECT profile FROM slices WHERE slice_id = '{A100}/gi5'",
+            ),
+        ],
+    ),
+    Capture(
+        "T4 2x pod labels (run:ai)",
+        D / "runai-a100-mig/t4-2gpu-k8s-pod-labels.txt",
+        "t4-node",
+        [
+            Check("GPU 0 POWER_USAGE", "DCGM_FI_DEV_POWER_USAGE", 'gpu="0"', g("power_w", T4)),
+            Check(
+                "GPU 0 namespace -> tenant",
+                None,
+                'namespace="r',
+                f"SELECT tenant FROM assignments WHERE gpu_uuid = '{T4}'",
+            ),
+        ],
+    ),
+    Capture(
+        "node_exporter IB (its e2e fixture)",
+        UPSTREAM / "node_exporter/e2e-output-infiniband.txt",
+        "ib-host-1",
+        [
+            Check(
+                "mlx4_0/1 rate B/s",
+                "node_infiniband_rate_bytes_per_second",
+                'device="mlx4_0",port="1"',
+                link("line_rate_bytes_per_s", "mlx4_0/1"),
+            ),
+            Check("mlx4_0/1 kind", None, "", link("kind", "mlx4_0/1")),
+            Check("i40iw0 hca_type -> kind", None, 'hca_type="I', link("kind", "i40iw0/1")),
+            Check(
+                "mlx4_0/1 discards_tx -> errors/interval",
+                "node_infiniband_port_discards_transmitted_total",
+                'port="1"',
+                link("errors", "mlx4_0/1"),
+            ),
+            Check(
+                "mlx4_0/1 state_id 4 -> up",
+                "node_infiniband_state_id",
+                'device="mlx4_0",port="1"',
+                link("link_up", "mlx4_0/1"),
+            ),
+            Check("hosts row", None, "", "SELECT host FROM hosts WHERE host = 'ib-host-1'"),
+        ],
+    ),
+    Capture(
+        "vLLM V1 (cncf kops)",
+        UPSTREAM / "vllm/vllm-v1-qwen2.5-0.5b-kops-metrics.txt",
+        "vllm-node",
+        [
+            Check(
+                "model_name -> endpoints.model",
+                None,
+                'model_name="',
+                "SELECT model FROM endpoints WHERE endpoint = 'qwen'",
+            ),
+            Check(
+                "target label namespace -> tenant",
+                None,
+                "",
+                "SELECT tenant FROM endpoints WHERE endpoint = 'qwen'",
+            ),
+            Check(
+                "ITL count (0: no requests)",
+                "vllm:inter_token_latency_seconds_count",
+                "",
+                "SELECT itl_p99_ms FROM latency_samples WHERE endpoint = 'qwen' LIMIT 1",
+            ),
+        ],
+        labels={"service": "qwen", "namespace": "team-q"},
+    ),
+    Capture(
+        "ours: vLLM 0.8 (TPOT only)",
+        OURS / "vllm-0.8-v0-tpot-only.txt",
+        "vllm08-node",
+        [
+            Check(
+                "ITL p50 ms (2 scrapes)",
+                None,
+                "",
+                "SELECT itl_p50_ms FROM latency_samples WHERE endpoint = 'chat08' "
+                "AND itl_p50_ms IS NOT NULL ORDER BY ts DESC LIMIT 1",
+            ),
+            Check(
+                "ITL p99 ms (2 scrapes)",
+                None,
+                "",
+                "SELECT itl_p99_ms FROM latency_samples WHERE endpoint = 'chat08' "
+                "AND itl_p99_ms IS NOT NULL ORDER BY ts DESC LIMIT 1",
+            ),
+        ],
+        labels={"service": "chat08", "namespace": "team-a"},
+    ),
+    Capture(
+        "ours: Ray Serve ray_vllm:",
+        OURS / "ray-serve-llm-ray_vllm.txt",
+        "ray-node",
+        [
+            Check(
+                "ITL p99 ms (2 scrapes)",
+                None,
+                "",
+                "SELECT itl_p99_ms FROM latency_samples WHERE endpoint = 'ray-llm' "
+                "AND itl_p99_ms IS NOT NULL ORDER BY ts DESC LIMIT 1",
+            ),
+        ],
+        labels={"service": "ray-llm"},
+    ),
+    Capture(
+        "ours: Dynamo frontend",
+        OURS / "dynamo-frontend.txt",
+        "dynamo-node",
+        [
+            Check(
+                "ITL p99 ms (2 scrapes)",
+                None,
+                "",
+                "SELECT itl_p99_ms FROM latency_samples WHERE endpoint = 'dynamo' "
+                "AND itl_p99_ms IS NOT NULL ORDER BY ts DESC LIMIT 1",
+            ),
+        ],
+        labels={"service": "dynamo"},
+    ),
 ]
 
 
@@ -184,14 +307,24 @@ async def main(markdown: bool) -> int:
     bodies = {f"/{i}": sample_lines(texts[c.name][0]) for i, c in enumerate(CAPTURES)}
     bodies["/raw-title"] = CAPTURES[3].path.read_text()  # run:ai file as it is: a title line first
     files = Files(bodies)
-    targets = [(f"/{i}", {"instance": c.instance, **(c.labels or {})}) for i, c in enumerate(CAPTURES)]
-    scrape = ScrapeSource(ScrapeOptions(name="scrape", targets=[]), [
-        ScrapeTarget(files.url(p), lab) for p, lab in targets])
+    targets = [
+        (f"/{i}", {"instance": c.instance, **(c.labels or {})}) for i, c in enumerate(CAPTURES)
+    ]
+    scrape = ScrapeSource(
+        ScrapeOptions(name="scrape", targets=[]),
+        [ScrapeTarget(files.url(p), lab) for p, lab in targets],
+    )
     s_store, p_store = Store.open(":memory:"), Store.open(":memory:")
     work = Path(tempfile.mkdtemp(prefix="capture-values-"))
-    prom = promsvc.start([promsvc.ScrapeTarget(f"127.0.0.1:{files.port}", p, lab) for p, lab in targets]
-                         + [promsvc.ScrapeTarget(f"127.0.0.1:{files.port}", "/raw-title",
-                                                 {"instance": "raw-title-node"})], work)
+    prom = promsvc.start(
+        [promsvc.ScrapeTarget(f"127.0.0.1:{files.port}", p, lab) for p, lab in targets]
+        + [
+            promsvc.ScrapeTarget(
+                f"127.0.0.1:{files.port}", "/raw-title", {"instance": "raw-title-node"}
+            )
+        ],
+        work,
+    )
     try:
         n = prom.wait_for_series("up", len(targets) + 1)
         prom.wait_for_series("DCGM_FI_DEV_GPU_TEMP", 12)
@@ -199,9 +332,13 @@ async def main(markdown: bool) -> int:
         src = PrometheusSource(PrometheusOptions(url=prom.url, interval_s=2.0, backfill_s=0))
         now = datetime.now(UTC)
         gs = await scrape.gather(now)
-        s_store.write(gs.batches + [run_record(now.replace(tzinfo=None), "scrape", 0, 15.0, gs, None)])
+        s_store.write(
+            gs.batches + [run_record(now.replace(tzinfo=None), "scrape", 0, 15.0, gs, None)]
+        )
         gp = await src.gather(now)
-        p_store.write(gp.batches + [run_record(now.replace(tzinfo=None), "prometheus", 0, 2.0, gp, None)])
+        p_store.write(
+            gp.batches + [run_record(now.replace(tzinfo=None), "prometheus", 0, 2.0, gp, None)]
+        )
         # second texts (two-scrape files): both paths see them a few seconds later
         for i, c in enumerate(CAPTURES):
             if len(texts[c.name]) > 1:
@@ -221,8 +358,15 @@ async def main(markdown: bool) -> int:
         for ch in c.checks:
             sv = s_store.con.execute(ch.sql).fetchone()
             pv = p_store.con.execute(ch.sql).fetchone()
-            rows.append((c.name, ch.what, text_value(texts[c.name][0], ch),
-                         fmt(sv[0]) if sv else "(no row)", fmt(pv[0]) if pv else "(no row)"))
+            rows.append(
+                (
+                    c.name,
+                    ch.what,
+                    text_value(texts[c.name][0], ch),
+                    fmt(sv[0]) if sv else "(no row)",
+                    fmt(pv[0]) if pv else "(no row)",
+                )
+            )
     head = ("capture", "value", "in the text", "store (scrape path)", "store (prometheus path)")
     if markdown:
         print("| " + " | ".join(head) + " |")
@@ -234,12 +378,14 @@ async def main(markdown: bool) -> int:
         for r in [head, *rows]:
             print("  ".join(str(x).ljust(w[i]) for i, x in enumerate(r)))
     print(f"\nPrometheus targets: {n}; failed-target rows (prometheus path):")
-    for (coll, err) in p_store.con.execute(
-            "SELECT collector, error FROM collector_runs WHERE NOT ok").fetchall():
+    for coll, err in p_store.con.execute(
+        "SELECT collector, error FROM collector_runs WHERE NOT ok"
+    ).fetchall():
         print(f"  {coll}: {err[:150]}")
     for label, st in (("scrape", s_store), ("prometheus", p_store)):
-        (d, r), = st.con.execute(f"SELECT dropped, dropped_reasons FROM collector_runs WHERE "
-                                 f"collector = '{label}'").fetchall()
+        ((d, r),) = st.con.execute(
+            f"SELECT dropped, dropped_reasons FROM collector_runs WHERE collector = '{label}'"
+        ).fetchall()
         blank = sum(int(m) for m in re.findall(r"DCGM blank[^;]*? x(\d+)", r or ""))
         print(f"{label}: dropped {d} series in the first gather ({blank} DCGM blanks)")
     return 0

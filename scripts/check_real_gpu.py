@@ -64,9 +64,12 @@ def query_smi(smi: str, fields: list[str]) -> tuple[list[str], list[dict[str, st
     """nvidia-smi rows keyed by field; fields this nvidia-smi does not know are dropped."""
     fields = list(fields)
     while True:
-        out = subprocess.run([smi, f"--query-gpu=uuid,{','.join(fields)}",
-                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                             timeout=30)
+        out = subprocess.run(
+            [smi, f"--query-gpu=uuid,{','.join(fields)}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if out.returncode == 0:
             break
         bad = [f for f in fields if f'"{f}"' in out.stdout + out.stderr]
@@ -107,8 +110,10 @@ def main(argv: list[str] | None = None, library: NvmlLibrary | None = None) -> i
     try:
         lib = library or open_library("real")
     except NvmlUnavailable as exc:
-        print(f"check_real_gpu: cannot run here: {exc} (needs an NVIDIA GPU and driver)",
-              file=sys.stderr)
+        print(
+            f"check_real_gpu: cannot run here: {exc} (needs an NVIDIA GPU and driver)",
+            file=sys.stderr,
+        )
         return 2
     smi = shutil.which("nvidia-smi")
     if smi is None:
@@ -153,12 +158,15 @@ def main(argv: list[str] | None = None, library: NvmlLibrary | None = None) -> i
                     if k == "mig_mode":
                         mine_s = "Enabled" if inv[k][j] else "Disabled"
                         ok = theirs in (mine_s, "[N/A]", "N/A") or (
-                            not inv[k][j] and "Not Supported" in theirs)
+                            not inv[k][j] and "Not Supported" in theirs
+                        )
                     else:
                         ok = mine_s.lower() == theirs.lower()
                     bad += not ok
-                    print(f"{i:>3}  {f:<40} {mine_s[:16]:>16} {theirs[:16]:>16}  "
-                          f"{'ok' if ok else 'DIFF'}")
+                    print(
+                        f"{i:>3}  {f:<40} {mine_s[:16]:>16} {theirs[:16]:>16}  "
+                        f"{'ok' if ok else 'DIFF'}"
+                    )
                     continue
                 column, conv, kind = FIELDS[f]
                 raw = poll.gpu[column][i]
@@ -180,8 +188,10 @@ def main(argv: list[str] | None = None, library: NvmlLibrary | None = None) -> i
         for _ in range(args.polls):
             col.poll()
         no_procs = (time.perf_counter() - t0) / args.polls
-        print(f"poll cost on this GPU host: {per_poll / n * 1e3:.3f} ms per GPU with processes, "
-              f"{no_procs / n * 1e3:.3f} ms per GPU without ({n} GPU(s), {args.polls} polls)")
+        print(
+            f"poll cost on this GPU host: {per_poll / n * 1e3:.3f} ms per GPU with processes, "
+            f"{no_procs / n * 1e3:.3f} ms per GPU without ({n} GPU(s), {args.polls} polls)"
+        )
         if col.notes:
             print("notes: " + "; ".join(sorted(set(col.notes))))
         print(f"{'all compared values agree' if not bad else f'{bad} value(s) differ'}")

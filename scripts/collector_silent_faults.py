@@ -64,8 +64,11 @@ async def live() -> None:
     src_task = asyncio.create_task(src.run(sink))
     states = SimStates(SimModel(start=time.time()))
     lib = open_library("fake", host=HOST, states=states)
-    agent = Agent(AgentOptions(broker=broker.address, interval_s=1.0),
-                  NvmlCollector(lib, events=False), host=HOST)
+    agent = Agent(
+        AgentOptions(broker=broker.address, interval_s=1.0),
+        NvmlCollector(lib, events=False),
+        host=HOST,
+    )
     stop = asyncio.Event()
     agent_task = asyncio.create_task(agent.run(stop, drain_s=0.1))
     log: list[tuple[str, float, str]] = []
@@ -102,17 +105,32 @@ def replay_healthy() -> None:
     store = Store.open(":memory:")
     engine = silent_engine(store)
     n = 3600
-    store.write([make_batch("collector_runs", {
-        "ts": [t0 + timedelta(seconds=i) for i in range(n)], "collector": ["mqtt"] * n,
-        "duration_ms": [1.0] * n, "ok": [True] * n, "rows": [1] * n, "error": [None] * n,
-        "skipped": [0] * n, "interval_s": [declared] * n})])
+    store.write(
+        [
+            make_batch(
+                "collector_runs",
+                {
+                    "ts": [t0 + timedelta(seconds=i) for i in range(n)],
+                    "collector": ["mqtt"] * n,
+                    "duration_ms": [1.0] * n,
+                    "ok": [True] * n,
+                    "rows": [1] * n,
+                    "error": [None] * n,
+                    "skipped": [0] * n,
+                    "interval_s": [declared] * n,
+                },
+            )
+        ]
+    )
     rnd = random.Random(1)
     moves = Counter()
     for k in range(1, 240):
         for _, _, to in engine.evaluate(t0 + timedelta(seconds=15 * k + rnd.random())).transitions:
             moves[to] += 1
-    print(f"replay: a healthy hour at 1 Hz, declared interval {declared} s, 239 evaluations: "
-          f"{moves['firing']} fired, {moves['resolved']} resolved")
+    print(
+        f"replay: a healthy hour at 1 Hz, declared interval {declared} s, 239 evaluations: "
+        f"{moves['firing']} fired, {moves['resolved']} resolved"
+    )
 
 
 def replay_outage() -> None:
@@ -125,10 +143,23 @@ def replay_outage() -> None:
         rnd = random.Random(every)
 
         def run(t: datetime, ok: bool, interval: float | None, store: Store = store) -> None:
-            store.write([make_batch("collector_runs", {
-                "ts": [t], "collector": ["mqtt"], "duration_ms": [1.0], "ok": [ok],
-                "rows": [1], "error": [None if ok else "down"], "skipped": [0],
-                "interval_s": [interval]})])
+            store.write(
+                [
+                    make_batch(
+                        "collector_runs",
+                        {
+                            "ts": [t],
+                            "collector": ["mqtt"],
+                            "duration_ms": [1.0],
+                            "ok": [ok],
+                            "rows": [1],
+                            "error": [None if ok else "down"],
+                            "skipped": [0],
+                            "interval_s": [interval],
+                        },
+                    )
+                ]
+            )
 
         fired: list[tuple[int, str]] = []
         for sec in range(0, 60 + 600 + 60):
@@ -143,12 +174,14 @@ def replay_outage() -> None:
                     if to in ("firing", "resolved"):
                         fired.append((sec, to))
         during = [x for x in fired if 60 <= x[0] < 660]
-        print(f"replay: a failing run every {every} s, declared interval {declared} s: "
-              f"healthy minute {sum(1 for x in fired if x[0] < 60)} transitions; outage "
-              f"{sum(1 for _, to in during if to == 'firing')} fired, "
-              f"{sum(1 for _, to in during if to == 'resolved')} resolved (first at "
-              f"{during[0][0] if during else None} s); after recovery "
-              f"{[x for x in fired if x[0] >= 660]}")
+        print(
+            f"replay: a failing run every {every} s, declared interval {declared} s: "
+            f"healthy minute {sum(1 for x in fired if x[0] < 60)} transitions; outage "
+            f"{sum(1 for _, to in during if to == 'firing')} fired, "
+            f"{sum(1 for _, to in during if to == 'resolved')} resolved (first at "
+            f"{during[0][0] if during else None} s); after recovery "
+            f"{[x for x in fired if x[0] >= 660]}"
+        )
 
 
 if __name__ == "__main__":

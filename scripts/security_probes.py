@@ -24,12 +24,24 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
-DESTRUCTIVE_LAST = ["DELETE", "UPDATE", "INSERT", "TRUNCATE", "ALTER TABLE", "EXPLAIN ANALYZE DELETE",
-                    "DROP TABLE", "EXPLAIN ANALYZE DROP", "DETACH", "CALL quack_stop"]
+DESTRUCTIVE_LAST = [
+    "DELETE",
+    "UPDATE",
+    "INSERT",
+    "TRUNCATE",
+    "ALTER TABLE",
+    "EXPLAIN ANALYZE DELETE",
+    "DROP TABLE",
+    "EXPLAIN ANALYZE DROP",
+    "DETACH",
+    "CALL quack_stop",
+]
 
 
 def _load_probes():
-    spec = importlib.util.spec_from_file_location("probes", HERE / "tests" / "security" / "probes.py")
+    spec = importlib.util.spec_from_file_location(
+        "probes", HERE / "tests" / "security" / "probes.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.PROBES, mod.fill
@@ -51,20 +63,30 @@ class _Hits(http.server.BaseHTTPRequestHandler):
 class Run:
     def __init__(self, repo: str):
         self.tmp = Path(tempfile.mkdtemp(prefix="probe-"))
-        self.env = {**os.environ, "PYTHONPATH": repo, "FLEETTUI_DB": str(self.tmp / "fleet.duckdb"),
-                    "XDG_RUNTIME_DIR": str(self.tmp / "run")}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": repo,
+            "FLEETTUI_DB": str(self.tmp / "fleet.duckdb"),
+            "XDG_RUNTIME_DIR": str(self.tmp / "run"),
+        }
         self.other = self.tmp / "other.duckdb.daemon.json"
-        self.other.write_text(json.dumps({"pid": 1, "endpoint": "quack:127.0.0.1:1",
-                                          "token": "other-token"}))
+        self.other.write_text(
+            json.dumps({"pid": 1, "endpoint": "quack:127.0.0.1:1", "token": "other-token"})
+        )
         self.http = http.server.HTTPServer(("127.0.0.1", 0), _Hits)
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def start_daemon(self) -> tuple[subprocess.Popen, dict]:
         for f in self.tmp.glob("fleet.duckdb*"):
             f.unlink()
-        proc = subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--sim"],
-                                env=self.env, cwd=self.tmp, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleettui.cli", "daemon", "--sim"],
+            env=self.env,
+            cwd=self.tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         info = self.tmp / "fleet.duckdb.daemon.json"
         for _ in range(150):
             if info.exists():
@@ -81,9 +103,13 @@ class Run:
         except Exception as e:  # noqa: BLE001 - any refusal is a result here
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             res = "refused: " + msg[:90]
-        new = sorted(str(p.relative_to(self.tmp)) for p in self.tmp.rglob("*")
-                     if str(p.relative_to(self.tmp)) not in files
-                     and not p.name.startswith("fleet.duckdb") and "run" not in p.parts)
+        new = sorted(
+            str(p.relative_to(self.tmp))
+            for p in self.tmp.rglob("*")
+            if str(p.relative_to(self.tmp)) not in files
+            and not p.name.startswith("fleet.duckdb")
+            and "run" not in p.parts
+        )
         if new:
             res += "; wrote " + ",".join(new)
         if _Hits.hits:
@@ -99,14 +125,19 @@ def main(repo: str) -> dict:
     from storage import quack
 
     probes, fill = _load_probes()
-    order = [p for p in probes if p[0] not in DESTRUCTIVE_LAST] + \
-        [p for n in DESTRUCTIVE_LAST for p in probes if p[0] == n]
+    order = [p for p in probes if p[0] not in DESTRUCTIVE_LAST] + [
+        p for n in DESTRUCTIVE_LAST for p in probes if p[0] == n
+    ]
     run = Run(repo)
     results: dict[str, dict[str, str]] = {}
     for channel in ("sql", "raw", "app"):
         proc, info = run.start_daemon()
-        where = {"tmp": str(run.tmp), "endpoint": info["endpoint"], "other_info": str(run.other),
-                 "url": f"http://127.0.0.1:{run.http.server_port}/internal"}
+        where = {
+            "tmp": str(run.tmp),
+            "endpoint": info["endpoint"],
+            "other_info": str(run.other),
+            "url": f"http://127.0.0.1:{run.http.server_port}/internal",
+        }
         con = reader = None
         if channel == "raw":
             con = duckdb.connect()
@@ -119,16 +150,35 @@ def main(repo: str) -> dict:
 
         def attempt(sql: str, channel=channel, info=info, con=con, reader=reader) -> str:
             if channel == "sql":
-                r = subprocess.run([sys.executable, "-m", "fleettui.cli", "sql", "--connect",
-                                    info["endpoint"], "--token", info["token"], "--format", "csv", sql],
-                                   env=run.env, cwd=run.tmp, capture_output=True, text=True, timeout=60)
+                r = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "fleettui.cli",
+                        "sql",
+                        "--connect",
+                        info["endpoint"],
+                        "--token",
+                        info["token"],
+                        "--format",
+                        "csv",
+                        sql,
+                    ],
+                    env=run.env,
+                    cwd=run.tmp,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
                 if r.returncode:
                     err = r.stderr.strip()
                     raise RuntimeError(err.splitlines()[-1] if err else f"rc {r.returncode}")
                 return f"{len(r.stdout.splitlines())} lines"
             if channel == "raw":
-                rows = con.execute("SELECT * FROM quack_query(?, ?, token := ?)",
-                                   [info["endpoint"], sql, info["token"]]).fetchall()
+                rows = con.execute(
+                    "SELECT * FROM quack_query(?, ?, token := ?)",
+                    [info["endpoint"], sql, info["token"]],
+                ).fetchall()
                 return f"{len(rows)} rows"
             return f"{run_query(reader, sql).total_rows} rows"
 

@@ -48,8 +48,9 @@ class Counter:
         self.seen: dict[tuple[str, str, int], float] = {}
         self.poison = 0
         self.lock = threading.Lock()
-        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-counter",
-                             clean_session=False)
+        self.c = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id="soak-counter", clean_session=False
+        )
         self.c.on_message = self._on_message
         self.c.on_connect = lambda c, *a: c.subscribe(f"{PREFIX}/+/report", qos=1)
         self.c.reconnect_delay_set(0.2, 2)
@@ -94,8 +95,12 @@ def main() -> int:
     data.mkdir()
     tmpfs = False
     if not a.no_disk_fill and os.geteuid() == 0:
-        tmpfs = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(data)],
-                               capture_output=True).returncode == 0
+        tmpfs = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(data)], capture_output=True
+            ).returncode
+            == 0
+        )
     db = data / "fleet.duckdb"
     broker = Broker(work / "broker", persistence=True)
     broker.start()
@@ -103,14 +108,18 @@ def main() -> int:
     config.write_text(
         f'[daemon]\ndb = "{db}"\nstatus_interval_s = 0\nstore_failure_max_s = 120\n\n'
         f'[[sources]]\nkind = "mqtt"\nbroker = "{broker.address}"\nflush_interval_s = 0.25\n'
-        'reconnect_max_s = 1.0\nclient_id = "soak-daemon"\n')
+        'reconnect_max_s = 1.0\nclient_id = "soak-daemon"\n'
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     daemon_log = open(work / "daemon.log", "a")  # noqa: SIM115
 
     def start_daemon() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--config",
-                                 str(config), "--no-serve"], env=env, stdout=daemon_log,
-                                stderr=daemon_log)
+        return subprocess.Popen(
+            [sys.executable, "-m", "fleettui.cli", "daemon", "--config", str(config), "--no-serve"],
+            env=env,
+            stdout=daemon_log,
+            stderr=daemon_log,
+        )
 
     counter = Counter(broker)
     daemon = start_daemon()
@@ -120,10 +129,29 @@ def main() -> int:
     fleet_hosts = list(dict.fromkeys(SimModel(start=time.time()).fleet.host))
     hosts = fleet_hosts[:: max(1, len(fleet_hosts) // a.hosts)][: a.hosts]
     agent_log = open(work / "agents.log", "a")  # noqa: SIM115
-    agents = [subprocess.Popen([sys.executable, "-m", "fleettui.agent", "--broker",
-                                broker.address, "--nvml", "fake", "--fake-hosts", h,
-                                "--interval", str(a.interval), "--client-id", f"agent-{h}"],
-                               env=env, stdout=agent_log, stderr=agent_log) for h in hosts]
+    agents = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleettui.agent",
+                "--broker",
+                broker.address,
+                "--nvml",
+                "fake",
+                "--fake-hosts",
+                h,
+                "--interval",
+                str(a.interval),
+                "--client-id",
+                f"agent-{h}",
+            ],
+            env=env,
+            stdout=agent_log,
+            stderr=agent_log,
+        )
+        for h in hosts
+    ]
     pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="soak-faults")
     pub.reconnect_delay_set(0.2, 2)
     pub.connect(broker.host, broker.port)
@@ -135,8 +163,9 @@ def main() -> int:
     wall0 = time.time()
     next_fault = t0 + rng.expovariate(1 / a.fault_every)
     next_rss = t0
-    kinds = ["broker_restart", "daemon_kill", "poison", "oversized"] + (["disk_fill"] if tmpfs
-                                                                        else [])
+    kinds = ["broker_restart", "daemon_kill", "poison", "oversized"] + (
+        ["disk_fill"] if tmpfs else []
+    )
     try:
         while time.monotonic() - t0 < a.duration:
             now = time.monotonic()
@@ -144,8 +173,9 @@ def main() -> int:
                 rss.append((now - t0, rss_mb(daemon.pid)))
                 next_rss += 10
             if daemon.poll() is not None:
-                print(f"[{now - t0:6.0f} s] daemon exited {daemon.returncode}; restarting",
-                      flush=True)
+                print(
+                    f"[{now - t0:6.0f} s] daemon exited {daemon.returncode}; restarting", flush=True
+                )
                 faults["daemon_exit"] = faults.get("daemon_exit", 0) + 1
                 daemon = start_daemon()
             if now >= next_fault:
@@ -162,15 +192,19 @@ def main() -> int:
                 elif kind == "poison":
                     for j, bad in enumerate(('"\\ud800"', '"a\\u0000b"', str(2**70))):
                         host = rng.choice(hosts)
-                        body = (f'{{"v":1,"host":"{host}","boot":"soak-poison","seq":{j},'
-                                f'"ts":{time.time()},"driver":{bad},"gpu":{{"uuid":["GPU-x"]}}}}')
-                        pub.publish(f"{PREFIX}/{host}/report", body.encode(),
-                                    qos=1).wait_for_publish(10)
+                        body = (
+                            f'{{"v":1,"host":"{host}","boot":"soak-poison","seq":{j},'
+                            f'"ts":{time.time()},"driver":{bad},"gpu":{{"uuid":["GPU-x"]}}}}'
+                        )
+                        pub.publish(
+                            f"{PREFIX}/{host}/report", body.encode(), qos=1
+                        ).wait_for_publish(10)
                         poison_sent += 1
                 elif kind == "oversized":
                     host = rng.choice(hosts)
-                    pub.publish(f"{PREFIX}/{host}/report", b"{" + b" " * (2 << 20) + b"}",
-                                qos=1).wait_for_publish(10)
+                    pub.publish(
+                        f"{PREFIX}/{host}/report", b"{" + b" " * (2 << 20) + b"}", qos=1
+                    ).wait_for_publish(10)
                     poison_sent += 1
                 elif kind == "disk_fill":
                     filler = data / "filler"
@@ -204,30 +238,37 @@ def main() -> int:
     from storage.store import Store
 
     store = Store.open(db, read_only=True)
-    stored = store.con.execute("SELECT count(*) FROM (SELECT DISTINCT host, ts FROM gpu_samples"
-                               " WHERE source = 'nvml')").fetchone()[0]
-    rejected = store.con.execute("SELECT count(*) FROM rejects WHERE topic LIKE '%/report'"
-                                 ).fetchone()[0]
-    reasons = store.con.execute("SELECT reason[:60], count(*) FROM rejects GROUP BY 1 "
-                                "ORDER BY 2 DESC LIMIT 5").fetchall()
-    have = {(h, round(t.replace(tzinfo=UTC).timestamp(), 3)) for h, t in
-            store.con.execute("SELECT DISTINCT host, ts FROM gpu_samples").fetchall()}
+    stored = store.con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT host, ts FROM gpu_samples WHERE source = 'nvml')"
+    ).fetchone()[0]
+    rejected = store.con.execute(
+        "SELECT count(*) FROM rejects WHERE topic LIKE '%/report'"
+    ).fetchone()[0]
+    reasons = store.con.execute(
+        "SELECT reason[:60], count(*) FROM rejects GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+    ).fetchall()
+    have = {
+        (h, round(t.replace(tzinfo=UTC).timestamp(), 3))
+        for h, t in store.con.execute("SELECT DISTINCT host, ts FROM gpu_samples").fetchall()
+    }
     store.close()
     with counter.lock:
         sent = len(counter.seen)
-        gone = [(ts, h) for (h, _, _), ts in counter.seen.items()
-                if (h, round(ts, 3)) not in have]
+        gone = [(ts, h) for (h, _, _), ts in counter.seen.items() if (h, round(ts, 3)) not in have]
         missing = sorted(ts for ts, _ in gone)
-        print(f"missing by host: {sorted({h: sum(1 for _, x in gone if x == h) for _, h in gone}.items())}")
+        print(
+            f"missing by host: {sorted({h: sum(1 for _, x in gone if x == h) for _, h in gone}.items())}"
+        )
     if missing:
-        print(f"missing reports at (s after start): "
-              f"{[round(t - wall0) for t in missing][:40]}")
+        print(f"missing reports at (s after start): {[round(t - wall0) for t in missing][:40]}")
     lost = sent + poison_sent - stored - rejected
     print(f"faults: {faults}")
     print(f"reject reasons: {reasons}")
     print(f"RSS MB (t s, MB): {[(round(t), round(m)) for t, m in rss]}")
-    print(f"RECONCILE: sent {sent} reports + {poison_sent} poison/oversized = stored {stored}"
-          f" + rejected {rejected} + lost {lost} (daemon SIGKILLs: {faults.get('daemon_kill', 0)})")
+    print(
+        f"RECONCILE: sent {sent} reports + {poison_sent} poison/oversized = stored {stored}"
+        f" + rejected {rejected} + lost {lost} (daemon SIGKILLs: {faults.get('daemon_kill', 0)})"
+    )
     print(f"work dir: {work}")
     if tmpfs:
         subprocess.run(["umount", "-l", str(data)], check=False)

@@ -50,7 +50,9 @@ def make_batch(table: str, columns: Mapping[str, Any]) -> Batch:
     return Batch(table, pa.Table.from_arrays(arrays, schema=pa.schema(fields)))
 
 
-def concat_batches(batches: list[Batch], keep_separate: frozenset[str] = frozenset()) -> list[Batch]:
+def concat_batches(
+    batches: list[Batch], keep_separate: frozenset[str] = frozenset()
+) -> list[Batch]:
     """Merge batches bound for the same table so the store does one insert per table.
 
     Tables in `keep_separate` (merged on a key, where order and the set of

@@ -54,8 +54,12 @@ class _Series:
         self.last = (t, v)
 
     def per_hour(self) -> float | None:
-        if self.first is None or self.last is None or self.last[0] <= self.first[0] \
-                or self.last[1] <= self.first[1]:
+        if (
+            self.first is None
+            or self.last is None
+            or self.last[0] <= self.first[0]
+            or self.last[1] <= self.first[1]
+        ):
             return None
         return (self.last[1] - self.first[1]) / ((self.last[0] - self.first[0]) / 3600)
 

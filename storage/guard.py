@@ -35,17 +35,44 @@ GUARD_CATALOG = "fleettui_guard"
 # Table functions a viewer may call: series, unnesting, and the catalog's own
 # metadata (the app's schema tree and DuckDB clients' ATTACH read these).
 ALLOWED_TABLE_FUNCTIONS = (
-    "range", "generate_series", "unnest", "repeat", "json_each", "json_tree",
-    "duckdb_columns", "duckdb_tables", "duckdb_views", "duckdb_schemas", "duckdb_types",
-    "duckdb_constraints", "duckdb_indexes", "duckdb_keywords", "duckdb_functions",
-    "duckdb_databases", "duckdb_dependencies", "pragma_table_info", "table_info", "show",
-    "show_tables", "summary", "pragma_version", "version", "pg_timezone_names",
+    "range",
+    "generate_series",
+    "unnest",
+    "repeat",
+    "json_each",
+    "json_tree",
+    "duckdb_columns",
+    "duckdb_tables",
+    "duckdb_views",
+    "duckdb_schemas",
+    "duckdb_types",
+    "duckdb_constraints",
+    "duckdb_indexes",
+    "duckdb_keywords",
+    "duckdb_functions",
+    "duckdb_databases",
+    "duckdb_dependencies",
+    "pragma_table_info",
+    "table_info",
+    "show",
+    "show_tables",
+    "summary",
+    "pragma_version",
+    "version",
+    "pg_timezone_names",
     "icu_calendar_names",
 )
 # Scalars with side effects or reaching beyond the query.
 DENIED_SCALARS = (
-    "nextval", "currval", "setseed", "write_log", "getvariable", "getenv",
-    "json_execute_serialized_sql", "quack_check_token", "quack_nop_authorization",
+    "nextval",
+    "currval",
+    "setseed",
+    "write_log",
+    "getvariable",
+    "getenv",
+    "json_execute_serialized_sql",
+    "quack_check_token",
+    "quack_nop_authorization",
     "quack_uri_parser",
 )
 
@@ -80,7 +107,8 @@ def _denied_functions(con: duckdb.DuckDBPyConnection) -> list[str]:
     allowlist, plus the denied scalars: the names a viewer's query may not call."""
     rows = con.execute(
         "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
-        "WHERE function_type IN ('table', 'table_macro', 'pragma') ORDER BY 1").fetchall()
+        "WHERE function_type IN ('table', 'table_macro', 'pragma') ORDER BY 1"
+    ).fetchall()
     allowed = set(ALLOWED_TABLE_FUNCTIONS)
     return sorted({r[0] for r in rows if r[0] not in allowed} | set(DENIED_SCALARS))
 
@@ -139,4 +167,3 @@ def install(con: duckdb.DuckDBPyConnection, operator_token: str | None) -> None:
     con.execute(f"SET GLOBAL quack_authorization_function = '{GUARD_CATALOG}.authorize'")
     for sql in LOCKDOWN:
         con.execute(sql)
-

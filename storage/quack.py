@@ -30,7 +30,10 @@ def _extension_file(module_name: str, ext: str) -> str:
 
 
 def load_extensions(con: duckdb.DuckDBPyConnection) -> None:
-    for module_name, ext in (("duckdb_extension_httpfs", "httpfs"), ("duckdb_extension_quack", "quack")):
+    for module_name, ext in (
+        ("duckdb_extension_httpfs", "httpfs"),
+        ("duckdb_extension_quack", "quack"),
+    ):
         con.execute(f"LOAD '{_extension_file(module_name, ext)}'")
 
 

@@ -54,7 +54,7 @@ def error_text(message: str) -> str:
     lines = [ln.strip() for ln in message.strip().splitlines()]
     first = lines[0] if lines else ""
     while m := _KIND.match(first):
-        first = first[m.end():]
+        first = first[m.end() :]
     hints = [ln for ln in lines[1:] if ln.startswith(_HINTS)]
     return " ".join([first, *hints])
 
@@ -69,7 +69,9 @@ def check_read_only(sql: str) -> None:
     if stmts[0].type not in _READ_TYPES:
         raise ReadOnlyError(f"only SELECT queries are allowed here, not {stmts[0].type.name}")
     if _EXPLAIN_ANALYZE.match(sql):
-        raise ReadOnlyError("EXPLAIN ANALYZE runs its statement: only plain EXPLAIN is allowed here")
+        raise ReadOnlyError(
+            "EXPLAIN ANALYZE runs its statement: only plain EXPLAIN is allowed here"
+        )
 
 
 _EXPLAIN_ANALYZE = re.compile(r"(?is)^(?:\s|--[^\n]*\n|/\*.*?\*/)*EXPLAIN\s+ANALY[SZ]E\b")
@@ -153,7 +155,9 @@ class Reader(Protocol):
 
     def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
 
-    def rows(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]: ...
+    def rows(
+        self, sql: str, params: Sequence[Any] | None = None
+    ) -> tuple[list[str], list[tuple]]: ...
 
     def close(self) -> None: ...
 
@@ -167,14 +171,17 @@ class LocalReader:
     or a file opened read-only): a cursor per query, closed after it, so worker threads
     can share one reader. The connection is closed with the reader only when `owns`."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, where: str = "local", *,
-                 owns: bool = False):
+    def __init__(self, con: duckdb.DuckDBPyConnection, where: str = "local", *, owns: bool = False):
         self.con = con
         self.where = where
         self._owns = owns
 
-    def _fetch(self, sql: str, params: Sequence[Any] | None,
-               take: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+    def _fetch(
+        self,
+        sql: str,
+        params: Sequence[Any] | None,
+        take: Callable[[duckdb.DuckDBPyConnection], Any],
+    ) -> Any:
         cur = self.con.cursor()
         try:
             return take(cur.execute(sql, list(params) if params else None))
@@ -184,20 +191,32 @@ class LocalReader:
             cur.close()
 
     def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        return self._fetch(sql, params, lambda res: pa.table({}) if res.description is None
-                           else res.to_arrow_table())
+        return self._fetch(
+            sql,
+            params,
+            lambda res: pa.table({}) if res.description is None else res.to_arrow_table(),
+        )
 
     def rows(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
-        return self._fetch(sql, params, lambda res: ([], []) if res.description is None
-                           else ([d[0] for d in res.description], res.fetchall()))
+        return self._fetch(
+            sql,
+            params,
+            lambda res: (
+                ([], [])
+                if res.description is None
+                else ([d[0] for d in res.description], res.fetchall())
+            ),
+        )
 
     def close(self) -> None:
         if self._owns:
             self.con.close()
 
 
-_REFUSED = ("the daemon refused this statement: a viewer runs one read-only SELECT "
-            "(no files, URLs, settings or writes)")
+_REFUSED = (
+    "the daemon refused this statement: a viewer runs one read-only SELECT "
+    "(no files, URLs, settings or writes)"
+)
 
 
 class QuackReader:
@@ -220,8 +239,10 @@ class QuackReader:
     def operate(self, sql: str) -> None:
         """Run one of the operator's named operations (storage.guard.OPERATOR_SHAPES)."""
         if self._operator_token is None:
-            raise ReadOnlyError(f"{self.endpoint}: no operator token (only the daemon's own user "
-                                "holds it, in <db>.operator.json)")
+            raise ReadOnlyError(
+                f"{self.endpoint}: no operator token (only the daemon's own user "
+                "holds it, in <db>.operator.json)"
+            )
         self._send(guard.operator_statement(self._operator_token, sql)).fetchall()
 
     def _run(self, sql: str, params: Sequence[Any] | None) -> duckdb.DuckDBPyConnection:
@@ -232,12 +253,15 @@ class QuackReader:
         with self._lock:
             cur = self._con.cursor()
         try:
-            return cur.execute("SELECT * FROM quack_query(?, ?, token := ?)",
-                               [self.endpoint, text, self._token])
+            return cur.execute(
+                "SELECT * FROM quack_query(?, ?, token := ?)", [self.endpoint, text, self._token]
+            )
         except duckdb.Error as exc:
             msg = str(exc).strip().splitlines()[0]
             if "uthentication failed" in msg or "nvalid token" in msg:
-                raise quack.QuackError(f"{self.endpoint}: authentication failed (wrong token)") from exc
+                raise quack.QuackError(
+                    f"{self.endpoint}: authentication failed (wrong token)"
+                ) from exc
             if "Could not connect" in msg or "Failed to send" in msg:
                 raise quack.QuackError(f"{self.endpoint}: no daemon answers there") from exc
             if "Authorization failed" in msg:

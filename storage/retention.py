@@ -28,12 +28,17 @@ STEP_ROWS = 50_000  # rows per delete step: a few tens of ms on 2 cores
 
 def time_series_tables(store: Store) -> list[str]:
     """Tables with a `ts` TIMESTAMP column that are append-only, from the schema."""
-    rows = store.cursor().execute(
-        "SELECT table_name FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND column_name = 'ts' AND data_type LIKE 'TIMESTAMP%' "
-        "AND table_name IN (SELECT table_name FROM duckdb_tables() WHERE database_name = "
-        "current_database() AND schema_name = 'main') "  # base tables, not views
-        "ORDER BY table_name").fetchall()
+    rows = (
+        store.cursor()
+        .execute(
+            "SELECT table_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND column_name = 'ts' AND data_type LIKE 'TIMESTAMP%' "
+            "AND table_name IN (SELECT table_name FROM duckdb_tables() WHERE database_name = "
+            "current_database() AND schema_name = 'main') "  # base tables, not views
+            "ORDER BY table_name"
+        )
+        .fetchall()
+    )
     return [t for (t,) in rows if t not in UPSERT_KEYS]
 
 
@@ -42,7 +47,8 @@ def delete_step(store: Store, table: str, cutoff: datetime, step_rows: int = STE
     with store.writer() as cur:
         row = cur.execute(
             f"DELETE FROM {table} WHERE rowid IN "
-            f"(SELECT rowid FROM {table} WHERE ts < ? LIMIT {int(step_rows)})", [cutoff]
+            f"(SELECT rowid FROM {table} WHERE ts < ? LIMIT {int(step_rows)})",
+            [cutoff],
         ).fetchone()
     return int(row[0]) if row else 0
 
@@ -57,8 +63,7 @@ def rollup_cutoffs(store: Store, tables: list[str], cutoff: datetime) -> dict[st
     from storage.rollups import SPECS, TIERS, rollup_table
 
     out = {t: cutoff for t in tables}
-    marks = dict(store.cursor().execute(
-        "SELECT rollup, done_until FROM rollup_state").fetchall())
+    marks = dict(store.cursor().execute("SELECT rollup, done_until FROM rollup_state").fetchall())
     for table in tables:
         if table not in SPECS:
             continue
@@ -83,8 +88,14 @@ class RetentionTask:
 
     name = "retention"
 
-    def __init__(self, store: Store, keep_h: float, interval_s: float = 3600.0,
-                 step_rows: int = STEP_ROWS, wait_for_rollups: bool = False):
+    def __init__(
+        self,
+        store: Store,
+        keep_h: float,
+        interval_s: float = 3600.0,
+        step_rows: int = STEP_ROWS,
+        wait_for_rollups: bool = False,
+    ):
         if keep_h <= 0:
             raise ValueError("retention must be > 0 hours")
         self.store = store
@@ -111,8 +122,9 @@ class RetentionTask:
             total = 0
             while True:
                 s0 = time.perf_counter()
-                n = await asyncio.to_thread(delete_step, self.store, table, cutoffs[table],
-                                            self.step_rows)
+                n = await asyncio.to_thread(
+                    delete_step, self.store, table, cutoffs[table], self.step_rows
+                )
                 longest = max(longest, time.perf_counter() - s0)
                 steps += 1
                 total += n

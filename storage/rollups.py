@@ -75,33 +75,80 @@ class Spec:
 
 # p95 where a tail matters for people: utilisation and power (capacity),
 # temperature, link throughput and the latency percentiles (SLOs).
-SPECS: dict[str, Spec] = {s.table: s for s in (
-    Spec("gpu_samples", ("host", "gpu_uuid"), (
-        ("util_pct", GAUGE), ("mem_util_pct", GAUGE), ("mem_used_bytes", GAUGE),
-        ("mem_total_bytes", LAST), ("power_w", GAUGE), ("energy_j", COUNTER),
-        ("temp_c", GAUGE), ("mem_temp_c", GAUGE), ("sm_clock_mhz", GAUGE),
-        ("mem_clock_mhz", GAUGE), ("pcie_tx_bytes_per_s", GAUGE),
-        ("pcie_rx_bytes_per_s", GAUGE), ("ecc_sbe_total", COUNTER),
-        ("ecc_dbe_total", COUNTER), ("throttle_reasons", BITS),
-    ), p95=("util_pct", "power_w", "temp_c")),
-    Spec("slice_samples", ("slice_id", "gpu_uuid"), (
-        ("util_pct", GAUGE), ("mem_used_bytes", GAUGE), ("mem_total_bytes", LAST),
-    ), p95=("util_pct",)),
-    Spec("link_samples", ("host", "kind", "port", "gpu_uuid"), (
-        ("tx_bytes_per_s", GAUGE), ("rx_bytes_per_s", GAUGE),
-        ("line_rate_bytes_per_s", LAST), ("errors", TOTAL), ("link_up", FLAG),
-    ), p95=("tx_bytes_per_s", "rx_bytes_per_s")),
-    Spec("latency_samples", ("endpoint", "tenant", "model"), (
-        ("itl_p50_ms", GAUGE), ("itl_p99_ms", GAUGE), ("ttft_p50_ms", GAUGE),
-        ("ttft_p99_ms", GAUGE), ("e2e_p50_ms", GAUGE), ("e2e_p99_ms", GAUGE),
-        ("requests_per_s", GAUGE),
-    ), p95=("itl_p99_ms", "ttft_p99_ms", "e2e_p99_ms")),
-    Spec("gpu_mem_samples", ("host", "gpu_uuid"), (
-        ("mem_reserved_bytes", GAUGE), ("remapped_rows_correctable", COUNTER),
-        ("remapped_rows_uncorrectable", COUNTER), ("remap_pending", FLAG),
-        ("remap_failed", FLAG),
-    )),
-)}
+SPECS: dict[str, Spec] = {
+    s.table: s
+    for s in (
+        Spec(
+            "gpu_samples",
+            ("host", "gpu_uuid"),
+            (
+                ("util_pct", GAUGE),
+                ("mem_util_pct", GAUGE),
+                ("mem_used_bytes", GAUGE),
+                ("mem_total_bytes", LAST),
+                ("power_w", GAUGE),
+                ("energy_j", COUNTER),
+                ("temp_c", GAUGE),
+                ("mem_temp_c", GAUGE),
+                ("sm_clock_mhz", GAUGE),
+                ("mem_clock_mhz", GAUGE),
+                ("pcie_tx_bytes_per_s", GAUGE),
+                ("pcie_rx_bytes_per_s", GAUGE),
+                ("ecc_sbe_total", COUNTER),
+                ("ecc_dbe_total", COUNTER),
+                ("throttle_reasons", BITS),
+            ),
+            p95=("util_pct", "power_w", "temp_c"),
+        ),
+        Spec(
+            "slice_samples",
+            ("slice_id", "gpu_uuid"),
+            (
+                ("util_pct", GAUGE),
+                ("mem_used_bytes", GAUGE),
+                ("mem_total_bytes", LAST),
+            ),
+            p95=("util_pct",),
+        ),
+        Spec(
+            "link_samples",
+            ("host", "kind", "port", "gpu_uuid"),
+            (
+                ("tx_bytes_per_s", GAUGE),
+                ("rx_bytes_per_s", GAUGE),
+                ("line_rate_bytes_per_s", LAST),
+                ("errors", TOTAL),
+                ("link_up", FLAG),
+            ),
+            p95=("tx_bytes_per_s", "rx_bytes_per_s"),
+        ),
+        Spec(
+            "latency_samples",
+            ("endpoint", "tenant", "model"),
+            (
+                ("itl_p50_ms", GAUGE),
+                ("itl_p99_ms", GAUGE),
+                ("ttft_p50_ms", GAUGE),
+                ("ttft_p99_ms", GAUGE),
+                ("e2e_p50_ms", GAUGE),
+                ("e2e_p99_ms", GAUGE),
+                ("requests_per_s", GAUGE),
+            ),
+            p95=("itl_p99_ms", "ttft_p99_ms", "e2e_p99_ms"),
+        ),
+        Spec(
+            "gpu_mem_samples",
+            ("host", "gpu_uuid"),
+            (
+                ("mem_reserved_bytes", GAUGE),
+                ("remapped_rows_correctable", COUNTER),
+                ("remapped_rows_uncorrectable", COUNTER),
+                ("remap_pending", FLAG),
+                ("remap_failed", FLAG),
+            ),
+        ),
+    )
+}
 
 
 def rollup_table(table: str, tier: str) -> str:
@@ -111,8 +158,14 @@ def rollup_table(table: str, tier: str) -> str:
 # -- schema ------------------------------------------------------------------
 def _sql_type(table: str, col: str) -> str:
     t = str(TABLE_COLUMNS[table][col])
-    return {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "bool": "BOOLEAN",
-            "int32": "INTEGER", "timestamp[us]": "TIMESTAMP"}[t]
+    return {
+        "string": "VARCHAR",
+        "double": "DOUBLE",
+        "int64": "BIGINT",
+        "bool": "BOOLEAN",
+        "int32": "INTEGER",
+        "timestamp[us]": "TIMESTAMP",
+    }[t]
 
 
 def rollup_columns(spec: Spec) -> list[tuple[str, str]]:
@@ -123,8 +176,13 @@ def rollup_columns(spec: Spec) -> list[tuple[str, str]]:
     for c, kind in spec.metrics:
         t = _sql_type(spec.table, c)
         if kind == GAUGE:
-            cols += [(f"{c}_min", t), (f"{c}_max", t), (f"{c}_sum", SUM_TYPE),
-                     (f"{c}_count", "BIGINT"), (f"{c}_last", t)]
+            cols += [
+                (f"{c}_min", t),
+                (f"{c}_max", t),
+                (f"{c}_sum", SUM_TYPE),
+                (f"{c}_count", "BIGINT"),
+                (f"{c}_last", t),
+            ]
             if c in spec.p95:
                 cols.append((f"{c}_p95", "DOUBLE"))
         elif kind == COUNTER:
@@ -158,12 +216,18 @@ def ddl() -> str:
             cols = rollup_columns(spec)
             body = ",\n".join(f"    {n} {t}" for n, t in cols)
             out += ["", f"CREATE TABLE {rollup_table(spec.table, tier)} (", body, ");"]
-    out += ["", "-- <table>_<tier>_live: the rolled-up buckets, then the buckets not rolled up yet",
-            "-- aggregated from raw rows on the fly, with the same SQL: always complete."]
+    out += [
+        "",
+        "-- <table>_<tier>_live: the rolled-up buckets, then the buckets not rolled up yet",
+        "-- aggregated from raw rows on the fly, with the same SQL: always complete.",
+    ]
     for spec in SPECS.values():
         for tier in TIERS:
-            out += ["", f"CREATE VIEW {live_view(spec.table, tier)} AS", live_view_sql(spec, tier)
-                    + ";"]
+            out += [
+                "",
+                f"CREATE VIEW {live_view(spec.table, tier)} AS",
+                live_view_sql(spec, tier) + ";",
+            ]
     return "\n".join(out) + "\n"
 
 
@@ -174,11 +238,14 @@ def live_view(table: str, tier: str) -> str:
 def live_view_sql(spec: Spec, tier: str) -> str:
     name = rollup_table(spec.table, tier)
     names = ", ".join(n for n, _ in rollup_columns(spec))
-    wm = (f"(SELECT coalesce(max(done_until), TIMESTAMP '1970-01-01') FROM rollup_state"
-          f" WHERE rollup = '{name}')")
+    wm = (
+        f"(SELECT coalesce(max(done_until), TIMESTAMP '1970-01-01') FROM rollup_state"
+        f" WHERE rollup = '{name}')"
+    )
     tail = from_raw_sql(spec, tier).replace("$lo", wm).replace("$hi", "TIMESTAMP 'infinity'")
-    return (f"SELECT {names} FROM {name} WHERE bucket < {wm}\nUNION ALL\n"
-            f"SELECT {names} FROM ({tail})")
+    return (
+        f"SELECT {names} FROM {name} WHERE bucket < {wm}\nUNION ALL\nSELECT {names} FROM ({tail})"
+    )
 
 
 # -- the aggregation SQL -------------------------------------------------------
@@ -205,8 +272,13 @@ def _from_raw_select(spec: Spec, tier: str, p95_only: bool = False) -> str:
 
     for c, kind in spec.metrics:
         if kind == GAUGE:
-            parts += [f"min({c}) AS {c}_min", f"max({c}) AS {c}_max",
-                      f"sum({_dec(c)}) AS {c}_sum", f"count({_dec(c)}) AS {c}_count", last(c)]
+            parts += [
+                f"min({c}) AS {c}_min",
+                f"max({c}) AS {c}_max",
+                f"sum({_dec(c)}) AS {c}_sum",
+                f"count({_dec(c)}) AS {c}_count",
+                last(c),
+            ]
             if c in spec.p95:
                 parts.append(f"quantile_cont({c}, 0.95) AS {c}_p95")
         elif kind == COUNTER:
@@ -238,12 +310,14 @@ def _counter_increases(spec: Spec, tier: str) -> str:
     lags = ", ".join(
         f"lag(_v_{c} IGNORE NULLS) OVER {w} AS _p_{c}, "
         f"lag(CASE WHEN _v_{c} IS NOT NULL THEN ts END IGNORE NULLS) OVER {w} AS _pt_{c}"
-        for c in counters)
+        for c in counters
+    )
     sums = ", ".join(
         f"sum(CASE WHEN _v_{c} IS NULL OR _p_{c} IS NULL"
         f" OR ts - _pt_{c} > to_seconds({lookback}) THEN NULL"
         f" WHEN _v_{c} >= _p_{c} THEN _v_{c} - _p_{c} ELSE _v_{c} END) AS _inc_{c}"
-        for c in counters)
+        for c in counters
+    )
     return (
         f"SELECT date_trunc('{_TRUNC[tier]}', ts) AS bucket, {keys}, {sums} FROM ("
         f"SELECT {keys}, ts, {order}, {lags} FROM (SELECT {keys}, ts, {values} FROM {spec.table}"
@@ -253,30 +327,43 @@ def _counter_increases(spec: Spec, tier: str) -> str:
 
 def from_raw_sql(spec: Spec, tier: str) -> str:
     """Every column of the `tier` rollup for buckets in [$lo, $hi), straight from raw rows."""
-    main = (f"SELECT {_from_raw_select(spec, tier)}\nFROM {spec.table}"
-            f" WHERE ts >= $lo AND ts < $hi\nGROUP BY ALL")
+    main = (
+        f"SELECT {_from_raw_select(spec, tier)}\nFROM {spec.table}"
+        f" WHERE ts >= $lo AND ts < $hi\nGROUP BY ALL"
+    )
     counters = spec.kinds(COUNTER)
     if not counters:
         return main
     on = "a.bucket = d.bucket AND " + _keys_on(spec, "a", "d")
     incs = ", ".join(f"d._inc_{c} AS {c}_increase" for c in counters)
-    return (f"SELECT a.*, {incs} FROM ({main}) a\n"
-            f"LEFT JOIN ({_counter_increases(spec, tier)}) d ON {on}")
+    return (
+        f"SELECT a.*, {incs} FROM ({main}) a\n"
+        f"LEFT JOIN ({_counter_increases(spec, tier)}) d ON {on}"
+    )
 
 
 def hour_from_minutes_sql(spec: Spec) -> str:
     """The 1-h rollup for [$lo, $hi) from the 1-m rollup; `_p95` from raw rows."""
     keys = ", ".join(spec.keys)
-    parts = ["date_trunc('hour', bucket) AS bucket", keys, "sum(samples)::BIGINT AS samples",
-             "max(last_ts) AS last_ts"]
+    parts = [
+        "date_trunc('hour', bucket) AS bucket",
+        keys,
+        "sum(samples)::BIGINT AS samples",
+        "max(last_ts) AS last_ts",
+    ]
 
     def last(c: str) -> str:
         return f"max({{'t': last_ts, 'v': {c}_last}}).v AS {c}_last"
 
     for c, kind in spec.metrics:
         if kind == GAUGE:
-            parts += [f"min({c}_min) AS {c}_min", f"max({c}_max) AS {c}_max",
-                      f"sum({c}_sum) AS {c}_sum", f"sum({c}_count)::BIGINT AS {c}_count", last(c)]
+            parts += [
+                f"min({c}_min) AS {c}_min",
+                f"max({c}_max) AS {c}_max",
+                f"sum({c}_sum) AS {c}_sum",
+                f"sum({c}_count)::BIGINT AS {c}_count",
+                last(c),
+            ]
         elif kind == COUNTER:
             parts += [f"sum({c}_increase) AS {c}_increase", last(c)]
         elif kind == TOTAL:
@@ -287,12 +374,16 @@ def hour_from_minutes_sql(spec: Spec) -> str:
             parts += [f"min({c}_min) AS {c}_min", f"max({c}_max) AS {c}_max", last(c)]
         elif kind == LAST:
             parts.append(last(c))
-    m = (f"SELECT {', '.join(parts)} FROM {rollup_table(spec.table, '1m')}"
-         f" WHERE bucket >= $lo AND bucket < $hi GROUP BY ALL")
+    m = (
+        f"SELECT {', '.join(parts)} FROM {rollup_table(spec.table, '1m')}"
+        f" WHERE bucket >= $lo AND bucket < $hi GROUP BY ALL"
+    )
     if not spec.p95:
         return m
-    p = (f"SELECT {_from_raw_select(spec, '1h', p95_only=True)} FROM {spec.table}"
-         f" WHERE ts >= $lo AND ts < $hi GROUP BY ALL")
+    p = (
+        f"SELECT {_from_raw_select(spec, '1h', p95_only=True)} FROM {spec.table}"
+        f" WHERE ts >= $lo AND ts < $hi GROUP BY ALL"
+    )
     on = "m.bucket = p.bucket AND " + _keys_on(spec, "m", "p")
     p95 = ", ".join(f"p.{c}_p95" for c in spec.p95)
     return f"SELECT m.*, {p95} FROM ({m}) m LEFT JOIN ({p}) p ON {on}"
@@ -326,8 +417,13 @@ def _execute(cur: duckdb.DuckDBPyConnection, sql: str, lo: datetime, hi: datetim
     return cur.execute(sql, used)
 
 
-def roll_tier(cur: duckdb.DuckDBPyConnection, spec: Spec, tier: str, now: datetime,
-              opts: RollupOptions = RollupOptions()) -> int:
+def roll_tier(
+    cur: duckdb.DuckDBPyConnection,
+    spec: Spec,
+    tier: str,
+    now: datetime,
+    opts: RollupOptions = RollupOptions(),
+) -> int:
     """One incremental step of one tier of one table, inside the caller's transaction.
     Returns rollup rows written."""
     step = TIERS[tier]
@@ -342,8 +438,10 @@ def roll_tier(cur: duckdb.DuckDBPyConnection, spec: Spec, tier: str, now: dateti
         if wm_m is None:
             return 0
         closed = _floor(wm_m, step)
-        counts_src = (f"SELECT date_trunc('hour', bucket) AS bucket, sum(samples) AS n"
-                      f" FROM {rollup_table(spec.table, '1m')}")
+        counts_src = (
+            f"SELECT date_trunc('hour', bucket) AS bucket, sum(samples) AS n"
+            f" FROM {rollup_table(spec.table, '1m')}"
+        )
         ts_col = "bucket"
     if wm is None:
         first_src = spec.table if tier == "1m" else rollup_table(spec.table, "1m")
@@ -359,7 +457,9 @@ def roll_tier(cur: duckdb.DuckDBPyConnection, spec: Spec, tier: str, now: dateti
     if hi <= check_from:
         return 0
     # the first bucket in [check_from, hi) whose raw count differs from what is rolled up
-    dirty = _execute(cur, f"""
+    dirty = _execute(
+        cur,
+        f"""
         SELECT min(bucket) FROM (
             SELECT bucket, n FROM ({counts_src} WHERE {ts_col} >= $lo AND {ts_col} < $hi
                                    GROUP BY ALL)
@@ -367,7 +467,10 @@ def roll_tier(cur: duckdb.DuckDBPyConnection, spec: Spec, tier: str, now: dateti
             SELECT bucket, sum(samples) AS n FROM {name}
             WHERE bucket >= $lo AND bucket < $hi GROUP BY bucket
         ) u USING (bucket)
-        WHERE r.n IS DISTINCT FROM u.n""", check_from, hi).fetchone()
+        WHERE r.n IS DISTINCT FROM u.n""",
+        check_from,
+        hi,
+    ).fetchone()
     lo = dirty[0] if dirty and dirty[0] is not None else None
     written = 0
     if lo is not None:
@@ -375,13 +478,15 @@ def roll_tier(cur: duckdb.DuckDBPyConnection, spec: Spec, tier: str, now: dateti
         select = from_raw_sql(spec, "1m") if tier == "1m" else hour_from_minutes_sql(spec)
         res = _execute(cur, _insert(spec, tier, select), lo, hi).fetchone()
         written = int(res[0]) if res else 0
-    cur.execute("INSERT OR REPLACE INTO rollup_state VALUES (?, ?, now()::TIMESTAMP)",
-                [name, max(hi, wm)])
+    cur.execute(
+        "INSERT OR REPLACE INTO rollup_state VALUES (?, ?, now()::TIMESTAMP)", [name, max(hi, wm)]
+    )
     return written
 
 
-def recompute(cur: duckdb.DuckDBPyConnection, spec: Spec, tier: str, lo: datetime,
-              hi: datetime) -> None:
+def recompute(
+    cur: duckdb.DuckDBPyConnection, spec: Spec, tier: str, lo: datetime, hi: datetime
+) -> None:
     """Rebuild one tier over [lo, hi) straight from raw rows (both tiers from raw)."""
     name = rollup_table(spec.table, tier)
     _execute(cur, f"DELETE FROM {name} WHERE bucket >= $lo AND bucket < $hi", lo, hi)
@@ -396,8 +501,9 @@ class TierRetention:
     step: timedelta = timedelta(hours=6)  # at most this much of a tier deleted per transaction
 
 
-def expire_step(cur: duckdb.DuckDBPyConnection, table: str, cutoff: datetime,
-                step: timedelta) -> int:
+def expire_step(
+    cur: duckdb.DuckDBPyConnection, table: str, cutoff: datetime, step: timedelta
+) -> int:
     """Delete the oldest `step` of rollup rows before `cutoff`; returns rows deleted."""
     row = cur.execute(f"SELECT min(bucket) FROM {table}").fetchone()
     if not row or row[0] is None or row[0] >= cutoff:
@@ -416,9 +522,14 @@ class RollupTask:
 
     name = "rollups"
 
-    def __init__(self, store, interval_s: float = 30.0, opts: RollupOptions = RollupOptions(),
-                 retention: TierRetention = TierRetention(),
-                 tables: Iterable[str] | None = None):
+    def __init__(
+        self,
+        store,
+        interval_s: float = 30.0,
+        opts: RollupOptions = RollupOptions(),
+        retention: TierRetention = TierRetention(),
+        tables: Iterable[str] | None = None,
+    ):
         self.store = store
         self.interval_s = interval_s
         self.opts = opts
@@ -450,9 +561,11 @@ class RollupTask:
 
 
 _MEANING = {
-    "min": "smallest value", "max": "largest value",
+    "min": "smallest value",
+    "max": "largest value",
     "sum": "sum of the values, each rounded to 1e-6 of the unit (exact; mean = sum / count)",
-    "count": "non-NULL values in the sum", "last": "value of the newest row",
+    "count": "non-NULL values in the sum",
+    "last": "value of the newest row",
     "p95": "95th percentile of the raw values (quantile_cont)",
     "increase": "growth over the bucket; a reset counts from 0; gaps over 5 min not counted",
     "or": "bitwise OR of every value",
@@ -461,33 +574,46 @@ _MEANING = {
 
 def schema_md() -> str:
     """SCHEMA.md's section on the rollups, generated from SPECS (tests check it)."""
-    out = ["## History ([docs/history.md](docs/history.md))", "",
-           "Each sample table has a 1-minute and a 1-hour rollup table (`T_1m`, `T_1h`) and a",
-           "view of each that adds the buckets not rolled up yet (`T_1m_live`, `T_1h_live`),",
-           "all with the same columns. Metrics keep the raw column's unit.", "",
-           "### `rollup_state`: how far each rollup table is maintained",
-           "| column | type | meaning |", "| --- | --- | --- |",
-           "| rollup | VARCHAR, key | rollup table, e.g. `gpu_samples_1m` |",
-           "| done_until | TIMESTAMP | buckets before this are rolled up |",
-           "| updated_at | TIMESTAMP | when the rollups task last moved it |"]
+    out = [
+        "## History ([docs/history.md](docs/history.md))",
+        "",
+        "Each sample table has a 1-minute and a 1-hour rollup table (`T_1m`, `T_1h`) and a",
+        "view of each that adds the buckets not rolled up yet (`T_1m_live`, `T_1h_live`),",
+        "all with the same columns. Metrics keep the raw column's unit.",
+        "",
+        "### `rollup_state`: how far each rollup table is maintained",
+        "| column | type | meaning |",
+        "| --- | --- | --- |",
+        "| rollup | VARCHAR, key | rollup table, e.g. `gpu_samples_1m` |",
+        "| done_until | TIMESTAMP | buckets before this are rolled up |",
+        "| updated_at | TIMESTAMP | when the rollups task last moved it |",
+    ]
     for spec in SPECS.values():
         names = [f"`{rollup_table(spec.table, t)}`" for t in TIERS]
         names += [f"`{live_view(spec.table, t)}`" for t in TIERS]
-        out += ["", f"### {', '.join(names)}: rollups of `{spec.table}`",
-                "| column | type | meaning |", "| --- | --- | --- |",
-                "| bucket | TIMESTAMP | start of the minute or hour (UTC) |",
-                f"| {', '.join(spec.keys)} | VARCHAR | the key, as in `{spec.table}` |",
-                "| samples | BIGINT | raw rows in the bucket |",
-                "| last_ts | TIMESTAMP | time of the newest raw row |"]
-        cols = rollup_columns(spec)[3 + len(spec.keys):]
+        out += [
+            "",
+            f"### {', '.join(names)}: rollups of `{spec.table}`",
+            "| column | type | meaning |",
+            "| --- | --- | --- |",
+            "| bucket | TIMESTAMP | start of the minute or hour (UTC) |",
+            f"| {', '.join(spec.keys)} | VARCHAR | the key, as in `{spec.table}` |",
+            "| samples | BIGINT | raw rows in the bucket |",
+            "| last_ts | TIMESTAMP | time of the newest raw row |",
+        ]
+        cols = rollup_columns(spec)[3 + len(spec.keys) :]
         groups: dict[tuple[str, str], list[str]] = {}
         for name, typ in cols:
-            metric = next(c for c, _ in spec.metrics if name.startswith(c + "_")
-                          and name[len(c) + 1:] in _MEANING)
+            metric = next(
+                c
+                for c, _ in spec.metrics
+                if name.startswith(c + "_") and name[len(c) + 1 :] in _MEANING
+            )
             groups.setdefault((metric, typ), []).append(name)
         for (metric, typ), names_ in groups.items():
-            what = "; ".join(f"{n[len(metric) + 1:]}: {_MEANING[n[len(metric) + 1:]]}"
-                             for n in names_)
+            what = "; ".join(
+                f"{n[len(metric) + 1 :]}: {_MEANING[n[len(metric) + 1 :]]}" for n in names_
+            )
             out.append(f"| {', '.join(names_)} | {typ} | {what} |")
     return "\n".join(out) + "\n"
 

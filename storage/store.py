@@ -39,8 +39,15 @@ class StoreFailure(StoreError):
 
 
 # Signs that the database (not the data) failed; anything else is the batch's fault.
-_FAILURE_MARKERS = ("No space left", "Could not write file", "I/O Error", "IO Error",
-                    "Disk quota", "Read-only file system", "Failed to commit")
+_FAILURE_MARKERS = (
+    "No space left",
+    "Could not write file",
+    "I/O Error",
+    "IO Error",
+    "Disk quota",
+    "Read-only file system",
+    "Failed to commit",
+)
 
 
 def as_store_failure(path: str, exc: BaseException) -> StoreFailure | None:
@@ -51,8 +58,11 @@ def as_store_failure(path: str, exc: BaseException) -> StoreFailure | None:
         return None
     msg = str(exc).strip()
     invalidated = isinstance(exc, duckdb.FatalException) or "invalidated" in msg
-    if not (invalidated or isinstance(exc, duckdb.IOException)
-            or any(m in msg for m in _FAILURE_MARKERS)):
+    if not (
+        invalidated
+        or isinstance(exc, duckdb.IOException)
+        or any(m in msg for m in _FAILURE_MARKERS)
+    ):
         return None
     first = msg.splitlines()[0]
     if invalidated and "Original error:" in msg:  # the cause is more telling than "invalidated"
@@ -100,8 +110,13 @@ def _make_private(path: str) -> None:
 
 
 class Store:
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool,
-                 memory_limit: str | None = None):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: str,
+        read_only: bool,
+        memory_limit: str | None = None,
+    ):
         self.con = con
         self.path = path
         self.read_only = read_only
@@ -113,8 +128,9 @@ class Store:
         self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
 
     @classmethod
-    def open(cls, path: str | Path, *, read_only: bool = False,
-             memory_limit: str | None = None) -> Store:
+    def open(
+        cls, path: str | Path, *, read_only: bool = False, memory_limit: str | None = None
+    ) -> Store:
         """Open (creating and migrating if writable) the database at `path` (":memory:" ok).
 
         `memory_limit` is DuckDB's (e.g. "2GiB"); None: `default_memory_limit()`."""
@@ -135,15 +151,17 @@ class Store:
                 try:
                     p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 except OSError as exc:
-                    raise StoreError(f"{path}: cannot create its directory {str(p.parent)!r}: "
-                                     f"{exc.strerror}") from None
+                    raise StoreError(
+                        f"{path}: cannot create its directory {str(p.parent)!r}: {exc.strerror}"
+                    ) from None
         # the file and its WAL: owner only. DuckDB creates the WAL lazily, so the
         # fleettui CLI also runs with umask 077; this covers library callers' first open.
         mask = os.umask(0o077)
         try:
             try:
-                con = duckdb.connect(path, read_only=read_only,
-                                     config={"memory_limit": memory_limit})
+                con = duckdb.connect(
+                    path, read_only=read_only, config={"memory_limit": memory_limit}
+                )
             except duckdb.Error as exc:
                 raise _open_error(path, exc) from exc
             try:
@@ -166,8 +184,9 @@ class Store:
         with self._lock:
             with contextlib.suppress(Exception):
                 self.con.close()
-            con = self._connect(self.path, self.read_only, self.memory_limit or
-                                default_memory_limit())
+            con = self._connect(
+                self.path, self.read_only, self.memory_limit or default_memory_limit()
+            )
             self.con = con
             self._writer = None if self.read_only else con.cursor()
             self.failure = None

@@ -14,12 +14,24 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def fleettui(tmp_path):
     """Run the `fleettui` CLI in a subprocess with its data dir in tmp_path."""
-    env = {**os.environ, "FLEETTUI_DB": str(tmp_path / "fleet.duckdb"), "PYTHONUNBUFFERED": "1",
-           "XDG_RUNTIME_DIR": str(tmp_path / "run")}  # the daemon registry: this test's own
+    env = {
+        **os.environ,
+        "FLEETTUI_DB": str(tmp_path / "fleet.duckdb"),
+        "PYTHONUNBUFFERED": "1",
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+    }  # the daemon registry: this test's own
 
-    def run(*args: str, timeout: float = 60, check_rc: int | None = None) -> subprocess.CompletedProcess:
-        res = subprocess.run([sys.executable, "-m", "fleettui.cli", *args], capture_output=True,
-                             text=True, env=env, timeout=timeout, cwd=tmp_path)
+    def run(
+        *args: str, timeout: float = 60, check_rc: int | None = None
+    ) -> subprocess.CompletedProcess:
+        res = subprocess.run(
+            [sys.executable, "-m", "fleettui.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            cwd=tmp_path,
+        )
         if check_rc is not None:
             assert res.returncode == check_rc, (res.stdout, res.stderr)
         return res
@@ -40,9 +52,14 @@ def sim_daemon(tmp_path, fleettui):
     """A real `fleettui daemon --sim` on tmp_path's store, ready when its info file
     exists; stopped with SIGTERM (killed if it hangs) after the test."""
     db = tmp_path / "fleet.duckdb"
-    proc = subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--sim"],
-                            env=fleettui.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleettui.cli", "daemon", "--sim"],
+        env=fleettui.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     info = Path(str(db) + ".daemon.json")
     try:
         deadline = time.monotonic() + 30

@@ -32,8 +32,9 @@ def _keys(table: str, n: int, rng: np.random.Generator) -> dict[str, list]:
     return out
 
 
-def sample_rows(table: str, start: datetime, hours: float, interval_s: float, n_keys: int,
-                seed: int) -> pa.Table:
+def sample_rows(
+    table: str, start: datetime, hours: float, interval_s: float, n_keys: int, seed: int
+) -> pa.Table:
     """Rows for `n_keys` keys every `interval_s` (jittered) from `start`, sorted by ts."""
     rng = np.random.default_rng(seed)
     spec = SPECS[table]

@@ -100,13 +100,33 @@ def test_cli_parser_registers_agent_and_builds_options():
     parser = argparse.ArgumentParser(prog="fleettui")
     sub = parser.add_subparsers(dest="command")
     add_agent_parser(sub)
-    args = parser.parse_args(["agent", "--broker", "mqtt.example:1884", "--interval", "2",
-                              "--tls", "--username", "u", "--password-env", "MQTT_PW",
-                              "--nvml", "fake", "--fake-hosts", "hgx-03-n1,hgx-03-n2"])
+    args = parser.parse_args(
+        [
+            "agent",
+            "--broker",
+            "mqtt.example:1884",
+            "--interval",
+            "2",
+            "--tls",
+            "--username",
+            "u",
+            "--password-env",
+            "MQTT_PW",
+            "--nvml",
+            "fake",
+            "--fake-hosts",
+            "hgx-03-n1,hgx-03-n2",
+        ]
+    )
     o = options_from_args(args)
     assert callable(args.func)
     assert (o.broker, o.interval_s, o.tls, o.username, o.password_env) == (
-        "mqtt.example:1884", 2.0, True, "u", "MQTT_PW")
+        "mqtt.example:1884",
+        2.0,
+        True,
+        "u",
+        "MQTT_PW",
+    )
     assert o.fake_hosts == ["hgx-03-n1", "hgx-03-n2"]
     with pytest.raises(ValueError, match="interval_s must be > 0"):
         AgentOptions(interval_s=0)
@@ -123,8 +143,12 @@ def test_agent_without_nvml_exits_with_one_clear_line():
         pytest.skip("this machine has a working NVML")
     except pynvml.NVMLError:
         pass
-    out = subprocess.run([sys.executable, "-m", "fleettui.agent", "--broker", "127.0.0.1:1"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "fleettui.agent", "--broker", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert out.stderr.startswith("fleettui agent: NVML cannot start on this machine")
     assert "Traceback" not in out.stderr

@@ -173,8 +173,11 @@ async def test_alertmanager_delivery_retries_server_errors_until_confirmed_but_n
 async def test_a_queue_beyond_its_bound_drops_the_oldest_and_counts_it():
     store = store_with_endpoint()
     itl(store, T0, 80.0)
-    (a,) = [a for a, _, to in AlertEngine(store, load_rules_text(RULE, "t.toml"))
-            .evaluate(T0).transitions if to == "firing"]
+    (a,) = [
+        a
+        for a, _, to in AlertEngine(store, load_rules_text(RULE, "t.toml")).evaluate(T0).transitions
+        if to == "firing"
+    ]
     from dataclasses import replace
 
     from fleettui.alerts.engine import Notification
@@ -226,8 +229,9 @@ async def test_a_trickling_alertmanager_is_cut_at_the_deadline_and_never_counted
     engine = AlertEngine(store, load_rules_text(RULE, "t.toml"))
     from fleettui.alerts.engine import Notification
 
-    notes = [Notification("fired", a) for a, _, to in engine.evaluate(T0).transitions
-             if to == "firing"]
+    notes = [
+        Notification("fired", a) for a, _, to in engine.evaluate(T0).transitions if to == "firing"
+    ]
     async with Trickler(every_s=0.3) as peer:
         d = AlertmanagerDelivery(peer.url, backoff_s=0.05, timeout_s=1.0)
         t0 = asyncio.get_running_loop().time()
@@ -333,8 +337,12 @@ async def test_the_daemon_runs_the_engine_as_a_runtime_task(tmp_path):
         '[[rules]]\nname = "AnyGpuHot"\nscope = "fleet"\n'
         'expr = { metric = "temp_c", agg = "max", over = "1m", op = ">", threshold = 0 }\n'
     )
-    (engine,) = tasks_from_config({"interval_s": 0.1, "rules": ["site.toml"]}, store,
-                                  where="fleet.toml [alerts]", base_dir=tmp_path)
+    (engine,) = tasks_from_config(
+        {"interval_s": 0.1, "rules": ["site.toml"]},
+        store,
+        where="fleet.toml [alerts]",
+        base_dir=tmp_path,
+    )
     assert len(engine.rules) > 1  # the default pack plus the site rule
     stop = asyncio.Event()
     run = asyncio.create_task(Runtime(store, [SimSource(interval_s=0.05)], [engine]).run(stop))
@@ -344,8 +352,11 @@ async def test_the_daemon_runs_the_engine_as_a_runtime_task(tmp_path):
             break
     stop.set()
     await run
-    row = store.cursor().execute(
-        "SELECT scope_key, state FROM alerts WHERE rule = 'AnyGpuHot'").fetchall()
+    row = (
+        store.cursor()
+        .execute("SELECT scope_key, state FROM alerts WHERE rule = 'AnyGpuHot'")
+        .fetchall()
+    )
     assert row == [("fleet", "firing")]
     with pytest.raises(OptionsError, match="site2.toml rule 'X': scope must be one of"):
         (tmp_path / "site2.toml").write_text('[[rules]]\nname = "X"\nscope = "rack"\nsql = "1"\n')
@@ -369,8 +380,7 @@ async def test_the_runtime_gives_delivery_its_last_chance_at_shutdown():
     store = store_with_endpoint()
     itl(store, T0, 80.0)
     rec = Recorder()
-    engine = AlertEngine(store, load_rules_text(RULE, "t.toml"), interval_s=0.05,
-                         delivery=rec)
+    engine = AlertEngine(store, load_rules_text(RULE, "t.toml"), interval_s=0.05, delivery=rec)
     stop = asyncio.Event()
     run = asyncio.create_task(Runtime(store, [], [engine], clock=lambda: T0).run(stop))
     for _ in range(100):

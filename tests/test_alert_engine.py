@@ -294,7 +294,11 @@ def test_alert_history_is_plain_sql():
     assert row == ("SlowTokens", "ep-a", 45.0, "serving")
     (h,) = alert_history(store.cursor(), since=T0)
     assert (h["rule"], h["state"], h["fired_at"], h["peak_value"]) == (
-        "SlowTokens", "resolved", T0 + 4 * STEP, 80.0)
+        "SlowTokens",
+        "resolved",
+        T0 + 4 * STEP,
+        80.0,
+    )
     assert alert_history(store.cursor(), since=T0 + 5 * STEP) == []
 
 
@@ -323,23 +327,29 @@ def test_a_failed_write_is_retried_with_the_next_cycle():
         return real_write(batches)
 
     store.write = flaky
-    real_write([make_batch("latency_samples", {
-        "ts": [T0], "endpoint": ["ep-a"], "itl_p99_ms": [80.0]})])
+    real_write(
+        [make_batch("latency_samples", {"ts": [T0], "endpoint": ["ep-a"], "itl_p99_ms": [80.0]})]
+    )
     cycle = engine.evaluate(T0)
     assert "disk full" in cycle.errors[0]
     assert store.cursor().execute("SELECT count(*) FROM alerts").fetchall() == [(0,)]
     cycle = engine.evaluate(T0 + STEP)  # nothing changed in this cycle but the retry
     assert cycle.errors == []
     assert store.cursor().execute("SELECT scope_key, state FROM alerts").fetchall() == [
-        ("ep-a", "pending")]
+        ("ep-a", "pending")
+    ]
 
 
 def test_a_sql_rule_returning_text_values_does_not_break_the_cycle():
     store = setup_store()
     rules = load_rules_text(
         '[[rules]]\nname = "Odd"\nscope = "endpoint"\n'
-        'sql = "SELECT endpoint AS scope_key, model AS value FROM endpoints"\n', "t.toml")
+        'sql = "SELECT endpoint AS scope_key, model AS value FROM endpoints"\n',
+        "t.toml",
+    )
     engine = AlertEngine(store, rules)
     engine.evaluate(T0)
     assert sorted((a.scope_key, a.last_value) for a in engine.open_alerts()) == [
-        ("ep-a", None), ("ep-b", None)]
+        ("ep-a", None),
+        ("ep-b", None),
+    ]

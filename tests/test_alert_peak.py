@@ -22,11 +22,16 @@ def test_peak_of_a_below_rule_is_its_lowest_value_and_of_an_above_rule_its_highe
     peak, last = store.cursor().execute("SELECT peak_value, last_value FROM alerts").fetchone()
     assert (peak, last) == (5.0, 25.0)  # the worst in the rule's direction, below the value
     high = setup_store()
-    engine = AlertEngine(high, load_rules_text(LOW.replace('"<"', '">"').replace("30", "10"),
-                                               "t.toml"), interval_s=15)
+    engine = AlertEngine(
+        high,
+        load_rules_text(LOW.replace('"<"', '">"').replace("30", "10"), "t.toml"),
+        interval_s=15,
+    )
     run(high, engine, [{"ep-a": 20.0}, {"ep-a": 50.0}, {"ep-a": 25.0}])
     assert high.cursor().execute("SELECT peak_value, last_value FROM alerts").fetchone() == (
-        50.0, 25.0)
+        50.0,
+        25.0,
+    )
 
 
 def test_alerts_view_labels_the_extreme_worst_not_peak():

@@ -51,9 +51,15 @@ async def test_alertmanager_receives_fired_and_resolved(alertmanager):  # noqa: 
     await engine.tick(t0)
     assert await d.drain(10)
     (got,) = await poll(lambda: slow_tokens(alertmanager), 10, "the firing alert")
-    assert got["labels"] == {"alertname": "SlowTokens", "model": "m-a", "scope": "endpoint",
-                             "scope_key": "ep-a", "severity": "critical", "team": "serving",
-                             "tenant": "t1"}
+    assert got["labels"] == {
+        "alertname": "SlowTokens",
+        "model": "m-a",
+        "scope": "endpoint",
+        "scope_key": "ep-a",
+        "severity": "critical",
+        "team": "serving",
+        "tenant": "t1",
+    }
     assert got["annotations"] == {"summary": "ep-a ITL p99 80 ms"}
     assert got["status"]["state"] == "active"
     assert got["startsAt"].startswith(t0.isoformat(timespec="seconds"))
@@ -98,8 +104,12 @@ async def test_an_alert_fired_while_alertmanager_is_down_arrives_when_it_is_back
 def secure_broker(tmp_path):
     require_binary("openssl", "openssl")
     require_binary("mosquitto_passwd", "mosquitto")
-    broker = Broker(tmp_path / "tls", tls=True, persistence=True,
-                    users={"alerts": "s3cret-alerts", "ops": "s3cret-ops"})
+    broker = Broker(
+        tmp_path / "tls",
+        tls=True,
+        persistence=True,
+        users={"alerts": "s3cret-alerts", "ops": "s3cret-ops"},
+    )
     broker.start()
     yield broker
     broker.stop()
@@ -107,12 +117,21 @@ def secure_broker(tmp_path):
 
 def secure_delivery(broker: Broker, monkeypatch, password: str) -> MqttDelivery:
     monkeypatch.setenv("FT_TEST_ALERTS_PASSWORD", password)
-    o = alerts_options({
-        "mqtt_host": broker.host, "mqtt_port": broker.port, "mqtt_tls": True,
-        "mqtt_tls_ca": str(broker.ca_path), "mqtt_username": "alerts",
-        "mqtt_password_env": "FT_TEST_ALERTS_PASSWORD", "mqtt_topic": "ops/alerts/{rule}",
-        "retry_backoff_s": 0.2, "retry_max_backoff_s": 1.0, "timeout_s": 2.0,
-    }, "fleet.toml [alerts]")
+    o = alerts_options(
+        {
+            "mqtt_host": broker.host,
+            "mqtt_port": broker.port,
+            "mqtt_tls": True,
+            "mqtt_tls_ca": str(broker.ca_path),
+            "mqtt_username": "alerts",
+            "mqtt_password_env": "FT_TEST_ALERTS_PASSWORD",
+            "mqtt_topic": "ops/alerts/{rule}",
+            "retry_backoff_s": 0.2,
+            "retry_max_backoff_s": 1.0,
+            "timeout_s": 2.0,
+        },
+        "fleet.toml [alerts]",
+    )
     (d,) = build_delivery(o).targets
     assert isinstance(d, MqttDelivery)
     return d
@@ -120,9 +139,15 @@ def secure_delivery(broker: Broker, monkeypatch, password: str) -> MqttDelivery:
 
 def subscriber(broker: Broker) -> aiomqtt.Client:
     # a persistent session: the broker keeps its subscription and messages across restarts
-    return aiomqtt.Client(broker.host, broker.port, identifier="ops-console",
-                          clean_session=False, username="ops", password="s3cret-ops",
-                          tls_params=aiomqtt.TLSParameters(ca_certs=str(broker.ca_path)))
+    return aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier="ops-console",
+        clean_session=False,
+        username="ops",
+        password="s3cret-ops",
+        tls_params=aiomqtt.TLSParameters(ca_certs=str(broker.ca_path)),
+    )
 
 
 async def fire(delivery) -> AlertEngine:
@@ -134,7 +159,8 @@ async def fire(delivery) -> AlertEngine:
 
 
 async def test_mqtt_delivery_over_tls_with_a_password_survives_a_broker_outage(
-        secure_broker: Broker, monkeypatch):
+    secure_broker: Broker, monkeypatch
+):
     async with subscriber(secure_broker) as sub:
         await sub.subscribe("ops/alerts/#", qos=1)
     secure_broker.stop()
@@ -149,19 +175,23 @@ async def test_mqtt_delivery_over_tls_with_a_password_survives_a_broker_outage(
     assert (d.stats.confirmed, d.published, d.queued) == (1, 1, 0)
     got = []
     async with subscriber(secure_broker) as sub:
+
         async def collect():
             async for msg in sub.messages:
                 got.append((str(msg.topic), json.loads(msg.payload)))
+
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(collect(), 3)
     assert [(t, m["event"], m["scope_key"]) for t, m in got] == [
-        ("ops/alerts/SlowTokens", "fired", "ep-a")]  # once: confirmed, never re-sent
+        ("ops/alerts/SlowTokens", "fired", "ep-a")
+    ]  # once: confirmed, never re-sent
     print(f"broker back -> alert confirmed in {recovered_s:.1f} s")
     await d.close()
 
 
 async def test_mqtt_delivery_with_a_wrong_password_is_never_counted_sent(
-        secure_broker: Broker, monkeypatch):
+    secure_broker: Broker, monkeypatch
+):
     d = secure_delivery(secure_broker, monkeypatch, "guess")
     await fire(d)
     assert not await d.drain(2)
@@ -174,8 +204,10 @@ def test_mqtt_delivery_tls_files_are_checked_with_the_config():
     from collectors.options import OptionsError
 
     with pytest.raises(OptionsError, match="mqtt_tls_ca: no such file '/nonexistent/ca.crt'"):
-        alerts_options({"mqtt_host": "b", "mqtt_tls": True, "mqtt_tls_ca": "/nonexistent/ca.crt"},
-                       "fleet.toml [alerts]")
+        alerts_options(
+            {"mqtt_host": "b", "mqtt_tls": True, "mqtt_tls_ca": "/nonexistent/ca.crt"},
+            "fleet.toml [alerts]",
+        )
     with pytest.raises(OptionsError, match="mqtt_tls_cert and mqtt_tls_key go together"):
         alerts_options({"mqtt_host": "b", "mqtt_tls_cert": __file__}, "fleet.toml [alerts]")
     with pytest.raises(OptionsError, match="timeout_s must be a number > 0"):
@@ -188,20 +220,36 @@ async def test_mqtt_delivery_with_a_client_certificate(tmp_path):
     broker.start()
     try:
         cert, key = broker.client_cert("fleettui-alerts")
-        o = alerts_options({
-            "mqtt_host": broker.host, "mqtt_port": broker.port, "mqtt_tls": True,
-            "mqtt_tls_ca": str(broker.ca_path), "mqtt_tls_cert": str(cert),
-            "mqtt_tls_key": str(key), "retry_backoff_s": 0.2, "timeout_s": 2.0,
-        }, "fleet.toml [alerts]")
+        o = alerts_options(
+            {
+                "mqtt_host": broker.host,
+                "mqtt_port": broker.port,
+                "mqtt_tls": True,
+                "mqtt_tls_ca": str(broker.ca_path),
+                "mqtt_tls_cert": str(cert),
+                "mqtt_tls_key": str(key),
+                "retry_backoff_s": 0.2,
+                "timeout_s": 2.0,
+            },
+            "fleet.toml [alerts]",
+        )
         (d,) = build_delivery(o).targets
         await fire(d)
         assert await d.drain(10)
         assert d.stats.confirmed == 1
         await d.close()
         # without the certificate the broker refuses the connection: never sent
-        o = alerts_options({"mqtt_host": broker.host, "mqtt_port": broker.port, "mqtt_tls": True,
-                            "mqtt_tls_ca": str(broker.ca_path), "retry_backoff_s": 0.2,
-                            "timeout_s": 2.0}, "fleet.toml [alerts]")
+        o = alerts_options(
+            {
+                "mqtt_host": broker.host,
+                "mqtt_port": broker.port,
+                "mqtt_tls": True,
+                "mqtt_tls_ca": str(broker.ca_path),
+                "retry_backoff_s": 0.2,
+                "timeout_s": 2.0,
+            },
+            "fleet.toml [alerts]",
+        )
         (bare,) = build_delivery(o).targets
         await fire(bare)
         assert not await bare.drain(5)  # each attempt ends at the 2 s deadline

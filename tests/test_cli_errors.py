@@ -8,7 +8,10 @@ import pytest
     [
         ("[daemon]\nbogus = 1\n", "[daemon]: unknown key 'bogus'"),
         ("[daemon]\nstatus_interval_s = 'often'\n", "key 'status_interval_s' must be float"),
-        ("[[sources]]\nkind = 'sim'\nscale = 'big'\n", "[[sources]] #1 (sim): key 'scale' must be int"),
+        (
+            "[[sources]]\nkind = 'sim'\nscale = 'big'\n",
+            "[[sources]] #1 (sim): key 'scale' must be int",
+        ),
         ("[[sources]]\nkind = 'nope'\n", "unknown source kind 'nope'"),
         ("[[sources]]\ninterval_s = 1\n", "[[sources]] #1: missing key 'kind'"),
         ("[daemon\n", "invalid TOML"),
@@ -64,21 +67,37 @@ def test_bad_alert_rule_file_is_caught_before_the_store_is_created(tmp_path, fle
 @pytest.mark.parametrize(
     ("files", "section", "expected"),
     [
-        ({"topo.csv": "host,rack,rack_slot\nn1,r1,1\nn2,r1,top\n"}, "[topology]\nfile = 'topo.csv'",
-         "topo.csv:3: rack_slot must be a whole number"),
-        ({}, "[topology]\nhost_pattern = '(unnamed)'", "[topology]: host_pattern needs named groups"),
-        ({"asg.csv": "tenant,gpu_uuid,since\nacme,GPU-1,\n"}, "[tenancy]\nassignments = 'asg.csv'",
-         "asg.csv:2: since is required"),
-        ({}, "[latency_targets]\nitl_p99_ms = -5", "[latency_targets]: itl_p99_ms must be a number"),
+        (
+            {"topo.csv": "host,rack,rack_slot\nn1,r1,1\nn2,r1,top\n"},
+            "[topology]\nfile = 'topo.csv'",
+            "topo.csv:3: rack_slot must be a whole number",
+        ),
+        (
+            {},
+            "[topology]\nhost_pattern = '(unnamed)'",
+            "[topology]: host_pattern needs named groups",
+        ),
+        (
+            {"asg.csv": "tenant,gpu_uuid,since\nacme,GPU-1,\n"},
+            "[tenancy]\nassignments = 'asg.csv'",
+            "asg.csv:2: since is required",
+        ),
+        (
+            {},
+            "[latency_targets]\nitl_p99_ms = -5",
+            "[latency_targets]: itl_p99_ms must be a number",
+        ),
     ],
 )
 def test_bad_topology_or_tenancy_is_one_line_before_the_store_is_created(
-        tmp_path, fleettui, files, section, expected):
+    tmp_path, fleettui, files, section, expected
+):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     cfg = tmp_path / "fleet.toml"
-    cfg.write_text(f"[daemon]\ndb = '{tmp_path / 'fleet.duckdb'}'\n[[sources]]\nkind = 'sim'\n"
-                   f"{section}\n")
+    cfg.write_text(
+        f"[daemon]\ndb = '{tmp_path / 'fleet.duckdb'}'\n[[sources]]\nkind = 'sim'\n{section}\n"
+    )
     res = fleettui("daemon", "--config", str(cfg))
     assert res.returncode == 1
     assert expected in res.stderr, res.stderr

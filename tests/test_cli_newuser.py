@@ -16,29 +16,36 @@ from storage.reader import error_text
 from storage.store import Store
 
 MISTAKES = {
-    "SELECT * FROM gpu_sample": 'Table with name gpu_sample does not exist! '
-                                'Did you mean "gpu_samples"?',
+    "SELECT * FROM gpu_sample": "Table with name gpu_sample does not exist! "
+    'Did you mean "gpu_samples"?',
     "SELECT utl_pct FROM gpu_samples": 'Referenced column "utl_pct" not found in FROM clause! '
-                                       'Candidate bindings: "util_pct"',
+    'Candidate bindings: "util_pct"',
 }
 
 
 def test_error_text_keeps_hints_drops_kind_and_context():
-    raw = ('Binder Error: Referenced column "x" not found in FROM clause!\n'
-           'Candidate bindings: "ts", "host"\n\nLINE 1: SELECT x FROM gpu_samples\n   ^')
-    assert error_text(raw) == ('Referenced column "x" not found in FROM clause! '
-                               'Candidate bindings: "ts", "host"')
-    quack = ('Invalid Input Error: Table with name t does not exist!\nDid you mean "tenants"?\n\n'
-             'LINE 1: SELECT * FROM t\n ^\n\nLINE 1: SELECT * FROM quack_query(?, ?, token := ?)')
+    raw = (
+        'Binder Error: Referenced column "x" not found in FROM clause!\n'
+        'Candidate bindings: "ts", "host"\n\nLINE 1: SELECT x FROM gpu_samples\n   ^'
+    )
+    assert error_text(raw) == (
+        'Referenced column "x" not found in FROM clause! Candidate bindings: "ts", "host"'
+    )
+    quack = (
+        'Invalid Input Error: Table with name t does not exist!\nDid you mean "tenants"?\n\n'
+        "LINE 1: SELECT * FROM t\n ^\n\nLINE 1: SELECT * FROM quack_query(?, ?, token := ?)"
+    )
     assert error_text(quack) == 'Table with name t does not exist! Did you mean "tenants"?'
     assert error_text('Parser Error: syntax error at or near "SELEC"') == (
-        'syntax error at or near "SELEC"')
+        'syntax error at or near "SELEC"'
+    )
 
 
 def _seed(db):
     store = Store.open(db)
-    store.write(SimSource(start=datetime(2026, 11, 26, 12)).sample(
-        datetime(2026, 11, 26, 12)).batches)
+    store.write(
+        SimSource(start=datetime(2026, 11, 26, 12)).sample(datetime(2026, 11, 26, 12)).batches
+    )
     store.close()
 
 

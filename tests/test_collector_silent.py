@@ -19,9 +19,23 @@ def engine() -> tuple[Store, AlertEngine]:
 
 
 def run(store: Store, t: datetime, ok: bool, interval_s: float | None, error=None) -> None:
-    store.write([make_batch("collector_runs", {
-        "ts": [t], "collector": ["mqtt"], "duration_ms": [1.0], "ok": [ok],
-        "rows": [10 if ok else 0], "error": [error], "skipped": [0], "interval_s": [interval_s]})])
+    store.write(
+        [
+            make_batch(
+                "collector_runs",
+                {
+                    "ts": [t],
+                    "collector": ["mqtt"],
+                    "duration_ms": [1.0],
+                    "ok": [ok],
+                    "rows": [10 if ok else 0],
+                    "error": [error],
+                    "skipped": [0],
+                    "interval_s": [interval_s],
+                },
+            )
+        ]
+    )
 
 
 def states(eng: AlertEngine) -> list[tuple[str, str]]:
@@ -77,7 +91,9 @@ def test_a_source_that_never_succeeded_is_silent_since_its_first_run():
     assert eng.evaluate(T0 + timedelta(seconds=15)).transitions == []
     cycle = eng.evaluate(T0 + timedelta(seconds=30))
     assert [(a.scope_key, to, a.last_value, a.threshold) for a, _, to in cycle.transitions] == [
-        ("mqtt", "pending", 30.0, 15.0), ("mqtt", "firing", 30.0, 15.0)]
+        ("mqtt", "pending", 30.0, 15.0),
+        ("mqtt", "firing", 30.0, 15.0),
+    ]
 
 
 def test_failing_target_rows_without_an_interval_are_not_collectors_going_silent():
@@ -85,10 +101,23 @@ def test_failing_target_rows_without_an_interval_are_not_collectors_going_silent
     store, eng = engine()
     for s in range(0, 600, 15):
         t = T0 + timedelta(seconds=s)
-        store.write([make_batch("collector_runs", {
-            "ts": [t, t], "collector": ["prom", "prom node-7:9100"], "duration_ms": [5.0, 0.0],
-            "ok": [True, False], "rows": [100, 0], "error": [None, "node-7:9100: down"],
-            "skipped": [0, 0], "interval_s": [15.0, None]})])
+        store.write(
+            [
+                make_batch(
+                    "collector_runs",
+                    {
+                        "ts": [t, t],
+                        "collector": ["prom", "prom node-7:9100"],
+                        "duration_ms": [5.0, 0.0],
+                        "ok": [True, False],
+                        "rows": [100, 0],
+                        "error": [None, "node-7:9100: down"],
+                        "skipped": [0, 0],
+                        "interval_s": [15.0, None],
+                    },
+                )
+            ]
+        )
         assert eng.evaluate(t + timedelta(seconds=1)).transitions == []
 
 

@@ -35,13 +35,19 @@ def daemon(tmp_path, fleettui):
     cfg = tmp_path / "fleet.toml"
     cfg.write_text(
         f'[daemon]\ndb = "{tmp_path / "fleet.duckdb"}"\nmetrics_listen = "127.0.0.1:{port}"\n'
-        'status_interval_s = 0\n\n'
+        "status_interval_s = 0\n\n"
         '[[sources]]\nkind = "sim"\ninterval_s = 0.5\n\n'
         f'[[sources]]\nkind = "mqtt"\nbroker = "127.0.0.1:{closed_port()}"\n'
-        'reconnect_max_s = 0.5\nclient_id = "metrics-test"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--config", str(cfg)],
-                            env=fleettui.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+        'reconnect_max_s = 0.5\nclient_id = "metrics-test"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleettui.cli", "daemon", "--config", str(cfg)],
+        env=fleettui.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     info = tmp_path / "fleet.duckdb.daemon.json"
     try:
         deadline = time.monotonic() + 30
@@ -89,12 +95,25 @@ def wait_until(check, timeout_s, what):
 @pytest.mark.integration
 def test_metrics_parse_and_report_rows_sources_failures_and_alerts(daemon):
     address, _ = daemon
-    m = wait_until(lambda: (m := scrape(address)) and any(
-        lab.get("source") == "mqtt" for lab, _ in m.get("fleettui_source_last_error_info", []))
-        and value(m, "fleettui_source_runs_total", source="sim") >= 3
-        and sum(v for lab, v in m.get("fleettui_rows_written_total", [])
-                if lab.get("table") == "gpu_samples") >= 304 and m, 60,
-        "sim runs written and the mqtt failure")
+    m = wait_until(
+        lambda: (
+            (m := scrape(address))
+            and any(
+                lab.get("source") == "mqtt"
+                for lab, _ in m.get("fleettui_source_last_error_info", [])
+            )
+            and value(m, "fleettui_source_runs_total", source="sim") >= 3
+            and sum(
+                v
+                for lab, v in m.get("fleettui_rows_written_total", [])
+                if lab.get("table") == "gpu_samples"
+            )
+            >= 304
+            and m
+        ),
+        60,
+        "sim runs written and the mqtt failure",
+    )
     assert value(m, "fleettui_rows_written_total", table="gpu_samples") >= 304
     assert value(m, "fleettui_source_run_failures_total", source="sim") == 0
     assert value(m, "fleettui_source_interval_seconds", source="sim") == 0.5
@@ -112,7 +131,8 @@ def test_metrics_parse_and_report_rows_sources_failures_and_alerts(daemon):
         first = r.read()
     later = scrape(address)  # counters only go up
     assert value(later, "fleettui_source_runs_total", source="sim") >= value(
-        m, "fleettui_source_runs_total", source="sim")
+        m, "fleettui_source_runs_total", source="sim"
+    )
     assert first.count(b"# TYPE") >= 25
     with pytest.raises(urllib.error.HTTPError, match="404"):
         urllib.request.urlopen(f"http://{address}/other", timeout=5)
@@ -134,10 +154,15 @@ def test_a_real_prometheus_scrapes_the_daemon(daemon, prometheus_server):  # noq
 @pytest.mark.integration
 def test_status_shows_the_daemon_for_a_person(daemon, fleettui, tmp_path):
     address, _ = daemon
-    wait_until(lambda: any(lab.get("source") == "mqtt" for lab, _ in scrape(address).get(
-        "fleettui_source_last_error_info", [])), 30, "the mqtt failure")
-    res = fleettui("status", "--db", str(tmp_path / "fleet.duckdb"), "--interval", "1",
-                   check_rc=0)
+    wait_until(
+        lambda: any(
+            lab.get("source") == "mqtt"
+            for lab, _ in scrape(address).get("fleettui_source_last_error_info", [])
+        ),
+        30,
+        "the mqtt failure",
+    )
+    res = fleettui("status", "--db", str(tmp_path / "fleet.duckdb"), "--interval", "1", check_rc=0)
     out = res.stdout
     assert res.stderr == ""
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
@@ -155,8 +180,9 @@ def test_status_shows_the_daemon_for_a_person(daemon, fleettui, tmp_path):
     assert "alerts" in lines
     assert lines["mqtt"].startswith("mqtt      mqtt: 0 reports/s; 0 received")
     print(out)
-    once = fleettui("status", "--db", str(tmp_path / "fleet.duckdb"), "--interval", "0",
-                    check_rc=0).stdout
+    once = fleettui(
+        "status", "--db", str(tmp_path / "fleet.duckdb"), "--interval", "0", check_rc=0
+    ).stdout
     assert "writes    - rows/s;" in once and "rows/s    " not in once
 
 
@@ -170,8 +196,9 @@ def test_status_without_a_daemon_is_one_line_and_exit_1(fleettui, tmp_path):
     assert "no answer from the daemon's metrics" in res.stderr
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0:9465", "10.1.2.3:9465", "example.com:1", "9465",
-                                    "127.0.0.1:99999"])
+@pytest.mark.parametrize(
+    "listen", ["0.0.0.0:9465", "10.1.2.3:9465", "example.com:1", "9465", "127.0.0.1:99999"]
+)
 def test_metrics_listen_must_be_a_loopback_host_port(listen):
     with pytest.raises(ConfigError, match=r"fleet.toml \[daemon\]: metrics_listen"):
         parse_config({"daemon": {"metrics_listen": listen}}, "fleet.toml")
@@ -183,10 +210,13 @@ def test_status_never_prints_control_characters_from_the_fleet():
     from fleettui.status_cli import render
 
     hostile = "\x1b]0;pwned\x07\x1b[2J"
-    m = {"fleettui_source_runs_total": [({"source": "evil" + hostile}, 3.0)],
-         "fleettui_source_last_error_info": [({"source": "evil" + hostile,
-                                               "error": "boom" + hostile}, 1.0)],
-         "fleettui_rejects_total": [({"source": "mqtt", "reason": hostile}, 2.0)]}
+    m = {
+        "fleettui_source_runs_total": [({"source": "evil" + hostile}, 3.0)],
+        "fleettui_source_last_error_info": [
+            ({"source": "evil" + hostile, "error": "boom" + hostile}, 1.0)
+        ],
+        "fleettui_rejects_total": [({"source": "mqtt", "reason": hostile}, 2.0)],
+    }
     out = render(m, m, 1.0, "127.0.0.1:1", [], time.time())
     assert "\x1b" not in out and "\x07" not in out
     assert "boom\\x1b]0;pwned\\x07" in out

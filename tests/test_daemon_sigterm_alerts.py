@@ -39,7 +39,10 @@ def test_sigterm_during_alert_evaluation_saves_the_cycle_and_logs_clean(tmp_path
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "fleettui.cli", "daemon", "--config", "fleet.toml"],
-        env=fleettui.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=fleettui.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         cwd=tmp_path,
     )
     try:

@@ -30,22 +30,37 @@ def test_live_queries_while_the_daemon_runs_then_clean_stop(sim_daemon, fleettui
         return res.returncode == 0 and json.loads(res.stdout)[0]["n"] >= 3 * 304
 
     _wait_for(rows, 30, "three ticks of samples")
-    res = fleettui("sql", "--format", "json",
-                   "SELECT (SELECT count(*) FROM gpus) AS gpus, (SELECT count(*) FROM slices) AS slices,"
-                   " (SELECT count(DISTINCT tenant) FROM assignments) AS tenants,"
-                   " (SELECT count(DISTINCT gpu_uuid) FROM gpu_samples) AS gpus_seen,"
-                   " (SELECT count(DISTINCT slice_id) FROM slice_samples) AS slices_seen",
-                   check_rc=0)
+    res = fleettui(
+        "sql",
+        "--format",
+        "json",
+        "SELECT (SELECT count(*) FROM gpus) AS gpus, (SELECT count(*) FROM slices) AS slices,"
+        " (SELECT count(DISTINCT tenant) FROM assignments) AS tenants,"
+        " (SELECT count(DISTINCT gpu_uuid) FROM gpu_samples) AS gpus_seen,"
+        " (SELECT count(DISTINCT slice_id) FROM slice_samples) AS slices_seen",
+        check_rc=0,
+    )
     fleet = build_fleet()
     got = json.loads(res.stdout)[0]
-    assert got == {"gpus": fleet.n_gpus, "slices": len(fleet.slice_id), "tenants": 8,
-                   "gpus_seen": fleet.n_gpus, "slices_seen": len(fleet.slice_id)}
+    assert got == {
+        "gpus": fleet.n_gpus,
+        "slices": len(fleet.slice_id),
+        "tenants": 8,
+        "gpus_seen": fleet.n_gpus,
+        "slices_seen": len(fleet.slice_id),
+    }
 
     # read-only through the daemon: a write is refused and changes nothing
     bad = fleettui("sql", "DELETE FROM gpus")
     assert bad.returncode == 1 and "only SELECT" in bad.stderr
-    wrong = fleettui("sql", "--connect", json.loads(info.read_text())["endpoint"],
-                     "--token", "not-the-token", "SELECT 1")
+    wrong = fleettui(
+        "sql",
+        "--connect",
+        json.loads(info.read_text())["endpoint"],
+        "--token",
+        "not-the-token",
+        "SELECT 1",
+    )
     assert wrong.returncode == 1 and "authentication failed" in wrong.stderr
     assert wrong.stderr.count("\n") == 1  # one line, no traceback
 

@@ -51,7 +51,9 @@ def test_l4_full_default_counters():
     }
     (s,) = rows(r, "gpu_samples")
     # the L4 is GDDR: MEMORY_TEMP 0 there is "no sensor", not 0 degC
-    (mt,) = [ln for ln in path.read_text().splitlines() if ln.startswith("DCGM_FI_DEV_MEMORY_TEMP{")]
+    (mt,) = [
+        ln for ln in path.read_text().splitlines() if ln.startswith("DCGM_FI_DEV_MEMORY_TEMP{")
+    ]
     assert mt.endswith("} 0")
     assert s["power_w"] == 16.365 and s["temp_c"] == 31 and s["mem_temp_c"] is None
     assert s["energy_j"] == pytest.approx(4742.776) and s["util_pct"] == 0

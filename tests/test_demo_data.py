@@ -38,9 +38,13 @@ def test_demo_stores_each_fault_event_once(tmp_path):
     fill_history(store, demo.history, demo.start, BACKFILL_S, step_s=demo.step_s)
     for k in range(3):  # live samples from now on, as the runtime takes them
         store.write(demo.live.sample(now + timedelta(seconds=k)).batches)
-    rows = store.cursor().execute(
-        "SELECT ts, host, gpu_uuid, kind, code, detail, count(*) AS n FROM events GROUP BY ALL"
-    ).fetchall()
+    rows = (
+        store.cursor()
+        .execute(
+            "SELECT ts, host, gpu_uuid, kind, code, detail, count(*) AS n FROM events GROUP BY ALL"
+        )
+        .fetchall()
+    )
     assert len(rows) == 6  # the five faults that raise events (ECC: two) in the ten minutes
     assert [r for r in rows if r[-1] != 1] == []
     store.close()
@@ -54,8 +58,9 @@ def test_live_source_after_backfill_still_reports_events_after_the_history():
     got = live.sample(demo.start + timedelta(seconds=BACKFILL_S)).batches
     assert [b for b in got if b.table == "events"] == []
     later = SimSource(start=demo.start, events_after=demo.start + timedelta(seconds=4))
-    events = [b for b in later.sample(demo.start + timedelta(seconds=6)).batches
-              if b.table == "events"]
+    events = [
+        b for b in later.sample(demo.start + timedelta(seconds=6)).batches if b.table == "events"
+    ]
     assert events and events[0].rows == 1  # the thermal fault at +5 s
 
 
@@ -65,10 +70,16 @@ def test_busy_gpus_and_slices_have_processes_idle_ones_none():
     procs = batches["processes"].data
     gpus = batches["gpu_samples"].data
     assert procs.num_rows > 100
-    util = dict(zip(gpus.column("gpu_uuid").to_pylist(), gpus.column("util_pct").to_pylist(),
-                    strict=True))
-    whole = [u for u, sl in zip(procs.column("gpu_uuid").to_pylist(),
-                                procs.column("slice_id").to_pylist(), strict=True) if sl is None]
+    util = dict(
+        zip(gpus.column("gpu_uuid").to_pylist(), gpus.column("util_pct").to_pylist(), strict=True)
+    )
+    whole = [
+        u
+        for u, sl in zip(
+            procs.column("gpu_uuid").to_pylist(), procs.column("slice_id").to_pylist(), strict=True
+        )
+        if sl is None
+    ]
     assert whole and all(util[u] >= 5 for u in whole)
     idle = {u for u, v in util.items() if v is not None and v < 1}
     assert idle and not idle & set(whole)
@@ -107,8 +118,9 @@ def test_quitting_while_the_demo_back_fills_exits_cleanly(tmp_path):
         print("alive", alive)
     """)
     for _ in range(3):
-        res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
         assert res.returncode == 0, res.stderr[-500:]
         assert "alive []" in res.stdout
 

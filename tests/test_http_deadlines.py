@@ -26,7 +26,9 @@ async def hostile():
     await s.stop()
 
 
-async def timed_get(url: str, deadline_s: float, max_bytes: int = MIB) -> tuple[http_get.Response, float]:
+async def timed_get(
+    url: str, deadline_s: float, max_bytes: int = MIB
+) -> tuple[http_get.Response, float]:
     t0 = time.monotonic()
     r = await http_get.get(url, deadline_s=deadline_s, max_bytes=max_bytes)
     return r, time.monotonic() - t0
@@ -48,8 +50,10 @@ async def test_headers_that_never_come_are_cut_at_the_deadline(hostile, path):
     r, took = await timed_get(hostile.url + path, 1.0)
     assert 0.9 < took < 1.8
     assert r.body is None and r.status is None
-    assert r.reason == f"{hostile.url}{path}: no complete answer within the 1 s deadline " \
+    assert (
+        r.reason == f"{hostile.url}{path}: no complete answer within the 1 s deadline "
         "(waiting for the answer)"
+    )
 
 
 async def test_a_declared_length_over_the_limit_is_refused_before_reading(hostile):
@@ -91,11 +95,22 @@ async def test_scrape_source_reasons_name_the_target_and_the_deadline(hostile):
     g = await src.gather(datetime.now(UTC))
     assert time.monotonic() - t0 < 4.0
     u = hostile.url
-    assert f"{u}/trickle: no complete answer within the 1.5 s deadline (after 1 of 100000 body bytes)" in g.skipped
-    assert f"{u}/hang: no complete answer within the 1.5 s deadline (waiting for the answer)" in g.skipped
-    assert f"{u}/huge-declared: body of {200 * MIB} bytes over the {MIB}-byte limit, not read" in g.skipped
+    assert (
+        f"{u}/trickle: no complete answer within the 1.5 s deadline (after 1 of 100000 body bytes)"
+        in g.skipped
+    )
+    assert (
+        f"{u}/hang: no complete answer within the 1.5 s deadline (waiting for the answer)"
+        in g.skipped
+    )
+    assert (
+        f"{u}/huge-declared: body of {200 * MIB} bytes over the {MIB}-byte limit, not read"
+        in g.skipped
+    )
     assert f"{u}/huge-chunked: body over {MIB} bytes, cut" in g.skipped
-    gpus = {u for b in g.batches if b.table == "gpu_samples" for u in b.data["gpu_uuid"].to_pylist()}
+    gpus = {
+        u for b in g.batches if b.table == "gpu_samples" for u in b.data["gpu_uuid"].to_pylist()
+    }
     assert gpus == {"GPU-ok", "GPU-huge"}  # the cut body's whole lines are kept
     await src.close()
 
@@ -124,9 +139,12 @@ async def test_a_stuck_source_is_recorded_and_the_others_keep_their_schedule(hos
     assert sim_runs >= 10  # every 0.5 s for 6 s, whatever the stuck source does
     ticks = cur.execute("SELECT count(DISTINCT ts) FROM gpu_samples").fetchone()[0]
     assert ticks >= 10
-    errors = [r[0] for r in cur.execute(
-        "SELECT error FROM collector_runs WHERE collector = 'stuck' ORDER BY ts"
-    ).fetchall()]
+    errors = [
+        r[0]
+        for r in cur.execute(
+            "SELECT error FROM collector_runs WHERE collector = 'stuck' ORDER BY ts"
+        ).fetchall()
+    ]
     assert errors, "the stuck source's runs are recorded"
     assert all(
         f"{hostile.url}/trickle: no complete answer within the 2 s deadline" in e for e in errors

@@ -45,9 +45,19 @@ def _count(store: Store, sql: str) -> int:
 
 # every string field a publisher controls, with a value the store cannot hold
 POISON_STRINGS = ["\ud800", "\udfff tail", "nul\x00byte"]
-STRING_PATHS = ["driver", "boot", "gpu__uuid__0", "slice__id__0", "proc__container__0",
-                "proc__tenant_guess__0", "proc__cgroup__0", "inv__gpus__name__0",
-                "inv__gpus__pci_bus_id__0", "inv__slices__profile__0", "lost"]
+STRING_PATHS = [
+    "driver",
+    "boot",
+    "gpu__uuid__0",
+    "slice__id__0",
+    "proc__container__0",
+    "proc__tenant_guess__0",
+    "proc__cgroup__0",
+    "inv__gpus__name__0",
+    "inv__gpus__pci_bus_id__0",
+    "inv__slices__profile__0",
+    "lost",
+]
 
 
 @pytest.mark.parametrize("path", STRING_PATHS)
@@ -59,8 +69,12 @@ def test_strings_the_store_cannot_hold_are_refused_at_decode(good, path, poison)
 
 
 def test_absurd_numbers_are_refused_at_decode(good):
-    for change in ({"dropped": 2**70}, {"ts": 1e300}, {"gpu__mem_used_bytes__0": 2**70},
-                   {"proc__pid__0": 2**64}):
+    for change in (
+        {"dropped": 2**70},
+        {"ts": 1e300},
+        {"gpu__mem_used_bytes__0": 2**70},
+        {"proc__pid__0": 2**64},
+    ):
         with pytest.raises(ReportError):
             decode(_with(good, 8, **change), topic_host=HOST, now=None)
     with pytest.raises(ReportError):  # NaN never reaches a column
@@ -92,10 +106,13 @@ def test_a_report_that_fails_batch_building_is_rejected_alone(good, monkeypatch)
     batches, ts, n = src.take_batches()
     store.write(batches)
     assert n == len(ts) == 18 and src.stats.unstorable == 2
-    assert _count(store, "SELECT count(DISTINCT ts) FROM gpu_samples") == 1  # same poll, re-sequenced
+    assert (
+        _count(store, "SELECT count(DISTINCT ts) FROM gpu_samples") == 1
+    )  # same poll, re-sequenced
     assert _count(store, "SELECT count(*) FROM gpu_samples") == 18 * 8
-    reasons = [r for (r,) in store.con.execute("SELECT reason FROM rejects ORDER BY reason")
-               .fetchall()]
+    reasons = [
+        r for (r,) in store.con.execute("SELECT reason FROM rejects ORDER BY reason").fetchall()
+    ]
     assert len(reasons) == 2 and reasons[0].startswith("cannot be stored: OverflowError")
     assert "UnicodeEncodeError" in reasons[1]
     assert src._batcher.reports == 0 and src._pending == []  # reset whatever happened
@@ -120,7 +137,8 @@ def test_a_poison_status_is_rejected_and_other_statuses_kept(monkeypatch):
     store.write(src.take_batches()[0])
     assert store.con.execute("SELECT host FROM host_status").fetchall() == [("h2",)]
     assert store.con.execute("SELECT host, reason FROM rejects").fetchall() == [
-        ("h1", "status cannot be stored: UnicodeEncodeError")]
+        ("h1", "status cannot be stored: UnicodeEncodeError")
+    ]
 
 
 def test_rows_the_store_refuses_are_found_by_halving_and_kept_as_rejects():
@@ -130,13 +148,21 @@ def test_rows_the_store_refuses_are_found_by_halving_and_kept_as_rejects():
     rt = Runtime(store, [])
     kinds = ["xid"] * 100
     kinds[37] = None
-    batch = make_batch("events", {"ts": [NOW_DT] * 100, "kind": kinds, "code": list(range(100)),
-                                  "host": [f"h{i}" for i in range(100)]})
+    batch = make_batch(
+        "events",
+        {
+            "ts": [NOW_DT] * 100,
+            "kind": kinds,
+            "code": list(range(100)),
+            "host": [f"h{i}" for i in range(100)],
+        },
+    )
     left, failure = rt._write([batch])
     assert (left, failure) == ([], None)
     assert _count(store, "SELECT count(*) FROM events") == 99
     assert store.con.execute("SELECT source, topic, host FROM rejects").fetchall() == [
-        ("store", "events", "h37")]
+        ("store", "events", "h37")
+    ]
     assert rt.stats.rows_refused == 1
 
 
@@ -144,26 +170,44 @@ NOW_DT = __import__("datetime").datetime(2025, 11, 24, 16, 1, 40)
 
 # -- fuzz: hostile values in real reports, streamed between good ones ---------------------
 hostile = st.one_of(
-    st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1,
-            max_size=3),
+    st.text(
+        alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3
+    ),
     st.text(max_size=5).map(lambda s: s + "\x00"),
     st.text(min_size=1025, max_size=1100),
-    st.integers(min_value=2**62, max_value=2**80) | st.integers(max_value=-1, min_value=-2**80),
+    st.integers(min_value=2**62, max_value=2**80) | st.integers(max_value=-1, min_value=-(2**80)),
     st.floats(min_value=1e15, max_value=1e300),
     st.sampled_from([None, True, [], {}, "", "x"]),
     st.text(max_size=8),
 )
 FUZZ_PATHS = STRING_PATHS + [
-    "seq", "ts", "interval_s", "dropped", "gpu__util_pct__0", "gpu__mem_used_bytes__1",
-    "gpu__throttle_reasons__0", "gpu__ecc_sbe_total__2", "slice__gpu__0",
-    "slice__mem_used_bytes__0", "proc__pid__0", "proc__used_mem_bytes__0", "proc__gpu__0",
-    "inv__gpus__index__0", "inv__gpus__mig_mode__0", "gpu__temp_c__0", "gpu__energy_j__0"]
+    "seq",
+    "ts",
+    "interval_s",
+    "dropped",
+    "gpu__util_pct__0",
+    "gpu__mem_used_bytes__1",
+    "gpu__throttle_reasons__0",
+    "gpu__ecc_sbe_total__2",
+    "slice__gpu__0",
+    "slice__mem_used_bytes__0",
+    "proc__pid__0",
+    "proc__used_mem_bytes__0",
+    "proc__gpu__0",
+    "inv__gpus__index__0",
+    "inv__gpus__mig_mode__0",
+    "gpu__temp_c__0",
+    "gpu__energy_j__0",
+]
 
 _FUZZ_STORE: list[Store] = []
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(path=st.sampled_from(FUZZ_PATHS), value=hostile, where=st.integers(0, 5))
 def test_fuzz_poison_in_a_stream_never_stalls_the_good_reports(good, path, value, where):
     if not _FUZZ_STORE:

@@ -26,14 +26,34 @@ def test_daemon_stores_what_agents_publish(mosquitto: Broker, tmp_path):  # noqa
         'flush_interval_s = 0.2\nreconnect_max_s = 1.0\nclient_id = "test-daemon"\n'
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    daemon = subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--config",
-                               str(config), "--no-serve"], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    agent = subprocess.Popen([sys.executable, "-m", "fleettui.agent", "--broker",
-                              mosquitto.address, "--nvml", "fake", "--fake-hosts",
-                              "hgx-03-n1,rtx-07-n1", "--interval", "0.5"], env=env,
-                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "fleettui.cli", "daemon", "--config", str(config), "--no-serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fleettui.agent",
+            "--broker",
+            mosquitto.address,
+            "--nvml",
+            "fake",
+            "--fake-hosts",
+            "hgx-03-n1,rtx-07-n1",
+            "--interval",
+            "0.5",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(6)
         assert agent.poll() is None and daemon.poll() is None, (agent.stderr, daemon.stderr)
@@ -46,11 +66,16 @@ def test_daemon_stores_what_agents_publish(mosquitto: Broker, tmp_path):  # noqa
     assert agent.returncode == 0, agent_out
     assert daemon.returncode == 0, daemon_out
     store = Store.open(db, read_only=True)
-    rows = dict(store.con.execute("SELECT host, count(DISTINCT ts) FROM gpu_samples"
-                                  " WHERE source = 'nvml' GROUP BY host").fetchall())
+    rows = dict(
+        store.con.execute(
+            "SELECT host, count(DISTINCT ts) FROM gpu_samples WHERE source = 'nvml' GROUP BY host"
+        ).fetchall()
+    )
     assert set(rows) == {"hgx-03-n1", "rtx-07-n1"} and min(rows.values()) >= 6
     assert store.con.execute("SELECT host, state FROM host_status ORDER BY host").fetchall() == [
-        ("hgx-03-n1", "offline"), ("rtx-07-n1", "offline")]
+        ("hgx-03-n1", "offline"),
+        ("rtx-07-n1", "offline"),
+    ]
     assert store.con.execute("SELECT count(*) FROM gpus").fetchone()[0] == 16
     assert store.con.execute("SELECT count(*) FROM rejects").fetchone()[0] == 0
     store.close()

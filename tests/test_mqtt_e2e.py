@@ -33,8 +33,13 @@ DUPLICATES = 10
 
 
 def make_agents(broker: Broker, states: SimStates, hosts: list[str], **options) -> list[Agent]:
-    o = AgentOptions(broker=broker.address, interval_s=options.pop("interval_s", 0.5),
-                     max_backoff_s=1.0, processes_every=2, **options)
+    o = AgentOptions(
+        broker=broker.address,
+        interval_s=options.pop("interval_s", 0.5),
+        max_backoff_s=1.0,
+        processes_every=2,
+        **options,
+    )
     agents = []
     for h in hosts:
         lib = open_library("fake", host=h, states=states)
@@ -58,8 +63,10 @@ async def test_whole_fleet_end_to_end(mosquitto: Broker):  # noqa: F811
     fleet = model.fleet
     store = Store.open(":memory:")
     accepted: list[Report] = []
-    src = MqttSource(MqttOptions(broker=mosquitto.address, flush_interval_s=0.2,
-                                 reconnect_max_s=1.0), on_report=accepted.append)
+    src = MqttSource(
+        MqttOptions(broker=mosquitto.address, flush_interval_s=0.2, reconnect_max_s=1.0),
+        on_report=accepted.append,
+    )
     daemon_stop = asyncio.Event()
     runtime = Runtime(store, [src])
     src_task = asyncio.create_task(runtime.run(daemon_stop))
@@ -71,8 +78,11 @@ async def test_whole_fleet_end_to_end(mosquitto: Broker):  # noqa: F811
 
     # presence while running: every host online
     await asyncio.sleep(0.5)
-    online = store.cursor().execute(
-        "SELECT count(*) FROM host_status WHERE state = 'online'").fetchone()[0]
+    online = (
+        store.cursor()
+        .execute("SELECT count(*) FROM host_status WHERE state = 'online'")
+        .fetchone()[0]
+    )
     assert online == fleet.n_hosts
 
     # a misbehaving publisher: garbage and replays of real reports
@@ -86,23 +96,29 @@ async def test_whole_fleet_end_to_end(mosquitto: Broker):  # noqa: F811
         for topic, payload in captured:
             await raw.publish(topic, payload, qos=1)
         for i in range(GARBAGE):
-            await raw.publish(f"fleettui/evil-{i % 3}/report", b'{"v": 1, "seq": "x' * (i + 1),
-                              qos=1)
+            await raw.publish(
+                f"fleettui/evil-{i % 3}/report", b'{"v": 1, "seq": "x' * (i + 1), qos=1
+            )
 
     await asyncio.sleep(4)
     stop.set()
     await asyncio.gather(*tasks)
     produced = sum(a.seq for a in agents)
-    await wait_for(lambda: src.stats.received >= produced + GARBAGE + DUPLICATES, 15,
-                   "every report at the source")
+    await wait_for(
+        lambda: src.stats.received >= produced + GARBAGE + DUPLICATES,
+        15,
+        "every report at the source",
+    )
     await asyncio.sleep(0.5)
     daemon_stop.set()
     await src_task
 
     s = src.stats
-    print(f"\nE2E: hosts={fleet.n_hosts} gpus={fleet.n_gpus} reports sent={produced} "
-          f"(+{GARBAGE} garbage, +{DUPLICATES} replayed) received={s.received} "
-          f"stored={s.stored} rejected={s.rejected} duplicates_dropped={s.duplicates}")
+    print(
+        f"\nE2E: hosts={fleet.n_hosts} gpus={fleet.n_gpus} reports sent={produced} "
+        f"(+{GARBAGE} garbage, +{DUPLICATES} replayed) received={s.received} "
+        f"stored={s.stored} rejected={s.rejected} duplicates_dropped={s.duplicates}"
+    )
     assert s.stored == produced == len(accepted)
     assert s.rejected == GARBAGE and s.duplicates == DUPLICATES
     assert s.seq_gaps == 0 and s.agent_dropped == 0 and s.write_errors == 0
@@ -113,17 +129,26 @@ async def test_whole_fleet_end_to_end(mosquitto: Broker):  # noqa: F811
         return con.execute(sql).fetchone()
 
     # every report's rows, per host: reports x GPUs answering
-    lost_gpu = fleet.gpu_uuid[[g for g in range(fleet.n_gpus)
-                               if fleet.host[fleet.gpu_host_idx[g]] == "nvl72-02-t03"
-                               and fleet.gpu_index[g] == 1][0]]
-    ecc_gpu = fleet.gpu_uuid[[g for g in range(fleet.n_gpus)
-                              if fleet.host[fleet.gpu_host_idx[g]] == "hgx-03-n4"
-                              and fleet.gpu_index[g] == 6][0]]
+    lost_gpu = fleet.gpu_uuid[
+        [
+            g
+            for g in range(fleet.n_gpus)
+            if fleet.host[fleet.gpu_host_idx[g]] == "nvl72-02-t03" and fleet.gpu_index[g] == 1
+        ][0]
+    ]
+    ecc_gpu = fleet.gpu_uuid[
+        [
+            g
+            for g in range(fleet.n_gpus)
+            if fleet.host[fleet.gpu_host_idx[g]] == "hgx-03-n4" and fleet.gpu_index[g] == 6
+        ][0]
+    ]
     assert one(f"SELECT max(ecc_dbe_total) FROM gpu_samples WHERE gpu_uuid = '{ecc_gpu}'")[0] == 1
     expected_rows = sum(r.n_gpus for r in accepted)
     assert one("SELECT count(*) FROM gpu_samples")[0] == expected_rows
-    per_host = dict(con.execute("SELECT host, count(DISTINCT ts) FROM gpu_samples"
-                                " GROUP BY host").fetchall())
+    per_host = dict(
+        con.execute("SELECT host, count(DISTINCT ts) FROM gpu_samples GROUP BY host").fetchall()
+    )
     assert per_host == {a.host: a.seq for a in agents}
     assert one("SELECT count(*) FROM gpus")[0] == fleet.n_gpus
     # the inventory carries each GPU's memory size (from the same report's samples)
@@ -133,38 +158,61 @@ async def test_whole_fleet_end_to_end(mosquitto: Broker):  # noqa: F811
     assert one("SELECT count(*) FROM hosts")[0] == fleet.n_hosts
     assert one("SELECT count(*) FROM slices")[0] == sum(k == "mig" for k in fleet.slice_kind)
     assert one("SELECT count(*) FROM host_status WHERE state = 'offline'")[0] == fleet.n_hosts
-    assert one("SELECT count(*) FROM rejects WHERE reason LIKE 'payload is not JSON%'")[0] \
-        == GARBAGE
+    assert (
+        one("SELECT count(*) FROM rejects WHERE reason LIKE 'payload is not JSON%'")[0] == GARBAGE
+    )
     # Xid 79 on the GPU that falls off the bus, and no samples from it afterwards; Xid 48
-    xid = con.execute("SELECT host, gpu_uuid, code, ts FROM events WHERE kind = 'xid'"
-                      " ORDER BY ts").fetchall()
-    assert [(h, g, c) for h, g, c, _ in xid] == [("nvl72-02-t03", lost_gpu, 79),
-                                                 ("hgx-03-n4", ecc_gpu, 48)]
+    xid = con.execute(
+        "SELECT host, gpu_uuid, code, ts FROM events WHERE kind = 'xid' ORDER BY ts"
+    ).fetchall()
+    assert [(h, g, c) for h, g, c, _ in xid] == [
+        ("nvl72-02-t03", lost_gpu, 79),
+        ("hgx-03-n4", ecc_gpu, 48),
+    ]
     xid_ts = xid[0][3]
-    assert one(f"SELECT count(*) FROM gpu_samples WHERE gpu_uuid = '{lost_gpu}'"
-               f" AND ts > TIMESTAMP '{xid_ts}' + INTERVAL 1 SECOND")[0] == 0
+    assert (
+        one(
+            f"SELECT count(*) FROM gpu_samples WHERE gpu_uuid = '{lost_gpu}'"
+            f" AND ts > TIMESTAMP '{xid_ts}' + INTERVAL 1 SECOND"
+        )[0]
+        == 0
+    )
     # NVLink per link: 18 links on every GB200 / H100 GPU sample after the first
     assert one("SELECT count(DISTINCT port) FROM link_samples")[0] == 18
     # the numbers are the simulated fleet's: power and memory at the report's second
-    rows = con.execute("SELECT ts, gpu_uuid, power_w, mem_used_bytes FROM gpu_samples"
-                       " USING SAMPLE 40 ROWS").fetchall()
+    rows = con.execute(
+        "SELECT ts, gpu_uuid, power_w, mem_used_bytes FROM gpu_samples USING SAMPLE 40 ROWS"
+    ).fetchall()
     idx = {u: i for i, u in enumerate(fleet.gpu_uuid)}
     for ts, uuid, power, mem in rows:
         # the report is stamped when its poll starts and each GPU is read a moment
         # later, so a poll that straddles a second boundary reads the next second
         sec = math.floor(ts.replace(tzinfo=UTC).timestamp())
         g = idx[uuid]
-        truth = [(st.gpu_power_w[g], int(st.gpu_mem_used_bytes[g]))
-                 for st in (states.model.state(sec), states.model.state(sec + 1))]
-        assert any(power == pytest.approx(p, abs=0.0015) and mem == m for p, m in truth), \
-            (ts, uuid, power, mem, truth)
+        truth = [
+            (st.gpu_power_w[g], int(st.gpu_mem_used_bytes[g]))
+            for st in (states.model.state(sec), states.model.state(sec + 1))
+        ]
+        assert any(power == pytest.approx(p, abs=0.0015) and mem == m for p, m in truth), (
+            ts,
+            uuid,
+            power,
+            mem,
+            truth,
+        )
     # tenants attributed from the processes' cgroups match the fleet's assignments
-    pairs = con.execute("SELECT DISTINCT gpu_uuid, tenant_guess FROM processes"
-                        " WHERE slice_id IS NULL AND tenant_guess IS NOT NULL").fetchall()
+    pairs = con.execute(
+        "SELECT DISTINCT gpu_uuid, tenant_guess FROM processes"
+        " WHERE slice_id IS NULL AND tenant_guess IS NOT NULL"
+    ).fetchall()
     whole = {u: t for u, t in pairs if fleet.gpu_tenant[idx[u]] >= 0}
     assert whole and all(TENANTS[fleet.gpu_tenant[idx[u]]][0] == t for u, t in whole.items())
-    mig_tenants = {t for (t,) in con.execute(
-        "SELECT DISTINCT tenant_guess FROM processes WHERE slice_id IS NOT NULL").fetchall()}
+    mig_tenants = {
+        t
+        for (t,) in con.execute(
+            "SELECT DISTINCT tenant_guess FROM processes WHERE slice_id IS NOT NULL"
+        ).fetchall()
+    }
     assert mig_tenants == {"lumen-video"}
     assert runtime.stats.batches_refused == 0
     print("E2E stats:", json.dumps(s.as_dict()))

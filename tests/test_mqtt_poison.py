@@ -36,19 +36,26 @@ def _daemon(tmp_path, broker: Broker) -> subprocess.Popen:
     config.write_text(
         f'[daemon]\ndb = "{tmp_path / "fleet.duckdb"}"\nstatus_interval_s = 0\n\n'
         f'[[sources]]\nkind = "mqtt"\nbroker = "{broker.address}"\n'
-        'flush_interval_s = 0.2\nreconnect_max_s = 1.0\nclient_id = "poison-daemon"\n')
-    return subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--config",
-                             str(config), "--no-serve"], cwd=tmp_path,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        'flush_interval_s = 0.2\nreconnect_max_s = 1.0\nclient_id = "poison-daemon"\n'
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "fleettui.cli", "daemon", "--config", str(config), "--no-serve"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_subscribed(broker: Broker, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        if "poison-daemon" in broker.log_path.read_text(errors="replace") or \
-                time.monotonic() > deadline - 15:
+        if (
+            "poison-daemon" in broker.log_path.read_text(errors="replace")
+            or time.monotonic() > deadline - 15
+        ):
             break
         time.sleep(0.2)
     time.sleep(2.0)  # connected and subscribed
@@ -69,13 +76,16 @@ def _payload(base: dict, seq: int, **kw) -> bytes:
 
 
 def test_poison_in_a_stream_and_a_retained_poison_status_never_stop_storage(
-        mosquitto: Broker, tmp_path):  # noqa: F811
+    mosquitto: Broker,  # noqa: F811
+    tmp_path,
+):
     base = json.loads(_report(HOST))
     base.pop("inv", None)
     pub = _publisher(mosquitto)
     # a retained status a broken agent left behind: delivered to every daemon that starts
-    pub.publish(f"fleettui/{HOST}/status", b'{"v":1,"state":"online","boot":"\\ud800"}',
-                qos=1, retain=True).wait_for_publish()
+    pub.publish(
+        f"fleettui/{HOST}/status", b'{"v":1,"state":"online","boot":"\\ud800"}', qos=1, retain=True
+    ).wait_for_publish()
     stored_total = 0
     for run in range(2):  # the second daemon gets the same retained poison
         daemon = _daemon(tmp_path, mosquitto)
@@ -83,8 +93,11 @@ def test_poison_in_a_stream_and_a_retained_poison_status_never_stop_storage(
         for i in range(60):
             seq = run * 1000 + i
             if i in (20, 40):  # poison: a lone surrogate in the driver, a NUL in a name
-                payload = _payload(base, seq, driver="\ud800") if i == 20 else \
-                    _payload(base, seq, boot="b\x00")
+                payload = (
+                    _payload(base, seq, driver="\ud800")
+                    if i == 20
+                    else _payload(base, seq, boot="b\x00")
+                )
             else:
                 payload = _payload(base, seq)
             pub.publish(f"fleettui/{HOST}/report", payload, qos=1).wait_for_publish()
@@ -98,7 +111,8 @@ def test_poison_in_a_stream_and_a_retained_poison_status_never_stop_storage(
         samples = store.con.execute("SELECT count(DISTINCT ts) FROM gpu_samples").fetchone()[0]
         rejects = store.con.execute(
             "SELECT count(*) FILTER (WHERE topic LIKE '%/report'),"
-            " count(*) FILTER (WHERE topic LIKE '%/status') FROM rejects").fetchone()
+            " count(*) FILTER (WHERE topic LIKE '%/status') FROM rejects"
+        ).fetchone()
         store.close()
         assert samples == stored_total  # every good report, in both runs
         assert rejects == (2 * (run + 1), run + 1)  # each poison once; the status once per start
@@ -113,8 +127,7 @@ def test_sigterm_writes_the_reports_already_received(mosquitto: Broker, tmp_path
     _wait_subscribed(mosquitto, daemon)
     pub = _publisher(mosquitto)
     n = 3000
-    infos = [pub.publish(f"fleettui/{HOST}/report", _payload(base, seq), qos=1)
-             for seq in range(n)]
+    infos = [pub.publish(f"fleettui/{HOST}/report", _payload(base, seq), qos=1) for seq in range(n)]
     for info in infos:
         info.wait_for_publish()
     rc, err = _stop(daemon)  # straight after the burst: much is still queued in the daemon

@@ -28,8 +28,15 @@ def _report(host: str = "rtx-07-n1", procs: bool = True) -> bytes:
     c.poll()
     clock[0] = NOW
     p = c.poll()
-    out = encode(p, host=host, boot="b1", seq=7, interval_s=1.0, driver=c.driver_version,
-                 inventory=c.inventory())
+    out = encode(
+        p,
+        host=host,
+        boot="b1",
+        seq=7,
+        interval_s=1.0,
+        driver=c.driver_version,
+        inventory=c.inventory(),
+    )
     c.close()
     return out
 
@@ -66,43 +73,49 @@ def _mutate(payload: bytes, path: list, value) -> bytes:
     return json.dumps(obj).encode()
 
 
-@pytest.mark.parametrize(("path", "value", "reason"), [
-    (["v"], 2, "unknown report version 2"),
-    (["v"], "1", "unknown report version '1'"),
-    (["host"], "a/b", "host: expected a host name"),
-    (["host"], "other", "does not match the topic's host"),
-    (["seq"], -1, "seq: expected a whole number"),
-    (["seq"], 1.5, "seq: expected a whole number"),
-    (["ts"], NOW + 3600, "s in the future"),
-    (["ts"], NOW - 30 * 86400, "s old"),
-    (["ts"], "now", "ts: expected epoch seconds"),
-    (["gpu", "power_w", 0], "hot", "gpu.power_w: expected a number"),
-    (["gpu", "power_w", 0], 1e9, "gpu.power_w: value 1000000000.0 outside [0, 10000]"),
-    (["gpu", "temp_c", 0], 400, "gpu.temp_c: value 400 outside"),
-    (["gpu", "mem_used_bytes", 0], -5, "gpu.mem_used_bytes: value -5 outside"),
-    (["gpu", "mem_used_bytes", 0], True, "gpu.mem_used_bytes: expected a whole number"),
-    (["gpu", "power_w"], [1.0], "gpu.power_w: expected a list of 8 values"),
-    (["gpu", "uuid"], KeyError, "gpu.uuid: missing"),
-    (["gpu"], [], "gpu: expected an object of columns"),
-    (["slice", "gpu", 0], 99, "slice.gpu: expected a GPU position below 8"),
-    (["proc", "pid", 0], None, "proc: every row needs a gpu position and a pid"),
-    (["inv", "gpus", "mig_mode", 0], "yes", "inv.gpus.mig_mode: expected true/false"),
-    (["lost"], "GPU-1", "lost: expected a list of GPU UUIDs"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "reason"),
+    [
+        (["v"], 2, "unknown report version 2"),
+        (["v"], "1", "unknown report version '1'"),
+        (["host"], "a/b", "host: expected a host name"),
+        (["host"], "other", "does not match the topic's host"),
+        (["seq"], -1, "seq: expected a whole number"),
+        (["seq"], 1.5, "seq: expected a whole number"),
+        (["ts"], NOW + 3600, "s in the future"),
+        (["ts"], NOW - 30 * 86400, "s old"),
+        (["ts"], "now", "ts: expected epoch seconds"),
+        (["gpu", "power_w", 0], "hot", "gpu.power_w: expected a number"),
+        (["gpu", "power_w", 0], 1e9, "gpu.power_w: value 1000000000.0 outside [0, 10000]"),
+        (["gpu", "temp_c", 0], 400, "gpu.temp_c: value 400 outside"),
+        (["gpu", "mem_used_bytes", 0], -5, "gpu.mem_used_bytes: value -5 outside"),
+        (["gpu", "mem_used_bytes", 0], True, "gpu.mem_used_bytes: expected a whole number"),
+        (["gpu", "power_w"], [1.0], "gpu.power_w: expected a list of 8 values"),
+        (["gpu", "uuid"], KeyError, "gpu.uuid: missing"),
+        (["gpu"], [], "gpu: expected an object of columns"),
+        (["slice", "gpu", 0], 99, "slice.gpu: expected a GPU position below 8"),
+        (["proc", "pid", 0], None, "proc: every row needs a gpu position and a pid"),
+        (["inv", "gpus", "mig_mode", 0], "yes", "inv.gpus.mig_mode: expected true/false"),
+        (["lost"], "GPU-1", "lost: expected a list of GPU UUIDs"),
+    ],
+)
 def test_bad_reports_are_refused_with_a_reason(good, path, value, reason):
     with pytest.raises(ReportError) as exc:
         decode(_mutate(good, path, value), topic_host="rtx-07-n1", now=NOW)
     assert reason in str(exc.value)
 
 
-@pytest.mark.parametrize(("payload", "reason"), [
-    (b"\xff\xfe", "not UTF-8"),
-    (b"{not json", "not JSON"),
-    (b"[1, 2]", "must be a JSON object"),
-    (b'{"v": 1, "ts": NaN}', "non-finite number NaN"),
-    (b"x" * (2 << 20), "exceeds"),
-    (b"[" * 100_000, "not JSON"),
-])
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"v": 1, "ts": NaN}', "non-finite number NaN"),
+        (b"x" * (2 << 20), "exceeds"),
+        (b"[" * 100_000, "not JSON"),
+    ],
+)
 def test_undecodable_payloads_are_refused(payload, reason):
     with pytest.raises(ReportError, match=reason):
         decode(payload)
@@ -125,18 +138,43 @@ def test_status_round_trip_and_refusal():
 
 # -- fuzz ----------------------------------------------------------------------------------
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=6)
-    | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
     max_leaves=30,
 )
 FIELD_PATHS = [
-    ["v"], ["host"], ["boot"], ["seq"], ["ts"], ["interval_s"], ["dropped"], ["driver"],
-    ["gpu"], ["gpu", "uuid"], ["gpu", "util_pct"], ["gpu", "util_pct", 0], ["gpu", "power_w", 3],
-    ["gpu", "mem_used_bytes"], ["slice"], ["slice", "gpu"], ["slice", "id", 0], ["proc"],
-    ["proc", "gpu", 0], ["proc", "pid"], ["xid"], ["lost"], ["inv"], ["inv", "gpus"],
-    ["inv", "slices", "id"], ["gpu", "nvlink_up"],
+    ["v"],
+    ["host"],
+    ["boot"],
+    ["seq"],
+    ["ts"],
+    ["interval_s"],
+    ["dropped"],
+    ["driver"],
+    ["gpu"],
+    ["gpu", "uuid"],
+    ["gpu", "util_pct"],
+    ["gpu", "util_pct", 0],
+    ["gpu", "power_w", 3],
+    ["gpu", "mem_used_bytes"],
+    ["slice"],
+    ["slice", "gpu"],
+    ["slice", "id", 0],
+    ["proc"],
+    ["proc", "gpu", 0],
+    ["proc", "pid"],
+    ["xid"],
+    ["lost"],
+    ["inv"],
+    ["inv", "gpus"],
+    ["inv", "slices", "id"],
+    ["gpu", "nvlink_up"],
 ]
 
 
@@ -171,8 +209,11 @@ def test_fuzz_random_bytes_never_crash_the_source(payload):
     assert src.stats.rejected + src._batcher.reports + src.stats.stored >= 2
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(path=st.sampled_from(FIELD_PATHS), value=json_values, drop=st.booleans())
 def test_fuzz_mutated_reports_are_stored_or_rejected_never_crash(good, path, value, drop):
     try:
@@ -196,9 +237,28 @@ def test_fuzz_mutated_reports_are_stored_or_rejected_never_crash(good, path, val
 
 
 @settings(max_examples=200, deadline=None)
-@given(doc=st.dictionaries(st.sampled_from(["v", "host", "boot", "seq", "ts", "gpu", "slice",
-                                            "proc", "xid", "inv", "lost", "dropped"]),
-                           json_values, max_size=12))
+@given(
+    doc=st.dictionaries(
+        st.sampled_from(
+            [
+                "v",
+                "host",
+                "boot",
+                "seq",
+                "ts",
+                "gpu",
+                "slice",
+                "proc",
+                "xid",
+                "inv",
+                "lost",
+                "dropped",
+            ]
+        ),
+        json_values,
+        max_size=12,
+    )
+)
 def test_fuzz_structured_documents(doc):
     payload = json.dumps(doc).encode()
     try:

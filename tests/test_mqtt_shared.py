@@ -23,9 +23,16 @@ async def test_shared_group_splits_reports(mosquitto: Broker, states):  # noqa: 
     sources = []
     for name in ("a", "b"):
         src = MqttSource(
-            MqttOptions(name=name, broker=mosquitto.address, shared_group="daemons",
-                        client_id=f"daemon-{name}", flush_interval_s=0.1, max_age_s=1e9),
-            on_report=lambda r, name=name: seen[name].append(r.seq))
+            MqttOptions(
+                name=name,
+                broker=mosquitto.address,
+                shared_group="daemons",
+                client_id=f"daemon-{name}",
+                flush_interval_s=0.1,
+                max_age_s=1e9,
+            ),
+            on_report=lambda r, name=name: seen[name].append(r.seq),
+        )
         sources.append(src)
 
     async def sink(batches):
@@ -37,11 +44,16 @@ async def test_shared_group_splits_reports(mosquitto: Broker, states):  # noqa: 
     base = payloads[0].decode()
     n = 60
     async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="pub") as pub:
-        await pub.publish("fleettui/hgx-04-n4/status",
-                          encode_status("online", ts=time.time(), boot="b1"), qos=1, retain=True)
+        await pub.publish(
+            "fleettui/hgx-04-n4/status",
+            encode_status("online", ts=time.time(), boot="b1"),
+            qos=1,
+            retain=True,
+        )
         for seq in range(n):
-            await pub.publish("fleettui/hgx-04-n4/report",
-                              base.replace('"seq":0', f'"seq":{seq}'), qos=1)
+            await pub.publish(
+                "fleettui/hgx-04-n4/report", base.replace('"seq":0', f'"seq":{seq}'), qos=1
+            )
     await wait_for(lambda: len(seen["a"]) + len(seen["b"]) >= n, 10, "all reports")
     await wait_for(lambda: all(s.stats.status_messages for s in sources), 5, "status at both")
     for t in tasks:

@@ -25,8 +25,15 @@ def states() -> SimStates:
     return SimStates(SimModel(start=NOW - 100, faults=(Fault("xid79", "hgx-03-n1:5", 99, 60),)))
 
 
-def reports(states: SimStates, host: str, n: int, *, boot: str = "b1", t0: float = NOW - 2,
-            processes_every: int = 1) -> list[bytes]:
+def reports(
+    states: SimStates,
+    host: str,
+    n: int,
+    *,
+    boot: str = "b1",
+    t0: float = NOW - 2,
+    processes_every: int = 1,
+) -> list[bytes]:
     clock = [t0]
     lib = open_library("fake", host=host, states=states, clock=lambda: clock[0])
     c = NvmlCollector(lib, clock=lambda: clock[0], events=True, processes_every=processes_every)
@@ -36,10 +43,20 @@ def reports(states: SimStates, host: str, n: int, *, boot: str = "b1", t0: float
             clock[0] += 1.0
         if clock[0] >= NOW - 1:
             import time
+
             time.sleep(0.2)  # let the Xid thread see the fault start
         p = c.poll()
-        out.append(encode(p, host=host, boot=boot, seq=seq, interval_s=1.0,
-                          driver=c.driver_version, inventory=c.inventory() if seq == 0 else None))
+        out.append(
+            encode(
+                p,
+                host=host,
+                boot=boot,
+                seq=seq,
+                interval_s=1.0,
+                driver=c.driver_version,
+                inventory=c.inventory() if seq == 0 else None,
+            )
+        )
     c.close()
     return out
 
@@ -62,20 +79,26 @@ def test_reports_become_one_batch_per_table(states):
     store.write(batches)
     # hgx-03-n1 loses GPU 5 (Xid 79) at NOW-1: 8 + 7 + 7 rows; rtx 8 x 3
     assert q(store, "SELECT host, count(*) FROM gpu_samples GROUP BY host ORDER BY host") == [
-        ("hgx-03-n1", 22), ("rtx-07-n1", 24)]
-    assert q(store, "SELECT count(*), count(DISTINCT port), min(kind), min(source)"
-                    " FROM link_samples") == [(22 * 18, 18, "nvlink", "nvml")]
+        ("hgx-03-n1", 22),
+        ("rtx-07-n1", 24),
+    ]
+    assert q(
+        store, "SELECT count(*), count(DISTINCT port), min(kind), min(source) FROM link_samples"
+    ) == [(22 * 18, 18, "nvlink", "nvml")]
     assert q(store, "SELECT code, detail FROM events") == [
-        (79, "Xid 79: GPU has fallen off the bus")]
+        (79, "Xid 79: GPU has fallen off the bus")
+    ]
     assert q(store, "SELECT count(*) FROM gpus") == [(16,)]
     mig = q(store, "SELECT count(*) FROM slices WHERE kind = 'mig'")[0][0]
     assert mig == len({r[0] for r in q(store, "SELECT slice_id FROM slice_samples")}) > 8
     with_gpm = q(store, "SELECT count(*) FROM slice_samples WHERE util_pct IS NOT NULL")[0][0]
     assert with_gpm == mig * 2  # GPM activity from the second report on
-    assert q(store, "SELECT count(*) FROM gpu_samples WHERE host = 'rtx-07-n1'"
-                    " AND util_pct IS NULL") == [(24,)]  # MIG GPUs: NotSupported -> NULL
+    assert q(
+        store, "SELECT count(*) FROM gpu_samples WHERE host = 'rtx-07-n1' AND util_pct IS NULL"
+    ) == [(24,)]  # MIG GPUs: NotSupported -> NULL
     assert q(store, "SELECT DISTINCT tenant_guess FROM processes WHERE host = 'rtx-07-n1'") == [
-        ("lumen-video",)]
+        ("lumen-video",)
+    ]
     first, last = q(store, "SELECT first_seen, last_seen FROM hosts WHERE host = 'hgx-03-n1'")[0]
     assert (last - first).total_seconds() == pytest.approx(2.0)
 
@@ -87,8 +110,10 @@ def test_nvlink_rows_per_gpu_sum_the_links(states):
         for payload in reports(states, "hgx-04-n1", 2, processes_every=9):
             src.handle("fleettui/hgx-04-n1/report", payload)
         store.write(src.take_batches()[0])
-    sql = ("SELECT gpu_uuid, sum(tx_bytes_per_s), sum(rx_bytes_per_s), count(*), bool_and(link_up)"
-           " FROM link_samples WHERE tx_bytes_per_s IS NOT NULL GROUP BY gpu_uuid ORDER BY 1")
+    sql = (
+        "SELECT gpu_uuid, sum(tx_bytes_per_s), sum(rx_bytes_per_s), count(*), bool_and(link_up)"
+        " FROM link_samples WHERE tx_bytes_per_s IS NOT NULL GROUP BY gpu_uuid ORDER BY 1"
+    )
     a, b = (q(s, sql) for s in stores)
     assert [r[3] for r in a] == [18] * 8 and [r[3] for r in b] == [1] * 8
     for ra, rb in zip(a, b, strict=True):
@@ -150,7 +175,9 @@ def test_presence_from_birth_and_will(states):
     src.handle("fleettui/h2/status", b"")  # retained message cleared: no change
     store.write(src.take_batches()[0])
     assert q(store, "SELECT host, state, boot FROM host_status ORDER BY host") == [
-        ("h1", "offline", "b1"), ("h2", "online", "b7")]
+        ("h1", "offline", "b1"),
+        ("h2", "online", "b7"),
+    ]
 
 
 def test_inventory_is_written_when_it_changes_only(states):
@@ -187,11 +214,14 @@ def test_nested_topic_prefix_finds_the_host(states):
     assert src.stats.rejected == 0 and src._batcher.reports == 1
 
 
-@pytest.mark.parametrize(("text", "tls", "out"), [
-    ("broker.local", False, ("broker.local", 1883)),
-    ("broker.local", True, ("broker.local", 8883)),
-    ("10.0.0.5:1884", False, ("10.0.0.5", 1884)),
-    ("[::1]:1885", False, ("::1", 1885)),
-])
+@pytest.mark.parametrize(
+    ("text", "tls", "out"),
+    [
+        ("broker.local", False, ("broker.local", 1883)),
+        ("broker.local", True, ("broker.local", 8883)),
+        ("10.0.0.5:1884", False, ("10.0.0.5", 1884)),
+        ("[::1]:1885", False, ("::1", 1885)),
+    ],
+)
 def test_parse_broker(text, tls, out):
     assert parse_broker(text, tls) == out

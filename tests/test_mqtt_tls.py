@@ -24,16 +24,23 @@ pytestmark = [pytest.mark.integration]
 def secure_broker(tmp_path):
     require_binary("openssl", "openssl")
     require_binary("mosquitto_passwd", "mosquitto")
-    broker = Broker(tmp_path / "tls", tls=True,
-                    users={"agent-1": "s3cret-agent", "daemon": "s3cret-daemon"})
+    broker = Broker(
+        tmp_path / "tls", tls=True, users={"agent-1": "s3cret-agent", "daemon": "s3cret-daemon"}
+    )
     broker.start()
     yield broker
     broker.stop()
 
 
 def make_agent(broker: Broker, host: str, states: SimStates, **auth) -> Agent:
-    o = AgentOptions(broker=broker.address, interval_s=0.2, max_backoff_s=0.3, tls=True,
-                     tls_ca=str(broker.ca_path), **auth)
+    o = AgentOptions(
+        broker=broker.address,
+        interval_s=0.2,
+        max_backoff_s=0.3,
+        tls=True,
+        tls_ca=str(broker.ca_path),
+        **auth,
+    )
     lib = open_library("fake", host=host, states=states)
     return Agent(o, NvmlCollector(lib, events=False), host=host)
 
@@ -41,19 +48,26 @@ def make_agent(broker: Broker, host: str, states: SimStates, **auth) -> Agent:
 async def test_tls_and_passwords(secure_broker: Broker, monkeypatch):
     monkeypatch.setenv("FT_TEST_MQTT_PASSWORD", "s3cret-daemon")
     states = SimStates(SimModel(start=time.time()))
-    src = MqttSource(MqttOptions(broker=secure_broker.address, tls=True,
-                                 tls_ca=str(secure_broker.ca_path), username="daemon",
-                                 password_env="FT_TEST_MQTT_PASSWORD", flush_interval_s=0.1,
-                                 reconnect_max_s=0.5))
+    src = MqttSource(
+        MqttOptions(
+            broker=secure_broker.address,
+            tls=True,
+            tls_ca=str(secure_broker.ca_path),
+            username="daemon",
+            password_env="FT_TEST_MQTT_PASSWORD",
+            flush_interval_s=0.1,
+            reconnect_max_s=0.5,
+        )
+    )
 
     async def sink(batches):
         return None
 
     src_task = asyncio.create_task(src.run(sink))
-    good = make_agent(secure_broker, "hgx-03-n1", states, username="agent-1",
-                      password="s3cret-agent")
-    wrong = make_agent(secure_broker, "hgx-03-n2", states, username="agent-1",
-                       password="guess")
+    good = make_agent(
+        secure_broker, "hgx-03-n1", states, username="agent-1", password="s3cret-agent"
+    )
+    wrong = make_agent(secure_broker, "hgx-03-n2", states, username="agent-1", password="guess")
     stop = asyncio.Event()
     tasks = [asyncio.create_task(a.run(stop, drain_s=0.1)) for a in (good, wrong)]
     await asyncio.wait_for(src.connected.wait(), 10)
@@ -69,10 +83,18 @@ async def test_tls_and_passwords(secure_broker: Broker, monkeypatch):
 
 async def test_plain_client_cannot_talk_to_the_tls_listener(secure_broker: Broker):
     states = SimStates(SimModel(start=time.time()))
-    o = AgentOptions(broker=secure_broker.address, interval_s=0.2, max_backoff_s=0.3,
-                     username="agent-1", password="s3cret-agent")  # no --tls
-    a = Agent(o, NvmlCollector(open_library("fake", host="hgx-03-n1", states=states),
-                               events=False), host="hgx-03-n1")
+    o = AgentOptions(
+        broker=secure_broker.address,
+        interval_s=0.2,
+        max_backoff_s=0.3,
+        username="agent-1",
+        password="s3cret-agent",
+    )  # no --tls
+    a = Agent(
+        o,
+        NvmlCollector(open_library("fake", host="hgx-03-n1", states=states), events=False),
+        host="hgx-03-n1",
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(a.run(stop, drain_s=0.1))
     await asyncio.sleep(1.5)

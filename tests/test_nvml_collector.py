@@ -35,8 +35,14 @@ def states() -> SimStates:
 
 
 def collector(states: SimStates, host: str, clock: Clock, **kw) -> NvmlCollector:
-    lib = open_library("fake", host=host, states=states, clock=clock,
-                       old_driver=kw.pop("old_driver", False), gpm=kw.pop("gpm", True))
+    lib = open_library(
+        "fake",
+        host=host,
+        states=states,
+        clock=clock,
+        old_driver=kw.pop("old_driver", False),
+        gpm=kw.pop("gpm", True),
+    )
     return NvmlCollector(lib, clock=clock, events=kw.pop("events", False), **kw)
 
 
@@ -59,8 +65,9 @@ def test_whole_gpu_values_follow_the_simulated_fleet(states):
         assert p.gpu["temp_c"][i] == round(st.gpu_temp_c[g])
         assert p.gpu["mem_used_bytes"][i] == int(st.gpu_mem_used_bytes[g])
         assert p.gpu["util_pct"][i] == round(st.gpu_util_pct[g])
-        assert p.gpu["pcie_rx_bytes_per_s"][i] == pytest.approx(st.gpu_pcie_rx_bytes_per_s[g],
-                                                               rel=1e-3)
+        assert p.gpu["pcie_rx_bytes_per_s"][i] == pytest.approx(
+            st.gpu_pcie_rx_bytes_per_s[g], rel=1e-3
+        )
         assert p.gpu["energy_j"][i] == pytest.approx(st.gpu_energy_j[g], abs=0.001)
         assert p.gpu["mem_reserved_bytes"][i] > 0  # memory v2 on a current driver
     c.close()
@@ -92,15 +99,20 @@ def test_mig_gpu_reports_per_instance_memory_and_gpm_activity(states):
     first = c.poll()
     assert all(u is None for u in first.gpu["util_pct"])  # NotSupported on a MIG GPU
     assert first.slice["util_pct"] == [None] * len(first.slice["id"])  # GPM needs two samples
-    expected_ids = [s for s in f.slice_id
-                    if s.rsplit("/", 1)[0] in first.gpu["uuid"] and "/gi" in s]
+    expected_ids = [
+        s for s in f.slice_id if s.rsplit("/", 1)[0] in first.gpu["uuid"] and "/gi" in s
+    ]
     assert sorted(first.slice["id"]) == sorted(expected_ids)
     clock.t += 1.0
     second = c.poll()
     st = states.model.state(clock.t)
-    for sid, util, used, total in zip(second.slice["id"], second.slice["util_pct"],
-                                      second.slice["mem_used_bytes"],
-                                      second.slice["mem_total_bytes"], strict=True):
+    for sid, util, used, total in zip(
+        second.slice["id"],
+        second.slice["util_pct"],
+        second.slice["mem_used_bytes"],
+        second.slice["mem_total_bytes"],
+        strict=True,
+    ):
         s = f.slice_id.index(sid)
         assert util == pytest.approx(st.slice_util_pct[s])
         assert used == int(st.slice_mem_used_bytes[s])
@@ -126,8 +138,13 @@ def test_not_supported_fields_are_null_and_not_asked_again(states):
     clock = Clock(START + 10)
     c = collector(states, "rtx-07-n3", clock)  # RTX PRO 6000: GDDR, no NVLink
     p = c.poll()
-    for name in ("mem_temp_c", "ecc_sbe_total", "ecc_dbe_total", "remapped_rows_correctable",
-                 "nvlink_tx_bytes_per_s"):
+    for name in (
+        "mem_temp_c",
+        "ecc_sbe_total",
+        "ecc_dbe_total",
+        "remapped_rows_correctable",
+        "nvlink_tx_bytes_per_s",
+    ):
         assert p.gpu[name] == [None] * 8, name
     assert all(v is not None for v in p.gpu["power_w"])
     fake: FakeNvml = c.nvml
@@ -228,15 +245,25 @@ def test_library_factory_rejects_unknown_kinds():
         open_library("fake")
 
 
-@pytest.mark.parametrize(("cgroup", "container", "tenant"), [
-    ("0::/tenants.slice/tenant-acme-llm.slice/cri-containerd-" + "ab" * 32 + ".scope",
-     "ab" * 6, "acme-llm"),
-    ("0::/system.slice/docker-0123456789abcdef0123.scope", "0123456789ab", None),
-    ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/"
-     "crio-" + "f" * 64 + ".scope", "f" * 12, None),
-    ("0::/user.slice/user-1000.slice/session-2.scope", None, None),
-    (None, None, None),
-])
+@pytest.mark.parametrize(
+    ("cgroup", "container", "tenant"),
+    [
+        (
+            "0::/tenants.slice/tenant-acme-llm.slice/cri-containerd-" + "ab" * 32 + ".scope",
+            "ab" * 6,
+            "acme-llm",
+        ),
+        ("0::/system.slice/docker-0123456789abcdef0123.scope", "0123456789ab", None),
+        (
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/"
+            "crio-" + "f" * 64 + ".scope",
+            "f" * 12,
+            None,
+        ),
+        ("0::/user.slice/user-1000.slice/session-2.scope", None, None),
+        (None, None, None),
+    ],
+)
 def test_cgroup_parsing(cgroup, container, tenant):
     assert container_of(cgroup) == container
     assert tenant_of(cgroup) == tenant

@@ -29,8 +29,9 @@ HAVE_GPU = _nvml_works()
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAVE_GPU, reason="needs an NVIDIA GPU and driver (NVML)")
 def test_collector_agrees_with_nvidia_smi():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--polls", "5"], capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--polls", "5"], capture_output=True, text=True, timeout=300
+    )
     print(out.stdout)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all compared values agree" in out.stdout
@@ -38,8 +39,7 @@ def test_collector_agrees_with_nvidia_smi():
 
 @pytest.mark.skipif(HAVE_GPU, reason="this machine has NVML")
 def test_check_script_without_nvml_says_so_and_exits_2():
-    out = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.startswith("check_real_gpu: cannot run here: NVML cannot start")
     assert "Traceback" not in out.stderr
@@ -73,27 +73,33 @@ def test_check_script_logic_on_the_fake(tmp_path, monkeypatch, capsys):
     lib = open_library("fake", host="hgx-03-n1", states=states, clock=lambda: t)
     st = states.at(t)
     f = states.model.fleet
-    gpus = sorted((g for g in range(f.n_gpus) if f.host[f.gpu_host_idx[g]] == "hgx-03-n1"),
-                  key=lambda g: f.gpu_index[g])
+    gpus = sorted(
+        (g for g in range(f.n_gpus) if f.host[f.gpu_host_idx[g]] == "hgx-03-n1"),
+        key=lambda g: f.gpu_index[g],
+    )
     rows = []
     for g in gpus:
-        rows.append({
-            "uuid": f.gpu_uuid[g], "name": "NVIDIA H100 80GB HBM3", "pci.bus_id": f.gpu_pci[g],
-            "mig.mode.current": "Disabled",
-            "utilization.gpu": str(round(st.gpu_util_pct[g])),
-            "utilization.memory": str(round(st.gpu_mem_util_pct[g])),
-            "memory.used": str(int(st.gpu_mem_used_bytes[g]) // 2**20),
-            "memory.total": str(int(st.gpu_mem_total_bytes[g]) // 2**20),
-            "memory.reserved": "512",
-            "power.draw": f"{st.gpu_power_w[g] + 3:.2f}",  # within tolerance
-            "temperature.gpu": str(round(st.gpu_temp_c[g])),
-            "temperature.memory": str(round(st.gpu_mem_temp_c[g])),
-            "clocks.sm": str(round(st.gpu_sm_clock_mhz[g])),
-            "clocks.mem": str(round(st.gpu_mem_clock_mhz[g])),
-            "ecc.errors.corrected.volatile.total": str(int(st.gpu_ecc_sbe_total[g])),
-            "ecc.errors.uncorrected.volatile.total": str(int(st.gpu_ecc_dbe_total[g])),
-            "clocks_throttle_reasons.active": f"0x{int(st.gpu_throttle_reasons[g]):016x}",
-        })
+        rows.append(
+            {
+                "uuid": f.gpu_uuid[g],
+                "name": "NVIDIA H100 80GB HBM3",
+                "pci.bus_id": f.gpu_pci[g],
+                "mig.mode.current": "Disabled",
+                "utilization.gpu": str(round(st.gpu_util_pct[g])),
+                "utilization.memory": str(round(st.gpu_mem_util_pct[g])),
+                "memory.used": str(int(st.gpu_mem_used_bytes[g]) // 2**20),
+                "memory.total": str(int(st.gpu_mem_total_bytes[g]) // 2**20),
+                "memory.reserved": "512",
+                "power.draw": f"{st.gpu_power_w[g] + 3:.2f}",  # within tolerance
+                "temperature.gpu": str(round(st.gpu_temp_c[g])),
+                "temperature.memory": str(round(st.gpu_mem_temp_c[g])),
+                "clocks.sm": str(round(st.gpu_sm_clock_mhz[g])),
+                "clocks.mem": str(round(st.gpu_mem_clock_mhz[g])),
+                "ecc.errors.corrected.volatile.total": str(int(st.gpu_ecc_sbe_total[g])),
+                "ecc.errors.uncorrected.volatile.total": str(int(st.gpu_ecc_dbe_total[g])),
+                "clocks_throttle_reasons.active": f"0x{int(st.gpu_throttle_reasons[g]):016x}",
+            }
+        )
     rows[0]["temperature.gpu"] = str(round(st.gpu_temp_c[gpus[0]]) + 9)  # one real mismatch
     table = tmp_path / "table.json"
     table.write_text(json.dumps({"fields": [k for k in rows[0] if k != "uuid"], "rows": rows}))

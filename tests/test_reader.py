@@ -21,13 +21,26 @@ def test_placeholder_count_must_match():
         inline_params("SELECT ?", [1, 2])
 
 
-@pytest.mark.parametrize("sql", ["DELETE FROM gpus", "SELECT 1; DROP TABLE gpus",
-                                 "COPY gpus TO 'x.csv'", "ATTACH 'x.duckdb'", "SET threads = 1"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM gpus",
+        "SELECT 1; DROP TABLE gpus",
+        "COPY gpus TO 'x.csv'",
+        "ATTACH 'x.duckdb'",
+        "SET threads = 1",
+    ],
+)
 def test_only_single_selects_pass(sql):
     with pytest.raises(ReadOnlyError):
         check_read_only(sql)
 
 
 def test_selects_pass():
-    for sql in ("SELECT 1", "WITH x AS (SELECT 1) SELECT * FROM x", "EXPLAIN SELECT 1", "FROM gpus"):
+    for sql in (
+        "SELECT 1",
+        "WITH x AS (SELECT 1) SELECT * FROM x",
+        "EXPLAIN SELECT 1",
+        "FROM gpus",
+    ):
         check_read_only(sql)

@@ -41,12 +41,33 @@ def run(text, *, now=T0, source="cap", o=None, pipe=None, labels=None):
 
 # -- 1. DCGM blanks --------------------------------------------------------------
 BLANKS = [
-    2147483632, 2147483633, 2147483634, 2147483635,  # int32 BLANK, NOT_FOUND/SUPPORTED/PERM
-    9223372036854775792, 9223372036854775793, 9223372036854775794, 9223372036854775795,
-    140737488355328.0, 140737488355329.0, 140737488355330.0, 140737488355331.0,
+    2147483632,
+    2147483633,
+    2147483634,
+    2147483635,  # int32 BLANK, NOT_FOUND/SUPPORTED/PERM
+    9223372036854775792,
+    9223372036854775793,
+    9223372036854775794,
+    9223372036854775795,
+    140737488355328.0,
+    140737488355329.0,
+    140737488355330.0,
+    140737488355331.0,
 ]
-READINGS = [0, 1, 28, 69.5, 2147483631, 2147483636, 4294967295, 140737488355327.0,
-            140737488355332.0, 455497156, 9.2e18, 1e15]
+READINGS = [
+    0,
+    1,
+    28,
+    69.5,
+    2147483631,
+    2147483636,
+    4294967295,
+    140737488355327.0,
+    140737488355332.0,
+    455497156,
+    9.2e18,
+    1e15,
+]
 
 
 def test_blank_mask_is_every_dcgm_sentinel_and_no_reading():
@@ -54,9 +75,10 @@ def test_blank_mask_is_every_dcgm_sentinel_and_no_reading():
     vals = np.array([float(str(v)) for v in BLANKS + READINGS])
     assert blank_mask(vals).tolist() == [True] * len(BLANKS) + [False] * len(READINGS)
     assert float("9223372036854775794") == 9.223372036854776e18
-    assert [label_value({"k": v}, "k") for v in
-            ("<<<NULL>>>", "<<<NOT_FOUND>>>", "<<<NOT_SUPPORTED>>>", "<<<NOT_PERM>>>", "", "x")] == [
-        None, None, None, None, None, "x"]
+    assert [
+        label_value({"k": v}, "k")
+        for v in ("<<<NULL>>>", "<<<NOT_FOUND>>>", "<<<NOT_SUPPORTED>>>", "<<<NOT_PERM>>>", "", "x")
+    ] == [None, None, None, None, None, "x"]
 
 
 @pytest.mark.parametrize(
@@ -70,14 +92,17 @@ def test_dcgm_exporter_readme_blank_memory_temp_is_null_not_9e18(name):
     assert s["gpu_uuid"] == "GPU-604ac76c-d9cf-fef3-62e9-d92044ab6e52" and s["host"] == "gpu-node-7"
     assert s["mem_temp_c"] is None  # was 9.2e18
     assert s["sm_clock_mhz"] == 139 and s["mem_clock_mhz"] == 405  # the real readings stay
-    why = "DCGM_FI_DEV_MEMORY_TEMP: DCGM blank value (not supported/found/permitted), stored as NULL"
+    why = (
+        "DCGM_FI_DEV_MEMORY_TEMP: DCGM blank value (not supported/found/permitted), stored as NULL"
+    )
     assert g.dropped[why] == 1
 
 
 def test_every_blank_kind_on_every_column_is_null_and_counted():
     # The L4 capture with each numeric field's value replaced by one sentinel in turn.
-    text = upstream("dcgm-exporter", "cncf-kops-1xL4",
-                    "dcgm-exporter-full-default-counters.prom").read_text()
+    text = upstream(
+        "dcgm-exporter", "cncf-kops-1xL4", "dcgm-exporter-full-default-counters.prom"
+    ).read_text()
     lines = text.splitlines()
     samples = [i for i, ln in enumerate(lines) if ln.startswith("DCGM_FI_")]
     for k, blank in enumerate(BLANKS):
@@ -93,10 +118,12 @@ def test_every_blank_kind_on_every_column_is_null_and_counted():
 
 
 def test_string_blank_labels_are_absent():
-    text = upstream("dcgm-exporter", "cncf-kops-1xL4",
-                    "dcgm-exporter-full-default-counters.prom").read_text()
+    text = upstream(
+        "dcgm-exporter", "cncf-kops-1xL4", "dcgm-exporter-full-default-counters.prom"
+    ).read_text()
     text = text.replace('modelName="NVIDIA L4"', 'modelName="<<<NOT_SUPPORTED>>>"').replace(
-        'DCGM_FI_DRIVER_VERSION="580.105.08"', 'DCGM_FI_DRIVER_VERSION="<<<NULL>>>"')
+        'DCGM_FI_DRIVER_VERSION="580.105.08"', 'DCGM_FI_DRIVER_VERSION="<<<NULL>>>"'
+    )
     _, g = run(text)
     (gpu,) = rows(g, "gpus")
     assert gpu["name"] is None and rows(g, "hosts")[0]["driver_version"] is None
@@ -148,15 +175,20 @@ def test_both_itl_names_are_not_counted_twice():
     g0, g1 = latency_of(path)
     (r,) = rows(g1, "latency_samples")
     assert r["itl_p50_ms"] == pytest.approx(25.0)
-    why = ("vllm:time_per_output_token_seconds: vllm:inter_token_latency_seconds present, "
-           "the old name is not counted twice")
+    why = (
+        "vllm:time_per_output_token_seconds: vllm:inter_token_latency_seconds present, "
+        "the old name is not counted twice"
+    )
     assert g1.dropped[why] == 14  # its 14 buckets, left out
     # Were the old name added, an old-name histogram that differs would move the quantiles:
     # give its 100 new observations to the 0.4-0.5 s bucket instead.
     first, second = scrapes_in(path)
     old = "vllm:time_per_output_token_seconds_bucket"
-    before = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
-              for ln in first.splitlines() if ln.startswith(old)}
+    before = {
+        ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+        for ln in first.splitlines()
+        if ln.startswith(old)
+    }
     skewed = []
     for ln in second.splitlines():
         if ln.startswith(old):
@@ -175,17 +207,23 @@ def test_real_vllm_v1_capture_still_reads_new_names_only():
     text = upstream("vllm", "vllm-v1-qwen2.5-0.5b-kops-metrics.txt").read_text()
     assert "vllm:time_per_output_token_seconds" not in text
     _, g = run(text)
-    assert g.dropped.get(
-        "vllm:time_per_output_token_seconds: vllm:inter_token_latency_seconds present, "
-        "the old name is not counted twice") is None
+    assert (
+        g.dropped.get(
+            "vllm:time_per_output_token_seconds: vllm:inter_token_latency_seconds present, "
+            "the old name is not counted twice"
+        )
+        is None
+    )
 
 
 # -- 4. endpoints and tenants from inference servers --------------------------------
 def test_inference_servers_become_endpoints_and_tenants_without_targets():
-    g0, g1 = latency_of(ours("vllm-0.8-v0-tpot-only.txt"),
-                        labels={"service": "chat", "namespace": "team-a"})
+    g0, g1 = latency_of(
+        ours("vllm-0.8-v0-tpot-only.txt"), labels={"service": "chat", "namespace": "team-a"}
+    )
     assert rows(g0, "endpoints") == [
-        {"endpoint": "chat", "tenant": "team-a", "model": "meta-llama/Llama-3.1-8B-Instruct"}]
+        {"endpoint": "chat", "tenant": "team-a", "model": "meta-llama/Llama-3.1-8B-Instruct"}
+    ]
     assert rows(g0, "tenants") == [{"tenant": "team-a"}]
     assert rows(g1, "endpoints") == []  # written when it changes, not every gather
     assert rows(g1, "latency_samples")[0]["tenant"] == "team-a"
@@ -194,7 +232,8 @@ def test_inference_servers_become_endpoints_and_tenants_without_targets():
     store.write(g0.batches + g1.batches)
     # latency targets are config's: never overwritten (nor invented) by discovery
     assert store.con.execute("SELECT * FROM endpoints").fetchall() == [
-        ("chat", "team-a", "meta-llama/Llama-3.1-8B-Instruct", 30.0, 400.0)]
+        ("chat", "team-a", "meta-llama/Llama-3.1-8B-Instruct", 30.0, 400.0)
+    ]
     at = datetime.fromtimestamp(T0 + 16, UTC).replace(tzinfo=None)
     (t,) = tenant_summary(store.con, at).to_pylist()
     assert t["tenant"] == "team-a" and t["itl_p99_ms"] == pytest.approx(75.0)
@@ -204,7 +243,8 @@ def test_pod_labels_of_a_real_scrape_make_a_tenant():
     path = upstream("dcgm-exporter", "runai-a100-mig", "t4-2gpu-k8s-pod-labels.txt")
     _, g = run(scrapes_in(path)[0])
     assert rows(g, "tenants") and {a["tenant"] for a in rows(g, "assignments")} == {
-        r["tenant"] for r in rows(g, "tenants")}
+        r["tenant"] for r in rows(g, "tenants")
+    }
 
 
 # -- 3. node_exporter InfiniBand -----------------------------------------------------
@@ -225,17 +265,27 @@ def test_node_exporter_ib_counters_kinds_hosts_and_drops():
     assert all(r["errors"] is None for r in links.values())  # first sight: no interval
     # a host known only from node_exporter gets a hosts row
     assert [h["host"] for h in rows(g0, "hosts")] == ["ib-host-1"]
-    assert g0.dropped["node_infiniband_port_transmit_wait_total: congestion ticks, not errors: "
-                      "no store column"] == 1
+    assert (
+        g0.dropped[
+            "node_infiniband_port_transmit_wait_total: congestion ticks, not errors: "
+            "no store column"
+        ]
+        == 1
+    )
     assert sum(n for k, n in g0.dropped.items() if "legacy" in k) == 16
     # 15 s later: discards_transmitted 5 -> 8, port_discards_received 0 -> 2, vl15? absent
-    later = text.replace('node_infiniband_port_discards_transmitted_total{device="mlx4_0",port="1"} 5',
-                         'node_infiniband_port_discards_transmitted_total{device="mlx4_0",port="1"} 8')
-    later = later.replace('node_infiniband_port_discards_received_total{device="mlx4_0",port="1"} 0',
-                          'node_infiniband_port_discards_received_total{device="mlx4_0",port="1"} 2')
+    later = text.replace(
+        'node_infiniband_port_discards_transmitted_total{device="mlx4_0",port="1"} 5',
+        'node_infiniband_port_discards_transmitted_total{device="mlx4_0",port="1"} 8',
+    )
+    later = later.replace(
+        'node_infiniband_port_discards_received_total{device="mlx4_0",port="1"} 0',
+        'node_infiniband_port_discards_received_total{device="mlx4_0",port="1"} 2',
+    )
     later = later.replace(
         'node_infiniband_port_data_transmitted_bytes_total{device="mlx4_0",port="1"} 1.493376e+07',
-        'node_infiniband_port_data_transmitted_bytes_total{device="mlx4_0",port="1"} 1.643376e+07')
+        'node_infiniband_port_data_transmitted_bytes_total{device="mlx4_0",port="1"} 1.643376e+07',
+    )
     _, g1 = run(later, now=T0 + 15, pipe=pipe, labels=labels)
     links = {r["port"]: r for r in rows(g1, "link_samples")}
     assert links["mlx4_0/1"]["errors"] == 5  # both discard counters, the real names
@@ -245,15 +295,22 @@ def test_node_exporter_ib_counters_kinds_hosts_and_drops():
 
 def test_link_kind_config_by_device_wins_and_host_config_still_applies():
     text = upstream(*IB).read_text()
-    o = TelemetryOptions(link_kind_by_host={"ib-host-*": "roce"},
-                         link_kind_by_device={"mlx4_0": "ib"})
+    o = TelemetryOptions(
+        link_kind_by_host={"ib-host-*": "roce"}, link_kind_by_device={"mlx4_0": "ib"}
+    )
     _, g = run(text, o=o, labels={"instance": "ib-host-1:9100"})
     assert {r["port"]: r["kind"] for r in rows(g, "link_samples")} == {
-        "mlx4_0/1": "ib", "mlx4_0/2": "ib", "i40iw0/1": "iwarp"}
+        "mlx4_0/1": "ib",
+        "mlx4_0/2": "ib",
+        "i40iw0/1": "iwarp",
+    }
     o = TelemetryOptions(link_kind_by_host={"ib-host-*": "roce"})
     _, g = run(text, o=o, labels={"instance": "ib-host-1:9100"})
     assert {r["port"]: r["kind"] for r in rows(g, "link_samples")} == {
-        "mlx4_0/1": "roce", "mlx4_0/2": "roce", "i40iw0/1": "iwarp"}
+        "mlx4_0/1": "roce",
+        "mlx4_0/2": "roce",
+        "i40iw0/1": "iwarp",
+    }
 
 
 def test_iwarp_links_are_accepted_by_the_store():
@@ -261,8 +318,8 @@ def test_iwarp_links_are_accepted_by_the_store():
     store = Store.open(":memory:")
     store.write(g.batches)
     assert store.con.execute(
-        "SELECT kind, count(*) FROM link_samples GROUP BY kind ORDER BY kind").fetchall() == [
-        ("ib", 2), ("iwarp", 1)]
+        "SELECT kind, count(*) FROM link_samples GROUP BY kind ORDER BY kind"
+    ).fetchall() == [("ib", 2), ("iwarp", 1)]
 
 
 # -- 5/6. the scrape path over HTTP: failures, drops, staleness -----------------------
@@ -307,8 +364,13 @@ class Files:
 
 def test_scrape_path_records_failed_targets_drops_and_lets_hosts_go_stale():
     l4 = upstream("dcgm-exporter", "cncf-kops-1xL4", "dcgm-exporter-full-default-counters.prom")
-    files = Files({"/l4": l4.read_text(), "/ib": upstream(*IB).read_text(),
-                   "/html": "<!DOCTYPE html><html><body>login</body></html>"})
+    files = Files(
+        {
+            "/l4": l4.read_text(),
+            "/ib": upstream(*IB).read_text(),
+            "/html": "<!DOCTYPE html><html><body>login</body></html>",
+        }
+    )
     try:
         targets = [
             ScrapeTarget(files.url("/l4")),
@@ -326,9 +388,11 @@ def test_scrape_path_records_failed_targets_drops_and_lets_hosts_go_stale():
             "SELECT collector, ok, error FROM collector_runs WHERE NOT ok ORDER BY collector"
         ).fetchall()
         assert [(c, ok) for c, ok, _ in fails] == [
-            (f"scrape {files.url('/gone')}", False), (f"scrape {files.url('/html')}", False)]
+            (f"scrape {files.url('/gone')}", False),
+            (f"scrape {files.url('/html')}", False),
+        ]
         assert "HTTP 404" in fails[0][2] and "body is HTML" in fails[1][2]
-        (dropped, reasons), = store.con.execute(
+        ((dropped, reasons),) = store.con.execute(
             "SELECT dropped, dropped_reasons FROM collector_runs WHERE collector = 'scrape'"
         ).fetchall()
         assert dropped == sum(g.dropped.values()) > 0
@@ -343,6 +407,9 @@ def test_scrape_path_records_failed_targets_drops_and_lets_hosts_go_stale():
         after = dict(store.con.execute("SELECT host, last_seen FROM hosts").fetchall())
         assert after["ib-host-1"] == hosts["ib-host-1"]
         assert [r["collector"] for r in rows(g2, "collector_runs")] == [
-            f"scrape {files.url('/ib')}", f"scrape {files.url('/html')}", f"scrape {files.url('/gone')}"]
+            f"scrape {files.url('/ib')}",
+            f"scrape {files.url('/html')}",
+            f"scrape {files.url('/gone')}",
+        ]
     finally:
         files.close()

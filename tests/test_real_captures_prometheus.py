@@ -26,23 +26,30 @@ async def test_real_captures_through_prometheus(prometheus_server):  # noqa: F81
     l4 = upstream("dcgm-exporter", "cncf-kops-1xL4", "dcgm-exporter-full-default-counters.prom")
     readme = upstream("dcgm-exporter", "nvidia-readme", "docker-quickstart-memory-temp-blank.txt")
     vllm_old = scrapes_in(ours("vllm-0.8-v0-tpot-only.txt"))
-    files = Files({
-        "/l4": l4.read_text(),
-        "/readme": readme.read_text(),
-        "/ib": upstream(*IB).read_text(),
-        "/vllm": vllm_old[0],
-        "/bad": "this is not the exposition format\n",
-    })
+    files = Files(
+        {
+            "/l4": l4.read_text(),
+            "/readme": readme.read_text(),
+            "/ib": upstream(*IB).read_text(),
+            "/vllm": vllm_old[0],
+            "/bad": "this is not the exposition format\n",
+        }
+    )
     try:
         addr = f"127.0.0.1:{files.port}"
-        prom = prometheus_server([
-            ScrapeTarget(addr, "/l4", {"instance": "l4-node"}),
-            ScrapeTarget(addr, "/readme", {"instance": "readme-node"}),
-            ScrapeTarget(addr, "/ib", {"instance": "ib-host-1"}),
-            ScrapeTarget(addr, "/vllm", {"instance": "vllm-node", "service": "chat",
-                                         "namespace": "team-a"}),
-            ScrapeTarget(addr, "/bad", {"instance": "bad-node"}),
-        ])
+        prom = prometheus_server(
+            [
+                ScrapeTarget(addr, "/l4", {"instance": "l4-node"}),
+                ScrapeTarget(addr, "/readme", {"instance": "readme-node"}),
+                ScrapeTarget(addr, "/ib", {"instance": "ib-host-1"}),
+                ScrapeTarget(
+                    addr,
+                    "/vllm",
+                    {"instance": "vllm-node", "service": "chat", "namespace": "team-a"},
+                ),
+                ScrapeTarget(addr, "/bad", {"instance": "bad-node"}),
+            ]
+        )
         assert prom.wait_for_series("DCGM_FI_DEV_MEMORY_TEMP", 2) == 2
         assert prom.wait_for_series("node_infiniband_state_id", 3) == 3
         assert prom.wait_for_series('up{instance="bad-node"} == 0', 1) == 1
@@ -61,16 +68,22 @@ async def test_real_captures_through_prometheus(prometheus_server):  # noqa: F81
         temps = dict(q("SELECT host, mem_temp_c FROM gpu_samples").fetchall())
         # 9223372036854775794 (README) and 0 on the GDDR L4: both "no value"
         assert temps == {"readme-node": None, "i-030791dc5a37cd257": None}
-        assert q("SELECT max(sm_clock_mhz) FROM gpu_samples WHERE gpu_uuid = "
-                 "'GPU-604ac76c-d9cf-fef3-62e9-d92044ab6e52'").fetchone() == (139.0,)
-        assert dict(q("SELECT port, kind FROM link_samples WHERE host = 'ib-host-1'").fetchall()) == {
-            "mlx4_0/1": "ib", "mlx4_0/2": "ib", "i40iw0/1": "iwarp"}
+        assert q(
+            "SELECT max(sm_clock_mhz) FROM gpu_samples WHERE gpu_uuid = "
+            "'GPU-604ac76c-d9cf-fef3-62e9-d92044ab6e52'"
+        ).fetchone() == (139.0,)
+        assert dict(
+            q("SELECT port, kind FROM link_samples WHERE host = 'ib-host-1'").fetchall()
+        ) == {"mlx4_0/1": "ib", "mlx4_0/2": "ib", "i40iw0/1": "iwarp"}
         assert "ib-host-1" in {h for (h,) in q("SELECT host FROM hosts").fetchall()}
-        (err,) = q("SELECT error FROM collector_runs WHERE NOT ok AND collector LIKE "
-                   "'prometheus fleettui-test/bad-node'").fetchone()
+        (err,) = q(
+            "SELECT error FROM collector_runs WHERE NOT ok AND collector LIKE "
+            "'prometheus fleettui-test/bad-node'"
+        ).fetchone()
         assert err.startswith("target fleettui-test/bad-node is down in Prometheus (up == 0): ")
         assert q("SELECT endpoint, tenant, model, itl_target_ms FROM endpoints").fetchall() == [
-            ("chat", "team-a", "meta-llama/Llama-3.1-8B-Instruct", None)]
+            ("chat", "team-a", "meta-llama/Llama-3.1-8B-Instruct", None)
+        ]
         itl = q("SELECT itl_p50_ms, itl_p99_ms FROM latency_samples").fetchall()
         assert itl == [(pytest.approx(25.0), pytest.approx(75.0))]
         assert g.dropped and any("DCGM blank" in k for k in g.dropped)
@@ -89,8 +102,10 @@ async def test_real_captures_through_prometheus(prometheus_server):  # noqa: F81
             await src.close()
         (after,) = q("SELECT last_seen FROM hosts WHERE host = 'ib-host-1'").fetchone()
         assert seen <= after <= gone_at  # never refreshed past the last real sample
-        (err,) = q("SELECT error FROM collector_runs WHERE NOT ok AND collector = "
-                   "'prometheus fleettui-test/ib-host-1' LIMIT 1").fetchone()
+        (err,) = q(
+            "SELECT error FROM collector_runs WHERE NOT ok AND collector = "
+            "'prometheus fleettui-test/ib-host-1' LIMIT 1"
+        ).fetchone()
         assert "is down in Prometheus (up == 0)" in err and "404" in err
         # A Prometheus that does not serve /api/v1/targets (managed services): `up == 0`
         proxy = NoTargetsProxy(prom.url)
@@ -102,12 +117,20 @@ async def test_real_captures_through_prometheus(prometheus_server):  # noqa: F81
                 await src.close()
         finally:
             proxy.close()
-        runs = {r["collector"]: r for b in g3.batches if b.table == "collector_runs"
-                for r in b.data.to_pylist()}
-        assert set(runs) == {"prometheus fleettui-test/bad-node", "prometheus fleettui-test/ib-host-1"}
+        runs = {
+            r["collector"]: r
+            for b in g3.batches
+            if b.table == "collector_runs"
+            for r in b.data.to_pylist()
+        }
+        assert set(runs) == {
+            "prometheus fleettui-test/bad-node",
+            "prometheus fleettui-test/ib-host-1",
+        }
         run = runs["prometheus fleettui-test/bad-node"]
         assert not run["ok"] and run["error"].startswith(
-            "target fleettui-test/bad-node is down in Prometheus (up == 0); no lastError")
+            "target fleettui-test/bad-node is down in Prometheus (up == 0); no lastError"
+        )
     finally:
         files.close()
 

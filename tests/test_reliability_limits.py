@@ -27,18 +27,21 @@ T0 = datetime(2026, 1, 1)
 
 
 # -- options ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("cls", "key", "value", "says"), [
-    (SimOptions, "interval_s", float("nan"), "finite"),
-    (SimOptions, "interval_s", float("inf"), "finite"),
-    (MqttOptions, "reconnect_max_s", -1, ">= 0"),
-    (MqttOptions, "max_future_s", -5.0, ">= 0"),
-    (MqttOptions, "max_age_s", float("-inf"), "finite"),
-    (MqttOptions, "flush_interval_s", float("nan"), "finite"),
-    (ScrapeOptions, "max_body_bytes", -1, ">= 0"),
-    (DaemonOptions, "retention_h", float("nan"), "finite"),
-    (DaemonOptions, "store_failure_max_s", -1.0, ">= 0"),
-    (AlertsOptions, "timeout_s", float("inf"), "finite"),
-])
+@pytest.mark.parametrize(
+    ("cls", "key", "value", "says"),
+    [
+        (SimOptions, "interval_s", float("nan"), "finite"),
+        (SimOptions, "interval_s", float("inf"), "finite"),
+        (MqttOptions, "reconnect_max_s", -1, ">= 0"),
+        (MqttOptions, "max_future_s", -5.0, ">= 0"),
+        (MqttOptions, "max_age_s", float("-inf"), "finite"),
+        (MqttOptions, "flush_interval_s", float("nan"), "finite"),
+        (ScrapeOptions, "max_body_bytes", -1, ">= 0"),
+        (DaemonOptions, "retention_h", float("nan"), "finite"),
+        (DaemonOptions, "store_failure_max_s", -1.0, ">= 0"),
+        (AlertsOptions, "timeout_s", float("inf"), "finite"),
+    ],
+)
 def test_non_finite_and_negative_numbers_are_refused_with_one_line(cls, key, value, says):
     raw = {key: value}
     if cls is ScrapeOptions:
@@ -51,6 +54,7 @@ def test_non_finite_and_negative_numbers_are_refused_with_one_line(cls, key, val
 
 def test_a_signed_key_may_be_negative():
     from fleettui.alerts.rules import ExprSpec
+
     spec = parse_options(ExprSpec, {"metric": "temp_c", "op": "<", "threshold": -10}, "r")
     assert spec.threshold == -10
 
@@ -82,8 +86,10 @@ def test_duckdb_memory_limit_is_bounded_by_default_and_configurable():
     value, unit = float(limit.split()[0]), limit.split()[1]
     assert unit in ("MiB", "GiB") and value * (1024 if unit == "GiB" else 1) <= 4096
     small = Store.open(":memory:", memory_limit="300MiB")
-    assert small.con.execute("SELECT current_setting('memory_limit')").fetchone()[0] \
-        in ("300.0 MiB", "300 MiB")
+    assert small.con.execute("SELECT current_setting('memory_limit')").fetchone()[0] in (
+        "300.0 MiB",
+        "300 MiB",
+    )
     with pytest.raises(ValueError, match="memory_limit"):
         DaemonOptions(memory_limit="lots")
 
@@ -139,8 +145,17 @@ async def test_periodic_tasks_keep_their_schedule_while_the_write_queue_is_full(
 def test_retention_tables_come_from_the_schema():
     store = Store.open(":memory:")
     tables = set(time_series_tables(store))
-    assert {"gpu_samples", "gpu_mem_samples", "processes", "collector_runs", "rejects",
-            "events", "slice_samples", "link_samples", "latency_samples"} <= tables
+    assert {
+        "gpu_samples",
+        "gpu_mem_samples",
+        "processes",
+        "collector_runs",
+        "rejects",
+        "events",
+        "slice_samples",
+        "link_samples",
+        "latency_samples",
+    } <= tables
     assert not tables & {"hosts", "gpus", "host_status", "alerts", "silences", "assignments"}
     store.con.execute("CREATE TABLE future_samples (ts TIMESTAMP, v DOUBLE)")
     assert "future_samples" in time_series_tables(store)  # a later migration's table too
@@ -164,8 +179,10 @@ async def test_retention_deletes_old_rows_of_every_table_in_small_steps():
         store.con.execute(sql + " FROM range(6) t(i)", [T0])
     task = RetentionTask(store, keep_h=1.0, step_rows=500)
     cutoff = T0 + timedelta(minutes=3)
-    old = {t: store.con.execute(f"SELECT count(*) FROM {t} WHERE ts < ?", [cutoff]).fetchone()[0]
-           for t in time_series_tables(store)}
+    old = {
+        t: store.con.execute(f"SELECT count(*) FROM {t} WHERE ts < ?", [cutoff]).fetchone()[0]
+        for t in time_series_tables(store)
+    }
     await task.tick(cutoff + timedelta(hours=1))
     for t in time_series_tables(store):
         left = store.con.execute(f"SELECT count(*) FROM {t} WHERE ts < ?", [cutoff]).fetchone()[0]
@@ -179,8 +196,11 @@ async def test_raw_rows_wait_for_their_rollups_before_retention_deletes_them():
     src = SimSource()
     for i in range(6):
         store.write(src.sample(T0 + timedelta(minutes=i)).batches)
-    store.con.execute("INSERT INTO rejects (ts, source, reason) SELECT ? + INTERVAL (i) MINUTE,"
-                      " 'mqtt', 'bad' FROM range(6) t(i)", [T0])
+    store.con.execute(
+        "INSERT INTO rejects (ts, source, reason) SELECT ? + INTERVAL (i) MINUTE,"
+        " 'mqtt', 'bad' FROM range(6) t(i)",
+        [T0],
+    )
     count = "SELECT count(*) FROM {} WHERE ts < ?"
     task = RetentionTask(store, keep_h=1.0, wait_for_rollups=True)
     now = T0 + timedelta(hours=2)  # every row is past the 1 h horizon
@@ -191,8 +211,9 @@ async def test_raw_rows_wait_for_their_rollups_before_retention_deletes_them():
     # both tiers of gpu_samples rolled up to minute 3: rows before it go, later ones stay
     done = T0 + timedelta(minutes=3)
     for tier in ("1m", "1h"):
-        store.con.execute("INSERT INTO rollup_state VALUES (?, ?, ?)",
-                          [f"gpu_samples_{tier}", done, now])
+        store.con.execute(
+            "INSERT INTO rollup_state VALUES (?, ?, ?)", [f"gpu_samples_{tier}", done, now]
+        )
     await task.tick(now)
     assert store.con.execute(count.format("gpu_samples"), [done]).fetchone()[0] == 0
     assert store.con.execute(count.format("gpu_samples"), [now]).fetchone()[0] > 0
@@ -254,11 +275,23 @@ def test_sql_says_the_store_failed_not_wrong_token(tmp_path):
     from storage.quack import QuackError, free_port
 
     db = tmp_path / "fleet.duckdb"
-    failure = f"{db}: store failed: invalidated after: Could not write file: No space left on device"
+    failure = (
+        f"{db}: store failed: invalidated after: Could not write file: No space left on device"
+    )
     # a daemon (this process stands in: the info file names a live pid) whose store failed;
     # nothing answers on its endpoint, as when Quack's authorization cannot run any more
-    write_daemon_info(db, DaemonInfo(_os.getpid(), f"quack:127.0.0.1:{free_port()}", "t",
-                                     str(db), "2026-01-01T00:00:00", None, failure))
+    write_daemon_info(
+        db,
+        DaemonInfo(
+            _os.getpid(),
+            f"quack:127.0.0.1:{free_port()}",
+            "t",
+            str(db),
+            "2026-01-01T00:00:00",
+            None,
+            failure,
+        ),
+    )
     with pytest.raises(QuackError) as err:
         open_reader(str(db), None, None)
     msg = str(err.value)

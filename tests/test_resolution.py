@@ -41,8 +41,17 @@ def test_a_two_day_history_reads_hourly_rollups_with_the_raw_means():
     store, at = _store_with_two_days()
     window, buckets = 48 * 3600.0, 48
     routed = gpu_history(store.con, "host-0", at, window_s=window, buckets=buckets)
-    raw = run(store.con, HISTORY_SQL, {"at": at, "host": "host-0", "window_s": window,
-                                       "bucket_s": window / buckets, "buckets": buckets})
+    raw = run(
+        store.con,
+        HISTORY_SQL,
+        {
+            "at": at,
+            "host": "host-0",
+            "window_s": window,
+            "bucket_s": window / buckets,
+            "buckets": buckets,
+        },
+    )
     assert routed.num_rows == raw.num_rows == buckets  # host-0 has one GPU
     for col in ("util_pct", "power_w", "temp_c"):
         a = np.array(routed.column(col).to_pylist(), dtype=float)
@@ -58,13 +67,23 @@ def test_history_older_than_raw_retention_comes_from_rollups():
         cur.execute("DELETE FROM gpu_samples WHERE ts < ?", [at - timedelta(days=1)])
     window, buckets = 48 * 3600.0, 48
     routed = gpu_history(store.con, "host-0", at, window_s=window, buckets=buckets)
-    raw = run(store.con, HISTORY_SQL, {"at": at, "host": "host-0", "window_s": window,
-                                       "bucket_s": window / buckets, "buckets": buckets})
+    raw = run(
+        store.con,
+        HISTORY_SQL,
+        {
+            "at": at,
+            "host": "host-0",
+            "window_s": window,
+            "bucket_s": window / buckets,
+            "buckets": buckets,
+        },
+    )
     assert routed.num_rows == buckets
     assert raw.num_rows <= 25
     # a cursor between hours: a rollup straddling the window's start fills the first bucket
-    later = gpu_history(store.con, "host-0", at + timedelta(minutes=2), window_s=window,
-                        buckets=buckets)
+    later = gpu_history(
+        store.con, "host-0", at + timedelta(minutes=2), window_s=window, buckets=buckets
+    )
     # (the last one would hold the hour after the data ends)
     assert later.column("bucket").to_pylist() == list(range(buckets - 1))
 
@@ -80,11 +99,16 @@ scope = "gpu"
 expr = {{ metric = "{metric}", agg = "{agg}", over = "6h", op = ">", threshold = -1000 }}
 """
     for agg in ("avg", "min", "max"):
-        routed, = load_rules_text(text.format(name="Routed", metric="util_pct", agg=agg), "r")
-        raw, = load_rules_text(text.format(name="Raw", metric="util_pct + 0", agg=agg), "r")
+        (routed,) = load_rules_text(text.format(name="Routed", metric="util_pct", agg=agg), "r")
+        (raw,) = load_rules_text(text.format(name="Raw", metric="util_pct + 0", agg=agg), "r")
         assert "gpu_samples_1m_live" in routed.query and "gpu_samples_1m" not in raw.query
-        a, b = ({r[0]: r[1] for r in store.con.execute(
-            rule.query.replace("$now", "?"), [at] * 2).fetchall()} for rule in (routed, raw))
+        a, b = (
+            {
+                r[0]: r[1]
+                for r in store.con.execute(rule.query.replace("$now", "?"), [at] * 2).fetchall()
+            }
+            for rule in (routed, raw)
+        )
         assert a.keys() == b.keys() and len(a) == 2  # two GPU uuids in the data
         for k in a:
             assert abs(a[k] - b[k]) <= 1e-6, (agg, k)

@@ -29,8 +29,13 @@ from tests.rollup_data import sample_rows
 
 START = datetime(2026, 11, 2, 0, 0, 7)
 # interval_s and keys per table: gpu samples every 30 s, the rest coarser
-SHAPE = {"gpu_samples": (30.0, 8), "slice_samples": (60.0, 6), "link_samples": (60.0, 6),
-         "latency_samples": (120.0, 4), "gpu_mem_samples": (120.0, 6)}
+SHAPE = {
+    "gpu_samples": (30.0, 8),
+    "slice_samples": (60.0, 6),
+    "link_samples": (60.0, 6),
+    "latency_samples": (120.0, 4),
+    "gpu_mem_samples": (120.0, 6),
+}
 
 
 def test_migration_is_the_generated_ddl():
@@ -44,12 +49,15 @@ def test_rollup_tables_have_the_spec_columns():
         for tier in TIERS:
             got = store.con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
-                " ORDER BY ordinal_position", [rollup_table(spec.table, tier)]).fetchall()
+                " ORDER BY ordinal_position",
+                [rollup_table(spec.table, tier)],
+            ).fetchall()
             assert [c for (c,) in got] == [n for n, _ in rollup_columns(spec)]
 
 
-def _arrivals(table: pa.Table, rng: np.random.Generator, late_frac: float,
-              max_delay_s: float) -> np.ndarray:
+def _arrivals(
+    table: pa.Table, rng: np.random.Generator, late_frac: float, max_delay_s: float
+) -> np.ndarray:
     """Arrival time (epoch µs) of each row: its ts, or later for a late fraction."""
     ts = table.column("ts").cast(pa.int64()).to_numpy()
     late = rng.random(len(ts)) < late_frac
@@ -111,35 +119,50 @@ def test_a_week_of_incremental_rollups_equals_recomputation(capsys):
         lo = con.execute(f"SELECT date_trunc('minute', min(ts)) FROM {spec.table}").fetchone()[0]
         for tier in TIERS:
             name = rollup_table(spec.table, tier)
-            wm = con.execute("SELECT done_until FROM rollup_state WHERE rollup = ?",
-                             [name]).fetchone()[0]
+            wm = con.execute(
+                "SELECT done_until FROM rollup_state WHERE rollup = ?", [name]
+            ).fetchone()[0]
             # everything is closed at the last tick: the week is fully rolled up
             assert wm >= START + timedelta(hours=hours) - TIERS[tier]
             lo_t = lo if tier == "1m" else lo.replace(minute=0)
-            rec = con.execute(f"SELECT {names} FROM ({from_raw_sql(spec, tier)})",
-                              {"lo": lo_t, "hi": wm}).to_arrow_table()
+            rec = con.execute(
+                f"SELECT {names} FROM ({from_raw_sql(spec, tier)})", {"lo": lo_t, "hi": wm}
+            ).to_arrow_table()
             con.register("_rec", rec)
             only_inc, only_rec, n = _equal(
-                con, f"SELECT {names} FROM {name}", f"SELECT {names} FROM _rec")
+                con, f"SELECT {names} FROM {name}", f"SELECT {names} FROM _rec"
+            )
             con.unregister("_rec")
             report.append((name, raw, n, only_inc, only_rec))
             assert n > 0 and rec.num_rows == n
             assert (only_inc, only_rec) == (0, 0), (name, only_inc, only_rec)
     with capsys.disabled():
-        print(f"\nweek: {ticks} ticks 3 h apart, {late_rows} late rows, rollups built in "
-              f"{elapsed:.1f} s")
+        print(
+            f"\nweek: {ticks} ticks 3 h apart, {late_rows} late rows, rollups built in "
+            f"{elapsed:.1f} s"
+        )
         for name, raw, n, a, b in report:
             print(f"  {name:22} raw {raw:>8,}  rollup rows {n:>7,}  differing {a}+{b}")
 
 
 def _gpu_rows(store: Store, rows: list[tuple[datetime, float | None, float | None]]) -> None:
     """(ts, util_pct, energy_j) rows of one GPU."""
-    store.write([Batch("gpu_samples", pa.table({
-        "ts": pa.array([r[0] for r in rows], pa.timestamp("us")),
-        "host": ["h1"] * len(rows), "gpu_uuid": ["GPU-1"] * len(rows),
-        "util_pct": pa.array([r[1] for r in rows], pa.float64()),
-        "energy_j": pa.array([r[2] for r in rows], pa.float64()),
-    }))])
+    store.write(
+        [
+            Batch(
+                "gpu_samples",
+                pa.table(
+                    {
+                        "ts": pa.array([r[0] for r in rows], pa.timestamp("us")),
+                        "host": ["h1"] * len(rows),
+                        "gpu_uuid": ["GPU-1"] * len(rows),
+                        "util_pct": pa.array([r[1] for r in rows], pa.float64()),
+                        "energy_j": pa.array([r[2] for r in rows], pa.float64()),
+                    }
+                ),
+            )
+        ]
+    )
 
 
 def _roll(store: Store, now: datetime, opts: RollupOptions | None = None) -> None:
@@ -153,21 +176,31 @@ def test_gauges_and_counter_increases_by_hand():
     m = datetime(2026, 11, 2, 10, 0)
     s = timedelta(seconds=1)
     # energy: 100 -> 150 (+50), NULL, 10 (a reset: +10), 30 (+20); next minute 35 (+5)
-    _gpu_rows(store, [(m, 10.0, 100.0), (m + 10 * s, 30.0, 150.0), (m + 20 * s, None, None),
-                      (m + 30 * s, 20.0, 10.0), (m + 40 * s, 50.0, 30.0),
-                      (m + 70 * s, 1.25, 35.0)])
+    _gpu_rows(
+        store,
+        [
+            (m, 10.0, 100.0),
+            (m + 10 * s, 30.0, 150.0),
+            (m + 20 * s, None, None),
+            (m + 30 * s, 20.0, 10.0),
+            (m + 40 * s, 50.0, 30.0),
+            (m + 70 * s, 1.25, 35.0),
+        ],
+    )
     _roll(store, m + timedelta(hours=2))
     got = store.con.execute(
         "SELECT bucket, samples, util_pct_min, util_pct_max, util_pct_sum / util_pct_count,"
         " util_pct_last, util_pct_count, energy_j_increase, energy_j_last"
-        " FROM gpu_samples_1m ORDER BY bucket").fetchall()
+        " FROM gpu_samples_1m ORDER BY bucket"
+    ).fetchall()
     assert got == [
         (m, 5, 10.0, 50.0, 27.5, 50.0, 4, 80, 30.0),
         (m + 60 * s, 1, 1.25, 1.25, 1.25, 1.25, 1, 5, 35.0),
     ]
     hour = store.con.execute(
         "SELECT samples, util_pct_min, util_pct_max, util_pct_count, energy_j_increase,"
-        " util_pct_last FROM gpu_samples_1h").fetchall()
+        " util_pct_last FROM gpu_samples_1h"
+    ).fetchall()
     assert hour == [(6, 1.25, 50.0, 5, 85, 1.25)]
 
 
@@ -180,19 +213,27 @@ def test_late_rows_within_the_window_are_rolled_up_later_ones_stay_raw():
     _roll(store, now, opts)
 
     def samples(bucket: datetime) -> int:
-        return store.con.execute("SELECT samples FROM gpu_samples_1m WHERE bucket = ?",
-                                 [bucket]).fetchone()[0]
+        return store.con.execute(
+            "SELECT samples FROM gpu_samples_1m WHERE bucket = ?", [bucket]
+        ).fetchone()[0]
 
     recent, old = m + timedelta(minutes=50), m + timedelta(minutes=10)
     assert samples(recent) == samples(old) == 6
     # both arrive now: one 10 min after its minute closed, one 50 min after
-    _gpu_rows(store, [(recent + timedelta(seconds=5), 99.0, None),
-                      (old + timedelta(seconds=5), 99.0, None)])
+    _gpu_rows(
+        store,
+        [(recent + timedelta(seconds=5), 99.0, None), (old + timedelta(seconds=5), 99.0, None)],
+    )
     _roll(store, now + timedelta(seconds=30), opts)
     assert samples(recent) == 7  # within late_s: rolled up again
     assert samples(old) == 6  # beyond late_s: raw only (documented rule)
-    assert store.con.execute("SELECT count(*) FROM gpu_samples WHERE ts >= ? AND ts < ?",
-                             [old, old + timedelta(minutes=1)]).fetchone()[0] == 7
+    assert (
+        store.con.execute(
+            "SELECT count(*) FROM gpu_samples WHERE ts >= ? AND ts < ?",
+            [old, old + timedelta(minutes=1)],
+        ).fetchone()[0]
+        == 7
+    )
 
 
 def test_tiers_expire_in_bounded_steps():
@@ -200,21 +241,29 @@ def test_tiers_expire_in_bounded_steps():
     m = datetime(2026, 11, 1, 0, 0)
     _gpu_rows(store, [(m + timedelta(seconds=30 * i), 1.0, None) for i in range(3 * 24 * 120)])
     now = m + timedelta(days=3, minutes=5)
-    task = RollupTask(store, tables=["gpu_samples"], opts=RollupOptions(max_span_h=80),
-                      retention=TierRetention(keep_1m=timedelta(days=1),
-                                              keep_1h=timedelta(days=2),
-                                              step=timedelta(hours=6)))
+    task = RollupTask(
+        store,
+        tables=["gpu_samples"],
+        opts=RollupOptions(max_span_h=80),
+        retention=TierRetention(
+            keep_1m=timedelta(days=1), keep_1h=timedelta(days=2), step=timedelta(hours=6)
+        ),
+    )
     with store.writer() as cur:  # the first rollup, before any expiry
         roll_tier(cur, SPECS["gpu_samples"], "1m", now, task.opts)
         roll_tier(cur, SPECS["gpu_samples"], "1h", now, task.opts)
     minutes = store.con.execute("SELECT count(*) FROM gpu_samples_1m").fetchone()[0]
     assert minutes == 3 * 24 * 60
     with store.writer() as cur:  # one step deletes at most 6 hours of minutes
-        assert expire_step(cur, "gpu_samples_1m", now - timedelta(days=1),
-                           timedelta(hours=6)) == 6 * 60
+        assert (
+            expire_step(cur, "gpu_samples_1m", now - timedelta(days=1), timedelta(hours=6))
+            == 6 * 60
+        )
     task.run_once(now)
-    first = {t: store.con.execute(f"SELECT min(bucket) FROM gpu_samples_{t}").fetchone()[0]
-             for t in ("1m", "1h")}
+    first = {
+        t: store.con.execute(f"SELECT min(bucket) FROM gpu_samples_{t}").fetchone()[0]
+        for t in ("1m", "1h")
+    }
     assert first["1m"] >= now - timedelta(days=1) > first["1m"] - timedelta(minutes=1)
     assert first["1h"] >= now - timedelta(days=2) > first["1h"] - timedelta(hours=1)
     assert task.last_expired["gpu_samples_1m"] == 2 * 24 * 60 + 5 - 6 * 60
@@ -251,16 +300,19 @@ def test_live_views_equal_recomputation_while_rollups_lag():
         if now is not None:
             _roll(store, now)
         for tier in TIERS:
-            rec = con.execute(f"SELECT {names} FROM ({from_raw_sql(spec, tier)})",
-                              {"lo": datetime(2000, 1, 1), "hi": datetime(2100, 1, 1)}
-                              ).to_arrow_table()
+            rec = con.execute(
+                f"SELECT {names} FROM ({from_raw_sql(spec, tier)})",
+                {"lo": datetime(2000, 1, 1), "hi": datetime(2100, 1, 1)},
+            ).to_arrow_table()
             con.register("_rec", rec)
-            assert _equal(con, f"SELECT {names} FROM gpu_samples_{tier}_live",
-                          "SELECT * FROM _rec")[:2] == (0, 0), (now, tier)
+            assert _equal(
+                con, f"SELECT {names} FROM gpu_samples_{tier}_live", "SELECT * FROM _rec"
+            )[:2] == (0, 0), (now, tier)
             con.unregister("_rec")
     # by the last round everything was rolled up: the views read the rollup tables
-    assert con.execute("SELECT min(done_until) FROM rollup_state").fetchone()[0] > START + \
-        timedelta(hours=5)
+    assert con.execute("SELECT min(done_until) FROM rollup_state").fetchone()[
+        0
+    ] > START + timedelta(hours=5)
 
 
 def test_every_sample_column_has_a_rollup_kind():

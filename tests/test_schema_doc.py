@@ -39,10 +39,14 @@ def documented() -> dict[str, dict[str, str]]:
 def live() -> dict[str, dict[str, str]]:
     store = Store.open(":memory:")
     try:
-        rows = store.cursor().execute(
-            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
-            "WHERE schema_name = 'main' AND NOT internal ORDER BY table_name, column_index"
-        ).fetchall()
+        rows = (
+            store.cursor()
+            .execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                "WHERE schema_name = 'main' AND NOT internal ORDER BY table_name, column_index"
+            )
+            .fetchall()
+        )
     finally:
         store.close()
     out: dict[str, dict[str, str]] = {}

@@ -14,10 +14,19 @@ T0 = datetime(2026, 11, 26, 12, 0, 0)
 
 def runs(name, oks, errors=None, interval=1.0):
     n = len(oks)
-    return make_batch("collector_runs", {
-        "ts": [T0 + timedelta(seconds=i) for i in range(n)], "collector": [name] * n,
-        "duration_ms": [10.0] * n, "ok": oks, "rows": [5] * n,
-        "error": errors or [None] * n, "skipped": [0] * n, "interval_s": [interval] * n})
+    return make_batch(
+        "collector_runs",
+        {
+            "ts": [T0 + timedelta(seconds=i) for i in range(n)],
+            "collector": [name] * n,
+            "duration_ms": [10.0] * n,
+            "ok": oks,
+            "rows": [5] * n,
+            "error": errors or [None] * n,
+            "skipped": [0] * n,
+            "interval_s": [interval] * n,
+        },
+    )
 
 
 def test_runs_failures_last_error_and_last_success():
@@ -35,12 +44,24 @@ def test_runs_failures_last_error_and_last_success():
 
 def test_rejects_by_bounded_reason():
     h = SourceHealth()
-    reasons = ["interval_s: expected seconds", "interval_s: got nan", "status: bad json",
-               "topic is not <prefix>/<host>/report|status"] + [f"k{i}: x" for i in range(40)]
-    h.observe([make_batch("rejects", {"ts": [T0] * len(reasons), "source": ["mqtt"] * len(
-        reasons), "reason": reasons})])
+    reasons = [
+        "interval_s: expected seconds",
+        "interval_s: got nan",
+        "status: bad json",
+        "topic is not <prefix>/<host>/report|status",
+    ] + [f"k{i}: x" for i in range(40)]
+    h.observe(
+        [
+            make_batch(
+                "rejects",
+                {"ts": [T0] * len(reasons), "source": ["mqtt"] * len(reasons), "reason": reasons},
+            )
+        ]
+    )
     assert h.rejects[("mqtt", "interval_s")] == 2 and h.rejects[("mqtt", "status")] == 1
-    assert len(h.rejects) == MAX_REASONS + 1 and h.rejects[("mqtt", "other")] == 44 - 33  # 32 reasons took 33 rows
+    assert (
+        len(h.rejects) == MAX_REASONS + 1 and h.rejects[("mqtt", "other")] == 44 - 33
+    )  # 32 reasons took 33 rows
     assert reason_key(None) == "unknown" and len(reason_key("x" * 500)) == 40
 
 
@@ -66,9 +87,19 @@ def test_store_size_task_on_a_real_file(tmp_path):
     assert first["file_bytes"] == disk_bytes(str(tmp_path / "s.duckdb")) > 0
     assert "projected_bytes" not in first  # one reading: no rate yet
     n = 200_000
-    store.write([make_batch("gpu_samples", {
-        "ts": [T0 + timedelta(milliseconds=i) for i in range(n)], "gpu_uuid": ["GPU-x"] * n,
-        "host": ["h"] * n, "util_pct": [float(i % 100) for i in range(n)]})])
+    store.write(
+        [
+            make_batch(
+                "gpu_samples",
+                {
+                    "ts": [T0 + timedelta(milliseconds=i) for i in range(n)],
+                    "gpu_uuid": ["GPU-x"] * n,
+                    "host": ["h"] * n,
+                    "util_pct": [float(i % 100) for i in range(n)],
+                },
+            )
+        ]
+    )
     second = task.measure()
     assert second["file_bytes"] > first["file_bytes"]
     assert second["bytes_per_hour"] > 0
@@ -90,18 +121,36 @@ def test_metrics_take_back_pressure_from_a_runtime_that_reports_it():
 
     def scrape(runtime) -> dict[str, float]:
         text = generate_latest(registry_for(DaemonCollector(runtime, [], [], SourceHealth())))
-        return {s.name: s.value for f in text_string_to_metric_families(text.decode())
-                for s in f.samples if not s.labels}
+        return {
+            s.name: s.value
+            for f in text_string_to_metric_families(text.decode())
+            for s in f.samples
+            if not s.labels
+        }
 
     stats = RuntimeStats()
-    reporting = SimpleNamespace(stats=stats, stats_dict=lambda: {
-        "queue_depth": 7, "queue_max": 256, "queue_oldest_s": 1.5, "last_write_lag_s": 0.75,
-        "last_write_s": 0.1, "store_ok": False, "store_failures": 3, "rows_dropped": 12})
+    reporting = SimpleNamespace(
+        stats=stats,
+        stats_dict=lambda: {
+            "queue_depth": 7,
+            "queue_max": 256,
+            "queue_oldest_s": 1.5,
+            "last_write_lag_s": 0.75,
+            "last_write_s": 0.1,
+            "store_ok": False,
+            "store_failures": 3,
+            "rows_dropped": 12,
+        },
+    )
     m = scrape(reporting)
-    assert (m["fleettui_write_queue_depth"], m["fleettui_write_queue_oldest_seconds"],
-            m["fleettui_write_lag_seconds"], m["fleettui_store_up"],
-            m["fleettui_store_failures_total"], m["fleettui_rows_dropped_total"]) == (
-        7, 1.5, 0.75, 0, 3, 12)
+    assert (
+        m["fleettui_write_queue_depth"],
+        m["fleettui_write_queue_oldest_seconds"],
+        m["fleettui_write_lag_seconds"],
+        m["fleettui_store_up"],
+        m["fleettui_store_failures_total"],
+        m["fleettui_rows_dropped_total"],
+    ) == (7, 1.5, 0.75, 0, 3, 12)
     import asyncio
 
     plain = SimpleNamespace(stats=stats, _queue=asyncio.Queue(maxsize=64))

@@ -83,9 +83,7 @@ def test_hosts_keep_first_seen_and_advance_last_seen():
     src = SimSource()
     for i in range(3):
         store.write(src.sample(T0 + timedelta(seconds=i)).batches)
-    first, last = store.con.execute(
-        "SELECT min(first_seen), max(last_seen) FROM hosts"
-    ).fetchone()
+    first, last = store.con.execute("SELECT min(first_seen), max(last_seen) FROM hosts").fetchone()
     assert first == T0 and last == T0 + timedelta(seconds=2)
 
 

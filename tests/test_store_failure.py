@@ -30,8 +30,11 @@ T0 = datetime(2026, 1, 1)
 def small_fs(tmp_path):
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {res.stderr.strip()}")
     try:
@@ -101,8 +104,9 @@ async def test_full_disk_holds_batches_reopens_and_loses_nothing(small_fs, caplo
     assert rt.stats.rows_dropped == 0
     os.remove(filler)
     freed = time.monotonic()
-    while (rt.stats_dict()["store_failing_s"] or rt._queue.qsize()) \
-            and time.monotonic() - freed < 30:
+    while (
+        rt.stats_dict()["store_failing_s"] or rt._queue.qsize()
+    ) and time.monotonic() - freed < 30:
         await asyncio.sleep(0.2)
     recovered_s = time.monotonic() - freed
     stop.set()

@@ -96,8 +96,9 @@ async def test_time_travel_moves_every_view_and_back_to_live():
         await pilot.press("2")
         await settle(pilot)
         links = app.screen.query_one("#fabric-links", ViewTable).rows_data
-        assert ("hgx-04-n1", "mlx5_3/1") not in [(r["host"], r["port"]) for r in links
-                                                  if not r["link_up"]]
+        assert ("hgx-04-n1", "mlx5_3/1") not in [
+            (r["host"], r["port"]) for r in links if not r["link_up"]
+        ]
         await pilot.press("L")
         await settle(pilot)
         assert app.at is None
@@ -150,7 +151,8 @@ async def test_tenant_view_sorts_and_jumps_to_racks():
         assert isinstance(screen, TenantsScreen)
         table = screen.query_one(ViewTable)
         assert [r["gpus"] for r in table.rows_data] == sorted(
-            (r["gpus"] for r in table.rows_data), reverse=True)
+            (r["gpus"] for r in table.rows_data), reverse=True
+        )
         await pilot.press("s", "s")  # sort by tenant name, then by GPUs held
         assert table.sort_key == "gpus"
         gpus = [r["gpus"] for r in table.rows_data]
@@ -186,11 +188,21 @@ async def test_alerts_view_lists_acknowledges_and_jumps():
     from fleettui.tui.demo import fixed_store
 
     store, last = fixed_store(60.0, 10.0, faults=FAULTS)
-    write_alerts(store, [
-        {"rule": "host_stale", "scope": "host", "scope_key": "hgx-04-n3", "severity": "warning",
-         "started_at": last - timedelta(seconds=30), "fired_at": last - timedelta(seconds=20),
-         "last_value": 40.0, "summary": "no samples for 40 s"},
-    ])
+    write_alerts(
+        store,
+        [
+            {
+                "rule": "host_stale",
+                "scope": "host",
+                "scope_key": "hgx-04-n3",
+                "severity": "warning",
+                "started_at": last - timedelta(seconds=30),
+                "fired_at": last - timedelta(seconds=20),
+                "last_value": 40.0,
+                "summary": "no samples for 40 s",
+            },
+        ],
+    )
     # attached read-only: acknowledging is refused with a notice
     app = FleetApp(store.con, clock=lambda: last, refresh_s=3600)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -279,13 +291,28 @@ async def test_drilldown_lists_the_agents_processes_of_the_selected_gpu():
 
     store, last = fixed_store(60.0, 10.0, faults=FAULTS)
     store.cursor().execute("DELETE FROM processes")  # only the listings written below
-    uuids = [r[0] for r in store.cursor().execute(
-        "SELECT gpu_uuid FROM gpus WHERE host = 'hgx-03-n1' ORDER BY gpu_index").fetchall()]
-    store.write([make_batch("processes", {
-        "ts": [last] * 2, "host": ["hgx-03-n1"] * 2, "gpu_uuid": [uuids[0], uuids[1]],
-        "pid": [4242, 77], "used_mem_bytes": [2_000_000_000, 1], "container": ["c0ffee" * 4, None],
-        "tenant_guess": ["nimbus-search", None],
-    })])
+    uuids = [
+        r[0]
+        for r in store.cursor()
+        .execute("SELECT gpu_uuid FROM gpus WHERE host = 'hgx-03-n1' ORDER BY gpu_index")
+        .fetchall()
+    ]
+    store.write(
+        [
+            make_batch(
+                "processes",
+                {
+                    "ts": [last] * 2,
+                    "host": ["hgx-03-n1"] * 2,
+                    "gpu_uuid": [uuids[0], uuids[1]],
+                    "pid": [4242, 77],
+                    "used_mem_bytes": [2_000_000_000, 1],
+                    "container": ["c0ffee" * 4, None],
+                    "tenant_guess": ["nimbus-search", None],
+                },
+            )
+        ]
+    )
     app = FleetApp(store.con, clock=lambda: last, refresh_s=3600)
     async with app.run_test(size=(160, 50)) as pilot:
         app.drill_down("hgx-03-n1", uuids[0])
@@ -293,8 +320,12 @@ async def test_drilldown_lists_the_agents_processes_of_the_selected_gpu():
         procs = app.screen.query_one("#drill-procs", DataTable)
         assert procs.row_count == 1
         # cells are Text (data is never parsed as markup)
-        assert [str(c) for c in procs.get_row_at(0)] == ["4242", "2.0 GB", "c0ffeec0ffee",
-                                                         "nimbus-search"]
+        assert [str(c) for c in procs.get_row_at(0)] == [
+            "4242",
+            "2.0 GB",
+            "c0ffeec0ffee",
+            "nimbus-search",
+        ]
         app.screen.query_one("#drill-gpus", ViewTable).focus()
         await pilot.press("down")
         await settle(pilot)

@@ -28,8 +28,12 @@ async def test_app_collecting_in_process_shows_live_data_then_stops_cleanly(tmp_
         await settle(pilot)
         grid = app.screen.query_one(RackGrid)
         for _ in range(50):  # live samples arrive while the UI keeps refreshing
-            if app.totals and app.totals["data_age_s"] is not None \
-                    and app.totals["data_age_s"] < 1.0 and grid.table is not None:
+            if (
+                app.totals
+                and app.totals["data_age_s"] is not None
+                and app.totals["data_age_s"] < 1.0
+                and grid.table is not None
+            ):
                 break
             await asyncio.sleep(0.1)
         assert app.totals["data_age_s"] < 1.0

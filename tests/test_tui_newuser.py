@@ -46,7 +46,9 @@ async def test_enter_goes_host_then_gpu_then_slice_processes_and_esc_comes_back(
         procs = drill.query_one("#drill-procs", DataTable)
         want = slices.rows_data[1]["slice_id"]
         assert drill.level == "slice" and drill.slice_id == want and app.focused is procs
-        assert f"› {want.rsplit('/', 1)[-1]} › processes" in text_of(drill.query_one("#drill-title"))
+        assert f"› {want.rsplit('/', 1)[-1]} › processes" in text_of(
+            drill.query_one("#drill-title")
+        )
         assert procs.display and procs.row_count == 1  # the simulated agent's one process
         row = procs.get_row_at(0)
         assert want.rsplit("/", 1)[-1] in [str(c) for c in row]
@@ -145,11 +147,20 @@ async def test_alert_count_in_the_past_counts_the_alerts_firing_then():
 
     store, last = fixed_store(60.0, 5.0, faults=FAULTS)
     t0 = last - timedelta(seconds=50)
-    write_alerts(store, [
-        {"rule": "GpuHot", "scope": "gpu", "scope_key": "hgx-01-n1", "severity": "warning",
-         "started_at": t0, "fired_at": t0 + timedelta(seconds=10),
-         "resolved_at": t0 + timedelta(seconds=30)},
-    ])
+    write_alerts(
+        store,
+        [
+            {
+                "rule": "GpuHot",
+                "scope": "gpu",
+                "scope_key": "hgx-01-n1",
+                "severity": "warning",
+                "started_at": t0,
+                "fired_at": t0 + timedelta(seconds=10),
+                "resolved_at": t0 + timedelta(seconds=30),
+            },
+        ],
+    )
     from fleettui.tui.app import FleetApp
 
     app = FleetApp(store.con, clock=lambda: last, refresh_s=3600.0)
@@ -169,9 +180,13 @@ def test_sql_example_counts_gpus_not_samples():
 
     store, _ = fleet_store()
     res = run_query(LocalReader(store.con), EXAMPLE)
-    got = dict(zip(res.table.column("rack").to_pylist(), res.table.column("gpus").to_pylist(),
-                   strict=True))
-    want = dict(store.cursor().execute(
-        "SELECT h.rack, count(*) FROM gpus g JOIN hosts h USING (host) GROUP BY ALL").fetchall())
+    got = dict(
+        zip(res.table.column("rack").to_pylist(), res.table.column("gpus").to_pylist(), strict=True)
+    )
+    want = dict(
+        store.cursor()
+        .execute("SELECT h.rack, count(*) FROM gpus g JOIN hosts h USING (host) GROUP BY ALL")
+        .fetchall()
+    )
     assert got and all(got[r] <= want[r] for r in got)
     assert got["nvl72-01"] == 72  # a whole NVL72 rack reporting: 72 GPUs, not 72 x samples

@@ -38,8 +38,15 @@ def test_rack_grid_has_every_gpu_in_rack_order(db):
     cur, last = db
     t = views.rack_grid(cur, last)
     assert t.num_rows == FLEET.n_gpus
-    keys = list(zip(t.column("rack").to_pylist(), t.column("rack_slot").to_pylist(),
-                    t.column("host").to_pylist(), t.column("gpu_index").to_pylist(), strict=True))
+    keys = list(
+        zip(
+            t.column("rack").to_pylist(),
+            t.column("rack_slot").to_pylist(),
+            t.column("host").to_pylist(),
+            t.column("gpu_index").to_pylist(),
+            strict=True,
+        )
+    )
     assert keys == sorted(keys)
     assert set(t.column("gpu_uuid").to_pylist()) == set(FLEET.gpu_uuid)
 
@@ -49,8 +56,9 @@ def test_rack_grid_marks_silent_host_and_missing_gpu(db):
     rows = views.rack_grid(cur, last).to_pylist()
     stale = {r["host"] for r in rows if r["host_stale"]}
     assert stale == {"hgx-04-n3"}  # host_silent fault
-    missing = {(r["host"], r["gpu_index"]) for r in rows
-               if r["gpu_missing"] and not r["host_stale"]}
+    missing = {
+        (r["host"], r["gpu_index"]) for r in rows if r["gpu_missing"] and not r["host_stale"]
+    }
     assert missing == {("nvl72-02-t03", 1)}  # Xid 79
     # before the faults started, nothing was stale or missing
     early = views.rack_grid(cur, at_s(START_S["xid79"] - 5)).to_pylist()
@@ -106,14 +114,15 @@ def test_fabric_links_worst_first(db):
     erroring = links[len(down)]
     assert (erroring["host"], erroring["port"]) == ("nvl72-01-t05", "nvlink-gpu2")
     assert erroring["errors_per_s"] > 0 and erroring["tenants"] == "acme-llm"
-    utils = [r["util_pct"] for r in links[len(down) + 1:] if r["errors_per_s"] == 0]
+    utils = [r["util_pct"] for r in links[len(down) + 1 :] if r["errors_per_s"] == 0]
     assert utils == sorted(utils, reverse=True)
     ib_down = views.fabric_links(cur, last, kind="ib").to_pylist()[0]
     assert ib_down["kind"] == "ib" and not ib_down["link_up"]
     assert ib_down["tenants"] == "nimbus-search"
     before = views.fabric_links(cur, at_s(START_S["ib_link_down"] - 5)).to_pylist()
-    assert ("hgx-04-n1", "mlx5_3/1") not in [(r["host"], r["port"]) for r in before
-                                              if not r["link_up"]]
+    assert ("hgx-04-n1", "mlx5_3/1") not in [
+        (r["host"], r["port"]) for r in before if not r["link_up"]
+    ]
     racks = {r["rack"]: r for r in views.fabric_racks(cur, last).to_pylist()}
     assert racks["hgx-04"]["links_down"] == 1 and racks["nvl72-01"]["errors_per_s"] > 0
 
@@ -153,8 +162,12 @@ def test_drilldown_queries(db):
     assert events and events[0]["gpu_index"] == 6
     assert views.host_events(cur, "hgx-03-n4", at_s(START_S["ecc_dbe"] - 5)).num_rows == 0
     slices = views.host_slices(cur, "rtx-07-n3", last)
-    assert slices.num_rows == int(np.isin(FLEET.slice_gpu_idx, np.flatnonzero(
-        np.array(FLEET.gpu_host_idx) == FLEET.host.index("rtx-07-n3"))).sum())
+    assert slices.num_rows == int(
+        np.isin(
+            FLEET.slice_gpu_idx,
+            np.flatnonzero(np.array(FLEET.gpu_host_idx) == FLEET.host.index("rtx-07-n3")),
+        ).sum()
+    )
     assert all(t is not None for t in slices.column("tenant").to_pylist())
     procs = views.host_processes(cur, "hgx-03-n4", last)  # the simulated agent's listing
     assert procs.num_rows == 8 and set(procs.column("source").to_pylist()) == {"sim"}
@@ -168,28 +181,69 @@ def test_processes_and_alerts_at_the_cursor():
     cur = store.cursor()
     cur.execute("DELETE FROM processes")  # only the listings written below
     assert views.alert_list(cur, last).num_rows == 0 and views.alerts_available(cur)
-    uuid = cur.execute("SELECT gpu_uuid FROM gpus WHERE host = 'hgx-03-n1' "
-                       "AND gpu_index = 0").fetchone()[0]
+    uuid = cur.execute(
+        "SELECT gpu_uuid FROM gpus WHERE host = 'hgx-03-n1' AND gpu_index = 0"
+    ).fetchone()[0]
     s = timedelta(seconds=1)
-    store.write([make_batch("processes", {
-        "ts": [last, last - 5 * s], "host": ["hgx-03-n1"] * 2, "gpu_uuid": [uuid] * 2,
-        "pid": [4242, 17], "used_mem_bytes": [1000, 5],
-    })])
+    store.write(
+        [
+            make_batch(
+                "processes",
+                {
+                    "ts": [last, last - 5 * s],
+                    "host": ["hgx-03-n1"] * 2,
+                    "gpu_uuid": [uuid] * 2,
+                    "pid": [4242, 17],
+                    "used_mem_bytes": [1000, 5],
+                },
+            )
+        ]
+    )
     procs = views.host_processes(cur, "hgx-03-n1", last)
     assert procs.column("pid").to_pylist() == [4242]  # only the newest listing
-    write_alerts(store, [
-        {"rule": "gpu_xid", "scope": "gpu", "scope_key": uuid, "severity": "critical",
-         "started_at": last - 30 * s, "fired_at": last - 20 * s, "last_value": 79.0,
-         "summary": "Xid 79"},
-        {"rule": "host_stale", "scope": "host", "scope_key": "hgx-04-n3", "severity": "warning",
-         "state": "resolved", "started_at": last - 50 * s, "fired_at": last - 40 * s,
-         "resolved_at": last - 10 * s, "peak_value": 40.0},
-        {"rule": "itl_p99", "scope": "endpoint", "scope_key": "quanta-risk",
-         "severity": "warning", "started_at": last - 5 * s},
-        # pending, then back to inactive before firing: never listed
-        {"rule": "blip", "scope": "host", "scope_key": "hgx-03-n2", "severity": "warning",
-         "state": "inactive", "started_at": last - 45 * s, "resolved_at": last - 44 * s},
-    ])
+    write_alerts(
+        store,
+        [
+            {
+                "rule": "gpu_xid",
+                "scope": "gpu",
+                "scope_key": uuid,
+                "severity": "critical",
+                "started_at": last - 30 * s,
+                "fired_at": last - 20 * s,
+                "last_value": 79.0,
+                "summary": "Xid 79",
+            },
+            {
+                "rule": "host_stale",
+                "scope": "host",
+                "scope_key": "hgx-04-n3",
+                "severity": "warning",
+                "state": "resolved",
+                "started_at": last - 50 * s,
+                "fired_at": last - 40 * s,
+                "resolved_at": last - 10 * s,
+                "peak_value": 40.0,
+            },
+            {
+                "rule": "itl_p99",
+                "scope": "endpoint",
+                "scope_key": "quanta-risk",
+                "severity": "warning",
+                "started_at": last - 5 * s,
+            },
+            # pending, then back to inactive before firing: never listed
+            {
+                "rule": "blip",
+                "scope": "host",
+                "scope_key": "hgx-03-n2",
+                "severity": "warning",
+                "state": "inactive",
+                "started_at": last - 45 * s,
+                "resolved_at": last - 44 * s,
+            },
+        ],
+    )
     alerts = views.alert_list(cur, last).to_pylist()
     assert [a["state"] for a in alerts] == ["firing", "pending", "resolved"]
     assert alerts[0]["host"] == "hgx-03-n1" and alerts[0]["gpu_index"] == 0
@@ -200,14 +254,15 @@ def test_processes_and_alerts_at_the_cursor():
     assert [(a["rule"], a["state"]) for a in earlier] == [("host_stale", "firing")]
     blip = views.alert_list(cur, last - 44.5 * s).to_pylist()
     assert [(a["rule"], a["state"], a["duration_s"]) for a in blip] == [
-        ("blip", "pending", 0), ("host_stale", "pending", 5)]
+        ("blip", "pending", 0),
+        ("host_stale", "pending", 5),
+    ]
     assert views.firing_by_host(cur, last).to_pylist() == [{"host": "hgx-03-n1", "firing": 1}]
     assert views.fleet_totals(cur, last)["alerts_firing"] == 1
     # an acknowledgement, as the engine's API stores it, shows who and until when
     from fleettui.alerts.silences import acknowledge
 
-    acknowledge(store, alerts[0]["alert_id"], by="alice", until=last + 3600 * s,
-                now=last - s)
+    acknowledge(store, alerts[0]["alert_id"], by="alice", until=last + 3600 * s, now=last - s)
     muted = views.alert_list(cur, last).to_pylist()[0]
     assert (muted["muted_kind"], muted["muted_by"]) == ("ack", "alice")
     grid = views.rack_grid(cur, last, RackFilter(state="alert"))
@@ -219,9 +274,11 @@ def test_processes_and_alerts_at_the_cursor():
 
 
 def test_views_do_not_import_textual():
-    code = ("import sys, storage.views; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, storage.views; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -253,7 +310,8 @@ def test_every_view_reads_the_same_through_a_quack_reader():
             assert there.num_rows == here.num_rows > 0 or name == "alerts", name
             assert _rounded(there.to_pylist()) == _rounded(here.to_pylist()), name
         assert _rounded(views.fleet_totals(remote, last)) == _rounded(
-            views.fleet_totals(local, last))
+            views.fleet_totals(local, last)
+        )
     finally:
         remote.close()
         store.close()
@@ -276,12 +334,27 @@ def test_racks_come_in_natural_order():
 
     store = Store.open(":memory:")
     racks = ["r-10", "r-9", "r-100", "a-2"]
-    store.write([
-        make_batch("hosts", {"host": [f"{r}-n1" for r in racks], "rack": racks,
-                             "rack_slot": [1] * 4, "first_seen": [FIXED_START] * 4}),
-        make_batch("gpus", {"gpu_uuid": [f"GPU-{r}" for r in racks],
-                            "host": [f"{r}-n1" for r in racks], "gpu_index": [0] * 4}),
-    ])
+    store.write(
+        [
+            make_batch(
+                "hosts",
+                {
+                    "host": [f"{r}-n1" for r in racks],
+                    "rack": racks,
+                    "rack_slot": [1] * 4,
+                    "first_seen": [FIXED_START] * 4,
+                },
+            ),
+            make_batch(
+                "gpus",
+                {
+                    "gpu_uuid": [f"GPU-{r}" for r in racks],
+                    "host": [f"{r}-n1" for r in racks],
+                    "gpu_index": [0] * 4,
+                },
+            ),
+        ]
+    )
     grid = views.rack_grid(store.cursor(), at_s(10))
     assert grid.column("rack").to_pylist() == ["a-2", "r-9", "r-10", "r-100"]
     assert "rack_key" not in grid.column_names

@@ -46,15 +46,36 @@ def write_alerts(store: Store, rows: list[dict]) -> None:
 
     from storage.batch import make_batch
 
-    cols: dict[str, list] = {c: [] for c in (
-        "alert_id", "rule", "scope", "scope_key", "severity", "state", "started_at", "fired_at",
-        "resolved_at", "last_active_at", "evaluated_at", "peak_value", "last_value", "threshold",
-        "labels", "annotations")}
+    cols: dict[str, list] = {
+        c: []
+        for c in (
+            "alert_id",
+            "rule",
+            "scope",
+            "scope_key",
+            "severity",
+            "state",
+            "started_at",
+            "fired_at",
+            "resolved_at",
+            "last_active_at",
+            "evaluated_at",
+            "peak_value",
+            "last_value",
+            "threshold",
+            "labels",
+            "annotations",
+        )
+    }
     for r in rows:
         full = {
             "alert_id": f"{r['rule']}|{r['scope_key']}|{int(r['started_at'].timestamp())}",
-            "fired_at": None, "resolved_at": None, "peak_value": None, "last_value": None,
-            "threshold": None, "state": "firing" if r.get("fired_at") else "pending",
+            "fired_at": None,
+            "resolved_at": None,
+            "peak_value": None,
+            "last_value": None,
+            "threshold": None,
+            "state": "firing" if r.get("fired_at") else "pending",
             **r,
         }
         full["last_active_at"] = full["evaluated_at"] = full["resolved_at"] or full["started_at"]

@@ -20,12 +20,19 @@ from storage.batch import Batch, make_batch
 SOURCE_COLUMN = "nvml"  # the `source` column of every sample row
 
 XID_NAMES = {
-    13: "Graphics engine exception", 31: "GPU memory page fault", 43: "GPU stopped processing",
-    45: "Preemptive cleanup", 48: "Double Bit ECC Error",
+    13: "Graphics engine exception",
+    31: "GPU memory page fault",
+    43: "GPU stopped processing",
+    45: "Preemptive cleanup",
+    48: "Double Bit ECC Error",
     61: "Internal micro-controller breakpoint",
-    63: "ECC page retirement or row remapping recording event", 64: "Row remapping failure",
-    74: "NVLink error", 79: "GPU has fallen off the bus", 92: "High single-bit ECC error rate",
-    94: "Contained ECC error", 95: "Uncontained ECC error",
+    63: "ECC page retirement or row remapping recording event",
+    64: "Row remapping failure",
+    74: "NVLink error",
+    79: "GPU has fallen off the bus",
+    92: "High single-bit ECC error rate",
+    94: "Contained ECC error",
+    95: "Uncontained ECC error",
 }
 
 
@@ -40,11 +47,25 @@ def naive_utc(t: float) -> datetime:
 
 
 _GPU_COLS = [k for k in GPU_SPEC if not k.startswith("nvlink_") and k != "uuid"]
-_SAMPLE_COLS = [c for c in _GPU_COLS if c not in (
-    "mem_reserved_bytes", "remapped_rows_correctable", "remapped_rows_uncorrectable",
-    "remap_pending", "remap_failed")]
-_MEM_COLS = ["mem_reserved_bytes", "remapped_rows_correctable", "remapped_rows_uncorrectable",
-             "remap_pending", "remap_failed"]
+_SAMPLE_COLS = [
+    c
+    for c in _GPU_COLS
+    if c
+    not in (
+        "mem_reserved_bytes",
+        "remapped_rows_correctable",
+        "remapped_rows_uncorrectable",
+        "remap_pending",
+        "remap_failed",
+    )
+]
+_MEM_COLS = [
+    "mem_reserved_bytes",
+    "remapped_rows_correctable",
+    "remapped_rows_uncorrectable",
+    "remap_pending",
+    "remap_failed",
+]
 _PORTS = [f"nvlink{i}" for i in range(64)]
 
 
@@ -70,21 +91,43 @@ class ReportBatcher:
         self.reports = 0
         self.report_ts: list[float] = []
         self.g: dict[str, list[Any]] = {c: [] for c in ["ts", "host", "gpu_uuid", *_GPU_COLS]}
-        self.s: dict[str, list[Any]] = {c: [] for c in (
-            "ts", "slice_id", "gpu_uuid", "util_pct", "mem_used_bytes", "mem_total_bytes")}
-        self.ln: dict[str, list[Any]] = {c: [] for c in (
-            "ts", "host", "port", "gpu_uuid", "tx_bytes_per_s", "rx_bytes_per_s", "errors",
-            "link_up")}
-        self.p: dict[str, list[Any]] = {c: [] for c in ("ts", "host", "gpu_uuid", *[
-            k for k in PROC_SPEC if k != "gpu"])}
-        self.ev: dict[str, list[Any]] = {c: [] for c in ("ts", "host", "gpu_uuid", "code",
-                                                          "detail")}
+        self.s: dict[str, list[Any]] = {
+            c: []
+            for c in ("ts", "slice_id", "gpu_uuid", "util_pct", "mem_used_bytes", "mem_total_bytes")
+        }
+        self.ln: dict[str, list[Any]] = {
+            c: []
+            for c in (
+                "ts",
+                "host",
+                "port",
+                "gpu_uuid",
+                "tx_bytes_per_s",
+                "rx_bytes_per_s",
+                "errors",
+                "link_up",
+            )
+        }
+        self.p: dict[str, list[Any]] = {
+            c: [] for c in ("ts", "host", "gpu_uuid", *[k for k in PROC_SPEC if k != "gpu"])
+        }
+        self.ev: dict[str, list[Any]] = {
+            c: [] for c in ("ts", "host", "gpu_uuid", "code", "detail")
+        }
         self.hosts: dict[str, list[Any]] = {}  # host -> [first ts, last ts, driver, place]
-        self.inv_gpus: dict[str, list[Any]] = {c: [] for c in (
-            "gpu_uuid", "host", "gpu_index", "name", "pci_bus_id", "mig_mode",
-            "mem_total_bytes")}
-        self.inv_slices: dict[str, list[Any]] = {c: [] for c in ("slice_id", "gpu_uuid",
-                                                                 "profile")}
+        self.inv_gpus: dict[str, list[Any]] = {
+            c: []
+            for c in (
+                "gpu_uuid",
+                "host",
+                "gpu_index",
+                "name",
+                "pci_bus_id",
+                "mig_mode",
+                "mem_total_bytes",
+            )
+        }
+        self.inv_slices: dict[str, list[Any]] = {c: [] for c in ("slice_id", "gpu_uuid", "profile")}
 
     def add(self, r: Report, with_inventory: bool) -> None:
         self.reports += 1
@@ -110,9 +153,15 @@ class ReportBatcher:
                 if not k:
                     continue
                 if self.per_gpu_links:
-                    self._add_gpu_link(r, ts_us, uuids[i], per_tx, per_rx,
-                                       errs[i] if errs is not None else None,
-                                       ups[i] if ups is not None else None)
+                    self._add_gpu_link(
+                        r,
+                        ts_us,
+                        uuids[i],
+                        per_tx,
+                        per_rx,
+                        errs[i] if errs is not None else None,
+                        ups[i] if ups is not None else None,
+                    )
                     continue
                 nones = [None] * k
                 ln["ts"] += [ts_us] * k
@@ -150,8 +199,9 @@ class ReportBatcher:
             ev["host"] += [r.host] * m
             ev["gpu_uuid"] += r.xid.get("gpu_uuid") or [None] * m
             ev["code"] += r.xid["code"]
-            ev["detail"] += [f"Xid {c}: {XID_NAMES.get(c, 'see NVIDIA Xid catalog')}"
-                             for c in r.xid["code"]]
+            ev["detail"] += [
+                f"Xid {c}: {XID_NAMES.get(c, 'see NVIDIA Xid catalog')}" for c in r.xid["code"]
+            ]
         self.tenancy.observe(r)
         seen = self.hosts.get(r.host)
         if seen is None:
@@ -165,8 +215,12 @@ class ReportBatcher:
             k = len(gi["uuid"])
             self.inv_gpus["gpu_uuid"] += gi["uuid"]
             self.inv_gpus["host"] += [r.host] * k
-            for src, dst in (("index", "gpu_index"), ("name", "name"),
-                             ("pci_bus_id", "pci_bus_id"), ("mig_mode", "mig_mode")):
+            for src, dst in (
+                ("index", "gpu_index"),
+                ("name", "name"),
+                ("pci_bus_id", "pci_bus_id"),
+                ("mig_mode", "mig_mode"),
+            ):
                 self.inv_gpus[dst] += gi.get(src) or [None] * k
             # the GPU's memory size rides on its samples in the same report
             totals = dict(zip(r.gpu["uuid"], r.gpu.get("mem_total_bytes") or (), strict=False))
@@ -177,8 +231,16 @@ class ReportBatcher:
                 self.inv_slices["gpu_uuid"] += si.get("gpu_uuid") or [None] * k
                 self.inv_slices["profile"] += si.get("profile") or [None] * k
 
-    def _add_gpu_link(self, r: Report, ts_us: int, uuid: str, tx: list | None,
-                      rx: list | None, errs: list | None, ups: list | None) -> None:
+    def _add_gpu_link(
+        self,
+        r: Report,
+        ts_us: int,
+        uuid: str,
+        tx: list | None,
+        rx: list | None,
+        errs: list | None,
+        ups: list | None,
+    ) -> None:
         def total(vals: list | None) -> float | None:
             known = [v for v in vals or () if v is not None]
             return sum(known) if known else None
@@ -206,33 +268,60 @@ class ReportBatcher:
             cols.update({c: g[c] for c in _SAMPLE_COLS})
             cols["source"] = [src] * n
             out.append(make_batch("gpu_samples", cols))
-            mem = {"ts": ts, "host": g["host"], "gpu_uuid": g["gpu_uuid"],
-                   **{c: g[c] for c in _MEM_COLS}, "source": [src] * n}
+            mem = {
+                "ts": ts,
+                "host": g["host"],
+                "gpu_uuid": g["gpu_uuid"],
+                **{c: g[c] for c in _MEM_COLS},
+                "source": [src] * n,
+            }
             out.append(make_batch("gpu_mem_samples", mem))
         if self.s["ts"]:
             m = len(self.s["ts"])
-            out.append(make_batch("slice_samples", {
-                **self.s, "ts": ts_col(self.s["ts"]), "source": [src] * m}))
+            out.append(
+                make_batch(
+                    "slice_samples", {**self.s, "ts": ts_col(self.s["ts"]), "source": [src] * m}
+                )
+            )
         if self.ln["ts"]:
             m = len(self.ln["ts"])
-            out.append(make_batch("link_samples", {
-                **self.ln, "ts": ts_col(self.ln["ts"]), "kind": pa.array(["nvlink"] * m),
-                "source": [src] * m}))
+            out.append(
+                make_batch(
+                    "link_samples",
+                    {
+                        **self.ln,
+                        "ts": ts_col(self.ln["ts"]),
+                        "kind": pa.array(["nvlink"] * m),
+                        "source": [src] * m,
+                    },
+                )
+            )
         if self.p["ts"]:
             m = len(self.p["ts"])
-            out.append(make_batch("processes", {
-                **self.p, "ts": ts_col(self.p["ts"]), "source": [src] * m}))
+            out.append(
+                make_batch("processes", {**self.p, "ts": ts_col(self.p["ts"]), "source": [src] * m})
+            )
         if self.ev["ts"]:
             m = len(self.ev["ts"])
-            out.append(make_batch("events", {
-                **self.ev, "ts": ts_col(self.ev["ts"]), "kind": ["xid"] * m,
-                "source": [src] * m}))
+            out.append(
+                make_batch(
+                    "events",
+                    {
+                        **self.ev,
+                        "ts": ts_col(self.ev["ts"]),
+                        "kind": ["xid"] * m,
+                        "source": [src] * m,
+                    },
+                )
+            )
         if self.hosts:
             names = list(self.hosts)
             cols = {
-                "host": names, "driver_version": [self.hosts[h][2] for h in names],
+                "host": names,
+                "driver_version": [self.hosts[h][2] for h in names],
                 "first_seen": [naive_utc(self.hosts[h][0]) for h in names],
-                "last_seen": [naive_utc(self.hosts[h][1]) for h in names]}
+                "last_seen": [naive_utc(self.hosts[h][1]) for h in names],
+            }
             places = [self.hosts[h][3] or {} for h in names]
             if any(places):  # the agent's own placement (the topology file overrides it)
                 for key in PLACE_SPEC:

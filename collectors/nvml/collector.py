@@ -30,13 +30,32 @@ from collectors.nvml.library import NvmlLibrary, container_of, tenant_of
 
 # gpu section columns, in report order (units in the names)
 GPU_FIELDS = (
-    "uuid", "util_pct", "mem_util_pct", "mem_used_bytes", "mem_total_bytes",
-    "mem_reserved_bytes", "power_w", "energy_j", "temp_c", "mem_temp_c", "sm_clock_mhz",
-    "mem_clock_mhz", "pcie_tx_bytes_per_s", "pcie_rx_bytes_per_s", "ecc_sbe_total",
-    "ecc_dbe_total", "remapped_rows_correctable", "remapped_rows_uncorrectable",
-    "remap_pending", "remap_failed", "throttle_reasons",
+    "uuid",
+    "util_pct",
+    "mem_util_pct",
+    "mem_used_bytes",
+    "mem_total_bytes",
+    "mem_reserved_bytes",
+    "power_w",
+    "energy_j",
+    "temp_c",
+    "mem_temp_c",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "pcie_tx_bytes_per_s",
+    "pcie_rx_bytes_per_s",
+    "ecc_sbe_total",
+    "ecc_dbe_total",
+    "remapped_rows_correctable",
+    "remapped_rows_uncorrectable",
+    "remap_pending",
+    "remap_failed",
+    "throttle_reasons",
     # per GPU: a list with one value per NVLink link, or None without NVLink
-    "nvlink_tx_bytes_per_s", "nvlink_rx_bytes_per_s", "nvlink_errors", "nvlink_up",
+    "nvlink_tx_bytes_per_s",
+    "nvlink_rx_bytes_per_s",
+    "nvlink_errors",
+    "nvlink_up",
 )
 SLICE_FIELDS = ("id", "gpu", "util_pct", "mem_used_bytes", "mem_total_bytes")
 PROC_FIELDS = ("gpu", "slice_id", "pid", "used_mem_bytes", "container", "cgroup", "tenant_guess")
@@ -92,7 +111,8 @@ def _cols(names: tuple[str, ...]) -> dict[str, list[Any]]:
 def _value_members(nvml: Any) -> dict[int, str]:
     """nvmlValue_t union member per NVML_VALUE_TYPE_* code."""
     return {
-        nvml.NVML_VALUE_TYPE_DOUBLE: "dVal", nvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
+        nvml.NVML_VALUE_TYPE_DOUBLE: "dVal",
+        nvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
         nvml.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
         nvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
         nvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
@@ -187,8 +207,17 @@ class NvmlCollector:
             pci_id = pci.busId if pci is not None else None
             if isinstance(pci_id, bytes):
                 pci_id = pci_id.decode()
-            g = _Gpu(i, h, uuid, i, name, pci_id, bool(mode and mode[0]), links,
-                     bool(gpm and gpm.isSupportedDevice))
+            g = _Gpu(
+                i,
+                h,
+                uuid,
+                i,
+                name,
+                pci_id,
+                bool(mode and mode[0]),
+                links,
+                bool(gpm and gpm.isSupportedDevice),
+            )
             g.link_prev = [None] * links
             g.err_prev = [None] * links
             if g.mig:
@@ -198,8 +227,9 @@ class NvmlCollector:
 
     def _link_count(self, i: int, h: Any) -> int:
         nvml = self.nvml
-        vals = self._call(i, "nvlink_count", "nvmlDeviceGetFieldValues", h,
-                          [nvml.NVML_FI_DEV_NVLINK_LINK_COUNT])
+        vals = self._call(
+            i, "nvlink_count", "nvmlDeviceGetFieldValues", h, [nvml.NVML_FI_DEV_NVLINK_LINK_COUNT]
+        )
         n = _field_value(vals[0], self._members) if vals else None
         return int(n or 0)
 
@@ -224,8 +254,9 @@ class NvmlCollector:
         inv = _cols(INV_FIELDS)
         sl = _cols(INV_SLICE_FIELDS)
         for g in self.gpus:
-            for k, v in zip(INV_FIELDS, (g.uuid, g.index, g.name, g.pci_bus_id, g.mig),
-                            strict=True):
+            for k, v in zip(
+                INV_FIELDS, (g.uuid, g.index, g.name, g.pci_bus_id, g.mig), strict=True
+            ):
                 inv[k].append(v)
             for m in g.migs:
                 sl["id"].append(m.slice_id)
@@ -281,10 +312,22 @@ class NvmlCollector:
         memclk = c(i, "mem_clock", "nvmlDeviceGetClockInfo", h, nvml.NVML_CLOCK_MEM)
         tx = c(i, "pcie_tx", "nvmlDeviceGetPcieThroughput", h, nvml.NVML_PCIE_UTIL_TX_BYTES)
         rx = c(i, "pcie_rx", "nvmlDeviceGetPcieThroughput", h, nvml.NVML_PCIE_UTIL_RX_BYTES)
-        sbe = c(i, "ecc", "nvmlDeviceGetTotalEccErrors", h,
-                nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC)
-        dbe = c(i, "ecc", "nvmlDeviceGetTotalEccErrors", h,
-                nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC)
+        sbe = c(
+            i,
+            "ecc",
+            "nvmlDeviceGetTotalEccErrors",
+            h,
+            nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED,
+            nvml.NVML_VOLATILE_ECC,
+        )
+        dbe = c(
+            i,
+            "ecc",
+            "nvmlDeviceGetTotalEccErrors",
+            h,
+            nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+            nvml.NVML_VOLATILE_ECC,
+        )
         remap = c(i, "remap", "nvmlDeviceGetRemappedRows", h)
         reasons = c(i, "reasons", "nvmlDeviceGetCurrentClocksEventReasons", h)
         if reasons is None:
@@ -305,7 +348,8 @@ class NvmlCollector:
             float(memclk) if memclk is not None else None,
             tx * 1024.0 if tx is not None else None,  # NVML gives KB/s
             rx * 1024.0 if rx is not None else None,
-            sbe, dbe,
+            sbe,
+            dbe,
             remap[0] if remap is not None else None,
             remap[1] if remap is not None else None,
             bool(remap[2]) if remap is not None else None,
@@ -319,9 +363,11 @@ class NvmlCollector:
         nvml = self.nvml
         ids: list[Any] = [nvml.NVML_FI_DEV_MEMORY_TEMP]
         for link in range(g.n_links):
-            ids += [(nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, link),
-                    (nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, link),
-                    (nvml.NVML_FI_DEV_NVLINK_GET_STATE, link)]
+            ids += [
+                (nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, link),
+                (nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, link),
+                (nvml.NVML_FI_DEV_NVLINK_GET_STATE, link),
+            ]
         vals = self._call(g.i, "fields", "nvmlDeviceGetFieldValues", g.handle, ids)
         if vals is None:
             none = [None] * g.n_links if g.n_links else None
@@ -331,7 +377,7 @@ class NvmlCollector:
             return mem_temp, (None, None, None, None)
         txs, rxs, errs, ups = [], [], [], []
         for link in range(g.n_links):
-            vt, vr, vs = vals[1 + 3 * link: 4 + 3 * link]
+            vt, vr, vs = vals[1 + 3 * link : 4 + 3 * link]
             t_s = vt.timestamp / 1e6
             m = self._members
             ctx, crx, up = _field_value(vt, m), _field_value(vr, m), _field_value(vs, m)
@@ -343,11 +389,18 @@ class NvmlCollector:
                     tx_rate = (ctx - prev[1]) * 1024.0 / dt  # counters are KiB
                     rx_rate = (crx - prev[2]) * 1024.0 / dt
                 g.link_prev[link] = (t_s, ctx, crx)
-            err = self._call(g.i, "nvlink_err", "nvmlDeviceGetNvLinkErrorCounter", g.handle, link,
-                             nvml.NVML_NVLINK_ERROR_DL_CRC_DATA)
+            err = self._call(
+                g.i,
+                "nvlink_err",
+                "nvmlDeviceGetNvLinkErrorCounter",
+                g.handle,
+                link,
+                nvml.NVML_NVLINK_ERROR_DL_CRC_DATA,
+            )
             perr = g.err_prev[link]
-            errs.append(err - perr if err is not None and perr is not None and err >= perr
-                        else None)
+            errs.append(
+                err - perr if err is not None and perr is not None and err >= perr else None
+            )
             g.err_prev[link] = err
             txs.append(tx_rate)
             rxs.append(rx_rate)
@@ -368,13 +421,19 @@ class NvmlCollector:
                     mg.numMetrics = 1
                     mg.sample1, mg.sample2 = m.samples[0], cur
                     mg.metrics[0].metricId = nvml.NVML_GPM_METRIC_GRAPHICS_UTIL
-                    if self._call(g.i, "gpm_get", "nvmlGpmMetricsGet", mg) is not None \
-                            and mg.metrics[0].nvmlReturn == nvml.NVML_SUCCESS:
+                    if (
+                        self._call(g.i, "gpm_get", "nvmlGpmMetricsGet", mg) is not None
+                        and mg.metrics[0].nvmlReturn == nvml.NVML_SUCCESS
+                    ):
                         util = float(mg.metrics[0].value)
                 m.samples.reverse()  # this sample is the next poll's first
                 m.have_prev = True
-        return (m.slice_id, util, int(mem.used) if mem is not None else None,
-                int(mem.total) if mem is not None else None)
+        return (
+            m.slice_id,
+            util,
+            int(mem.used) if mem is not None else None,
+            int(mem.total) if mem is not None else None,
+        )
 
     def _processes(self, g: _Gpu) -> list[tuple[Any, ...]]:
         targets = [(m.handle, m.slice_id) for m in g.migs] if g.mig else [(g.handle, None)]

@@ -144,8 +144,9 @@ class FakeNvml:
         self._kind = {g: _KIND_NAMES[int(f.gpu_kind[g])] for g in self._gpus}
         self._n_links = {g: links[self._kind[g]] for g in self._gpus}
         # the sim's aggregate NVLink row per GPU, split evenly across its links
-        self._nvlink_row = {int(f.link_gpu_idx[i]): i for i in range(len(f.link_port))
-                            if f.link_kind[i] == "nvlink"}
+        self._nvlink_row = {
+            int(f.link_gpu_idx[i]): i for i in range(len(f.link_port)) if f.link_kind[i] == "nvlink"
+        }
         self._mig: dict[int, list[_Handle]] = {}
         self._handles = {g: _Handle(g) for g in self._gpus}
         for s, gidx in enumerate(f.slice_gpu_idx):
@@ -241,8 +242,9 @@ class FakeNvml:
         st = self._state(h)
         if h.slice >= 0 or self.fleet.gpu_mig[h.gpu]:
             raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return SimpleNamespace(gpu=int(round(st.gpu_util_pct[h.gpu])),
-                               memory=int(round(st.gpu_mem_util_pct[h.gpu])))
+        return SimpleNamespace(
+            gpu=int(round(st.gpu_util_pct[h.gpu])), memory=int(round(st.gpu_mem_util_pct[h.gpu]))
+        )
 
     def nvmlDeviceGetMemoryInfo(self, h: _Handle, version: int | None = None) -> SimpleNamespace:
         if version and self.old_driver:
@@ -287,8 +289,11 @@ class FakeNvml:
     def nvmlDeviceGetPcieThroughput(self, h: _Handle, counter: int) -> int:
         st = self._state(h)
         self._whole_gpu(h)
-        v = st.gpu_pcie_tx_bytes_per_s if counter == pynvml.NVML_PCIE_UTIL_TX_BYTES \
+        v = (
+            st.gpu_pcie_tx_bytes_per_s
+            if counter == pynvml.NVML_PCIE_UTIL_TX_BYTES
             else st.gpu_pcie_rx_bytes_per_s
+        )
         return int(v[h.gpu] / 1024.0)  # KB/s
 
     def _no_ecc(self, h: _Handle) -> None:
@@ -338,14 +343,20 @@ class FakeNvml:
         ts_us = int(now * 1e6)
         for fid in field_ids:
             fid, scope = fid if isinstance(fid, tuple) else (fid, 0)
-            v = SimpleNamespace(fieldId=fid, scopeId=scope, timestamp=ts_us, latencyUsec=0,
-                                valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
-                                nvmlReturn=pynvml.NVML_SUCCESS,
-                                value=SimpleNamespace(ullVal=0, dVal=0.0, uiVal=0, ulVal=0,
-                                                      sllVal=0, siVal=0))
-            nvlink = fid in (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX,
-                             pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX,
-                             pynvml.NVML_FI_DEV_NVLINK_GET_STATE)
+            v = SimpleNamespace(
+                fieldId=fid,
+                scopeId=scope,
+                timestamp=ts_us,
+                latencyUsec=0,
+                valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
+                nvmlReturn=pynvml.NVML_SUCCESS,
+                value=SimpleNamespace(ullVal=0, dVal=0.0, uiVal=0, ulVal=0, sllVal=0, siVal=0),
+            )
+            nvlink = fid in (
+                pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX,
+                pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX,
+                pynvml.NVML_FI_DEV_NVLINK_GET_STATE,
+            )
             if fid == pynvml.NVML_FI_DEV_MEMORY_TEMP and self._kind[g] not in _GDDR_KINDS:
                 v.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
                 v.value.uiVal = int(round(st.gpu_mem_temp_c[g]))
@@ -358,8 +369,9 @@ class FakeNvml:
                     v.value.uiVal = int(bool(st.link_up[row]))
                 else:
                     c = self._nvlink_kib[(g, scope)]
-                    v.value.ullVal = int(c[0 if fid == pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX
-                                           else 1])
+                    v.value.ullVal = int(
+                        c[0 if fid == pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX else 1]
+                    )
             else:
                 v.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
             out.append(v)
@@ -379,21 +391,38 @@ class FakeNvml:
         f, g = self.fleet, h.gpu
         if h.slice >= 0:
             used = int(st.slice_mem_used_bytes[h.slice] * 0.9)
-            return [SimpleNamespace(pid=self._pid(g, h.gi), usedGpuMemory=used,
-                                    gpuInstanceId=h.gi, computeInstanceId=0)]
+            return [
+                SimpleNamespace(
+                    pid=self._pid(g, h.gi),
+                    usedGpuMemory=used,
+                    gpuInstanceId=h.gi,
+                    computeInstanceId=0,
+                )
+            ]
         if f.gpu_mig[g]:
             return []  # processes on a MIG GPU are listed per MIG device
         shares = [s for s in np.flatnonzero(f.slice_gpu_idx == g)]
         if shares:  # fractional shares: one process per share on the whole GPU
-            return [SimpleNamespace(pid=self._pid(g, 100 + k),
-                                    usedGpuMemory=int(st.slice_mem_used_bytes[s] * 0.9),
-                                    gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
-                    for k, s in enumerate(shares)]
+            return [
+                SimpleNamespace(
+                    pid=self._pid(g, 100 + k),
+                    usedGpuMemory=int(st.slice_mem_used_bytes[s] * 0.9),
+                    gpuInstanceId=0xFFFFFFFF,
+                    computeInstanceId=0xFFFFFFFF,
+                )
+                for k, s in enumerate(shares)
+            ]
         if f.gpu_workload[g] == IDLE:
             return []
         used = int(st.gpu_mem_used_bytes[g] * 0.95)
-        return [SimpleNamespace(pid=self._pid(g, 0), usedGpuMemory=used,
-                                gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)]
+        return [
+            SimpleNamespace(
+                pid=self._pid(g, 0),
+                usedGpuMemory=used,
+                gpuInstanceId=0xFFFFFFFF,
+                computeInstanceId=0xFFFFFFFF,
+            )
+        ]
 
     @staticmethod
     def _pid(g: int, k: int) -> int:
@@ -436,8 +465,9 @@ class FakeNvml:
 
     # -- GPM (Hopper and newer) ------------------------------------------------------------
     def nvmlGpmQueryDeviceSupport(self, h: _Handle) -> SimpleNamespace:
-        return SimpleNamespace(version=1, isSupportedDevice=int(
-            self.gpm and self._kind[h.gpu] in _GPM_KINDS))
+        return SimpleNamespace(
+            version=1, isSupportedDevice=int(self.gpm and self._kind[h.gpu] in _GPM_KINDS)
+        )
 
     def nvmlGpmSampleAlloc(self) -> SimpleNamespace:
         return SimpleNamespace(t=None, gpu=-1, gi=0)
@@ -486,11 +516,16 @@ class FakeNvml:
                 if now > es.since:
                     for e in self.model.events_between(es.since, now):
                         if e.kind == "xid" and e.gpu_idx in es.gpus:
-                            es.pending.append(SimpleNamespace(
-                                device=self._handles[e.gpu_idx],
-                                eventType=pynvml.nvmlEventTypeXidCriticalError,
-                                eventData=int(e.code or 0), gpuInstanceId=0xFFFFFFFF,
-                                computeInstanceId=0xFFFFFFFF, t=e.t))
+                            es.pending.append(
+                                SimpleNamespace(
+                                    device=self._handles[e.gpu_idx],
+                                    eventType=pynvml.nvmlEventTypeXidCriticalError,
+                                    eventData=int(e.code or 0),
+                                    gpuInstanceId=0xFFFFFFFF,
+                                    computeInstanceId=0xFFFFFFFF,
+                                    t=e.t,
+                                )
+                            )
                     es.since = now
                 if es.pending:
                     return es.pending.popleft()

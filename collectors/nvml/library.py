@@ -84,7 +84,7 @@ def open_fake(host: str, *, seed: int = 7, scale: int = 1, **fake_options: Any) 
 
 
 def open_library(kind: str = "real", **options: Any) -> NvmlLibrary:
-    """"real" (pynvml) or "fake" (options: host, seed, scale, clock, old_driver, ...)."""
+    """ "real" (pynvml) or "fake" (options: host, seed, scale, clock, old_driver, ...)."""
     if kind == "real":
         return open_real()
     if kind == "fake":

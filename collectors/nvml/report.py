@@ -99,14 +99,22 @@ PROC_SPEC = {
 }
 XID_SPEC = {"ts": (NUM, 0, MAX_EPOCH_S), "gpu_uuid": (STR, 0, 0), "code": (INT, 0, 2**31)}
 INV_GPU_SPEC = {
-    "uuid": (STR, 0, 0), "index": (INT, 0, 1024), "name": (STR, 0, 0),
-    "pci_bus_id": (STR, 0, 0), "mig_mode": (BOOL, 0, 0),
+    "uuid": (STR, 0, 0),
+    "index": (INT, 0, 1024),
+    "name": (STR, 0, 0),
+    "pci_bus_id": (STR, 0, 0),
+    "mig_mode": (BOOL, 0, 0),
 }
 INV_SLICE_SPEC = {"id": (STR, 0, 0), "gpu_uuid": (STR, 0, 0), "profile": (STR, 0, 0)}
 # where the host lives, as the agent was told (`--cluster`, `--rack`, ...); optional,
 # added within version 1 (an older daemon ignores it)
-PLACE_SPEC = {"cluster": (STR, 0, 0), "rack": (STR, 0, 0), "rack_slot": (INT, 0, 1_000_000),
-              "nvlink_domain": (STR, 0, 0), "model": (STR, 0, 0)}
+PLACE_SPEC = {
+    "cluster": (STR, 0, 0),
+    "rack": (STR, 0, 0),
+    "rack_slot": (INT, 0, 1_000_000),
+    "nvlink_domain": (STR, 0, 0),
+    "model": (STR, 0, 0),
+}
 MAX_PLACE_STR = 256
 
 
@@ -158,8 +166,15 @@ def encode(
         kind = GPU_SPEC[k][0]
         gpu[k] = _round_links(v) if kind == LINKS_NUM else _round(v, 3) if kind == NUM else v
     out: dict[str, Any] = {
-        "v": VERSION, "host": host, "boot": boot, "seq": seq, "ts": round(poll.ts, 6),
-        "interval_s": interval_s, "dropped": dropped, "driver": driver, "gpu": gpu,
+        "v": VERSION,
+        "host": host,
+        "boot": boot,
+        "seq": seq,
+        "ts": round(poll.ts, 6),
+        "interval_s": interval_s,
+        "dropped": dropped,
+        "driver": driver,
+        "gpu": gpu,
         "slice": {k: _round(v, 3) for k, v in poll.slice.items()},
     }
     if poll.proc is not None:
@@ -176,8 +191,9 @@ def encode(
 
 
 def encode_status(state: str, *, ts: float, boot: str) -> bytes:
-    return json.dumps({"v": VERSION, "state": state, "ts": round(ts, 6), "boot": boot},
-                      separators=(",", ":")).encode()
+    return json.dumps(
+        {"v": VERSION, "state": state, "ts": round(ts, 6), "boot": boot}, separators=(",", ":")
+    ).encode()
 
 
 # -- decode ---------------------------------------------------------------------------------
@@ -240,8 +256,9 @@ def _check_scalar(where: str, x: Any, kind: int, lo: float, hi: float, n_idx: in
         else:
             ok = _num(x)
         if not ok:
-            raise ReportError(f"{where}: expected a {'whole ' if kind == INT else ''}number, "
-                              f"got {_show(x)}")
+            raise ReportError(
+                f"{where}: expected a {'whole ' if kind == INT else ''}number, got {_show(x)}"
+            )
         if not lo <= x <= hi:
             raise ReportError(f"{where}: value {x!r} outside [{lo:g}, {hi:g}]")
 
@@ -259,8 +276,11 @@ def _all_ok(values: list[Any], kind: int, lo: float, hi: float, n_idx: int) -> b
     if kind == NUM or kind == INT:
         if not types <= _NUM_TYPES:
             return False
-        if kind == INT and float in types and not all(
-                x.is_integer() for x in vals if type(x) is float):
+        if (
+            kind == INT
+            and float in types
+            and not all(x.is_integer() for x in vals if type(x) is float)
+        ):
             return False
         return lo <= min(vals) and max(vals) <= hi  # inf fails here; NaN never parses
     if kind == STR:  # one join + encode checks the whole column for surrogates and NULs
@@ -276,8 +296,12 @@ def _show(x: Any) -> str:
 
 
 def _section(
-    obj: Any, name: str, spec: Mapping[str, tuple[int, float, float]], key: str | None,
-    n_idx: int, limit: int,
+    obj: Any,
+    name: str,
+    spec: Mapping[str, tuple[int, float, float]],
+    key: str | None,
+    n_idx: int,
+    limit: int,
 ) -> tuple[dict[str, list[Any]], int]:
     """Validate a columnar section; `key` (required column) fixes the row count."""
     if type(obj) is not dict:
@@ -303,17 +327,19 @@ def _section(
         where = f"{name}.{field}"
         if kind >= LINKS_NUM and kind != IDX:
             inner = {LINKS_NUM: NUM, LINKS_INT: INT, LINKS_BOOL: BOOL}[kind]
-            if all(per is None or (type(per) is list and len(per) <= MAX_LINKS) for per in col) \
-                    and _all_ok([x for per in col if per is not None for x in per], inner, lo, hi,
-                                n_idx):
+            if all(
+                per is None or (type(per) is list and len(per) <= MAX_LINKS) for per in col
+            ) and _all_ok([x for per in col if per is not None for x in per], inner, lo, hi, n_idx):
                 out[field] = col
                 continue
             for i, per in enumerate(col):
                 if per is None:
                     continue
                 if type(per) is not list or len(per) > MAX_LINKS:
-                    raise ReportError(f"{where}[{i}]: expected a list of at most {MAX_LINKS} "
-                                      f"per-link values, got {_show(per)}")
+                    raise ReportError(
+                        f"{where}[{i}]: expected a list of at most {MAX_LINKS} "
+                        f"per-link values, got {_show(per)}"
+                    )
                 for x in per:
                     if x is not None:
                         _check_scalar(f"{where}[{i}]", x, inner, lo, hi, n_idx)
@@ -373,24 +399,37 @@ def decode(
     if any(not u for u in gpu["uuid"]):
         raise ReportError("gpu.uuid: empty or null GPU UUID")
     sl, _ = _section(obj.get("slice", {}), "slice", SLICE_SPEC, None, n, MAX_SLICES)
-    if sl and ("id" not in sl or "gpu" not in sl or any(x is None for x in sl["id"])
-               or any(x is None for x in sl["gpu"])):
+    if sl and (
+        "id" not in sl
+        or "gpu" not in sl
+        or any(x is None for x in sl["id"])
+        or any(x is None for x in sl["gpu"])
+    ):
         raise ReportError("slice: every row needs an id and a gpu position")
     proc = None
     if obj.get("proc") is not None:
         proc, _ = _section(obj["proc"], "proc", PROC_SPEC, "pid", n, MAX_PROCS)
-        if "gpu" not in proc or any(x is None for x in proc["gpu"]) \
-                or any(x is None for x in proc["pid"]):
+        if (
+            "gpu" not in proc
+            or any(x is None for x in proc["gpu"])
+            or any(x is None for x in proc["pid"])
+        ):
             raise ReportError("proc: every row needs a gpu position and a pid")
     xid = None
     if obj.get("xid") is not None:
         xid, _ = _section(obj["xid"], "xid", XID_SPEC, "code", 0, MAX_XIDS)
-        if "ts" not in xid or any(x is None for x in xid["ts"]) \
-                or any(x is None for x in xid["code"]):
+        if (
+            "ts" not in xid
+            or any(x is None for x in xid["ts"])
+            or any(x is None for x in xid["code"])
+        ):
             raise ReportError("xid: every event needs a ts and a code")
     lost = obj.get("lost", [])
-    if type(lost) is not list or len(lost) > MAX_GPUS or any(
-            type(u) is not str or not u or len(u) > MAX_STR for u in lost):
+    if (
+        type(lost) is not list
+        or len(lost) > MAX_GPUS
+        or any(type(u) is not str or not u or len(u) > MAX_STR for u in lost)
+    ):
         raise ReportError(f"lost: expected a list of GPU UUIDs, got {_show(lost)}")
     if lost and not _storable("".join(lost)):
         raise ReportError("lost: a GPU UUID has a lone surrogate or NUL character")
@@ -401,15 +440,32 @@ def decode(
             raise ReportError(f"inv: expected an object, got {_show(raw)}")
         gi, _ = _section(raw.get("gpus", {}), "inv.gpus", INV_GPU_SPEC, "uuid", 0, MAX_GPUS)
         si, _ = _section(raw.get("slices", {}), "inv.slices", INV_SLICE_SPEC, "id", 0, MAX_SLICES)
-        if any(not u for u in gi["uuid"]) or any(not s for s in si["id"]) or (
-                si["id"] and any(not u for u in si.get("gpu_uuid", [None]))):
+        if (
+            any(not u for u in gi["uuid"])
+            or any(not s for s in si["id"])
+            or (si["id"] and any(not u for u in si.get("gpu_uuid", [None])))
+        ):
             raise ReportError("inv: GPU UUIDs and slice ids must be non-empty")
         inv = {"gpus": gi, "slices": si}
     place = None
     if obj.get("place") is not None:
         place = _place(obj["place"])
-    return Report(host, boot, seq, float(ts), None if interval is None else float(interval),
-                  dropped, driver, gpu, sl, proc, xid, lost, inv, place)
+    return Report(
+        host,
+        boot,
+        seq,
+        float(ts),
+        None if interval is None else float(interval),
+        dropped,
+        driver,
+        gpu,
+        sl,
+        proc,
+        xid,
+        lost,
+        inv,
+        place,
+    )
 
 
 def _place(raw: Any) -> dict[str, Any] | None:

@@ -128,8 +128,9 @@ def from_prometheus_result(
     return b.build()
 
 
-def _add_point(b: SnapshotBuilder, where: str, name: str, metric: dict[str, str],
-               ts: Any, raw: Any) -> None:
+def _add_point(
+    b: SnapshotBuilder, where: str, name: str, metric: dict[str, str], ts: Any, raw: Any
+) -> None:
     """One API sample into `b`; a value that is not a number is skipped with the reason."""
     try:
         value = float(raw)

@@ -143,9 +143,7 @@ class SimExporters:
         self._host_gpus: dict[int, list[int]] = {}
         for g in self._gpu_labels:
             self._host_gpus.setdefault(int(f.gpu_host_idx[g]), []).append(g)
-        self._nvl_of_gpu = {
-            int(f.link_gpu_idx[i]): i for i in range(nl) if f.link_gpu_idx[i] >= 0
-        }
+        self._nvl_of_gpu = {int(f.link_gpu_idx[i]): i for i in range(nl) if f.link_gpu_idx[i] >= 0}
         self._ib_rows: dict[int, list[int]] = {}
         for i in range(nl):
             if f.link_kind[i] != "nvlink":

@@ -102,14 +102,16 @@ def resolve(fleet: Fleet, faults: tuple[Fault, ...]) -> list[ResolvedFault]:
                 host, _, index = f.target.rpartition(":")
                 h = host_idx[host]
                 idx = next(
-                    g for g in range(fleet.n_gpus)
+                    g
+                    for g in range(fleet.n_gpus)
                     if fleet.gpu_host_idx[g] == h and fleet.gpu_index[g] == int(index)
                 )
             elif f.kind in ("nvlink_crc", "ib_link_down"):
                 host, _, port = f.target.partition(":")
                 h = host_idx[host]
                 idx = next(
-                    i for i in range(len(fleet.link_port))
+                    i
+                    for i in range(len(fleet.link_port))
                     if fleet.link_host_idx[i] == h and fleet.link_port[i] == port
                 )
             elif f.kind == "host_silent":

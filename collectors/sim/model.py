@@ -119,9 +119,9 @@ class SimModel:
         f = self.fleet
         self._kind = f.gpu_kind
         self._mem_total = MEM_TOTAL[f.gpu_kind]
-        self._slice_mem_total = (
-            self._mem_total[f.slice_gpu_idx] * f.slice_fraction
-        ).astype(np.int64)
+        self._slice_mem_total = (self._mem_total[f.slice_gpu_idx] * f.slice_fraction).astype(
+            np.int64
+        )
         rng = np.random.default_rng([self.seed, 0])
         self._ecc_sbe_base = rng.integers(0, 4, f.n_gpus)
         self._energy_offset_j = rng.uniform(1e8, 5e8, f.n_gpus)
@@ -142,7 +142,11 @@ class SimModel:
     # -- faults -------------------------------------------------------------
     def active(self, t: float, kind: str) -> list[int]:
         rel = t - self.start
-        return [rf.index for rf in self.faults if rf.fault.kind == kind and rf.active(rel, self.period_s)]
+        return [
+            rf.index
+            for rf in self.faults
+            if rf.fault.kind == kind and rf.active(rel, self.period_s)
+        ]
 
     def events_between(self, t0: float, t1: float) -> list[SimEvent]:
         """Events raised by faults that start in (t0, t1]."""
@@ -157,8 +161,11 @@ class SimModel:
                     if k == "xid79":
                         out.append(SimEvent(t, g, h, "xid", 79, "GPU has fallen off the bus"))
                     elif k == "thermal":
-                        out.append(SimEvent(t, g, h, "throttle", THROTTLE_HW_THERMAL,
-                                            "HW thermal slowdown"))
+                        out.append(
+                            SimEvent(
+                                t, g, h, "throttle", THROTTLE_HW_THERMAL, "HW thermal slowdown"
+                            )
+                        )
                     else:
                         out.append(SimEvent(t, g, h, "xid", 48, "Double Bit ECC Error"))
                         out.append(SimEvent(t, g, h, "ecc", 1, "uncorrectable (DBE) error"))
@@ -202,13 +209,13 @@ class SimModel:
 
         # slices follow their endpoint's load; their GPU's view depends on the slicing
         ns = len(f.slice_id)
-        slice_util = np.clip(
-            ep_load[f.slice_endpoint] * (1 + rng.normal(0, 0.04, ns)), 0.0, 1.0
-        )
+        slice_util = np.clip(ep_load[f.slice_endpoint] * (1 + rng.normal(0, 0.04, ns)), 0.0, 1.0)
         for tenant in self.active(t, "idle_allocation"):
             sel = f.slice_tenant == tenant
             slice_util[sel] = rng.uniform(0.0, 0.02, sel.sum())
-        busy_share = np.bincount(f.slice_gpu_idx, weights=slice_util * f.slice_fraction, minlength=n)
+        busy_share = np.bincount(
+            f.slice_gpu_idx, weights=slice_util * f.slice_fraction, minlength=n
+        )
         sliced = np.bincount(f.slice_gpu_idx, minlength=n) > 0
         util[sliced] = busy_share[sliced]
         util = np.clip(util, 0.0, 0.995)
@@ -252,7 +259,9 @@ class SimModel:
         is_nvlink = link_gpu >= 0
         link_u = np.where(is_nvlink, util[np.maximum(link_gpu, 0)], host_util[f.link_host_idx])
         link_train = host_train[f.link_host_idx]
-        share = np.where(link_train, np.where(is_nvlink, 0.35, 0.6), np.where(is_nvlink, 0.08, 0.05))
+        share = np.where(
+            link_train, np.where(is_nvlink, 0.35, 0.6), np.where(is_nvlink, 0.08, 0.05)
+        )
         tx = f.link_rate * share * link_u * (1 + rng.normal(0, 0.05, nl))
         rx = f.link_rate * share * link_u * (1 + rng.normal(0, 0.05, nl))
         errors = np.zeros(nl, dtype=np.int64)
@@ -301,7 +310,9 @@ class SimModel:
             gpu_throttle_reasons=throttle,
             slice_reporting=gpu_reporting[f.slice_gpu_idx],
             slice_util_pct=slice_util * 100.0,
-            slice_mem_used_bytes=(self._slice_mem_total * (0.1 + 0.7 * slice_util)).astype(np.int64),
+            slice_mem_used_bytes=(self._slice_mem_total * (0.1 + 0.7 * slice_util)).astype(
+                np.int64
+            ),
             slice_mem_total_bytes=self._slice_mem_total,
             link_reporting=link_reporting,
             link_tx_bytes_per_s=tx,

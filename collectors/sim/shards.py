@@ -41,8 +41,16 @@ def split_hosts(hosts: list[str], shards: int) -> list[list[str]]:
     return [hosts[k::shards] for k in range(shards) if hosts[k::shards]]
 
 
-def _serve_shard(scale: int, seed: int, start: float, hosts: list[str], port: int,
-                 step_s: float, faults: bool, out: mp.Queue) -> None:
+def _serve_shard(
+    scale: int,
+    seed: int,
+    start: float,
+    hosts: list[str],
+    port: int,
+    step_s: float,
+    faults: bool,
+    out: mp.Queue,
+) -> None:
     model = SimModel(seed=seed, scale=scale, start=start, faults=DEFAULT_FAULTS if faults else ())
 
     def clock() -> float:
@@ -67,8 +75,17 @@ def _serve_shard(scale: int, seed: int, start: float, hosts: list[str], port: in
 class ShardedExporters:
     """Start with `start()`, stop with `stop()` (or as a context manager)."""
 
-    def __init__(self, scale: int = 1, *, shards: int = 4, seed: int = 7, step_s: float = 1.0,
-                 base_port: int = 0, faults: bool = True, start: float | None = None):
+    def __init__(
+        self,
+        scale: int = 1,
+        *,
+        shards: int = 4,
+        seed: int = 7,
+        step_s: float = 1.0,
+        base_port: int = 0,
+        faults: bool = True,
+        start: float | None = None,
+    ):
         if shards < 1 or step_s <= 0:
             raise ValueError("shards must be >= 1 and step_s > 0")
         self.scale, self.seed, self.step_s, self.faults = scale, seed, step_s, faults
@@ -87,9 +104,21 @@ class ShardedExporters:
         out: mp.Queue = ctx.Queue()
         for k, hosts in enumerate(self.parts):
             port = self.base_port + k if self.base_port else 0
-            p = ctx.Process(target=_serve_shard, daemon=True, name=f"sim-exporters-{k}",
-                            args=(self.scale, self.seed, self.start_s, hosts, port,
-                                  self.step_s, self.faults, out))
+            p = ctx.Process(
+                target=_serve_shard,
+                daemon=True,
+                name=f"sim-exporters-{k}",
+                args=(
+                    self.scale,
+                    self.seed,
+                    self.start_s,
+                    hosts,
+                    port,
+                    self.step_s,
+                    self.faults,
+                    out,
+                ),
+            )
             p.start()
             self.procs.append(p)
         got = []
@@ -122,21 +151,35 @@ class ShardedExporters:
         """A Prometheus config scraping every target (static configs, per-target path)."""
         timeout_s = timeout_s or interval_s
         return {
-            "global": {"scrape_interval": f"{interval_s:g}s",
-                       "scrape_timeout": f"{min(timeout_s, interval_s):g}s"},
-            "scrape_configs": [{
-                "job_name": "fleettui-sim",
-                "static_configs": [
-                    {"targets": [t.url.split("/")[2]],
-                     "labels": {"__metrics_path__": "/" + t.url.split("/", 3)[3], **t.labels}}
-                    for t in self.targets
-                ],
-            }],
+            "global": {
+                "scrape_interval": f"{interval_s:g}s",
+                "scrape_timeout": f"{min(timeout_s, interval_s):g}s",
+            },
+            "scrape_configs": [
+                {
+                    "job_name": "fleettui-sim",
+                    "static_configs": [
+                        {
+                            "targets": [t.url.split("/")[2]],
+                            "labels": {
+                                "__metrics_path__": "/" + t.url.split("/", 3)[3],
+                                **t.labels,
+                            },
+                        }
+                        for t in self.targets
+                    ],
+                }
+            ],
         }
 
-    def sources_toml(self, name: str = "sim-scrape", interval_s: float = 5.0,
-                     timeout_s: float | None = None, workers: int = 0,
-                     align: bool = False) -> str:
+    def sources_toml(
+        self,
+        name: str = "sim-scrape",
+        interval_s: float = 5.0,
+        timeout_s: float | None = None,
+        workers: int = 0,
+        align: bool = False,
+    ) -> str:
         """`[[sources]]` of kind "scrape" for every target."""
         rows = ",\n".join(
             f'  {{ url = "{t.url}", labels = {{ '

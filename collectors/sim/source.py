@@ -66,7 +66,8 @@ class SimSource:
         self.name = name
         self.interval_s = interval_s
         self._model_args: dict[str, Any] = dict(
-            seed=seed, scale=scale, faults=faults, period_s=period_s)
+            seed=seed, scale=scale, faults=faults, period_s=period_s
+        )
         self._start = start
         self.model: SimModel | None = None
         self._last_t: float | None = None
@@ -95,7 +96,8 @@ class SimSource:
             self._proc_host = self._gpu_host.take(pa.array(p.gpu_idx))
             self._proc_gpu = self._gpu_uuid.take(pa.array(p.gpu_idx))
             self._proc_cols = {
-                "slice_id": pa.array(p.slice_id, pa.string()), "pid": pa.array(p.pid),
+                "slice_id": pa.array(p.slice_id, pa.string()),
+                "pid": pa.array(p.pid),
                 "container": pa.array(p.container, pa.string()),
                 "cgroup": pa.array(p.cgroup, pa.string()),
                 "tenant_guess": pa.array(p.tenant, pa.string()),
@@ -143,41 +145,79 @@ class SimSource:
         gpu_assigned = f.gpu_tenant >= 0
         tenants = [t[0] for t in TENANTS]
         return [
-            make_batch("hosts", {
-                "host": self._host, "cluster": f.host_cluster, "rack": f.host_rack,
-                "rack_slot": f.host_slot, "nvlink_domain": f.host_domain, "model": f.host_model,
-                "driver_version": f.host_driver, "first_seen": [start] * n_h,
-                "last_seen": [start] * n_h,
-            }),
-            make_batch("gpus", {
-                "gpu_uuid": self._gpu_uuid, "host": self._gpu_host, "gpu_index": f.gpu_index,
-                "name": [GPU_MODELS[k][0] for k in kinds], "pci_bus_id": f.gpu_pci,
-                "mig_mode": f.gpu_mig, "mem_total_bytes": [GPU_MODELS[k][1] for k in kinds],
-            }),
-            make_batch("slices", {
-                "slice_id": self._slice_id, "gpu_uuid": self._slice_gpu, "kind": f.slice_kind,
-                "profile": f.slice_profile, "fraction": f.slice_fraction,
-                "mem_total_bytes": model.slice_mem_total_bytes,
-            }),
-            make_batch("tenants", {
-                "tenant": tenants, "display_name": [t[1] for t in TENANTS],
-                "tier": [t[2] for t in TENANTS],
-            }),
-            make_batch("endpoints", {
-                "endpoint": [e[0] for e in ENDPOINTS], "tenant": [e[1] for e in ENDPOINTS],
-                "model": [e[2] for e in ENDPOINTS], "itl_target_ms": [e[5] for e in ENDPOINTS],
-                "ttft_target_ms": [e[6] for e in ENDPOINTS],
-            }),
-            make_batch("assignments", {
-                "tenant": [tenants[i] for i in f.gpu_tenant[gpu_assigned]]
-                + [tenants[i] for i in f.slice_tenant],
-                "gpu_uuid": pa.concat_arrays([
-                    self._gpu_uuid.filter(pa.array(gpu_assigned)), self._slice_gpu,
-                ]),
-                "slice_id": [None] * int(gpu_assigned.sum()) + f.slice_id,
-                "fraction": np.concatenate([np.ones(int(gpu_assigned.sum())), f.slice_fraction]),
-                "valid_from": [start] * (int(gpu_assigned.sum()) + len(f.slice_id)),
-            }),
+            make_batch(
+                "hosts",
+                {
+                    "host": self._host,
+                    "cluster": f.host_cluster,
+                    "rack": f.host_rack,
+                    "rack_slot": f.host_slot,
+                    "nvlink_domain": f.host_domain,
+                    "model": f.host_model,
+                    "driver_version": f.host_driver,
+                    "first_seen": [start] * n_h,
+                    "last_seen": [start] * n_h,
+                },
+            ),
+            make_batch(
+                "gpus",
+                {
+                    "gpu_uuid": self._gpu_uuid,
+                    "host": self._gpu_host,
+                    "gpu_index": f.gpu_index,
+                    "name": [GPU_MODELS[k][0] for k in kinds],
+                    "pci_bus_id": f.gpu_pci,
+                    "mig_mode": f.gpu_mig,
+                    "mem_total_bytes": [GPU_MODELS[k][1] for k in kinds],
+                },
+            ),
+            make_batch(
+                "slices",
+                {
+                    "slice_id": self._slice_id,
+                    "gpu_uuid": self._slice_gpu,
+                    "kind": f.slice_kind,
+                    "profile": f.slice_profile,
+                    "fraction": f.slice_fraction,
+                    "mem_total_bytes": model.slice_mem_total_bytes,
+                },
+            ),
+            make_batch(
+                "tenants",
+                {
+                    "tenant": tenants,
+                    "display_name": [t[1] for t in TENANTS],
+                    "tier": [t[2] for t in TENANTS],
+                },
+            ),
+            make_batch(
+                "endpoints",
+                {
+                    "endpoint": [e[0] for e in ENDPOINTS],
+                    "tenant": [e[1] for e in ENDPOINTS],
+                    "model": [e[2] for e in ENDPOINTS],
+                    "itl_target_ms": [e[5] for e in ENDPOINTS],
+                    "ttft_target_ms": [e[6] for e in ENDPOINTS],
+                },
+            ),
+            make_batch(
+                "assignments",
+                {
+                    "tenant": [tenants[i] for i in f.gpu_tenant[gpu_assigned]]
+                    + [tenants[i] for i in f.slice_tenant],
+                    "gpu_uuid": pa.concat_arrays(
+                        [
+                            self._gpu_uuid.filter(pa.array(gpu_assigned)),
+                            self._slice_gpu,
+                        ]
+                    ),
+                    "slice_id": [None] * int(gpu_assigned.sum()) + f.slice_id,
+                    "fraction": np.concatenate(
+                        [np.ones(int(gpu_assigned.sum())), f.slice_fraction]
+                    ),
+                    "valid_from": [start] * (int(gpu_assigned.sum()) + len(f.slice_id)),
+                },
+            ),
         ]
 
     def sample_batches(self, s: FleetState) -> list[Batch]:
@@ -186,51 +226,86 @@ class SimSource:
         n_g = int(s.gpu_reporting.sum())
 
         def gsel(values: np.ndarray) -> pa.Array:
-            return _masked(values).filter(g) if values.dtype.kind == "f" else pa.array(values).filter(g)
+            return (
+                _masked(values).filter(g)
+                if values.dtype.kind == "f"
+                else pa.array(values).filter(g)
+            )
 
-        gpu = make_batch("gpu_samples", {
-            "ts": ts_array(s.t, n_g), "host": self._gpu_host.filter(g),
-            "gpu_uuid": self._gpu_uuid.filter(g), "util_pct": gsel(s.gpu_util_pct),
-            "mem_util_pct": gsel(s.gpu_mem_util_pct), "mem_used_bytes": gsel(s.gpu_mem_used_bytes),
-            "mem_total_bytes": gsel(s.gpu_mem_total_bytes), "power_w": gsel(s.gpu_power_w),
-            "energy_j": gsel(s.gpu_energy_j), "temp_c": gsel(s.gpu_temp_c),
-            "mem_temp_c": gsel(s.gpu_mem_temp_c), "sm_clock_mhz": gsel(s.gpu_sm_clock_mhz),
-            "mem_clock_mhz": gsel(s.gpu_mem_clock_mhz),
-            "pcie_tx_bytes_per_s": gsel(s.gpu_pcie_tx_bytes_per_s),
-            "pcie_rx_bytes_per_s": gsel(s.gpu_pcie_rx_bytes_per_s),
-            "ecc_sbe_total": gsel(s.gpu_ecc_sbe_total), "ecc_dbe_total": gsel(s.gpu_ecc_dbe_total),
-            "throttle_reasons": gsel(s.gpu_throttle_reasons), "source": [src] * n_g,
-        })
+        gpu = make_batch(
+            "gpu_samples",
+            {
+                "ts": ts_array(s.t, n_g),
+                "host": self._gpu_host.filter(g),
+                "gpu_uuid": self._gpu_uuid.filter(g),
+                "util_pct": gsel(s.gpu_util_pct),
+                "mem_util_pct": gsel(s.gpu_mem_util_pct),
+                "mem_used_bytes": gsel(s.gpu_mem_used_bytes),
+                "mem_total_bytes": gsel(s.gpu_mem_total_bytes),
+                "power_w": gsel(s.gpu_power_w),
+                "energy_j": gsel(s.gpu_energy_j),
+                "temp_c": gsel(s.gpu_temp_c),
+                "mem_temp_c": gsel(s.gpu_mem_temp_c),
+                "sm_clock_mhz": gsel(s.gpu_sm_clock_mhz),
+                "mem_clock_mhz": gsel(s.gpu_mem_clock_mhz),
+                "pcie_tx_bytes_per_s": gsel(s.gpu_pcie_tx_bytes_per_s),
+                "pcie_rx_bytes_per_s": gsel(s.gpu_pcie_rx_bytes_per_s),
+                "ecc_sbe_total": gsel(s.gpu_ecc_sbe_total),
+                "ecc_dbe_total": gsel(s.gpu_ecc_dbe_total),
+                "throttle_reasons": gsel(s.gpu_throttle_reasons),
+                "source": [src] * n_g,
+            },
+        )
         sm = pa.array(s.slice_reporting)
         n_s = int(s.slice_reporting.sum())
-        slices = make_batch("slice_samples", {
-            "ts": ts_array(s.t, n_s), "slice_id": self._slice_id.filter(sm),
-            "gpu_uuid": self._slice_gpu.filter(sm),
-            "util_pct": pa.array(s.slice_util_pct).filter(sm),
-            "mem_used_bytes": pa.array(s.slice_mem_used_bytes).filter(sm),
-            "mem_total_bytes": pa.array(s.slice_mem_total_bytes).filter(sm), "source": [src] * n_s,
-        })
+        slices = make_batch(
+            "slice_samples",
+            {
+                "ts": ts_array(s.t, n_s),
+                "slice_id": self._slice_id.filter(sm),
+                "gpu_uuid": self._slice_gpu.filter(sm),
+                "util_pct": pa.array(s.slice_util_pct).filter(sm),
+                "mem_used_bytes": pa.array(s.slice_mem_used_bytes).filter(sm),
+                "mem_total_bytes": pa.array(s.slice_mem_total_bytes).filter(sm),
+                "source": [src] * n_s,
+            },
+        )
         lm = pa.array(s.link_reporting)
         n_l = int(s.link_reporting.sum())
-        links = make_batch("link_samples", {
-            "ts": ts_array(s.t, n_l), "host": self._link_host.filter(lm),
-            "kind": self._link_kind.filter(lm), "port": self._link_port.filter(lm),
-            "gpu_uuid": self._link_gpu.filter(lm),
-            "tx_bytes_per_s": pa.array(s.link_tx_bytes_per_s).filter(lm),
-            "rx_bytes_per_s": pa.array(s.link_rx_bytes_per_s).filter(lm),
-            "line_rate_bytes_per_s": self._link_rate.filter(lm),
-            "errors": pa.array(s.link_errors).filter(lm), "link_up": pa.array(s.link_up).filter(lm),
-            "source": [src] * n_l,
-        })
+        links = make_batch(
+            "link_samples",
+            {
+                "ts": ts_array(s.t, n_l),
+                "host": self._link_host.filter(lm),
+                "kind": self._link_kind.filter(lm),
+                "port": self._link_port.filter(lm),
+                "gpu_uuid": self._link_gpu.filter(lm),
+                "tx_bytes_per_s": pa.array(s.link_tx_bytes_per_s).filter(lm),
+                "rx_bytes_per_s": pa.array(s.link_rx_bytes_per_s).filter(lm),
+                "line_rate_bytes_per_s": self._link_rate.filter(lm),
+                "errors": pa.array(s.link_errors).filter(lm),
+                "link_up": pa.array(s.link_up).filter(lm),
+                "source": [src] * n_l,
+            },
+        )
         ne = len(ENDPOINTS)
-        latency = make_batch("latency_samples", {
-            "ts": ts_array(s.t, ne), "tenant": [e[1] for e in ENDPOINTS],
-            "endpoint": [e[0] for e in ENDPOINTS], "model": [e[2] for e in ENDPOINTS],
-            "itl_p50_ms": s.ep_itl_p50_ms, "itl_p99_ms": s.ep_itl_p99_ms,
-            "ttft_p50_ms": s.ep_ttft_p50_ms, "ttft_p99_ms": s.ep_ttft_p99_ms,
-            "e2e_p50_ms": s.ep_e2e_p50_ms, "e2e_p99_ms": s.ep_e2e_p99_ms,
-            "requests_per_s": s.ep_requests_per_s, "source": [src] * ne,
-        })
+        latency = make_batch(
+            "latency_samples",
+            {
+                "ts": ts_array(s.t, ne),
+                "tenant": [e[1] for e in ENDPOINTS],
+                "endpoint": [e[0] for e in ENDPOINTS],
+                "model": [e[2] for e in ENDPOINTS],
+                "itl_p50_ms": s.ep_itl_p50_ms,
+                "itl_p99_ms": s.ep_itl_p99_ms,
+                "ttft_p50_ms": s.ep_ttft_p50_ms,
+                "ttft_p99_ms": s.ep_ttft_p99_ms,
+                "e2e_p50_ms": s.ep_e2e_p50_ms,
+                "e2e_p99_ms": s.ep_e2e_p99_ms,
+                "requests_per_s": s.ep_requests_per_s,
+                "source": [src] * ne,
+            },
+        )
         h = pa.array(s.host_reporting)
         n_h = int(s.host_reporting.sum())
         hosts = make_batch("hosts", {"host": self._host.filter(h), "last_seen": ts_array(s.t, n_h)})
@@ -242,17 +317,23 @@ class SimSource:
         on_slice = p.slice_idx >= 0
         si = np.maximum(p.slice_idx, 0)
         util = np.where(on_slice, s.slice_util_pct[si], s.gpu_util_pct[p.gpu_idx])
-        used = np.where(on_slice, s.slice_mem_used_bytes[si] * 0.9,
-                        s.gpu_mem_used_bytes[p.gpu_idx] * 0.95).astype(np.int64)
+        used = np.where(
+            on_slice, s.slice_mem_used_bytes[si] * 0.9, s.gpu_mem_used_bytes[p.gpu_idx] * 0.95
+        ).astype(np.int64)
         keep = s.gpu_reporting[p.gpu_idx] & (np.nan_to_num(util) >= BUSY_UTIL_PCT)
         m = pa.array(keep)
         n = int(keep.sum())
-        return make_batch("processes", {
-            "ts": ts_array(s.t, n), "host": self._proc_host.filter(m),
-            "gpu_uuid": self._proc_gpu.filter(m),
-            **{k: v.filter(m) for k, v in self._proc_cols.items()},
-            "used_mem_bytes": pa.array(used).filter(m), "source": [self.name] * n,
-        })
+        return make_batch(
+            "processes",
+            {
+                "ts": ts_array(s.t, n),
+                "host": self._proc_host.filter(m),
+                "gpu_uuid": self._proc_gpu.filter(m),
+                **{k: v.filter(m) for k, v in self._proc_cols.items()},
+                "used_mem_bytes": pa.array(used).filter(m),
+                "source": [self.name] * n,
+            },
+        )
 
     def event_batches(self, t0: float, t1: float) -> list[Batch]:
         model = self._sampled()
@@ -260,13 +341,20 @@ class SimSource:
         if not events:
             return []
         f = model.fleet
-        return [make_batch("events", {
-            "ts": [datetime.fromtimestamp(e.t, UTC).replace(tzinfo=None) for e in events],
-            "host": [f.host[e.host_idx] for e in events],
-            "gpu_uuid": [f.gpu_uuid[e.gpu_idx] if e.gpu_idx >= 0 else None for e in events],
-            "kind": [e.kind for e in events], "code": [e.code for e in events],
-            "detail": [e.detail for e in events], "source": [self.name] * len(events),
-        })]
+        return [
+            make_batch(
+                "events",
+                {
+                    "ts": [datetime.fromtimestamp(e.t, UTC).replace(tzinfo=None) for e in events],
+                    "host": [f.host[e.host_idx] for e in events],
+                    "gpu_uuid": [f.gpu_uuid[e.gpu_idx] if e.gpu_idx >= 0 else None for e in events],
+                    "kind": [e.kind for e in events],
+                    "code": [e.code for e in events],
+                    "detail": [e.detail for e in events],
+                    "source": [self.name] * len(events),
+                },
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -290,6 +378,9 @@ class SimOptions:
 def _sim_from_config(options: Mapping[str, Any], where: str) -> SimSource:
     o = parse_options(SimOptions, options, where)
     return SimSource(
-        name=o.name, interval_s=o.interval_s, seed=o.seed, scale=o.scale,
+        name=o.name,
+        interval_s=o.interval_s,
+        seed=o.seed,
+        scale=o.scale,
         faults=DEFAULT_FAULTS if o.faults else (),
     )

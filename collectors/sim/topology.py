@@ -27,7 +27,13 @@ import numpy as np
 GPU_MODELS = {
     "gb200": ("NVIDIA GB200", 199_715_979_264, 1200.0, 2062.0, 3996.0),
     "h100": ("NVIDIA H100 80GB HBM3", 85_520_809_984, 700.0, 1980.0, 2619.0),
-    "rtx6000": ("NVIDIA RTX PRO 6000 Blackwell Server Edition", 102_643_105_792, 600.0, 2617.0, 14001.0),
+    "rtx6000": (
+        "NVIDIA RTX PRO 6000 Blackwell Server Edition",
+        102_643_105_792,
+        600.0,
+        2617.0,
+        14001.0,
+    ),
 }
 KIND_CODE = {"gb200": 0, "h100": 1, "rtx6000": 2}
 
@@ -61,7 +67,16 @@ TENANTS = [
 
 ENDPOINTS = [
     # endpoint, tenant, model, base ITL ms, base TTFT ms, ITL target ms, TTFT target ms, peak load
-    ("nimbus-chat", "nimbus-search", "meta-llama/Llama-3.1-70B-Instruct", 18.0, 220.0, 55.0, 900.0, 0.78),
+    (
+        "nimbus-chat",
+        "nimbus-search",
+        "meta-llama/Llama-3.1-70B-Instruct",
+        18.0,
+        220.0,
+        55.0,
+        900.0,
+        0.78,
+    ),
     ("quanta-risk", "quanta-trade", "Qwen/Qwen2.5-7B-Instruct", 7.0, 60.0, 21.0, 300.0, 0.72),
     ("lumen-caption", "lumen-video", "Qwen/Qwen2.5-VL-7B-Instruct", 9.0, 140.0, 27.0, 600.0, 0.70),
     ("kestrel-sandbox", "kestrel-labs", "Qwen/Qwen2.5-0.5B-Instruct", 4.0, 35.0, 12.0, 200.0, 0.60),
@@ -121,9 +136,17 @@ class Fleet:
     def finish(self) -> Fleet:
         """Turn the index lists into numpy arrays for vectorised sampling."""
         for name in (
-            "gpu_host_idx", "gpu_index", "gpu_kind", "gpu_tenant", "gpu_workload",
-            "gpu_endpoint", "slice_gpu_idx", "slice_tenant", "slice_endpoint",
-            "link_host_idx", "link_gpu_idx",
+            "gpu_host_idx",
+            "gpu_index",
+            "gpu_kind",
+            "gpu_tenant",
+            "gpu_workload",
+            "gpu_endpoint",
+            "slice_gpu_idx",
+            "slice_tenant",
+            "slice_endpoint",
+            "link_host_idx",
+            "link_gpu_idx",
         ):
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.int64))
         for name in ("slice_fraction", "link_rate"):
@@ -156,8 +179,15 @@ def build_fleet(seed: int = 7, scale: int = 1) -> Fleet:
         cluster = f"factory-{unit + 1}"
         base = unit * 7
 
-        def add_host(name: str, rack: str, slot: int, domain: str | None, model: str,
-                     driver: str = "580.82.07", cluster: str = cluster) -> int:
+        def add_host(
+            name: str,
+            rack: str,
+            slot: int,
+            domain: str | None,
+            model: str,
+            driver: str = "580.82.07",
+            cluster: str = cluster,
+        ) -> int:
             f.host.append(name)
             f.host_cluster.append(cluster)
             f.host_rack.append(rack)
@@ -167,8 +197,16 @@ def build_fleet(seed: int = 7, scale: int = 1) -> Fleet:
             f.host_driver.append(driver)
             return len(f.host) - 1
 
-        def add_gpu(hidx: int, index: int, kind: str, pci: str, tenant: int, workload: int,
-                    endpoint: int = -1, mig: bool = False) -> int:
+        def add_gpu(
+            hidx: int,
+            index: int,
+            kind: str,
+            pci: str,
+            tenant: int,
+            workload: int,
+            endpoint: int = -1,
+            mig: bool = False,
+        ) -> int:
             f.gpu_uuid.append(gpu_uuid_for(seed, f.host[hidx], index))
             f.gpu_host_idx.append(hidx)
             f.gpu_index.append(index)
@@ -191,7 +229,9 @@ def build_fleet(seed: int = 7, scale: int = 1) -> Fleet:
         for r in range(2):
             rack = f"nvl72-{base + r + 1:02d}"
             for tray in range(18):
-                hidx = add_host(f"{rack}-t{tray + 1:02d}", rack, tray + 1, f"{rack}-nvl", "GB200 NVL72")
+                hidx = add_host(
+                    f"{rack}-t{tray + 1:02d}", rack, tray + 1, f"{rack}-nvl", "GB200 NVL72"
+                )
                 for g in range(4):
                     if r == 0:
                         tenant, work = t("acme-llm"), TRAINING
@@ -209,8 +249,14 @@ def build_fleet(seed: int = 7, scale: int = 1) -> Fleet:
             rack = f"hgx-{base + r + 3:02d}"
             driver = "570.172.08" if r == 3 else "580.82.07"
             for n in range(4):
-                hidx = add_host(f"{rack}-n{n + 1}", rack, n + 1, f"{rack}-n{n + 1}-nvs",
-                                "HGX H100 8-GPU", driver)
+                hidx = add_host(
+                    f"{rack}-n{n + 1}",
+                    rack,
+                    n + 1,
+                    f"{rack}-n{n + 1}-nvs",
+                    "HGX H100 8-GPU",
+                    driver,
+                )
                 if r < 2:
                     tenant, work, ep = t("nimbus-search"), INFERENCE, e("nimbus-chat")
                 elif r == 2:
@@ -222,7 +268,9 @@ def build_fleet(seed: int = 7, scale: int = 1) -> Fleet:
                 else:
                     tenant, work, ep = -1, IDLE, -1
                 for g in range(8):
-                    gidx = add_gpu(hidx, g, "h100", f"00000000:{HGX_BUS_IDS[g]}:00.0", tenant, work, ep)
+                    gidx = add_gpu(
+                        hidx, g, "h100", f"00000000:{HGX_BUS_IDS[g]}:00.0", tenant, work, ep
+                    )
                     add_link(hidx, "nvlink", f"nvlink-gpu{g}", gidx, NVLINK4_BYTES_PER_S)
                     add_link(hidx, "ib", f"mlx5_{g}/1", -1, IB_NDR_BYTES_PER_S)
 
@@ -232,8 +280,9 @@ def build_fleet(seed: int = 7, scale: int = 1) -> Fleet:
             hidx = add_host(f"{rack}-n{n + 1}", rack, n + 1, None, "RTX PRO 6000 Server")
             for g in range(8):
                 mig = n < 2
-                gidx = add_gpu(hidx, g, "rtx6000", f"00000000:{HGX_BUS_IDS[g]}:00.0", -1, IDLE,
-                               mig=mig)
+                gidx = add_gpu(
+                    hidx, g, "rtx6000", f"00000000:{HGX_BUS_IDS[g]}:00.0", -1, IDLE, mig=mig
+                )
                 uuid_ = f.gpu_uuid[gidx]
                 if mig:
                     gi = 1
@@ -255,8 +304,9 @@ def build_fleet(seed: int = 7, scale: int = 1) -> Fleet:
                         f.slice_fraction.append(frac)
                         owner = "kestrel-labs" if (g + k) % 3 else "internal-eval"
                         f.slice_tenant.append(t(owner))
-                        f.slice_endpoint.append(e("kestrel-sandbox" if owner == "kestrel-labs"
-                                                  else "eval-judge"))
+                        f.slice_endpoint.append(
+                            e("kestrel-sandbox" if owner == "kestrel-labs" else "eval-judge")
+                        )
                         f.slice_gpu_idx.append(gidx)
             for p in range(2):
                 add_link(hidx, "roce", f"mlx5_{p}/1", -1, ROCE_200G_BYTES_PER_S)

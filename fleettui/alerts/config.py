@@ -67,8 +67,11 @@ class AlertsOptions:
             raise ValueError("timeout_s must be a number > 0")
         if self.max_queued < 1:
             raise ValueError("max_queued must be >= 1")
-        check_tls_files(mqtt_tls_ca=self.mqtt_tls_ca, mqtt_tls_cert=self.mqtt_tls_cert,
-                        mqtt_tls_key=self.mqtt_tls_key)
+        check_tls_files(
+            mqtt_tls_ca=self.mqtt_tls_ca,
+            mqtt_tls_cert=self.mqtt_tls_cert,
+            mqtt_tls_key=self.mqtt_tls_key,
+        )
         if bool(self.mqtt_tls_cert) != bool(self.mqtt_tls_key):
             raise ValueError("mqtt_tls_cert and mqtt_tls_key go together")
         if self.mqtt_qos not in (0, 1, 2):
@@ -107,8 +110,9 @@ def build_delivery(o: AlertsOptions) -> FanOut | None:
                 max_backoff_s=o.retry_max_backoff_s,
                 timeout_s=o.timeout_s,
                 max_queued=o.max_queued,
-                tls_params=tls_parameters(o.mqtt_tls, o.mqtt_tls_ca, o.mqtt_tls_cert,
-                                          o.mqtt_tls_key),
+                tls_params=tls_parameters(
+                    o.mqtt_tls, o.mqtt_tls_ca, o.mqtt_tls_cert, o.mqtt_tls_key
+                ),
                 username=o.mqtt_username or None,
                 password=resolve_password(o.mqtt_password, o.mqtt_password_env),
                 client_id=o.mqtt_client_id,

@@ -96,8 +96,9 @@ class _Sender:
 
     kind = "target"
 
-    def __init__(self, *, max_queued: int, backoff_s: float, max_backoff_s: float,
-                 timeout_s: float):
+    def __init__(
+        self, *, max_queued: int, backoff_s: float, max_backoff_s: float, timeout_s: float
+    ):
         self.max_queued = max_queued
         self.backoff_s, self.max_backoff_s, self.timeout_s = backoff_s, max_backoff_s, timeout_s
         self.stats = DeliveryStats()
@@ -137,8 +138,14 @@ class _Sender:
             for _ in range(over):
                 key, (n, _, _) = self._queue.popitem(last=False)
                 self.stats.dropped += 1
-            log.warning("%s: queue full (%d): dropped the %d oldest notification(s), last %s %s",
-                        self.target, self.max_queued, over, n.reason, n.alert.alert_id)
+            log.warning(
+                "%s: queue full (%d): dropped the %d oldest notification(s), last %s %s",
+                self.target,
+                self.max_queued,
+                over,
+                n.reason,
+                n.alert.alert_id,
+            )
         if added:
             self._idle.clear()
             self._wake.set()
@@ -163,8 +170,13 @@ class _Sender:
                 self.stats.attempts_failed += 1
                 self.stats.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 delay = backoff.next_delay()
-                log.warning("%s: delivery failed (%d queued): %s; retrying in %.1f s",
-                            self.target, len(self._queue), self.stats.last_error, delay)
+                log.warning(
+                    "%s: delivery failed (%d queued): %s; retrying in %.1f s",
+                    self.target,
+                    len(self._queue),
+                    self.stats.last_error,
+                    delay,
+                )
             await asyncio.sleep(delay)
 
     async def _deliver(self) -> None:
@@ -181,8 +193,9 @@ class _Sender:
     async def close(self, timeout_s: float = 2.0) -> None:
         """Give what is queued `timeout_s` to go out, then stop; says what was left."""
         if self._queue and not await self.drain(timeout_s):
-            log.warning("%s: %d notification(s) not confirmed at shutdown", self.target,
-                        len(self._queue))
+            log.warning(
+                "%s: %d notification(s) not confirmed at shutdown", self.target, len(self._queue)
+            )
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -203,8 +216,12 @@ class AlertmanagerDelivery(_Sender):
         max_queued: int = 10_000,
         generator_url: str | None = None,
     ):
-        super().__init__(max_queued=max_queued, backoff_s=backoff_s,
-                         max_backoff_s=max_backoff_s, timeout_s=timeout_s)
+        super().__init__(
+            max_queued=max_queued,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            timeout_s=timeout_s,
+        )
         self.url = url.rstrip("/") + "/api/v2/alerts"
         self.valid_s = valid_s
         self.generator_url = generator_url
@@ -228,11 +245,17 @@ class AlertmanagerDelivery(_Sender):
         items = list(self._queue.items())
         mono = time.monotonic()
         # endsAt counts from when the POST goes out, not from when it was first queued
-        data = json.dumps([
-            alertmanager_alert(n.alert, now + timedelta(seconds=mono - queued), self.valid_s,
-                               self.generator_url)
-            for _, (n, now, queued) in items
-        ]).encode()
+        data = json.dumps(
+            [
+                alertmanager_alert(
+                    n.alert,
+                    now + timedelta(seconds=mono - queued),
+                    self.valid_s,
+                    self.generator_url,
+                )
+                for _, (n, now, queued) in items
+            ]
+        ).encode()
         try:
             status = await http_post.post(self.url, data, deadline_s=self.timeout_s)
         except http_post.HttpError as exc:
@@ -246,8 +269,9 @@ class AlertmanagerDelivery(_Sender):
             self._forget(items)
             self.stats.dropped += len(items)
             self.stats.last_error = f"HTTP {status} from {self.url}"
-            log.warning("%s: HTTP %d: %d alert(s) refused (not retried)", self.target, status,
-                        len(items))
+            log.warning(
+                "%s: HTTP %d: %d alert(s) refused (not retried)", self.target, status, len(items)
+            )
             return
         raise RuntimeError(f"HTTP {status} from {self.url}")
 
@@ -279,8 +303,12 @@ class MqttDelivery(_Sender):
         password: str | None = None,
         client_id: str = "",
     ):
-        super().__init__(max_queued=max_queued, backoff_s=backoff_s,
-                         max_backoff_s=max_backoff_s, timeout_s=timeout_s)
+        super().__init__(
+            max_queued=max_queued,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            timeout_s=timeout_s,
+        )
         self.host, self.port, self.topic, self.qos = host, port, topic, qos
         self.tls_params, self.username, self.password = tls_params, username, password
         self.client_id = client_id
@@ -301,15 +329,24 @@ class MqttDelivery(_Sender):
 
     async def _deliver(self) -> None:
         async with aiomqtt.Client(
-            self.host, self.port, identifier=self.client_id or None, username=self.username,
-            password=self.password, tls_params=self.tls_params, timeout=self.timeout_s,
+            self.host,
+            self.port,
+            identifier=self.client_id or None,
+            username=self.username,
+            password=self.password,
+            tls_params=self.tls_params,
+            timeout=self.timeout_s,
         ) as client:
             while self._queue:
                 key, entry = next(iter(self._queue.items()))
                 n = entry[0]
                 # returns once the broker acknowledged it (PUBACK at QoS 1)
-                await client.publish(self.topic_for(n.alert), json.dumps(mqtt_payload(n)),
-                                     qos=self.qos, timeout=self.timeout_s)
+                await client.publish(
+                    self.topic_for(n.alert),
+                    json.dumps(mqtt_payload(n)),
+                    qos=self.qos,
+                    timeout=self.timeout_s,
+                )
                 if self._queue.get(key) is entry:
                     del self._queue[key]
                 self.published += 1

@@ -225,7 +225,9 @@ class AlertEngine:
             self._unsaved = {}
         except (duckdb.Error, BatchError, StoreError) as exc:
             self._unsaved = pending_writes
-            msg = f"alerts: saving {len(pending_writes)} alert(s) failed: {str(exc).splitlines()[0]}"
+            msg = (
+                f"alerts: saving {len(pending_writes)} alert(s) failed: {str(exc).splitlines()[0]}"
+            )
             log.warning(msg)
             cycle.errors.append(msg)
         self._notify(cycle, now)

@@ -21,8 +21,9 @@ class HttpError(Exception):
     """The exchange failed: no answer within the deadline, refused, or not HTTP."""
 
 
-async def post(url: str, body: bytes, *, deadline_s: float,
-               content_type: str = "application/json") -> int:
+async def post(
+    url: str, body: bytes, *, deadline_s: float, content_type: str = "application/json"
+) -> int:
     """POST `body` to `url` and return the status code; raises HttpError."""
     u = urlsplit(url)
     if u.scheme not in ("http", "https") or not u.hostname:
@@ -30,15 +31,18 @@ async def post(url: str, body: bytes, *, deadline_s: float,
     port = u.port or (443 if u.scheme == "https" else 80)
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     host_header = u.netloc.rpartition("@")[2]
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            "User-Agent: fleettui\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        "User-Agent: fleettui\r\nConnection: close\r\n\r\n"
+    ).encode()
     ctx = ssl.create_default_context() if u.scheme == "https" else None
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(deadline_s):
-            reader, writer = await asyncio.open_connection(u.hostname, port, ssl=ctx,
-                                                           limit=MAX_HEAD_BYTES)
+            reader, writer = await asyncio.open_connection(
+                u.hostname, port, ssl=ctx, limit=MAX_HEAD_BYTES
+            )
             writer.write(head + body)
             await writer.drain()
             status_line = await reader.readline()

@@ -311,14 +311,22 @@ def compile_expr(scope_name: str, e: ExprSpec) -> str:
 # Windows of an hour or more over a plain gauge column read the 1-minute (or
 # 1-hour) rollup views instead of every raw row (storage/resolution.py): the
 # buckets that start inside [now - over, now).
-_ROUTED_AGGS = {"avg": "sum({m}_sum) / nullif(sum({m}_count), 0)", "min": "min({m}_min)",
-                "max": "max({m}_max)"}
+_ROUTED_AGGS = {
+    "avg": "sum({m}_sum) / nullif(sum({m}_count), 0)",
+    "min": "min({m}_min)",
+    "max": "max({m}_max)",
+}
 
 
 def _routed_expr(scope_name: str, e: ExprSpec, table: str, window_us: int) -> str | None:
     spec = SPECS.get(table)
-    if (spec is None or e.agg not in _ROUTED_AGGS or e.where or window_us < 3600e6
-            or dict(spec.metrics).get(e.metric.strip()) != GAUGE):
+    if (
+        spec is None
+        or e.agg not in _ROUTED_AGGS
+        or e.where
+        or window_us < 3600e6
+        or dict(spec.metrics).get(e.metric.strip()) != GAUGE
+    ):
         return None
     tier, rel = source_for(table, window_us / 1e6, 60)
     if tier == RAW:
@@ -329,8 +337,9 @@ def _routed_expr(scope_name: str, e: ExprSpec, table: str, window_us: int) -> st
     m = e.metric.strip()
     agg = _ROUTED_AGGS[e.agg].format(m=m)
     inner_cols = "".join(f"s.{g} AS {g}, " for g in scope.group)
-    inner_labels = "".join(f", any_value(s.{c}) AS {c}" for c in scope.labels
-                           if c not in scope.group)
+    inner_labels = "".join(
+        f", any_value(s.{c}) AS {c}" for c in scope.labels if c not in scope.group
+    )
     group_by = f" GROUP BY {', '.join(f's.{g}' for g in scope.group)}" if scope.group else ""
     outer_labels = "".join(f", {c}" for c in scope.labels)
     join, threshold = "", repr(float(e.threshold)) if not isinstance(e.threshold, str) else None

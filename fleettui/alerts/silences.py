@@ -73,8 +73,18 @@ def _one(store: Target, sql: str, params: list[Any]) -> tuple | None:
     return rows[0] if rows else None
 
 
-_COLUMN_ORDER = ("silence_id", "kind", "rule", "scope_key", "alert_id", "created_by",
-                 "created_at", "starts_at", "ends_at", "comment")
+_COLUMN_ORDER = (
+    "silence_id",
+    "kind",
+    "rule",
+    "scope_key",
+    "alert_id",
+    "created_by",
+    "created_at",
+    "starts_at",
+    "ends_at",
+    "comment",
+)
 
 
 def _insert(store: Target, row: dict[str, Any]) -> str:
@@ -165,8 +175,10 @@ def expire(store: Target, silence_id: str, *, now: datetime | None = None) -> No
     if row[0] <= now:
         return
     if isinstance(store, QuackReader):
-        store.operate(f"UPDATE silences SET ends_at = {sql_literal(now)} "
-                      f"WHERE silence_id = {sql_literal(silence_id)}")
+        store.operate(
+            f"UPDATE silences SET ends_at = {sql_literal(now)} "
+            f"WHERE silence_id = {sql_literal(silence_id)}"
+        )
     else:
         store.write([make_batch("silences", {"silence_id": [silence_id], "ends_at": [now]})])
 

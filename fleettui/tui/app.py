@@ -128,7 +128,9 @@ class FleetApp(App):
     def _check_collector(self) -> None:
         c = self.collector
         if c is not None and not c.running and c.error is not None:
-            self.notify(f"collection stopped: {c.error}", severity="error", timeout=30, markup=False)
+            self.notify(
+                f"collection stopped: {c.error}", severity="error", timeout=30, markup=False
+            )
             self.collector = None
 
     def on_unmount(self) -> None:
@@ -142,7 +144,8 @@ class FleetApp(App):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "totals" or event.state not in (
-            WorkerState.SUCCESS, WorkerState.ERROR
+            WorkerState.SUCCESS,
+            WorkerState.ERROR,
         ):
             return
         self._totals_loading = False

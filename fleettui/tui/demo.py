@@ -21,8 +21,14 @@ def history_times(start: datetime, seconds: float, step_s: float) -> list[dateti
 
 
 def fill_history(
-    store: Store, source: SimSource, start: datetime, seconds: float, step_s: float = 1.0,
-    *, stop: threading.Event | None = None, evaluate: Callable[[datetime], object] | None = None,
+    store: Store,
+    source: SimSource,
+    start: datetime,
+    seconds: float,
+    step_s: float = 1.0,
+    *,
+    stop: threading.Event | None = None,
+    evaluate: Callable[[datetime], object] | None = None,
     evaluate_every_s: float = 15.0,
 ) -> datetime:
     """Sample `source` every `step_s` over [start, start + seconds); returns the last time.
@@ -56,12 +62,18 @@ FIXED_START = datetime(2026, 11, 26, 12, 0, 0)
 
 
 def fixed_store(
-    seconds: float = 300.0, step_s: float = 5.0, *, scale: int = 1, seed: int = 7,
-    path: str = ":memory:", faults: tuple[Fault, ...] | None = None,
+    seconds: float = 300.0,
+    step_s: float = 5.0,
+    *,
+    scale: int = 1,
+    seed: int = 7,
+    path: str = ":memory:",
+    faults: tuple[Fault, ...] | None = None,
 ) -> tuple[Store, datetime]:
     """A store with the simulated fleet's first `seconds`; returns it and the last sample time."""
     store = Store.open(path)
-    source = SimSource(seed=seed, scale=scale, start=FIXED_START,
-                       **({} if faults is None else {"faults": faults}))
+    source = SimSource(
+        seed=seed, scale=scale, start=FIXED_START, **({} if faults is None else {"faults": faults})
+    )
     last = fill_history(store, source, FIXED_START, seconds, step_s)
     return store, last

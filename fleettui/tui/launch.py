@@ -46,14 +46,30 @@ def open_app_store(path: str | Path):  # -> storage.store.Store
 def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `fleettui` with no COMMAND (the app)."""
     g = parser.add_argument_group("the app (no COMMAND)")
-    g.add_argument("--connect", dest="app_connect", metavar="quack:HOST:PORT",
-                   help="a daemon's Quack endpoint (default: the local daemon, found beside --db)")
-    g.add_argument("--token", dest="app_token", metavar="TOKEN",
-                   help="access token for --connect (default: $FLEETTUI_TOKEN or the daemon file)")
-    g.add_argument("--config", dest="app_config", metavar="FILE",
-                   help="no daemon running: collect these sources in the app (TOML, as the daemon)")
-    g.add_argument("--db", dest="app_db", metavar="FILE",
-                   help="database file (default: $FLEETTUI_DB or the user data dir)")
+    g.add_argument(
+        "--connect",
+        dest="app_connect",
+        metavar="quack:HOST:PORT",
+        help="a daemon's Quack endpoint (default: the local daemon, found beside --db)",
+    )
+    g.add_argument(
+        "--token",
+        dest="app_token",
+        metavar="TOKEN",
+        help="access token for --connect (default: $FLEETTUI_TOKEN or the daemon file)",
+    )
+    g.add_argument(
+        "--config",
+        dest="app_config",
+        metavar="FILE",
+        help="no daemon running: collect these sources in the app (TOML, as the daemon)",
+    )
+    g.add_argument(
+        "--db",
+        dest="app_db",
+        metavar="FILE",
+        help="database file (default: $FLEETTUI_DB or the user data dir)",
+    )
 
 
 def run_app(args: argparse.Namespace) -> int:
@@ -70,13 +86,18 @@ def run_app(args: argparse.Namespace) -> int:
     info = None if connect else find_daemon(db)
     if connect or info is not None or not config_path:
         if not connect and info is None and not path.exists():
-            print(f"fleettui: no daemon runs for {path} and there is no such database; "
-                  "start `fleettui daemon`, pass --config FILE, or try `fleettui demo`",
-                  file=sys.stderr)
+            print(
+                f"fleettui: no daemon runs for {path} and there is no such database; "
+                "start `fleettui daemon`, pass --config FILE, or try `fleettui demo`",
+                file=sys.stderr,
+            )
             return 1
         if info is not None:  # the daemon's own user also holds its operator token
-            reader = QuackReader(info.endpoint, info.token,
-                                 operator_token=read_operator_token(Path(info.db), info.pid))
+            reader = QuackReader(
+                info.endpoint,
+                info.token,
+                operator_token=read_operator_token(Path(info.db), info.pid),
+            )
         else:
             reader = open_reader(db, connect, token)
         try:
@@ -103,8 +124,9 @@ def _run_collecting(config_path: str, db: str | None) -> int:
     enrichment = build_enrichment_from(config)
     store = open_app_store(config.db_path)
     try:
-        collector = BackgroundRuntime(store, sources, tuple(build_tasks(config, store)),
-                                      enrich=enrichment)
+        collector = BackgroundRuntime(
+            store, sources, tuple(build_tasks(config, store)), enrich=enrichment
+        )
         FleetApp(store.con, clock=utc_now, collector=collector, store=store).run()
     finally:
         store.close()
@@ -135,7 +157,8 @@ def demo_sources(now: datetime, *, seed: int = 7, scale: int = 1) -> DemoSources
     return DemoSources(
         live=SimSource(seed=seed, scale=scale, start=start, events_after=history_end),
         history=SimSource(seed=seed, scale=scale, start=start),
-        start=start, step_s=step_s,
+        start=start,
+        step_s=step_s,
     )
 
 
@@ -146,9 +169,16 @@ def demo_backfill(store, demo: DemoSources, engine, done) -> Callable[[Any], Non
 
     def backfill(stop) -> None:
         try:
-            fill_history(store, demo.history, demo.start, BACKFILL_S, step_s=demo.step_s,
-                         stop=stop, evaluate=engine.evaluate if engine else None,
-                         evaluate_every_s=engine.interval_s if engine else 15.0)
+            fill_history(
+                store,
+                demo.history,
+                demo.start,
+                BACKFILL_S,
+                step_s=demo.step_s,
+                stop=stop,
+                evaluate=engine.evaluate if engine else None,
+                evaluate_every_s=engine.interval_s if engine else 15.0,
+            )
         finally:
             done.set()
 
@@ -167,8 +197,9 @@ def run_demo_app(args: argparse.Namespace) -> int:
 
     path = fresh_db(demo_db_path(getattr(args, "db", None)))
     store = open_app_store(path)
-    demo = demo_sources(utc_now(), seed=getattr(args, "seed", 7),
-                        scale=getattr(args, "scale", 1) or 1)
+    demo = demo_sources(
+        utc_now(), seed=getattr(args, "seed", 7), scale=getattr(args, "scale", 1) or 1
+    )
     live = demo.live
 
     try:

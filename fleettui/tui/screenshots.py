@@ -26,11 +26,17 @@ SHOTS = (
     ("fabric", ("2",), "textual-dark"),
     ("tenants", ("3",), "textual-dark"),
     ("alerts", ("4",), "textual-dark"),
-    ("drilldown", ("down", "down", "down", "down", "right", "right", "right", "enter"),
-     "textual-dark"),
+    (
+        "drilldown",
+        ("down", "down", "down", "down", "right", "right", "right", "enter"),
+        "textual-dark",
+    ),
     # a second Enter opens the GPU: its processes (the simulated agent lists them)
-    ("drilldown-gpu", ("down", "down", "down", "down", "right", "right", "right", "enter",
-                       "enter"), "textual-dark"),
+    (
+        "drilldown-gpu",
+        ("down", "down", "down", "down", "right", "right", "right", "enter", "enter"),
+        "textual-dark",
+    ),
     ("rack-filter-bar", ("slash",), "textual-dark"),
     ("time-travel", ("left_square_bracket",) * 4, "textual-dark"),
     ("sql", ("5", "ctrl+r"), "textual-dark"),
@@ -47,39 +53,132 @@ def example_alerts(store: Store, at) -> None:
     from storage.batch import make_batch
 
     cur = store.cursor()
-    gpu = cur.execute("SELECT gpu_uuid FROM gpus WHERE host = 'nvl72-02-t03' AND gpu_index = 1"
-                      ).fetchone()[0]
+    gpu = cur.execute(
+        "SELECT gpu_uuid FROM gpus WHERE host = 'nvl72-02-t03' AND gpu_index = 1"
+    ).fetchone()[0]
     cur.close()
     s = timedelta(seconds=1)
     rows = [  # rule, scope, key, severity, started, fired, resolved, value, peak, summary
-        ("gpu_xid_critical", "gpu", gpu, "critical", at - 235 * s, at - 235 * s, None, 79, 79,
-         "Xid 79: GPU fell off the bus"),
-        ("host_stale", "host", "hgx-04-n3", "warning", at - 205 * s, at - 175 * s, None,
-         205, 205, "hgx-04-n3 silent for 205 s (limit 30 s)"),
-        ("itl_p99_over_target", "endpoint", "quanta-risk", "warning", at - 175 * s, at - 55 * s,
-         None, 167.7, 171.2, "quanta-risk: inter-token latency p99 167.7 ms, target 21 ms"),
-        ("link_down", "link", "hgx-04-n1:mlx5_3/1", "critical", at - 55 * s, at - 55 * s, None,
-         1, 1, "InfiniBand port down"),
-        ("gpu_allocated_idle", "gpu", gpu, "warning", at - 145 * s, None, None, 0.9, 1.4,
-         "allocated but idle (at most 0.9%)"),
-        ("thermal_throttle", "gpu", gpu, "warning", at - 275 * s, at - 215 * s, at - 95 * s,
-         88, 91, "HW thermal slowdown"),
+        (
+            "gpu_xid_critical",
+            "gpu",
+            gpu,
+            "critical",
+            at - 235 * s,
+            at - 235 * s,
+            None,
+            79,
+            79,
+            "Xid 79: GPU fell off the bus",
+        ),
+        (
+            "host_stale",
+            "host",
+            "hgx-04-n3",
+            "warning",
+            at - 205 * s,
+            at - 175 * s,
+            None,
+            205,
+            205,
+            "hgx-04-n3 silent for 205 s (limit 30 s)",
+        ),
+        (
+            "itl_p99_over_target",
+            "endpoint",
+            "quanta-risk",
+            "warning",
+            at - 175 * s,
+            at - 55 * s,
+            None,
+            167.7,
+            171.2,
+            "quanta-risk: inter-token latency p99 167.7 ms, target 21 ms",
+        ),
+        (
+            "link_down",
+            "link",
+            "hgx-04-n1:mlx5_3/1",
+            "critical",
+            at - 55 * s,
+            at - 55 * s,
+            None,
+            1,
+            1,
+            "InfiniBand port down",
+        ),
+        (
+            "gpu_allocated_idle",
+            "gpu",
+            gpu,
+            "warning",
+            at - 145 * s,
+            None,
+            None,
+            0.9,
+            1.4,
+            "allocated but idle (at most 0.9%)",
+        ),
+        (
+            "thermal_throttle",
+            "gpu",
+            gpu,
+            "warning",
+            at - 275 * s,
+            at - 215 * s,
+            at - 95 * s,
+            88,
+            91,
+            "HW thermal slowdown",
+        ),
     ]
-    cols = {c: [] for c in ("alert_id", "rule", "scope", "scope_key", "severity", "state",
-                            "started_at", "fired_at", "resolved_at", "last_active_at",
-                            "evaluated_at", "last_value", "peak_value", "annotations")}
+    cols = {
+        c: []
+        for c in (
+            "alert_id",
+            "rule",
+            "scope",
+            "scope_key",
+            "severity",
+            "state",
+            "started_at",
+            "fired_at",
+            "resolved_at",
+            "last_active_at",
+            "evaluated_at",
+            "last_value",
+            "peak_value",
+            "annotations",
+        )
+    }
     for rule, scope, key, sev, started, fired, resolved, value, peak, summary in rows:
         state = "resolved" if resolved else ("firing" if fired else "pending")
-        for c, v in (("alert_id", f"{rule}|{key}|{int(started.timestamp())}"), ("rule", rule),
-                     ("scope", scope), ("scope_key", key), ("severity", sev), ("state", state),
-                     ("started_at", started), ("fired_at", fired), ("resolved_at", resolved),
-                     ("last_active_at", resolved or at), ("evaluated_at", at),
-                     ("last_value", float(value)), ("peak_value", float(peak)),
-                     ("annotations", json.dumps({"summary": summary}))):
+        for c, v in (
+            ("alert_id", f"{rule}|{key}|{int(started.timestamp())}"),
+            ("rule", rule),
+            ("scope", scope),
+            ("scope_key", key),
+            ("severity", sev),
+            ("state", state),
+            ("started_at", started),
+            ("fired_at", fired),
+            ("resolved_at", resolved),
+            ("last_active_at", resolved or at),
+            ("evaluated_at", at),
+            ("last_value", float(value)),
+            ("peak_value", float(peak)),
+            ("annotations", json.dumps({"summary": summary})),
+        ):
             cols[c].append(v)
     store.write([make_batch("alerts", cols)])
-    acknowledge(store, cols["alert_id"][1], by="alice", until=at + 3600 * s, now=at - 60 * s,
-                comment="reseating the NIC")
+    acknowledge(
+        store,
+        cols["alert_id"][1],
+        by="alice",
+        until=at + 3600 * s,
+        now=at - 60 * s,
+        comment="reseating the NIC",
+    )
 
 
 async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
@@ -87,8 +186,9 @@ async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
     example_alerts(store, last)
     written = []
     for name, keys, theme in SHOTS:
-        app = FleetApp(store.con, clock=lambda: last, refresh_s=3600.0, theme=theme,
-                       show_timings=False)
+        app = FleetApp(
+            store.con, clock=lambda: last, refresh_s=3600.0, theme=theme, show_timings=False
+        )
         async with app.run_test(size=size) as pilot:
             await _settle(pilot)
             for key in keys:
@@ -98,8 +198,9 @@ async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
             app.save_screenshot(filename=path.name, path=str(out))
             written.append(path)
     # the same store seven minutes after its last sample: a stopped daemon's file
-    app = FleetApp(store.con, clock=lambda: last + timedelta(minutes=7), refresh_s=3600.0,
-                   show_timings=False)
+    app = FleetApp(
+        store.con, clock=lambda: last + timedelta(minutes=7), refresh_s=3600.0, show_timings=False
+    )
     async with app.run_test(size=size) as pilot:
         await _settle(pilot)
         app.save_screenshot(filename="rack-stopped.svg", path=str(out))

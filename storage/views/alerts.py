@@ -94,8 +94,10 @@ _MUTED = """
         LIMIT 1
     ) m ON true
 """
-_NOT_MUTED = (", CAST(NULL AS VARCHAR) AS muted_kind, CAST(NULL AS VARCHAR) AS muted_by,"
-              " CAST(NULL AS TIMESTAMP) AS muted_until")
+_NOT_MUTED = (
+    ", CAST(NULL AS VARCHAR) AS muted_kind, CAST(NULL AS VARCHAR) AS muted_by,"
+    " CAST(NULL AS TIMESTAMP) AS muted_until"
+)
 
 
 def alert_list(
@@ -110,7 +112,9 @@ def alert_list(
     if select is None:
         return _empty()
     muted = bool(table_columns(src, "silences"))
-    sql = _AT_CURSOR.format(source=select) + f"""
+    sql = (
+        _AT_CURSOR.format(source=select)
+        + f"""
         SELECT c.alert_id, c.rule, c.scope, c.scope_key, c.host, hr.rack, c.gpu_index,
                c.severity,
                c.state_at AS state, c.started_at, c.fired_at, c.resolved_at,
@@ -125,6 +129,7 @@ def alert_list(
         ORDER BY {_STATE_ORDER.replace("state_at", "c.state_at")},
                  c.severity = 'critical' DESC, c.since_at DESC, c.rule, c.scope_key
     """
+    )
     return run(src, sql, {"at": at, "keep_s": resolved_within_s})
 
 
@@ -134,10 +139,13 @@ def firing_by_host(src: Source, at: datetime | None = None) -> pa.Table:
     select = _source(src)
     if select is None:
         return pa.table({"host": pa.array([], pa.string()), "firing": pa.array([], pa.int64())})
-    sql = _AT_CURSOR.format(source=select) + """
+    sql = (
+        _AT_CURSOR.format(source=select)
+        + """
         SELECT host, count(*) AS firing FROM at_cursor
         WHERE state_at = 'firing' AND host IS NOT NULL GROUP BY host
     """
+    )
     return run(src, sql, {"at": at})
 
 
@@ -152,9 +160,25 @@ def firing_sql(src: Source) -> str | None:
 def _empty() -> pa.Table:
     s, ts, f = pa.string(), pa.timestamp("us"), pa.float64()
     schema = {
-        "alert_id": s, "rule": s, "scope": s, "scope_key": s, "host": s, "rack": s,
-        "gpu_index": pa.int32(), "severity": s, "state": s, "started_at": ts, "fired_at": ts,
-        "resolved_at": ts, "value": f, "peak_value": f, "threshold": f, "summary": s,
-        "duration_s": pa.int64(), "muted_kind": s, "muted_by": s, "muted_until": ts,
+        "alert_id": s,
+        "rule": s,
+        "scope": s,
+        "scope_key": s,
+        "host": s,
+        "rack": s,
+        "gpu_index": pa.int32(),
+        "severity": s,
+        "state": s,
+        "started_at": ts,
+        "fired_at": ts,
+        "resolved_at": ts,
+        "value": f,
+        "peak_value": f,
+        "threshold": f,
+        "summary": s,
+        "duration_s": pa.int64(),
+        "muted_kind": s,
+        "muted_by": s,
+        "muted_until": ts,
     }
     return pa.table({n: pa.array([], t) for n, t in schema.items()})

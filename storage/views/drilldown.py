@@ -88,29 +88,44 @@ PROCESS_TABLES = ("gpu_processes", "processes")
 
 
 def host_gpus(
-    src: Source, host: str, at: datetime | None = None,
-    *, stale_s: float = STALE_AFTER_S,
+    src: Source,
+    host: str,
+    at: datetime | None = None,
+    *,
+    stale_s: float = STALE_AFTER_S,
 ) -> pa.Table:
     params = {"at": resolve_at(at), "host": host, "stale_s": stale_s}
     return run(src, HOST_GPUS_SQL, params)
 
 
 def host_slices(
-    src: Source, host: str, at: datetime | None = None,
-    *, stale_s: float = STALE_AFTER_S,
+    src: Source,
+    host: str,
+    at: datetime | None = None,
+    *,
+    stale_s: float = STALE_AFTER_S,
 ) -> pa.Table:
     params = {"at": resolve_at(at), "host": host, "stale_s": stale_s}
     return run(src, HOST_SLICES_SQL, params)
 
 
 def gpu_history(
-    src: Source, host: str, at: datetime | None = None,
-    *, window_s: float = 3600.0, buckets: int = 60,
+    src: Source,
+    host: str,
+    at: datetime | None = None,
+    *,
+    window_s: float = 3600.0,
+    buckets: int = 60,
 ) -> pa.Table:
     """Bucketed means of util, memory, power and temperature per GPU of `host`; windows
     of hours or days read the 1-minute or 1-hour rollups."""
-    params = {"at": resolve_at(at), "host": host, "window_s": window_s,
-              "bucket_s": window_s / buckets, "buckets": buckets}
+    params = {
+        "at": resolve_at(at),
+        "host": host,
+        "window_s": window_s,
+        "bucket_s": window_s / buckets,
+        "buckets": buckets,
+    }
     tier, rel = source_for("gpu_samples", window_s, buckets)
     if tier == RAW:
         return run(src, HISTORY_SQL, params)
@@ -119,8 +134,11 @@ def gpu_history(
 
 
 def host_events(
-    src: Source, host: str, at: datetime | None = None,
-    *, window_s: float = 86400.0,
+    src: Source,
+    host: str,
+    at: datetime | None = None,
+    *,
+    window_s: float = 86400.0,
 ) -> pa.Table:
     """The host's events (Xid, ECC, throttling, ...) newest first."""
     params = {"at": resolve_at(at), "host": host, "window_s": window_s}
@@ -128,8 +146,11 @@ def host_events(
 
 
 def host_processes(
-    src: Source, host: str, at: datetime | None = None,
-    *, stale_s: float = STALE_AFTER_S,
+    src: Source,
+    host: str,
+    at: datetime | None = None,
+    *,
+    stale_s: float = STALE_AFTER_S,
 ) -> pa.Table | None:
     """The newest process list of the host's GPUs, or None when no collector records them."""
     for table in PROCESS_TABLES:
@@ -139,7 +160,8 @@ def host_processes(
     else:
         return None
     host_filter = (
-        "host = $host" if "host" in cols
+        "host = $host"
+        if "host" in cols
         else "gpu_uuid IN (SELECT gpu_uuid FROM gpus WHERE host = $host)"
     )
     sql = f"""

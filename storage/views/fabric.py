@@ -127,15 +127,17 @@ def fabric(
 
 
 def fabric_links(
-    src: Source, at: datetime | None = None, *, kind: str = "", window_s: float = 30.0,
+    src: Source,
+    at: datetime | None = None,
+    *,
+    kind: str = "",
+    window_s: float = 30.0,
     limit: int = 500,
 ) -> pa.Table:
     """Links worst first (down, erroring, hottest); at most `limit` rows."""
     return fabric(src, at, kind=kind, window_s=window_s, limit=limit).links
 
 
-def fabric_racks(
-    src: Source, at: datetime | None = None, *, window_s: float = 30.0
-) -> pa.Table:
+def fabric_racks(src: Source, at: datetime | None = None, *, window_s: float = 30.0) -> pa.Table:
     """Per rack: links, links down, error rate, NVLink and network utilisation."""
     return fabric(src, at, window_s=window_s, limit=0).racks

@@ -42,7 +42,8 @@ def fleet_totals(
     firing = firing_sql(src)
     out["alerts_firing"] = (
         run(src, f"SELECT count(*) AS n FROM ({firing})", {"at": at}).column("n")[0].as_py()
-        if firing else None
+        if firing
+        else None
     )
     out["at"] = at
     return out

@@ -138,7 +138,8 @@ def rack_sql(src: Source, flt: RackFilter | None = None) -> str:
     if flt.state:
         where.append(_STATE_FILTERS[flt.state])
     return RACK_SQL.replace("{alerting}", alerting).replace(
-        "{where}", " AND ".join(where) or "true")
+        "{where}", " AND ".join(where) or "true"
+    )
 
 
 def rack_grid(

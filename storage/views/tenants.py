@@ -130,6 +130,9 @@ def tenant_summary(
     firing = firing_sql(src)
     alerting = _TENANT_ALERTS.format(firing=firing) if firing else _NO_ALERTS
     sql = TENANTS_SQL.replace("{alerting}", alerting)
-    params = {"at": resolve_at(at), "util_window_s": util_window_s,
-              "hours_window_s": hours_window_s}
+    params = {
+        "at": resolve_at(at),
+        "util_window_s": util_window_s,
+        "hours_window_s": hours_window_s,
+    }
     return run(src, sql, params)

@@ -24,8 +24,10 @@ PROBES: list[tuple[str, str]] = [
     ("replacement scan of a file", "SELECT * FROM '{other_info}'"),
     ("read_blob a file", "SELECT * FROM read_blob('/etc/hostname')"),
     ("read_text http URL", "SELECT * FROM read_text('{url}')"),
-    ("quack_serve with own token",
-     "SELECT * FROM quack_serve('quack:127.0.0.1:1', token := 'attacker-token')"),
+    (
+        "quack_serve with own token",
+        "SELECT * FROM quack_serve('quack:127.0.0.1:1', token := 'attacker-token')",
+    ),
     ("CALL quack_stop", "CALL quack_stop('{endpoint}')"),
     ("quack_query to itself", "SELECT * FROM quack_query('{endpoint}', 'DELETE FROM hosts')"),
     ("ATTACH a file", "ATTACH '{tmp}/attacker.duckdb' AS a"),
@@ -57,10 +59,12 @@ PROBES: list[tuple[str, str]] = [
     ("duckdb_settings()", "SELECT * FROM duckdb_settings()"),
     ("query() of a write", "SELECT * FROM query('DELETE FROM hosts')"),
     ("nextval", "SELECT nextval('pwned')"),
-    ("operator shape without the operator token",
-     "INSERT INTO silences VALUES ('sil-x', 'silence', 'r', NULL, NULL, 'me', "
-     "TIMESTAMP '2026-01-01 00:00:00', TIMESTAMP '2026-01-01 00:00:00', "
-     "TIMESTAMP '2099-01-01 00:00:00', NULL)"),
+    (
+        "operator shape without the operator token",
+        "INSERT INTO silences VALUES ('sil-x', 'silence', 'r', NULL, NULL, 'me', "
+        "TIMESTAMP '2026-01-01 00:00:00', TIMESTAMP '2026-01-01 00:00:00', "
+        "TIMESTAMP '2099-01-01 00:00:00', NULL)",
+    ),
 ]
 
 # Pure reads a viewer must still be able to run (the positive control).
@@ -78,37 +82,88 @@ READS = [
 
 # Statement kinds that are not pure reads, and wrappers to hide them in.
 _WRITES = [
-    "DELETE FROM hosts", "UPDATE hosts SET rack = 'x'", "INSERT INTO tenants (tenant) VALUES ('x')",
-    "DROP TABLE hosts", "CREATE TABLE z AS SELECT 1", "COPY hosts TO '{tmp}/c.csv'",
-    "ATTACH '{tmp}/z.duckdb' AS z", "SET threads = 1", "PRAGMA enable_profiling",
-    "CALL checkpoint()", "CHECKPOINT", "VACUUM", "EXPORT DATABASE '{tmp}/e'", "INSTALL httpfs",
-    "LOAD httpfs", "ALTER TABLE hosts RENAME TO h2", "CREATE MACRO m() AS 1", "TRUNCATE hosts",
-    "CREATE OR REPLACE VIEW v AS SELECT 1", "DETACH fleettui_guard", "USE fleettui_guard",
+    "DELETE FROM hosts",
+    "UPDATE hosts SET rack = 'x'",
+    "INSERT INTO tenants (tenant) VALUES ('x')",
+    "DROP TABLE hosts",
+    "CREATE TABLE z AS SELECT 1",
+    "COPY hosts TO '{tmp}/c.csv'",
+    "ATTACH '{tmp}/z.duckdb' AS z",
+    "SET threads = 1",
+    "PRAGMA enable_profiling",
+    "CALL checkpoint()",
+    "CHECKPOINT",
+    "VACUUM",
+    "EXPORT DATABASE '{tmp}/e'",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "ALTER TABLE hosts RENAME TO h2",
+    "CREATE MACRO m() AS 1",
+    "TRUNCATE hosts",
+    "CREATE OR REPLACE VIEW v AS SELECT 1",
+    "DETACH fleettui_guard",
+    "USE fleettui_guard",
 ]
 _STATEMENT_WRAPPERS = [
-    "{}", "EXPLAIN ANALYZE {}", "explain analyse {}", "EXPLAIN {}", "/* c */ {}", "  \n\t{};",
-    "SELECT 1; {}", "{}; SELECT 1", "EXPLAIN SELECT 1; {}", "WITH x AS (SELECT 1) {}",
+    "{}",
+    "EXPLAIN ANALYZE {}",
+    "explain analyse {}",
+    "EXPLAIN {}",
+    "/* c */ {}",
+    "  \n\t{};",
+    "SELECT 1; {}",
+    "{}; SELECT 1",
+    "EXPLAIN SELECT 1; {}",
+    "WITH x AS (SELECT 1) {}",
 ]
 _TABLE_FUNCTIONS = [
-    "read_text('/etc/passwd')", "read_csv('/etc/passwd')", "read_csv_auto('/etc/passwd')",
-    "read_json('/etc/passwd')", "read_json_auto('{other_info}')", "read_ndjson('/etc/passwd')",
-    "read_parquet('{tmp}/x.parquet')", "parquet_scan('{tmp}/x.parquet')",
-    "read_blob('/etc/passwd')", "glob('/*')", "sniff_csv('/etc/passwd')", "checkpoint()",
-    "force_checkpoint()", "quack_serve('quack:127.0.0.1:1', token := 'zzzz')",
-    "quack_stop('{endpoint}')", "quack_server_list()", "quack_active_connections()",
-    "query('SELECT 1')", "query_table('hosts')", "duckdb_secrets()", "duckdb_settings()",
-    "duckdb_extensions()", "duckdb_logs()", "enable_logging()", "truncate_duckdb_logs()",
-    "read_duckdb('{tmp}/z.duckdb')", "json_execute_serialized_sql('x')", "which_secret('s3://x', 's3')",
+    "read_text('/etc/passwd')",
+    "read_csv('/etc/passwd')",
+    "read_csv_auto('/etc/passwd')",
+    "read_json('/etc/passwd')",
+    "read_json_auto('{other_info}')",
+    "read_ndjson('/etc/passwd')",
+    "read_parquet('{tmp}/x.parquet')",
+    "parquet_scan('{tmp}/x.parquet')",
+    "read_blob('/etc/passwd')",
+    "glob('/*')",
+    "sniff_csv('/etc/passwd')",
+    "checkpoint()",
+    "force_checkpoint()",
+    "quack_serve('quack:127.0.0.1:1', token := 'zzzz')",
+    "quack_stop('{endpoint}')",
+    "quack_server_list()",
+    "quack_active_connections()",
+    "query('SELECT 1')",
+    "query_table('hosts')",
+    "duckdb_secrets()",
+    "duckdb_settings()",
+    "duckdb_extensions()",
+    "duckdb_logs()",
+    "enable_logging()",
+    "truncate_duckdb_logs()",
+    "read_duckdb('{tmp}/z.duckdb')",
+    "json_execute_serialized_sql('x')",
+    "which_secret('s3://x', 's3')",
 ]
 _FUNCTION_WRAPPERS = [
-    "SELECT * FROM {}", "select * from {} limit 1", "SELECT (SELECT count(*) FROM {})",
+    "SELECT * FROM {}",
+    "select * from {} limit 1",
+    "SELECT (SELECT count(*) FROM {})",
     "SELECT * FROM hosts WHERE EXISTS (SELECT 1 FROM {})",
     "WITH r AS (SELECT * FROM {}) SELECT * FROM r",
-    "SELECT * FROM (SELECT * FROM (SELECT * FROM {}))", "SELECT * FROM hosts, {}",
-    "EXPLAIN SELECT * FROM {}", "SELECT * FROM hosts UNION ALL SELECT * FROM {}",
+    "SELECT * FROM (SELECT * FROM (SELECT * FROM {}))",
+    "SELECT * FROM hosts, {}",
+    "EXPLAIN SELECT * FROM {}",
+    "SELECT * FROM hosts UNION ALL SELECT * FROM {}",
 ]
-_SCALARS = ["nextval('s')", "setseed(0.5)", "write_log('x')", "getvariable('x')",
-            "quack_check_token('a', 'b', 'c')"]
+_SCALARS = [
+    "nextval('s')",
+    "setseed(0.5)",
+    "write_log('x')",
+    "getvariable('x')",
+    "quack_check_token('a', 'b', 'c')",
+]
 
 
 def corpus() -> list[str]:
@@ -121,5 +176,9 @@ def corpus() -> list[str]:
 
 
 def fill(sql: str, **where: str) -> str:
-    return sql.replace("{tmp}", where["tmp"]).replace("{endpoint}", where["endpoint"]).replace(
-        "{url}", where["url"]).replace("{other_info}", where["other_info"])
+    return (
+        sql.replace("{tmp}", where["tmp"])
+        .replace("{endpoint}", where["endpoint"])
+        .replace("{url}", where["url"])
+        .replace("{other_info}", where["other_info"])
+    )

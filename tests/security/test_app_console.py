@@ -23,10 +23,16 @@ def own_store(tmp_path_factory):
 def _checksum(store) -> dict:
     cur = store.cursor()
     try:
-        tables = [r[0] for r in cur.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'own'").fetchall()]
-        return {t: cur.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {t}").fetchone()
-                for t in tables}
+        tables = [
+            r[0]
+            for r in cur.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'own'"
+            ).fetchall()
+        ]
+        return {
+            t: cur.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {t}").fetchone()
+            for t in tables
+        }
     finally:
         cur.close()
 
@@ -37,8 +43,12 @@ WRITES = [p for p in PROBES if not p[1].lstrip().upper().startswith("SELECT")]
 @pytest.mark.parametrize("name,sql", WRITES, ids=[p[0] for p in WRITES])
 def test_write_probes_leave_the_apps_own_store_unchanged(own_store, name, sql):
     store, tmp = own_store
-    where = {"tmp": str(tmp), "endpoint": "quack:127.0.0.1:1", "url": "http://127.0.0.1:1/",
-             "other_info": str(tmp / "none.json")}
+    where = {
+        "tmp": str(tmp),
+        "endpoint": "quack:127.0.0.1:1",
+        "url": "http://127.0.0.1:1/",
+        "other_info": str(tmp / "none.json"),
+    }
     before = _checksum(store)
     files = set(tmp.iterdir())
     with pytest.raises((ReadOnlyError, QueryError)):

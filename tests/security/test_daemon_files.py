@@ -20,9 +20,14 @@ from fleettui.paths import write_private_json
 def named_daemon(tmp_path, fleettui):
     """A daemon on a database that is not the default one (`--db elsewhere/x.duckdb`)."""
     db = tmp_path / "elsewhere" / "x.duckdb"
-    proc = subprocess.Popen([sys.executable, "-m", "fleettui.cli", "daemon", "--sim", "--db", str(db)],
-                            env=fleettui.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleettui.cli", "daemon", "--sim", "--db", str(db)],
+        env=fleettui.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     info = db.with_name(db.name + ".daemon.json")
     try:
         deadline = time.monotonic() + 30
@@ -47,8 +52,12 @@ def test_daemon_files_are_private_and_found_without_db(tmp_path, fleettui, named
     db, proc = named_daemon
     info = json.loads(db.with_name(db.name + ".daemon.json").read_text())
     assert _mode(db.parent) == 0o700  # created by the daemon
-    for p in (db, db.with_name(db.name + ".wal"), db.with_name(db.name + ".daemon.json"),
-              db.with_name(db.name + ".operator.json")):
+    for p in (
+        db,
+        db.with_name(db.name + ".wal"),
+        db.with_name(db.name + ".daemon.json"),
+        db.with_name(db.name + ".operator.json"),
+    ):
         assert _mode(p) == 0o600, p
     registry = tmp_path / "run" / "fleettui" / "daemons"
     entry = registry / f"{proc.pid}.json"
@@ -67,8 +76,14 @@ def test_daemon_files_are_private_and_found_without_db(tmp_path, fleettui, named
         assert res.returncode == 1 and "authentication failed" in res.stderr, res.stderr
         assert "expected one argument" not in res.stderr
     # the viewer token reads, and the daemon refuses what the client check would pass
-    res = fleettui("sql", "--connect", info["endpoint"], "--token", info["token"],
-                   "SELECT * FROM read_text('/etc/passwd')")
+    res = fleettui(
+        "sql",
+        "--connect",
+        info["endpoint"],
+        "--token",
+        info["token"],
+        "SELECT * FROM read_text('/etc/passwd')",
+    )
     assert res.returncode == 1 and "daemon refused" in res.stderr
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert info["token"] not in res.stderr + res.stdout

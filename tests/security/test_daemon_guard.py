@@ -68,11 +68,17 @@ class Served:
         """Every table's row count and content hash, read on the owner's side."""
         cur = self.store.cursor()
         try:
-            tables = [r[0] for r in cur.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'fleet' "
-                "ORDER BY 1").fetchall()]
-            return {t: cur.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {t}").fetchone()
-                    for t in tables}
+            tables = [
+                r[0]
+                for r in cur.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = 'fleet' "
+                    "ORDER BY 1"
+                ).fetchall()
+            ]
+            return {
+                t: cur.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {t}").fetchone()
+                for t in tables
+            }
         finally:
             cur.close()
 
@@ -86,19 +92,42 @@ def served(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_RUNTIME_DIR", str(tmp / "run"))
         store, last = fixed_store(60.0, 10.0, path=str(tmp / "fleet.duckdb"))
-        write_alerts(store, [
-            {"rule": "host_stale", "scope": "host", "scope_key": "hgx-04-n3",
-             "severity": "warning", "started_at": last - timedelta(seconds=30),
-             "fired_at": last - timedelta(seconds=20), "last_value": 40.0, "summary": "s"},
-        ])
+        write_alerts(
+            store,
+            [
+                {
+                    "rule": "host_stale",
+                    "scope": "host",
+                    "scope_key": "hgx-04-n3",
+                    "severity": "warning",
+                    "started_at": last - timedelta(seconds=30),
+                    "fired_at": last - timedelta(seconds=20),
+                    "last_value": 40.0,
+                    "summary": "s",
+                },
+            ],
+        )
         info = _serve(store, Config(), tmp / "fleet.duckdb", None)
         other = tmp / "other.duckdb.daemon.json"
-        other.write_text(json.dumps({"pid": 1, "endpoint": "quack:127.0.0.1:1",
-                                     "token": "other-daemons-token", "db": "x", "started_at": ""}))
+        other.write_text(
+            json.dumps(
+                {
+                    "pid": 1,
+                    "endpoint": "quack:127.0.0.1:1",
+                    "token": "other-daemons-token",
+                    "db": "x",
+                    "started_at": "",
+                }
+            )
+        )
         http_server = http.server.HTTPServer(("127.0.0.1", 0), _Hits)
         threading.Thread(target=http_server.serve_forever, daemon=True).start()
-        where = {"tmp": str(tmp), "endpoint": info.endpoint, "other_info": str(other),
-                 "url": f"http://127.0.0.1:{http_server.server_port}/internal"}
+        where = {
+            "tmp": str(tmp),
+            "endpoint": info.endpoint,
+            "other_info": str(other),
+            "url": f"http://127.0.0.1:{http_server.server_port}/internal",
+        }
         op = read_operator_token(tmp / "fleet.duckdb", info.pid)
         assert op is not None
         served = Served(store, info, op, tmp, where, http_server)
@@ -116,8 +145,10 @@ def served(tmp_path_factory):
 def _raw_query(served: Served, sql: str, token: str | None = None) -> list:
     con = served.raw()
     try:
-        return con.execute("SELECT * FROM quack_query(?, ?, token := ?)",
-                           [served.info.endpoint, sql, token or served.info.token]).fetchall()
+        return con.execute(
+            "SELECT * FROM quack_query(?, ?, token := ?)",
+            [served.info.endpoint, sql, token or served.info.token],
+        ).fetchall()
     finally:
         con.close()
 
@@ -164,8 +195,16 @@ def test_probe_refused_through_fleettui_sql(served, name, sql, capsys, monkeypat
 
     monkeypatch.setattr(fleettui.sql_cli, "QuackReader", reader)
     before, files = served.checksum(), served.files()
-    rc = cli.main(["sql", "--connect", served.info.endpoint, "--token", served.info.token,
-                   fill(sql, **served.where)])
+    rc = cli.main(
+        [
+            "sql",
+            "--connect",
+            served.info.endpoint,
+            "--token",
+            served.info.token,
+            fill(sql, **served.where),
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 1 and out == ""
     assert err.startswith("fleettui sql: error: ") and len(err.strip().splitlines()) == 1, err
@@ -196,8 +235,10 @@ def test_generated_corpus_is_refused_by_the_daemon(served):
     try:
         for sql in statements:  # noqa: B007
             try:
-                con.execute("SELECT * FROM quack_query(?, ?, token := ?)",
-                            [served.info.endpoint, sql, served.info.token]).fetchall()
+                con.execute(
+                    "SELECT * FROM quack_query(?, ?, token := ?)",
+                    [served.info.endpoint, sql, served.info.token],
+                ).fetchall()
                 admitted.append(sql)
             except duckdb.Error as exc:
                 assert re.search(REFUSED, str(exc)), (sql, exc)
@@ -218,13 +259,18 @@ def test_attached_quack_catalog_reads_but_cannot_write(served):
     con = duckdb.connect()  # ATTACH changes the client: its own connection
     quack.load_extensions(con)
     try:
-        con.execute(f"ATTACH '{served.info.endpoint}' AS fleet_remote "
-                    f"(TYPE quack, TOKEN '{served.info.token}')")
+        con.execute(
+            f"ATTACH '{served.info.endpoint}' AS fleet_remote "
+            f"(TYPE quack, TOKEN '{served.info.token}')"
+        )
         assert con.execute("SELECT count(*) FROM fleet_remote.hosts").fetchone()[0] > 0
-        for sql in ("DELETE FROM fleet_remote.tenants", "DROP TABLE fleet_remote.hosts",
-                    "CREATE TABLE fleet_remote.pwned (a INTEGER)",
-                    "INSERT INTO fleet_remote.tenants (tenant) VALUES ('pwned')",
-                    "UPDATE fleet_remote.hosts SET rack = 'x'"):
+        for sql in (
+            "DELETE FROM fleet_remote.tenants",
+            "DROP TABLE fleet_remote.hosts",
+            "CREATE TABLE fleet_remote.pwned (a INTEGER)",
+            "INSERT INTO fleet_remote.tenants (tenant) VALUES ('pwned')",
+            "UPDATE fleet_remote.hosts SET rack = 'x'",
+        ):
             with pytest.raises(duckdb.Error):
                 con.execute(sql)
     finally:
@@ -253,8 +299,12 @@ def test_store_keeps_writing_and_checkpointing_under_the_lockdown(served):
     served.store.checkpoint()
     cur = served.store.cursor()
     try:
-        assert cur.execute("SELECT count(*) FROM tenants WHERE tenant = 'guard-test-tenant'"
-                           ).fetchone()[0] == 1
+        assert (
+            cur.execute(
+                "SELECT count(*) FROM tenants WHERE tenant = 'guard-test-tenant'"
+            ).fetchone()[0]
+            == 1
+        )
     finally:
         cur.close()
 
@@ -265,8 +315,9 @@ def test_operator_acknowledges_and_silences_a_viewer_cannot(served):
     alert_id = _raw_query(served, "SELECT alert_id FROM alerts")[0][0]
     now = served.store.cursor().execute("SELECT max(ts) FROM gpu_samples").fetchone()[0]
     viewer = served.viewer
-    operator = QuackReader(served.info.endpoint, served.info.token,
-                           operator_token=served.operator_token)
+    operator = QuackReader(
+        served.info.endpoint, served.info.token, operator_token=served.operator_token
+    )
     wrong = QuackReader(served.info.endpoint, served.info.token, operator_token="0" * 64)
     try:
         assert not viewer.can_operate and operator.can_operate
@@ -275,8 +326,15 @@ def test_operator_acknowledges_and_silences_a_viewer_cannot(served):
         with pytest.raises(ReadOnlyError, match="refused"):
             silence(wrong, by="mallory", until=now + timedelta(hours=1), rule="host_stale", now=now)
         ack = acknowledge(operator, alert_id, by="ops", until=now + timedelta(hours=1), now=now)
-        sil = silence(operator, by="ops", until=now + timedelta(hours=1), rule="host_stale",
-                      scope_key="it's [/] \x1b[2J", now=now, comment="o'clock; DROP TABLE hosts")
+        sil = silence(
+            operator,
+            by="ops",
+            until=now + timedelta(hours=1),
+            rule="host_stale",
+            scope_key="it's [/] \x1b[2J",
+            now=now,
+            comment="o'clock; DROP TABLE hosts",
+        )
         expire(operator, sil, now=now + timedelta(minutes=1))
         rows = dict(_raw_query(served, "SELECT silence_id, ends_at FROM silences"))
         assert set(rows) >= {ack, sil}
@@ -290,16 +348,20 @@ def test_operator_acknowledges_and_silences_a_viewer_cannot(served):
 def test_operator_token_opens_only_the_named_operations(served):
     op = served.operator_token
     before = served.checksum()
-    for sql in ("DELETE FROM hosts", "DROP TABLE silences", "DELETE FROM silences",
-                "INSERT INTO silences SELECT * FROM silences",
-                "INSERT INTO silences VALUES ('a', 'ack', NULL, NULL, NULL, 'x', "
-                "TIMESTAMP '2026-01-01 00:00:00', TIMESTAMP '2026-01-01 00:00:00', "
-                "TIMESTAMP '2099-01-01 00:00:00', NULL); DELETE FROM hosts",
-                "INSERT INTO silences VALUES ('a', 'ack', (SELECT 'x'), NULL, NULL, 'x', "
-                "TIMESTAMP '2026-01-01 00:00:00', TIMESTAMP '2026-01-01 00:00:00', "
-                "TIMESTAMP '2099-01-01 00:00:00', NULL)",
-                "UPDATE silences SET ends_at = TIMESTAMP '2026-01-01 00:00:00'",
-                "SELECT * FROM read_text('/etc/passwd')"):
+    for sql in (
+        "DELETE FROM hosts",
+        "DROP TABLE silences",
+        "DELETE FROM silences",
+        "INSERT INTO silences SELECT * FROM silences",
+        "INSERT INTO silences VALUES ('a', 'ack', NULL, NULL, NULL, 'x', "
+        "TIMESTAMP '2026-01-01 00:00:00', TIMESTAMP '2026-01-01 00:00:00', "
+        "TIMESTAMP '2099-01-01 00:00:00', NULL); DELETE FROM hosts",
+        "INSERT INTO silences VALUES ('a', 'ack', (SELECT 'x'), NULL, NULL, 'x', "
+        "TIMESTAMP '2026-01-01 00:00:00', TIMESTAMP '2026-01-01 00:00:00', "
+        "TIMESTAMP '2099-01-01 00:00:00', NULL)",
+        "UPDATE silences SET ends_at = TIMESTAMP '2026-01-01 00:00:00'",
+        "SELECT * FROM read_text('/etc/passwd')",
+    ):
         with pytest.raises(duckdb.Error, match="Authorization failed"):
             _raw_query(served, guard.operator_statement(op, sql))
     assert served.checksum() == before
@@ -332,8 +394,9 @@ async def test_the_app_attached_acknowledges_with_the_operator_token_only(served
         assert any("read-only" in n.message for n in app._notifications)
     assert served.checksum() == before
     # with the operator token (the daemon's own user): `x` silences through the daemon
-    operator = QuackReader(served.info.endpoint, served.info.token,
-                           operator_token=served.operator_token)
+    operator = QuackReader(
+        served.info.endpoint, served.info.token, operator_token=served.operator_token
+    )
     try:
         app = FleetApp(operator, clock=lambda: now, refresh_s=3600)
         async with app.run_test(size=(140, 40)) as pilot:
@@ -343,10 +406,12 @@ async def test_the_app_attached_acknowledges_with_the_operator_token_only(served
             table.focus()
             await pilot.press("x")
             await settle(pilot)
-            assert any("silenced host_stale" in n.message for n in app._notifications), \
-                [n.message for n in app._notifications]
+            assert any("silenced host_stale" in n.message for n in app._notifications), [
+                n.message for n in app._notifications
+            ]
             assert table.rows_data[0]["muted_kind"] in ("silence", "ack")
-        assert _raw_query(served, "SELECT count(*) FROM silences WHERE comment = 'from the app'"
-                          ) == [(1,)]
+        assert _raw_query(
+            served, "SELECT count(*) FROM silences WHERE comment = 'from the app'"
+        ) == [(1,)]
     finally:
         operator.close()

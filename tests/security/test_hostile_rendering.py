@@ -20,22 +20,47 @@ from tests.tui_support import settle, write_alerts
 # clear, a bell, a right-to-left override, and quotes.
 HOSTILE = "[/][bold red]x\x1b]0;pwned\x07\x1b[2J\u202e'\""
 # Columns whose values the code branches on (enums, JSON): left as they are.
-_KEEP = {"state", "kind", "scope", "severity", "labels", "annotations", "source", "link_kind",
-         "port_state", "profile", "unit", "status", "reason"}
+_KEEP = {
+    "state",
+    "kind",
+    "scope",
+    "severity",
+    "labels",
+    "annotations",
+    "source",
+    "link_kind",
+    "port_state",
+    "profile",
+    "unit",
+    "status",
+    "reason",
+}
 
 
 @pytest.fixture(scope="module")
 def hostile_store():
     store, last = fixed_store(60.0, 10.0)
-    write_alerts(store, [
-        {"rule": "host_stale", "scope": "host", "scope_key": "hgx-04-n3", "severity": "warning",
-         "started_at": last - timedelta(seconds=30), "fired_at": last - timedelta(seconds=20),
-         "last_value": 40.0, "summary": "no samples"},
-    ])
+    write_alerts(
+        store,
+        [
+            {
+                "rule": "host_stale",
+                "scope": "host",
+                "scope_key": "hgx-04-n3",
+                "severity": "warning",
+                "started_at": last - timedelta(seconds=30),
+                "fired_at": last - timedelta(seconds=20),
+                "last_value": 40.0,
+                "summary": "no samples",
+            },
+        ],
+    )
     cur = store.cursor()
-    cols = cur.execute("SELECT c.table_name, c.column_name FROM duckdb_columns() c "
-                       "JOIN duckdb_tables() t USING (database_name, schema_name, table_name) "
-                       "WHERE c.data_type = 'VARCHAR' AND c.schema_name = 'main'").fetchall()
+    cols = cur.execute(
+        "SELECT c.table_name, c.column_name FROM duckdb_columns() c "
+        "JOIN duckdb_tables() t USING (database_name, schema_name, table_name) "
+        "WHERE c.data_type = 'VARCHAR' AND c.schema_name = 'main'"
+    ).fetchall()
     by_table: dict[str, list[str]] = {}
     for table, col in cols:
         if col not in _KEEP:
@@ -83,8 +108,9 @@ async def test_every_view_shows_hostile_names_literally(hostile_store):
         await settle(pilot)
         svg = _screen_text(app)
         assert "\x1b" not in svg and "[/][bold red]x" in svg and "␛]0;pwned" in svg
-        assert not [n for n in app._notifications if n.severity == "error"], \
-            [n.message for n in app._notifications]
+        assert not [n for n in app._notifications if n.severity == "error"], [
+            n.message for n in app._notifications
+        ]
     assert app.return_code in (None, 0)
 
 

@@ -32,11 +32,13 @@ async def _exchange(broker: Broker, user: str, topics: list[str]) -> set[str]:
     """`user` publishes one QoS 1 message on each topic; returns the topics the
     daemon's user received."""
     got: set[str] = set()
-    async with aiomqtt.Client(broker.host, broker.port, username="fleettui-daemon",
-                              password=USERS["fleettui-daemon"]) as sub:
+    async with aiomqtt.Client(
+        broker.host, broker.port, username="fleettui-daemon", password=USERS["fleettui-daemon"]
+    ) as sub:
         await sub.subscribe("fleettui/#", qos=1)
-        async with aiomqtt.Client(broker.host, broker.port, username=user,
-                                  password=USERS[user]) as pub:
+        async with aiomqtt.Client(
+            broker.host, broker.port, username=user, password=USERS[user]
+        ) as pub:
             for t in topics:
                 await pub.publish(t, b"{}", qos=1)
             await pub.publish(f"fleettui/{user}/status", b"end", qos=1)
@@ -52,20 +54,23 @@ async def _exchange(broker: Broker, user: str, topics: list[str]) -> set[str]:
 
 
 async def test_broker_refuses_an_agent_publishing_for_another_host(acl_broker):
-    got = await _exchange(acl_broker, "hgx-01-n1", [
-        "fleettui/hgx-01-n1/report",   # its own: delivered
-        "fleettui/hgx-01-n2/report",   # another host's: refused by the broker
-        "fleettui/hgx-01-n2/status",
-        "fleettui/other/report",
-    ])
+    got = await _exchange(
+        acl_broker,
+        "hgx-01-n1",
+        [
+            "fleettui/hgx-01-n1/report",  # its own: delivered
+            "fleettui/hgx-01-n2/report",  # another host's: refused by the broker
+            "fleettui/hgx-01-n2/status",
+            "fleettui/other/report",
+        ],
+    )
     assert got == {"fleettui/hgx-01-n1/report", "fleettui/hgx-01-n1/status"}
 
 
 async def test_broker_refuses_wrong_passwords_and_anonymous(acl_broker):
     for user, pw in (("hgx-01-n1", "wrong"), (None, None)):
         with pytest.raises(aiomqtt.MqttError):
-            async with aiomqtt.Client(acl_broker.host, acl_broker.port, username=user,
-                                      password=pw):
+            async with aiomqtt.Client(acl_broker.host, acl_broker.port, username=user, password=pw):
                 pass
 
 

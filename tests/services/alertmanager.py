@@ -44,17 +44,25 @@ class AlertmanagerServer:
         (self.dir / "data").mkdir(exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115  closed with the process
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={cfg}", f"--storage.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
-             "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={cfg}",
+                f"--storage.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"alertmanager exited with {self.proc.returncode}: "
-                                   + self.log_path.read_text()[-500:])
+                raise RuntimeError(
+                    f"alertmanager exited with {self.proc.returncode}: "
+                    + self.log_path.read_text()[-500:]
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
                     if r.status == 200:

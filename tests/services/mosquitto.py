@@ -26,10 +26,18 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, *, port: int | None = None, persistence: bool = False,
-                 max_queued_messages: int = 100_000, tls: bool = False,
-                 users: dict[str, str] | None = None, acl: str | None = None,
-                 client_certs: bool = False):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        persistence: bool = False,
+        max_queued_messages: int = 100_000,
+        tls: bool = False,
+        users: dict[str, str] | None = None,
+        acl: str | None = None,
+        client_certs: bool = False,
+    ):
         self.binary: str | None = None
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -64,16 +72,22 @@ class Broker:
         ]
         if self.tls:
             self._make_certs()
-            lines += [f"cafile {self.ca_path}", f"certfile {self.dir / 'server.crt'}",
-                      f"keyfile {self.dir / 'server.key'}"]
+            lines += [
+                f"cafile {self.ca_path}",
+                f"certfile {self.dir / 'server.crt'}",
+                f"keyfile {self.dir / 'server.key'}",
+            ]
             if self.client_certs:
                 lines.append("require_certificate true")
         if self.users:
             pw = self.dir / "passwords"
             pw.write_text("")
             for user, password in self.users.items():
-                subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True,
-                               capture_output=True)
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(pw), user, password],
+                    check=True,
+                    capture_output=True,
+                )
             lines[1] = "allow_anonymous false"
             lines.append(f"password_file {pw}")
         if self.acl is not None:
@@ -98,23 +112,94 @@ class Broker:
             subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
 
         (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.crt", "-days", "2", "-subj", "/CN=fleettui-test-ca")
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=127.0.0.1")
-        run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+        run(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fleettui-test-ca",
+        )
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        )
 
     def client_cert(self, name: str) -> tuple[Path, Path]:
         """A client certificate and key signed by the broker's CA: (cert, key)."""
         self._make_certs()
         d = self.dir
-        subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                        f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"],
-                       check=True, capture_output=True, cwd=d)
-        subprocess.run(["openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt",
-                        "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{name}.crt", "-days",
-                        "2"], check=True, capture_output=True, cwd=d)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                f"{name}.key",
+                "-out",
+                f"{name}.csr",
+                "-subj",
+                f"/CN={name}",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=d,
+        )
+        subprocess.run(
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                f"{name}.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                f"{name}.crt",
+                "-days",
+                "2",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=d,
+        )
         return d / f"{name}.crt", d / f"{name}.key"
 
     def start(self, timeout_s: float = 10.0) -> None:
@@ -123,8 +208,9 @@ class Broker:
         conf = self._config()
         deadline = time.monotonic() + timeout_s
         while True:  # after a stop the port can take a moment to be free again
-            self.proc = subprocess.Popen([self.binary, "-c", str(conf)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
             if self._wait_ready(deadline):
                 return
             err = self._stop_proc()

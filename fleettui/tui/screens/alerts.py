@@ -30,8 +30,11 @@ from fleettui.tui.widgets.table import Col, ViewTable
 from storage.views import alert_list, alerts_available
 from storage.views.rack import UNPLACED
 
-STATE_STYLE = {"firing": "bold white on red", "pending": "bold black on yellow",
-               "resolved": "green"}
+STATE_STYLE = {
+    "firing": "bold white on red",
+    "pending": "bold black on yellow",
+    "resolved": "green",
+}
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim"}
 STATES = ("", "firing", "pending", "resolved")
 MUTE_FOR = timedelta(hours=1)
@@ -41,8 +44,11 @@ def _muted(v, r) -> Text:
     if not v:
         return Text("")
     until = r.get("muted_until")
-    return Text(f"{'ack' if v == 'ack' else 'silenced'} {r.get('muted_by') or ''}"
-                + (f" → {until:%H:%M}" if until else ""), style="italic")
+    return Text(
+        f"{'ack' if v == 'ack' else 'silenced'} {r.get('muted_by') or ''}"
+        + (f" → {until:%H:%M}" if until else ""),
+        style="italic",
+    )
 
 
 def _target(key: str | None, r: dict) -> str:
@@ -122,8 +128,9 @@ class AlertsScreen(DataScreen):
         if not data.available:
             table.display = False
             empty.display = True
-            empty.update("No alert table in this store: the alert engine (migration 0004) "
-                         "writes it.")
+            empty.update(
+                "No alert table in this store: the alert engine (migration 0004) writes it."
+            )
             return
         table.display = True
         empty.display = rows.num_rows == 0
@@ -154,8 +161,11 @@ class AlertsScreen(DataScreen):
         if row is None:
             return
         if self._target() is None:
-            self.notify("read-only here: acknowledging and silencing needs the daemon's operator "
-                        "token (its own user) or the store itself (--config)", severity="warning")
+            self.notify(
+                "read-only here: acknowledging and silencing needs the daemon's operator "
+                "token (its own user) or the store itself (--config)",
+                severity="warning",
+            )
             return
         if row.get("state") == "resolved":
             self.notify("that alert is resolved", severity="warning")
@@ -179,8 +189,15 @@ class AlertsScreen(DataScreen):
         if kind == "ack":
             acknowledge(target, row["alert_id"], by=by, until=now + MUTE_FOR, now=now)
             return f"acknowledged {row['rule']} on {row['scope_key']} for an hour"
-        silence(target, by=by, until=now + MUTE_FOR, rule=row["rule"],
-                scope_key=row["scope_key"], now=now, comment="from the app")
+        silence(
+            target,
+            by=by,
+            until=now + MUTE_FOR,
+            rule=row["rule"],
+            scope_key=row["scope_key"],
+            now=now,
+            comment="from the app",
+        )
         return f"silenced {row['rule']} on {row['scope_key']} for an hour"
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -191,8 +208,9 @@ class AlertsScreen(DataScreen):
             self.notify(pictured(event.worker.result), markup=False)
             self.reload()
         elif event.state == WorkerState.ERROR:
-            self.notify(pictured(str(event.worker.error).splitlines()[0]), severity="error",
-                        markup=False)
+            self.notify(
+                pictured(str(event.worker.error).splitlines()[0]), severity="error", markup=False
+            )
 
     async def on_data_table_row_selected(self, _event) -> None:
         await self.action_jump()

@@ -77,8 +77,9 @@ class DataScreen(Screen):
             self.loaded += 1
         elif event.state == WorkerState.ERROR:
             err = str(event.worker.error).splitlines()[0]
-            self.notify(f"{self.view_title}: query failed: {err}", severity="error", timeout=6,
-                        markup=False)
+            self.notify(
+                f"{self.view_title}: query failed: {err}", severity="error", timeout=6, markup=False
+            )
         if self._again:
             self._again = False
             self.reload()

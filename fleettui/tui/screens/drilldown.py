@@ -38,8 +38,11 @@ def _ecc(v, r) -> Text:
 GPU_COLS = [
     Col("#", "gpu_index"),
     Col("GPU", "name", lambda v, r: (v or "?").replace("NVIDIA ", "")[:22]),
-    Col("util", "util_pct",
-        lambda v, r: pct_text(v) if r["sample_ts"] else Text("MISSING", "bold red")),
+    Col(
+        "util",
+        "util_pct",
+        lambda v, r: pct_text(v) if r["sample_ts"] else Text("MISSING", "bold red"),
+    ),
     Col("mem %", "mem_pct", lambda v, _r: pct_text(v, hot=95)),
     Col("power W", "power_w", lambda v, _r: Text(fmt_num(v), justify="right")),
     Col("°C", "temp_c", lambda v, _r: pct_text(v, hot=85, cold=-1)),
@@ -59,8 +62,11 @@ SLICE_COLS = [
 ]
 EVENT_COLS = [
     Col("time", "ts", lambda v, _r: f"{v:%m-%d %H:%M:%S}" if v else "–"),
-    Col("kind", "kind",
-        lambda v, _r: Text(v or "–", style="bold red" if v and ("xid" in v or "ecc" in v) else "")),
+    Col(
+        "kind",
+        "kind",
+        lambda v, _r: Text(v or "–", style="bold red" if v and ("xid" in v or "ecc" in v) else ""),
+    ),
     Col("code", "code", lambda v, _r: "–" if v is None else str(v)),
     Col("GPU", "gpu_index", lambda v, _r: "host" if v is None else str(v)),
     Col("detail", "detail", lambda v, _r: v or ""),
@@ -119,8 +125,11 @@ class DrilldownScreen(DataScreen):
                 yield HistoryPanel(id="drill-history")
                 with Vertical(id="drill-right"):
                     yield Static(" Slices", classes="section")
-                    yield Static("whole GPU (no MIG instances or shares)", id="drill-no-slices",
-                                 classes="empty")
+                    yield Static(
+                        "whole GPU (no MIG instances or shares)",
+                        id="drill-no-slices",
+                        classes="empty",
+                    )
                     yield ViewTable(SLICE_COLS, key="slice_id", id="drill-slices")
                     yield Static(" Processes", classes="section")
                     yield Static(id="drill-procs-empty", classes="empty")
@@ -136,7 +145,8 @@ class DrilldownScreen(DataScreen):
 
     def fetch(self, reader: Reader, at: datetime) -> HostData:
         return HostData(
-            host_gpus(reader, self.host, at), host_slices(reader, self.host, at),
+            host_gpus(reader, self.host, at),
+            host_slices(reader, self.host, at),
             # 30 s buckets: a short history still draws a readable curve
             gpu_history(reader, self.host, at, window_s=3600.0, buckets=120),
             host_events(reader, self.host, at),
@@ -213,15 +223,17 @@ class DrilldownScreen(DataScreen):
             if self.level == "host":
                 title.append("   Enter: open this GPU", style="dim italic")
             elif self.level == "gpu":
-                title.append("   Enter: a slice's processes · Esc: back to the host",
-                             style="dim italic")
+                title.append(
+                    "   Enter: a slice's processes · Esc: back to the host", style="dim italic"
+                )
         self.query_one("#drill-title", Static).update(safe_cell(title))
         hist = data.history
         mask = [u == uuid for u in hist.column("gpu_uuid").to_pylist()]
         sel = hist.filter(pa.array(mask, pa.bool_())) if hist.num_rows else hist
         series = {k: sel.column(k).to_pylist() for k, _ in SERIES} if sel.num_rows else {}
         self.query_one(HistoryPanel).update_series(
-            series, f"GPU{'?' if idx is None else idx} last hour" if row else "")
+            series, f"GPU{'?' if idx is None else idx} last hour" if row else ""
+        )
         slices = data.slices
         if slices.num_rows and idx is not None:
             keep = [i == idx for i in slices.column("gpu_index").to_pylist()]
@@ -240,19 +252,32 @@ class DrilldownScreen(DataScreen):
             empty.update("no process data (the NVML agent records processes)")
             empty.display, table.display = True, False
             return
-        rows = [r for r in procs.to_pylist() if r.get("gpu_uuid") == uuid
-                and (self.slice_id is None or r.get("slice_id") == self.slice_id)]
+        rows = [
+            r
+            for r in procs.to_pylist()
+            if r.get("gpu_uuid") == uuid
+            and (self.slice_id is None or r.get("slice_id") == self.slice_id)
+        ]
         empty.display, table.display = not rows, bool(rows)
-        empty.update("no processes in this slice" if self.slice_id
-                     else "no processes on this GPU (or no agent reporting them)")
+        empty.update(
+            "no processes in this slice"
+            if self.slice_id
+            else "no processes on this GPU (or no agent reporting them)"
+        )
         # the agent's columns, shown readably; any others as they come
-        known = {"slice_id": "slice", "pid": "pid", "used_mem_bytes": "memory",
-                 "container": "container", "tenant_guess": "tenant"}
+        known = {
+            "slice_id": "slice",
+            "pid": "pid",
+            "used_mem_bytes": "memory",
+            "container": "container",
+            "tenant_guess": "tenant",
+        }
         skip = {"ts", "gpu_uuid", "host", "source", "cgroup"}
         if not any(r.get("slice_id") for r in rows):  # not a MIG GPU: no slice column
             skip.add("slice_id")
         cols = [c for c in known if c in procs.column_names and c not in skip] + [
-            c for c in procs.column_names if c not in known and c not in skip]
+            c for c in procs.column_names if c not in known and c not in skip
+        ]
         labels = [safe_cell(known.get(c, c)) for c in cols]
         if [str(c.label) for c in table.columns.values()] != [str(x) for x in labels]:
             table.clear(columns=True)

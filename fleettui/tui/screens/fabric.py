@@ -81,15 +81,17 @@ class FabricScreen(DataScreen):
         # a 10 s window: link rates and per-sample error counts need no longer one;
         # the worst links and racks only (a DataTable row costs ~0.5 ms to refresh):
         # the rest are the healthy ones, and `fleettui sql` has them all
-        return fabric(reader, at, kind=self.kind, window_s=10.0, limit=LINK_ROWS,
-                      rack_limit=RACK_ROWS)
+        return fabric(
+            reader, at, kind=self.kind, window_s=10.0, limit=LINK_ROWS, rack_limit=RACK_ROWS
+        )
 
     def show(self, data: Fabric) -> None:
         self.query_one("#fabric-racks", ViewTable).load(data.racks)
         self.query_one("#fabric-links", ViewTable).load(data.links)
         title = Text(" Fabric per rack, worst first", style="bold")
-        title.append(f"   {data.links_total:,} links   showing: {self.kind or 'all kinds'}",
-                     style="dim")
+        title.append(
+            f"   {data.links_total:,} links   showing: {self.kind or 'all kinds'}", style="dim"
+        )
         if data.links_down:
             title.append(f"   {data.links_down} down", style="bold red")
         self.query_one("#fabric-title", Static).update(title)

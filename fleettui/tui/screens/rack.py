@@ -98,9 +98,11 @@ class RackScreen(DataScreen):
                 line.append("host silent ", style="bold #8a8a8a")
             elif r["gpu_missing"]:
                 line.append("GPU missing ", style="bold red")
-            line.append(f"{r['name'] or 'GPU model unknown'}  util {fmt_num(r['util_pct'])}%  "
-                        f"mem {fmt_num(r['mem_pct'])}%  {fmt_num(r['power_w'])} W  "
-                        f"{fmt_num(r['temp_c'])} °C  ")
+            line.append(
+                f"{r['name'] or 'GPU model unknown'}  util {fmt_num(r['util_pct'])}%  "
+                f"mem {fmt_num(r['mem_pct'])}%  {fmt_num(r['power_w'])} W  "
+                f"{fmt_num(r['temp_c'])} °C  "
+            )
             if r["n_slices"]:
                 line.append(f"{r['n_slices']} slices  ")
             if r["errors"]:
@@ -137,8 +139,11 @@ class RackScreen(DataScreen):
     def set_filter(self, spec: str) -> None:
         flt = RackFilter.parse(spec)
         if flt.state and flt.state not in STATES:
-            self.notify(f"state:{flt.state}: expected one of {', '.join(STATES)}", markup=False,
-                        severity="warning")
+            self.notify(
+                f"state:{flt.state}: expected one of {', '.join(STATES)}",
+                markup=False,
+                severity="warning",
+            )
             return
         self.flt = flt
         bar = self.query_one(FilterBar)

@@ -63,8 +63,10 @@ class SqlScreen(Screen):
         Binding("ctrl+o", "focus_editor", "editor"),
         Binding("escape", "leave_editor", "leave editor"),
     ]
-    EDITING_HINT = (" editing: Ctrl+R runs · Esc leaves the editor (then 1–5 switch views)"
-                    " · F1–F5 switch views from anywhere")
+    EDITING_HINT = (
+        " editing: Ctrl+R runs · Esc leaves the editor (then 1–5 switch views)"
+        " · F1–F5 switch views from anywhere"
+    )
 
     def compose(self) -> ComposeResult:
         yield FleetHeader()
@@ -145,9 +147,13 @@ class SqlScreen(Screen):
         table.add_columns(*(safe_cell(c) for c in t.column_names))
         cols = [c.to_pylist() for c in t.columns]
         table.add_rows(
-            [[safe_cell("NULL" if v is None else str(v)) for v in row] for row in zip(*cols, strict=True)]
+            [
+                [safe_cell("NULL" if v is None else str(v)) for v in row]
+                for row in zip(*cols, strict=True)
+            ]
         )
         more = f" (first {MAX_ROWS:,} shown)" if res.total_rows > MAX_ROWS else ""
         took = f" in {res.elapsed_ms:.1f} ms" if self.app.show_timings else ""
-        self.query_one("#sql-status", Static).update(Text(
-            f" {res.total_rows:,} rows{more}{took}", style="bold"))
+        self.query_one("#sql-status", Static).update(
+            Text(f" {res.total_rows:,} rows{more}{took}", style="bold")
+        )

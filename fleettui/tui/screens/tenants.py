@@ -44,8 +44,11 @@ COLS = [
     Col("util p95", "util_p95_pct", lambda v, _r: pct_text(v, hot=101)),
     Col("idle alloc", "idle_allocations", _idle),
     Col("ITL p99 / target ms", "itl_p99_ms", _itl),
-    Col("alerts", "alerts_firing",
-        lambda v, _r: Text(str(v), style="bold red" if v else "dim", justify="right")),
+    Col(
+        "alerts",
+        "alerts_firing",
+        lambda v, _r: Text(str(v), style="bold red" if v else "dim", justify="right"),
+    ),
     Col("slices", "slices", lambda v, _r: Text(str(v), justify="right")),
     Col("GPU-h", "gpu_hours", lambda v, _r: Text(fmt_num(v, 1), justify="right")),
     Col("memory", "mem_used_bytes", lambda v, _r: fmt_bytes(v)),
@@ -84,8 +87,11 @@ class TenantsScreen(DataScreen):
         t = self.query_one(ViewTable)
         sort = next((c.label for c in COLS if c.key == t.sort_key), "GPUs held")
         title = Text(" Tenants", style="bold")
-        title.append(f"   GPU-hours over {WINDOWS[self.window][1]}   utilisation over 30 s"
-                     f"   sorted by {sort}   (fractional shares count as fractions)", style="dim")
+        title.append(
+            f"   GPU-hours over {WINDOWS[self.window][1]}   utilisation over 30 s"
+            f"   sorted by {sort}   (fractional shares count as fractions)",
+            style="dim",
+        )
         self.query_one("#tenants-title", Static).update(title)
 
     def action_sort(self) -> None:

@@ -37,16 +37,18 @@ class FleetHeader(Static):
         if at is None and age is not None and age > STOPPED_AFTER_S:
             newest = totals.get("newest_ts")
             when = f"{newest:%m-%d %H:%M:%S}" if newest else "?"
-            line.append(f" ■ STOPPED {when} ({fmt_duration(age)} ago) ",
-                        style="bold white on dark_red")
+            line.append(
+                f" ■ STOPPED {when} ({fmt_duration(age)} ago) ", style="bold white on dark_red"
+            )
         elif at is None and totals and age is None:  # nothing in the last day
             line.append(" ■ NO RECENT DATA ", style="bold white on dark_red")
         elif at is None:
             line.append(" ● LIVE", style="bold green")
         else:
             back = (app.clock() - at).total_seconds()
-            line.append(f" ◀ {at:%m-%d %H:%M:%S} -{fmt_duration(back)} ",
-                        style="bold black on yellow")
+            line.append(
+                f" ◀ {at:%m-%d %H:%M:%S} -{fmt_duration(back)} ", style="bold black on yellow"
+            )
         if totals:
             line.append("  GPUs ", style="dim")
             line.append(f"{totals['gpus']:,}", style="bold")
@@ -64,8 +66,10 @@ class FleetHeader(Static):
             else:
                 line.append(f"{firing}", style="bold red" if firing else "bold")
             line.append("  age ", style="dim")
-            line.append(fmt_duration(age) if age is not None else "no data",
-                        style="bold red" if age is None or age > 30 else "bold")
+            line.append(
+                fmt_duration(age) if age is not None else "no data",
+                style="bold red" if age is None or age > 30 else "bold",
+            )
         else:
             line.append("  loading…", style="dim")
         self.update(line)

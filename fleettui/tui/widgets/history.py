@@ -8,8 +8,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline
 
-SERIES = (("util_pct", "util %"), ("mem_pct", "mem %"), ("power_w", "power W"),
-          ("temp_c", "temp °C"))
+SERIES = (
+    ("util_pct", "util %"),
+    ("mem_pct", "mem %"),
+    ("power_w", "power W"),
+    ("temp_c", "temp °C"),
+)
 
 
 class HistoryPanel(Vertical):

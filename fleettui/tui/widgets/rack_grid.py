@@ -125,8 +125,9 @@ class RackGrid(ScrollView, can_focus=True):
         self._relayout()
         self.refresh()
 
-    def _build_panels(self, hosts: list[str], racks: list[str | None],
-                      alerts: dict[str, int]) -> None:
+    def _build_panels(
+        self, hosts: list[str], racks: list[str | None], alerts: dict[str, int]
+    ) -> None:
         panels: list[Panel] = []
         start = 0
         n = len(hosts)
@@ -136,7 +137,7 @@ class RackGrid(ScrollView, can_focus=True):
             if i == n or hosts[i] != hosts[start]:
                 rack = racks[start] or UNPLACED  # no topology for the host: one group, last
                 host = hosts[start]
-                label = host[len(rack) + 1:] if host.startswith(rack + "-") else host
+                label = host[len(rack) + 1 :] if host.startswith(rack + "-") else host
                 if not panels or panels[-1].rack != rack:
                     panels.append(Panel(rack, [], 0))
                 panels[-1].hosts.append((label, start, i))
@@ -361,9 +362,11 @@ class RackGrid(ScrollView, can_focus=True):
         if self.table is None or self.table.num_rows == 0:
             return
         row = self.cursor
-        self.post_message(self.Selected(
-            self.table.column("host")[row].as_py(), self.table.column("gpu_uuid")[row].as_py()
-        ))
+        self.post_message(
+            self.Selected(
+                self.table.column("host")[row].as_py(), self.table.column("gpu_uuid")[row].as_py()
+            )
+        )
 
     def on_click(self, event) -> None:
         """Click a cell to put the cursor on it; click it again to drill down."""

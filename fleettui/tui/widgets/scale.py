@@ -18,19 +18,38 @@ METRICS: tuple[tuple[str, str], ...] = (
 )
 
 # Board power limits by GPU name fragment (W), for power as a share of TDP.
-TDP_W = (("GB300", 1400.0), ("GB200", 1200.0), ("B200", 1000.0), ("H200", 700.0),
-         ("H100", 700.0), ("A100", 400.0), ("RTX PRO 6000", 600.0), ("L40", 350.0))
+TDP_W = (
+    ("GB300", 1400.0),
+    ("GB200", 1200.0),
+    ("B200", 1000.0),
+    ("H200", 700.0),
+    ("H100", 700.0),
+    ("A100", 400.0),
+    ("RTX PRO 6000", 600.0),
+    ("L40", 350.0),
+)
 DEFAULT_TDP_W = 700.0
 
 # Ten steps from cool to hot (viridis-like, then warm): legible on dark and light.
-HEAT = ("#1f3b73", "#23568a", "#21708f", "#1f8a8a", "#2aa278", "#5fb75a",
-        "#a3c23a", "#d8b82c", "#e8892b", "#e0452b")
+HEAT = (
+    "#1f3b73",
+    "#23568a",
+    "#21708f",
+    "#1f8a8a",
+    "#2aa278",
+    "#5fb75a",
+    "#a3c23a",
+    "#d8b82c",
+    "#e8892b",
+    "#e0452b",
+)
 STALE_BG = "#4a4a4a"
 MISSING = Style(color="#ffffff", bgcolor="#8b0000", bold=True)
 STALE = Style(color="#8a8a8a", bgcolor=STALE_BG)
 # black text on the light steps, white on the dark ones (legible values in wide cells)
-HEAT_STYLES = tuple(Style(color="#ffffff" if i < 4 else "#000000", bgcolor=c)
-                    for i, c in enumerate(HEAT))
+HEAT_STYLES = tuple(
+    Style(color="#ffffff" if i < 4 else "#000000", bgcolor=c) for i, c in enumerate(HEAT)
+)
 
 
 def tdp_for(names: list[str]) -> np.ndarray:
