@@ -34,6 +34,14 @@ def test_daemon_stores_what_agents_publish(mosquitto: Broker, tmp_path):  # noqa
         stderr=subprocess.PIPE,
         text=True,
     )
+    # agents send their inventory on connect (then every 60 reports): start them once
+    # the daemon is subscribed, as the test is about what it stores, not about start order
+    seen = []
+    while not any("fleettui daemon: store" in line for line in seen):
+        line = daemon.stderr.readline()
+        assert line, f"the daemon stopped before it started: {seen}"
+        seen.append(line)
+    time.sleep(0.5)
     agent = subprocess.Popen(
         [
             sys.executable,
