@@ -210,7 +210,7 @@ def test_mqtt_delivery_tls_files_are_checked_with_the_config():
         )
     with pytest.raises(OptionsError, match="mqtt_tls_cert and mqtt_tls_key go together"):
         alerts_options({"mqtt_host": "b", "mqtt_tls_cert": __file__}, "fleet.toml [alerts]")
-    with pytest.raises(OptionsError, match="timeout_s must be a number > 0"):
+    with pytest.raises(OptionsError, match="timeout_s' must be a finite number, got nan"):
         alerts_options({"timeout_s": float("nan")}, "fleet.toml [alerts]")
 
 

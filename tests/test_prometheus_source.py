@@ -44,7 +44,7 @@ def test_connection_options_reach_the_client():
     [
         ({"url": "prom:9090"}, r"url must be http\(s\)://\.\.\., got .prom:9090."),
         ({"interval": 5}, "unknown key 'interval'"),
-        ({"backfill_s": -1}, "backfill_s and window_s must be >= 0"),
+        ({"backfill_s": -1}, "key 'backfill_s' must be >= 0, got -1.0"),
         ({"headers": "Bearer x"}, "key 'headers' must be dict"),
     ],
 )
