@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleettui.tui.app import FleetApp  # noqa: E402
+from fleettui.tui.screenshots import settle  # noqa: E402
 from tests.real_fleets import (  # noqa: E402
     CAPTURES,
     CaptureServer,
@@ -65,17 +66,6 @@ async def shoot(fleet: Fleet, prefix: str, out: Path, size: tuple[int, int]) -> 
             app.save_screenshot(filename=path.name, path=str(out))
             written.append(path)
     return written
-
-
-async def settle(pilot) -> None:
-    from textual.worker import WorkerCancelled
-
-    for _ in range(6):
-        try:
-            await pilot.app.workers.wait_for_complete()
-        except WorkerCancelled:
-            pass
-        await pilot.pause()
 
 
 def summary(name: str, fleet: Fleet) -> None:

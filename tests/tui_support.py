@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
-from textual.pilot import Pilot
-from textual.worker import WorkerCancelled
-
 from collectors.sim.faults import REFERENCE_FAULTS
 from fleettui.tui.app import FleetApp
 from fleettui.tui.demo import fixed_store
+from fleettui.tui.screenshots import settle  # noqa: F401  (the tests settle the same way)
+from storage.columns import TABLE_COLUMNS
 from storage.store import Store
 
 # The tests' own fault schedule (not the demo's, which may change).
@@ -30,43 +29,13 @@ def make_app(**kwargs) -> FleetApp:
     return FleetApp(store.con, clock=lambda: last, **kwargs)
 
 
-async def settle(pilot: Pilot, rounds: int = 6) -> None:
-    """Let workers finish and their results reach the screen."""
-    for _ in range(rounds):
-        try:
-            await pilot.app.workers.wait_for_complete()
-        except WorkerCancelled:
-            pass  # a refresh superseded by a newer one
-        await pilot.pause()
-
-
 def write_alerts(store: Store, rows: list[dict]) -> None:
     """Alert instances into the engine's `alerts` table (engine bookkeeping filled in)."""
     import json
 
     from storage.batch import make_batch
 
-    cols: dict[str, list] = {
-        c: []
-        for c in (
-            "alert_id",
-            "rule",
-            "scope",
-            "scope_key",
-            "severity",
-            "state",
-            "started_at",
-            "fired_at",
-            "resolved_at",
-            "last_active_at",
-            "evaluated_at",
-            "peak_value",
-            "last_value",
-            "threshold",
-            "labels",
-            "annotations",
-        )
-    }
+    cols: dict[str, list] = {c: [] for c in TABLE_COLUMNS["alerts"]}
     for r in rows:
         full = {
             "alert_id": f"{r['rule']}|{r['scope_key']}|{int(r['started_at'].timestamp())}",

@@ -31,6 +31,7 @@ import duckdb
 from fleettui.alerts.rules import Rule, render
 from fleettui.alerts.silences import Silence, active_silences
 from storage.batch import BatchError, make_batch
+from storage.columns import TABLE_COLUMNS
 from storage.store import Store, StoreError
 
 log = logging.getLogger("fleettui.alerts")
@@ -154,27 +155,7 @@ class AlertEngine:
     def _write(self, changed: list[Instance]) -> None:
         if not changed:
             return
-        cols: dict[str, list] = {
-            c: []
-            for c in (
-                "alert_id",
-                "rule",
-                "scope",
-                "scope_key",
-                "severity",
-                "state",
-                "started_at",
-                "fired_at",
-                "resolved_at",
-                "last_active_at",
-                "evaluated_at",
-                "peak_value",
-                "last_value",
-                "threshold",
-                "labels",
-                "annotations",
-            )
-        }
+        cols: dict[str, list] = {c: [] for c in TABLE_COLUMNS["alerts"]}
         for a in changed:
             for c in cols:
                 v = getattr(a, c)

@@ -190,10 +190,10 @@ async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
             store.con, clock=lambda: last, refresh_s=3600.0, theme=theme, show_timings=False
         )
         async with app.run_test(size=size) as pilot:
-            await _settle(pilot)
+            await settle(pilot)
             for key in keys:
                 await pilot.press(key)
-                await _settle(pilot)
+                await settle(pilot)
             path = out / f"{name}.svg"
             app.save_screenshot(filename=path.name, path=str(out))
             written.append(path)
@@ -202,7 +202,7 @@ async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
         store.con, clock=lambda: last + timedelta(minutes=7), refresh_s=3600.0, show_timings=False
     )
     async with app.run_test(size=size) as pilot:
-        await _settle(pilot)
+        await settle(pilot)
         app.save_screenshot(filename="rack-stopped.svg", path=str(out))
         written.append(out / "rack-stopped.svg")
     store.close()
@@ -210,7 +210,7 @@ async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
     big, big_last = fixed_store(60.0, 10.0, scale=33, faults=faults)
     app = FleetApp(big.con, clock=lambda: big_last, refresh_s=3600.0, show_timings=False)
     async with app.run_test(size=size) as pilot:
-        await _settle(pilot)
+        await settle(pilot)
         path = out / "rack-10k.svg"
         app.save_screenshot(filename=path.name, path=str(out))
         written.append(path)
@@ -218,14 +218,15 @@ async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
     return written
 
 
-async def _settle(pilot) -> None:
+async def settle(pilot, rounds: int = 6) -> None:
+    """Let workers finish and their results reach the screen."""
     from textual.worker import WorkerCancelled
 
-    for _ in range(6):
+    for _ in range(rounds):
         try:
             await pilot.app.workers.wait_for_complete()
         except WorkerCancelled:
-            pass
+            pass  # a refresh superseded by a newer one
         await pilot.pause()
 
 
