@@ -16,7 +16,7 @@ from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.history import HistoryPanel
 from fleettui.tui.widgets.rack_grid import RackGrid
 from fleettui.tui.widgets.table import ViewTable
-from tests.tui_support import FAULTS, fleet_store, make_app, settle, write_alerts
+from tests.tui_support import FAULTS, fleet_store, make_app, settle, stale_host_alert, write_alerts
 
 
 def text_of(widget: Static) -> str:
@@ -188,21 +188,7 @@ async def test_alerts_view_lists_acknowledges_and_jumps():
     from fleettui.tui.demo import fixed_store
 
     store, last = fixed_store(60.0, 10.0, faults=FAULTS)
-    write_alerts(
-        store,
-        [
-            {
-                "rule": "host_stale",
-                "scope": "host",
-                "scope_key": "hgx-04-n3",
-                "severity": "warning",
-                "started_at": last - timedelta(seconds=30),
-                "fired_at": last - timedelta(seconds=20),
-                "last_value": 40.0,
-                "summary": "no samples for 40 s",
-            },
-        ],
-    )
+    write_alerts(store, [stale_host_alert(last, "no samples for 40 s")])
     # attached read-only: acknowledging is refused with a notice
     app = FleetApp(store.con, clock=lambda: last, refresh_s=3600)
     async with app.run_test(size=(120, 40)) as pilot:

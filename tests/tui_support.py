@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 
 from collectors.sim.faults import REFERENCE_FAULTS
@@ -27,6 +27,20 @@ def make_app(**kwargs) -> FleetApp:
     store, last = fleet_store()
     kwargs.setdefault("refresh_s", 3600.0)  # no refresh mid-test: the clock is fixed anyway
     return FleetApp(store.con, clock=lambda: last, **kwargs)
+
+
+def stale_host_alert(last: datetime, summary: str) -> dict:
+    """One firing `host_stale` alert on hgx-04-n3 (the simulated silent host), for `write_alerts`."""
+    return {
+        "rule": "host_stale",
+        "scope": "host",
+        "scope_key": "hgx-04-n3",
+        "severity": "warning",
+        "started_at": last - timedelta(seconds=30),
+        "fired_at": last - timedelta(seconds=20),
+        "last_value": 40.0,
+        "summary": summary,
+    }
 
 
 def write_alerts(store: Store, rows: list[dict]) -> None:

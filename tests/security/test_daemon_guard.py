@@ -32,7 +32,7 @@ from storage import guard, quack
 from storage.reader import QuackReader, QueryError, ReadOnlyError
 from storage.store import Store
 from tests.security.probes import PROBES, READS, corpus, fill
-from tests.tui_support import write_alerts
+from tests.tui_support import stale_host_alert, write_alerts
 
 
 class _Hits(http.server.BaseHTTPRequestHandler):
@@ -92,21 +92,7 @@ def served(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_RUNTIME_DIR", str(tmp / "run"))
         store, last = fixed_store(60.0, 10.0, path=str(tmp / "fleet.duckdb"))
-        write_alerts(
-            store,
-            [
-                {
-                    "rule": "host_stale",
-                    "scope": "host",
-                    "scope_key": "hgx-04-n3",
-                    "severity": "warning",
-                    "started_at": last - timedelta(seconds=30),
-                    "fired_at": last - timedelta(seconds=20),
-                    "last_value": 40.0,
-                    "summary": "s",
-                },
-            ],
-        )
+        write_alerts(store, [stale_host_alert(last, "s")])
         info = _serve(store, Config(), tmp / "fleet.duckdb", None)
         other = tmp / "other.duckdb.daemon.json"
         other.write_text(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import timedelta
 
 import pytest
 
@@ -14,7 +13,7 @@ from fleettui.safe_text import escaped, pictured
 from fleettui.tui.app import FleetApp
 from fleettui.tui.demo import fixed_store
 from storage.reader import LocalReader
-from tests.tui_support import settle, write_alerts
+from tests.tui_support import settle, stale_host_alert, write_alerts
 
 # Rich markup that would crash (`[/]`) or restyle, an OSC title change, a screen
 # clear, a bell, a right-to-left override, and quotes.
@@ -40,21 +39,7 @@ _KEEP = {
 @pytest.fixture(scope="module")
 def hostile_store():
     store, last = fixed_store(60.0, 10.0)
-    write_alerts(
-        store,
-        [
-            {
-                "rule": "host_stale",
-                "scope": "host",
-                "scope_key": "hgx-04-n3",
-                "severity": "warning",
-                "started_at": last - timedelta(seconds=30),
-                "fired_at": last - timedelta(seconds=20),
-                "last_value": 40.0,
-                "summary": "no samples",
-            },
-        ],
-    )
+    write_alerts(store, [stale_host_alert(last, "no samples")])
     cur = store.cursor()
     cols = cur.execute(
         "SELECT c.table_name, c.column_name FROM duckdb_columns() c "
