@@ -20,6 +20,7 @@ from storage.rollups import (
     ddl,
     expire_step,
     from_raw_sql,
+    live_view,
     roll_tier,
     rollup_columns,
     rollup_table,
@@ -43,16 +44,17 @@ def test_migration_is_the_generated_ddl():
     assert sql == ddl()
 
 
-def test_rollup_tables_have_the_spec_columns():
+def test_rollup_tables_and_live_views_have_the_spec_columns():
     store = Store.open(":memory:")
     for spec in SPECS.values():
         for tier in TIERS:
-            got = store.con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
-                " ORDER BY ordinal_position",
-                [rollup_table(spec.table, tier)],
-            ).fetchall()
-            assert [c for (c,) in got] == [n for n, _ in rollup_columns(spec)]
+            for name in (rollup_table(spec.table, tier), live_view(spec.table, tier)):
+                got = store.con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
+                    " ORDER BY ordinal_position",
+                    [name],
+                ).fetchall()
+                assert [c for (c,) in got] == [n for n, _ in rollup_columns(spec)], name
 
 
 def _arrivals(

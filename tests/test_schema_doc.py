@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from storage.rollups import SPECS, TIERS, live_view, rollup_columns, rollup_table
 from storage.store import Store
 
 SCHEMA_MD = Path(__file__).resolve().parents[1] / "SCHEMA.md"
@@ -53,23 +52,6 @@ def live() -> dict[str, dict[str, str]]:
     for table, column, dtype in rows:
         out.setdefault(table, {})[column] = dtype
     return out
-
-
-def generated() -> dict[str, list[str]]:
-    """Rollup tables and their live views: name -> columns, from storage/rollups.py."""
-    out: dict[str, list[str]] = {}
-    for spec in SPECS.values():
-        cols = [name for name, _ in rollup_columns(spec)]
-        for tier in TIERS:
-            out[rollup_table(spec.table, tier)] = cols
-            out[live_view(spec.table, tier)] = cols
-    return out
-
-
-def test_rollup_tables_are_what_the_generator_documents():
-    db = live()
-    for name, cols in generated().items():
-        assert list(db.get(name, {})) == cols, f"{name} differs from storage/rollups.py"
 
 
 def test_schema_md_has_every_table_and_column_with_its_type():
