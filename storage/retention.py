@@ -21,6 +21,7 @@ import time
 from datetime import datetime, timedelta
 
 from storage.columns import UPSERT_KEYS
+from storage.rollups import SPECS, TIERS, rollup_table
 from storage.store import Store
 
 STEP_ROWS = 50_000  # rows per delete step: a few tens of ms on 2 cores
@@ -60,8 +61,6 @@ def rollup_cutoffs(store: Store, tables: list[str], cutoff: datetime) -> dict[st
     tiers' watermarks (`rollup_state.done_until`): deleting them first would
     leave holes in the 1-minute and 1-hour tiers for good. A table whose
     rollups never ran keeps everything until they do."""
-    from storage.rollups import SPECS, TIERS, rollup_table
-
     out = {t: cutoff for t in tables}
     marks = dict(store.cursor().execute("SELECT rollup, done_until FROM rollup_state").fetchall())
     for table in tables:
