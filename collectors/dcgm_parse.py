@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from collectors.assignments import step_assignments
 from collectors.dcgm_blank import blank_mask, has_hbm, label_value
 from collectors.fabric import NVLINK_NAMES
 from collectors.promtext.labels import host_of
@@ -446,18 +447,8 @@ class DcgmMapper:
                 )
         gpus_here = {d["uuid"] for d in gpus}
         t = _ts(now)
-        rows: list[tuple] = []  # tenant, gpu, slice, fraction, valid_from, valid_to
-        for key, (tenant, frac) in seen.items():
-            cur = self._assigned.get(key)
-            if cur and cur[0] == tenant:
-                continue
-            if cur:
-                rows.append((cur[0], key[0], key[1], cur[2], cur[1], t))
-            self._assigned[key] = (tenant, t, frac)
-            rows.append((tenant, key[0], key[1], frac, t, None))
-        for key in [k for k in self._assigned if k not in seen and k[0] in gpus_here]:
-            tenant, since, frac = self._assigned.pop(key)
-            rows.append((tenant, key[0], key[1], frac, since, t))
+        # a GPU absent from this scrape closes nothing: only what was observed changes
+        rows = step_assignments(self._assigned, seen, t, lambda key: key[0] in gpus_here)
         if not rows:
             return []
         cols = list(zip(*rows, strict=True))

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from collectors.assignments import Key, step_assignments
 from collectors.nvml.report import Report
 from storage.batch import Batch, make_batch
 
@@ -45,21 +46,16 @@ class ProcTenancy:
                 if key not in now or (m or 0) > now[key][1]:
                     now[key] = (tenant, m or 0)
         fractions = self._fractions(r)
-        held = self._open.setdefault(r.host, {})
+        seen: dict[Key, tuple[str, float]] = {}
+        unsized: set[Key] = set()  # a slice whose size the report does not give: not guessed
         for key, (tenant, _) in now.items():
-            cur = held.get(key)
-            if cur and cur[0] == tenant:
-                continue
             frac = 1.0 if key[1] is None else fractions.get(key[1])
-            if frac is None:  # a slice whose size the report does not give: not guessed
-                continue
-            if cur:
-                self.rows.append((cur[0], key[0], key[1], cur[2], cur[1], r.ts))
-            held[key] = (tenant, r.ts, frac)
-            self.rows.append((tenant, key[0], key[1], frac, r.ts, None))
-        for key in [k for k in held if k not in now]:
-            tenant, since, frac = held.pop(key)
-            self.rows.append((tenant, key[0], key[1], frac, since, r.ts))
+            if frac is None:
+                unsized.add(key)
+            else:
+                seen[key] = (tenant, frac)
+        held = self._open.setdefault(r.host, {})
+        self.rows += step_assignments(held, seen, r.ts, lambda key: key not in unsized)
 
     @staticmethod
     def _fractions(r: Report) -> dict[str, float]:
