@@ -92,6 +92,15 @@ class Postgres:
             f"password={self.password} dbname={dbname}"
         )
 
+    def create_database(self, name: str) -> str:
+        """A fresh database (one lake per test); returns its DSN without the password."""
+        subprocess.run(
+            [str(self.bindir / "psql"), "-q", "-d", self.dsn(), "-c", f'CREATE DATABASE "{name}"'],
+            check=True,
+            capture_output=True,
+        )
+        return f"host={self.host} port={self.port} user={self.user} dbname={name}"
+
     def _chown(self, path: Path) -> None:
         if self._run_as is not None:
             os.chown(path, self._run_as, -1)
