@@ -201,6 +201,12 @@ def status_line(runtime: Runtime, store: Store) -> str:
         + (f"; known: {', '.join(known)}" if known else "")
         + f"; {s.gathers} gathers, {s.gather_failures} failed; "
         f"{s.batches_refused} batches refused"
+        + (
+            f"; lake: {store.duplicates_skipped:,} rows already stored (redelivered), "
+            f"{store.conflicts:,} commits retried"
+            if isinstance(store, LakeStore)
+            else ""
+        )
     )
 
 

@@ -53,9 +53,9 @@ CONFLICT_RETRIES = 20
 SAMPLE_KEYS: dict[str, tuple[str, ...]] = {
     "gpu_samples": ("ts", "gpu_uuid", "source"),
     "slice_samples": ("ts", "slice_id", "source"),
-    "link_samples": ("ts", "host", "kind", "port", "source"),
+    "link_samples": ("ts", "host", "kind", "port", "gpu_uuid", "source"),
     "gpu_mem_samples": ("ts", "gpu_uuid", "source"),
-    "processes": ("ts", "host", "gpu_uuid", "pid", "source"),
+    "processes": ("ts", "host", "gpu_uuid", "slice_id", "pid", "source"),
     "events": ("ts", "host", "gpu_uuid", "kind", "code", "source"),
     "latency_samples": ("ts", "endpoint", "source"),
 }
@@ -264,11 +264,7 @@ def _connect_lake(
     con = duckdb.connect(config={"memory_limit": memory_limit})
     try:
         load_lake_extensions(con)
-        try:
-            con.execute(_attach_sql(target, read_only))
-        except duckdb.Error as exc:
-            first = redact(str(exc).strip().splitlines()[0])
-            raise StoreError(f"{target}: cannot attach the lake: {first[:300]}") from None
+        _attach(con, target, read_only)
         cur = con.cursor()
         cur.execute(f"USE {CATALOG}")
         if read_only:
@@ -282,6 +278,23 @@ def _connect_lake(
         con.close()
         raise
     return con
+
+
+def _attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, read_only: bool) -> None:
+    """ATTACH the lake. Two daemons creating a new catalog at once collide in PostgreSQL
+    (a duplicate catalog table): the later one waits and attaches what the first made."""
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            con.execute(_attach_sql(target, read_only))
+            return
+        except duckdb.Error as exc:
+            msg = str(exc)
+            racing = "Failed to initialize DuckLake" in msg and "duplicate key" in msg
+            if racing and attempt < CONFLICT_RETRIES:
+                time.sleep(random.uniform(0.1, 0.5))
+                continue
+            first = redact(msg.strip().splitlines()[0])
+            raise StoreError(f"{target}: cannot attach the lake: {first[:300]}") from None
 
 
 def _migrate_lake(cur: duckdb.DuckDBPyConnection, target: LakeTarget) -> None:

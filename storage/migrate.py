@@ -84,6 +84,9 @@ def migrate(
             )
         con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        try:  # a failed COMMIT has rolled back already (a DuckLake commit conflict)
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
         raise
     return pending[-1][0]
