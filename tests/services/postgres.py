@@ -114,7 +114,7 @@ class Postgres:
         pwfile.chmod(0o600)
         self._chown(pwfile)
         user = self._run_as
-        subprocess.run(
+        init = subprocess.run(
             [
                 str(self.bindir / "initdb"),
                 "-D",
@@ -128,12 +128,15 @@ class Postgres:
                 "UTF8",
                 "--no-sync",
             ],
-            check=True,
             capture_output=True,
+            text=True,
             user=user,
             cwd=self.dir,
         )
         pwfile.unlink()
+        if init.returncode:
+            # e.g. the server's user cannot enter a parent folder (mkdtemp makes them 0700)
+            raise RuntimeError(f"initdb failed: {init.stderr.strip()[-1000:]}")
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's life
         self._chown(self.log_path)
         self.proc = subprocess.Popen(
