@@ -293,6 +293,10 @@ def _attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, read_only: bool)
             if racing and attempt < CONFLICT_RETRIES:
                 time.sleep(random.uniform(0.1, 0.5))
                 continue
+            if "creating a new DuckLake is explicitly disabled" in msg:  # a reader, first
+                raise StoreError(
+                    f"{target}: no lake there yet; a daemon with this [store] creates it"
+                ) from None
             first = redact(msg.strip().splitlines()[0])
             raise StoreError(f"{target}: cannot attach the lake: {first[:300]}") from None
 

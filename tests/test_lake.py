@@ -148,6 +148,8 @@ def test_a_redelivered_batch_is_stored_once_and_new_rows_still_go_in(
 
 def test_readers_see_the_lake_by_plain_table_names(postgres: Postgres, tmp_path):  # noqa: F811
     target = new_lake(postgres, tmp_path)
+    with pytest.raises(StoreError, match="no lake there yet"):  # readers never create one
+        LakeStore.open_lake(target, read_only=True)
     w = LakeStore.open_lake(target)
     w.write([hosts_batch(["r1", "r2"], datetime(2026, 1, 1))])
     r = LakeStore.open_lake(target, read_only=True)
