@@ -430,7 +430,7 @@ class MqttSource:
         pending, self._pending = self._pending, []
         ts = self._batcher.report_ts
         try:
-            return self._batcher.take(), ts, len(pending)
+            return self._batcher.take() + self._seq_batch(pending), ts, len(pending)
         except Exception as exc:
             log.warning(
                 "%s: building batches of %d reports failed (%s); isolating the culprit",
@@ -442,8 +442,37 @@ class MqttSource:
             self._isolated = []
             batches = self._isolating_take(pending, self.clock())
             bad = {id(r) for r in self._isolated}
-            kept_ts = [r.ts for r, *_ in pending if id(r) not in bad]
-            return batches, kept_ts, len(kept_ts)
+            kept = [p for p in pending if id(p[0]) not in bad]
+            return batches + self._seq_batch(kept), [p[0].ts for p in kept], len(kept)
+
+    def _seq_batch(self, stored: list[tuple[Report, bool, str, bytes]]) -> list[Batch]:
+        """report_seqs rows for these reports, committed with their rows: a restarted
+        daemon seeds its duplicate check from them (`seed_seqs`)."""
+        if not stored:
+            return []
+        try:
+            return [
+                make_batch(
+                    "report_seqs",
+                    {
+                        "ts": ts_col([int(self.clock() * 1e6)] * len(stored)),
+                        "host": [p[0].host for p in stored],
+                        "boot": [p[0].boot for p in stored],
+                        "seq": [p[0].seq for p in stored],
+                    },
+                )
+            ]
+        except Exception as exc:  # only the redelivery check after a crash is weaker
+            log.debug("%s: report_seqs rows: %s", self.name, exc)
+            return []
+
+    def seed_seqs(self, seqs: list[tuple[str, str, int]]) -> None:
+        """(host, boot, seq) of reports stored before a restart: their redelivery is a
+        duplicate. Not counted as gaps."""
+        gaps = self.stats.seq_gaps
+        for host, boot, seq in seqs:
+            self._remember(self._window_of(host, boot), int(seq))
+        self.stats.seq_gaps = gaps
 
     def _status_batch(self, now: float) -> list[Batch]:
         """host_status rows; a status the store cannot hold is rejected alone."""
@@ -495,12 +524,15 @@ class MqttSource:
         return None
 
     def _window(self, r: Report) -> _SeqWindow:
-        boots = self._windows.setdefault(r.host, {})
-        w = boots.get(r.boot)
+        return self._window_of(r.host, r.boot)
+
+    def _window_of(self, host: str, boot: str) -> _SeqWindow:
+        boots = self._windows.setdefault(host, {})
+        w = boots.get(boot)
         if w is None:
             if len(boots) >= 4:  # forget the oldest boot of this host
                 boots.pop(next(iter(boots)))
-            w = boots[r.boot] = _SeqWindow()
+            w = boots[boot] = _SeqWindow()
         return w
 
     def _remember(self, w: _SeqWindow, seq: int) -> None:

@@ -285,6 +285,19 @@ def seed_known_hosts(store: Store, sources: Sequence[PullSource | PushSource]) -
     )
     for s in seeders:
         s.seed_hosts(rows)  # type: ignore[attr-defined]
+    # reports stored in the last minutes before a crash: the broker redelivers those it
+    # had no ack for, and they must not be stored twice
+    seqs = (
+        store.cursor()
+        .execute(
+            "SELECT host, boot, seq FROM report_seqs WHERE ts >="
+            " (SELECT max(ts) FROM report_seqs) - INTERVAL 5 MINUTE ORDER BY host, boot, seq"
+        )
+        .fetchall()
+    )
+    for s in sources:
+        if hasattr(s, "seed_seqs"):
+            s.seed_seqs(seqs)
 
 
 async def _watch_store(
