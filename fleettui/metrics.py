@@ -315,6 +315,14 @@ class DaemonCollector:
                 "Size the store reaches at the configured retention, at the observed rate",
             ),
             ("retention_h", "fleettui_store_retention_hours", "Configured retention"),
+            ("memory_bytes", "fleettui_store_memory_bytes", "DuckDB's memory in use"),
+            (
+                "memory_uncheckpointed_bytes",
+                "fleettui_store_memory_uncheckpointed_bytes",
+                "DuckDB's memory holding committed rows not yet checkpointed (freed at each "
+                "checkpoint, every 16 MiB of WAL)",
+            ),
+            ("process_rss_bytes", "fleettui_process_resident_bytes", "The daemon's RSS"),
             (
                 "growth_from_checkpoints",
                 "fleettui_store_growth_from_checkpoints",
@@ -396,12 +404,14 @@ class StoreSizeTask:
         self.last: dict[str, float] = {"retention_h": retention_h}
 
     def measure(self) -> dict[str, float]:
-        from storage.footprint import disk_bytes, used_bytes
+        from storage.footprint import disk_bytes, duckdb_memory_bytes, process_rss_bytes, used_bytes
 
         used = used_bytes(self.store)
         on_disk = disk_bytes(self.store.path)
         self.growth.observe(on_disk, used)
         self.last = {"file_bytes": on_disk, "used_bytes": used, "retention_h": self.retention_h}
+        self.last.update(duckdb_memory_bytes(self.store))
+        self.last["process_rss_bytes"] = process_rss_bytes()
         if self.growth.readings >= 2:  # a rate needs two readings
             self.last["bytes_per_hour"] = self.growth.bytes_per_hour
             self.last["projected_bytes"] = self.growth.projected_bytes(self.retention_h)

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from datetime import UTC
 from pathlib import Path
 
@@ -83,6 +84,26 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def daemon_memory_mb(log_path: Path) -> tuple[float, float] | None:
+    """(DuckDB memory, of it not yet checkpointed) in MB from the running daemon's
+    /metrics (refreshed by its store-size task once a minute), or None."""
+    urls = re.findall(r"metrics (http://\S+/metrics)", log_path.read_text(errors="replace"))
+    if not urls:
+        return None
+    try:
+        with urllib.request.urlopen(urls[-1], timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    vals = dict(re.findall(r"^(fleettui_store_memory\w*) (\S+)$", text, re.M))
+    if "fleettui_store_memory_bytes" not in vals:
+        return None
+    return (
+        float(vals["fleettui_store_memory_bytes"]) / 1e6,
+        float(vals.get("fleettui_store_memory_uncheckpointed_bytes", 0)) / 1e6,
+    )
 
 
 def start_hostile() -> HostileServer:
@@ -174,6 +195,7 @@ def main() -> int:
     faults: dict[str, int] = {}
     poison_sent = 0
     rss: list[tuple[float, float]] = []
+    duck: list[tuple[float, float, float]] = []  # (t, DuckDB MB, of it uncheckpointed MB)
     t0 = time.monotonic()
     wall0 = time.time()
     next_fault = t0 + rng.expovariate(1 / a.fault_every)
@@ -186,6 +208,9 @@ def main() -> int:
             now = time.monotonic()
             if now >= next_rss:
                 rss.append((now - t0, rss_mb(daemon.pid)))
+                mem = daemon_memory_mb(work / "daemon.log")
+                if mem is not None:
+                    duck.append((now - t0, *mem))
                 next_rss += 10
             if daemon.poll() is not None:
                 print(
@@ -278,8 +303,14 @@ def main() -> int:
         (h, round(t.replace(tzinfo=UTC).timestamp(), 3))
         for h, t in store.con.execute("SELECT DISTINCT host, ts FROM gpu_samples").fetchall()
     }
+    seqs = set(store.con.execute("SELECT host, boot, seq FROM report_seqs").fetchall())
     store.close()
     with counter.lock:
+        gone_keys = [k for k, ts in counter.seen.items() if (k[0], round(ts, 3)) not in have]
+        print(
+            f"missing reports recorded in report_seqs (stored, rows gone): "
+            f"{sum(1 for k in gone_keys if k in seqs)} of {len(gone_keys)}; first: {gone_keys[:6]}"
+        )
         sent = len(counter.seen)
         gone = [(ts, h) for (h, _, _), ts in counter.seen.items() if (h, round(ts, 3)) not in have]
         missing = sorted(ts for ts, _ in gone)
@@ -298,6 +329,9 @@ def main() -> int:
     print(f"reject reasons: {reasons}")
     print(f"trickle scrapes: {trickle[0]} runs, {trickle[1]} cut at the deadline")
     print(f"RSS MB (t s, MB): {[(round(t), round(m)) for t, m in rss]}")
+    print(
+        f"DuckDB memory MB (t s, in use, not checkpointed): {[tuple(round(x) for x in d) for d in duck]}"
+    )
     if len(rss) >= 12:
         k = max(3, len(rss) // 10)
         first = sorted(m for _, m in rss[2 : 2 + k])[k // 2]
@@ -314,7 +348,8 @@ def main() -> int:
         f" rows the daemon said it dropped: {dropped_rows})"
     )
     print(f"work dir: {work}")
-    if tmpfs:
+    if tmpfs:  # keep the store for a look afterwards
+        subprocess.run(["cp", str(db), str(work / "fleet.duckdb")], check=False)
         subprocess.run(["umount", "-l", str(data)], check=False)
     return 0
 

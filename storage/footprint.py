@@ -43,6 +43,30 @@ def used_bytes(store: Store) -> int:
     return int(info.get("used_blocks") or 0) * int(info.get("block_size") or 0)
 
 
+def duckdb_memory_bytes(store: Store) -> dict[str, int]:
+    """DuckDB's memory in use, and the part holding rows committed but not yet
+    checkpointed (`IN_MEMORY_TABLE`: grows between checkpoints, freed by each)."""
+    cur = store.cursor()
+    try:
+        rows = cur.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory()").fetchall()
+    finally:
+        cur.close()
+    by_tag = {tag: int(n) for tag, n in rows}
+    return {
+        "memory_bytes": sum(by_tag.values()),
+        "memory_uncheckpointed_bytes": by_tag.get("IN_MEMORY_TABLE", 0),
+    }
+
+
+def process_rss_bytes() -> int:
+    """This process's resident set (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 @dataclass
 class _Series:
     first: tuple[float, int] | None = None
