@@ -155,7 +155,13 @@ async def _serve_metrics(
     if not config.daemon.metrics_listen:
         return None, None
     host, port = parse_listen(config.daemon.metrics_listen)
-    size = StoreSizeTask(store, config.daemon.retention_h)
+    d = config.daemon
+    size = StoreSizeTask(
+        store,
+        d.retention_h,
+        keep_1m_h=d.retention_1m_days * 24,
+        keep_1h_h=d.retention_1h_days * 24,
+    )
     await asyncio.to_thread(size.measure)
     runtime.tasks.append(size)
     collector = DaemonCollector(runtime, sources, tasks, health, size.snapshot)
