@@ -125,3 +125,53 @@ def test_seeded_seqs_are_duplicates():
     batches, _, reports = src.take_batches()
     seqs = [b for b in batches if b.table == "report_seqs"]
     assert reports == 1 and seqs[0].data["seq"].to_pylist() == [9]
+
+
+async def test_an_oversized_message_does_not_stop_its_hosts_reports(
+    mosquitto: Broker,  # noqa: F811
+    tmp_path,
+):
+    """Once seen in a 45 s soak: one host's reports were no longer stored after a
+    2 MiB message on its topic. Three hosts report; the middle one's topic gets a 2 MiB
+    message, then a 2 MiB poison report in its own boot; every report after it is stored."""
+    base = json.loads(_report(HOST))
+    base.pop("inv", None)
+    hosts = ["h-a", "h-b", "h-c"]
+    store = Store.open(tmp_path / "o.duckdb")
+    src = MqttSource(MqttOptions(broker=mosquitto.address, client_id="oversize-test"))
+    stop = asyncio.Event()
+    run = asyncio.create_task(Runtime(store, [src]).run(stop))
+    await asyncio.wait_for(src.connected.wait(), 20)
+    pub = _publisher(mosquitto)
+    sent: dict[str, int] = dict.fromkeys(hosts, 0)
+    for seq in range(60):
+        for h in hosts:
+            gpu = {**base["gpu"], "uuid": [f"{u}-{h}" for u in base["gpu"]["uuid"]]}
+            body = json.dumps(
+                {**base, "host": h, "gpu": gpu, "seq": seq, "ts": round(time.time(), 6)}
+            ).encode()
+            pub.publish(f"fleettui/{h}/report", body, qos=1)
+            sent[h] += 1
+        if seq == 20:
+            pub.publish("fleettui/h-b/report", b"{" + b" " * (2 << 20) + b"}", qos=1)
+            big = {**base, "host": "h-b", "boot": "big", "seq": 0, "ts": time.time()}
+            big["driver"] = "x" * (2 << 20)
+            pub.publish("fleettui/h-b/report", json.dumps(big).encode(), qos=1)
+        await asyncio.sleep(0.05)
+    for _ in range(200):
+        if src.stats.received >= 3 * 60 + 2 and not src._committing:
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    await run
+    stored = dict(
+        store.con.execute(
+            "SELECT host, count(DISTINCT ts) FROM gpu_samples GROUP BY host"
+        ).fetchall()
+    )
+    rejects = store.con.execute("SELECT count(*) FROM rejects WHERE host = 'h-b'").fetchone()[0]
+    store.close()
+    pub.loop_stop()
+    pub.disconnect()
+    assert stored == sent  # every host's every report, h-b's after the big ones too
+    assert rejects == 2  # both big messages refused, one row each
