@@ -14,7 +14,9 @@ from fleettui.tui.demo import fixed_store
 from storage import views
 from storage.batch import make_batch
 from storage.views import RackFilter
+from storage.views import fleet as fleet_view
 from storage.views.live import snapshot_state
+from storage.views.query import run
 from storage.views.rack import STATES, UNPLACED
 from tests.test_views_nulls import AT, null_store
 
@@ -27,6 +29,15 @@ def _same(src, at, flt=None):
     assert live.schema == hist.schema
     assert live.to_pylist() == hist.to_pylist()
     return live
+
+
+def _close(a: list[dict], b: list[dict]) -> None:
+    """Equal rows; a float may differ in its last bits (a mean summed in another order)."""
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.keys() == rb.keys()
+        for k, v in ra.items():
+            assert v == (pytest.approx(rb[k], rel=1e-12) if isinstance(v, float) else rb[k]), k
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +70,27 @@ def test_live_grid_equals_history_with_silent_host_and_missing_gpu(fleet):
     cur.close()
 
 
+def test_live_drilldown_and_totals_equal_history(fleet):
+    store, last = fleet
+    cur = store.cursor()
+    sliced = cur.execute(
+        "SELECT g.host FROM slices s JOIN gpus g USING (gpu_uuid) ORDER BY 1 LIMIT 1"
+    ).fetchone()[0]
+    silent = views.rack_grid(cur, last, RackFilter(state="stale")).column("host")[0].as_py()
+    for host in (sliced, silent, "nvl72-02-t03", "no-such-host"):
+        live, hist = views.host_gpus(cur, host, last), views.host_gpus(cur, host, last, live=False)
+        assert live.schema == hist.schema and live.to_pylist() == hist.to_pylist()
+        live = views.host_slices(cur, host, last)
+        hist = views.host_slices(cur, host, last, live=False)
+        assert live.schema == hist.schema and live.to_pylist() == hist.to_pylist()
+    assert views.host_slices(cur, sliced, last).num_rows > 0
+    params = {"at": last, "stale_s": 30.0}
+    live = run(cur, fleet_view.TOTALS_SQL_LIVE, params).to_pylist()
+    _close(live, run(cur, fleet_view.TOTALS_SQL, params).to_pylist())
+    assert live[0]["silent"] > 0 and live[0]["newest_ts"] == last
+    cur.close()
+
+
 def test_live_grid_on_null_and_hostless_rows():
     store = null_store()
     cur = store.cursor()
@@ -67,6 +99,13 @@ def test_live_grid_on_null_and_hostless_rows():
     assert [r["gpu_uuid"] for r in t.to_pylist()][-1] == "GPU-g0"
     _same(cur, AT, RackFilter.parse(f"rack:{UNPLACED}"))
     _same(cur, AT, RackFilter(state="stale"))
+    params = {"at": AT, "stale_s": 30.0}
+    live = run(cur, fleet_view.TOTALS_SQL_LIVE, params).to_pylist()
+    _close(live, run(cur, fleet_view.TOTALS_SQL, params).to_pylist())
+    for host in ("placed-1", "bare-1", "ghost-1"):
+        assert views.host_gpus(cur, host, AT).to_pylist() == (
+            views.host_gpus(cur, host, AT, live=False).to_pylist()
+        )
     store.close()
 
 
