@@ -2,16 +2,23 @@
 
 The writer appends samples as before; after each committed write it only keeps
 a reference to the batch (no work per write). At most every `publish_s` it
-folds the batches since into the previous snapshot, newest row per key, and
-replaces `fleettui_live.<table>` in an in-memory catalog of the same DuckDB
+folds the batches since into its in-memory snapshot (Arrow, one row per key,
+newest sample wins, a late one never replaces a newer one) and replaces
+`fleettui_live.<gpu|slice>_latest` in an in-memory catalog of the same DuckDB
 instance, so the app in this process and the daemon's Quack clients read it
 like any table. A live view then reads one row per GPU, not the stale window
 of history (`storage/views/live.py`).
 
+Rows keep their place: a key's row stays where it first appeared, new keys are
+appended, so a reader may keep its row positions while `keys_version` is the
+same. Each row carries its group's newest sample time (`host_ts` for a GPU,
+`gpu_ts` for a slice), the views' "newest report" rule without an aggregate.
+
 The snapshot is derived data, never persisted: on open it is filled from the
 last `FILL_WINDOW_S` of history. `fleettui_live.snapshot` says what it covers:
-per table, `since` (every key with a sample after it is there) and `through`
-(its newest sample); a view uses it only for cursors it covers.
+per table, `since` (every key with a sample after it is there), `through` (its
+newest sample), `keys_version` and `layout_version` (bumped when `gpus`,
+`hosts`, `slices` or `assignments` changed: the rack layout is cached on it).
 """
 
 from __future__ import annotations
@@ -25,30 +32,23 @@ from datetime import timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 log = logging.getLogger("fleettui.live")
 
 LIVE_CATALOG = "fleettui_live"
 
-# sample table -> key columns of its newest-row snapshot
-LIVE_KEYS: dict[str, tuple[str, ...]] = {
-    "gpu_samples": ("gpu_uuid",),
-    "slice_samples": ("slice_id",),
+# sample table -> (its snapshot in LIVE_CATALOG, key column, group column, group's newest ts)
+LIVE_TABLES: dict[str, tuple[str, str, str, str]] = {
+    "gpu_samples": ("gpu_latest", "gpu_uuid", "host", "host_ts"),
+    "slice_samples": ("slice_latest", "slice_id", "gpu_uuid", "gpu_ts"),
 }
-# sample table -> its snapshot's name in LIVE_CATALOG (not the same name: schema
-# listings and `fleettui sql` users never mistake one for the other)
-LIVE_NAMES = {"gpu_samples": "gpu_latest", "slice_samples": "slice_latest"}
 
 # History read on open; a view whose stale window reaches further back reads history.
 FILL_WINDOW_S = 120.0
 
 # How often the writer folds new batches into the snapshot (wall seconds).
 PUBLISH_S = 1.0
-
-
-# Per row, the newest sample time of its group (a GPU's host, a slice's GPU): the
-# views' "newest report" rule then needs no aggregate per refresh.
-GROUP_TS = {"gpu_samples": ("host", "host_ts"), "slice_samples": ("gpu_uuid", "gpu_ts")}
 
 # Tables the rack grid's layout is built from; a write to them may change it.
 LAYOUT_TABLES = frozenset({"gpus", "hosts", "slices", "assignments"})
@@ -64,14 +64,73 @@ SELECT (SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(gpu_uuid, host, gpu
 """
 
 
-def _newest_sql(table: str, source: str) -> str:
-    keys = ", ".join(LIVE_KEYS[table])
-    group, group_ts = GROUP_TS[table]
-    return (
-        f"SELECT *, max(ts) OVER (PARTITION BY {group}) AS {group_ts} FROM ("
-        f"SELECT * FROM ({source}) "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY ts DESC) = 1)"
-    )
+def _newest_per_key(t: pa.Table, key: str) -> pa.Table:
+    """`t` reduced to its newest row per key (the first of equal times kept)."""
+    if pc.count_distinct(t.column(key)).as_py() == t.num_rows:
+        return t
+    t = t.take(pc.sort_indices(t, sort_keys=[("ts", "descending")]))
+    keys = t.column(key)
+    return t.take(pc.index_in(pc.unique(keys), value_set=keys))
+
+
+class _Latest:
+    """One sample table's snapshot: Arrow columns in stable row order."""
+
+    def __init__(self, table: str, state: pa.Table):
+        self.name, self.key, self.group, self.group_ts = LIVE_TABLES[table]
+        self.schema = state.schema
+        self.state = state
+        self.keys_n = 1
+
+    def align(self, b: pa.Table) -> pa.Table:
+        """A batch with the snapshot's columns (a missing one NULL, as the store has it)."""
+        return pa.table(
+            {
+                f.name: b.column(f.name).cast(f.type)
+                if f.name in b.column_names
+                else pa.nulls(b.num_rows, f.type)
+                for f in self.schema
+            }
+        )
+
+    def fold(self, new: pa.Table) -> None:
+        new = _newest_per_key(new, self.key)
+        state, key = self.state, self.key
+        pos = pc.index_in(new.column(key), value_set=state.column(key))
+        known = pc.is_valid(pos)
+        old_ts = state.column("ts").take(pos)
+        newer = pc.and_(known, pc.fill_null(pc.greater_equal(new.column("ts"), old_ts), True))
+        repl = new.filter(newer)
+        if repl.num_rows:
+            # each state row: the row of `repl` that replaces it, or null
+            rep = pc.index_in(state.column(key), value_set=repl.column(key))
+            hit = pc.is_valid(rep)
+            moved = pc.any(
+                pc.not_equal(
+                    state.column(self.group).filter(hit),
+                    repl.column(self.group).take(rep.filter(hit)),
+                )
+            ).as_py()
+            state = pa.table(
+                {
+                    f.name: pc.if_else(hit, repl.column(f.name).take(rep), state.column(f.name))
+                    for f in self.schema
+                }
+            )
+            if moved:
+                self.keys_n += 1  # a key changed group: readers' row lookups are stale
+        fresh = new.filter(pc.invert(known))
+        if fresh.num_rows:
+            state = pa.concat_tables([state, fresh])
+            self.keys_n += 1
+        self.state = state
+
+    def published(self) -> pa.Table:
+        """The state with each row's group newest time."""
+        s = self.state
+        newest = s.group_by(self.group, use_threads=False).aggregate([("ts", "max")])
+        idx = pc.index_in(s.column(self.group), value_set=newest.column(self.group))
+        return s.append_column(self.group_ts, newest.column("ts_max").take(idx))
 
 
 class LiveSnapshot:
@@ -79,48 +138,43 @@ class LiveSnapshot:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, publish_s: float = PUBLISH_S):
         self.publish_s = publish_s
-        self._pending: dict[str, list[pa.Table]] = {t: [] for t in LIVE_KEYS}
+        self._pending: dict[str, list[pa.Table]] = {t: [] for t in LIVE_TABLES}
         self._lock = threading.Lock()
         self._last_publish = 0.0
         self.publish_cpu_s = 0.0  # total CPU spent publishing (benchmarks)
         self._cur = con.cursor()
         self._cur.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {LIVE_CATALOG}")
         self._cur.execute(
-            f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.snapshot "
-            "(sample_table VARCHAR, since TIMESTAMP, through TIMESTAMP, layout_version VARCHAR)"
+            f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.snapshot (sample_table VARCHAR, "
+            "since TIMESTAMP, through TIMESTAMP, keys_version VARCHAR, layout_version VARCHAR)"
         )
-        # a new token per snapshot: a layout cached from another store or run never matches
+        # a new token per snapshot: positions or a layout cached from another store
+        # or run never match
         self._token = uuid.uuid4().hex[:12]
         self._layout_n = 0
         self._layout_fp = None
         self._layout_dirty = True
+        self._latest: dict[str, _Latest] = {}
         self._fill()
-        self._check_layout()
 
     def _fill(self) -> None:
         """The newest row per key over the last FILL_WINDOW_S of stored history."""
-        for table in LIVE_KEYS:
+        for table, (_, key, _, _) in LIVE_TABLES.items():
             newest = self._cur.execute(f"SELECT max(ts) FROM main.{table}").fetchone()[0]
+            # with no history yet, every key to come is covered from the beginning
             since = newest - timedelta(seconds=FILL_WINDOW_S) if newest is not None else None
-            src = (
-                f"SELECT * FROM main.{table} WHERE ts > $since"
-                if since
-                else (f"SELECT * FROM main.{table} WHERE false")
-            )
+            state = self._cur.execute(
+                f"SELECT * FROM main.{table} WHERE ts > $since "
+                f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY ts DESC) = 1",
+                {"since": since or newest},
+            ).to_arrow_table()
+            self._latest[table] = _Latest(table, state)
             self._cur.execute(
-                f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.{LIVE_NAMES[table]} AS {_newest_sql(table, src)}",
-                {"since": since} if since else {},
+                f"INSERT INTO {LIVE_CATALOG}.snapshot VALUES (?, ?, NULL, NULL, NULL)",
+                [table, since],
             )
-            # With no history yet every key to come is covered from the beginning.
-            self._set_meta(table, since)
-
-    def _set_meta(self, table: str, since) -> None:
-        self._cur.execute(f"DELETE FROM {LIVE_CATALOG}.snapshot WHERE sample_table = ?", [table])
-        self._cur.execute(
-            f"INSERT INTO {LIVE_CATALOG}.snapshot SELECT ?, ?, "
-            f"(SELECT max(ts) FROM {LIVE_CATALOG}.{LIVE_NAMES[table]}), NULL",
-            [table, since],
-        )
+            self._publish_table(table)
+        self._check_layout()
 
     def _check_layout(self) -> None:
         """A new layout version when what the rack layout is built from changed."""
@@ -152,7 +206,7 @@ class LiveSnapshot:
             self.publish()
 
     def publish(self) -> None:
-        """Fold pending batches into the snapshot tables."""
+        """Fold pending batches into the snapshot and replace its tables."""
         c0 = time.process_time()
         self._last_publish = time.monotonic()
         with self._lock:
@@ -160,45 +214,39 @@ class LiveSnapshot:
             for t in todo:
                 self._pending[t] = []
         for table, batches in todo.items():
-            cols = self._cur.execute(f"SELECT * FROM main.{table} LIMIT 0").to_arrow_table().schema
-            # each batch to the snapshot's columns (a missing one: NULL, as the store has it)
-            aligned = [
-                pa.table(
-                    {
-                        f.name: b.column(f.name).cast(f.type)
-                        if f.name in b.column_names
-                        else pa.nulls(b.num_rows, f.type)
-                        for f in cols
-                    }
-                )
-                for b in batches
-            ]
-            self._cur.register("_live_new", pa.concat_tables(aligned))
+            latest = self._latest[table]
             try:
-                group_ts = GROUP_TS[table][1]
-                src = (
-                    f"SELECT * EXCLUDE ({group_ts}) FROM {LIVE_CATALOG}.{LIVE_NAMES[table]} "
-                    "UNION ALL SELECT * FROM _live_new"
-                )
-                self._cur.execute("BEGIN TRANSACTION")
-                self._cur.execute(
-                    f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.{LIVE_NAMES[table]} AS {_newest_sql(table, src)}"
-                )
-                self._cur.execute(
-                    f"UPDATE {LIVE_CATALOG}.snapshot SET through = "
-                    f"(SELECT max(ts) FROM {LIVE_CATALOG}.{LIVE_NAMES[table]}) WHERE sample_table = ?",
-                    [table],
-                )
-                self._cur.execute("COMMIT")
+                latest.fold(pa.concat_tables([latest.align(b) for b in batches]))
+                self._publish_table(table)
             except BaseException:
                 # a snapshot that missed batches must not be read: views fall back to history
                 with contextlib.suppress(duckdb.Error):
-                    self._cur.execute("ROLLBACK")
                     self._cur.execute(
                         f"DELETE FROM {LIVE_CATALOG}.snapshot WHERE sample_table = ?", [table]
                     )
                 raise
-            finally:
-                self._cur.unregister("_live_new")
         self._check_layout()
         self.publish_cpu_s += time.process_time() - c0
+
+    def _publish_table(self, table: str) -> None:
+        latest = self._latest[table]
+        data = latest.published()
+        through = pc.max(data.column("ts")).as_py()
+        self._cur.register("_live_new", data)
+        try:
+            self._cur.execute("BEGIN TRANSACTION")
+            self._cur.execute(
+                f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.{latest.name} AS SELECT * FROM _live_new"
+            )
+            self._cur.execute(
+                f"UPDATE {LIVE_CATALOG}.snapshot SET through = ?, keys_version = ? "
+                "WHERE sample_table = ?",
+                [through, f"{self._token}-{latest.keys_n}", table],
+            )
+            self._cur.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                self._cur.execute("ROLLBACK")
+            raise
+        finally:
+            self._cur.unregister("_live_new")

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -30,13 +33,16 @@ L = LIVE_CATALOG
 
 
 def snapshot_state(src: Source, at: datetime, stale_s: float, *tables: str) -> str | None:
-    """The snapshot's layout version when the snapshot of every sample table in
-    `tables` holds exactly the newest rows at or before `at` over its stale window;
-    None when it does not (a cursor in the past, no snapshot: read history)."""
+    """`<layout_version>/<keys_version of each table>` when the snapshot of every
+    sample table in `tables` holds exactly the newest rows at or before `at` over
+    its stale window; None when it does not (a cursor in the past, no snapshot:
+    read history)."""
     if not table_columns(src, f"{L}.snapshot"):
         return None
     sql = f"""
-        SELECT count(*) AS n, any_value(layout_version) AS v FROM {L}.snapshot
+        SELECT count(*) AS n, any_value(layout_version) AS layout,
+               string_agg(keys_version, '/' ORDER BY sample_table) AS keys
+        FROM {L}.snapshot
         WHERE sample_table IN ({", ".join(f"'{t}'" for t in tables)})
           AND (since IS NULL OR since <= $at - to_seconds($stale_s))
           AND (through IS NULL OR through <= $at)
@@ -45,7 +51,9 @@ def snapshot_state(src: Source, at: datetime, stale_s: float, *tables: str) -> s
         row = run(src, sql, {"at": at, "stale_s": stale_s}).to_pylist()[0]
     except Exception:  # noqa: BLE001 - duckdb.Error locally, QueryError through a reader
         return None
-    return row["v"] if row["n"] == len(tables) and row["v"] else None
+    if row["n"] != len(tables) or not row["layout"] or not row["keys"]:
+        return None
+    return f"{row['layout']}/{row['keys']}"
 
 
 def covers(src: Source, at: datetime, stale_s: float, *tables: str) -> bool:
@@ -61,14 +69,14 @@ def gpu_latest_live(where: str = "true") -> str:
            power_w, temp_c, sm_clock_mhz, ecc_sbe_total, ecc_dbe_total, throttle_reasons
     FROM {L}.gpu_latest
     WHERE ts > $at - to_seconds($stale_s) AND host_ts > $at - to_seconds($stale_s)
-      AND ts > host_ts - INTERVAL 1 SECOND AND {where}
+      AND host_ts <= $at AND ts > host_ts - INTERVAL 1 SECOND AND {where}
 """
 
 
 SLICE_LATEST_LIVE = f"""
     SELECT slice_id, ts, util_pct, mem_used_bytes FROM {L}.slice_latest
     WHERE ts > $at - to_seconds($stale_s) AND gpu_ts > $at - to_seconds($stale_s)
-      AND ts > gpu_ts - INTERVAL 1 SECOND
+      AND gpu_ts <= $at AND ts > gpu_ts - INTERVAL 1 SECOND
 """
 
 # -- rack grid -------------------------------------------------------------------
@@ -110,18 +118,16 @@ SELECT greatest((SELECT max(first_seen) FROM hosts WHERE first_seen <= $at),
              (SELECT min(valid_to) FROM assignments WHERE valid_to > $at)) AS hi
 """
 
-# Per refresh: the snapshot's rows (a plain scan), slices per GPU, recent events.
+# Per refresh: the snapshot's values (a plain scan in its stable row order; the
+# rows' keys are read only when the keys version changed), slices per GPU, events.
 RACK_VALUES_SQL = f"""
-SELECT gpu_uuid, host, ts, host_ts, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c,
+SELECT ts, host_ts, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c,
        sm_clock_mhz, ecc_dbe_total, throttle_reasons
-FROM {L}.gpu_latest WHERE ts > $at - to_seconds($stale_s)
+FROM {L}.gpu_latest
 """
-RACK_SLICES_SQL = f"""
-SELECT s.gpu_uuid, avg(sl.util_pct) AS slice_util_pct,
-       sum(sl.mem_used_bytes)::BIGINT AS slice_mem_used_bytes
-FROM slices s JOIN ({SLICE_LATEST_LIVE}) sl USING (slice_id)
-GROUP BY s.gpu_uuid
-"""
+RACK_KEYS_SQL = f"SELECT gpu_uuid, host FROM {L}.gpu_latest"
+RACK_SLICE_VALUES_SQL = f"SELECT ts, gpu_ts, util_pct, mem_used_bytes FROM {L}.slice_latest"
+RACK_SLICE_KEYS_SQL = f"SELECT slice_id FROM {L}.slice_latest"
 RACK_EVENTS_SQL = """
 SELECT gpu_uuid, count(*) AS n_events FROM events
 WHERE ts > $at - INTERVAL 1 HOUR AND ts <= $at AND gpu_uuid IS NOT NULL
@@ -132,10 +138,19 @@ GROUP BY gpu_uuid
 RACK_FILTER_SQL = "SELECT * EXCLUDE (_ord) FROM grid WHERE {where} ORDER BY _ord"
 
 _layouts: OrderedDict[str, tuple[datetime | None, datetime | None, pa.Table]] = OrderedDict()
-_layouts_lock = threading.Lock()
-_LAYOUTS_KEPT = 4
+_positions: OrderedDict[str, _Positions] = OrderedDict()
+_cache_lock = threading.Lock()
+_KEPT = 4
 
 _local = threading.local()
+
+
+def _remember(cache: OrderedDict, key: str, value: Any) -> None:
+    with _cache_lock:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > _KEPT:
+            cache.popitem(last=False)
 
 
 def local_con() -> duckdb.DuckDBPyConnection:
@@ -147,32 +162,76 @@ def local_con() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def rack_layout(src: Source, at: datetime, version: str) -> pa.Table:
+def rack_layout(src: Source, at: datetime, layout_version: str) -> pa.Table:
     """The grid's layout at `at`, computed again only when the snapshot's layout
     version changed or the cursor crossed a first_seen / assignment bound."""
-    with _layouts_lock:
-        hit = _layouts.get(version)
+    with _cache_lock:
+        hit = _layouts.get(layout_version)
     if hit is not None:
         lo, hi, layout = hit
         if (lo is None or lo <= at) and (hi is None or at < hi):
             return layout
     layout = run(src, RACK_LAYOUT_SQL, {"at": at}).sort_by("ord")
     bounds = run(src, LAYOUT_VALID_SQL, {"at": at}).to_pylist()[0]
-    with _layouts_lock:
-        _layouts[version] = (bounds["lo"], bounds["hi"], layout)
-        _layouts.move_to_end(version)
-        while len(_layouts) > _LAYOUTS_KEPT:
-            _layouts.popitem(last=False)
+    _remember(_layouts, layout_version, (bounds["lo"], bounds["hi"], layout))
     return layout
 
 
-def _lookup(keys: pa.ChunkedArray, table: pa.Table, key: str) -> pa.Array:
-    """For each of `keys`, the row of `table` whose `key` equals it (null: none)."""
-    return pc.index_in(keys, value_set=table.column(key))
+@dataclass(frozen=True, slots=True)
+class _Positions:
+    """Where each layout row finds its values; kept while the layout and the
+    snapshot's keys are the same."""
+
+    layout: pa.Table
+    gpu: pa.Array  # per layout row: its GPU's snapshot row (null: none)
+    host: pa.Array  # per layout row: a snapshot row of its host (null: none)
+    slice_row: np.ndarray  # per slice snapshot row: the layout row of its GPU (-1: none)
+    gpu_rows: dict[str, int]  # gpu_uuid -> layout row
+    host_rows: dict[str, np.ndarray]  # host -> its layout rows
 
 
-def _take(table: pa.Table, col: str, idx: pa.Array) -> pa.Array:
-    return table.column(col).take(idx)
+def rack_positions(src: Source, layout: pa.Table, version: str) -> _Positions:
+    key = f"{id(layout)}/{version}"
+    with _cache_lock:
+        hit = _positions.get(key)
+    if hit is not None and hit.layout is layout:  # (an id is reused once its table is gone)
+        return hit
+    keys = run(src, RACK_KEYS_SQL)
+    uuids, hosts = layout.column("gpu_uuid"), layout.column("host")
+    # slice snapshot row -> its GPU (the `slices` inventory, as the history path) -> layout row
+    inv = run(src, "SELECT slice_id, gpu_uuid FROM slices")
+    slice_ids = run(src, RACK_SLICE_KEYS_SQL).column("slice_id")
+    slice_gpu = inv.column("gpu_uuid").take(
+        pc.index_in(slice_ids, value_set=inv.column("slice_id"))
+    )
+    slice_row = pc.fill_null(pc.index_in(slice_gpu, value_set=uuids), -1)
+    host_list = hosts.to_pylist()
+    order = np.argsort(np.array(host_list, dtype=object), kind="stable")
+    host_rows: dict[str, np.ndarray] = {}
+    sorted_hosts = [host_list[i] for i in order]
+    start = 0
+    for i in range(1, len(sorted_hosts) + 1):
+        if i == len(sorted_hosts) or sorted_hosts[i] != sorted_hosts[start]:
+            host_rows[sorted_hosts[start]] = order[start:i]
+            start = i
+    pos = _Positions(
+        layout,
+        pc.index_in(uuids, value_set=keys.column("gpu_uuid")),
+        pc.index_in(hosts, value_set=keys.column("host")),
+        slice_row.to_numpy(zero_copy_only=False).astype(np.int64),
+        {u: i for i, u in enumerate(uuids.to_pylist())},
+        host_rows,
+    )
+    _remember(_positions, key, pos)
+    return pos
+
+
+def _per_row(n: int, rows: list[int | np.ndarray], values: list[int]) -> pa.Array:
+    """int64 per layout row: `values` at `rows`, 0 elsewhere."""
+    out = np.zeros(n, dtype=np.int64)
+    for r, v in zip(rows, values, strict=True):
+        out[r] = v
+    return pa.array(out)
 
 
 def rack_grid_live(
@@ -185,56 +244,89 @@ def rack_grid_live(
     filters: dict[str, str],
 ) -> pa.Table:
     """The rack grid from the snapshot: the same rows, columns and order as RACK_SQL."""
-    layout = rack_layout(src, at, version)
-    params = {"at": at, "stale_s": stale_s}
-    vals = run(src, RACK_VALUES_SQL, params)
-    sliced = run(src, RACK_SLICES_SQL, params)
+    layout = rack_layout(src, at, version.split("/", 1)[0])
+    pos = rack_positions(src, layout, version)
+    n = layout.num_rows
+    vals = run(src, RACK_VALUES_SQL)
+    svals = run(src, RACK_SLICE_VALUES_SQL)
     ev = run(src, RACK_EVENTS_SQL, {"at": at})
     alerting = run(src, alerting_sql, {"at": at})
 
-    # the host's newest report rule (storage/views/latest.py): a GPU's row counts
-    # when its host reported within the window and the GPU was in that report
+    # the newest report rule (storage/views/latest.py): a row counts when its group
+    # (host, or the slice's GPU) reported within (at - stale, at] and it was in that report
     low = pa.scalar(at - timedelta(seconds=stale_s), pa.timestamp("us"))
-    ts, host_ts = vals.column("ts"), vals.column("host_ts")
-    host_in = pc.greater(host_ts, low)
-    present = pc.and_(host_in, pc.greater(ts, pc.subtract(host_ts, pa.scalar(_ONE_S))))
-    seen_hosts = pc.unique(pc.filter(vals.column("host"), host_in))
-    vals = vals.filter(present)
+    top = pa.scalar(at, pa.timestamp("us"))
 
-    uuid_col = layout.column("gpu_uuid")
-    host_col = layout.column("host")
-    vi = _lookup(uuid_col, vals, "gpu_uuid")
-    si = _lookup(uuid_col, sliced, "gpu_uuid")
-    ei = _lookup(uuid_col, ev, "gpu_uuid")
-    ai = _lookup(host_col, alerting, "host")
+    def counts(t: pa.Table, group_ts: str) -> tuple[pa.Array, pa.Array]:
+        g_ts = t.column(group_ts)
+        group_in = pc.and_(pc.greater(g_ts, low), pc.less_equal(g_ts, top))
+        ts = t.column("ts")
+        present = pc.and_(
+            pc.and_(group_in, pc.greater(ts, low)),
+            pc.greater(ts, pc.subtract(g_ts, pa.scalar(_ONE_S))),
+        )
+        return group_in, present
 
-    util = pc.coalesce(_take(vals, "util_pct", vi), _take(sliced, "slice_util_pct", si))
-    mem_used = pc.coalesce(
-        _take(vals, "mem_used_bytes", vi), _take(sliced, "slice_mem_used_bytes", si)
+    host_in, present = counts(vals, "host_ts")
+    gi = pos.gpu
+    vi = pc.if_else(pc.fill_null(present.take(gi), False), gi, pa.scalar(None, gi.type))
+    host_seen = pc.fill_null(host_in.take(pos.host), False)
+
+    # slices per GPU: mean utilisation and memory of the slices that count
+    _, s_present = counts(svals, "gpu_ts")
+    sp = np.asarray(s_present.to_numpy(zero_copy_only=False), dtype=bool) & (pos.slice_row >= 0)
+    rows = pos.slice_row[sp]
+    s_util = svals.column("util_pct").filter(pa.array(sp))
+    s_mem = svals.column("mem_used_bytes").filter(pa.array(sp))
+    u_ok = pc.is_valid(s_util).to_numpy(zero_copy_only=False)
+    m_ok = pc.is_valid(s_mem).to_numpy(zero_copy_only=False)
+    u_n = np.bincount(rows[u_ok], minlength=n)
+    u_sum = np.bincount(
+        rows[u_ok], weights=pc.drop_null(s_util).to_numpy().astype(np.float64), minlength=n
     )
+    m_n = np.bincount(rows[m_ok], minlength=n)
+    m_sum = np.zeros(n, dtype=np.int64)
+    np.add.at(m_sum, rows[m_ok], pc.drop_null(s_mem).to_numpy().astype(np.int64))
+    slice_util = pa.array(u_sum / np.maximum(u_n, 1), mask=u_n == 0)
+    slice_mem = pa.array(m_sum, mask=m_n == 0)
+
+    ev_rows = [pos.gpu_rows.get(g) for g in ev.column("gpu_uuid").to_pylist()]
+    ev_keep = [i for i, r in enumerate(ev_rows) if r is not None]
+    n_events = _per_row(
+        n, [ev_rows[i] for i in ev_keep], [ev.column("n_events")[i].as_py() for i in ev_keep]
+    )
+    al_hosts = alerting.column("host").to_pylist()
+    al_keep = [i for i, h in enumerate(al_hosts) if h in pos.host_rows]
+    host_alerts = _per_row(
+        n,
+        [pos.host_rows[al_hosts[i]] for i in al_keep],
+        [alerting.column("firing")[i].as_py() for i in al_keep],
+    )
+
+    util = pc.coalesce(vals.column("util_pct").take(vi), slice_util)
+    mem_used = pc.coalesce(vals.column("mem_used_bytes").take(vi), slice_mem)
     mem_total = pc.coalesce(
-        _take(vals, "mem_total_bytes", vi), layout.column("gpu_mem_total_bytes")
+        vals.column("mem_total_bytes").take(vi), layout.column("gpu_mem_total_bytes")
     ).cast(pa.float64())
     mem_total = pc.if_else(pc.equal(mem_total, 0.0), pa.scalar(None, pa.float64()), mem_total)
     mem_pct = pc.divide(pc.multiply(mem_used.cast(pa.float64()), 100.0), mem_total)
-    errors = pc.add(
-        pc.coalesce(_take(ev, "n_events", ei), 0),
-        pc.coalesce(_take(vals, "ecc_dbe_total", vi), 0),
-    )
-    sample_ts = _take(vals, "ts", vi)
+    errors = pc.add(n_events, pc.coalesce(vals.column("ecc_dbe_total").take(vi), 0))
+    sample_ts = vals.column("ts").take(vi)
     grid = pa.table(
         {
             **{c: layout.column(c) for c in _LAYOUT_HEAD},
             "util_pct": util,
             "mem_pct": mem_pct,
-            **{c: _take(vals, c, vi) for c in ("power_w", "temp_c", "sm_clock_mhz")},
-            "throttle_reasons": _take(vals, "throttle_reasons", vi),
+            **{
+                c: vals.column(c).take(vi)
+                for c in ("power_w", "temp_c", "sm_clock_mhz", "throttle_reasons")
+            },
             "errors": errors.cast(pa.int64()),
             **{c: layout.column(c) for c in ("n_slices", "tenants", "allocated")},
             "sample_ts": sample_ts,
-            "host_stale": pc.invert(pc.is_in(host_col, value_set=seen_hosts)),
+            "host_stale": pc.invert(host_seen),
             "gpu_missing": pc.is_null(sample_ts),
-            "host_alerts": pc.coalesce(_take(alerting, "firing", ai), 0).cast(pa.int64()),
+            "host_alerts": host_alerts,
         }
     )
     if where == "true":
