@@ -19,6 +19,7 @@ import duckdb
 
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
+from storage.live import LiveSnapshot
 from storage.migrate import check_version, migrate
 
 log = logging.getLogger("fleettui.store")
@@ -109,6 +110,14 @@ def _make_private(path: str) -> None:
             pass
 
 
+def _live_snapshot(con: duckdb.DuckDBPyConnection) -> LiveSnapshot | None:
+    try:
+        return LiveSnapshot(con)
+    except duckdb.Error as exc:  # the views then read history
+        log.warning("no live snapshot: %s", str(exc).splitlines()[0])
+        return None
+
+
 class Store:
     def __init__(
         self,
@@ -126,6 +135,7 @@ class Store:
         self.failure: str | None = None  # the last StoreFailure's message, None while healthy
         self.reopens = 0
         self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
+        self.live = _live_snapshot(con)
 
     @classmethod
     def open(
@@ -189,6 +199,7 @@ class Store:
             )
             self.con = con
             self._writer = None if self.read_only else con.cursor()
+            self.live = _live_snapshot(con)
             self.failure = None
             self.reopens += 1
         for hook in self.on_reopen:
@@ -221,7 +232,26 @@ class Store:
             self.failure = str(failure)
             raise failure from exc
         self.failure = None
+        self._to_live(merged)
         return rows
+
+    def _to_live(self, merged: list[Batch]) -> None:
+        """Committed samples to the live snapshot (storage/live.py); its failure is
+        logged and the views read history instead."""
+        if self.live is None:
+            return
+        for b in merged:
+            self.live.add(b.table, b.data)
+        try:
+            self.live.maybe_publish()
+        except duckdb.Error as exc:
+            log.warning("live snapshot dropped: %s", str(exc).splitlines()[0])
+            self.live = None
+
+    def publish_live(self) -> None:
+        """Publish what the writer holds for the live snapshot now (end of a fill)."""
+        if self.live is not None:
+            self.live.publish()
 
     @staticmethod
     def _insert_sql(b: Batch) -> str:
