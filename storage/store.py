@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -82,6 +83,26 @@ def default_memory_limit() -> str:
 
 
 _UPSERT_TABLES = frozenset(UPSERT_KEYS)
+
+# DuckDB compresses appended rows when it checkpoints. Its default (a checkpoint
+# after 16 MB of WAL, seconds at a few thousand GPUs) leaves row groups in many
+# part-filled segments, each with its own dictionary and header, and frees the
+# blocks it rewrites: measured 7.3 vs 4.1 bytes per value for the same two minutes
+# of a 3,040-GPU fleet (benchmarks/README.md, "Store size"). Appends not yet
+# checkpointed sit in memory, so the threshold stays a quarter of the memory limit.
+CHECKPOINT_THRESHOLD_BYTES = 256 << 20
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B\s*$", re.I)
+
+
+def checkpoint_threshold(memory_limit: str) -> str:
+    """DuckDB's `checkpoint_threshold` for a store with this memory limit."""
+    m = _SIZE.match(memory_limit)
+    if m is None:
+        return "16MB"  # DuckDB's default
+    base = 1024 if m.group(3) else 1000
+    limit = float(m.group(1)) * base ** "_KMGT".index(m.group(2).upper() or "_")
+    return f"{max(16 << 20, min(CHECKPOINT_THRESHOLD_BYTES, int(limit) // 4)) >> 20}MiB"
+
 
 # Merge rules that are not "latest value wins" for a column.
 _MERGE_EXPR = {
@@ -180,6 +201,8 @@ class Store:
                 else:
                     migrate(con, path)
                     _make_private(path)
+                    threshold = checkpoint_threshold(memory_limit)
+                    con.execute(f"SET checkpoint_threshold = '{threshold}'")
             except Exception:
                 con.close()
                 raise
