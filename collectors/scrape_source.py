@@ -33,6 +33,9 @@ from typing import Any
 from collectors import http_get
 from collectors.base import Gathered, register
 from collectors.options import OptionsError, parse_options
+from collectors.promtext.layout import Layout
+from collectors.promtext.layout import learn as layout_learn
+from collectors.promtext.layout import read as layout_read
 from collectors.promtext.parse import parse_exposition
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
 from collectors.promtext.series import MAX_LABELS, Snapshot, merge
@@ -74,19 +77,35 @@ class ScrapeOptions(TelemetryOptions):
 
 
 def parse_body(
-    body: bytes, url: str, at: float, labels: dict[str, str], max_labels: int
-) -> Snapshot:
-    """One fetched body -> Snapshot (runs in the source's executor, never on the event loop)."""
-    return parse_exposition(
+    body: bytes,
+    url: str,
+    at: float,
+    labels: dict[str, str],
+    max_labels: int,
+    layout: Layout | None = None,
+    learn: bool = False,
+) -> tuple[Snapshot, Layout | None]:
+    """One fetched body -> (Snapshot, the layout to read the next body of this target with).
+
+    Runs in the source's executor, never on the event loop. A body that fits
+    `layout` (same series as last time) is read without parsing labels."""
+    if layout is not None:
+        snap = layout_read(body, layout, at)
+        if snap is not None:
+            return snap, layout
+    snap = parse_exposition(
         body.decode("utf-8", errors="replace"),
         url,
         now=at,
         extra_labels=labels,
         max_labels=max_labels,
     )
+    return snap, (layout_learn(body, snap, at) if learn else None)
 
 
-def parse_bodies(items: list[tuple[bytes, str, float, dict[str, str], int]]) -> list[Snapshot]:
+def parse_bodies(
+    items: list[tuple[bytes, str, float, dict[str, str], int, Layout | None, bool]],
+) -> list[tuple[Snapshot, Layout | None]]:
     return [parse_body(*item) for item in items]
 
 
@@ -109,6 +128,9 @@ class ScrapeSource:
             for t in targets
         ]
         self._ssl = http_get.ssl_context(o.tls_verify)
+        # Each target's last clean layout (thread executor only: a process pool would
+        # copy it both ways on every call, costing more than it saves).
+        self._layouts: list[Layout | None] = [None] * len(targets)
         # Parsing and mapping run here, never on the event loop and never in the
         # default executor the store writer uses: a slow source keeps to itself.
         self._executor: Executor | None = None
@@ -161,12 +183,23 @@ class ScrapeSource:
                     continue
                 batch = ready[:_PARSE_BATCH]
                 del ready[:_PARSE_BATCH]
+                learn = self.o.workers == 0
                 items = [
-                    (r.body or b"", self.targets[i].url, r.at, self._labels[i], self.o.max_labels)
+                    (
+                        r.body or b"",
+                        self.targets[i].url,
+                        r.at,
+                        self._labels[i],
+                        self.o.max_labels,
+                        self._layouts[i],
+                        learn,
+                    )
                     for i, r in batch
                 ]
                 parsed = await loop.run_in_executor(self._pool(), parse_bodies, items)
-                snaps.update(zip((i for i, _ in batch), parsed, strict=True))
+                for (i, _), (snap, layout) in zip(batch, parsed, strict=True):
+                    snaps[i] = snap
+                    self._layouts[i] = layout
 
         fetching = asyncio.ensure_future(asyncio.gather(*(fetch(i) for i in range(n))))
         fetching.add_done_callback(lambda _: arrived.set())
