@@ -178,4 +178,5 @@ def test_pipeline_through_layouts_writes_what_full_parses_write_on_the_simulated
         assert _rows(ga) == _rows(gb), f"window {k}"
         assert ga.skipped == gb.skipped and ga.dropped == gb.dropped
     assert reused > 0  # the later windows went through the layouts
-    assert fast.dcgm._plan is not None and fast.dcgm._plan_key is not None
+    for mapper in (fast.dcgm, fast.fabric, fast.latency):
+        assert mapper._plan is not None and mapper._plan_key is not None
