@@ -180,3 +180,37 @@ def test_pipeline_through_layouts_writes_what_full_parses_write_on_the_simulated
     assert reused > 0  # the later windows went through the layouts
     for mapper in (fast.dcgm, fast.fabric, fast.latency):
         assert mapper._plan is not None and mapper._plan_key is not None
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("dcgm-exporter", "nvidia-readme", "k8s-quickstart-memory-temp-blank.txt"),
+        ("dcgm-exporter", "runai-a100-mig", "a100-mig-4-active-workloads.txt"),
+        ("node_exporter", "e2e-output-infiniband.txt"),
+        ("vllm", "vllm-v1-qwen2.5-0.5b-kops-metrics.txt"),
+    ],
+    ids=lambda p: p[-1],
+)
+def test_pipeline_through_layouts_on_real_captures_blanks_and_resets_included(parts):
+    """Values that come and go between blank and real, and counters that go back: the
+    plans must not remember a value, only where it goes."""
+    text = scrapes_in(upstream(*parts))[0].strip("\n") + "\n"
+    blank_then_real = re.sub(r" 9223372036854775794\n", " 41\n", text)
+    bodies = [
+        text,
+        _next_scrape(text, 2.0),
+        blank_then_real,
+        _next_scrape(text, 1.0),  # counters went back: a reset
+        text,
+    ]
+    fast, full = TelemetryPipeline("s"), TelemetryPipeline("s")
+    layout = None
+    for k, body in enumerate(bodies):
+        at = T0 + 15 * k
+        a, layout = parse_body(body.encode(), "cap", at, {"instance": "n1:9400"}, 40, layout, True)
+        b, _ = parse_body(body.encode(), "cap", at, {"instance": "n1:9400"}, 40)
+        ga, gb = fast.map(merge([a]), at), full.map(merge([b]), at)
+        assert _rows(ga) == _rows(gb), f"scrape {k}"
+        assert ga.skipped == gb.skipped and ga.dropped == gb.dropped
+    assert layout is not None or b.skipped  # a body with skipped lines is parsed in full
