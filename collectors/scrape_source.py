@@ -128,6 +128,8 @@ class ScrapeSource:
             for t in targets
         ]
         self._ssl = http_get.ssl_context(o.tls_verify)
+        # keep-alive: a target's connection serves its next scrape (no connect per scrape)
+        self._conns = http_get.Pool(max_idle_per_host=o.max_connections)
         # Each target's last clean layout (thread executor only: a process pool would
         # copy it both ways on every call, costing more than it saves).
         self._layouts: list[Layout | None] = [None] * len(targets)
@@ -164,6 +166,7 @@ class ScrapeSource:
                     max_bytes=self.o.max_body_bytes,
                     headers={"Accept": "text/plain;version=0.0.4"},
                     ssl_ctx=self._ssl,
+                    pool=self._conns,
                 )
             reasons[i] = r.reason
             if r.body is not None:
@@ -237,6 +240,7 @@ class ScrapeSource:
         return self._pool()
 
     async def close(self) -> None:
+        self._conns.close()
         for ex in (self._executor, self._mapper):
             if ex is not None:
                 ex.shutdown(wait=False, cancel_futures=True)
