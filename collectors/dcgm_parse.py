@@ -578,31 +578,37 @@ class DcgmMapper:
         _, total = self._fb(fb)
         _, stotal = self._fb(fslice)
         host_rows, gpu_rows, slice_rows = {}, [], []
+        has_util = ~np.isnan(self._pick(g, 0))
         for r, d in enumerate(gpus):
             lab = d["labels"]
             uuid = d["uuid"]
+            labelled = d.get("described")  # label-only parts: once per plan
+            if labelled is None:
+                labelled = d["described"] = (
+                    _int(lab.get("gpu")),
+                    label_value(lab, "modelName"),
+                    label_value(lab, "pci_bus_id"),
+                    # placement from labels a scrape config or relabelling added
+                    (
+                        d["host"],
+                        label_value(lab, "DCGM_FI_DRIVER_VERSION"),
+                        _label(lab, "cluster"),
+                        _label(lab, "rack"),
+                    ),
+                )
             # mig_mode: instances seen -> True; GPU_UTIL (absent on MIG) -> False; else unknown
-            has_util = not np.isnan(self._pick(g[r : r + 1], 0)[0])
-            mig = True if d["mig"] else (False if has_util else None)
+            mig = True if d["mig"] else (False if has_util[r] else None)
             row = (
                 uuid,
                 d["host"],
-                _int(lab.get("gpu")),
-                label_value(lab, "modelName"),
-                label_value(lab, "pci_bus_id"),
+                *labelled[:3],
                 mig,
                 None if np.isnan(total[r]) else int(total[r]),
             )
             if refresh or self._dims.get(("gpu", uuid)) != row:
                 self._dims[("gpu", uuid)] = row
                 gpu_rows.append(row)
-            # placement from labels a scrape config or relabelling added (`rack`, `cluster`)
-            hrow = (
-                d["host"],
-                label_value(lab, "DCGM_FI_DRIVER_VERSION"),
-                _label(lab, "cluster"),
-                _label(lab, "rack"),
-            )
+            hrow = labelled[3]
             if refresh or self._dims.get(("host", d["host"])) != hrow:
                 self._dims[("host", d["host"])] = hrow
                 host_rows[d["host"]] = hrow

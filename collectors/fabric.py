@@ -222,6 +222,7 @@ class FabricMapper:
                 best = nv_best.get((key, name))
                 if best is None or rank < best[0]:
                     nv_best[(key, name)] = (rank, i)
+        ts_list, value_list = snap.ts.tolist(), snap.values.tolist()  # Python floats, once
         picked += [(i, key, snap.labels[i]["UUID"]) for (key, _), (_, i) in nv_best.items()]
         for i, key, gpu in picked:
             name = snap.names[i]
@@ -238,7 +239,7 @@ class FabricMapper:
                     "up": None,
                     "err_parts": {},
                 }
-            t, v = float(snap.ts[i]), float(snap.values[i])
+            t, v = ts_list[i], value_list[i]
             row["ts"] = max(row["ts"], t)
             if name in (IB_TX, IB_RX):
                 d = self._counters.update((*key, name), t, v)

@@ -1,8 +1,10 @@
 """Pull source "scrape": read `/metrics` of dcgm-exporter, node_exporter and
 inference servers directly, for fleets without Prometheus.
 
-Fetching (`collectors.http_get`, on the event loop) is separate from parsing
-(`parse_exposition`), so parsing is tested on captured files. Targets are
+Fetching (`collectors.http_get`, on the event loop, keep-alive connections
+per server) is separate from parsing (`parse_exposition`, or a target's last
+layout when its series have not changed: `collectors.promtext.layout`), so
+parsing is tested on captured files. Targets are
 fetched concurrently, each under one deadline (`timeout_s`: connect, headers
 and body, whatever the peer does: a server trickling a byte every few seconds
 is cut at the deadline); each body is parsed as soon as it is in, in the
