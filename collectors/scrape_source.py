@@ -38,6 +38,7 @@ from collectors.options import OptionsError, parse_options
 from collectors.promtext.layout import Layout
 from collectors.promtext.layout import learn as layout_learn
 from collectors.promtext.layout import read as layout_read
+from collectors.promtext.layout import read_many as layout_read_many
 from collectors.promtext.parse import parse_exposition
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
 from collectors.promtext.series import MAX_LABELS, Snapshot, merge
@@ -108,7 +109,13 @@ def parse_body(
 def parse_bodies(
     items: list[tuple[bytes, str, float, dict[str, str], int, Layout | None, bool]],
 ) -> list[tuple[Snapshot, Layout | None]]:
-    return [parse_body(*item) for item in items]
+    """Bodies that fit their target's layout are read together (one set of numpy passes
+    for the batch); the others are parsed in full."""
+    fast = layout_read_many([i[0] for i in items], [i[5] for i in items], [i[2] for i in items])
+    return [
+        (snap, item[5]) if snap is not None else parse_body(*item[:5], None, item[6])
+        for snap, item in zip(fast, items, strict=True)
+    ]
 
 
 _PARSE_BATCH = 64  # bodies per executor hand-off at most

@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 
-from collectors.promtext.layout import learn, read
+from collectors.promtext.layout import learn, read, read_many
 from collectors.promtext.parse import _SAMPLE, parse_exposition
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
 from collectors.promtext.series import merge
@@ -214,3 +214,28 @@ def test_pipeline_through_layouts_on_real_captures_blanks_and_resets_included(pa
         assert _rows(ga) == _rows(gb), f"scrape {k}"
         assert ga.skipped == gb.skipped and ga.dropped == gb.dropped
     assert layout is not None or b.skipped  # a body with skipped lines is parsed in full
+
+
+def test_bodies_read_together_each_as_on_its_own():
+    """read_many: one body that does not fit (or has no layout) costs only itself."""
+    base = re.sub(r" 1700000000000\n", "\n", BASE)
+    layout_ts = learn(BASE.encode(), parse_exposition(BASE, "t", now=T0), T0)
+    layout_plain = learn(base.encode(), parse_exposition(base, "t", now=T0), T0)
+    assert layout_ts is not None and layout_plain is not None
+    bodies = [
+        _next_scrape(BASE, 1.0),  # fits
+        BASE.replace('gpu="1"', 'gpu="7"'),  # a changed label: does not fit
+        _next_scrape(base, 2.0),  # fits, no timestamps
+        base.replace("} 1\n", "}\n"),  # a line with too few tokens: refused, alone
+        _next_scrape(base, 3.0),  # no layout given
+        _next_scrape(BASE, 4.0),  # fits
+    ]
+    lays = [layout_ts, layout_ts, layout_plain, layout_plain, None, layout_ts]
+    got = read_many([b.encode() for b in bodies], lays, [T0 + 5] * len(bodies))
+    assert [g is not None for g in got] == [True, False, True, False, False, True]
+    for g, body, lay in zip(got, bodies, lays, strict=True):
+        if g is not None:
+            _same(g, parse_exposition(body, "t", now=T0 + 5))
+            alone = read(body.encode(), lay, T0 + 5)
+            assert alone is not None
+            _same(g, alone)

@@ -47,19 +47,21 @@ class Layout:
         self.n_lines, self.skeleton, self.has_ts = n_lines, skeleton, has_ts
 
 
-def _tokens(body: bytes, rows: np.ndarray, has_ts: bool) -> tuple[bytes, list[bytes]] | None:
-    """(skeleton, tokens) of `body` with the last 1 (value) or 2 (value, timestamp)
-    space-separated tokens of each sample line (index in `rows`) cut out."""
-    b = np.frombuffer(body, np.uint8)
+def _cut(
+    big: bytes, rows: np.ndarray, ntok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """For the sample lines `rows` (line indices) of `big`, the run of their last
+    `ntok` space-separated tokens: (run starts, run ends, byte mask of the runs)."""
+    b = np.frombuffer(big, np.uint8)
     nl = np.flatnonzero(b == _NL)
     if not len(rows) or int(rows[-1]) >= len(nl):
         return None
     ends = nl[rows]
     sp = np.flatnonzero(b == _SP)
-    last = np.searchsorted(sp, ends) - (2 if has_ts else 1)
-    if len(last) and last[0] < 0:
+    last = np.searchsorted(sp, ends) - ntok
+    if last[0] < 0:
         return None
-    starts = sp[last]  # each token run starts at a space, ends at the newline
+    starts = sp[last]  # each run starts at a space, ends at the newline
     line_starts = np.where(rows > 0, nl[rows - 1], -1)
     if not (starts > line_starts).all():  # a line with too few spaces: not this layout
         return None
@@ -68,18 +70,53 @@ def _tokens(body: bytes, rows: np.ndarray, has_ts: bool) -> tuple[bytes, list[by
     edge = np.zeros(len(b) + 1, np.bool_)
     edge[starts] = True
     edge[ends] = True
-    cut = np.logical_xor.accumulate(edge)[: len(b)]
-    return b[~cut].tobytes(), b[cut].tobytes().split()
+    return starts, ends, np.logical_xor.accumulate(edge)[: len(b)]
 
 
-def read(body: bytes, layout: Layout, now: float) -> Snapshot | None:
-    """`body` through `layout`, or None when it does not fit (then parse it in full)."""
-    if not body.endswith(b"\n") or body.count(b"\n") != layout.n_lines:
-        return None
-    got = _tokens(body, layout.rows, layout.has_ts)
-    if got is None or got[0] != layout.skeleton:
-        return None
-    tokens = got[1]
+def read_many(
+    bodies: list[bytes], layouts: list[Layout | None], nows: list[float]
+) -> list[Snapshot | None]:
+    """Each body through its target's layout (None where it has none or does not fit:
+    parse that one in full). One set of numpy passes over all the bodies at once."""
+    out: list[Snapshot | None] = [None] * len(bodies)
+    todo: list[int] = []
+    lays: list[Layout] = []
+    for k, (body, lay) in enumerate(zip(bodies, layouts, strict=True)):
+        if lay is not None and body.endswith(b"\n") and body.count(b"\n") == lay.n_lines:
+            todo.append(k)
+            lays.append(lay)
+    if not todo:
+        return out
+    line0 = np.cumsum([0] + [lay.n_lines for lay in lays])
+    rows = np.concatenate([lay.rows + line0[j] for j, lay in enumerate(lays)])
+    per = [len(lay.rows) for lay in lays]
+    ntok = np.repeat([2 if lay.has_ts else 1 for lay in lays], per)
+    big = b"".join(bodies[k] for k in todo)
+    got = _cut(big, rows, ntok)
+    if got is None:  # some body does not fit: try each on its own
+        if len(todo) == 1:
+            return out
+        for k in todo:
+            out[k] = read_many([bodies[k]], [layouts[k]], [nows[k]])[0]
+        return out
+    starts, ends, cut = got
+    b = np.frombuffer(big, np.uint8)
+    skeleton, tokens = b[~cut].tobytes(), b[cut].tobytes()
+    run = np.concatenate([[0], np.cumsum(ends - starts)])  # token bytes before each row
+    first_row = np.concatenate([[0], np.cumsum(per)])
+    sk = 0
+    for j, k in enumerate(todo):
+        lay = lays[j]
+        body_len = len(bodies[k])
+        tok_from, tok_to = int(run[first_row[j]]), int(run[first_row[j + 1]])
+        sk_len = body_len - (tok_to - tok_from)
+        if skeleton[sk : sk + sk_len] == lay.skeleton:
+            out[k] = _values(tokens[tok_from:tok_to].split(), lay, nows[k])
+        sk += sk_len
+    return out
+
+
+def _values(tokens: list[bytes], layout: Layout, now: float) -> Snapshot | None:
     n = len(layout.names)
     if len(tokens) != (2 * n if layout.has_ts else n):
         return None
@@ -100,6 +137,11 @@ def read(body: bytes, layout: Layout, now: float) -> Snapshot | None:
     return Snapshot(layout.names, layout.labels, values, ts, [], layout)
 
 
+def read(body: bytes, layout: Layout, now: float) -> Snapshot | None:
+    """`body` through `layout`, or None when it does not fit (then parse it in full)."""
+    return read_many([body], [layout], [now])[0]
+
+
 def learn(body: bytes, snap: Snapshot, now: float) -> Layout | None:
     """The layout of a body `snap` was parsed from in full, if it can be read back exactly."""
     if snap.skipped or not len(snap) or not body.endswith(b"\n"):
@@ -112,10 +154,11 @@ def learn(body: bytes, snap: Snapshot, now: float) -> Layout | None:
     if len(rows) != len(snap):
         return None
     for has_ts in (False, True):
-        got = _tokens(body, rows, has_ts)
+        got = _cut(body, rows, np.full(len(rows), 2 if has_ts else 1))
         if got is None:
             continue
-        layout = Layout(snap.names, snap.labels, rows, len(lines), got[0], has_ts)
+        b = np.frombuffer(body, np.uint8)
+        layout = Layout(snap.names, snap.labels, rows, len(lines), b[~got[2]].tobytes(), has_ts)
         back = read(body, layout, now)
         if (
             back is not None
