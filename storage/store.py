@@ -217,16 +217,22 @@ class Store:
         with self._lock:
             with contextlib.suppress(Exception):
                 self.con.close()
-            con = self._connect(
-                self.path, self.read_only, self.memory_limit or default_memory_limit()
-            )
+            con = self._connect_again()
             self.con = con
             self._writer = None if self.read_only else con.cursor()
             self.live = _live_snapshot(con)
+            self._after_reconnect()
             self.failure = None
             self.reopens += 1
         for hook in self.on_reopen:
             hook(self)
+
+    # Hooks for another backend (storage/lake.py): how to open the database again.
+    def _connect_again(self) -> duckdb.DuckDBPyConnection:
+        return self._connect(self.path, self.read_only, self.memory_limit or default_memory_limit())
+
+    def _after_reconnect(self) -> None:
+        pass
 
     def write(self, batches: Iterable[Batch]) -> int:
         """Append or merge every batch in one transaction; returns rows written."""
