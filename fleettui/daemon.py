@@ -164,7 +164,13 @@ async def _serve_metrics(
     if not config.daemon.metrics_listen:
         return None, None
     host, port = parse_listen(config.daemon.metrics_listen)
-    size = StoreSizeTask(store, config.daemon.retention_h)
+    d = config.daemon
+    size = StoreSizeTask(
+        store,
+        d.retention_h,
+        keep_1m_h=d.retention_1m_days * 24,
+        keep_1h_h=d.retention_1h_days * 24,
+    )
     await asyncio.to_thread(size.measure)
     runtime.tasks.append(size)
     collector = DaemonCollector(runtime, sources, tasks, health, size.snapshot)
@@ -305,6 +311,19 @@ def seed_known_hosts(store: Store, sources: Sequence[PullSource | PushSource]) -
     )
     for s in seeders:
         s.seed_hosts(rows)  # type: ignore[attr-defined]
+    # reports stored in the last minutes before a crash: the broker redelivers those it
+    # had no ack for, and they must not be stored twice
+    seqs = (
+        store.cursor()
+        .execute(
+            "SELECT host, boot, seq FROM report_seqs WHERE ts >="
+            " (SELECT max(ts) FROM report_seqs) - INTERVAL 5 MINUTE ORDER BY host, boot, seq"
+        )
+        .fetchall()
+    )
+    for s in sources:
+        if hasattr(s, "seed_seqs"):
+            s.seed_seqs(seqs)
 
 
 async def _watch_store(
