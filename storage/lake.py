@@ -58,7 +58,11 @@ SAMPLE_KEYS: dict[str, tuple[str, ...]] = {
     "processes": ("ts", "host", "gpu_uuid", "slice_id", "pid", "source"),
     "events": ("ts", "host", "gpu_uuid", "kind", "code", "source"),
     "latency_samples": ("ts", "endpoint", "source"),
+    # the MQTT source's record of stored reports: `ts` is when a daemon received it, so
+    # a redelivery has a later ts; looked up over REPORT_LOOKBACK instead
+    "report_seqs": ("host", "boot", "seq"),
 }
+REPORT_LOOKBACK = "INTERVAL 1 HOUR"
 
 _UPSERT_TABLES = frozenset(UPSERT_KEYS)
 _PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
@@ -233,11 +237,14 @@ class LakeStore(Store):
         # range (file statistics keep the scan to the newest files), is stored once
         part = ", ".join(keys)
         on = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in keys)
+        if "ts" in keys:
+            window = "t.ts BETWEEN (SELECT min(ts) FROM _batch) AND (SELECT max(ts) FROM _batch)"
+        else:
+            window = f"t.ts >= (SELECT min(ts) FROM _batch) - {REPORT_LOOKBACK}"
         return (
             f"INSERT INTO {b.table} BY NAME "
             f"SELECT * FROM (SELECT * FROM _batch QUALIFY row_number() OVER (PARTITION BY {part}) = 1) s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {b.table} t WHERE "
-            f"t.ts BETWEEN (SELECT min(ts) FROM _batch) AND (SELECT max(ts) FROM _batch) AND {on})"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {b.table} t WHERE {window} AND {on})"
         )
 
     def close(self) -> None:

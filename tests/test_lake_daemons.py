@@ -111,6 +111,7 @@ def reference_counts(hosts, payloads) -> dict[str, int]:
     try:
         store.write(batches)
         tables = sorted({b.table for b in batches} & (set(SAMPLE_KEYS) | {"hosts", "gpus"}))
+        assert "report_seqs" in tables  # one row per report stored
         assert "link_samples" in tables and "gpu_samples" in tables
         return {
             t: store.cursor().execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables
