@@ -171,6 +171,11 @@ class LakeStore(Store):
         con = _connect_lake(target, read_only, limit)
         return cls(con, target, read_only, limit)
 
+    def _live_for(self, con: duckdb.DuckDBPyConnection) -> None:
+        """No live snapshot: one daemon's would hold only its share of the fleet, and a
+        reader's would never move; the views read the lake's history instead."""
+        return None
+
     def _connect_again(self) -> duckdb.DuckDBPyConnection:
         return _connect_lake(self.target, self.read_only, self.memory_limit or "1GiB")
 

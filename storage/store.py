@@ -156,7 +156,7 @@ class Store:
         self.failure: str | None = None  # the last StoreFailure's message, None while healthy
         self.reopens = 0
         self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
-        self.live = _live_snapshot(con)
+        self.live = self._live_for(con)
 
     @classmethod
     def open(
@@ -220,14 +220,18 @@ class Store:
             con = self._connect_again()
             self.con = con
             self._writer = None if self.read_only else con.cursor()
-            self.live = _live_snapshot(con)
+            self.live = self._live_for(con)
             self._after_reconnect()
             self.failure = None
             self.reopens += 1
         for hook in self.on_reopen:
             hook(self)
 
-    # Hooks for another backend (storage/lake.py): how to open the database again.
+    # Hooks for another backend (storage/lake.py): the live snapshot, how to reopen.
+    def _live_for(self, con: duckdb.DuckDBPyConnection) -> LiveSnapshot | None:
+        return _live_snapshot(con)
+
+    # How to open the database again.
     def _connect_again(self) -> duckdb.DuckDBPyConnection:
         return self._connect(self.path, self.read_only, self.memory_limit or default_memory_limit())
 

@@ -156,6 +156,10 @@ def test_readers_see_the_lake_by_plain_table_names(postgres: Postgres, tmp_path)
     try:
         # a fresh cursor, as the views and `fleettui sql` use, starts in `memory`
         assert r.con.cursor().execute("SELECT count(*) FROM hosts").fetchone() == (2,)
+        # no live snapshot (a reader's would never move): the views read the lake
+        assert r.live is None and w.live is None
+        attached = r.con.execute("SELECT database_name FROM duckdb_databases()").fetchall()
+        assert ("fleettui_live",) not in attached
         with pytest.raises(StoreError, match="read-only"):
             r.write([hosts_batch(["r3"], datetime(2026, 1, 1))])
     finally:
