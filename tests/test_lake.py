@@ -75,7 +75,7 @@ def test_lake_schema_matches_the_file(postgres: Postgres, tmp_path):  # noqa: F8
         q = (
             "SELECT table_name, column_name, data_type FROM duckdb_columns() "
             "WHERE database_name = current_database() AND schema_name = 'main' "
-            "AND table_name <> 'lake_commit_lock' ORDER BY ALL"
+            "AND table_name NOT IN ('lake_commit_lock', 'lake_evaluator') ORDER BY ALL"
         )
         assert lake.cursor().execute(q).fetchall() == file.cursor().execute(q).fetchall()
     finally:
@@ -264,3 +264,28 @@ async def test_rollups_and_retention_on_the_lake_equal_the_files(
     finally:
         lake.close()
         file.close()
+
+
+def test_one_evaluator_per_lake(postgres: Postgres, tmp_path):  # noqa: F811
+    from storage.lake import LEASE_S, EvaluatorTaken, claim_evaluator, release_evaluator
+
+    target = new_lake(postgres, tmp_path)
+    a, b = LakeStore.open_lake(target), LakeStore.open_lake(target)
+    t = datetime(2026, 1, 1, 12)
+    try:
+        claim_evaluator(a, "host-a:/a.duckdb", t)
+        claim_evaluator(a, "host-a:/a.duckdb", t + timedelta(seconds=30))  # its heartbeat
+        with pytest.raises(EvaluatorTaken, match="'host-a:/a.duckdb' already evaluates"):
+            claim_evaluator(b, "host-b:/b.duckdb", t + timedelta(seconds=60))
+        # a silent evaluator is replaced once its lease ran out
+        claim_evaluator(b, "host-b:/b.duckdb", t + timedelta(seconds=31 + LEASE_S))
+        with pytest.raises(EvaluatorTaken):
+            claim_evaluator(a, "host-a:/a.duckdb", t + timedelta(seconds=40 + LEASE_S))
+        # a clean stop hands it over at once
+        release_evaluator(b, "host-b:/b.duckdb")
+        claim_evaluator(a, "host-a:/a.duckdb", t + timedelta(seconds=41 + LEASE_S))
+        rows = a.cursor().execute("SELECT daemon FROM lake_evaluator").fetchall()
+        assert rows == [("host-a:/a.duckdb",)]
+    finally:
+        a.close()
+        b.close()

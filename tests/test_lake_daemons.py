@@ -183,6 +183,8 @@ async def test_two_daemons_on_one_lake_store_each_report_once(
                     break
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2.0)  # the repeats, flushed after the originals, too
+            _, holders = reader.rows("SELECT daemon FROM lake_evaluator")
+            assert len(holders) == 1 and holders[0][0].endswith("a.duckdb"), holders
             for i, d in enumerate(daemons):
                 logs[i] = d.stop()
             _, [(stored, keys, hosts_seen)] = reader.rows(
@@ -210,7 +212,9 @@ async def test_two_daemons_on_one_lake_store_each_report_once(
             assert lake_skipped(logs[0]) + lake_skipped(logs[1]) > 0
             # each daemon took a share of the agents
             assert appended_gpu_rows(logs[0]) > 0 and appended_gpu_rows(logs[1]) > 0
-            # one evaluator: only daemon a runs alerts, rollups and retention
+            # one evaluator: only daemon a runs alerts, rollups and retention, and holds
+            # the lease while it runs (released on its clean stop above)
+            assert reader.rows("SELECT count(*) FROM lake_evaluator")[1][0][0] == 0
             assert "left to the lake's evaluator" in logs[1]
             assert "left to the lake's evaluator" not in logs[0]
             # the app on the lake: every GPU of every host, whichever daemon wrote it
