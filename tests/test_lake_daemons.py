@@ -185,6 +185,16 @@ async def test_two_daemons_on_one_lake_store_each_report_once(
             await asyncio.sleep(2.0)  # the repeats, flushed after the originals, too
             _, holders = reader.rows("SELECT daemon FROM lake_evaluator")
             assert len(holders) == 1 and holders[0][0].endswith("a.duckdb"), holders
+            # a second evaluating daemon refuses to start, with one line
+            third = daemon_config(tmp_path, "c", dsn, pw_file, mosquitto.address, True)
+            out = subprocess.run(
+                [sys.executable, "-m", "fleettui.cli", "daemon", "--config", str(third)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert out.returncode != 0 and "already evaluates this lake" in out.stderr
+            assert "Traceback" not in out.stderr and postgres.password not in out.stderr
             for i, d in enumerate(daemons):
                 logs[i] = d.stop()
             _, [(stored, keys, hosts_seen)] = reader.rows(
