@@ -375,15 +375,16 @@ class LakeMaintenanceTask:
         self.runs = 0
 
     def run_once(self) -> None:
+        keep_s = int(self.keep_snapshots_h * 3600)
         cur = self.store.cursor()
         try:
             for sql in (
                 f"CALL ducklake_flush_inlined_data('{CATALOG}')",
                 f"CALL ducklake_merge_adjacent_files('{CATALOG}')",
                 f"CALL ducklake_expire_snapshots('{CATALOG}', older_than => "
-                f"now() - INTERVAL {float(self.keep_snapshots_h)} HOUR)",
+                f"now() - to_seconds({keep_s}))",
                 f"CALL ducklake_cleanup_old_files('{CATALOG}', older_than => "
-                f"now() - INTERVAL {float(self.keep_snapshots_h)} HOUR)",
+                f"now() - to_seconds({keep_s}))",
             ):
                 cur.execute(sql).fetchall()
         finally:

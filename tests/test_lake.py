@@ -289,3 +289,28 @@ def test_one_evaluator_per_lake(postgres: Postgres, tmp_path):  # noqa: F811
     finally:
         a.close()
         b.close()
+
+
+def test_maintenance_compacts_without_changing_rows(postgres: Postgres, tmp_path):  # noqa: F811
+    from storage.lake import LakeMaintenanceTask
+
+    target = new_lake(postgres, tmp_path)
+    lake = LakeStore.open_lake(target)
+    t = datetime(2026, 1, 1)
+    try:
+        for i in range(8):  # eight commits: eight small files
+            lake.write([gpu_batch("m", t + timedelta(minutes=i), 40)])
+        q = "SELECT count(*), sum(util_pct), min(ts), max(ts) FROM gpu_samples"
+        before = lake.cursor().execute(q).fetchone()
+        files = lambda: len(list((tmp_path / "lake").rglob("*.parquet")))  # noqa: E731
+        n_before = files()
+        task = LakeMaintenanceTask(lake, keep_snapshots_h=0.0)
+        task.run_once()
+        assert task.runs == 1
+        assert lake.cursor().execute(q).fetchone() == before
+        # merged into fewer files, and the files no snapshot needs are gone
+        assert files() < n_before, (files(), n_before)
+        lake.write([gpu_batch("m", t + timedelta(hours=1), 5)])  # still writable
+        assert lake.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone() == (325,)
+    finally:
+        lake.close()
