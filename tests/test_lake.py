@@ -142,6 +142,10 @@ def test_a_redelivered_batch_is_stored_once_and_new_rows_still_go_in(
     both = pa.concat_tables([twice.data, twice.data])
     assert b.write([make_batch("gpu_samples", {c: both[c] for c in both.column_names})]) == 2
     assert a.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone() == (10,)
+    # reopened (what the runtime does after DuckDB invalidated a database): the same lake
+    a.reopen()
+    assert a.write([gpu_batch("x", t, 9)]) == 1
+    assert a.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone() == (11,)
     a.close()
     b.close()
 
