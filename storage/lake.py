@@ -149,6 +149,10 @@ def _quote(text: str) -> str:
 class LakeStore(Store):
     """A `Store` whose database is a DuckLake; `write` and `writer` as the file's."""
 
+    # Several daemons write one lake: a daemon's own newest samples are only its share
+    # of the fleet, so the views read the lake's history, never a per-process snapshot.
+    live_snapshot = False
+
     def __init__(self, con, target: LakeTarget, read_only: bool, memory_limit: str | None):
         super().__init__(con, str(target), read_only, memory_limit)
         self.target = target

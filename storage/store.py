@@ -131,7 +131,9 @@ def _make_private(path: str) -> None:
             pass
 
 
-def _live_snapshot(con: duckdb.DuckDBPyConnection) -> LiveSnapshot | None:
+def _live_snapshot(con: duckdb.DuckDBPyConnection, wanted: bool = True) -> LiveSnapshot | None:
+    if not wanted:
+        return None
     try:
         return LiveSnapshot(con)
     except duckdb.Error as exc:  # the views then read history
@@ -140,6 +142,10 @@ def _live_snapshot(con: duckdb.DuckDBPyConnection) -> LiveSnapshot | None:
 
 
 class Store:
+    # A backend whose data other processes also write (storage/lake.py) must not keep a
+    # snapshot of only its own writes: its views read history instead.
+    live_snapshot = True
+
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -156,7 +162,7 @@ class Store:
         self.failure: str | None = None  # the last StoreFailure's message, None while healthy
         self.reopens = 0
         self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
-        self.live = _live_snapshot(con)
+        self.live = _live_snapshot(con, self.live_snapshot)
 
     @classmethod
     def open(
@@ -220,7 +226,7 @@ class Store:
             con = self._connect_again()
             self.con = con
             self._writer = None if self.read_only else con.cursor()
-            self.live = _live_snapshot(con)
+            self.live = _live_snapshot(con, self.live_snapshot)
             self._after_reconnect()
             self.failure = None
             self.reopens += 1
