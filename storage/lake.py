@@ -154,6 +154,10 @@ def _quote(text: str) -> str:
 class LakeStore(Store):
     """A `Store` whose database is a DuckLake; `write` and `writer` as the file's."""
 
+    # Several daemons write one lake: a daemon's own newest samples are only its share
+    # of the fleet, so the views read the lake's history, never a per-process snapshot.
+    live_snapshot = False
+
     def __init__(self, con, target: LakeTarget, read_only: bool, memory_limit: str | None):
         super().__init__(con, str(target), read_only, memory_limit)
         self.target = target
@@ -171,11 +175,6 @@ class LakeStore(Store):
         limit = memory_limit or default_memory_limit()
         con = _connect_lake(target, read_only, limit)
         return cls(con, target, read_only, limit)
-
-    def _live_for(self, con: duckdb.DuckDBPyConnection) -> None:
-        """No live snapshot: one daemon's would hold only its share of the fleet, and a
-        reader's would never move; the views read the lake's history instead."""
-        return None
 
     def _connect_again(self) -> duckdb.DuckDBPyConnection:
         return _connect_lake(self.target, self.read_only, self.memory_limit or "1GiB")

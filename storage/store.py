@@ -131,7 +131,9 @@ def _make_private(path: str) -> None:
             pass
 
 
-def _live_snapshot(con: duckdb.DuckDBPyConnection) -> LiveSnapshot | None:
+def _live_snapshot(con: duckdb.DuckDBPyConnection, wanted: bool = True) -> LiveSnapshot | None:
+    if not wanted:
+        return None
     try:
         return LiveSnapshot(con)
     except duckdb.Error as exc:  # the views then read history
@@ -140,6 +142,10 @@ def _live_snapshot(con: duckdb.DuckDBPyConnection) -> LiveSnapshot | None:
 
 
 class Store:
+    # A backend whose data other processes also write (storage/lake.py) must not keep a
+    # snapshot of only its own writes: its views read history instead.
+    live_snapshot = True
+
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -156,7 +162,7 @@ class Store:
         self.failure: str | None = None  # the last StoreFailure's message, None while healthy
         self.reopens = 0
         self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
-        self.live = self._live_for(con)
+        self.live = _live_snapshot(con, self.live_snapshot)
 
     @classmethod
     def open(
@@ -220,18 +226,14 @@ class Store:
             con = self._connect_again()
             self.con = con
             self._writer = None if self.read_only else con.cursor()
-            self.live = self._live_for(con)
+            self.live = _live_snapshot(con, self.live_snapshot)
             self._after_reconnect()
             self.failure = None
             self.reopens += 1
         for hook in self.on_reopen:
             hook(self)
 
-    # Hooks for another backend (storage/lake.py): the live snapshot, how to reopen.
-    def _live_for(self, con: duckdb.DuckDBPyConnection) -> LiveSnapshot | None:
-        return _live_snapshot(con)
-
-    # How to open the database again.
+    # Hooks for another backend (storage/lake.py): how to open the database again.
     def _connect_again(self) -> duckdb.DuckDBPyConnection:
         return self._connect(self.path, self.read_only, self.memory_limit or default_memory_limit())
 
