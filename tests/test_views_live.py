@@ -13,6 +13,8 @@ from collectors.sim.faults import REFERENCE_FAULTS
 from fleettui.tui.demo import fixed_store
 from storage import views
 from storage.batch import make_batch
+from storage.live import FILL_WINDOW_S
+from storage.store import Store
 from storage.views import RackFilter
 from storage.views import fleet as fleet_view
 from storage.views.live import snapshot_state
@@ -139,4 +141,23 @@ def test_late_sample_never_replaces_a_newer_one():
     store.publish_live()
     _same(store.cursor(), AT)
     assert views.rack_grid(store.cursor(), AT).to_pylist()[0]["util_pct"] == newest["util_pct"]
+    store.close()
+
+
+def test_empty_store_and_a_reopened_file(tmp_path):
+    empty = Store.open(":memory:")
+    assert snapshot_state(empty.cursor(), AT, 30.0, *TABLES) is not None
+    assert _same(empty.cursor(), AT).num_rows == 0
+    empty.close()
+    path = tmp_path / "fleet.duckdb"
+    store, last = fixed_store(200.0, 5.0, faults=REFERENCE_FAULTS, path=str(path))
+    store.close()
+    store = Store.open(path)  # the snapshot is rebuilt from the file's recent history
+    cur = store.cursor()
+    assert snapshot_state(cur, last, 30.0, *TABLES) is not None
+    t = _same(cur, last)
+    assert any(t.column("host_stale").to_pylist())
+    # a stale window beyond what the snapshot was filled from reads history
+    assert snapshot_state(cur, last, FILL_WINDOW_S + 60.0, *TABLES) is None
+    cur.close()
     store.close()
