@@ -161,3 +161,21 @@ def test_empty_store_and_a_reopened_file(tmp_path):
     assert snapshot_state(cur, last, FILL_WINDOW_S + 60.0, *TABLES) is None
     cur.close()
     store.close()
+
+
+def test_drilldown_rereads_history_once_the_cursor_moved_by_a_bucket(fleet):
+    from fleettui.tui.screens.drilldown import DrilldownScreen
+    from storage.reader import LocalReader
+
+    store, last = fleet
+    reader = LocalReader(store.con)
+    host = views.rack_grid(reader, last).column("host")[0].as_py()
+    screen = DrilldownScreen(host)
+    at = last - timedelta(seconds=60)
+    first = screen.fetch(reader, at).history
+    assert first.num_rows > 0
+    assert screen.fetch(reader, at + timedelta(seconds=10)).history is first  # same bucket
+    later = screen.fetch(reader, at + timedelta(seconds=31)).history
+    assert later is not first
+    assert later.equals(views.gpu_history(reader, host, at + timedelta(seconds=31), buckets=120))
+    assert screen.fetch(reader, at).history is not later  # the cursor went back
