@@ -235,11 +235,18 @@ class LiveSnapshot:
         try:
             for table in tables:
                 latest = self._latest[table]
-                _live_new = latest.published()  # noqa: F841 - read by name (DuckDB replacement scan)
-                self._cur.execute(
-                    f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.{latest.name} AS SELECT * FROM _live_new"
-                )
-                through = pc.max(_live_new.column("ts")).as_py()
+                data = latest.published()
+                # registered, not a replacement scan: the daemon turns those off
+                # with external access (ARCHITECTURE.md)
+                self._cur.register("_live_new", data)
+                try:
+                    self._cur.execute(
+                        f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.{latest.name} "
+                        "AS SELECT * FROM _live_new"
+                    )
+                finally:
+                    self._cur.unregister("_live_new")
+                through = pc.max(data.column("ts")).as_py()
                 meta += [table, through, f"{self._token}-{latest.keys_n}"]
             rows = ", ".join("(?, ?::TIMESTAMP, ?)" for _ in tables)
             self._cur.execute(
