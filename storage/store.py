@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -83,6 +84,26 @@ def default_memory_limit() -> str:
 
 _UPSERT_TABLES = frozenset(UPSERT_KEYS)
 
+# DuckDB compresses appended rows when it checkpoints. Its default (a checkpoint
+# after 16 MB of WAL, seconds at a few thousand GPUs) leaves row groups in many
+# part-filled segments, each with its own dictionary and header, and frees the
+# blocks it rewrites: measured 7.3 vs 4.1 bytes per value for the same two minutes
+# of a 3,040-GPU fleet (benchmarks/README.md, "Store size"). Appends not yet
+# checkpointed sit in memory, so the threshold stays a quarter of the memory limit.
+CHECKPOINT_THRESHOLD_BYTES = 256 << 20
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B\s*$", re.I)
+
+
+def checkpoint_threshold(memory_limit: str) -> str:
+    """DuckDB's `checkpoint_threshold` for a store with this memory limit."""
+    m = _SIZE.match(memory_limit)
+    if m is None:
+        return "16MB"  # DuckDB's default
+    base = 1024 if m.group(3) else 1000
+    limit = float(m.group(1)) * base ** "_KMGT".index(m.group(2).upper() or "_")
+    return f"{max(16 << 20, min(CHECKPOINT_THRESHOLD_BYTES, int(limit) // 4)) >> 20}MiB"
+
+
 # Merge rules that are not "latest value wins" for a column.
 _MERGE_EXPR = {
     ("hosts", "first_seen"): "least(t.first_seen, s.first_seen)",
@@ -110,7 +131,9 @@ def _make_private(path: str) -> None:
             pass
 
 
-def _live_snapshot(con: duckdb.DuckDBPyConnection) -> LiveSnapshot | None:
+def _live_snapshot(con: duckdb.DuckDBPyConnection, wanted: bool = True) -> LiveSnapshot | None:
+    if not wanted:
+        return None
     try:
         return LiveSnapshot(con)
     except duckdb.Error as exc:  # the views then read history
@@ -119,6 +142,10 @@ def _live_snapshot(con: duckdb.DuckDBPyConnection) -> LiveSnapshot | None:
 
 
 class Store:
+    # A backend whose data other processes also write (storage/lake.py) must not keep a
+    # snapshot of only its own writes: its views read history instead.
+    live_snapshot = True
+
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -135,7 +162,7 @@ class Store:
         self.failure: str | None = None  # the last StoreFailure's message, None while healthy
         self.reopens = 0
         self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
-        self.live = _live_snapshot(con)
+        self.live = _live_snapshot(con, self.live_snapshot)
 
     @classmethod
     def open(
@@ -180,6 +207,8 @@ class Store:
                 else:
                     migrate(con, path)
                     _make_private(path)
+                    threshold = checkpoint_threshold(memory_limit)
+                    con.execute(f"SET checkpoint_threshold = '{threshold}'")
             except Exception:
                 con.close()
                 raise
@@ -194,16 +223,22 @@ class Store:
         with self._lock:
             with contextlib.suppress(Exception):
                 self.con.close()
-            con = self._connect(
-                self.path, self.read_only, self.memory_limit or default_memory_limit()
-            )
+            con = self._connect_again()
             self.con = con
             self._writer = None if self.read_only else con.cursor()
-            self.live = _live_snapshot(con)
+            self.live = _live_snapshot(con, self.live_snapshot)
+            self._after_reconnect()
             self.failure = None
             self.reopens += 1
         for hook in self.on_reopen:
             hook(self)
+
+    # Hooks for another backend (storage/lake.py): how to open the database again.
+    def _connect_again(self) -> duckdb.DuckDBPyConnection:
+        return self._connect(self.path, self.read_only, self.memory_limit or default_memory_limit())
+
+    def _after_reconnect(self) -> None:
+        pass
 
     def write(self, batches: Iterable[Batch]) -> int:
         """Append or merge every batch in one transaction; returns rows written."""

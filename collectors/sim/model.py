@@ -110,12 +110,16 @@ class SimModel:
         faults: tuple[Fault, ...] = DEFAULT_FAULTS,
         period_s: float | None = DEFAULT_PERIOD_S,
         start: float = 0.0,
+        first_unit: int = 0,
     ):
-        self.fleet = fleet or build_fleet(seed=seed, scale=scale)
+        self.fleet = fleet or build_fleet(seed=seed, scale=scale, first_unit=first_unit)
         self.seed = self.fleet.seed
         self.faults = resolve(self.fleet, faults)
         self.period_s = period_s
         self.start = start
+        # values as the real sources report them (see `state`); False keeps every bit of
+        # the model's noise (benchmarks/bench_store_size.py measures what that costs)
+        self.source_precision = True
         f = self.fleet
         self._kind = f.gpu_kind
         self._mem_total = MEM_TOTAL[f.gpu_kind]
@@ -289,22 +293,30 @@ class SimModel:
         e2e_p50 = ttft_p50 + itl_p50 * out_tokens
         e2e_p99 = ttft_p99 + itl_p99 * out_tokens
 
+        # Real sources' precision: NVML and DCGM give integer %, degrees and MHz,
+        # milliwatts and millijoules, and integer bytes/s; digits beyond those are
+        # noise no real fleet stores. Slice activity (a DCGM/GPM ratio) and
+        # latency quantiles (interpolated from histograms) are real fractions: kept.
+        def rnd(values: np.ndarray, digits: int) -> np.ndarray:
+            return np.round(values, digits) if self.source_precision else values
+
+        util_pct_reported = rnd(util_pct_reported, 0)
         return FleetState(
             t=t,
             host_reporting=host_reporting,
             gpu_reporting=gpu_reporting,
             gpu_util_pct=util_pct_reported,
-            gpu_mem_util_pct=util_pct * 0.7,
+            gpu_mem_util_pct=rnd(util_pct * 0.7, 0),
             gpu_mem_used_bytes=(self._mem_total * mem_frac).astype(np.int64),
             gpu_mem_total_bytes=self._mem_total,
-            gpu_power_w=power,
-            gpu_energy_j=self._energy_offset_j + tdp * 0.5 * max(t - self.start, 0.0),
-            gpu_temp_c=temp,
-            gpu_mem_temp_c=temp + 6.0,
-            gpu_sm_clock_mhz=sm_clock,
-            gpu_mem_clock_mhz=MEM_CLOCK_MHZ[kind] * np.where(util > 0.05, 1.0, 0.5),
-            gpu_pcie_tx_bytes_per_s=util * 2.0e9,
-            gpu_pcie_rx_bytes_per_s=util * 3.0e9,
+            gpu_power_w=rnd(power, 3),
+            gpu_energy_j=rnd(self._energy_offset_j + tdp * 0.5 * max(t - self.start, 0.0), 3),
+            gpu_temp_c=rnd(temp, 0),
+            gpu_mem_temp_c=rnd(temp + 6.0, 0),
+            gpu_sm_clock_mhz=rnd(sm_clock, 0),
+            gpu_mem_clock_mhz=rnd(MEM_CLOCK_MHZ[kind] * np.where(util > 0.05, 1.0, 0.5), 0),
+            gpu_pcie_tx_bytes_per_s=rnd(util * 2.0e9, 0),
+            gpu_pcie_rx_bytes_per_s=rnd(util * 3.0e9, 0),
             gpu_ecc_sbe_total=self._ecc_sbe_base,
             gpu_ecc_dbe_total=ecc_dbe,
             gpu_throttle_reasons=throttle,
@@ -315,8 +327,8 @@ class SimModel:
             ),
             slice_mem_total_bytes=self._slice_mem_total,
             link_reporting=link_reporting,
-            link_tx_bytes_per_s=tx,
-            link_rx_bytes_per_s=rx,
+            link_tx_bytes_per_s=rnd(tx, 0),
+            link_rx_bytes_per_s=rnd(rx, 0),
             link_errors=errors,
             link_up=link_up,
             ep_load=ep_load,

@@ -1,0 +1,204 @@
+"""Store size: file bytes per stored numeric value, each saving measured in one run.
+
+Fills a store file with the simulated fleet at 1 s (one write per tick, as the
+daemon's sim source does), closes it (a final checkpoint), and divides the
+file's bytes by the non-NULL numeric values (numbers and booleans) in the
+`*_samples` tables: timestamps, keys and every other table (processes, events,
+dimensions) are overhead charged to them, as Prometheus' bytes per sample
+charge its index. Prometheus' TSDB stores 1-2 bytes per sample on typical data.
+
+Steps, each a fresh file with the same fleet and seconds, cumulative:
+
+1. before: the sim's values with every bit of model noise, rows as the sim
+   emits them, DuckDB's default checkpoint threshold (16 MB of WAL);
+2. values at the real sources' precision (integer %, degrees, MHz; mW, mJ;
+   integer bytes/s), as NVML and DCGM report them;
+3. link rows grouped by kind within each write (`storage.columns.COMPRESSION_ORDER`);
+4. the store's checkpoint threshold (`storage.store.checkpoint_threshold`) = today's store;
+5. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+   unmerged branch `issue13` did, to show what narrower types add on top.
+
+Sizes are deterministic for a given fleet and duration (no timing in them);
+the fill time is not, and is printed only as a guide.
+
+    .venv/bin/python benchmarks/bench_store_size.py [--scale 10] [--seconds 120] [--float]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import storage.batch  # noqa: E402
+from collectors.sim.source import SimSource  # noqa: E402
+from fleettui.tui.demo import FIXED_START  # noqa: E402
+from storage.store import Store  # noqa: E402
+
+_NUMERIC = (
+    "DOUBLE",
+    "FLOAT",
+    "BIGINT",
+    "INTEGER",
+    "SMALLINT",
+    "TINYINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "BOOLEAN",
+    "HUGEINT",
+)
+_BLOCK = 262144
+# issue13's 0014: FLOAT for percentages, degrees and MHz
+_FLOAT = [
+    ("gpu_samples", c)
+    for c in ("util_pct", "mem_util_pct", "temp_c", "mem_temp_c", "sm_clock_mhz", "mem_clock_mhz")
+] + [("slice_samples", "util_pct")]
+
+
+def sample_tables(con) -> list[str]:
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '%\\_samples' ESCAPE '\\'"
+            " ORDER BY 1"
+        ).fetchall()
+    ]
+
+
+def numeric_values(con) -> tuple[int, dict[str, int]]:
+    """Non-NULL numeric values in every *_samples table (ts and text keys excluded)."""
+    per_table = {}
+    for t in sample_tables(con):
+        cols = [
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND data_type IN "
+                f"({', '.join('?' * len(_NUMERIC))})",
+                [t, *_NUMERIC],
+            ).fetchall()
+        ]
+        if cols:
+            n = con.execute(f"SELECT {' + '.join(f'count({c})' for c in cols)} FROM {t}").fetchone()
+            per_table[t] = int(n[0] or 0)
+    return sum(per_table.values()), per_table
+
+
+def column_bytes(con) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], set[str]]]:
+    """Bytes per (table, column), from where `pragma_storage_info` puts each segment:
+    a segment runs to the next one in its block (or the block's end: an upper bound)."""
+    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+    by_block = defaultdict(list)
+    for t in tables:
+        for col, block, offset, comp in con.execute(
+            "SELECT column_name, block_id, block_offset, compression"
+            f" FROM pragma_storage_info('{t}') WHERE persistent AND block_id >= 0"
+        ).fetchall():
+            by_block[block].append((offset, t, col, comp))
+    size: dict[tuple[str, str], int] = defaultdict(int)
+    comps: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for segs in by_block.values():
+        segs.sort()
+        for i, (offset, t, col, comp) in enumerate(segs):
+            end = segs[i + 1][0] if i + 1 < len(segs) else _BLOCK
+            size[(t, col)] += end - offset
+            comps[(t, col)].add(comp)
+    return size, comps
+
+
+def fill(args, *, precise: bool, grouped: bool, threshold: bool, floats: bool, detail: bool):
+    saved = storage.batch.COMPRESSION_ORDER
+    if not grouped:
+        storage.batch.COMPRESSION_ORDER = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "size.duckdb"
+            store = Store.open(path)
+            if not threshold:
+                store.con.execute("SET checkpoint_threshold = '16MB'")
+            for t, c in _FLOAT if floats else []:
+                store.con.execute(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE FLOAT")
+            source = SimSource(scale=args.scale, start=FIXED_START)
+            source.ensure_model(FIXED_START).source_precision = precise
+            t0 = time.perf_counter()
+            store.write(source.describe(FIXED_START))  # sample() skips it: the model exists
+            for k in range(int(args.seconds)):
+                store.write(source.sample(FIXED_START + timedelta(seconds=k)).batches)
+            fill_s = time.perf_counter() - t0
+            store.checkpoint()
+            con = store.con
+            gpus = con.execute("SELECT count(*) FROM gpus").fetchone()[0]
+            values, per_table = numeric_values(con)
+            cols = column_bytes(con) if detail else None
+            store.close()
+            size = path.stat().st_size
+    finally:
+        storage.batch.COMPRESSION_ORDER = saved
+    return gpus, size, values, per_table, fill_s, cols
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--float", action="store_true", help="also measure FLOAT columns on top")
+    ap.add_argument("--top", type=int, default=15, help="columns listed for the last step")
+    args = ap.parse_args()
+    steps = [
+        ("before: full-precision values, sim order, 16 MB checkpoints", False, False, False, False),
+        ("+ values at the sources' precision", True, False, False, False),
+        ("+ link rows grouped by kind per write", True, True, False, False),
+        ("+ store's checkpoint threshold (= today's store)", True, True, True, False),
+    ]
+    if args.float:
+        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", True, True, True, True))
+    print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
+    print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
+    last = None
+    for i, (label, precise, grouped, threshold, floats) in enumerate(steps):
+        detail = i == len(steps) - 1
+        gpus, size, values, per_table, fill_s, cols = fill(
+            args,
+            precise=precise,
+            grouped=grouped,
+            threshold=threshold,
+            floats=floats,
+            detail=detail,
+        )
+        per_hour = size * 3600.0 / args.seconds
+        print(
+            f"{label:<58}{size / 1e6:>9.1f}{size / values:>13.2f}{per_hour / 1e9:>9.2f}"
+            f"{fill_s:>8.1f}",
+            flush=True,
+        )
+        last = (gpus, values, per_table, cols, size)
+    gpus, values, per_table, cols, size = last
+    print(f"\n{gpus:,} GPUs; {values:,} numeric values in *_samples:")
+    for t, n in per_table.items():
+        print(f"  {t:<18}{n:>14,} values")
+    if cols:
+        sizes, comps = cols
+        by_table: dict[str, int] = defaultdict(int)
+        for (t, _c), b in sizes.items():
+            by_table[t] += b
+        print(
+            f"\nlast step, bytes by table (segment extents, {sum(by_table.values()) / 1e6:.1f} "
+            f"of {size / 1e6:.1f} MB; the rest is metadata and free blocks):"
+        )
+        for t, b in sorted(by_table.items(), key=lambda kv: -kv[1])[:8]:
+            print(f"  {t:<18}{b / 1e6:>8.2f} MB  {b / values:>5.2f} bytes/value")
+        print(f"\nlast step, the {args.top} largest columns:")
+        for (t, c), b in sorted(sizes.items(), key=lambda kv: -kv[1])[: args.top]:
+            comp = ",".join(sorted(comps[(t, c)]))
+            print(f"  {t + '.' + c:<40}{b / 1e6:>8.2f} MB  {b / values:>5.2f} bytes/value  {comp}")
+
+
+if __name__ == "__main__":
+    main()
