@@ -14,14 +14,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Real services for the integration tests (installed, never started: tests start their own).
+# PostgreSQL (the DuckLake catalog): Debian keeps initdb/postgres in /usr/lib/postgresql/<ver>/bin.
 services:
 	@if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null || \
 	    ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null || \
-	    ! command -v openssl >/dev/null; then \
-	  echo "installing mosquitto, prometheus, prometheus-alertmanager and openssl (Debian packages) for the integration tests"; \
+	    ! command -v openssl >/dev/null || \
+	    ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing mosquitto, prometheus, prometheus-alertmanager, openssl and postgresql (Debian packages) for the integration tests"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients \
-	    prometheus prometheus-alertmanager openssl >/dev/null; \
+	    prometheus prometheus-alertmanager openssl postgresql >/dev/null; \
 	fi
 
 demo: $(STAMP)

@@ -7,7 +7,12 @@ thread) plus handing the result to the screen and rendering the frame
 threads, in the same run. Targets: rack view < 100 ms CPU,
 app start-up < 2 s (import in a fresh interpreter + first frame with data).
 
+First, the writer's CPU spent on the live snapshot (storage/live.py) against
+its CPU writing the samples, and the rack query from the snapshot against the
+same rows from history, in the same run (`--queries-only` stops there).
+
     .venv/bin/python benchmarks/bench_tui.py [--scale 33] [--seconds 120] [--repeat 10]
+        [--queries-only]
 """
 
 from __future__ import annotations
@@ -26,6 +31,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleettui.tui.app import FleetApp  # noqa: E402
 from fleettui.tui.demo import fixed_store  # noqa: E402
+
+
+def queries(store, last, repeat: int) -> None:
+    """Rack view query CPU: live snapshot vs history path, same cursor, same run."""
+    from storage.reader import LocalReader
+    from storage.views import rack_grid
+
+    store.con.execute(f"SET threads = {int(APP_DUCKDB_THREADS)}")
+    reader = LocalReader(store.con)
+    print(f"query CPU ms, DuckDB threads {APP_DUCKDB_THREADS}, median of {repeat}:")
+    for label, live in (("rack, live snapshot", True), ("rack, history path", False)):
+        rack_grid(reader, last, live=live)  # warm (layout cached)
+        cpu = []
+        for _ in range(repeat):
+            c0 = time.process_time()
+            rack_grid(reader, last, live=live)
+            cpu.append(time.process_time() - c0)
+        print(f"  {label:<24}{statistics.median(cpu) * 1e3:>10.1f}")
+    store.con.execute("RESET threads")
 
 
 def import_time_s() -> float:
@@ -90,16 +114,40 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=33)
     ap.add_argument("--seconds", type=float, default=120.0, help="history to fill (1 s samples)")
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--queries-only", action="store_true", help="no app: writer and queries")
     args = ap.parse_args()
 
+    from storage.store import Store
+
+    write_cpu = [0.0]
+    plain_write = Store.write
+
+    def timed_write(self, batches):
+        c0 = time.process_time()
+        try:
+            return plain_write(self, batches)
+        finally:
+            write_cpu[0] += time.process_time() - c0
+
+    Store.write = timed_write  # type: ignore[method-assign]
     t = time.perf_counter()
     store, last = fixed_store(args.seconds, 1.0, scale=args.scale)
+    Store.write = plain_write  # type: ignore[method-assign]
     n_gpus = store.cursor().execute("SELECT count(*) FROM gpus").fetchone()[0]
     rows = store.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone()[0]
     print(
         f"store: {n_gpus:,} GPUs, {rows:,} GPU samples ({args.seconds:.0f} s), "
         f"filled in {time.perf_counter() - t:.1f} s"
     )
+    pub = store.live.publish_cpu_s if store.live else 0.0
+    print(
+        f"writer CPU: {write_cpu[0]:.2f} s in Store.write, of which live snapshot {pub:.2f} s "
+        f"(+{100 * pub / max(write_cpu[0] - pub, 1e-9):.1f} % over the writes alone)"
+    )
+    queries(store, last, args.repeat)
+    if args.queries_only:
+        store.close()
+        return
     imp = import_time_s()
     default_threads = store.con.execute("SELECT current_setting('threads')").fetchone()[0]
     # the app's own setting first (fleettui.tui.launch.APP_DUCKDB_THREADS), then DuckDB's default

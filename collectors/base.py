@@ -11,6 +11,7 @@ source reports on itself without extra code.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +45,12 @@ class PullSource(Protocol):
 
 
 Sink = Callable[[list[Batch]], Awaitable[None]]
+
+
+def committing(sink: Sink) -> Callable[[list[Batch]], Awaitable[asyncio.Future[bool]]] | None:
+    """The sink's variant whose future says when the batches are committed (True) or
+    dropped (False), when it has one (the daemon's runtime: `Runtime.sink_committed`)."""
+    return getattr(getattr(sink, "__self__", None), "sink_committed", None)
 
 
 @runtime_checkable

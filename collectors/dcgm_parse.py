@@ -193,6 +193,44 @@ class DcgmResult:
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> samples
 
 
+# What a DCGM sample is, in a plan: a GPU-level column, a per-instance framebuffer or
+# activity column (of a slice or of a whole GPU), the last Xid, an NVLink field
+# (collectors.fabric's), or a field without a column.
+_GPU, _FB_SLICE, _FB_GPU, _XID, _NVLINK, _OTHER = range(6)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Per DCGM sample (in snapshot order, host and GPU known): where its value goes."""
+
+    idx: np.ndarray  # sample index in the snapshot
+    row: np.ndarray  # GPU row
+    slice: np.ndarray  # slice row, -1 for a whole-GPU series
+    kind: np.ndarray  # _GPU ... _OTHER
+    col: np.ndarray  # column*4 + name rank in the kind's matrix
+    scale: np.ndarray  # to the column's unit
+    name_code: np.ndarray  # index in `names`
+    names: list[str]
+    gpu_order: np.ndarray  # _GPU samples by (row, column, instance rank, position)
+    xid_order: np.ndarray  # _XID samples by (row, instance rank, position)
+    gpu_info: list[dict]
+    gpu_row: dict[str, int]
+    slice_info: list[dict]
+    skipped: list[str]
+    dropped: dict[str, int]  # label-only reasons (no host/GPU label)
+
+
+def _first_per_group(order: np.ndarray, ok: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """The first sample of `order` in each group among those `ok`."""
+    sel = order[ok[order]]
+    if not len(sel):
+        return sel
+    key = group[sel]
+    first = np.ones(len(sel), dtype=np.bool_)
+    first[1:] = key[1:] != key[:-1]
+    return sel[first]
+
+
 class DcgmMapper:
     """Stateful (assignments, last Xid, inventory already written) DCGM mapper."""
 
@@ -206,29 +244,81 @@ class DcgmMapper:
         self._assigned: dict[tuple[str, str | None], tuple[str, datetime, float | None]] = {}
         self._dims: dict[tuple[str, str], tuple] = {}
         self._dims_at: float = float("-inf")
+        self._plan: _Plan | None = None
+        self._plan_key: object = None
 
     def map(self, snap: Snapshot, now: float) -> DcgmResult:
-        idx = [i for i, n in enumerate(snap.names) if is_dcgm_field(n)]
+        plan = self._plan_for(snap)
+        ng, ns = len(plan.gpu_info), len(plan.slice_info)
+        gvals = np.full((ng, len(_GPU_COLS) * 4), np.nan)  # [row, column*4 + name rank]
+        fgpu = np.full((ng, len(_FB_COLS) * 4), np.nan)  # whole-GPU framebuffer/activity
+        fslice = np.full((ns, len(_FB_COLS) * 4), np.nan)
+        gts, sts = np.zeros(ng), np.zeros(ns)
+        dropped = dict(plan.dropped)
+        v = snap.values[plan.idx]
+        t = snap.ts[plan.idx]
+        ok = ~blank_mask(v)  # a DCGM blank is no reading: its column stays NULL
+        for code, n in enumerate(np.bincount(plan.name_code[~ok], minlength=len(plan.names))):
+            if n:
+                why = f"{plan.names[code]}: DCGM blank value (not supported/found/permitted), "
+                why += "stored as NULL"
+                dropped[why] = dropped.get(why, 0) + int(n)
+        other = ok & (plan.kind == _OTHER)
+        for code, n in enumerate(np.bincount(plan.name_code[other], minlength=len(plan.names))):
+            if n:
+                name = plan.names[code]
+                why = f"{name}: {NO_COLUMN.get(name, 'field not mapped')}"
+                dropped[why] = dropped.get(why, 0) + int(n)
+        used = int((ok & (plan.kind != _OTHER)).sum())
+        r, col, sv = plan.row, plan.col, v * plan.scale
+        # GPU-level fields: the whole-GPU series, else the lowest GPU instance, never summed
+        win = _first_per_group(plan.gpu_order, ok, r * gvals.shape[1] + col)
+        gvals[r[win], col[win]] = sv[win]
+        m = ok & (plan.kind == _FB_SLICE)
+        fslice[plan.slice[m], col[m]] = sv[m]
+        np.maximum.at(sts, plan.slice[m], t[m])
+        m = ok & (plan.kind == _FB_GPU)
+        fgpu[r[m], col[m]] = sv[m]
+        m = ok & ((plan.kind == _GPU) | (plan.kind == _FB_GPU) | (plan.kind == _XID))
+        np.maximum.at(gts, r[m], t[m])
+        xid = {
+            plan.gpu_info[r[k]]["uuid"]: (float(v[k]), 0.0)
+            for k in _first_per_group(plan.xid_order, ok, r)
+        }
+        self._no_memory_sensor(plan.gpu_info, gvals, dropped)
+        gpu_info, slice_info = plan.gpu_info, plan.slice_info
+        batches: list[Batch] = []
+        if ng:
+            batches.append(self._gpu_batch(gpu_info, gvals, fgpu, gts))
+        if ns:
+            batches.append(self._slice_batch(slice_info, fslice, sts))
+        batches += self._events(xid, gpu_info, plan.gpu_row, gts, now)
+        batches += self._assignments(gpu_info, slice_info, now)
+        batches += self._describe(gpu_info, slice_info, gvals, fgpu, fslice, gts, now)
+        return DcgmResult(batches, list(plan.skipped), ng, ns, used, dropped)
+
+    def _plan_for(self, snap: Snapshot) -> _Plan:
+        """What each DCGM series means (row, column, instance rank): it depends on
+        names and labels only, so it is reused while the snapshot's layout holds."""
+        if snap.layout is not None and self._plan is not None and snap.layout == self._plan_key:
+            return self._plan
+        plan = self._make_plan(snap)
+        self._plan, self._plan_key = plan, snap.layout
+        return plan
+
+    def _make_plan(self, snap: Snapshot) -> _Plan:
         gpu_row: dict[str, int] = {}
         gpu_info: list[dict] = []
         slice_row: dict[str, int] = {}
         slice_info: list[dict] = []
-        # value matrices: [row, column*4 + name rank]; rank keeps classic-before-4.6 order
-        n = len(idx)
-        gvals = np.full((n, len(_GPU_COLS) * 4), np.nan)
-        grank = np.full((n, len(_GPU_COLS) * 4), np.inf)  # GI id of the value kept (-1 whole GPU)
-        fgpu = np.full((n, len(_FB_COLS) * 4), np.nan)  # whole-GPU framebuffer/activity
-        fslice = np.full((n, len(_FB_COLS) * 4), np.nan)
-        gts = np.zeros(n)
-        sts = np.zeros(n)
-        xid: dict[str, tuple[float, float]] = {}
+        codes: dict[str, int] = {}
         dropped: dict[str, int] = {}
         skipped: list[str] = []
-        used = 0
-        blank = blank_mask(snap.values)  # one vector pass over every value
-        for i in idx:
-            name, labels = snap.names[i], snap.labels[i]
-            v, t = float(snap.values[i]), float(snap.ts[i])
+        idx, rows, slices, ranks, kinds, cols, scales, name_codes = ([] for _ in range(8))
+        for i, name in enumerate(snap.names):
+            if not is_dcgm_field(name):
+                continue
+            labels = snap.labels[i]
             host = host_of(labels)
             gpu = labels.get("UUID") or (
                 f"{host}/gpu{labels['gpu']}" if host and "gpu" in labels else None
@@ -284,48 +374,53 @@ class DcgmMapper:
                     slice_info[s]["tenant"] = tenant
                 else:
                     info["tenant"] = tenant
-            if blank[i]:
-                why = f"{name}: DCGM blank value (not supported/found/permitted), stored as NULL"
-                dropped[why] = dropped.get(why, 0) + 1
-                continue
             spec = _FIELD_INDEX.get(name)
+            col, scale = 0, 1.0
             if spec is not None:
-                kind, col, scale = spec
-                if kind == "gpu":
-                    if gi_rank < grank[r, col]:
-                        gvals[r, col] = v * scale
-                        grank[r, col] = gi_rank
-                    gts[r] = max(gts[r], t)
-                elif s is not None:
-                    fslice[s, col] = v * scale
-                    sts[s] = max(sts[s], t)
-                else:
-                    fgpu[r, col] = v * scale
-                    gts[r] = max(gts[r], t)
-                used += 1
+                kind_name, col, scale = spec
+                kind = _GPU if kind_name == "gpu" else (_FB_SLICE if s is not None else _FB_GPU)
             elif name in XID_FIELDS:
-                if gpu not in xid or gi_rank < xid[gpu][1]:
-                    xid[gpu] = (v, gi_rank)
-                gts[r] = max(gts[r], t)
-                used += 1
+                kind = _XID
             elif name in NVLINK_NAMES:
-                used += 1  # collectors.fabric maps these
+                kind = _NVLINK  # collectors.fabric maps these
             else:
-                reason = NO_COLUMN.get(name, "field not mapped")
-                dropped[f"{name}: {reason}"] = dropped.get(f"{name}: {reason}", 0) + 1
-        ng, ns = len(gpu_info), len(slice_info)
-        self._no_memory_sensor(gpu_info, gvals[:ng], dropped)
-        batches: list[Batch] = []
-        if ng:
-            batches.append(self._gpu_batch(gpu_info, gvals[:ng], fgpu[:ng], gts[:ng]))
-        if ns:
-            batches.append(self._slice_batch(slice_info, fslice[:ns], sts[:ns]))
-        batches += self._events(xid, gpu_info, gpu_row, gts, now)
-        batches += self._assignments(gpu_info, slice_info, now)
-        batches += self._describe(
-            gpu_info, slice_info, gvals[:ng], fgpu[:ng], fslice[:ns], gts[:ng], now
+                kind = _OTHER
+            idx.append(i)
+            rows.append(r)
+            slices.append(-1 if s is None else s)
+            ranks.append(gi_rank)
+            kinds.append(kind)
+            cols.append(col)
+            scales.append(scale)
+            name_codes.append(codes.setdefault(name, len(codes)))
+        row = np.asarray(rows, dtype=np.int64)
+        col_a = np.asarray(cols, dtype=np.int64)
+        rank = np.asarray(ranks, dtype=np.float64)
+        kind_a = np.asarray(kinds, dtype=np.int8)
+        pos = np.arange(len(idx))
+        # candidates in (row, column, instance rank, position) order: the first one left
+        # after blanks are dropped is the value kept (whole GPU first, then lowest GI)
+        g = np.flatnonzero(kind_a == _GPU)
+        gpu_order = g[np.lexsort((pos[g], rank[g], col_a[g], row[g]))]
+        x = np.flatnonzero(kind_a == _XID)
+        xid_order = x[np.lexsort((pos[x], rank[x], row[x]))]
+        return _Plan(
+            idx=np.asarray(idx, dtype=np.int64),
+            row=row,
+            slice=np.asarray(slices, dtype=np.int64),
+            kind=kind_a,
+            col=col_a,
+            scale=np.asarray(scales, dtype=np.float64),
+            name_code=np.asarray(name_codes, dtype=np.int64),
+            names=list(codes),
+            gpu_order=gpu_order,
+            xid_order=xid_order,
+            gpu_info=gpu_info,
+            gpu_row=gpu_row,
+            slice_info=slice_info,
+            skipped=skipped,
+            dropped=dropped,
         )
-        return DcgmResult(batches, skipped, ng, ns, used, dropped)
 
     @staticmethod
     def _no_memory_sensor(info: list[dict], g: np.ndarray, dropped: dict[str, int]) -> None:
@@ -483,31 +578,37 @@ class DcgmMapper:
         _, total = self._fb(fb)
         _, stotal = self._fb(fslice)
         host_rows, gpu_rows, slice_rows = {}, [], []
+        has_util = ~np.isnan(self._pick(g, 0))
         for r, d in enumerate(gpus):
             lab = d["labels"]
             uuid = d["uuid"]
+            labelled = d.get("described")  # label-only parts: once per plan
+            if labelled is None:
+                labelled = d["described"] = (
+                    _int(lab.get("gpu")),
+                    label_value(lab, "modelName"),
+                    label_value(lab, "pci_bus_id"),
+                    # placement from labels a scrape config or relabelling added
+                    (
+                        d["host"],
+                        label_value(lab, "DCGM_FI_DRIVER_VERSION"),
+                        _label(lab, "cluster"),
+                        _label(lab, "rack"),
+                    ),
+                )
             # mig_mode: instances seen -> True; GPU_UTIL (absent on MIG) -> False; else unknown
-            has_util = not np.isnan(self._pick(g[r : r + 1], 0)[0])
-            mig = True if d["mig"] else (False if has_util else None)
+            mig = True if d["mig"] else (False if has_util[r] else None)
             row = (
                 uuid,
                 d["host"],
-                _int(lab.get("gpu")),
-                label_value(lab, "modelName"),
-                label_value(lab, "pci_bus_id"),
+                *labelled[:3],
                 mig,
                 None if np.isnan(total[r]) else int(total[r]),
             )
             if refresh or self._dims.get(("gpu", uuid)) != row:
                 self._dims[("gpu", uuid)] = row
                 gpu_rows.append(row)
-            # placement from labels a scrape config or relabelling added (`rack`, `cluster`)
-            hrow = (
-                d["host"],
-                label_value(lab, "DCGM_FI_DRIVER_VERSION"),
-                _label(lab, "cluster"),
-                _label(lab, "rack"),
-            )
+            hrow = labelled[3]
             if refresh or self._dims.get(("host", d["host"])) != hrow:
                 self._dims[("host", d["host"])] = hrow
                 host_rows[d["host"]] = hrow

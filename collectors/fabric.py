@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
+
 from collectors.dcgm_blank import blank_mask
 from collectors.promtext.counters import CounterTracker
 from collectors.promtext.labels import host_of
@@ -126,24 +128,32 @@ class FabricRules:
         return "ib"
 
 
+@dataclass(slots=True)
+class _FabricPlan:
+    steps: list[tuple]
+    dropped: dict[str, int]  # series with no column (labels only)
+    nv_idx: np.ndarray  # NVLink samples, for their blank check
+
+
 class FabricMapper:
     def __init__(self, source: str, rules: FabricRules | None = None):
         self.source = source
         self.rules = rules or FabricRules()
         self._counters = CounterTracker()
         self._up: dict[tuple[str, str, str], bool] = {}  # last link state, for down events
+        self._plan: _FabricPlan | None = None
+        self._plan_key: object = None
 
     def reset(self) -> None:
         self._counters = CounterTracker()
 
-    def map(self, snap: Snapshot) -> FabricResult:
-        ports: dict[tuple[str, str, str], dict] = {}  # (host, kind, port) -> row
-        skipped: list[str] = []
+    def _plan_for(self, snap: Snapshot) -> _FabricPlan:
+        """What each fabric series is (names and labels only): reused while the layout holds."""
+        if snap.layout is not None and self._plan is not None and snap.layout == self._plan_key:
+            return self._plan
+        steps: list[tuple] = []  # in sample order: ("ib", i, key) / ("skip", why) / ("nv", ...)
         dropped: dict[str, int] = {}
-        used = 0
-        picked: list[tuple[int, tuple[str, str, str], str | None]] = []
-        nv_best: dict[tuple, tuple[float, int]] = {}  # (key, name) -> (GI rank, sample index)
-        blank = blank_mask(snap.values)  # DCGM blanks among the NVLink samples
+        nv_idx: list[int] = []
         hca: dict[tuple[str, str], str] = {}  # (host, device) -> hca_type
         for i, name in enumerate(snap.names if IB_INFO in snap.names else ()):
             if name == IB_INFO:
@@ -157,10 +167,12 @@ class FabricMapper:
                 host = host_of(labels)
                 dev, port = labels.get("device"), labels.get("port")
                 if not host or not dev:
-                    skipped.append(f"{self.source}: {name}: no host or device label, skipped")
+                    steps.append(
+                        ("skip", f"{self.source}: {name}: no host or device label, skipped")
+                    )
                     continue
                 kind = self.rules.kind(host, dev, hca.get((host, dev)))
-                picked.append((i, (host, kind, f"{dev}/{port}" if port else dev), None))
+                steps.append(("ib", i, (host, kind, f"{dev}/{port}" if port else dev)))
             elif name.startswith(IB_PREFIX):
                 if name != IB_INFO:
                     why = next(
@@ -168,24 +180,49 @@ class FabricMapper:
                     )
                     dropped[why] = dropped.get(why, 0) + 1
             elif name in NVLINK_NAMES:
-                if blank[i]:
+                labels = snap.labels[i]
+                host = host_of(labels)
+                key = None
+                if host and labels.get("UUID"):
+                    key = (host, "nvlink", f"nvlink-gpu{labels.get('gpu', '')}")
+                gi = labels.get("GPU_I_ID") or ""
+                rank = float(gi) if gi.isdigit() else -1.0
+                steps.append(("nv", i, name, key, rank, len(nv_idx)))
+                nv_idx.append(i)
+        plan = _FabricPlan(steps, dropped, np.asarray(nv_idx, dtype=np.int64))
+        self._plan, self._plan_key = plan, snap.layout
+        return plan
+
+    def map(self, snap: Snapshot) -> FabricResult:
+        plan = self._plan_for(snap)
+        ports: dict[tuple[str, str, str], dict] = {}  # (host, kind, port) -> row
+        skipped: list[str] = []
+        dropped = dict(plan.dropped)
+        used = 0
+        picked: list[tuple[int, tuple[str, str, str], str | None]] = []
+        nv_best: dict[tuple, tuple[float, int]] = {}  # (key, name) -> (GI rank, sample index)
+        blank = blank_mask(snap.values[plan.nv_idx])  # DCGM blanks among the NVLink samples
+        for step in plan.steps:
+            if step[0] == "ib":
+                picked.append((step[1], step[2], None))
+            elif step[0] == "skip":
+                skipped.append(step[1])
+            else:
+                _, i, name, key, rank, k = step
+                if blank[k]:
                     why = (
                         f"{name}: DCGM blank value (not supported/found/permitted), stored as NULL"
                     )
                     dropped[why] = dropped.get(why, 0) + 1
                     continue
-                labels = snap.labels[i]
-                host = host_of(labels)
-                if not host or not labels.get("UUID"):
+                if key is None:
                     skipped.append(f"{self.source}: {name}: no host or UUID label, skipped")
                     continue
-                key = (host, "nvlink", f"nvlink-gpu{labels.get('gpu', '')}")
                 # repeated on every MIG instance: keep the lowest instance's value, once
-                gi = labels.get("GPU_I_ID") or ""
-                rank = float(gi) if gi.isdigit() else -1.0
                 best = nv_best.get((key, name))
                 if best is None or rank < best[0]:
                     nv_best[(key, name)] = (rank, i)
+        ts_list, value_list = snap.ts.tolist(), snap.values.tolist()  # Python floats, once
         picked += [(i, key, snap.labels[i]["UUID"]) for (key, _), (_, i) in nv_best.items()]
         for i, key, gpu in picked:
             name = snap.names[i]
@@ -202,7 +239,7 @@ class FabricMapper:
                     "up": None,
                     "err_parts": {},
                 }
-            t, v = float(snap.ts[i]), float(snap.values[i])
+            t, v = ts_list[i], value_list[i]
             row["ts"] = max(row["ts"], t)
             if name in (IB_TX, IB_RX):
                 d = self._counters.update((*key, name), t, v)

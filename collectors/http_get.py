@@ -9,8 +9,16 @@ waits is lost to everyone sharing its executor. Here the whole request
 Size: a `Content-Length` over the limit is refused before the body is read;
 a chunked or unframed body is counted while it streams and cut at the limit.
 The body is returned as bytes (decoding and parsing are the caller's, off the
-event loop). HTTP/1.1, one request per connection (`Connection: close`), no
-redirects, no compression (`Accept-Encoding: identity`).
+event loop). HTTP/1.1, no redirects, no compression (`Accept-Encoding:
+identity`). Without a `Pool`, one request per connection (`Connection:
+close`). With one, a connection whose answer was read whole by its framing
+(Content-Length, or chunked to its last chunk) and that the server did not
+close goes back to the pool for the next GET to the same host and port
+(keep-alive, as Prometheus scrapes): no connect and accept per scrape. A
+pooled connection that fails before the answer's headers (the server closed
+it while idle, or left bytes of a past answer) is retried once on a new
+connection, within the same deadline; a cut, late or unframed answer closes
+its connection.
 """
 
 from __future__ import annotations
@@ -38,6 +46,52 @@ class Response:
     reason: str | None = None
     at: float = 0.0  # epoch seconds when the request started
     elapsed_s: float = 0.0
+
+
+class Pool:
+    """Idle keep-alive connections by (TLS, host, port), for one event loop."""
+
+    def __init__(self, max_idle_per_host: int = 256):
+        self.max_idle_per_host = max_idle_per_host
+        self._idle: dict[tuple, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def take(self, key: tuple) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # connections of another (closed) loop cannot be used
+            self._idle.clear()
+            self._loop = loop
+        conns = self._idle.get(key)
+        while conns:
+            reader, writer = conns.pop()
+            if reader.at_eof() or writer.is_closing():  # the server closed it while idle
+                writer.close()
+                continue
+            return reader, writer
+        return None
+
+    def give(self, key: tuple, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns = self._idle.setdefault(key, [])
+        if len(conns) < self.max_idle_per_host and asyncio.get_running_loop() is self._loop:
+            conns.append((reader, writer))
+        else:
+            writer.close()
+
+    def close(self) -> None:
+        for conns in self._idle.values():
+            for _, writer in conns:
+                try:
+                    writer.close()
+                except RuntimeError:  # its loop is gone
+                    pass
+        self._idle.clear()
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self._idle.values())
+
+
+class _Stale(Exception):
+    """A pooled connection the server had closed: nothing of the answer arrived."""
 
 
 class _Cut(Exception):
@@ -68,22 +122,21 @@ async def get(
     headers: Mapping[str, str] | None = None,
     verify: bool = True,
     ssl_ctx: ssl.SSLContext | None = None,
+    pool: Pool | None = None,
 ) -> Response:
     """GET `url` within `deadline_s` seconds in all; never raises for the peer's faults."""
     r = Response(url, at=time.time())
     t0 = time.perf_counter()
     stage = ["connecting"]
-    writer: asyncio.StreamWriter | None = None
+    conn: list = [None, None]  # reader, writer of the connection in use
+    keep = False
     try:
         async with asyncio.timeout(deadline_s):
             parts = urllib.parse.urlsplit(url)
             tls = parts.scheme == "https"
             host = parts.hostname or ""
             port = parts.port or (443 if tls else 80)
-            ctx = (ssl_ctx or ssl_context(verify)) if tls else None
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=ctx, server_hostname=host if tls else None, limit=_READ
-            )
+            key = (tls, host, port)
             target = parts.path or "/"
             if parts.query:
                 target += "?" + parts.query
@@ -91,41 +144,86 @@ async def get(
                 "Host": parts.netloc.rsplit("@", 1)[-1],
                 "User-Agent": "fleettui",
                 "Accept-Encoding": "identity",
-                "Connection": "close",
+                **({} if pool is not None else {"Connection": "close"}),
                 **(headers or {}),
             }
             head = f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
-            writer.write((head + "\r\n").encode("latin-1"))
-            stage[0] = "waiting for the answer"
-            r.status, r.headers = await _read_head(reader)
+            request = (head + "\r\n").encode("latin-1")
+            pooled = pool.take(key) if pool is not None else None
+            while True:
+                if pooled is None:
+                    stage[0] = "connecting"
+                    ctx = (ssl_ctx or ssl_context(verify)) if tls else None
+                    conn[:] = await asyncio.open_connection(
+                        host, port, ssl=ctx, server_hostname=host if tls else None, limit=_READ
+                    )
+                else:
+                    conn[:] = pooled
+                reader, writer = conn
+                try:
+                    writer.write(request)
+                    stage[0] = "waiting for the answer"
+                    r.status, r.headers, version = await _read_head(
+                        reader, stale_ok=pooled is not None
+                    )
+                    break
+                except (_Stale, OSError, ValueError, asyncio.IncompleteReadError):
+                    if pooled is None:
+                        raise
+                    # closed by the server while idle, or left with bytes of a past
+                    # answer: once more, on a new connection
+                    writer.close()
+                    pooled = None
             stage[0] = "reading the body"
             try:
-                r.body = await _read_body(reader, r.headers, max_bytes, stage)
+                r.body, framed = await _read_body(reader, r.headers, max_bytes, stage)
+                keep = (
+                    pool is not None
+                    and framed
+                    and version == "HTTP/1.1"
+                    and r.headers.get("connection", "").lower() != "close"
+                    and not reader.at_eof()
+                )
             except _Cut as cut:  # what arrived is kept: the parser drops a partial last line
                 r.body, r.reason = cut.body or None, f"{url}: {cut.reason}"
     except TimeoutError:
         got = f" ({stage[0]})" if stage[0] else ""
         r.reason = f"{url}: no complete answer within the {deadline_s:g} s deadline{got}"
         r.body = None
+        keep = False
     except ssl.SSLError as exc:
         r.reason, r.body = f"{url}: TLS failed: {exc.reason or exc}", None
+    except _Stale:
+        r.reason, r.body = (
+            f"{url}: cannot fetch: connection closed before the answer's headers",
+            None,
+        )
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
         r.reason, r.body = f"{url}: cannot fetch: {_one_line(exc)}", None
     finally:
+        writer = conn[1]
         if writer is not None:
-            writer.close()
+            if keep and pool is not None:
+                pool.give(key, conn[0], writer)
+            else:
+                writer.close()
     r.elapsed_s = time.perf_counter() - t0
     if r.status is not None and not 200 <= r.status < 300 and r.reason is None:
         r.reason, r.body = f"{url}: HTTP {r.status}", None
     return r
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+async def _read_head(
+    reader: asyncio.StreamReader, stale_ok: bool = False
+) -> tuple[int, dict[str, str], str]:
+    """(status, headers by lower-case name, HTTP version)."""
     try:
         raw = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError as exc:
         raise ValueError("answer headers too long") from exc
     except asyncio.IncompleteReadError as exc:
+        if stale_ok and not exc.partial:
+            raise _Stale from exc
         raise ValueError("connection closed before the answer's headers") from exc
     if len(raw) > MAX_HEADER_BYTES:
         raise ValueError("answer headers too long")
@@ -142,12 +240,13 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
         if ":" in line:
             k, v = line.split(":", 1)
             headers[k.strip().lower()] = v.strip()
-    return int(status_line[1]), headers
+    return int(status_line[1]), headers, status_line[0]
 
 
 async def _read_body(
     reader: asyncio.StreamReader, headers: dict[str, str], max_bytes: int, stage: list[str]
-) -> bytes:
+) -> tuple[bytes, bool]:
+    """(body, framed): framed when its end was known (the connection may serve another)."""
     if "chunked" in headers.get("transfer-encoding", "").lower():
         return await _read_chunked(reader, max_bytes, stage)
     length = headers.get("content-length")
@@ -164,19 +263,21 @@ async def _read_body(
                 raise _Cut(f"connection closed after {len(buf)} of {n} bytes", bytes(buf))
             buf += chunk
             stage[0] = f"after {len(buf)} of {n} body bytes"
-        return bytes(buf)
+        return bytes(buf), True
     buf = bytearray()  # unframed: until the peer closes
     while True:
         chunk = await reader.read(_READ)
         if not chunk:
-            return bytes(buf)
+            return bytes(buf), False
         buf += chunk
         stage[0] = f"after {len(buf)} body bytes"
         if len(buf) > max_bytes:
             raise _Cut(f"body over {max_bytes} bytes, cut", bytes(buf[:max_bytes]))
 
 
-async def _read_chunked(reader: asyncio.StreamReader, max_bytes: int, stage: list[str]) -> bytes:
+async def _read_chunked(
+    reader: asyncio.StreamReader, max_bytes: int, stage: list[str]
+) -> tuple[bytes, bool]:
     buf = bytearray()
     while True:
         try:
@@ -189,7 +290,13 @@ async def _read_chunked(reader: asyncio.StreamReader, max_bytes: int, stage: lis
         except ValueError as exc:
             raise _Cut(f"bad chunk size {size_text[:20]!r}", bytes(buf)) from exc
         if size == 0:
-            return bytes(buf)
+            while True:  # trailers, up to the empty line that ends the message
+                try:
+                    line = await reader.readuntil(b"\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    return bytes(buf), False  # the body is whole; its connection is not reused
+                if line == b"\r\n":
+                    return bytes(buf), True
         if len(buf) + size > max_bytes:
             buf += await reader.readexactly(max_bytes - len(buf))
             raise _Cut(f"body over {max_bytes} bytes, cut", bytes(buf))

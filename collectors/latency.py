@@ -82,6 +82,8 @@ class LatencyMapper:
         self.rules = rules or LatencyRules()
         self._hist = HistogramTracker()
         self._described: dict[str, tuple[str | None, str | None]] = {}  # endpoint -> row
+        self._plan: tuple[dict[tuple, dict], set, int] | None = None
+        self._plan_key: object = None
 
     def reset(self) -> None:
         self._hist = HistogramTracker()
@@ -89,8 +91,11 @@ class LatencyMapper:
     def _endpoint(self, labels: Mapping[str, str], model: str) -> str:
         return labels.get(self.rules.endpoint_label) or labels.get("job") or model
 
-    def map(self, snap: Snapshot) -> LatencyResult:
-        groups: dict[tuple, dict] = {}
+    def _plan_for(self, snap: Snapshot) -> tuple[dict[tuple, dict], set, int]:
+        """Histogram series grouped (names and labels only): reused while the layout holds."""
+        if snap.layout is not None and self._plan is not None and snap.layout == self._plan_key:
+            return self._plan
+        members: dict[tuple, dict] = {}
         used = 0
         for i, name in enumerate(snap.names):
             fam = _BUCKETS.get(name)
@@ -102,20 +107,33 @@ class LatencyMapper:
             except ValueError:
                 le = float("nan")
             key = series_key(fam, labels, drop=("le",))
-            g = groups.get(key)
+            g = members.get(key)
             if g is None:
-                g = groups[key] = {"fam": fam, "labels": labels, "le": [], "cum": [], "ts": 0.0}
+                g = members[key] = {"fam": fam, "labels": labels, "le": [], "idx": []}
             g["le"].append(le)
-            g["cum"].append(float(snap.values[i]))
-            g["ts"] = max(g["ts"], float(snap.ts[i]))
+            g["idx"].append(i)
             used += 1
-        skipped: list[str] = []
-        dropped: dict[str, int] = {}
-        for g in groups.values():
+        for g in members.values():
             model_label = FAMILIES[g["fam"]][3]
             g["model"] = g["labels"].get(model_label) or g["labels"].get("model") or ""
             g["endpoint"] = self._endpoint(g["labels"], g["model"])
-        has_new_itl = {(g["endpoint"], g["model"]) for g in groups.values() if g["fam"] == NEW_ITL}
+            g["le"] = np.asarray(g["le"])
+            g["idx"] = np.asarray(g["idx"], dtype=np.int64)
+        has_new_itl = {(g["endpoint"], g["model"]) for g in members.values() if g["fam"] == NEW_ITL}
+        self._plan, self._plan_key = (members, has_new_itl, used), snap.layout
+        return self._plan
+
+    def map(self, snap: Snapshot) -> LatencyResult:
+        members, has_new_itl, used = self._plan_for(snap)
+        groups: dict[tuple, dict] = {}
+        for key, m in members.items():
+            groups[key] = {
+                **m,
+                "cum": snap.values[m["idx"]],
+                "ts": max(0.0, float(snap.ts[m["idx"]].max())),
+            }
+        skipped: list[str] = []
+        dropped: dict[str, int] = {}
         # (endpoint, model) -> quantity -> [le, summed cumulative deltas, dt]
         agg: dict[tuple[str, str], dict] = {}
         for key, g in groups.items():
@@ -126,13 +144,13 @@ class LatencyMapper:
                 why = f"{OLD_ITL}: {NEW_ITL} present, the old name is not counted twice"
                 dropped[why] = dropped.get(why, 0) + len(g["le"])
                 continue
-            bounds = np.asarray(g["le"])
+            bounds = g["le"]
             if np.isnan(bounds).any():
                 skipped.append(
                     f"{self.source}: {g['fam']} ({endpoint}): bucket with a bad `le`, skipped"
                 )
                 continue
-            d = self._hist.update(key, g["ts"], bounds, np.asarray(g["cum"]))
+            d = self._hist.update(key, g["ts"], bounds, g["cum"])
             if d.reason:
                 skipped.append(f"{self.source}: {g['fam']} ({endpoint}, {model}): {d.reason}")
             e = agg.setdefault(

@@ -1,8 +1,10 @@
 """Pull source "scrape": read `/metrics` of dcgm-exporter, node_exporter and
 inference servers directly, for fleets without Prometheus.
 
-Fetching (`collectors.http_get`, on the event loop) is separate from parsing
-(`parse_exposition`), so parsing is tested on captured files. Targets are
+Fetching (`collectors.http_get`, on the event loop, keep-alive connections
+per server) is separate from parsing (`parse_exposition`, or a target's last
+layout when its series have not changed: `collectors.promtext.layout`), so
+parsing is tested on captured files. Targets are
 fetched concurrently, each under one deadline (`timeout_s`: connect, headers
 and body, whatever the peer does: a server trickling a byte every few seconds
 is cut at the deadline); each body is parsed as soon as it is in, in the
@@ -33,6 +35,10 @@ from typing import Any
 from collectors import http_get
 from collectors.base import Gathered, register
 from collectors.options import OptionsError, parse_options
+from collectors.promtext.layout import Layout
+from collectors.promtext.layout import learn as layout_learn
+from collectors.promtext.layout import read as layout_read
+from collectors.promtext.layout import read_many as layout_read_many
 from collectors.promtext.parse import parse_exposition
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
 from collectors.promtext.series import MAX_LABELS, Snapshot, merge
@@ -74,20 +80,42 @@ class ScrapeOptions(TelemetryOptions):
 
 
 def parse_body(
-    body: bytes, url: str, at: float, labels: dict[str, str], max_labels: int
-) -> Snapshot:
-    """One fetched body -> Snapshot (runs in the source's executor, never on the event loop)."""
-    return parse_exposition(
+    body: bytes,
+    url: str,
+    at: float,
+    labels: dict[str, str],
+    max_labels: int,
+    layout: Layout | None = None,
+    learn: bool = False,
+) -> tuple[Snapshot, Layout | None]:
+    """One fetched body -> (Snapshot, the layout to read the next body of this target with).
+
+    Runs in the source's executor, never on the event loop. A body that fits
+    `layout` (same series as last time) is read without parsing labels."""
+    if layout is not None:
+        snap = layout_read(body, layout, at)
+        if snap is not None:
+            return snap, layout
+    snap = parse_exposition(
         body.decode("utf-8", errors="replace"),
         url,
         now=at,
         extra_labels=labels,
         max_labels=max_labels,
     )
+    return snap, (layout_learn(body, snap, at) if learn else None)
 
 
-def parse_bodies(items: list[tuple[bytes, str, float, dict[str, str], int]]) -> list[Snapshot]:
-    return [parse_body(*item) for item in items]
+def parse_bodies(
+    items: list[tuple[bytes, str, float, dict[str, str], int, Layout | None, bool]],
+) -> list[tuple[Snapshot, Layout | None]]:
+    """Bodies that fit their target's layout are read together (one set of numpy passes
+    for the batch); the others are parsed in full."""
+    fast = layout_read_many([i[0] for i in items], [i[5] for i in items], [i[2] for i in items])
+    return [
+        (snap, item[5]) if snap is not None else parse_body(*item[:5], None, item[6])
+        for snap, item in zip(fast, items, strict=True)
+    ]
 
 
 _PARSE_BATCH = 64  # bodies per executor hand-off at most
@@ -109,6 +137,11 @@ class ScrapeSource:
             for t in targets
         ]
         self._ssl = http_get.ssl_context(o.tls_verify)
+        # keep-alive: a target's connection serves its next scrape (no connect per scrape)
+        self._conns = http_get.Pool(max_idle_per_host=o.max_connections)
+        # Each target's last clean layout (thread executor only: a process pool would
+        # copy it both ways on every call, costing more than it saves).
+        self._layouts: list[Layout | None] = [None] * len(targets)
         # Parsing and mapping run here, never on the event loop and never in the
         # default executor the store writer uses: a slow source keeps to itself.
         self._executor: Executor | None = None
@@ -142,6 +175,7 @@ class ScrapeSource:
                     max_bytes=self.o.max_body_bytes,
                     headers={"Accept": "text/plain;version=0.0.4"},
                     ssl_ctx=self._ssl,
+                    pool=self._conns,
                 )
             reasons[i] = r.reason
             if r.body is not None:
@@ -161,12 +195,23 @@ class ScrapeSource:
                     continue
                 batch = ready[:_PARSE_BATCH]
                 del ready[:_PARSE_BATCH]
+                learn = self.o.workers == 0
                 items = [
-                    (r.body or b"", self.targets[i].url, r.at, self._labels[i], self.o.max_labels)
+                    (
+                        r.body or b"",
+                        self.targets[i].url,
+                        r.at,
+                        self._labels[i],
+                        self.o.max_labels,
+                        self._layouts[i],
+                        learn,
+                    )
                     for i, r in batch
                 ]
                 parsed = await loop.run_in_executor(self._pool(), parse_bodies, items)
-                snaps.update(zip((i for i, _ in batch), parsed, strict=True))
+                for (i, _), (snap, layout) in zip(batch, parsed, strict=True):
+                    snaps[i] = snap
+                    self._layouts[i] = layout
 
         fetching = asyncio.ensure_future(asyncio.gather(*(fetch(i) for i in range(n))))
         fetching.add_done_callback(lambda _: arrived.set())
@@ -204,6 +249,7 @@ class ScrapeSource:
         return self._pool()
 
     async def close(self) -> None:
+        self._conns.close()
         for ex in (self._executor, self._mapper):
             if ex is not None:
                 ex.shutdown(wait=False, cancel_futures=True)

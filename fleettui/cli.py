@@ -132,6 +132,11 @@ def _add_sql(sub: argparse._SubParsersAction) -> None:
         help="database file (default: $FLEETTUI_DB or ~/.local/share/fleettui/fleet.duckdb)",
     )
     where.add_argument("--connect", metavar="quack:HOST:PORT", help="a daemon's Quack endpoint")
+    where.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the store named by this TOML config's [store] (e.g. a DuckLake), read-only",
+    )
     p.add_argument(
         "--token",
         help="access token for --connect (default: $FLEETTUI_TOKEN, or the "

@@ -14,6 +14,13 @@
     rollup_interval_s = 30.0 # how often closed buckets are rolled up (0: no rollups)
     rollup_late_s = 900.0    # rows arriving this late after their minute closed still count
 
+    [store]                  # where the store lives (docs/lake.md)
+    backend = "file"         # "file": one DuckDB file (db above); "ducklake": a shared lake
+    catalog = ""             # ducklake: libpq DSN of the PostgreSQL catalog, no password in it
+    password_file = ""       # ducklake: file holding the catalog's password ("": libpq's own)
+    data_path = ""           # ducklake: shared directory of the Parquet data files
+    evaluator = true         # run the fleet-wide tasks (alerts, rollups, retention); one per lake
+
     [[sources]]              # one table per source; `kind` picks the module
     kind = "sim"             # see `fleettui daemon --list-sources`
     interval_s = 1.0         # ... and that kind's own keys
@@ -86,6 +93,28 @@ _MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s
 
 
 @dataclass(frozen=True)
+class StoreOptions:
+    backend: str = "file"
+    catalog: str = ""
+    password_file: str = ""
+    data_path: str = ""
+    evaluator: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("file", "ducklake"):
+            raise ValueError(f"backend must be 'file' or 'ducklake', got {self.backend!r}")
+        if self.backend == "ducklake" and not (self.catalog.strip() and self.data_path.strip()):
+            raise ValueError("backend 'ducklake' needs catalog (a libpq DSN) and data_path")
+        if re.search(r"\bpassword\s*=", self.catalog, re.I):
+            # the DSN shows up in log lines and `ps`; the password must not
+            raise ValueError("catalog must not hold the password: put it in password_file")
+
+    @property
+    def is_lake(self) -> bool:
+        return self.backend == "ducklake"
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     kind: str
     options: dict[str, Any]
@@ -101,6 +130,7 @@ class Config:
     topology: dict[str, Any] | None = None
     tenancy: dict[str, Any] | None = None
     latency_targets: dict[str, Any] | None = None
+    store: StoreOptions = field(default_factory=StoreOptions)
 
     @property
     def sources_from_file(self) -> bool:
@@ -113,7 +143,7 @@ class Config:
 
 SIM_SOURCES = (SourceSpec("sim", {}, "--sim"),)
 
-_TOP_KEYS = ("daemon", "sources", "alerts", "topology", "tenancy", "latency_targets")
+_TOP_KEYS = ("daemon", "store", "sources", "alerts", "topology", "tenancy", "latency_targets")
 
 
 def parse_config(raw: dict[str, Any], where: str) -> Config:
@@ -124,6 +154,7 @@ def parse_config(raw: dict[str, Any], where: str) -> Config:
         )
     try:
         daemon = parse_options(DaemonOptions, raw.get("daemon", {}), f"{where} [daemon]")
+        store = parse_options(StoreOptions, raw.get("store", {}), f"{where} [store]")
     except OptionsError as exc:
         raise ConfigError(str(exc)) from exc
     raw_sources = raw.get("sources", [])
@@ -141,7 +172,7 @@ def parse_config(raw: dict[str, Any], where: str) -> Config:
         tables[key] = raw.get(key)
         if tables[key] is not None and not isinstance(tables[key], dict):
             raise ConfigError(f"{where}: '{key}' must be a table ([{key}])")
-    return Config(daemon, tuple(sources), path=where, **tables)
+    return Config(daemon, tuple(sources), path=where, store=store, **tables)
 
 
 def load_config(path: str | Path) -> Config:

@@ -21,6 +21,7 @@ from pathlib import Path
 from collectors.base import PullSource, PushSource, build_source
 from collectors.options import OptionsError
 from fleettui.alerts.wiring import tasks_from_config
+from fleettui.backend import open_store, runs_fleet_tasks
 from fleettui.config import Config, ConfigError
 from fleettui.enrich import Enrichment, build_enrichment
 from fleettui.metrics import DaemonCollector, StoreSizeTask, parse_listen, registry_for
@@ -36,6 +37,7 @@ from fleettui.runtime import Runtime, Task, utcnow
 from fleettui.source_health import SourceHealth
 from storage import guard, quack
 from storage.columns import UPSERT_KEYS
+from storage.lake import LakeMaintenanceTask, LakeStore
 from storage.retention import RetentionTask
 from storage.rollups import RollupOptions, RollupTask, TierRetention
 from storage.store import Store
@@ -61,8 +63,11 @@ def build_sources(config: Config) -> list[PullSource | PushSource]:
 
 
 def build_tasks(config: Config, store: Store) -> list[Task]:
-    """Periodic tasks beside collection: retention, and the alert engine when configured."""
+    """Periodic tasks beside collection: retention, and the alert engine when configured.
+    On a lake only the evaluating daemon runs them (one alert evaluator per fleet)."""
     d = config.daemon
+    if not runs_fleet_tasks(config):
+        return []
     tasks: list[Task] = [
         RetentionTask(store, d.retention_h, wait_for_rollups=d.rollup_interval_s > 0)
     ]
@@ -77,6 +82,8 @@ def build_tasks(config: Config, store: Store) -> list[Task]:
                 ),
             )
         )
+    if isinstance(store, LakeStore):
+        tasks.append(LakeMaintenanceTask(store))
     base_dir = Path(config.path).parent if config.sources_from_file else Path.cwd()
     return tasks + list(
         tasks_from_config(config.alerts, store, where=f"{config.path} [alerts]", base_dir=base_dir)
@@ -113,6 +120,8 @@ def _serve(store: Store, config: Config, db: Path, metrics: str | None = None) -
     host, port = quack.parse_endpoint(config.daemon.serve)
     viewer, operator = quack.new_token(), quack.new_token()
     endpoint = quack.serve(store.con, host, port, viewer)
+    if isinstance(store, LakeStore):  # the lake's own Parquet files stay reachable
+        store.con.execute("SET allowed_directories = ?", [[store.target.data_path]])
     # from here on the daemon decides what a token may run, and nothing can
     # reach outside the store (see storage/guard.py)
     guard.install(store.con, operator)
@@ -155,7 +164,13 @@ async def _serve_metrics(
     if not config.daemon.metrics_listen:
         return None, None
     host, port = parse_listen(config.daemon.metrics_listen)
-    size = StoreSizeTask(store, config.daemon.retention_h)
+    d = config.daemon
+    size = StoreSizeTask(
+        store,
+        d.retention_h,
+        keep_1m_h=d.retention_1m_days * 24,
+        keep_1h_h=d.retention_1h_days * 24,
+    )
     await asyncio.to_thread(size.measure)
     runtime.tasks.append(size)
     collector = DaemonCollector(runtime, sources, tasks, health, size.snapshot)
@@ -192,6 +207,12 @@ def status_line(runtime: Runtime, store: Store) -> str:
         + (f"; known: {', '.join(known)}" if known else "")
         + f"; {s.gathers} gathers, {s.gather_failures} failed; "
         f"{s.batches_refused} batches refused"
+        + (
+            f"; lake: {store.duplicates_skipped:,} rows already stored (redelivered), "
+            f"{store.conflicts:,} commits retried"
+            if isinstance(store, LakeStore)
+            else ""
+        )
     )
 
 
@@ -205,7 +226,7 @@ async def run_daemon(
     os.umask(0o077)  # the store, its WAL and every file the daemon creates: owner only
     if enrichment is None:
         enrichment = build_enrichment_from(config)
-    store = Store.open(db, memory_limit=config.daemon.memory_limit or None)
+    store = open_store(config, memory_limit=config.daemon.memory_limit or None)
     info = None
     metrics_server = None
     try:
@@ -225,7 +246,12 @@ async def run_daemon(
         info = _serve(store, config, db, metrics_at)
         names = ", ".join(f"{s.name}" for s in sources) or "none"
         print(
-            f"fleettui daemon: store {db}; sources: {names}"
+            f"fleettui daemon: store {store.path}; sources: {names}"
+            + (
+                ""
+                if runs_fleet_tasks(config)
+                else "; alerts, rollups and retention left to the lake's evaluator"
+            )
             + (f"; serving {info.endpoint} (token in {db.name}.daemon.json)" if info else "")
             + (f"; metrics http://{metrics_at}/metrics" if metrics_at else ""),
             file=sys.stderr,
@@ -285,6 +311,19 @@ def seed_known_hosts(store: Store, sources: Sequence[PullSource | PushSource]) -
     )
     for s in seeders:
         s.seed_hosts(rows)  # type: ignore[attr-defined]
+    # reports stored in the last minutes before a crash: the broker redelivers those it
+    # had no ack for, and they must not be stored twice
+    seqs = (
+        store.cursor()
+        .execute(
+            "SELECT host, boot, seq FROM report_seqs WHERE ts >="
+            " (SELECT max(ts) FROM report_seqs) - INTERVAL 5 MINUTE ORDER BY host, boot, seq"
+        )
+        .fetchall()
+    )
+    for s in sources:
+        if hasattr(s, "seed_seqs"):
+            s.seed_seqs(seqs)
 
 
 async def _watch_store(

@@ -314,7 +314,20 @@ class DaemonCollector:
                 "fleettui_store_projected_bytes",
                 "Size the store reaches at the configured retention, at the observed rate",
             ),
+            (
+                "projected_rollup_bytes",
+                "fleettui_store_projected_rollup_bytes",
+                "Of the projected size, the rollup tiers at their retention (1 m, 1 h)",
+            ),
             ("retention_h", "fleettui_store_retention_hours", "Configured retention"),
+            ("memory_bytes", "fleettui_store_memory_bytes", "DuckDB's memory in use"),
+            (
+                "memory_uncheckpointed_bytes",
+                "fleettui_store_memory_uncheckpointed_bytes",
+                "DuckDB's memory holding committed rows not yet checkpointed (freed at each "
+                "checkpoint, every 16 MiB of WAL)",
+            ),
+            ("process_rss_bytes", "fleettui_process_resident_bytes", "The daemon's RSS"),
             (
                 "growth_from_checkpoints",
                 "fleettui_store_growth_from_checkpoints",
@@ -388,23 +401,45 @@ class StoreSizeTask:
 
     name = "store-size"
 
-    def __init__(self, store: Any, retention_h: float, interval_s: float = 60.0):
+    def __init__(
+        self,
+        store: Any,
+        retention_h: float,
+        interval_s: float = 60.0,
+        keep_1m_h: float = 30 * 24.0,
+        keep_1h_h: float = 730 * 24.0,
+    ):
         from storage.footprint import Growth
 
         self.store, self.retention_h, self.interval_s = store, retention_h, interval_s
+        self.keep_1m_h, self.keep_1h_h = keep_1m_h, keep_1h_h  # the rollup tiers' retention
         self.growth = Growth()
         self.last: dict[str, float] = {"retention_h": retention_h}
 
     def measure(self) -> dict[str, float]:
-        from storage.footprint import disk_bytes, used_bytes
+        from storage.footprint import (
+            disk_bytes,
+            duckdb_memory_bytes,
+            process_rss_bytes,
+            rollup_rows,
+            used_bytes,
+        )
 
         used = used_bytes(self.store)
         on_disk = disk_bytes(self.store.path)
         self.growth.observe(on_disk, used)
+        self.growth.observe_rows(*rollup_rows(self.store))
         self.last = {"file_bytes": on_disk, "used_bytes": used, "retention_h": self.retention_h}
+        self.last.update(duckdb_memory_bytes(self.store))
+        self.last["process_rss_bytes"] = process_rss_bytes()
         if self.growth.readings >= 2:  # a rate needs two readings
             self.last["bytes_per_hour"] = self.growth.bytes_per_hour
-            self.last["projected_bytes"] = self.growth.projected_bytes(self.retention_h)
+            self.last["projected_bytes"] = self.growth.projected_bytes(
+                self.retention_h, self.keep_1m_h, self.keep_1h_h
+            )
+            self.last["projected_rollup_bytes"] = self.growth.rollup_bytes(
+                self.keep_1m_h, self.keep_1h_h
+            )
             self.last["growth_from_checkpoints"] = float(self.growth.from_checkpoints)
         return self.last
 

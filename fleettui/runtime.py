@@ -148,7 +148,10 @@ class Runtime:
         self.tasks = list(tasks)
         self.clock = clock
         self.stats = RuntimeStats()
-        self._queue: asyncio.Queue[tuple[float, list[Batch]]] = asyncio.Queue(maxsize=queue_size)
+        # (handed in at, batches, resolved True once committed / False if dropped, or None)
+        self._queue: asyncio.Queue[tuple[float, list[Batch], asyncio.Future[bool] | None]] = (
+            asyncio.Queue(maxsize=queue_size)
+        )
         self._on_write = on_write
         self.enrich = enrich
         self._observe = observe  # sees every hand-in (the daemon's SourceHealth)
@@ -162,6 +165,20 @@ class Runtime:
 
     async def sink(self, batches: list[Batch]) -> None:
         """Where push sources (and pull loops) hand their batches."""
+        await self._hand_in(batches, None)
+
+    async def sink_committed(self, batches: list[Batch]) -> asyncio.Future[bool]:
+        """Hand in like `sink`; the future says True once the batches are committed,
+        False if they were dropped (the store gave up). A source that acknowledges its
+        upstream only after that (MQTT) loses nothing the daemon did not store."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if not batches:
+            done.set_result(True)
+            return done
+        await self._hand_in(batches, done)
+        return done
+
+    async def _hand_in(self, batches: list[Batch], done: asyncio.Future[bool] | None) -> None:
         if not batches:
             return
         if self._observe is not None:
@@ -170,13 +187,14 @@ class Runtime:
             except Exception:  # watching must never stop ingestion
                 log.exception("observing a hand-in failed")
         if not self._writer_alive and self._stop is not None:  # gave up: nobody will write
-            self._drop(batches)
+            self._drop(batches, done)
             return
-        await self._queue.put((time.monotonic(), batches))
+        await self._queue.put((time.monotonic(), batches, done))
 
-    def _drop(self, batches: list[Batch]) -> None:
+    def _drop(self, batches: list[Batch], done: asyncio.Future[bool] | None = None) -> None:
         self.stats.batches_dropped += len(batches)
         self.stats.rows_dropped += sum(b.rows for b in batches)
+        _resolve(done, False)
 
     def stats_dict(self) -> dict[str, object]:
         """Back-pressure and health, plain values (names documented in ARCHITECTURE.md)."""
@@ -188,7 +206,7 @@ class Runtime:
             "queue_max": q.maxsize,
             "queue_rows": sum(
                 b.rows
-                for _, item in list(q._queue)  # type: ignore[attr-defined]
+                for _, item, _ in list(q._queue)  # type: ignore[attr-defined]
                 for b in item
             ),
             "queue_oldest_s": time.monotonic() - oldest if oldest is not None else 0.0,
@@ -271,7 +289,7 @@ class Runtime:
             await asyncio.gather(writer, return_exceptions=True)
             self._writer_alive = False
             while not self._queue.empty():  # only left when the writer gave up
-                self._drop(self._queue.get_nowait()[1])
+                self._drop(*self._queue.get_nowait()[1:])
             for src in [*self.sources, *self.tasks]:  # tasks: alert delivery's last sends
                 close = getattr(src, "close", None)
                 if close is not None:
@@ -364,23 +382,28 @@ class Runtime:
                     items.append(self._queue.get_nowait())
                 try:
                     await self._write_items(items)
+                    for *_, done in items:
+                        _resolve(done, True)
                 finally:
-                    for _ in items:
+                    for *_, done in items:
+                        _resolve(done, False)  # dropped (a no-op for those written)
                         self._queue.task_done()
         except StoreGaveUp as exc:
             self.failed = str(exc)
             log.error("%s", exc)
             self._writer_alive = False
             while not self._queue.empty():
-                self._drop(self._queue.get_nowait()[1])
+                self._drop(*self._queue.get_nowait()[1:])
                 self._queue.task_done()
             if self._stop is not None:
                 self._stop.set()
 
-    async def _write_items(self, items: list[tuple[float, list[Batch]]]) -> None:
+    async def _write_items(
+        self, items: list[tuple[float, list[Batch], asyncio.Future[bool] | None]]
+    ) -> None:
         """Write the items, holding them through store failures (retry, reopen) until
         written or the failure budget is spent (StoreGaveUp; they count as dropped)."""
-        pending = [b for _, item in items for b in item]
+        pending = [b for _, item, _ in items for b in item]
         if self.enrich is not None:
             pending = await asyncio.to_thread(self._enriched, pending)
         self.stats.last_write_lag_s = time.monotonic() - items[0][0]
@@ -500,3 +523,8 @@ class Runtime:
             self.stats.rows_by_table[b.table] = self.stats.rows_by_table.get(b.table, 0) + b.rows
         if self._on_write:
             self._on_write(self.stats)
+
+
+def _resolve(done: asyncio.Future[bool] | None, committed: bool) -> None:
+    if done is not None and not done.done():
+        done.set_result(committed)

@@ -68,6 +68,16 @@ def open_reader(db: str | None, connect: str | None, token: str | None) -> Reade
     return LocalReader(store.con, str(path), owns=True)
 
 
+def open_config_reader(config_path: str) -> Reader:
+    """The store of a config's [store], read-only: on a lake, the whole fleet that every
+    daemon writes; on a file, that file."""
+    from fleettui.backend import open_store
+    from fleettui.config import load_config
+
+    store = open_store(load_config(config_path), read_only=True)
+    return LocalReader(store.con, store.path, owns=True)
+
+
 def _store_failure(path: Path) -> quack.QuackError | None:
     """The daemon's own word that its store is failing (disk full), which Quack
     otherwise reports as a refused token or a server error."""
@@ -84,6 +94,8 @@ def main(args) -> int:
         from fleettui.archive import open_archive
 
         reader = open_archive(Path(args.archive).expanduser(), args.db, args.connect, token)
+    elif getattr(args, "config", None):
+        reader = open_config_reader(args.config)
     else:
         reader = open_reader(args.db, args.connect, token)
     try:

@@ -175,8 +175,14 @@ def render(a: Samples, b: Samples, dt: float, address: str, head: list[str], now
             if one(b, "fleettui_store_growth_from_checkpoints")
             else " (from the WAL so far: high until two checkpoints)"
         )
+        tiers = (
+            f" (rollups {size(one(b, 'fleettui_store_projected_rollup_bytes'))})"
+            if one(b, "fleettui_store_projected_rollup_bytes")
+            else " (rollups: measuring)"
+        )
         growth = (
-            f"growing {size(rate_b)}/h -> about {size(proj)} at the {keep_h:g} h retention{basis}"
+            f"growing {size(rate_b)}/h -> about {size(proj)} at the {keep_h:g} h retention"
+            f"{tiers}{basis}"
         )
     else:
         growth = f"growth at the {keep_h:g} h retention: measuring (a reading a minute)"

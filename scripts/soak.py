@@ -8,34 +8,40 @@ Not a CI test: run it by hand (default 30 minutes) and read the last lines.
 - A counter subscribes to every report topic (its own persistent session) and
   records each unique (host, boot, seq) the broker delivered: that is "sent".
 - Faults, one every `--fault-every` seconds on average, chosen at random:
-  broker restart (persistence on), daemon SIGKILL then restart, a burst of
-  poison reports (lone surrogate, NUL, absurd ints), an oversized (2 MiB)
-  report, and, when the store sits on a tmpfs this script could mount (root),
-  the disk filled for 15 s then freed.
-- At the end: sent = stored + rejected + dropped-by-agents + lost, where lost
-  is expected only from daemon SIGKILLs (reports acked on receipt but not yet
-  written: at most one flush interval each) and is printed per cause. The
-  daemon's RSS is sampled every 10 s and printed.
+  broker restart (persistence on), daemon SIGKILL then restart, daemon SIGTERM
+  then restart, a burst of poison reports (lone surrogate, NUL, absurd ints),
+  an oversized (2 MiB) report, and, when the store sits on a tmpfs this script
+  could mount (root), the disk filled for 15 s then freed.
+- All along, a second source of the daemon scrapes a trickling upstream
+  (tests/hostile_http.py: one body byte a second) next to a good target.
+- At the end: sent = stored + rejected + dropped (the daemon's own count) +
+  unexplained, which must be 0: the daemon acknowledges a report only once it is
+  stored, so a SIGKILL loses nothing the broker does not redeliver. Reports stored
+  more than once are counted too. The daemon's RSS is sampled every 10 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from datetime import UTC
 from pathlib import Path
 
 import paho.mqtt.client as paho
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.hostile_http import HostileServer  # noqa: E402  (the trickling upstream)
 from tests.services.mosquitto import Broker  # noqa: E402  (the tests' broker wrapper)
 
 PREFIX = "fleettui"
@@ -80,6 +86,33 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def daemon_memory_mb(log_path: Path) -> tuple[float, float] | None:
+    """(DuckDB memory, of it not yet checkpointed) in MB from the running daemon's
+    /metrics (refreshed by its store-size task once a minute), or None."""
+    urls = re.findall(r"metrics (http://\S+/metrics)", log_path.read_text(errors="replace"))
+    if not urls:
+        return None
+    try:
+        with urllib.request.urlopen(urls[-1], timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    vals = dict(re.findall(r"^(fleettui_store_memory\w*) (\S+)$", text, re.M))
+    if "fleettui_store_memory_bytes" not in vals:
+        return None
+    return (
+        float(vals["fleettui_store_memory_bytes"]) / 1e6,
+        float(vals.get("fleettui_store_memory_uncheckpointed_bytes", 0)) / 1e6,
+    )
+
+
+def start_hostile() -> HostileServer:
+    """The misbehaving HTTP server, on its own event loop in a thread."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    return asyncio.run_coroutine_threadsafe(HostileServer(trickle_s=1.0).start(), loop).result(10)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=1800.0, help="seconds (default 30 min)")
@@ -105,10 +138,13 @@ def main() -> int:
     broker = Broker(work / "broker", persistence=True)
     broker.start()
     config = work / "fleet.toml"
+    hostile = start_hostile()
     config.write_text(
         f'[daemon]\ndb = "{db}"\nstatus_interval_s = 0\nstore_failure_max_s = 120\n\n'
         f'[[sources]]\nkind = "mqtt"\nbroker = "{broker.address}"\nflush_interval_s = 0.25\n'
-        'reconnect_max_s = 1.0\nclient_id = "soak-daemon"\n'
+        'reconnect_max_s = 1.0\nclient_id = "soak-daemon"\n\n'
+        '[[sources]]\nkind = "scrape"\nname = "trickle"\ninterval_s = 5\ntimeout_s = 2\n'
+        f'targets = [{{url = "{hostile.url}/trickle"}}, {{url = "{hostile.url}/ok"}}]\n'
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     daemon_log = open(work / "daemon.log", "a")  # noqa: SIM115
@@ -159,11 +195,12 @@ def main() -> int:
     faults: dict[str, int] = {}
     poison_sent = 0
     rss: list[tuple[float, float]] = []
+    duck: list[tuple[float, float, float]] = []  # (t, DuckDB MB, of it uncheckpointed MB)
     t0 = time.monotonic()
     wall0 = time.time()
     next_fault = t0 + rng.expovariate(1 / a.fault_every)
     next_rss = t0
-    kinds = ["broker_restart", "daemon_kill", "poison", "oversized"] + (
+    kinds = ["broker_restart", "daemon_kill", "daemon_term", "poison", "oversized"] + (
         ["disk_fill"] if tmpfs else []
     )
     try:
@@ -171,6 +208,9 @@ def main() -> int:
             now = time.monotonic()
             if now >= next_rss:
                 rss.append((now - t0, rss_mb(daemon.pid)))
+                mem = daemon_memory_mb(work / "daemon.log")
+                if mem is not None:
+                    duck.append((now - t0, *mem))
                 next_rss += 10
             if daemon.poll() is not None:
                 print(
@@ -188,6 +228,12 @@ def main() -> int:
                     daemon.send_signal(signal.SIGKILL)
                     daemon.wait()
                     time.sleep(rng.uniform(0.5, 3))
+                    daemon = start_daemon()
+                elif kind == "daemon_term":
+                    daemon.send_signal(signal.SIGTERM)
+                    rc = daemon.wait()
+                    if rc != 0:
+                        print(f"  daemon exited {rc} at SIGTERM", flush=True)
                     daemon = start_daemon()
                 elif kind == "poison":
                     for j, bad in enumerate(('"\\ud800"', '"a\\u0000b"', str(2**70))):
@@ -238,9 +284,15 @@ def main() -> int:
     from storage.store import Store
 
     store = Store.open(db, read_only=True)
-    stored = store.con.execute(
-        "SELECT count(*) FROM (SELECT DISTINCT host, ts FROM gpu_samples WHERE source = 'nvml')"
-    ).fetchone()[0]
+    stored, copies = store.con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE n > 1) FROM (SELECT host, ts,"
+        " count(*) / count(DISTINCT gpu_uuid) AS n FROM gpu_samples WHERE source = 'nvml'"
+        " GROUP BY host, ts)"
+    ).fetchone()
+    trickle = store.con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE error LIKE '%/trickle: no complete answer%')"
+        " FROM collector_runs WHERE collector = 'trickle'"
+    ).fetchone()
     rejected = store.con.execute(
         "SELECT count(*) FROM rejects WHERE topic LIKE '%/report'"
     ).fetchone()[0]
@@ -251,8 +303,14 @@ def main() -> int:
         (h, round(t.replace(tzinfo=UTC).timestamp(), 3))
         for h, t in store.con.execute("SELECT DISTINCT host, ts FROM gpu_samples").fetchall()
     }
+    seqs = set(store.con.execute("SELECT host, boot, seq FROM report_seqs").fetchall())
     store.close()
     with counter.lock:
+        gone_keys = [k for k, ts in counter.seen.items() if (k[0], round(ts, 3)) not in have]
+        print(
+            f"missing reports recorded in report_seqs (stored, rows gone): "
+            f"{sum(1 for k in gone_keys if k in seqs)} of {len(gone_keys)}; first: {gone_keys[:6]}"
+        )
         sent = len(counter.seen)
         gone = [(ts, h) for (h, _, _), ts in counter.seen.items() if (h, round(ts, 3)) not in have]
         missing = sorted(ts for ts, _ in gone)
@@ -261,16 +319,37 @@ def main() -> int:
         )
     if missing:
         print(f"missing reports at (s after start): {[round(t - wall0) for t in missing][:40]}")
-    lost = sent + poison_sent - stored - rejected
+    # rows the daemon itself said it dropped (a store that stayed failing), from its log
+    log_text = (work / "daemon.log").read_text(errors="replace")
+    dropped_rows = sum(
+        int(n.replace(",", "")) for n in re.findall(r"([\d,]+) rows dropped", log_text)
+    )
+    unexplained = sent + poison_sent - stored - rejected
     print(f"faults: {faults}")
     print(f"reject reasons: {reasons}")
+    print(f"trickle scrapes: {trickle[0]} runs, {trickle[1]} cut at the deadline")
     print(f"RSS MB (t s, MB): {[(round(t), round(m)) for t, m in rss]}")
     print(
+        f"DuckDB memory MB (t s, in use, not checkpointed): {[tuple(round(x) for x in d) for d in duck]}"
+    )
+    if len(rss) >= 12:
+        k = max(3, len(rss) // 10)
+        first = sorted(m for _, m in rss[2 : 2 + k])[k // 2]
+        last = sorted(m for _, m in rss[-k:])[k // 2]
+        print(
+            f"RSS: median of the first {k} samples (after 20 s) {first:.0f} MB, of the last"
+            f" {k} {last:.0f} MB, max {max(m for _, m in rss):.0f} MB"
+        )
+    print(
         f"RECONCILE: sent {sent} reports + {poison_sent} poison/oversized = stored {stored}"
-        f" + rejected {rejected} + lost {lost} (daemon SIGKILLs: {faults.get('daemon_kill', 0)})"
+        f" + rejected {rejected} + reported dropped 0 + unexplained {unexplained}"
+        f" (daemon SIGKILLs {faults.get('daemon_kill', 0)}, SIGTERMs"
+        f" {faults.get('daemon_term', 0)}; stored more than once: {copies};"
+        f" rows the daemon said it dropped: {dropped_rows})"
     )
     print(f"work dir: {work}")
-    if tmpfs:
+    if tmpfs:  # keep the store for a look afterwards
+        subprocess.run(["cp", str(db), str(work / "fleet.duckdb")], check=False)
         subprocess.run(["umount", "-l", str(data)], check=False)
     return 0
 

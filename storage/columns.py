@@ -147,6 +147,7 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "payload_excerpt": S,
     },
     "host_status": {"host": S, "state": S, "since": TS, "boot": S, "updated_at": TS},
+    "report_seqs": {"ts": TS, "host": S, "boot": S, "seq": I},
     "processes": {
         "ts": TS,
         "host": S,

@@ -8,6 +8,7 @@ rather than misread.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from importlib import resources
 
 import duckdb
@@ -56,8 +57,12 @@ def check_version(con: duckdb.DuckDBPyConnection, where: str) -> int:
     return have
 
 
-def migrate(con: duckdb.DuckDBPyConnection, where: str) -> int:
-    """Bring the database to the latest schema; returns the version it is at."""
+def migrate(
+    con: duckdb.DuckDBPyConnection, where: str, transform: Callable[[str], str] | None = None
+) -> int:
+    """Bring the database to the latest schema; returns the version it is at.
+    `transform` rewrites each statement for another backend (storage/lake.py)."""
+    fix = transform or (lambda sql: sql)
     have = check_version(con, where)
     pending = [m for m in migrations() if m[0] > have]
     if not pending:
@@ -65,18 +70,23 @@ def migrate(con: duckdb.DuckDBPyConnection, where: str) -> int:
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version ("
-            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
-            # no DEFAULT now(): a function default breaks Quack clients' ATTACH
-            " applied_at TIMESTAMP NOT NULL)"
+            fix(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+                # no DEFAULT now(): a function default breaks Quack clients' ATTACH
+                " applied_at TIMESTAMP NOT NULL)"
+            )
         )
         for version, name, sql in pending:
-            con.execute(sql)
+            con.execute(fix(sql))
             con.execute(
                 "INSERT INTO schema_version VALUES (?, ?, now()::TIMESTAMP)", [version, name]
             )
         con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        try:  # a failed COMMIT has rolled back already (a DuckLake commit conflict)
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
         raise
     return pending[-1][0]

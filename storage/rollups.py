@@ -478,8 +478,13 @@ def roll_tier(
         select = from_raw_sql(spec, "1m") if tier == "1m" else hour_from_minutes_sql(spec)
         res = _execute(cur, _insert(spec, tier, select), lo, hi).fetchone()
         written = int(res[0]) if res else 0
+    # MERGE, not INSERT OR REPLACE: the same on DuckLake, which has no primary keys
     cur.execute(
-        "INSERT OR REPLACE INTO rollup_state VALUES (?, ?, now()::TIMESTAMP)", [name, max(hi, wm)]
+        "MERGE INTO rollup_state AS t USING (SELECT ? AS rollup, ?::TIMESTAMP AS done_until) AS s"
+        " ON t.rollup = s.rollup WHEN MATCHED THEN UPDATE SET done_until = s.done_until,"
+        " updated_at = now()::TIMESTAMP WHEN NOT MATCHED THEN INSERT"
+        " VALUES (s.rollup, s.done_until, now()::TIMESTAMP)",
+        [name, max(hi, wm)],
     )
     return written
 

@@ -20,6 +20,7 @@ import duckdb
 
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
+from storage.live import LiveSnapshot
 from storage.migrate import check_version, migrate
 
 log = logging.getLogger("fleettui.store")
@@ -130,7 +131,21 @@ def _make_private(path: str) -> None:
             pass
 
 
+def _live_snapshot(con: duckdb.DuckDBPyConnection, wanted: bool = True) -> LiveSnapshot | None:
+    if not wanted:
+        return None
+    try:
+        return LiveSnapshot(con)
+    except duckdb.Error as exc:  # the views then read history
+        log.warning("no live snapshot: %s", str(exc).splitlines()[0])
+        return None
+
+
 class Store:
+    # A backend whose data other processes also write (storage/lake.py) must not keep a
+    # snapshot of only its own writes: its views read history instead.
+    live_snapshot = True
+
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -147,6 +162,7 @@ class Store:
         self.failure: str | None = None  # the last StoreFailure's message, None while healthy
         self.reopens = 0
         self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
+        self.live = _live_snapshot(con, self.live_snapshot)
 
     @classmethod
     def open(
@@ -207,15 +223,22 @@ class Store:
         with self._lock:
             with contextlib.suppress(Exception):
                 self.con.close()
-            con = self._connect(
-                self.path, self.read_only, self.memory_limit or default_memory_limit()
-            )
+            con = self._connect_again()
             self.con = con
             self._writer = None if self.read_only else con.cursor()
+            self.live = _live_snapshot(con, self.live_snapshot)
+            self._after_reconnect()
             self.failure = None
             self.reopens += 1
         for hook in self.on_reopen:
             hook(self)
+
+    # Hooks for another backend (storage/lake.py): how to open the database again.
+    def _connect_again(self) -> duckdb.DuckDBPyConnection:
+        return self._connect(self.path, self.read_only, self.memory_limit or default_memory_limit())
+
+    def _after_reconnect(self) -> None:
+        pass
 
     def write(self, batches: Iterable[Batch]) -> int:
         """Append or merge every batch in one transaction; returns rows written."""
@@ -244,7 +267,26 @@ class Store:
             self.failure = str(failure)
             raise failure from exc
         self.failure = None
+        self._to_live(merged)
         return rows
+
+    def _to_live(self, merged: list[Batch]) -> None:
+        """Committed samples to the live snapshot (storage/live.py); its failure is
+        logged and the views read history instead."""
+        if self.live is None:
+            return
+        for b in merged:
+            self.live.add(b.table, b.data)
+        try:
+            self.live.maybe_publish()
+        except duckdb.Error as exc:
+            log.warning("live snapshot dropped: %s", str(exc).splitlines()[0])
+            self.live = None
+
+    def publish_live(self) -> None:
+        """Publish what the writer holds for the live snapshot now (end of a fill)."""
+        if self.live is not None:
+            self.live.publish()
 
     @staticmethod
     def _insert_sql(b: Batch) -> str:

@@ -9,8 +9,10 @@ source calls it once per flush.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import chain, repeat
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from collectors.nvml.report import GPU_SPEC, PLACE_SPEC, PROC_SPEC, Report
@@ -67,6 +69,7 @@ _MEM_COLS = [
     "remap_failed",
 ]
 _PORTS = [f"nvlink{i}" for i in range(64)]
+_PORT_NAMES = pa.array(_PORTS, pa.string())
 
 
 NVLINK_ROWS = ("per_link", "per_gpu")
@@ -95,19 +98,8 @@ class ReportBatcher:
             c: []
             for c in ("ts", "slice_id", "gpu_uuid", "util_pct", "mem_used_bytes", "mem_total_bytes")
         }
-        self.ln: dict[str, list[Any]] = {
-            c: []
-            for c in (
-                "ts",
-                "host",
-                "port",
-                "gpu_uuid",
-                "tx_bytes_per_s",
-                "rx_bytes_per_s",
-                "errors",
-                "link_up",
-            )
-        }
+        # per report: (ts_us, host, uuids, tx, rx, errors, up), the NVLink lists as decoded
+        self.links: list[tuple[Any, ...]] = []
         self.p: dict[str, list[Any]] = {
             c: [] for c in ("ts", "host", "gpu_uuid", *[k for k in PROC_SPEC if k != "gpu"])
         }
@@ -143,35 +135,10 @@ class ReportBatcher:
             col = gpu.get(c)
             g[c] += col if col is not None else [None] * n
         tx, rx = gpu.get("nvlink_tx_bytes_per_s"), gpu.get("nvlink_rx_bytes_per_s")
-        if tx is not None or rx is not None:
-            errs, ups = gpu.get("nvlink_errors"), gpu.get("nvlink_up")
-            ln = self.ln
-            for i in range(n):
-                per_tx = tx[i] if tx is not None else None
-                per_rx = rx[i] if rx is not None else None
-                k = max(len(per_tx or ()), len(per_rx or ()))
-                if not k:
-                    continue
-                if self.per_gpu_links:
-                    self._add_gpu_link(
-                        r,
-                        ts_us,
-                        uuids[i],
-                        per_tx,
-                        per_rx,
-                        errs[i] if errs is not None else None,
-                        ups[i] if ups is not None else None,
-                    )
-                    continue
-                nones = [None] * k
-                ln["ts"] += [ts_us] * k
-                ln["host"] += [r.host] * k
-                ln["port"] += _PORTS[:k]
-                ln["gpu_uuid"] += [uuids[i]] * k
-                ln["tx_bytes_per_s"] += _fit(per_tx, k, nones)
-                ln["rx_bytes_per_s"] += _fit(per_rx, k, nones)
-                ln["errors"] += _fit(errs[i] if errs is not None else None, k, nones)
-                ln["link_up"] += _fit(ups[i] if ups is not None else None, k, nones)
+        if tx is not None or rx is not None:  # turned into rows for all reports in `take`
+            self.links.append(
+                (ts_us, r.host, uuids, tx, rx, gpu.get("nvlink_errors"), gpu.get("nvlink_up"))
+            )
         sl = r.slice
         if sl:
             m = len(sl["id"])
@@ -231,31 +198,6 @@ class ReportBatcher:
                 self.inv_slices["gpu_uuid"] += si.get("gpu_uuid") or [None] * k
                 self.inv_slices["profile"] += si.get("profile") or [None] * k
 
-    def _add_gpu_link(
-        self,
-        r: Report,
-        ts_us: int,
-        uuid: str,
-        tx: list | None,
-        rx: list | None,
-        errs: list | None,
-        ups: list | None,
-    ) -> None:
-        def total(vals: list | None) -> float | None:
-            known = [v for v in vals or () if v is not None]
-            return sum(known) if known else None
-
-        known_up = [u for u in ups or () if u is not None]
-        ln = self.ln
-        ln["ts"].append(ts_us)
-        ln["host"].append(r.host)
-        ln["port"].append("nvlink")
-        ln["gpu_uuid"].append(uuid)
-        ln["tx_bytes_per_s"].append(total(tx))
-        ln["rx_bytes_per_s"].append(total(rx))
-        ln["errors"].append(total(errs))
-        ln["link_up"].append(all(known_up) if known_up else None)
-
     def take(self) -> list[Batch]:
         """Batches for everything added since the last take (one per table), then reset."""
         out: list[Batch] = []
@@ -283,18 +225,12 @@ class ReportBatcher:
                     "slice_samples", {**self.s, "ts": ts_col(self.s["ts"]), "source": [src] * m}
                 )
             )
-        if self.ln["ts"]:
-            m = len(self.ln["ts"])
+        ln = _link_columns(self.links, self.per_gpu_links) if self.links else None
+        if ln is not None:
+            m = len(ln["ts"])
+            ln["ts"] = ts_col(ln["ts"])
             out.append(
-                make_batch(
-                    "link_samples",
-                    {
-                        **self.ln,
-                        "ts": ts_col(self.ln["ts"]),
-                        "kind": pa.array(["nvlink"] * m),
-                        "source": [src] * m,
-                    },
-                )
+                make_batch("link_samples", {**ln, "kind": ["nvlink"] * m, "source": [src] * m})
             )
         if self.p["ts"]:
             m = len(self.p["ts"])
@@ -343,3 +279,104 @@ def _fit(per: list[Any] | None, k: int, nones: list[None]) -> list[Any]:
     if len(per) == k:
         return per
     return (per + nones)[:k]
+
+
+def _per_gpu_lists(links: list[tuple[Any, ...]], j: int, n_per: list[int]) -> list[Any]:
+    """Field `j` of every report's NVLink tuple as one per-GPU list (None: not reported)."""
+    return list(
+        chain.from_iterable(
+            e[j] if e[j] is not None else repeat(None, n) for e, n in zip(links, n_per, strict=True)
+        )
+    )
+
+
+def _lists(per_gpu: list[Any], typ: pa.DataType) -> tuple[np.ndarray, pa.Array]:
+    """(number of values of each GPU, all values in order as one typed array, nulls kept),
+    read by Arrow in C from the per-GPU lists."""
+    arr = pa.array(per_gpu)
+    if pa.types.is_null(arr.type):  # no GPU reported this field
+        return np.zeros(len(per_gpu), np.int64), pa.array([], typ)
+    lengths = arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    flat = arr.flatten()
+    return lengths, flat.cast(typ) if flat.type != typ else flat
+
+
+def _link_columns(links: list[tuple[Any, ...]], per_gpu: bool) -> dict[str, Any] | None:
+    """link_samples columns for every report's NVLink lists at once: a GPU with k links
+    (k = the longer of its tx and rx lists) gives k rows, port `nvlink<N>`, or with
+    `per_gpu` one row, port `nvlink`, rates and errors summed over the links it reported
+    (null if none), up only if every link it reported is up. Values are never touched one
+    by one in Python: Arrow reads the lists, numpy sums and repeats."""
+    n_per = [len(e[2]) for e in links]
+    cols = [_per_gpu_lists(links, j, n_per) for j in (3, 4, 5, 6)]
+    typs = (pa.float64(), pa.float64(), pa.int64(), pa.bool_())
+    read = [_lists(c, t) for c, t in zip(cols, typs, strict=True)]
+    ks = np.maximum(read[0][0], read[1][0])
+    keep = np.flatnonzero(ks)
+    if not len(keep):
+        return None
+    gpu_ts = np.repeat(np.array([e[0] for e in links], np.int64), n_per)
+    gpu_host = np.repeat(np.arange(len(links)), n_per)
+    hosts = pa.array([e[1] for e in links], pa.string())
+    uuids = pa.array(list(chain.from_iterable(e[2] for e in links)), pa.string())
+    names = ("tx_bytes_per_s", "rx_bytes_per_s", "errors", "link_up")
+    if per_gpu:
+        n = len(ks)
+        out = {
+            "ts": gpu_ts[keep],
+            "host": hosts.take(gpu_host[keep]),
+            "port": ["nvlink"] * len(keep),
+            "gpu_uuid": uuids.take(keep),
+        }
+        for name, (lengths, flat) in zip(names, read, strict=True):
+            agg = _all_up if name == "link_up" else _sum_links
+            out[name] = agg(lengths, flat, n).take(keep)
+        return out
+    rows = np.repeat(np.arange(len(ks)), ks)
+    port = np.arange(len(rows)) - np.repeat(np.cumsum(ks) - ks, ks)  # link index in its GPU
+    out = {
+        "ts": gpu_ts[rows],
+        "host": hosts.take(gpu_host[rows]),
+        "port": _PORT_NAMES.take(port),
+        "gpu_uuid": uuids.take(rows),
+    }
+    kk = ks[keep].tolist()
+    fit = [None] * int(ks.max())
+    for name, col, (lengths, flat) in zip(names, cols, read, strict=True):
+        if np.array_equal(lengths, ks):  # the common case: every list has k values
+            out[name] = flat
+        else:  # pad or cut each GPU's list to its k links
+            out[name] = list(
+                chain.from_iterable(
+                    _fit(col[i], k, fit[:k]) for i, k in zip(keep.tolist(), kk, strict=True)
+                )
+            )
+    return out
+
+
+def _segments(lengths: np.ndarray, flat: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(GPU of each value, value with nulls as 0, 1 where not null) over all values."""
+    seg = np.repeat(np.arange(len(lengths)), lengths)
+    valid = flat.is_valid().to_numpy(zero_copy_only=False)
+    zero = False if pa.types.is_boolean(flat.type) else 0
+    return seg, flat.fill_null(zero).to_numpy(zero_copy_only=False), valid
+
+
+def _sum_links(lengths: np.ndarray, flat: pa.Array, n: int) -> pa.Array:
+    seg, vals, valid = _segments(lengths, flat)
+    known = np.bincount(seg, weights=valid, minlength=n) > 0
+    total = np.bincount(seg, weights=vals.astype(np.float64), minlength=n)
+    if pa.types.is_integer(flat.type):  # exact integer sums; float sums only to refuse overflow
+        if np.any(np.abs(total) >= 2.0**63):
+            raise OverflowError("NVLink error counts sum beyond a 64-bit integer")
+        exact = np.zeros(n, np.int64)
+        np.add.at(exact, seg, vals)
+        return pa.array(exact, mask=~known)
+    return pa.array(total, mask=~known)
+
+
+def _all_up(lengths: np.ndarray, flat: pa.Array, n: int) -> pa.Array:
+    seg, vals, valid = _segments(lengths, flat)
+    known = np.bincount(seg, weights=valid, minlength=n)
+    up = np.bincount(seg, weights=vals & valid, minlength=n)
+    return pa.array(up == known, mask=known == 0)

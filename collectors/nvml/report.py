@@ -27,7 +27,10 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Annotated, Any, TypeGuard
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
 from collectors.nvml.collector import Poll
 
@@ -351,7 +354,7 @@ def _section(
     return out, n
 
 
-def decode(
+def decode_checked(
     payload: bytes,
     *,
     topic_host: str | None = None,
@@ -359,7 +362,8 @@ def decode(
     max_future_s: float = 300.0,
     max_age_s: float = 7 * 86400.0,
 ) -> Report:
-    """Parse and validate one report; ReportError says why not."""
+    """Parse and validate one report value by value in Python: the reference decoder,
+    and the one that names what is wrong when the fast path (`decode`) refuses."""
     obj = _load(payload)
     if type(obj) is not dict:
         raise ReportError(f"report must be a JSON object, got {type(obj).__name__}")
@@ -500,3 +504,201 @@ def decode_status(payload: bytes) -> tuple[str, float | None, str | None]:
     if boot is not None:
         _check_str("boot", boot, 64)
     return state, None if ts is None else float(ts), boot
+
+
+# -- fast decode ----------------------------------------------------------------------------
+# msgspec parses and checks a report against typed structs made from the specs above in C:
+# types, ranges and lengths of every value without a Python step per value. The structs
+# are stricter than `decode_checked` (no null columns, no whole floats in integer columns,
+# no null keys): whatever they refuse goes through `decode_checked`, which accepts it or
+# names what is wrong, so the two paths accept the same reports and give the same reasons.
+def _elem(kind: int, lo: float, hi: float, limit: int = MAX_STR) -> Any:
+    if kind == NUM:
+        return Annotated[float, Meta(ge=lo, le=hi)]
+    if kind == INT:
+        return Annotated[int, Meta(ge=int(lo), le=int(hi))]
+    if kind == BOOL:
+        return bool
+    if kind == IDX:
+        return Annotated[int, Meta(ge=0)]  # below the GPU count: checked after
+    return Annotated[str, Meta(max_length=limit)]
+
+
+def _column(kind: int, lo: float, hi: float, rows: int, required: bool) -> Any:
+    if kind in (LINKS_NUM, LINKS_INT, LINKS_BOOL):
+        inner = _elem({LINKS_NUM: NUM, LINKS_INT: INT, LINKS_BOOL: BOOL}[kind], lo, hi)
+        per = Annotated[list[inner | None], Meta(max_length=MAX_LINKS)] | None
+        return Annotated[list[per], Meta(max_length=rows)]
+    elem = _elem(kind, lo, hi)
+    if kind == STR and required:
+        elem = Annotated[str, Meta(min_length=1, max_length=MAX_STR)]
+    return Annotated[list[elem if required or kind == IDX else elem | None], Meta(max_length=rows)]
+
+
+def _struct(
+    name: str, spec: Mapping[str, tuple[int, float, float]], rows: int, required: tuple = ()
+) -> type[msgspec.Struct]:
+    """Columns named in `required` must be there with no nulls (and, if strings, non-empty);
+    the others may be missing, never null."""
+    fields = []
+    for field, (kind, lo, hi) in spec.items():
+        if field in required:
+            fields.append((field, _column(kind, lo, hi, rows, True)))
+        else:
+            fields.append((field, _column(kind, lo, hi, rows, False) | UnsetType, UNSET))
+    fields.sort(key=lambda f: len(f) == 3)  # required fields first
+    return msgspec.defstruct(name, fields, forbid_unknown_fields=False)
+
+
+_GpuV1 = _struct("GpuV1", GPU_SPEC, MAX_GPUS, ("uuid",))
+_SliceV1 = _struct("SliceV1", SLICE_SPEC, MAX_SLICES)
+_ProcV1 = _struct("ProcV1", PROC_SPEC, MAX_PROCS, ("gpu", "pid"))
+_XidV1 = _struct("XidV1", XID_SPEC, MAX_XIDS, ("ts", "code"))
+_InvGpusV1 = _struct("InvGpusV1", INV_GPU_SPEC, MAX_GPUS, ("uuid",))
+_InvSlicesV1 = _struct("InvSlicesV1", INV_SLICE_SPEC, MAX_SLICES, ("id", "gpu_uuid"))
+_PlaceStr = Annotated[str, Meta(max_length=MAX_PLACE_STR)] | UnsetType
+_PlaceV1 = msgspec.defstruct(
+    "PlaceV1",
+    [
+        (k, (Annotated[int, Meta(ge=int(lo), le=int(hi))] if kind == INT else _PlaceStr), UNSET)
+        if kind == INT
+        else (k, _PlaceStr, UNSET)
+        for k, (kind, lo, hi) in PLACE_SPEC.items()
+    ],
+)
+
+
+class _InvV1(msgspec.Struct):
+    gpus: _InvGpusV1  # type: ignore[valid-type]
+    slices: _InvSlicesV1  # type: ignore[valid-type]
+
+
+class _ReportV1(msgspec.Struct):
+    v: int
+    host: Annotated[str, Meta(max_length=253)]
+    boot: Annotated[str, Meta(min_length=1, max_length=64)]
+    seq: Annotated[int, Meta(ge=0, lt=2**62)]
+    ts: Annotated[float, Meta(gt=0, lt=MAX_EPOCH_S)]
+    gpu: _GpuV1  # type: ignore[valid-type]
+    interval_s: Annotated[float, Meta(gt=0, le=86400)] | None = None
+    dropped: Annotated[int, Meta(ge=0, lt=2**62)] = 0
+    driver: Annotated[str, Meta(max_length=MAX_STR)] | None = None
+    slice: _SliceV1 | UnsetType = UNSET  # type: ignore[valid-type]
+    proc: _ProcV1 | None = None  # type: ignore[valid-type]
+    xid: _XidV1 | None = None  # type: ignore[valid-type]
+    lost: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=MAX_STR)]], Meta(max_length=MAX_GPUS)
+    ] = []
+    inv: _InvV1 | None = None
+    place: _PlaceV1 | None = None  # type: ignore[valid-type]
+
+
+_DECODER = msgspec.json.Decoder(_ReportV1)
+_STR_COLS = {
+    id(spec): [k for k, (kind, _, _) in spec.items() if kind == STR]
+    for spec in (GPU_SPEC, SLICE_SPEC, PROC_SPEC, XID_SPEC, INV_GPU_SPEC, INV_SLICE_SPEC)
+}
+
+
+class _Slow(Exception):
+    """The fast path cannot vouch for this report: decode it value by value."""
+
+
+def _columns(s: Any, spec: Mapping[str, tuple[int, float, float]]) -> dict[str, list[Any]]:
+    """The struct's present columns, all of one length, their strings storable."""
+    out = {k: v for k, v in msgspec.structs.asdict(s).items() if v is not UNSET}
+    if len(set(map(len, out.values()))) > 1:
+        raise _Slow
+    texts = [x for k in _STR_COLS[id(spec)] for x in out.get(k, ()) if x is not None]
+    if texts and not _storable("".join(texts)):
+        raise _Slow
+    return out
+
+
+def _fast(payload: bytes) -> Report:
+    if type(payload) is not bytes or len(payload) > MAX_PAYLOAD_BYTES:
+        raise _Slow
+    try:
+        r = _DECODER.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        raise _Slow from None
+    if (
+        r.v != VERSION
+        or not HOST_RE.match(r.host)
+        or not _storable(r.boot)
+        or (r.driver is not None and not _storable(r.driver))
+        or (r.lost and not _storable("".join(r.lost)))
+    ):
+        raise _Slow
+    gpu = _columns(r.gpu, GPU_SPEC)
+    n = len(gpu["uuid"])
+    sl = {} if r.slice is UNSET else _columns(r.slice, SLICE_SPEC)
+    if sl and (
+        "id" not in sl or "gpu" not in sl or None in sl["id"] or (sl["gpu"] and max(sl["gpu"]) >= n)
+    ):
+        raise _Slow
+    proc = None
+    if r.proc is not None:
+        proc = _columns(r.proc, PROC_SPEC)
+        if proc["gpu"] and max(proc["gpu"]) >= n:
+            raise _Slow
+    xid = None if r.xid is None else _columns(r.xid, XID_SPEC)
+    inv = None
+    if r.inv is not None:
+        inv = {
+            "gpus": _columns(r.inv.gpus, INV_GPU_SPEC),
+            "slices": _columns(r.inv.slices, INV_SLICE_SPEC),
+        }
+    place = None
+    if r.place is not None:
+        place = {k: v for k, v in msgspec.structs.asdict(r.place).items() if v is not UNSET}
+        if any(type(v) is str and not _storable(v) for v in place.values()):
+            raise _Slow
+    return Report(
+        r.host,
+        r.boot,
+        r.seq,
+        r.ts,
+        r.interval_s,
+        r.dropped,
+        r.driver,
+        gpu,
+        sl,
+        proc,
+        xid,
+        r.lost,
+        inv,
+        place or None,
+    )
+
+
+def decode(
+    payload: bytes,
+    *,
+    topic_host: str | None = None,
+    now: float | None = None,
+    max_future_s: float = 300.0,
+    max_age_s: float = 7 * 86400.0,
+) -> Report:
+    """Parse and validate one report; ReportError says why not (never another exception).
+
+    The fast path accepts what `decode_checked` accepts, checked in C; anything it is not
+    sure of (and every bad report) goes through `decode_checked` for its verdict."""
+    try:
+        r = _fast(payload)
+    except _Slow:
+        return decode_checked(
+            payload,
+            topic_host=topic_host,
+            now=now,
+            max_future_s=max_future_s,
+            max_age_s=max_age_s,
+        )
+    if topic_host is not None and r.host != topic_host:
+        raise ReportError(f"host {r.host!r} does not match the topic's host {topic_host!r}")
+    if now is not None:
+        if r.ts > now + max_future_s:
+            raise ReportError(f"ts {r.ts:.3f} is {r.ts - now:.0f} s in the future")
+        if r.ts < now - max_age_s:
+            raise ReportError(f"ts {r.ts:.3f} is {now - r.ts:.0f} s old (limit {max_age_s:.0f} s)")
+    return r

@@ -32,6 +32,9 @@ class Snapshot:
     values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
     skipped: list[str] = field(default_factory=list)
+    # Same non-None layout -> same names and labels, in the same order (promtext.layout):
+    # mappers reuse what they worked out per series.
+    layout: Any = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -167,4 +170,6 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         out.skipped.extend(s.skipped)
     out.values = np.concatenate([s.values for s in snapshots]) if snapshots else np.zeros(0)
     out.ts = np.concatenate([s.ts for s in snapshots]) if snapshots else np.zeros(0)
+    if snapshots and all(s.layout is not None for s in snapshots):
+        out.layout = tuple(s.layout for s in snapshots)
     return out

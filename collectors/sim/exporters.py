@@ -449,6 +449,10 @@ class SimExporters:
         exporters = self
 
         class Handler(BaseHTTPRequestHandler):
+            # keep-alive, as real exporters (Go's net/http) serve: scrapers reuse connections
+            protocol_version = "HTTP/1.1"
+            timeout = 120  # an idle kept-alive connection's thread ends after this
+
             def do_GET(self) -> None:  # noqa: N802
                 exporters.advance(int(exporters.clock()))
                 body = exporters.render(self.path)

@@ -110,8 +110,9 @@ class SimModel:
         faults: tuple[Fault, ...] = DEFAULT_FAULTS,
         period_s: float | None = DEFAULT_PERIOD_S,
         start: float = 0.0,
+        first_unit: int = 0,
     ):
-        self.fleet = fleet or build_fleet(seed=seed, scale=scale)
+        self.fleet = fleet or build_fleet(seed=seed, scale=scale, first_unit=first_unit)
         self.seed = self.fleet.seed
         self.faults = resolve(self.fleet, faults)
         self.period_s = period_s

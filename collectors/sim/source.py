@@ -58,6 +58,7 @@ class SimSource:
         faults: tuple[Fault, ...] = DEFAULT_FAULTS,
         period_s: float | None = DEFAULT_PERIOD_S,
         start: datetime | None = None,
+        first_unit: int = 0,
         events_after: datetime | None = None,
         processes_every: int = 5,
     ):
@@ -66,7 +67,7 @@ class SimSource:
         self.name = name
         self.interval_s = interval_s
         self._model_args: dict[str, Any] = dict(
-            seed=seed, scale=scale, faults=faults, period_s=period_s
+            seed=seed, scale=scale, faults=faults, period_s=period_s, first_unit=first_unit
         )
         self._start = start
         self.model: SimModel | None = None
@@ -365,6 +366,7 @@ class SimOptions:
     interval_s: float = 1.0  # seconds between samples
     seed: int = 7  # same seed, same fleet and same numbers
     scale: int = 1  # fleet multiplier: 1 -> 304 GPUs, 33 -> 10,032 GPUs
+    first_unit: int = 0  # the first unit (factory) simulated: daemons sharing one lake
     faults: bool = True  # inject the demo's fault schedule (repeats hourly)
 
     def __post_init__(self) -> None:
@@ -372,6 +374,10 @@ class SimOptions:
             raise ValueError("interval_s must be > 0")
         if not 1 <= self.scale <= 1000:
             raise ValueError("scale must be between 1 and 1000")
+        if not 0 <= self.first_unit <= 100_000:
+            raise ValueError("first_unit must be between 0 and 100000")
+        if self.first_unit and self.faults:  # the fault schedule names hosts of unit 0
+            raise ValueError("first_unit > 0 needs faults = false")
 
 
 @register("sim")
@@ -382,5 +388,6 @@ def _sim_from_config(options: Mapping[str, Any], where: str) -> SimSource:
         interval_s=o.interval_s,
         seed=o.seed,
         scale=o.scale,
+        first_unit=o.first_unit,
         faults=DEFAULT_FAULTS if o.faults else (),
     )

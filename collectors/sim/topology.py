@@ -169,13 +169,15 @@ class Fleet:
         return [e[0] for e in ENDPOINTS].index(endpoint)
 
 
-def build_fleet(seed: int = 7, scale: int = 1) -> Fleet:
-    if scale < 1:
-        raise ValueError("scale must be >= 1")
+def build_fleet(seed: int = 7, scale: int = 1, first_unit: int = 0) -> Fleet:
+    """`scale` units (factories) from `first_unit` on: daemons given disjoint unit ranges
+    simulate disjoint shares of one larger fleet (the DuckLake scale-out benchmark)."""
+    if scale < 1 or first_unit < 0:
+        raise ValueError("scale must be >= 1 and first_unit >= 0")
     f = Fleet(seed=seed, scale=scale)
     t = f.tenant_index
     e = f.endpoint_index
-    for unit in range(scale):
+    for unit in range(first_unit, first_unit + scale):
         cluster = f"factory-{unit + 1}"
         base = unit * 7
 

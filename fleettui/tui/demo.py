@@ -53,6 +53,7 @@ def fill_history(
         if evaluate is not None and t >= next_eval:
             evaluate(t)
             next_eval = t + timedelta(seconds=evaluate_every_s)
+    store.publish_live()
     return t
 
 

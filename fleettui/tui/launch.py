@@ -62,7 +62,8 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         dest="app_config",
         metavar="FILE",
-        help="no daemon running: collect these sources in the app (TOML, as the daemon)",
+        help="no daemon running: collect these sources in the app (TOML, as the daemon); "
+        "with a DuckLake [store]: show the whole lake the daemons write",
     )
     g.add_argument(
         "--db",
@@ -83,6 +84,16 @@ def run_app(args: argparse.Namespace) -> int:
     config_path = getattr(args, "app_config", None)
     token = getattr(args, "app_token", None) or os.environ.get("FLEETTUI_TOKEN")
     path = Path(db).expanduser() if db else default_db_path()
+    if config_path and not connect and _is_lake(config_path):
+        # the daemons write the lake; the app reads all of it, whichever daemon wrote it
+        from fleettui.sql_cli import open_config_reader
+
+        reader = open_config_reader(config_path)
+        try:
+            FleetApp(reader, clock=utc_now).run()
+        finally:
+            reader.close()
+        return 0
     info = None if connect else find_daemon(db)
     if connect or info is not None or not config_path:
         if not connect and info is None and not path.exists():
@@ -106,6 +117,12 @@ def run_app(args: argparse.Namespace) -> int:
             reader.close()
         return 0
     return _run_collecting(config_path, db)
+
+
+def _is_lake(config_path: str) -> bool:
+    from fleettui.config import load_config
+
+    return load_config(config_path).store.is_lake
 
 
 def _run_collecting(config_path: str, db: str | None) -> int:

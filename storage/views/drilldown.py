@@ -9,6 +9,7 @@ import pyarrow as pa
 from storage.resolution import RAW, source_for
 from storage.rollups import TIERS
 from storage.views.latest import ASSIGNED, SLICE_LATEST, gpu_latest
+from storage.views.live import SLICE_LATEST_LIVE, covers, gpu_latest_live
 from storage.views.query import Source, run, table_columns
 from storage.views.when import STALE_AFTER_S, resolve_at
 
@@ -87,15 +88,27 @@ LIMIT 200
 PROCESS_TABLES = ("gpu_processes", "processes")
 
 
+# The same from the live snapshot (storage/views/live.py), where it covers the cursor.
+HOST_GPUS_SQL_LIVE = HOST_GPUS_SQL.replace(
+    gpu_latest("host = $host"), gpu_latest_live("host = $host")
+)
+HOST_SLICES_SQL_LIVE = HOST_SLICES_SQL.replace(SLICE_LATEST, SLICE_LATEST_LIVE)
+if HOST_GPUS_SQL_LIVE == HOST_GPUS_SQL or HOST_SLICES_SQL_LIVE == HOST_SLICES_SQL:
+    raise RuntimeError("drill-down live SQL: the history fragment to replace was not found")
+
+
 def host_gpus(
     src: Source,
     host: str,
     at: datetime | None = None,
     *,
     stale_s: float = STALE_AFTER_S,
+    live: bool = True,
 ) -> pa.Table:
-    params = {"at": resolve_at(at), "host": host, "stale_s": stale_s}
-    return run(src, HOST_GPUS_SQL, params)
+    at = resolve_at(at)
+    params = {"at": at, "host": host, "stale_s": stale_s}
+    fast = live and covers(src, at, stale_s, "gpu_samples")
+    return run(src, HOST_GPUS_SQL_LIVE if fast else HOST_GPUS_SQL, params)
 
 
 def host_slices(
@@ -104,9 +117,12 @@ def host_slices(
     at: datetime | None = None,
     *,
     stale_s: float = STALE_AFTER_S,
+    live: bool = True,
 ) -> pa.Table:
-    params = {"at": resolve_at(at), "host": host, "stale_s": stale_s}
-    return run(src, HOST_SLICES_SQL, params)
+    at = resolve_at(at)
+    params = {"at": at, "host": host, "stale_s": stale_s}
+    fast = live and covers(src, at, stale_s, "slice_samples")
+    return run(src, HOST_SLICES_SQL_LIVE if fast else HOST_SLICES_SQL, params)
 
 
 def gpu_history(

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from storage.live import LIVE_CATALOG
 from storage.views.alerts import firing_sql
-from storage.views.latest import BUSY_PCT, GPU_LATEST, SLICES_PER_GPU
+from storage.views.latest import BUSY_PCT, GPU_LATEST, SLICE_LATEST, SLICES_PER_GPU
+from storage.views.live import SLICE_LATEST_LIVE, covers, gpu_latest_live
 from storage.views.query import Source, run
 from storage.views.when import STALE_AFTER_S, resolve_at
 
@@ -31,12 +33,34 @@ FROM g
 """
 
 
+# The same from the live snapshot (storage/views/live.py); the newest sample is the
+# snapshot's (every key's newest row is there), asked of history only when it has none.
+TOTALS_SQL_LIVE = (
+    TOTALS_SQL.replace(GPU_LATEST, gpu_latest_live())
+    .replace(SLICE_LATEST, SLICE_LATEST_LIVE)
+    .replace(
+        "(SELECT max(ts) FROM gpu_samples WHERE ts <= $at AND ts > $at - INTERVAL 1 DAY)",
+        f"(SELECT max(ts) FROM {LIVE_CATALOG}.gpu_latest"
+        " WHERE ts <= $at AND ts > $at - INTERVAL 1 DAY)",
+    )
+)
+if TOTALS_SQL_LIVE.count(LIVE_CATALOG) != 3:
+    raise RuntimeError("fleet totals live SQL: a history fragment to replace was not found")
+NEWEST_SQL = (
+    "SELECT max(ts) AS newest_ts FROM gpu_samples WHERE ts <= $at AND ts > $at - INTERVAL 1 DAY"
+)
+
+
 def fleet_totals(
     src: Source, at: datetime | None = None, *, stale_s: float = STALE_AFTER_S
 ) -> dict[str, Any]:
     """gpus, busy, idle, silent, util_mean_pct, newest_ts, data_age_s, alerts_firing, at."""
     at = resolve_at(at)
-    out: dict[str, Any] = run(src, TOTALS_SQL, {"at": at, "stale_s": stale_s}).to_pylist()[0]
+    params = {"at": at, "stale_s": stale_s}
+    live = covers(src, at, stale_s, "gpu_samples", "slice_samples")
+    out: dict[str, Any] = run(src, TOTALS_SQL_LIVE if live else TOTALS_SQL, params).to_pylist()[0]
+    if live and out["newest_ts"] is None:
+        out["newest_ts"] = run(src, NEWEST_SQL, {"at": at}).column("newest_ts")[0].as_py()
     newest = out["newest_ts"]
     out["data_age_s"] = (at - newest).total_seconds() if newest is not None else None
     firing = firing_sql(src)

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from storage.views.alerts import firing_sql
 from storage.views.latest import ASSIGNED, BUSY_PCT, GPU_LATEST, SLICES_PER_GPU
+from storage.views.live import rack_grid_live, snapshot_state
 from storage.views.query import Source, run
 from storage.views.when import STALE_AFTER_S, resolve_at
 
@@ -128,18 +129,24 @@ _STATE_FILTERS = {
 STATES = tuple(_STATE_FILTERS)
 
 
-def rack_sql(src: Source, flt: RackFilter | None = None) -> str:
-    flt = flt or RackFilter()
+def _alerting_sql(src: Source) -> str:
     firing = firing_sql(src)
-    alerting = (
+    return (
         f"SELECT host, count(*) AS firing FROM ({firing}) GROUP BY host" if firing else _NO_ALERTS
     )
+
+
+def _where(flt: RackFilter) -> str:
     where = [cond for key, cond in _FIELD_FILTERS.items() if getattr(flt, key)]
     if flt.state:
         where.append(_STATE_FILTERS[flt.state])
-    return RACK_SQL.replace("{alerting}", alerting).replace(
-        "{where}", " AND ".join(where) or "true"
-    )
+    return " AND ".join(where) or "true"
+
+
+def rack_sql(src: Source, flt: RackFilter | None = None) -> str:
+    """The rack grid in one statement over history (any cursor)."""
+    flt = flt or RackFilter()
+    return RACK_SQL.replace("{alerting}", _alerting_sql(src)).replace("{where}", _where(flt))
 
 
 def rack_grid(
@@ -148,10 +155,16 @@ def rack_grid(
     flt: RackFilter | None = None,
     *,
     stale_s: float = STALE_AFTER_S,
+    live: bool = True,
 ) -> pa.Table:
-    """One row per GPU in rack order with its newest metrics at the cursor."""
+    """One row per GPU in rack order with its newest metrics at the cursor; from the
+    live snapshot where it covers the cursor (`live=False`: always from history)."""
     flt = flt or RackFilter()
     if flt.state and flt.state not in STATES:
         raise ValueError(f"state filter {flt.state!r}: expected one of {', '.join(STATES)}")
-    params = {"at": resolve_at(at), "stale_s": stale_s, **vars(flt)}
+    at = resolve_at(at)
+    version = snapshot_state(src, at, stale_s, "gpu_samples", "slice_samples") if live else None
+    if version is not None:
+        return rack_grid_live(src, at, stale_s, version, _alerting_sql(src), _where(flt), vars(flt))
+    params = {"at": at, "stale_s": stale_s, **vars(flt)}
     return run(src, rack_sql(src, flt), params)

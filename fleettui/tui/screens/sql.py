@@ -33,7 +33,8 @@ FROM gpu_samples s JOIN hosts h USING (host)
 WHERE s.ts > (SELECT max(ts) FROM gpu_samples) - INTERVAL 10 SECOND
 GROUP BY ALL ORDER BY util_pct DESC, rack"""
 SCHEMA_SQL = """SELECT table_name, column_name, data_type FROM duckdb_columns()
-WHERE NOT internal AND schema_name = 'main' ORDER BY table_name, column_index"""
+WHERE NOT internal AND schema_name = 'main' AND database_name = current_database()
+ORDER BY table_name, column_index"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,252 @@
+"""The newest sample of every GPU and slice, kept beside the store for the live views.
+
+The writer appends samples as before; after each committed write it only keeps
+a reference to the batch (no work per write). At most every `publish_s` it
+folds the batches since into its in-memory snapshot (Arrow, one row per key,
+newest sample wins, a late one never replaces a newer one) and replaces
+`fleettui_live.<gpu|slice>_latest` in an in-memory catalog of the same DuckDB
+instance, so the app in this process and the daemon's Quack clients read it
+like any table. A live view then reads one row per GPU, not the stale window
+of history (`storage/views/live.py`).
+
+Rows keep their place: a key's row stays where it first appeared, new keys are
+appended, so a reader may keep its row positions while `keys_version` is the
+same. Each row carries its group's newest sample time (`host_ts` for a GPU,
+`gpu_ts` for a slice), the views' "newest report" rule without an aggregate.
+
+The snapshot is derived data, never persisted: on open it is filled from the
+last `FILL_WINDOW_S` of history. `fleettui_live.snapshot` says what it covers:
+per table, `since` (every key with a sample after it is there), `through` (its
+newest sample), `keys_version` and `layout_version` (bumped when `gpus`,
+`hosts`, `slices` or `assignments` changed: the rack layout is cached on it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+log = logging.getLogger("fleettui.live")
+
+LIVE_CATALOG = "fleettui_live"
+
+# sample table -> (its snapshot in LIVE_CATALOG, key column, group column, group's newest ts)
+LIVE_TABLES: dict[str, tuple[str, str, str, str]] = {
+    "gpu_samples": ("gpu_latest", "gpu_uuid", "host", "host_ts"),
+    "slice_samples": ("slice_latest", "slice_id", "gpu_uuid", "gpu_ts"),
+}
+
+# History read on open; a view whose stale window reaches further back reads history.
+FILL_WINDOW_S = 120.0
+
+# How often the writer folds new batches into the snapshot (wall seconds).
+PUBLISH_S = 1.0
+
+# Tables the rack grid's layout is built from; a write to them may change it.
+LAYOUT_TABLES = frozenset({"gpus", "hosts", "slices", "assignments"})
+LAYOUT_FINGERPRINT_SQL = """
+SELECT (SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(gpu_uuid, host, gpu_index, name,
+            mig_mode, mem_total_bytes)), 0)::VARCHAR FROM main.gpus)
+    || '/' || (SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(host, cluster, rack,
+            rack_slot, model, nvlink_domain, first_seen)), 0)::VARCHAR FROM main.hosts)
+    || '/' || (SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(slice_id, gpu_uuid)), 0)::VARCHAR
+            FROM main.slices)
+    || '/' || (SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(tenant, gpu_uuid, slice_id,
+            fraction, valid_from, valid_to)), 0)::VARCHAR FROM main.assignments)
+"""
+
+
+def _newest_per_key(t: pa.Table, key: str) -> pa.Table:
+    """`t` reduced to its newest row per key (the first of equal times kept)."""
+    if pc.count_distinct(t.column(key)).as_py() == t.num_rows:
+        return t
+    t = t.take(pc.sort_indices(t, sort_keys=[("ts", "descending")]))
+    keys = t.column(key)
+    return t.take(pc.index_in(pc.unique(keys), value_set=keys))
+
+
+class _Latest:
+    """One sample table's snapshot: Arrow columns in stable row order."""
+
+    def __init__(self, table: str, state: pa.Table):
+        self.name, self.key, self.group, self.group_ts = LIVE_TABLES[table]
+        self.schema = state.schema
+        self.state = state
+        self.keys_n = 1
+
+    def align(self, b: pa.Table) -> pa.Table:
+        """A batch with the snapshot's columns (a missing one NULL, as the store has it)."""
+        return pa.table(
+            {
+                f.name: b.column(f.name).cast(f.type)
+                if f.name in b.column_names
+                else pa.nulls(b.num_rows, f.type)
+                for f in self.schema
+            }
+        )
+
+    def fold(self, new: pa.Table) -> None:
+        new = _newest_per_key(new, self.key)
+        state, key = self.state, self.key
+        pos = pc.index_in(new.column(key), value_set=state.column(key))
+        known = pc.is_valid(pos)
+        old_ts = state.column("ts").take(pos)
+        newer = pc.and_(known, pc.fill_null(pc.greater_equal(new.column("ts"), old_ts), True))
+        repl = new.filter(newer)
+        if repl.num_rows:
+            # each state row: the row of `repl` that replaces it, or null
+            rep = pc.index_in(state.column(key), value_set=repl.column(key))
+            hit = pc.is_valid(rep)
+            moved = pc.any(
+                pc.not_equal(
+                    state.column(self.group).filter(hit),
+                    repl.column(self.group).take(rep.filter(hit)),
+                )
+            ).as_py()
+            state = pa.table(
+                {
+                    f.name: pc.if_else(hit, repl.column(f.name).take(rep), state.column(f.name))
+                    for f in self.schema
+                }
+            )
+            if moved:
+                self.keys_n += 1  # a key changed group: readers' row lookups are stale
+        fresh = new.filter(pc.invert(known))
+        if fresh.num_rows:
+            state = pa.concat_tables([state, fresh])
+            self.keys_n += 1
+        self.state = state
+
+    def published(self) -> pa.Table:
+        """The state with each row's group newest time."""
+        s = self.state
+        newest = s.group_by(self.group, use_threads=False).aggregate([("ts", "max")])
+        idx = pc.index_in(s.column(self.group), value_set=newest.column(self.group))
+        return s.append_column(self.group_ts, newest.column("ts_max").take(idx))
+
+
+class LiveSnapshot:
+    """Newest row per key of the sample tables, published in `fleettui_live`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, publish_s: float = PUBLISH_S):
+        self.publish_s = publish_s
+        self._pending: dict[str, list[pa.Table]] = {t: [] for t in LIVE_TABLES}
+        self._lock = threading.Lock()
+        self._last_publish = 0.0
+        self.publish_cpu_s = 0.0  # total CPU spent publishing (benchmarks)
+        self._cur = con.cursor()
+        self._cur.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {LIVE_CATALOG}")
+        self._cur.execute(
+            f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.snapshot (sample_table VARCHAR, "
+            "since TIMESTAMP, through TIMESTAMP, keys_version VARCHAR, layout_version VARCHAR)"
+        )
+        # a new token per snapshot: positions or a layout cached from another store
+        # or run never match
+        self._token = uuid.uuid4().hex[:12]
+        self._layout_n = 0
+        self._layout_fp = None
+        self._layout_dirty = True
+        self._latest: dict[str, _Latest] = {}
+        self._fill()
+
+    def _fill(self) -> None:
+        """The newest row per key over the last FILL_WINDOW_S of stored history."""
+        for table, (_, key, _, _) in LIVE_TABLES.items():
+            newest = self._cur.execute(f"SELECT max(ts) FROM main.{table}").fetchone()[0]
+            # with no history yet, every key to come is covered from the beginning
+            since = newest - timedelta(seconds=FILL_WINDOW_S) if newest is not None else None
+            state = self._cur.execute(
+                f"SELECT * FROM main.{table} WHERE ts > $since "
+                f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY ts DESC) = 1",
+                {"since": since or newest},
+            ).to_arrow_table()
+            self._latest[table] = _Latest(table, state)
+            self._cur.execute(
+                f"INSERT INTO {LIVE_CATALOG}.snapshot VALUES (?, ?, NULL, NULL, NULL)",
+                [table, since],
+            )
+            self._publish_table(table)
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """A new layout version when what the rack layout is built from changed."""
+        if not self._layout_dirty:
+            return
+        self._layout_dirty = False
+        fp = self._cur.execute(LAYOUT_FINGERPRINT_SQL).fetchone()[0]
+        if fp != self._layout_fp:
+            self._layout_fp = fp
+            self._layout_n += 1
+            self._cur.execute(
+                f"UPDATE {LIVE_CATALOG}.snapshot SET layout_version = ?",
+                [f"{self._token}-{self._layout_n}"],
+            )
+
+    def add(self, table: str, data: pa.Table) -> None:
+        """A committed batch of `table` (cheap: a reference until the next publish)."""
+        if table in LAYOUT_TABLES and not (
+            table == "hosts" and set(data.column_names) <= {"host", "last_seen"}
+        ):
+            self._layout_dirty = True
+        pending = self._pending.get(table)
+        if pending is not None:
+            with self._lock:
+                pending.append(data)
+
+    def maybe_publish(self) -> None:
+        if time.monotonic() - self._last_publish >= self.publish_s:
+            self.publish()
+
+    def publish(self) -> None:
+        """Fold pending batches into the snapshot and replace its tables."""
+        c0 = time.process_time()
+        self._last_publish = time.monotonic()
+        with self._lock:
+            todo = {t: b for t, b in self._pending.items() if b}
+            for t in todo:
+                self._pending[t] = []
+        for table, batches in todo.items():
+            latest = self._latest[table]
+            try:
+                latest.fold(pa.concat_tables([latest.align(b) for b in batches]))
+                self._publish_table(table)
+            except BaseException:
+                # a snapshot that missed batches must not be read: views fall back to history
+                with contextlib.suppress(duckdb.Error):
+                    self._cur.execute(
+                        f"DELETE FROM {LIVE_CATALOG}.snapshot WHERE sample_table = ?", [table]
+                    )
+                raise
+        self._check_layout()
+        self.publish_cpu_s += time.process_time() - c0
+
+    def _publish_table(self, table: str) -> None:
+        latest = self._latest[table]
+        data = latest.published()
+        through = pc.max(data.column("ts")).as_py()
+        self._cur.register("_live_new", data)
+        try:
+            self._cur.execute("BEGIN TRANSACTION")
+            self._cur.execute(
+                f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.{latest.name} AS SELECT * FROM _live_new"
+            )
+            self._cur.execute(
+                f"UPDATE {LIVE_CATALOG}.snapshot SET through = ?, keys_version = ? "
+                "WHERE sample_table = ?",
+                [through, f"{self._token}-{latest.keys_n}", table],
+            )
+            self._cur.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                self._cur.execute("ROLLBACK")
+            raise
+        finally:
+            self._cur.unregister("_live_new")

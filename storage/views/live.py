@@ -1,0 +1,356 @@
+"""Live views: the same rows as the history path, from the newest-sample snapshot.
+
+At a cursor the snapshot covers (`storage/live.py`: nothing newer than the
+cursor in it, and its fill reaches back over the stale window), the latest
+values come from `fleettui_live.<table>` (one row per GPU or slice) instead of
+the stale window of history, so a refresh costs what the fleet is, not what is
+stored. The rack grid's layout (GPUs in rack order, tenants, slice counts)
+changes rarely: it is computed once and reused while a fingerprint of
+`gpus`, `hosts`, `slices` and the assignments in force is unchanged; each
+refresh then asks only for values and joins them to the layout in a local
+DuckDB. `tests/test_views_live.py` checks every live view against the
+history path on the same data.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from storage.live import LIVE_CATALOG
+from storage.views.latest import ASSIGNED
+from storage.views.query import Source, run, table_columns
+
+L = LIVE_CATALOG
+
+
+def snapshot_state(src: Source, at: datetime, stale_s: float, *tables: str) -> str | None:
+    """`<layout_version>/<keys_version of each table>` when the snapshot of every
+    sample table in `tables` holds exactly the newest rows at or before `at` over
+    its stale window; None when it does not (a cursor in the past, no snapshot:
+    read history)."""
+    if not table_columns(src, f"{L}.snapshot"):
+        return None
+    sql = f"""
+        SELECT count(*) AS n, any_value(layout_version) AS layout,
+               string_agg(keys_version, '/' ORDER BY sample_table) AS keys
+        FROM {L}.snapshot
+        WHERE sample_table IN ({", ".join(f"'{t}'" for t in tables)})
+          AND (since IS NULL OR since <= $at - to_seconds($stale_s))
+          AND (through IS NULL OR through <= $at)
+    """
+    try:
+        row = run(src, sql, {"at": at, "stale_s": stale_s}).to_pylist()[0]
+    except Exception:  # noqa: BLE001 - duckdb.Error locally, QueryError through a reader
+        return None
+    if row["n"] != len(tables) or not row["layout"] or not row["keys"]:
+        return None
+    return f"{row['layout']}/{row['keys']}"
+
+
+def covers(src: Source, at: datetime, stale_s: float, *tables: str) -> bool:
+    return snapshot_state(src, at, stale_s, *tables) is not None
+
+
+# Newest row per GPU in the host's newest report, from the snapshot (the same
+# rule as storage/views/latest.py's gpu_latest): parameters $at, $stale_s.
+# `host_ts` (the host's newest sample) is kept by the snapshot, so no aggregate.
+def gpu_latest_live(where: str = "true") -> str:
+    return f"""
+    SELECT gpu_uuid, host, ts, util_pct, mem_used_bytes, mem_total_bytes,
+           power_w, temp_c, sm_clock_mhz, ecc_sbe_total, ecc_dbe_total, throttle_reasons
+    FROM {L}.gpu_latest
+    WHERE ts > $at - to_seconds($stale_s) AND host_ts > $at - to_seconds($stale_s)
+      AND host_ts <= $at AND ts > host_ts - INTERVAL 1 SECOND AND {where}
+"""
+
+
+SLICE_LATEST_LIVE = f"""
+    SELECT slice_id, ts, util_pct, mem_used_bytes FROM {L}.slice_latest
+    WHERE ts > $at - to_seconds($stale_s) AND gpu_ts > $at - to_seconds($stale_s)
+      AND gpu_ts <= $at AND ts > gpu_ts - INTERVAL 1 SECOND
+"""
+
+# -- rack grid -------------------------------------------------------------------
+
+# Everything of the grid but the values: one row per GPU in rack order (`ord`).
+RACK_LAYOUT_SQL = f"""
+WITH asg AS ({ASSIGNED}),
+hosts_sorted AS (
+    SELECT *,
+           regexp_replace(coalesce(cluster, ''), '[0-9]+$', '') AS cluster_key,
+           TRY_CAST(regexp_extract(cluster, '([0-9]+)$', 1) AS BIGINT) AS cluster_num,
+           regexp_replace(rack, '[0-9]+$', '') AS rack_key,
+           TRY_CAST(regexp_extract(rack, '([0-9]+)$', 1) AS BIGINT) AS rack_num
+    FROM hosts
+),
+nsl AS (SELECT gpu_uuid, count(*) AS n_slices FROM slices GROUP BY gpu_uuid)
+SELECT h.cluster, h.rack, h.rack_slot, g.host, h.model, h.nvlink_domain,
+       g.gpu_index, g.gpu_uuid, g.name, g.mig_mode, g.mem_total_bytes AS gpu_mem_total_bytes,
+       coalesce(s.n_slices, 0) AS n_slices, a.tenants, coalesce(a.allocated, 0) AS allocated,
+       row_number() OVER (
+           ORDER BY h.rack IS NULL, h.cluster IS NULL, h.cluster_key, h.cluster_num, h.cluster,
+                    h.rack_key, h.rack_num, h.rack, h.rack_slot, g.host,
+                    g.gpu_index NULLS LAST, g.gpu_uuid) AS ord
+FROM gpus g
+LEFT JOIN hosts_sorted h ON h.host = g.host
+LEFT JOIN nsl s ON s.gpu_uuid = g.gpu_uuid
+LEFT JOIN asg a ON a.gpu_uuid = g.gpu_uuid
+WHERE h.first_seen IS NULL OR h.first_seen <= $at
+"""
+
+# When the layout read at a cursor stops being valid: a host's first_seen or an
+# assignment's start or end on either side of it.
+LAYOUT_VALID_SQL = """
+SELECT greatest((SELECT max(first_seen) FROM hosts WHERE first_seen <= $at),
+                (SELECT max(valid_from) FROM assignments WHERE valid_from <= $at),
+                (SELECT max(valid_to) FROM assignments WHERE valid_to <= $at)) AS lo,
+       least((SELECT min(first_seen) FROM hosts WHERE first_seen > $at),
+             (SELECT min(valid_from) FROM assignments WHERE valid_from > $at),
+             (SELECT min(valid_to) FROM assignments WHERE valid_to > $at)) AS hi
+"""
+
+# Per refresh: the snapshot's values (a plain scan in its stable row order; the
+# rows' keys are read only when the keys version changed), slices per GPU, events.
+RACK_VALUES_SQL = f"""
+SELECT ts, host_ts, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c,
+       sm_clock_mhz, ecc_dbe_total, throttle_reasons
+FROM {L}.gpu_latest
+"""
+RACK_KEYS_SQL = f"SELECT gpu_uuid, host FROM {L}.gpu_latest"
+RACK_SLICE_VALUES_SQL = f"SELECT ts, gpu_ts, util_pct, mem_used_bytes FROM {L}.slice_latest"
+RACK_SLICE_KEYS_SQL = f"SELECT slice_id FROM {L}.slice_latest"
+RACK_EVENTS_SQL = """
+SELECT gpu_uuid, count(*) AS n_events FROM events
+WHERE ts > $at - INTERVAL 1 HOUR AND ts <= $at AND gpu_uuid IS NOT NULL
+GROUP BY gpu_uuid
+"""
+
+# A filter runs locally over the assembled grid, keeping its order.
+RACK_FILTER_SQL = "SELECT * EXCLUDE (_ord) FROM grid WHERE {where} ORDER BY _ord"
+
+_layouts: OrderedDict[str, tuple[datetime | None, datetime | None, pa.Table]] = OrderedDict()
+_positions: OrderedDict[str, _Positions] = OrderedDict()
+_cache_lock = threading.Lock()
+_KEPT = 4
+
+_local = threading.local()
+
+
+def _remember(cache: OrderedDict, key: str, value: Any) -> None:
+    with _cache_lock:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > _KEPT:
+            cache.popitem(last=False)
+
+
+def local_con() -> duckdb.DuckDBPyConnection:
+    """This thread's in-memory DuckDB, for SQL over a view's Arrow results."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = _local.con = duckdb.connect()
+        con.execute("SET threads = 1")
+    return con
+
+
+def rack_layout(src: Source, at: datetime, layout_version: str) -> pa.Table:
+    """The grid's layout at `at`, computed again only when the snapshot's layout
+    version changed or the cursor crossed a first_seen / assignment bound."""
+    with _cache_lock:
+        hit = _layouts.get(layout_version)
+    if hit is not None:
+        lo, hi, layout = hit
+        if (lo is None or lo <= at) and (hi is None or at < hi):
+            return layout
+    layout = run(src, RACK_LAYOUT_SQL, {"at": at}).sort_by("ord")
+    bounds = run(src, LAYOUT_VALID_SQL, {"at": at}).to_pylist()[0]
+    _remember(_layouts, layout_version, (bounds["lo"], bounds["hi"], layout))
+    return layout
+
+
+@dataclass(frozen=True, slots=True)
+class _Positions:
+    """Where each layout row finds its values; kept while the layout and the
+    snapshot's keys are the same."""
+
+    layout: pa.Table
+    gpu: pa.Array  # per layout row: its GPU's snapshot row (null: none)
+    host: pa.Array  # per layout row: a snapshot row of its host (null: none)
+    slice_row: np.ndarray  # per slice snapshot row: the layout row of its GPU (-1: none)
+    gpu_rows: dict[str, int]  # gpu_uuid -> layout row
+    host_rows: dict[str, np.ndarray]  # host -> its layout rows
+
+
+def rack_positions(src: Source, layout: pa.Table, version: str) -> _Positions:
+    key = f"{id(layout)}/{version}"
+    with _cache_lock:
+        hit = _positions.get(key)
+    if hit is not None and hit.layout is layout:  # (an id is reused once its table is gone)
+        return hit
+    keys = run(src, RACK_KEYS_SQL)
+    uuids, hosts = layout.column("gpu_uuid"), layout.column("host")
+    # slice snapshot row -> its GPU (the `slices` inventory, as the history path) -> layout row
+    inv = run(src, "SELECT slice_id, gpu_uuid FROM slices")
+    slice_ids = run(src, RACK_SLICE_KEYS_SQL).column("slice_id")
+    slice_gpu = inv.column("gpu_uuid").take(
+        pc.index_in(slice_ids, value_set=inv.column("slice_id"))
+    )
+    slice_row = pc.fill_null(pc.index_in(slice_gpu, value_set=uuids), -1)
+    host_list = hosts.to_pylist()
+    order = np.argsort(np.array(host_list, dtype=object), kind="stable")
+    host_rows: dict[str, np.ndarray] = {}
+    sorted_hosts = [host_list[i] for i in order]
+    start = 0
+    for i in range(1, len(sorted_hosts) + 1):
+        if i == len(sorted_hosts) or sorted_hosts[i] != sorted_hosts[start]:
+            host_rows[sorted_hosts[start]] = order[start:i]
+            start = i
+    pos = _Positions(
+        layout,
+        pc.index_in(uuids, value_set=keys.column("gpu_uuid")),
+        pc.index_in(hosts, value_set=keys.column("host")),
+        slice_row.to_numpy(zero_copy_only=False).astype(np.int64),
+        {u: i for i, u in enumerate(uuids.to_pylist())},
+        host_rows,
+    )
+    _remember(_positions, key, pos)
+    return pos
+
+
+def _per_row(n: int, rows: list[int | np.ndarray], values: list[int]) -> pa.Array:
+    """int64 per layout row: `values` at `rows`, 0 elsewhere."""
+    out = np.zeros(n, dtype=np.int64)
+    for r, v in zip(rows, values, strict=True):
+        out[r] = v
+    return pa.array(out)
+
+
+def rack_grid_live(
+    src: Source,
+    at: datetime,
+    stale_s: float,
+    version: str,
+    alerting_sql: str,
+    where: str,
+    filters: dict[str, str],
+) -> pa.Table:
+    """The rack grid from the snapshot: the same rows, columns and order as RACK_SQL."""
+    layout = rack_layout(src, at, version.split("/", 1)[0])
+    pos = rack_positions(src, layout, version)
+    n = layout.num_rows
+    vals = run(src, RACK_VALUES_SQL)
+    svals = run(src, RACK_SLICE_VALUES_SQL)
+    ev = run(src, RACK_EVENTS_SQL, {"at": at})
+    alerting = run(src, alerting_sql, {"at": at})
+
+    # the newest report rule (storage/views/latest.py): a row counts when its group
+    # (host, or the slice's GPU) reported within (at - stale, at] and it was in that report
+    low = pa.scalar(at - timedelta(seconds=stale_s), pa.timestamp("us"))
+    top = pa.scalar(at, pa.timestamp("us"))
+
+    def counts(t: pa.Table, group_ts: str) -> tuple[pa.Array, pa.Array]:
+        g_ts = t.column(group_ts)
+        group_in = pc.and_(pc.greater(g_ts, low), pc.less_equal(g_ts, top))
+        ts = t.column("ts")
+        present = pc.and_(
+            pc.and_(group_in, pc.greater(ts, low)),
+            pc.greater(ts, pc.subtract(g_ts, pa.scalar(_ONE_S))),
+        )
+        return group_in, present
+
+    host_in, present = counts(vals, "host_ts")
+    gi = pos.gpu
+    vi = pc.if_else(pc.fill_null(present.take(gi), False), gi, pa.scalar(None, gi.type))
+    host_seen = pc.fill_null(host_in.take(pos.host), False)
+
+    # slices per GPU: mean utilisation and memory of the slices that count
+    _, s_present = counts(svals, "gpu_ts")
+    sp = np.asarray(s_present.to_numpy(zero_copy_only=False), dtype=bool) & (pos.slice_row >= 0)
+    rows = pos.slice_row[sp]
+    s_util = svals.column("util_pct").filter(pa.array(sp))
+    s_mem = svals.column("mem_used_bytes").filter(pa.array(sp))
+    u_ok = pc.is_valid(s_util).to_numpy(zero_copy_only=False)
+    m_ok = pc.is_valid(s_mem).to_numpy(zero_copy_only=False)
+    u_n = np.bincount(rows[u_ok], minlength=n)
+    u_sum = np.bincount(
+        rows[u_ok], weights=pc.drop_null(s_util).to_numpy().astype(np.float64), minlength=n
+    )
+    m_n = np.bincount(rows[m_ok], minlength=n)
+    m_sum = np.zeros(n, dtype=np.int64)
+    np.add.at(m_sum, rows[m_ok], pc.drop_null(s_mem).to_numpy().astype(np.int64))
+    slice_util = pa.array(u_sum / np.maximum(u_n, 1), mask=u_n == 0)
+    slice_mem = pa.array(m_sum, mask=m_n == 0)
+
+    ev_rows = [pos.gpu_rows.get(g) for g in ev.column("gpu_uuid").to_pylist()]
+    ev_keep = [i for i, r in enumerate(ev_rows) if r is not None]
+    n_events = _per_row(
+        n, [ev_rows[i] for i in ev_keep], [ev.column("n_events")[i].as_py() for i in ev_keep]
+    )
+    al_hosts = alerting.column("host").to_pylist()
+    al_keep = [i for i, h in enumerate(al_hosts) if h in pos.host_rows]
+    host_alerts = _per_row(
+        n,
+        [pos.host_rows[al_hosts[i]] for i in al_keep],
+        [alerting.column("firing")[i].as_py() for i in al_keep],
+    )
+
+    util = pc.coalesce(vals.column("util_pct").take(vi), slice_util)
+    mem_used = pc.coalesce(vals.column("mem_used_bytes").take(vi), slice_mem)
+    mem_total = pc.coalesce(
+        vals.column("mem_total_bytes").take(vi), layout.column("gpu_mem_total_bytes")
+    ).cast(pa.float64())
+    mem_total = pc.if_else(pc.equal(mem_total, 0.0), pa.scalar(None, pa.float64()), mem_total)
+    mem_pct = pc.divide(pc.multiply(mem_used.cast(pa.float64()), 100.0), mem_total)
+    errors = pc.add(n_events, pc.coalesce(vals.column("ecc_dbe_total").take(vi), 0))
+    sample_ts = vals.column("ts").take(vi)
+    grid = pa.table(
+        {
+            **{c: layout.column(c) for c in _LAYOUT_HEAD},
+            "util_pct": util,
+            "mem_pct": mem_pct,
+            **{
+                c: vals.column(c).take(vi)
+                for c in ("power_w", "temp_c", "sm_clock_mhz", "throttle_reasons")
+            },
+            "errors": errors.cast(pa.int64()),
+            **{c: layout.column(c) for c in ("n_slices", "tenants", "allocated")},
+            "sample_ts": sample_ts,
+            "host_stale": pc.invert(host_seen),
+            "gpu_missing": pc.is_null(sample_ts),
+            "host_alerts": host_alerts,
+        }
+    )
+    if where == "true":
+        return grid
+    con = local_con()
+    con.register("grid", grid.append_column("_ord", pa.array(range(grid.num_rows))))
+    try:
+        sql = RACK_FILTER_SQL.replace("{where}", where)
+        used = {k: v for k, v in filters.items() if f"${k}" in sql}
+        return con.execute(sql, used).to_arrow_table()
+    finally:
+        con.unregister("grid")
+
+
+_ONE_S = timedelta(seconds=1)
+_LAYOUT_HEAD = (
+    "cluster",
+    "rack",
+    "rack_slot",
+    "host",
+    "model",
+    "nvlink_domain",
+    "gpu_index",
+    "gpu_uuid",
+    "name",
+    "mig_mode",
+)

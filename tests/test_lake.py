@@ -1,0 +1,222 @@
+"""The store on DuckLake: a real PostgreSQL catalog (tests/services/postgres.py), a
+shared data directory, and several writers that must store every row exactly once."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from fleettui.backend import open_store
+from fleettui.config import ConfigError, parse_config
+from storage.batch import make_batch
+from storage.lake import SAMPLE_KEYS, LakeStore, LakeTarget, lake_sql, redact
+from storage.migrate import migrations
+from storage.store import StoreError
+from tests.services.postgres import Postgres, postgres  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.integration]
+
+_names = itertools.count()
+
+
+def new_lake(pg: Postgres, tmp_path) -> LakeTarget:
+    dsn = pg.create_database(f"lake{next(_names)}")
+    return LakeTarget(dsn, str(tmp_path / "lake") + "/", pg.password)
+
+
+def hosts_batch(names: list[str], t: datetime):
+    return make_batch(
+        "hosts",
+        {
+            "host": names,
+            "model": ["HGX"] * len(names),
+            "first_seen": [t] * len(names),
+            "last_seen": [t] * len(names),
+        },
+    )
+
+
+def gpu_batch(host: str, t0: datetime, n: int):
+    ts = [t0 + timedelta(seconds=i) for i in range(n)]
+    return make_batch(
+        "gpu_samples",
+        {
+            "ts": ts,
+            "host": [host] * n,
+            "gpu_uuid": [f"GPU-{host}"] * n,
+            "util_pct": [float(i) for i in range(n)],
+            "source": ["agents"] * n,
+        },
+    )
+
+
+def test_migrations_lose_only_the_constraints_ducklake_lacks():
+    for _, name, sql in migrations():
+        out = re.sub(r"--[^\n]*", "", lake_sql(sql)).upper()  # comments may say CHECK
+        assert "PRIMARY KEY" not in out and not re.search(r"\bCHECK\s*\(", out), name
+        # every column and table survives
+        assert out.count("CREATE TABLE") == sql.count("CREATE TABLE"), name
+    assert lake_sql("x VARCHAR NOT NULL CHECK (kind IN ('a', 'b')),\n y INT") == (
+        "x VARCHAR NOT NULL,\n y INT"
+    )
+
+
+def test_lake_schema_matches_the_file(postgres: Postgres, tmp_path):  # noqa: F811
+    from storage.store import Store
+
+    lake = LakeStore.open_lake(new_lake(postgres, tmp_path))
+    file = Store.open(tmp_path / "f.duckdb")
+    try:
+        q = (
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            "AND table_name <> 'lake_commit_lock' ORDER BY ALL"
+        )
+        assert lake.cursor().execute(q).fetchall() == file.cursor().execute(q).fetchall()
+    finally:
+        lake.close()
+        file.close()
+
+
+def test_two_writers_store_each_host_and_sample_once(postgres: Postgres, tmp_path):  # noqa: F811
+    target = new_lake(postgres, tmp_path)
+    a, b = LakeStore.open_lake(target), LakeStore.open_lake(target)
+    t = datetime(2026, 1, 1, 12, 0, 0)
+    names = [f"h{i:02d}" for i in range(10)]
+    errors = []
+
+    def writer(store: LakeStore, offset: int) -> None:
+        try:
+            for k in range(12):
+                # both writers add the same new hosts at the same time: without a key,
+                # only the commit lock keeps the second MERGE from inserting them again
+                store.write(
+                    [
+                        hosts_batch(names, t + timedelta(seconds=k + offset)),
+                        gpu_batch(names[k % 10], t, 30),
+                    ]
+                )
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(s, i)) for i, s in enumerate((a, b))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    cur = a.cursor()
+    assert cur.execute("SELECT count(*), count(DISTINCT host) FROM hosts").fetchone() == (10, 10)
+    # first_seen kept, last_seen the latest either writer saw
+    assert cur.execute("SELECT min(first_seen), max(last_seen) FROM hosts").fetchone() == (
+        t,
+        t + timedelta(seconds=12),
+    )
+    # hosts h00..h11 % 10 got the same 30 samples from both writers, 24 times in all
+    total, distinct = cur.execute(
+        "SELECT count(*), count(DISTINCT (ts, gpu_uuid, source)) FROM gpu_samples"
+    ).fetchone()
+    assert total == distinct == 10 * 30
+    assert a.duplicates_skipped + b.duplicates_skipped == 24 * 30 - 10 * 30
+    a.close()
+    b.close()
+
+
+def test_a_redelivered_batch_is_stored_once_and_new_rows_still_go_in(
+    postgres: Postgres,  # noqa: F811
+    tmp_path,
+):
+    target = new_lake(postgres, tmp_path)
+    a, b = LakeStore.open_lake(target), LakeStore.open_lake(target)
+    t = datetime(2026, 1, 1)
+    assert a.write([gpu_batch("x", t, 5)]) == 5
+    # the broker hands the same report to the other daemon, overlapping with new rows
+    assert b.write([gpu_batch("x", t, 8)]) == 3
+    # a batch with a duplicate inside it
+    twice = gpu_batch("y", t, 2)
+    both = pa.concat_tables([twice.data, twice.data])
+    assert b.write([make_batch("gpu_samples", {c: both[c] for c in both.column_names})]) == 2
+    assert a.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone() == (10,)
+    a.close()
+    b.close()
+
+
+def test_readers_see_the_lake_by_plain_table_names(postgres: Postgres, tmp_path):  # noqa: F811
+    target = new_lake(postgres, tmp_path)
+    w = LakeStore.open_lake(target)
+    w.write([hosts_batch(["r1", "r2"], datetime(2026, 1, 1))])
+    r = LakeStore.open_lake(target, read_only=True)
+    try:
+        # a fresh cursor, as the views and `fleettui sql` use, starts in `memory`
+        assert r.con.cursor().execute("SELECT count(*) FROM hosts").fetchone() == (2,)
+        with pytest.raises(StoreError, match="read-only"):
+            r.write([hosts_batch(["r3"], datetime(2026, 1, 1))])
+    finally:
+        r.close()
+        w.close()
+
+
+def test_wrong_password_is_one_line_without_the_password(postgres: Postgres, tmp_path):  # noqa: F811
+    dsn = postgres.create_database(f"lake{next(_names)}")
+    secret = "s3cret-" + postgres.password[:6]
+    with pytest.raises(StoreError) as err:
+        LakeStore.open_lake(LakeTarget(dsn, str(tmp_path / "d") + "/", secret))
+    msg = str(err.value)
+    assert "cannot attach the lake" in msg and "\n" not in msg
+    assert secret not in msg
+    assert redact("host=x password='a b' user=y") == "host=x password=*** user=y"
+
+
+def test_store_section_is_validated(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[store\].*password_file"):
+        parse_config(
+            {"store": {"backend": "ducklake", "catalog": "host=h password=x", "data_path": "/d"}},
+            "f.toml",
+        )
+    with pytest.raises(ConfigError, match=r"\[store\].*needs catalog"):
+        parse_config({"store": {"backend": "ducklake"}}, "f.toml")
+    with pytest.raises(ConfigError, match=r"\[store\].*backend"):
+        parse_config({"store": {"backend": "sqlite"}}, "f.toml")
+    cfg = parse_config(
+        {
+            "store": {
+                "backend": "ducklake",
+                "catalog": "host=h",
+                "data_path": str(tmp_path),
+                "password_file": str(tmp_path / "missing"),
+            }
+        },
+        "f.toml",
+    )
+    with pytest.raises(ConfigError, match="password_file.*cannot read"):
+        open_store(cfg)
+    # the default stays the embedded file
+    assert parse_config({}, "f.toml").store.backend == "file"
+
+
+def test_sample_keys_tell_rows_of_one_tick_apart(postgres: Postgres, tmp_path):  # noqa: F811
+    """A key that two real rows share would drop one of them as a "duplicate": one tick
+    of the whole simulated fleet (NVLink per link, MIG slices, processes, latency), written
+    twice, is every row once."""
+    from collectors.sim.source import SimSource
+
+    t = datetime(2026, 11, 26, 12)
+    src = SimSource(start=t - timedelta(minutes=5))
+    batches = [b for b in src.sample(t).batches if b.table in SAMPLE_KEYS]
+    assert {b.table for b in batches} >= {"gpu_samples", "link_samples", "slice_samples"}
+    lake = LakeStore.open_lake(new_lake(postgres, tmp_path))
+    try:
+        lake.write(batches)
+        lake.write(batches)  # redelivered
+        for table in {b.table for b in batches}:
+            want = sum(b.rows for b in batches if b.table == table)
+            got = lake.cursor().execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            assert got == want, table
+        assert lake.duplicates_skipped == sum(b.rows for b in batches)
+    finally:
+        lake.close()
