@@ -130,6 +130,7 @@ class FabricRules:
 
 @dataclass(slots=True)
 class _FabricPlan:
+    ib: list[tuple[int, tuple[str, str, str], None]]  # IB/RoCE samples with a port
     steps: list[tuple]
     dropped: dict[str, int]  # series with no column (labels only)
     nv_idx: np.ndarray  # NVLink samples, for their blank check
@@ -151,7 +152,8 @@ class FabricMapper:
         """What each fabric series is (names and labels only): reused while the layout holds."""
         if snap.layout is not None and self._plan is not None and snap.layout == self._plan_key:
             return self._plan
-        steps: list[tuple] = []  # in sample order: ("ib", i, key) / ("skip", why) / ("nv", ...)
+        ib: list[tuple[int, tuple[str, str, str], None]] = []  # (sample, port key, no GPU)
+        steps: list[tuple] = []  # in sample order: ("skip", why) / ("nv", ...)
         dropped: dict[str, int] = {}
         nv_idx: list[int] = []
         hca: dict[tuple[str, str], str] = {}  # (host, device) -> hca_type
@@ -172,7 +174,7 @@ class FabricMapper:
                     )
                     continue
                 kind = self.rules.kind(host, dev, hca.get((host, dev)))
-                steps.append(("ib", i, (host, kind, f"{dev}/{port}" if port else dev)))
+                ib.append((i, (host, kind, f"{dev}/{port}" if port else dev), None))
             elif name.startswith(IB_PREFIX):
                 if name != IB_INFO:
                     why = next(
@@ -189,7 +191,7 @@ class FabricMapper:
                 rank = float(gi) if gi.isdigit() else -1.0
                 steps.append(("nv", i, name, key, rank, len(nv_idx)))
                 nv_idx.append(i)
-        plan = _FabricPlan(steps, dropped, np.asarray(nv_idx, dtype=np.int64))
+        plan = _FabricPlan(ib, steps, dropped, np.asarray(nv_idx, dtype=np.int64))
         self._plan, self._plan_key = plan, snap.layout
         return plan
 
@@ -199,13 +201,12 @@ class FabricMapper:
         skipped: list[str] = []
         dropped = dict(plan.dropped)
         used = 0
-        picked: list[tuple[int, tuple[str, str, str], str | None]] = []
+        picked: list[tuple[int, tuple[str, str, str], str | None]] = list(plan.ib)
         nv_best: dict[tuple, tuple[float, int]] = {}  # (key, name) -> (GI rank, sample index)
-        blank = blank_mask(snap.values[plan.nv_idx])  # DCGM blanks among the NVLink samples
+        # DCGM blanks among the NVLink samples
+        blank = blank_mask(snap.values[plan.nv_idx]).tolist()
         for step in plan.steps:
-            if step[0] == "ib":
-                picked.append((step[1], step[2], None))
-            elif step[0] == "skip":
+            if step[0] == "skip":
                 skipped.append(step[1])
             else:
                 _, i, name, key, rank, k = step
