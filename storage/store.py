@@ -329,6 +329,27 @@ class Store:
                     cur.execute("ROLLBACK")
                 raise
 
+    @contextlib.contextmanager
+    def side_writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A transaction on a cursor of its own, beside the writer and without its lock:
+        for long maintenance that writes only tables ingestion never writes (rollups),
+        so that appends are not queued behind it. DuckDB runs both transactions at
+        once (MVCC); they write different tables, so neither conflicts."""
+        if self._writer is None:
+            raise StoreError(f"{self.path}: store is open read-only")
+        cur = self.cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+                raise
+        finally:
+            cur.close()
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for reads on this process's connection (thread-safe to use per thread)."""
         return self.con.cursor()

@@ -40,7 +40,8 @@ SHAPE = {
 
 
 def test_migration_is_the_generated_ddl():
-    sql = {name: text for _, name, text in migrations()}["0012_rollups.sql"]
+    # 0012 created the tables as storage/rollups.py was then; 0015 is generated from today's
+    sql = {name: text for _, name, text in migrations()}["0015_rollup_counter_carry.sql"]
     assert sql == ddl()
 
 
