@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import threading
 import time
 from datetime import datetime, timedelta
@@ -87,8 +88,11 @@ def main() -> None:
     ap.add_argument("--history-min", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--explain", action="store_true")
+    ap.add_argument("--store", help="database file (default: a new one in a temporary folder)")
     a = ap.parse_args()
-    store = Store.open(":memory:")
+    tmp = tempfile.TemporaryDirectory(prefix="bench_rollup_tick_")
+    # a database file with the daemon's default memory limit, as a daemon runs
+    store = Store.open(a.store or f"{tmp.name}/fleet.duckdb")
     src = SimSource(scale=a.scale, start=START)
     t0 = time.perf_counter()
     fill(store, src, a.history_min)
@@ -152,6 +156,8 @@ def main() -> None:
             "EXPLAIN ANALYZE " + sql, {"lo": lo, "hi": lo + timedelta(minutes=1)}
         ).fetchall()
         print(plan[-1][1])
+    store.close()
+    tmp.cleanup()
 
 
 if __name__ == "__main__":
