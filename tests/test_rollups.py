@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta
 
@@ -205,6 +206,58 @@ def test_gauges_and_counter_increases_by_hand():
         " util_pct_last FROM gpu_samples_1h"
     ).fetchall()
     assert hour == [(6, 1.25, 50.0, 5, 85, 1.25)]
+
+
+def test_a_counter_increase_starts_from_the_previous_minute_rolled_in_an_earlier_tick():
+    """The first delta of a step comes from the 1-minute tier's last non-NULL value
+    (`_nonnull_last`/`_nonnull_ts`), not from raw rows before the step."""
+    store = Store.open(":memory:")
+    m = datetime(2026, 11, 2, 10, 0)
+    s = timedelta(seconds=1)
+    _gpu_rows(store, [(m, 1.0, 100.0), (m + 40 * s, 2.0, 130.0), (m + 50 * s, 3.0, None)])
+    _roll(store, m + 90 * s)  # rolls the first minute only
+    assert store.con.execute(
+        "SELECT energy_j_increase, energy_j_nonnull_last, energy_j_nonnull_ts, energy_j_last"
+        " FROM gpu_samples_1m"
+    ).fetchall() == [(30, 130, m + 40 * s, None)]
+    # next minute: 135 (+5 from the carried 130), then a reset to 4 (+4); a row
+    # more than 5 minutes after the last value counts nothing
+    _gpu_rows(store, [(m + 70 * s, 1.0, 135.0), (m + 80 * s, 1.0, 4.0)])
+    _roll(store, m + 150 * s)
+    _gpu_rows(store, [(m + 500 * s, 1.0, 50.0)])
+    _roll(store, m + 600 * s)
+    got = store.con.execute(
+        "SELECT bucket, energy_j_increase FROM gpu_samples_1m ORDER BY bucket"
+    ).fetchall()
+    assert got == [(m, 30), (m + 60 * s, 9), (m + 480 * s, None)]
+
+
+def test_a_rollup_step_does_not_hold_up_writes():
+    """RollupTask's transaction runs beside the ingest writer: a batch written from
+    another thread while a rollup step is still open commits without waiting for it."""
+    store = Store.open(":memory:")
+    spec = SPECS["gpu_samples"]
+    store.write([Batch("gpu_samples", sample_rows("gpu_samples", START, 1, 10.0, 3, seed=3))])
+    task = RollupTask(store)
+    later = sample_rows("gpu_samples", START + timedelta(hours=1), 1, 10.0, 3, seed=4)
+    done = threading.Event()
+
+    def write() -> None:
+        store.write([Batch("gpu_samples", later)])
+        done.set()
+
+    with task._rollup_cursor() as cur:
+        assert roll_tier(cur, spec, "1m", START + timedelta(hours=1)) > 0
+        w = threading.Thread(target=write)
+        w.start()
+        committed = done.wait(120)  # generous: a loaded machine; the lock would block forever
+        assert committed, "a write waited for the rollup's transaction"
+    w.join()
+    n = store.con.execute("SELECT count(*) FROM gpu_samples").fetchone()[0]
+    assert (
+        n == 2 * later.num_rows
+        and store.con.execute("SELECT count(*) FROM gpu_samples_1m").fetchone()[0] > 0
+    )
 
 
 def test_late_rows_within_the_window_are_rolled_up_later_ones_stay_raw():
