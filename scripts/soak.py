@@ -159,6 +159,14 @@ def main() -> int:
 
     counter = Counter(broker)
     daemon = start_daemon()
+    # agents start once the daemon has subscribed: a fresh broker queues nothing for a
+    # client that never connected (on a loaded machine a fixed 3 s was too short: the
+    # first reports of every agent were "missing" from a 150 s run)
+    deadline = time.monotonic() + 120
+    while "fleettui daemon: store" not in (work / "daemon.log").read_text(errors="replace"):
+        if time.monotonic() > deadline or daemon.poll() is not None:
+            raise SystemExit("soak: the daemon did not start (see daemon.log)")
+        time.sleep(0.2)
     time.sleep(3)
     from collectors.sim.model import SimModel
 
