@@ -9,12 +9,23 @@ the suffixed keys make them a little pessimistic). A "value" is one metric
 of one key at one time: a raw cell, or one metric's aggregate set in a rollup
 row (min/max/sum/count/last...).
 
-`--prometheus N` also writes the first N GPUs' gpu_samples metrics as
-OpenMetrics, builds real Prometheus TSDB blocks from them with `promtool tsdb
-create-blocks-from openmetrics` (Prometheus' own block writer), and reports
-bytes per sample beside DuckDB's bytes per value for the same rows.
+`--week-step-s S` also fills a second store with a simulated week sampled
+every S seconds and rolls it up, so the 1-hour figures rest on 168 buckets per
+key rather than on the few of a short run (its 1-minute tier, one sample per
+bucket at S = 60, is not used).
 
-    python benchmarks/bench_history.py --scale 1 --hours 2 --prometheus 32
+`--prometheus N` also writes the same values as OpenMetrics and builds real
+Prometheus TSDB blocks from them with `promtool tsdb create-blocks-from
+openmetrics` (Prometheus' own block writer), at each resolution: the first N
+GPUs' raw gpu_samples metrics, and every numeric cell of gpu_samples_1m and
+_1h (each aggregate column a series, as recording rules would store them). It
+reports bytes per sample beside DuckDB's bytes per cell for the same cells,
+both whole (Prometheus: blocks with index and metadata; DuckDB: the rows in a
+file of their own with keys and timestamps) and Prometheus' chunk files alone.
+promtool 2.42 cuts blocks at 2 h, so an hourly series holds two samples per
+block and its index weighs on it; a server would compact them.
+
+    python benchmarks/bench_history.py --scale 1 --hours 1 --week-step-s 60 --prometheus 32
 """
 
 from __future__ import annotations
@@ -94,10 +105,42 @@ def table_bytes(
     return (probe.stat().st_size - empty.stat().st_size) / (rows * copies), rows * copies
 
 
+_NUMERIC = ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "BOOLEAN", "HUGEINT", "DECIMAL(38,6)")
+
+
+def numeric_columns(
+    src: duckdb.DuckDBPyConnection, relation: str, skip: tuple[str, ...]
+) -> list[str]:
+    return [
+        r[0]
+        for r in src.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?"
+            " ORDER BY column_index",
+            [relation],
+        ).fetchall()
+        if r[1] in _NUMERIC and r[0] not in skip
+    ]
+
+
+def _series_name(relation: str, col: str) -> str:
+    # OpenMetrics reserves _count/_sum/_total suffixes for other types
+    for suffix, repl in (("_count", "_n"), ("_sum", "_s"), ("_total", "_tot")):
+        if col.endswith(suffix):
+            col = col[: -len(suffix)] + repl
+    return f"fleet_{relation}_{col}"
+
+
 def promtool_bytes(
-    src: duckdb.DuckDBPyConnection, gpus: int, workdir: Path, metrics: list[str]
-) -> tuple[float, int] | None:
-    """Bytes per sample of real Prometheus TSDB blocks holding the first `gpus` GPUs."""
+    src: duckdb.DuckDBPyConnection,
+    relation: str,
+    time_col: str,
+    keys: tuple[str, ...],
+    metrics: list[str],
+    where: str,
+    workdir: Path,
+) -> tuple[float, float, int] | None:
+    """(bytes per sample of whole TSDB blocks, of their chunk files alone, samples) for
+    `metrics` of `relation` (`where` selects the rows), each column a series per key."""
     tool = shutil.which("promtool")
     if tool is None:
         return None
@@ -105,26 +148,54 @@ def promtool_bytes(
     n = 0
     with om.open("w") as f:
         for m in metrics:
-            f.write(f"# TYPE fleet_{m} gauge\n")
+            f.write(f"# TYPE {_series_name(relation, m)} gauge\n")
             rows = src.execute(
-                f"SELECT host, gpu_uuid, {m}, epoch_ms(ts) FROM gpu_samples WHERE gpu_uuid IN"
-                f" (SELECT gpu_uuid FROM gpus ORDER BY gpu_uuid LIMIT {gpus}) AND {m} IS NOT NULL"
-                " ORDER BY gpu_uuid, ts"
+                f"SELECT {', '.join(keys)}, {m}::DOUBLE, epoch_ms({time_col}) FROM {relation}"
+                f" {where} {'AND' if where else 'WHERE'} {m} IS NOT NULL"
+                f" ORDER BY {', '.join(keys)}, {time_col}"
             ).fetchall()
-            f.writelines(
-                f'fleet_{m}{{host="{h}",gpu="{g}"}} {float(v)!r} {ms / 1000:.3f}\n'
-                for h, g, v, ms in rows
-            )
+            name = _series_name(relation, m)
+            for r in rows:
+                labels = ",".join(f'{k}="{v}"' for k, v in zip(keys, r[:-2], strict=True))
+                f.write(f"{name}{{{labels}}} {r[-2]!r} {r[-1] / 1000:.3f}\n")
             n += len(rows)
         f.write("# EOF\n")
     out = workdir / "tsdb"
+    shutil.rmtree(out, ignore_errors=True)
     subprocess.run(
         [tool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(om), str(out)],
         check=True,
         capture_output=True,
     )
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return size / n, n
+    files = [p for p in out.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    chunks = sum(p.stat().st_size for p in files if p.parent.name == "chunks")
+    om.unlink()
+    return size / n, chunks / n, n
+
+
+def against_prometheus(
+    con: duckdb.DuckDBPyConnection, relation: str, time_col: str, where: str, work: Path
+) -> None:
+    """DuckDB bytes per cell and Prometheus bytes per sample for the same cells."""
+    keys = ("host", "gpu_uuid")
+    metrics = numeric_columns(con, relation, keys)
+    rows = con.execute(f"SELECT count(*) FROM {relation} {where}").fetchone()[0]
+    if rows == 0:
+        return
+    cells = con.execute(
+        f"SELECT {' + '.join(f'count({m})' for m in metrics)} FROM {relation} {where}"
+    ).fetchone()[0]
+    bpr, _ = table_bytes(con, relation, "gpu_uuid", work, where, min_rows=0)
+    prom = promtool_bytes(con, relation, time_col, keys, metrics, where, work)
+    duck = bpr * rows / cells
+    if prom is None:
+        print(f"| {relation} | {rows:,} | {cells:,} | {duck:.2f} | promtool not found | |")
+        return
+    print(
+        f"| {relation} | {rows:,} | {cells:,} | {duck:.2f} | {prom[0]:.2f} | {prom[1]:.2f} |",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -132,6 +203,13 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=1)
     ap.add_argument("--hours", type=float, default=2.0)
     ap.add_argument("--step-s", type=float, default=1.0)
+    ap.add_argument(
+        "--week-step-s",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also fill a simulated week every S seconds for the 1-hour tier",
+    )
     ap.add_argument(
         "--prometheus",
         type=int,
@@ -161,6 +239,16 @@ def main() -> None:
             f"closing the rest {rest_s:.1f} s"
         )
         con = store.con
+        week = None
+        if args.week_step_s:
+            week = Store.open(work / "week.duckdb")
+            _, wfill_s = fill(week, args.scale, 24 * 7, args.week_step_s)
+            wroll_s = roll_all(week, START + timedelta(days=7, hours=2), 24 * 7 + 2)
+            print(
+                f"a simulated week every {args.week_step_s:g} s for the 1-hour tier: "
+                f"filled in {wfill_s:.0f} s, rolled up in {wroll_s:.0f} s"
+            )
+        hour_con = week.con if week is not None else con
         print("\n| table | resolution | rows | values/row | bytes/row | bytes/value |")
         print("| --- | --- | --- | --- | --- | --- |")
         per_day = {"raw": 0.0, "1m": 0.0, "1h": 0.0}
@@ -170,8 +258,9 @@ def main() -> None:
             key = spec.keys[0] if spec.table != "link_samples" else "port"
             for tier in ("raw", *TIERS):
                 rel = spec.table if tier == "raw" else rollup_table(spec.table, tier)
-                rows = con.execute(f"SELECT count(*) FROM {rel}").fetchone()[0]
-                bpr, measured = table_bytes(con, rel, key, work)
+                tcon = hour_con if tier == "1h" else con
+                rows = tcon.execute(f"SELECT count(*) FROM {rel}").fetchone()[0]
+                bpr, measured = table_bytes(tcon, rel, key, work)
                 if rows == 0:
                     continue
                 note = f" (x{measured // rows} replicated)" if measured > rows else ""
@@ -183,7 +272,7 @@ def main() -> None:
                     raw_bpv[spec.table] = bpr / values
                     per_day["raw"] += bpr * rows * 24 / args.hours * args.step_s
                 else:
-                    keys = con.execute(
+                    keys = tcon.execute(
                         f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(spec.keys)} FROM {rel})"
                     ).fetchone()[0]
                     per_day[tier] += bpr * keys * 86400 / TIERS[tier].total_seconds()
@@ -206,31 +295,25 @@ def main() -> None:
                 f"{stored / 1e9:,.0f} GB |"
             )
         if args.prometheus:
-            metrics = [c for c, _ in SPECS["gpu_samples"].metrics]
-            where = (
-                f"WHERE gpu_uuid IN (SELECT gpu_uuid FROM gpus ORDER BY gpu_uuid"
+            first = (
+                "WHERE gpu_uuid IN (SELECT gpu_uuid FROM gpus ORDER BY gpu_uuid"
                 f" LIMIT {args.prometheus})"
             )
-            bpr, measured = table_bytes(con, "gpu_samples", "gpu_uuid", work, where, min_rows=0)
-            rows = con.execute(f"SELECT count(*) FROM gpu_samples {where}").fetchone()[0]
-            nonnull = con.execute(
-                f"SELECT {' + '.join(f'count({m})' for m in metrics)} FROM gpu_samples {where}"
-            ).fetchone()[0]
-            prom = promtool_bytes(con, args.prometheus, work, metrics)
-            duck = bpr * rows / nonnull
             print(
-                f"\nsame {args.prometheus} GPUs' gpu_samples, {nonnull:,} non-NULL values: "
-                f"DuckDB raw {duck:.2f} bytes/value (whole row incl. keys and source"
-                f"{', replicated' if measured > rows else ''})",
-                end="",
+                f"\nthe same cells in DuckDB and in Prometheus TSDB blocks (promtool 2.42 "
+                f"create-blocks-from openmetrics); raw: the first {args.prometheus} GPUs, "
+                "rollups: every GPU"
             )
-            if prom is None:
-                print("; promtool not found: Prometheus not measured")
-            else:
-                print(
-                    f"; Prometheus TSDB (promtool create-blocks-from) {prom[0]:.2f} bytes/sample "
-                    f"over {prom[1]:,} samples"
-                )
+            print(
+                "\n| relation | rows | numeric cells | DuckDB bytes/cell | "
+                "Prometheus bytes/sample | Prometheus chunks only |"
+            )
+            print("| --- | --- | --- | --- | --- | --- |")
+            against_prometheus(con, "gpu_samples", "ts", first, work)
+            against_prometheus(con, "gpu_samples_1m", "bucket", "", work)
+            against_prometheus(hour_con, "gpu_samples_1h", "bucket", "", work)
+        if week is not None:
+            week.close()
         store.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

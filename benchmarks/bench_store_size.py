@@ -150,6 +150,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--float", action="store_true", help="also measure FLOAT columns on top")
     ap.add_argument("--top", type=int, default=15, help="columns listed for the last step")
+    ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
     steps = [
         ("before: full-precision values, sim order, 16 MB checkpoints", False, False, False, False),
@@ -157,7 +158,9 @@ def main() -> None:
         ("+ link rows grouped by kind per write", True, True, False, False),
         ("+ store's checkpoint threshold (= today's store)", True, True, True, False),
     ]
-    if args.float:
+    if args.after_only:
+        steps = steps[-1:]
+    elif args.float:
         steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", True, True, True, True))
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
     print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
