@@ -121,6 +121,12 @@ def main() -> int:
     ap.add_argument("--fault-every", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-disk-fill", action="store_true")
+    ap.add_argument(
+        "--memory-limit",
+        default="",
+        help="the daemon's DuckDB memory_limit (e.g. 256MiB: its checkpoint threshold is a"
+        " quarter of it, so uncheckpointed appends, the sawtooth in RSS, are bounded sooner)",
+    )
     a = ap.parse_args()
     rng = random.Random(a.seed)
     work = Path(tempfile.mkdtemp(prefix="fleettui-soak-"))
@@ -140,7 +146,9 @@ def main() -> int:
     config = work / "fleet.toml"
     hostile = start_hostile()
     config.write_text(
-        f'[daemon]\ndb = "{db}"\nstatus_interval_s = 0\nstore_failure_max_s = 120\n\n'
+        f'[daemon]\ndb = "{db}"\nstatus_interval_s = 0\nstore_failure_max_s = 120\n'
+        + (f'memory_limit = "{a.memory_limit}"\n' if a.memory_limit else "")
+        + "\n"
         f'[[sources]]\nkind = "mqtt"\nbroker = "{broker.address}"\nflush_interval_s = 0.25\n'
         'reconnect_max_s = 1.0\nclient_id = "soak-daemon"\n\n'
         '[[sources]]\nkind = "scrape"\nname = "trickle"\ninterval_s = 5\ntimeout_s = 2\n'
