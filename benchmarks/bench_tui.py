@@ -34,21 +34,67 @@ from fleettui.tui.demo import fixed_store  # noqa: E402
 
 
 def queries(store, last, repeat: int) -> None:
-    """Rack view query CPU: live snapshot vs history path, same cursor, same run."""
+    """Each view's query CPU: the live snapshot path against the history path where a
+    view has both, same cursor, same run."""
     from storage.reader import LocalReader
-    from storage.views import rack_grid
+    from storage.views import (
+        fabric,
+        fleet_totals,
+        gpu_history,
+        host_events,
+        host_gpus,
+        host_processes,
+        host_slices,
+        rack_grid,
+        tenant_summary,
+    )
 
     store.con.execute(f"SET threads = {int(APP_DUCKDB_THREADS)}")
     reader = LocalReader(store.con)
+    host = store.con.execute(
+        "SELECT g.host FROM slices s JOIN gpus g USING (gpu_uuid) ORDER BY 1 LIMIT 1"
+    ).fetchone()[0]
+
+    def drill(live: bool) -> None:  # what the drill-down screen reads per refresh
+        host_gpus(reader, host, last, live=live)
+        host_slices(reader, host, last, live=live)
+        gpu_history(reader, host, last, window_s=3600.0, buckets=120)
+        host_events(reader, host, last)
+        host_processes(reader, host, last)
+
+    def totals(live: bool) -> None:
+        if live:
+            fleet_totals(reader, last)
+        else:  # the history path's statement (fleet_totals picks the live one)
+            from storage.views.fleet import TOTALS_SQL
+            from storage.views.query import run
+
+            run(reader, TOTALS_SQL, {"at": last, "stale_s": 30.0})
+
+    cases = [
+        ("rack", lambda live: rack_grid(reader, last, live=live)),
+        ("drill-down (host)", drill),
+        ("drill-down GPUs only", lambda live: host_gpus(reader, host, last, live=live)),
+        ("drill-down history only", lambda live: gpu_history(reader, host, last, buckets=120)),
+        ("fleet totals (header)", totals),
+        ("fabric (no live path)", lambda live: fabric(reader, last)),
+        ("tenants (no live path)", lambda live: tenant_summary(reader, last)),
+    ]
     print(f"query CPU ms, DuckDB threads {APP_DUCKDB_THREADS}, median of {repeat}:")
-    for label, live in (("rack, live snapshot", True), ("rack, history path", False)):
-        rack_grid(reader, last, live=live)  # warm (layout cached)
-        cpu = []
-        for _ in range(repeat):
-            c0 = time.process_time()
-            rack_grid(reader, last, live=live)
-            cpu.append(time.process_time() - c0)
-        print(f"  {label:<24}{statistics.median(cpu) * 1e3:>10.1f}")
+    print(f"  {'view':<26}{'live':>10}{'history':>10}")
+    for label, fn in cases:
+        out = []
+        for live in (True, False):
+            fn(live)  # warm (the rack layout is cached)
+            cpu = []
+            for _ in range(repeat):
+                c0 = time.process_time()
+                fn(live)
+                cpu.append(time.process_time() - c0)
+            out.append(statistics.median(cpu) * 1e3)
+            if "no live" in label or "history only" in label:
+                break
+        print(f"  {label:<26}" + "".join(f"{v:>10.1f}" for v in out))
     store.con.execute("RESET threads")
 
 
@@ -114,7 +160,14 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=33)
     ap.add_argument("--seconds", type=float, default=120.0, help="history to fill (1 s samples)")
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--step", type=float, default=1.0, help="seconds between filled samples")
     ap.add_argument("--queries-only", action="store_true", help="no app: writer and queries")
+    ap.add_argument(
+        "--store",
+        default=":memory:",
+        help="store file: filled when absent, opened as it is when present (the snapshot "
+        "is then built from its history on open, as for the app opening a file)",
+    )
     args = ap.parse_args()
 
     from storage.store import Store
@@ -123,26 +176,45 @@ def main() -> None:
     plain_write = Store.write
 
     def timed_write(self, batches):
+        # each write is one second of the fleet: publish after each, as a daemon
+        # taking 1 Hz reports does (the fill runs faster than real time)
         c0 = time.process_time()
         try:
-            return plain_write(self, batches)
+            rows = plain_write(self, batches)
+            if self.live is not None:
+                self.live.publish()
+            return rows
         finally:
             write_cpu[0] += time.process_time() - c0
 
     Store.write = timed_write  # type: ignore[method-assign]
     t = time.perf_counter()
-    store, last = fixed_store(args.seconds, 1.0, scale=args.scale)
+    reused = args.store != ":memory:" and Path(args.store).exists()
+    if reused:
+        c0 = time.process_time()
+        store = Store.open(args.store)
+        last = store.con.execute("SELECT max(ts) FROM gpu_samples").fetchone()[0]
+        print(
+            f"opened {args.store} (live snapshot built from history): "
+            f"{time.process_time() - c0:.2f} s CPU"
+        )
+    else:
+        store, last = fixed_store(args.seconds, args.step, scale=args.scale, path=args.store)
     Store.write = plain_write  # type: ignore[method-assign]
     n_gpus = store.cursor().execute("SELECT count(*) FROM gpus").fetchone()[0]
-    rows = store.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone()[0]
+    rows, span = (
+        store.cursor().execute("SELECT count(*), max(ts) - min(ts) FROM gpu_samples").fetchone()
+    )
     print(
-        f"store: {n_gpus:,} GPUs, {rows:,} GPU samples ({args.seconds:.0f} s), "
-        f"filled in {time.perf_counter() - t:.1f} s"
+        f"store: {n_gpus:,} GPUs, {rows:,} GPU samples ({span} of history), "
+        f"{'opened' if reused else 'filled'} in {time.perf_counter() - t:.1f} s"
     )
     pub = store.live.publish_cpu_s if store.live else 0.0
     print(
-        f"writer CPU: {write_cpu[0]:.2f} s in Store.write, of which live snapshot {pub:.2f} s "
-        f"(+{100 * pub / max(write_cpu[0] - pub, 1e-9):.1f} % over the writes alone)"
+        ""
+        if reused
+        else f"writer CPU: {write_cpu[0]:.2f} s in Store.write, of which live snapshot {pub:.2f} s "
+        f"(+{100 * pub / max(write_cpu[0] - pub, 1e-9):.1f} % over the writes alone)",
     )
     queries(store, last, args.repeat)
     if args.queries_only:

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from collectors.dcgm_blank import blank_mask
-from collectors.promtext.counters import CounterTracker
+from collectors.promtext.counters import STALE_S, CounterTracker
 from collectors.promtext.labels import host_of
 from collectors.promtext.series import Snapshot
 from storage.batch import Batch, make_batch
@@ -130,9 +130,53 @@ class FabricRules:
 
 @dataclass(slots=True)
 class _FabricPlan:
+    ib: list[tuple[int, tuple[str, str, str], None]]  # IB/RoCE samples with a port
     steps: list[tuple]
     dropped: dict[str, int]  # series with no column (labels only)
     nv_idx: np.ndarray  # NVLink samples, for their blank check
+    ib_cols: _IbColumns | None = None  # the IB samples as columns (None: one at a time)
+
+
+# What an IB/RoCE sample feeds: a counter (rates, errors), the line rate, a state.
+_TX, _RX, _RATE, _STATE, _PHYS, _ERR = range(6)
+
+
+class _IbColumns:
+    """IB/RoCE samples of a plan as columns, their counter baselines as arrays.
+
+    Used when no port has the same series twice (else one sample at a time, in
+    order, as before). Baselines move to these arrays from the mapper's
+    CounterTracker when the plan is made, and back when it is replaced."""
+
+    def __init__(self, ib: list[tuple[int, tuple[str, str, str], None]], names: list[str]):
+        ports: dict[tuple[str, str, str], int] = {}
+        what = {IB_TX: _TX, IB_RX: _RX, IB_RATE: _RATE, IB_STATE: _STATE, IB_PHYS: _PHYS}
+        self.idx = np.asarray([i for i, _, _ in ib], dtype=np.int64)
+        self.row = np.asarray(
+            [ports.setdefault(key, len(ports)) for _, key, _ in ib], dtype=np.int64
+        )
+        self.kind = np.asarray([what.get(names[i], _ERR) for i, _, _ in ib], dtype=np.int8)
+        self.keys = list(ports)
+        counter = (self.kind == _TX) | (self.kind == _RX) | (self.kind == _ERR)
+        self.counter = np.flatnonzero(counter)  # positions of counter samples
+        self.counter_keys = [(*ib[k][1], names[ib[k][0]]) for k in self.counter.tolist()]
+        self.prev_t = np.full(len(self.counter), np.nan)
+        self.prev_v = np.full(len(self.counter), np.nan)
+
+    @staticmethod
+    def usable(ib: list[tuple[int, tuple[str, str, str], None]], names: list[str]) -> bool:
+        return len({(key, names[i]) for i, key, _ in ib}) == len(ib)
+
+    def load(self, tracker: CounterTracker) -> None:
+        for k, key in enumerate(self.counter_keys):
+            b = tracker.get(key)
+            self.prev_t[k], self.prev_v[k] = b if b is not None else (np.nan, np.nan)
+
+    def save(self, tracker: CounterTracker) -> None:
+        for key, t, v in zip(
+            self.counter_keys, self.prev_t.tolist(), self.prev_v.tolist(), strict=True
+        ):
+            tracker.put(key, None if t != t else (t, v))
 
 
 class FabricMapper:
@@ -146,12 +190,14 @@ class FabricMapper:
 
     def reset(self) -> None:
         self._counters = CounterTracker()
+        self._plan = None  # its baselines go with the tracker
 
     def _plan_for(self, snap: Snapshot) -> _FabricPlan:
         """What each fabric series is (names and labels only): reused while the layout holds."""
         if snap.layout is not None and self._plan is not None and snap.layout == self._plan_key:
             return self._plan
-        steps: list[tuple] = []  # in sample order: ("ib", i, key) / ("skip", why) / ("nv", ...)
+        ib: list[tuple[int, tuple[str, str, str], None]] = []  # (sample, port key, no GPU)
+        steps: list[tuple] = []  # in sample order: ("skip", why) / ("nv", ...)
         dropped: dict[str, int] = {}
         nv_idx: list[int] = []
         hca: dict[tuple[str, str], str] = {}  # (host, device) -> hca_type
@@ -172,7 +218,7 @@ class FabricMapper:
                     )
                     continue
                 kind = self.rules.kind(host, dev, hca.get((host, dev)))
-                steps.append(("ib", i, (host, kind, f"{dev}/{port}" if port else dev)))
+                ib.append((i, (host, kind, f"{dev}/{port}" if port else dev), None))
             elif name.startswith(IB_PREFIX):
                 if name != IB_INFO:
                     why = next(
@@ -189,7 +235,12 @@ class FabricMapper:
                 rank = float(gi) if gi.isdigit() else -1.0
                 steps.append(("nv", i, name, key, rank, len(nv_idx)))
                 nv_idx.append(i)
-        plan = _FabricPlan(steps, dropped, np.asarray(nv_idx, dtype=np.int64))
+        plan = _FabricPlan(ib, steps, dropped, np.asarray(nv_idx, dtype=np.int64))
+        if self._plan is not None and self._plan.ib_cols is not None:
+            self._plan.ib_cols.save(self._counters)  # baselines back, for the new plan
+        if _IbColumns.usable(ib, snap.names):
+            plan.ib_cols = _IbColumns(ib, snap.names)
+            plan.ib_cols.load(self._counters)
         self._plan, self._plan_key = plan, snap.layout
         return plan
 
@@ -199,13 +250,18 @@ class FabricMapper:
         skipped: list[str] = []
         dropped = dict(plan.dropped)
         used = 0
-        picked: list[tuple[int, tuple[str, str, str], str | None]] = []
+        cols = plan.ib_cols
+        if cols is not None:  # IB/RoCE as columns; NVLink below, one GPU at a time
+            ports.update(zip(cols.keys, self._ib_rows(cols, snap, skipped), strict=True))
+            used += len(cols.idx)
+        picked: list[tuple[int, tuple[str, str, str], str | None]] = (
+            [] if cols is not None else list(plan.ib)
+        )
         nv_best: dict[tuple, tuple[float, int]] = {}  # (key, name) -> (GI rank, sample index)
-        blank = blank_mask(snap.values[plan.nv_idx])  # DCGM blanks among the NVLink samples
+        # DCGM blanks among the NVLink samples
+        blank = blank_mask(snap.values[plan.nv_idx]).tolist()
         for step in plan.steps:
-            if step[0] == "ib":
-                picked.append((step[1], step[2], None))
-            elif step[0] == "skip":
+            if step[0] == "skip":
                 skipped.append(step[1])
             else:
                 _, i, name, key, rank, k = step
@@ -262,12 +318,22 @@ class FabricMapper:
                 row["err_parts"][name] = d.delta
         if snap.latest_ts is not None:
             self._counters.prune(snap.latest_ts)
+            if cols is not None:
+                stale = snap.latest_ts - cols.prev_t > STALE_S  # as CounterTracker.prune
+                cols.prev_t[stale] = np.nan
+                cols.prev_v[stale] = np.nan
+        if cols is not None and snap.layout is None:  # this plan is not reused: baselines back
+            cols.save(self._counters)
+            plan.ib_cols = None
         if not ports:
             return FabricResult([], skipped, 0, used, dropped)
         keys = list(ports)
         rows = [ports[k] for k in keys]
         errors = []
         for r in rows:
+            if "errors_sum" in r:  # from columns
+                errors.append(r["errors_sum"])
+                continue
             parts = r["err_parts"]
             # NULL when any part has no delta this time (first sight, reset)
             errors.append(
@@ -298,6 +364,73 @@ class FabricMapper:
             used,
             dropped,
         )
+
+    def _ib_rows(self, c: _IbColumns, snap: Snapshot, skipped: list[str]) -> list[dict]:
+        """Each IB/RoCE port's row from its samples, as the one-at-a-time loop makes it."""
+        t, v = snap.ts[c.idx], snap.values[c.idx]
+        n = len(c.keys)
+        ts = np.zeros(n)
+        np.maximum.at(ts, c.row, t)
+        # counters: CounterTracker.update, for every counter sample at once
+        tc, vc = t[c.counter], v[c.counter]
+        first = np.isnan(c.prev_t)
+        dt = tc - c.prev_t
+        adv = ~first & (dt > 0)
+        reset = adv & (vc < c.prev_v)
+        delta = np.where(adv & ~reset, vc - c.prev_v, np.nan)
+        for k in np.flatnonzero(reset).tolist():
+            host, _, port, name = c.counter_keys[k]
+            skipped.append(
+                f"{self.source}: {host} {port} {name}: counter went backwards "
+                f"({c.prev_v[k]:g} -> {vc[k]:g}): reset, no rate"
+            )
+        store = first | adv
+        c.prev_t[store] = tc[store]
+        c.prev_v[store] = vc[store]
+        kind, row = c.kind[c.counter], c.row[c.counter]
+        tx, rx, rate = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        m = (kind == _TX) & ~np.isnan(delta)
+        tx[row[m]] = delta[m] / dt[m]
+        m = (kind == _RX) & ~np.isnan(delta)
+        rx[row[m]] = delta[m] / dt[m]
+        err = kind == _ERR
+        parts = np.bincount(row[err], minlength=n)
+        missing = np.bincount(row[err & np.isnan(delta)], minlength=n)
+        err_sum = np.zeros(n)
+        ok = err & ~np.isnan(delta)
+        np.add.at(err_sum, row[ok], delta[ok])
+        m = c.kind == _RATE
+        rate[c.row[m]] = v[m]
+        # link up: every state sample says ACTIVE (4) and every physical one LinkUp (5)
+        st = (c.kind == _STATE) | (c.kind == _PHYS)
+        says_up = np.where(c.kind[st] == _STATE, v[st] == 4, v[st] == 5)
+        seen = np.bincount(c.row[st], minlength=n)
+        down = np.bincount(c.row[st][~says_up], minlength=n)
+        out = []
+        for ts_r, tx_r, rx_r, rate_r, p, miss, e, s_, d_ in zip(
+            ts.tolist(),
+            tx.tolist(),
+            rx.tolist(),
+            rate.tolist(),
+            parts.tolist(),
+            missing.tolist(),
+            err_sum.tolist(),
+            seen.tolist(),
+            down.tolist(),
+            strict=True,
+        ):
+            out.append(
+                {
+                    "gpu": None,
+                    "ts": ts_r,
+                    "tx": None if tx_r != tx_r else tx_r,
+                    "rx": None if rx_r != rx_r else rx_r,
+                    "rate": None if rate_r != rate_r else rate_r,
+                    "up": None if not s_ else d_ == 0,
+                    "errors_sum": None if not p or miss else int(e),
+                }
+            )
+        return out
 
     @staticmethod
     def _hosts(keys: list[tuple[str, str, str]], rows: list[dict]) -> list[Batch]:

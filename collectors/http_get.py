@@ -256,7 +256,13 @@ async def _read_body(
         n = int(length)
         if n > max_bytes:  # refused before a byte of the body is read
             raise _Cut(f"body of {n} bytes over the {max_bytes}-byte limit, not read", b"")
-        buf = bytearray()
+        first = await reader.read(n) if n else b""  # usually the whole body, already here
+        if len(first) == n:
+            return first, True
+        buf = bytearray(first)
+        if not first:
+            raise _Cut(f"connection closed after 0 of {n} bytes", b"")
+        stage[0] = f"after {len(buf)} of {n} body bytes"
         while len(buf) < n:
             chunk = await reader.read(min(_READ, n - len(buf)))
             if not chunk:

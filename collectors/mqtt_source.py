@@ -13,9 +13,9 @@ committed to the store (`ack_after_store`), and the session is persistent: the
 broker redelivers whatever a killed daemon had received but not stored, and the
 dedupe absorbs what it redelivers to the same daemon. At SIGTERM the received
 messages are stored and acknowledged before the connection closes. With MQTT
-3.1.1 messages are acknowledged on receipt (the broker's `max_inflight_messages`,
-20 by default, would throttle a daemon that acknowledges late), so a daemon killed
-between receipt and the next flush loses at most `flush_interval_s` of reports.
+3.1.1 (no Receive Maximum to ask the broker for a large window of unacknowledged
+messages) they are acknowledged on receipt, and a daemon killed loses what the
+client had received but not stored: under a backlog, its whole queue.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -37,7 +38,13 @@ from fleettui.runtime import Runtime, Task, utcnow
 from fleettui.source_health import SourceHealth
 from storage import guard, quack
 from storage.columns import UPSERT_KEYS
-from storage.lake import LakeMaintenanceTask, LakeStore
+from storage.lake import (
+    EvaluatorLeaseTask,
+    LakeMaintenanceTask,
+    LakeStore,
+    claim_evaluator,
+    release_evaluator,
+)
 from storage.retention import RetentionTask
 from storage.rollups import RollupOptions, RollupTask, TierRetention
 from storage.store import Store
@@ -229,8 +236,13 @@ async def run_daemon(
     store = open_store(config, memory_limit=config.daemon.memory_limit or None)
     info = None
     metrics_server = None
+    evaluator = None  # this daemon's name in the lake's evaluator lease
     try:
         tasks = build_tasks(config, store)
+        if isinstance(store, LakeStore) and runs_fleet_tasks(config):
+            evaluator = f"{socket.gethostname()}:{db}"
+            claim_evaluator(store, evaluator)  # one evaluator per lake, or a clear error
+            tasks.append(EvaluatorLeaseTask(store, evaluator))
         health = SourceHealth()
         runtime = Runtime(
             store,
@@ -292,6 +304,8 @@ async def run_daemon(
                 store.con.execute("CALL quack_stop(?)", [info.endpoint])
             except Exception as exc:  # the store still closes cleanly below
                 log.debug("quack_stop: %s", exc)
+        if evaluator is not None and isinstance(store, LakeStore):
+            release_evaluator(store, evaluator)
         store.close()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collectors.dcgm_parse import DcgmMapper  # noqa: E402
+from collectors.dcgm_map import DcgmMapper  # noqa: E402
 from collectors.latency import LatencyMapper, is_latency_bucket  # noqa: E402
 from collectors.promtext.parse import parse_exposition  # noqa: E402
 from collectors.promtext.series import from_prometheus_result, merge  # noqa: E402

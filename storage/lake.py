@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -58,7 +59,11 @@ SAMPLE_KEYS: dict[str, tuple[str, ...]] = {
     "processes": ("ts", "host", "gpu_uuid", "slice_id", "pid", "source"),
     "events": ("ts", "host", "gpu_uuid", "kind", "code", "source"),
     "latency_samples": ("ts", "endpoint", "source"),
+    # the MQTT source's record of stored reports: `ts` is when a daemon received it, so
+    # a redelivery has a later ts; looked up over REPORT_LOOKBACK instead
+    "report_seqs": ("host", "boot", "seq"),
 }
+REPORT_LOOKBACK = "INTERVAL 1 HOUR"
 
 _UPSERT_TABLES = frozenset(UPSERT_KEYS)
 _PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
@@ -237,11 +242,14 @@ class LakeStore(Store):
         # range (file statistics keep the scan to the newest files), is stored once
         part = ", ".join(keys)
         on = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in keys)
+        if "ts" in keys:
+            window = "t.ts BETWEEN (SELECT min(ts) FROM _batch) AND (SELECT max(ts) FROM _batch)"
+        else:
+            window = f"t.ts >= (SELECT min(ts) FROM _batch) - {REPORT_LOOKBACK}"
         return (
             f"INSERT INTO {b.table} BY NAME "
             f"SELECT * FROM (SELECT * FROM _batch QUALIFY row_number() OVER (PARTITION BY {part}) = 1) s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {b.table} t WHERE "
-            f"t.ts BETWEEN (SELECT min(ts) FROM _batch) AND (SELECT max(ts) FROM _batch) AND {on})"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {b.table} t WHERE {window} AND {on})"
         )
 
     def close(self) -> None:
@@ -297,6 +305,10 @@ def _attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, read_only: bool)
             if racing and attempt < CONFLICT_RETRIES:
                 time.sleep(random.uniform(0.1, 0.5))
                 continue
+            if "creating a new DuckLake is explicitly disabled" in msg:  # a reader, first
+                raise StoreError(
+                    f"{target}: no lake there yet; a daemon with this [store] creates it"
+                ) from None
             first = redact(msg.strip().splitlines()[0])
             raise StoreError(f"{target}: cannot attach the lake: {first[:300]}") from None
 
@@ -313,6 +325,10 @@ def _migrate_lake(cur: duckdb.DuckDBPyConnection, target: LakeTarget) -> None:
                 cur.execute(
                     "INSERT INTO lake_commit_lock SELECT 0 "
                     "WHERE NOT EXISTS (SELECT 1 FROM lake_commit_lock)"
+                )
+                cur.execute(
+                    "CREATE TABLE IF NOT EXISTS lake_evaluator"
+                    " (daemon VARCHAR NOT NULL, heartbeat TIMESTAMP NOT NULL)"
                 )
                 cur.execute("COMMIT")
             except BaseException:
@@ -358,15 +374,16 @@ class LakeMaintenanceTask:
         self.runs = 0
 
     def run_once(self) -> None:
+        keep_s = int(self.keep_snapshots_h * 3600)
         cur = self.store.cursor()
         try:
             for sql in (
                 f"CALL ducklake_flush_inlined_data('{CATALOG}')",
                 f"CALL ducklake_merge_adjacent_files('{CATALOG}')",
                 f"CALL ducklake_expire_snapshots('{CATALOG}', older_than => "
-                f"now() - INTERVAL {float(self.keep_snapshots_h)} HOUR)",
+                f"now() - to_seconds({keep_s}))",
                 f"CALL ducklake_cleanup_old_files('{CATALOG}', older_than => "
-                f"now() - INTERVAL {float(self.keep_snapshots_h)} HOUR)",
+                f"now() - to_seconds({keep_s}))",
             ):
                 cur.execute(sql).fetchall()
         finally:
@@ -377,3 +394,70 @@ class LakeMaintenanceTask:
         import asyncio
 
         await asyncio.to_thread(self.run_once)
+
+
+LEASE_S = 90.0  # an evaluator silent this long may be replaced
+
+
+class EvaluatorTaken(StoreError):
+    """Another daemon evaluates this lake; one line for a person."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def claim_evaluator(store: LakeStore, who: str, now: datetime | None = None) -> None:
+    """Take (or keep) the lake's one evaluator lease for `who`, in a commit serialized
+    with every other write; raises EvaluatorTaken while another daemon's lease is fresh."""
+    now = now or _utcnow()
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            with store.writer() as cur:
+                cur.execute("UPDATE lake_commit_lock SET commits = commits + 1")
+                other = cur.execute(
+                    "SELECT daemon, heartbeat FROM lake_evaluator WHERE daemon <> ? "
+                    "AND heartbeat > ? ORDER BY heartbeat DESC LIMIT 1",
+                    [who, now - timedelta(seconds=LEASE_S)],
+                ).fetchone()
+                if other is not None:
+                    age = max(0.0, (now - other[1]).total_seconds())
+                    raise EvaluatorTaken(
+                        f"{store.path}: {other[0]!r} already evaluates this lake "
+                        f"(heartbeat {age:.0f} s ago); set [store] evaluator = false here, "
+                        f"or stop that daemon and wait {LEASE_S:.0f} s"
+                    )
+                cur.execute("DELETE FROM lake_evaluator")
+                cur.execute("INSERT INTO lake_evaluator VALUES (?, ?)", [who, now])
+            return
+        except duckdb.Error as exc:
+            if not is_conflict(exc) or attempt == CONFLICT_RETRIES:
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * min(2**attempt, 16))
+
+
+def release_evaluator(store: LakeStore, who: str) -> None:
+    """Give the lease up on a clean stop, so another evaluator can start at once."""
+    with contextlib.suppress(duckdb.Error), store.writer() as cur:
+        cur.execute("UPDATE lake_commit_lock SET commits = commits + 1")
+        cur.execute("DELETE FROM lake_evaluator WHERE daemon = ?", [who])
+
+
+class EvaluatorLeaseTask:
+    """Keeps the lease fresh. Losing it (another daemon took it after this one stalled
+    past LEASE_S) is logged loudly; the tasks go on until the operator fixes the configs."""
+
+    name = "lake-evaluator-lease"
+
+    def __init__(self, store: LakeStore, who: str, interval_s: float = LEASE_S / 3):
+        self.store = store
+        self.who = who
+        self.interval_s = interval_s
+
+    async def tick(self, now) -> None:
+        import asyncio
+
+        try:
+            await asyncio.to_thread(claim_evaluator, self.store, self.who)
+        except EvaluatorTaken as exc:
+            log.error("%s", exc)

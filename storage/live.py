@@ -173,7 +173,7 @@ class LiveSnapshot:
                 f"INSERT INTO {LIVE_CATALOG}.snapshot VALUES (?, ?, NULL, NULL, NULL)",
                 [table, since],
             )
-            self._publish_table(table)
+        self._publish_tables(list(LIVE_TABLES))
         self._check_layout()
 
     def _check_layout(self) -> None:
@@ -213,40 +213,50 @@ class LiveSnapshot:
             todo = {t: b for t, b in self._pending.items() if b}
             for t in todo:
                 self._pending[t] = []
-        for table, batches in todo.items():
-            latest = self._latest[table]
+        if todo:
             try:
-                latest.fold(pa.concat_tables([latest.align(b) for b in batches]))
-                self._publish_table(table)
+                for table, batches in todo.items():
+                    latest = self._latest[table]
+                    latest.fold(pa.concat_tables([latest.align(b) for b in batches]))
+                self._publish_tables(list(todo))
             except BaseException:
                 # a snapshot that missed batches must not be read: views fall back to history
                 with contextlib.suppress(duckdb.Error):
-                    self._cur.execute(
-                        f"DELETE FROM {LIVE_CATALOG}.snapshot WHERE sample_table = ?", [table]
-                    )
+                    self._cur.execute(f"DELETE FROM {LIVE_CATALOG}.snapshot")
                 raise
         self._check_layout()
         self.publish_cpu_s += time.process_time() - c0
 
-    def _publish_table(self, table: str) -> None:
-        latest = self._latest[table]
-        data = latest.published()
-        through = pc.max(data.column("ts")).as_py()
-        self._cur.register("_live_new", data)
+    def _publish_tables(self, tables: list[str]) -> None:
+        """Replace the snapshot tables of `tables` and their rows in `snapshot`, in one
+        transaction (a reader sees all of one publish or none of it)."""
+        meta = []
+        self._cur.execute("BEGIN TRANSACTION")
         try:
-            self._cur.execute("BEGIN TRANSACTION")
+            for table in tables:
+                latest = self._latest[table]
+                data = latest.published()
+                # registered, not a replacement scan: the daemon turns those off
+                # with external access (ARCHITECTURE.md)
+                self._cur.register("_live_new", data)
+                try:
+                    self._cur.execute(
+                        f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.{latest.name} "
+                        "AS SELECT * FROM _live_new"
+                    )
+                finally:
+                    self._cur.unregister("_live_new")
+                through = pc.max(data.column("ts")).as_py()
+                meta += [table, through, f"{self._token}-{latest.keys_n}"]
+            rows = ", ".join("(?, ?::TIMESTAMP, ?)" for _ in tables)
             self._cur.execute(
-                f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.{latest.name} AS SELECT * FROM _live_new"
-            )
-            self._cur.execute(
-                f"UPDATE {LIVE_CATALOG}.snapshot SET through = ?, keys_version = ? "
-                "WHERE sample_table = ?",
-                [through, f"{self._token}-{latest.keys_n}", table],
+                f"UPDATE {LIVE_CATALOG}.snapshot AS m SET through = v.through, "
+                f"keys_version = v.keys FROM (VALUES {rows}) v(sample_table, through, keys) "
+                "WHERE m.sample_table = v.sample_table",
+                meta,
             )
             self._cur.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
                 self._cur.execute("ROLLBACK")
             raise
-        finally:
-            self._cur.unregister("_live_new")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from collectors.dcgm_parse import DcgmMapper, TenantRules
+from collectors.dcgm_map import DcgmMapper, TenantRules
 from collectors.promtext.parse import parse_exposition
 from collectors.sim.exporters import SimExporters
 from collectors.sim.model import SimModel

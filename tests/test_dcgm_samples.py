@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from collectors.dcgm_parse import _FIELD_INDEX, NO_COLUMN, XID_FIELDS, DcgmMapper, mig_fraction
+from collectors.dcgm_map import _FIELD_INDEX, NO_COLUMN, XID_FIELDS, DcgmMapper, mig_fraction
 from collectors.fabric import NVLINK_NAMES
 from collectors.promtext.parse import parse_exposition
 from collectors.promtext.series import from_prometheus_result, merge
@@ -19,7 +19,7 @@ MIB = 1 << 20
 
 
 def mapped(path, *, tenants=None):
-    from collectors.dcgm_parse import TenantRules
+    from collectors.dcgm_map import TenantRules
 
     snaps = [parse_exposition(t, path.name, now=NOW, complete=True) for t in scrapes_in(path)]
     m = DcgmMapper("file", tenants or TenantRules())
@@ -284,7 +284,7 @@ def test_t4_pod_labels_give_gpu0_its_tenant():
 
 
 def test_configured_tenant_mapping_overrides_namespace():
-    from collectors.dcgm_parse import TenantRules
+    from collectors.dcgm_map import TenantRules
 
     path = upstream("dcgm-exporter", "runai-a100-mig", "t4-2gpu-k8s-pod-labels.txt")
     rules = TenantRules(

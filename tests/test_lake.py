@@ -75,7 +75,7 @@ def test_lake_schema_matches_the_file(postgres: Postgres, tmp_path):  # noqa: F8
         q = (
             "SELECT table_name, column_name, data_type FROM duckdb_columns() "
             "WHERE database_name = current_database() AND schema_name = 'main' "
-            "AND table_name <> 'lake_commit_lock' ORDER BY ALL"
+            "AND table_name NOT IN ('lake_commit_lock', 'lake_evaluator') ORDER BY ALL"
         )
         assert lake.cursor().execute(q).fetchall() == file.cursor().execute(q).fetchall()
     finally:
@@ -142,18 +142,28 @@ def test_a_redelivered_batch_is_stored_once_and_new_rows_still_go_in(
     both = pa.concat_tables([twice.data, twice.data])
     assert b.write([make_batch("gpu_samples", {c: both[c] for c in both.column_names})]) == 2
     assert a.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone() == (10,)
+    # reopened (what the runtime does after DuckDB invalidated a database): the same lake
+    a.reopen()
+    assert a.write([gpu_batch("x", t, 9)]) == 1
+    assert a.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone() == (11,)
     a.close()
     b.close()
 
 
 def test_readers_see_the_lake_by_plain_table_names(postgres: Postgres, tmp_path):  # noqa: F811
     target = new_lake(postgres, tmp_path)
+    with pytest.raises(StoreError, match="no lake there yet"):  # readers never create one
+        LakeStore.open_lake(target, read_only=True)
     w = LakeStore.open_lake(target)
     w.write([hosts_batch(["r1", "r2"], datetime(2026, 1, 1))])
     r = LakeStore.open_lake(target, read_only=True)
     try:
         # a fresh cursor, as the views and `fleettui sql` use, starts in `memory`
         assert r.con.cursor().execute("SELECT count(*) FROM hosts").fetchone() == (2,)
+        # no live snapshot (a reader's would never move): the views read the lake
+        assert r.live is None and w.live is None
+        attached = r.con.execute("SELECT database_name FROM duckdb_databases()").fetchall()
+        assert ("fleettui_live",) not in attached
         with pytest.raises(StoreError, match="read-only"):
             r.write([hosts_batch(["r3"], datetime(2026, 1, 1))])
     finally:
@@ -218,5 +228,93 @@ def test_sample_keys_tell_rows_of_one_tick_apart(postgres: Postgres, tmp_path): 
             got = lake.cursor().execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             assert got == want, table
         assert lake.duplicates_skipped == sum(b.rows for b in batches)
+    finally:
+        lake.close()
+
+
+async def test_rollups_and_retention_on_the_lake_equal_the_files(
+    postgres: Postgres,  # noqa: F811
+    tmp_path,
+):
+    """The evaluator's tasks run the file's SQL on the lake: four minutes of the simulated
+    fleet rolled up and expired on both backends give the same rows."""
+    from collectors.sim.source import SimSource
+    from storage.retention import RetentionTask
+    from storage.rollups import RollupOptions, RollupTask
+    from storage.store import Store
+
+    t0 = datetime(2026, 11, 26, 12)
+    src = SimSource(start=t0, faults=(), interval_s=10.0)
+    ticks = [src.sample(t0 + timedelta(seconds=10 * i)).batches for i in range(24)]
+    lake = LakeStore.open_lake(new_lake(postgres, tmp_path))
+    file = Store.open(tmp_path / "f.duckdb")
+    now = t0 + timedelta(minutes=5)
+    try:
+        for store in (lake, file):
+            for batches in ticks:
+                store.write(batches)
+            RollupTask(store, opts=RollupOptions(grace_s=0.0)).run_once(now)
+            # keep the last two minutes of raw rows (the rollups keep the rest)
+            await RetentionTask(store, keep_h=2 / 60).tick(now)
+        for table in ("gpu_samples", "gpu_samples_1m", "link_samples_1m", "slice_samples_1m"):
+            rows = [
+                s.cursor().execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+                for s in (lake, file)
+            ]
+            assert rows[0] == rows[1], table
+            assert rows[0], table
+        n = lake.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone()[0]
+        assert 0 < n < sum(b.rows for t in ticks for b in t if b.table == "gpu_samples")
+    finally:
+        lake.close()
+        file.close()
+
+
+def test_one_evaluator_per_lake(postgres: Postgres, tmp_path):  # noqa: F811
+    from storage.lake import LEASE_S, EvaluatorTaken, claim_evaluator, release_evaluator
+
+    target = new_lake(postgres, tmp_path)
+    a, b = LakeStore.open_lake(target), LakeStore.open_lake(target)
+    t = datetime(2026, 1, 1, 12)
+    try:
+        claim_evaluator(a, "host-a:/a.duckdb", t)
+        claim_evaluator(a, "host-a:/a.duckdb", t + timedelta(seconds=30))  # its heartbeat
+        with pytest.raises(EvaluatorTaken, match="'host-a:/a.duckdb' already evaluates"):
+            claim_evaluator(b, "host-b:/b.duckdb", t + timedelta(seconds=60))
+        # a silent evaluator is replaced once its lease ran out
+        claim_evaluator(b, "host-b:/b.duckdb", t + timedelta(seconds=31 + LEASE_S))
+        with pytest.raises(EvaluatorTaken):
+            claim_evaluator(a, "host-a:/a.duckdb", t + timedelta(seconds=40 + LEASE_S))
+        # a clean stop hands it over at once
+        release_evaluator(b, "host-b:/b.duckdb")
+        claim_evaluator(a, "host-a:/a.duckdb", t + timedelta(seconds=41 + LEASE_S))
+        rows = a.cursor().execute("SELECT daemon FROM lake_evaluator").fetchall()
+        assert rows == [("host-a:/a.duckdb",)]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_maintenance_compacts_without_changing_rows(postgres: Postgres, tmp_path):  # noqa: F811
+    from storage.lake import LakeMaintenanceTask
+
+    target = new_lake(postgres, tmp_path)
+    lake = LakeStore.open_lake(target)
+    t = datetime(2026, 1, 1)
+    try:
+        for i in range(8):  # eight commits: eight small files
+            lake.write([gpu_batch("m", t + timedelta(minutes=i), 40)])
+        q = "SELECT count(*), sum(util_pct), min(ts), max(ts) FROM gpu_samples"
+        before = lake.cursor().execute(q).fetchone()
+        files = lambda: len(list((tmp_path / "lake").rglob("*.parquet")))  # noqa: E731
+        n_before = files()
+        task = LakeMaintenanceTask(lake, keep_snapshots_h=0.0)
+        task.run_once()
+        assert task.runs == 1
+        assert lake.cursor().execute(q).fetchone() == before
+        # merged into fewer files, and the files no snapshot needs are gone
+        assert files() < n_before, (files(), n_before)
+        lake.write([gpu_batch("m", t + timedelta(hours=1), 5)])  # still writable
+        assert lake.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone() == (325,)
     finally:
         lake.close()

@@ -111,6 +111,7 @@ def reference_counts(hosts, payloads) -> dict[str, int]:
     try:
         store.write(batches)
         tables = sorted({b.table for b in batches} & (set(SAMPLE_KEYS) | {"hosts", "gpus"}))
+        assert "report_seqs" in tables  # one row per report stored
         assert "link_samples" in tables and "gpu_samples" in tables
         return {
             t: store.cursor().execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables
@@ -182,6 +183,18 @@ async def test_two_daemons_on_one_lake_store_each_report_once(
                     break
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2.0)  # the repeats, flushed after the originals, too
+            _, holders = reader.rows("SELECT daemon FROM lake_evaluator")
+            assert len(holders) == 1 and holders[0][0].endswith("a.duckdb"), holders
+            # a second evaluating daemon refuses to start, with one line
+            third = daemon_config(tmp_path, "c", dsn, pw_file, mosquitto.address, True)
+            out = subprocess.run(
+                [sys.executable, "-m", "fleettui.cli", "daemon", "--config", str(third)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert out.returncode != 0 and "already evaluates this lake" in out.stderr
+            assert "Traceback" not in out.stderr and postgres.password not in out.stderr
             for i, d in enumerate(daemons):
                 logs[i] = d.stop()
             _, [(stored, keys, hosts_seen)] = reader.rows(
@@ -209,7 +222,9 @@ async def test_two_daemons_on_one_lake_store_each_report_once(
             assert lake_skipped(logs[0]) + lake_skipped(logs[1]) > 0
             # each daemon took a share of the agents
             assert appended_gpu_rows(logs[0]) > 0 and appended_gpu_rows(logs[1]) > 0
-            # one evaluator: only daemon a runs alerts, rollups and retention
+            # one evaluator: only daemon a runs alerts, rollups and retention, and holds
+            # the lease while it runs (released on its clean stop above)
+            assert reader.rows("SELECT count(*) FROM lake_evaluator")[1][0][0] == 0
             assert "left to the lake's evaluator" in logs[1]
             assert "left to the lake's evaluator" not in logs[0]
             # the app on the lake: every GPU of every host, whichever daemon wrote it

@@ -207,11 +207,15 @@ async def test_direct_scrape_of_the_simulated_exporters_matches_the_simulator():
         targets = [ScrapeTarget(exp.base_url + t.path, t.labels) for t in exp.targets()]
         src = ScrapeSource(ScrapeOptions(name="direct", interval_s=1.0), targets)
         store = Store.open(":memory:")
-        for _ in range(2):
+        for _ in range(3):  # the later gathers go through each target's layout
             g = await src.gather(datetime.now(UTC))
             assert g.skipped == []
             store.write(g.batches)
             time.sleep(1.05)
+        # keep-alive: the simulator serves HTTP/1.1, its connections wait for the next gather
+        assert len(src._conns) >= 1
+        assert all(layout is not None for layout in src._layouts)
+        await src.close()
     truth = truth_inventory(model, HOSTS)
     con = store.cursor()
     assert {r[0] for r in con.execute("SELECT gpu_uuid FROM gpus").fetchall()} == set(truth["gpus"])
@@ -226,7 +230,7 @@ async def test_direct_scrape_of_the_simulated_exporters_matches_the_simulator():
     n_lat = con.execute(
         "SELECT count(*) FROM latency_samples WHERE itl_p99_ms IS NOT NULL"
     ).fetchone()[0]
-    assert n_lat == 5  # one interval, five endpoints
+    assert n_lat == 10  # two intervals, five endpoints
 
 
 async def test_runtime_records_skip_reasons_in_collector_runs(bad_server):

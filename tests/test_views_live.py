@@ -13,6 +13,8 @@ from collectors.sim.faults import REFERENCE_FAULTS
 from fleettui.tui.demo import fixed_store
 from storage import views
 from storage.batch import make_batch
+from storage.live import FILL_WINDOW_S
+from storage.store import Store
 from storage.views import RackFilter
 from storage.views import fleet as fleet_view
 from storage.views.live import snapshot_state
@@ -140,3 +142,40 @@ def test_late_sample_never_replaces_a_newer_one():
     _same(store.cursor(), AT)
     assert views.rack_grid(store.cursor(), AT).to_pylist()[0]["util_pct"] == newest["util_pct"]
     store.close()
+
+
+def test_empty_store_and_a_reopened_file(tmp_path):
+    empty = Store.open(":memory:")
+    assert snapshot_state(empty.cursor(), AT, 30.0, *TABLES) is not None
+    assert _same(empty.cursor(), AT).num_rows == 0
+    empty.close()
+    path = tmp_path / "fleet.duckdb"
+    store, last = fixed_store(200.0, 5.0, faults=REFERENCE_FAULTS, path=str(path))
+    store.close()
+    store = Store.open(path)  # the snapshot is rebuilt from the file's recent history
+    cur = store.cursor()
+    assert snapshot_state(cur, last, 30.0, *TABLES) is not None
+    t = _same(cur, last)
+    assert any(t.column("host_stale").to_pylist())
+    # a stale window beyond what the snapshot was filled from reads history
+    assert snapshot_state(cur, last, FILL_WINDOW_S + 60.0, *TABLES) is None
+    cur.close()
+    store.close()
+
+
+def test_drilldown_rereads_history_once_the_cursor_moved_by_a_bucket(fleet):
+    from fleettui.tui.screens.drilldown import DrilldownScreen
+    from storage.reader import LocalReader
+
+    store, last = fleet
+    reader = LocalReader(store.con)
+    host = views.rack_grid(reader, last).column("host")[0].as_py()
+    screen = DrilldownScreen(host)
+    at = last - timedelta(seconds=60)
+    first = screen.fetch(reader, at).history
+    assert first.num_rows > 0
+    assert screen.fetch(reader, at + timedelta(seconds=10)).history is first  # same bucket
+    later = screen.fetch(reader, at + timedelta(seconds=31)).history
+    assert later is not first
+    assert later.equals(views.gpu_history(reader, host, at + timedelta(seconds=31), buckets=120))
+    assert screen.fetch(reader, at).history is not later  # the cursor went back

@@ -556,13 +556,19 @@ _ProcV1 = _struct("ProcV1", PROC_SPEC, MAX_PROCS, ("gpu", "pid"))
 _XidV1 = _struct("XidV1", XID_SPEC, MAX_XIDS, ("ts", "code"))
 _InvGpusV1 = _struct("InvGpusV1", INV_GPU_SPEC, MAX_GPUS, ("uuid",))
 _InvSlicesV1 = _struct("InvSlicesV1", INV_SLICE_SPEC, MAX_SLICES, ("id", "gpu_uuid"))
-_PlaceStr = Annotated[str, Meta(max_length=MAX_PLACE_STR)] | UnsetType
 _PlaceV1 = msgspec.defstruct(
     "PlaceV1",
     [
-        (k, (Annotated[int, Meta(ge=int(lo), le=int(hi))] if kind == INT else _PlaceStr), UNSET)
-        if kind == INT
-        else (k, _PlaceStr, UNSET)
+        (
+            k,
+            (
+                Annotated[int, Meta(ge=int(lo), le=int(hi))]
+                if kind == INT
+                else Annotated[str, Meta(max_length=MAX_PLACE_STR)]
+            )
+            | UnsetType,
+            UNSET,
+        )
         for k, (kind, lo, hi) in PLACE_SPEC.items()
     ],
 )

@@ -2,7 +2,7 @@
 cgroup: a Kubernetes namespace, a Slurm account, a systemd slice) becomes who holds
 the GPU, or the MIG slice, it runs on.
 
-Written the way dcgm-exporter's pod labels are (collectors/dcgm_parse.py): an
+Written the way dcgm-exporter's pod labels are (collectors/dcgm_map.py): an
 assignment opens when a (GPU, slice) first shows a tenant's process, closes when a
 later process list of that host no longer shows it, and is not repeated in between.
 Where several tenants' processes share a GPU, the one using the most memory holds it.

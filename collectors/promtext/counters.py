@@ -39,6 +39,17 @@ class CounterTracker:
     def prune(self, newest: float, max_age_s: float = STALE_S) -> None:
         _prune(self._prev, newest, max_age_s)
 
+    def get(self, key: Hashable) -> tuple[float, float] | None:
+        """The baseline (time, value) of `key`, if any."""
+        return self._prev.get(key)
+
+    def put(self, key: Hashable, baseline: tuple[float, float] | None) -> None:
+        """Set (or, with None, forget) the baseline of `key` (a vectorised caller's)."""
+        if baseline is None:
+            self._prev.pop(key, None)
+        else:
+            self._prev[key] = baseline
+
     def update(self, key: Hashable, ts: float, value: float) -> Delta:
         prev = self._prev.get(key)
         if prev is None:

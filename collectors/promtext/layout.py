@@ -47,11 +47,9 @@ class Layout:
         self.n_lines, self.skeleton, self.has_ts = n_lines, skeleton, has_ts
 
 
-def _cut(
-    big: bytes, rows: np.ndarray, ntok: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """For the sample lines `rows` (line indices) of `big`, the run of their last
-    `ntok` space-separated tokens: (run starts, run ends, byte mask of the runs)."""
+def _cut(big: bytes, rows: np.ndarray, ntok: np.ndarray) -> tuple[list[int], list[int]] | None:
+    """For the sample lines `rows` (line indices) of `big`, where the run of their
+    last `ntok` space-separated tokens starts (at a space) and ends (at the newline)."""
     b = np.frombuffer(big, np.uint8)
     nl = np.flatnonzero(b == _NL)
     if not len(rows) or int(rows[-1]) >= len(nl):
@@ -61,23 +59,28 @@ def _cut(
     last = np.searchsorted(sp, ends) - ntok
     if last[0] < 0:
         return None
-    starts = sp[last]  # each run starts at a space, ends at the newline
+    starts = sp[last]
     line_starts = np.where(rows > 0, nl[rows - 1], -1)
     if not (starts > line_starts).all():  # a line with too few spaces: not this layout
         return None
-    # runs lie inside their own lines, so they do not touch: the xor of their edges,
-    # accumulated, is 1 exactly inside a run
-    edge = np.zeros(len(b) + 1, np.bool_)
-    edge[starts] = True
-    edge[ends] = True
-    return starts, ends, np.logical_xor.accumulate(edge)[: len(b)]
+    return starts.tolist(), ends.tolist()
+
+
+def _split(
+    view: memoryview, start: int, stop: int, starts: list[int], ends: list[int]
+) -> tuple[bytes, bytes]:
+    """(skeleton, token runs) of view[start:stop], whose runs are starts[i]:ends[i]
+    (inside their own lines, so in order and apart): slices joined, no per-byte pass."""
+    skeleton = b"".join([view[a:z] for a, z in zip([start, *ends], [*starts, stop], strict=True)])
+    return skeleton, b"".join([view[a:z] for a, z in zip(starts, ends, strict=True)])
 
 
 def read_many(
     bodies: list[bytes], layouts: list[Layout | None], nows: list[float]
 ) -> list[Snapshot | None]:
     """Each body through its target's layout (None where it has none or does not fit:
-    parse that one in full). One set of numpy passes over all the bodies at once."""
+    parse that one in full). One set of numpy passes over all the bodies at once, to
+    find the runs; then slices, joined."""
     out: list[Snapshot | None] = [None] * len(bodies)
     todo: list[int] = []
     lays: list[Layout] = []
@@ -99,20 +102,17 @@ def read_many(
         for k in todo:
             out[k] = read_many([bodies[k]], [layouts[k]], [nows[k]])[0]
         return out
-    starts, ends, cut = got
-    b = np.frombuffer(big, np.uint8)
-    skeleton, tokens = b[~cut].tobytes(), b[cut].tobytes()
-    run = np.concatenate([[0], np.cumsum(ends - starts)])  # token bytes before each row
-    first_row = np.concatenate([[0], np.cumsum(per)])
-    sk = 0
+    starts, ends = got
+    view = memoryview(big)
+    first_row = [0, *np.cumsum(per).tolist()]
+    offset = 0
     for j, k in enumerate(todo):
-        lay = lays[j]
-        body_len = len(bodies[k])
-        tok_from, tok_to = int(run[first_row[j]]), int(run[first_row[j + 1]])
-        sk_len = body_len - (tok_to - tok_from)
-        if skeleton[sk : sk + sk_len] == lay.skeleton:
-            out[k] = _values(tokens[tok_from:tok_to].split(), lay, nows[k])
-        sk += sk_len
+        lay, body_len = lays[j], len(bodies[k])
+        r0, r1 = first_row[j], first_row[j + 1]
+        skeleton, runs = _split(view, offset, offset + body_len, starts[r0:r1], ends[r0:r1])
+        if skeleton == lay.skeleton:
+            out[k] = _values(runs.split(), lay, nows[k])
+        offset += body_len
     return out
 
 
@@ -157,8 +157,8 @@ def learn(body: bytes, snap: Snapshot, now: float) -> Layout | None:
         got = _cut(body, rows, np.full(len(rows), 2 if has_ts else 1))
         if got is None:
             continue
-        b = np.frombuffer(body, np.uint8)
-        layout = Layout(snap.names, snap.labels, rows, len(lines), b[~got[2]].tobytes(), has_ts)
+        skeleton, _ = _split(memoryview(body), 0, len(body), *got)
+        layout = Layout(snap.names, snap.labels, rows, len(lines), skeleton, has_ts)
         back = read(body, layout, now)
         if (
             back is not None

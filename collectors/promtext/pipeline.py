@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from collectors.base import Gathered
-from collectors.dcgm_parse import DEFAULT_EXPORTER_NAMESPACES, DcgmMapper, TenantRules
+from collectors.dcgm_map import DEFAULT_EXPORTER_NAMESPACES, DcgmMapper, TenantRules
 from collectors.fabric import FabricMapper, FabricRules
 from collectors.latency import LatencyMapper, LatencyRules
 from collectors.promtext.series import Snapshot

@@ -13,8 +13,15 @@ from storage.views.live import SLICE_LATEST_LIVE, covers, gpu_latest_live
 from storage.views.query import Source, run, table_columns
 from storage.views.when import STALE_AFTER_S, resolve_at
 
+# Assignments of this host's GPUs only (the fleet's are not grouped per refresh).
+HOST_ASSIGNED = ASSIGNED.replace(
+    "FROM assignments",
+    "FROM (SELECT * FROM assignments"
+    " WHERE gpu_uuid IN (SELECT gpu_uuid FROM gpus WHERE host = $host))",
+)
+
 HOST_GPUS_SQL = f"""
-WITH latest AS ({gpu_latest("host = $host")}), asg AS ({ASSIGNED})
+WITH latest AS ({gpu_latest("host = $host")}), asg AS ({HOST_ASSIGNED})
 SELECT g.gpu_index, g.gpu_uuid, g.name, g.pci_bus_id, g.mig_mode,
        l.util_pct, 100.0 * l.mem_used_bytes / nullif(l.mem_total_bytes, 0) AS mem_pct,
        l.mem_used_bytes, coalesce(l.mem_total_bytes, g.mem_total_bytes) AS mem_total_bytes,

@@ -205,15 +205,14 @@ def rack_positions(src: Source, layout: pa.Table, version: str) -> _Positions:
         pc.index_in(slice_ids, value_set=inv.column("slice_id"))
     )
     slice_row = pc.fill_null(pc.index_in(slice_gpu, value_set=uuids), -1)
-    host_list = hosts.to_pylist()
-    order = np.argsort(np.array(host_list, dtype=object), kind="stable")
-    host_rows: dict[str, np.ndarray] = {}
-    sorted_hosts = [host_list[i] for i in order]
-    start = 0
-    for i in range(1, len(sorted_hosts) + 1):
-        if i == len(sorted_hosts) or sorted_hosts[i] != sorted_hosts[start]:
-            host_rows[sorted_hosts[start]] = order[start:i]
-            start = i
+    # host -> its layout rows, grouped with numpy (no Python work per GPU)
+    uniq = pc.unique(hosts)
+    code = pc.index_in(hosts, value_set=uniq).to_numpy(zero_copy_only=False)
+    order = np.argsort(code, kind="stable")
+    bounds = np.flatnonzero(np.diff(code[order])) + 1
+    host_rows = (
+        dict(zip(uniq.to_pylist(), np.split(order, bounds), strict=True)) if len(order) else {}
+    )
     pos = _Positions(
         layout,
         pc.index_in(uuids, value_set=keys.column("gpu_uuid")),

@@ -15,6 +15,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -180,7 +181,7 @@ class Postgres:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.terminate()  # SIGTERM: "smart" shutdown
+        self.proc.send_signal(signal.SIGINT)  # "fast" shutdown: ends any client session
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -115,6 +115,7 @@ class DrilldownScreen(DataScreen):
         self.data: HostData | None = None
         self.level = "host"  # host -> gpu -> slice
         self.slice_id: str | None = None  # the slice opened (level "slice")
+        self._history_kept: tuple[datetime, pa.Table] | None = None  # (read at, table)
 
     def compose(self) -> ComposeResult:
         yield FleetHeader()
@@ -147,11 +148,28 @@ class DrilldownScreen(DataScreen):
         return HostData(
             host_gpus(reader, self.host, at),
             host_slices(reader, self.host, at),
-            # 30 s buckets: a short history still draws a readable curve
-            gpu_history(reader, self.host, at, window_s=3600.0, buckets=120),
+            self._history(reader, at),
             host_events(reader, self.host, at),
             host_processes(reader, self.host, at),
         )
+
+    # 30 s buckets over an hour: a short history still draws a readable curve
+    HISTORY_WINDOW_S = 3600.0
+    HISTORY_BUCKETS = 120
+
+    def _history(self, reader: Reader, at: datetime) -> pa.Table:
+        """The sparklines' history, read again once the cursor moved by a bucket (or
+        back): it scans the host's hour of samples, and within a bucket a refresh
+        would redraw almost the same curve (issue 13: refresh cost at 100k GPUs)."""
+        bucket_s = self.HISTORY_WINDOW_S / self.HISTORY_BUCKETS
+        kept = self._history_kept
+        if kept is not None and 0 <= (at - kept[0]).total_seconds() < bucket_s:
+            return kept[1]
+        table = gpu_history(
+            reader, self.host, at, window_s=self.HISTORY_WINDOW_S, buckets=self.HISTORY_BUCKETS
+        )
+        self._history_kept = (at, table)
+        return table
 
     def show(self, data: HostData) -> None:
         self.data = data

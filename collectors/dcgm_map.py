@@ -429,9 +429,7 @@ class DcgmMapper:
             return
         col = _GPU_COLS.index("mem_temp_c") * 4
         block = g[:, col : col + 4]  # a view: edits land in g
-        no_hbm = np.array(
-            [has_hbm(label_value(d["labels"], "modelName")) is not True for d in info]
-        )
+        no_hbm = np.array([_no_hbm(d) for d in info])
         zero = (block == 0) & no_hbm[:, None]
         n = int(zero.any(axis=1).sum())
         if n:
@@ -680,6 +678,14 @@ class DcgmMapper:
                 )
             )
         return out
+
+
+def _no_hbm(d: dict) -> bool:
+    """The GPU's board has no HBM sensor (from its model label; kept with the plan's row)."""
+    v = d.get("no_hbm")
+    if v is None:
+        v = d["no_hbm"] = has_hbm(label_value(d["labels"], "modelName")) is not True
+    return v
 
 
 def _nullable(v: np.ndarray, dtype: type | None = None) -> pa.Array:
