@@ -159,6 +159,14 @@ def main() -> int:
 
     counter = Counter(broker)
     daemon = start_daemon()
+    # agents start once the daemon has subscribed: a fresh broker queues nothing for a
+    # client that never connected (on a loaded machine a fixed 3 s was too short: the
+    # first reports of every agent were "missing" from a 150 s run)
+    deadline = time.monotonic() + 120
+    while "fleettui daemon: store" not in (work / "daemon.log").read_text(errors="replace"):
+        if time.monotonic() > deadline or daemon.poll() is not None:
+            raise SystemExit("soak: the daemon did not start (see daemon.log)")
+        time.sleep(0.2)
     time.sleep(3)
     from collectors.sim.model import SimModel
 
@@ -303,7 +311,9 @@ def main() -> int:
         (h, round(t.replace(tzinfo=UTC).timestamp(), 3))
         for h, t in store.con.execute("SELECT DISTINCT host, ts FROM gpu_samples").fetchall()
     }
-    seqs = set(store.con.execute("SELECT host, boot, seq FROM report_seqs").fetchall())
+    seq_rows = store.con.execute("SELECT host, boot, seq FROM report_seqs").fetchall()
+    seqs = set(seq_rows)
+    seq_copies = len(seq_rows) - len(seqs)
     store.close()
     with counter.lock:
         gone_keys = [k for k, ts in counter.seen.items() if (k[0], round(ts, 3)) not in have]
@@ -324,7 +334,13 @@ def main() -> int:
     dropped_rows = sum(
         int(n.replace(",", "")) for n in re.findall(r"([\d,]+) rows dropped", log_text)
     )
-    unexplained = sent + poison_sent - stored - rejected
+    # stored = what the daemon committed (report_seqs rows go in the same transaction as
+    # the report's rows); a report without GPU rows (the simulated fleet's host_silent
+    # fault: hgx-04-n3 from 20 s for 600 s) is stored all the same
+    with counter.lock:
+        stored_keys = sum(1 for k in counter.seen if k in seqs)
+    no_gpu_rows = stored_keys - stored
+    unexplained = sent + poison_sent - stored_keys - rejected
     print(f"faults: {faults}")
     print(f"reject reasons: {reasons}")
     print(f"trickle scrapes: {trickle[0]} runs, {trickle[1]} cut at the deadline")
@@ -341,11 +357,12 @@ def main() -> int:
             f" {k} {last:.0f} MB, max {max(m for _, m in rss):.0f} MB"
         )
     print(
-        f"RECONCILE: sent {sent} reports + {poison_sent} poison/oversized = stored {stored}"
-        f" + rejected {rejected} + reported dropped 0 + unexplained {unexplained}"
+        f"RECONCILE: sent {sent} reports + {poison_sent} poison/oversized = stored"
+        f" {stored_keys} + rejected {rejected} + reported dropped 0 + unexplained {unexplained}"
         f" (daemon SIGKILLs {faults.get('daemon_kill', 0)}, SIGTERMs"
-        f" {faults.get('daemon_term', 0)}; stored more than once: {copies};"
-        f" rows the daemon said it dropped: {dropped_rows})"
+        f" {faults.get('daemon_term', 0)}; stored more than once: {copies} by GPU rows,"
+        f" {seq_copies} by report_seqs; stored with GPU rows {stored}, without (host_silent)"
+        f" {no_gpu_rows}; rows the daemon said it dropped: {dropped_rows})"
     )
     print(f"work dir: {work}")
     if tmpfs:  # keep the store for a look afterwards
