@@ -94,7 +94,13 @@ def numeric_values(con) -> tuple[int, dict[str, int]]:
 def column_bytes(con) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], set[str]]]:
     """Bytes per (table, column), from where `pragma_storage_info` puts each segment:
     a segment runs to the next one in its block (or the block's end: an upper bound)."""
-    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+            " AND schema_name = 'main'"
+        ).fetchall()
+    ]
     by_block = defaultdict(list)
     for t in tables:
         for col, block, offset, comp in con.execute(

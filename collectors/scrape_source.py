@@ -103,7 +103,10 @@ def parse_body(
         extra_labels=labels,
         max_labels=max_labels,
     )
-    return snap, (layout_learn(body, snap, at) if learn else None)
+    layout = layout_learn(body, snap, at) if learn else None
+    if layout is not None:  # its series are the layout's: mappers may plan on it
+        snap.layout = layout
+    return snap, layout
 
 
 def parse_bodies(

@@ -121,6 +121,12 @@ def main() -> int:
     ap.add_argument("--fault-every", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-disk-fill", action="store_true")
+    ap.add_argument(
+        "--memory-limit",
+        default="",
+        help="the daemon's DuckDB memory_limit (e.g. 256MiB: its checkpoint threshold is a"
+        " quarter of it, so uncheckpointed appends, the sawtooth in RSS, are bounded sooner)",
+    )
     a = ap.parse_args()
     rng = random.Random(a.seed)
     work = Path(tempfile.mkdtemp(prefix="fleettui-soak-"))
@@ -140,7 +146,9 @@ def main() -> int:
     config = work / "fleet.toml"
     hostile = start_hostile()
     config.write_text(
-        f'[daemon]\ndb = "{db}"\nstatus_interval_s = 0\nstore_failure_max_s = 120\n\n'
+        f'[daemon]\ndb = "{db}"\nstatus_interval_s = 0\nstore_failure_max_s = 120\n'
+        + (f'memory_limit = "{a.memory_limit}"\n' if a.memory_limit else "")
+        + "\n"
         f'[[sources]]\nkind = "mqtt"\nbroker = "{broker.address}"\nflush_interval_s = 0.25\n'
         'reconnect_max_s = 1.0\nclient_id = "soak-daemon"\n\n'
         '[[sources]]\nkind = "scrape"\nname = "trickle"\ninterval_s = 5\ntimeout_s = 2\n'
@@ -159,6 +167,14 @@ def main() -> int:
 
     counter = Counter(broker)
     daemon = start_daemon()
+    # agents start once the daemon has subscribed: a fresh broker queues nothing for a
+    # client that never connected (on a loaded machine a fixed 3 s was too short: the
+    # first reports of every agent were "missing" from a 150 s run)
+    deadline = time.monotonic() + 120
+    while "fleettui daemon: store" not in (work / "daemon.log").read_text(errors="replace"):
+        if time.monotonic() > deadline or daemon.poll() is not None:
+            raise SystemExit("soak: the daemon did not start (see daemon.log)")
+        time.sleep(0.2)
     time.sleep(3)
     from collectors.sim.model import SimModel
 
@@ -303,7 +319,9 @@ def main() -> int:
         (h, round(t.replace(tzinfo=UTC).timestamp(), 3))
         for h, t in store.con.execute("SELECT DISTINCT host, ts FROM gpu_samples").fetchall()
     }
-    seqs = set(store.con.execute("SELECT host, boot, seq FROM report_seqs").fetchall())
+    seq_rows = store.con.execute("SELECT host, boot, seq FROM report_seqs").fetchall()
+    seqs = set(seq_rows)
+    seq_copies = len(seq_rows) - len(seqs)
     store.close()
     with counter.lock:
         gone_keys = [k for k, ts in counter.seen.items() if (k[0], round(ts, 3)) not in have]
@@ -324,7 +342,13 @@ def main() -> int:
     dropped_rows = sum(
         int(n.replace(",", "")) for n in re.findall(r"([\d,]+) rows dropped", log_text)
     )
-    unexplained = sent + poison_sent - stored - rejected
+    # stored = what the daemon committed (report_seqs rows go in the same transaction as
+    # the report's rows); a report without GPU rows (the simulated fleet's host_silent
+    # fault: hgx-04-n3 from 20 s for 600 s) is stored all the same
+    with counter.lock:
+        stored_keys = sum(1 for k in counter.seen if k in seqs)
+    no_gpu_rows = stored_keys - stored
+    unexplained = sent + poison_sent - stored_keys - rejected
     print(f"faults: {faults}")
     print(f"reject reasons: {reasons}")
     print(f"trickle scrapes: {trickle[0]} runs, {trickle[1]} cut at the deadline")
@@ -341,11 +365,12 @@ def main() -> int:
             f" {k} {last:.0f} MB, max {max(m for _, m in rss):.0f} MB"
         )
     print(
-        f"RECONCILE: sent {sent} reports + {poison_sent} poison/oversized = stored {stored}"
-        f" + rejected {rejected} + reported dropped 0 + unexplained {unexplained}"
+        f"RECONCILE: sent {sent} reports + {poison_sent} poison/oversized = stored"
+        f" {stored_keys} + rejected {rejected} + reported dropped 0 + unexplained {unexplained}"
         f" (daemon SIGKILLs {faults.get('daemon_kill', 0)}, SIGTERMs"
-        f" {faults.get('daemon_term', 0)}; stored more than once: {copies};"
-        f" rows the daemon said it dropped: {dropped_rows})"
+        f" {faults.get('daemon_term', 0)}; stored more than once: {copies} by GPU rows,"
+        f" {seq_copies} by report_seqs; stored with GPU rows {stored}, without (host_silent)"
+        f" {no_gpu_rows}; rows the daemon said it dropped: {dropped_rows})"
     )
     print(f"work dir: {work}")
     if tmpfs:  # keep the store for a look afterwards

@@ -92,9 +92,12 @@ def rollup_rows(store: Store) -> tuple[int, int, float]:
         pairs = [(t, r) for t, r in zip(raw, m1, strict=True) if t in have and r in have]
         if not pairs:
             return 0, 0, 1.0
-        counts = cur.execute(
-            "SELECT " + ", ".join(f'(SELECT count(*) FROM "{t}")' for p in pairs for t in p)
-        ).fetchone()
+        counts = (
+            cur.execute(
+                "SELECT " + ", ".join(f'(SELECT count(*) FROM "{t}")' for p in pairs for t in p)
+            ).fetchone()
+            or ()
+        )
         cols = dict(
             cur.execute(
                 "SELECT table_name, count(*) FROM duckdb_columns() WHERE database_name ="

@@ -385,7 +385,8 @@ class LakeMaintenanceTask:
                 f"CALL ducklake_cleanup_old_files('{CATALOG}', older_than => "
                 f"now() - to_seconds({keep_s}))",
             ):
-                cur.execute(sql).fetchall()
+                # read as Arrow: their TIMESTAMPTZ columns as Python objects need pytz
+                cur.execute(sql).fetch_arrow_table()
         finally:
             cur.close()
         self.runs += 1

@@ -160,7 +160,7 @@ class LiveSnapshot:
     def _fill(self) -> None:
         """The newest row per key over the last FILL_WINDOW_S of stored history."""
         for table, (_, key, _, _) in LIVE_TABLES.items():
-            newest = self._cur.execute(f"SELECT max(ts) FROM main.{table}").fetchone()[0]
+            (newest,) = self._cur.execute(f"SELECT max(ts) FROM main.{table}").fetchone() or (None,)
             # with no history yet, every key to come is covered from the beginning
             since = newest - timedelta(seconds=FILL_WINDOW_S) if newest is not None else None
             state = self._cur.execute(
@@ -181,7 +181,7 @@ class LiveSnapshot:
         if not self._layout_dirty:
             return
         self._layout_dirty = False
-        fp = self._cur.execute(LAYOUT_FINGERPRINT_SQL).fetchone()[0]
+        (fp,) = self._cur.execute(LAYOUT_FINGERPRINT_SQL).fetchone() or (None,)
         if fp != self._layout_fp:
             self._layout_fp = fp
             self._layout_n += 1

@@ -143,7 +143,8 @@ def _live_snapshot(con: duckdb.DuckDBPyConnection, wanted: bool = True) -> LiveS
 
 class Store:
     # A backend whose data other processes also write (storage/lake.py) must not keep a
-    # snapshot of only its own writes: its views read history instead.
+    # snapshot of only its own writes: its views read history instead. A read-only store
+    # has none either (DuckDB cannot attach the in-memory catalog there; nothing writes).
     live_snapshot = True
 
     def __init__(
@@ -162,7 +163,7 @@ class Store:
         self.failure: str | None = None  # the last StoreFailure's message, None while healthy
         self.reopens = 0
         self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
-        self.live = _live_snapshot(con, self.live_snapshot)
+        self.live = _live_snapshot(con, self.live_snapshot and not read_only)
 
     @classmethod
     def open(
@@ -226,7 +227,7 @@ class Store:
             con = self._connect_again()
             self.con = con
             self._writer = None if self.read_only else con.cursor()
-            self.live = _live_snapshot(con, self.live_snapshot)
+            self.live = _live_snapshot(con, self.live_snapshot and not self.read_only)
             self._after_reconnect()
             self.failure = None
             self.reopens += 1

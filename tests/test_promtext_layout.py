@@ -239,3 +239,31 @@ def test_bodies_read_together_each_as_on_its_own():
             alone = read(body.encode(), lay, T0 + 5)
             assert alone is not None
             _same(g, alone)
+
+
+def test_an_empty_body_or_a_changed_one_costs_one_plan_not_one_per_gather():
+    base = re.sub(r" 1700000000000\n", "\n", BASE)
+    dcgm = (
+        'DCGM_FI_DEV_GPU_TEMP{gpu="0",UUID="GPU-a",Hostname="h1"} 40\n'
+        'DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-a",Hostname="h1"} 300\n'
+    )
+    pipe = TelemetryPipeline("s")
+    layouts: list = [None, None, None]
+    plans = []
+    for k, bodies in enumerate(
+        [
+            [base, dcgm, ""],
+            [base, dcgm, ""],  # an empty body: no series, no new plan
+            [base, dcgm.replace('gpu="0"', 'gpu="1"'), ""],  # changed: parsed in full, one plan
+            [base, dcgm.replace('gpu="0"', 'gpu="1"'), ""],  # the new layout holds
+        ]
+    ):
+        snaps = []
+        for j, body in enumerate(bodies):
+            s, layouts[j] = parse_body(body.encode(), f"t{j}", T0 + k, {}, 40, layouts[j], True)
+            snaps.append(s)
+        merged = merge(snaps)
+        assert merged.layout is not None
+        pipe.map(merged, T0 + k)
+        plans.append(pipe.dcgm._plan)
+    assert plans[0] is plans[1] and plans[1] is not plans[2] and plans[2] is plans[3]

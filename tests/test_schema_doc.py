@@ -42,7 +42,8 @@ def live() -> dict[str, dict[str, str]]:
             store.cursor()
             .execute(
                 "SELECT table_name, column_name, data_type FROM duckdb_columns() "
-                "WHERE schema_name = 'main' AND NOT internal ORDER BY table_name, column_index"
+                "WHERE schema_name = 'main' AND database_name = current_database() "
+                "AND NOT internal ORDER BY table_name, column_index"
             )
             .fetchall()
         )

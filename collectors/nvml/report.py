@@ -527,12 +527,13 @@ def _elem(kind: int, lo: float, hi: float, limit: int = MAX_STR) -> Any:
 def _column(kind: int, lo: float, hi: float, rows: int, required: bool) -> Any:
     if kind in (LINKS_NUM, LINKS_INT, LINKS_BOOL):
         inner = _elem({LINKS_NUM: NUM, LINKS_INT: INT, LINKS_BOOL: BOOL}[kind], lo, hi)
-        per = Annotated[list[inner | None], Meta(max_length=MAX_LINKS)] | None
+        # types built at run time for msgspec: beyond what mypy can follow
+        per = Annotated[list[inner | None], Meta(max_length=MAX_LINKS)] | None  # type: ignore[valid-type]
         return Annotated[list[per], Meta(max_length=rows)]
     elem = _elem(kind, lo, hi)
     if kind == STR and required:
         elem = Annotated[str, Meta(min_length=1, max_length=MAX_STR)]
-    return Annotated[list[elem if required or kind == IDX else elem | None], Meta(max_length=rows)]
+    return Annotated[list[elem if required or kind == IDX else elem | None], Meta(max_length=rows)]  # type: ignore[misc]
 
 
 def _struct(
@@ -540,7 +541,7 @@ def _struct(
 ) -> type[msgspec.Struct]:
     """Columns named in `required` must be there with no nulls (and, if strings, non-empty);
     the others may be missing, never null."""
-    fields = []
+    fields: list[tuple[Any, ...]] = []
     for field, (kind, lo, hi) in spec.items():
         if field in required:
             fields.append((field, _column(kind, lo, hi, rows, True)))
@@ -638,7 +639,7 @@ def _fast(payload: bytes) -> Report:
         raise _Slow
     gpu = _columns(r.gpu, GPU_SPEC)
     n = len(gpu["uuid"])
-    sl = {} if r.slice is UNSET else _columns(r.slice, SLICE_SPEC)
+    sl: dict[str, Any] = {} if r.slice is UNSET else _columns(r.slice, SLICE_SPEC)
     if sl and (
         "id" not in sl or "gpu" not in sl or None in sl["id"] or (sl["gpu"] and max(sl["gpu"]) >= n)
     ):

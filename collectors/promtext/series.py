@@ -170,6 +170,8 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         out.skipped.extend(s.skipped)
     out.values = np.concatenate([s.values for s in snapshots]) if snapshots else np.zeros(0)
     out.ts = np.concatenate([s.ts for s in snapshots]) if snapshots else np.zeros(0)
-    if snapshots and all(s.layout is not None for s in snapshots):
-        out.layout = tuple(s.layout for s in snapshots)
+    # an empty snapshot (an empty body) adds no series: it does not break the layout
+    parts = [s for s in snapshots if len(s)]
+    if all(s.layout is not None for s in parts):
+        out.layout = tuple(s.layout for s in parts)
     return out

@@ -225,7 +225,7 @@ def rack_positions(src: Source, layout: pa.Table, version: str) -> _Positions:
     return pos
 
 
-def _per_row(n: int, rows: list[int | np.ndarray], values: list[int]) -> pa.Array:
+def _per_row(n: int, rows: list[Any], values: list[int]) -> pa.Array:
     """int64 per layout row: `values` at `rows`, 0 elsewhere."""
     out = np.zeros(n, dtype=np.int64)
     for r, v in zip(rows, values, strict=True):

@@ -12,6 +12,7 @@ from fleettui.formats import render
 from fleettui.safe_text import escaped, pictured
 from fleettui.tui.app import FleetApp
 from fleettui.tui.demo import fixed_store
+from storage.live import LiveSnapshot
 from storage.reader import LocalReader
 from tests.tui_support import settle, stale_host_alert, write_alerts
 
@@ -44,7 +45,8 @@ def hostile_store():
     cols = cur.execute(
         "SELECT c.table_name, c.column_name FROM duckdb_columns() c "
         "JOIN duckdb_tables() t USING (database_name, schema_name, table_name) "
-        "WHERE c.data_type = 'VARCHAR' AND c.schema_name = 'main'"
+        "WHERE c.data_type = 'VARCHAR' AND c.schema_name = 'main' "
+        "AND c.database_name = current_database()"
     ).fetchall()
     by_table: dict[str, list[str]] = {}
     for table, col in cols:
@@ -55,6 +57,9 @@ def hostile_store():
         sets = ", ".join(f"{c} = {c} || ?" for c in names)
         cur.execute(f"UPDATE {table} SET {sets}", [HOSTILE] * len(names))
     cur.close()
+    # the writer's newest-sample snapshot never saw these UPDATEs: rebuild it from the
+    # store, so the live views show the hostile names too
+    store.live = LiveSnapshot(store.con)
     yield store, last
     store.close()
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -62,9 +63,10 @@ class RackScreen(DataScreen):
 
     def fetch(self, reader: Reader, at: datetime) -> RackData:
         table = rack_grid(reader, at, self.flt)
-        hosts = table.column("host").to_pylist()
-        alerts = table.column("host_alerts").to_pylist()
-        return RackData(table, {h: a for h, a in zip(hosts, alerts, strict=True) if a})
+        firing = table.filter(pc.greater(table.column("host_alerts"), 0))  # few rows
+        hosts = firing.column("host").to_pylist()
+        alerts = firing.column("host_alerts").to_pylist()
+        return RackData(table, dict(zip(hosts, alerts, strict=True)))
 
     def show(self, data: RackData) -> None:
         self.grid.update_data(data.table, data.alerts)

@@ -112,13 +112,18 @@ class RackGrid(ScrollView, can_focus=True):
     def update_data(self, table: pa.Table, alerts: dict[str, int] | None = None) -> None:
         """New rack table (rack order); relayout only when the fleet's shape changed."""
         alerts = alerts or {}
-        hosts = table.column("host").to_pylist()
-        racks = table.column("rack").to_pylist()
-        key = (len(hosts), hash(tuple(hosts)), tuple(sorted(alerts.items())))
+        hosts, racks = table.column("host"), table.column("rack")
+        alerts_key = tuple(sorted(alerts.items()))
+        prev = self._shape_key
         self.table = table
-        if key != self._shape_key:
-            self._shape_key = key
-            self._build_panels(hosts, racks, alerts)
+        # compared in Arrow (C): at 100k GPUs, lists of hosts per refresh cost tens of ms
+        if (
+            not prev
+            or prev[2] != alerts_key
+            or not (hosts.equals(prev[0]) and racks.equals(prev[1]))
+        ):
+            self._shape_key = (hosts, racks, alerts_key)
+            self._build_panels(hosts.to_pylist(), racks.to_pylist(), alerts)
             self._layout_key = ()
         self.cursor = min(self.cursor, max(table.num_rows - 1, 0))
         self._recolour()
