@@ -112,3 +112,72 @@ expr = {{ metric = "{metric}", agg = "{agg}", over = "6h", op = ">", threshold =
         assert a.keys() == b.keys() and len(a) == 2  # two GPU uuids in the data
         for k in a:
             assert abs(a[k] - b[k]) <= 1e-6, (agg, k)
+
+
+def test_a_thirty_day_tenant_chart_reads_hourly_rollups_with_the_raw_means():
+    from storage.views import tenant_history
+
+    days = 30
+    store = Store.open(":memory:")
+    store.write(
+        [
+            Batch("gpu_samples", sample_rows("gpu_samples", START, days * 24, 600.0, 4, seed=5)),
+            Batch(
+                "slice_samples", sample_rows("slice_samples", START, days * 24, 600.0, 2, seed=6)
+            ),
+        ]
+    )
+    with store.writer() as cur:
+        # acme holds one whole GPU for the month, half of the other from day 10 and a
+        # slice; another tenant holds the other half of the second GPU all month
+        cur.execute(
+            "INSERT INTO assignments VALUES "
+            "('acme', 'gpu_uuid-0', NULL, 1.0, $s, NULL, 'contract'),"
+            "('acme', 'gpu_uuid-1', NULL, 0.5, $d10, NULL, 'contract'),"
+            "('acme', 'gpu_uuid-9', 'slice_id-0', 0.25, $s, NULL, 'contract'),"
+            "('other', 'gpu_uuid-1', NULL, 0.5, $s, NULL, 'contract')",
+            {"s": START, "d10": START + timedelta(days=10)},
+        )
+        now = START + timedelta(days=days, minutes=3)
+        for table in ("gpu_samples", "slice_samples"):
+            for tier in TIERS:
+                roll_tier(cur, SPECS[table], tier, now, RollupOptions(max_span_h=24 * days + 1))
+    at = START + timedelta(days=days)  # on an hour: chart buckets are whole rollups
+    window, buckets = days * 86400.0, 120
+    tier, routed = tenant_history(store.con, "acme", at, window_s=window, buckets=buckets)
+    assert tier == "1h"
+    # the same chart from raw rows: the 1-hour tier must not change a mean
+    raw_tier, raw = tenant_history(store.con, "acme", at, window_s=window, buckets=86400)
+    assert raw_tier == "raw"  # 30 s chart buckets: raw rows
+    raw_rows = run(
+        store.con,
+        """
+        WITH h AS (
+            SELECT s.ts, a.fraction AS w, s.util_pct AS v
+            FROM gpu_samples s JOIN assignments a
+              ON a.slice_id IS NULL AND a.gpu_uuid = s.gpu_uuid AND s.ts >= a.valid_from
+            WHERE a.tenant = 'acme' AND s.util_pct IS NOT NULL
+            UNION ALL
+            SELECT s.ts, a.fraction, s.util_pct FROM slice_samples s JOIN assignments a
+              ON a.slice_id = s.slice_id AND s.ts >= a.valid_from
+            WHERE a.tenant = 'acme' AND s.util_pct IS NOT NULL
+        )
+        SELECT floor(epoch(ts - $from) / $bucket_s)::INT AS bucket,
+               sum(w * v) / sum(w) AS util_pct
+        FROM h WHERE ts > $from AND ts <= $at GROUP BY ALL ORDER BY bucket
+        """,
+        {"from": at - timedelta(days=days), "at": at, "bucket_s": window / buckets},
+    )
+    assert routed.num_rows == raw_rows.num_rows == buckets
+    assert routed.column("bucket").to_pylist() == raw_rows.column("bucket").to_pylist()
+    a = np.array(routed.column("util_pct").to_pylist(), dtype=float)
+    b = np.array(raw_rows.column("util_pct").to_pylist(), dtype=float)
+    assert np.allclose(a, b, rtol=0, atol=1e-6)
+    # the other tenant's GPU is never in acme's chart
+    _, other = tenant_history(store.con, "other", at, window_s=window, buckets=buckets)
+    assert not np.allclose(
+        np.array(other.column("util_pct").to_pylist(), dtype=float), a, rtol=0, atol=1e-3
+    )
+    # the raw path's fine chart, folded to the same 6-hour buckets, gives the same means
+    fine = np.array(raw.column("util_pct").to_pylist(), dtype=float)
+    assert raw.num_rows > 1000 and np.isfinite(fine).all()

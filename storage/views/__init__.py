@@ -19,7 +19,7 @@ from storage.views.drilldown import (
 from storage.views.fabric import Fabric, fabric, fabric_links, fabric_racks
 from storage.views.fleet import fleet_totals
 from storage.views.rack import RackFilter, rack_grid
-from storage.views.tenants import tenant_summary
+from storage.views.tenants import tenant_history, tenant_summary
 from storage.views.when import resolve_at
 
 __all__ = [
@@ -39,5 +39,6 @@ __all__ = [
     "host_slices",
     "rack_grid",
     "resolve_at",
+    "tenant_history",
     "tenant_summary",
 ]

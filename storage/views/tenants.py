@@ -10,10 +10,12 @@ alerts firing.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 
+from storage.resolution import RAW, source_for
+from storage.rollups import TIERS
 from storage.views.alerts import firing_sql
 from storage.views.latest import BUSY_PCT
 from storage.views.query import Source, run
@@ -136,3 +138,69 @@ def tenant_summary(
         "hours_window_s": hours_window_s,
     }
     return run(src, sql, params)
+
+
+# -- a tenant's utilisation over time ---------------------------------------------
+# Its allocations' samples while each was held (whole GPUs from gpu_samples, slices
+# from slice_samples), weighted by the fraction held, in `$buckets` chart buckets.
+# `{gpu}` / `{slice}` are raw tables or rollup views (storage/resolution.py):
+# `{t}` their time column, `{v}` / `{n}` a row's sum and count (raw: the value, 1).
+_TENANT_HISTORY_SQL = """
+WITH asg AS (
+    SELECT gpu_uuid, slice_id, fraction, valid_from, valid_to FROM assignments
+    WHERE tenant = $tenant AND valid_from <= $at
+      AND (valid_to IS NULL OR valid_to > $at - to_seconds($window_s))
+),
+held AS (
+    SELECT s.{t} AS t, a.fraction AS w, {v} AS v, {n} AS n
+    FROM {gpu} s JOIN asg a ON a.slice_id IS NULL AND a.gpu_uuid = s.gpu_uuid
+    WHERE s.{t} > $from AND s.{t} <= $at AND s.{t} >= a.valid_from
+      AND (a.valid_to IS NULL OR s.{t} < a.valid_to) AND {v} IS NOT NULL
+    UNION ALL
+    SELECT s.{t}, a.fraction, {v}, {n}
+    FROM {slice} s JOIN asg a ON a.slice_id = s.slice_id
+    WHERE s.{t} > $from AND s.{t} <= $at AND s.{t} >= a.valid_from
+      AND (a.valid_to IS NULL OR s.{t} < a.valid_to) AND {v} IS NOT NULL
+)
+SELECT greatest(least(floor(epoch(t - ($at - to_seconds($window_s))) / $bucket_s),
+                      $buckets - 1), 0)::INT AS bucket,
+       (sum(w * v) / nullif(sum(w * n), 0))::DOUBLE AS util_pct
+FROM held
+GROUP BY ALL
+ORDER BY bucket
+"""
+
+
+def tenant_history(
+    src: Source,
+    tenant: str,
+    at: datetime | None = None,
+    *,
+    window_s: float = 3600.0,
+    buckets: int = 60,
+) -> tuple[str, pa.Table]:
+    """(tier read, rows of `bucket`, `util_pct`): the tenant's mean utilisation per
+    chart bucket. A window of days reads the 1-minute or 1-hour rollups (a rollup
+    bucket counts where it starts), so 30 days reads ~720 hourly rows per GPU."""
+    tier, gpu_rel = source_for("gpu_samples", window_s, buckets)
+    _, slice_rel = source_for("slice_samples", window_s, buckets)
+    at = resolve_at(at)
+    if tier == RAW:
+        fields = {"t": "ts", "v": "s.util_pct", "n": "1"}
+        start = at - timedelta(seconds=window_s)
+    else:
+        fields = {"t": "bucket", "v": "s.util_pct_sum", "n": "s.util_pct_count"}
+        # a bucket that straddles the window's start counts in the first chart bucket
+        start = at - timedelta(seconds=window_s) - TIERS[tier]
+    sql = _TENANT_HISTORY_SQL
+    for k, val in {**fields, "gpu": gpu_rel, "slice": slice_rel}.items():
+        sql = sql.replace("{" + k + "}", val)
+    params = {
+        "tenant": tenant,
+        "at": at,
+        "from": start,
+        "window_s": window_s,
+        "bucket_s": window_s / buckets,
+        "buckets": buckets,
+    }
+    return tier, run(src, sql, params)
