@@ -142,6 +142,33 @@ async def test_fabric_view_kinds_and_drill_down():
         assert app.screen.host == links.rows_data[0]["host"]
 
 
+async def test_tenant_chart_follows_the_highlighted_tenant_and_routes_its_window():
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, TenantsScreen)
+        table = screen.query_one(ViewTable)
+        first = table.rows_data[0]["tenant"]
+        title = text_of(screen.query_one("#tenant-chart-title"))
+        # 30 days by default, read from the hourly tier (its live view adds the raw tail)
+        assert f"of {first} over 30 d" in title and "1-hour rollups" in title
+        assert max(screen.query_one("#tenant-chart", Sparkline).data) > 0
+        await pilot.press("h")  # 1 h: raw samples
+        await settle(pilot)
+        title = text_of(screen.query_one("#tenant-chart-title"))
+        assert "over 1 h" in title and "raw samples" in title
+        await pilot.press("h")  # 24 h: the minute tier
+        await settle(pilot)
+        assert "1-minute rollups" in text_of(screen.query_one("#tenant-chart-title"))
+        table.focus()
+        await pilot.press("down")
+        await settle(pilot)
+        second = table.rows_data[1]["tenant"]
+        assert f"of {second} over 24 h" in text_of(screen.query_one("#tenant-chart-title"))
+
+
 async def test_tenant_view_sorts_and_jumps_to_racks():
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:

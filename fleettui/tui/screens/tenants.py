@@ -8,15 +8,20 @@ import pyarrow as pa
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Static
+from textual.widgets import DataTable, Footer, Sparkline, Static
 
+from fleettui.safe_text import pictured
 from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_bytes, fmt_num, pct_text
 from fleettui.tui.widgets.table import Col, ViewTable
-from storage.views import tenant_summary
+from storage.views import tenant_history, tenant_summary
 
 WINDOWS = ((3600.0, "1 h"), (86400.0, "24 h"), (7 * 86400.0, "7 d"))
+# The chart of the highlighted tenant: days read the rollups (storage/resolution.py).
+CHART_WINDOWS = ((3600.0, "1 h"), (86400.0, "24 h"), (30 * 86400.0, "30 d"))
+CHART_BUCKETS = 120  # 1 h: 30 s buckets (raw); 24 h: 12 min (1m); 30 d: 6 h (1h)
+TIER_NAMES = {"raw": "raw samples", "1m": "1-minute rollups", "1h": "1-hour rollups"}
 
 
 def _itl(v, r) -> Text:
@@ -63,25 +68,67 @@ class TenantsScreen(DataScreen):
     BINDINGS = [
         Binding("s", "sort", "sort"),
         Binding("w", "window", "GPU-h window"),
+        Binding("h", "chart_window", "chart window"),
         Binding("enter", "show_gpus", "its GPUs", show=False),
     ]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.window = 1
+        self.chart = 2  # 30 days by default: the trend the table cannot show
+        self.chart_tenant: str | None = None  # the highlighted row's; None: the first
 
     def compose(self) -> ComposeResult:
         yield FleetHeader()
         yield Static(id="tenants-title", classes="section")
         yield ViewTable(COLS, key="tenant", id="tenants-table")
+        yield Static(id="tenant-chart-title", classes="section")
+        yield Sparkline([], id="tenant-chart", summary_function=max)
         yield Footer()
 
-    def fetch(self, reader: Reader, at: datetime) -> pa.Table:
-        return tenant_summary(reader, at, hours_window_s=WINDOWS[self.window][0])
+    def fetch(self, reader: Reader, at: datetime) -> tuple:
+        summary = tenant_summary(reader, at, hours_window_s=WINDOWS[self.window][0])
+        names = summary.column("tenant").to_pylist() if summary.num_rows else []
+        tenant = self.chart_tenant if self.chart_tenant in names else (names or [None])[0]
+        if tenant is None:
+            return summary, None, "raw", None
+        tier, hist = tenant_history(
+            reader, tenant, at, window_s=CHART_WINDOWS[self.chart][0], buckets=CHART_BUCKETS
+        )
+        return summary, tenant, tier, hist
 
-    def show(self, data: pa.Table) -> None:
-        self.query_one(ViewTable).load(data)
+    def show(self, data: tuple) -> None:
+        summary, tenant, tier, hist = data
+        self.query_one(ViewTable).load(summary)
         self._title()
+        self._chart(tenant, tier, hist)
+
+    def _chart(self, tenant: str | None, tier: str, hist: pa.Table | None) -> None:
+        values = [0.0] * CHART_BUCKETS
+        if hist is not None:
+            for b, v in zip(
+                hist.column("bucket").to_pylist(), hist.column("util_pct").to_pylist(), strict=True
+            ):
+                if v is not None and 0 <= b < CHART_BUCKETS:
+                    values[b] = v
+        self.query_one("#tenant-chart", Sparkline).data = values
+        title = Text(" Utilisation", style="bold")
+        if tenant is None:
+            title.append("   no tenants", style="dim")
+        else:
+            known = [
+                v for v in (hist.column("util_pct").to_pylist() if hist else []) if v is not None
+            ]
+            mean = f"mean {sum(known) / len(known):.0f} %" if known else "no samples"
+            title.append(f" of {pictured(tenant)}", style="bold")
+            title.append(
+                f" over {CHART_WINDOWS[self.chart][1]}   {mean}, peak bucket "
+                f"{max(known):.0f} %   from {TIER_NAMES[tier]}   h: window"
+                if known
+                else f" over {CHART_WINDOWS[self.chart][1]}   {mean}   h: window",
+                style="dim",
+            )
+        self.query_one("#tenant-chart-title", Static).update(title)
 
     def _title(self) -> None:
         t = self.query_one(ViewTable)
@@ -103,6 +150,17 @@ class TenantsScreen(DataScreen):
     def action_window(self) -> None:
         self.window = (self.window + 1) % len(WINDOWS)
         self.reload()
+
+    def action_chart_window(self) -> None:
+        self.chart = (self.chart + 1) % len(CHART_WINDOWS)
+        self.reload()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        row = self.query_one(ViewTable).current()
+        tenant = row["tenant"] if row else None
+        if tenant is not None and tenant != self.chart_tenant:
+            self.chart_tenant = tenant
+            self.reload()
 
     async def on_data_table_row_selected(self, event) -> None:
         row = self.query_one(ViewTable).current()
