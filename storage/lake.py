@@ -386,7 +386,7 @@ class LakeMaintenanceTask:
                 f"now() - to_seconds({keep_s}))",
             ):
                 # read as Arrow: their TIMESTAMPTZ columns as Python objects need pytz
-                cur.execute(sql).fetch_arrow_table()
+                cur.execute(sql).to_arrow_table()
         finally:
             cur.close()
         self.runs += 1
