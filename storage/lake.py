@@ -43,7 +43,7 @@ import duckdb
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
 from storage.migrate import check_version, migrate
-from storage.store import Store, StoreError, as_store_failure
+from storage.store import SIDE_WRITER_WAIT_S, Store, StoreError, as_store_failure
 
 log = logging.getLogger("fleettui.lake")
 
@@ -252,7 +252,9 @@ class LakeStore(Store):
             f"WHERE NOT EXISTS (SELECT 1 FROM {b.table} t WHERE {window} AND {on})"
         )
 
-    def close(self) -> None:
+    def close(self, side_wait_s: float = SIDE_WRITER_WAIT_S) -> None:
+        with self._side:  # as the file's: let a rollup tick in flight commit
+            self._side.wait_for(lambda: self._side_active == 0, timeout=side_wait_s)
         self.con.close()
 
 

@@ -104,6 +104,9 @@ def checkpoint_threshold(memory_limit: str) -> str:
     return f"{max(16 << 20, min(CHECKPOINT_THRESHOLD_BYTES, int(limit) // 4)) >> 20}MiB"
 
 
+# How long `close` waits for side-writer transactions (a rollup tick) to finish.
+SIDE_WRITER_WAIT_S = 30.0
+
 # Merge rules that are not "latest value wins" for a column.
 _MERGE_EXPR = {
     ("hosts", "first_seen"): "least(t.first_seen, s.first_seen)",
@@ -159,6 +162,10 @@ class Store:
         self.read_only = read_only
         self.memory_limit = memory_limit
         self._lock = threading.Lock()
+        # side-writer transactions in flight (rollup ticks): `close` lets them finish,
+        # or its checkpoint is refused ("other write transactions active")
+        self._side = threading.Condition()
+        self._side_active = 0
         self._writer = None if read_only else con.cursor()
         self.failure: str | None = None  # the last StoreFailure's message, None while healthy
         self.reopens = 0
@@ -339,6 +346,8 @@ class Store:
         if self._writer is None:
             raise StoreError(f"{self.path}: store is open read-only")
         cur = self.cursor()
+        with self._side:
+            self._side_active += 1
         try:
             cur.execute("BEGIN TRANSACTION")
             try:
@@ -350,6 +359,9 @@ class Store:
                 raise
         finally:
             cur.close()
+            with self._side:
+                self._side_active -= 1
+                self._side.notify_all()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for reads on this process's connection (thread-safe to use per thread)."""
@@ -360,7 +372,9 @@ class Store:
             with self._lock:
                 self._writer.execute("CHECKPOINT")
 
-    def close(self) -> None:
+    def close(self, side_wait_s: float = SIDE_WRITER_WAIT_S) -> None:
+        with self._side:  # a rollup tick still running in its thread: let it commit
+            self._side.wait_for(lambda: self._side_active == 0, timeout=side_wait_s)
         try:
             if self._writer is not None:
                 self.checkpoint()

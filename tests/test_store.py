@@ -117,3 +117,35 @@ def test_retention_deletes_only_old_samples():
     assert old > 0 and deleted["gpu_samples"] == old == before - after[0]
     assert after[1] == cutoff
     assert store.con.execute("SELECT count(*) FROM gpus").fetchone()[0] == src.model.fleet.n_gpus
+
+
+def test_close_lets_a_side_writer_in_flight_commit_and_then_checkpoints(tmp_path, caplog):
+    import threading
+    import time
+
+    path = tmp_path / "s.duckdb"
+    store = Store.open(path)
+    started = threading.Event()
+
+    def rollup_tick():  # a long maintenance transaction, as a rollup tick in its thread
+        with store.side_writer() as cur:
+            cur.execute("INSERT INTO tenants (tenant) VALUES ('rolled')")
+            started.set()
+            time.sleep(0.5)
+
+    t = threading.Thread(target=rollup_tick)
+    t.start()
+    assert started.wait(10)
+    with caplog.at_level("WARNING", logger="fleettui.store"):
+        store.close()  # SIGTERM arrives mid-tick
+    t.join(10)
+    assert "checkpoint on close skipped" not in caplog.text
+    assert not (tmp_path / "s.duckdb.wal").exists()  # checkpointed: nothing left to replay
+    again = Store.open(path, read_only=True)
+    try:
+        assert (
+            again.con.execute("SELECT count(*) FROM tenants WHERE tenant = 'rolled'").fetchone()[0]
+            == 1
+        )
+    finally:
+        again.close()
