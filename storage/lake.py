@@ -253,8 +253,7 @@ class LakeStore(Store):
         )
 
     def close(self, side_wait_s: float = SIDE_WRITER_WAIT_S) -> None:
-        with self._side:  # as the file's: let a rollup tick in flight commit
-            self._side.wait_for(lambda: self._side_active == 0, timeout=side_wait_s)
+        self._let_side_writers_finish(side_wait_s)
         self.con.close()
 
 

@@ -44,3 +44,13 @@ def mean(col: str, tier: str) -> str:
 
 def time_col(tier: str) -> str:
     return "ts" if tier == RAW else "bucket"
+
+
+def chart_bucket(col: str) -> str:
+    """SQL of the chart bucket (0 .. $buckets - 1) of time `col` in the window of
+    $window_s ending at $at, $bucket_s wide; a rollup bucket that straddles the
+    window's start counts in the first."""
+    return (
+        f"greatest(least(floor(epoch({col} - ($at - to_seconds($window_s))) / $bucket_s), "
+        "$buckets - 1), 0)::INT"
+    )

@@ -372,9 +372,14 @@ class Store:
             with self._lock:
                 self._writer.execute("CHECKPOINT")
 
+    def _let_side_writers_finish(self, timeout_s: float) -> None:
+        """Wait (bounded) for side-writer transactions, e.g. a rollup tick still
+        running in its thread at shutdown, to commit."""
+        with self._side:
+            self._side.wait_for(lambda: self._side_active == 0, timeout=timeout_s)
+
     def close(self, side_wait_s: float = SIDE_WRITER_WAIT_S) -> None:
-        with self._side:  # a rollup tick still running in its thread: let it commit
-            self._side.wait_for(lambda: self._side_active == 0, timeout=side_wait_s)
+        self._let_side_writers_finish(side_wait_s)
         try:
             if self._writer is not None:
                 self.checkpoint()

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from storage.resolution import RAW, source_for
+from storage.resolution import RAW, chart_bucket, source_for
 from storage.rollups import TIERS
 from storage.views.latest import ASSIGNED, SLICE_LATEST, gpu_latest
 from storage.views.live import SLICE_LATEST_LIVE, covers, gpu_latest_live
@@ -68,16 +68,15 @@ ORDER BY gpu_uuid, bucket
 # hours or days read per-minute or per-hour rows (storage/resolution.py). A
 # rollup bucket counts where it starts; one that straddles the window's start
 # goes to the first chart bucket.
-ROLLUP_HISTORY_SQL = """
+ROLLUP_HISTORY_SQL = f"""
 SELECT gpu_uuid,
-       greatest(least(floor(epoch(bucket - ($at - to_seconds($window_s))) / $bucket_s),
-                      $buckets - 1), 0)::INT AS bucket,
+       {chart_bucket("bucket")} AS bucket,
        (sum(util_pct_sum) / nullif(sum(util_pct_count), 0))::DOUBLE AS util_pct,
        (100.0 * sum(mem_used_bytes_sum) / nullif(sum(mem_used_bytes_count), 0)
            / nullif(max(mem_total_bytes_last), 0))::DOUBLE AS mem_pct,
        (sum(power_w_sum) / nullif(sum(power_w_count), 0))::DOUBLE AS power_w,
        (sum(temp_c_sum) / nullif(sum(temp_c_count), 0))::DOUBLE AS temp_c
-FROM {rel}
+FROM {{rel}}
 WHERE host = $host AND bucket > $at - to_seconds($window_s + $step_s) AND bucket <= $at
 GROUP BY ALL
 ORDER BY gpu_uuid, bucket

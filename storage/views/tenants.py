@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from storage.resolution import RAW, source_for
+from storage.resolution import RAW, chart_bucket, source_for
 from storage.rollups import TIERS
 from storage.views.alerts import firing_sql
 from storage.views.latest import BUSY_PCT
@@ -162,8 +162,7 @@ held AS (
     WHERE s.{t} > $from AND s.{t} <= $at AND s.{t} >= a.valid_from
       AND (a.valid_to IS NULL OR s.{t} < a.valid_to) AND {v} IS NOT NULL
 )
-SELECT greatest(least(floor(epoch(t - ($at - to_seconds($window_s))) / $bucket_s),
-                      $buckets - 1), 0)::INT AS bucket,
+SELECT {bucket} AS bucket,
        (sum(w * v) / nullif(sum(w * n), 0))::DOUBLE AS util_pct
 FROM held
 GROUP BY ALL
@@ -193,7 +192,12 @@ def tenant_history(
         # a bucket that straddles the window's start counts in the first chart bucket
         start = at - timedelta(seconds=window_s) - TIERS[tier]
     sql = _TENANT_HISTORY_SQL
-    for k, val in {**fields, "gpu": gpu_rel, "slice": slice_rel}.items():
+    for k, val in {
+        **fields,
+        "gpu": gpu_rel,
+        "slice": slice_rel,
+        "bucket": chart_bucket("t"),
+    }.items():
         sql = sql.replace("{" + k + "}", val)
     params = {
         "tenant": tenant,

@@ -105,28 +105,28 @@ class TenantsScreen(DataScreen):
 
     def _chart(self, tenant: str | None, tier: str, hist: pa.Table | None) -> None:
         values = [0.0] * CHART_BUCKETS
+        known: list[float] = []
         if hist is not None:
             for b, v in zip(
                 hist.column("bucket").to_pylist(), hist.column("util_pct").to_pylist(), strict=True
             ):
                 if v is not None and 0 <= b < CHART_BUCKETS:
                     values[b] = v
+                    known.append(v)
         self.query_one("#tenant-chart", Sparkline).data = values
         title = Text(" Utilisation", style="bold")
         if tenant is None:
             title.append("   no tenants", style="dim")
         else:
-            known = [
-                v for v in (hist.column("util_pct").to_pylist() if hist else []) if v is not None
-            ]
-            mean = f"mean {sum(known) / len(known):.0f} %" if known else "no samples"
+            summary = (
+                f"mean {sum(known) / len(known):.0f} %, peak bucket {max(known):.0f} %"
+                f"   from {TIER_NAMES[tier]}"
+                if known
+                else "no samples"
+            )
             title.append(f" of {pictured(tenant)}", style="bold")
             title.append(
-                f" over {CHART_WINDOWS[self.chart][1]}   {mean}, peak bucket "
-                f"{max(known):.0f} %   from {TIER_NAMES[tier]}   h: window"
-                if known
-                else f" over {CHART_WINDOWS[self.chart][1]}   {mean}   h: window",
-                style="dim",
+                f" over {CHART_WINDOWS[self.chart][1]}   {summary}   h: window", style="dim"
             )
         self.query_one("#tenant-chart-title", Static).update(title)
 
