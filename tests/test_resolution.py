@@ -181,3 +181,68 @@ def test_a_thirty_day_tenant_chart_reads_hourly_rollups_with_the_raw_means():
     # the raw path's fine chart, folded to the same 6-hour buckets, gives the same means
     fine = np.array(raw.column("util_pct").to_pylist(), dtype=float)
     assert raw.num_rows > 1000 and np.isfinite(fine).all()
+
+
+def _hour_store(rolled: bool) -> tuple[Store, datetime]:
+    store = Store.open(":memory:")
+    store.write([Batch("gpu_samples", sample_rows("gpu_samples", START, 2, 10.0, 4, seed=7))])
+    at = START + timedelta(hours=2, seconds=-7)  # not on a minute
+    if rolled:
+        with store.writer() as cur:
+            roll_tier(cur, SPECS["gpu_samples"], "1m", at, RollupOptions(max_span_h=3))
+    return store, at
+
+
+def _raw_history(store: Store, at: datetime) -> dict[tuple[str, int], dict]:
+    window, buckets = 3600.0, 120
+    params = {"at": at, "host": "host-0", "window_s": window}
+    rows = run(store.con, HISTORY_SQL, {**params, "bucket_s": window / buckets, "buckets": buckets})
+    return {(r["gpu_uuid"], r["bucket"]): r for r in rows.to_pylist()}
+
+
+def test_the_drilldown_hour_reads_recent_raw_rows_and_older_minute_rollups():
+    from storage.views.drilldown import RAW_RECENT_S
+
+    store, at = _hour_store(rolled=True)
+    hybrid = gpu_history(store.con, "host-0", at, window_s=3600.0, buckets=120)
+    raw = _raw_history(store, at)
+    start = at - timedelta(seconds=3600)
+    cut = (at - timedelta(seconds=RAW_RECENT_S)).replace(second=0, microsecond=0)
+    first_raw = int((cut - start).total_seconds() // 30)
+    # the older part: each minute's raw rows, in the chart bucket where the minute starts
+    minutes = {
+        (r["gpu_uuid"], r["b"]): r
+        for r in store.con.execute(
+            "SELECT gpu_uuid, greatest(floor(epoch(date_trunc('minute', ts) - $start) / 30), 0)"
+            "::INT AS b, avg(util_pct) AS util_pct, avg(power_w) AS power_w, "
+            "avg(temp_c) AS temp_c FROM gpu_samples WHERE host = 'host-0' "
+            "AND date_trunc('minute', ts) > $start - INTERVAL 1 MINUTE "
+            "AND date_trunc('minute', ts) < $cut GROUP BY ALL",
+            {"start": start, "cut": cut},
+        )
+        .to_arrow_table()
+        .to_pylist()
+    }
+    old = recent = 0
+    for r in hybrid.to_pylist():
+        if r["bucket"] >= first_raw:  # recent: exactly the raw path's 30 s buckets
+            assert r == raw[(r["gpu_uuid"], r["bucket"])]
+            recent += 1
+            continue
+        ref = minutes[(r["gpu_uuid"], r["bucket"])]
+        for col in ("util_pct", "power_w", "temp_c"):
+            # rollup sums are kept to 1e-6 of the unit
+            assert ref[col] is not None and abs(r[col] - ref[col]) <= 1e-6, (col, r["bucket"])
+        old += 1
+    n_gpus = len({k[0] for k in raw})
+    assert recent == len([k for k in raw if k[1] >= first_raw]) > 0
+    # a point per minute before the cut: 55 minutes, the one straddling the window's
+    # start shares chart bucket 0 with the next
+    assert old == len(minutes) == n_gpus * 54
+
+
+def test_the_drilldown_hour_reads_raw_rows_where_nothing_is_rolled_up():
+    store, at = _hour_store(rolled=False)
+    hybrid = gpu_history(store.con, "host-0", at, window_s=3600.0, buckets=120)
+    assert {(r["gpu_uuid"], r["bucket"]): r for r in hybrid.to_pylist()} == _raw_history(store, at)
+    assert hybrid.num_rows == len(_raw_history(store, at))
