@@ -226,6 +226,20 @@ class RuleSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedExpr:
+    """An `expr` rule's parts, for evaluating it in a scan shared with others
+    (fleettui/alerts/shared.py); None for rules that keep their own query."""
+
+    table: str
+    metric: str
+    agg: str
+    window_us: int
+    op: str
+    threshold: float | str
+    where: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """A loaded, compiled rule."""
 
@@ -240,6 +254,7 @@ class Rule:
     params: tuple[str, ...]  # which of SQL_PARAMS the query uses
     op: str  # for the peak value: the more extreme in this direction
     origin: str  # "file.toml rule 'Name'"
+    shared: SharedExpr | None = None
 
     def bind(self, now: Any, interval_s: float) -> dict[str, Any]:
         values = {"now": now, "interval_s": float(interval_s)}
@@ -358,11 +373,34 @@ def _routed_expr(scope_name: str, e: ExprSpec, table: str, window_us: int) -> st
     )
 
 
+def _shared_expr(scope_name: str, e: ExprSpec) -> SharedExpr | None:
+    """The parts of a plain-window `expr` rule, or None where it keeps its own query:
+    routed to the rollups, or a metric or `where` that could name the inventory
+    join (`d.`), which a shared scan joins only after grouping."""
+    table = e.table or SCOPES[scope_name].table
+    window_us = int(round(parse_duration(e.over) * 1e6))
+    if _routed_expr(scope_name, e, table, window_us) is not None:
+        return None
+    if isinstance(e.threshold, str) and (e.where or re.search(r"\bd\s*\.", e.metric)):
+        return None
+    return SharedExpr(
+        table=table,
+        metric=e.metric,
+        agg=e.agg,
+        window_us=window_us,
+        op=e.op,
+        threshold=e.threshold if isinstance(e.threshold, str) else float(e.threshold),
+        where=e.where,
+    )
+
+
 def _build(spec: RuleSpec, origin: str) -> Rule:
+    shared = None
     if spec.expr is not None:
         e = parse_options(ExprSpec, spec.expr, f"{origin} expr")
         query = compile_expr(spec.scope, e)
         op = e.op
+        shared = _shared_expr(spec.scope, e)
     else:
         query, op = spec.sql.strip().rstrip(";"), ">"
     params = tuple(dict.fromkeys(_SQL_PARAM.findall(query)))
@@ -383,6 +421,7 @@ def _build(spec: RuleSpec, origin: str) -> Rule:
         params=params,
         op=op,
         origin=origin,
+        shared=shared,
     )
 
 
