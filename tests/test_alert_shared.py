@@ -172,3 +172,47 @@ def test_a_failing_shared_scan_falls_back_to_each_rules_query(monkeypatch):
     assert cycle.errors == []  # the gpu rules ran their own queries
     assert {"GpuHot", "GpuMemoryHigh"} <= set(cycle.rule_ms)
     store.close()
+
+
+HOT = """
+[[rules]]
+name = "Hot"
+scope = "gpu"
+for = "1m"
+annotations.summary = "{{ $labels.host }}: {{ $value | printf \\"%.1f\\" }} C"
+expr = { metric = "temp_c", agg = "max", over = "1m", op = ">", threshold = 80 }
+"""
+
+
+def test_annotations_and_labels_written_each_cycle_follow_value_and_rule_text():
+    """The engine re-renders an alert's annotations only when its value, threshold or
+    templates changed, and reuses the JSON it wrote: what is stored must still follow."""
+    store = Store.open(":memory:")
+    engine = AlertEngine(store, load_rules_text(HOT, "hot.toml"), interval_s=STEP_S)
+
+    def step(i: int, temp: float) -> tuple:
+        now = T0 + timedelta(seconds=i * STEP_S)
+        store.write(
+            [
+                make_batch(
+                    "gpu_samples",
+                    {"ts": [now], "gpu_uuid": ["GPU-a"], "host": ["h1"], "temp_c": [temp]},
+                )
+            ]
+        )
+        assert engine.evaluate(now).errors == []
+        return (
+            store.cursor()
+            .execute(
+                "SELECT state, last_value, json_extract_string(annotations, '$.summary'),"
+                " json_extract_string(labels, '$.host') FROM alerts"
+            )
+            .fetchone()
+        )
+
+    assert step(0, 90.0) == ("pending", 90.0, "h1: 90.0 C", "h1")
+    assert step(1, 90.0) == ("pending", 90.0, "h1: 90.0 C", "h1")
+    assert step(2, 91.5) == ("firing", 91.5, "h1: 91.5 C", "h1")
+    engine.rules = load_rules_text(HOT.replace(' C"', ' degrees C"'), "hot.toml")
+    assert step(3, 91.5) == ("firing", 91.5, "h1: 91.5 degrees C", "h1")
+    store.close()

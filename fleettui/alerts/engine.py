@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import operator
 import threading
 import time
 from dataclasses import dataclass, field
@@ -134,6 +135,11 @@ class AlertEngine:
         # memory only: after a restart the hold starts again, erring towards firing longer.
         self._clear_since: dict[str, datetime] = {}
         self._unsaved: dict[str, Instance] = {}
+        # Per open alert: the (value, threshold, templates) its annotations were rendered for, and
+        # the JSON of its labels and annotations as last written (the dicts are replaced,
+        # never changed in place): every open alert is written every cycle.
+        self._rendered_for: dict[str, tuple[float | None, float | None, dict]] = {}
+        self._json: dict[str, tuple[dict, str, dict, str]] = {}
         # evaluate() runs in a worker thread; open_alerts() may be called from the loop.
         self._lock = threading.Lock()
         self._load_open()
@@ -164,12 +170,31 @@ class AlertEngine:
     def _write(self, changed: list[Instance]) -> None:
         if not changed:
             return
-        cols: dict[str, list] = {c: [] for c in TABLE_COLUMNS["alerts"]}
+        names = TABLE_COLUMNS["alerts"]
+        rows = [_ROW(a) for a in changed]
+        cols: dict[str, list] = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+        labels, annotations = [], []
         for a in changed:
-            for c in cols:
-                v = getattr(a, c)
-                cols[c].append(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
+            j = self._json.get(a.alert_id)
+            if j is None or j[0] is not a.labels or j[2] is not a.annotations:
+                j = self._json[a.alert_id] = (
+                    a.labels,
+                    json.dumps(a.labels, sort_keys=True),
+                    a.annotations,
+                    json.dumps(a.annotations, sort_keys=True),
+                )
+            labels.append(j[1])
+            annotations.append(j[3])
+        cols["labels"], cols["annotations"] = labels, annotations
         self.store.write([make_batch("alerts", cols)])
+
+    def _forget_ended(self) -> None:
+        """Drop the render and JSON memos of alerts that are no longer open."""
+        if len(self._json) > len(self._open) or len(self._rendered_for) > len(self._open):
+            open_ids = {a.alert_id for a in self._open.values()}
+            for memo in (self._json, self._rendered_for):
+                for k in memo.keys() - open_ids:
+                    del memo[k]
 
     # -- evaluation ---------------------------------------------------------
     def evaluate(self, now: datetime) -> Cycle:
@@ -246,6 +271,7 @@ class AlertEngine:
         try:
             self._write(list(pending_writes.values()))
             self._unsaved = {}
+            self._forget_ended()
         except (duckdb.Error, BatchError, StoreError) as exc:
             self._unsaved = pending_writes
             msg = (
@@ -311,7 +337,11 @@ class AlertEngine:
             if a.state == PENDING and (now - a.started_at).total_seconds() >= rule.for_s:
                 a.state, a.fired_at = FIRING, now
                 cycle.transitions.append((a, PENDING, FIRING))
-            a.annotations = self._annotate(rule, a)
+            # The same inputs render the same text (templates see nothing else that changes).
+            inputs = (value, thr, rule.annotations)
+            if self._rendered_for.get(a.alert_id) != inputs:
+                a.annotations = self._annotate(rule, a)
+                self._rendered_for[a.alert_id] = inputs
             changed[a.alert_id] = a
         for (rname, key), a in list(self._open.items()):
             if rname != rule.name or key in seen:
@@ -395,6 +425,10 @@ class AlertEngine:
         """At shutdown: give queued notifications `timeout_s` to be confirmed."""
         if self.delivery is not None:
             await self.delivery.close(timeout_s)
+
+
+# An instance's columns of the `alerts` table, in order (labels and annotations as dicts).
+_ROW = operator.attrgetter(*TABLE_COLUMNS["alerts"])
 
 
 def _number(v: object) -> float | None:

@@ -20,6 +20,7 @@ one-line errors naming the file and the rule.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -116,24 +117,40 @@ def parse_duration(value: Any) -> float:
 
 def render(template: str, variables: dict[str, Any]) -> str:
     """Fill `{{ $value }}`, `{{ $labels.host }}`, `{{ $value | printf "%.1f" }}`."""
-
-    def sub(m: re.Match[str]) -> str:
-        name, attr, fmt = m.group(1), m.group(2), m.group(3)
+    out = []
+    for part in _template_parts(template):
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        name, attr, fmt = part
         val = variables.get(name)
         if attr is not None:
             val = val.get(attr, "") if isinstance(val, dict) else ""
         if val is None:
-            return ""
+            continue
         if fmt:
             try:
-                return fmt % val
+                out.append(fmt % val)
             except (TypeError, ValueError):
-                return str(val)
-        if isinstance(val, float):
-            return f"{val:.4g}"
-        return str(val)
+                out.append(str(val))
+        elif isinstance(val, float):
+            out.append(f"{val:.4g}")
+        else:
+            out.append(str(val))
+    return "".join(out)
 
-    return _TEMPLATE.sub(sub, template)
+
+@functools.lru_cache(maxsize=1024)
+def _template_parts(template: str) -> tuple[str | tuple[str, str | None, str | None], ...]:
+    """A template split once into text and (name, attr, printf format) placeholders:
+    the engine renders every open alert's annotations every cycle."""
+    parts: list[str | tuple[str, str | None, str | None]] = []
+    pos = 0
+    for m in _TEMPLATE.finditer(template):
+        parts += [template[pos : m.start()], m.groups()]
+        pos = m.end()
+    parts.append(template[pos:])
+    return tuple(parts)
 
 
 def _check_template(text: str) -> None:
