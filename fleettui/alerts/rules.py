@@ -12,8 +12,9 @@ templated annotations, and a condition given either as
   `$now` (the evaluation time) and `$interval_s` (the engine's interval) may
   be used as parameters.
 
-Every rule compiles to one SQL query, so the engine asks the store once per
-rule per cycle whatever the fleet size. Rules are checked at load: bad keys,
+Every rule compiles to one SQL query (the engine evaluates the `expr` rules of
+one table and scope together: shared.py), so the engine asks the store at most
+once per rule per cycle whatever the fleet size. Rules are checked at load: bad keys,
 types, durations, templates and SQL (run against an empty migrated store) are
 one-line errors naming the file and the rule.
 """
