@@ -82,7 +82,11 @@ class Scan:
             if e.where:
                 parts.append(f"({e.where})")
             cond = " AND ".join(parts)
-            f = f" FILTER (WHERE {cond})" if cond else ""
+            if cond and cond not in conds:
+                conds[cond] = len(conds)
+                if scope.group:
+                    inner.append(f"count(*) FILTER (WHERE _rule_c{conds[cond]}) AS p{conds[cond]}")
+            f = f" FILTER (WHERE _rule_c{conds[cond]})" if cond else ""
             agg = _AGGS[e.agg].format(m=f"({e.metric})", w=e.window_us / 1e6, f=f)
             inner.append(f"({agg})::DOUBLE AS v{i}")
             if isinstance(e.threshold, str):
@@ -93,18 +97,18 @@ class Scan:
                 thr = repr(float(e.threshold))
             hit = f"(a.v{i} {e.op} {thr})"
             if cond and scope.group:
-                if cond not in conds:
-                    conds[cond] = len(conds)
-                    inner.append(f"count(*) FILTER (WHERE {cond}) AS p{conds[cond]}")
                 hit = f"({hit} AND a.p{conds[cond]} > 0)"
             outer += [f"a.v{i} AS v{i}", f"{thr} AS t{i}"]
             hits.append(hit)
         group_by = f" GROUP BY {', '.join(f's.{g}' for g in scope.group)}" if scope.group else ""
         hit_cols = ", ".join(f"coalesce({h}, false) AS h{i}" for i, h in enumerate(hits))
+        # Each distinct filter is computed once per row (a `where` with a subquery is a
+        # join: written in every aggregate's FILTER, it was joined once per aggregate).
+        flags = "".join(f", ({c}) AS _rule_c{k}" for c, k in conds.items())
         self.sql = (
             f"SELECT * FROM (SELECT {', '.join(outer)}, {hit_cols} FROM ("
-            f"SELECT {', '.join(inner)} FROM {self.table} s "
-            f"WHERE s.ts > $now - to_microseconds({wide_us}) AND s.ts <= $now{group_by}"
+            f"SELECT {', '.join(inner)} FROM (SELECT *{flags} FROM {self.table} s "
+            f"WHERE s.ts > $now - to_microseconds({wide_us}) AND s.ts <= $now) s{group_by}"
             f") a{join}) WHERE {' OR '.join(f'h{i}' for i in range(len(hits)))}"
         )
 
