@@ -10,8 +10,9 @@ time, and the median as a share of the evaluation interval.
 
 `--compare` times, in the same run and on the same store, the engine with
 shared scans (fleettui/alerts/shared.py) and the engine running each rule's
-own query (the evaluator before them): both evaluate every cycle, in
-alternating order, and each rule's offending keys must agree.
+own query; `--before FILE` adds an older `engine.py` (e.g. from `git show
+BASE:fleettui/alerts/engine.py`), loaded beside this one. All evaluate every
+cycle, in rotating order, and their open alerts must agree.
 
     .venv/bin/python benchmarks/bench_alerts.py --scale 33 --minutes 20 --step 10
 """
@@ -19,6 +20,7 @@ alternating order, and each rule's offending keys must agree.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import tempfile
@@ -69,6 +71,7 @@ def main() -> None:
     ap.add_argument(
         "--compare", action="store_true", help="also time each rule's own query, same run"
     )
+    ap.add_argument("--before", type=Path, help="an older engine.py to time in the same run")
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory()
@@ -102,6 +105,13 @@ def main() -> None:
         engines["own query per rule"] = AlertEngine(
             store, rules, interval_s=args.interval, shared=False
         )
+    if args.before:
+        spec = importlib.util.spec_from_file_location("engine_before", args.before)
+        before = sys.modules["engine_before"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(before)
+        engines[f"before ({args.before})"] = before.AlertEngine(
+            store, rules, interval_s=args.interval
+        )
     cycles: dict[str, list] = {k: [] for k in engines}
     step = args.dense_step if args.dense_minutes else args.step
     mismatches = 0
@@ -110,14 +120,11 @@ def main() -> None:
         batches = src.sample(now).batches
         batches.append(run_row(now, step, sum(b.rows for b in batches)))
         store.write(batches)
-        order = list(engines) if i % 2 == 0 else list(reversed(engines))
-        for name in order:
+        names = list(engines)
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             cycles[name].append(engines[name].evaluate(now))
-        if args.compare:
-            keys = [
-                {(a.rule, a.scope_key, a.state) for a in e.open_alerts()} for e in engines.values()
-            ]
-            mismatches += keys[0] != keys[1]
+        keys = [{(a.rule, a.scope_key, a.state) for a in e.open_alerts()} for e in engines.values()]
+        mismatches += any(k != keys[0] for k in keys)
     print(
         f"fleet: {n_gpus:,} GPUs (scale {args.scale}); store: "
         f"{'memory' if args.memory else 'file'}; filled {n_samples} samples "
@@ -147,15 +154,17 @@ def main() -> None:
             f"worst {100 * worst / budget_ms:.2f}%"
         )
         print("per shared scan and rule (median ms):")
-        names = sorted({n for c in warm for n in (*c.scan_ms, *c.rule_ms)})
+        names = sorted({n for c in warm for n in (*getattr(c, "scan_ms", {}), *c.rule_ms)})
         per = {
-            n: statistics.median(c.scan_ms.get(n, c.rule_ms.get(n, 0.0)) for c in warm)
+            n: statistics.median(
+                getattr(c, "scan_ms", {}).get(n, c.rule_ms.get(n, 0.0)) for c in warm
+            )
             for n in names
         }
         for n, ms in sorted(per.items(), key=lambda kv: -kv[1]):
             print(f"  {n:32s} {ms:8.1f}")
-    if args.compare:
-        print(f"cycles whose open alerts differ between the two: {mismatches} of {args.cycles}")
+    if len(engines) > 1:
+        print(f"cycles whose open alerts differ between engines: {mismatches} of {args.cycles}")
     store.close()
     tmp.cleanup()
 
