@@ -311,3 +311,24 @@ async def test_no_more_than_max_connections_fetches_at_once_and_every_target_is_
     gpus = [b for b in g.batches if b.table == "gpu_samples"][0].data.to_pydict()
     assert sorted(gpus["gpu_uuid"]) == sorted(f"GPU-{i}" for i in range(12))
     assert not g.skipped
+
+
+async def test_learned_layouts_are_frozen_out_of_gc_scans_once_not_every_gather(bad_server):
+    import gc
+
+    gc.unfreeze()
+    src = ScrapeSource(ScrapeOptions(), [ScrapeTarget(bad_server.url + "/good")])
+    try:
+        await src.gather(datetime.now(UTC))  # learns the target's layout
+        layout = src._layouts[0]
+        assert layout is not None and gc.get_freeze_count() > 0
+        assert id(layout.names) not in {id(o) for o in gc.get_objects()}  # frozen
+        gc.unfreeze()
+        g = await src.gather(datetime.now(UTC))  # read through it: nothing learned
+        assert src._layouts[0] is layout and gc.get_freeze_count() == 0
+        assert [b.data.to_pydict()["power_w"] for b in g.batches if b.table == "gpu_samples"] == [
+            [100.0]
+        ]
+    finally:
+        gc.unfreeze()
+        await src.close()
