@@ -72,7 +72,7 @@ class ScrapeOptions(TelemetryOptions):
     tls_verify: bool = True
     max_connections: int = 256  # targets fetched at once
     workers: int = 0  # parse in this many processes; 0: one thread of this process
-    align_to_interval: bool = False  # gather just after wall-clock multiples of interval_s
+    align_to_interval: bool = False  # gather just after multiples of interval_s (the first at once)
 
     def __post_init__(self) -> None:
         if not (0 < self.interval_s < math.inf and 0 < self.timeout_s < math.inf):
