@@ -40,6 +40,7 @@ from pathlib import Path
 
 import duckdb
 
+from storage import processes
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
 from storage.migrate import check_version, migrate
@@ -192,6 +193,9 @@ class LakeStore(Store):
         """Nothing to flush: every commit is in the catalog and Parquet already
         (compaction is `LakeMaintenanceTask`'s, on the one evaluating daemon)."""
 
+    def serialize_commit(self, cur: duckdb.DuckDBPyConnection) -> None:
+        cur.execute("UPDATE lake_commit_lock SET commits = commits + 1")
+
     def write(self, batches: Iterable[Batch]) -> int:
         """Append or merge every batch in one transaction, exactly once across daemons
         (see the module's doc); retried when another daemon's commit conflicts."""
@@ -203,16 +207,17 @@ class LakeStore(Store):
         for b in merged:
             if b.table not in TABLE_COLUMNS:
                 raise BatchError(f"unknown table {b.table!r}")
-        sqls = [(b, self._lake_insert_sql(b)) for b in merged]
+        sqls = [(b, self._lake_insert_sqls(b)) for b in merged]
         for attempt in range(CONFLICT_RETRIES + 1):
             rows = skipped = 0
             try:
                 with self.writer() as cur:
-                    cur.execute("UPDATE lake_commit_lock SET commits = commits + 1")
-                    for b, sql in sqls:
+                    self.serialize_commit(cur)
+                    for b, statements in sqls:
                         cur.register("_batch", b.data)
                         try:
-                            res = cur.execute(sql).fetchone()
+                            for sql in statements:  # the last one's count is the rows stored
+                                res = cur.execute(sql).fetchone()
                         finally:
                             cur.unregister("_batch")
                         n = int(res[0]) if res and res[0] is not None else b.rows
@@ -234,10 +239,12 @@ class LakeStore(Store):
                 raise type(failure)(self.failure, failure.invalidated) from None
         raise AssertionError("unreachable")
 
-    def _lake_insert_sql(self, b: Batch) -> str:
+    def _lake_insert_sqls(self, b: Batch) -> list[str]:
         keys = SAMPLE_KEYS.get(b.table)
         if keys is None or any(k not in b.data.column_names for k in keys):
-            return self._insert_sql(b)
+            return self._insert_sqls(b)
+        if b.table == processes.TABLE:
+            return processes.insert_sqls(b.data.column_names, keys)
         # a key seen twice in the batch, or already in the lake within the batch's time
         # range (file statistics keep the scan to the newest files), is stored once
         part = ", ".join(keys)
@@ -246,11 +253,11 @@ class LakeStore(Store):
             window = "t.ts BETWEEN (SELECT min(ts) FROM _batch) AND (SELECT max(ts) FROM _batch)"
         else:
             window = f"t.ts >= (SELECT min(ts) FROM _batch) - {REPORT_LOOKBACK}"
-        return (
+        return [
             f"INSERT INTO {b.table} BY NAME "
             f"SELECT * FROM (SELECT * FROM _batch QUALIFY row_number() OVER (PARTITION BY {part}) = 1) s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {b.table} t WHERE {window} AND {on})"
-        )
+        ]
 
     def close(self, side_wait_s: float = SIDE_WRITER_WAIT_S) -> None:
         self._let_side_writers_finish(side_wait_s)

@@ -20,6 +20,7 @@ import asyncio
 import time
 from datetime import datetime, timedelta
 
+from storage import processes
 from storage.columns import UPSERT_KEYS
 from storage.rollups import SPECS, TIERS, rollup_table
 from storage.store import Store
@@ -54,6 +55,14 @@ def delete_step(store: Store, table: str, cutoff: datetime, step_rows: int = STE
     return int(row[0]) if row else 0
 
 
+def prune_processes(store: Store) -> int:
+    """Delete `process_info` rows no listing refers to any more; returns how many."""
+    with store.writer() as cur:
+        store.serialize_commit(cur)
+        row = cur.execute(processes.PRUNE_SQL).fetchone()
+    return int(row[0]) if row else 0
+
+
 def rollup_cutoffs(store: Store, tables: list[str], cutoff: datetime) -> dict[str, datetime]:
     """Per table, the cutoff that keeps raw rows its rollups have not read yet.
 
@@ -79,6 +88,7 @@ def delete_before(store: Store, cutoff: datetime, step_rows: int = STEP_ROWS) ->
         while (n := delete_step(store, table, cutoff, step_rows)) > 0:
             total += n
         deleted[table] = total
+    deleted["process_info"] = prune_processes(store)
     return deleted
 
 
@@ -131,6 +141,7 @@ class RetentionTask:
                     break
                 await asyncio.sleep(0)  # let the writer in between steps
             deleted[table] = total
+        deleted["process_info"] = await asyncio.to_thread(prune_processes, self.store)
         self.last_deleted, self.last_steps = deleted, steps
         self.last_duration_s = time.perf_counter() - t0
         self.longest_step_s = longest

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 
+from storage import processes
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
 from storage.live import LiveSnapshot
@@ -264,7 +265,8 @@ class Store:
                 for b in merged:
                     cur.register("_batch", b.data)
                     try:
-                        cur.execute(self._insert_sql(b))
+                        for sql in self._insert_sqls(b):
+                            cur.execute(sql)
                     finally:
                         cur.unregister("_batch")
                     rows += b.rows
@@ -295,6 +297,14 @@ class Store:
         """Publish what the writer holds for the live snapshot now (end of a fill)."""
         if self.live is not None:
             self.live.publish()
+
+    @classmethod
+    def _insert_sqls(cls, b: Batch) -> list[str]:
+        """The statements that store `b`: one, or two for process listings (a dimension
+        row per new process, then the listings by id: storage/processes.py)."""
+        if b.table == processes.TABLE:
+            return processes.insert_sqls(b.data.column_names)
+        return [cls._insert_sql(b)]
 
     @staticmethod
     def _insert_sql(b: Batch) -> str:
@@ -336,6 +346,10 @@ class Store:
                 with contextlib.suppress(duckdb.Error):  # an invalidated database refuses it too
                     cur.execute("ROLLBACK")
                 raise
+
+    def serialize_commit(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Make this writer transaction conflict with other writers' (the lake's several
+        daemons: storage/lake.py); one process's file store has one writer already."""
 
     @contextlib.contextmanager
     def side_writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
