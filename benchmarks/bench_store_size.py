@@ -39,9 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import storage.batch  # noqa: E402
-import storage.processes  # noqa: E402
 from collectors.sim.source import SimSource  # noqa: E402
 from fleettui.tui.demo import FIXED_START  # noqa: E402
+from storage.keyed import KEYED  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 _NUMERIC = (
@@ -67,11 +67,13 @@ _FLOAT = [
 
 
 def sample_tables(con) -> list[str]:
+    """`*_samples` tables, or the views that stand for them (storage/keyed.py)."""
     return [
         r[0]
         for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '%\\_samples' ESCAPE '\\'"
-            " ORDER BY 1"
+            " UNION SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            " AND view_name LIKE '%\\_samples' ESCAPE '\\' ORDER BY 1"
         ).fetchall()
     ]
 
@@ -141,11 +143,11 @@ def fill(
     floats: bool,
     detail: bool,
 ):
-    saved = storage.batch.COMPRESSION_ORDER, storage.processes.TABLE
+    saved = storage.batch.COMPRESSION_ORDER, dict(KEYED)
     if not grouped:
         storage.batch.COMPRESSION_ORDER = {}
     if not proc_dim:
-        storage.processes.TABLE = ""  # the store inserts `processes` batches as they are
+        del KEYED["processes"]  # the store inserts `processes` batches as they are
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "size.duckdb"
@@ -171,7 +173,9 @@ def fill(
             store.close()
             size = path.stat().st_size
     finally:
-        storage.batch.COMPRESSION_ORDER, storage.processes.TABLE = saved
+        storage.batch.COMPRESSION_ORDER = saved[0]
+        KEYED.clear()
+        KEYED.update(saved[1])
     return gpus, size, values, per_table, fill_s, cols
 
 

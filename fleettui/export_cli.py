@@ -31,6 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.keyed import KEYED
 from storage.reader import Reader
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -50,7 +51,7 @@ SNAPSHOT_TABLES = (
 
 # Views exported as the tables they replaced, and the base tables behind them: the
 # archive keeps one `processes` table (migration 0018 split it in two in the store).
-VIEW_TABLES = {"processes": ("process_info", "process_listings")}
+VIEW_TABLES = {k.view: (k.dim, k.rows) for k in KEYED.values()}
 
 
 class ExportError(ValueError):

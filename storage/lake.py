@@ -40,9 +40,9 @@ from pathlib import Path
 
 import duckdb
 
-from storage import processes
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
+from storage.keyed import KEYED
 from storage.migrate import check_version, migrate
 from storage.store import SIDE_WRITER_WAIT_S, Store, StoreError, as_store_failure
 
@@ -243,8 +243,8 @@ class LakeStore(Store):
         keys = SAMPLE_KEYS.get(b.table)
         if keys is None or any(k not in b.data.column_names for k in keys):
             return self._insert_sqls(b)
-        if b.table == processes.TABLE:
-            return processes.insert_sqls(b.data.column_names, keys)
+        if (keyed := KEYED.get(b.table)) is not None:
+            return keyed.insert_sqls(b.data.column_names, keys)
         # a key seen twice in the batch, or already in the lake within the batch's time
         # range (file statistics keep the scan to the newest files), is stored once
         part = ", ".join(keys)

@@ -20,8 +20,8 @@ import asyncio
 import time
 from datetime import datetime, timedelta
 
-from storage import processes
 from storage.columns import UPSERT_KEYS
+from storage.keyed import KEYED, VIEW_OF
 from storage.rollups import SPECS, TIERS, rollup_table
 from storage.store import Store
 
@@ -55,12 +55,16 @@ def delete_step(store: Store, table: str, cutoff: datetime, step_rows: int = STE
     return int(row[0]) if row else 0
 
 
-def prune_processes(store: Store) -> int:
-    """Delete `process_info` rows no listing refers to any more; returns how many."""
-    with store.writer() as cur:
-        store.serialize_commit(cur)
-        row = cur.execute(processes.PRUNE_SQL).fetchone()
-    return int(row[0]) if row else 0
+def prune_keys(store: Store) -> dict[str, int]:
+    """Delete dimension rows of keyed tables (storage/keyed.py) that no row refers to
+    any more; returns how many per dimension table."""
+    out = {}
+    for keyed in KEYED.values():
+        with store.writer() as cur:
+            store.serialize_commit(cur)
+            row = cur.execute(keyed.prune_sql()).fetchone()
+        out[keyed.dim] = int(row[0]) if row else 0
+    return out
 
 
 def rollup_cutoffs(store: Store, tables: list[str], cutoff: datetime) -> dict[str, datetime]:
@@ -73,9 +77,10 @@ def rollup_cutoffs(store: Store, tables: list[str], cutoff: datetime) -> dict[st
     out = {t: cutoff for t in tables}
     marks = dict(store.cursor().execute("SELECT rollup, done_until FROM rollup_state").fetchall())
     for table in tables:
-        if table not in SPECS:
+        rolled = VIEW_OF.get(table, table)  # a keyed table's rollups read its view
+        if rolled not in SPECS:
             continue
-        done = [marks.get(rollup_table(table, tier)) for tier in TIERS]
+        done = [marks.get(rollup_table(rolled, tier)) for tier in TIERS]
         out[table] = min([cutoff, *(d or datetime.min for d in done)])
     return out
 
@@ -88,7 +93,7 @@ def delete_before(store: Store, cutoff: datetime, step_rows: int = STEP_ROWS) ->
         while (n := delete_step(store, table, cutoff, step_rows)) > 0:
             total += n
         deleted[table] = total
-    deleted["process_info"] = prune_processes(store)
+    deleted.update(prune_keys(store))
     return deleted
 
 
@@ -141,7 +146,7 @@ class RetentionTask:
                     break
                 await asyncio.sleep(0)  # let the writer in between steps
             deleted[table] = total
-        deleted["process_info"] = await asyncio.to_thread(prune_processes, self.store)
+        deleted.update(await asyncio.to_thread(prune_keys, self.store))
         self.last_deleted, self.last_steps = deleted, steps
         self.last_duration_s = time.perf_counter() - t0
         self.longest_step_s = longest

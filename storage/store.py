@@ -18,9 +18,9 @@ from pathlib import Path
 
 import duckdb
 
-from storage import processes
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
+from storage.keyed import KEYED
 from storage.live import LiveSnapshot
 from storage.migrate import check_version, migrate
 
@@ -300,10 +300,10 @@ class Store:
 
     @classmethod
     def _insert_sqls(cls, b: Batch) -> list[str]:
-        """The statements that store `b`: one, or two for process listings (a dimension
-        row per new process, then the listings by id: storage/processes.py)."""
-        if b.table == processes.TABLE:
-            return processes.insert_sqls(b.data.column_names)
+        """The statements that store `b`: one, or two for a keyed table (dimension rows
+        for new keys, then the rows by id: storage/keyed.py)."""
+        if (keyed := KEYED.get(b.table)) is not None:
+            return keyed.insert_sqls(b.data.column_names)
         return [cls._insert_sql(b)]
 
     @staticmethod

@@ -4,7 +4,7 @@
 -- is now one `process_info` row, and a listing row keeps only its time, the
 -- process's integer id and the memory it held. `processes` becomes a view with the
 -- old columns and types, so queries, the drill-down and exports read it unchanged;
--- writers still hand `processes` batches to the store (storage/processes.py).
+-- writers still hand `processes` batches to the store (storage/keyed.py).
 
 CREATE TABLE process_info (
     process_id    BIGINT PRIMARY KEY,   -- 1, 2, ... in order of first listing
