@@ -16,8 +16,10 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
 3. link rows grouped by kind within each write (`storage.columns.COMPRESSION_ORDER`);
 4. the store's checkpoint threshold (`storage.store.checkpoint_threshold`);
 5. processes as a dimension (migration 0018: `process_info` once per process,
-   `process_listings` of (ts, process_id, used_mem_bytes)) = today's store;
-6. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+   `process_listings` of (ts, process_id, used_mem_bytes));
+6. links as a dimension (0018: `link_info` once per port, `link_values` of
+   (ts, link_id, values)) = today's store;
+7. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -131,6 +133,14 @@ _PROCESSES_TABLE = (
     "gpu_uuid VARCHAR NOT NULL, slice_id VARCHAR, pid BIGINT NOT NULL, used_mem_bytes BIGINT, "
     "container VARCHAR, cgroup VARCHAR, tenant_guess VARCHAR, source VARCHAR)"
 )
+# `link_samples` before migration 0018 (0005's table)
+_LINK_TABLE = (
+    "DROP VIEW link_samples; DROP TABLE link_values; DROP TABLE link_info; "
+    "CREATE TABLE link_samples (ts TIMESTAMP NOT NULL, host VARCHAR NOT NULL, "
+    "kind VARCHAR NOT NULL, port VARCHAR NOT NULL, gpu_uuid VARCHAR, tx_bytes_per_s DOUBLE, "
+    "rx_bytes_per_s DOUBLE, line_rate_bytes_per_s DOUBLE, errors BIGINT, link_up BOOLEAN, "
+    "source VARCHAR)"
+)
 
 
 def fill(
@@ -140,6 +150,7 @@ def fill(
     grouped: bool,
     threshold: bool,
     proc_dim: bool,
+    link_dim: bool,
     floats: bool,
     detail: bool,
 ):
@@ -148,6 +159,8 @@ def fill(
         storage.batch.COMPRESSION_ORDER = {}
     if not proc_dim:
         del KEYED["processes"]  # the store inserts `processes` batches as they are
+    if not link_dim:
+        del KEYED["link_samples"]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "size.duckdb"
@@ -156,6 +169,8 @@ def fill(
                 store.con.execute("SET checkpoint_threshold = '16MB'")
             if not proc_dim:
                 store.con.execute(_PROCESSES_TABLE)
+            if not link_dim:
+                store.con.execute(_LINK_TABLE)
             for t, c in _FLOAT if floats else []:
                 store.con.execute(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE FLOAT")
             source = SimSource(scale=args.scale, start=FIXED_START)
@@ -187,22 +202,23 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=15, help="columns listed for the last step")
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
-    # label, then: precise, grouped, threshold, proc_dim, floats
+    # label, then: precise, grouped, threshold, proc_dim, link_dim, floats
     steps = [
-        ("before: full-precision values, sim order, 16 MB checkpoints", 0, 0, 0, 0, 0),
-        ("+ values at the sources' precision", 1, 0, 0, 0, 0),
-        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0),
-        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0),
-        ("+ processes as a dimension, 0018 (= today's store)", 1, 1, 1, 1, 0),
+        ("before: full-precision values, sim order, 16 MB checkpoints", 0, 0, 0, 0, 0, 0),
+        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0),
+        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0),
+        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0),
+        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0),
+        ("+ links as a dimension (0018) = today's store", 1, 1, 1, 1, 1, 0),
     ]
     if args.after_only:
         steps = steps[-1:]
     elif args.float:
-        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1))
+        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1))
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
     print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
     last = None
-    for i, (label, precise, grouped, threshold, proc_dim, floats) in enumerate(steps):
+    for i, (label, precise, grouped, threshold, proc_dim, link_dim, floats) in enumerate(steps):
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
@@ -210,6 +226,7 @@ def main() -> None:
             grouped=bool(grouped),
             threshold=bool(threshold),
             proc_dim=bool(proc_dim),
+            link_dim=bool(link_dim),
             floats=bool(floats),
             detail=detail,
         )

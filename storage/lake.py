@@ -207,17 +207,16 @@ class LakeStore(Store):
         for b in merged:
             if b.table not in TABLE_COLUMNS:
                 raise BatchError(f"unknown table {b.table!r}")
-        sqls = [(b, self._lake_insert_sqls(b)) for b in merged]
+        sqls = [(b, self._lake_insert_sql(b)) for b in merged]
         for attempt in range(CONFLICT_RETRIES + 1):
             rows = skipped = 0
             try:
                 with self.writer() as cur:
                     self.serialize_commit(cur)
-                    for b, statements in sqls:
+                    for b, sql in sqls:
                         cur.register("_batch", b.data)
                         try:
-                            for sql in statements:  # the last one's count is the rows stored
-                                res = cur.execute(sql).fetchone()
+                            res = self._lake_store(cur, b, sql)
                         finally:
                             cur.unregister("_batch")
                         n = int(res[0]) if res and res[0] is not None else b.rows
@@ -239,12 +238,20 @@ class LakeStore(Store):
                 raise type(failure)(self.failure, failure.invalidated) from None
         raise AssertionError("unreachable")
 
-    def _lake_insert_sqls(self, b: Batch) -> list[str]:
+    def _lake_store(self, cur: duckdb.DuckDBPyConnection, b: Batch, sql: str | None) -> tuple:
+        """Store one batch; (rows stored,) or the statement's own result row."""
+        if (keyed := KEYED.get(b.table)) is not None:  # storage/keyed.py
+            keys = SAMPLE_KEYS.get(b.table)
+            usable = keys is not None and all(k in b.data.column_names for k in keys)
+            return (keyed.write(cur, b.data.column_names, b.rows, keys if usable else None),)
+        return cur.execute(sql).fetchone()
+
+    def _lake_insert_sql(self, b: Batch) -> str | None:
+        if b.table in KEYED:
+            return None  # written by `_lake_store`
         keys = SAMPLE_KEYS.get(b.table)
         if keys is None or any(k not in b.data.column_names for k in keys):
-            return self._insert_sqls(b)
-        if (keyed := KEYED.get(b.table)) is not None:
-            return keyed.insert_sqls(b.data.column_names, keys)
+            return self._insert_sql(b)
         # a key seen twice in the batch, or already in the lake within the batch's time
         # range (file statistics keep the scan to the newest files), is stored once
         part = ", ".join(keys)
@@ -253,11 +260,11 @@ class LakeStore(Store):
             window = "t.ts BETWEEN (SELECT min(ts) FROM _batch) AND (SELECT max(ts) FROM _batch)"
         else:
             window = f"t.ts >= (SELECT min(ts) FROM _batch) - {REPORT_LOOKBACK}"
-        return [
+        return (
             f"INSERT INTO {b.table} BY NAME "
             f"SELECT * FROM (SELECT * FROM _batch QUALIFY row_number() OVER (PARTITION BY {part}) = 1) s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {b.table} t WHERE {window} AND {on})"
-        ]
+        )
 
     def close(self, side_wait_s: float = SIDE_WRITER_WAIT_S) -> None:
         self._let_side_writers_finish(side_wait_s)

@@ -265,8 +265,10 @@ class Store:
                 for b in merged:
                     cur.register("_batch", b.data)
                     try:
-                        for sql in self._insert_sqls(b):
-                            cur.execute(sql)
+                        if (keyed := KEYED.get(b.table)) is not None:
+                            keyed.write(cur, b.data.column_names, b.rows)
+                        else:
+                            cur.execute(self._insert_sql(b))
                     finally:
                         cur.unregister("_batch")
                     rows += b.rows
@@ -297,14 +299,6 @@ class Store:
         """Publish what the writer holds for the live snapshot now (end of a fill)."""
         if self.live is not None:
             self.live.publish()
-
-    @classmethod
-    def _insert_sqls(cls, b: Batch) -> list[str]:
-        """The statements that store `b`: one, or two for a keyed table (dimension rows
-        for new keys, then the rows by id: storage/keyed.py)."""
-        if (keyed := KEYED.get(b.table)) is not None:
-            return keyed.insert_sqls(b.data.column_names)
-        return [cls._insert_sql(b)]
 
     @staticmethod
     def _insert_sql(b: Batch) -> str:
