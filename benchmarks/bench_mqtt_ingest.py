@@ -368,6 +368,7 @@ async def ingest(
     task = asyncio.create_task(runtime.run(stop))
     await asyncio.wait_for(src.connected.wait(), 10)
     cpu0 = time.process_time()
+    live0 = _live_cpu(store)
     pubs = Publishers(
         ctx, broker, prefix, tpl, mode, parts, count=count, rate=rate, seconds=seconds
     )
@@ -387,6 +388,7 @@ async def ingest(
         await asyncio.sleep(0.05)
     t_done = time.time()
     cpu = time.process_time() - cpu0
+    live1 = _live_cpu(store)
     stop.set()
     await task
     lag = np.concatenate(timed.lag_s) if timed.lag_s else np.zeros(1)
@@ -403,7 +405,16 @@ async def ingest(
         "lag": lag,
         "write_errors": runtime.stats.batches_refused,
         "flushes": src.stats.flushes,
+        "live_share": (live1[0] - live0[0]) / max(live1[1] - live0[1], 1e-9),
     }
+
+
+def _live_cpu(store: Store) -> tuple[float, float]:
+    """(writer-thread CPU publishing the live snapshot, in writes) so far."""
+    live = getattr(store, "live", None)
+    if live is None or not hasattr(live, "publish_thread_s"):
+        return 0.0, 0.0
+    return live.publish_thread_s, live.write_thread_s
 
 
 def main() -> None:
@@ -491,7 +502,8 @@ def main() -> None:
                 f"   report time -> commit lag: p50 {np.percentile(lag, 50):,.0f} ms, "
                 f"p99 {np.percentile(lag, 99):,.0f} ms, max {lag.max():,.0f} ms; daemon CPU "
                 f"{r['cpu_s'] / (r['t_done'] - r['t_first']) * 100:.0f}% of one core, "
-                f"{r['cpu_s'] / max(r['stored'], 1) * 1e6:,.0f} us per report"
+                f"{r['cpu_s'] / max(r['stored'], 1) * 1e6:,.0f} us per report; live snapshot "
+                f"+{r['live_share'] * 100:.0f}% of the writer's CPU in writes"
             )
         if "burst" not in phases or not ceil:
             return
@@ -514,7 +526,8 @@ def main() -> None:
             f"{b['t_done'] - b['t_first']:.2f} s = {brate:,.0f} reports/s = "
             f"{brate / ceil:.2f} x the mosquitto_sub ceiling ({ceil:,.0f}/s), "
             f"{brate / target:.2f} x the {target:,.0f}/s target; daemon CPU "
-            f"{b['cpu_s'] / max(b['stored'], 1) * 1e6:,.0f} us per report"
+            f"{b['cpu_s'] / max(b['stored'], 1) * 1e6:,.0f} us per report; live snapshot "
+            f"+{b['live_share'] * 100:.0f}% of the writer's CPU in writes"
         )
         rows = store.con.execute(
             "SELECT (SELECT count(*) FROM gpu_samples), (SELECT count(*) FROM link_samples)"
