@@ -21,6 +21,7 @@ import duckdb
 
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
+from storage.keyed import KEYED
 from storage.live import LiveSnapshot
 from storage.migrate import check_version, migrate
 
@@ -266,7 +267,10 @@ class Store:
                 for b in merged:
                     cur.register("_batch", b.data)
                     try:
-                        cur.execute(self._insert_sql(b))
+                        if (keyed := KEYED.get(b.table)) is not None:
+                            keyed.write(cur, b.data.column_names, b.rows)
+                        else:
+                            cur.execute(self._insert_sql(b))
                     finally:
                         cur.unregister("_batch")
                     rows += b.rows
@@ -339,6 +343,10 @@ class Store:
                 with contextlib.suppress(duckdb.Error):  # an invalidated database refuses it too
                     cur.execute("ROLLBACK")
                 raise
+
+    def serialize_commit(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Make this writer transaction conflict with other writers' (the lake's several
+        daemons: storage/lake.py); one process's file store has one writer already."""
 
     @contextlib.contextmanager
     def side_writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
