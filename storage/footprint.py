@@ -39,6 +39,17 @@ def disk_bytes(path: str) -> int:
     return total
 
 
+def store_bytes(store: Store) -> tuple[int, int]:
+    """(bytes on disk, bytes in use). A file store: the file and its WAL, and DuckDB's
+    blocks in use. A lake (no file of its own): its data files, as its catalog lists
+    them, for both."""
+    lake_bytes = getattr(store, "lake_file_bytes", None)
+    if lake_bytes is not None:
+        n = int(lake_bytes())
+        return n, n
+    return disk_bytes(store.path), used_bytes(store)
+
+
 def used_bytes(store: Store) -> int:
     cur = store.cursor()
     try:
@@ -85,8 +96,10 @@ def rollup_rows(store: Store) -> tuple[int, int, float]:
     try:
         have = {
             r[0]
-            for r in cur.execute(
+            for r in cur.execute(  # keyed tables are views over their rows (storage/keyed.py)
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+                " UNION SELECT view_name FROM duckdb_views() WHERE database_name ="
+                " current_database() AND NOT internal"
             ).fetchall()
         }
         pairs = [(t, r) for t, r in zip(raw, m1, strict=True) if t in have and r in have]
