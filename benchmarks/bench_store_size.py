@@ -14,8 +14,12 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
 2. values at the real sources' precision (integer %, degrees, MHz; mW, mJ;
    integer bytes/s), as NVML and DCGM report them;
 3. link rows grouped by kind within each write (`storage.columns.COMPRESSION_ORDER`);
-4. the store's checkpoint threshold (`storage.store.checkpoint_threshold`) = today's store;
-5. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+4. the store's checkpoint threshold (`storage.store.checkpoint_threshold`);
+5. processes as a dimension (migration 0018: `process_info` once per process,
+   `process_listings` of (ts, process_id, used_mem_bytes));
+6. links as a dimension (0018: `link_info` once per port, `link_values` of
+   (ts, link_id, values)) = today's store;
+7. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -39,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import storage.batch  # noqa: E402
 from collectors.sim.source import SimSource  # noqa: E402
 from fleettui.tui.demo import FIXED_START  # noqa: E402
+from storage.keyed import KEYED  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 _NUMERIC = (
@@ -64,11 +69,13 @@ _FLOAT = [
 
 
 def sample_tables(con) -> list[str]:
+    """`*_samples` tables, or the views that stand for them (storage/keyed.py)."""
     return [
         r[0]
         for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '%\\_samples' ESCAPE '\\'"
-            " ORDER BY 1"
+            " UNION SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            " AND view_name LIKE '%\\_samples' ESCAPE '\\' ORDER BY 1"
         ).fetchall()
     ]
 
@@ -119,16 +126,51 @@ def column_bytes(con) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str],
     return size, comps
 
 
-def fill(args, *, precise: bool, grouped: bool, threshold: bool, floats: bool, detail: bool):
-    saved = storage.batch.COMPRESSION_ORDER
+# the `processes` table before migration 0018, every column in every listing
+_PROCESSES_TABLE = (
+    "DROP VIEW processes; DROP TABLE process_listings; DROP TABLE process_info; "
+    "CREATE TABLE processes (ts TIMESTAMP NOT NULL, host VARCHAR NOT NULL, "
+    "gpu_uuid VARCHAR NOT NULL, slice_id VARCHAR, pid BIGINT NOT NULL, used_mem_bytes BIGINT, "
+    "container VARCHAR, cgroup VARCHAR, tenant_guess VARCHAR, source VARCHAR)"
+)
+# `link_samples` before migration 0018 (0005's table)
+_LINK_TABLE = (
+    "DROP VIEW link_samples; DROP TABLE link_values; DROP TABLE link_info; "
+    "CREATE TABLE link_samples (ts TIMESTAMP NOT NULL, host VARCHAR NOT NULL, "
+    "kind VARCHAR NOT NULL, port VARCHAR NOT NULL, gpu_uuid VARCHAR, tx_bytes_per_s DOUBLE, "
+    "rx_bytes_per_s DOUBLE, line_rate_bytes_per_s DOUBLE, errors BIGINT, link_up BOOLEAN, "
+    "source VARCHAR)"
+)
+
+
+def fill(
+    args,
+    *,
+    precise: bool,
+    grouped: bool,
+    threshold: bool,
+    proc_dim: bool,
+    link_dim: bool,
+    floats: bool,
+    detail: bool,
+):
+    saved = storage.batch.COMPRESSION_ORDER, dict(KEYED)
     if not grouped:
         storage.batch.COMPRESSION_ORDER = {}
+    if not proc_dim:
+        del KEYED["processes"]  # the store inserts `processes` batches as they are
+    if not link_dim:
+        del KEYED["link_samples"]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "size.duckdb"
             store = Store.open(path)
             if not threshold:
                 store.con.execute("SET checkpoint_threshold = '16MB'")
+            if not proc_dim:
+                store.con.execute(_PROCESSES_TABLE)
+            if not link_dim:
+                store.con.execute(_LINK_TABLE)
             for t, c in _FLOAT if floats else []:
                 store.con.execute(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE FLOAT")
             source = SimSource(scale=args.scale, start=FIXED_START)
@@ -146,7 +188,9 @@ def fill(args, *, precise: bool, grouped: bool, threshold: bool, floats: bool, d
             store.close()
             size = path.stat().st_size
     finally:
-        storage.batch.COMPRESSION_ORDER = saved
+        storage.batch.COMPRESSION_ORDER = saved[0]
+        KEYED.clear()
+        KEYED.update(saved[1])
     return gpus, size, values, per_table, fill_s, cols
 
 
@@ -158,27 +202,32 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=15, help="columns listed for the last step")
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
+    # label, then: precise, grouped, threshold, proc_dim, link_dim, floats
     steps = [
-        ("before: full-precision values, sim order, 16 MB checkpoints", False, False, False, False),
-        ("+ values at the sources' precision", True, False, False, False),
-        ("+ link rows grouped by kind per write", True, True, False, False),
-        ("+ store's checkpoint threshold (= today's store)", True, True, True, False),
+        ("before: full-precision values, sim order, 16 MB checkpoints", 0, 0, 0, 0, 0, 0),
+        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0),
+        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0),
+        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0),
+        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0),
+        ("+ links as a dimension (0018) = today's store", 1, 1, 1, 1, 1, 0),
     ]
     if args.after_only:
         steps = steps[-1:]
     elif args.float:
-        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", True, True, True, True))
+        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1))
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
     print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
     last = None
-    for i, (label, precise, grouped, threshold, floats) in enumerate(steps):
+    for i, (label, precise, grouped, threshold, proc_dim, link_dim, floats) in enumerate(steps):
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
-            precise=precise,
-            grouped=grouped,
-            threshold=threshold,
-            floats=floats,
+            precise=bool(precise),
+            grouped=bool(grouped),
+            threshold=bool(threshold),
+            proc_dim=bool(proc_dim),
+            link_dim=bool(link_dim),
+            floats=bool(floats),
             detail=detail,
         )
         per_hour = size * 3600.0 / args.seconds

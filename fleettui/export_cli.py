@@ -31,6 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.keyed import KEYED
 from storage.reader import Reader
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -46,6 +47,11 @@ SNAPSHOT_TABLES = (
     "alerts",
     "silences",
 )
+
+
+# Views exported as the tables they replaced, and the base tables behind them: the
+# archive keeps one `processes` table (migration 0018 split it in two in the store).
+VIEW_TABLES = {k.view: (k.dim, k.rows) for k in KEYED.values()}
 
 
 class ExportError(ValueError):
@@ -106,16 +112,22 @@ class TableInfo:
 
 
 def store_tables(reader: Reader) -> list[TableInfo]:
-    """Base tables of the store (not views) with their time column."""
+    """Base tables of the store (not views, but for `VIEW_TABLES`) with their time column."""
     _, rows = reader.rows(
         "SELECT t.table_name, list(c.column_name) FROM duckdb_tables() t"
         " JOIN duckdb_columns() c ON c.table_oid = t.table_oid"
         " WHERE t.schema_name = 'main' AND t.database_name = current_database()"
-        " GROUP BY t.table_name ORDER BY t.table_name"
+        " GROUP BY t.table_name"
+        " UNION ALL SELECT v.view_name, list(c.column_name) FROM duckdb_views() v"
+        " JOIN duckdb_columns() c ON c.table_oid = v.view_oid"
+        " WHERE v.schema_name = 'main' AND v.database_name = current_database()"
+        f" AND v.view_name IN ({', '.join(repr(v) for v in VIEW_TABLES)})"
+        " GROUP BY v.view_name ORDER BY 1"
     )
+    behind = {t for parts in VIEW_TABLES.values() for t in parts}
     out = []
     for name, cols in rows:
-        if name == "schema_version":
+        if name == "schema_version" or name in behind:
             continue
         col = "ts" if "ts" in cols else "bucket" if "bucket" in cols else None
         if col is None and name not in SNAPSHOT_TABLES:

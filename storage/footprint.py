@@ -96,8 +96,10 @@ def rollup_rows(store: Store) -> tuple[int, int, float]:
     try:
         have = {
             r[0]
-            for r in cur.execute(
+            for r in cur.execute(  # keyed tables are views over their rows (storage/keyed.py)
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+                " UNION SELECT view_name FROM duckdb_views() WHERE database_name ="
+                " current_database() AND NOT internal"
             ).fetchall()
         }
         pairs = [(t, r) for t, r in zip(raw, m1, strict=True) if t in have and r in have]

@@ -42,6 +42,7 @@ import duckdb
 
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
+from storage.keyed import KEYED
 from storage.migrate import check_version, migrate
 from storage.store import SIDE_WRITER_WAIT_S, Store, StoreError, as_store_failure
 
@@ -192,6 +193,9 @@ class LakeStore(Store):
         """Nothing to flush: every commit is in the catalog and Parquet already
         (compaction is `LakeMaintenanceTask`'s, on the one evaluating daemon)."""
 
+    def serialize_commit(self, cur: duckdb.DuckDBPyConnection) -> None:
+        cur.execute("UPDATE lake_commit_lock SET commits = commits + 1")
+
     def write(self, batches: Iterable[Batch]) -> int:
         """Append or merge every batch in one transaction, exactly once across daemons
         (see the module's doc); retried when another daemon's commit conflicts."""
@@ -208,11 +212,11 @@ class LakeStore(Store):
             rows = skipped = 0
             try:
                 with self.writer() as cur:
-                    cur.execute("UPDATE lake_commit_lock SET commits = commits + 1")
+                    self.serialize_commit(cur)
                     for b, sql in sqls:
                         cur.register("_batch", b.data)
                         try:
-                            res = cur.execute(sql).fetchone()
+                            res = self._lake_store(cur, b, sql)
                         finally:
                             cur.unregister("_batch")
                         n = int(res[0]) if res and res[0] is not None else b.rows
@@ -234,7 +238,17 @@ class LakeStore(Store):
                 raise type(failure)(self.failure, failure.invalidated) from None
         raise AssertionError("unreachable")
 
-    def _lake_insert_sql(self, b: Batch) -> str:
+    def _lake_store(self, cur: duckdb.DuckDBPyConnection, b: Batch, sql: str | None) -> tuple:
+        """Store one batch; (rows stored,) or the statement's own result row."""
+        if (keyed := KEYED.get(b.table)) is not None:  # storage/keyed.py
+            keys = SAMPLE_KEYS.get(b.table)
+            usable = keys is not None and all(k in b.data.column_names for k in keys)
+            return (keyed.write(cur, b.data.column_names, b.rows, keys if usable else None),)
+        return cur.execute(sql).fetchone()
+
+    def _lake_insert_sql(self, b: Batch) -> str | None:
+        if b.table in KEYED:
+            return None  # written by `_lake_store`
         keys = SAMPLE_KEYS.get(b.table)
         if keys is None or any(k not in b.data.column_names for k in keys):
             return self._insert_sql(b)

@@ -21,6 +21,7 @@ import time
 from datetime import datetime, timedelta
 
 from storage.columns import UPSERT_KEYS
+from storage.keyed import KEYED, VIEW_OF
 from storage.rollups import SPECS, TIERS, rollup_table
 from storage.store import Store
 
@@ -54,6 +55,18 @@ def delete_step(store: Store, table: str, cutoff: datetime, step_rows: int = STE
     return int(row[0]) if row else 0
 
 
+def prune_keys(store: Store) -> dict[str, int]:
+    """Delete dimension rows of keyed tables (storage/keyed.py) that no row refers to
+    any more; returns how many per dimension table."""
+    out = {}
+    for keyed in KEYED.values():
+        with store.writer() as cur:
+            store.serialize_commit(cur)
+            row = cur.execute(keyed.prune_sql()).fetchone()
+        out[keyed.dim] = int(row[0]) if row else 0
+    return out
+
+
 def rollup_cutoffs(store: Store, tables: list[str], cutoff: datetime) -> dict[str, datetime]:
     """Per table, the cutoff that keeps raw rows its rollups have not read yet.
 
@@ -64,9 +77,10 @@ def rollup_cutoffs(store: Store, tables: list[str], cutoff: datetime) -> dict[st
     out = {t: cutoff for t in tables}
     marks = dict(store.cursor().execute("SELECT rollup, done_until FROM rollup_state").fetchall())
     for table in tables:
-        if table not in SPECS:
+        rolled = VIEW_OF.get(table, table)  # a keyed table's rollups read its view
+        if rolled not in SPECS:
             continue
-        done = [marks.get(rollup_table(table, tier)) for tier in TIERS]
+        done = [marks.get(rollup_table(rolled, tier)) for tier in TIERS]
         out[table] = min([cutoff, *(d or datetime.min for d in done)])
     return out
 
@@ -79,6 +93,7 @@ def delete_before(store: Store, cutoff: datetime, step_rows: int = STEP_ROWS) ->
         while (n := delete_step(store, table, cutoff, step_rows)) > 0:
             total += n
         deleted[table] = total
+    deleted.update(prune_keys(store))
     return deleted
 
 
@@ -131,6 +146,7 @@ class RetentionTask:
                     break
                 await asyncio.sleep(0)  # let the writer in between steps
             deleted[table] = total
+        deleted.update(await asyncio.to_thread(prune_keys, self.store))
         self.last_deleted, self.last_steps = deleted, steps
         self.last_duration_s = time.perf_counter() - t0
         self.longest_step_s = longest

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import duckdb
 
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
+from storage.keyed import KEYED
 from storage.live import LiveSnapshot
 from storage.migrate import check_version, migrate
 
@@ -259,12 +261,16 @@ class Store:
             if b.table not in TABLE_COLUMNS:
                 raise BatchError(f"unknown table {b.table!r}")
         rows = 0
+        t0 = time.thread_time()
         try:
             with self.writer() as cur:
                 for b in merged:
                     cur.register("_batch", b.data)
                     try:
-                        cur.execute(self._insert_sql(b))
+                        if (keyed := KEYED.get(b.table)) is not None:
+                            keyed.write(cur, b.data.column_names, b.rows)
+                        else:
+                            cur.execute(self._insert_sql(b))
                     finally:
                         cur.unregister("_batch")
                     rows += b.rows
@@ -275,14 +281,15 @@ class Store:
             self.failure = str(failure)
             raise failure from exc
         self.failure = None
-        self._to_live(merged)
+        self._to_live(merged, time.thread_time() - t0)
         return rows
 
-    def _to_live(self, merged: list[Batch]) -> None:
+    def _to_live(self, merged: list[Batch], write_cpu_s: float) -> None:
         """Committed samples to the live snapshot (storage/live.py); its failure is
         logged and the views read history instead."""
         if self.live is None:
             return
+        self.live.note_write(write_cpu_s)
         for b in merged:
             self.live.add(b.table, b.data)
         try:
@@ -336,6 +343,10 @@ class Store:
                 with contextlib.suppress(duckdb.Error):  # an invalidated database refuses it too
                     cur.execute("ROLLBACK")
                 raise
+
+    def serialize_commit(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Make this writer transaction conflict with other writers' (the lake's several
+        daemons: storage/lake.py); one process's file store has one writer already."""
 
     @contextlib.contextmanager
     def side_writer(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -148,12 +148,12 @@ def test_retention_tables_come_from_the_schema():
     assert {
         "gpu_samples",
         "gpu_mem_samples",
-        "processes",
+        "process_listings",  # `processes` is a view over it since 0018
         "collector_runs",
         "rejects",
         "events",
         "slice_samples",
-        "link_samples",
+        "link_values",  # `link_samples` is a view over it since 0018
         "latency_samples",
     } <= tables
     assert not tables & {"hosts", "gpus", "host_status", "alerts", "silences", "assignments"}
@@ -170,8 +170,7 @@ async def test_retention_deletes_old_rows_of_every_table_in_small_steps():
         "INSERT INTO rejects (ts, source, reason) SELECT ? + INTERVAL (i) MINUTE, 'mqtt', 'bad'",
         "INSERT INTO collector_runs (ts, collector, duration_ms, ok, rows)"
         " SELECT ? + INTERVAL (i) MINUTE, 'sim', 1, true, 0",
-        "INSERT INTO processes (ts, host, gpu_uuid, pid) SELECT ? + INTERVAL (i) MINUTE,"
-        " 'h', 'GPU-1', 1",
+        "INSERT INTO process_listings (ts, process_id) SELECT ? + INTERVAL (i) MINUTE, 1",
         "INSERT INTO gpu_mem_samples (ts, host, gpu_uuid) SELECT ? + INTERVAL (i) MINUTE,"
         " 'h', 'GPU-1'",
     ]

@@ -303,7 +303,7 @@ async def test_drilldown_lists_the_agents_processes_of_the_selected_gpu():
     from storage.batch import make_batch
 
     store, last = fixed_store(60.0, 10.0, faults=FAULTS)
-    store.cursor().execute("DELETE FROM processes")  # only the listings written below
+    store.cursor().execute("DELETE FROM process_listings")  # only the listings written below
     uuids = [
         r[0]
         for r in store.cursor()

@@ -179,7 +179,7 @@ def test_processes_and_alerts_at_the_cursor():
 
     store, last = fixed_store(60.0, 10.0, faults=FAULTS)
     cur = store.cursor()
-    cur.execute("DELETE FROM processes")  # only the listings written below
+    cur.execute("DELETE FROM process_listings")  # only the listings written below
     assert views.alert_list(cur, last).num_rows == 0 and views.alerts_available(cur)
     uuid = cur.execute(
         "SELECT gpu_uuid FROM gpus WHERE host = 'hgx-03-n1' AND gpu_index = 0"

@@ -1,0 +1,310 @@
+"""Processes and links as dimensions (migration 0018, issue 13): a row keeps the time, the
+process's or link's integer id and its values; the `processes` and `link_samples` views
+give back the rows as written, an old store's rows survive the migration, and retention
+drops keys no row names any more."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import duckdb
+import pyarrow as pa
+
+from collectors.sim.source import SimSource
+from storage.batch import make_batch
+from storage.migrate import latest_version, migrations
+from storage.retention import RetentionTask
+from storage.store import Store
+
+T0 = datetime(2026, 11, 26, 12, 0, 0)
+COLS = [
+    "ts",
+    "host",
+    "gpu_uuid",
+    "slice_id",
+    "pid",
+    "used_mem_bytes",
+    "container",
+    "cgroup",
+    "tenant_guess",
+    "source",
+]
+
+# Rows that tell identities apart: NULL and non-NULL slices and cgroups, one pid in two
+# cgroups (pid reuse), one process listed at two times with different memory.
+ROWS = [
+    (T0, "h1", "GPU-a", None, 10, 5 << 30, "c1", "/t/tenant-x/c1", "x", "nvml"),
+    (T0, "h1", "GPU-a", "GPU-a/gi1", 11, None, None, None, None, "nvml"),
+    (T0, "h2", "GPU-b", None, 10, 7, "c2", "/t/tenant-y/c2", "y", "sim"),
+    (
+        T0 + timedelta(seconds=5),
+        "h1",
+        "GPU-a",
+        None,
+        10,
+        (5 << 30) + 1,
+        "c1",
+        "/t/tenant-x/c1",
+        "x",
+        "nvml",
+    ),
+    (T0 + timedelta(seconds=5), "h1", "GPU-a", None, 10, 3, "c9", "/t/tenant-z/c9", "z", "nvml"),
+    (T0 + timedelta(seconds=5), "h1", "GPU-a", "GPU-a/gi1", 11, 0, None, None, None, "nvml"),
+]
+
+
+LINK_COLS = [
+    "ts",
+    "host",
+    "kind",
+    "port",
+    "gpu_uuid",
+    "tx_bytes_per_s",
+    "rx_bytes_per_s",
+    "line_rate_bytes_per_s",
+    "errors",
+    "link_up",
+    "source",
+]
+# NULL GPUs (IB ports), NULL values, a port on two hosts, one port from two sources,
+# values that are not integers (DCGM rates), one link at two times
+LINK_ROWS = [
+    (T0, "h1", "nvlink", "nvlink-gpu0", "GPU-a", 1.5e11, 2.25e11, 9e11, 0, True, "nvml"),
+    (T0, "h1", "ib", "mlx5_0/1", None, 123.456, None, 5e10, None, None, "scrape"),
+    (T0, "h2", "ib", "mlx5_0/1", None, 0.1, 0.2, 5e10, 3, False, "scrape"),
+    (T0, "h2", "ib", "mlx5_0/1", None, 7.0, 8.0, 5e10, 3, False, "prometheus"),
+    (
+        T0 + timedelta(seconds=1),
+        "h1",
+        "nvlink",
+        "nvlink-gpu0",
+        "GPU-a",
+        1e11,
+        2e11,
+        9e11,
+        1,
+        True,
+        "nvml",
+    ),
+    (T0 + timedelta(seconds=1), "h1", "roce", "eth2", None, None, None, None, None, None, None),
+]
+
+
+def links_batch(rows):
+    return make_batch("link_samples", {c: [r[i] for r in rows] for i, c in enumerate(LINK_COLS)})
+
+
+def rows_batch(rows):
+    return make_batch("processes", {c: [r[i] for r in rows] for i, c in enumerate(COLS)})
+
+
+def old_store(path, version: int) -> duckdb.DuckDBPyConnection:
+    """A store file as FleetTUI left it at schema `version` (before this migration)."""
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+        " applied_at TIMESTAMP NOT NULL)"
+    )
+    for v, name, sql in migrations():
+        if v <= version:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, now()::TIMESTAMP)", [v, name])
+    return con
+
+
+def column_types(con, table: str) -> list[tuple[str, str]]:
+    return con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?"
+        " AND schema_name = 'main' ORDER BY column_index",
+        [table],
+    ).fetchall()
+
+
+def test_a_version_17_store_migrates_in_place_and_reads_the_same(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = old_store(path, 17)
+    con.executemany(f"INSERT INTO processes VALUES ({', '.join('?' * len(COLS))})", ROWS)
+    con.executemany(
+        f"INSERT INTO link_samples VALUES ({', '.join('?' * len(LINK_COLS))})", LINK_ROWS
+    )
+    links_before = con.execute("SELECT * FROM link_samples ORDER BY ALL").fetchall()
+    link_types = column_types(con, "link_samples")
+    con.execute(
+        "INSERT INTO gpu_samples (ts, host, gpu_uuid, util_pct) VALUES (?, 'h1', 'GPU-a', 42.5)",
+        [T0],
+    )
+    before = con.execute("SELECT * FROM processes ORDER BY ALL").fetchall()
+    types = column_types(con, "processes")
+    con.close()
+
+    store = Store.open(path)
+    try:
+        cur = store.cursor()
+        assert cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 18
+        assert latest_version() >= 18
+        assert cur.execute("SELECT * FROM processes ORDER BY ALL").fetchall() == before
+        assert column_types(cur, "processes") == types
+        # four distinct processes among the six rows
+        assert cur.execute("SELECT count(*) FROM process_info").fetchone()[0] == 4
+        assert cur.execute("SELECT util_pct FROM gpu_samples").fetchall() == [(42.5,)]
+        assert cur.execute("SELECT * FROM link_samples ORDER BY ALL").fetchall() == links_before
+        assert column_types(cur, "link_samples") == link_types
+        assert cur.execute("SELECT count(*) FROM link_info").fetchone()[0] == 5
+        # the store keeps writing after the migration: a known process keeps its id
+        store.write([rows_batch(ROWS[:1])])
+        assert cur.execute("SELECT count(*) FROM process_info").fetchone()[0] == 4
+        assert cur.execute("SELECT count(*) FROM processes").fetchone()[0] == len(ROWS) + 1
+        store.write([links_batch(LINK_ROWS[:2])])
+        assert cur.execute("SELECT count(*) FROM link_info").fetchone()[0] == 5
+        assert cur.execute("SELECT count(*) FROM link_samples").fetchone()[0] == len(LINK_ROWS) + 2
+    finally:
+        store.close()
+
+
+def test_written_listings_read_back_bit_for_bit_with_one_row_per_process(tmp_path):
+    store = Store.open(tmp_path / "f.duckdb")
+    src = SimSource(start=T0)
+    written = []
+    try:
+        for k in range(11):  # the sim lists processes every 5th gather
+            batches = src.sample(T0 + timedelta(seconds=k)).batches
+            written += [b.data for b in batches if b.table == "processes"]
+            store.write(batches)
+        want = pa.concat_tables(written).select(COLS)
+        assert want.num_rows > 100
+        cur = store.cursor()
+        got = cur.execute(f"SELECT {', '.join(COLS)} FROM processes").to_arrow_table()
+        key = [(c, "ascending") for c in ("ts", "host", "gpu_uuid", "slice_id", "pid")]
+        assert got.cast(want.schema).sort_by(key).equals(want.sort_by(key))
+        distinct = cur.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT * EXCLUDE (ts, used_mem_bytes) FROM processes)"
+        ).fetchone()[0]
+        assert cur.execute("SELECT count(*) FROM process_info").fetchone()[0] == distinct
+        assert distinct < want.num_rows  # processes listed again kept their ids
+        # ids 1..n, each listing's rows in id order
+        ids = cur.execute("SELECT min(process_id), max(process_id) FROM process_info").fetchone()
+        assert ids == (1, distinct)
+    finally:
+        store.close()
+
+
+def test_one_write_stores_its_rows_or_none(tmp_path):
+    """A listing that fails (a NULL pid) leaves neither dimension rows nor listings."""
+    store = Store.open(tmp_path / "f.duckdb")
+    try:
+        bad = [list(r) for r in ROWS[:2]]
+        bad[1][4] = None
+        try:
+            store.write([rows_batch(bad)])
+        except duckdb.Error:
+            pass
+        else:
+            raise AssertionError("a NULL pid was stored")
+        cur = store.cursor()
+        assert cur.execute("SELECT count(*) FROM process_info").fetchone()[0] == 0
+        assert cur.execute("SELECT count(*) FROM process_listings").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+async def test_retention_drops_processes_whose_listings_are_all_gone():
+    store = Store.open(":memory:")
+    try:
+        store.write([rows_batch(ROWS)])
+        task = RetentionTask(store, keep_h=1.0)
+        # keep only the listings at T0 + 5 s: the process on h2 was listed at T0 only
+        await task.tick(T0 + timedelta(hours=1, seconds=1))
+        cur = store.cursor()
+        assert task.last_deleted["process_info"] == 1
+        hosts = cur.execute("SELECT DISTINCT host FROM process_info").fetchall()
+        assert hosts == [("h1",)]
+        assert cur.execute("SELECT count(*) FROM processes").fetchone()[0] == 3
+        assert (
+            cur.execute(
+                "SELECT count(*) FROM process_listings l ANTI JOIN process_info i USING (process_id)"
+            ).fetchone()[0]
+            == 0
+        )
+    finally:
+        store.close()
+
+
+def test_link_samples_read_back_bit_for_bit_with_one_row_per_link(tmp_path):
+    """The simulated fleet's links (NVLink per GPU, IB, RoCE) through the keyed tables: the
+    view gives back every written row exactly; each link has one id, ids 1..n."""
+    store = Store.open(tmp_path / "f.duckdb")
+    src = SimSource(start=T0)
+    written = [links_batch(LINK_ROWS).data]
+    try:
+        store.write([links_batch(LINK_ROWS)])
+        for k in range(3):
+            batches = src.sample(T0 + timedelta(seconds=k)).batches
+            written += [b.data for b in batches if b.table == "link_samples"]
+            store.write(batches)
+        want = pa.concat_tables(written, promote_options="default").select(LINK_COLS)
+        cur = store.cursor()
+        got = cur.execute(f"SELECT {', '.join(LINK_COLS)} FROM link_samples").to_arrow_table()
+        key = [(c, "ascending") for c in ("ts", "host", "kind", "port", "gpu_uuid", "source")]
+        assert got.num_rows == want.num_rows > 1000
+        assert got.cast(want.schema).sort_by(key).equals(want.sort_by(key))
+        distinct = cur.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT host, kind, port, gpu_uuid, source"
+            " FROM link_samples)"
+        ).fetchone()[0]
+        ids = cur.execute("SELECT count(*), min(link_id), max(link_id) FROM link_info").fetchone()
+        assert ids == (distinct, 1, distinct)
+        # each write's rows are stored in id order (what makes the ids bit-pack)
+        unordered = cur.execute(
+            "SELECT count(*) FROM (SELECT ts, link_id, lag(link_id) OVER (ORDER BY rowid) AS prev,"
+            " lag(ts) OVER (ORDER BY rowid) AS prev_ts FROM link_values)"
+            " WHERE prev_ts = ts AND prev > link_id"
+        ).fetchone()[0]
+        assert unordered == 0
+        # one write with a known port and a new one: both stored, the new one gets the next id
+        t = T0 + timedelta(seconds=10)
+        mixed = [
+            (t, *LINK_ROWS[0][1:]),
+            (t, "h9", "efa", "efa0", None, 1.0, 2.0, 3.0, 0, True, "x"),
+        ]
+        store.write([links_batch(mixed)])
+        got = cur.execute(
+            "SELECT host, port, link_id FROM link_samples JOIN link_info USING (host, kind, port)"
+            " WHERE ts = ? ORDER BY link_id",
+            [t],
+        ).fetchall()
+        (known,) = cur.execute(
+            "SELECT link_id FROM link_info WHERE host = 'h1' AND port = 'nvlink-gpu0'"
+        ).fetchone()
+        assert known <= 6  # first seen with the other rows at T0 (ids by kind, then host)
+        assert got == [("h1", "nvlink-gpu0", known), ("h9", "efa0", distinct + 1)]
+    finally:
+        store.close()
+
+
+async def test_retention_drops_links_whose_samples_are_all_gone():
+    store = Store.open(":memory:")
+    try:
+        store.write([links_batch(LINK_ROWS)])
+        task = RetentionTask(store, keep_h=1.0)
+        await task.tick(T0 + timedelta(hours=1, seconds=1))
+        cur = store.cursor()
+        # left: the NVLink port and the RoCE port, listed at T0 + 1 s
+        assert task.last_deleted["link_info"] == 3
+        assert cur.execute("SELECT count(*) FROM link_info").fetchone()[0] == 2
+        assert cur.execute("SELECT count(*) FROM link_samples").fetchone()[0] == 2
+    finally:
+        store.close()
+
+
+def test_the_footprint_counts_a_keyed_tables_rows_for_its_rollups():
+    """The projected store size counts raw rows of every table with rollups, the views
+    over keyed tables included (storage/footprint.py)."""
+    from storage.footprint import rollup_rows
+
+    store = Store.open(":memory:")
+    try:
+        store.write([links_batch(LINK_ROWS)])
+        raw, _, _ = rollup_rows(store)
+        assert raw == len(LINK_ROWS)
+    finally:
+        store.close()
