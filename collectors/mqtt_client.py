@@ -106,7 +106,7 @@ def light_messages(client: aiomqtt.Client) -> None:
         raw = message._topic  # noqa: SLF001
         topic = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
         try:
-            queue.put_nowait(Received(topic, message.payload, message.qos, message.mid))
+            queue.put_nowait(Received(topic, bytes(message.payload), message.qos, message.mid))
         except asyncio.QueueFull:
             log.warning("Message queue is full. Discarding message.")
 

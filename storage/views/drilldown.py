@@ -184,8 +184,9 @@ def gpu_history(
     of hours or days read the 1-minute or 1-hour rollups. A window of sub-minute
     buckets longer than RAW_RECENT_S reads raw rows for its last minutes only and
     the 1-minute rollups before (`bounded`; False: raw rows throughout)."""
+    at_utc = resolve_at(at)
     params = {
-        "at": resolve_at(at),
+        "at": at_utc,
         "host": host,
         "window_s": window_s,
         "bucket_s": window_s / buckets,
@@ -194,8 +195,7 @@ def gpu_history(
     tier, rel = source_for("gpu_samples", window_s, buckets)
     if bounded and tier == RAW and window_s > RAW_RECENT_S and window_s / buckets < 60.0:
         # older minutes from the 1-minute rollups (one point per minute)
-        at = params["at"]
-        params["cut"] = _minute_floor(at - timedelta(seconds=RAW_RECENT_S))
+        params["cut"] = _minute_floor(at_utc - timedelta(seconds=RAW_RECENT_S))
         return run(src, HYBRID_HISTORY_SQL, params)
     if tier == RAW:
         return run(src, HISTORY_SQL, params)
