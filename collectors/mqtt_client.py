@@ -113,9 +113,10 @@ def light_messages(client: aiomqtt.Client) -> None:
     client._client._handle_on_message = on_message  # type: ignore[method-assign]  # noqa: SLF001
 
 
-def tune(client: aiomqtt.Client) -> aiomqtt.Client:
-    """Both read-side changes on a new client (before it connects)."""
-    buffer_reads(client._client)  # noqa: SLF001
+def tune(client: aiomqtt.Client, *, buffered_reads: bool = True) -> aiomqtt.Client:
+    """The read-side changes on a new client (before it connects)."""
+    if buffered_reads:
+        buffer_reads(client._client)  # noqa: SLF001
     light_messages(client)
     return client
 
