@@ -122,8 +122,11 @@ class ReportBatcher:
         self.inv_slices: dict[str, list[Any]] = {c: [] for c in ("slice_id", "gpu_uuid", "profile")}
 
     def add(self, r: Report, with_inventory: bool) -> None:
-        self.reports += 1
-        self.report_ts.append(r.ts)
+        self.add_samples(r)
+        self.add_meta(r, with_inventory)
+
+    def add_samples(self, r: Report) -> None:
+        """The report's GPU, slice, NVLink and process rows."""
         ts_us = int(r.ts * 1e6)
         n = r.n_gpus
         g, gpu = self.g, r.gpu
@@ -159,6 +162,13 @@ class ReportBatcher:
                 if c != "gpu":
                     col = r.proc.get(c)
                     p[c] += col if col is not None else [None] * m
+
+    def add_meta(self, r: Report, with_inventory: bool) -> None:
+        """What is per report rather than per sample: the report's count and time, Xid
+        events, tenancy, the host's row and the inventory (version 2 frames add only
+        this: their samples are read as columns, collectors/nvml/report_v2.py)."""
+        self.reports += 1
+        self.report_ts.append(r.ts)
         if r.xid:
             m = len(r.xid["code"])
             ev = self.ev
