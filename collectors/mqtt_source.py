@@ -42,7 +42,7 @@ from collectors.nvml.batches import (
     NVLINK_ROWS,
     SOURCE_COLUMN,
     ReportBatcher,
-    naive_utc,
+    epoch_col,
     ts_col,
 )
 from collectors.nvml.report import Report, ReportError, decode, decode_status
@@ -554,9 +554,9 @@ class MqttSource:
                 {
                     "host": hosts,
                     "state": [v[0] for v in vals],
-                    "since": [naive_utc(v[1]) if v[1] else None for v in vals],
+                    "since": epoch_col([v[1] or None for v in vals]),
                     "boot": [v[2] for v in vals],
-                    "updated_at": [naive_utc(v[3]) for v in vals],
+                    "updated_at": epoch_col([v[3] for v in vals]),
                 },
             )
 
@@ -670,7 +670,7 @@ class MqttSource:
                 make_batch(
                     "collector_runs",
                     {
-                        "ts": [naive_utc(self.clock())],
+                        "ts": epoch_col([self.clock()]),
                         "collector": [self.name],
                         "duration_ms": [work_s * 1000.0],
                         "ok": [True],
@@ -916,7 +916,7 @@ class MqttSource:
                     make_batch(
                         "collector_runs",
                         {
-                            "ts": [naive_utc(self.clock())],
+                            "ts": epoch_col([self.clock()]),
                             "collector": [self.name],
                             "duration_ms": [0.0],
                             "ok": [False],
