@@ -74,6 +74,16 @@ SLICE_DT = np.dtype(
 )
 PROC_DT = np.dtype([("valid", "u1"), ("gpu", "<u2"), ("pid", "<i8"), ("used_mem_bytes", "<i8")])
 PROC_STRS = ("slice_id", "container", "cgroup", "tenant_guess")
+# GPU columns by how their 8 bytes read (floats, integers), with their bounds
+_BIT_NO = np.arange(len(GPU_COLS), dtype=np.uint32)
+_F = np.array([GPU_SPEC[c][0] == NUM for c in GPU_COLS])
+_I = ~_F
+_LO_F = np.array([GPU_SPEC[c][1] for c in GPU_COLS], np.float64)[_F]
+_HI_F = np.array([GPU_SPEC[c][2] for c in GPU_COLS], np.float64)[_F]
+_LO_I = np.array([int(GPU_SPEC[c][1]) for c in GPU_COLS], np.int64)[_I]
+_HI_I = np.array(
+    [1 if GPU_SPEC[c][0] == BOOL else int(GPU_SPEC[c][2]) for c in GPU_COLS], np.int64
+)[_I]
 _ERR_SUM_MAX = 9.2e18  # per-GPU NVLink error sums (per_gpu rows) must fit a 64-bit integer
 
 
@@ -457,7 +467,15 @@ class FrameColumns:
     def __init__(self, frames: list[Frame]) -> None:
         self.frames = frames
         self.n_g = np.fromiter((len(f.uuids) for f in frames), np.int64, len(frames))
-        self.g = np.frombuffer(b"".join([f.gpu for f in frames]), GPU_DT)
+        # GPU records as one (columns x GPUs) block of 8-byte values, each column
+        # contiguous, read as floats or integers as the column is; `given` the valid bits
+        raw = np.frombuffer(b"".join([f.gpu for f in frames]), np.uint8)
+        raw = raw.reshape(-1, GPU_DT.itemsize)
+        self.g_valid = raw[:, :4].copy().view("<u4").ravel()
+        self.gf = raw[:, 4:].copy().view("<f8").T.copy()
+        self.gi = self.gf.view("<i8")
+        self.given = (self.g_valid[None, :] >> _BIT_NO[:, None]) & 1 != 0
+        self.n_gpus = len(raw)
         self.k = np.frombuffer(b"".join([f.links for f in frames]), np.uint8).astype(np.int64)
         self.ln = np.frombuffer(b"".join([f.link for f in frames]), LINK_DT)
         self.s = np.frombuffer(b"".join([f.slice for f in frames]), SLICE_DT)
@@ -466,7 +484,7 @@ class FrameColumns:
         self.n_p = np.fromiter((len(f.proc_strs[0]) for f in frames), np.int64, len(frames))
         idx = np.arange(len(frames))
         self.g_frame = np.repeat(idx, self.n_g)
-        self.l_gpu = np.repeat(np.arange(len(self.g)), self.k)
+        self.l_gpu = np.repeat(np.arange(self.n_gpus), self.k)
         self.s_frame = np.repeat(idx, self.n_s)
         self.p_frame = np.repeat(idx, self.n_p)
 
@@ -479,11 +497,21 @@ class FrameColumns:
                 for i in np.unique(frame_of[rows]).tolist():
                     bad.setdefault(i, where)
 
-        g, ln, s, p = self.g, self.ln, self.s, self.p
-        for i, c in enumerate(GPU_COLS):
-            kind, lo, hi = GPU_SPEC[c]
-            rows = _bad_range(g[c], (g["valid"] & (1 << i)) != 0, kind, lo, hi)
-            note(rows, self.g_frame, f"gpu.{c}: a value outside [{lo:g}, {hi:g}] or not finite")
+        ln, s, p = self.ln, self.s, self.p
+        # every GPU column at once: floats and integers each one comparison per bound
+        ok = np.empty_like(self.given)
+        ok[_F] = (self.gf[_F] >= _LO_F[:, None]) & (self.gf[_F] <= _HI_F[:, None])
+        ok[_I] = (self.gi[_I] >= _LO_I[:, None]) & (self.gi[_I] <= _HI_I[:, None])
+        bad_gpu = self.given & ~ok
+        if bad_gpu.any():
+            for i in np.flatnonzero(bad_gpu.any(axis=1)).tolist():
+                c = GPU_COLS[i]
+                _, lo, hi = GPU_SPEC[c]
+                note(
+                    bad_gpu[i],
+                    self.g_frame,
+                    f"gpu.{c}: a value outside [{lo:g}, {hi:g}] or not finite",
+                )
         l_frame = self.g_frame[self.l_gpu]
         for name, (kind, lo, hi) in LINK_SPEC.items():
             valid = (ln["valid"] & LINK_BITS[name]) != 0
@@ -494,7 +522,7 @@ class FrameColumns:
         note(up_bad, l_frame, "gpu.nvlink_up: expected true/false")
         if per_gpu_links and len(ln):
             err = np.where((ln["valid"] & 4) != 0, ln["errors"], 0).astype(np.float64)
-            sums = np.bincount(self.l_gpu, weights=err, minlength=len(g))
+            sums = np.bincount(self.l_gpu, weights=err, minlength=self.n_gpus)
             note(
                 sums >= _ERR_SUM_MAX,
                 self.g_frame,
@@ -524,24 +552,22 @@ class FrameColumns:
 
     def batches(self, per_gpu_links: bool, source: str) -> dict[str, dict[str, Any]]:
         """table -> columns (for `make_batch`) of every frame's samples."""
-        frames, g = self.frames, self.g
+        frames = self.frames
         out: dict[str, dict[str, Any]] = {}
-        if not len(g):
+        if not self.n_gpus:
             return out
         ts_us = np.fromiter((int(f.ts * 1e6) for f in frames), np.int64, len(frames))
         hosts = pa.array([f.host for f in frames], pa.string())
         g_ts = ts_us[self.g_frame]
         g_host = hosts.take(self.g_frame)
         uuids = pa.array(list(chain.from_iterable(f.uuids for f in frames)), pa.string())
-        n = len(g)
+        n = self.n_gpus
         ts = pa.array(g_ts).cast(pa.timestamp("us"))
-        gv = g["valid"]
         vals = {}
         for i, c in enumerate(GPU_COLS):
-            v = np.ascontiguousarray(g[c])
-            if GPU_SPEC[c][0] == BOOL:
-                v = v.astype(bool)
-            vals[c] = pa.array(v, mask=(gv & (1 << i)) == 0)
+            kind = GPU_SPEC[c][0]
+            v = self.gf[i] if kind == NUM else self.gi[i]
+            vals[c] = pa.array(v.astype(bool) if kind == BOOL else v, mask=~self.given[i])
         src = _repeat(source, n)
         out["gpu_samples"] = {
             "ts": ts,
