@@ -369,7 +369,10 @@ def decode_checked(
         raise ReportError(f"report must be a JSON object, got {type(obj).__name__}")
     v = obj.get("v")
     if v != VERSION or type(v) is not int:
-        raise ReportError(f"unknown report version {_show(v)} (this daemon reads {VERSION})")
+        raise ReportError(
+            f"unknown report version {_show(v)} (this daemon reads JSON version {VERSION} "
+            "and binary version 2 frames)"
+        )
     host = obj.get("host")
     if type(host) is not str or not HOST_RE.match(host):
         raise ReportError(f"host: expected a host name, got {_show(host)}")
