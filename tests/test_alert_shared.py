@@ -147,8 +147,8 @@ def test_shared_scans_fire_as_each_rules_own_query():
 def test_a_mutant_of_the_shared_sql_is_caught(monkeypatch, mutant):
     build = shared.Scan.build
 
-    def mutated(self):
-        build(self)
+    def mutated(self, *args):
+        build(self, *args)
         sql, self.sql = self.sql, mutant(self.sql)
         assert self.sql != sql or self.table == "latency_samples"  # one window there
 
@@ -157,11 +157,49 @@ def test_a_mutant_of_the_shared_sql_is_caught(monkeypatch, mutant):
     assert diffs != []
 
 
+def test_a_where_on_the_key_alone_is_asked_per_key_and_a_mutant_of_it_is_caught(monkeypatch):
+    """AllocatedGpuIdle's `s.gpu_uuid IN (SELECT ... assignments ...)` is asked of the
+    grouped keys, not of every row; turned around it must show."""
+    build = shared.Scan.build
+    built: list[str] = []
+
+    def mutated(self, *args):
+        build(self, *args)
+        built.append(self.sql)
+        self.sql = self.sql.replace("(a.gpu_uuid IN (SELECT", "(a.gpu_uuid NOT IN (SELECT")
+
+    monkeypatch.setattr(shared.Scan, "build", mutated)
+    diffs, _, _ = replay(first_only=True)
+    assert any("(a.gpu_uuid IN (SELECT gpu_uuid FROM assignments" in sql for sql in built)
+    assert not any("s.gpu_uuid IN" in sql for sql in built)
+    assert diffs != []
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "s.gpu_uuid IN (SELECT gpu_uuid FROM assignments) AND s.util_pct > 3",  # more than the key
+        "s.gpu_uuid IN (SELECT gpu_uuid FROM assignments) OR (s.util_pct > 3)",
+        "s.gpu_uuid IN (SELECT gpu_uuid FROM assignments WHERE tenant = s.host)",  # correlated
+        "s.gpu_uuid IN (SELECT gpu_uuid FROM assignments WHERE tenant = host)",  # unqualified
+        "s.host IN (SELECT host FROM hosts)",  # not the scope's key
+    ],
+)
+def test_a_where_that_reads_the_row_stays_per_row(where):
+    store = Store.open(":memory:")
+    engine = AlertEngine(store, [], interval_s=STEP_S)
+    assert shared.key_level(where, ("gpu_uuid",), engine._runs_alone) is None
+    ok = "s.gpu_uuid IN (SELECT gpu_uuid FROM assignments WHERE valid_from <= $now)"
+    assert shared.key_level(ok, ("gpu_uuid",), engine._runs_alone) == ok.replace("s.", "a.", 1)
+    assert shared.key_level(ok, ("gpu_uuid",), None) is None  # nothing to check it with
+    store.close()
+
+
 def test_a_failing_shared_scan_falls_back_to_each_rules_query(monkeypatch):
     build = shared.Scan.build
 
-    def broken(self):
-        build(self)
+    def broken(self, *args):
+        build(self, *args)
         self.sql = self.sql.replace(" FROM gpu_samples s ", " FROM no_such_table s ")
 
     monkeypatch.setattr(shared.Scan, "build", broken)

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import operator
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -277,7 +278,7 @@ class AlertEngine:
         out: dict[str, object] = {}
         if self._planned != tuple(self.rules):  # `rules` may be replaced (a reload, a test)
             self._planned = tuple(self.rules)
-            self._scans = plan(self.rules) if self._shared else []
+            self._scans = plan(self.rules, self._runs_alone) if self._shared else []
             self._rule_by_name = {r.name: r for r in self.rules}
         cur = self.store.cursor()
         try:
@@ -312,6 +313,19 @@ class AlertEngine:
         finally:
             cur.close()  # a cursor left open blocks the store's checkpoint
         return out
+
+    def _runs_alone(self, sql: str) -> bool:
+        """Whether `sql` binds on its own (names no column of an outer query)."""
+        values = {"now": datetime(2000, 1, 1), "interval_s": 1.0}
+        params = {p: values[p] for p in set(_PARAM.findall(sql)) if p in values}
+        cur = self.store.cursor()
+        try:
+            cur.execute(f"EXPLAIN {sql}", params)
+            return True
+        except duckdb.Error:
+            return False
+        finally:
+            cur.close()
 
     def _evaluate(self, now: datetime) -> Cycle:
         t0 = time.perf_counter()
@@ -508,6 +522,8 @@ class AlertEngine:
         if self.delivery is not None:
             await self.delivery.close(timeout_s)
 
+
+_PARAM = re.compile(r"\$([A-Za-z_]\w*)")
 
 # An instance's columns of the `alerts` table, in order (labels and annotations as dicts).
 _ROW = operator.attrgetter(*TABLE_COLUMNS["alerts"])
