@@ -202,3 +202,17 @@ def test_close_flushes_the_rows_behind(small_allowance):
     asyncio.run(engine.close())
     assert store.cursor().execute(behind, {"now": now}).fetchone()[0] == 0
     store.close()
+
+
+def test_refresh_s_comes_from_the_alerts_section_and_is_checked():
+    from collectors.options import OptionsError
+    from fleettui.alerts.config import alerts_options, build_engine
+
+    store = Store.open(":memory:")
+    engine = build_engine(store, alerts_options({"refresh_s": 120}, "fleet.toml [alerts]"))
+    assert engine.refresh_s == 120.0
+    assert build_engine(store, alerts_options({}, "x")).refresh_s == 60.0
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(OptionsError, match=r"fleet.toml \[alerts\]: .*refresh_s.* must be"):
+            alerts_options({"refresh_s": bad}, "fleet.toml [alerts]")
+    store.close()
