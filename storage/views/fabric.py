@@ -10,14 +10,35 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from storage.live import LIVE_CATALOG
+from storage.live_window import LINK_NEWEST, MARKS_KEEP_S
 from storage.views.latest import ASSIGNED
+from storage.views.live import LAYOUT_VALID_SQL, snapshot_state
 from storage.views.query import Source, run
 from storage.views.when import resolve_at
+
+L = LIVE_CATALOG
+
+# Shared by the history path and the live one (the same expressions, the same rows).
+_TENANTS_BEHIND = f"""
+asg AS ({ASSIGNED}),
+host_tenants AS (
+    SELECT g.host, array_to_string(list_sort(list_distinct(list(a.tenant))), ',') AS tenants
+    FROM assignments a JOIN gpus g ON g.gpu_uuid = a.gpu_uuid
+    WHERE a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
+    GROUP BY g.host
+)"""
+_UTIL_PCT = (
+    "100.0 * greatest(w.tx_bytes_per_s, w.rx_bytes_per_s) / nullif(w.line_rate_bytes_per_s, 0)"
+)
+_TENANTS = "CASE WHEN w.gpu_uuid IS NOT NULL THEN ga.tenants ELSE ht.tenants END"
 
 _LINKS = f"""
 WITH w AS (
@@ -33,20 +54,13 @@ WITH w AS (
     WHERE ts > $at - to_seconds($window_s) AND ts <= $at
     GROUP BY host, kind, port
 ),
-asg AS ({ASSIGNED}),
-host_tenants AS (
-    SELECT g.host, array_to_string(list_sort(list_distinct(list(a.tenant))), ',') AS tenants
-    FROM assignments a JOIN gpus g ON g.gpu_uuid = a.gpu_uuid
-    WHERE a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
-    GROUP BY g.host
-),
+{_TENANTS_BEHIND},
 links AS (
     SELECT h.rack, w.host, h.nvlink_domain, w.kind, w.port, w.gpu_uuid,
            w.tx_bytes_per_s, w.rx_bytes_per_s, w.line_rate_bytes_per_s,
-           100.0 * greatest(w.tx_bytes_per_s, w.rx_bytes_per_s)
-               / nullif(w.line_rate_bytes_per_s, 0) AS util_pct,
+           {_UTIL_PCT} AS util_pct,
            w.errors_per_s, w.link_up, w.down_samples,
-           CASE WHEN w.gpu_uuid IS NOT NULL THEN ga.tenants ELSE ht.tenants END AS tenants
+           {_TENANTS} AS tenants
     FROM w
     LEFT JOIN hosts h ON h.host = w.host
     LEFT JOIN asg ga ON ga.gpu_uuid = w.gpu_uuid
@@ -80,6 +94,104 @@ ORDER BY links_down DESC, errors_per_s DESC, max_util_pct DESC NULLS LAST, rack 
 LIMIT $limit
 """
 
+# -- live path: the writer's per-link state (storage/live_window.py) ---------------
+# Per link in the snapshot's row order: the newest non-NULL value of each column and
+# its time; a window keeps a value whose time is inside it.
+LINK_VALUES_LIVE_SQL = f"""
+SELECT ts, errors_ts, {", ".join(f"{c}, {c}_ts" for c in LINK_NEWEST)} FROM {L}.link_latest
+"""
+# The window's error sum and down samples: only rows with errors or down are kept.
+LINK_MARKS_LIVE_SQL = f"""
+SELECT row, sum(errors) AS errors, count(*) FILTER (WHERE down) AS down_samples
+FROM {L}.link_marks WHERE ts > $at - to_seconds($window_s) AND ts <= $at GROUP BY row
+"""
+# What a link's row joins (rack, domain, tenants of its GPU and of its host): read
+# again only when the layout, the links or the assignments in force changed.
+LINK_LAYOUT_LIVE_SQL = f"""
+WITH {_TENANTS_BEHIND.strip()}
+SELECT w.host, w.kind, w.port, h.rack, h.nvlink_domain,
+       ga.tenants AS gpu_tenants, ht.tenants AS host_tenants
+FROM {L}.link_latest w
+LEFT JOIN hosts h ON h.host = w.host
+LEFT JOIN asg ga ON ga.gpu_uuid = w.gpu_uuid
+LEFT JOIN host_tenants ht ON ht.host = w.host
+ORDER BY w.row
+"""
+# Over the assembled window (local): the history path's `links` columns.
+LINKS_LOCAL_SQL = f"""
+SELECT w.rack, w.host, w.nvlink_domain, w.kind, w.port, w.gpu_uuid,
+       w.tx_bytes_per_s, w.rx_bytes_per_s, w.line_rate_bytes_per_s,
+       {_UTIL_PCT} AS util_pct, w.errors_per_s, w.link_up, w.down_samples,
+       {_TENANTS.replace("ga.tenants", "w.gpu_tenants").replace("ht.tenants", "w.host_tenants")}
+           AS tenants
+FROM w
+"""
+
+_link_layouts: dict[str, tuple[datetime | None, datetime | None, pa.Table]] = {}
+_layout_lock = threading.Lock()
+
+
+def _link_layout(src: Source, at: datetime, version: str) -> pa.Table:
+    with _layout_lock:
+        hit = _link_layouts.get(version)
+    if hit is not None:
+        lo, hi, layout = hit
+        if (lo is None or lo <= at) and (hi is None or at < hi):
+            return layout
+    layout = run(src, LINK_LAYOUT_LIVE_SQL, {"at": at})
+    bounds = run(src, LAYOUT_VALID_SQL, {"at": at}).to_pylist()[0]
+    with _layout_lock:
+        _link_layouts.clear()  # one kept: the next refresh's
+        _link_layouts[version] = (bounds["lo"], bounds["hi"], layout)
+    return layout
+
+
+def links_live(src: Source, at: datetime, window_s: float) -> pa.Table | None:
+    """Every link at the cursor from the writer's state: ALL_LINKS_SQL's rows and
+    columns; None where the state does not cover the window (read history)."""
+    if window_s > MARKS_KEEP_S:
+        return None
+    version = snapshot_state(src, at, window_s, "link_samples")
+    if version is None:
+        return None
+    layout = _link_layout(src, at, version)
+    vals = run(src, LINK_VALUES_LIVE_SQL)
+    marks = run(src, LINK_MARKS_LIVE_SQL, {"at": at, "window_s": window_s})
+    if vals.num_rows != layout.num_rows:  # published in between: the next refresh
+        return None
+    edge = pa.scalar(at - timedelta(seconds=window_s), pa.timestamp("us"))
+
+    def inside(c: str) -> pa.ChunkedArray:
+        return pc.fill_null(pc.greater(vals.column(c), edge), False)
+
+    present = inside("ts")
+    n = vals.num_rows
+    row = marks.column("row").to_numpy(zero_copy_only=False)
+    err = np.zeros(n, dtype=np.int64)
+    down = np.zeros(n, dtype=np.int64)
+    err[row] = pc.fill_null(marks.column("errors"), 0).to_numpy(zero_copy_only=False)
+    down[row] = marks.column("down_samples").to_numpy(zero_copy_only=False)
+    errors_per_s = pc.if_else(
+        inside("errors_ts"), pa.array(err / window_s), pa.scalar(None, pa.float64())
+    )
+    cols = {c: layout.column(c) for c in ("host", "kind", "port", "rack", "nvlink_domain")}
+    for c in LINK_NEWEST:
+        cols[c] = pc.if_else(
+            inside(f"{c}_ts"), vals.column(c), pa.scalar(None, vals.column(c).type)
+        )
+    cols["errors_per_s"] = errors_per_s
+    cols["down_samples"] = pa.array(down)
+    cols["gpu_tenants"] = layout.column("gpu_tenants")
+    cols["host_tenants"] = layout.column("host_tenants")
+    w = pa.table(cols).filter(present)
+    con = _local_con()
+    con.register("w", w)
+    try:
+        return con.execute(LINKS_LOCAL_SQL).to_arrow_table()
+    finally:
+        con.unregister("w")
+
+
 _local = threading.local()
 
 
@@ -107,13 +219,19 @@ def fabric(
     window_s: float = 30.0,
     limit: int = 500,
     rack_limit: int = 1000,
+    live: bool = True,
 ) -> Fabric:
-    """Links worst first and per-rack health from one scan of the link samples.
+    """Links worst first and per-rack health, one row per link: from the writer's
+    per-link state where it covers the window (`storage/live_window.py`), else from
+    one scan of the link samples (`live=False`: always).
 
     The scan and joins run on the store (or the daemon); ordering and the rack
     sums run in a local DuckDB over the Arrow result (one row per link).
     """
-    links = run(src, ALL_LINKS_SQL, {"at": resolve_at(at), "window_s": window_s})
+    at = resolve_at(at)
+    links = links_live(src, at, window_s) if live else None
+    if links is None:
+        links = run(src, ALL_LINKS_SQL, {"at": at, "window_s": window_s})
     con = _local_con()
     con.register("links", links)
     try:
