@@ -151,7 +151,7 @@ class LinkState:
             newer = times >= self.value_ts[c][rows]
             rows, times = rows[newer], times[newer]
             self.value_ts[c][rows] = times
-            if c == "errors":
+            if c == "errors" or len(rows) == 0:
                 continue
             src_idx = np.flatnonzero(valid)[pick[newer]]
             vals = col.take(pa.array(src_idx))

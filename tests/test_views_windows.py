@@ -1,0 +1,168 @@
+"""The fabric and tenants views from the writer's window state (storage/live_window.py)
+return the rows of their one-statement history path on the same data: the faulted
+simulated fleet (NVLink CRC errors, an InfiniBand port down, a silent host) sampled
+off the second, at cursors from the newest sample to past the window, with late
+rows and NULL values, a store reopened from its file, and a
+cursor in the past (history)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pyarrow as pa
+import pytest
+
+from collectors.sim.faults import REFERENCE_FAULTS
+from fleettui.tui.demo import fixed_store
+from storage import views
+from storage.batch import make_batch
+from storage.store import Store
+from storage.views.fabric import ALL_LINKS_SQL, links_live
+from storage.views.query import run
+from storage.views.tenants import _alloc_live
+from tests.test_views_nulls import AT, null_store
+
+TS = pa.timestamp("us")
+# from the newest sample to past the 10 s and 30 s windows, off the slot boundaries
+OFFSETS_S = (0.0, 0.35, 1.0, 4.2, 9.99, 10.0, 17.5, 29.9, 30.5)
+
+
+def _approx(rows: list[dict]) -> list[dict]:
+    """Floats to the last bits: a mean summed in another order (cumulative sums, a
+    rack's links in another order)."""
+    return [
+        {k: pytest.approx(v, rel=1e-9) if isinstance(v, float) else v for k, v in r.items()}
+        for r in rows
+    ]
+
+
+def _key(r: dict) -> tuple:
+    return (r["host"], r["kind"], r["port"])
+
+
+def _same_fabric(cur, at, window_s: float) -> pa.Table:
+    live = links_live(cur, at, window_s)
+    assert live is not None  # the live path is taken
+    hist = run(cur, ALL_LINKS_SQL, {"at": at, "window_s": window_s})
+    assert live.schema == hist.schema
+    assert sorted(live.to_pylist(), key=_key) == sorted(hist.to_pylist(), key=_key)
+    a = views.fabric(cur, at, window_s=window_s, limit=40, rack_limit=50)
+    b = views.fabric(cur, at, window_s=window_s, limit=40, rack_limit=50, live=False)
+    assert (a.links_total, a.links_down) == (b.links_total, b.links_down)
+    assert a.links.to_pylist() == b.links.to_pylist()
+    assert _approx(a.racks.to_pylist()) == b.racks.to_pylist()
+    return live
+
+
+def _same_tenants(cur, at) -> pa.Table:
+    assert _alloc_live(cur, at, 30.0) is not None  # the live path is taken
+    a = views.tenant_summary(cur, at)
+    b = views.tenant_summary(cur, at, live=False)
+    assert a.schema == b.schema
+    assert _approx(a.to_pylist()) == b.to_pylist()
+    return a
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    # 0.7 s samples: several rows of a key in one 1 s slot, times off the second
+    store, last = fixed_store(150.0, 0.7, faults=REFERENCE_FAULTS)
+    yield store, last
+    store.close()
+
+
+def test_fabric_from_the_window_state_equals_history(fleet):
+    store, last = fleet
+    cur = store.cursor()
+    seen_err = seen_down = 0
+    for dt in OFFSETS_S:
+        at = last + timedelta(seconds=dt)
+        for window_s in (10.0, 30.0):
+            links = _same_fabric(cur, at, window_s).to_pylist()
+            seen_err += sum(1 for r in links if r["errors_per_s"])
+            seen_down += sum(r["down_samples"] for r in links)
+    assert seen_err and seen_down  # the faults were compared
+    cur.close()
+
+
+def test_tenants_from_the_window_sums_equal_history(fleet):
+    store, last = fleet
+    cur = store.cursor()
+    for dt in OFFSETS_S:
+        rows = _same_tenants(cur, last + timedelta(seconds=dt)).to_pylist()
+        assert rows and any(r["util_mean_pct"] is not None for r in rows) == (dt < 30.0)
+    cur.close()
+
+
+def test_late_rows_and_null_values(fleet):
+    store, last = fleet
+    cur = store.cursor()
+    host, port = cur.execute(
+        "SELECT host, port FROM link_samples WHERE kind = 'ib' ORDER BY host, port LIMIT 1"
+    ).fetchone()
+    gpu, ghost = cur.execute(
+        "SELECT gpu_uuid, host FROM assignments JOIN gpus USING (gpu_uuid) "
+        "WHERE slice_id IS NULL ORDER BY gpu_uuid LIMIT 1"
+    ).fetchone()
+    late = last - timedelta(seconds=6.3)
+    store.write(
+        [
+            make_batch(
+                "link_samples",
+                {
+                    # a late row with errors and down; a newer row with every value NULL
+                    "ts": pa.array([late, last], TS),
+                    "host": [host, host],
+                    "kind": ["ib", "ib"],
+                    "port": [port, port],
+                    "errors": pa.array([7, None], pa.int64()),
+                    "link_up": pa.array([False, None]),
+                    "tx_bytes_per_s": pa.array([1e9, None], pa.float64()),
+                },
+            ),
+            make_batch(
+                "gpu_samples",
+                {
+                    "ts": pa.array([late, last - timedelta(seconds=29.5)], TS),
+                    "host": [ghost, ghost],
+                    "gpu_uuid": [gpu, gpu],
+                    "util_pct": pa.array([0.0, 100.0], pa.float64()),
+                    "mem_used_bytes": pa.array([None, 5], pa.int64()),
+                },
+            ),
+        ]
+    )
+    store.publish_live()
+    for dt in (0.0, 0.4, 5.0, 23.8):
+        at = last + timedelta(seconds=dt)
+        links = {_key(r): r for r in _same_fabric(cur, at, 10.0).to_pylist()}
+        _same_fabric(cur, at, 30.0)
+        _same_tenants(cur, at)
+        if dt == 0.0:  # the newest row is all NULL: each column's newest non-NULL value
+            assert links[(host, "ib", port)]["link_up"] is not None
+    cur.close()
+
+
+def test_null_rows_a_reopened_file_and_a_cursor_in_the_past(tmp_path):
+    store = null_store()
+    cur = store.cursor()
+    assert _same_fabric(cur, AT, 10.0).num_rows == 2
+    _same_tenants(cur, AT)
+    store.close()
+    path = tmp_path / "fleet.duckdb"
+    store, last = fixed_store(90.0, 2.0, faults=REFERENCE_FAULTS, path=str(path))
+    store.close()
+    store = Store.open(path)  # the window state is rebuilt from the file's history
+    cur = store.cursor()
+    for dt in (0.0, 3.0, 12.0):
+        _same_fabric(cur, last + timedelta(seconds=dt), 10.0)
+        _same_tenants(cur, last + timedelta(seconds=dt))
+    # before the newest sample, or a window the state does not keep: history
+    past = last - timedelta(seconds=5)
+    assert links_live(cur, past, 10.0) is None and _alloc_live(cur, past, 30.0) is None
+    assert _alloc_live(cur, last, 60.0) is None
+    a = views.tenant_summary(cur, past)
+    assert a.equals(views.tenant_summary(cur, past, live=False))
+    assert views.fabric(cur, past).racks.equals(views.fabric(cur, past, live=False).racks)
+    cur.close()
+    store.close()
