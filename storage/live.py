@@ -178,6 +178,7 @@ class LiveSnapshot:
         # window state for the fabric and tenants views (storage/live_window.py)
         self._pending["link_samples"] = []
         self._links = LinkState()
+        self._link_keys_n = 0
         self._windows = {t: WindowSums(LIVE_TABLES[t][0].split("_")[0]) for t in LIVE_TABLES}
         self._gen = 0
         self._cur.execute(
@@ -370,6 +371,9 @@ class LiveSnapshot:
             self._cur.unregister("_live_new")
 
     def _publish_links(self) -> None:
+        if self._links.keys_n != self._link_keys_n:  # strings only when they changed
+            self._replace("link_keys", self._links.keys_table())
+            self._link_keys_n = self._links.keys_n
         self._replace("link_latest", self._links.latest())
         self._replace("link_marks", self._links.marks)
 

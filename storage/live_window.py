@@ -5,7 +5,8 @@ fleet x window (5.5 M link rows and 3 M GPU rows at 100,000 GPUs over 30 s).
 The writer keeps, at each publish (`storage/live.py`), what makes any such window
 one row per key to read, and exact at any cursor at or after the newest sample:
 
-- **Links** (`link_latest`, one row per host/kind/port in stable order): the
+- **Links** (`link_keys`: host, kind, port and GPU, one row per link in stable
+  order, published when a link came or its GPU changed; `link_latest`): the
   newest row's time and, per column, the newest non-NULL value with its time
   (a window's `arg_max` is that value when its time is inside the window), plus
   `link_marks`: the rows with errors or the link down, for `MARKS_KEEP_S` (few:
@@ -130,10 +131,21 @@ class LinkState:
         n = len(self.keys)
         row = pc.index_in(key, value_set=self.keys).to_numpy()
         ts = _ts_us(new.column("ts"))
-        # newest row per link: max of ts per row
-        newest = np.full(n, np.iinfo(np.int64).min)
-        np.maximum.at(newest, row, ts)
-        self.ts = np.maximum(self.ts, newest)
+        # Each link's rows ordered by time (the input order among equal times: a later
+        # row wins); a batch holds one row per link as a rule, then no sort is needed.
+        distinct = np.bincount(row, minlength=n).max() == 1
+        order = np.arange(len(row)) if distinct else np.lexsort((np.arange(len(row)), ts, row))
+
+        def last_per_row(idx: np.ndarray) -> np.ndarray:
+            if distinct:
+                return idx
+            r = row[idx]
+            last = np.ones(len(idx), dtype=bool)
+            last[:-1] = r[1:] != r[:-1]
+            return idx[last]
+
+        newest = last_per_row(order)
+        self.ts[row[newest]] = np.maximum(self.ts[row[newest]], ts[newest])
         for c in (*LINK_NEWEST, "errors"):
             col = new.column(c) if c in new.column_names else None
             if col is None:
@@ -141,19 +153,14 @@ class LinkState:
             valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
             if not valid.any():
                 continue
-            r, t = row[valid], ts[valid]
-            # the newest valid row of each link (the last of equal times: a later batch wins)
-            order = np.lexsort((np.arange(len(r)), t, r))
-            last = np.ones(len(order), dtype=bool)
-            last[:-1] = r[order][1:] != r[order][:-1]
-            pick = order[last]
-            rows, times = r[pick], t[pick]
+            pick = last_per_row(order[valid[order]])
+            rows, times = row[pick], ts[pick]
             newer = times >= self.value_ts[c][rows]
             rows, times = rows[newer], times[newer]
             self.value_ts[c][rows] = times
             if c == "errors" or len(rows) == 0:
                 continue
-            src_idx = np.flatnonzero(valid)[pick[newer]]
+            src_idx = pick[newer]
             vals = col.take(pa.array(src_idx))
             if isinstance(vals, pa.ChunkedArray):
                 vals = vals.combine_chunks()
@@ -230,16 +237,24 @@ class LinkState:
         if n and (self.ts != none).any():
             self.through_us = int(self.ts.max())
 
+    def keys_table(self) -> pa.Table:
+        """`link_keys`: each link's key and GPU (published when `keys_n` changed)."""
+        return pa.table(
+            {
+                "row": pa.array(np.arange(len(self.ts)), pa.int64()),
+                **{c: pa.array(self.key_cols[c], pa.string()) for c in LINK_KEY},
+                "gpu_uuid": self.values["gpu_uuid"],
+            }
+        )
+
     def latest(self) -> pa.Table:
-        """`link_latest`: one row per link in stable order."""
+        """`link_latest`: per link in `link_keys` order, the newest row's time and each
+        column's newest non-NULL value and time (no strings: published every time)."""
         none = np.iinfo(np.int64).min
-        cols: dict[str, pa.Array] = {
-            "row": pa.array(np.arange(len(self.ts)), pa.int64()),
-            **{c: pa.array(self.key_cols[c], pa.string()) for c in LINK_KEY},
-            "ts": _ts_array(self.ts, self.ts != none),
-        }
+        cols: dict[str, pa.Array] = {"ts": _ts_array(self.ts, self.ts != none)}
         for c in LINK_NEWEST:
-            cols[c] = self.values[c]
+            if c != "gpu_uuid":
+                cols[c] = self.values[c]
             cols[f"{c}_ts"] = _ts_array(self.value_ts[c], self.value_ts[c] != none)
         cols["errors_ts"] = _ts_array(self.value_ts["errors"], self.value_ts["errors"] != none)
         return pa.table(cols)

@@ -161,8 +161,8 @@ def test_null_rows_a_reopened_file_and_a_cursor_in_the_past(tmp_path):
     past = last - timedelta(seconds=5)
     assert links_live(cur, past, 10.0) is None and _alloc_live(cur, past, 30.0) is None
     assert _alloc_live(cur, last, 60.0) is None
-    a = views.tenant_summary(cur, past)
-    assert a.equals(views.tenant_summary(cur, past, live=False))
+    a = views.tenant_summary(cur, past).to_pylist()
+    assert _approx(a) == views.tenant_summary(cur, past, live=False).to_pylist()
     assert views.fabric(cur, past).racks.equals(views.fabric(cur, past, live=False).racks)
     cur.close()
     store.close()

@@ -98,7 +98,9 @@ LIMIT $limit
 # Per link in the snapshot's row order: the newest non-NULL value of each column and
 # its time; a window keeps a value whose time is inside it.
 LINK_VALUES_LIVE_SQL = f"""
-SELECT ts, errors_ts, {", ".join(f"{c}, {c}_ts" for c in LINK_NEWEST)} FROM {L}.link_latest
+SELECT ts, errors_ts, gpu_uuid_ts,
+       {", ".join(f"{c}, {c}_ts" for c in LINK_NEWEST if c != "gpu_uuid")}
+FROM {L}.link_latest
 """
 # The window's error sum and down samples: only rows with errors or down are kept.
 LINK_MARKS_LIVE_SQL = f"""
@@ -109,24 +111,14 @@ FROM {L}.link_marks WHERE ts > $at - to_seconds($window_s) AND ts <= $at GROUP B
 # again only when the layout, the links or the assignments in force changed.
 LINK_LAYOUT_LIVE_SQL = f"""
 WITH {_TENANTS_BEHIND.strip()}
-SELECT w.host, w.kind, w.port, h.rack, h.nvlink_domain,
+SELECT w.host, w.kind, w.port, w.gpu_uuid, h.rack, h.nvlink_domain,
        ga.tenants AS gpu_tenants, ht.tenants AS host_tenants
-FROM {L}.link_latest w
+FROM {L}.link_keys w
 LEFT JOIN hosts h ON h.host = w.host
 LEFT JOIN asg ga ON ga.gpu_uuid = w.gpu_uuid
 LEFT JOIN host_tenants ht ON ht.host = w.host
 ORDER BY w.row
 """
-# Over the assembled window (local): the history path's `links` columns.
-LINKS_LOCAL_SQL = f"""
-SELECT w.rack, w.host, w.nvlink_domain, w.kind, w.port, w.gpu_uuid,
-       w.tx_bytes_per_s, w.rx_bytes_per_s, w.line_rate_bytes_per_s,
-       {_UTIL_PCT} AS util_pct, w.errors_per_s, w.link_up, w.down_samples,
-       {_TENANTS.replace("ga.tenants", "w.gpu_tenants").replace("ht.tenants", "w.host_tenants")}
-           AS tenants
-FROM w
-"""
-
 _link_layouts: dict[str, tuple[datetime | None, datetime | None, pa.Table]] = {}
 _layout_lock = threading.Lock()
 
@@ -174,22 +166,41 @@ def links_live(src: Source, at: datetime, window_s: float) -> pa.Table | None:
     errors_per_s = pc.if_else(
         inside("errors_ts"), pa.array(err / window_s), pa.scalar(None, pa.float64())
     )
-    cols = {c: layout.column(c) for c in ("host", "kind", "port", "rack", "nvlink_domain")}
-    for c in LINK_NEWEST:
-        cols[c] = pc.if_else(
-            inside(f"{c}_ts"), vals.column(c), pa.scalar(None, vals.column(c).type)
-        )
-    cols["errors_per_s"] = errors_per_s
-    cols["down_samples"] = pa.array(down)
-    cols["gpu_tenants"] = layout.column("gpu_tenants")
-    cols["host_tenants"] = layout.column("host_tenants")
-    w = pa.table(cols).filter(present)
-    con = _local_con()
-    con.register("w", w)
-    try:
-        return con.execute(LINKS_LOCAL_SQL).to_arrow_table()
-    finally:
-        con.unregister("w")
+
+    def windowed(c: str, values: pa.Table) -> pa.ChunkedArray:
+        v = values.column(c)
+        return pc.if_else(inside(f"{c}_ts"), v, pa.scalar(None, v.type))
+
+    gpu_uuid = windowed("gpu_uuid", layout.append_column("gpu_uuid_ts", vals["gpu_uuid_ts"]))
+    tx, rx = windowed("tx_bytes_per_s", vals), windowed("rx_bytes_per_s", vals)
+    line = windowed("line_rate_bytes_per_s", vals)
+    # the history path's expressions (_UTIL_PCT, _TENANTS), the same IEEE operations
+    util = pc.divide(
+        pc.multiply(pc.max_element_wise(tx, rx, skip_nulls=True), 100.0),
+        pc.if_else(pc.equal(line, 0.0), pa.scalar(None, pa.float64()), line),
+    )
+    tenants = pc.if_else(
+        pc.is_valid(gpu_uuid), layout.column("gpu_tenants"), layout.column("host_tenants")
+    )
+    links = pa.table(
+        {
+            "rack": layout.column("rack"),
+            "host": layout.column("host"),
+            "nvlink_domain": layout.column("nvlink_domain"),
+            "kind": layout.column("kind"),
+            "port": layout.column("port"),
+            "gpu_uuid": gpu_uuid,
+            "tx_bytes_per_s": tx,
+            "rx_bytes_per_s": rx,
+            "line_rate_bytes_per_s": line,
+            "util_pct": util,
+            "errors_per_s": errors_per_s,
+            "link_up": windowed("link_up", vals),
+            "down_samples": pa.array(down),
+            "tenants": tenants,
+        }
+    )
+    return links if pc.all(present).as_py() else links.filter(present)
 
 
 _local = threading.local()
