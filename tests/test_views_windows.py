@@ -166,3 +166,69 @@ def test_null_rows_a_reopened_file_and_a_cursor_in_the_past(tmp_path):
     assert views.fabric(cur, past).racks.equals(views.fabric(cur, past, live=False).racks)
     cur.close()
     store.close()
+
+
+# The tenants' alert count as it was (one join on OR over every assignment's host).
+_ALERTS_OR_JOIN = """
+SELECT t.tenant, count(DISTINCT (f.rule, f.scope_key)) AS firing
+FROM ({firing}) f
+JOIN (
+    SELECT tenant, tenant AS key FROM tenants
+    UNION ALL SELECT tenant, endpoint FROM endpoints
+    UNION ALL SELECT DISTINCT a.tenant, g.host FROM assignments a JOIN gpus g USING (gpu_uuid)
+        WHERE a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
+) t ON t.key = f.scope_key OR t.key = f.host
+GROUP BY t.tenant
+"""
+
+
+def test_tenant_alert_counts_equal_the_join_on_or(fleet):
+    import json
+
+    from storage.views.alerts import firing_sql
+    from storage.views.tenants import _TENANT_ALERTS
+
+    store, last = fleet
+    cur = store.cursor()
+    (tenant,) = cur.execute("SELECT min(tenant) FROM tenants").fetchone()
+    (endpoint,) = cur.execute("SELECT min(endpoint) FROM endpoints").fetchone()
+    host, gpu = cur.execute(
+        "SELECT g.host, g.gpu_uuid FROM assignments JOIN gpus g USING (gpu_uuid) ORDER BY 1 LIMIT 1"
+    ).fetchone()
+    alerts = [
+        ("host", host),
+        ("host", host),
+        ("gpu", gpu),
+        ("tenant", tenant),
+        ("endpoint", endpoint),
+        ("host", "no-such-host"),
+    ]
+    rows = [
+        {
+            "alert_id": f"a{i}",
+            "rule": f"r{i % 5}",
+            "scope": scope,
+            "scope_key": key,
+            "severity": "warning",
+            "state": "firing",
+            "started_at": last - timedelta(seconds=60),
+            "fired_at": last - timedelta(seconds=30),
+            "resolved_at": None,
+            "last_active_at": last,
+            "evaluated_at": last,
+            "peak_value": None,
+            "last_value": None,
+            "threshold": None,
+            "labels": json.dumps({"host": host} if scope == "gpu" else {}),
+            "annotations": json.dumps({}),
+        }
+        for i, (scope, key) in enumerate(alerts)
+    ]
+    store.write([make_batch("alerts", {k: [r[k] for r in rows] for k in rows[0]})])
+    firing = firing_sql(cur)
+    sort = " ORDER BY tenant"
+    new = run(cur, _TENANT_ALERTS.format(firing=firing) + sort, {"at": last}).to_pylist()
+    old = run(cur, _ALERTS_OR_JOIN.format(firing=firing) + sort, {"at": last}).to_pylist()
+    assert new == old and sum(r["firing"] for r in new) >= 3
+    _same_tenants(cur, last)
+    cur.close()

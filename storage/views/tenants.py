@@ -125,16 +125,24 @@ _NO_ALERTS = "SELECT CAST(NULL AS VARCHAR) AS tenant, 0::BIGINT AS firing WHERE 
 
 # Alerts concern a tenant directly, through one of its endpoints, or through a
 # host whose GPUs it holds.
+# (Two equi-joins, not one join on `OR`; the hosts' tenants only for the hosts alerts
+# name: the fleet's assignments are not joined whole on each refresh.)
 _TENANT_ALERTS = """
-SELECT t.tenant, count(DISTINCT (f.rule, f.scope_key)) AS firing
-FROM ({firing}) f
-JOIN (
-    SELECT tenant, tenant AS key FROM tenants
-    UNION ALL SELECT tenant, endpoint FROM endpoints
-    UNION ALL SELECT DISTINCT a.tenant, g.host FROM assignments a JOIN gpus g USING (gpu_uuid)
-        WHERE a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
-) t ON t.key = f.scope_key OR t.key = f.host
-GROUP BY t.tenant
+SELECT m.tenant, count(DISTINCT (m.rule, m.scope_key)) AS firing
+FROM (
+    WITH f AS ({firing}),
+    t AS (
+        SELECT tenant, tenant AS key FROM tenants
+        UNION ALL SELECT tenant, endpoint FROM endpoints
+        UNION ALL SELECT DISTINCT a.tenant, g.host FROM assignments a JOIN gpus g USING (gpu_uuid)
+            WHERE a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
+              AND g.host IN (SELECT host FROM f UNION ALL SELECT scope_key FROM f)
+    )
+    SELECT t.tenant, f.rule, f.scope_key FROM f JOIN t ON t.key = f.scope_key
+    UNION ALL
+    SELECT t.tenant, f.rule, f.scope_key FROM f JOIN t ON t.key = f.host
+) m
+GROUP BY m.tenant
 """
 
 
@@ -175,6 +183,8 @@ _KEYS = {"gpu_samples": ("gpu", "gpu_uuid"), "slice_samples": ("slice", "slice_i
 
 _asg_cache: dict[str, tuple[datetime | None, datetime | None, pa.Table]] = {}
 _keys_cache: dict[str, pa.Table] = {}
+_asg_bounds: dict[str, tuple[datetime | None, datetime | None]] = {}
+_alloc_cache: dict[str, tuple[datetime | None, datetime | None, pa.Table]] = {}
 _cache_lock = threading.Lock()
 _local = threading.local()
 
@@ -259,6 +269,8 @@ def _cached_asg(src: Source, at: datetime, layout: str) -> pa.Table:
     with _cache_lock:
         _asg_cache.clear()
         _asg_cache[layout] = (bounds["lo"], bounds["hi"], asg)
+        _asg_bounds.clear()
+        _asg_bounds[layout] = (bounds["lo"], bounds["hi"])
     return asg
 
 
@@ -287,35 +299,67 @@ def _alloc_live(src: Source, at: datetime, window_s: float) -> pa.Table | None:
     meta = {r["sample_table"]: r for r in run(src, WINDOWS_SQL).to_pylist()}
     if set(meta) != set(_KEYS):
         return None
-    asg = _cached_asg(src, at, layout)
-    parts = []
+    alloc = _cached_alloc(src, at, layout, gpu_keys_v, slice_keys_v)
+    util, mem = [], []
     for table, keys_v in (("gpu_samples", gpu_keys_v), ("slice_samples", slice_keys_v)):
-        keys = _cached_keys(src, table, keys_v).column(_KEYS[table][1])
-        got = _window_util(src, table, meta[table], at, window_s, len(keys))
+        n = _cached_keys(src, table, keys_v).num_rows
+        got = _window_util(src, table, meta[table], at, window_s, n)
         if got is None:
             return None
-        util, mem = got
-        is_slice = table == "slice_samples"
+        util.append(got[0])
+        mem.append(got[1])
+    # one array over both tables' rows: a slice's row index is offset by the GPUs'
+    row = alloc.column("row")
+    parts = alloc.drop_columns(["row"])
+    parts = parts.append_column("util_pct", pa.concat_arrays(util).take(row))
+    parts = parts.append_column("mem_used_bytes", pa.concat_arrays(mem).take(row))
+    # the sums must come from one publish
+    again = {r["sample_table"]: r["gen"] for r in run(src, WINDOWS_SQL).to_pylist()}
+    if again != {t: m["gen"] for t, m in meta.items()}:
+        return None
+    return parts
+
+
+def _cached_alloc(
+    src: Source, at: datetime, layout: str, gpu_keys_v: str, slice_keys_v: str
+) -> pa.Table:
+    """The allocations in force (tenant, fraction, is_slice) and each one's row in the
+    GPU rows followed by the slice rows; kept while layout, keys and bounds hold."""
+    key = f"{layout}/{gpu_keys_v}/{slice_keys_v}"
+    with _cache_lock:
+        hit = _alloc_cache.get(key)
+    if hit is not None:
+        lo, hi, alloc = hit
+        if (lo is None or lo <= at) and (hi is None or at < hi):
+            return alloc
+    asg = _cached_asg(src, at, layout)
+    gpu_keys = _cached_keys(src, "gpu_samples", gpu_keys_v).column("gpu_uuid")
+    slice_keys = _cached_keys(src, "slice_samples", slice_keys_v).column("slice_id")
+    parts = []
+    for is_slice in (False, True):
         a = asg.filter(
             pc.is_valid(asg.column("slice_id")) if is_slice else pc.is_null(asg.column("slice_id"))
         )
-        row = pc.index_in(a.column("slice_id" if is_slice else "gpu_uuid"), value_set=keys)
+        if is_slice:
+            row = pc.add(pc.index_in(a.column("slice_id"), value_set=slice_keys), len(gpu_keys))
+        else:
+            row = pc.index_in(a.column("gpu_uuid"), value_set=gpu_keys)
         parts.append(
             pa.table(
                 {
                     "tenant": a.column("tenant"),
                     "fraction": a.column("fraction"),
                     "is_slice": pa.array(np.full(a.num_rows, is_slice)),
-                    "util_pct": util.take(row),
-                    "mem_used_bytes": mem.take(row),
+                    "row": row.cast(pa.int64()),
                 }
             )
         )
-    # the sums must come from one publish
-    again = {r["sample_table"]: r["gen"] for r in run(src, WINDOWS_SQL).to_pylist()}
-    if again != {t: m["gen"] for t, m in meta.items()}:
-        return None
-    return pa.concat_tables(parts)
+    alloc = pa.concat_tables(parts).combine_chunks()
+    bounds = _asg_bounds.get(layout)
+    with _cache_lock:
+        _alloc_cache.clear()
+        _alloc_cache[key] = (*(bounds or (at, at)), alloc)
+    return alloc
 
 
 def tenant_summary(
