@@ -49,6 +49,7 @@ def _same_fabric(cur, at, window_s: float) -> pa.Table:
     a = views.fabric(cur, at, window_s=window_s, limit=40, rack_limit=50)
     b = views.fabric(cur, at, window_s=window_s, limit=40, rack_limit=50, live=False)
     assert (a.links_total, a.links_down) == (b.links_total, b.links_down)
+    assert a.links.schema == b.links.schema and a.racks.schema == b.racks.schema
     assert a.links.to_pylist() == b.links.to_pylist()
     assert _approx(a.racks.to_pylist()) == b.racks.to_pylist()
     return live

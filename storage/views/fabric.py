@@ -241,8 +241,9 @@ def fabric(
     """
     at = resolve_at(at)
     links = links_live(src, at, window_s) if live else None
-    if links is None:
-        links = run(src, ALL_LINKS_SQL, {"at": at, "window_s": window_s})
+    if links is not None:
+        return _fabric_local(links, kind, limit, rack_limit)
+    links = run(src, ALL_LINKS_SQL, {"at": at, "window_s": window_s})
     con = _local_con()
     con.register("links", links)
     try:
@@ -253,6 +254,97 @@ def fabric(
     finally:
         con.unregister("links")
     return Fabric(racks, worst, links.num_rows, int(down or 0))
+
+
+# WORST_LINKS_SQL's order (DuckDB: NULLS LAST either way, as Arrow's select_k and sort)
+_WORST_ORDER = [
+    ("link_up", "ascending"),
+    ("errors_per_s", "descending"),
+    ("util_pct", "descending"),
+    ("host", "ascending"),
+    ("port", "ascending"),
+]
+_RACKS_ORDER_SQL = """
+SELECT * FROM r
+ORDER BY links_down DESC, errors_per_s DESC, max_util_pct DESC NULLS LAST, rack NULLS LAST
+LIMIT $limit
+"""
+
+
+def _fabric_local(links: pa.Table, kind: str, limit: int, rack_limit: int) -> Fabric:
+    """WORST_LINKS_SQL and RACKS_SQL over the live path's links, in Arrow and numpy
+    (DuckDB over 180,000 links with their strings cost 40 ms each at 100k GPUs)."""
+    pick = links if not kind else links.filter(pc.equal(links.column("kind"), kind))
+    if limit > 0 and pick.num_rows:
+        top = pick.take(pc.select_k_unstable(pick, min(limit, pick.num_rows), _WORST_ORDER))
+        order = [(c, o, "at_end") for c, o in _WORST_ORDER]
+        worst = top.take(pc.sort_indices(top, sort_keys=order))
+    else:
+        worst = pick.slice(0, 0)
+    up = links.column("link_up")
+    down = pc.sum(pc.equal(up, False)).as_py() or 0
+    return Fabric(_racks_local(links, rack_limit), worst, links.num_rows, int(down))
+
+
+def _racks_local(links: pa.Table, limit: int) -> pa.Table:
+    """RACKS_SQL: per rack, from numpy sums over the links' rack codes."""
+    enc = pc.dictionary_encode(links.column("rack"), null_encoding="encode")
+    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
+    code = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    m = len(enc.dictionary)
+
+    def f64(c: str) -> tuple[np.ndarray, np.ndarray]:
+        a = links.column(c)
+        return (
+            pc.fill_null(a, 0).to_numpy(zero_copy_only=False).astype(np.float64),
+            pc.is_valid(a).to_numpy(zero_copy_only=False),
+        )
+
+    def summed(v: np.ndarray, ok: np.ndarray, mean: bool = False) -> pa.Array:
+        n = np.bincount(code[ok], minlength=m)
+        total = np.bincount(code[ok], weights=v[ok], minlength=m)
+        out = total / np.maximum(n, 1) if mean else total
+        return pa.array(out.astype(np.float64), mask=n == 0)
+
+    nvlink = pc.equal(links.column("kind"), "nvlink").to_numpy(zero_copy_only=False)
+    util, util_ok = f64("util_pct")
+    err, err_ok = f64("errors_per_s")
+    tx, tx_ok = f64("tx_bytes_per_s")
+    rx, rx_ok = f64("rx_bytes_per_s")
+    top = np.full(m, -np.inf)
+    np.maximum.at(top, code[util_ok], util[util_ok])
+    has_top = np.bincount(code[util_ok], minlength=m) > 0
+    # any_value(nvlink_domain) FILTER (kind = 'nvlink'): the first in the links' order
+    dom = links.column("nvlink_domain")
+    dom_ok = nvlink & pc.is_valid(dom).to_numpy(zero_copy_only=False)
+    idx = np.flatnonzero(dom_ok)
+    first_code, first_at = np.unique(code[idx], return_index=True)
+    dom_row = np.full(m, -1)
+    dom_row[first_code] = idx[first_at]
+    domain = dom.take(pa.array(np.maximum(dom_row, 0)))
+    domain = pc.if_else(pa.array(dom_row >= 0), domain, pa.scalar(None, dom.type))
+    down = pc.fill_null(pc.equal(links.column("link_up"), False), False)
+    r = pa.table(
+        {
+            "rack": enc.dictionary,
+            "nvlink_domain": domain,
+            "links": pa.array(np.bincount(code, minlength=m)),
+            "links_down": pa.array(
+                np.bincount(code, weights=down.to_numpy(zero_copy_only=False), minlength=m)
+            ).cast(pa.int64()),
+            "errors_per_s": summed(err, err_ok),
+            "nvlink_util_pct": summed(util, util_ok & nvlink, mean=True),
+            "net_util_pct": summed(util, util_ok & ~nvlink, mean=True),
+            "max_util_pct": pa.array(top, mask=~has_top),
+            "bytes_per_s": summed(tx + rx, tx_ok & rx_ok),
+        }
+    ).filter(pa.array(np.bincount(code, minlength=m) > 0))
+    con = _local_con()
+    con.register("r", r)
+    try:
+        return con.execute(_RACKS_ORDER_SQL, {"limit": limit}).to_arrow_table()
+    finally:
+        con.unregister("r")
 
 
 def fabric_links(
