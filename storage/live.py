@@ -166,7 +166,9 @@ class LiveSnapshot:
         self._cur.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {LIVE_CATALOG}")
         self._cur.execute(
             f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.snapshot (sample_table VARCHAR, "
-            "since TIMESTAMP, through TIMESTAMP, keys_version VARCHAR, layout_version VARCHAR)"
+            "since TIMESTAMP, through TIMESTAMP, keys_version VARCHAR, layout_version VARCHAR, "
+            # the window sums' slots kept and the publish that wrote them (live_window.py)
+            "lo BIGINT, hi BIGINT, gen BIGINT)"
         )
         # a new token per snapshot: positions or a layout cached from another store
         # or run never match
@@ -179,12 +181,9 @@ class LiveSnapshot:
         self._pending["link_samples"] = []
         self._links = LinkState()
         self._link_keys_n = 0
+        self._published_marks = None
         self._windows = {t: WindowSums(LIVE_TABLES[t][0].split("_")[0]) for t in LIVE_TABLES}
         self._gen = 0
-        self._cur.execute(
-            f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.windows "
-            "(sample_table VARCHAR, lo BIGINT, hi BIGINT, gen BIGINT)"
-        )
         self._fill()
 
     def _fill(self) -> None:
@@ -200,7 +199,7 @@ class LiveSnapshot:
             ).to_arrow_table()
             self._latest[table] = _Latest(table, state)
             self._cur.execute(
-                f"INSERT INTO {LIVE_CATALOG}.snapshot VALUES (?, ?, NULL, NULL, NULL)",
+                f"INSERT INTO {LIVE_CATALOG}.snapshot VALUES (?, ?, NULL, NULL, NULL, NULL, NULL, NULL)",
                 [table, since],
             )
             # utilisation sums: the rows of the kept slots
@@ -217,7 +216,8 @@ class LiveSnapshot:
             self._cur.execute(LINK_MARKS_FILL_SQL, {"since": since}).to_arrow_table(),
         )
         self._cur.execute(
-            f"INSERT INTO {LIVE_CATALOG}.snapshot VALUES ('link_samples', ?, NULL, NULL, NULL)",
+            f"INSERT INTO {LIVE_CATALOG}.snapshot "
+            "VALUES ('link_samples', ?, NULL, NULL, NULL, NULL, NULL, NULL)",
             [since],
         )
         self._publish_tables([*LIVE_TABLES, "link_samples"])
@@ -329,6 +329,8 @@ class LiveSnapshot:
                         if through is None
                         else pc.cast(pa.scalar(through, pa.int64()), pa.timestamp("us")).as_py(),
                         f"{self._token}-{self._links.keys_n}",
+                        None,
+                        None,
                     ]
                     continue
                 self._publish_window(table)
@@ -345,11 +347,13 @@ class LiveSnapshot:
                 finally:
                     self._cur.unregister("_live_new")
                 through = pc.max(data.column("ts")).as_py()
-                meta += [table, through, f"{self._token}-{latest.keys_n}"]
-            rows = ", ".join("(?, ?::TIMESTAMP, ?)" for _ in tables)
+                w = self._windows[table]
+                meta += [table, through, f"{self._token}-{latest.keys_n}", w.lo, w.hi]
+            rows = ", ".join("(?, ?::TIMESTAMP, ?, ?::BIGINT, ?::BIGINT)" for _ in tables)
             self._cur.execute(
                 f"UPDATE {LIVE_CATALOG}.snapshot AS m SET through = v.through, "
-                f"keys_version = v.keys FROM (VALUES {rows}) v(sample_table, through, keys) "
+                f"keys_version = v.keys, lo = v.lo, hi = v.hi, gen = {self._gen} "
+                f"FROM (VALUES {rows}) v(sample_table, through, keys, lo, hi) "
                 "WHERE m.sample_table = v.sample_table",
                 meta,
             )
@@ -375,19 +379,16 @@ class LiveSnapshot:
             self._replace("link_keys", self._links.keys_table())
             self._link_keys_n = self._links.keys_n
         self._replace("link_latest", self._links.latest())
-        self._replace("link_marks", self._links.marks)
+        if self._links.marks is not self._published_marks:
+            self._replace("link_marks", self._links.marks)
+            self._published_marks = self._links.marks
 
     def _publish_window(self, table: str) -> None:
-        """The slots whose sums changed, each key's newest memory, and `windows`."""
+        """The slots whose sums or rows changed (the newest holds the memory)."""
         w = self._windows[table]
         for j in sorted(w.changed):
-            cum, edge = w.slot_tables(j)
-            self._replace(f"{w.name}_window_{j % WINDOW_SLOTS}", cum)
-            self._replace(f"{w.name}_edge_{j % WINDOW_SLOTS}", edge)
+            self._replace(f"{w.name}_window_{j % WINDOW_SLOTS}", w.slot_table(j))
+        for j in sorted(w.edge_changed):
+            self._replace(f"{w.name}_edge_{j % WINDOW_SLOTS}", w.edge_table(j))
         w.changed.clear()
-        self._replace(f"{w.name}_window_mem", w.mem_table())
-        self._cur.execute(f"DELETE FROM {LIVE_CATALOG}.windows WHERE sample_table = ?", [table])
-        self._cur.execute(
-            f"INSERT INTO {LIVE_CATALOG}.windows VALUES (?, ?, ?, ?)",
-            [table, w.lo, w.hi, self._gen],
-        )
+        w.edge_changed.clear()

@@ -16,9 +16,9 @@ one row per key to read, and exact at any cursor at or after the newest sample:
   `util_pct` over every slot up to it, for the last `WINDOW_SLOTS` slots, and the
   raw rows of each slot (`..._edge_<p>`). A window is then the newest slot's sums
   minus those of the slot holding `at - w`, plus that slot's rows after `at - w`;
-  `<gpu|slice>_window_mem` holds each key's newest non-NULL memory in use.
+  the newest slot's table also holds each key's newest non-NULL memory in use.
 
-`fleettui_live.windows` says, per sample table, which slots are kept (`lo`..`hi`)
+`fleettui_live.snapshot` says, per sample table, which slots are kept (`lo`..`hi`)
 and the publish generation (`gen`): a reader that saw the same generation before
 and after its reads read one publish.
 """
@@ -272,7 +272,8 @@ class WindowSums:
         self.hi: int | None = None
         self.mem = np.array([], dtype=np.int64)
         self.mem_ts = np.array([], dtype=np.int64)
-        self.changed: set[int] = set()
+        self.changed: set[int] = set()  # slots whose sums to publish again
+        self.edge_changed: set[int] = set()  # slots whose rows to publish again
 
     @property
     def lo(self) -> int | None:
@@ -330,11 +331,14 @@ class WindowSums:
                 old = self.edge.get(j)
                 self.edge[j] = raw if old is None else pa.concat_tables([old, raw]).combine_chunks()
                 touched.add(j)
+                self.edge_changed.add(j)
         # The cumulative sums change from the first slot with new rows (or the first
         # new slot) on; below it they stay, so only those slots are published again.
         old_hi = self.hi
         # (the first fold writes every kept slot: a window may start before its rows)
         start = lo if old_hi is None else max(min([*touched, old_hi + 1]), lo)
+        if old_hi is None:  # every ring position gets its tables once
+            self.edge_changed.update(range(lo, hi + 1))
         if start - 1 in self.cum:
             prev_s, prev_n = self.cum[start - 1]
         elif old_hi is not None and old_hi in self.cum and start - 1 > old_hi:
@@ -357,23 +361,22 @@ class WindowSums:
             del self.cum[j]
         for j in [j for j in self.edge if j < lo]:
             del self.edge[j]
-        self.changed = {j for j in self.changed if j >= lo}
+        self.changed = {j for j in self.changed if j >= lo} | {hi}  # hi holds the memory
+        self.edge_changed = {j for j in self.edge_changed if j >= lo}
 
-    def mem_table(self) -> pa.Table:
-        none = np.iinfo(np.int64).min
-        ok = self.mem_ts != none
-        return pa.table(
-            {
-                "mem_used_bytes": pa.array(self.mem, pa.int64(), mask=~ok),
-                "mem_ts": _ts_array(self.mem_ts, ok),
-            }
-        )
-
-    def slot_tables(self, j: int) -> tuple[pa.Table, pa.Table]:
+    def slot_table(self, j: int) -> pa.Table:
+        """Slot j's cumulative sums; the newest slot's also holds each key's newest
+        non-NULL memory in use and its time."""
         s, c = self.cum[j]
-        cum = pa.table(
-            {"slot": pa.array(np.full(len(s), j), pa.int64()), "util_sum": s, "util_n": c}
-        )
+        cols = {"slot": pa.array(np.full(len(s), j), pa.int64()), "util_sum": s, "util_n": c}
+        if j == self.hi:
+            none = np.iinfo(np.int64).min
+            ok = self.mem_ts[: len(s)] != none
+            cols["mem_used_bytes"] = pa.array(self.mem[: len(s)], pa.int64(), mask=~ok)
+            cols["mem_ts"] = _ts_array(self.mem_ts[: len(s)], ok)
+        return pa.table(cols)
+
+    def edge_table(self, j: int) -> pa.Table:
         edge = self.edge.get(j)
         if edge is None:
             edge = pa.table(
@@ -383,7 +386,7 @@ class WindowSums:
                     "util_pct": pa.array([], pa.float64()),
                 }
             )
-        return cum, edge
+        return edge
 
 
 def _pad(a: np.ndarray, n: int) -> np.ndarray:

@@ -178,7 +178,10 @@ FROM rest r
 LEFT JOIN held h USING (tenant)
 ORDER BY gpus DESC, tenant
 """
-WINDOWS_SQL = f"SELECT sample_table, lo, hi, gen FROM {L}.windows"
+WINDOWS_SQL = f"""
+SELECT sample_table, lo, hi, gen FROM {L}.snapshot
+WHERE sample_table IN ('gpu_samples', 'slice_samples')
+"""
 _KEYS = {"gpu_samples": ("gpu", "gpu_uuid"), "slice_samples": ("slice", "slice_id")}
 
 _asg_cache: dict[str, tuple[datetime | None, datetime | None, pa.Table]] = {}
@@ -209,44 +212,45 @@ def _window_util(
     lo, hi = meta.get("lo"), meta.get("hi")
     s = np.zeros(n)
     c = np.zeros(n, dtype=np.int64)
-    if hi is not None:
-        if k < lo:
-            return None
-        if k < hi:
-            top = run(
-                src, f"SELECT slot, util_sum, util_n FROM {L}.{name}_window_{hi % WINDOW_SLOTS}"
-            )
-            low = run(
-                src, f"SELECT slot, util_sum, util_n FROM {L}.{name}_window_{k % WINDOW_SLOTS}"
-            )
-            for t, sign, slot in ((top, 1, hi), (low, -1, k)):
-                if t.num_rows == 0:
-                    continue
-                if t.column("slot")[0].as_py() != slot or t.num_rows > n:
-                    return None  # published in between
-                m = t.num_rows
-                s[:m] += sign * t.column("util_sum").to_numpy()
-                c[:m] += sign * t.column("util_n").to_numpy()
-        if k <= hi:
-            part = run(
-                src,
-                f"SELECT row, sum(util_pct) AS s, count(*) AS c "
-                f"FROM {L}.{name}_edge_{k % WINDOW_SLOTS} "
-                "WHERE ts > $edge AND ts <= $at GROUP BY row",
-                {"edge": edge, "at": at},
-            )
-            rows = part.column("row").to_numpy()
-            if len(rows) and rows.max() >= n:
-                return None
-            s[rows] += part.column("s").to_numpy()
-            c[rows] += part.column("c").to_numpy()
-    util = pa.array(s / np.maximum(c, 1), mask=c <= 0)
-    mem = run(src, f"SELECT mem_used_bytes, mem_ts FROM {L}.{name}_window_mem")
-    if mem.num_rows > n:
+    if hi is None:  # nothing kept yet: an empty window
+        return pa.nulls(n, pa.float64()), pa.nulls(n, pa.int64())
+    if k < lo:
         return None
-    inside = pc.fill_null(
-        pc.greater(mem.column("mem_ts"), pa.scalar(edge, pa.timestamp("us"))), False
+    # the newest slot's table also holds each key's newest non-NULL memory and its time
+    top = run(
+        src,
+        f"SELECT slot, util_sum, util_n, mem_used_bytes, mem_ts "
+        f"FROM {L}.{name}_window_{hi % WINDOW_SLOTS}",
     )
+    if k < hi:
+        low = run(src, f"SELECT slot, util_sum, util_n FROM {L}.{name}_window_{k % WINDOW_SLOTS}")
+        for t, sign, slot in ((top, 1, hi), (low, -1, k)):
+            if t.num_rows == 0:
+                continue
+            if t.column("slot")[0].as_py() != slot or t.num_rows > n:
+                return None  # published in between
+            m = t.num_rows
+            s[:m] += sign * t.column("util_sum").to_numpy()
+            c[:m] += sign * t.column("util_n").to_numpy()
+    if k <= hi:
+        part = run(
+            src,
+            f"SELECT row, sum(util_pct) AS s, count(*) AS c "
+            f"FROM {L}.{name}_edge_{k % WINDOW_SLOTS} "
+            "WHERE ts > $edge AND ts <= $at GROUP BY row",
+            {"edge": edge, "at": at},
+        )
+        rows = part.column("row").to_numpy()
+        if len(rows) and rows.max() >= n:
+            return None
+        s[rows] += part.column("s").to_numpy()
+        c[rows] += part.column("c").to_numpy()
+    util = pa.array(s / np.maximum(c, 1), mask=c <= 0)
+    mem = top
+    if mem.num_rows > n or (mem.num_rows and mem.column("slot")[0].as_py() != hi):
+        return None
+    edge_ts = pa.scalar(edge, pa.timestamp("us"))
+    inside = pc.fill_null(pc.greater(mem.column("mem_ts"), edge_ts), False)
     mem_v = pc.if_else(inside, mem.column("mem_used_bytes"), pa.scalar(None, pa.int64()))
     mem_v = pa.concat_arrays(
         [
