@@ -233,3 +233,45 @@ def test_tenant_alert_counts_equal_the_join_on_or(fleet):
     assert new == old and sum(r["firing"] for r in new) >= 3
     _same_tenants(cur, last)
     cur.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_fabric_and_tenants_through_the_daemon_equal_history(sim_daemon):
+    """Over Quack, the window state the daemon publishes gives the history path's rows."""
+    import time
+
+    from fleettui.sql_cli import open_reader
+    from storage.reader import QuackReader
+
+    reader = open_reader(str(sim_daemon.db), None, None)
+    assert isinstance(reader, QuackReader)
+    state = "SELECT sample_table, through, keys_version, gen FROM fleettui_live.snapshot ORDER BY 1"
+    try:
+        deadline = time.monotonic() + 90
+        compared = 0
+        while time.monotonic() < deadline and compared < 2:
+            before = reader.arrow(state).to_pylist()
+            through = {r["sample_table"]: r["through"] for r in before}
+            if None in through.values() or len(through) < 3:
+                time.sleep(0.3)
+                continue
+            at = max(through.values())
+            links = links_live(reader, at, 10.0)
+            alloc = _alloc_live(reader, at, 30.0)
+            fab = views.fabric(reader, at, window_s=10.0)
+            fab_h = views.fabric(reader, at, window_s=10.0, live=False)
+            ten = views.tenant_summary(reader, at)
+            ten_h = views.tenant_summary(reader, at, live=False)
+            if reader.arrow(state).to_pylist() != before or links is None or alloc is None:
+                time.sleep(0.3)  # published meanwhile: not the same data
+                continue
+            assert fab.links_total > 0 and fab.links_total == fab_h.links_total
+            assert fab.links.to_pylist() == fab_h.links.to_pylist()
+            assert _approx(fab.racks.to_pylist()) == fab_h.racks.to_pylist()
+            assert ten.num_rows > 0 and _approx(ten.to_pylist()) == ten_h.to_pylist()
+            compared += 1
+            time.sleep(1.5)
+        assert compared == 2, "the daemon's window state was never readable over Quack"
+    finally:
+        reader.close()
