@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 # Error and link-down rows kept for a fabric window (a longer window reads history).
-MARKS_KEEP_S = 120.0
+MARKS_KEEP_S = 60.0
 # 1 s slots of utilisation sums kept: windows up to WINDOW_MAX_S read the state.
 SLOT_US = 1_000_000
 WINDOW_MAX_S = 30.0
