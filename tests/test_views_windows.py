@@ -275,3 +275,26 @@ def test_fabric_and_tenants_through_the_daemon_equal_history(sim_daemon):
         assert compared == 2, "the daemon's window state was never readable over Quack"
     finally:
         reader.close()
+
+
+def test_tenant_chart_is_read_again_after_a_bucket_or_a_minute(fleet):
+    from fleettui.tui.screens.tenants import CHART_BUCKETS, CHART_REREAD_S, TenantsScreen
+    from storage.reader import LocalReader
+
+    store, last = fleet
+    reader = LocalReader(store.con)
+    screen = TenantsScreen()
+    _, tenant, _, first = screen.fetch(reader, last)
+    assert first.num_rows > 0
+    assert screen.fetch(reader, last + timedelta(seconds=20))[3] is first  # within a minute
+    at = last + timedelta(seconds=CHART_REREAD_S + 1)
+    later = screen.fetch(reader, at)[3]
+    assert later is not first
+    assert later.equals(
+        views.tenant_history(reader, tenant, at, window_s=30 * 86400.0, buckets=CHART_BUCKETS)[1]
+    )
+    assert screen.fetch(reader, last)[3] is not later  # the cursor went back
+    screen.chart = 0  # one hour: 30 s buckets
+    hour = screen.fetch(reader, last)[3]
+    assert screen.fetch(reader, last + timedelta(seconds=29))[3] is hour
+    assert screen.fetch(reader, last + timedelta(seconds=31))[3] is not hour
