@@ -295,10 +295,13 @@ class WindowSums:
             if valid.any():
                 r, tt = rows[valid], t[valid]
                 v = pc.fill_null(mem, 0).to_numpy(zero_copy_only=False).astype(np.int64)[valid]
-                order = np.lexsort((np.arange(len(r)), tt, r))
-                last = np.ones(len(order), dtype=bool)
-                last[:-1] = r[order][1:] != r[order][:-1]
-                pick = order[last]
+                if np.bincount(r, minlength=n).max() == 1:  # one row per key: no sort
+                    pick = np.arange(len(r))
+                else:  # each key's newest row (the later of equal times)
+                    order = np.lexsort((np.arange(len(r)), tt, r))
+                    last = np.ones(len(order), dtype=bool)
+                    last[:-1] = r[order][1:] != r[order][:-1]
+                    pick = order[last]
                 newer = tt[pick] >= self.mem_ts[r[pick]]
                 pick = pick[newer]
                 self.mem[r[pick]] = v[pick]
