@@ -216,7 +216,9 @@ class LinkState:
 
         def us(c: str) -> np.ndarray:
             a = agg.column(c)
-            return pc.fill_null(pc.cast(a, pa.int64()), none).to_numpy(zero_copy_only=False)
+            # a copy: Arrow's buffers are read-only, and folds write into these
+            filled = pc.fill_null(pc.cast(a, pa.int64()), none)
+            return filled.to_numpy(zero_copy_only=False).astype(np.int64, copy=True)
 
         self.ts = us("ts")
         for c in LINK_NEWEST:

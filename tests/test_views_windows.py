@@ -155,6 +155,24 @@ def test_null_rows_a_reopened_file_and_a_cursor_in_the_past(tmp_path):
     store.close()
     store = Store.open(path)  # the window state is rebuilt from the file's history
     cur = store.cursor()
+    # and folds what comes next into it (the state built from history is writable)
+    newer = cur.execute(
+        "SELECT * EXCLUDE (ts), ts + INTERVAL 1 SECOND AS ts FROM link_samples WHERE ts = $t",
+        {"t": last},
+    ).to_arrow_table()
+    more = cur.execute(
+        "SELECT * EXCLUDE (ts), ts + INTERVAL 1 SECOND AS ts FROM gpu_samples WHERE ts = $t",
+        {"t": last},
+    ).to_arrow_table()
+    store.write(
+        [
+            make_batch("link_samples", newer.to_pydict()),
+            make_batch("gpu_samples", more.to_pydict()),
+        ]
+    )
+    store.publish_live()
+    assert store.live is not None
+    last += timedelta(seconds=1)
     for dt in (0.0, 3.0, 12.0):
         _same_fabric(cur, last + timedelta(seconds=dt), 10.0)
         _same_tenants(cur, last + timedelta(seconds=dt))
