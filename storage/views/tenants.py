@@ -214,7 +214,7 @@ def _window_util(
     c = np.zeros(n, dtype=np.int64)
     if hi is None:  # nothing kept yet: an empty window
         return pa.nulls(n, pa.float64()), pa.nulls(n, pa.int64())
-    if k < lo:
+    if lo is None or k < lo:
         return None
     # the newest slot's table also holds each key's newest non-NULL memory and its time
     top = run(
@@ -379,12 +379,13 @@ def tenant_summary(
     from the samples)."""
     firing = firing_sql(src)
     alerting = _TENANT_ALERTS.format(firing=firing) if firing else _NO_ALERTS
+    at_resolved = resolve_at(at)
     params = {
-        "at": resolve_at(at),
+        "at": at_resolved,
         "util_window_s": util_window_s,
         "hours_window_s": hours_window_s,
     }
-    alloc = _alloc_live(src, params["at"], util_window_s) if live else None
+    alloc = _alloc_live(src, at_resolved, util_window_s) if live else None
     if alloc is None:
         return run(src, TENANTS_SQL.replace("{alerting}", alerting), params)
     rest = run(src, TENANTS_REST_SQL.replace("{alerting}", alerting), params)
