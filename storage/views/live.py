@@ -250,6 +250,53 @@ def host_gpus_live(
     return pa.table(cols)
 
 
+# The drill-down's slices (HOST_SLICES_SQL) without scanning `slices`, `gpus` and
+# `assignments` per refresh: the fleet's slices with their GPU's host and index and
+# the tenant assigned at the cursor, read once per layout (its validity bounds
+# include every assignment's start and end), then one host's rows per refresh.
+SLICE_LAYOUT_SQL = """
+SELECT g.host, g.gpu_index, s.slice_id, s.kind, s.profile, s.fraction, a.tenant,
+       s.mem_total_bytes
+FROM slices s
+JOIN gpus g ON g.gpu_uuid = s.gpu_uuid
+LEFT JOIN assignments a ON a.slice_id = s.slice_id
+     AND a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
+"""
+SLICE_VALUES_SQL = f"SELECT slice_id, util_pct, mem_used_bytes FROM ({SLICE_LATEST_LIVE})"
+_SLICE_ORDER = [(c, "ascending", "at_end") for c in ("gpu_index", "slice_id")]
+_slice_layouts: OrderedDict[str, tuple[pa.Table, pa.Table]] = OrderedDict()
+
+
+def slice_layout(src: Source, at: datetime, layout_version: str) -> pa.Table:
+    """SLICE_LAYOUT_SQL at `at`, kept as long as the rack layout it was read with."""
+    layout = rack_layout(src, at, layout_version)
+    with _cache_lock:
+        hit = _slice_layouts.get(layout_version)
+    if hit is not None and hit[0] is layout:
+        return hit[1]
+    slices = run(src, SLICE_LAYOUT_SQL, {"at": at})
+    _remember(_slice_layouts, layout_version, (layout, slices))
+    return slices
+
+
+def host_slices_live(
+    src: Source, host: str, at: datetime, stale_s: float, layout_version: str
+) -> pa.Table | None:
+    """The drill-down's slice rows of `host` (HOST_SLICES_SQL's columns and order);
+    None when the layout has no row of `host` (ask SQL)."""
+    if host_layout(src, host, at, layout_version).num_rows == 0:
+        return None
+    inv = slice_layout(src, at, layout_version)
+    mine = inv.filter(pc.fill_null(pc.equal(inv.column("host"), host), False))
+    val = run(src, SLICE_VALUES_SQL, {"at": at, "stale_s": stale_s})
+    vi = pc.index_in(mine.column("slice_id"), value_set=val.column("slice_id"))
+    cols = {c: mine.column(c) for c in ("gpu_index", "slice_id", "kind", "profile")}
+    cols |= {c: mine.column(c) for c in ("fraction", "tenant")}
+    cols |= {c: val.column(c).take(vi) for c in ("util_pct", "mem_used_bytes")}
+    cols["mem_total_bytes"] = mine.column("mem_total_bytes")
+    return pa.table(cols).sort_by(_SLICE_ORDER)
+
+
 @dataclass(frozen=True, slots=True)
 class _Positions:
     """Where each layout row finds its values; kept while the layout and the
