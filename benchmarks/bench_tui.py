@@ -50,6 +50,7 @@ def queries(store, last, repeat: int) -> None:
         host_processes,
         host_slices,
         rack_grid,
+        tenant_history,
         tenant_summary,
     )
 
@@ -58,6 +59,8 @@ def queries(store, last, repeat: int) -> None:
     host = store.con.execute(
         "SELECT g.host FROM slices s JOIN gpus g USING (gpu_uuid) ORDER BY 1 LIMIT 1"
     ).fetchone()[0]
+
+    tenant = store.con.execute("SELECT min(tenant) FROM assignments").fetchone()[0]
 
     def drill(live: bool) -> None:  # what the drill-down screen reads per refresh
         host_gpus(reader, host, last, live=live)
@@ -86,8 +89,13 @@ def queries(store, last, repeat: int) -> None:
             ),
         ),
         ("fleet totals (header)", totals),
-        ("fabric (no live path)", lambda live: fabric(reader, last)),
-        ("tenants (no live path)", lambda live: tenant_summary(reader, last)),
+        ("fabric", lambda live: fabric(reader, last, live=live)),
+        ("fabric, screen's 10 s", lambda live: fabric(reader, last, window_s=10.0, live=live)),
+        ("tenants summary", lambda live: tenant_summary(reader, last, live=live)),
+        (  # what the tenants screen draws beside its table (30 days, 120 buckets)
+            "tenant chart 30 d (no live)",
+            lambda live: tenant_history(reader, tenant, last, window_s=30 * 86400.0, buckets=120),
+        ),
     ]
     print(f"query CPU ms, DuckDB threads {APP_DUCKDB_THREADS}, median of {repeat}:")
     print(f"  {'view':<26}{'live':>10}{'history':>10}")

@@ -31,8 +31,18 @@ import uuid
 from datetime import timedelta
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from storage.live_window import (
+    LINK_FILL_SQL,
+    LINK_MARKS_FILL_SQL,
+    MARKS_KEEP_S,
+    WINDOW_SLOTS,
+    LinkState,
+    WindowSums,
+)
 
 log = logging.getLogger("fleettui.live")
 
@@ -156,7 +166,9 @@ class LiveSnapshot:
         self._cur.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {LIVE_CATALOG}")
         self._cur.execute(
             f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.snapshot (sample_table VARCHAR, "
-            "since TIMESTAMP, through TIMESTAMP, keys_version VARCHAR, layout_version VARCHAR)"
+            "since TIMESTAMP, through TIMESTAMP, keys_version VARCHAR, layout_version VARCHAR, "
+            # the window sums' slots kept and the publish that wrote them (live_window.py)
+            "lo BIGINT, hi BIGINT, gen BIGINT)"
         )
         # a new token per snapshot: positions or a layout cached from another store
         # or run never match
@@ -165,6 +177,13 @@ class LiveSnapshot:
         self._layout_fp = None
         self._layout_dirty = True
         self._latest: dict[str, _Latest] = {}
+        # window state for the fabric and tenants views (storage/live_window.py)
+        self._pending["link_samples"] = []
+        self._links = LinkState()
+        self._link_keys_n = 0
+        self._published_marks = None
+        self._windows = {t: WindowSums(LIVE_TABLES[t][0].split("_")[0]) for t in LIVE_TABLES}
+        self._gen = 0
         self._fill()
 
     def _fill(self) -> None:
@@ -180,11 +199,45 @@ class LiveSnapshot:
             ).to_arrow_table()
             self._latest[table] = _Latest(table, state)
             self._cur.execute(
-                f"INSERT INTO {LIVE_CATALOG}.snapshot VALUES (?, ?, NULL, NULL, NULL)",
+                f"INSERT INTO {LIVE_CATALOG}.snapshot VALUES (?, ?, NULL, NULL, NULL, NULL, NULL, NULL)",
                 [table, since],
             )
-        self._publish_tables(list(LIVE_TABLES))
+            # utilisation sums: the rows of the kept slots
+            rows = self._cur.execute(
+                f"SELECT {key}, ts, util_pct, mem_used_bytes FROM main.{table} "
+                "WHERE ts > $since ORDER BY ts",
+                {"since": newest - timedelta(seconds=WINDOW_SLOTS + 1) if newest else newest},
+            ).to_arrow_table()
+            self._fold_window(table, rows)
+        (newest,) = self._cur.execute("SELECT max(ts) FROM main.link_samples").fetchone() or (None,)
+        since = newest - timedelta(seconds=MARKS_KEEP_S) if newest is not None else None
+        self._links.load(
+            self._cur.execute(LINK_FILL_SQL, {"since": since}).to_arrow_table(),
+            self._cur.execute(LINK_MARKS_FILL_SQL, {"since": since}).to_arrow_table(),
+        )
+        self._cur.execute(
+            f"INSERT INTO {LIVE_CATALOG}.snapshot "
+            "VALUES ('link_samples', ?, NULL, NULL, NULL, NULL, NULL, NULL)",
+            [since],
+        )
+        self._publish_tables([*LIVE_TABLES, "link_samples"])
         self._check_layout()
+
+    def _fold_window(self, table: str, new: pa.Table) -> None:
+        """New rows of a sample table into its utilisation sums (after its `_Latest`)."""
+        latest = self._latest[table]
+        keys = latest.state.column(latest.key)
+        rows = pc.index_in(new.column(latest.key), value_set=keys)
+        ok = pc.is_valid(rows)
+        if not pc.all(ok).as_py():  # a NULL key: not in the snapshot either
+            new, rows = new.filter(ok), rows.filter(ok)
+        self._windows[table].fold(
+            rows.to_numpy(zero_copy_only=False).astype(np.int64),
+            len(keys),
+            new.column("ts"),
+            new.column("util_pct") if "util_pct" in new.column_names else None,
+            new.column("mem_used_bytes") if "mem_used_bytes" in new.column_names else None,
+        )
 
     def _check_layout(self) -> None:
         """A new layout version when what the rack layout is built from changed."""
@@ -241,8 +294,15 @@ class LiveSnapshot:
         if todo:
             try:
                 for table, batches in todo.items():
+                    if table == "link_samples":
+                        self._links.fold(
+                            pa.concat_tables(batches, promote_options="default").combine_chunks()
+                        )
+                        continue
                     latest = self._latest[table]
-                    latest.fold(pa.concat_tables([latest.align(b) for b in batches]))
+                    new = pa.concat_tables([latest.align(b) for b in batches])
+                    latest.fold(new)
+                    self._fold_window(table, new)
                 self._publish_tables(list(todo))
             except BaseException:
                 # a snapshot that missed batches must not be read: views fall back to history
@@ -258,7 +318,22 @@ class LiveSnapshot:
         meta = []
         self._cur.execute("BEGIN TRANSACTION")
         try:
+            self._gen += 1
             for table in tables:
+                if table == "link_samples":
+                    self._publish_links()
+                    through = self._links.through_us
+                    meta += [
+                        table,
+                        None
+                        if through is None
+                        else pc.cast(pa.scalar(through, pa.int64()), pa.timestamp("us")).as_py(),
+                        f"{self._token}-{self._links.keys_n}",
+                        None,
+                        None,
+                    ]
+                    continue
+                self._publish_window(table)
                 latest = self._latest[table]
                 data = latest.published()
                 # registered, not a replacement scan: the daemon turns those off
@@ -272,11 +347,13 @@ class LiveSnapshot:
                 finally:
                     self._cur.unregister("_live_new")
                 through = pc.max(data.column("ts")).as_py()
-                meta += [table, through, f"{self._token}-{latest.keys_n}"]
-            rows = ", ".join("(?, ?::TIMESTAMP, ?)" for _ in tables)
+                w = self._windows[table]
+                meta += [table, through, f"{self._token}-{latest.keys_n}", w.lo, w.hi]
+            rows = ", ".join("(?, ?::TIMESTAMP, ?, ?::BIGINT, ?::BIGINT)" for _ in tables)
             self._cur.execute(
                 f"UPDATE {LIVE_CATALOG}.snapshot AS m SET through = v.through, "
-                f"keys_version = v.keys FROM (VALUES {rows}) v(sample_table, through, keys) "
+                f"keys_version = v.keys, lo = v.lo, hi = v.hi, gen = {self._gen} "
+                f"FROM (VALUES {rows}) v(sample_table, through, keys, lo, hi) "
                 "WHERE m.sample_table = v.sample_table",
                 meta,
             )
@@ -285,3 +362,33 @@ class LiveSnapshot:
             with contextlib.suppress(duckdb.Error):
                 self._cur.execute("ROLLBACK")
             raise
+
+    def _replace(self, name: str, data: pa.Table) -> None:
+        # registered, not a replacement scan: the daemon turns those off with
+        # external access (ARCHITECTURE.md)
+        self._cur.register("_live_new", data)
+        try:
+            self._cur.execute(
+                f"CREATE OR REPLACE TABLE {LIVE_CATALOG}.{name} AS SELECT * FROM _live_new"
+            )
+        finally:
+            self._cur.unregister("_live_new")
+
+    def _publish_links(self) -> None:
+        if self._links.keys_n != self._link_keys_n:  # strings only when they changed
+            self._replace("link_keys", self._links.keys_table())
+            self._link_keys_n = self._links.keys_n
+        self._replace("link_latest", self._links.latest())
+        if self._links.marks is not self._published_marks:
+            self._replace("link_marks", self._links.marks)
+            self._published_marks = self._links.marks
+
+    def _publish_window(self, table: str) -> None:
+        """The slots whose sums or rows changed (the newest holds the memory)."""
+        w = self._windows[table]
+        for j in sorted(w.changed):
+            self._replace(f"{w.name}_window_{j % WINDOW_SLOTS}", w.slot_table(j))
+        for j in sorted(w.edge_changed):
+            self._replace(f"{w.name}_edge_{j % WINDOW_SLOTS}", w.edge_table(j))
+        w.changed.clear()
+        w.edge_changed.clear()

@@ -294,8 +294,8 @@ class Store:
             self.live.add(b.table, b.data)
         try:
             self.live.maybe_publish()
-        except duckdb.Error as exc:
-            log.warning("live snapshot dropped: %s", str(exc).splitlines()[0])
+        except Exception as exc:  # noqa: BLE001 - the write is committed: never fail it
+            log.warning("live snapshot dropped: %s", (str(exc).splitlines() or [""])[0])
             self.live = None
 
     def publish_live(self) -> None:

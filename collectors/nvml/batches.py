@@ -27,7 +27,7 @@ SOURCE_COLUMN = "nvml"  # the `source` column of every sample row
 # is not installed each try searches sys.path again (~0.4 ms, ~12 per flush). Marked
 # absent once, the import fails at once, as Arrow expects.
 if importlib.util.find_spec("dateutil") is None:
-    sys.modules.setdefault("dateutil", None)  # type: ignore[assignment]
+    sys.modules.setdefault("dateutil", None)  # type: ignore[arg-type]
 
 XID_NAMES = {
     13: "Graphics engine exception",
@@ -46,7 +46,7 @@ XID_NAMES = {
 }
 
 
-def ts_col(us: list[int]) -> pa.Array:
+def ts_col(us: list[int | None]) -> pa.Array:
     """Epoch microseconds -> the store's timestamp column."""
     return pa.array(us, type=pa.int64()).cast(pa.timestamp("us"))
 

@@ -113,6 +113,26 @@ class Frame:
         "inv",
         "place",
     )
+    host: str
+    boot: str
+    seq: int
+    ts: float
+    interval_s: float | None
+    dropped: int
+    driver: Any
+    uuids: list[Any]
+    links: Any
+    gpu: bytes
+    link: bytes
+    slice: bytes
+    proc: bytes
+    slice_ids: list[Any]
+    proc_strs: list[list[Any]]
+    has_proc: bool
+    xid: Any
+    lost: list[str]
+    inv: Any
+    place: Any
 
     @property
     def n_gpus(self) -> int:
@@ -437,7 +457,7 @@ def _read_strings(payload: bytes, start: int, end: int, count: int) -> list[str 
             continue
         piece = whole[o : o + x]
         o += x
-        if type(piece) is not str:
+        if isinstance(piece, bytes):
             try:
                 piece = piece.decode("utf-8")
             except UnicodeDecodeError:

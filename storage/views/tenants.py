@@ -10,22 +10,70 @@ alerts firing.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 
+import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from storage.live import LIVE_CATALOG
+from storage.live_window import SLOT_US, WINDOW_MAX_S, WINDOW_SLOTS
 from storage.resolution import RAW, chart_bucket, source_for, sum_rows
 from storage.rollups import TIERS
 from storage.views.alerts import firing_sql
 from storage.views.latest import BUSY_PCT
+from storage.views.live import LAYOUT_VALID_SQL, snapshot_state
 from storage.views.query import Source, run
 from storage.views.when import resolve_at
 
-TENANTS_SQL = f"""
-WITH asg AS (
+L = LIVE_CATALOG
+
+# Per tenant over its allocations (tenant, fraction, is_slice, util_pct, mem_used_bytes).
+_HELD = f"""
+    SELECT tenant,
+           sum(fraction) AS gpus,
+           count(*) FILTER (WHERE is_slice) AS slices,
+           sum(util_pct * fraction) / nullif(sum(fraction) FILTER (WHERE util_pct IS NOT NULL), 0)
+               AS util_mean_pct,
+           quantile_cont(util_pct, 0.95) AS util_p95_pct,
+           sum(mem_used_bytes)::BIGINT AS mem_used_bytes,
+           count(*) FILTER (WHERE util_pct < {BUSY_PCT}) AS idle_allocations,
+           sum(fraction) FILTER (WHERE util_pct < {BUSY_PCT}) AS idle_gpus
+    FROM alloc GROUP BY tenant
+"""
+# GPU-hours: the overlap of each assignment with the window, times its fraction
+_HOURS = """
+    SELECT tenant,
+           sum(fraction * date_diff('second',
+                   greatest(valid_from, $at - to_seconds($hours_window_s)),
+                   least(coalesce(valid_to, $at), $at)) / 3600.0) AS gpu_hours
+    FROM assignments
+    WHERE valid_from < $at AND (valid_to IS NULL OR valid_to > $at - to_seconds($hours_window_s))
+    GROUP BY tenant
+"""
+_LAT = """
+    SELECT endpoint, arg_max(itl_p50_ms, ts) AS itl_p50_ms, arg_max(itl_p99_ms, ts) AS itl_p99_ms
+    FROM latency_samples
+    WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
+    GROUP BY endpoint
+"""
+_ITL = """
+    SELECT e.tenant, max(l.itl_p50_ms) AS itl_p50_ms, max(l.itl_p99_ms) AS itl_p99_ms,
+           min(e.itl_target_ms) AS itl_target_ms,
+           count(*) FILTER (WHERE l.itl_p99_ms > e.itl_target_ms) AS endpoints_over_target
+    FROM endpoints e LEFT JOIN lat l ON l.endpoint = e.endpoint
+    GROUP BY e.tenant
+"""
+
+_ASG = """
     SELECT tenant, gpu_uuid, slice_id, fraction FROM assignments
     WHERE valid_from <= $at AND (valid_to IS NULL OR valid_to > $at)
-),
+"""
+
+TENANTS_SQL = f"""
+WITH asg AS ({_ASG}),
 -- utilisation per allocation over the window: whole GPUs from gpu_samples,
 -- slices from slice_samples (a MIG GPU has no whole-GPU utilisation)
 gpu_use AS (
@@ -52,41 +100,10 @@ alloc AS (
     FROM asg a LEFT JOIN slice_use su ON su.slice_id = a.slice_id
     WHERE a.slice_id IS NOT NULL
 ),
-held AS (
-    SELECT tenant,
-           sum(fraction) AS gpus,
-           count(*) FILTER (WHERE is_slice) AS slices,
-           sum(util_pct * fraction) / nullif(sum(fraction) FILTER (WHERE util_pct IS NOT NULL), 0)
-               AS util_mean_pct,
-           quantile_cont(util_pct, 0.95) AS util_p95_pct,
-           sum(mem_used_bytes)::BIGINT AS mem_used_bytes,
-           count(*) FILTER (WHERE util_pct < {BUSY_PCT}) AS idle_allocations,
-           sum(fraction) FILTER (WHERE util_pct < {BUSY_PCT}) AS idle_gpus
-    FROM alloc GROUP BY tenant
-),
--- GPU-hours: the overlap of each assignment with the window, times its fraction
-hours AS (
-    SELECT tenant,
-           sum(fraction * date_diff('second',
-                   greatest(valid_from, $at - to_seconds($hours_window_s)),
-                   least(coalesce(valid_to, $at), $at)) / 3600.0) AS gpu_hours
-    FROM assignments
-    WHERE valid_from < $at AND (valid_to IS NULL OR valid_to > $at - to_seconds($hours_window_s))
-    GROUP BY tenant
-),
-lat AS (
-    SELECT endpoint, arg_max(itl_p50_ms, ts) AS itl_p50_ms, arg_max(itl_p99_ms, ts) AS itl_p99_ms
-    FROM latency_samples
-    WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
-    GROUP BY endpoint
-),
-itl AS (
-    SELECT e.tenant, max(l.itl_p50_ms) AS itl_p50_ms, max(l.itl_p99_ms) AS itl_p99_ms,
-           min(e.itl_target_ms) AS itl_target_ms,
-           count(*) FILTER (WHERE l.itl_p99_ms > e.itl_target_ms) AS endpoints_over_target
-    FROM endpoints e LEFT JOIN lat l ON l.endpoint = e.endpoint
-    GROUP BY e.tenant
-),
+held AS ({_HELD}),
+hours AS ({_HOURS}),
+lat AS ({_LAT}),
+itl AS ({_ITL}),
 alerting AS ({{alerting}})
 SELECT t.tenant, t.display_name, t.tier,
        coalesce(h.gpus, 0) AS gpus, coalesce(h.slices, 0) AS slices,
@@ -108,17 +125,245 @@ _NO_ALERTS = "SELECT CAST(NULL AS VARCHAR) AS tenant, 0::BIGINT AS firing WHERE 
 
 # Alerts concern a tenant directly, through one of its endpoints, or through a
 # host whose GPUs it holds.
+# (Two equi-joins, not one join on `OR`; the hosts' tenants only for the hosts alerts
+# name: the fleet's assignments are not joined whole on each refresh.)
 _TENANT_ALERTS = """
-SELECT t.tenant, count(DISTINCT (f.rule, f.scope_key)) AS firing
-FROM ({firing}) f
-JOIN (
-    SELECT tenant, tenant AS key FROM tenants
-    UNION ALL SELECT tenant, endpoint FROM endpoints
-    UNION ALL SELECT DISTINCT a.tenant, g.host FROM assignments a JOIN gpus g USING (gpu_uuid)
-        WHERE a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
-) t ON t.key = f.scope_key OR t.key = f.host
-GROUP BY t.tenant
+SELECT m.tenant, count(DISTINCT (m.rule, m.scope_key)) AS firing
+FROM (
+    WITH f AS ({firing}),
+    t AS (
+        SELECT tenant, tenant AS key FROM tenants
+        UNION ALL SELECT tenant, endpoint FROM endpoints
+        UNION ALL SELECT DISTINCT a.tenant, g.host FROM assignments a JOIN gpus g USING (gpu_uuid)
+            WHERE a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
+              AND g.host IN (SELECT host FROM f UNION ALL SELECT scope_key FROM f)
+    )
+    SELECT t.tenant, f.rule, f.scope_key FROM f JOIN t ON t.key = f.scope_key
+    UNION ALL
+    SELECT t.tenant, f.rule, f.scope_key FROM f JOIN t ON t.key = f.host
+) m
+GROUP BY m.tenant
 """
+
+
+# -- live path: utilisation from the writer's window sums (storage/live_window.py) --
+# Assignments in force, read again only when the layout or the cursor's bounds change.
+ASG_LIVE_SQL = f"SELECT * FROM ({_ASG}) ORDER BY ALL"
+# Everything of a tenant's row but its holdings (no sample scan but latency's).
+TENANTS_REST_SQL = f"""
+WITH hours AS ({_HOURS}),
+lat AS ({_LAT}),
+itl AS ({_ITL}),
+alerting AS ({{alerting}})
+SELECT t.tenant, t.display_name, t.tier, hr.gpu_hours, i.itl_p50_ms, i.itl_p99_ms,
+       i.itl_target_ms, i.endpoints_over_target, al.firing
+FROM tenants t
+LEFT JOIN hours hr USING (tenant)
+LEFT JOIN itl i USING (tenant)
+LEFT JOIN alerting al USING (tenant)
+"""
+# Local, over `rest` (above) and `alloc` (one row per allocation, as TENANTS_SQL's):
+# TENANTS_SQL's columns, coalesces and order.
+TENANTS_LOCAL_SQL = f"""
+WITH held AS ({_HELD})
+SELECT r.tenant, r.display_name, r.tier,
+       coalesce(h.gpus, 0) AS gpus, coalesce(h.slices, 0) AS slices,
+       h.util_mean_pct, h.util_p95_pct, h.mem_used_bytes,
+       coalesce(r.gpu_hours, 0) AS gpu_hours,
+       coalesce(h.idle_allocations, 0) AS idle_allocations, coalesce(h.idle_gpus, 0) AS idle_gpus,
+       r.itl_p50_ms, r.itl_p99_ms, r.itl_target_ms, coalesce(r.endpoints_over_target, 0)
+           AS endpoints_over_target,
+       coalesce(r.firing, 0) AS alerts_firing
+FROM rest r
+LEFT JOIN held h USING (tenant)
+ORDER BY gpus DESC, tenant
+"""
+WINDOWS_SQL = f"""
+SELECT sample_table, lo, hi, gen FROM {L}.snapshot
+WHERE sample_table IN ('gpu_samples', 'slice_samples')
+"""
+_KEYS = {"gpu_samples": ("gpu", "gpu_uuid"), "slice_samples": ("slice", "slice_id")}
+
+_asg_cache: dict[str, tuple[datetime | None, datetime | None, pa.Table]] = {}
+_keys_cache: dict[str, pa.Table] = {}
+_asg_bounds: dict[str, tuple[datetime | None, datetime | None]] = {}
+_alloc_cache: dict[str, tuple[datetime | None, datetime | None, pa.Table]] = {}
+_cache_lock = threading.Lock()
+_local = threading.local()
+
+
+def _local_con() -> duckdb.DuckDBPyConnection:
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = _local.con = duckdb.connect()
+        con.execute("SET threads = 1")
+    return con
+
+
+def _window_util(
+    src: Source, table: str, meta: dict, at: datetime, window_s: float, n: int
+) -> tuple[pa.Array, pa.Array] | None:
+    """Per key row of `table`'s snapshot: mean util_pct and newest non-NULL memory in
+    use over (at - window_s, at]; None where the kept slots do not reach back."""
+    name = _KEYS[table][0]
+    edge = at - timedelta(seconds=window_s)
+    edge_us = round((edge - datetime(1970, 1, 1)) / timedelta(microseconds=1))
+    k = edge_us // SLOT_US
+    lo, hi = meta.get("lo"), meta.get("hi")
+    s = np.zeros(n)
+    c = np.zeros(n, dtype=np.int64)
+    if hi is None:  # nothing kept yet: an empty window
+        return pa.nulls(n, pa.float64()), pa.nulls(n, pa.int64())
+    if k < lo:
+        return None
+    # the newest slot's table also holds each key's newest non-NULL memory and its time
+    top = run(
+        src,
+        f"SELECT slot, util_sum, util_n, mem_used_bytes, mem_ts "
+        f"FROM {L}.{name}_window_{hi % WINDOW_SLOTS}",
+    )
+    if k < hi:
+        low = run(src, f"SELECT slot, util_sum, util_n FROM {L}.{name}_window_{k % WINDOW_SLOTS}")
+        for t, sign, slot in ((top, 1, hi), (low, -1, k)):
+            if t.num_rows == 0:
+                continue
+            if t.column("slot")[0].as_py() != slot or t.num_rows > n:
+                return None  # published in between
+            m = t.num_rows
+            s[:m] += sign * t.column("util_sum").to_numpy()
+            c[:m] += sign * t.column("util_n").to_numpy()
+    if k <= hi:
+        part = run(
+            src,
+            f"SELECT row, sum(util_pct) AS s, count(*) AS c "
+            f"FROM {L}.{name}_edge_{k % WINDOW_SLOTS} "
+            "WHERE ts > $edge AND ts <= $at GROUP BY row",
+            {"edge": edge, "at": at},
+        )
+        rows = part.column("row").to_numpy()
+        if len(rows) and rows.max() >= n:
+            return None
+        s[rows] += part.column("s").to_numpy()
+        c[rows] += part.column("c").to_numpy()
+    util = pa.array(s / np.maximum(c, 1), mask=c <= 0)
+    mem = top
+    if mem.num_rows > n or (mem.num_rows and mem.column("slot")[0].as_py() != hi):
+        return None
+    edge_ts = pa.scalar(edge, pa.timestamp("us"))
+    inside = pc.fill_null(pc.greater(mem.column("mem_ts"), edge_ts), False)
+    mem_v = pc.if_else(inside, mem.column("mem_used_bytes"), pa.scalar(None, pa.int64()))
+    mem_v = pa.concat_arrays(
+        [
+            mem_v.combine_chunks() if isinstance(mem_v, pa.ChunkedArray) else mem_v,
+            pa.nulls(n - mem.num_rows, pa.int64()),
+        ]
+    )
+    return util, mem_v
+
+
+def _cached_asg(src: Source, at: datetime, layout: str) -> pa.Table:
+    with _cache_lock:
+        hit = _asg_cache.get(layout)
+    if hit is not None:
+        lo, hi, asg = hit
+        if (lo is None or lo <= at) and (hi is None or at < hi):
+            return asg
+    asg = run(src, ASG_LIVE_SQL, {"at": at})
+    bounds = run(src, LAYOUT_VALID_SQL, {"at": at}).to_pylist()[0]
+    with _cache_lock:
+        _asg_cache.clear()
+        _asg_cache[layout] = (bounds["lo"], bounds["hi"], asg)
+        _asg_bounds.clear()
+        _asg_bounds[layout] = (bounds["lo"], bounds["hi"])
+    return asg
+
+
+def _cached_keys(src: Source, table: str, keys_version: str) -> pa.Table:
+    name, key = _KEYS[table]
+    with _cache_lock:
+        hit = _keys_cache.get(f"{table}/{keys_version}")
+    if hit is not None:
+        return hit
+    keys = run(src, f"SELECT {key} FROM {L}.{name}_latest")
+    with _cache_lock:
+        for k in [k for k in _keys_cache if k.startswith(f"{table}/")]:
+            del _keys_cache[k]
+        _keys_cache[f"{table}/{keys_version}"] = keys
+    return keys
+
+
+def _alloc_live(src: Source, at: datetime, window_s: float) -> pa.Table | None:
+    """TENANTS_SQL's `alloc` from the window sums; None: read history."""
+    if window_s > WINDOW_MAX_S:
+        return None
+    version = snapshot_state(src, at, window_s, "gpu_samples", "slice_samples")
+    if version is None:
+        return None
+    layout, gpu_keys_v, slice_keys_v = version.split("/")
+    meta = {r["sample_table"]: r for r in run(src, WINDOWS_SQL).to_pylist()}
+    if set(meta) != set(_KEYS):
+        return None
+    alloc = _cached_alloc(src, at, layout, gpu_keys_v, slice_keys_v)
+    util, mem = [], []
+    for table, keys_v in (("gpu_samples", gpu_keys_v), ("slice_samples", slice_keys_v)):
+        n = _cached_keys(src, table, keys_v).num_rows
+        got = _window_util(src, table, meta[table], at, window_s, n)
+        if got is None:
+            return None
+        util.append(got[0])
+        mem.append(got[1])
+    # one array over both tables' rows: a slice's row index is offset by the GPUs'
+    row = alloc.column("row")
+    parts = alloc.drop_columns(["row"])
+    parts = parts.append_column("util_pct", pa.concat_arrays(util).take(row))
+    parts = parts.append_column("mem_used_bytes", pa.concat_arrays(mem).take(row))
+    # the sums must come from one publish
+    again = {r["sample_table"]: r["gen"] for r in run(src, WINDOWS_SQL).to_pylist()}
+    if again != {t: m["gen"] for t, m in meta.items()}:
+        return None
+    return parts
+
+
+def _cached_alloc(
+    src: Source, at: datetime, layout: str, gpu_keys_v: str, slice_keys_v: str
+) -> pa.Table:
+    """The allocations in force (tenant, fraction, is_slice) and each one's row in the
+    GPU rows followed by the slice rows; kept while layout, keys and bounds hold."""
+    key = f"{layout}/{gpu_keys_v}/{slice_keys_v}"
+    with _cache_lock:
+        hit = _alloc_cache.get(key)
+    if hit is not None:
+        lo, hi, alloc = hit
+        if (lo is None or lo <= at) and (hi is None or at < hi):
+            return alloc
+    asg = _cached_asg(src, at, layout)
+    gpu_keys = _cached_keys(src, "gpu_samples", gpu_keys_v).column("gpu_uuid")
+    slice_keys = _cached_keys(src, "slice_samples", slice_keys_v).column("slice_id")
+    parts = []
+    for is_slice in (False, True):
+        a = asg.filter(
+            pc.is_valid(asg.column("slice_id")) if is_slice else pc.is_null(asg.column("slice_id"))
+        )
+        if is_slice:
+            row = pc.add(pc.index_in(a.column("slice_id"), value_set=slice_keys), len(gpu_keys))
+        else:
+            row = pc.index_in(a.column("gpu_uuid"), value_set=gpu_keys)
+        parts.append(
+            pa.table(
+                {
+                    "tenant": a.column("tenant"),
+                    "fraction": a.column("fraction"),
+                    "is_slice": pa.array(np.full(a.num_rows, is_slice)),
+                    "row": row.cast(pa.int64()),
+                }
+            )
+        )
+    alloc = pa.concat_tables(parts).combine_chunks()
+    bounds = _asg_bounds.get(layout)
+    with _cache_lock:
+        _alloc_cache.clear()
+        _alloc_cache[key] = (*(bounds or (at, at)), alloc)
+    return alloc
 
 
 def tenant_summary(
@@ -127,17 +372,30 @@ def tenant_summary(
     *,
     util_window_s: float = 30.0,
     hours_window_s: float = 86400.0,
+    live: bool = True,
 ) -> pa.Table:
-    """One row per tenant, largest holding first."""
+    """One row per tenant, largest holding first. Utilisation and memory come from
+    the writer's window sums where they cover the window (`live=False`: always
+    from the samples)."""
     firing = firing_sql(src)
     alerting = _TENANT_ALERTS.format(firing=firing) if firing else _NO_ALERTS
-    sql = TENANTS_SQL.replace("{alerting}", alerting)
     params = {
         "at": resolve_at(at),
         "util_window_s": util_window_s,
         "hours_window_s": hours_window_s,
     }
-    return run(src, sql, params)
+    alloc = _alloc_live(src, params["at"], util_window_s) if live else None
+    if alloc is None:
+        return run(src, TENANTS_SQL.replace("{alerting}", alerting), params)
+    rest = run(src, TENANTS_REST_SQL.replace("{alerting}", alerting), params)
+    con = _local_con()
+    con.register("rest", rest)
+    con.register("alloc", alloc)
+    try:
+        return con.execute(TENANTS_LOCAL_SQL).to_arrow_table()
+    finally:
+        con.unregister("rest")
+        con.unregister("alloc")
 
 
 # -- a tenant's utilisation over time ---------------------------------------------

@@ -21,6 +21,7 @@ WINDOWS = ((3600.0, "1 h"), (86400.0, "24 h"), (7 * 86400.0, "7 d"))
 # The chart of the highlighted tenant: days read the rollups (storage/resolution.py).
 CHART_WINDOWS = ((3600.0, "1 h"), (86400.0, "24 h"), (30 * 86400.0, "30 d"))
 CHART_BUCKETS = 120  # 1 h: 30 s buckets (raw); 24 h: 12 min (1m); 30 d: 6 h (1h)
+CHART_REREAD_S = 60.0  # the chart is read again at least this often (cursor time)
 TIER_NAMES = {"raw": "raw samples", "1m": "1-minute rollups", "1h": "1-hour rollups"}
 
 
@@ -77,6 +78,8 @@ class TenantsScreen(DataScreen):
         self.window = 1
         self.chart = 2  # 30 days by default: the trend the table cannot show
         self.chart_tenant: str | None = None  # the highlighted row's; None: the first
+        # (tenant, window, read at, tier, rows): the chart last read
+        self._chart_kept: tuple[str, float, datetime, str, pa.Table] | None = None
 
     def compose(self) -> ComposeResult:
         yield FleetHeader()
@@ -92,10 +95,24 @@ class TenantsScreen(DataScreen):
         tenant = self.chart_tenant if self.chart_tenant in names else (names or [None])[0]
         if tenant is None:
             return summary, None, "raw", None
-        tier, hist = tenant_history(
-            reader, tenant, at, window_s=CHART_WINDOWS[self.chart][0], buckets=CHART_BUCKETS
-        )
+        tier, hist = self._history(reader, tenant, at)
         return summary, tenant, tier, hist
+
+    def _history(self, reader: Reader, tenant: str, at: datetime) -> tuple[str, pa.Table]:
+        """The chart, read again once the cursor moved by a chart bucket or by
+        CHART_REREAD_S (or back), or the tenant or window changed: at 100,000 GPUs a
+        read costs more than the table's refresh (the 30-day chart's newest buckets
+        come from the raw rows), and a bucket of 12 minutes or 6 hours barely moves in
+        a minute."""
+        window_s = CHART_WINDOWS[self.chart][0]
+        kept = self._chart_kept
+        if kept is not None and kept[:2] == (tenant, window_s):
+            moved = (at - kept[2]).total_seconds()
+            if 0 <= moved < min(window_s / CHART_BUCKETS, CHART_REREAD_S):
+                return kept[3], kept[4]
+        tier, hist = tenant_history(reader, tenant, at, window_s=window_s, buckets=CHART_BUCKETS)
+        self._chart_kept = (tenant, window_s, at, tier, hist)
+        return tier, hist
 
     def show(self, data: tuple) -> None:
         summary, tenant, tier, hist = data
