@@ -198,3 +198,71 @@ def test_rack_positions_give_each_hosts_layout_rows(fleet):
         assert pos.host_rows(host).tolist() == np.flatnonzero(hosts == host).tolist()
     assert pos.host_rows("no-such-host") is None
     cur.close()
+
+
+def _badges(grid) -> dict[str, int]:
+    hosts, n = grid.column("host").to_pylist(), grid.column("host_alerts").to_pylist()
+    return {h: k for h, k in zip(hosts, n, strict=True) if k}
+
+
+def test_live_grid_alert_badges_equal_history():
+    """The live grid asks for alert hosts only when an alert fires at the cursor; the
+    badges equal the history path's with firing, pending, resolved and future alerts,
+    including one fired exactly at the cursor (a count that missed it would skip it)."""
+    from tests.tui_support import write_alerts
+
+    store, last = fixed_store(60.0, 5.0, faults=REFERENCE_FAULTS)
+    cur = store.cursor()
+    s = timedelta(seconds=1)
+    grid = views.rack_grid(cur, last)
+    uuid, host = grid.column("gpu_uuid")[0].as_py(), grid.column("host")[-1].as_py()
+    quiet = [
+        {"rule": "p", "scope": "host", "scope_key": host, "severity": "warning",
+         "started_at": last - 5 * s},  # pending
+        {"rule": "r", "scope": "gpu", "scope_key": uuid, "severity": "warning",
+         "state": "resolved", "started_at": last - 50 * s, "fired_at": last - 40 * s,
+         "resolved_at": last},  # resolved at the cursor: not firing
+        {"rule": "f", "scope": "host", "scope_key": host, "severity": "warning",
+         "started_at": last - 5 * s, "fired_at": last + s},  # fires after the cursor
+    ]  # fmt: skip
+    write_alerts(store, quiet)
+    assert sum(_same(cur, last).column("host_alerts").to_pylist()) == 0
+    first = grid.column("host")[0].as_py()
+    fired = {"rule": "x", "scope": "gpu", "scope_key": uuid, "severity": "critical",
+             "started_at": last - 20 * s, "fired_at": last}  # fmt: skip
+    write_alerts(store, [fired])  # the only firing alert, fired at the cursor
+    assert _badges(_same(cur, last)) == {first: 1}
+    write_alerts(
+        store,
+        [{"rule": "y", "scope": "slice", "scope_key": f"{uuid}/mig-1", "severity": "warning",
+          "started_at": last - 20 * s, "fired_at": last - 10 * s}],
+    )  # fmt: skip
+    assert _badges(_same(cur, last)) == {first: 2}
+    cur.close()
+    store.close()
+
+
+def test_live_drilldown_gpus_read_the_layout_and_equal_history(fleet):
+    """The drill-down's GPUs come from the cached rack layout and the snapshot (no
+    SQL over `assignments`), equal to the history path for every host of the fleet;
+    a host the layout lacks (unknown) still answers through SQL."""
+    from storage.views import live as live_views
+
+    store, last = fleet
+    cur = store.cursor()
+    version = snapshot_state(cur, last, 30.0, "gpu_samples").split("/", 1)[0]
+    hosts = sorted(set(views.rack_grid(cur, last).column("host").to_pylist()))
+    assert len(hosts) > 20
+    sliced = 0
+    for host in hosts:
+        assert live_views.host_gpus_live(cur, host, last, 30.0, version) is not None
+        live, hist = views.host_gpus(cur, host, last), views.host_gpus(cur, host, last, live=False)
+        assert live.schema == hist.schema and live.to_pylist() == hist.to_pylist(), host
+        live = views.host_slices(cur, host, last)
+        hist = views.host_slices(cur, host, last, live=False)
+        assert live.schema == hist.schema and live.to_pylist() == hist.to_pylist(), host
+        sliced += live.num_rows > 0
+    assert 0 < sliced < len(hosts)
+    assert live_views.host_gpus_live(cur, "no-such-host", last, 30.0, version) is None
+    assert views.host_gpus(cur, "no-such-host", last).num_rows == 0
+    cur.close()

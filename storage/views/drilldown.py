@@ -9,7 +9,13 @@ import pyarrow as pa
 from storage.resolution import RAW, chart_bucket, source_for
 from storage.rollups import TIERS
 from storage.views.latest import ASSIGNED, SLICE_LATEST, gpu_latest
-from storage.views.live import SLICE_LATEST_LIVE, covers, gpu_latest_live
+from storage.views.live import (
+    SLICE_LATEST_LIVE,
+    gpu_latest_live,
+    host_gpus_live,
+    host_slices_live,
+    snapshot_state,
+)
 from storage.views.query import Source, run, table_columns
 from storage.views.when import STALE_AFTER_S, resolve_at
 
@@ -142,8 +148,13 @@ def host_gpus(
 ) -> pa.Table:
     at = resolve_at(at)
     params = {"at": at, "host": host, "stale_s": stale_s}
-    fast = live and covers(src, at, stale_s, "gpu_samples")
-    return run(src, HOST_GPUS_SQL_LIVE if fast else HOST_GPUS_SQL, params)
+    version = snapshot_state(src, at, stale_s, "gpu_samples") if live else None
+    if version is None:
+        return run(src, HOST_GPUS_SQL, params)
+    # the rack view's cached layout holds the host's dimensions and tenants (the SQL
+    # scans `assignments` three times: 55 ms at 100k GPUs for a host of 8)
+    fast = host_gpus_live(src, host, at, stale_s, version.split("/", 1)[0])
+    return fast if fast is not None else run(src, HOST_GPUS_SQL_LIVE, params)
 
 
 def host_slices(
@@ -156,8 +167,13 @@ def host_slices(
 ) -> pa.Table:
     at = resolve_at(at)
     params = {"at": at, "host": host, "stale_s": stale_s}
-    fast = live and covers(src, at, stale_s, "slice_samples")
-    return run(src, HOST_SLICES_SQL_LIVE if fast else HOST_SLICES_SQL, params)
+    version = snapshot_state(src, at, stale_s, "slice_samples") if live else None
+    if version is None:
+        return run(src, HOST_SLICES_SQL, params)
+    # the fleet's slice inventory, read once per layout (the SQL scans `slices`,
+    # `gpus` and `assignments`: 20 ms at 100k GPUs for a host of 8)
+    fast = host_slices_live(src, host, at, stale_s, version.split("/", 1)[0])
+    return fast if fast is not None else run(src, HOST_SLICES_SQL_LIVE, params)
 
 
 def gpu_history(
