@@ -18,8 +18,10 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
 5. processes as a dimension (migration 0018: `process_info` once per process,
    `process_listings` of (ts, process_id, used_mem_bytes));
 6. links as a dimension (0018: `link_info` once per port, `link_values` of
-   (ts, link_id, values)) = today's store;
-7. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+   (ts, link_id, values));
+7. GPU samples as a dimension (0019: `gpu_series` once per GPU and source,
+   `gpu_values` of (ts, series_id, values)) = today's store;
+8. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -141,6 +143,16 @@ _LINK_TABLE = (
     "rx_bytes_per_s DOUBLE, line_rate_bytes_per_s DOUBLE, errors BIGINT, link_up BOOLEAN, "
     "source VARCHAR)"
 )
+# `gpu_samples` before migration 0019 (0001's table)
+_GPU_TABLE = (
+    "DROP VIEW gpu_samples; DROP TABLE gpu_values; DROP TABLE gpu_series; "
+    "CREATE TABLE gpu_samples (ts TIMESTAMP NOT NULL, host VARCHAR NOT NULL, "
+    "gpu_uuid VARCHAR NOT NULL, util_pct DOUBLE, mem_util_pct DOUBLE, mem_used_bytes BIGINT, "
+    "mem_total_bytes BIGINT, power_w DOUBLE, energy_j DOUBLE, temp_c DOUBLE, mem_temp_c DOUBLE, "
+    "sm_clock_mhz DOUBLE, mem_clock_mhz DOUBLE, pcie_tx_bytes_per_s DOUBLE, "
+    "pcie_rx_bytes_per_s DOUBLE, ecc_sbe_total BIGINT, ecc_dbe_total BIGINT, "
+    "throttle_reasons BIGINT, source VARCHAR)"
+)
 
 
 def fill(
@@ -151,6 +163,7 @@ def fill(
     threshold: bool,
     proc_dim: bool,
     link_dim: bool,
+    gpu_dim: bool,
     floats: bool,
     detail: bool,
 ):
@@ -161,6 +174,8 @@ def fill(
         del KEYED["processes"]  # the store inserts `processes` batches as they are
     if not link_dim:
         del KEYED["link_samples"]
+    if not gpu_dim:
+        del KEYED["gpu_samples"]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "size.duckdb"
@@ -171,7 +186,10 @@ def fill(
                 store.con.execute(_PROCESSES_TABLE)
             if not link_dim:
                 store.con.execute(_LINK_TABLE)
+            if not gpu_dim:
+                store.con.execute(_GPU_TABLE)
             for t, c in _FLOAT if floats else []:
+                t = "gpu_values" if gpu_dim and t == "gpu_samples" else t
                 store.con.execute(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE FLOAT")
             source = SimSource(scale=args.scale, start=FIXED_START)
             source.ensure_model(FIXED_START).source_precision = precise
@@ -202,23 +220,26 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=15, help="columns listed for the last step")
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
-    # label, then: precise, grouped, threshold, proc_dim, link_dim, floats
+    # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, floats
     steps = [
-        ("before: full-precision values, sim order, 16 MB checkpoints", 0, 0, 0, 0, 0, 0),
-        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0),
-        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0),
-        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0),
-        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0),
-        ("+ links as a dimension (0018) = today's store", 1, 1, 1, 1, 1, 0),
+        ("before: full-precision values, sim order, 16 MB checkpoints", 0, 0, 0, 0, 0, 0, 0),
+        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0),
+        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0),
+        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0),
+        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0),
+        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0),
+        ("+ GPU samples as a dimension (0019) = today's store", 1, 1, 1, 1, 1, 1, 0),
     ]
     if args.after_only:
         steps = steps[-1:]
     elif args.float:
-        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1))
+        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1, 1))
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
     print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
     last = None
-    for i, (label, precise, grouped, threshold, proc_dim, link_dim, floats) in enumerate(steps):
+    for i, (label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, floats) in enumerate(
+        steps
+    ):
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
@@ -227,6 +248,7 @@ def main() -> None:
             threshold=bool(threshold),
             proc_dim=bool(proc_dim),
             link_dim=bool(link_dim),
+            gpu_dim=bool(gpu_dim),
             floats=bool(floats),
             detail=detail,
         )

@@ -1,4 +1,4 @@
-"""Sample tables stored as a dimension plus rows keyed by an integer (migration 0018).
+"""Sample tables stored as a dimension plus rows keyed by an integer (migrations 0018, 0019).
 
 Strings that repeat in every sample (a process's host, GPU, cgroup path; a
 link's host, kind, port, GPU) cost DuckDB a dictionary index or an FSST string
@@ -144,7 +144,35 @@ LINKS = Keyed(
     values=("tx_bytes_per_s", "rx_bytes_per_s", "line_rate_bytes_per_s", "errors", "link_up"),
 )
 
+# One series per GPU and source: the UUID strings cost more than the values at 10,000
+# GPUs, where their dictionary no longer fits a segment (benchmarks/README.md)
+GPUS = Keyed(
+    view="gpu_samples",
+    dim="gpu_series",
+    rows="gpu_values",
+    id_col="series_id",
+    key=("host", "gpu_uuid", "source"),
+    not_null=frozenset({"host", "gpu_uuid"}),
+    values=(
+        "util_pct",
+        "mem_util_pct",
+        "mem_used_bytes",
+        "mem_total_bytes",
+        "power_w",
+        "energy_j",
+        "temp_c",
+        "mem_temp_c",
+        "sm_clock_mhz",
+        "mem_clock_mhz",
+        "pcie_tx_bytes_per_s",
+        "pcie_rx_bytes_per_s",
+        "ecc_sbe_total",
+        "ecc_dbe_total",
+        "throttle_reasons",
+    ),
+)
+
 # Keyed tables by the name collectors write to.
-KEYED: dict[str, Keyed] = {k.view: k for k in (PROCESSES, LINKS)}
+KEYED: dict[str, Keyed] = {k.view: k for k in (PROCESSES, LINKS, GPUS)}
 # The view a base table stands behind (retention's rollup watermarks are the view's).
 VIEW_OF: dict[str, str] = {t: k.view for k in KEYED.values() for t in (k.dim, k.rows)}

@@ -133,6 +133,19 @@ def test_a_version_17_store_migrates_in_place_and_reads_the_same(tmp_path):
         "INSERT INTO gpu_samples (ts, host, gpu_uuid, util_pct) VALUES (?, 'h1', 'GPU-a', 42.5)",
         [T0],
     )
+    # every column, fractional DCGM-style values, one GPU from two sources and none
+    con.execute(
+        "INSERT INTO gpu_samples SELECT ? + INTERVAL (i) SECOND, 'h' || (i % 2), 'GPU-' || (i % 3),"
+        " i * 0.1, 45.3, i::BIGINT << 30, 80::BIGINT << 30, 301.123, 1e6 + i * 0.001, 61, 70.5, 1980, 2619,"
+        " 1.5e9, 2.25e9, i, 0, 4, CASE i % 4 WHEN 0 THEN NULL WHEN 1 THEN 'dcgm' ELSE 'nvml' END"
+        " FROM range(40) t(i)",
+        [T0],
+    )
+    gpus_before = con.execute("SELECT * FROM gpu_samples ORDER BY ALL").fetchall()
+    gpu_types = column_types(con, "gpu_samples")
+    (series,) = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT host, gpu_uuid, source FROM gpu_samples)"
+    ).fetchone()
     before = con.execute("SELECT * FROM processes ORDER BY ALL").fetchall()
     types = column_types(con, "processes")
     con.close()
@@ -140,13 +153,17 @@ def test_a_version_17_store_migrates_in_place_and_reads_the_same(tmp_path):
     store = Store.open(path)
     try:
         cur = store.cursor()
-        assert cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 18
+        assert (
+            cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] == latest_version()
+        )
         assert latest_version() >= 18
         assert cur.execute("SELECT * FROM processes ORDER BY ALL").fetchall() == before
         assert column_types(cur, "processes") == types
         # four distinct processes among the six rows
         assert cur.execute("SELECT count(*) FROM process_info").fetchone()[0] == 4
-        assert cur.execute("SELECT util_pct FROM gpu_samples").fetchall() == [(42.5,)]
+        assert cur.execute("SELECT * FROM gpu_samples ORDER BY ALL").fetchall() == gpus_before
+        assert column_types(cur, "gpu_samples") == gpu_types
+        assert cur.execute("SELECT count(*) FROM gpu_series").fetchone()[0] == series > 6
         assert cur.execute("SELECT * FROM link_samples ORDER BY ALL").fetchall() == links_before
         assert column_types(cur, "link_samples") == link_types
         assert cur.execute("SELECT count(*) FROM link_info").fetchone()[0] == 5

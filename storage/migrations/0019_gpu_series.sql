@@ -1,0 +1,49 @@
+-- FleetTUI schema version 19: GPU samples as a dimension (issue 13, store size), as 0018
+-- did for processes and links. NOTE for the lead: migration number to be assigned (this
+-- branch was given 0018 only, which main already holds).
+-- (host, gpu_uuid, source) once in `gpu_series`, each
+-- sample (ts, series_id, values) in `gpu_values`. `gpu_samples` becomes a view with
+-- the old columns and types; the rollups, views and alert rules read it as before.
+
+CREATE TABLE gpu_series (
+    series_id  BIGINT PRIMARY KEY,   -- 1, 2, ... in order of first sample
+    host       VARCHAR NOT NULL,
+    gpu_uuid   VARCHAR NOT NULL,
+    source     VARCHAR
+);
+
+CREATE TABLE gpu_values (
+    ts                   TIMESTAMP NOT NULL,
+    series_id            BIGINT NOT NULL,   -- gpu_series.series_id
+    util_pct             DOUBLE,
+    mem_util_pct         DOUBLE,
+    mem_used_bytes       BIGINT,
+    mem_total_bytes      BIGINT,
+    power_w              DOUBLE,
+    energy_j             DOUBLE,
+    temp_c               DOUBLE,
+    mem_temp_c           DOUBLE,
+    sm_clock_mhz         DOUBLE,
+    mem_clock_mhz        DOUBLE,
+    pcie_tx_bytes_per_s  DOUBLE,
+    pcie_rx_bytes_per_s  DOUBLE,
+    ecc_sbe_total        BIGINT,
+    ecc_dbe_total        BIGINT,
+    throttle_reasons     BIGINT
+);
+
+INSERT INTO gpu_series
+SELECT row_number() OVER (ORDER BY first_ts, host, gpu_uuid, source), host, gpu_uuid, source
+FROM (SELECT host, gpu_uuid, source, min(ts) AS first_ts FROM gpu_samples GROUP BY ALL);
+
+INSERT INTO gpu_values
+SELECT g.ts, k.series_id, g.util_pct, g.mem_util_pct, g.mem_used_bytes, g.mem_total_bytes, g.power_w, g.energy_j, g.temp_c, g.mem_temp_c, g.sm_clock_mhz, g.mem_clock_mhz, g.pcie_tx_bytes_per_s, g.pcie_rx_bytes_per_s, g.ecc_sbe_total, g.ecc_dbe_total, g.throttle_reasons
+FROM gpu_samples g JOIN gpu_series k
+  ON k.host = g.host AND k.gpu_uuid = g.gpu_uuid AND k.source IS NOT DISTINCT FROM g.source
+ORDER BY g.ts, k.series_id;
+
+DROP TABLE gpu_samples;
+
+CREATE VIEW gpu_samples AS
+SELECT v.ts, k.host, k.gpu_uuid, v.util_pct, v.mem_util_pct, v.mem_used_bytes, v.mem_total_bytes, v.power_w, v.energy_j, v.temp_c, v.mem_temp_c, v.sm_clock_mhz, v.mem_clock_mhz, v.pcie_tx_bytes_per_s, v.pcie_rx_bytes_per_s, v.ecc_sbe_total, v.ecc_dbe_total, v.throttle_reasons, k.source
+FROM gpu_values v JOIN gpu_series k ON k.series_id = v.series_id;
