@@ -8,12 +8,19 @@ alternates: one more sample written (not timed), one engine evaluation (timed),
 `--cycles` times. Prints the median and worst cycle, each rule's median query
 time, and the median as a share of the evaluation interval.
 
+`--compare` times, in the same run and on the same store, the engine with
+shared scans (fleettui/alerts/shared.py) and the engine running each rule's
+own query; `--before FILE` adds an older `engine.py` (e.g. from `git show
+BASE:fleettui/alerts/engine.py`), loaded beside this one. All evaluate every
+cycle, in rotating order, and their open alerts must agree.
+
     .venv/bin/python benchmarks/bench_alerts.py --scale 33 --minutes 20 --step 10
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import tempfile
@@ -61,6 +68,10 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=12)
     ap.add_argument("--interval", type=float, default=15.0, help="evaluation interval (s)")
     ap.add_argument("--memory", action="store_true", help="in-memory store instead of a file")
+    ap.add_argument(
+        "--compare", action="store_true", help="also time each rule's own query, same run"
+    )
+    ap.add_argument("--before", type=Path, help="an older engine.py to time in the same run")
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory()
@@ -88,18 +99,32 @@ def main() -> None:
     cur.close()
     n_gpus = src.model.fleet.n_gpus
 
-    engine = AlertEngine(store, default_rules(), interval_s=args.interval)
-    cycles = []
+    rules = default_rules()
+    engines = {"shared scans": AlertEngine(store, rules, interval_s=args.interval)}
+    if args.compare:
+        engines["own query per rule"] = AlertEngine(
+            store, rules, interval_s=args.interval, shared=False
+        )
+    if args.before:
+        spec = importlib.util.spec_from_file_location("engine_before", args.before)
+        before = sys.modules["engine_before"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(before)
+        engines[f"before ({args.before})"] = before.AlertEngine(
+            store, rules, interval_s=args.interval
+        )
+    cycles: dict[str, list] = {k: [] for k in engines}
     step = args.dense_step if args.dense_minutes else args.step
+    mismatches = 0
     for i in range(args.cycles):
         now = start + timedelta(seconds=rel + i * step)
         batches = src.sample(now).batches
         batches.append(run_row(now, step, sum(b.rows for b in batches)))
         store.write(batches)
-        cycles.append(engine.evaluate(now))
-    warm = cycles[1:] if len(cycles) > 1 else cycles  # the first cycle also writes new alerts
-    med = statistics.median(c.total_ms for c in warm)
-    worst = max(c.total_ms for c in cycles)
+        names = list(engines)
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            cycles[name].append(engines[name].evaluate(now))
+        keys = [{(a.rule, a.scope_key, a.state) for a in e.open_alerts()} for e in engines.values()]
+        mismatches += any(k != keys[0] for k in keys)
     print(
         f"fleet: {n_gpus:,} GPUs (scale {args.scale}); store: "
         f"{'memory' if args.memory else 'file'}; filled {n_samples} samples "
@@ -112,21 +137,34 @@ def main() -> None:
         + f") in {fill_s:.0f} s"
     )
     print("rows: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
-    print(f"rules: {len(engine.rules)}; open alerts after the run: {len(engine.open_alerts())}")
-    print(
-        f"evaluation per cycle: median {med:.1f} ms, first {cycles[0].total_ms:.1f} ms, "
-        f"worst {worst:.1f} ms over {len(cycles)} cycles"
-    )
     budget_ms = args.interval * 1000
-    print(
-        f"share of the {args.interval:g} s interval: median {100 * med / budget_ms:.2f}%, "
-        f"worst {100 * worst / budget_ms:.2f}%"
-    )
-    print("per rule (median ms):")
-    names = [r.name for r in engine.rules]
-    per = {n: statistics.median(c.rule_ms.get(n, 0.0) for c in warm) for n in names}
-    for n, ms in sorted(per.items(), key=lambda kv: -kv[1]):
-        print(f"  {n:24s} {ms:8.1f}")
+    for name, engine in engines.items():
+        cs = cycles[name]
+        warm = cs[1:] if len(cs) > 1 else cs  # the first cycle also writes new alerts
+        med = statistics.median(c.total_ms for c in warm)
+        q_med = statistics.median(c.query_ms for c in warm)
+        worst = max(c.total_ms for c in cs)
+        print(f"== {name}: {len(engine.rules)} rules; open alerts {len(engine.open_alerts())}")
+        print(
+            f"evaluation per cycle: median {med:.1f} ms (queries {q_med:.1f} ms), "
+            f"first {cs[0].total_ms:.1f} ms, worst {worst:.1f} ms over {len(cs)} cycles"
+        )
+        print(
+            f"share of the {args.interval:g} s interval: median {100 * med / budget_ms:.2f}%, "
+            f"worst {100 * worst / budget_ms:.2f}%"
+        )
+        print("per shared scan and rule (median ms):")
+        names = sorted({n for c in warm for n in (*getattr(c, "scan_ms", {}), *c.rule_ms)})
+        per = {
+            n: statistics.median(
+                getattr(c, "scan_ms", {}).get(n, c.rule_ms.get(n, 0.0)) for c in warm
+            )
+            for n in names
+        }
+        for n, ms in sorted(per.items(), key=lambda kv: -kv[1]):
+            print(f"  {n:32s} {ms:8.1f}")
+    if len(engines) > 1:
+        print(f"cycles whose open alerts differ between engines: {mismatches} of {args.cycles}")
     store.close()
     tmp.cleanup()
 

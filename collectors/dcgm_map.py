@@ -27,7 +27,7 @@ Both classic field names and DCGM 4.6's renamed ones are read.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -244,6 +244,11 @@ class DcgmMapper:
         self._assigned: dict[tuple[str, str | None], tuple[str, datetime, float | None]] = {}
         self._dims: dict[tuple[str, str], tuple] = {}
         self._dims_at: float = float("-inf")
+        # the plan (its gpu_info) the assignments and inventory were last stepped with,
+        # and the values the inventory rows were made of then (has GPU_UTIL, fb total)
+        self._assigned_for: list[dict] | None = None
+        self._described: tuple[list[dict], np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._host_rows: tuple[list[dict], dict[str, int]] | None = None
         self._plan: _Plan | None = None
         self._plan_key: object = None
 
@@ -527,6 +532,9 @@ class DcgmMapper:
 
     # -- assignments: written when they change ----------------------------------------
     def _assignments(self, gpus: list[dict], slices: list[dict], now: float) -> list[Batch]:
+        if gpus is self._assigned_for:
+            return []  # the plan's labels again: the same assignments, nothing to step
+        self._assigned_for = gpus
         seen: dict[tuple[str, str | None], tuple[str, float | None]] = {}
         for d in gpus:
             if d["tenant"] and not d["mig"]:
@@ -577,7 +585,16 @@ class DcgmMapper:
         _, stotal = self._fb(fslice)
         host_rows, gpu_rows, slice_rows = {}, [], []
         has_util = ~np.isnan(self._pick(g, 0))
-        for r, d in enumerate(gpus):
+        # Same plan, no refresh: only rows whose values changed can differ from _dims.
+        gpu_todo: Iterable[int] = range(len(gpus))
+        slice_todo: Iterable[int] = range(len(slices))
+        last = self._described
+        if not refresh and last is not None and last[0] is gpus:
+            gpu_todo = np.flatnonzero((has_util != last[1]) | _differ(total, last[2])).tolist()
+            slice_todo = np.flatnonzero(_differ(stotal, last[3])).tolist()
+        self._described = (gpus, has_util, total, stotal)
+        for r in gpu_todo:
+            d = gpus[r]
             lab = d["labels"]
             uuid = d["uuid"]
             labelled = d.get("described")  # label-only parts: once per plan
@@ -610,8 +627,13 @@ class DcgmMapper:
             if refresh or self._dims.get(("host", d["host"])) != hrow:
                 self._dims[("host", d["host"])] = hrow
                 host_rows[d["host"]] = hrow
-        model = {g_["uuid"]: label_value(g_["labels"], "modelName") for g_ in gpus}
-        for s, d in enumerate(slices):
+        model = (
+            {g_["uuid"]: label_value(g_["labels"], "modelName") for g_ in gpus}
+            if slice_todo
+            else {}
+        )
+        for s in slice_todo:
+            d = slices[s]
             row = (
                 d["slice_id"],
                 d["gpu"],
@@ -626,7 +648,10 @@ class DcgmMapper:
         if refresh:
             self._dims_at = now
         out = []
-        last_seen = {d["host"]: _ts(max(gts[r], 0) or now) for r, d in enumerate(gpus)}
+        if self._host_rows is None or self._host_rows[0] is not gpus:
+            # host -> its last GPU row, in order of first appearance: once per plan
+            self._host_rows = (gpus, {d["host"]: r for r, d in enumerate(gpus)})
+        last_seen = {h: _ts(max(gts[r], 0) or now) for h, r in self._host_rows[1].items()}
         if last_seen:
             hosts = sorted(last_seen)
             out.append(
@@ -678,6 +703,11 @@ class DcgmMapper:
                 )
             )
         return out
+
+
+def _differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where a and b differ, NaN equal to NaN."""
+    return ~((a == b) | (np.isnan(a) & np.isnan(b)))
 
 
 def _no_hbm(d: dict) -> bool:

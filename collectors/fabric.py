@@ -278,9 +278,12 @@ class FabricMapper:
                 best = nv_best.get((key, name))
                 if best is None or rank < best[0]:
                     nv_best[(key, name)] = (rank, i)
-        ts_list, value_list = snap.ts.tolist(), snap.values.tolist()  # Python floats, once
         picked += [(i, key, snap.labels[i]["UUID"]) for (key, _), (_, i) in nv_best.items()]
-        for i, key, gpu in picked:
+        # Python floats of the picked samples only (not of the whole snapshot)
+        at = np.fromiter((p[0] for p in picked), np.int64, len(picked))
+        for (i, key, gpu), t, v in zip(
+            picked, snap.ts[at].tolist(), snap.values[at].tolist(), strict=True
+        ):
             name = snap.names[i]
             used += 1
             row = ports.get(key)
@@ -295,7 +298,6 @@ class FabricMapper:
                     "up": None,
                     "err_parts": {},
                 }
-            t, v = ts_list[i], value_list[i]
             row["ts"] = max(row["ts"], t)
             if name in (IB_TX, IB_RX):
                 d = self._counters.update((*key, name), t, v)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import ssl
 import time
 import urllib.parse
@@ -132,23 +133,8 @@ async def get(
     keep = False
     try:
         async with asyncio.timeout(deadline_s):
-            parts = urllib.parse.urlsplit(url)
-            tls = parts.scheme == "https"
-            host = parts.hostname or ""
-            port = parts.port or (443 if tls else 80)
-            key = (tls, host, port)
-            target = parts.path or "/"
-            if parts.query:
-                target += "?" + parts.query
-            hdrs = {
-                "Host": parts.netloc.rsplit("@", 1)[-1],
-                "User-Agent": "fleettui",
-                "Accept-Encoding": "identity",
-                **({} if pool is not None else {"Connection": "close"}),
-                **(headers or {}),
-            }
-            head = f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
-            request = (head + "\r\n").encode("latin-1")
+            key, request = _request(url, tuple((headers or {}).items()), pool is not None)
+            tls, host, port = key
             pooled = pool.take(key) if pool is not None else None
             while True:
                 if pooled is None:
@@ -211,6 +197,30 @@ async def get(
     if r.status is not None and not 200 <= r.status < 300 and r.reason is None:
         r.reason, r.body = f"{url}: HTTP {r.status}", None
     return r
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _request(
+    url: str, headers: tuple[tuple[str, str], ...], keep_alive: bool
+) -> tuple[tuple[bool, str, int], bytes]:
+    """((TLS, host, port), the request's bytes) for `url`: worked out once per target,
+    not on every scrape."""
+    parts = urllib.parse.urlsplit(url)
+    tls = parts.scheme == "https"
+    host = parts.hostname or ""
+    port = parts.port or (443 if tls else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    hdrs = {
+        "Host": parts.netloc.rsplit("@", 1)[-1],
+        "User-Agent": "fleettui",
+        "Accept-Encoding": "identity",
+        **({} if keep_alive else {"Connection": "close"}),
+        **dict(headers),
+    }
+    head = f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+    return (tls, host, port), (head + "\r\n").encode("latin-1")
 
 
 async def _read_head(

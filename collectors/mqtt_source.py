@@ -37,6 +37,7 @@ import numpy as np
 
 from collectors.backoff import Backoff
 from collectors.base import Sink, committing, register
+from collectors.mqtt_client import Received, ack_all, tune
 from collectors.nvml.batches import (
     NVLINK_ROWS,
     SOURCE_COLUMN,
@@ -51,6 +52,9 @@ from storage.batch import Batch, make_batch
 log = logging.getLogger(__name__)
 
 EXCERPT_BYTES = 200  # payload bytes kept with a reject
+# intervals a flush waits while the writer still holds the previous one
+HOLD_FLUSHES = 3
+YIELD_EVERY = 64  # messages handled back to back before the event loop runs again
 
 
 # -- connection options shared with the agent ----------------------------------------------------
@@ -254,13 +258,14 @@ class MqttSource:
         self._evicted_at = 0.0
         self._gpu_owner: dict[str, str] = {}  # GPU uuid -> the host that reported it first
         self._flush_lock = asyncio.Lock()
+        self._held = 0  # flush ticks skipped while the writer holds the last hand-in
         self._work_s = 0.0  # decoding and batching time since the last flush
         self._dups_reported = 0
         # handled messages not yet acknowledged: (client, mid, qos); acks of flushes handed
         # in and waiting for their commit
         self._acks: list[tuple[aiomqtt.Client, int, int]] = []
         self._committing: dict[asyncio.Future[bool], list[tuple[aiomqtt.Client, int, int]]] = {}
-        self._getter: asyncio.Future[aiomqtt.Message] | None = None
+        self._getter: asyncio.Future[Received] | None = None
         self.connected = asyncio.Event()
         p = self.o.topic_prefix
         self.report_filter = f"{p}/+/report"
@@ -665,11 +670,14 @@ class MqttSource:
             self._ack(acks)
 
     def _ack(self, acks: list[tuple[aiomqtt.Client, int, int]]) -> None:
-        """PUBACK what was stored; never on a connection that has gone (its message ids
-        mean nothing to the next one, and the broker redelivers those messages anyway)."""
+        """PUBACK what was stored, one write per connection; never on a connection that
+        has gone (its message ids mean nothing to the next one, and the broker
+        redelivers those messages anyway)."""
+        by_client: dict[aiomqtt.Client, list[tuple[int, int]]] = {}
         for client, mid, qos in acks:
-            if not client._disconnected.done():  # noqa: SLF001
-                client._client.ack(mid, qos)  # noqa: SLF001
+            by_client.setdefault(client, []).append((mid, qos))
+        for client, mids in by_client.items():
+            ack_all(client, mids)
 
     async def _settle(self, timeout_s: float = 60.0) -> None:
         """Wait for the flushes handed in to be committed, and acknowledge them."""
@@ -690,15 +698,19 @@ class MqttSource:
         except Exception as exc:  # gone or slow: the broker redelivers, the dedupe is fresh
             log.warning("%s: the broker did not confirm the last acks: %s", self.name, exc)
 
-    def _receive(self, client: aiomqtt.Client, msg: aiomqtt.Message) -> None:
-        self.handle(msg.topic.value, msg.payload)  # type: ignore[arg-type]
+    def _receive(self, client: aiomqtt.Client, msg: Received) -> None:
+        self.handle(msg.topic, msg.payload)
         if self.manual_ack and msg.qos > 0:
             self._acks.append((client, msg.mid, msg.qos))
 
-    async def _next_message(self, client: aiomqtt.Client) -> aiomqtt.Message:
+    async def _next_message(self, client: aiomqtt.Client) -> Received:
         """The next message. Unlike aiomqtt's iterator, which loses the message its
         getter took off the queue when the task is cancelled (one report at every
-        SIGTERM), the getter is kept and `_drain` handles what it took."""
+        SIGTERM), the getter is kept and `_drain` handles what it took. A message
+        already queued is taken without a getter task (most of them in a burst)."""
+        queue = client._queue  # noqa: SLF001
+        if self._getter is None and queue.qsize():
+            return queue.get_nowait()
         if self._getter is None:
             self._getter = asyncio.ensure_future(client._queue.get())  # noqa: SLF001
         gone = client._disconnected  # noqa: SLF001
@@ -731,7 +743,7 @@ class MqttSource:
         else:
             kw["protocol"] = aiomqtt.ProtocolVersion.V311
             kw["clean_session"] = not o.persistent_session
-        client = aiomqtt.Client(
+        client = aiomqtt.Client(  # tuned: buffered reads, light messages (mqtt_client.py)
             host,
             port,
             identifier=client_id,
@@ -742,7 +754,7 @@ class MqttSource:
             **kw,
         )
         client._client.manual_ack_set(self.manual_ack)  # noqa: SLF001 (aiomqtt has no option)
-        return client
+        return tune(client)
 
     async def run(self, sink: Sink) -> None:
         backoff = Backoff.capped(0.5, self.o.reconnect_max_s)
@@ -763,11 +775,15 @@ class MqttSource:
                         )
                         self.connected.set()
                         backoff.started()  # reset only if this connection stays up
+                        n = 0
                         try:
                             while True:
                                 self._receive(client, await self._next_message(client))
+                                n += 1
                                 if self._batcher.reports >= self.o.max_batch_reports:
                                     await self.flush(sink)
+                                elif n % YIELD_EVERY == 0:  # queued messages need no await:
+                                    await asyncio.sleep(0)  # let the loop read and flush
                         except asyncio.CancelledError:
                             # stopping: store what was received and acknowledge it before
                             # the connection closes (nothing redelivered, nothing lost);
@@ -852,11 +868,21 @@ class MqttSource:
     async def _flush_loop(self, sink: Sink) -> None:
         while True:
             await asyncio.sleep(self.o.flush_interval_s)
-            await self.flush(sink)
+            await self._flush_tick(sink)
             now = self.clock()
             if now - self._evicted_at >= 60.0:
                 self._evicted_at = now
                 self.evict_idle_hosts(now)
+
+    async def _flush_tick(self, sink: Sink) -> None:
+        if self._committing and self._held < HOLD_FLUSHES:
+            # the writer has not committed the last hand-in yet: let this one grow
+            # (each write's fixed costs, per statement and per table, are paid once
+            # for more reports); max_batch_reports still bounds it
+            self._held += 1
+            return
+        self._held = 0
+        await self.flush(sink)
 
 
 @register("mqtt")

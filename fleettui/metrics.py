@@ -418,15 +418,13 @@ class StoreSizeTask:
 
     def measure(self) -> dict[str, float]:
         from storage.footprint import (
-            disk_bytes,
             duckdb_memory_bytes,
             process_rss_bytes,
             rollup_rows,
-            used_bytes,
+            store_bytes,
         )
 
-        used = used_bytes(self.store)
-        on_disk = disk_bytes(self.store.path)
+        on_disk, used = store_bytes(self.store)
         self.growth.observe(on_disk, used)
         self.growth.observe_rows(*rollup_rows(self.store))
         self.last = {"file_bytes": on_disk, "used_bytes": used, "retention_h": self.retention_h}
@@ -449,7 +447,9 @@ class StoreSizeTask:
     def snapshot(self) -> dict[str, float]:
         from storage.footprint import disk_bytes
 
-        out = {**self.last, "file_bytes": disk_bytes(self.store.path)}
+        out = dict(self.last)
+        if getattr(self.store, "lake_file_bytes", None) is None:  # a lake asks its catalog
+            out["file_bytes"] = disk_bytes(self.store.path)  # only in measure(), off the loop
         if "projected_bytes" in out:
             out["projected_bytes"] = max(out["projected_bytes"], out["file_bytes"])
         return out

@@ -39,6 +39,17 @@ def disk_bytes(path: str) -> int:
     return total
 
 
+def store_bytes(store: Store) -> tuple[int, int]:
+    """(bytes on disk, bytes in use). A file store: the file and its WAL, and DuckDB's
+    blocks in use. A lake (no file of its own): its data files, as its catalog lists
+    them, for both."""
+    lake_bytes = getattr(store, "lake_file_bytes", None)
+    if lake_bytes is not None:
+        n = int(lake_bytes())
+        return n, n
+    return disk_bytes(store.path), used_bytes(store)
+
+
 def used_bytes(store: Store) -> int:
     cur = store.cursor()
     try:

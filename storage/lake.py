@@ -266,6 +266,19 @@ class LakeStore(Store):
             f"WHERE NOT EXISTS (SELECT 1 FROM {b.table} t WHERE {window} AND {on})"
         )
 
+    def lake_file_bytes(self) -> int:
+        """Bytes of the data and delete files the catalog lists (storage/footprint.py):
+        the lake's size wherever its data path is (a directory, or object storage)."""
+        cur = self.cursor()
+        try:
+            row = cur.execute(
+                "SELECT coalesce(sum(file_size_bytes + delete_file_size_bytes), 0)"
+                f" FROM ducklake_table_info({_quote(CATALOG)})"
+            ).fetchone()
+        finally:
+            cur.close()
+        return int(row[0]) if row else 0
+
     def close(self, side_wait_s: float = SIDE_WRITER_WAIT_S) -> None:
         self._let_side_writers_finish(side_wait_s)
         self.con.close()

@@ -47,8 +47,14 @@ LIVE_TABLES: dict[str, tuple[str, str, str, str]] = {
 # History read on open; a view whose stale window reaches further back reads history.
 FILL_WINDOW_S = 120.0
 
-# How often the writer folds new batches into the snapshot (wall seconds).
+# How often the writer folds new batches into the snapshot (wall seconds): at most
+# every PUBLISH_S, and less often while publishing would cost more than
+# LIVE_CPU_SHARE of the writer's own CPU for the writes (a fleet too large for the
+# writer's core then stores first and refreshes the snapshot less often), but at
+# least every MAX_PUBLISH_S.
 PUBLISH_S = 1.0
+LIVE_CPU_SHARE = 0.15
+MAX_PUBLISH_S = 10.0
 
 # Tables the rack grid's layout is built from; a write to them may change it.
 LAYOUT_TABLES = frozenset({"gpus", "hosts", "slices", "assignments"})
@@ -142,6 +148,9 @@ class LiveSnapshot:
         self._lock = threading.Lock()
         self._last_publish = 0.0
         self.publish_cpu_s = 0.0  # total CPU spent publishing (benchmarks)
+        # the writer thread's CPU in writes and in publishes since the fill: the budget
+        self.write_thread_s = 0.0
+        self.publish_thread_s = 0.0
         self._cur = con.cursor()
         self._cur.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {LIVE_CATALOG}")
         self._cur.execute(
@@ -201,9 +210,21 @@ class LiveSnapshot:
             with self._lock:
                 pending.append(data)
 
+    def note_write(self, thread_cpu_s: float) -> None:
+        """The writer thread's CPU for one committed write (the publish budget)."""
+        self.write_thread_s += thread_cpu_s
+
     def maybe_publish(self) -> None:
-        if time.monotonic() - self._last_publish >= self.publish_s:
+        since = time.monotonic() - self._last_publish
+        if since < self.publish_s:
+            return
+        if since < MAX_PUBLISH_S and self.publish_thread_s > LIVE_CPU_SHARE * self.write_thread_s:
+            return  # over budget: fold more batches into the next publish
+        t0 = time.thread_time()
+        try:
             self.publish()
+        finally:
+            self.publish_thread_s += time.thread_time() - t0
 
     def publish(self) -> None:
         """Fold pending batches into the snapshot and replace its tables."""

@@ -2,7 +2,9 @@
 
 `schema_version` holds one row per applied migration. Opening an older file
 migrates it inside one transaction; a file from a newer FleetTUI is refused
-rather than misread.
+rather than misread. Every bundled migration the file has not recorded is
+applied, in order, even one numbered below its newest: branches land
+migrations out of order, and a store made in between must not skip one.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0] or 0) if row else 0
 
 
+def applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:
+    if current_version(con) == 0:
+        return set()
+    return {int(r[0]) for r in con.execute("SELECT version FROM schema_version").fetchall()}
+
+
 def check_version(con: duckdb.DuckDBPyConnection, where: str) -> int:
     """Current version; raises SchemaError if it is newer than this code knows."""
     have, know = current_version(con), latest_version()
@@ -64,7 +72,8 @@ def migrate(
     `transform` rewrites each statement for another backend (storage/lake.py)."""
     fix = transform or (lambda sql: sql)
     have = check_version(con, where)
-    pending = [m for m in migrations() if m[0] > have]
+    applied = applied_versions(con)
+    pending = [m for m in migrations() if m[0] not in applied]
     if not pending:
         return have
     con.execute("BEGIN TRANSACTION")
@@ -89,4 +98,4 @@ def migrate(
         except duckdb.Error:
             pass
         raise
-    return pending[-1][0]
+    return max(have, pending[-1][0])

@@ -54,3 +54,39 @@ def chart_bucket(col: str) -> str:
         f"greatest(least(floor(epoch({col} - ($at - to_seconds($window_s))) / $bucket_s), "
         "$buckets - 1), 0)::INT"
     )
+
+
+def _watermark_sql(table: str, tier: str) -> str:
+    return (
+        "(SELECT coalesce(max(done_until), TIMESTAMP '1970-01-01') FROM rollup_state"
+        f" WHERE rollup = '{table}_{tier}')"
+    )
+
+
+def sum_rows(table: str, tier: str, cols: tuple[str, ...]) -> str:
+    """A relation of `bucket`, `table`'s keys and `<col>_sum` / `<col>_count` per
+    col, at `tier`, for consumers that only add sums and counts (a weighted
+    mean): the rolled-up tables below their watermarks, and the rows not rolled
+    up yet as they are (raw rows one by one, `bucket` their time truncated to the
+    tier), so a caller's join or filter applies before anything is aggregated.
+    The tier's `_live` view instead re-aggregates the whole fleet's raw tail
+    (with the 1-hour tier up to an hour of raw rows) before any filter."""
+    keys = ", ".join(SPECS[table].keys)
+    unit = {"1m": "minute", "1h": "hour"}[tier]
+    sums = ", ".join(f"{c}_sum::DOUBLE AS {c}_sum, {c}_count" for c in cols)
+    raw = ", ".join(f"{c}::DOUBLE AS {c}_sum, ({c} IS NOT NULL)::BIGINT AS {c}_count" for c in cols)
+    wm = _watermark_sql(table, tier)
+    parts = [f"SELECT bucket, {keys}, {sums} FROM {table}_{tier} WHERE bucket < {wm}"]
+    raw_from = wm
+    if tier == "1h":  # the minutes rolled up since the last hour
+        wm_m = _watermark_sql(table, "1m")
+        parts.append(
+            f"SELECT date_trunc('hour', bucket) AS bucket, {keys}, {sums} FROM {table}_1m"
+            f" WHERE bucket >= {wm} AND bucket < {wm_m}"
+        )
+        raw_from = f"greatest({wm}, {wm_m})"
+    parts.append(
+        f"SELECT date_trunc('{unit}', ts) AS bucket, {keys}, {raw} FROM {table}"
+        f" WHERE ts >= {raw_from}"
+    )
+    return "(" + "\nUNION ALL\n".join(parts) + ")"

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -260,6 +261,7 @@ class Store:
             if b.table not in TABLE_COLUMNS:
                 raise BatchError(f"unknown table {b.table!r}")
         rows = 0
+        t0 = time.thread_time()
         try:
             with self.writer() as cur:
                 for b in merged:
@@ -279,14 +281,15 @@ class Store:
             self.failure = str(failure)
             raise failure from exc
         self.failure = None
-        self._to_live(merged)
+        self._to_live(merged, time.thread_time() - t0)
         return rows
 
-    def _to_live(self, merged: list[Batch]) -> None:
+    def _to_live(self, merged: list[Batch], write_cpu_s: float) -> None:
         """Committed samples to the live snapshot (storage/live.py); its failure is
         logged and the views read history instead."""
         if self.live is None:
             return
+        self.live.note_write(write_cpu_s)
         for b in merged:
             self.live.add(b.table, b.data)
         try:

@@ -13,6 +13,7 @@ from tests.simfleet_truth import fault_start
 
 T0 = 1_790_000_000.0
 MIB = 1 << 20
+BLANK = "2147483632"  # DCGM int32 blank: the series stays, its value is no reading
 
 
 def rows(result, table):
@@ -134,3 +135,39 @@ def test_xid_from_the_simulated_exporter_is_one_event():
     assert [(e["code"], e["gpu_uuid"], e["host"]) for e in events] == [
         (48, f.gpu_uuid[g], "hgx-03-n4")
     ]
+
+
+def test_inventory_and_hosts_follow_values_while_the_plan_is_reused():
+    """With one layout (the plan reused), only rows whose values changed are looked at:
+    a GPU whose framebuffer total or GPU_UTIL presence changes still gets its row."""
+
+    def snap(free1: float, util1: str, at: float):
+        text = "".join(
+            f'{n}{{gpu="{g}",UUID="GPU-{g}",Hostname="h{g // 2}",modelName="NVIDIA H100"}} {v}\n'
+            for g in range(4)
+            for n, v in (
+                ("DCGM_FI_DEV_GPU_UTIL", util1 if g == 1 else "50"),
+                ("DCGM_FI_DEV_FB_USED", 1000),
+                ("DCGM_FI_DEV_FB_FREE", free1 if g == 1 else 2000),
+            )
+        )
+        s = parse_exposition(text, "x", now=at)
+        s.layout = layout  # the same series: the mapper's plan is kept
+        return s
+
+    layout = object()
+    m = DcgmMapper("x", describe_every_s=300)
+    first = m.map(snap(2000, "50", T0), T0)
+    assert [g["gpu_uuid"] for g in rows(first, "gpus")] == [f"GPU-{g}" for g in range(4)]
+    assert m.map(snap(2000, "50", T0 + 5), T0 + 5).batches[-1].table == "hosts"
+    assert rows(m.map(snap(2000, "50", T0 + 5), T0 + 5), "gpus") == []
+    (g1,) = rows(m.map(snap(3000, "50", T0 + 10), T0 + 10), "gpus")
+    assert (g1["gpu_uuid"], g1["mem_total_bytes"]) == ("GPU-1", 4000 * MIB)
+    (g1,) = rows(m.map(snap(3000, BLANK, T0 + 15), T0 + 15), "gpus")  # GPU_UTIL blank now
+    assert (g1["gpu_uuid"], g1["mig_mode"]) == ("GPU-1", None)
+    hosts = rows(m.map(snap(3000, BLANK, T0 + 20), T0 + 20), "hosts")
+    assert [(h["host"], h["last_seen"].timestamp()) for h in hosts] == [
+        ("h0", T0 + 20),
+        ("h1", T0 + 20),
+    ]
+    assert len(rows(m.map(snap(3000, BLANK, T0 + 400), T0 + 400), "gpus")) == 4  # refresh

@@ -7,6 +7,7 @@ import itertools
 import re
 import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -318,3 +319,25 @@ def test_maintenance_compacts_without_changing_rows(postgres: Postgres, tmp_path
         assert lake.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone() == (325,)
     finally:
         lake.close()
+
+
+def test_store_size_of_a_lake_is_its_data_files(postgres: Postgres, tmp_path):  # noqa: F811
+    """/metrics and `fleettui status` read the size from here; a lake has no file of
+    its own, so the path-based size said 0 whatever the lake held."""
+    from fleettui.metrics import StoreSizeTask
+
+    target = new_lake(postgres, tmp_path)
+    store = LakeStore.open_lake(target)
+    t = datetime(2026, 1, 1, 12, 0, 0)
+    store.write([hosts_batch(["h1", "h2"], t)])
+    task = StoreSizeTask(store, retention_h=48)
+    empty = task.measure()["file_bytes"]
+    for k in range(3):
+        store.write([gpu_batch(f"h{k % 2 + 1}", t + timedelta(minutes=k), 200)])
+    size = task.measure()
+    on_disk = sum(p.stat().st_size for p in Path(target.data_path).rglob("*") if p.is_file())
+    assert size["file_bytes"] == size["used_bytes"] == task.snapshot()["file_bytes"]
+    assert size["file_bytes"] > empty
+    # the catalog lists the files the lake uses; nothing has been expired, so all of them
+    assert size["file_bytes"] == on_disk
+    store.close()

@@ -267,3 +267,36 @@ def test_an_empty_body_or_a_changed_one_costs_one_plan_not_one_per_gather():
         pipe.map(merged, T0 + k)
         plans.append(pipe.dcgm._plan)
     assert plans[0] is plans[1] and plans[1] is not plans[2] and plans[2] is plans[3]
+
+
+@pytest.mark.parametrize(
+    "stamp", ["99999999999999999999", "9" * 400, "9" * 5000, str(2**53 + 1), "0" * 17 + "1"]
+)
+def test_a_timestamp_out_of_range_skips_its_line_with_a_reason_never_raises(stamp):
+    good = 'm{gpu="1"} 6 1700000000000\n'
+    body = f'm{{gpu="0"}} 5 {stamp}\n{good}'.encode()
+    snap, layout = parse_body(body, "t", T0, {}, 40, None, True)
+    assert snap.values.tolist() == [6.0] and snap.ts.tolist() == [1_700_000_000.0]
+    assert snap.skipped == [f"t: line 1: timestamp {stamp[:24]!r} out of range, skipped"]
+    assert layout is None  # a body with a line skipped is parsed in full next time
+    # the same through a layout learned on a clean body: it does not fit, the full parse
+    # says why
+    clean = f'm{{gpu="0"}} 5 1700000000000\n{good}'.encode()
+    _, layout = parse_body(clean, "t", T0, {}, 40, None, True)
+    assert layout is not None and layout.has_ts
+    assert read(body, layout, T0) is None
+    again, _ = parse_body(body, "t", T0, {}, 40, layout, True)
+    _same(again, snap)
+
+
+def test_one_stamp_for_the_body_or_one_per_line_read_as_the_full_parse_does():
+    one = "".join(f'm{{gpu="{g}"}} {g}.5 1700000000000\n' for g in range(4))
+    each = "".join(f'm{{gpu="{g}"}} {g}.5 {1700000000000 + g}\n' for g in range(4))
+    layout = learn(one.encode(), parse_exposition(one, "t", now=T0), T0)
+    assert layout is not None and layout.has_ts
+    for text in (one, each, one.replace("1700000000000", str(2**53))):
+        _same(read(text.encode(), layout, T0), parse_exposition(text, "t", now=T0))
+    for bad in (str(2**53 + 1), "1" * 17, "-5", "1e3"):
+        assert read(one.replace("1700000000000", bad).encode(), layout, T0) is None
+        mixed = each.replace("1700000000003", bad)
+        assert read(mixed.encode(), layout, T0) is None

@@ -269,3 +269,66 @@ async def test_runtime_records_skip_reasons_in_collector_runs(bad_server):
     assert "body is HTML" in runs[0][2] and "value nan" in runs[0][2]
     n = store.cursor().execute("SELECT count(DISTINCT gpu_uuid) FROM gpu_samples").fetchone()[0]
     assert n == 2  # GPU-good and GPU-nan (its good fields)
+
+
+async def test_no_more_than_max_connections_fetches_at_once_and_every_target_is_fetched():
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            time.sleep(0.15)
+            n = self.path.strip("/")
+            data = gpu_lines(f"GPU-{n}", f"h-{n}", 100.0).encode()
+            with lock:
+                state["now"] -= 1
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a) -> None:
+            return None
+
+    httpd = _Server(("127.0.0.1", 0), H)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        targets = [ScrapeTarget(f"{url}/{i}") for i in range(12)]
+        src = ScrapeSource(ScrapeOptions(max_connections=3, timeout_s=30), targets)
+        g = await src.gather(datetime.now(UTC))
+        await src.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert state["most"] == 3  # reached, never passed
+    gpus = [b for b in g.batches if b.table == "gpu_samples"][0].data.to_pydict()
+    assert sorted(gpus["gpu_uuid"]) == sorted(f"GPU-{i}" for i in range(12))
+    assert not g.skipped
+
+
+async def test_learned_layouts_are_frozen_out_of_gc_scans_once_not_every_gather(bad_server):
+    import gc
+
+    gc.unfreeze()
+    src = ScrapeSource(ScrapeOptions(), [ScrapeTarget(bad_server.url + "/good")])
+    try:
+        await src.gather(datetime.now(UTC))  # learns the target's layout
+        layout = src._layouts[0]
+        assert layout is not None and gc.get_freeze_count() > 0
+        assert id(layout.names) not in {id(o) for o in gc.get_objects()}  # frozen
+        gc.unfreeze()
+        g = await src.gather(datetime.now(UTC))  # read through it: nothing learned
+        assert src._layouts[0] is layout and gc.get_freeze_count() == 0
+        assert [b.data.to_pydict()["power_w"] for b in g.batches if b.table == "gpu_samples"] == [
+            [100.0]
+        ]
+    finally:
+        gc.unfreeze()
+        await src.close()

@@ -38,6 +38,34 @@ def test_open_migrates_and_refuses_newer_schema(tmp_path):
         Store.open(path)
 
 
+def test_a_migration_that_landed_below_the_store_version_is_still_applied(tmp_path, monkeypatch):
+    """A store made on a branch that had 0017 but not yet 0015 must get 0015 when the
+    merged code opens it; comparing with the newest version alone would skip it."""
+    from storage import migrate as migrate_mod
+
+    path = tmp_path / "f.duckdb"
+    bundled = migrate_mod.migrations()
+    monkeypatch.setattr(migrate_mod, "migrations", lambda: [m for m in bundled if m[0] != 15])
+    Store.open(path).close()
+    monkeypatch.setattr(migrate_mod, "migrations", lambda: bundled)
+    con = duckdb.connect(str(path))
+    assert 15 not in {r[0] for r in con.execute("SELECT version FROM schema_version").fetchall()}
+    con.close()
+
+    Store.open(path).close()
+    con = duckdb.connect(str(path))
+    versions = [r[0] for r in con.execute("SELECT version FROM schema_version").fetchall()]
+    cols = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'gpu_samples_1m'"
+        ).fetchall()
+    }
+    con.close()
+    assert sorted(versions) == [m[0] for m in bundled]
+    assert "energy_j_nonnull_last" in cols
+
+
 def test_locked_database_is_one_clear_error(tmp_path):
     path = tmp_path / "f.duckdb"
     Store.open(path).close()

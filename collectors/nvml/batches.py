@@ -305,8 +305,11 @@ def _link_columns(links: list[tuple[Any, ...]], per_gpu: bool) -> dict[str, Any]
     """link_samples columns for every report's NVLink lists at once: a GPU with k links
     (k = the longer of its tx and rx lists) gives k rows, port `nvlink<N>`, or with
     `per_gpu` one row, port `nvlink`, rates and errors summed over the links it reported
-    (null if none), up only if every link it reported is up. Values are never touched one
-    by one in Python: Arrow reads the lists, numpy sums and repeats."""
+    (null if none), up only if every link it reported is up. Per link, values are never
+    touched one by one in Python: Arrow reads the lists, numpy repeats; per GPU, see
+    `_per_gpu_columns`."""
+    if per_gpu:
+        return _per_gpu_columns(links)
     n_per = [len(e[2]) for e in links]
     cols = [_per_gpu_lists(links, j, n_per) for j in (3, 4, 5, 6)]
     typs = (pa.float64(), pa.float64(), pa.int64(), pa.bool_())
@@ -320,18 +323,6 @@ def _link_columns(links: list[tuple[Any, ...]], per_gpu: bool) -> dict[str, Any]
     hosts = pa.array([e[1] for e in links], pa.string())
     uuids = pa.array(list(chain.from_iterable(e[2] for e in links)), pa.string())
     names = ("tx_bytes_per_s", "rx_bytes_per_s", "errors", "link_up")
-    if per_gpu:
-        n = len(ks)
-        out = {
-            "ts": gpu_ts[keep],
-            "host": hosts.take(gpu_host[keep]),
-            "port": ["nvlink"] * len(keep),
-            "gpu_uuid": uuids.take(keep),
-        }
-        for name, (lengths, flat) in zip(names, read, strict=True):
-            agg = _all_up if name == "link_up" else _sum_links
-            out[name] = agg(lengths, flat, n).take(keep)
-        return out
     rows = np.repeat(np.arange(len(ks)), ks)
     port = np.arange(len(rows)) - np.repeat(np.cumsum(ks) - ks, ks)  # link index in its GPU
     out = {
@@ -354,29 +345,57 @@ def _link_columns(links: list[tuple[Any, ...]], per_gpu: bool) -> dict[str, Any]
     return out
 
 
-def _segments(lengths: np.ndarray, flat: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(GPU of each value, value with nulls as 0, 1 where not null) over all values."""
-    seg = np.repeat(np.arange(len(lengths)), lengths)
-    valid = flat.is_valid().to_numpy(zero_copy_only=False)
-    zero = False if pa.types.is_boolean(flat.type) else 0
-    return seg, flat.fill_null(zero).to_numpy(zero_copy_only=False), valid
+def _total(vals: list[Any] | None) -> Any:
+    """A GPU's links summed (null if it reported none): `sum` in C, the nulls left out
+    only when there are some."""
+    if not vals:
+        return None
+    try:
+        return sum(vals)
+    except TypeError:  # a null among them
+        known = [v for v in vals if v is not None]
+        return sum(known) if known else None
 
 
-def _sum_links(lengths: np.ndarray, flat: pa.Array, n: int) -> pa.Array:
-    seg, vals, valid = _segments(lengths, flat)
-    known = np.bincount(seg, weights=valid, minlength=n) > 0
-    total = np.bincount(seg, weights=vals.astype(np.float64), minlength=n)
-    if pa.types.is_integer(flat.type):  # exact integer sums; float sums only to refuse overflow
-        if np.any(np.abs(total) >= 2.0**63):
-            raise OverflowError("NVLink error counts sum beyond a 64-bit integer")
-        exact = np.zeros(n, np.int64)
-        np.add.at(exact, seg, vals)
-        return pa.array(exact, mask=~known)
-    return pa.array(total, mask=~known)
+def _all_up_of(vals: list[Any] | None) -> bool | None:
+    if not vals:
+        return None
+    if None in vals:
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            return None
+    return all(vals)
 
 
-def _all_up(lengths: np.ndarray, flat: pa.Array, n: int) -> pa.Array:
-    seg, vals, valid = _segments(lengths, flat)
-    known = np.bincount(seg, weights=valid, minlength=n)
-    up = np.bincount(seg, weights=vals & valid, minlength=n)
-    return pa.array(up == known, mask=known == 0)
+def _per_gpu_columns(links: list[tuple[Any, ...]]) -> dict[str, Any] | None:
+    """`per_gpu` link rows: one per GPU that reported a link, its lists reduced by
+    builtins (a few C calls per GPU; Arrow's conversion of the nested lists cost
+    more than the sums). The same rules as the per-link path: rates and errors summed
+    over the links reported, up only if every reported link is up."""
+    cols: dict[str, list[Any]] = {k: [] for k in ("ts", "host", "gpu_uuid", *_LINK_VALUES)}
+    ts, host, uuid = cols["ts"], cols["host"], cols["gpu_uuid"]
+    tx_c, rx_c, err_c, up_c = (cols[k] for k in _LINK_VALUES)
+    for ts_us, h, uuids, tx, rx, errs, ups in links:
+        for i, u in enumerate(uuids):
+            t = tx[i] if tx is not None else None
+            r = rx[i] if rx is not None else None
+            if not t and not r:
+                continue
+            e = errs[i] if errs is not None else None
+            ts.append(ts_us)
+            host.append(h)
+            uuid.append(u)
+            tx_c.append(_total(t))
+            rx_c.append(_total(r))
+            err = _total(e)
+            if err is not None and not -(2**63) <= err < 2**63:
+                raise OverflowError("NVLink error counts sum beyond a 64-bit integer")
+            err_c.append(err)
+            up_c.append(_all_up_of(ups[i] if ups is not None else None))
+    if not ts:
+        return None
+    cols["port"] = ["nvlink"] * len(ts)
+    return cols
+
+
+_LINK_VALUES = ("tx_bytes_per_s", "rx_bytes_per_s", "errors", "link_up")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from collectors.promtext.parse import MAX_TS_MS
 from collectors.promtext.series import Snapshot
 
 _NL, _SP = 10, 32
@@ -123,10 +124,20 @@ def _values(tokens: list[bytes], layout: Layout, now: float) -> Snapshot | None:
     try:
         if layout.has_ts:
             stamps = tokens[1::2]
-            if not b"".join(stamps).isdigit():  # the full parser's `-?\d+`, less the sign
-                return None
+            if stamps.count(stamps[0]) == n:  # one stamp for the body (an exporter's tick)
+                first = stamps[0]
+                if not (first.isdigit() and len(first) <= 16 and int(first) <= MAX_TS_MS):
+                    return None
+                ts = np.full(n, int(stamps[0]) / 1000.0)
+            else:
+                # the full parser's `-?\d+` (less the sign), in its range: no int64 overflow
+                if not b"".join(stamps).isdigit() or max(map(len, stamps)) > 16:
+                    return None
+                ms = np.fromiter(map(int, stamps), np.int64, n)
+                if (ms > MAX_TS_MS).any():
+                    return None
+                ts = ms / 1000.0
             values = np.fromiter(map(float, tokens[0::2]), np.float64, n)
-            ts = np.fromiter(map(int, stamps), np.int64, n) / 1000.0
         else:
             values = np.fromiter(map(float, tokens), np.float64, n)
             ts = np.full(n, now)

@@ -25,6 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.promtext.series import MAX_LABELS, Snapshot, SnapshotBuilder
 
+# A sample's timestamp beyond this many ms (2**53: ~285,000 years, exact as a double and
+# as int64 microseconds), or of more than 16 digits, is skipped with a reason, never
+# converted (int() of 4,300 digits raises, a float of 400 overflows).
+MAX_TS_MS = 2**53
+
 _SAMPLE = re.compile(
     r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(\{.*\})?[ \t]+(\S+)(?:[ \t]+(-?\d+))?[ \t]*$"
 )
@@ -129,5 +134,8 @@ def parse_exposition(
             b.skipped.append(f"{where}: line {n}: value {raw[:20]!r} is not a number, skipped")
             continue
         ident = block if le is None else f"{block}le={le}"
+        if ts_ms and (len(ts_ms.lstrip("-")) > 16 or abs(int(ts_ms)) > MAX_TS_MS):
+            b.skipped.append(f"{where}: line {n}: timestamp {ts_ms[:24]!r} out of range, skipped")
+            continue
         b.add(name, labels, value, int(ts_ms) / 1000.0 if ts_ms else now, ident=ident)
     return b.build()

@@ -3,8 +3,9 @@
     inactive -> pending -> firing -> resolved
                    \\-> inactive (the condition stopped before `for` elapsed)
 
-Each cycle runs one query per rule (the offending rows for the whole fleet at
-once), steps the state of every open instance in memory, and writes the
+Each cycle runs one query per table and scope for the `expr` rules that share
+it (fleettui/alerts/shared.py) and one per other rule (the offending rows for
+the whole fleet at once), steps the state of every open instance in memory, and writes the
 instances that changed to the `alerts` table in one transaction. Open
 instances (pending or firing) are read back from that table at start, so a
 restarted daemon keeps its pending timers and firing alerts.
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import operator
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from typing import Protocol
 import duckdb
 
 from fleettui.alerts.rules import Rule, render
+from fleettui.alerts.shared import Scan, plan
 from fleettui.alerts.silences import Silence, active_silences
 from storage.batch import BatchError, make_batch
 from storage.columns import TABLE_COLUMNS
@@ -80,6 +83,8 @@ class Cycle:
     query_ms: float = 0.0  # all rule queries
     total_ms: float = 0.0  # queries, state steps and the write
     rule_ms: dict[str, float] = field(default_factory=dict)
+    scan_ms: dict[str, float] = field(default_factory=dict)  # shared scans, "table/scope"
+    scan_errors: list[str] = field(default_factory=list)  # shared scans that fell back
 
 
 class Delivery(Protocol):
@@ -110,12 +115,17 @@ class AlertEngine:
         resend_s: float = 60.0,
         delivery: Delivery | None = None,
         name: str = "alerts",
+        shared: bool = True,
     ):
         self.name = name
         self.interval_s = interval_s
         self.resend_s = resend_s
         self.store = store
         self.rules = list(rules)
+        # shared=False runs every rule's own query (the reference the tests compare with).
+        self._shared = shared
+        self._scans: list[Scan] = []
+        self._planned: tuple[Rule, ...] | None = None  # the rules _scans were planned for
         self.delivery = delivery
         self._open: dict[tuple[str, str], Instance] = {}
         # When each firing alert was last handed to delivery (the resend schedule); each
@@ -125,6 +135,11 @@ class AlertEngine:
         # memory only: after a restart the hold starts again, erring towards firing longer.
         self._clear_since: dict[str, datetime] = {}
         self._unsaved: dict[str, Instance] = {}
+        # Per open alert: the (value, threshold, templates) its annotations were rendered for, and
+        # the JSON of its labels and annotations as last written (the dicts are replaced,
+        # never changed in place): every open alert is written every cycle.
+        self._rendered_for: dict[str, tuple[float | None, float | None, dict]] = {}
+        self._json: dict[str, tuple[dict, str, dict, str]] = {}
         # evaluate() runs in a worker thread; open_alerts() may be called from the loop.
         self._lock = threading.Lock()
         self._load_open()
@@ -155,12 +170,31 @@ class AlertEngine:
     def _write(self, changed: list[Instance]) -> None:
         if not changed:
             return
-        cols: dict[str, list] = {c: [] for c in TABLE_COLUMNS["alerts"]}
+        names = TABLE_COLUMNS["alerts"]
+        rows = [_ROW(a) for a in changed]
+        cols: dict[str, list] = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+        labels, annotations = [], []
         for a in changed:
-            for c in cols:
-                v = getattr(a, c)
-                cols[c].append(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
+            j = self._json.get(a.alert_id)
+            if j is None or j[0] is not a.labels or j[2] is not a.annotations:
+                j = self._json[a.alert_id] = (
+                    a.labels,
+                    json.dumps(a.labels, sort_keys=True),
+                    a.annotations,
+                    json.dumps(a.annotations, sort_keys=True),
+                )
+            labels.append(j[1])
+            annotations.append(j[3])
+        cols["labels"], cols["annotations"] = labels, annotations
         self.store.write([make_batch("alerts", cols)])
+
+    def _forget_ended(self) -> None:
+        """Drop the render and JSON memos of alerts that are no longer open."""
+        if len(self._json) > len(self._open) or len(self._rendered_for) > len(self._open):
+            open_ids = {a.alert_id for a in self._open.values()}
+            for memo in (self._json, self._rendered_for):
+                for k in memo.keys() - open_ids:
+                    del memo[k]
 
     # -- evaluation ---------------------------------------------------------
     def evaluate(self, now: datetime) -> Cycle:
@@ -168,32 +202,65 @@ class AlertEngine:
         with self._lock:
             return self._evaluate(now)
 
+    def offending(self, now: datetime, cycle: Cycle | None = None) -> dict[str, object]:
+        """Each rule's offending rows at `now`, as (columns, rows), or its error message.
+
+        The shared scans run first; a rule they answered does not run its own query."""
+        cycle = cycle or Cycle(now)
+        out: dict[str, object] = {}
+        if self._planned != tuple(self.rules):  # `rules` may be replaced (a reload, a test)
+            self._planned = tuple(self.rules)
+            self._scans = plan(self.rules) if self._shared else []
+        cur = self.store.cursor()
+        try:
+            scanned: dict[str, tuple[list[str], list[tuple]]] = {}
+            for scan in self._scans:
+                q0 = time.perf_counter()
+                try:
+                    result = cur.execute(scan.sql, scan.params(now, self.interval_s))
+                    scanned |= scan.split(result.to_arrow_table())
+                except duckdb.Error as exc:
+                    # Its rules run their own queries below: a failure stays the failing rule's.
+                    msg = f"shared scan {scan.table}/{scan.scope}: {str(exc).splitlines()[0]}"
+                    log.warning("%s (its rules ran their own queries)", msg)
+                    cycle.scan_errors.append(msg)
+                cycle.scan_ms[f"{scan.table}/{scan.scope}"] = ms = (time.perf_counter() - q0) * 1000
+                cycle.query_ms += ms
+            for rule in self.rules:
+                q0 = time.perf_counter()
+                if rule.name in scanned:
+                    out[rule.name] = scanned[rule.name]
+                else:
+                    try:
+                        cur.execute(rule.query, rule.bind(now, self.interval_s))
+                        out[rule.name] = ([d[0] for d in cur.description], cur.fetchall())
+                    except duckdb.Error as exc:
+                        out[rule.name] = (
+                            f"{rule.origin}: evaluation failed: {str(exc).splitlines()[0]}"
+                        )
+                        continue
+                cycle.rule_ms[rule.name] = ms = (time.perf_counter() - q0) * 1000
+                cycle.query_ms += ms
+        finally:
+            cur.close()  # a cursor left open blocks the store's checkpoint
+        return out
+
     def _evaluate(self, now: datetime) -> Cycle:
         t0 = time.perf_counter()
         cycle = Cycle(now)
         changed: dict[str, Instance] = {}
-        cur = self.store.cursor()
         names = set()
-        q_ms = 0.0
-        try:
-            for rule in self.rules:
-                names.add(rule.name)
-                q0 = time.perf_counter()
-                try:
-                    cur.execute(rule.query, rule.bind(now, self.interval_s))
-                    cols = [d[0] for d in cur.description]
-                    rows = cur.fetchall()
-                except duckdb.Error as exc:
-                    # Keep this rule's instances as they are: an error is not a resolution.
-                    msg = f"{rule.origin}: evaluation failed: {str(exc).splitlines()[0]}"
-                    log.warning(msg)
-                    cycle.errors.append(msg)
-                    continue
-                cycle.rule_ms[rule.name] = ms = (time.perf_counter() - q0) * 1000
-                q_ms += ms
-                self._step_rule(rule, cols, rows, now, cycle, changed)
-        finally:
-            cur.close()  # a cursor left open blocks the store's checkpoint
+        found = self.offending(now, cycle)
+        for rule in self.rules:
+            names.add(rule.name)
+            result = found[rule.name]
+            if isinstance(result, str):
+                # Keep this rule's instances as they are: an error is not a resolution.
+                log.warning(result)
+                cycle.errors.append(result)
+                continue
+            cols, rows = result
+            self._step_rule(rule, cols, rows, now, cycle, changed)
         # Instances of rules that are no longer loaded end now.
         for key, a in list(self._open.items()):
             if a.rule not in names:
@@ -204,6 +271,7 @@ class AlertEngine:
         try:
             self._write(list(pending_writes.values()))
             self._unsaved = {}
+            self._forget_ended()
         except (duckdb.Error, BatchError, StoreError) as exc:
             self._unsaved = pending_writes
             msg = (
@@ -212,7 +280,6 @@ class AlertEngine:
             log.warning(msg)
             cycle.errors.append(msg)
         self._notify(cycle, now)
-        cycle.query_ms = q_ms
         cycle.total_ms = (time.perf_counter() - t0) * 1000
         return cycle
 
@@ -270,7 +337,11 @@ class AlertEngine:
             if a.state == PENDING and (now - a.started_at).total_seconds() >= rule.for_s:
                 a.state, a.fired_at = FIRING, now
                 cycle.transitions.append((a, PENDING, FIRING))
-            a.annotations = self._annotate(rule, a)
+            # The same inputs render the same text (templates see nothing else that changes).
+            inputs = (value, thr, rule.annotations)
+            if self._rendered_for.get(a.alert_id) != inputs:
+                a.annotations = self._annotate(rule, a)
+                self._rendered_for[a.alert_id] = inputs
             changed[a.alert_id] = a
         for (rname, key), a in list(self._open.items()):
             if rname != rule.name or key in seen:
@@ -354,6 +425,10 @@ class AlertEngine:
         """At shutdown: give queued notifications `timeout_s` to be confirmed."""
         if self.delivery is not None:
             await self.delivery.close(timeout_s)
+
+
+# An instance's columns of the `alerts` table, in order (labels and annotations as dicts).
+_ROW = operator.attrgetter(*TABLE_COLUMNS["alerts"])
 
 
 def _number(v: object) -> float | None:

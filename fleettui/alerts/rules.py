@@ -12,14 +12,16 @@ templated annotations, and a condition given either as
   `$now` (the evaluation time) and `$interval_s` (the engine's interval) may
   be used as parameters.
 
-Every rule compiles to one SQL query, so the engine asks the store once per
-rule per cycle whatever the fleet size. Rules are checked at load: bad keys,
+Every rule compiles to one SQL query (the engine evaluates the `expr` rules of
+one table and scope together: shared.py), so the engine asks the store at most
+once per rule per cycle whatever the fleet size. Rules are checked at load: bad keys,
 types, durations, templates and SQL (run against an empty migrated store) are
 one-line errors naming the file and the rule.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -116,24 +118,40 @@ def parse_duration(value: Any) -> float:
 
 def render(template: str, variables: dict[str, Any]) -> str:
     """Fill `{{ $value }}`, `{{ $labels.host }}`, `{{ $value | printf "%.1f" }}`."""
-
-    def sub(m: re.Match[str]) -> str:
-        name, attr, fmt = m.group(1), m.group(2), m.group(3)
+    out = []
+    for part in _template_parts(template):
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        name, attr, fmt = part
         val = variables.get(name)
         if attr is not None:
             val = val.get(attr, "") if isinstance(val, dict) else ""
         if val is None:
-            return ""
+            continue
         if fmt:
             try:
-                return fmt % val
+                out.append(fmt % val)
             except (TypeError, ValueError):
-                return str(val)
-        if isinstance(val, float):
-            return f"{val:.4g}"
-        return str(val)
+                out.append(str(val))
+        elif isinstance(val, float):
+            out.append(f"{val:.4g}")
+        else:
+            out.append(str(val))
+    return "".join(out)
 
-    return _TEMPLATE.sub(sub, template)
+
+@functools.lru_cache(maxsize=1024)
+def _template_parts(template: str) -> tuple[str | tuple[str, str | None, str | None], ...]:
+    """A template split once into text and (name, attr, printf format) placeholders:
+    the engine renders every open alert's annotations every cycle."""
+    parts: list[str | tuple[str, str | None, str | None]] = []
+    pos = 0
+    for m in _TEMPLATE.finditer(template):
+        parts += [template[pos : m.start()], m.groups()]
+        pos = m.end()
+    parts.append(template[pos:])
+    return tuple(parts)
 
 
 def _check_template(text: str) -> None:
@@ -226,6 +244,20 @@ class RuleSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedExpr:
+    """An `expr` rule's parts, for evaluating it in a scan shared with others
+    (fleettui/alerts/shared.py); None for rules that keep their own query."""
+
+    table: str
+    metric: str
+    agg: str
+    window_us: int
+    op: str
+    threshold: float | str
+    where: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """A loaded, compiled rule."""
 
@@ -240,6 +272,7 @@ class Rule:
     params: tuple[str, ...]  # which of SQL_PARAMS the query uses
     op: str  # for the peak value: the more extreme in this direction
     origin: str  # "file.toml rule 'Name'"
+    shared: SharedExpr | None = None
 
     def bind(self, now: Any, interval_s: float) -> dict[str, Any]:
         values = {"now": now, "interval_s": float(interval_s)}
@@ -358,11 +391,34 @@ def _routed_expr(scope_name: str, e: ExprSpec, table: str, window_us: int) -> st
     )
 
 
+def _shared_expr(scope_name: str, e: ExprSpec) -> SharedExpr | None:
+    """The parts of a plain-window `expr` rule, or None where it keeps its own query:
+    routed to the rollups, or a metric or `where` that could name the inventory
+    join (`d.`), which a shared scan joins only after grouping."""
+    table = e.table or SCOPES[scope_name].table
+    window_us = int(round(parse_duration(e.over) * 1e6))
+    if _routed_expr(scope_name, e, table, window_us) is not None:
+        return None
+    if isinstance(e.threshold, str) and (e.where or re.search(r"\bd\s*\.", e.metric)):
+        return None
+    return SharedExpr(
+        table=table,
+        metric=e.metric,
+        agg=e.agg,
+        window_us=window_us,
+        op=e.op,
+        threshold=e.threshold if isinstance(e.threshold, str) else float(e.threshold),
+        where=e.where,
+    )
+
+
 def _build(spec: RuleSpec, origin: str) -> Rule:
+    shared = None
     if spec.expr is not None:
         e = parse_options(ExprSpec, spec.expr, f"{origin} expr")
         query = compile_expr(spec.scope, e)
         op = e.op
+        shared = _shared_expr(spec.scope, e)
     else:
         query, op = spec.sql.strip().rstrip(";"), ">"
     params = tuple(dict.fromkeys(_SQL_PARAM.findall(query)))
@@ -383,6 +439,7 @@ def _build(spec: RuleSpec, origin: str) -> Rule:
         params=params,
         op=op,
         origin=origin,
+        shared=shared,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 
@@ -82,6 +82,46 @@ GROUP BY ALL
 ORDER BY gpu_uuid, bucket
 """
 
+# An hour of 30 s sparkline buckets without reading an hour of raw rows: the
+# recent minutes from raw samples (30 s buckets, as HISTORY_SQL), older minutes
+# from the 1-minute rollup table (one point per minute, in the chart bucket where
+# the minute starts), so a refresh reads a bounded amount whatever the fleet's
+# history. The split is the later of `$cut` (a minute boundary) and the rollups'
+# watermark: minutes not rolled up yet still come from raw rows.
+HYBRID_HISTORY_SQL = f"""
+WITH cut AS (
+    SELECT least($cut, coalesce((SELECT max(done_until) FROM rollup_state
+                                 WHERE rollup = 'gpu_samples_1m'), TIMESTAMP '1970-01-01')) AS cut
+)
+SELECT gpu_uuid,
+       {chart_bucket("bucket")} AS bucket,
+       (sum(util_pct_sum) / nullif(sum(util_pct_count), 0))::DOUBLE AS util_pct,
+       (100.0 * sum(mem_used_bytes_sum) / nullif(sum(mem_used_bytes_count), 0)
+           / nullif(max(mem_total_bytes_last), 0))::DOUBLE AS mem_pct,
+       (sum(power_w_sum) / nullif(sum(power_w_count), 0))::DOUBLE AS power_w,
+       (sum(temp_c_sum) / nullif(sum(temp_c_count), 0))::DOUBLE AS temp_c
+FROM gpu_samples_1m
+WHERE host = $host AND bucket > $at - to_seconds($window_s + 60) AND bucket <= $at
+  AND bucket < (SELECT cut FROM cut)
+GROUP BY ALL
+UNION ALL
+SELECT gpu_uuid,
+       least(floor(epoch(ts - ($at - to_seconds($window_s))) / $bucket_s), $buckets - 1)::INT
+           AS bucket,
+       avg(util_pct) AS util_pct,
+       avg(100.0 * mem_used_bytes / nullif(mem_total_bytes, 0)) AS mem_pct,
+       avg(power_w) AS power_w,
+       avg(temp_c) AS temp_c
+FROM gpu_samples
+WHERE host = $host AND ts > $at - to_seconds($window_s) AND ts <= $at
+  AND ts >= (SELECT cut FROM cut)
+GROUP BY ALL
+ORDER BY gpu_uuid, bucket
+"""
+
+# Raw rows serve at least this much of the newest history (HYBRID_HISTORY_SQL).
+RAW_RECENT_S = 300.0
+
 EVENTS_SQL = """
 SELECT e.ts, e.kind, e.code, g.gpu_index, e.gpu_uuid, e.detail
 FROM events e LEFT JOIN gpus g ON g.gpu_uuid = e.gpu_uuid
@@ -138,9 +178,12 @@ def gpu_history(
     *,
     window_s: float = 3600.0,
     buckets: int = 60,
+    bounded: bool = True,
 ) -> pa.Table:
     """Bucketed means of util, memory, power and temperature per GPU of `host`; windows
-    of hours or days read the 1-minute or 1-hour rollups."""
+    of hours or days read the 1-minute or 1-hour rollups. A window of sub-minute
+    buckets longer than RAW_RECENT_S reads raw rows for its last minutes only and
+    the 1-minute rollups before (`bounded`; False: raw rows throughout)."""
     params = {
         "at": resolve_at(at),
         "host": host,
@@ -149,10 +192,19 @@ def gpu_history(
         "buckets": buckets,
     }
     tier, rel = source_for("gpu_samples", window_s, buckets)
+    if bounded and tier == RAW and window_s > RAW_RECENT_S and window_s / buckets < 60.0:
+        # older minutes from the 1-minute rollups (one point per minute)
+        at = params["at"]
+        params["cut"] = _minute_floor(at - timedelta(seconds=RAW_RECENT_S))
+        return run(src, HYBRID_HISTORY_SQL, params)
     if tier == RAW:
         return run(src, HISTORY_SQL, params)
     params["step_s"] = TIERS[tier].total_seconds()
     return run(src, ROLLUP_HISTORY_SQL.replace("{rel}", rel), params)
+
+
+def _minute_floor(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
 
 
 def host_events(

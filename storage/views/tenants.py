@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from storage.resolution import RAW, chart_bucket, source_for
+from storage.resolution import RAW, chart_bucket, source_for, sum_rows
 from storage.rollups import TIERS
 from storage.views.alerts import firing_sql
 from storage.views.latest import BUSY_PCT
@@ -183,6 +183,9 @@ def tenant_history(
     bucket counts where it starts), so 30 days reads ~720 hourly rows per GPU."""
     tier, gpu_rel = source_for("gpu_samples", window_s, buckets)
     _, slice_rel = source_for("slice_samples", window_s, buckets)
+    if tier != RAW:  # the tenant's rows are picked before the raw tail is aggregated
+        gpu_rel = sum_rows("gpu_samples", tier, ("util_pct",))
+        slice_rel = sum_rows("slice_samples", tier, ("util_pct",))
     at = resolve_at(at)
     if tier == RAW:
         fields = {"t": "ts", "v": "s.util_pct", "n": "1"}

@@ -38,6 +38,8 @@ NO_VALUE, STALE_CODE, MISSING_CODE = 10, 11, 12
 CODE_GLYPH = {NO_VALUE: "–", STALE_CODE: "·", MISSING_CODE: "✕"}
 CODE_GLYPH_WIDE = {NO_VALUE: " – ", STALE_CODE: "···", MISSING_CODE: " ✕ "}
 CODE_STYLE = {NO_VALUE: Style(dim=True), STALE_CODE: STALE, MISSING_CODE: MISSING}
+# a one-character cell: its slice count (blank: none), or its code's glyph
+GLYPH1 = (" ", *"123456789", *(CODE_GLYPH[c] for c in (NO_VALUE, STALE_CODE, MISSING_CODE)))
 GAP = 2  # columns between panels
 TITLE = Style(bold=True)
 BADGE = Style(color="#ffffff", bgcolor="#c0392b", bold=True)
@@ -98,9 +100,11 @@ class RackGrid(ScrollView, can_focus=True):
         self._lines: list[list[tuple[int, Panel, int]]] = []  # per line: (x, panel, host or -1)
         self._shape_key: tuple = ()
         self._layout_key = ()
-        self._codes: list[int] = []
-        self._shown: list[int] = []
-        self._slices: list[int] = []
+        self._codes = np.zeros(0, dtype=np.int8)  # style code per GPU (HEAT index or *_CODE)
+        self._shown = np.zeros(0, dtype=np.int64)  # value shown in a wide cell
+        self._slices = np.zeros(0, dtype=np.int8)  # slice count, at most 9
+        self._glyph1 = np.zeros(0, dtype=np.int8)  # index into GLYPH1
+        self._breaks = np.zeros(0, dtype=np.int64)  # rows where the code changes
         self._host_of_row: np.ndarray = np.zeros(0, dtype=np.int64)
         self._row_pos: dict[int, tuple[int, int]] = {}
         self._label_w = 3
@@ -159,7 +163,7 @@ class RackGrid(ScrollView, can_focus=True):
         """A style code per GPU for the current metric, vectorised; glyphs are made at render."""
         t = self.table
         if t is None or t.num_rows == 0:
-            self._codes, self._shown, self._slices = [], [], []
+            self._codes = np.zeros(0, dtype=np.int8)
             return
         metric = self.metric
 
@@ -180,24 +184,47 @@ class RackGrid(ScrollView, can_focus=True):
         codes = np.where(codes < 0, NO_VALUE, codes)
         codes = np.where(col("gpu_missing") > 0, MISSING_CODE, codes)
         codes = np.where(col("host_stale") > 0, STALE_CODE, codes)
-        self._codes = codes.tolist()
-        self._shown = np.nan_to_num(values, nan=-1).round().astype(np.int64).tolist()
-        self._slices = t.column("n_slices").to_numpy(zero_copy_only=False).tolist()
+        slices = t.column("n_slices").to_numpy(zero_copy_only=False)
+        # kept as numpy: a frame reads only the visible rows (no list per GPU)
+        self._codes = codes.astype(np.int8)
+        self._shown = np.nan_to_num(values, nan=-1).round().astype(np.int64)
+        self._slices = np.minimum(slices, 9).astype(np.int8)
+        # the one-character glyph of every GPU: its slice count, or its code's
+        self._glyph1 = np.where(self._codes >= 10, 10 + self._codes - NO_VALUE, self._slices)
+        # where the style changes from one GPU to the next (runs share a segment)
+        self._breaks = np.flatnonzero(np.diff(self._codes)) + 1
 
     def _cell(self, i: int) -> tuple[str, Style]:
-        code = self._codes[i]
-        n = self._slices[i]
+        code = int(self._codes[i])
+        n = int(self._slices[i])
         if not self._eff_wide:
-            if code >= 10:
-                return CODE_GLYPH[code], CODE_STYLE[code]
-            return (str(min(n, 9)) if n else " "), HEAT_STYLES[code]
+            return GLYPH1[int(self._glyph1[i])], (
+                CODE_STYLE[code] if code >= 10 else HEAT_STYLES[code]
+            )
         if code >= 10:
             return CODE_GLYPH_WIDE[code], CODE_STYLE[code]
-        v = self._shown[i]
+        v = int(self._shown[i])
         text = f"{v:>3d}" if v < 1000 else f"{v // 1000:>2d}k"
         if n:  # slice count as a superscript before the value
-            text = SUPERSCRIPT[min(n, 9)] + f"{min(v, 99):>2d}"
+            text = SUPERSCRIPT[n] + f"{min(v, 99):>2d}"
         return text, HEAT_STYLES[code]
+
+    def _compact_segments(self, first: int, end: int, cur: int, segs: list[Segment]) -> None:
+        """One host's cells, one character each, a segment per run of one style."""
+        codes = self._codes
+        text = "".join(GLYPH1[g] for g in self._glyph1[first:end].tolist())
+        b = self._breaks
+        cuts = b[np.searchsorted(b, first, "right") : np.searchsorted(b, end, "left")].tolist()
+        if first <= cur < end:  # the cursor's cell is a run of its own
+            cuts = sorted({*cuts, cur, cur + 1} - {first, end})
+        start = first
+        for stop in (*cuts, end):
+            code = int(codes[start])
+            style = CODE_STYLE[code] if code >= 10 else HEAT_STYLES[code]
+            if start == cur:
+                style = style + CURSOR
+            segs.append(Segment(text[start - first : stop - first], style))
+            start = stop
 
     # -- layout ----------------------------------------------------------------
     @property
@@ -268,7 +295,7 @@ class RackGrid(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         vy = y + scroll_y
         width = self.scrollable_content_region.width
-        if vy >= len(self._lines) or not self._codes:
+        if vy >= len(self._lines) or not len(self._codes):
             return Strip.blank(width, self._base_styles()[0])
         segs: list[Segment] = []
         pos = 0
@@ -295,6 +322,10 @@ class RackGrid(ScrollView, can_focus=True):
             label, first, end = panel.hosts[k]
             segs.append(Segment(f"{pictured(label):<{lw}} ", label_s))
             pos += lw + 1
+            if cw == 1:
+                self._compact_segments(first, end, cur, segs)
+                pos += end - first
+                continue
             for i in range(first, end):
                 text, style = cell(i)
                 if i == cur:

@@ -1,0 +1,145 @@
+"""Shared window scans: every `expr` rule over one table and scope reads it once per cycle.
+
+A rule compiled on its own (`Rule.query`) scans its window of the sample table,
+groups by the scope and compares; with eleven such rules the engine read the
+same two minutes of `gpu_samples` six times a cycle. Here the rules of one
+(table, scope) pair become one query: the longest of their windows is scanned
+once, grouped once, and each rule's aggregate is computed over its own rows
+with `FILTER (WHERE ts in its window AND its where)`. The comparisons then run
+over that per-key result (one row per GPU, slice, link...), still in DuckDB so
+NULL and NaN compare exactly as in the rule's own query.
+
+What each rule sees is what its own query sees:
+- its window and `where` are its aggregate's filter, so its value is the same
+  aggregate over the same rows;
+- a key with no rows in a rule's window and `where` is no row for that rule
+  (its own query would not have grouped it): a `count` of 0 is not a value;
+- a threshold column is read from the scope's inventory after grouping; the
+  inventory tables are keyed by that column, so it is the value the rule's
+  join would have found, and a key missing from the inventory has no
+  threshold and no alert, as with the rule's inner join;
+- the fleet scope has no key: its one row exists with or without samples, as
+  an aggregate without GROUP BY returns one row.
+
+Routed rules (windows read from the rollups), `sql` rules and rules whose
+`where` could name the inventory join keep their own query. When a shared
+query fails the engine runs its rules' own queries that cycle, so one rule's
+failure is still only its own (tests/test_alert_shared.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from fleettui.alerts.rules import SCOPES, Rule, SharedExpr
+from storage.columns import TABLE_COLUMNS
+
+# As compile_expr writes them; {f} is the rule's FILTER clause on every aggregate.
+_AGGS = {
+    "avg": "avg({m}){f}",
+    "min": "min({m}){f}",
+    "max": "max({m}){f}",
+    "sum": "sum({m}){f}",
+    "count": "count({m}){f}",
+    "last": "arg_max({m}, s.ts){f}",
+    "increase": "greatest(arg_max({m}, s.ts){f} - arg_min({m}, s.ts){f}, 0)",
+    "rate": "greatest(arg_max({m}, s.ts){f} - arg_min({m}, s.ts){f}, 0) / {w}",
+}
+
+
+@dataclass(slots=True)
+class Scan:
+    """One query over a table's window for the rules of one scope."""
+
+    table: str
+    scope: str
+    rules: list[Rule] = field(default_factory=list)
+    sql: str = ""
+    labels: tuple[str, ...] = ()
+
+    def build(self) -> None:
+        scope = SCOPES[self.scope]
+        exprs: list[SharedExpr] = [r.shared for r in self.rules]  # type: ignore[misc]
+        wide_us = max(e.window_us for e in exprs)
+        conds: dict[str, int] = {}  # a rule's filter -> its presence column
+        inner: list[str] = [f"s.{g} AS {g}" for g in scope.group]
+        cols = TABLE_COLUMNS[self.table]
+        self.labels = tuple(c for c in scope.labels if c in cols)
+        inner += [f"any_value(s.{c}) AS {c}" for c in self.labels if c not in scope.group]
+        # Columns of the grouped rows are named a.*: the inventory joined as d may
+        # have columns of the same names (endpoints.tenant).
+        key = scope.key if scope.inventory is None else f"a.{scope.key}"
+        outer: list[str] = [f"{key} AS scope_key"] + [f"a.{c} AS {c}" for c in self.labels]
+        hits: list[str] = []
+        join = ""
+        for i, e in enumerate(exprs):
+            parts = []
+            if e.window_us < wide_us:
+                parts.append(f"s.ts > $now - to_microseconds({e.window_us})")
+            if e.where:
+                parts.append(f"({e.where})")
+            cond = " AND ".join(parts)
+            if cond and cond not in conds:
+                conds[cond] = len(conds)
+                if scope.group:
+                    inner.append(f"count(*) FILTER (WHERE _rule_c{conds[cond]}) AS p{conds[cond]}")
+            f = f" FILTER (WHERE _rule_c{conds[cond]})" if cond else ""
+            agg = _AGGS[e.agg].format(m=f"({e.metric})", w=e.window_us / 1e6, f=f)
+            inner.append(f"({agg})::DOUBLE AS v{i}")
+            if isinstance(e.threshold, str):
+                inv, inv_key, sample_col = scope.inventory  # type: ignore[misc]
+                join = f" LEFT JOIN {inv} d ON d.{inv_key} = a.{sample_col}"
+                thr = f"d.{e.threshold}::DOUBLE"
+            else:
+                thr = repr(float(e.threshold))
+            hit = f"(a.v{i} {e.op} {thr})"
+            if cond and scope.group:
+                hit = f"({hit} AND a.p{conds[cond]} > 0)"
+            outer += [f"a.v{i} AS v{i}", f"{thr} AS t{i}"]
+            hits.append(hit)
+        group_by = f" GROUP BY {', '.join(f's.{g}' for g in scope.group)}" if scope.group else ""
+        hit_cols = ", ".join(f"coalesce({h}, false) AS h{i}" for i, h in enumerate(hits))
+        # Each distinct filter is computed once per row (a `where` with a subquery is a
+        # join: written in every aggregate's FILTER, it was joined once per aggregate).
+        flags = "".join(f", ({c}) AS _rule_c{k}" for c, k in conds.items())
+        self.sql = (
+            f"SELECT * FROM (SELECT {', '.join(outer)}, {hit_cols} FROM ("
+            f"SELECT {', '.join(inner)} FROM (SELECT *{flags} FROM {self.table} s "
+            f"WHERE s.ts > $now - to_microseconds({wide_us}) AND s.ts <= $now) s{group_by}"
+            f") a{join}) WHERE {' OR '.join(f'h{i}' for i in range(len(hits)))}"
+        )
+
+    def params(self, now: Any, interval_s: float) -> dict[str, Any]:
+        values = {"now": now, "interval_s": float(interval_s)}
+        return {p: values[p] for r in self.rules for p in r.params}
+
+    def split(self, t: pa.Table) -> dict[str, tuple[list[str], list[tuple]]]:
+        """Each rule's offending rows, shaped as its own query returns them."""
+        cols = ["scope_key", "value", "threshold", *self.labels]
+        out: dict[str, tuple[list[str], list[tuple]]] = {}
+        for i, r in enumerate(self.rules):
+            rows = t.filter(t.column(f"h{i}"))
+            if rows.num_rows == 0:
+                out[r.name] = (cols, [])
+                continue
+            picked = [rows.column("scope_key"), rows.column(f"v{i}"), rows.column(f"t{i}")]
+            picked += [rows.column(c) for c in self.labels]
+            out[r.name] = (cols, list(zip(*(c.to_pylist() for c in picked), strict=True)))
+        return out
+
+
+def plan(rules: list[Rule]) -> list[Scan]:
+    """The shared scans for the rules that can share (at least two per table and scope)."""
+    scans: dict[tuple[str, str], Scan] = {}
+    for r in rules:
+        if r.shared is None:
+            continue
+        key = (r.shared.table, r.scope)
+        scans.setdefault(key, Scan(*key)).rules.append(r)
+    out = [s for s in scans.values() if len(s.rules) > 1]
+    for s in out:
+        s.build()
+    return out
