@@ -179,6 +179,12 @@ def main() -> None:
     ap.add_argument("--step", type=float, default=1.0, help="seconds between filled samples")
     ap.add_argument("--queries-only", action="store_true", help="no app: writer and queries")
     ap.add_argument(
+        "--app-runs",
+        type=int,
+        default=3,
+        help="app configurations to time (1: 200x60, app threads)",
+    )
+    ap.add_argument(
         "--store",
         default=":memory:",
         help="store file: filled when absent, opened as it is when present (the snapshot "
@@ -244,7 +250,7 @@ def main() -> None:
         ((200, 60), APP_DUCKDB_THREADS),
         ((80, 24), APP_DUCKDB_THREADS),
         ((200, 60), default_threads),
-    ):
+    )[: args.app_runs]:
         store.con.execute(f"SET threads = {int(threads)}")
         results = asyncio.run(measure(store, last, size, args.repeat))
         print(

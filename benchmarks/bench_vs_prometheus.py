@@ -25,6 +25,10 @@ both, from one run:
 - LinkDown on DCGM NVLink rows: the default alert rules replayed over the
   daemon's store every 15 s of the run (expected 0 alerts on NVLink ports).
 
+The measured span starts at the first window boundary after `--warmup-s` and
+after the daemon's first gather (which parses every body in full and learns
+the layouts and plans the next ones reuse); the first gather's time is printed.
+
 Prints one Markdown table. Needs `prometheus` on PATH (Debian: /usr/bin).
 """
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -175,6 +180,24 @@ def start_daemon(work: Path, sources: str) -> subprocess.Popen:
         stdout=open(work / "daemon.out", "wb"),
         stderr=open(work / "daemon.err", "wb"),
     )
+
+
+def daemon_gathers(work: Path) -> int | None:
+    """Gathers the daemon has finished, from its own /metrics (None until it serves)."""
+    m = re.search(
+        r"metrics (http://\S+/metrics)", (work / "daemon.err").read_text("utf-8", "replace")
+    )
+    if m is None:
+        return None
+    try:
+        with urllib.request.urlopen(m.group(1), timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("fleettui_gathers_total "):
+            return int(float(line.split()[1]))
+    return None
 
 
 def offered_samples_per_window(exp: ShardedExporters) -> int:
@@ -393,12 +416,26 @@ def main() -> int:
             exp.sources_toml(interval_s=step, timeout_s=step, workers=a.workers, align=a.align),
         )
         ptree, dtree = Tree(prom.pid), Tree(daemon.pid)
+        started = time.time()
         try:
-            end_warm = time.time() + a.warmup_s
-            while time.time() < end_warm:
+            # Warm-up: --warmup-s, and at least until the daemon's first gather is done
+            # (it parses every body in full and learns layouts and plans: 20-37 s at
+            # 10,032 GPUs on a loaded machine; Prometheus's first scrape has no such step).
+            end_warm = started + a.warmup_s
+            first_gather_s = None
+            while time.time() < end_warm or first_gather_s is None:
                 ptree.sample()
                 dtree.sample()
+                if first_gather_s is None and (daemon_gathers(work) or 0) >= 1:
+                    first_gather_s = time.time() - started
+                if time.time() > end_warm + 600:
+                    raise RuntimeError("the daemon did not finish a gather within 600 s")
                 time.sleep(1.0)
+            print(
+                f"daemon's first gather done {first_gather_s:.0f} s after start",
+                file=sys.stderr,
+                flush=True,
+            )
             t0 = (time.time() // step + 1) * step
             while time.time() < t0:
                 time.sleep(0.05)
@@ -479,7 +516,9 @@ def main() -> int:
         f"\nscale {a.scale} ({exp.n_gpus:,} GPUs, {len(exp.targets):,} targets, {a.shards} "
         f"exporter processes), interval {step:g} s, {a.duration_s:g} s, "
         f"{per_window:,} exporter samples per window; scrape workers = {a.workers}, "
-        f"align_to_interval = {a.align}\n"
+        f"align_to_interval = {a.align}; the measured span starts at the first window after "
+        f"{a.warmup_s:g} s of warm-up and the daemon's first gather ({first_gather_s:.0f} s "
+        "after start)\n"
     )
     print("| | Prometheus | FleetTUI daemon (`scrape`, alerts off) |")
     print("| --- | --- | --- |")

@@ -106,16 +106,17 @@ def light_messages(client: aiomqtt.Client) -> None:
         raw = message._topic  # noqa: SLF001
         topic = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
         try:
-            queue.put_nowait(Received(topic, message.payload, message.qos, message.mid))
+            queue.put_nowait(Received(topic, bytes(message.payload), message.qos, message.mid))
         except asyncio.QueueFull:
             log.warning("Message queue is full. Discarding message.")
 
     client._client._handle_on_message = on_message  # type: ignore[method-assign]  # noqa: SLF001
 
 
-def tune(client: aiomqtt.Client) -> aiomqtt.Client:
-    """Both read-side changes on a new client (before it connects)."""
-    buffer_reads(client._client)  # noqa: SLF001
+def tune(client: aiomqtt.Client, *, buffered_reads: bool = True) -> aiomqtt.Client:
+    """The read-side changes on a new client (before it connects)."""
+    if buffered_reads:
+        buffer_reads(client._client)  # noqa: SLF001
     light_messages(client)
     return client
 

@@ -57,7 +57,8 @@ class Keyed:
         known = _count(cur.execute(self._rows_sql(cols)))
         if known == rows:  # the usual write: every key has its id already
             return known
-        (top,) = cur.execute(f"SELECT coalesce(max({self.id_col}), 0) FROM {self.dim}").fetchone()
+        row = cur.execute(f"SELECT coalesce(max({self.id_col}), 0) FROM {self.dim}").fetchone()
+        top = row[0] if row else 0
         cur.execute(self._new_ids_sql(cols))
         return known + _count(cur.execute(self._rows_sql(cols, after_id=int(top))))
 

@@ -244,7 +244,8 @@ class LakeStore(Store):
             keys = SAMPLE_KEYS.get(b.table)
             usable = keys is not None and all(k in b.data.column_names for k in keys)
             return (keyed.write(cur, b.data.column_names, b.rows, keys if usable else None),)
-        return cur.execute(sql).fetchone()
+        assert sql is not None  # _lake_insert_sql gives one for every table not keyed
+        return cur.execute(sql).fetchone() or ()
 
     def _lake_insert_sql(self, b: Batch) -> str | None:
         if b.table in KEYED:

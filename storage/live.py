@@ -151,6 +151,7 @@ class LiveSnapshot:
         # the writer thread's CPU in writes and in publishes since the fill: the budget
         self.write_thread_s = 0.0
         self.publish_thread_s = 0.0
+        self._last_publish_thread_s = 0.0
         self._cur = con.cursor()
         self._cur.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {LIVE_CATALOG}")
         self._cur.execute(
@@ -218,13 +219,16 @@ class LiveSnapshot:
         since = time.monotonic() - self._last_publish
         if since < self.publish_s:
             return
-        if since < MAX_PUBLISH_S and self.publish_thread_s > LIVE_CPU_SHARE * self.write_thread_s:
+        # with the next publish (as dear as the last one) still within budget
+        spent = self.publish_thread_s + self._last_publish_thread_s
+        if since < MAX_PUBLISH_S and spent > LIVE_CPU_SHARE * self.write_thread_s:
             return  # over budget: fold more batches into the next publish
         t0 = time.thread_time()
         try:
             self.publish()
         finally:
-            self.publish_thread_s += time.thread_time() - t0
+            self._last_publish_thread_s = time.thread_time() - t0
+            self.publish_thread_s += self._last_publish_thread_s
 
     def publish(self) -> None:
         """Fold pending batches into the snapshot and replace its tables."""

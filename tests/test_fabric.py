@@ -131,3 +131,27 @@ def test_baselines_of_vanished_ports_are_forgotten():
     assert len(m._counters) == 8
     m.map(snap(other, T0 + 3601))  # mlx5_0 unseen for over an hour
     assert len(m._counters) == 4
+
+
+def test_sim_exporters_take_a_scraper_resetting_its_connection_quietly(capfd):
+    """A scraper stopped mid-connection (SIGTERM, a killed Prometheus) resets it; the
+    simulated exporters printed a traceback per connection in bench_vs_prometheus."""
+    import socket
+    import struct
+    import time
+
+    exp = SimExporters(SimModel(start=T0), ["hgx-04-n1"])
+    with exp:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", exp.port))
+            s.sendall(b"GET /hgx-04-n1/dcgm/metrics HTTP/1.1\r\n")  # no end of headers
+            time.sleep(0.2)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # RST
+        time.sleep(0.5)
+        node = next(t for t in exp.targets() if t.kind == "node")
+        with socket.create_connection(("127.0.0.1", exp.port)) as s:  # still serving
+            s.sendall(f"GET {node.path} HTTP/1.0\r\n\r\n".encode())
+            assert b" 200 OK" in s.recv(64)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err

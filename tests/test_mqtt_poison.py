@@ -38,6 +38,7 @@ def _daemon(tmp_path, broker: Broker) -> subprocess.Popen:
         f'[[sources]]\nkind = "mqtt"\nbroker = "{broker.address}"\n'
         'flush_interval_s = 0.2\nreconnect_max_s = 1.0\nclient_id = "poison-daemon"\n'
     )
+    _log_marks[broker.log_path] = broker.log_path.stat().st_size  # this start's lines follow
     return subprocess.Popen(
         [sys.executable, "-m", "fleettui.cli", "daemon", "--config", str(config), "--no-serve"],
         cwd=tmp_path,
@@ -48,17 +49,19 @@ def _daemon(tmp_path, broker: Broker) -> subprocess.Popen:
     )
 
 
+_log_marks: dict = {}
+
+
 def _wait_subscribed(broker: Broker, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    """Until the broker logs the daemon's subscription (`log_type subscribe`): a fixed
+    wait signalled a daemon still starting on a loaded machine."""
+    deadline = time.monotonic() + 90
+    mark = _log_marks.get(broker.log_path, 0)
+    while "poison-daemon" not in broker.log_path.read_bytes()[mark:].decode(errors="replace"):
         assert proc.poll() is None, proc.communicate()
-        if (
-            "poison-daemon" in broker.log_path.read_text(errors="replace")
-            or time.monotonic() > deadline - 15
-        ):
-            break
+        assert time.monotonic() < deadline, "the daemon did not subscribe within 90 s"
         time.sleep(0.2)
-    time.sleep(2.0)  # connected and subscribed
+    time.sleep(0.5)  # the broker logs a subscription as it handles it, before the SUBACK
 
 
 def _stop(proc: subprocess.Popen) -> tuple[int, str]:

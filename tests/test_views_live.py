@@ -179,3 +179,22 @@ def test_drilldown_rereads_history_once_the_cursor_moved_by_a_bucket(fleet):
     assert later is not first
     assert later.equals(views.gpu_history(reader, host, at + timedelta(seconds=31), buckets=120))
     assert screen.fetch(reader, at).history is not later  # the cursor went back
+
+
+def test_rack_positions_give_each_hosts_layout_rows(fleet):
+    """The alert badge's rows per host (a slice of one array, taken when asked)."""
+    import numpy as np
+
+    from storage.views.live import rack_layout, rack_positions
+
+    store, last = fleet
+    cur = store.cursor()
+    version = snapshot_state(cur, last, 30.0, *TABLES)
+    layout = rack_layout(cur, last, version.split("/", 1)[0])
+    pos = rack_positions(cur, layout, version)
+    hosts = np.array(layout.column("host").to_pylist(), dtype=object)
+    assert len(set(hosts)) > 3
+    for host in set(hosts):
+        assert pos.host_rows(host).tolist() == np.flatnonzero(hosts == host).tolist()
+    assert pos.host_rows("no-such-host") is None
+    cur.close()

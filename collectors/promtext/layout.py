@@ -164,7 +164,8 @@ def learn(body: bytes, snap: Snapshot, now: float) -> Layout | None:
     )
     if len(rows) != len(snap):
         return None
-    for has_ts in (False, True):
+    stamped = bool((snap.ts != now).any())  # try the likelier shape first
+    for has_ts in (stamped, not stamped):
         got = _cut(body, rows, np.full(len(rows), 2 if has_ts else 1))
         if got is None:
             continue

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -507,3 +508,11 @@ class _Server(ThreadingHTTPServer):
     # Many targets share this one server: a scraper connects to all at once, and
     # the default listen backlog of 5 would drop the connections beyond it.
     request_queue_size = 1024
+
+    def handle_error(self, request, client_address) -> None:
+        # A scraper that stops (SIGTERM, a killed Prometheus) resets its keep-alive
+        # connections; that is the client leaving, not an error worth a traceback.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)

@@ -20,6 +20,9 @@ What each rule sees is what its own query sees:
   threshold and no alert, as with the rule's inner join;
 - the fleet scope has no key: its one row exists with or without samples, as
   an aggregate without GROUP BY returns one row.
+- labels (`any_value` of the scope's label columns) are taken over the scan's
+  rows rather than the rule's: the same where a key's labels are the same on
+  all its rows (a GPU's host), and an arbitrary one of them either way.
 
 Routed rules (windows read from the rollups), `sql` rules and rules whose
 `where` could name the inventory join keep their own query. When a shared

@@ -19,6 +19,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
@@ -28,7 +29,6 @@ from fleettui.tui.screens.alerts import AlertsScreen
 from fleettui.tui.screens.drilldown import DrilldownScreen
 from fleettui.tui.screens.fabric import FabricScreen
 from fleettui.tui.screens.rack import RackScreen
-from fleettui.tui.screens.sql import SqlScreen
 from fleettui.tui.screens.tenants import TenantsScreen
 from fleettui.tui.screens.time_jump import TimeJump
 from storage.reader import LocalReader, Reader
@@ -40,6 +40,13 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _sql_screen() -> Screen:
+    # imported when first opened: its TextArea is a tenth of the app's import time
+    from fleettui.tui.screens.sql import SqlScreen
+
+    return SqlScreen()
 
 
 VIEWS = Binding.Group("views 1-5", compact=True)
@@ -57,7 +64,7 @@ class FleetApp(App):
         "fabric": FabricScreen,
         "tenants": TenantsScreen,
         "alerts": AlertsScreen,
-        "sql": SqlScreen,
+        "sql": _sql_screen,
     }
     DEFAULT_MODE = "rack"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]

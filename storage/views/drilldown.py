@@ -50,7 +50,7 @@ ORDER BY g.gpu_index NULLS LAST, s.slice_id
 """
 
 # History in equal buckets (sparklines): one row per GPU and bucket.
-HISTORY_SQL = """
+_RAW_BUCKETS = """
 SELECT gpu_uuid,
        least(floor(epoch(ts - ($at - to_seconds($window_s))) / $bucket_s), $buckets - 1)::INT
            AS bucket,
@@ -59,16 +59,14 @@ SELECT gpu_uuid,
        avg(power_w) AS power_w,
        avg(temp_c) AS temp_c
 FROM gpu_samples
-WHERE host = $host AND ts > $at - to_seconds($window_s) AND ts <= $at
+WHERE host = $host AND ts > $at - to_seconds($window_s) AND ts <= $at"""
+HISTORY_SQL = f"""{_RAW_BUCKETS}
 GROUP BY ALL
 ORDER BY gpu_uuid, bucket
 """
 
-# The same over a rollup view (`gpu_samples_1m_live` / `_1h_live`): windows of
-# hours or days read per-minute or per-hour rows (storage/resolution.py). A
-# rollup bucket counts where it starts; one that straddles the window's start
-# goes to the first chart bucket.
-ROLLUP_HISTORY_SQL = f"""
+# Means of a rollup tier's rows per chart bucket; the caller names the relation.
+_ROLLUP_BUCKETS = f"""
 SELECT gpu_uuid,
        {chart_bucket("bucket")} AS bucket,
        (sum(util_pct_sum) / nullif(sum(util_pct_count), 0))::DOUBLE AS util_pct,
@@ -76,7 +74,13 @@ SELECT gpu_uuid,
            / nullif(max(mem_total_bytes_last), 0))::DOUBLE AS mem_pct,
        (sum(power_w_sum) / nullif(sum(power_w_count), 0))::DOUBLE AS power_w,
        (sum(temp_c_sum) / nullif(sum(temp_c_count), 0))::DOUBLE AS temp_c
-FROM {{rel}}
+FROM"""
+
+# The same over a rollup view (`gpu_samples_1m_live` / `_1h_live`): windows of
+# hours or days read per-minute or per-hour rows (storage/resolution.py). A
+# rollup bucket counts where it starts; one that straddles the window's start
+# goes to the first chart bucket.
+ROLLUP_HISTORY_SQL = f"""{_ROLLUP_BUCKETS} {{rel}}
 WHERE host = $host AND bucket > $at - to_seconds($window_s + $step_s) AND bucket <= $at
 GROUP BY ALL
 ORDER BY gpu_uuid, bucket
@@ -93,27 +97,12 @@ WITH cut AS (
     SELECT least($cut, coalesce((SELECT max(done_until) FROM rollup_state
                                  WHERE rollup = 'gpu_samples_1m'), TIMESTAMP '1970-01-01')) AS cut
 )
-SELECT gpu_uuid,
-       {chart_bucket("bucket")} AS bucket,
-       (sum(util_pct_sum) / nullif(sum(util_pct_count), 0))::DOUBLE AS util_pct,
-       (100.0 * sum(mem_used_bytes_sum) / nullif(sum(mem_used_bytes_count), 0)
-           / nullif(max(mem_total_bytes_last), 0))::DOUBLE AS mem_pct,
-       (sum(power_w_sum) / nullif(sum(power_w_count), 0))::DOUBLE AS power_w,
-       (sum(temp_c_sum) / nullif(sum(temp_c_count), 0))::DOUBLE AS temp_c
-FROM gpu_samples_1m
+{_ROLLUP_BUCKETS} gpu_samples_1m
 WHERE host = $host AND bucket > $at - to_seconds($window_s + 60) AND bucket <= $at
   AND bucket < (SELECT cut FROM cut)
 GROUP BY ALL
 UNION ALL
-SELECT gpu_uuid,
-       least(floor(epoch(ts - ($at - to_seconds($window_s))) / $bucket_s), $buckets - 1)::INT
-           AS bucket,
-       avg(util_pct) AS util_pct,
-       avg(100.0 * mem_used_bytes / nullif(mem_total_bytes, 0)) AS mem_pct,
-       avg(power_w) AS power_w,
-       avg(temp_c) AS temp_c
-FROM gpu_samples
-WHERE host = $host AND ts > $at - to_seconds($window_s) AND ts <= $at
+{_RAW_BUCKETS}
   AND ts >= (SELECT cut FROM cut)
 GROUP BY ALL
 ORDER BY gpu_uuid, bucket
@@ -184,8 +173,9 @@ def gpu_history(
     of hours or days read the 1-minute or 1-hour rollups. A window of sub-minute
     buckets longer than RAW_RECENT_S reads raw rows for its last minutes only and
     the 1-minute rollups before (`bounded`; False: raw rows throughout)."""
+    at_utc = resolve_at(at)
     params = {
-        "at": resolve_at(at),
+        "at": at_utc,
         "host": host,
         "window_s": window_s,
         "bucket_s": window_s / buckets,
@@ -194,8 +184,7 @@ def gpu_history(
     tier, rel = source_for("gpu_samples", window_s, buckets)
     if bounded and tier == RAW and window_s > RAW_RECENT_S and window_s / buckets < 60.0:
         # older minutes from the 1-minute rollups (one point per minute)
-        at = params["at"]
-        params["cut"] = _minute_floor(at - timedelta(seconds=RAW_RECENT_S))
+        params["cut"] = _minute_floor(at_utc - timedelta(seconds=RAW_RECENT_S))
         return run(src, HYBRID_HISTORY_SQL, params)
     if tier == RAW:
         return run(src, HISTORY_SQL, params)

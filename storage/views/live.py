@@ -187,7 +187,16 @@ class _Positions:
     host: pa.Array  # per layout row: a snapshot row of its host (null: none)
     slice_row: np.ndarray  # per slice snapshot row: the layout row of its GPU (-1: none)
     gpu_rows: dict[str, int]  # gpu_uuid -> layout row
-    host_rows: dict[str, np.ndarray]  # host -> its layout rows
+    host_index: dict[str, int]  # host -> its group in `host_order`
+    host_order: np.ndarray  # layout rows grouped by host
+    host_starts: np.ndarray  # where each host's group starts in host_order (and the end)
+
+    def host_rows(self, host: str) -> np.ndarray | None:
+        """The layout rows of `host` (None: not in the layout)."""
+        k = self.host_index.get(host)
+        if k is None:
+            return None
+        return self.host_order[self.host_starts[k] : self.host_starts[k + 1]]
 
 
 def rack_positions(src: Source, layout: pa.Table, version: str) -> _Positions:
@@ -209,17 +218,18 @@ def rack_positions(src: Source, layout: pa.Table, version: str) -> _Positions:
     uniq = pc.unique(hosts)
     code = pc.index_in(hosts, value_set=uniq).to_numpy(zero_copy_only=False)
     order = np.argsort(code, kind="stable")
-    bounds = np.flatnonzero(np.diff(code[order])) + 1
-    host_rows = (
-        dict(zip(uniq.to_pylist(), np.split(order, bounds), strict=True)) if len(order) else {}
-    )
+    # each host's rows are a slice of `order`, taken when asked (no array per host)
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(code[order])) + 1, [len(order)]))
+    host_index = {h: k for k, h in enumerate(uniq.to_pylist())} if len(order) else {}
     pos = _Positions(
         layout,
         pc.index_in(uuids, value_set=keys.column("gpu_uuid")),
         pc.index_in(hosts, value_set=keys.column("host")),
         slice_row.to_numpy(zero_copy_only=False).astype(np.int64),
         {u: i for i, u in enumerate(uuids.to_pylist())},
-        host_rows,
+        host_index,
+        order,
+        starts,
     )
     _remember(_positions, key, pos)
     return pos
@@ -295,10 +305,10 @@ def rack_grid_live(
         n, [ev_rows[i] for i in ev_keep], [ev.column("n_events")[i].as_py() for i in ev_keep]
     )
     al_hosts = alerting.column("host").to_pylist()
-    al_keep = [i for i, h in enumerate(al_hosts) if h in pos.host_rows]
+    al_keep = [i for i, h in enumerate(al_hosts) if h in pos.host_index]
     host_alerts = _per_row(
         n,
-        [pos.host_rows[al_hosts[i]] for i in al_keep],
+        [pos.host_rows(al_hosts[i]) for i in al_keep],
         [alerting.column("firing")[i].as_py() for i in al_keep],
     )
 

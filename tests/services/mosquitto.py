@@ -69,6 +69,7 @@ class Broker:
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
+            "log_type subscribe",  # "<client id> <qos> <filter>": tests wait on it
         ]
         if self.tls:
             self._make_certs()

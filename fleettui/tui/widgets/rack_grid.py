@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
@@ -127,7 +128,7 @@ class RackGrid(ScrollView, can_focus=True):
             or not (hosts.equals(prev[0]) and racks.equals(prev[1]))
         ):
             self._shape_key = (hosts, racks, alerts_key)
-            self._build_panels(hosts.to_pylist(), racks.to_pylist(), alerts)
+            self._build_panels(hosts, racks, alerts)
             self._layout_key = ()
         self.cursor = min(self.cursor, max(table.num_rows - 1, 0))
         self._recolour()
@@ -135,29 +136,39 @@ class RackGrid(ScrollView, can_focus=True):
         self.refresh()
 
     def _build_panels(
-        self, hosts: list[str], racks: list[str | None], alerts: dict[str, int]
+        self, hosts: pa.ChunkedArray, racks: pa.ChunkedArray, alerts: dict[str, int]
     ) -> None:
-        panels: list[Panel] = []
-        start = 0
+        # a host's GPUs are consecutive rows: find where the host changes in numpy,
+        # then work per host, not per GPU
         n = len(hosts)
-        host_idx = np.zeros(n, dtype=np.int64)
-        h_count = 0
-        for i in range(1, n + 1):
-            if i == n or hosts[i] != hosts[start]:
-                rack = racks[start] or UNPLACED  # no topology for the host: one group, last
-                host = hosts[start]
-                label = host[len(rack) + 1 :] if host.startswith(rack + "-") else host
-                if not panels or panels[-1].rack != rack:
-                    panels.append(Panel(rack, [], 0))
-                panels[-1].hosts.append((label, start, i))
+        if n == 0:
+            self.panels, self._host_of_row = [], np.zeros(0, dtype=np.int64)
+            self._label_w, self._max_gpus = 3, 1
+            return
+        code = pc.fill_null(hosts.combine_chunks().dictionary_encode().indices, -1)
+        code = code.to_numpy(zero_copy_only=False)
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(code)) + 1))
+        ends = np.append(starts[1:], n)
+        take = pa.array(starts, pa.int64())
+        panels: list[Panel] = []
+        for host, rack0, start, end in zip(
+            hosts.take(take).to_pylist(),
+            racks.take(take).to_pylist(),
+            starts.tolist(),
+            ends.tolist(),
+            strict=True,
+        ):
+            rack = rack0 or UNPLACED  # no topology for the host: one group, last
+            label = host[len(rack) + 1 :] if host.startswith(rack + "-") else host
+            if not panels or panels[-1].rack != rack:
+                panels.append(Panel(rack, [], 0))
+            panels[-1].hosts.append((label, start, end))
+            if alerts:
                 panels[-1].alerts += alerts.get(host, 0)
-                host_idx[start:i] = h_count
-                h_count += 1
-                start = i
         self.panels = panels
-        self._host_of_row = host_idx
+        self._host_of_row = np.repeat(np.arange(len(starts), dtype=np.int64), ends - starts)
         self._label_w = max((len(h[0]) for p in panels for h in p.hosts), default=3)
-        self._max_gpus = max((h[2] - h[1] for p in panels for h in p.hosts), default=1)
+        self._max_gpus = int((ends - starts).max())
 
     def _recolour(self) -> None:
         """A style code per GPU for the current metric, vectorised; glyphs are made at render."""
