@@ -178,6 +178,54 @@ def test_a_version_17_store_migrates_in_place_and_reads_the_same(tmp_path):
         store.close()
 
 
+def test_a_version_18_store_migrates_gpu_samples_in_place_and_reads_the_same(tmp_path):
+    """0019 on a store written by main at 0018: `gpu_samples` is still a table there."""
+    path = tmp_path / "v18.duckdb"
+    con = old_store(path, 18)
+    assert column_types(con, "gpu_series") == []
+    # every column; fractional DCGM-style values (energy not integral in mJ), extreme
+    # doubles and integers, NULLs, one GPU from two sources and from none
+    con.execute(
+        "INSERT INTO gpu_samples SELECT ? + INTERVAL (i) SECOND, 'h' || (i % 3), 'GPU-' || (i % 5),"
+        " CASE WHEN i % 7 = 0 THEN NULL ELSE i * 0.1 END, 45.3, i::BIGINT << 30, 80::BIGINT << 30,"
+        " 301.123 + i, 1e6 + i * 0.0013, 61, CASE WHEN i % 2 = 0 THEN NULL ELSE 70.5 END, 1980,"
+        " 2619, 1.5e9 + i / 3, 2.25e9, i, 0, 9223372036854775807 - i,"
+        " CASE i % 4 WHEN 0 THEN NULL WHEN 1 THEN 'dcgm' ELSE 'nvml' END FROM range(60) t(i)",
+        [T0],
+    )
+    con.execute(
+        "INSERT INTO gpu_samples (ts, host, gpu_uuid, energy_j, power_w) VALUES"
+        " (?, 'h9', 'GPU-z', 1.7976931348623157e308, 5e-324)",
+        [T0],
+    )
+    before = con.execute("SELECT * FROM gpu_samples ORDER BY ALL").fetchall()
+    types = column_types(con, "gpu_samples")
+    (series,) = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT host, gpu_uuid, source FROM gpu_samples)"
+    ).fetchone()
+    con.close()
+
+    store = Store.open(path)
+    try:
+        cur = store.cursor()
+        assert cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 19
+        assert cur.execute("SELECT * FROM gpu_samples ORDER BY ALL").fetchall() == before
+        assert column_types(cur, "gpu_samples") == types
+        assert cur.execute("SELECT count(*) FROM gpu_series").fetchone()[0] == series > 10
+        assert cur.execute("SELECT count(*) FROM gpu_values").fetchone()[0] == len(before)
+        # the store keeps writing after the migration: known GPUs keep their series
+        model = SimSource(scale=1, start=T0)
+        model.ensure_model(T0)
+        store.write(model.describe(T0))
+        batches = model.sample(T0 + timedelta(hours=1)).batches
+        store.write(batches)
+        (gpus,) = cur.execute("SELECT count(DISTINCT gpu_uuid) FROM gpus").fetchone()
+        assert cur.execute("SELECT count(*) FROM gpu_series").fetchone()[0] == series + gpus
+        assert cur.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == len(before) + gpus
+    finally:
+        store.close()
+
+
 def test_written_listings_read_back_bit_for_bit_with_one_row_per_process(tmp_path):
     store = Store.open(tmp_path / "f.duckdb")
     src = SimSource(start=T0)

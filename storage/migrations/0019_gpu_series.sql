@@ -1,7 +1,5 @@
 -- FleetTUI schema version 19: GPU samples as a dimension (issue 13, store size), as 0018
--- did for processes and links. NOTE for the lead: migration number to be assigned (this
--- branch was given 0018 only, which main already holds).
--- (host, gpu_uuid, source) once in `gpu_series`, each
+-- did for processes and links: (host, gpu_uuid, source) once in `gpu_series`, each
 -- sample (ts, series_id, values) in `gpu_values`. `gpu_samples` becomes a view with
 -- the old columns and types; the rollups, views and alert rules read it as before.
 
