@@ -5,6 +5,7 @@ drops keys no row names any more."""
 
 from __future__ import annotations
 
+import struct
 from datetime import datetime, timedelta
 
 import duckdb
@@ -222,6 +223,57 @@ def test_a_version_18_store_migrates_gpu_samples_in_place_and_reads_the_same(tmp
         (gpus,) = cur.execute("SELECT count(DISTINCT gpu_uuid) FROM gpus").fetchone()
         assert cur.execute("SELECT count(*) FROM gpu_series").fetchone()[0] == series + gpus
         assert cur.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == len(before) + gpus
+    finally:
+        store.close()
+
+
+# Energy as DCGM/NVML give it (whole mJ in J), and values no integer mJ gives back exactly
+ENERGIES = [
+    123456789.123,
+    0.001,
+    0.0,
+    4000000000.123,
+    1e6 + 0.0013,  # a tenth of a mJ: kept as it came
+    -0.0,
+    -1.5,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    1.7976931348623157e308,
+    5e-324,
+    0.1 + 0.2,  # 0.30000000000000004 J: not k / 1000 for any k
+    None,
+]
+
+
+def test_gpu_energy_reads_back_bit_for_bit_in_mj_or_as_it_came(tmp_path):
+    store = Store.open(tmp_path / "e.duckdb")
+    try:
+        n = len(ENERGIES)
+        store.write(
+            [
+                make_batch(
+                    "gpu_samples",
+                    {
+                        "ts": [T0 + timedelta(seconds=i) for i in range(n)],
+                        "host": ["h1"] * n,
+                        "gpu_uuid": ["GPU-a"] * n,
+                        "energy_j": ENERGIES,
+                    },
+                )
+            ]
+        )
+        cur = store.cursor()
+        got = [r[0] for r in cur.execute("SELECT energy_j FROM gpu_samples ORDER BY ts").fetchall()]
+        assert [struct.pack("<d", g) if g is not None else None for g in got] == [
+            struct.pack("<d", e) if e is not None else None for e in ENERGIES
+        ]
+        # the whole-mJ values are integers in the rows table, the others kept as they came
+        split = cur.execute(
+            "SELECT count(energy_mj), count(energy_j_raw) FROM gpu_values"
+        ).fetchone()
+        assert split == (4, n - 1 - 4)
+        assert ("energy_j", "DOUBLE") in column_types(cur, "gpu_samples")
     finally:
         store.close()
 
