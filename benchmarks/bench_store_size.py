@@ -20,8 +20,11 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
 6. links as a dimension (0018: `link_info` once per port, `link_values` of
    (ts, link_id, values));
 7. GPU samples as a dimension (0019: `gpu_series` once per GPU and source,
-   `gpu_values` of (ts, series_id, values)) = today's store;
-8. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+   `gpu_values` of (ts, series_id, values)), energy as DOUBLE joules;
+8. energy as whole mJ (BIGINT) where that is exact (0019, `storage.keyed.GPUS`);
+9. the file in DuckDB 1.5's own format (`storage.store.STORAGE_VERSION`; the steps
+   before use DuckDB's default, v0.10.2's) = today's store;
+10. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -33,6 +36,7 @@ the fill time is not, and is printed only as a guide.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -43,6 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import storage.batch  # noqa: E402
+import storage.store  # noqa: E402
 from collectors.sim.source import SimSource  # noqa: E402
 from fleettui.tui.demo import FIXED_START  # noqa: E402
 from storage.keyed import KEYED  # noqa: E402
@@ -164,10 +169,19 @@ def fill(
     proc_dim: bool,
     link_dim: bool,
     gpu_dim: bool,
+    energy_mj: bool,
+    new_format: bool,
     floats: bool,
     detail: bool,
 ):
-    saved = storage.batch.COMPRESSION_ORDER, dict(KEYED)
+    saved = storage.batch.COMPRESSION_ORDER, dict(KEYED), storage.store.STORAGE_VERSION
+    if not new_format:
+        storage.store.STORAGE_VERSION = "v0.10.2"  # DuckDB's default
+    if not energy_mj:  # every energy value as it came
+        KEYED["gpu_samples"] = dataclasses.replace(
+            KEYED["gpu_samples"],
+            encode=(("energy_mj", "NULL::BIGINT"), ("energy_j_raw", "s.energy_j")),
+        )
     if not grouped:
         storage.batch.COMPRESSION_ORDER = {}
     if not proc_dim:
@@ -209,6 +223,7 @@ def fill(
         storage.batch.COMPRESSION_ORDER = saved[0]
         KEYED.clear()
         KEYED.update(saved[1])
+        storage.store.STORAGE_VERSION = saved[2]
     return gpus, size, values, per_table, fill_s, cols
 
 
@@ -220,26 +235,28 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=15, help="columns listed for the last step")
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
-    # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, floats
+    # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, energy_mj,
+    # new_format, floats
     steps = [
-        ("before: full-precision values, sim order, 16 MB checkpoints", 0, 0, 0, 0, 0, 0, 0),
-        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0),
-        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0),
-        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0),
-        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0),
-        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0),
-        ("+ GPU samples as a dimension (0019) = today's store", 1, 1, 1, 1, 1, 1, 0),
+        ("before: full-precision values, sim order, 16 MB checkpoints", 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0, 0, 0),
+        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0, 0, 0),
+        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0, 0, 0),
+        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0, 0, 0),
+        ("+ GPU samples as a dimension (0019)", 1, 1, 1, 1, 1, 1, 0, 0, 0),
+        ("+ energy as whole mJ where exact (0019)", 1, 1, 1, 1, 1, 1, 1, 0, 0),
+        ("+ DuckDB 1.5's file format = today's store", 1, 1, 1, 1, 1, 1, 1, 1, 0),
     ]
     if args.after_only:
         steps = steps[-1:]
     elif args.float:
-        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1, 1))
+        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1, 1, 1, 1))
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
     print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
     last = None
-    for i, (label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, floats) in enumerate(
-        steps
-    ):
+    for i, step in enumerate(steps):
+        label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, mj, fmt, floats = step
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
@@ -249,6 +266,8 @@ def main() -> None:
             proc_dim=bool(proc_dim),
             link_dim=bool(link_dim),
             gpu_dim=bool(gpu_dim),
+            energy_mj=bool(mj),
+            new_format=bool(fmt),
             floats=bool(floats),
             detail=detail,
         )
