@@ -21,10 +21,11 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
    (ts, link_id, values));
 7. GPU samples as a dimension (0019: `gpu_series` once per GPU and source,
    `gpu_values` of (ts, series_id, values)), energy as DOUBLE joules;
-8. energy as whole mJ (BIGINT) where that is exact (0019, `storage.keyed.GPUS`);
-9. the file in DuckDB 1.5's own format (`storage.store.STORAGE_VERSION`; the steps
+8. slices as a dimension (0019: `slice_series`, `slice_values`);
+9. energy as whole mJ (BIGINT) where that is exact (0019, `storage.keyed.GPUS`);
+10. the file in DuckDB 1.5's own format (`storage.store.STORAGE_VERSION`; the steps
    before use DuckDB's default, v0.10.2's) = today's store;
-10. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+11. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -158,6 +159,13 @@ _GPU_TABLE = (
     "pcie_rx_bytes_per_s DOUBLE, ecc_sbe_total BIGINT, ecc_dbe_total BIGINT, "
     "throttle_reasons BIGINT, source VARCHAR)"
 )
+# `slice_samples` before migration 0019 (0001's table)
+_SLICE_TABLE = (
+    "DROP VIEW slice_samples; DROP TABLE slice_values; DROP TABLE slice_series; "
+    "CREATE TABLE slice_samples (ts TIMESTAMP NOT NULL, slice_id VARCHAR NOT NULL, "
+    "gpu_uuid VARCHAR, util_pct DOUBLE, mem_used_bytes BIGINT, mem_total_bytes BIGINT, "
+    "source VARCHAR)"
+)
 
 
 def fill(
@@ -169,6 +177,7 @@ def fill(
     proc_dim: bool,
     link_dim: bool,
     gpu_dim: bool,
+    slice_dim: bool,
     energy_mj: bool,
     new_format: bool,
     floats: bool,
@@ -177,7 +186,7 @@ def fill(
     saved = storage.batch.COMPRESSION_ORDER, dict(KEYED), storage.store.STORAGE_VERSION
     if not new_format:
         storage.store.STORAGE_VERSION = "v0.10.2"  # DuckDB's default
-    if not energy_mj:  # every energy value as it came
+    if not energy_mj and gpu_dim:  # every energy value as it came
         KEYED["gpu_samples"] = dataclasses.replace(
             KEYED["gpu_samples"],
             encode=(("energy_mj", "NULL::BIGINT"), ("energy_j_raw", "s.energy_j")),
@@ -190,6 +199,8 @@ def fill(
         del KEYED["link_samples"]
     if not gpu_dim:
         del KEYED["gpu_samples"]
+    if not slice_dim:
+        del KEYED["slice_samples"]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "size.duckdb"
@@ -202,8 +213,11 @@ def fill(
                 store.con.execute(_LINK_TABLE)
             if not gpu_dim:
                 store.con.execute(_GPU_TABLE)
+            if not slice_dim:
+                store.con.execute(_SLICE_TABLE)
             for t, c in _FLOAT if floats else []:
                 t = "gpu_values" if gpu_dim and t == "gpu_samples" else t
+                t = "slice_values" if slice_dim and t == "slice_samples" else t
                 store.con.execute(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE FLOAT")
             source = SimSource(scale=args.scale, start=FIXED_START)
             source.ensure_model(FIXED_START).source_precision = precise
@@ -235,28 +249,44 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=15, help="columns listed for the last step")
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
-    # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, energy_mj,
-    # new_format, floats
+    # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim,
+    # energy_mj, new_format, floats
     steps = [
-        ("before: full-precision values, sim order, 16 MB checkpoints", 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0, 0, 0),
-        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0, 0, 0),
-        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0, 0, 0),
-        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0, 0, 0),
-        ("+ GPU samples as a dimension (0019)", 1, 1, 1, 1, 1, 1, 0, 0, 0),
-        ("+ energy as whole mJ where exact (0019)", 1, 1, 1, 1, 1, 1, 1, 0, 0),
-        ("+ DuckDB 1.5's file format = today's store", 1, 1, 1, 1, 1, 1, 1, 1, 0),
+        (
+            "before: full-precision values, sim order, 16 MB checkpoints",
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ),
+        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0, 0, 0, 0),
+        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0, 0, 0, 0),
+        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
+        ("+ GPU samples as a dimension (0019)", 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
+        ("+ slices as a dimension (0019)", 1, 1, 1, 1, 1, 1, 1, 0, 0, 0),
+        ("+ energy as whole mJ where exact (0019)", 1, 1, 1, 1, 1, 1, 1, 1, 0, 0),
+        ("+ DuckDB 1.5's file format = today's store", 1, 1, 1, 1, 1, 1, 1, 1, 1, 0),
     ]
     if args.after_only:
         steps = steps[-1:]
     elif args.float:
-        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1, 1, 1, 1))
+        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1))
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
     print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
     last = None
     for i, step in enumerate(steps):
-        label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, mj, fmt, floats = step
+        label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim, mj, fmt = step[
+            :10
+        ]
+        floats = step[10]
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
@@ -266,6 +296,7 @@ def main() -> None:
             proc_dim=bool(proc_dim),
             link_dim=bool(link_dim),
             gpu_dim=bool(gpu_dim),
+            slice_dim=bool(slice_dim),
             energy_mj=bool(mj),
             new_format=bool(fmt),
             floats=bool(floats),

@@ -198,7 +198,19 @@ GPUS = Keyed(
     decoded=("energy_j",),
 )
 
+# One series per slice and source (0019): at 100,000 GPUs the slice ids and their GPUs'
+# UUIDs overflow the per-segment dictionary as GPU UUIDs did at 10,000
+SLICES = Keyed(
+    view="slice_samples",
+    dim="slice_series",
+    rows="slice_values",
+    id_col="slice_series_id",
+    key=("slice_id", "gpu_uuid", "source"),
+    not_null=frozenset({"slice_id"}),
+    values=("util_pct", "mem_used_bytes", "mem_total_bytes"),
+)
+
 # Keyed tables by the name collectors write to.
-KEYED: dict[str, Keyed] = {k.view: k for k in (PROCESSES, LINKS, GPUS)}
+KEYED: dict[str, Keyed] = {k.view: k for k in (PROCESSES, LINKS, GPUS, SLICES)}
 # The view a base table stands behind (retention's rollup watermarks are the view's).
 VIEW_OF: dict[str, str] = {t: k.view for k in KEYED.values() for t in (k.dim, k.rows)}

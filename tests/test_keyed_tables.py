@@ -179,8 +179,9 @@ def test_a_version_17_store_migrates_in_place_and_reads_the_same(tmp_path):
         store.close()
 
 
-def test_a_version_18_store_migrates_gpu_samples_in_place_and_reads_the_same(tmp_path):
-    """0019 on a store written by main at 0018: `gpu_samples` is still a table there."""
+def test_a_version_18_store_migrates_gpu_and_slice_samples_in_place_and_reads_the_same(tmp_path):
+    """0019 on a store written by main at 0018: `gpu_samples` and `slice_samples` are still
+    tables there."""
     path = tmp_path / "v18.duckdb"
     con = old_store(path, 18)
     assert column_types(con, "gpu_series") == []
@@ -204,6 +205,20 @@ def test_a_version_18_store_migrates_gpu_samples_in_place_and_reads_the_same(tmp
     (series,) = con.execute(
         "SELECT count(*) FROM (SELECT DISTINCT host, gpu_uuid, source FROM gpu_samples)"
     ).fetchone()
+    # slices: MIG and fractional ids, NULL GPU and source, one slice from two sources
+    con.execute(
+        "INSERT INTO slice_samples SELECT ? + INTERVAL (i) SECOND,"
+        " 'GPU-' || (i % 3) || CASE WHEN i % 2 = 0 THEN '/gi' ELSE '/f' END || (i % 4),"
+        " CASE WHEN i % 5 = 0 THEN NULL ELSE 'GPU-' || (i % 3) END, i / 7, i::BIGINT << 20,"
+        " 20::BIGINT << 30, CASE i % 3 WHEN 0 THEN NULL WHEN 1 THEN 'dcgm' ELSE 'nvml' END"
+        " FROM range(50) t(i)",
+        [T0],
+    )
+    slices_before = con.execute("SELECT * FROM slice_samples ORDER BY ALL").fetchall()
+    slice_types = column_types(con, "slice_samples")
+    (slice_series,) = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT slice_id, gpu_uuid, source FROM slice_samples)"
+    ).fetchone()
     con.close()
 
     store = Store.open(path)
@@ -214,6 +229,9 @@ def test_a_version_18_store_migrates_gpu_samples_in_place_and_reads_the_same(tmp
         assert column_types(cur, "gpu_samples") == types
         assert cur.execute("SELECT count(*) FROM gpu_series").fetchone()[0] == series > 10
         assert cur.execute("SELECT count(*) FROM gpu_values").fetchone()[0] == len(before)
+        assert cur.execute("SELECT * FROM slice_samples ORDER BY ALL").fetchall() == slices_before
+        assert column_types(cur, "slice_samples") == slice_types
+        assert cur.execute("SELECT count(*) FROM slice_series").fetchone()[0] == slice_series > 10
         # the store keeps writing after the migration: known GPUs keep their series
         model = SimSource(scale=1, start=T0)
         model.ensure_model(T0)
@@ -223,6 +241,13 @@ def test_a_version_18_store_migrates_gpu_samples_in_place_and_reads_the_same(tmp
         (gpus,) = cur.execute("SELECT count(DISTINCT gpu_uuid) FROM gpus").fetchone()
         assert cur.execute("SELECT count(*) FROM gpu_series").fetchone()[0] == series + gpus
         assert cur.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == len(before) + gpus
+        (new_slices,) = cur.execute(
+            "SELECT count(*) FROM slice_samples WHERE ts = ?", [T0 + timedelta(hours=1)]
+        ).fetchone()
+        assert new_slices > 0  # the sim's slices: each new, one row each
+        assert cur.execute("SELECT count(*) FROM slice_series").fetchone()[0] == (
+            slice_series + new_slices
+        )
     finally:
         store.close()
 
