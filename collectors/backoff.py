@@ -8,6 +8,8 @@ spread out instead of in waves. A run that stayed up for `healthy_after_s`
 counts as healthy, so the next failure starts again from the smallest delay;
 a connection that drops straight after connecting keeps backing off.
 
+A retry loop must also let a stop through: see `stop_requested`.
+
 Lives in `collectors/` (no fleettui imports) so collectors and fleettui share it.
 """
 
@@ -75,3 +77,16 @@ class Backoff:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
         return delay
+
+
+def stop_requested() -> bool:
+    """True once the running task has been cancelled (asked to stop).
+
+    A retry loop that catches a client's errors checks this before retrying. When a
+    task is cancelled inside `async with client:`, the client's exit may still raise
+    its own error (aiomqtt raises MqttError when the broker's side of the disconnect
+    fails or times out, seen on TLS connections): that error replaces the
+    CancelledError, the loop took it for a lost connection and reconnected, and
+    whoever awaited the stop waited for ever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -35,7 +35,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
-from collectors.backoff import Backoff
+from collectors.backoff import Backoff, stop_requested
 from collectors.base import Sink, committing, register
 from collectors.mqtt_client import Received, ack_all, tune
 from collectors.nvml.batches import (
@@ -754,10 +754,7 @@ class MqttSource:
             **kw,
         )
         client._client.manual_ack_set(self.manual_ack)  # noqa: SLF001 (aiomqtt has no option)
-        # TLS connections keep paho's own reads: a TLS source stalled once in CI at stop
-        # (tests/test_mqtt_tls.py, 1 run of 4) after buffered reads came in; not yet
-        # understood, so the plain-TCP speed-up is not extended to TLS.
-        return tune(client, buffered_reads=not o.tls)
+        return tune(client)
 
     async def run(self, sink: Sink) -> None:
         backoff = Backoff.capped(0.5, self.o.reconnect_max_s)
@@ -804,6 +801,8 @@ class MqttSource:
                 except aiomqtt.MqttError as exc:
                     self._drain(client)  # received (and acked) before the connection went
                     self.connected.clear()
+                    if stop_requested():  # the disconnect failed while stopping: still stop
+                        raise asyncio.CancelledError from exc
                     delay = backoff.next_delay()
                     log.warning(
                         "%s: broker %s: %s; retrying in %.1f s",

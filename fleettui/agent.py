@@ -31,7 +31,7 @@ from typing import Any
 
 import aiomqtt
 
-from collectors.backoff import Backoff
+from collectors.backoff import Backoff, stop_requested
 from collectors.mqtt_source import (
     check_tls_files,
     parse_broker,
@@ -259,6 +259,8 @@ class Agent:
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 self.client = None
+                if stop_requested():  # the disconnect failed while stopping: still stop
+                    raise asyncio.CancelledError from exc
                 wait = backoff.next_delay()
                 log.warning(
                     "%s: broker %s: %s; retrying in %.1f s (%d reports buffered)",

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from collectors.backoff import Backoff
+from collectors.backoff import Backoff, stop_requested
 from collectors.base import Gathered, PullSource, PushSource
 from storage.batch import Batch, make_batch
 from storage.store import Store, StoreFailure
@@ -352,6 +352,8 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if stop_requested():  # the source failed while stopping: still stop
+                    raise asyncio.CancelledError from exc
                 error = f"{type(exc).__name__}: {exc}"
             delay = backoff.next_delay()
             if error is not None:

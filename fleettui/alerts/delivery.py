@@ -29,7 +29,7 @@ from typing import Any
 
 import aiomqtt
 
-from collectors.backoff import Backoff
+from collectors.backoff import Backoff, stop_requested
 from fleettui.alerts import http_post
 from fleettui.alerts.engine import Instance, Notification
 
@@ -167,6 +167,8 @@ class _Sender:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if stop_requested():  # the client's exit failed while stopping: still stop
+                    raise asyncio.CancelledError from exc
                 self.stats.attempts_failed += 1
                 self.stats.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 delay = backoff.next_delay()
