@@ -18,6 +18,10 @@ real Mosquitto started on a free 127.0.0.1 port. Three phases, one run:
 3. burst into the source: `--burst` reports as fast as possible, the rate at
    which they are committed, as a ratio of the ceiling measured in phase 1.
 
+`--report-versions 1,2` runs the three phases for each report version in one run
+(v1 JSON, v2 binary frames: collectors/nvml/report_v2.py), each version with its own
+pre-encoded payloads, its own ceiling and a fresh store.
+
     python benchmarks/bench_mqtt_ingest.py [--gpus 10000] [--seconds 30] [--burst 15000]
 """
 
@@ -29,6 +33,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -40,18 +45,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectors.mqtt_source import MqttOptions, MqttSource  # noqa: E402
-from collectors.nvml.collector import NvmlCollector  # noqa: E402
+from collectors.nvml.collector import NvmlCollector, Poll  # noqa: E402
 from collectors.nvml.fake import SimStates  # noqa: E402
 from collectors.nvml.library import open_library  # noqa: E402
 from collectors.nvml.report import encode  # noqa: E402
+from collectors.nvml.report_v2 import encode_v2  # noqa: E402
 from collectors.sim.model import SimModel  # noqa: E402
 from fleettui.runtime import Runtime  # noqa: E402
 from storage.store import Store  # noqa: E402
 from tests.services.mosquitto import Broker  # noqa: E402
 
+V2_SEQ_AT, V2_TS_AT = 24, 40  # byte offsets of seq and ts in a v2 frame's header
 
-def templates(hosts: int, links: int) -> list[tuple[str, str, str, str]]:
-    """Per simulated host: (name, head, mid, tail); a payload is head+seq+mid+ts+tail."""
+
+def templates(hosts: int, links: int) -> list[tuple[str, str, str, str, bytes]]:
+    """Per simulated host: (name, head, mid, tail, v2); a v1 payload is
+    head+seq+mid+ts+tail, a v2 payload is the `v2` frame with seq and ts written in
+    (`payload`)."""
     model = SimModel(start=time.time() - 10, faults=())
     states = SimStates(model)
     sources = [h for h in model.fleet.host if h.startswith("hgx-")]
@@ -77,10 +87,42 @@ def templates(hosts: int, links: int) -> list[tuple[str, str, str, str]]:
         obj["gpu"]["uuid"] = [f"GPU-bench-{i:05d}-{g}" for g in range(len(obj["gpu"]["uuid"]))]
         rest = {k: v for k, v in obj.items() if k not in ("v", "host", "boot", "seq", "ts")}
         head = json.dumps({"v": 1, "host": name, "boot": "bench"}, separators=(",", ":"))[:-1]
+        poll = Poll(
+            ts=obj["ts"],
+            gpu=obj["gpu"],
+            slice=obj.get("slice", {}),
+            proc=obj.get("proc"),
+            xid=obj.get("xid", {"ts": [], "gpu_uuid": [], "code": []}),
+            lost=obj.get("lost", []),
+        )
+        v2 = encode_v2(
+            poll,
+            host=name,
+            boot="bench",
+            seq=0,
+            interval_s=obj.get("interval_s"),
+            driver=obj.get("driver"),
+        )
         out.append(
-            (name, head + ',"seq":', ',"ts":', "," + json.dumps(rest, separators=(",", ":"))[1:])
+            (
+                name,
+                head + ',"seq":',
+                ',"ts":',
+                "," + json.dumps(rest, separators=(",", ":"))[1:],
+                v2,
+            )
         )
     return out
+
+
+def payload(t: tuple, version: int, seq: int, ts: float) -> bytes:
+    """Template `t` as a report of `version` with this seq and ts."""
+    if version == 1:
+        return f"{t[1]}{seq}{t[2]}{ts:.6f}{t[3]}".encode()
+    b = bytearray(t[4])
+    struct.pack_into("<q", b, V2_SEQ_AT, seq)
+    struct.pack_into("<d", b, V2_TS_AT, round(ts, 6))
+    return bytes(b)
 
 
 def _remaining_length(n: int) -> bytes:
@@ -194,22 +236,32 @@ def publisher(
     out: mp.Queue,
     part: int = 0,
     parts: int = 1,
+    version: int = 1,
 ) -> None:
     """Runs in its own process: hosts `part::parts` of the fleet over one connection,
     QoS 1, like many agents sharing one link; payloads pre-encoded per host."""
     mine = tpl[part::parts]
     pub = RawPublisher(address, f"bench-pub-{mode}-{part}")
     enc = [
-        (_mqtt_str(f"{prefix}/{name}/report"), head.encode(), mid.encode(), tail.encode())
-        for name, head, mid, tail in mine
+        (_mqtt_str(f"{prefix}/{t[0]}/report"), t[1].encode(), t[2].encode(), t[3].encode())
+        for t in mine
     ]
+    frames = [bytearray(t[4]) for t in mine]
+    pack_seq, pack_ts = struct.Struct("<q").pack_into, struct.Struct("<d").pack_into
     seqs = [0] * len(enc)
     sent = 0
 
     def one(i: int) -> None:
         nonlocal sent
         topic, head, mid, tail = enc[i]
-        pub.publish(topic, b"".join((head, b"%d" % seqs[i], mid, b"%.6f" % time.time(), tail)))
+        if version == 1:
+            body = b"".join((head, b"%d" % seqs[i], mid, b"%.6f" % time.time(), tail))
+        else:  # pre-encoded frame: seq and ts written in place
+            f = frames[i]
+            pack_seq(f, V2_SEQ_AT, seqs[i])
+            pack_ts(f, V2_TS_AT, round(time.time(), 6))
+            body = bytes(f)
+        pub.publish(topic, body)
         seqs[i] += 1
         sent += 1
 
@@ -240,7 +292,8 @@ def publisher(
             "t_first": t_first,
             "t_sent": t_sent,
             "t_acked": time.time(),
-            "bytes": sum(len(t[1]) + len(t[3]) + 30 for t in mine) / max(len(mine), 1),
+            "bytes": sum(len(t[1]) + len(t[3]) + 30 if version == 1 else len(t[4]) for t in mine)
+            / max(len(mine), 1),
         }
     )
 
@@ -264,6 +317,7 @@ class Publishers:
                     self.q,
                     k,
                     parts,
+                    kw.get("version", 1),
                 ),
             )
             for k in range(parts)
@@ -284,7 +338,7 @@ class Publishers:
         }
 
 
-def ceiling(ctx, broker: Broker, tpl, n: int, parts: int) -> float:
+def ceiling(ctx, broker: Broker, tpl, n: int, parts: int, version: int = 1) -> float:
     sub = subprocess.Popen(
         [
             shutil.which("mosquitto_sub") or "mosquitto_sub",
@@ -302,13 +356,14 @@ def ceiling(ctx, broker: Broker, tpl, n: int, parts: int) -> float:
         stdout=subprocess.DEVNULL,
     )
     time.sleep(1.0)  # subscribed
-    pubs = Publishers(ctx, broker, "ceil", tpl, "burst", parts, count=n)
+    pubs = Publishers(ctx, broker, "ceil", tpl, "burst", parts, count=n, version=version)
     sub.wait(timeout=300)
     t_done = time.time()
     res = pubs.result(timeout=60)
     rate = n / (t_done - res["t_first"])
     print(
-        f"1. ceiling: broker -> mosquitto_sub (QoS 1): {n} reports of ~{res['bytes'] / 1024:.1f}"
+        f"1. ceiling (v{version}): broker -> mosquitto_sub (QoS 1): {n} reports of "
+        f"~{res['bytes'] / 1024:.1f}"
         f" KiB in {t_done - res['t_first']:.2f} s = {rate:,.0f} reports/s "
         f"({rate * res['bytes'] / 2**20:.1f} MiB/s)"
     )
@@ -348,8 +403,9 @@ async def ingest(
     flush_s: float = 0.25,
     nvlink_rows: str = "per_link",
     parts: int = 2,
+    version: int = 1,
 ) -> dict:
-    prefix = f"src{mode}"
+    prefix = f"src{mode}v{version}"
     hosts = len(tpl)
     src = MqttSource(
         MqttOptions(
@@ -357,7 +413,7 @@ async def ingest(
             topic_prefix=prefix,
             flush_interval_s=flush_s,
             persistent_session=False,
-            client_id=f"bench-daemon-{mode}",
+            client_id=f"bench-daemon-{mode}-v{version}",
             nvlink_rows=nvlink_rows,
             max_new_hosts_per_min=max(1000, hosts),  # the whole simulated fleet is expected
         )
@@ -370,7 +426,16 @@ async def ingest(
     cpu0 = time.process_time()
     live0 = _live_cpu(store)
     pubs = Publishers(
-        ctx, broker, prefix, tpl, mode, parts, count=count, rate=rate, seconds=seconds
+        ctx,
+        broker,
+        prefix,
+        tpl,
+        mode,
+        parts,
+        count=count,
+        rate=rate,
+        seconds=seconds,
+        version=version,
     )
     res = await asyncio.to_thread(pubs.result)
     t_pub_end = time.time()
@@ -443,8 +508,12 @@ def main() -> None:
         default="ceiling,sustained,burst",
         help="comma-separated subset of ceiling,sustained,burst (burst needs ceiling)",
     )
+    ap.add_argument(
+        "--report-versions",
+        default="1,2",
+        help="report versions to measure in this run, in order (1 JSON, 2 binary)",
+    )
     args = ap.parse_args()
-    phases = set(args.phases.split(","))
     hosts = args.gpus // args.gpus_per_host
     ctx = mp.get_context("fork")
     t_start = time.time()
@@ -458,88 +527,126 @@ def main() -> None:
         f"= {hosts * args.rate:,.0f} host reports/s; {args.links} NVLinks per GPU per report"
     )
     tpl = templates(hosts, args.links)
+    versions = [int(v) for v in args.report_versions.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
     broker = Broker(work / "broker")
     broker.start()
-    store = Store.open(work / "bench.duckdb")
+    summary = []
     try:
-        ceil = ceiling(ctx, broker, tpl, args.burst, args.publishers) if "ceiling" in phases else 0
-        target = hosts * args.rate
-        if "sustained" in phases:
-            r = asyncio.run(
-                ingest(
-                    ctx,
-                    broker,
-                    store,
-                    tpl,
-                    "paced",
-                    rate=args.rate,
-                    seconds=args.seconds,
-                    flush_s=args.flush,
-                    nvlink_rows=args.nvlink_rows,
-                    parts=args.publishers,
-                )
-            )
-            wall = r["t_pub_end"] - r["t_first"]
-            offered = r["sent"] / (r["t_sent"] - r["t_first"])
-            rate = r["stored_at_pub_end"] / wall
-            lag = r["lag"] * 1e3
+        for version in versions:
+            print(f"-- report version {version}")
+            store = Store.open(work / f"bench-v{version}.duckdb")
+            try:
+                summary.append((version, run_version(ctx, broker, store, tpl, args, version)))
+            finally:
+                store.close()
+        print(
+            "summary (same run): version | ceiling/s | burst/s (x ceiling, us/report) | "
+            "sustained stored/offered, p99 lag, us/report"
+        )
+        for version, r in summary:
             print(
-                f"2. sustained: offered {r['sent']:,} reports in {r['t_sent'] - r['t_first']:.1f}"
-                f" s ({offered:,.0f}/s, target {target:,.0f}/s, {args.publishers} publisher "
-                f"processes); stored {rate:,.0f} reports/s = {rate / offered:.2f} x offered "
-                f"({rate * args.gpus_per_host:,.0f} GPU rows/s, "
-                f"{rate * args.gpus_per_host * (args.links if args.nvlink_rows == 'per_link' else 1):,.0f}"
-                f" NVLink rows/s, {args.nvlink_rows}) while offered"
+                f"  v{version} | {r.get('ceiling', 0):,.0f} | {r.get('burst', 0):,.0f} "
+                f"({r.get('burst_x', 0):.2f}x, {r.get('burst_us', 0):,.0f} us) | "
+                f"{r.get('stored_x', 0):.2f}, {r.get('p99_s', 0):.1f} s, "
+                f"{r.get('sustained_us', 0):,.0f} us"
             )
-            print(
-                f"   backlog when the publisher stopped: {r['sent'] - r['stored_at_pub_end']:,} "
-                f"reports, drained {r['t_done'] - r['t_pub_end']:.2f} s later; "
-                f"stored {r['stored']:,}, rejected {r['rejected']}, batches refused "
-                f"{r['write_errors']}, {r['flushes']} source flushes"
-            )
-            print(
-                f"   report time -> commit lag: p50 {np.percentile(lag, 50):,.0f} ms, "
-                f"p99 {np.percentile(lag, 99):,.0f} ms, max {lag.max():,.0f} ms; daemon CPU "
-                f"{r['cpu_s'] / (r['t_done'] - r['t_first']) * 100:.0f}% of one core, "
-                f"{r['cpu_s'] / max(r['stored'], 1) * 1e6:,.0f} us per report; live snapshot "
-                f"+{r['live_share'] * 100:.0f}% of the writer's CPU in writes"
-            )
-        if "burst" not in phases or not ceil:
-            return
-        b = asyncio.run(
+        print(f"benchmark wall time {time.time() - t_start:.0f} s")
+    finally:
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_version(ctx, broker: Broker, store: Store, tpl, args, version: int) -> dict:
+    """The three phases for one report version; returns the figures for the summary."""
+    phases = set(args.phases.split(","))
+    hosts = len(tpl)
+    out: dict = {}
+    ceil = (
+        ceiling(ctx, broker, tpl, args.burst, args.publishers, version)
+        if "ceiling" in phases
+        else 0
+    )
+    out["ceiling"] = ceil
+    target = hosts * args.rate
+    if "sustained" in phases:
+        r = asyncio.run(
             ingest(
                 ctx,
                 broker,
                 store,
                 tpl,
-                "burst",
-                count=args.burst,
+                "paced",
+                rate=args.rate,
+                seconds=args.seconds,
                 flush_s=args.flush,
                 nvlink_rows=args.nvlink_rows,
                 parts=args.publishers,
+                version=version,
             )
         )
-        brate = b["stored"] / (b["t_done"] - b["t_first"])
+        wall = r["t_pub_end"] - r["t_first"]
+        offered = r["sent"] / (r["t_sent"] - r["t_first"])
+        rate = r["stored_at_pub_end"] / wall
+        lag = r["lag"] * 1e3
+        per_link = args.links if args.nvlink_rows == "per_link" else 1
         print(
-            f"3. burst into the source: {b['stored']:,} reports committed in "
-            f"{b['t_done'] - b['t_first']:.2f} s = {brate:,.0f} reports/s = "
-            f"{brate / ceil:.2f} x the mosquitto_sub ceiling ({ceil:,.0f}/s), "
-            f"{brate / target:.2f} x the {target:,.0f}/s target; daemon CPU "
-            f"{b['cpu_s'] / max(b['stored'], 1) * 1e6:,.0f} us per report; live snapshot "
-            f"+{b['live_share'] * 100:.0f}% of the writer's CPU in writes"
+            f"2. sustained: offered {r['sent']:,} reports in {r['t_sent'] - r['t_first']:.1f}"
+            f" s ({offered:,.0f}/s, target {target:,.0f}/s, {args.publishers} publisher "
+            f"processes); stored {rate:,.0f} reports/s = {rate / offered:.2f} x offered "
+            f"({rate * args.gpus_per_host:,.0f} GPU rows/s, "
+            f"{rate * args.gpus_per_host * per_link:,.0f}"
+            f" NVLink rows/s, {args.nvlink_rows}) while offered"
         )
-        rows = store.con.execute(
-            "SELECT (SELECT count(*) FROM gpu_samples), (SELECT count(*) FROM link_samples)"
-        ).fetchone()
         print(
-            f"store: {rows[0]:,} gpu_samples rows, {rows[1]:,} link_samples rows; "
-            f"benchmark wall time {time.time() - t_start:.0f} s"
+            f"   backlog when the publisher stopped: {r['sent'] - r['stored_at_pub_end']:,} "
+            f"reports, drained {r['t_done'] - r['t_pub_end']:.2f} s later; "
+            f"stored {r['stored']:,}, rejected {r['rejected']}, batches refused "
+            f"{r['write_errors']}, {r['flushes']} source flushes"
         )
-    finally:
-        store.close()
-        broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        print(
+            f"   report time -> commit lag: p50 {np.percentile(lag, 50):,.0f} ms, "
+            f"p99 {np.percentile(lag, 99):,.0f} ms, max {lag.max():,.0f} ms; daemon CPU "
+            f"{r['cpu_s'] / (r['t_done'] - r['t_first']) * 100:.0f}% of one core, "
+            f"{r['cpu_s'] / max(r['stored'], 1) * 1e6:,.0f} us per report; live snapshot "
+            f"+{r['live_share'] * 100:.0f}% of the writer's CPU in writes"
+        )
+        out.update(
+            stored_x=rate / offered,
+            p99_s=np.percentile(lag, 99) / 1e3,
+            sustained_us=r["cpu_s"] / max(r["stored"], 1) * 1e6,
+        )
+    if "burst" not in phases or not ceil:
+        return out
+    b = asyncio.run(
+        ingest(
+            ctx,
+            broker,
+            store,
+            tpl,
+            "burst",
+            count=args.burst,
+            flush_s=args.flush,
+            nvlink_rows=args.nvlink_rows,
+            parts=args.publishers,
+            version=version,
+        )
+    )
+    brate = b["stored"] / (b["t_done"] - b["t_first"])
+    print(
+        f"3. burst into the source: {b['stored']:,} reports committed in "
+        f"{b['t_done'] - b['t_first']:.2f} s = {brate:,.0f} reports/s = "
+        f"{brate / ceil:.2f} x the mosquitto_sub ceiling ({ceil:,.0f}/s), "
+        f"{brate / target:.2f} x the {target:,.0f}/s target; daemon CPU "
+        f"{b['cpu_s'] / max(b['stored'], 1) * 1e6:,.0f} us per report; live snapshot "
+        f"+{b['live_share'] * 100:.0f}% of the writer's CPU in writes"
+    )
+    rows = store.con.execute(
+        "SELECT (SELECT count(*) FROM gpu_samples), (SELECT count(*) FROM link_samples)"
+    ).fetchone()
+    print(f"store: {rows[0]:,} gpu_samples rows, {rows[1]:,} link_samples rows")
+    out.update(burst=brate, burst_x=brate / ceil, burst_us=b["cpu_s"] / max(b["stored"], 1) * 1e6)
+    return out
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ on a shared machine; each is the median over `--repeats`. One run measures:
   `msgspec.json.decode` without any checks (floors), and DuckDB's
   `json_transform_strict` over the whole batch of payloads (the "hand raw payloads
   to DuckDB" option, parse only);
+- version 2 frames (collectors/nvml/report_v2.py) of the same reports: `parse` per
+  message plus `FrameColumns` (checks and columns) per flush of `--flush` frames;
 - the pipeline per report: `MqttSource.handle` (decode, dedupe, batcher),
   `take_batches` (rows -> Arrow batches) and `Store.write` (one transaction per
-  flush of `--flush` reports), for `per_link` and `per_gpu` NVLink rows.
+  flush of `--flush` reports), for `per_link` and `per_gpu` NVLink rows, v1 and v2.
 
     python benchmarks/bench_report_decode.py [--hosts 1250] [--repeats 5] [--flush 300]
 """
@@ -34,17 +36,15 @@ import duckdb  # noqa: E402
 import msgspec  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from benchmarks.bench_mqtt_ingest import templates  # noqa: E402
+from benchmarks.bench_mqtt_ingest import payload, templates  # noqa: E402
 from collectors.mqtt_source import MqttOptions, MqttSource  # noqa: E402
 from collectors.nvml import report  # noqa: E402
+from collectors.nvml.report_v2 import FrameColumns, parse  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 
-def payloads(tpl: list, rep: int, now: float) -> list[tuple[str, bytes]]:
-    return [
-        (f"fleettui/{name}/report", f"{head}{rep}{mid}{now:.6f}{tail}".encode())
-        for name, head, mid, tail in tpl
-    ]
+def payloads(tpl: list, rep: int, now: float, version: int = 1) -> list[tuple[str, bytes]]:
+    return [(f"fleettui/{t[0]}/report", payload(t, version, rep, now)) for t in tpl]
 
 
 def per_report_us(fn, items: list, repeats: int) -> float:
@@ -75,7 +75,9 @@ def duck_type(kind: int) -> str:
     return f"{base[kind]}[]"
 
 
-def pipeline(tpl: list, now: float, nvlink_rows: str, flush: int, repeats: int) -> dict:
+def pipeline(
+    tpl: list, now: float, nvlink_rows: str, flush: int, repeats: int, version: int = 1
+) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-decode-"))
     store = Store.open(work / "bench.duckdb")
     src = MqttSource(
@@ -84,7 +86,7 @@ def pipeline(tpl: list, now: float, nvlink_rows: str, flush: int, repeats: int) 
     cpu = {"handle": [], "take": [], "write": []}
     try:
         for rep in range(repeats + 1):  # the first round creates hosts and windows: not timed
-            items = payloads(tpl, rep, now)
+            items = payloads(tpl, rep, now, version)
             t = dict.fromkeys(cpu, 0.0)
             for i in range(0, len(items), flush):
                 c0 = time.process_time()
@@ -148,17 +150,32 @@ def main() -> None:
     )
     con = duckdb.connect()
     options["DuckDB json_transform_strict, batch, parse only"] = duckdb_batch(con, structure)
+    frames = payloads(tpl, 0, now, 2)
+
+    def v2(items: list) -> None:
+        for i in range(0, len(items), args.flush):
+            cols = FrameColumns([parse(p, now=now) for _, p in items[i : i + args.flush]])
+            if cols.problems(True):
+                raise SystemExit("v2 frames refused: the benchmark is broken")
+            cols.batches(True, "nvml")
+
     print("decode options (µs CPU per report):")
     for name, fn in options.items():
         print(f"  {name:<50} {per_report_us(fn, items, args.repeats):8.1f}")
-    for mode in ("per_gpu", "per_link"):
-        r = pipeline(tpl, now, mode, args.flush, args.repeats)
-        total = sum(r.values())
-        print(
-            f"pipeline {mode:<8}: handle {r['handle']:6.1f} + take {r['take']:6.1f} + write "
-            f"{r['write']:6.1f} = {total:6.1f} µs CPU per report ({1e6 / total:,.0f} reports/s "
-            "per core)"
-        )
+    print(
+        f"  {'v2 frames: parse + checks + columns (per_gpu)':<50} "
+        f"{per_report_us(v2, frames, args.repeats):8.1f}"
+        f"   ({statistics.mean(len(p) for _, p in frames):,.0f} bytes per frame)"
+    )
+    for version in (1, 2):
+        for mode in ("per_gpu", "per_link"):
+            r = pipeline(tpl, now, mode, args.flush, args.repeats, version)
+            total = sum(r.values())
+            print(
+                f"pipeline v{version} {mode:<8}: handle {r['handle']:6.1f} + take "
+                f"{r['take']:6.1f} + write {r['write']:6.1f} = {total:6.1f} µs CPU per report "
+                f"({1e6 / total:,.0f} reports/s per core)"
+            )
 
 
 if __name__ == "__main__":

@@ -42,10 +42,11 @@ from collectors.nvml.batches import (
     NVLINK_ROWS,
     SOURCE_COLUMN,
     ReportBatcher,
-    naive_utc,
+    epoch_col,
     ts_col,
 )
 from collectors.nvml.report import Report, ReportError, decode, decode_status
+from collectors.nvml.report_v2 import Frame, FrameColumns, is_v2, parse
 from collectors.options import parse_options
 from storage.batch import Batch, make_batch
 
@@ -250,7 +251,10 @@ class MqttSource:
         self._windows: dict[str, dict[str, _SeqWindow]] = {}
         self._inv_seen: dict[str, Any] = {}
         # accepted reports since the last flush, kept to isolate one that cannot be stored
-        self._pending: list[tuple[Report, bool, str, bytes]] = []
+        self._pending: list[tuple[Report | Frame, bool, str, bytes]] = []
+        # version 2 frames whose header and strings passed, their values not yet checked
+        # (checked for the whole flush at once: `_settle_frames`)
+        self._frames: list[tuple[Frame, str, bytes]] = []
         self._isolated: list[Report] = []
         self._unsent: tuple[list[Batch], list[float], int] | None = None
         self._last_seen: dict[str, float] = {}  # host -> last accepted report (epoch s)
@@ -304,6 +308,16 @@ class MqttSource:
     def _handle_report(self, topic: str, host: str, payload: bytes, now: float) -> None:
         self.stats.received += 1
         try:
+            if is_v2(payload):
+                frame = parse(
+                    payload,
+                    topic_host=host,
+                    now=now,
+                    max_future_s=self.o.max_future_s,
+                    max_age_s=self.o.max_age_s,
+                )
+                self._frames.append((frame, topic, payload))
+                return
             r = decode(
                 payload,
                 topic_host=host,
@@ -314,6 +328,43 @@ class MqttSource:
         except ReportError as exc:
             self._reject(now, topic, host, str(exc), payload)
             return
+        self._accept(r, topic, host, payload, now)
+
+    @property
+    def queued_reports(self) -> int:
+        return self._batcher.reports + len(self._frames)
+
+    def _settle_frames(self, now: float) -> None:
+        """Check the values of every version 2 frame received since the last flush at
+        once; a frame with a value version 1 would refuse is rejected alone, the others
+        are accepted in arrival order."""
+        frames, self._frames = self._frames, []
+        if not frames:
+            return
+        try:
+            bad = FrameColumns([f for f, _, _ in frames]).problems(self._batcher.per_gpu_links)
+        except Exception as exc:  # a bug must not stop ingestion: check them one by one
+            log.exception("%s: checking %d v2 frames failed", self.name, len(frames))
+            bad = {}
+            for i, (f, _, _) in enumerate(frames):
+                try:
+                    found = FrameColumns([f]).problems(self._batcher.per_gpu_links)
+                except Exception:
+                    found = {0: f"internal error: {type(exc).__name__}: {exc}"}
+                if found:
+                    bad[i] = found[0]
+        for i, (f, topic, payload) in enumerate(frames):
+            why = bad.get(i)
+            if why is not None:
+                if why.startswith("cannot be stored"):
+                    self.stats.unstorable += 1
+                self._reject(now, topic, f.host, why, payload)
+            else:
+                self._accept(f, topic, f.host, payload, now)
+
+    def _accept(self, r: Report | Frame, topic: str, host: str, payload: bytes, now: float) -> None:
+        """A decoded report (or checked v2 frame): host cap, GPU ownership, duplicates,
+        then its rows are queued."""
         if not self._admit_host(r.host, now):
             self.stats.hosts_capped += 1
             self._reject(
@@ -326,7 +377,7 @@ class MqttSource:
                 payload,
             )
             return
-        owner = self._claim_gpus(r)
+        owner = self._claim_gpus(r.host, r.uuids if type(r) is Frame else r.gpu["uuid"])
         if owner is not None:
             self._reject(now, topic, host, owner, payload)
             return
@@ -345,14 +396,17 @@ class MqttSource:
                 self._inv_seen[r.host] = key
                 with_inv = True
         try:
-            self._batcher.add(r, with_inv)
+            if type(r) is Frame:
+                self._batcher.add_meta(r.meta(), with_inv)  # its samples: FrameColumns
+            else:
+                self._batcher.add(r, with_inv)
         except Exception as exc:  # a half-added report: rebuild the batcher without it
             self._rebuild_batcher()
             self._unstorable(r, topic, payload, now, exc)
             return
         self._pending.append((r, with_inv, topic, payload))
         if self.on_report is not None:
-            self.on_report(r)
+            self.on_report(r.report() if type(r) is Frame else r)
 
     def seed_hosts(self, hosts: list[tuple[str, float | None]]) -> None:
         """Hosts the store already knows (name, last seen epoch s): not new after a restart."""
@@ -398,10 +452,13 @@ class MqttSource:
     def _rebuild_batcher(self) -> None:
         self._batcher = ReportBatcher(self.o.nvlink_rows)
         for r, with_inv, _, _ in self._pending:
-            self._batcher.add(r, with_inv)
+            if type(r) is Frame:
+                self._batcher.add_meta(r.meta(), with_inv)
+            else:
+                self._batcher.add(r, with_inv)
 
     def _unstorable(
-        self, r: Report, topic: str, payload: bytes, now: float, exc: BaseException
+        self, r: Report | Frame, topic: str, payload: bytes, now: float, exc: BaseException
     ) -> None:
         """A report that decoded but cannot become store rows: one reject, nothing else."""
         self.stats.unstorable += 1
@@ -432,10 +489,16 @@ class MqttSource:
 
     def _take_reports(self) -> tuple[list[Batch], list[float], int]:
         """The queued reports as batches; the batcher is reset whatever happens."""
+        self._settle_frames(self.clock())
         pending, self._pending = self._pending, []
         ts = self._batcher.report_ts
         try:
-            return self._batcher.take() + self._seq_batch(pending), ts, len(pending)
+            batches = self._batcher.take()
+            frames = [p[0] for p in pending if type(p[0]) is Frame]
+            if frames:  # version 2 samples: columns straight from the frames' records
+                cols = FrameColumns(frames).batches(self._batcher.per_gpu_links, SOURCE_COLUMN)
+                batches += [make_batch(table, c) for table, c in cols.items()]
+            return batches + self._seq_batch(pending), ts, len(pending)
         except Exception as exc:
             log.warning(
                 "%s: building batches of %d reports failed (%s); isolating the culprit",
@@ -445,12 +508,13 @@ class MqttSource:
             )
             self._batcher = ReportBatcher(self.o.nvlink_rows)
             self._isolated = []
+            pending = [(f.report() if type(f) is Frame else f, *rest) for f, *rest in pending]
             batches = self._isolating_take(pending, self.clock())
             bad = {id(r) for r in self._isolated}
             kept = [p for p in pending if id(p[0]) not in bad]
             return batches + self._seq_batch(kept), [p[0].ts for p in kept], len(kept)
 
-    def _seq_batch(self, stored: list[tuple[Report, bool, str, bytes]]) -> list[Batch]:
+    def _seq_batch(self, stored: list[tuple[Report | Frame, bool, str, bytes]]) -> list[Batch]:
         """report_seqs rows for these reports, committed with their rows: a restarted
         daemon seeds its duplicate check from them (`seed_seqs`)."""
         if not stored:
@@ -490,9 +554,9 @@ class MqttSource:
                 {
                     "host": hosts,
                     "state": [v[0] for v in vals],
-                    "since": [naive_utc(v[1]) if v[1] else None for v in vals],
+                    "since": epoch_col([v[1] or None for v in vals]),
                     "boot": [v[2] for v in vals],
-                    "updated_at": [naive_utc(v[3]) for v in vals],
+                    "updated_at": epoch_col([v[3] for v in vals]),
                 },
             )
 
@@ -514,21 +578,20 @@ class MqttSource:
                     )
             return [build(good)] if good else []
 
-    def _claim_gpus(self, r: Report) -> str | None:
+    def _claim_gpus(self, host: str, uuids: list[str]) -> str | None:
         """The first host to report a GPU owns it (in this daemon's lifetime): a report
         naming another host's GPU is refused whole, so one agent cannot overwrite
         another host's telemetry. Returns the reason, or None when the GPUs are its own."""
-        uuids = r.gpu.get("uuid") or []
         owners = self._gpu_owner
         for u in uuids:
             other = owners.get(u)
-            if other is not None and other != r.host:
-                return f"GPU {u} belongs to host {other!r}, not {r.host!r}"
+            if other is not None and other != host:
+                return f"GPU {u} belongs to host {other!r}, not {host!r}"
         for u in uuids:
-            owners.setdefault(u, r.host)
+            owners.setdefault(u, host)
         return None
 
-    def _window(self, r: Report) -> _SeqWindow:
+    def _window(self, r: Report | Frame) -> _SeqWindow:
         return self._window_of(r.host, r.boot)
 
     def _window_of(self, host: str, boot: str) -> _SeqWindow:
@@ -607,7 +670,7 @@ class MqttSource:
                 make_batch(
                     "collector_runs",
                     {
-                        "ts": [naive_utc(self.clock())],
+                        "ts": epoch_col([self.clock()]),
                         "collector": [self.name],
                         "duration_ms": [work_s * 1000.0],
                         "ok": [True],
@@ -780,7 +843,7 @@ class MqttSource:
                             while True:
                                 self._receive(client, await self._next_message(client))
                                 n += 1
-                                if self._batcher.reports >= self.o.max_batch_reports:
+                                if self.queued_reports >= self.o.max_batch_reports:
                                     await self.flush(sink)
                                 elif n % YIELD_EVERY == 0:  # queued messages need no await:
                                     await asyncio.sleep(0)  # let the loop read and flush
@@ -852,7 +915,7 @@ class MqttSource:
                     make_batch(
                         "collector_runs",
                         {
-                            "ts": [naive_utc(self.clock())],
+                            "ts": epoch_col([self.clock()]),
                             "collector": [self.name],
                             "duration_ms": [0.0],
                             "ok": [False],

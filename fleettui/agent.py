@@ -48,6 +48,7 @@ from collectors.nvml.report import (
     encode,
     encode_status,
 )
+from collectors.nvml.report_v2 import encode_v2
 
 log = logging.getLogger("fleettui.agent")
 
@@ -81,6 +82,9 @@ class AgentOptions:
     rack: str = ""
     rack_slot: int | None = None
     nvlink_domain: str = ""
+    # report format: 1 JSON (readable, every daemon reads it) or 2 binary frames
+    # (docs/report-v2.md: about a tenth of the daemon's decoding; needs a daemon that reads v2)
+    report_version: int = 1
 
     @property
     def place(self) -> dict[str, Any] | None:
@@ -108,6 +112,8 @@ class AgentOptions:
                 raise ValueError(f"{key}: longer than {MAX_PLACE_STR} chars")
         if self.rack_slot is not None and not 0 <= self.rack_slot <= 1_000_000:
             raise ValueError("rack_slot must be 0-1000000")
+        if self.report_version not in (1, 2):
+            raise ValueError("report_version must be 1 (JSON) or 2 (binary)")
 
 
 def new_boot() -> str:
@@ -156,7 +162,7 @@ class Agent:
         if self._need_inventory or self.seq % self.o.inventory_every == 0:
             self._need_inventory = False
             inv = self.collector.inventory()
-        payload = encode(
+        payload = (encode_v2 if self.o.report_version == 2 else encode)(
             poll,
             host=self.host,
             boot=self.boot,
@@ -428,6 +434,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rack", default="", help="rack this host sits in")
     p.add_argument("--rack-slot", type=int, default=None, help="position in the rack")
     p.add_argument("--nvlink-domain", default="", help="NVLink domain (NVL72 rack, HGX board)")
+    p.add_argument(
+        "--report-version",
+        type=int,
+        choices=(1, 2),
+        default=d.report_version,
+        help="1: JSON reports (default); 2: binary frames, cheaper for the daemon "
+        "(docs/report-v2.md)",
+    )
 
 
 def options_from_args(a: argparse.Namespace) -> AgentOptions:
@@ -455,6 +469,7 @@ def options_from_args(a: argparse.Namespace) -> AgentOptions:
         rack=a.rack,
         rack_slot=a.rack_slot,
         nvlink_domain=a.nvlink_domain,
+        report_version=a.report_version,
     )
 
 

@@ -208,6 +208,13 @@ def test_one_query_per_rule_per_cycle():
     real = store.cursor
     store.cursor = lambda: Counting(real())
     engine.evaluate(T0)
+    # planning the scans checks once that AllocatedGpuIdle's subquery runs on its own
+    assert [q for q in executed if q.startswith("EXPLAIN ")] == [
+        "EXPLAIN SELECT gpu_uuid FROM assignments WHERE slice_id IS NULL\n"
+        "           AND valid_from <= $now AND (valid_to IS NULL OR valid_to > $now)"
+    ]
+    executed.clear()
+    engine.evaluate(T0 + STEP)
     scans = plan(rules)
     shared = sum(len(s.rules) for s in scans)
     assert len(scans) == 3 and shared == 10

@@ -2,7 +2,8 @@
 
 The simulated fleet with the demo's faults is replayed once; at each step two
 engines evaluate the same store, one with shared scans and one running each
-rule's own query (the evaluator before shared scans). Their open alerts (rule,
+rule's own query (the evaluator before shared scans; TenantAllocationIdle as its
+SQL was written before). Their open alerts (rule,
 key, state, value, threshold, peak, labels) and transitions must be the same
 at every cycle. Besides the default pack, a few rules exercise what the
 default pack does not: `count` over a narrower window than its scan (a key
@@ -10,6 +11,7 @@ with rows only in the wider one), `rate`, and a threshold column of the scope's
 inventory. Two mutants of the shared SQL must be caught.
 """
 
+import dataclasses
 import math
 import re
 from datetime import datetime, timedelta
@@ -51,6 +53,38 @@ def rules():
     return default_rules() + load_rules_text(EXTRA, "extra.toml")
 
 
+# TenantAllocationIdle as it was written before it grouped each GPU's and slice's rows
+# before joining the allocations (r5): the reference engine runs this text.
+TENANT_IDLE_BEFORE = """
+WITH alloc AS (
+    SELECT tenant, gpu_uuid, slice_id FROM assignments
+    WHERE valid_from <= $now AND (valid_to IS NULL OR valid_to > $now)
+), busiest AS (  -- per allocated GPU or slice: NULL when its utilisation is unknown
+    SELECT a.tenant, s.gpu_uuid AS target, max(s.util_pct) AS util_pct
+    FROM gpu_samples s JOIN alloc a ON a.gpu_uuid = s.gpu_uuid AND a.slice_id IS NULL
+    WHERE s.ts > $now - INTERVAL 2 MINUTE AND s.ts <= $now
+    GROUP BY a.tenant, s.gpu_uuid
+    UNION ALL
+    SELECT a.tenant, s.slice_id AS target, max(s.util_pct) AS util_pct
+    FROM slice_samples s JOIN alloc a ON a.slice_id = s.slice_id
+    WHERE s.ts > $now - INTERVAL 2 MINUTE AND s.ts <= $now
+    GROUP BY a.tenant, s.slice_id
+)
+-- "every target idle" only when every target's utilisation is known
+SELECT tenant AS scope_key, max(util_pct) AS value, 5.0 AS threshold
+FROM busiest GROUP BY tenant HAVING max(util_pct) < 5 AND count(util_pct) = count(*)
+"""
+
+
+def reference_rules():
+    return [
+        dataclasses.replace(r, query=TENANT_IDLE_BEFORE.strip())
+        if r.name == "TenantAllocationIdle"
+        else r
+        for r in rules()
+    ]
+
+
 def close(a: float | None, b: float | None) -> bool:
     if a is None or b is None:
         return a is b
@@ -85,9 +119,8 @@ def replay(*, first_only: bool = False) -> tuple[list[str], set[str], int]:
     `first_only`: stop at the first cycle that differs."""
     store = Store.open(":memory:")
     src = SimSource(faults=DEFAULT_FAULTS, period_s=None, start=T0, interval_s=STEP_S)
-    rs = rules()
-    own = AlertEngine(store, rs, interval_s=STEP_S, shared=False)
-    new = AlertEngine(store, rs, interval_s=STEP_S)
+    own = AlertEngine(store, reference_rules(), interval_s=STEP_S, shared=False)
+    new = AlertEngine(store, rules(), interval_s=STEP_S)
     diffs: list[str] = []
     fired: set[str] = set()
     for i in range(int(UNTIL_S // STEP_S) + 1):
@@ -147,8 +180,8 @@ def test_shared_scans_fire_as_each_rules_own_query():
 def test_a_mutant_of_the_shared_sql_is_caught(monkeypatch, mutant):
     build = shared.Scan.build
 
-    def mutated(self):
-        build(self)
+    def mutated(self, *args):
+        build(self, *args)
         sql, self.sql = self.sql, mutant(self.sql)
         assert self.sql != sql or self.table == "latency_samples"  # one window there
 
@@ -157,11 +190,49 @@ def test_a_mutant_of_the_shared_sql_is_caught(monkeypatch, mutant):
     assert diffs != []
 
 
+def test_a_where_on_the_key_alone_is_asked_per_key_and_a_mutant_of_it_is_caught(monkeypatch):
+    """AllocatedGpuIdle's `s.gpu_uuid IN (SELECT ... assignments ...)` is asked of the
+    grouped keys, not of every row; turned around it must show."""
+    build = shared.Scan.build
+    built: list[str] = []
+
+    def mutated(self, *args):
+        build(self, *args)
+        built.append(self.sql)
+        self.sql = self.sql.replace("(a.gpu_uuid IN (SELECT", "(a.gpu_uuid NOT IN (SELECT")
+
+    monkeypatch.setattr(shared.Scan, "build", mutated)
+    diffs, _, _ = replay(first_only=True)
+    assert any("(a.gpu_uuid IN (SELECT gpu_uuid FROM assignments" in sql for sql in built)
+    assert not any("s.gpu_uuid IN" in sql for sql in built)
+    assert diffs != []
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "s.gpu_uuid IN (SELECT gpu_uuid FROM assignments) AND s.util_pct > 3",  # more than the key
+        "s.gpu_uuid IN (SELECT gpu_uuid FROM assignments) OR (s.util_pct > 3)",
+        "s.gpu_uuid IN (SELECT gpu_uuid FROM assignments WHERE tenant = s.host)",  # correlated
+        "s.gpu_uuid IN (SELECT gpu_uuid FROM assignments WHERE tenant = host)",  # unqualified
+        "s.host IN (SELECT host FROM hosts)",  # not the scope's key
+    ],
+)
+def test_a_where_that_reads_the_row_stays_per_row(where):
+    store = Store.open(":memory:")
+    engine = AlertEngine(store, [], interval_s=STEP_S)
+    assert shared.key_level(where, ("gpu_uuid",), engine._runs_alone) is None
+    ok = "s.gpu_uuid IN (SELECT gpu_uuid FROM assignments WHERE valid_from <= $now)"
+    assert shared.key_level(ok, ("gpu_uuid",), engine._runs_alone) == ok.replace("s.", "a.", 1)
+    assert shared.key_level(ok, ("gpu_uuid",), None) is None  # nothing to check it with
+    store.close()
+
+
 def test_a_failing_shared_scan_falls_back_to_each_rules_query(monkeypatch):
     build = shared.Scan.build
 
-    def broken(self):
-        build(self)
+    def broken(self, *args):
+        build(self, *args)
         self.sql = self.sql.replace(" FROM gpu_samples s ", " FROM no_such_table s ")
 
     monkeypatch.setattr(shared.Scan, "build", broken)

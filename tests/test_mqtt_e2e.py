@@ -55,7 +55,8 @@ async def wait_for(cond, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_whole_fleet_end_to_end(mosquitto: Broker):  # noqa: F811
+@pytest.mark.parametrize("report_version", [1, 2])
+async def test_whole_fleet_end_to_end(mosquitto: Broker, report_version: int):  # noqa: F811
     # the model started 57 s ago: a GPU falls off the bus (Xid 79) and another has a double
     # bit ECC error (Xid 48) during the run
     model = SimModel(start=time.time() - 57, faults=FAULTS)
@@ -71,7 +72,7 @@ async def test_whole_fleet_end_to_end(mosquitto: Broker):  # noqa: F811
     runtime = Runtime(store, [src])
     src_task = asyncio.create_task(runtime.run(daemon_stop))
     await asyncio.wait_for(src.connected.wait(), 10)
-    agents = make_agents(mosquitto, states, list(fleet.host))
+    agents = make_agents(mosquitto, states, list(fleet.host), report_version=report_version)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(a.run(stop)) for a in agents]
     await wait_for(lambda: all(a.sent >= 2 for a in agents), 20, "first reports")

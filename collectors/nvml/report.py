@@ -369,7 +369,10 @@ def decode_checked(
         raise ReportError(f"report must be a JSON object, got {type(obj).__name__}")
     v = obj.get("v")
     if v != VERSION or type(v) is not int:
-        raise ReportError(f"unknown report version {_show(v)} (this daemon reads {VERSION})")
+        raise ReportError(
+            f"unknown report version {_show(v)} (this daemon reads JSON version {VERSION} "
+            "and binary version 2 frames)"
+        )
     host = obj.get("host")
     if type(host) is not str or not HOST_RE.match(host):
         raise ReportError(f"host: expected a host name, got {_show(host)}")
@@ -419,6 +422,28 @@ def decode_checked(
             or any(x is None for x in proc["pid"])
         ):
             raise ReportError("proc: every row needs a gpu position and a pid")
+    xid, lost, inv, place = extras(obj)
+    return Report(
+        host,
+        boot,
+        seq,
+        float(ts),
+        None if interval is None else float(interval),
+        dropped,
+        driver,
+        gpu,
+        sl,
+        proc,
+        xid,
+        lost,
+        inv,
+        place,
+    )
+
+
+def extras(obj: dict[str, Any]) -> tuple[Any, list[str], Any, Any]:
+    """The rare sections of a report (Xid events, lost GPUs, inventory, placement),
+    checked: shared by version 1 and version 2 (whose frames carry them as JSON)."""
     xid = None
     if obj.get("xid") is not None:
         xid, _ = _section(obj["xid"], "xid", XID_SPEC, "code", 0, MAX_XIDS)
@@ -454,22 +479,7 @@ def decode_checked(
     place = None
     if obj.get("place") is not None:
         place = _place(obj["place"])
-    return Report(
-        host,
-        boot,
-        seq,
-        float(ts),
-        None if interval is None else float(interval),
-        dropped,
-        driver,
-        gpu,
-        sl,
-        proc,
-        xid,
-        lost,
-        inv,
-        place,
-    )
+    return xid, lost, inv, place
 
 
 def _place(raw: Any) -> dict[str, Any] | None:

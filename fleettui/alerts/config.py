@@ -34,6 +34,7 @@ class AlertsOptions:
     default_rules: bool = True  # load the bundled default pack too
     interval_s: float = 15.0  # seconds between evaluations
     resend_s: float = 60.0  # re-send firing alerts to Alertmanager this often
+    refresh_s: float = 60.0  # an open alert's value in the `alerts` table at most this old
     mqtt_host: str | None = None  # broker for alert messages; unset: no MQTT
     mqtt_port: int = 1883
     mqtt_topic: str = "fleettui/alerts/{severity}/{rule}"  # {rule} {severity} {scope} {state}
@@ -59,6 +60,8 @@ class AlertsOptions:
             raise ValueError("interval_s must be > 0")
         if self.resend_s <= 0:
             raise ValueError("resend_s must be > 0")
+        if not (math.isfinite(self.refresh_s) and self.refresh_s > 0):
+            raise ValueError("refresh_s must be a number > 0")
         if not (math.isfinite(self.retry_backoff_s) and self.retry_backoff_s >= 0):
             raise ValueError("retry_backoff_s must be a number >= 0")
         if not (math.isfinite(self.retry_max_backoff_s) and self.retry_max_backoff_s > 0):
@@ -140,5 +143,10 @@ def build_engine(store: Store, o: AlertsOptions, base_dir: str | Path = ".") -> 
     paths = [Path(base_dir) / p for p in o.rules]
     rules = load_rule_files(paths, default_pack=o.default_rules)
     return AlertEngine(
-        store, rules, interval_s=o.interval_s, resend_s=o.resend_s, delivery=build_delivery(o)
+        store,
+        rules,
+        interval_s=o.interval_s,
+        resend_s=o.resend_s,
+        refresh_s=o.refresh_s,
+        delivery=build_delivery(o),
     )

@@ -5,10 +5,21 @@
 
 Each cycle runs one query per table and scope for the `expr` rules that share
 it (fleettui/alerts/shared.py) and one per other rule (the offending rows for
-the whole fleet at once), steps the state of every open instance in memory, and writes the
-instances that changed to the `alerts` table in one transaction. Open
-instances (pending or firing) are read back from that table at start, so a
-restarted daemon keeps its pending timers and firing alerts.
+the whole fleet at once), steps the state of every open instance in memory, and writes
+rows to the `alerts` table in one transaction:
+
+- at once, every instance whose state changed (new, fired, resolved, ended) or whose
+  threshold or peak value changed: state, times and peak in the table are exact
+  after every cycle;
+- the current value, `last_active_at`, `evaluated_at` and annotations of the other
+  open instances are refreshed in rotation, oldest row first: every one at least
+  every `refresh_s`, and all of them every cycle while they are few
+  (`REFRESH_ROWS_EVERY_CYCLE`). Rewriting 20,000 open alerts every cycle cost about
+  half of a 100,000-GPU cycle;
+- `flush()` (called by `close()` at shutdown) writes every row that is behind.
+
+Open instances (pending or firing) are read back from that table at start, so a
+restarted daemon keeps its pending timers, peaks and firing alerts.
 
 `evaluate(now)` is the synchronous core (tests drive it with a controlled
 clock); `tick(now)` is what the runtime calls on `interval_s`: it evaluates in
@@ -19,9 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+import math
 import operator
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +54,10 @@ from storage.store import Store, StoreError
 log = logging.getLogger("fleettui.alerts")
 
 PENDING, FIRING, RESOLVED, INACTIVE = "pending", "firing", "resolved", "inactive"
+
+# While at most this many open alerts are behind, every one is rewritten every cycle
+# (a few thousand rows cost a few ms); beyond it, `refresh_s` spreads them out.
+REFRESH_ROWS_EVERY_CYCLE = 1000
 
 
 @dataclass(slots=True)
@@ -82,6 +100,8 @@ class Cycle:
     errors: list[str] = field(default_factory=list)
     query_ms: float = 0.0  # all rule queries
     total_ms: float = 0.0  # queries, state steps and the write
+    write_ms: float = 0.0  # the write (rendering, JSON and the store's transaction)
+    rows_written: int = 0  # alerts rows written: changes, plus the refresh rotation's
     rule_ms: dict[str, float] = field(default_factory=dict)
     scan_ms: dict[str, float] = field(default_factory=dict)  # shared scans, "table/scope"
     scan_errors: list[str] = field(default_factory=list)  # shared scans that fell back
@@ -116,6 +136,7 @@ class AlertEngine:
         delivery: Delivery | None = None,
         name: str = "alerts",
         shared: bool = True,
+        refresh_s: float = 60.0,
     ):
         self.name = name
         self.interval_s = interval_s
@@ -127,17 +148,23 @@ class AlertEngine:
         self._scans: list[Scan] = []
         self._planned: tuple[Rule, ...] | None = None  # the rules _scans were planned for
         self.delivery = delivery
-        self._open: dict[tuple[str, str], Instance] = {}
+        self.refresh_s = refresh_s
+        # Open instances per rule, by scope key.
+        self._open: dict[str, dict[str, Instance]] = {}
+        # Open instances by alert id, oldest row in the table first (the refresh rotation),
+        # each with the evaluation time its row was last written for.
+        self._rows: dict[str, tuple[Instance, datetime]] = {}
         # When each firing alert was last handed to delivery (the resend schedule); each
         # target keeps it queued and retries until its receiver confirms.
         self._last_sent: dict[str, datetime] = {}
+        self._rule_by_name: dict[str, Rule] = {}
         # When a firing alert's condition stopped holding (for keep_firing_for). Kept in
         # memory only: after a restart the hold starts again, erring towards firing longer.
         self._clear_since: dict[str, datetime] = {}
         self._unsaved: dict[str, Instance] = {}
-        # Per open alert: the (value, threshold, templates) its annotations were rendered for, and
-        # the JSON of its labels and annotations as last written (the dicts are replaced,
-        # never changed in place): every open alert is written every cycle.
+        # Per open alert: the (value, threshold, templates) its annotations were rendered for
+        # (they are rendered when written or delivered), and the JSON of its labels and
+        # annotations as last written (the dicts are replaced, never changed in place).
         self._rendered_for: dict[str, tuple[float | None, float | None, dict]] = {}
         self._json: dict[str, tuple[dict, str, dict, str]] = {}
         # evaluate() runs in a worker thread; open_alerts() may be called from the loop.
@@ -159,17 +186,54 @@ class AlertEngine:
             a = Instance(
                 *r[:14], labels=json.loads(r[14] or "{}"), annotations=json.loads(r[15] or "{}")
             )
-            self._open[(a.rule, a.scope_key)] = a
+            self._open.setdefault(a.rule, {})[a.scope_key] = a
+            self._rows[a.alert_id] = (a, a.evaluated_at)
 
     def open_alerts(self) -> list[Instance]:
         """Pending and firing instances, as the engine holds them now (the app should
-        rather query the store: `silences.open_alerts`)."""
+        rather query the store: `silences.open_alerts`). Their annotations are as last
+        written or delivered."""
         with self._lock:
-            return list(self._open.values())
+            return [a for by_key in self._open.values() for a in by_key.values()]
+
+    def flush(self, timeout_s: float = -1) -> bool:
+        """Write every open alert whose row is behind (at shutdown: the table is then
+        exact). False when the lock was not had within `timeout_s` or the write failed."""
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        try:
+            behind = self._unsaved | {
+                i: a for i, (a, at) in self._rows.items() if at != a.evaluated_at
+            }
+            try:
+                self._write(list(behind.values()))
+            except (duckdb.Error, BatchError, StoreError) as exc:
+                log.warning(
+                    "alerts: saving %d alert(s) failed: %s",
+                    len(behind),
+                    str(exc).splitlines()[0],
+                )
+                return False
+            self._unsaved = {}
+            return True
+        finally:
+            self._lock.release()
+
+    def _annotated(self, a: Instance) -> Instance:
+        """`a` with its annotations rendered for its current value and threshold."""
+        rule = self._rule_by_name.get(a.rule)
+        if rule is not None:  # a rule no longer loaded keeps what was rendered last
+            inputs = (a.last_value, a.threshold, rule.annotations)
+            if self._rendered_for.get(a.alert_id) != inputs:
+                a.annotations = self._annotate(rule, a)
+                self._rendered_for[a.alert_id] = inputs
+        return a
 
     def _write(self, changed: list[Instance]) -> None:
         if not changed:
             return
+        for a in changed:
+            self._annotated(a)
         names = TABLE_COLUMNS["alerts"]
         rows = [_ROW(a) for a in changed]
         cols: dict[str, list] = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
@@ -187,11 +251,15 @@ class AlertEngine:
             annotations.append(j[3])
         cols["labels"], cols["annotations"] = labels, annotations
         self.store.write([make_batch("alerts", cols)])
+        for a in changed:  # to the end of the rotation; ended alerts leave it
+            self._rows.pop(a.alert_id, None)
+            if a.state in (PENDING, FIRING):
+                self._rows[a.alert_id] = (a, a.evaluated_at)
 
     def _forget_ended(self) -> None:
         """Drop the render and JSON memos of alerts that are no longer open."""
-        if len(self._json) > len(self._open) or len(self._rendered_for) > len(self._open):
-            open_ids = {a.alert_id for a in self._open.values()}
+        if len(self._json) > len(self._rows) or len(self._rendered_for) > len(self._rows):
+            open_ids = self._rows.keys()
             for memo in (self._json, self._rendered_for):
                 for k in memo.keys() - open_ids:
                     del memo[k]
@@ -210,7 +278,8 @@ class AlertEngine:
         out: dict[str, object] = {}
         if self._planned != tuple(self.rules):  # `rules` may be replaced (a reload, a test)
             self._planned = tuple(self.rules)
-            self._scans = plan(self.rules) if self._shared else []
+            self._scans = plan(self.rules, self._runs_alone) if self._shared else []
+            self._rule_by_name = {r.name: r for r in self.rules}
         cur = self.store.cursor()
         try:
             scanned: dict[str, tuple[list[str], list[tuple]]] = {}
@@ -245,6 +314,19 @@ class AlertEngine:
             cur.close()  # a cursor left open blocks the store's checkpoint
         return out
 
+    def _runs_alone(self, sql: str) -> bool:
+        """Whether `sql` binds on its own (names no column of an outer query)."""
+        values = {"now": datetime(2000, 1, 1), "interval_s": 1.0}
+        params = {p: values[p] for p in set(_PARAM.findall(sql)) if p in values}
+        cur = self.store.cursor()
+        try:
+            cur.execute(f"EXPLAIN {sql}", params)
+            return True
+        except duckdb.Error:
+            return False
+        finally:
+            cur.close()
+
     def _evaluate(self, now: datetime) -> Cycle:
         t0 = time.perf_counter()
         cycle = Cycle(now)
@@ -262,14 +344,25 @@ class AlertEngine:
             cols, rows = result
             self._step_rule(rule, cols, rows, now, cycle, changed)
         # Instances of rules that are no longer loaded end now.
-        for key, a in list(self._open.items()):
-            if a.rule not in names:
+        for rname in self._open.keys() - names:
+            for a in self._open.pop(rname).values():
                 self._end(a, now, cycle, changed)
-                del self._open[key]
-        # Changes a failed write could not save are retried with the next cycle's.
+        # Changes a failed write could not save are retried with the next cycle's, and
+        # the rows longest behind are refreshed (the module's docstring).
         pending_writes = self._unsaved | changed
+        budget = max(
+            REFRESH_ROWS_EVERY_CYCLE, math.ceil(len(self._rows) * self.interval_s / self.refresh_s)
+        )
+        due = (
+            (i, a)
+            for i, (a, at) in self._rows.items()
+            if at != a.evaluated_at and i not in pending_writes
+        )
+        pending_writes.update(itertools.islice(due, budget))
+        w0 = time.perf_counter()
         try:
             self._write(list(pending_writes.values()))
+            cycle.rows_written = len(pending_writes)
             self._unsaved = {}
             self._forget_ended()
         except (duckdb.Error, BatchError, StoreError) as exc:
@@ -279,6 +372,7 @@ class AlertEngine:
             )
             log.warning(msg)
             cycle.errors.append(msg)
+        cycle.write_ms = (time.perf_counter() - w0) * 1000
         self._notify(cycle, now)
         cycle.total_ms = (time.perf_counter() - t0) * 1000
         return cycle
@@ -298,6 +392,8 @@ class AlertEngine:
             (i, c) for i, c in enumerate(cols) if c not in ("scope_key", "value", "threshold")
         ]
         seen: set[str] = set()
+        open_now = self._open.setdefault(rule.name, {})
+        clear_since = self._clear_since
         for row in rows:
             key = row[i_key]
             if key is None or key in seen:
@@ -306,7 +402,7 @@ class AlertEngine:
             seen.add(key)
             value = _number(row[i_val])
             thr = None if i_thr is None else _number(row[i_thr])
-            a = self._open.get((rule.name, key))
+            a = open_now.get(key)
             if a is None:
                 labels = {c: str(row[i]) for i, c in label_cols if row[i] is not None}
                 labels |= rule.labels
@@ -328,33 +424,30 @@ class AlertEngine:
                     evaluated_at=now,
                     labels=labels,
                 )
-                self._open[(rule.name, key)] = a
+                open_now[key] = a
                 cycle.transitions.append((a, INACTIVE, PENDING))
-            a.last_value, a.threshold = value, thr
-            a.peak_value = _more_extreme(rule.op, a.peak_value, value)
+                changed[a.alert_id] = a
+            peak = _more_extreme(rule.op, a.peak_value, value)
+            if peak != a.peak_value or thr != a.threshold:
+                changed[a.alert_id] = a  # written at once: the table's peak is never behind
+            a.last_value, a.threshold, a.peak_value = value, thr, peak
             a.last_active_at = a.evaluated_at = now
-            self._clear_since.pop(a.alert_id, None)
+            if clear_since:
+                clear_since.pop(a.alert_id, None)
             if a.state == PENDING and (now - a.started_at).total_seconds() >= rule.for_s:
                 a.state, a.fired_at = FIRING, now
                 cycle.transitions.append((a, PENDING, FIRING))
-            # The same inputs render the same text (templates see nothing else that changes).
-            inputs = (value, thr, rule.annotations)
-            if self._rendered_for.get(a.alert_id) != inputs:
-                a.annotations = self._annotate(rule, a)
-                self._rendered_for[a.alert_id] = inputs
-            changed[a.alert_id] = a
-        for (rname, key), a in list(self._open.items()):
-            if rname != rule.name or key in seen:
-                continue
+                changed[a.alert_id] = a
+        for key in open_now.keys() - seen:
+            a = open_now[key]
             a.evaluated_at = now
             if a.state == FIRING and rule.keep_firing_for_s > 0:
-                since = self._clear_since.setdefault(a.alert_id, now)
+                since = clear_since.setdefault(a.alert_id, now)
                 if (now - since).total_seconds() < rule.keep_firing_for_s:
-                    changed[a.alert_id] = a  # kept firing: hysteresis, as Prometheus does
-                    continue
-            self._clear_since.pop(a.alert_id, None)
+                    continue  # kept firing: hysteresis, as Prometheus does
+            clear_since.pop(a.alert_id, None)
             self._end(a, now, cycle, changed)
-            del self._open[(rname, key)]
+            del open_now[key]
 
     @staticmethod
     def _annotate(rule: Rule, a: Instance) -> dict[str, str]:
@@ -390,18 +483,19 @@ class AlertEngine:
         fired = {a.alert_id for a, _, to in cycle.transitions if to == FIRING}
         for a, _, to in cycle.transitions:
             if to == RESOLVED:
-                cycle.notifications.append(Notification("resolved", a))
+                cycle.notifications.append(Notification("resolved", self._annotated(a)))
                 self._last_sent.pop(a.alert_id, None)
-        for a in self._open.values():
-            if a.state != FIRING or _silenced(a, silences):
-                continue
-            if a.alert_id in fired:
-                cycle.notifications.append(Notification("fired", a))
-            elif self._last_sent.get(a.alert_id, datetime.min) <= resend_before:
-                cycle.notifications.append(Notification("resend", a))
-            else:
-                continue
-            self._last_sent[a.alert_id] = now
+        for by_key in self._open.values():
+            for a in by_key.values():
+                if a.state != FIRING or _silenced(a, silences):
+                    continue
+                if a.alert_id in fired:
+                    cycle.notifications.append(Notification("fired", self._annotated(a)))
+                elif self._last_sent.get(a.alert_id, datetime.min) <= resend_before:
+                    cycle.notifications.append(Notification("resend", self._annotated(a)))
+                else:
+                    continue
+                self._last_sent[a.alert_id] = now
 
     async def tick(self, now: datetime) -> None:
         # The worker thread cannot be interrupted: if this tick is cancelled, wait for
@@ -422,10 +516,14 @@ class AlertEngine:
                 )
 
     async def close(self, timeout_s: float = 2.0) -> None:
-        """At shutdown: give queued notifications `timeout_s` to be confirmed."""
+        """At shutdown: write the rows that are behind, and give queued notifications
+        `timeout_s` to be confirmed."""
+        await asyncio.to_thread(self.flush, timeout_s)
         if self.delivery is not None:
             await self.delivery.close(timeout_s)
 
+
+_PARAM = re.compile(r"\$([A-Za-z_]\w*)")
 
 # An instance's columns of the `alerts` table, in order (labels and annotations as dicts).
 _ROW = operator.attrgetter(*TABLE_COLUMNS["alerts"])

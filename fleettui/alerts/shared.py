@@ -20,6 +20,12 @@ What each rule sees is what its own query sees:
   threshold and no alert, as with the rule's inner join;
 - the fleet scope has no key: its one row exists with or without samples, as
   an aggregate without GROUP BY returns one row.
+- a `where` that only asks whether the scope's key is in an uncorrelated
+  subquery (`s.gpu_uuid IN (SELECT gpu_uuid FROM assignments ...)`) is the
+  same for every row of a key: it is asked once per key after grouping, and
+  the rule's aggregate reads all the key's rows in its window (the rows the
+  filter keeps, when the key passes). Asked per row, it was a join of the
+  whole window (a third of the 100,000-GPU scan);
 - labels (`any_value` of the scope's label columns) are taken over the scan's
   rows rather than the rule's: the same where a key's labels are the same on
   all its rows (a GPU's host), and an arbitrary one of them either way.
@@ -32,6 +38,8 @@ failure is still only its own (tests/test_alert_shared.py).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +61,30 @@ _AGGS = {
 }
 
 
+# `s.<column> IN (<subquery>)` and nothing else; the subquery may not name the scanned row.
+_KEY_IN = re.compile(r"\s*s\.(\w+)\s+IN\s*(\(.*\))\s*", re.S | re.I)
+
+
+def key_level(
+    where: str | None, group: tuple[str, ...], standalone: Callable[[str], bool] | None
+) -> str | None:
+    """`where` as a condition on the grouped rows (`a.<key> IN (...)`) when it only
+    tests a group column's membership in a subquery that runs on its own
+    (`standalone(sql)`: it names no column of the scanned row); else None."""
+    m = _KEY_IN.fullmatch(where or "")
+    if standalone is None or m is None or m.group(1) not in group:
+        return None
+    sub = m.group(2)
+    depth = 0  # the parentheses must close only at the end: one subquery, nothing after
+    for i, ch in enumerate(sub):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and i < len(sub) - 1:
+            return None
+    if re.search(r"\bs\.", sub) or not standalone(sub[1:-1]):
+        return None
+    return f"a.{m.group(1)} IN {sub}"
+
+
 @dataclass(slots=True)
 class Scan:
     """One query over a table's window for the rules of one scope."""
@@ -63,7 +95,7 @@ class Scan:
     sql: str = ""
     labels: tuple[str, ...] = ()
 
-    def build(self) -> None:
+    def build(self, standalone: Callable[[str], bool] | None = None) -> None:
         scope = SCOPES[self.scope]
         exprs: list[SharedExpr] = [r.shared for r in self.rules]  # type: ignore[misc]
         wide_us = max(e.window_us for e in exprs)
@@ -82,7 +114,8 @@ class Scan:
             parts = []
             if e.window_us < wide_us:
                 parts.append(f"s.ts > $now - to_microseconds({e.window_us})")
-            if e.where:
+            per_key = key_level(e.where, scope.group, standalone) if scope.group else None
+            if e.where and per_key is None:
                 parts.append(f"({e.where})")
             cond = " AND ".join(parts)
             if cond and cond not in conds:
@@ -101,6 +134,8 @@ class Scan:
             hit = f"(a.v{i} {e.op} {thr})"
             if cond and scope.group:
                 hit = f"({hit} AND a.p{conds[cond]} > 0)"
+            if per_key:
+                hit = f"({hit} AND ({per_key}))"
             outer += [f"a.v{i} AS v{i}", f"{thr} AS t{i}"]
             hits.append(hit)
         group_by = f" GROUP BY {', '.join(f's.{g}' for g in scope.group)}" if scope.group else ""
@@ -134,8 +169,11 @@ class Scan:
         return out
 
 
-def plan(rules: list[Rule]) -> list[Scan]:
-    """The shared scans for the rules that can share (at least two per table and scope)."""
+def plan(rules: list[Rule], standalone: Callable[[str], bool] | None = None) -> list[Scan]:
+    """The shared scans for the rules that can share (at least two per table and scope).
+
+    `standalone(sql)`: whether a `where`'s subquery runs on its own (then it is asked
+    per key, not per row); without it every `where` is asked per row."""
     scans: dict[tuple[str, str], Scan] = {}
     for r in rules:
         if r.shared is None:
@@ -144,5 +182,5 @@ def plan(rules: list[Rule]) -> list[Scan]:
         scans.setdefault(key, Scan(*key)).rules.append(r)
     out = [s for s in scans.values() if len(s.rules) > 1]
     for s in out:
-        s.build()
+        s.build(standalone)
     return out
