@@ -18,8 +18,14 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
 5. processes as a dimension (migration 0018: `process_info` once per process,
    `process_listings` of (ts, process_id, used_mem_bytes));
 6. links as a dimension (0018: `link_info` once per port, `link_values` of
-   (ts, link_id, values)) = today's store;
-7. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+   (ts, link_id, values));
+7. GPU samples as a dimension (0019: `gpu_series` once per GPU and source,
+   `gpu_values` of (ts, series_id, values)), energy as DOUBLE joules;
+8. slices as a dimension (0019: `slice_series`, `slice_values`);
+9. energy as whole mJ (BIGINT) where that is exact (0019, `storage.keyed.GPUS`);
+10. the file in DuckDB 1.5's own format (`storage.store.STORAGE_VERSION`; the steps
+   before use DuckDB's default, v0.10.2's) = today's store;
+11. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -31,6 +37,7 @@ the fill time is not, and is printed only as a guide.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -41,6 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import storage.batch  # noqa: E402
+import storage.store  # noqa: E402
 from collectors.sim.source import SimSource  # noqa: E402
 from fleettui.tui.demo import FIXED_START  # noqa: E402
 from storage.keyed import KEYED  # noqa: E402
@@ -141,6 +149,23 @@ _LINK_TABLE = (
     "rx_bytes_per_s DOUBLE, line_rate_bytes_per_s DOUBLE, errors BIGINT, link_up BOOLEAN, "
     "source VARCHAR)"
 )
+# `gpu_samples` before migration 0019 (0001's table)
+_GPU_TABLE = (
+    "DROP VIEW gpu_samples; DROP TABLE gpu_values; DROP TABLE gpu_series; "
+    "CREATE TABLE gpu_samples (ts TIMESTAMP NOT NULL, host VARCHAR NOT NULL, "
+    "gpu_uuid VARCHAR NOT NULL, util_pct DOUBLE, mem_util_pct DOUBLE, mem_used_bytes BIGINT, "
+    "mem_total_bytes BIGINT, power_w DOUBLE, energy_j DOUBLE, temp_c DOUBLE, mem_temp_c DOUBLE, "
+    "sm_clock_mhz DOUBLE, mem_clock_mhz DOUBLE, pcie_tx_bytes_per_s DOUBLE, "
+    "pcie_rx_bytes_per_s DOUBLE, ecc_sbe_total BIGINT, ecc_dbe_total BIGINT, "
+    "throttle_reasons BIGINT, source VARCHAR)"
+)
+# `slice_samples` before migration 0019 (0001's table)
+_SLICE_TABLE = (
+    "DROP VIEW slice_samples; DROP TABLE slice_values; DROP TABLE slice_series; "
+    "CREATE TABLE slice_samples (ts TIMESTAMP NOT NULL, slice_id VARCHAR NOT NULL, "
+    "gpu_uuid VARCHAR, util_pct DOUBLE, mem_used_bytes BIGINT, mem_total_bytes BIGINT, "
+    "source VARCHAR)"
+)
 
 
 def fill(
@@ -151,16 +176,31 @@ def fill(
     threshold: bool,
     proc_dim: bool,
     link_dim: bool,
+    gpu_dim: bool,
+    slice_dim: bool,
+    energy_mj: bool,
+    new_format: bool,
     floats: bool,
     detail: bool,
 ):
-    saved = storage.batch.COMPRESSION_ORDER, dict(KEYED)
+    saved = storage.batch.COMPRESSION_ORDER, dict(KEYED), storage.store.STORAGE_VERSION
+    if not new_format:
+        storage.store.STORAGE_VERSION = "v0.10.2"  # DuckDB's default
+    if not energy_mj and gpu_dim:  # every energy value as it came
+        KEYED["gpu_samples"] = dataclasses.replace(
+            KEYED["gpu_samples"],
+            encode=(("energy_mj", "NULL::BIGINT"), ("energy_j_raw", "s.energy_j")),
+        )
     if not grouped:
         storage.batch.COMPRESSION_ORDER = {}
     if not proc_dim:
         del KEYED["processes"]  # the store inserts `processes` batches as they are
     if not link_dim:
         del KEYED["link_samples"]
+    if not gpu_dim:
+        del KEYED["gpu_samples"]
+    if not slice_dim:
+        del KEYED["slice_samples"]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "size.duckdb"
@@ -171,7 +211,13 @@ def fill(
                 store.con.execute(_PROCESSES_TABLE)
             if not link_dim:
                 store.con.execute(_LINK_TABLE)
+            if not gpu_dim:
+                store.con.execute(_GPU_TABLE)
+            if not slice_dim:
+                store.con.execute(_SLICE_TABLE)
             for t, c in _FLOAT if floats else []:
+                t = "gpu_values" if gpu_dim and t == "gpu_samples" else t
+                t = "slice_values" if slice_dim and t == "slice_samples" else t
                 store.con.execute(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE FLOAT")
             source = SimSource(scale=args.scale, start=FIXED_START)
             source.ensure_model(FIXED_START).source_precision = precise
@@ -191,6 +237,7 @@ def fill(
         storage.batch.COMPRESSION_ORDER = saved[0]
         KEYED.clear()
         KEYED.update(saved[1])
+        storage.store.STORAGE_VERSION = saved[2]
     return gpus, size, values, per_table, fill_s, cols
 
 
@@ -202,23 +249,44 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=15, help="columns listed for the last step")
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
-    # label, then: precise, grouped, threshold, proc_dim, link_dim, floats
+    # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim,
+    # energy_mj, new_format, floats
     steps = [
-        ("before: full-precision values, sim order, 16 MB checkpoints", 0, 0, 0, 0, 0, 0),
-        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0),
-        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0),
-        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0),
-        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0),
-        ("+ links as a dimension (0018) = today's store", 1, 1, 1, 1, 1, 0),
+        (
+            "before: full-precision values, sim order, 16 MB checkpoints",
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ),
+        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0, 0, 0, 0),
+        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0, 0, 0, 0),
+        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
+        ("+ GPU samples as a dimension (0019)", 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
+        ("+ slices as a dimension (0019)", 1, 1, 1, 1, 1, 1, 1, 0, 0, 0),
+        ("+ energy as whole mJ where exact (0019)", 1, 1, 1, 1, 1, 1, 1, 1, 0, 0),
+        ("+ DuckDB 1.5's file format = today's store", 1, 1, 1, 1, 1, 1, 1, 1, 1, 0),
     ]
     if args.after_only:
         steps = steps[-1:]
     elif args.float:
-        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1))
+        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1))
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
     print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
     last = None
-    for i, (label, precise, grouped, threshold, proc_dim, link_dim, floats) in enumerate(steps):
+    for i, step in enumerate(steps):
+        label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim, mj, fmt = step[
+            :10
+        ]
+        floats = step[10]
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
@@ -227,6 +295,10 @@ def main() -> None:
             threshold=bool(threshold),
             proc_dim=bool(proc_dim),
             link_dim=bool(link_dim),
+            gpu_dim=bool(gpu_dim),
+            slice_dim=bool(slice_dim),
+            energy_mj=bool(mj),
+            new_format=bool(fmt),
             floats=bool(floats),
             detail=detail,
         )

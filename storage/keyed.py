@@ -1,4 +1,4 @@
-"""Sample tables stored as a dimension plus rows keyed by an integer (migration 0018).
+"""Sample tables stored as a dimension plus rows keyed by an integer (migrations 0018, 0019).
 
 Strings that repeat in every sample (a process's host, GPU, cgroup path; a
 link's host, kind, port, GPU) cost DuckDB a dictionary index or an FSST string
@@ -32,6 +32,10 @@ class Keyed:
     key: tuple[str, ...]  # what makes two rows the same process / link
     not_null: frozenset[str]  # key columns that are never NULL (plain equality)
     values: tuple[str, ...]  # columns kept in the rows table besides ts and the id
+    # batch columns that only `encode` reads (the view gives them back)
+    decoded: tuple[str, ...] = ()
+    # a rows-table column stored as an expression over the batch row `s` (default `s.col`)
+    encode: tuple[tuple[str, str], ...] = ()
 
     def _same(self, a: str, b: str) -> str:
         return " AND ".join(
@@ -68,7 +72,11 @@ class Keyed:
         return [self._new_ids_sql(cols), self._rows_sql(cols, dedupe_keys=dedupe_keys)]
 
     def _batch(self, cols: list[str]) -> str:
-        absent = [f"NULL AS {c}" for c in (*self.key, *self.values) if c not in cols]
+        enc = dict(self.encode)
+        absent = [
+            f"NULL AS {c}" for c in (*self.key, *self.values) if c not in cols and c not in enc
+        ]
+        absent += [f"NULL AS {c}" for c in self.decoded if c not in cols]
         return f"(SELECT *{', ' if absent else ''}{', '.join(absent)} FROM _batch)"
 
     def _new_ids_sql(self, cols: list[str]) -> str:
@@ -103,7 +111,8 @@ class Keyed:
             )
         if after_id is not None:
             where = f" WHERE d.{self.id_col} > {int(after_id)}"
-        vals = ", ".join(f"s.{c}" for c in self.values)
+        enc = dict(self.encode)
+        vals = ", ".join(enc.get(c, f"s.{c}") for c in self.values)
         return (
             f"INSERT INTO {self.rows} (ts, {self.id_col}, {', '.join(self.values)}) "
             f"SELECT s.ts, d.{self.id_col}, {vals} FROM {src} "
@@ -145,7 +154,63 @@ LINKS = Keyed(
     values=("tx_bytes_per_s", "rx_bytes_per_s", "line_rate_bytes_per_s", "errors", "link_up"),
 )
 
+# Energy counters (NVML and DCGM count whole mJ) are stored as integer mJ, which DuckDB
+# bit-packs in fewer bits than ALP takes for the same numbers as DOUBLE joules (5.0 vs
+# 6.3 MB in one 10-minute 3,040-GPU store). Only where that is exact: the view's
+# `energy_mj::DOUBLE / 1000` must give back the very double written (finite, not -0.0,
+# below 2^53 mJ); any other value goes to `energy_j_raw` as it came.
+_EXACT_MJ = (
+    "isfinite(s.energy_j) AND NOT signbit(s.energy_j) AND s.energy_j < 9e12"
+    " AND round(s.energy_j * 1000) / 1000 = s.energy_j"
+)
+
+# One series per GPU and source: the UUID strings cost more than the values at 10,000
+# GPUs, where their dictionary no longer fits a segment (benchmarks/README.md)
+GPUS = Keyed(
+    view="gpu_samples",
+    dim="gpu_series",
+    rows="gpu_values",
+    id_col="series_id",
+    key=("host", "gpu_uuid", "source"),
+    not_null=frozenset({"host", "gpu_uuid"}),
+    values=(
+        "util_pct",
+        "mem_util_pct",
+        "mem_used_bytes",
+        "mem_total_bytes",
+        "power_w",
+        "energy_mj",
+        "energy_j_raw",
+        "temp_c",
+        "mem_temp_c",
+        "sm_clock_mhz",
+        "mem_clock_mhz",
+        "pcie_tx_bytes_per_s",
+        "pcie_rx_bytes_per_s",
+        "ecc_sbe_total",
+        "ecc_dbe_total",
+        "throttle_reasons",
+    ),
+    encode=(
+        ("energy_mj", f"CASE WHEN {_EXACT_MJ} THEN round(s.energy_j * 1000)::BIGINT END"),
+        ("energy_j_raw", f"CASE WHEN NOT coalesce({_EXACT_MJ}, false) THEN s.energy_j END"),
+    ),
+    decoded=("energy_j",),
+)
+
+# One series per slice and source (0019): at 100,000 GPUs the slice ids and their GPUs'
+# UUIDs overflow the per-segment dictionary as GPU UUIDs did at 10,000
+SLICES = Keyed(
+    view="slice_samples",
+    dim="slice_series",
+    rows="slice_values",
+    id_col="slice_series_id",
+    key=("slice_id", "gpu_uuid", "source"),
+    not_null=frozenset({"slice_id"}),
+    values=("util_pct", "mem_used_bytes", "mem_total_bytes"),
+)
+
 # Keyed tables by the name collectors write to.
-KEYED: dict[str, Keyed] = {k.view: k for k in (PROCESSES, LINKS)}
+KEYED: dict[str, Keyed] = {k.view: k for k in (PROCESSES, LINKS, GPUS, SLICES)}
 # The view a base table stands behind (retention's rollup watermarks are the view's).
 VIEW_OF: dict[str, str] = {t: k.view for k in KEYED.values() for t in (k.dim, k.rows)}

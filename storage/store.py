@@ -106,6 +106,14 @@ def checkpoint_threshold(memory_limit: str) -> str:
     return f"{max(16 << 20, min(CHECKPOINT_THRESHOLD_BYTES, int(limit) // 4)) >> 20}MiB"
 
 
+# The on-disk format a new store file is created with. DuckDB writes v0.10.2's format
+# unless told otherwise, which leaves out the newer codecs: Roaring validity (NULL
+# masks) and DICT_FSST strings, and small tables then fill whole blocks. The pinned
+# DuckDB's own format: 3.15 -> 2.98 bytes per value at 3,040 GPUs (benchmarks/README.md, "Store
+# size"). A file made before keeps its format; DuckDB older than this cannot open one
+# made with it.
+STORAGE_VERSION = "v1.5.0"
+
 # How long `close` waits for side-writer transactions (a rollup tick) to finish.
 SIDE_WRITER_WAIT_S = 30.0
 
@@ -207,7 +215,12 @@ class Store:
         try:
             try:
                 con = duckdb.connect(
-                    path, read_only=read_only, config={"memory_limit": memory_limit}
+                    path,
+                    read_only=read_only,
+                    config={
+                        "memory_limit": memory_limit,
+                        "storage_compatibility_version": STORAGE_VERSION,
+                    },
                 )
             except duckdb.Error as exc:
                 raise _open_error(path, exc) from exc

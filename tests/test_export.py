@@ -127,7 +127,7 @@ def test_sql_archive_sees_exported_rows_that_retention_deleted(fleettui, store_f
     total = _count(store_file, "gpu_samples")
     store = Store.open(store_file)  # retention: the first day leaves the store
     with store.writer() as cur:
-        cur.execute("DELETE FROM gpu_samples WHERE ts < ?", [START + timedelta(days=1)])
+        cur.execute("DELETE FROM gpu_values WHERE ts < ?", [START + timedelta(days=1)])
     store.close()
     live = _count(store_file, "gpu_samples")
     assert 0 < live < total

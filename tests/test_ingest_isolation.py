@@ -213,7 +213,7 @@ def test_fuzz_poison_in_a_stream_never_stalls_the_good_reports(good, path, value
     if not _FUZZ_STORE:
         _FUZZ_STORE.append(Store.open(":memory:"))
     store = _FUZZ_STORE[0]
-    store.con.execute("DELETE FROM gpu_samples; DELETE FROM rejects")
+    store.con.execute("DELETE FROM gpu_values; DELETE FROM rejects")
     src = MqttSource(MqttOptions(), clock=lambda: NOW)
     try:
         poison = _with(good, 100, **{path: value})

@@ -5,6 +5,7 @@ drops keys no row names any more."""
 
 from __future__ import annotations
 
+import struct
 from datetime import datetime, timedelta
 
 import duckdb
@@ -143,6 +144,9 @@ def test_a_version_17_store_migrates_in_place_and_reads_the_same(tmp_path):
     )
     gpus_before = con.execute("SELECT * FROM gpu_samples ORDER BY ALL").fetchall()
     gpu_types = column_types(con, "gpu_samples")
+    (series,) = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT host, gpu_uuid, source FROM gpu_samples)"
+    ).fetchone()
     before = con.execute("SELECT * FROM processes ORDER BY ALL").fetchall()
     types = column_types(con, "processes")
     con.close()
@@ -150,7 +154,9 @@ def test_a_version_17_store_migrates_in_place_and_reads_the_same(tmp_path):
     store = Store.open(path)
     try:
         cur = store.cursor()
-        assert cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 18
+        assert (
+            cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] == latest_version()
+        )
         assert latest_version() >= 18
         assert cur.execute("SELECT * FROM processes ORDER BY ALL").fetchall() == before
         assert column_types(cur, "processes") == types
@@ -158,6 +164,7 @@ def test_a_version_17_store_migrates_in_place_and_reads_the_same(tmp_path):
         assert cur.execute("SELECT count(*) FROM process_info").fetchone()[0] == 4
         assert cur.execute("SELECT * FROM gpu_samples ORDER BY ALL").fetchall() == gpus_before
         assert column_types(cur, "gpu_samples") == gpu_types
+        assert cur.execute("SELECT count(*) FROM gpu_series").fetchone()[0] == series > 6
         assert cur.execute("SELECT * FROM link_samples ORDER BY ALL").fetchall() == links_before
         assert column_types(cur, "link_samples") == link_types
         assert cur.execute("SELECT count(*) FROM link_info").fetchone()[0] == 5
@@ -168,6 +175,130 @@ def test_a_version_17_store_migrates_in_place_and_reads_the_same(tmp_path):
         store.write([links_batch(LINK_ROWS[:2])])
         assert cur.execute("SELECT count(*) FROM link_info").fetchone()[0] == 5
         assert cur.execute("SELECT count(*) FROM link_samples").fetchone()[0] == len(LINK_ROWS) + 2
+    finally:
+        store.close()
+
+
+def test_a_version_18_store_migrates_gpu_and_slice_samples_in_place_and_reads_the_same(tmp_path):
+    """0019 on a store written by main at 0018: `gpu_samples` and `slice_samples` are still
+    tables there."""
+    path = tmp_path / "v18.duckdb"
+    con = old_store(path, 18)
+    assert column_types(con, "gpu_series") == []
+    # every column; fractional DCGM-style values (energy not integral in mJ), extreme
+    # doubles and integers, NULLs, one GPU from two sources and from none
+    con.execute(
+        "INSERT INTO gpu_samples SELECT ? + INTERVAL (i) SECOND, 'h' || (i % 3), 'GPU-' || (i % 5),"
+        " CASE WHEN i % 7 = 0 THEN NULL ELSE i * 0.1 END, 45.3, i::BIGINT << 30, 80::BIGINT << 30,"
+        " 301.123 + i, 1e6 + i * 0.0013, 61, CASE WHEN i % 2 = 0 THEN NULL ELSE 70.5 END, 1980,"
+        " 2619, 1.5e9 + i / 3, 2.25e9, i, 0, 9223372036854775807 - i,"
+        " CASE i % 4 WHEN 0 THEN NULL WHEN 1 THEN 'dcgm' ELSE 'nvml' END FROM range(60) t(i)",
+        [T0],
+    )
+    con.execute(
+        "INSERT INTO gpu_samples (ts, host, gpu_uuid, energy_j, power_w) VALUES"
+        " (?, 'h9', 'GPU-z', 1.7976931348623157e308, 5e-324)",
+        [T0],
+    )
+    before = con.execute("SELECT * FROM gpu_samples ORDER BY ALL").fetchall()
+    types = column_types(con, "gpu_samples")
+    (series,) = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT host, gpu_uuid, source FROM gpu_samples)"
+    ).fetchone()
+    # slices: MIG and fractional ids, NULL GPU and source, one slice from two sources
+    con.execute(
+        "INSERT INTO slice_samples SELECT ? + INTERVAL (i) SECOND,"
+        " 'GPU-' || (i % 3) || CASE WHEN i % 2 = 0 THEN '/gi' ELSE '/f' END || (i % 4),"
+        " CASE WHEN i % 5 = 0 THEN NULL ELSE 'GPU-' || (i % 3) END, i / 7, i::BIGINT << 20,"
+        " 20::BIGINT << 30, CASE i % 3 WHEN 0 THEN NULL WHEN 1 THEN 'dcgm' ELSE 'nvml' END"
+        " FROM range(50) t(i)",
+        [T0],
+    )
+    slices_before = con.execute("SELECT * FROM slice_samples ORDER BY ALL").fetchall()
+    slice_types = column_types(con, "slice_samples")
+    (slice_series,) = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT slice_id, gpu_uuid, source FROM slice_samples)"
+    ).fetchone()
+    con.close()
+
+    store = Store.open(path)
+    try:
+        cur = store.cursor()
+        assert cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 19
+        assert cur.execute("SELECT * FROM gpu_samples ORDER BY ALL").fetchall() == before
+        assert column_types(cur, "gpu_samples") == types
+        assert cur.execute("SELECT count(*) FROM gpu_series").fetchone()[0] == series > 10
+        assert cur.execute("SELECT count(*) FROM gpu_values").fetchone()[0] == len(before)
+        assert cur.execute("SELECT * FROM slice_samples ORDER BY ALL").fetchall() == slices_before
+        assert column_types(cur, "slice_samples") == slice_types
+        assert cur.execute("SELECT count(*) FROM slice_series").fetchone()[0] == slice_series > 10
+        # the store keeps writing after the migration: known GPUs keep their series
+        model = SimSource(scale=1, start=T0)
+        model.ensure_model(T0)
+        store.write(model.describe(T0))
+        batches = model.sample(T0 + timedelta(hours=1)).batches
+        store.write(batches)
+        (gpus,) = cur.execute("SELECT count(DISTINCT gpu_uuid) FROM gpus").fetchone()
+        assert cur.execute("SELECT count(*) FROM gpu_series").fetchone()[0] == series + gpus
+        assert cur.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == len(before) + gpus
+        (new_slices,) = cur.execute(
+            "SELECT count(*) FROM slice_samples WHERE ts = ?", [T0 + timedelta(hours=1)]
+        ).fetchone()
+        assert new_slices > 0  # the sim's slices: each new, one row each
+        assert cur.execute("SELECT count(*) FROM slice_series").fetchone()[0] == (
+            slice_series + new_slices
+        )
+    finally:
+        store.close()
+
+
+# Energy as DCGM/NVML give it (whole mJ in J), and values no integer mJ gives back exactly
+ENERGIES = [
+    123456789.123,
+    0.001,
+    0.0,
+    4000000000.123,
+    1e6 + 0.0013,  # a tenth of a mJ: kept as it came
+    -0.0,
+    -1.5,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    1.7976931348623157e308,
+    5e-324,
+    0.1 + 0.2,  # 0.30000000000000004 J: not k / 1000 for any k
+    None,
+]
+
+
+def test_gpu_energy_reads_back_bit_for_bit_in_mj_or_as_it_came(tmp_path):
+    store = Store.open(tmp_path / "e.duckdb")
+    try:
+        n = len(ENERGIES)
+        store.write(
+            [
+                make_batch(
+                    "gpu_samples",
+                    {
+                        "ts": [T0 + timedelta(seconds=i) for i in range(n)],
+                        "host": ["h1"] * n,
+                        "gpu_uuid": ["GPU-a"] * n,
+                        "energy_j": ENERGIES,
+                    },
+                )
+            ]
+        )
+        cur = store.cursor()
+        got = [r[0] for r in cur.execute("SELECT energy_j FROM gpu_samples ORDER BY ts").fetchall()]
+        assert [struct.pack("<d", g) if g is not None else None for g in got] == [
+            struct.pack("<d", e) if e is not None else None for e in ENERGIES
+        ]
+        # the whole-mJ values are integers in the rows table, the others kept as they came
+        split = cur.execute(
+            "SELECT count(energy_mj), count(energy_j_raw) FROM gpu_values"
+        ).fetchone()
+        assert split == (4, n - 1 - 4)
+        assert ("energy_j", "DOUBLE") in column_types(cur, "gpu_samples")
     finally:
         store.close()
 

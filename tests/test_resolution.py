@@ -64,7 +64,7 @@ def test_a_two_day_history_reads_hourly_rollups_with_the_raw_means():
 def test_history_older_than_raw_retention_comes_from_rollups():
     store, at = _store_with_two_days()
     with store.writer() as cur:  # raw retention of one day
-        cur.execute("DELETE FROM gpu_samples WHERE ts < ?", [at - timedelta(days=1)])
+        cur.execute("DELETE FROM gpu_values WHERE ts < ?", [at - timedelta(days=1)])
     window, buckets = 48 * 3600.0, 48
     routed = gpu_history(store.con, "host-0", at, window_s=window, buckets=buckets)
     raw = run(
