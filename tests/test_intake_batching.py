@@ -94,6 +94,15 @@ def test_live_snapshot_publishes_within_its_cpu_share(monkeypatch):
     live.publish_thread_s = 10 * live_mod.LIVE_CPU_SHARE * live.write_thread_s + 1.0
     store.write([_samples(["GPU-a"], t0 + timedelta(seconds=1))])
     assert _through(store) == t0
+    # ... unless publishing stays within CORE_SHARE of one core over the snapshot's life
+    born = live._born
+    live._born -= (live.publish_thread_s + 1.0) / live_mod.CORE_SHARE
+    store.write([_samples(["GPU-a"], t0 + timedelta(seconds=1.5))])
+    assert _through(store) == t0 + timedelta(seconds=1.5)
+    live._born = born
+    live.publish_thread_s = 10 * live_mod.LIVE_CPU_SHARE * live.write_thread_s + 1.0
+    store.write([_samples(["GPU-a"], t0 + timedelta(seconds=1))])
+    assert _through(store) == t0 + timedelta(seconds=1.5)
     # ... but never longer than MAX_PUBLISH_S
     monkeypatch.setattr(live_mod, "MAX_PUBLISH_S", 0.0)
     store.write([_samples(["GPU-b"], t0 + timedelta(seconds=2))])
@@ -101,5 +110,5 @@ def test_live_snapshot_publishes_within_its_cpu_share(monkeypatch):
     rows = store.con.execute(
         "SELECT gpu_uuid, ts FROM fleettui_live.gpu_latest ORDER BY gpu_uuid"
     ).fetchall()
-    assert rows == [("GPU-a", t0 + timedelta(seconds=1)), ("GPU-b", t0 + timedelta(seconds=2))]
+    assert rows == [("GPU-a", t0 + timedelta(seconds=1.5)), ("GPU-b", t0 + timedelta(seconds=2))]
     store.close()
