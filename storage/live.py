@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -36,9 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.live_window import (
+    FILL_SPAN_S,
     LINK_FILL_SQL,
     LINK_MARKS_FILL_SQL,
-    MARKS_KEEP_S,
+    SLOT_US,
     WINDOW_SLOTS,
     LinkState,
     WindowSums,
@@ -208,15 +209,20 @@ class LiveSnapshot:
                 f"INSERT INTO {LIVE_CATALOG}.snapshot VALUES (?, ?, NULL, NULL, NULL, NULL, NULL, NULL)",
                 [table, since],
             )
-            # utilisation sums: the rows of the kept slots
+            # utilisation sums: the rows of the last FILL_SPAN_S, claimed from the first
+            # slot they fill whole
+            span_since = newest - timedelta(seconds=FILL_SPAN_S) if newest else None
             rows = self._cur.execute(
                 f"SELECT {key}, ts, util_pct, mem_used_bytes FROM main.{table} "
                 "WHERE ts > $since ORDER BY ts",
-                {"since": newest - timedelta(seconds=WINDOW_SLOTS + 1) if newest else newest},
+                {"since": span_since or newest},
             ).to_arrow_table()
             self._fold_window(table, rows)
+            if span_since is not None:
+                since_us = round((span_since - datetime(1970, 1, 1)) / timedelta(microseconds=1))
+                self._windows[table].floor = since_us // SLOT_US + 1
         (newest,) = self._cur.execute("SELECT max(ts) FROM main.link_samples").fetchone() or (None,)
-        since = newest - timedelta(seconds=MARKS_KEEP_S) if newest is not None else None
+        since = newest - timedelta(seconds=FILL_SPAN_S) if newest is not None else None
         self._links.load(
             self._cur.execute(LINK_FILL_SQL, {"since": since}).to_arrow_table(),
             self._cur.execute(LINK_MARKS_FILL_SQL, {"since": since}).to_arrow_table(),

@@ -31,6 +31,10 @@ import pyarrow.compute as pc
 
 # Error and link-down rows kept for a fabric window (a longer window reads history).
 MARKS_KEEP_S = 60.0
+# History read into the window state when a store opens: a short span, because the
+# fill is on the open path (60 s of links and 33 s of GPU rows took ~8 s at 100k GPUs);
+# the state claims only what it read, and covers longer windows as time passes.
+FILL_SPAN_S = 10.0
 # 1 s slots of utilisation sums kept: windows up to WINDOW_MAX_S read the state.
 SLOT_US = 1_000_000
 WINDOW_MAX_S = 30.0
@@ -272,6 +276,9 @@ class WindowSums:
         self.cum: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # slot -> (sum, count)
         self.edge: dict[int, pa.Table] = {}  # slot -> (row, ts, util_pct)
         self.hi: int | None = None
+        # the oldest slot whose rows are all here: the fill on open reads a short span
+        # of history (FILL_SPAN_S), so windows starting before it read history
+        self.floor: int | None = None
         self.mem = np.array([], dtype=np.int64)
         self.mem_ts = np.array([], dtype=np.int64)
         self.changed: set[int] = set()  # slots whose sums to publish again
@@ -279,7 +286,10 @@ class WindowSums:
 
     @property
     def lo(self) -> int | None:
-        return None if self.hi is None else self.hi - WINDOW_SLOTS + 1
+        if self.hi is None:
+            return None
+        lo = self.hi - WINDOW_SLOTS + 1
+        return lo if self.floor is None else max(lo, self.floor)
 
     def fold(self, rows: np.ndarray, n: int, ts: pa.ChunkedArray, util, mem) -> None:
         """New rows: `rows` their key rows (n keys now), their times, util_pct and

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
+import storage.live as live_mod
 from collectors.sim.faults import REFERENCE_FAULTS
 from fleettui.tui.demo import fixed_store
 from storage import views
@@ -148,7 +149,7 @@ def test_late_rows_and_null_values(fleet):
     cur.close()
 
 
-def test_null_rows_a_reopened_file_and_a_cursor_in_the_past(tmp_path):
+def test_null_rows_a_reopened_file_and_a_cursor_in_the_past(tmp_path, monkeypatch):
     store = null_store()
     cur = store.cursor()
     assert _same_fabric(cur, AT, 10.0).num_rows == 2
@@ -157,7 +158,20 @@ def test_null_rows_a_reopened_file_and_a_cursor_in_the_past(tmp_path):
     path = tmp_path / "fleet.duckdb"
     store, last = fixed_store(90.0, 2.0, faults=REFERENCE_FAULTS, path=str(path))
     store.close()
-    store = Store.open(path)  # the window state is rebuilt from the file's history
+    # the state claims only the span of history it read on open: a short span (the
+    # default, FILL_SPAN_S) leaves 30 s windows to history until time covers them
+    store = Store.open(path)
+    cur = store.cursor()
+    assert links_live(cur, last, 10.0) is not None
+    assert _alloc_live(cur, last, live_mod.FILL_SPAN_S - 1.0) is not None
+    assert _alloc_live(cur, last, 30.0) is None
+    assert _approx(views.tenant_summary(cur, last).to_pylist()) == _approx(
+        views.tenant_summary(cur, last, live=False).to_pylist()
+    )
+    cur.close()
+    store.close()
+    monkeypatch.setattr(live_mod, "FILL_SPAN_S", 60.0)
+    store = Store.open(path)  # the window state rebuilt from 60 s of the file's history
     cur = store.cursor()
     # and folds what comes next into it (the state built from history is writable)
     newer = cur.execute(
