@@ -9,6 +9,7 @@ NVLink, or every GPU of the host for a NIC).
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from storage.live import LIVE_CATALOG
 from storage.live_window import LINK_NEWEST, MARKS_KEEP_S
 from storage.views.latest import ASSIGNED
-from storage.views.live import LAYOUT_VALID_SQL, snapshot_state
+from storage.views.live import layout_cached, snapshot_state
 from storage.views.query import Source, run
 from storage.views.when import resolve_at
 
@@ -119,23 +120,12 @@ LEFT JOIN asg ga ON ga.gpu_uuid = w.gpu_uuid
 LEFT JOIN host_tenants ht ON ht.host = w.host
 ORDER BY w.row
 """
-_link_layouts: dict[str, tuple[datetime | None, datetime | None, pa.Table]] = {}
-_layout_lock = threading.Lock()
+_link_layouts: OrderedDict[str, tuple[datetime | None, datetime | None, pa.Table]] = OrderedDict()
 
 
 def _link_layout(src: Source, at: datetime, version: str) -> pa.Table:
-    with _layout_lock:
-        hit = _link_layouts.get(version)
-    if hit is not None:
-        lo, hi, layout = hit
-        if (lo is None or lo <= at) and (hi is None or at < hi):
-            return layout
-    layout = run(src, LINK_LAYOUT_LIVE_SQL, {"at": at})
-    bounds = run(src, LAYOUT_VALID_SQL, {"at": at}).to_pylist()[0]
-    with _layout_lock:
-        _link_layouts.clear()  # one kept: the next refresh's
-        _link_layouts[version] = (bounds["lo"], bounds["hi"], layout)
-    return layout
+    compute = lambda: run(src, LINK_LAYOUT_LIVE_SQL, {"at": at})  # noqa: E731
+    return layout_cached(src, at, _link_layouts, version, compute, kept=1)[0]
 
 
 def links_live(src: Source, at: datetime, window_s: float) -> pa.Table | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -164,12 +165,36 @@ _KEPT = 4
 _local = threading.local()
 
 
-def _remember(cache: OrderedDict, key: str, value: Any) -> None:
+def _remember(cache: OrderedDict, key: str, value: Any, kept: int = _KEPT) -> None:
     with _cache_lock:
         cache[key] = value
         cache.move_to_end(key)
-        while len(cache) > _KEPT:
+        while len(cache) > kept:
             cache.popitem(last=False)
+
+
+def layout_cached(
+    src: Source,
+    at: datetime,
+    cache: OrderedDict,
+    version: str,
+    compute: Callable[[], pa.Table],
+    *,
+    kept: int = _KEPT,
+) -> tuple[pa.Table, datetime | None, datetime | None]:
+    """`compute()`'s table for a layout version, computed again only when the version
+    changed or the cursor crossed a first_seen / assignment bound (LAYOUT_VALID_SQL);
+    with the bounds it holds for, [lo, hi)."""
+    with _cache_lock:
+        hit = cache.get(version)
+    if hit is not None:
+        lo, hi, table = hit
+        if (lo is None or lo <= at) and (hi is None or at < hi):
+            return table, lo, hi
+    table = compute()
+    bounds = run(src, LAYOUT_VALID_SQL, {"at": at}).to_pylist()[0]
+    _remember(cache, version, (bounds["lo"], bounds["hi"], table), kept)
+    return table, bounds["lo"], bounds["hi"]
 
 
 def local_con() -> duckdb.DuckDBPyConnection:
@@ -184,16 +209,13 @@ def local_con() -> duckdb.DuckDBPyConnection:
 def rack_layout(src: Source, at: datetime, layout_version: str) -> pa.Table:
     """The grid's layout at `at`, computed again only when the snapshot's layout
     version changed or the cursor crossed a first_seen / assignment bound."""
-    with _cache_lock:
-        hit = _layouts.get(layout_version)
-    if hit is not None:
-        lo, hi, layout = hit
-        if (lo is None or lo <= at) and (hi is None or at < hi):
-            return layout
-    layout = _layout_in_order(run(src, RACK_LAYOUT_SQL, {"at": at}))
-    bounds = run(src, LAYOUT_VALID_SQL, {"at": at}).to_pylist()[0]
-    _remember(_layouts, layout_version, (bounds["lo"], bounds["hi"], layout))
-    return layout
+    return layout_cached(
+        src,
+        at,
+        _layouts,
+        layout_version,
+        lambda: _layout_in_order(run(src, RACK_LAYOUT_SQL, {"at": at})),
+    )[0]
 
 
 # The drill-down's GPUs of one host (storage/views/drilldown.py HOST_GPUS_SQL), from

@@ -11,6 +11,7 @@ alerts firing.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from datetime import datetime, timedelta
 
 import duckdb
@@ -24,7 +25,7 @@ from storage.resolution import RAW, chart_bucket, source_for, sum_rows
 from storage.rollups import TIERS
 from storage.views.alerts import firing_sql
 from storage.views.latest import BUSY_PCT
-from storage.views.live import LAYOUT_VALID_SQL, snapshot_state
+from storage.views.live import layout_cached, snapshot_state
 from storage.views.query import Source, run
 from storage.views.when import resolve_at
 
@@ -184,9 +185,8 @@ WHERE sample_table IN ('gpu_samples', 'slice_samples')
 """
 _KEYS = {"gpu_samples": ("gpu", "gpu_uuid"), "slice_samples": ("slice", "slice_id")}
 
-_asg_cache: dict[str, tuple[datetime | None, datetime | None, pa.Table]] = {}
+_asg_cache: OrderedDict[str, tuple[datetime | None, datetime | None, pa.Table]] = OrderedDict()
 _keys_cache: dict[str, pa.Table] = {}
-_asg_bounds: dict[str, tuple[datetime | None, datetime | None]] = {}
 _alloc_cache: dict[str, tuple[datetime | None, datetime | None, pa.Table]] = {}
 _cache_lock = threading.Lock()
 _local = threading.local()
@@ -261,21 +261,11 @@ def _window_util(
     return util, mem_v
 
 
-def _cached_asg(src: Source, at: datetime, layout: str) -> pa.Table:
-    with _cache_lock:
-        hit = _asg_cache.get(layout)
-    if hit is not None:
-        lo, hi, asg = hit
-        if (lo is None or lo <= at) and (hi is None or at < hi):
-            return asg
-    asg = run(src, ASG_LIVE_SQL, {"at": at})
-    bounds = run(src, LAYOUT_VALID_SQL, {"at": at}).to_pylist()[0]
-    with _cache_lock:
-        _asg_cache.clear()
-        _asg_cache[layout] = (bounds["lo"], bounds["hi"], asg)
-        _asg_bounds.clear()
-        _asg_bounds[layout] = (bounds["lo"], bounds["hi"])
-    return asg
+def _cached_asg(
+    src: Source, at: datetime, layout: str
+) -> tuple[pa.Table, datetime | None, datetime | None]:
+    compute = lambda: run(src, ASG_LIVE_SQL, {"at": at})  # noqa: E731
+    return layout_cached(src, at, _asg_cache, layout, compute, kept=1)
 
 
 def _cached_keys(src: Source, table: str, keys_version: str) -> pa.Table:
@@ -336,7 +326,7 @@ def _cached_alloc(
         lo, hi, alloc = hit
         if (lo is None or lo <= at) and (hi is None or at < hi):
             return alloc
-    asg = _cached_asg(src, at, layout)
+    asg, asg_lo, asg_hi = _cached_asg(src, at, layout)
     gpu_keys = _cached_keys(src, "gpu_samples", gpu_keys_v).column("gpu_uuid")
     slice_keys = _cached_keys(src, "slice_samples", slice_keys_v).column("slice_id")
     parts = []
@@ -359,10 +349,9 @@ def _cached_alloc(
             )
         )
     alloc = pa.concat_tables(parts).combine_chunks()
-    bounds = _asg_bounds.get(layout)
     with _cache_lock:
         _alloc_cache.clear()
-        _alloc_cache[key] = (*(bounds or (at, at)), alloc)
+        _alloc_cache[key] = (asg_lo, asg_hi, alloc)
     return alloc
 
 
