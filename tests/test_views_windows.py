@@ -269,6 +269,30 @@ def test_tenant_alert_counts_equal_the_join_on_or(fleet):
     old = run(cur, _ALERTS_OR_JOIN.format(firing=firing) + sort, {"at": last}).to_pylist()
     assert new == old and sum(r["firing"] for r in new) >= 3
     _same_tenants(cur, last)
+
+    # The summary skips the count while nothing fires (its own cheaper count): at,
+    # just before and after each bound (fired, resolved), both paths equal the join.
+    resolved = {
+        **rows[3],
+        "alert_id": "gone",
+        "rule": "r9",
+        "resolved_at": last - timedelta(seconds=10),
+    }
+    store.write([make_batch("alerts", {k: [resolved[k]] for k in resolved})])
+
+    def join_counts(at):
+        got = run(cur, _TENANT_ALERTS.format(firing=firing), {"at": at}).to_pylist()
+        return {r["tenant"]: r["firing"] for r in got}
+
+    eps = timedelta(microseconds=1)
+    fired, gone = last - timedelta(seconds=30), last - timedelta(seconds=10)
+    for at in (fired - eps, fired, gone - eps, gone, last):
+        want = join_counts(at)
+        for live in (True, False):
+            got = views.tenant_summary(cur, at, live=live).to_pylist()
+            assert {r["tenant"]: r["alerts_firing"] for r in got if r["alerts_firing"]} == want
+    assert not join_counts(fired - eps) and join_counts(fired)
+    assert join_counts(gone - eps)[tenant] == join_counts(gone)[tenant] + 1
     cur.close()
 
 

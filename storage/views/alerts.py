@@ -157,6 +157,20 @@ def firing_sql(src: Source) -> str | None:
     return _AT_CURSOR.format(source=select) + " SELECT * FROM at_cursor WHERE state_at = 'firing'"
 
 
+def firing_count_sql(src: Source) -> str | None:
+    """How many alerts fire at the cursor ($at), as one row `n`, without resolving their
+    hosts: the same condition as `state_at = 'firing'` above. A view skips its host
+    query (hash joins over `gpus` and `hosts`: ~28 ms at 100k GPUs even with no alert)
+    when this is 0. None without the table."""
+    select = _source(src)
+    if select is None:
+        return None
+    return (
+        f"SELECT count(*) AS n FROM ({select}) WHERE coalesce(started_at, fired_at) <= $at"
+        " AND fired_at <= $at AND (resolved_at IS NULL OR resolved_at > $at)"
+    )
+
+
 def _empty() -> pa.Table:
     s, ts, f = pa.string(), pa.timestamp("us"), pa.float64()
     schema = {

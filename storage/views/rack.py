@@ -16,8 +16,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from storage.views.alerts import _source as alerts_source
-from storage.views.alerts import firing_sql
+from storage.views.alerts import firing_count_sql, firing_sql
 from storage.views.latest import ASSIGNED, BUSY_PCT, GPU_LATEST, SLICES_PER_GPU
 from storage.views.live import rack_grid_live, snapshot_state
 from storage.views.query import Source, run
@@ -137,20 +136,6 @@ def _alerting_sql(src: Source) -> str:
     )
 
 
-def _firing_any_sql(src: Source) -> str | None:
-    """How many alerts fire at the cursor ($at), without resolving their hosts: the
-    same condition as `state_at = 'firing'` in storage/views/alerts.py. The live grid
-    skips the host query (hash joins over `gpus` and `hosts`: ~28 ms at 100k GPUs
-    even with no alert) when this is 0."""
-    select = alerts_source(src)
-    if select is None:
-        return None
-    return (
-        f"SELECT count(*) AS n FROM ({select}) WHERE coalesce(started_at, fired_at) <= $at"
-        " AND fired_at <= $at AND (resolved_at IS NULL OR resolved_at > $at)"
-    )
-
-
 def _where(flt: RackFilter) -> str:
     where = [cond for key, cond in _FIELD_FILTERS.items() if getattr(flt, key)]
     if flt.state:
@@ -188,7 +173,7 @@ def rack_grid(
             _alerting_sql(src),
             _where(flt),
             vars(flt),
-            firing_any_sql=_firing_any_sql(src),
+            firing_any_sql=firing_count_sql(src),
         )
     params = {"at": at, "stale_s": stale_s, **vars(flt)}
     return run(src, rack_sql(src, flt), params)
