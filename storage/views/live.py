@@ -284,7 +284,11 @@ JOIN gpus g ON g.gpu_uuid = s.gpu_uuid
 LEFT JOIN assignments a ON a.slice_id = s.slice_id
      AND a.valid_from <= $at AND (a.valid_to IS NULL OR a.valid_to > $at)
 """
-SLICE_VALUES_SQL = f"SELECT slice_id, util_pct, mem_used_bytes FROM ({SLICE_LATEST_LIVE})"
+# one host's slices only ($ids): its rows, not the fleet's, come back to be matched
+SLICE_VALUES_SQL = (
+    f"SELECT slice_id, util_pct, mem_used_bytes FROM ({SLICE_LATEST_LIVE})"
+    " WHERE slice_id IN (SELECT unnest($ids::VARCHAR[]))"
+)
 _SLICE_ORDER = [(c, "ascending", "at_end") for c in ("gpu_index", "slice_id")]
 _slice_layouts: OrderedDict[str, tuple[pa.Table, pa.Table]] = OrderedDict()
 
@@ -310,7 +314,13 @@ def host_slices_live(
         return None
     inv = slice_layout(src, at, layout_version)
     mine = inv.filter(pc.fill_null(pc.equal(inv.column("host"), host), False))
-    val = run(src, SLICE_VALUES_SQL, {"at": at, "stale_s": stale_s})
+    ids = mine.column("slice_id").drop_null().to_pylist()
+    # no slices (most hosts): an empty answer of the same types, nothing scanned
+    val = run(
+        src,
+        SLICE_VALUES_SQL if ids else f"{SLICE_VALUES_SQL} LIMIT 0",
+        {"at": at, "stale_s": stale_s, "ids": ids},
+    )
     vi = pc.index_in(mine.column("slice_id"), value_set=val.column("slice_id"))
     cols = {c: mine.column(c) for c in ("gpu_index", "slice_id", "kind", "profile")}
     cols |= {c: mine.column(c) for c in ("fraction", "tenant")}
