@@ -343,4 +343,27 @@ async def test_drilldown_lists_the_agents_processes_of_the_selected_gpu():
         await pilot.press("down")
         await settle(pilot)
         assert str(procs.get_row_at(0)[0]) == "77"
+        # a refresh redraws only what changed, and each change is drawn: the GPU's
+        # sparklines, the title, a new process list
+        panel = app.screen.query_one(HistoryPanel)
+        title = app.screen.query_one("#drill-title", Static)
+        assert panel.border_title == "GPU1 last hour" and " GPU1" in text_of(title)
+        await pilot.press("up")
+        await settle(pilot)
+        assert panel.border_title == "GPU0 last hour" and " GPU0" in text_of(title)
+        assert [str(procs.get_row_at(i)[0]) for i in range(procs.row_count)] == ["4242"]
+        store.write(
+            [
+                make_batch(
+                    "processes",
+                    {"ts": [last], "host": ["hgx-03-n1"], "gpu_uuid": [uuids[0]], "pid": [5151]},
+                )
+            ]
+        )
+        app.screen.reload()
+        await settle(pilot)
+        assert sorted(str(procs.get_row_at(i)[0]) for i in range(procs.row_count)) == [
+            "4242",
+            "5151",
+        ]
     store.close()

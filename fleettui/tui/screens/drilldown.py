@@ -116,6 +116,12 @@ class DrilldownScreen(DataScreen):
         self.level = "host"  # host -> gpu -> slice
         self.slice_id: str | None = None  # the slice opened (level "slice")
         self._history_kept: tuple[datetime, pa.Table] | None = None  # (read at, table)
+        # what the title, sparklines and processes show now: a refresh that would show
+        # the same leaves them alone (Static/Label.update and a table's refill relayout
+        # the screen, ~13 ms of a 100k-GPU frame)
+        self._title_shown: object = None
+        self._series_shown: tuple | None = None  # (history table, gpu_uuid, label)
+        self._procs_shown: tuple | None = None
 
     def compose(self) -> ComposeResult:
         yield FleetHeader()
@@ -244,14 +250,19 @@ class DrilldownScreen(DataScreen):
                 title.append(
                     "   Enter: a slice's processes · Esc: back to the host", style="dim italic"
                 )
-        self.query_one("#drill-title", Static).update(safe_cell(title))
+        shown = safe_cell(title)
+        if shown != self._title_shown:
+            self.query_one("#drill-title", Static).update(shown)
+            self._title_shown = shown
         hist = data.history
-        mask = [u == uuid for u in hist.column("gpu_uuid").to_pylist()]
-        sel = hist.filter(pa.array(mask, pa.bool_())) if hist.num_rows else hist
-        series = {k: sel.column(k).to_pylist() for k, _ in SERIES} if sel.num_rows else {}
-        self.query_one(HistoryPanel).update_series(
-            series, f"GPU{'?' if idx is None else idx} last hour" if row else ""
-        )
+        label = f"GPU{'?' if idx is None else idx} last hour" if row else ""
+        kept = self._series_shown
+        if kept is None or kept[0] is not hist or kept[1:] != (uuid, label):
+            mask = [u == uuid for u in hist.column("gpu_uuid").to_pylist()]
+            sel = hist.filter(pa.array(mask, pa.bool_())) if hist.num_rows else hist
+            series = {k: sel.column(k).to_pylist() for k, _ in SERIES} if sel.num_rows else {}
+            self.query_one(HistoryPanel).update_series(series, label)
+            self._series_shown = (hist, uuid, label)
         slices = data.slices
         if slices.num_rows and idx is not None:
             keep = [i == idx for i in slices.column("gpu_index").to_pylist()]
@@ -267,8 +278,10 @@ class DrilldownScreen(DataScreen):
         table = self.query_one("#drill-procs", DataTable)
         procs = self.data.processes if self.data else None
         if procs is None:
-            empty.update("no process data (the NVML agent records processes)")
-            empty.display, table.display = True, False
+            if self._procs_shown != ():
+                empty.update("no process data (the NVML agent records processes)")
+                empty.display, table.display = True, False
+                self._procs_shown = ()
             return
         rows = [
             r
@@ -276,8 +289,7 @@ class DrilldownScreen(DataScreen):
             if r.get("gpu_uuid") == uuid
             and (self.slice_id is None or r.get("slice_id") == self.slice_id)
         ]
-        empty.display, table.display = not rows, bool(rows)
-        empty.update(
+        note = (
             "no processes in this slice"
             if self.slice_id
             else "no processes on this GPU (or no agent reporting them)"
@@ -296,11 +308,18 @@ class DrilldownScreen(DataScreen):
         cols = [c for c in known if c in procs.column_names and c not in skip] + [
             c for c in procs.column_names if c not in known and c not in skip
         ]
+        cells = [[_proc_cell(c, r[c]) for c in cols] for r in rows]
+        state = (note, tuple(cols), cells)
+        if state == self._procs_shown:
+            return
+        self._procs_shown = state
+        empty.display, table.display = not rows, bool(rows)
+        empty.update(note)
         labels = [safe_cell(known.get(c, c)) for c in cols]
         if [str(c.label) for c in table.columns.values()] != [str(x) for x in labels]:
             table.clear(columns=True)
             table.add_columns(*labels)
         else:  # same columns: only the rows change (no flicker, no relayout)
             table.clear()
-        table.add_rows([[safe_cell(_proc_cell(c, r[c])) for c in cols] for r in rows])
+        table.add_rows([[safe_cell(v) for v in row] for row in cells])
         table.refresh(layout=True)
