@@ -24,8 +24,10 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
 8. slices as a dimension (0019: `slice_series`, `slice_values`);
 9. energy as whole mJ (BIGINT) where that is exact (0019, `storage.keyed.GPUS`);
 10. the file in DuckDB 1.5's own format (`storage.store.STORAGE_VERSION`; the steps
-   before use DuckDB's default, v0.10.2's) = today's store;
-11. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+   before use DuckDB's default, v0.10.2's);
+11. 128 KiB blocks (`storage.store.BLOCK_SIZE_BYTES`; the steps before use DuckDB's
+   default, 256 KiB) = today's store;
+12. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -68,7 +70,6 @@ _NUMERIC = (
     "BOOLEAN",
     "HUGEINT",
 )
-_BLOCK = 262144
 # issue13's 0014: FLOAT for percentages, degrees and MHz
 _FLOAT = [
     ("gpu_samples", c)
@@ -116,6 +117,9 @@ def column_bytes(con) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str],
             " AND schema_name = 'main'"
         ).fetchall()
     ]
+    block_bytes = con.execute(
+        "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()"
+    ).fetchone()[0]
     by_block = defaultdict(list)
     for t in tables:
         for col, block, offset, comp in con.execute(
@@ -128,7 +132,7 @@ def column_bytes(con) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str],
     for segs in by_block.values():
         segs.sort()
         for i, (offset, t, col, comp) in enumerate(segs):
-            end = segs[i + 1][0] if i + 1 < len(segs) else _BLOCK
+            end = segs[i + 1][0] if i + 1 < len(segs) else block_bytes
             size[(t, col)] += end - offset
             comps[(t, col)].add(comp)
     return size, comps
@@ -180,12 +184,20 @@ def fill(
     slice_dim: bool,
     energy_mj: bool,
     new_format: bool,
+    small_blocks: bool,
     floats: bool,
     detail: bool,
 ):
-    saved = storage.batch.COMPRESSION_ORDER, dict(KEYED), storage.store.STORAGE_VERSION
+    saved = (
+        storage.batch.COMPRESSION_ORDER,
+        dict(KEYED),
+        storage.store.STORAGE_VERSION,
+        storage.store.BLOCK_SIZE_BYTES,
+    )
     if not new_format:
         storage.store.STORAGE_VERSION = "v0.10.2"  # DuckDB's default
+    if not small_blocks:
+        storage.store.BLOCK_SIZE_BYTES = 256 << 10  # DuckDB's default
     if not energy_mj and gpu_dim:  # every energy value as it came
         KEYED["gpu_samples"] = dataclasses.replace(
             KEYED["gpu_samples"],
@@ -238,6 +250,7 @@ def fill(
         KEYED.clear()
         KEYED.update(saved[1])
         storage.store.STORAGE_VERSION = saved[2]
+        storage.store.BLOCK_SIZE_BYTES = saved[3]
     return gpus, size, values, per_table, fill_s, cols
 
 
@@ -250,7 +263,7 @@ def main() -> None:
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
     # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim,
-    # energy_mj, new_format, floats
+    # energy_mj, new_format, small_blocks, floats
     steps = [
         (
             "before: full-precision values, sim order, 16 MB checkpoints",
@@ -264,29 +277,31 @@ def main() -> None:
             0,
             0,
             0,
+            0,
         ),
-        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0, 0, 0, 0),
-        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0, 0, 0, 0),
-        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
-        ("+ GPU samples as a dimension (0019)", 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
-        ("+ slices as a dimension (0019)", 1, 1, 1, 1, 1, 1, 1, 0, 0, 0),
-        ("+ energy as whole mJ where exact (0019)", 1, 1, 1, 1, 1, 1, 1, 1, 0, 0),
-        ("+ DuckDB 1.5's file format = today's store", 1, 1, 1, 1, 1, 1, 1, 1, 1, 0),
+        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0),
+        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0),
+        ("+ GPU samples as a dimension (0019)", 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
+        ("+ slices as a dimension (0019)", 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
+        ("+ energy as whole mJ where exact (0019)", 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0),
+        ("+ DuckDB 1.5's file format", 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0),
+        ("+ 128 KiB blocks = today's store", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0),
     ]
     if args.after_only:
         steps = steps[-1:]
     elif args.float:
-        steps.append(("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1))
+        steps.append(
+            ("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+        )
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
     print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
     last = None
     for i, step in enumerate(steps):
-        label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim, mj, fmt = step[
-            :10
-        ]
-        floats = step[10]
+        label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim = step[:8]
+        mj, fmt, blocks, floats = step[8:12]
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
@@ -299,6 +314,7 @@ def main() -> None:
             slice_dim=bool(slice_dim),
             energy_mj=bool(mj),
             new_format=bool(fmt),
+            small_blocks=bool(blocks),
             floats=bool(floats),
             detail=detail,
         )

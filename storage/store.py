@@ -114,6 +114,16 @@ def checkpoint_threshold(memory_limit: str) -> str:
 # made with it.
 STORAGE_VERSION = "v1.5.0"
 
+# The block size a new store file is made with. Every table with a row takes at least
+# one block, and so does each key index, so DuckDB's default 256 KiB leaves ~28 blocks
+# (7 MB) of small tables, indexes and metadata in a 3,040-GPU file. 128 KiB: 27.0 ->
+# 23.7 MB at 120 s, 104.9 -> 100.9 MB at 600 s, and the 1-minute rollups no larger.
+# Not 64 KiB (22.3 MB at 120 s): DuckDB then leaves the rollups' DECIMAL(38,6) sums
+# uncompressed (+40 % rollup bytes); 32 and 16 KiB compress the sample columns badly
+# too (35 MB). benchmarks/README.md, "Store size". A file keeps the block size it was
+# made with; a DuckDB older than 1.2 cannot open one made with another than 256 KiB.
+BLOCK_SIZE_BYTES = 128 << 10
+
 # How long `close` waits for side-writer transactions (a rollup tick) to finish.
 SIDE_WRITER_WAIT_S = 30.0
 
@@ -220,6 +230,7 @@ class Store:
                     config={
                         "memory_limit": memory_limit,
                         "storage_compatibility_version": STORAGE_VERSION,
+                        "default_block_size": BLOCK_SIZE_BYTES,
                     },
                 )
             except duckdb.Error as exc:
