@@ -59,3 +59,31 @@ def test_import_contracts_hold():
     res = subprocess.run([lint], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-2000:]
     assert "3 kept, 0 broken" in res.stdout
+
+
+PANDAS_ABSENT = """
+import importlib.util, sys
+assert importlib.util.find_spec("pandas") is None, "pandas installed: nothing to check"
+import storage
+import duckdb, pyarrow as pa
+try:
+    import pandas
+except ModuleNotFoundError as e:
+    assert e.name == "pandas", e.name
+else:
+    raise AssertionError("import pandas succeeded")
+# pyarrow's pandas shim and DuckDB's parameter binding both try pandas: they must
+# still see it missing the ordinary way
+assert pa.table({"a": pa.array([], pa.string())}).num_rows == 0
+assert duckdb.connect().execute("SELECT $x + 1", {"x": 1}).fetchall() == [(2,)]
+print("ok")
+"""
+
+
+def test_storage_fails_the_pandas_import_fast_and_the_ordinary_way():
+    """storage/__init__ short-cuts DuckDB's per-query `import pandas` where pandas is absent."""
+    out = subprocess.run(
+        [sys.executable, "-c", PANDAS_ABSENT], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
