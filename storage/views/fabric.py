@@ -310,6 +310,7 @@ def fabric(
 _WORST_ORDER = [
     ("link_up", "ascending"),
     ("errors_per_s", "descending"),
+    ("util_nan", "descending"),  # DuckDB: NaN above every number (Arrow: below)
     ("util_pct", "descending"),
     ("host", "ascending"),
     ("port", "ascending"),
@@ -333,9 +334,10 @@ def _fabric_local(
     (DuckDB over 180,000 links with their strings cost 40 ms each at 100k GPUs)."""
     pick = links if not kind else links.filter(pc.equal(links.column("kind"), kind))
     if limit > 0 and pick.num_rows:
-        top = pick.take(pc.select_k_unstable(pick, min(limit, pick.num_rows), _WORST_ORDER))
+        keys = pick.append_column("util_nan", pc.is_nan(pick.column("util_pct")))
+        top = keys.take(pc.select_k_unstable(keys, min(limit, pick.num_rows), _WORST_ORDER))
         order = [(c, o, "at_end") for c, o in _WORST_ORDER]
-        worst = top.take(pc.sort_indices(top, sort_keys=order))
+        worst = top.take(pc.sort_indices(top, sort_keys=order)).drop_columns(["util_nan"])
     else:
         worst = pick.slice(0, 0)
     up = links.column("link_up")
