@@ -18,7 +18,7 @@ from fleettui.tui.demo import fixed_store
 from storage import views
 from storage.batch import make_batch
 from storage.store import Store
-from storage.views.fabric import ALL_LINKS_SQL, links_live
+from storage.views.fabric import ALL_LINKS_SQL, _links_live, links_live
 from storage.views.query import run
 from storage.views.tenants import _alloc_live
 from tests.test_views_nulls import AT, null_store
@@ -33,8 +33,13 @@ def _approx(rows: list[dict]) -> list[dict]:
     rack's links in another order)."""
     return [
         {k: pytest.approx(v, rel=1e-9) if isinstance(v, float) else v for k, v in r.items()}
-        for r in rows
+        for r in _nan(rows)
     ]
+
+
+def _nan(rows: list[dict]) -> list[dict]:
+    """NaN as a word: NaN equals nothing, itself included."""
+    return [{k: "NaN" if v != v else v for k, v in r.items()} for r in rows]
 
 
 def _key(r: dict) -> tuple:
@@ -46,17 +51,17 @@ def _same_fabric(cur, at, window_s: float) -> pa.Table:
     assert live is not None  # the live path is taken
     hist = run(cur, ALL_LINKS_SQL, {"at": at, "window_s": window_s})
     assert live.schema == hist.schema
-    assert sorted(live.to_pylist(), key=_key) == sorted(hist.to_pylist(), key=_key)
+    assert _nan(sorted(live.to_pylist(), key=_key)) == _nan(sorted(hist.to_pylist(), key=_key))
     a = views.fabric(cur, at, window_s=window_s, limit=40, rack_limit=50)
     b = views.fabric(cur, at, window_s=window_s, limit=40, rack_limit=50, live=False)
     assert (a.links_total, a.links_down) == (b.links_total, b.links_down)
     assert a.links.schema == b.links.schema and a.racks.schema == b.racks.schema
-    assert a.links.to_pylist() == b.links.to_pylist()
-    assert _approx(a.racks.to_pylist()) == b.racks.to_pylist()
+    assert _nan(a.links.to_pylist()) == _nan(b.links.to_pylist())
+    assert _approx(a.racks.to_pylist()) == _nan(b.racks.to_pylist())
     for kind in ("ib", "nvlink"):  # the screen's link kind filter
         a = views.fabric(cur, at, window_s=window_s, kind=kind, limit=25)
         b = views.fabric(cur, at, window_s=window_s, kind=kind, limit=25, live=False)
-        assert a.links.to_pylist() == b.links.to_pylist()
+        assert _nan(a.links.to_pylist()) == _nan(b.links.to_pylist())
     return live
 
 
@@ -89,6 +94,53 @@ def test_fabric_from_the_window_state_equals_history(fleet):
             seen_down += sum(r["down_samples"] for r in links)
     assert seen_err and seen_down  # the faults were compared
     cur.close()
+
+
+def test_fabric_with_every_link_reporting_and_nan_rates():
+    """Every link in the window (as at 100k GPUs): the rack codes come with the link
+    layout, computed once per layout. A NaN rate makes NaN utilisation, which DuckDB
+    orders above every number (worst links and racks), and a NaN rack maximum."""
+    store, last = fixed_store(30.0, 1.0, faults=())
+    cur = store.cursor()
+    got = _links_live(cur, last, 10.0)
+    assert got is not None and got[1] is not None  # the layout's codes
+    _same_fabric(cur, last, 10.0)
+    newer = (
+        cur.execute(
+            "SELECT * EXCLUDE (ts), ts + INTERVAL 1 SECOND AS ts FROM link_samples WHERE ts = $t "
+            "ORDER BY host, kind, port",
+            {"t": last},
+        )
+        .to_arrow_table()
+        .to_pydict()
+    )
+    # quiet links (no NaN anywhere would rank first): one NVLink and one NIC of
+    # another rack with a NaN rate
+    for i in (len(newer["host"]) // 3, 2 * len(newer["host"]) // 3):
+        newer["tx_bytes_per_s"][i] = float("nan")
+    store.write([make_batch("link_samples", newer)])
+    store.publish_live()
+    at = last + timedelta(seconds=1)
+    got = _links_live(cur, at, 10.0)
+    assert got is not None and got[1] is not None
+    _same_fabric(cur, at, 10.0)
+    worst = views.fabric(cur, at, window_s=10.0, limit=5, rack_limit=5)
+    assert sum(1 for r in worst.links.to_pylist() if r["util_pct"] != r["util_pct"]) == 2
+    assert any(r["max_util_pct"] != r["max_util_pct"] for r in worst.racks.to_pylist())
+    # a host moved to a new rack: a new layout, its codes computed again
+    host = newer["host"][0]
+    store.write([make_batch("hosts", {"host": [host], "rack": ["moved-rack"]})])
+    newer["ts"] = [t + timedelta(seconds=1) for t in newer["ts"]]
+    store.write([make_batch("link_samples", newer)])
+    store.publish_live()
+    at += timedelta(seconds=1)
+    got = _links_live(cur, at, 10.0)
+    assert got is not None and got[1] is not None
+    _same_fabric(cur, at, 10.0)
+    racks = views.fabric(cur, at, window_s=10.0).racks.column("rack").to_pylist()
+    assert "moved-rack" in racks
+    cur.close()
+    store.close()
 
 
 def test_tenants_from_the_window_sums_equal_history(fleet):

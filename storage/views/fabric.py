@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import duckdb
 import numpy as np
@@ -96,17 +96,27 @@ LIMIT $limit
 """
 
 # -- live path: the writer's per-link state (storage/live_window.py) ---------------
-# Per link in the snapshot's row order: the newest non-NULL value of each column and
-# its time; a window keeps a value whose time is inside it.
+# Per link in the snapshot's row order: the newest non-NULL value of each column
+# where its time is inside the window `(at - window_s, at]` (NULL outside), and
+# _UTIL_PCT over those values; masked here, in one pass, not column by column in Arrow.
+_EDGE = "$at - to_seconds($window_s)"
+_LINK_VALUES = ", ".join(
+    f"CASE WHEN {c}_ts > {_EDGE} THEN {c} END AS {c}" for c in LINK_NEWEST if c != "gpu_uuid"
+)
 LINK_VALUES_LIVE_SQL = f"""
-SELECT ts, errors_ts, gpu_uuid_ts,
-       {", ".join(f"{c}, {c}_ts" for c in LINK_NEWEST if c != "gpu_uuid")}
-FROM {L}.link_latest
+SELECT *, {_UTIL_PCT} AS util_pct
+FROM (
+    SELECT coalesce(ts > {_EDGE}, false) AS present,
+           coalesce(errors_ts > {_EDGE}, false) AS errors_in,
+           coalesce(gpu_uuid_ts > {_EDGE}, false) AS gpu_uuid_in,
+           {_LINK_VALUES}
+    FROM {L}.link_latest
+) w
 """
 # The window's error sum and down samples: only rows with errors or down are kept.
 LINK_MARKS_LIVE_SQL = f"""
 SELECT row, sum(errors) AS errors, count(*) FILTER (WHERE down) AS down_samples
-FROM {L}.link_marks WHERE ts > $at - to_seconds($window_s) AND ts <= $at GROUP BY row
+FROM {L}.link_marks WHERE ts > {_EDGE} AND ts <= $at GROUP BY row
 """
 # What a link's row joins (rack, domain, tenants of its GPU and of its host): read
 # again only when the layout, the links or the assignments in force changed.
@@ -123,6 +133,59 @@ ORDER BY w.row
 _link_layouts: OrderedDict[str, tuple[datetime | None, datetime | None, pa.Table]] = OrderedDict()
 
 
+@dataclass(frozen=True, slots=True)
+class RackCodes:
+    """Per link row of a layout: its rack's code (into `racks`) and whether it is an
+    NVLink; per rack the row of its first NVLink with a domain (-1: none). Computed
+    once per link layout: the rack sums then need no string work per refresh."""
+
+    code: np.ndarray  # int64 per link
+    racks: pa.Array  # rack per code (NULL: unplaced)
+    nvlink: np.ndarray  # bool per link
+    domain_row: np.ndarray  # int64 per rack
+    by_rack: np.ndarray  # the links' rows ordered by rack code
+    starts: np.ndarray  # where each rack with links starts in by_rack
+
+
+def rack_codes(links: pa.Table) -> RackCodes:
+    enc = pc.dictionary_encode(links.column("rack"), null_encoding="encode")
+    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
+    code = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    m = len(enc.dictionary)
+    nvlink = pc.equal(links.column("kind"), "nvlink").to_numpy(zero_copy_only=False)
+    by_rack = np.argsort(code, kind="stable")
+    starts = np.flatnonzero(np.diff(code[by_rack], prepend=-1))
+    return RackCodes(
+        code, enc.dictionary, nvlink, _domain_rows(links, code, nvlink, m), by_rack, starts
+    )
+
+
+def _domain_rows(links: pa.Table, code: np.ndarray, nvlink: np.ndarray, m: int) -> np.ndarray:
+    """any_value(nvlink_domain) FILTER (kind = 'nvlink') per rack: the first in the
+    links' order."""
+    dom_ok = nvlink & pc.is_valid(links.column("nvlink_domain")).to_numpy(zero_copy_only=False)
+    idx = np.flatnonzero(dom_ok)
+    first_code, first_at = np.unique(code[idx], return_index=True)
+    dom_row = np.full(m, -1)
+    dom_row[first_code] = idx[first_at]
+    return dom_row
+
+
+_codes_kept: list[tuple[pa.Table, RackCodes]] = []  # the newest layout's (one)
+_codes_lock = threading.Lock()
+
+
+def _layout_codes(layout: pa.Table) -> RackCodes:
+    with _codes_lock:
+        for kept, codes in _codes_kept:
+            if kept is layout:
+                return codes
+    codes = rack_codes(layout)
+    with _codes_lock:
+        _codes_kept[:] = [(layout, codes)]
+    return codes
+
+
 def _link_layout(src: Source, at: datetime, version: str) -> pa.Table:
     compute = lambda: run(src, LINK_LAYOUT_LIVE_SQL, {"at": at})  # noqa: E731
     return layout_cached(src, at, _link_layouts, version, compute, kept=1)[0]
@@ -131,22 +194,26 @@ def _link_layout(src: Source, at: datetime, version: str) -> pa.Table:
 def links_live(src: Source, at: datetime, window_s: float) -> pa.Table | None:
     """Every link at the cursor from the writer's state: ALL_LINKS_SQL's rows and
     columns; None where the state does not cover the window (read history)."""
+    got = _links_live(src, at, window_s)
+    return None if got is None else got[0]
+
+
+def _links_live(
+    src: Source, at: datetime, window_s: float
+) -> tuple[pa.Table, RackCodes | None] | None:
+    """links_live's table, with the rack codes of its rows when every link of the
+    layout is in it (None otherwise: computed from the rows)."""
     if window_s > MARKS_KEEP_S:
         return None
     version = snapshot_state(src, at, window_s, "link_samples")
     if version is None:
         return None
     layout = _link_layout(src, at, version)
-    vals = run(src, LINK_VALUES_LIVE_SQL)
-    marks = run(src, LINK_MARKS_LIVE_SQL, {"at": at, "window_s": window_s})
+    params = {"at": at, "window_s": window_s}
+    vals = run(src, LINK_VALUES_LIVE_SQL, params)
+    marks = run(src, LINK_MARKS_LIVE_SQL, params)
     if vals.num_rows != layout.num_rows:  # published in between: the next refresh
         return None
-    edge = pa.scalar(at - timedelta(seconds=window_s), pa.timestamp("us"))
-
-    def inside(c: str) -> pa.ChunkedArray:
-        return pc.fill_null(pc.greater(vals.column(c), edge), False)
-
-    present = inside("ts")
     n = vals.num_rows
     row = marks.column("row").to_numpy(zero_copy_only=False)
     err = np.zeros(n, dtype=np.int64)
@@ -154,21 +221,11 @@ def links_live(src: Source, at: datetime, window_s: float) -> pa.Table | None:
     err[row] = pc.fill_null(marks.column("errors"), 0).to_numpy(zero_copy_only=False)
     down[row] = marks.column("down_samples").to_numpy(zero_copy_only=False)
     errors_per_s = pc.if_else(
-        inside("errors_ts"), pa.array(err / window_s), pa.scalar(None, pa.float64())
+        vals.column("errors_in"), pa.array(err / window_s), pa.scalar(None, pa.float64())
     )
-
-    def windowed(c: str, values: pa.Table) -> pa.ChunkedArray:
-        v = values.column(c)
-        return pc.if_else(inside(f"{c}_ts"), v, pa.scalar(None, v.type))
-
-    gpu_uuid = windowed("gpu_uuid", layout.append_column("gpu_uuid_ts", vals["gpu_uuid_ts"]))
-    tx, rx = windowed("tx_bytes_per_s", vals), windowed("rx_bytes_per_s", vals)
-    line = windowed("line_rate_bytes_per_s", vals)
-    # the history path's expressions (_UTIL_PCT, _TENANTS), the same IEEE operations
-    util = pc.divide(
-        pc.multiply(pc.max_element_wise(tx, rx, skip_nulls=True), 100.0),
-        pc.if_else(pc.equal(line, 0.0), pa.scalar(None, pa.float64()), line),
-    )
+    gpu = layout.column("gpu_uuid")
+    gpu_uuid = pc.if_else(vals.column("gpu_uuid_in"), gpu, pa.scalar(None, gpu.type))
+    # the history path's _TENANTS
     tenants = pc.if_else(
         pc.is_valid(gpu_uuid), layout.column("gpu_tenants"), layout.column("host_tenants")
     )
@@ -180,17 +237,20 @@ def links_live(src: Source, at: datetime, window_s: float) -> pa.Table | None:
             "kind": layout.column("kind"),
             "port": layout.column("port"),
             "gpu_uuid": gpu_uuid,
-            "tx_bytes_per_s": tx,
-            "rx_bytes_per_s": rx,
-            "line_rate_bytes_per_s": line,
-            "util_pct": util,
+            "tx_bytes_per_s": vals.column("tx_bytes_per_s"),
+            "rx_bytes_per_s": vals.column("rx_bytes_per_s"),
+            "line_rate_bytes_per_s": vals.column("line_rate_bytes_per_s"),
+            "util_pct": vals.column("util_pct"),
             "errors_per_s": errors_per_s,
-            "link_up": windowed("link_up", vals),
+            "link_up": vals.column("link_up"),
             "down_samples": pa.array(down),
             "tenants": tenants,
         }
     )
-    return links if pc.all(present).as_py() else links.filter(present)
+    present = vals.column("present")
+    if pc.all(present).as_py():
+        return links, _layout_codes(layout)
+    return links.filter(present), None
 
 
 _local = threading.local()
@@ -230,9 +290,9 @@ def fabric(
     sums run in a local DuckDB over the Arrow result (one row per link).
     """
     at = resolve_at(at)
-    links = links_live(src, at, window_s) if live else None
-    if links is not None:
-        return _fabric_local(links, kind, limit, rack_limit)
+    got = _links_live(src, at, window_s) if live else None
+    if got is not None:
+        return _fabric_local(got[0], kind, limit, rack_limit, got[1])
     links = run(src, ALL_LINKS_SQL, {"at": at, "window_s": window_s})
     con = _local_con()
     con.register("links", links)
@@ -250,38 +310,47 @@ def fabric(
 _WORST_ORDER = [
     ("link_up", "ascending"),
     ("errors_per_s", "descending"),
+    ("util_nan", "descending"),  # DuckDB: NaN above every number (Arrow: below)
     ("util_pct", "descending"),
     ("host", "ascending"),
     ("port", "ascending"),
 ]
-_RACKS_ORDER_SQL = """
-SELECT * FROM r
-ORDER BY links_down DESC, errors_per_s DESC, max_util_pct DESC NULLS LAST, rack NULLS LAST
-LIMIT $limit
-"""
+# RACKS_SQL's order: DuckDB puts NULLs last either way (as Arrow does, at_end) and
+# NaN above every number (Arrow: after them), hence the is_nan keys first
+_RACKS_ORDER = [
+    ("links_down", "descending", "at_end"),
+    ("errors_nan", "descending", "at_end"),
+    ("errors_per_s", "descending", "at_end"),
+    ("max_nan", "descending", "at_end"),
+    ("max_util_pct", "descending", "at_end"),
+    ("rack", "ascending", "at_end"),
+]
 
 
-def _fabric_local(links: pa.Table, kind: str, limit: int, rack_limit: int) -> Fabric:
+def _fabric_local(
+    links: pa.Table, kind: str, limit: int, rack_limit: int, codes: RackCodes | None = None
+) -> Fabric:
     """WORST_LINKS_SQL and RACKS_SQL over the live path's links, in Arrow and numpy
     (DuckDB over 180,000 links with their strings cost 40 ms each at 100k GPUs)."""
     pick = links if not kind else links.filter(pc.equal(links.column("kind"), kind))
     if limit > 0 and pick.num_rows:
-        top = pick.take(pc.select_k_unstable(pick, min(limit, pick.num_rows), _WORST_ORDER))
+        keys = pick.append_column("util_nan", pc.is_nan(pick.column("util_pct")))
+        top = keys.take(pc.select_k_unstable(keys, min(limit, pick.num_rows), _WORST_ORDER))
         order = [(c, o, "at_end") for c, o in _WORST_ORDER]
-        worst = top.take(pc.sort_indices(top, sort_keys=order))
+        worst = top.take(pc.sort_indices(top, sort_keys=order)).drop_columns(["util_nan"])
     else:
         worst = pick.slice(0, 0)
     up = links.column("link_up")
     down = pc.sum(pc.equal(up, False)).as_py() or 0
-    return Fabric(_racks_local(links, rack_limit), worst, links.num_rows, int(down))
+    racks = _racks_local(links, rack_limit, codes or rack_codes(links))
+    return Fabric(racks, worst, links.num_rows, int(down))
 
 
-def _racks_local(links: pa.Table, limit: int) -> pa.Table:
-    """RACKS_SQL: per rack, from numpy sums over the links' rack codes."""
-    enc = pc.dictionary_encode(links.column("rack"), null_encoding="encode")
-    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
-    code = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    m = len(enc.dictionary)
+def _racks_local(links: pa.Table, limit: int, codes: RackCodes) -> pa.Table:
+    """RACKS_SQL: per rack, from numpy sums over the links' rack codes. A value the
+    aggregate skips (NULL, or not an NVLink for the NVLink mean) weighs 0 in the sums
+    and counts 0: adding 0.0 leaves a sum as it was."""
+    code, m, nvlink = codes.code, len(codes.racks), codes.nvlink
 
     def f64(c: str) -> tuple[np.ndarray, np.ndarray]:
         a = links.column(c)
@@ -290,51 +359,53 @@ def _racks_local(links: pa.Table, limit: int) -> pa.Table:
             pc.is_valid(a).to_numpy(zero_copy_only=False),
         )
 
-    def summed(v: np.ndarray, ok: np.ndarray, mean: bool = False) -> pa.Array:
-        n = np.bincount(code[ok], minlength=m)
-        total = np.bincount(code[ok], weights=v[ok], minlength=m)
+    def count(ok: np.ndarray) -> np.ndarray:
+        return np.bincount(code, weights=ok, minlength=m)  # (int64 when there are no links)
+
+    def summed(v: np.ndarray, ok: np.ndarray, n: np.ndarray, mean: bool = False) -> pa.Array:
+        total = np.bincount(code, weights=np.where(ok, v, 0.0), minlength=m)
         out = total / np.maximum(n, 1) if mean else total
         return pa.array(out.astype(np.float64), mask=n == 0)
 
-    nvlink = pc.equal(links.column("kind"), "nvlink").to_numpy(zero_copy_only=False)
     util, util_ok = f64("util_pct")
     err, err_ok = f64("errors_per_s")
     tx, tx_ok = f64("tx_bytes_per_s")
     rx, rx_ok = f64("rx_bytes_per_s")
+    n_util = count(util_ok)
+    # max per rack: over the links sorted by rack, one reduceat
+    by_rack, starts = codes.by_rack, codes.starts
     top = np.full(m, -np.inf)
-    np.maximum.at(top, code[util_ok], util[util_ok])
-    has_top = np.bincount(code[util_ok], minlength=m) > 0
-    # any_value(nvlink_domain) FILTER (kind = 'nvlink'): the first in the links' order
+    if len(by_rack):
+        top[code[by_rack[starts]]] = np.maximum.reduceat(
+            np.where(util_ok, util, -np.inf)[by_rack], starts
+        )
     dom = links.column("nvlink_domain")
-    dom_ok = nvlink & pc.is_valid(dom).to_numpy(zero_copy_only=False)
-    idx = np.flatnonzero(dom_ok)
-    first_code, first_at = np.unique(code[idx], return_index=True)
-    dom_row = np.full(m, -1)
-    dom_row[first_code] = idx[first_at]
+    dom_row = codes.domain_row
     domain = dom.take(pa.array(np.maximum(dom_row, 0)))
     domain = pc.if_else(pa.array(dom_row >= 0), domain, pa.scalar(None, dom.type))
     down = pc.fill_null(pc.equal(links.column("link_up"), False), False)
+    n_links = np.bincount(code, minlength=m)
+    nv_util = util_ok & nvlink
+    net_util = util_ok & ~nvlink
+    bytes_ok = tx_ok & rx_ok
     r = pa.table(
         {
-            "rack": enc.dictionary,
+            "rack": codes.racks,
             "nvlink_domain": domain,
-            "links": pa.array(np.bincount(code, minlength=m)),
-            "links_down": pa.array(
-                np.bincount(code, weights=down.to_numpy(zero_copy_only=False), minlength=m)
-            ).cast(pa.int64()),
-            "errors_per_s": summed(err, err_ok),
-            "nvlink_util_pct": summed(util, util_ok & nvlink, mean=True),
-            "net_util_pct": summed(util, util_ok & ~nvlink, mean=True),
-            "max_util_pct": pa.array(top, mask=~has_top),
-            "bytes_per_s": summed(tx + rx, tx_ok & rx_ok),
+            "links": pa.array(n_links),
+            "links_down": pa.array(count(down.to_numpy(zero_copy_only=False)).astype(np.int64)),
+            "errors_per_s": summed(err, err_ok, count(err_ok)),
+            "nvlink_util_pct": summed(util, nv_util, count(nv_util), mean=True),
+            "net_util_pct": summed(util, net_util, count(net_util), mean=True),
+            "max_util_pct": pa.array(top, mask=n_util == 0),
+            "bytes_per_s": summed(tx + rx, bytes_ok, count(bytes_ok)),
         }
-    ).filter(pa.array(np.bincount(code, minlength=m) > 0))
-    con = _local_con()
-    con.register("r", r)
-    try:
-        return con.execute(_RACKS_ORDER_SQL, {"limit": limit}).to_arrow_table()
-    finally:
-        con.unregister("r")
+    ).filter(pa.array(n_links > 0))
+    keys = r.append_column("errors_nan", pc.is_nan(r.column("errors_per_s"))).append_column(
+        "max_nan", pc.is_nan(r.column("max_util_pct"))
+    )
+    order = pc.sort_indices(keys, sort_keys=_RACKS_ORDER)
+    return r.take(order.slice(0, max(limit, 0)))
 
 
 def fabric_links(

@@ -1,0 +1,84 @@
+"""ViewTable draws only what changed, and shows what a freshly filled table shows.
+
+A load whose cells equal the shown ones is skipped, and cells drawn before are kept
+across loads (`fleettui/tui/widgets/table.py`): after any sequence of loads, the
+table must draw exactly what a new table loaded once with the last rows draws.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.geometry import Region
+
+from fleettui.tui.widgets.table import Col, ViewTable
+
+COLS = [
+    Col("host", "host"),
+    Col("util %", "util", lambda v, _r: Text(f"{v:.1f}", style="bold red" if v > 90 else "")),
+    Col("state", "up", lambda v, _r: Text("up" if v else "DOWN", style="green" if v else "red")),
+]
+
+
+def rows(*spec: tuple[str, float, bool], uuid: str = "u0") -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"host": h, "util": u, "up": up, "gpu_uuid": f"{uuid}-{h}"} for h, u, up in spec]
+    )
+
+
+A = rows(("h1", 95.0, True), ("h2", 50.0, False), ("h3", 10.0, True))
+# h2's value and state changed, h1 and h3 swapped places, h4 is new
+B = rows(("h3", 99.0, True), ("h2", 51.0, True), ("h1", 95.0, True), ("h4", 1.0, True))
+
+
+class Two(App):
+    """The table under test beside one loaded once per step with the same rows."""
+
+    def compose(self) -> ComposeResult:
+        yield ViewTable(COLS, key="host", id="kept")
+        yield ViewTable(COLS, key="host", id="fresh")
+
+
+def drawn(table: ViewTable) -> list[list[tuple[str, object]]]:
+    strips = table.render_lines(Region(0, 0, table.size.width, table.size.height))
+    return [[(s.text, s.style) for s in strip] for strip in strips]
+
+
+async def test_table_after_many_loads_draws_as_a_fresh_one():
+    app = Two()
+    async with app.run_test(size=(60, 24)) as pilot:
+        kept = app.query_one("#kept", ViewTable)
+        for step, (table, cursor) in enumerate(
+            [(A, 0), (B, 0), (A, 1), (A, 1), (B, 2), (B, 0), (rows(), 0), (A, 0)]
+        ):
+            kept.load(table)
+            kept.move_cursor(row=cursor, animate=False)
+            # a new table each step: nothing cached from earlier steps
+            old = app.query_one("#fresh", ViewTable)
+            await old.remove()
+            fresh = ViewTable(COLS, key="host", id="fresh")
+            await app.mount(fresh)
+            await pilot.pause()
+            fresh.load(table)
+            fresh.move_cursor(row=cursor, animate=False)
+            app.set_focus(None)  # focus changes the look: neither has it
+            await pilot.pause()
+            assert fresh.size == kept.size, step
+            assert drawn(kept) == drawn(fresh), step
+            assert kept.rows_data == fresh.rows_data == table.to_pylist()
+
+
+async def test_same_cells_skip_the_redraw_but_keep_the_new_rows():
+    app = Two()
+    async with app.run_test(size=(60, 24)) as pilot:
+        table = app.query_one("#kept", ViewTable)
+        table.load(A)
+        await pilot.pause()
+        count = table._update_count
+        again = rows(("h1", 95.0, True), ("h2", 50.0, False), ("h3", 10.0, True), uuid="u1")
+        table.load(again)  # the same cells (gpu_uuid is not shown): nothing redrawn
+        assert table._update_count == count
+        assert table.current() == {"host": "h1", "util": 95.0, "up": True, "gpu_uuid": "u1-h1"}
+        table.load(rows(("h1", 95.0, True), ("h2", 50.5, False), ("h3", 10.0, True)))
+        assert table._update_count > count  # a changed cell: the table is filled again
