@@ -121,3 +121,34 @@ def test_a_store_closed_while_it_fills(stored):
     assert snapshot_state(cur, newest, 30.0, *TABLES) is not None
     cur.close()
     store.close()
+
+
+def test_the_apps_first_frame_starts_the_fill(stored):
+    import asyncio
+
+    from fleettui.tui.app import FleetApp
+
+    path, _ = stored
+    store = Store.open(path, live_background=True)
+    cur = store.cursor()
+    (newest,) = cur.execute("SELECT max(ts) FROM gpu_samples").fetchone()
+    cur.close()
+    live = store.live
+    assert live is not None and live.filling and not live._go.is_set()  # it waits
+
+    async def scenario():
+        app = FleetApp(store.con, clock=lambda: newest, refresh_s=3600.0, store=store)
+        async with app.run_test(size=(120, 40)) as pilot:
+            while app.screen.loaded == 0:
+                await pilot.pause(0.01)
+            for _ in range(100):  # the hook runs after the frame's refresh
+                if live._go.is_set():
+                    break
+                await pilot.pause(0.01)
+            assert live._go.is_set()
+
+    try:
+        asyncio.run(scenario())
+        assert live.wait_filled(60.0)
+    finally:
+        store.close()

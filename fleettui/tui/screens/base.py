@@ -82,6 +82,8 @@ class DataScreen(Screen):
         if event.state == WorkerState.SUCCESS:
             self.show(event.worker.result)
             self.loaded += 1
+            if self.loaded == 1:
+                self.call_after_refresh(self._first_shown)
         elif event.state == WorkerState.ERROR:
             err = str(event.worker.error).splitlines()[0]
             self.notify(
@@ -92,6 +94,12 @@ class DataScreen(Screen):
             self.reload()
         else:
             self._timer = self.set_timer(self.app.refresh_s, self._tick)
+
+    def _first_shown(self) -> None:
+        # the app's background work that waited for the first frame (the store's fill)
+        hook = getattr(self.app, "first_data_shown", None)
+        if hook is not None:
+            hook()
 
     def _tick(self) -> None:
         self._timer = None
