@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -144,6 +145,13 @@ def _open_error(path: str, exc: Exception) -> StoreError:
     return StoreError(f"{path}: cannot open database: {msg}")
 
 
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
+
+
 def _make_private(path: str) -> None:
     """Stores made before files were private: the owner's own files become 0600."""
     for p in (path, path + ".wal"):
@@ -154,11 +162,13 @@ def _make_private(path: str) -> None:
             pass
 
 
-def _live_snapshot(con: duckdb.DuckDBPyConnection, wanted: bool = True) -> LiveSnapshot | None:
+def _live_snapshot(
+    con: duckdb.DuckDBPyConnection, wanted: bool = True, background: bool = False
+) -> LiveSnapshot | None:
     if not wanted:
         return None
     try:
-        return LiveSnapshot(con)
+        return LiveSnapshot(con, background=background)
     except duckdb.Error as exc:  # the views then read history
         log.warning("no live snapshot: %s", str(exc).splitlines()[0])
         return None
@@ -176,6 +186,8 @@ class Store:
         path: str,
         read_only: bool,
         memory_limit: str | None = None,
+        *,
+        live_background: bool = False,
     ):
         self.con = con
         self.path = path
@@ -190,19 +202,32 @@ class Store:
         self.failure: str | None = None  # the last StoreFailure's message, None while healthy
         self.reopens = 0
         self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
-        self.live = _live_snapshot(con, self.live_snapshot and not read_only)
+        # the snapshot's fill on open in a thread (the views read history meanwhile)
+        self.live_background = live_background
+        self.live = _live_snapshot(con, self.live_snapshot and not read_only, live_background)
 
     @classmethod
     def open(
-        cls, path: str | Path, *, read_only: bool = False, memory_limit: str | None = None
+        cls,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        memory_limit: str | None = None,
+        live_background: bool = False,
+        threads: int | None = None,
     ) -> Store:
         """Open (creating and migrating if writable) the database at `path` (":memory:" ok).
 
-        `memory_limit` is DuckDB's (e.g. "2GiB"); None: `default_memory_limit()`."""
+        `memory_limit` is DuckDB's (e.g. "2GiB"); None: `default_memory_limit()`.
+        `live_background`: the live snapshot is filled from history in a thread, not
+        before this returns (seconds at 100k GPUs); the views read history until then.
+        `threads`: DuckDB's worker threads (None: its default), set before that fill."""
         path = str(path)
         limit = memory_limit or default_memory_limit()
         con = cls._connect(path, read_only, limit)
-        return cls(con, path, read_only, limit)
+        if threads is not None:
+            con.execute(f"SET threads = {int(threads)}")
+        return cls(con, path, read_only, limit, live_background=live_background)
 
     @staticmethod
     def _connect(path: str, read_only: bool, memory_limit: str) -> duckdb.DuckDBPyConnection:
@@ -236,6 +261,8 @@ class Store:
             except duckdb.Error as exc:
                 raise _open_error(path, exc) from exc
             try:
+                if not _stderr_is_tty():  # its bar is for a terminal: noise in a log (migrations)
+                    con.execute("SET enable_progress_bar = false")
                 if read_only:
                     check_version(con, path)
                 else:
@@ -255,12 +282,16 @@ class Store:
         state (after `No space left on device` at a checkpoint). Raises StoreError while
         the file still cannot be opened; runs `on_reopen` hooks after success."""
         with self._lock:
+            if self.live is not None:
+                self.live.close()
             with contextlib.suppress(Exception):
                 self.con.close()
             con = self._connect_again()
             self.con = con
             self._writer = None if self.read_only else con.cursor()
-            self.live = _live_snapshot(con, self.live_snapshot and not self.read_only)
+            self.live = _live_snapshot(
+                con, self.live_snapshot and not self.read_only, self.live_background
+            )
             self._after_reconnect()
             self.failure = None
             self.reopens += 1
@@ -415,6 +446,8 @@ class Store:
 
     def close(self, side_wait_s: float = SIDE_WRITER_WAIT_S) -> None:
         self._let_side_writers_finish(side_wait_s)
+        if self.live is not None:
+            self.live.close()  # a fill still running stops before its connection closes
         try:
             if self._writer is not None:
                 self.checkpoint()

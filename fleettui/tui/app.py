@@ -132,6 +132,13 @@ class FleetApp(App):
             self.collector.start()
             self.set_interval(5.0, self._check_collector)
 
+    def first_data_shown(self) -> None:
+        """A view painted its first data: the store's live snapshot may fill now (it
+        waited, so as not to slow that first frame: storage/live.py FILL_START_S)."""
+        live = self.store.live if self.store is not None else None
+        if live is not None:
+            live.go()
+
     def _check_collector(self) -> None:
         c = self.collector
         if c is not None and not c.running and c.error is not None:

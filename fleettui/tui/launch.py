@@ -35,12 +35,12 @@ def open_app_store(path: str | Path):  # -> storage.store.Store
     """The store when the app collects for itself. DuckDB runs on one thread: the
     views' refreshes are small queries where a second thread adds CPU (measured at
     10,032 GPUs: rack refresh 89 ms CPU on one thread, 103-137 ms on two) and
-    a 2-core operator laptop has the UI and the collection to run too."""
+    a 2-core operator laptop has the UI and the collection to run too. The live
+    snapshot fills in a thread: the first frame does not wait for it (it reads
+    history until the snapshot publishes)."""
     from storage.store import Store
 
-    store = Store.open(path)
-    store.con.execute(f"SET threads = {APP_DUCKDB_THREADS}")
-    return store
+    return Store.open(path, live_background=True, threads=APP_DUCKDB_THREADS)
 
 
 def add_app_arguments(parser: argparse.ArgumentParser) -> None:
