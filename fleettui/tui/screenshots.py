@@ -228,6 +228,15 @@ async def settle(pilot, rounds: int = 6) -> None:
         except WorkerCancelled:
             pass  # a refresh superseded by a newer one
         await pilot.pause()
+    # then until two pictures agree: on a loaded machine a table's column widths
+    # (measured when idle) can land a pause after its rows
+    shot = pilot.app.export_screenshot()
+    for _ in range(20):
+        await pilot.pause(0.05)
+        again = pilot.app.export_screenshot()
+        if again == shot:
+            return
+        shot = again
 
 
 # The fault schedule of the pictures (the demo's own may change): every fault
