@@ -158,7 +158,9 @@ def replay(*, first_only: bool = False) -> tuple[list[str], set[str], int]:
 def test_shared_scans_fire_as_each_rules_own_query():
     diffs, fired, n_scans = replay()
     assert diffs == []
-    assert n_scans == 3  # gpu, link and endpoint rules each read their table once
+    # gpu, link and endpoint rules each read their table once; the slice rule alone
+    # is a scan for the id path (grouped by slice_values' integer id)
+    assert n_scans == 4
     shared_rules = {r.name for r in rules() if r.shared is not None}
     # every shared rule fired at least once, so the comparison covered it
     assert shared_rules - fired == set(), shared_rules - fired
@@ -182,8 +184,11 @@ def test_a_mutant_of_the_shared_sql_is_caught(monkeypatch, mutant):
 
     def mutated(self, *args):
         build(self, *args)
-        sql, self.sql = self.sql, mutant(self.sql)
-        assert self.sql != sql or self.table == "latency_samples"  # one window there
+        for name in ("sql", "direct_sql"):  # whichever the scan runs
+            sql = getattr(self, name)
+            setattr(self, name, mutant(sql))
+            # one window: the endpoint and slice scans; no direct query for the endpoints
+            assert getattr(self, name) != sql or self.table in ("latency_samples", "slice_samples")
 
     monkeypatch.setattr(shared.Scan, "build", mutated)
     diffs, _, _ = replay(first_only=True)
@@ -198,8 +203,12 @@ def test_a_where_on_the_key_alone_is_asked_per_key_and_a_mutant_of_it_is_caught(
 
     def mutated(self, *args):
         build(self, *args)
-        built.append(self.sql)
-        self.sql = self.sql.replace("(a.gpu_uuid IN (SELECT", "(a.gpu_uuid NOT IN (SELECT")
+        built.extend((self.sql, self.direct_sql))
+        for name in ("sql", "direct_sql"):
+            sql = getattr(self, name).replace(
+                "(a.gpu_uuid IN (SELECT", "(a.gpu_uuid NOT IN (SELECT"
+            )
+            setattr(self, name, sql)
 
     monkeypatch.setattr(shared.Scan, "build", mutated)
     diffs, _, _ = replay(first_only=True)
@@ -233,7 +242,9 @@ def test_a_failing_shared_scan_falls_back_to_each_rules_query(monkeypatch):
 
     def broken(self, *args):
         build(self, *args)
-        self.sql = self.sql.replace(" FROM gpu_samples s ", " FROM no_such_table s ")
+        for name in ("sql", "direct_sql"):
+            sql = getattr(self, name).replace(" FROM gpu_values s ", " FROM no_such_table s ")
+            setattr(self, name, sql)
 
     monkeypatch.setattr(shared.Scan, "build", broken)
     store = Store.open(":memory:")

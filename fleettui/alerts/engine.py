@@ -286,8 +286,14 @@ class AlertEngine:
             for scan in self._scans:
                 q0 = time.perf_counter()
                 try:
-                    result = cur.execute(scan.sql, scan.params(now, self.interval_s))
-                    scanned |= scan.split(result.to_arrow_table())
+                    cur.begin()  # the scan's choice of query and the query see one store
+                    try:
+                        sql = scan.pick(cur)
+                        result = cur.execute(sql, scan.params(now, self.interval_s))
+                        table = result.to_arrow_table()
+                    finally:
+                        cur.rollback()  # it only read
+                    scanned |= scan.split(table)
                 except duckdb.Error as exc:
                     # Its rules run their own queries below: a failure stays the failing rule's.
                     msg = f"shared scan {scan.table}/{scan.scope}: {str(exc).splitlines()[0]}"
