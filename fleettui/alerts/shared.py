@@ -238,7 +238,7 @@ class Scan:
         for i, (e, cond) in enumerate(zip(exprs, filters, strict=True)):
             m = f"({e.metric})"
             rule_c = f"_rule_c{conds[cond]} AND " if cond else ""
-            parts, combine, alone = _PARTIALS[e.agg]
+            partials, combine, alone = _PARTIALS[e.agg]
             first += [
                 p.format(
                     m=m,
@@ -246,7 +246,7 @@ class Scan:
                     f=f" FILTER (WHERE _rule_c{conds[cond]})" if cond else "",
                     nn=f" FILTER (WHERE {rule_c}{m} IS NOT NULL)",
                 )
-                for p in parts
+                for p in partials
             ]
             regroup.append(f"({combine.format(x=f's._x{i}', w=e.window_us / 1e6)})::DOUBLE AS v{i}")
             direct.append(f"({alone.format(x=f's._x{i}', w=e.window_us / 1e6)})::DOUBLE AS v{i}")
