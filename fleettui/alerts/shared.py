@@ -77,39 +77,35 @@ _AGGS = {
 
 
 # The id path's partials per aggregate (from the rows table, grouped by id), and how they
-# combine: per scope key over several ids ("regroup"), or for an id that is its key
-# ("direct"). {x} is the partials' name prefix; {f} the rule's FILTER clause; {nn} a
-# FILTER keeping the rule's rows where the metric is not NULL (arg_max skips those).
+# combine per scope key over several ids. {x} is the partials' name prefix; {f} the
+# rule's FILTER clause; {nn} a FILTER keeping the rule's rows where the metric is not
+# NULL (arg_max skips those).
 _INCREASE = (
     "arg_max({m}, s.ts){f} AS {x}l",
     "max(s.ts){nn} AS {x}lt",
     "arg_min({m}, s.ts){f} AS {x}e",
     "min(s.ts){nn} AS {x}et",
 )
-_PARTIALS: dict[str, tuple[tuple[str, ...], str, str]] = {
+_PARTIALS: dict[str, tuple[tuple[str, ...], str]] = {
     "avg": (
         ("sum({m}){f} AS {x}s", "count({m}){f} AS {x}n"),
         "sum({x}s) / nullif(sum({x}n), 0)",
-        "{x}s / nullif({x}n, 0)",
     ),
-    "min": (("min({m}){f} AS {x}v",), "min({x}v)", "{x}v"),
-    "max": (("max({m}){f} AS {x}v",), "max({x}v)", "{x}v"),
-    "sum": (("sum({m}){f} AS {x}v",), "sum({x}v)", "{x}v"),
-    "count": (("count({m}){f} AS {x}v",), "sum({x}v)", "{x}v"),
+    "min": (("min({m}){f} AS {x}v",), "min({x}v)"),
+    "max": (("max({m}){f} AS {x}v",), "max({x}v)"),
+    "sum": (("sum({m}){f} AS {x}v",), "sum({x}v)"),
+    "count": (("count({m}){f} AS {x}v",), "sum({x}v)"),
     "last": (
         ("arg_max({m}, s.ts){f} AS {x}l", "max(s.ts){nn} AS {x}lt"),
         "arg_max({x}l, {x}lt)",
-        "{x}l",
     ),
     "increase": (
         _INCREASE,
         "greatest(arg_max({x}l, {x}lt) - arg_min({x}e, {x}et), 0)",
-        "greatest({x}l - {x}e, 0)",
     ),
     "rate": (
         _INCREASE,
         "greatest(arg_max({x}l, {x}lt) - arg_min({x}e, {x}et), 0) / {w}",
-        "greatest({x}l - {x}e, 0) / {w}",
     ),
 }
 
@@ -208,17 +204,17 @@ class Scan:
             )
 
         presence = [k for k in conds.values()] if scope.group else []
-        inner: list[str] = [f"s.{g} AS {g}" for g in scope.group]
-        inner += [f"any_value(s.{c}) AS {c}" for c in self.labels if c not in scope.group]
-        inner += [f"count(*) FILTER (WHERE _rule_c{k}) AS p{k}" for k in presence]
+        aggs = [f"count(*) FILTER (WHERE _rule_c{k}) AS p{k}" for k in presence]
         for i, (e, cond) in enumerate(zip(exprs, filters, strict=True)):
             f = f" FILTER (WHERE _rule_c{conds[cond]})" if cond else ""
             agg = _AGGS[e.agg].format(m=f"({e.metric})", w=e.window_us / 1e6, f=f)
-            inner.append(f"({agg})::DOUBLE AS v{i}")
+            aggs.append(f"({agg})::DOUBLE AS v{i}")
+        inner: list[str] = [f"s.{g} AS {g}" for g in scope.group]
+        inner += [f"any_value(s.{c}) AS {c}" for c in self.labels if c not in scope.group]
         group_by = f" GROUP BY {', '.join(f's.{g}' for g in scope.group)}" if scope.group else ""
         self.sql = query(
-            f"SELECT {', '.join(inner)} FROM (SELECT *{flags} FROM {self.table} s {window}) s"
-            f"{group_by}"
+            f"SELECT {', '.join(inner + aggs)} FROM (SELECT *{flags} FROM {self.table} s"
+            f" {window}) s{group_by}"
         )
         keyed = KEYED.get(self.table)
         if (
@@ -227,18 +223,19 @@ class Scan:
             or not set(scope.group + self.labels) <= set(keyed.key)
         ):
             return
-        # The id path: partials per id from the rows table, then the dimension.
+        # The id path: the rows table grouped by id, then the dimension. Each rule's
+        # aggregate per id (direct), or partials per id combined per key (regroup).
+        rows = f"(SELECT *{flags} FROM {keyed.rows} s {window}) s GROUP BY s.{keyed.id_col}"
+        dim = f"JOIN {keyed.dim} k ON k.{keyed.id_col} = s._id"
         first = [f"s.{keyed.id_col} AS _id"]
         first += [f"count(*) FILTER (WHERE _rule_c{k}) AS _p{k}" for k in presence]
         regroup = [f"k.{g} AS {g}" for g in scope.group]
         regroup += [f"any_value(k.{c}) AS {c}" for c in self.labels if c not in scope.group]
         regroup += [f"sum(s._p{k}) AS p{k}" for k in presence]
-        direct = [f"k.{c} AS {c}" for c in dict.fromkeys(scope.group + self.labels)]
-        direct += [f"s._p{k} AS p{k}" for k in presence]
         for i, (e, cond) in enumerate(zip(exprs, filters, strict=True)):
             m = f"({e.metric})"
             rule_c = f"_rule_c{conds[cond]} AND " if cond else ""
-            partials, combine, alone = _PARTIALS[e.agg]
+            partials, combine = _PARTIALS[e.agg]
             first += [
                 p.format(
                     m=m,
@@ -249,18 +246,22 @@ class Scan:
                 for p in partials
             ]
             regroup.append(f"({combine.format(x=f's._x{i}', w=e.window_us / 1e6)})::DOUBLE AS v{i}")
-            direct.append(f"({alone.format(x=f's._x{i}', w=e.window_us / 1e6)})::DOUBLE AS v{i}")
-        ids = (
-            f"(SELECT {', '.join(first)} FROM (SELECT *{flags} FROM {keyed.rows} s {window}) s"
-            f" GROUP BY s.{keyed.id_col}) s JOIN {keyed.dim} k ON k.{keyed.id_col} = s._id"
-        )
         group_k = f" GROUP BY {', '.join(f'k.{g}' for g in scope.group)}" if scope.group else ""
-        regrouped = query(f"SELECT {', '.join(regroup)} FROM {ids}{group_k}")
+        regrouped = query(
+            f"SELECT {', '.join(regroup)} FROM (SELECT {', '.join(first)} FROM {rows}) s {dim}"
+            f"{group_k}"
+        )
         if not standalone(regrouped):
             return  # a metric or `where` reads a column of the view only
         self.sql, self.keyed = regrouped, keyed
         if scope.group:  # without one, all ids are the fleet's one key
-            self.direct_sql = query(f"SELECT {', '.join(direct)} FROM {ids}")
+            direct = [f"k.{c} AS {c}" for c in dict.fromkeys(scope.group + self.labels)]
+            direct += [f"s.p{k} AS p{k}" for k in presence]
+            direct += [f"s.v{i} AS v{i}" for i in range(len(exprs))]
+            self.direct_sql = query(
+                f"SELECT {', '.join(direct)} FROM (SELECT s.{keyed.id_col} AS _id, "
+                f"{', '.join(aggs)} FROM {rows}) s {dim}"
+            )
             group = ", ".join(scope.group)
             self.fingerprint_sql = (
                 f"SELECT count(*), max({keyed.id_col}), bit_xor(hash({keyed.id_col}, {group}))"
