@@ -10,7 +10,6 @@ import pytest
 
 from fleettui.alerts.engine import AlertEngine
 from fleettui.alerts.rules import default_rules, load_rules_text
-from fleettui.alerts.shared import plan
 from fleettui.alerts.silences import (
     SilenceError,
     acknowledge,
