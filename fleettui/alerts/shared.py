@@ -33,11 +33,12 @@ What each rule sees is what its own query sees:
 A table stored as rows keyed by an integer id plus a dimension (`gpu_samples`,
 `slice_samples`, `link_samples`: storage/keyed.py) is read without its view:
 the window's rows are grouped by that id first (an integer, not the view's
-joined strings), each rule's aggregate kept as partials (avg as sum and count,
-last as its value and time...), and the dimension joined to the grouped ids.
-While the dimension gives each id its own scope key (one source per GPU and
-port), a grouped id is a grouped key; otherwise (two sources for one GPU, the
-host scope) the partials are combined per key. Which of the two holds is
+joined strings), and the dimension is joined to the grouped ids. While the
+dimension gives each id its own scope key (one source per GPU and port), a
+grouped id is a grouped key and each rule's own aggregate is taken per id;
+otherwise (two sources for one GPU, the host scope) each aggregate is kept
+per id as partials (avg as sum and count, last as its value and time...)
+and the partials are combined per key. Which of the two holds is
 asked of the dimension inside the scan's transaction, and remembered while
 the dimension's fingerprint (count, top id, hash of ids and keys) stays the
 same. This path is taken only when the query binds on the rows table: a
