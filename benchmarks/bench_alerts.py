@@ -11,7 +11,9 @@ time, and the median as a share of the evaluation interval.
 `--compare` times, in the same run and on the same store, the engine with
 shared scans (fleettui/alerts/shared.py) and the engine running each rule's
 own query; `--before FILE` adds an older `engine.py` (e.g. from `git show
-BASE:fleettui/alerts/engine.py`), loaded beside this one. All evaluate every
+BASE:fleettui/alerts/engine.py`), loaded beside this one, and `--before DIR` an
+older `fleettui/alerts` folder (e.g. from `git archive BASE fleettui/alerts`):
+its engine.py with its own shared.py and, if there, its default_rules.toml. All evaluate every
 cycle, in rotating order, and their open alerts must agree.
 
     .venv/bin/python benchmarks/bench_alerts.py --scale 33 --minutes 20 --step 10
@@ -28,13 +30,14 @@ import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectors.sim.faults import DEFAULT_FAULTS  # noqa: E402
 from collectors.sim.source import SimSource  # noqa: E402
 from fleettui.alerts.engine import AlertEngine  # noqa: E402
-from fleettui.alerts.rules import default_rules  # noqa: E402
+from fleettui.alerts.rules import default_rules, load_rules_text  # noqa: E402
 from storage.batch import make_batch  # noqa: E402
 from storage.store import Store  # noqa: E402
 
@@ -52,6 +55,28 @@ def run_row(now: datetime, interval_s: float, rows: int) -> object:
             "interval_s": [interval_s],
         },
     )
+
+
+def load_before(path: Path, rules: list) -> tuple[ModuleType, list]:
+    """The older engine module at `path` and the rules it evaluates. A folder's engine.py
+    imports that folder's shared.py (else the one here), and its default_rules.toml
+    replaces the current default pack."""
+    if not path.is_dir():
+        spec = importlib.util.spec_from_file_location("engine_before", path)
+        module = sys.modules["engine_before"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module, rules
+    spec = importlib.util.spec_from_file_location("shared_before", path / "shared.py")
+    shared = sys.modules["shared_before"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shared)
+    text = (path / "engine.py").read_text()
+    text = text.replace("from fleettui.alerts.shared import", "from shared_before import")
+    module = sys.modules["engine_before"] = ModuleType("engine_before")
+    exec(compile(text, str(path / "engine.py"), "exec"), module.__dict__)
+    pack = path / "default_rules.toml"
+    if pack.exists():
+        rules = load_rules_text(pack.read_text(), f"{pack}")
+    return module, rules
 
 
 def main() -> None:
@@ -72,7 +97,11 @@ def main() -> None:
     ap.add_argument(
         "--compare", action="store_true", help="also time each rule's own query, same run"
     )
-    ap.add_argument("--before", type=Path, help="an older engine.py to time in the same run")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        help="an older engine.py, or fleettui/alerts folder, to time in the same run",
+    )
     ap.add_argument(
         "--store",
         type=Path,
@@ -120,11 +149,9 @@ def main() -> None:
             store, rules, interval_s=args.interval, shared=False
         )
     if args.before:
-        spec = importlib.util.spec_from_file_location("engine_before", args.before)
-        before = sys.modules["engine_before"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(before)
+        before, before_rules = load_before(args.before, rules)
         engines[f"before ({args.before})"] = before.AlertEngine(
-            store, rules, interval_s=args.interval
+            store, before_rules, interval_s=args.interval
         )
     cycles: dict[str, list] = {k: [] for k in engines}
     step = args.dense_step if args.dense_minutes else args.step

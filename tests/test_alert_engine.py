@@ -10,7 +10,6 @@ import pytest
 
 from fleettui.alerts.engine import AlertEngine
 from fleettui.alerts.rules import default_rules, load_rules_text
-from fleettui.alerts.shared import plan
 from fleettui.alerts.silences import (
     SilenceError,
     acknowledge,
@@ -208,17 +207,32 @@ def test_one_query_per_rule_per_cycle():
     real = store.cursor
     store.cursor = lambda: Counting(real())
     engine.evaluate(T0)
-    # planning the scans checks once that AllocatedGpuIdle's subquery runs on its own
-    assert [q for q in executed if q.startswith("EXPLAIN ")] == [
+    # planning the scans checks once that the subqueries of AllocatedGpuIdle and
+    # AllocatedSliceIdle run on their own, and that each scan's id path binds
+    explained = [q for q in executed if q.startswith("EXPLAIN ")]
+    ids = [q for q in explained if q.startswith("EXPLAIN SELECT * FROM (SELECT")]
+    assert [q for q in explained if q not in ids] == [
         "EXPLAIN SELECT gpu_uuid FROM assignments WHERE slice_id IS NULL\n"
-        "           AND valid_from <= $now AND (valid_to IS NULL OR valid_to > $now)"
+        "           AND valid_from <= $now AND (valid_to IS NULL OR valid_to > $now)",
+        "EXPLAIN SELECT slice_id FROM assignments WHERE slice_id IS NOT NULL\n"
+        "           AND valid_from <= $now AND (valid_to IS NULL OR valid_to > $now)",
+    ]
+    assert [t for t in ("gpu_values", "slice_values", "link_values") for q in ids if t in q] == [
+        "gpu_values",
+        "slice_values",
+        "link_values",
     ]
     executed.clear()
     engine.evaluate(T0 + STEP)
-    scans = plan(rules)
+    scans = engine._scans
     shared = sum(len(s.rules) for s in scans)
-    assert len(scans) == 3 and shared == 10
-    assert len(executed) == len(scans) + len(rules) - shared < len(rules)
+    assert len(scans) == 4 and shared == 11
+    # each id-path scan asks the dimension's fingerprint (and, had it changed, whether
+    # each id is its own key) in its transaction
+    fingerprints = [q for q in executed if q.startswith("SELECT count(*), max(")]
+    assert len(fingerprints) == 3
+    assert len(executed) == len(scans) + len(fingerprints) + len(rules) - shared
+    assert len(scans) + len(rules) - shared < len(rules)
 
 
 def test_delivery_gets_fired_resends_and_resolutions_and_silences_mute_firing():

@@ -158,7 +158,9 @@ def replay(*, first_only: bool = False) -> tuple[list[str], set[str], int]:
 def test_shared_scans_fire_as_each_rules_own_query():
     diffs, fired, n_scans = replay()
     assert diffs == []
-    assert n_scans == 3  # gpu, link and endpoint rules each read their table once
+    # gpu, link and endpoint rules each read their table once; the slice rule alone
+    # is a scan for the id path (grouped by slice_values' integer id)
+    assert n_scans == 4
     shared_rules = {r.name for r in rules() if r.shared is not None}
     # every shared rule fired at least once, so the comparison covered it
     assert shared_rules - fired == set(), shared_rules - fired
@@ -182,8 +184,11 @@ def test_a_mutant_of_the_shared_sql_is_caught(monkeypatch, mutant):
 
     def mutated(self, *args):
         build(self, *args)
-        sql, self.sql = self.sql, mutant(self.sql)
-        assert self.sql != sql or self.table == "latency_samples"  # one window there
+        for name in ("sql", "direct_sql"):  # whichever the scan runs
+            sql = getattr(self, name)
+            setattr(self, name, mutant(sql))
+            # one window: the endpoint and slice scans; no direct query for the endpoints
+            assert getattr(self, name) != sql or self.table in ("latency_samples", "slice_samples")
 
     monkeypatch.setattr(shared.Scan, "build", mutated)
     diffs, _, _ = replay(first_only=True)
@@ -198,8 +203,12 @@ def test_a_where_on_the_key_alone_is_asked_per_key_and_a_mutant_of_it_is_caught(
 
     def mutated(self, *args):
         build(self, *args)
-        built.append(self.sql)
-        self.sql = self.sql.replace("(a.gpu_uuid IN (SELECT", "(a.gpu_uuid NOT IN (SELECT")
+        built.extend((self.sql, self.direct_sql))
+        for name in ("sql", "direct_sql"):
+            sql = getattr(self, name).replace(
+                "(a.gpu_uuid IN (SELECT", "(a.gpu_uuid NOT IN (SELECT"
+            )
+            setattr(self, name, sql)
 
     monkeypatch.setattr(shared.Scan, "build", mutated)
     diffs, _, _ = replay(first_only=True)
@@ -233,7 +242,9 @@ def test_a_failing_shared_scan_falls_back_to_each_rules_query(monkeypatch):
 
     def broken(self, *args):
         build(self, *args)
-        self.sql = self.sql.replace(" FROM gpu_samples s ", " FROM no_such_table s ")
+        for name in ("sql", "direct_sql"):
+            sql = getattr(self, name).replace(" FROM gpu_values s ", " FROM no_such_table s ")
+            setattr(self, name, sql)
 
     monkeypatch.setattr(shared.Scan, "build", broken)
     store = Store.open(":memory:")
@@ -286,4 +297,254 @@ def test_annotations_and_labels_written_each_cycle_follow_value_and_rule_text():
     assert step(2, 91.5) == ("firing", 91.5, "h1: 91.5 C", "h1")
     engine.rules = load_rules_text(HOT.replace(' C"', ' degrees C"'), "hot.toml")
     assert step(3, 91.5) == ("firing", 91.5, "h1: 91.5 degrees C", "h1")
+    store.close()
+
+
+# -- the id path (gpu_samples, slice_samples, link_samples read by their integer ids) --
+
+# Every key offends (thresholds every value meets), so every key's value is compared.
+EVERY_AGG = """
+[[rules]]
+name = "GAvg"
+scope = "gpu"
+expr = { metric = "temp_c", agg = "avg", over = "1m", op = ">=", threshold = 0 }
+[[rules]]
+name = "GMin"
+scope = "gpu"
+expr = { metric = "temp_c", agg = "min", over = "2m", op = ">=", threshold = 0 }
+[[rules]]
+name = "GMax"
+scope = "gpu"
+expr = { metric = "util_pct", agg = "max", over = "2m", op = ">=", threshold = 0 }
+[[rules]]
+name = "GSum"
+scope = "gpu"
+expr = { metric = "util_pct", agg = "sum", over = "2m", op = ">=", threshold = 0 }
+[[rules]]
+name = "GCount"
+scope = "gpu"
+expr = { metric = "util_pct", agg = "count", over = "30s", op = ">=", threshold = 0 }
+[[rules]]
+name = "GLast"
+scope = "gpu"
+expr = { metric = "temp_c", agg = "last", over = "1m", op = ">=", threshold = 0 }
+[[rules]]
+name = "GIncrease"
+scope = "gpu"
+expr = { metric = "ecc_sbe_total", agg = "increase", over = "2m", op = ">=", threshold = 0 }
+[[rules]]
+name = "GRate"
+scope = "gpu"
+expr = { metric = "ecc_sbe_total", agg = "rate", over = "1m", op = ">=", threshold = 0 }
+[[rules]]
+name = "HostMax"
+scope = "host"
+expr = { metric = "temp_c", agg = "max", over = "1m", op = ">=", threshold = 0 }
+[[rules]]
+name = "HostAvg"
+scope = "host"
+expr = { metric = "util_pct", agg = "avg", over = "2m", op = ">=", threshold = 0 }
+[[rules]]
+name = "FleetAvg"
+scope = "fleet"
+expr = { metric = "temp_c", agg = "avg", over = "1m", op = ">=", threshold = 0 }
+[[rules]]
+name = "LSum"
+scope = "link"
+expr = { metric = "errors", agg = "sum", over = "2m", op = ">=", threshold = 0 }
+[[rules]]
+name = "LLast"
+scope = "link"
+expr = { metric = "(NOT link_up)::DOUBLE", agg = "last", over = "1m", op = ">=", threshold = 0 }
+"""
+SECOND_SOURCE_AT = (
+    6  # (even) the cycle from which GPU-a and one port are also read by a second source
+)
+
+
+def two_source_batches(i: int, now: datetime) -> list:
+    """Three GPUs on two hosts and two ports; from SECOND_SOURCE_AT a second source
+    reports GPU-a (every other cycle, 2 s earlier: its rows are fewer and never tie) and
+    a port of h1 (another kind), so those keys have two ids."""
+    gpus = {
+        "ts": [now] * 3,
+        "gpu_uuid": ["GPU-a", "GPU-b", "GPU-c"],
+        "host": ["h1", "h1", "h2"],
+        "source": ["nvml"] * 3,
+        "temp_c": [50.0 + i, 60.0, 70.0 - i],
+        "util_pct": [10.0 + i, 20.0 + i % 3, 30.0],
+        "ecc_sbe_total": [100 + 2 * i, 5, 0],
+    }
+    links = {
+        "ts": [now] * 2,
+        "host": ["h1", "h2"],
+        "kind": ["ib", "ib"],
+        "port": ["mlx5_0/1", "mlx5_0/1"],
+        "source": ["sim", "sim"],
+        "errors": [i % 3, 1],
+        "link_up": [True, i % 2 == 0],
+    }
+    if i >= SECOND_SOURCE_AT and i % 2 == 0:
+        early = now - timedelta(seconds=2)
+        more_gpu = (early, "GPU-a", "h1", "dcgm", 90.0 + i, 5.0, 3)
+        more_link = (early, "h1", "roce", "mlx5_0/1", "other", 5, False)
+        gpus = {k: [*v, x] for (k, v), x in zip(gpus.items(), more_gpu, strict=True)}
+        links = {k: [*v, x] for (k, v), x in zip(links.items(), more_link, strict=True)}
+    return [make_batch("gpu_samples", gpus), make_batch("link_samples", links)]
+
+
+def replay_two_sources() -> tuple[list[str], list[tuple[str, bool]]]:
+    """Own queries against shared scans over the two-source store; (differences, per
+    cycle after the first: whether the gpu and link scans ran their direct query)."""
+    store = Store.open(":memory:")
+    extra = load_rules_text(EVERY_AGG, "every_agg.toml")
+    own = AlertEngine(store, extra, interval_s=10.0, shared=False)
+    new = AlertEngine(store, extra, interval_s=10.0)
+    diffs: list[str] = []
+    direct: list[tuple[str, bool]] = []
+    for i in range(14):
+        now = T0 + timedelta(seconds=10 * i)
+        store.write(two_source_batches(i, now))
+        c_own, c_new = own.evaluate(now), new.evaluate(now)
+        assert c_own.errors == [] and c_new.errors == [] and c_new.scan_errors == []
+        diffs += [f"t+{10 * i}s {d}" for d in differences(own, new)]
+        direct += [(f"{s.scope}@{i}", s._direct) for s in new._scans if s.scope in ("gpu", "link")]
+    assert {s.scope for s in new._scans if s.keyed is not None} == {"gpu", "host", "fleet", "link"}
+    assert len(state(new)) == 3 * 8 + 2 * 2 + 1 + 2 * 2  # every key of every rule is open
+    store.close()
+    return diffs, direct
+
+
+def test_keys_read_by_two_sources_are_combined_over_their_ids():
+    diffs, direct = replay_two_sources()
+    assert diffs == []
+    # one id per key until the second source: the direct query; then the combined one
+    assert direct == [
+        (f"{s}@{i}", i < SECOND_SOURCE_AT) for i in range(14) for s in ("gpu", "link")
+    ]
+
+
+def _mutate_queries(monkeypatch, mutant) -> None:
+    build = shared.Scan.build
+
+    def mutated(self, *args):
+        build(self, *args)
+        self.sql, self.direct_sql = mutant(self.sql), mutant(self.direct_sql)
+
+    monkeypatch.setattr(shared.Scan, "build", mutated)
+
+
+@pytest.mark.parametrize(
+    "mutant",
+    [
+        # avg of each id's average: ids with different row counts weigh the same
+        lambda sql: re.sub(
+            r"sum\(s\._x(\d+)s\) / nullif\(sum\(s\._x\1n\), 0\)",
+            r"avg(s._x\1s / nullif(s._x\1n, 0))",
+            sql,
+        ),
+        # `last` of the ids taken by the wrong time
+        lambda sql: re.sub(r"arg_max\(s\._x(\d+)l, ", r"arg_min(s._x\1l, ", sql),
+        # `increase` from the newest first value instead of the oldest
+        lambda sql: re.sub(r"arg_min\(s\._x(\d+)e, ", r"arg_max(s._x\1e, ", sql),
+        # `sum` and `count` of the ids taken as their largest
+        lambda sql: re.sub(r"sum\(s\._x(\d+)v\)", r"max(s._x\1v)", sql),
+        # the dimension's fingerprint never changes: the direct query stays after a
+        # second source gives a key two ids
+        "fingerprint",
+        # every key read as one id
+        "always direct",
+    ],
+    ids=["avg", "last", "increase", "sum-count", "fingerprint", "always-direct"],
+)
+def test_a_mutant_of_the_id_path_is_caught(monkeypatch, mutant):
+    if mutant == "fingerprint":
+        build = shared.Scan.build
+
+        def constant(self, *args):
+            build(self, *args)
+            if self.fingerprint_sql:
+                self.fingerprint_sql = "SELECT 1"
+
+        monkeypatch.setattr(shared.Scan, "build", constant)
+    elif mutant == "always direct":
+        monkeypatch.setattr(shared.Scan, "pick", lambda self, cur: self.direct_sql or self.sql)
+    else:
+        _mutate_queries(monkeypatch, mutant)
+    diffs, direct = replay_two_sources()
+    assert diffs != [] or direct != [
+        (f"{s}@{i}", i < SECOND_SOURCE_AT) for i in range(14) for s in ("gpu", "link")
+    ]
+    if mutant in ("fingerprint", "always direct"):
+        assert diffs != []  # the answers differ, not only the path taken
+
+
+def test_a_pruned_top_id_taken_by_another_key_is_seen(monkeypatch):
+    """Retention drops the dimension's top id, a new key takes it at once: count and top
+    id are as before, the key behind the id is not; the fingerprint's hash sees it."""
+    store = Store.open(":memory:")
+    engine = AlertEngine(store, load_rules_text(EVERY_AGG, "every_agg.toml"), interval_s=10.0)
+    store.write(two_source_batches(0, T0))
+    engine.evaluate(T0)
+    gpu = next(s for s in engine._scans if s.scope == "gpu")
+    assert gpu._direct
+    # GPU-c's id (the top one) now names a second series of GPU-a
+    store.con.execute(
+        "UPDATE gpu_series SET gpu_uuid = 'GPU-a', host = 'h1', source = 'dcgm'"
+        " WHERE series_id = (SELECT max(series_id) FROM gpu_series)"
+    )
+    cur = store.cursor()
+    assert gpu.pick(cur) == gpu.sql and not gpu._direct
+    cur.close()
+    store.close()
+
+
+def test_a_rule_reading_a_column_of_the_view_only_keeps_the_view():
+    """`where` on the host (a dimension column) and `energy_j` (computed by the view) do
+    not bind on the rows table: their scans read the view, and still share."""
+    text = """
+[[rules]]
+name = "OnH1"
+scope = "gpu"
+expr = { metric = "temp_c", agg = "max", over = "1m", op = ">", threshold = 0, where = "s.host = 'h1'" }
+[[rules]]
+name = "Hot"
+scope = "gpu"
+expr = { metric = "temp_c", agg = "avg", over = "1m", op = ">", threshold = 0 }
+[[rules]]
+name = "Energy"
+scope = "host"
+expr = { metric = "energy_j", agg = "max", over = "1m", op = ">=", threshold = 0 }
+[[rules]]
+name = "Cool"
+scope = "host"
+expr = { metric = "temp_c", agg = "min", over = "1m", op = ">", threshold = 0 }
+"""
+    store = Store.open(":memory:")
+    rules_ = load_rules_text(text, "view.toml")
+    own = AlertEngine(store, rules_, interval_s=10.0, shared=False)
+    new = AlertEngine(store, rules_, interval_s=10.0)
+    for i in range(3):
+        now = T0 + timedelta(seconds=10 * i)
+        batch = two_source_batches(i, now)[0]
+        store.write(
+            [
+                batch,
+                make_batch(
+                    "gpu_samples",
+                    {
+                        "ts": [now],
+                        "gpu_uuid": ["GPU-e"],
+                        "host": ["h3"],
+                        "temp_c": [40.0],
+                        "energy_j": [7.5],
+                    },
+                ),
+            ]
+        )
+        c_own, c_new = own.evaluate(now), new.evaluate(now)
+        assert c_new.scan_errors == [] and c_new.errors == [] and c_own.errors == []
+        assert differences(own, new) == []
+    assert [(s.scope, s.keyed) for s in new._scans] == [("gpu", None), ("host", None)]
+    assert {k for k in state(new)} >= {("OnH1", "GPU-a"), ("Energy", "h3"), ("Hot", "GPU-c")}
     store.close()

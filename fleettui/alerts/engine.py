@@ -9,13 +9,13 @@ the whole fleet at once), steps the state of every open instance in memory, and 
 rows to the `alerts` table in one transaction:
 
 - at once, every instance whose state changed (new, fired, resolved, ended) or whose
-  threshold or peak value changed: state, times and peak in the table are exact
-  after every cycle;
-- the current value, `last_active_at`, `evaluated_at` and annotations of the other
-  open instances are refreshed in rotation, oldest row first: every one at least
+  threshold changed: state and times in the table are exact after every cycle;
+- the current value, peak, `last_active_at`, `evaluated_at` and annotations of the
+  other open instances are refreshed in rotation, oldest row first: every one at least
   every `refresh_s`, and all of them every cycle while they are few
   (`REFRESH_ROWS_EVERY_CYCLE`). Rewriting 20,000 open alerts every cycle cost about
-  half of a 100,000-GPU cycle;
+  half of a 100,000-GPU cycle; writing each new peak at once cost about 2,000 rows
+  a cycle more (noisy values creep up);
 - `flush()` (called by `close()` at shutdown) writes every row that is behind.
 
 Open instances (pending or firing) are read back from that table at start, so a
@@ -241,9 +241,11 @@ class AlertEngine:
         for a in changed:
             j = self._json.get(a.alert_id)
             if j is None or j[0] is not a.labels or j[2] is not a.annotations:
+                # annotations follow the value; the labels of an alert rarely change
+                same_labels = j is not None and j[0] is a.labels
                 j = self._json[a.alert_id] = (
                     a.labels,
-                    json.dumps(a.labels, sort_keys=True),
+                    j[1] if same_labels else json.dumps(a.labels, sort_keys=True),  # type: ignore[index]
                     a.annotations,
                     json.dumps(a.annotations, sort_keys=True),
                 )
@@ -286,8 +288,14 @@ class AlertEngine:
             for scan in self._scans:
                 q0 = time.perf_counter()
                 try:
-                    result = cur.execute(scan.sql, scan.params(now, self.interval_s))
-                    scanned |= scan.split(result.to_arrow_table())
+                    cur.begin()  # the scan's choice of query and the query see one store
+                    try:
+                        sql = scan.pick(cur)
+                        result = cur.execute(sql, scan.params(now, self.interval_s))
+                        table = result.to_arrow_table()
+                    finally:
+                        cur.rollback()  # it only read
+                    scanned |= scan.split(table)
                 except duckdb.Error as exc:
                     # Its rules run their own queries below: a failure stays the failing rule's.
                     msg = f"shared scan {scan.table}/{scan.scope}: {str(exc).splitlines()[0]}"
@@ -428,8 +436,8 @@ class AlertEngine:
                 cycle.transitions.append((a, INACTIVE, PENDING))
                 changed[a.alert_id] = a
             peak = _more_extreme(rule.op, a.peak_value, value)
-            if peak != a.peak_value or thr != a.threshold:
-                changed[a.alert_id] = a  # written at once: the table's peak is never behind
+            if thr != a.threshold:
+                changed[a.alert_id] = a  # written at once; a new peak waits for its turn
             a.last_value, a.threshold, a.peak_value = value, thr, peak
             a.last_active_at = a.evaluated_at = now
             if clear_since:

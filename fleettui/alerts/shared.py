@@ -30,6 +30,21 @@ What each rule sees is what its own query sees:
   rows rather than the rule's: the same where a key's labels are the same on
   all its rows (a GPU's host), and an arbitrary one of them either way.
 
+A table stored as rows keyed by an integer id plus a dimension (`gpu_samples`,
+`slice_samples`, `link_samples`: storage/keyed.py) is read without its view:
+the window's rows are grouped by that id first (an integer, not the view's
+joined strings), and the dimension is joined to the grouped ids. While the
+dimension gives each id its own scope key (one source per GPU and port), a
+grouped id is a grouped key and each rule's own aggregate is taken per id;
+otherwise (two sources for one GPU, the host scope) each aggregate is kept
+per id as partials (avg as sum and count, last as its value and time...)
+and the partials are combined per key. Which of the two holds is
+asked of the dimension inside the scan's transaction, and remembered while
+the dimension's fingerprint (count, top id, hash of ids and keys) stays the
+same. This path is taken only when the query binds on the rows table: a
+metric or `where` naming a column of the dimension (or `energy_j`, computed by
+the view) reads the view.
+
 Routed rules (windows read from the rollups), `sql` rules and rules whose
 `where` could name the inventory join keep their own query. When a shared
 query fails the engine runs its rules' own queries that cycle, so one rule's
@@ -47,6 +62,7 @@ import pyarrow as pa
 
 from fleettui.alerts.rules import SCOPES, Rule, SharedExpr
 from storage.columns import TABLE_COLUMNS
+from storage.keyed import KEYED, Keyed
 
 # As compile_expr writes them; {f} is the rule's FILTER clause on every aggregate.
 _AGGS = {
@@ -58,6 +74,40 @@ _AGGS = {
     "last": "arg_max({m}, s.ts){f}",
     "increase": "greatest(arg_max({m}, s.ts){f} - arg_min({m}, s.ts){f}, 0)",
     "rate": "greatest(arg_max({m}, s.ts){f} - arg_min({m}, s.ts){f}, 0) / {w}",
+}
+
+
+# The id path's partials per aggregate (from the rows table, grouped by id), and how they
+# combine per scope key over several ids. {x} is the partials' name prefix; {f} the
+# rule's FILTER clause; {nn} a FILTER keeping the rule's rows where the metric is not
+# NULL (arg_max skips those).
+_INCREASE = (
+    "arg_max({m}, s.ts){f} AS {x}l",
+    "max(s.ts){nn} AS {x}lt",
+    "arg_min({m}, s.ts){f} AS {x}e",
+    "min(s.ts){nn} AS {x}et",
+)
+_PARTIALS: dict[str, tuple[tuple[str, ...], str]] = {
+    "avg": (
+        ("sum({m}){f} AS {x}s", "count({m}){f} AS {x}n"),
+        "sum({x}s) / nullif(sum({x}n), 0)",
+    ),
+    "min": (("min({m}){f} AS {x}v",), "min({x}v)"),
+    "max": (("max({m}){f} AS {x}v",), "max({x}v)"),
+    "sum": (("sum({m}){f} AS {x}v",), "sum({x}v)"),
+    "count": (("count({m}){f} AS {x}v",), "sum({x}v)"),
+    "last": (
+        ("arg_max({m}, s.ts){f} AS {x}l", "max(s.ts){nn} AS {x}lt"),
+        "arg_max({x}l, {x}lt)",
+    ),
+    "increase": (
+        _INCREASE,
+        "greatest(arg_max({x}l, {x}lt) - arg_min({x}e, {x}et), 0)",
+    ),
+    "rate": (
+        _INCREASE,
+        "greatest(arg_max({x}l, {x}lt) - arg_min({x}e, {x}et), 0) / {w}",
+    ),
 }
 
 
@@ -92,18 +142,26 @@ class Scan:
     table: str
     scope: str
     rules: list[Rule] = field(default_factory=list)
+    # Grouped by the scope's key: the view's rows, or on the id path the ids' partials.
     sql: str = ""
     labels: tuple[str, ...] = ()
+    # The id path (module docstring): `direct_sql` reads a grouped id as its key, for
+    # while `injective_sql` holds; `fingerprint_sql` tells when to ask that again.
+    keyed: Keyed | None = None
+    direct_sql: str = ""
+    fingerprint_sql: str = ""
+    injective_sql: str = ""
+    _fingerprint: tuple | None = None
+    _direct: bool = False
 
     def build(self, standalone: Callable[[str], bool] | None = None) -> None:
         scope = SCOPES[self.scope]
         exprs: list[SharedExpr] = [r.shared for r in self.rules]  # type: ignore[misc]
         wide_us = max(e.window_us for e in exprs)
-        conds: dict[str, int] = {}  # a rule's filter -> its presence column
-        inner: list[str] = [f"s.{g} AS {g}" for g in scope.group]
         cols = TABLE_COLUMNS[self.table]
         self.labels = tuple(c for c in scope.labels if c in cols)
-        inner += [f"any_value(s.{c}) AS {c}" for c in self.labels if c not in scope.group]
+        conds: dict[str, int] = {}  # a rule's filter -> its presence column
+        filters: list[str] = []  # each rule's condition ("" for the scan's window)
         # Columns of the grouped rows are named a.*: the inventory joined as d may
         # have columns of the same names (endpoints.tenant).
         key = scope.key if scope.inventory is None else f"a.{scope.key}"
@@ -120,11 +178,7 @@ class Scan:
             cond = " AND ".join(parts)
             if cond and cond not in conds:
                 conds[cond] = len(conds)
-                if scope.group:
-                    inner.append(f"count(*) FILTER (WHERE _rule_c{conds[cond]}) AS p{conds[cond]}")
-            f = f" FILTER (WHERE _rule_c{conds[cond]})" if cond else ""
-            agg = _AGGS[e.agg].format(m=f"({e.metric})", w=e.window_us / 1e6, f=f)
-            inner.append(f"({agg})::DOUBLE AS v{i}")
+            filters.append(cond)
             if isinstance(e.threshold, str):
                 inv, inv_key, sample_col = scope.inventory  # type: ignore[misc]
                 join = f" LEFT JOIN {inv} d ON d.{inv_key} = a.{sample_col}"
@@ -138,17 +192,100 @@ class Scan:
                 hit = f"({hit} AND ({per_key}))"
             outer += [f"a.v{i} AS v{i}", f"{thr} AS t{i}"]
             hits.append(hit)
-        group_by = f" GROUP BY {', '.join(f's.{g}' for g in scope.group)}" if scope.group else ""
         hit_cols = ", ".join(f"coalesce({h}, false) AS h{i}" for i, h in enumerate(hits))
         # Each distinct filter is computed once per row (a `where` with a subquery is a
         # join: written in every aggregate's FILTER, it was joined once per aggregate).
         flags = "".join(f", ({c}) AS _rule_c{k}" for c, k in conds.items())
-        self.sql = (
-            f"SELECT * FROM (SELECT {', '.join(outer)}, {hit_cols} FROM ("
-            f"SELECT {', '.join(inner)} FROM (SELECT *{flags} FROM {self.table} s "
-            f"WHERE s.ts > $now - to_microseconds({wide_us}) AND s.ts <= $now) s{group_by}"
-            f") a{join}) WHERE {' OR '.join(f'h{i}' for i in range(len(hits)))}"
+        window = f"WHERE s.ts > $now - to_microseconds({wide_us}) AND s.ts <= $now"
+
+        def query(grouped: str) -> str:
+            return (
+                f"SELECT * FROM (SELECT {', '.join(outer)}, {hit_cols} FROM ({grouped}) a{join})"
+                f" WHERE {' OR '.join(f'h{i}' for i in range(len(hits)))}"
+            )
+
+        presence = [k for k in conds.values()] if scope.group else []
+        aggs = [f"count(*) FILTER (WHERE _rule_c{k}) AS p{k}" for k in presence]
+        for i, (e, cond) in enumerate(zip(exprs, filters, strict=True)):
+            f = f" FILTER (WHERE _rule_c{conds[cond]})" if cond else ""
+            agg = _AGGS[e.agg].format(m=f"({e.metric})", w=e.window_us / 1e6, f=f)
+            aggs.append(f"({agg})::DOUBLE AS v{i}")
+        inner: list[str] = [f"s.{g} AS {g}" for g in scope.group]
+        inner += [f"any_value(s.{c}) AS {c}" for c in self.labels if c not in scope.group]
+        group_by = f" GROUP BY {', '.join(f's.{g}' for g in scope.group)}" if scope.group else ""
+        self.sql = query(
+            f"SELECT {', '.join(inner + aggs)} FROM (SELECT *{flags} FROM {self.table} s"
+            f" {window}) s{group_by}"
         )
+        keyed = KEYED.get(self.table)
+        if (
+            keyed is None
+            or standalone is None
+            or not set(scope.group + self.labels) <= set(keyed.key)
+        ):
+            return
+        # The id path: the rows table grouped by id, then the dimension. Each rule's
+        # aggregate per id (direct), or partials per id combined per key (regroup).
+        rows = f"(SELECT *{flags} FROM {keyed.rows} s {window}) s GROUP BY s.{keyed.id_col}"
+        dim = f"JOIN {keyed.dim} k ON k.{keyed.id_col} = s._id"
+        first = [f"s.{keyed.id_col} AS _id"]
+        first += [f"count(*) FILTER (WHERE _rule_c{k}) AS _p{k}" for k in presence]
+        regroup = [f"k.{g} AS {g}" for g in scope.group]
+        regroup += [f"any_value(k.{c}) AS {c}" for c in self.labels if c not in scope.group]
+        regroup += [f"sum(s._p{k}) AS p{k}" for k in presence]
+        for i, (e, cond) in enumerate(zip(exprs, filters, strict=True)):
+            m = f"({e.metric})"
+            rule_c = f"_rule_c{conds[cond]} AND " if cond else ""
+            partials, combine = _PARTIALS[e.agg]
+            first += [
+                p.format(
+                    m=m,
+                    x=f"_x{i}",
+                    f=f" FILTER (WHERE _rule_c{conds[cond]})" if cond else "",
+                    nn=f" FILTER (WHERE {rule_c}{m} IS NOT NULL)",
+                )
+                for p in partials
+            ]
+            regroup.append(f"({combine.format(x=f's._x{i}', w=e.window_us / 1e6)})::DOUBLE AS v{i}")
+        group_k = f" GROUP BY {', '.join(f'k.{g}' for g in scope.group)}" if scope.group else ""
+        regrouped = query(
+            f"SELECT {', '.join(regroup)} FROM (SELECT {', '.join(first)} FROM {rows}) s {dim}"
+            f"{group_k}"
+        )
+        if not standalone(regrouped):
+            return  # a metric or `where` reads a column of the view only
+        self.sql, self.keyed = regrouped, keyed
+        if scope.group:  # without one, all ids are the fleet's one key
+            direct = [f"k.{c} AS {c}" for c in dict.fromkeys(scope.group + self.labels)]
+            direct += [f"s.p{k} AS p{k}" for k in presence]
+            direct += [f"s.v{i} AS v{i}" for i in range(len(exprs))]
+            self.direct_sql = query(
+                f"SELECT {', '.join(direct)} FROM (SELECT s.{keyed.id_col} AS _id, "
+                f"{', '.join(aggs)} FROM {rows}) s {dim}"
+            )
+            group = ", ".join(scope.group)
+            self.fingerprint_sql = (
+                f"SELECT count(*), max({keyed.id_col}), bit_xor(hash({keyed.id_col}, {group}))"
+                f" FROM {keyed.dim}"
+            )
+            self.injective_sql = (
+                f"SELECT (SELECT count(*) FROM {keyed.dim})"
+                f" = (SELECT count(*) FROM (SELECT DISTINCT {group} FROM {keyed.dim}))"
+            )
+
+    def pick(self, cur: Any) -> str:
+        """The query to run now: the direct one while each id of the dimension is its own
+        scope key. Run it in the scan query's transaction (`cur`), so both see one
+        dimension. The fingerprint holds the dimension's count, top id and a hash of ids
+        and keys: ids are handed out above the top one, so a pruned top id taken again by
+        another key changes the hash."""
+        if not self.direct_sql:
+            return self.sql
+        fingerprint = cur.execute(self.fingerprint_sql).fetchone()
+        if fingerprint != self._fingerprint:
+            (self._direct,) = cur.execute(self.injective_sql).fetchone()
+            self._fingerprint = fingerprint
+        return self.direct_sql if self._direct else self.sql
 
     def params(self, now: Any, interval_s: float) -> dict[str, Any]:
         values = {"now": now, "interval_s": float(interval_s)}
@@ -180,7 +317,11 @@ def plan(rules: list[Rule], standalone: Callable[[str], bool] | None = None) -> 
             continue
         key = (r.shared.table, r.scope)
         scans.setdefault(key, Scan(*key)).rules.append(r)
-    out = [s for s in scans.values() if len(s.rules) > 1]
-    for s in out:
-        s.build(standalone)
+    out = []
+    for s in scans.values():
+        if len(s.rules) > 1 or s.table in KEYED:
+            s.build(standalone)
+            # one rule alone shares nothing: it is a scan only for the id path's sake
+            if len(s.rules) > 1 or s.keyed is not None:
+                out.append(s)
     return out
