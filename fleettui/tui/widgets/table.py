@@ -1,9 +1,9 @@
 """DataTable filled from a view's Arrow table, keeping the cursor across refreshes.
 
-A refresh costs what changed on screen: a load whose rows show the same cells as
-the table has is skipped, and a cell drawn before (same text, style, place and
-width) is not drawn again. Textual's own cell cache is dropped on every change to
-the table, so without these a refresh drew every visible cell (~0.1 ms each).
+A load whose rows show the same cells as the table has is skipped: Textual's cell
+cache is dropped on every change to the table, so a refresh of unchanged data drew
+every visible cell again (~0.1 ms each). (A cache of drawn cells across loads was
+tried and dropped: under load the drill-down's snapshot test caught a stale frame.)
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from rich.segment import Segment
-from rich.style import Style
 from rich.text import Text
 from textual.widgets import DataTable
 
@@ -66,11 +64,6 @@ class ViewTable(DataTable):
         self.sort_reverse = True
         # keys and cells on screen; None until the first load (which sizes the table)
         self._shown: list[tuple[str, tuple[Hashable, ...]]] | None = None
-        # drawn cells by what decides their look; two generations (this load's and
-        # the one before), so the cache holds about the cells of the table at most
-        self._drawn: dict[Hashable, list[list[Segment]]] = {}
-        self._drawn_before: dict[Hashable, list[list[Segment]]] = {}
-        self._style_gen = 0  # bumped when CSS or the theme changes: styles differ
 
     def on_mount(self) -> None:
         for c in self.cols:
@@ -98,65 +91,12 @@ class ViewTable(DataTable):
         if shown == self._shown and self.row_count == len(shown):
             return  # the same cells: nothing to draw (rows_data has the new values)
         self._shown = shown
-        self._drawn_before, self._drawn = self._drawn, {}
         keep = self.cursor_row
         self.clear()
         for (key, _), row_cells in zip(shown, cells, strict=True):
             self.add_row(*row_cells, key=key)
         if rows:
             self.move_cursor(row=min(keep, len(rows) - 1), animate=False)
-
-    def notify_style_update(self) -> None:
-        self._style_gen += 1
-        self._drawn.clear()
-        self._drawn_before.clear()
-        super().notify_style_update()
-
-    def _render_cell(
-        self,
-        row_index: int,
-        column_index: int,
-        base_style: Style,
-        width: int,
-        cursor: bool = False,
-        hover: bool = False,
-    ) -> list[list[Segment]]:
-        """DataTable's cell drawing, kept across loads for cells whose look is unchanged
-        (Textual keys its cache on the table's update count: every load drew anew)."""
-        if row_index < 0 or column_index < 0:  # the header and row labels: as before
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        row_key = self._row_locations.get_key(row_index)
-        cell = self._get_row_renderables(row_index).cells[column_index]
-        if row_key is None or not isinstance(cell, Text):
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        # everything DataTable._render_cell reads, less the update count
-        look = (
-            row_index,
-            column_index,
-            text_key(cell),
-            base_style,
-            width,
-            cursor,
-            hover,
-            self.rows[row_key].height,
-            row_index < self.fixed_rows or column_index < self.fixed_columns,
-            self.show_cursor,
-            self._show_hover_cursor,
-            self.cursor_foreground_priority,
-            self.cursor_background_priority,
-            self.cell_padding,
-            self._pseudo_class_state,
-            self._style_gen,
-        )
-        lines = self._drawn.get(look)
-        if lines is None:
-            lines = self._drawn_before.get(look)
-            if lines is None:
-                lines = super()._render_cell(
-                    row_index, column_index, base_style, width, cursor, hover
-                )
-            self._drawn[look] = lines
-        return lines
 
     def current(self) -> dict[str, Any] | None:
         if not self.rows_data or self.cursor_row >= len(self.rows_data):
