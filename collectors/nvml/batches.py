@@ -90,6 +90,48 @@ _PORT_NAMES = pa.array(_PORTS, pa.string())
 NVLINK_ROWS = ("per_link", "per_gpu")
 
 
+class HostRows:
+    """What the `hosts` table was last handed per host, so that a flush writes a host's
+    row only when the merge would change it: a new host, a new driver or placement,
+    an earlier first report (full row); or a last report in a later `seen_every_s`
+    step of the clock than the last_seen written (host and last_seen only: not a
+    layout change for the live snapshot). Writing the same driver and placement again changes nothing (the merge
+    keeps the latest non-NULL value), so only last_seen lags, by less than
+    `seen_every_s`. `forget()` after a flush that was not stored: then every host's
+    next row is written whole."""
+
+    def __init__(self, seen_every_s: float = 10.0) -> None:
+        self.seen_every_s = seen_every_s
+        # host -> [driver, place, first_seen, last_seen] as last handed to the store
+        self.written: dict[str, list[Any]] = {}
+
+    def forget(self) -> None:
+        self.written.clear()
+
+    def split(self, hosts: dict[str, list[Any]]) -> tuple[list[str], list[str]]:
+        """(hosts whose whole row is due, hosts due only a new last_seen); records both
+        as written."""
+        full: list[str] = []
+        seen: list[str] = []
+        written, every = self.written, self.seen_every_s
+        for h, (first, last, driver, place) in hosts.items():
+            w = written.get(h)
+            if w is None:
+                written[h] = [driver, place, first, last]
+                full.append(h)
+            elif (
+                (driver is not None and driver != w[0]) or (place and place != w[1]) or first < w[2]
+            ):
+                w[0] = driver if driver is not None else w[0]
+                w[1] = place or w[1]
+                w[2], w[3] = min(first, w[2]), max(last, w[3])
+                full.append(h)
+            elif last // every > w[3] // every:  # every host crosses it in the same
+                w[3] = last  # second or so: a few flushes write last_seen, the rest none
+                seen.append(h)
+        return full, seen
+
+
 class ReportBatcher:
     """Accumulates decoded reports as column lists; `take` turns them into batches.
 
@@ -98,10 +140,11 @@ class ReportBatcher:
     up only if every link is up), 18x fewer rows on H100/GB200 fleets.
     """
 
-    def __init__(self, nvlink_rows: str = "per_link") -> None:
+    def __init__(self, nvlink_rows: str = "per_link", host_rows: HostRows | None = None) -> None:
         if nvlink_rows not in NVLINK_ROWS:
             raise ValueError(f"nvlink_rows must be one of {', '.join(NVLINK_ROWS)}")
         self.per_gpu_links = nvlink_rows == "per_gpu"
+        self.host_rows = host_rows  # None: every host's row at every take
         self.tenancy = ProcTenancy()  # kept across takes: assignments open and close
         self.reset()
 
@@ -275,8 +318,25 @@ class ReportBatcher:
                     },
                 )
             )
-        if self.hosts:
-            names = list(self.hosts)
+        out += self._host_batches()
+        if self.inv_gpus["gpu_uuid"]:
+            out.append(make_batch("gpus", self.inv_gpus))
+        if self.inv_slices["slice_id"]:
+            m = len(self.inv_slices["slice_id"])
+            out.append(make_batch("slices", {**self.inv_slices, "kind": ["mig"] * m}))
+        out += self.tenancy.take(naive_utc)
+        self.reset()
+        return out
+
+    def _host_batches(self) -> list[Batch]:
+        if not self.hosts:
+            return []
+        if self.host_rows is None:
+            names, seen = list(self.hosts), []
+        else:
+            names, seen = self.host_rows.split(self.hosts)
+        out = []
+        if names:
             cols = {
                 "host": names,
                 "driver_version": [self.hosts[h][2] for h in names],
@@ -288,13 +348,9 @@ class ReportBatcher:
                 for key in PLACE_SPEC:
                     cols[key] = [p.get(key) for p in places]
             out.append(make_batch("hosts", cols))
-        if self.inv_gpus["gpu_uuid"]:
-            out.append(make_batch("gpus", self.inv_gpus))
-        if self.inv_slices["slice_id"]:
-            m = len(self.inv_slices["slice_id"])
-            out.append(make_batch("slices", {**self.inv_slices, "kind": ["mig"] * m}))
-        out += self.tenancy.take(naive_utc)
-        self.reset()
+        if seen:
+            last = epoch_col([self.hosts[h][1] for h in seen])
+            out.append(make_batch("hosts", {"host": seen, "last_seen": last}))
         return out
 
 

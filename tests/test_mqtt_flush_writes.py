@@ -1,0 +1,188 @@
+"""What one flush of the MQTT source writes, beyond the samples: host rows only when
+the merge would change them, GPU ownership from a remembered claim, a flush's checked
+v2 columns reused only for exactly the frames accepted."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from collectors.mqtt_source import HOST_SEEN_EVERY_S, MqttOptions, MqttSource
+from collectors.nvml.batches import HostRows
+from collectors.nvml.collector import NvmlCollector, Poll
+from collectors.nvml.fake import SimStates
+from collectors.nvml.library import open_library
+from collectors.nvml.report_v2 import encode_v2
+from collectors.sim.model import SimModel
+from storage.store import Store
+
+NOW = 1_764_000_100.0  # a multiple of 10 s: NOW + 1 ... + 9 share one last_seen step
+HOST = "hgx-03-n1"
+
+
+@pytest.fixture(scope="module")
+def poll() -> tuple[Poll, str]:
+    states = SimStates(SimModel(start=NOW - 100, faults=()))
+    clock = [NOW - 2]
+    lib = open_library("fake", host=HOST, states=states, clock=lambda: clock[0])
+    c = NvmlCollector(lib, clock=lambda: clock[0], events=False, processes_every=10**9)
+    c.poll()
+    clock[0] += 1
+    p = c.poll()
+    driver = c.driver_version
+    c.close()
+    return p, driver
+
+
+def frame(poll: tuple[Poll, str], seq: int, ts: float, **kw) -> bytes:
+    p, driver = poll
+    kw.setdefault("driver", driver)
+    return encode_v2(
+        dataclasses.replace(p, ts=ts), host=kw.pop("host", HOST), boot="b1", seq=seq, **kw
+    )
+
+
+def flush(src: MqttSource, store: Store, *bodies: bytes, host: str = HOST) -> list:
+    for b in bodies:
+        src.handle(f"fleettui/{host}/report", b)
+    batches = src.take_batches()[0]
+    store.write(batches)
+    return [b for b in batches if b.table == "hosts"]
+
+
+def host_row(store: Store) -> tuple:
+    return store.con.execute(
+        "SELECT driver_version, rack, epoch(first_seen), epoch(last_seen) FROM hosts"
+    ).fetchone()
+
+
+def test_host_rows_are_written_when_the_merge_would_change_them(poll):
+    src = MqttSource(MqttOptions(max_future_s=1e9), clock=lambda: NOW)
+    store = Store.open(":memory:")
+    _, driver = poll
+    # new host: its whole row
+    (b,) = flush(src, store, frame(poll, 0, NOW + 1))
+    assert "driver_version" in b.data.column_names
+    assert host_row(store) == (driver, None, NOW + 1, NOW + 1)
+    # same driver, same 10 s step: nothing for hosts
+    assert flush(src, store, frame(poll, 1, NOW + 2), frame(poll, 2, NOW + 3)) == []
+    assert host_row(store) == (driver, None, NOW + 1, NOW + 1)  # last_seen lags, < 10 s
+    # the next step: last_seen only (not a layout change for the live snapshot)
+    (b,) = flush(src, store, frame(poll, 3, NOW + HOST_SEEN_EVERY_S + 0.5))
+    assert b.data.column_names == ["host", "last_seen"]
+    assert host_row(store) == (driver, None, NOW + 1, NOW + HOST_SEEN_EVERY_S + 0.5)
+    # a new driver, then a placement: the whole row at once, in the same step
+    (b,) = flush(src, store, frame(poll, 4, NOW + 11, driver="999.1"))
+    assert host_row(store) == ("999.1", None, NOW + 1, NOW + 11)
+    flush(src, store, frame(poll, 5, NOW + 12, driver="999.1", place={"rack": "r7"}))
+    assert host_row(store) == ("999.1", "r7", NOW + 1, NOW + 12)
+    # a report without a driver or placement changes neither (the merge keeps them)
+    assert flush(src, store, frame(poll, 6, NOW + 13, driver=None)) == []
+    # a replayed older report: first_seen goes back
+    flush(src, store, frame(poll, 7, NOW - 5, driver="999.1"))
+    assert host_row(store) == ("999.1", "r7", NOW - 5, NOW + 12)
+
+
+def test_host_rows_match_writing_every_row_every_flush(poll):
+    """Against the old path (every host's row at every flush), over random reports:
+    the same driver, placement and first_seen after every flush; last_seen behind by
+    less than a step plus the spread of one flush."""
+    import random
+
+    rnd = random.Random(7)
+    new = MqttSource(MqttOptions(max_future_s=1e9), clock=lambda: NOW)
+    old = MqttSource(MqttOptions(max_future_s=1e9), clock=lambda: NOW)
+    old._batcher.host_rows = None  # noqa: SLF001
+    s_new, s_old = Store.open(":memory:"), Store.open(":memory:")
+    seq, t = 0, NOW
+    for _ in range(60):
+        bodies = []
+        for _ in range(rnd.randint(1, 3)):
+            t += rnd.choice([0.3, 1.0, 4.0])
+            place = rnd.choice([None, None, {"rack": "r1"}, {"rack": "r2", "rack_slot": 3}])
+            driver = rnd.choice([None, poll[1], poll[1], "999.3"])
+            bodies.append(
+                frame(poll, seq, t - rnd.choice([0, 0, 0, 30]), driver=driver, place=place)
+            )
+            seq += 1
+        flush(new, s_new, *bodies)
+        flush(old, s_old, *bodies)
+        a, b = host_row(s_new), host_row(s_old)
+        assert a[:3] == b[:3]
+        assert a[3] <= b[3] < a[3] + HOST_SEEN_EVERY_S + 12
+
+
+def test_host_rows_are_written_whole_again_after_a_flush_is_lost(poll):
+    src = MqttSource(MqttOptions(max_future_s=1e9), clock=lambda: NOW)
+    store = Store.open(":memory:")
+    flush(src, store, frame(poll, 0, NOW + 1))
+    src.handle(f"fleettui/{HOST}/report", frame(poll, 1, NOW + 2, driver="999.2"))
+
+    async def refuse(batches):
+        raise RuntimeError("store said no")
+
+    import asyncio
+
+    asyncio.run(src.flush(refuse))
+    assert src.stats.write_errors == 1
+    # the lost flush held the new driver: the next report (same driver) writes it again
+    (b,) = flush(src, store, frame(poll, 2, NOW + 3, driver="999.2"))
+    assert host_row(store)[0] == "999.2"
+
+
+def test_host_rows_split_unit():
+    rows = HostRows(10.0)
+    assert rows.split({"a": [5.0, 6.0, "d1", None]}) == (["a"], [])
+    assert rows.split({"a": [7.0, 9.9, "d1", None]}) == ([], [])
+    assert rows.split({"a": [10.0, 10.0, None, {}]}) == ([], ["a"])
+    assert rows.split({"a": [11.0, 12.0, "d1", {"rack": "r"}]}) == (["a"], [])
+    assert rows.split({"a": [13.0, 13.0, "d1", {"rack": "r"}]}) == ([], [])
+    rows.forget()
+    assert rows.split({"a": [14.0, 14.0, "d1", None]}) == (["a"], [])
+
+
+def test_gpu_ownership_is_checked_whenever_the_gpu_list_changes(poll):
+    src = MqttSource(MqttOptions(max_future_s=1e9), clock=lambda: NOW)
+    store = Store.open(":memory:")
+    p, _ = poll
+    flush(src, store, frame(poll, 0, NOW + 1))
+    flush(src, store, frame(poll, 1, NOW + 2))  # the remembered claim
+    assert src.stats.rejected == 0
+    # another host naming this host's GPUs: refused, before and after its own claim
+    flush(src, store, frame(poll, 0, NOW + 2, host="other-1"), host="other-1")
+    assert src.stats.rejected == 1
+    # the host reporting one more GPU, owned by another host: refused whole
+    extra = dataclasses.replace(
+        p, gpu={k: [*v, v[0]] for k, v in p.gpu.items()} | {"uuid": [*p.gpu["uuid"], "GPU-x"]}
+    )
+    other = dataclasses.replace(p, gpu={k: v[:1] for k, v in p.gpu.items()} | {"uuid": ["GPU-x"]})
+    flush(
+        src,
+        store,
+        encode_v2(dataclasses.replace(other, ts=NOW + 3), host="other-2", boot="b1", seq=0),
+        host="other-2",
+    )
+    assert src.stats.rejected == 1
+    flush(
+        src, store, encode_v2(dataclasses.replace(extra, ts=NOW + 4), host=HOST, boot="b1", seq=2)
+    )
+    assert src.stats.rejected == 2
+    reasons = [r for (r,) in store.con.execute("SELECT reason FROM rejects").fetchall()]
+    assert sum("GPU-x belongs to host 'other-2'" in r for r in reasons) == 1
+    # once the host is evicted, its GPUs are free to claim
+    src.evict_idle_hosts(NOW + 10**6)
+    flush(src, store, frame(poll, 1, NOW + 5, host="other-1"), host="other-1")
+    assert src.stats.rejected == 2
+
+
+def test_a_flush_with_duplicates_stores_each_accepted_frame_once(poll):
+    src = MqttSource(MqttOptions(max_future_s=1e9), clock=lambda: NOW)
+    store = Store.open(":memory:")
+    n = len(poll[0].gpu["uuid"])
+    flush(src, store, frame(poll, 0, NOW + 1), frame(poll, 0, NOW + 1), frame(poll, 1, NOW + 2))
+    assert src.stats.duplicates == 1
+    got = store.con.execute("SELECT count(*), count(DISTINCT ts) FROM gpu_samples").fetchone()
+    assert got == (2 * n, 2)
+    flush(src, store, frame(poll, 2, NOW + 3))  # all accepted: the checked columns serve
+    assert store.con.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == 3 * n
