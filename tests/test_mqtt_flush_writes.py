@@ -174,6 +174,9 @@ def test_gpu_ownership_is_checked_whenever_the_gpu_list_changes(poll):
     src.evict_idle_hosts(NOW + 10**6)
     flush(src, store, frame(poll, 1, NOW + 5, host="other-1"), host="other-1")
     assert src.stats.rejected == 2
+    # and the evicted host, back with the same GPUs, is refused (its claim forgotten)
+    flush(src, store, frame(poll, 3, NOW + 6))
+    assert src.stats.rejected == 3
 
 
 def test_a_flush_with_duplicates_stores_each_accepted_frame_once(poll):
