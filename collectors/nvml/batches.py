@@ -331,11 +331,12 @@ class ReportBatcher:
     def _host_batches(self) -> list[Batch]:
         if not self.hosts:
             return []
+        seen: list[str] = []
         if self.host_rows is None:
-            names, seen = list(self.hosts), []
+            names = list(self.hosts)
         else:
             names, seen = self.host_rows.split(self.hosts)
-        out = []
+        out: list[Batch] = []
         if names:
             cols = {
                 "host": names,
