@@ -58,9 +58,6 @@ EXCERPT_BYTES = 200  # payload bytes kept with a reject
 # intervals a flush waits while the writer still holds the previous one
 HOLD_FLUSHES = 3
 YIELD_EVERY = 64  # messages handled back to back before the event loop runs again
-# a host's last_seen is written when it enters a new step of this many seconds (its
-# other columns when they change): one small merge per step, not one per flush
-HOST_SEEN_EVERY_S = 10.0
 
 
 # -- connection options shared with the agent ----------------------------------------------------
@@ -248,7 +245,8 @@ class MqttSource:
         self.name = self.o.name
         self.clock = clock
         self.stats = IngestStats()
-        self._host_rows = HostRows(HOST_SEEN_EVERY_S)
+        # hosts rows when they change; last_seen once per report interval (batches.py)
+        self._host_rows = HostRows(self.o.report_interval_s, lambda: self.clock())
         self._batcher = ReportBatcher(self.o.nvlink_rows, self._host_rows)
         self._rejects: dict[str, list[Any]] = {
             c: [] for c in ("ts", "source", "topic", "host", "reason", "payload_excerpt")
@@ -453,6 +451,7 @@ class MqttSource:
             self._windows.pop(h, None)
             self._inv_seen.pop(h, None)
             self._claimed.pop(h, None)
+        self._host_rows.drop(gone)
         if gone:
             gone_set = set(gone)
             self._gpu_owner = {u: h for u, h in self._gpu_owner.items() if h not in gone_set}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import chain, repeat
 from typing import Any
@@ -92,43 +93,67 @@ NVLINK_ROWS = ("per_link", "per_gpu")
 
 class HostRows:
     """What the `hosts` table was last handed per host, so that a flush writes a host's
-    row only when the merge would change it: a new host, a new driver or placement,
-    an earlier first report (full row); or a last report in a later `seen_every_s`
-    step of the clock than the last_seen written (host and last_seen only: not a
-    layout change for the live snapshot). Writing the same driver and placement again changes nothing (the merge
-    keeps the latest non-NULL value), so only last_seen lags, by less than
-    `seen_every_s`. `forget()` after a flush that was not stored: then every host's
-    next row is written whole."""
+    row only when the merge would change it. A new host, a new driver or placement,
+    or an earlier first report: its whole row, in that flush. A later report: its
+    last_seen, handed in with the first flush of the next `seen_every_s` step of
+    the clock, for every host at once (one small merge per step instead of one per
+    flush; host and last_seen only, which is not a layout change for the live
+    snapshot). Writing the same driver and placement again changes nothing (the
+    merge keeps the latest non-NULL value), so only last_seen lags, by at most one
+    step: the source's report interval, a third of what stale-host alerts wait.
+    `forget()` after a flush that was not stored: every host's next row is whole."""
 
-    def __init__(self, seen_every_s: float = 10.0) -> None:
+    def __init__(self, seen_every_s: float, clock: Callable[[], float]) -> None:
         self.seen_every_s = seen_every_s
+        self.clock = clock
         # host -> [driver, place, first_seen, last_seen] as last handed to the store
         self.written: dict[str, list[Any]] = {}
+        self.unwritten: dict[str, float] = {}  # host -> a later last_seen not handed yet
+        self._step = -1.0  # the clock's step of the last last_seen hand-in
 
     def forget(self) -> None:
         self.written.clear()
+        self._step = -1.0
 
-    def split(self, hosts: dict[str, list[Any]]) -> tuple[list[str], list[str]]:
-        """(hosts whose whole row is due, hosts due only a new last_seen); records both
-        as written."""
+    def drop(self, hosts: list[str]) -> None:
+        """Hosts the source forgot (evicted): whole rows again if they come back."""
+        for h in hosts:
+            self.written.pop(h, None)
+
+    def split(self, hosts: dict[str, list[Any]]) -> tuple[list[str], list[tuple[str, float]]]:
+        """(hosts whose whole row is due, (host, last_seen) pairs due); records both as
+        handed in. `hosts`: the batcher's host -> [first ts, last ts, driver, place]."""
         full: list[str] = []
-        seen: list[str] = []
-        written, every = self.written, self.seen_every_s
+        written, unwritten = self.written, self.unwritten
         for h, (first, last, driver, place) in hosts.items():
             w = written.get(h)
             if w is None:
                 written[h] = [driver, place, first, last]
-                full.append(h)
             elif (
-                (driver is not None and driver != w[0]) or (place and place != w[1]) or first < w[2]
+                (driver is not None and driver != w[0])
+                or (place and place != w[1])
+                or (first < w[2])
             ):
                 w[0] = driver if driver is not None else w[0]
                 w[1] = place or w[1]
                 w[2], w[3] = min(first, w[2]), max(last, w[3])
-                full.append(h)
-            elif last // every > w[3] // every:  # every host crosses it in the same
-                w[3] = last  # second or so: a few flushes write last_seen, the rest none
-                seen.append(h)
+            else:
+                if last > w[3]:
+                    unwritten[h] = max(last, unwritten.get(h, last))
+                continue
+            full.append(h)  # its row carries `last`: a later one still waits
+            if unwritten.get(h, last) <= last:
+                unwritten.pop(h, None)
+        step = self.clock() // self.seen_every_s
+        if step <= self._step:  # handed in this step already
+            return full, []
+        self._step = step
+        seen = list(unwritten.items())
+        unwritten.clear()
+        for h, last in seen:
+            w = written.get(h)
+            if w is not None:
+                w[3] = max(w[3], last)
         return full, seen
 
 
@@ -329,9 +354,7 @@ class ReportBatcher:
         return out
 
     def _host_batches(self) -> list[Batch]:
-        if not self.hosts:
-            return []
-        seen: list[str] = []
+        seen: list[tuple[str, float]] = []
         if self.host_rows is None:
             names = list(self.hosts)
         else:
@@ -350,8 +373,8 @@ class ReportBatcher:
                     cols[key] = [p.get(key) for p in places]
             out.append(make_batch("hosts", cols))
         if seen:
-            last = epoch_col([self.hosts[h][1] for h in seen])
-            out.append(make_batch("hosts", {"host": seen, "last_seen": last}))
+            last = epoch_col([t for _, t in seen])
+            out.append(make_batch("hosts", {"host": [h for h, _ in seen], "last_seen": last}))
         return out
 
 
