@@ -132,7 +132,7 @@ class HostRows:
             elif (
                 (driver is not None and driver != w[0])
                 or (place and place != w[1])
-                or (first < w[2])
+                or first < w[2]
             ):
                 w[0] = driver if driver is not None else w[0]
                 w[1] = place or w[1]
