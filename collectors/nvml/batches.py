@@ -130,9 +130,7 @@ class HostRows:
             if w is None:
                 written[h] = [driver, place, first, last]
             elif (
-                (driver is not None and driver != w[0])
-                or (place and place != w[1])
-                or first < w[2]
+                (driver is not None and driver != w[0]) or (place and place != w[1]) or first < w[2]
             ):
                 w[0] = driver if driver is not None else w[0]
                 w[1] = place or w[1]
