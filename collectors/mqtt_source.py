@@ -523,6 +523,7 @@ class MqttSource:
                 type(exc).__name__,
             )
             self._batcher = ReportBatcher(self.o.nvlink_rows, self._host_rows)
+            self._host_rows.forget()  # the isolating batches carry whole host rows
             self._isolated = []
             pending = [(f.report() if type(f) is Frame else f, *rest) for f, *rest in pending]
             batches = self._isolating_take(pending, self.clock())

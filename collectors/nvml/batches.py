@@ -341,13 +341,13 @@ class ReportBatcher:
                     },
                 )
             )
-        out += self._host_batches()
         if self.inv_gpus["gpu_uuid"]:
             out.append(make_batch("gpus", self.inv_gpus))
         if self.inv_slices["slice_id"]:
             m = len(self.inv_slices["slice_id"])
             out.append(make_batch("slices", {**self.inv_slices, "kind": ["mig"] * m}))
         out += self.tenancy.take(naive_utc)
+        out += self._host_batches()  # last: marks rows as handed in only when all built
         self.reset()
         return out
 
