@@ -376,9 +376,14 @@ class CommitClock:
     def __init__(self, store: Store):
         self.store = store
         self.lag_s: list[np.ndarray] = []
+        self.writes = 0  # Store.write calls (a write may hold several source flushes)
+        self.write_thread_s = 0.0  # writer-thread CPU inside them
 
     def write(self, batches) -> int:
+        c0 = time.thread_time()
         rows = self.store.write(batches)
+        self.write_thread_s += time.thread_time() - c0
+        self.writes += 1
         now_us = time.time() * 1e6
         for b in batches:
             if b.table == "gpu_samples":
@@ -425,6 +430,7 @@ async def ingest(
     await asyncio.wait_for(src.connected.wait(), 10)
     cpu0 = time.process_time()
     live0 = _live_cpu(store)
+    writes0, write_s0 = timed.writes, timed.write_thread_s
     pubs = Publishers(
         ctx,
         broker,
@@ -454,6 +460,7 @@ async def ingest(
     t_done = time.time()
     cpu = time.process_time() - cpu0
     live1 = _live_cpu(store)
+    writes, write_s = timed.writes - writes0, timed.write_thread_s - write_s0
     stop.set()
     await task
     lag = np.concatenate(timed.lag_s) if timed.lag_s else np.zeros(1)
@@ -470,6 +477,8 @@ async def ingest(
         "lag": lag,
         "write_errors": runtime.stats.batches_refused,
         "flushes": src.stats.flushes,
+        "writes": writes,
+        "write_s": write_s,
         "live_share": (live1[0] - live0[0]) / max(live1[1] - live0[1], 1e-9),
     }
 
@@ -640,6 +649,10 @@ def run_version(ctx, broker: Broker, store: Store, tpl, args, version: int) -> d
         f"{brate / target:.2f} x the {target:,.0f}/s target; daemon CPU "
         f"{b['cpu_s'] / max(b['stored'], 1) * 1e6:,.0f} us per report; live snapshot "
         f"+{b['live_share'] * 100:.0f}% of the writer's CPU in writes"
+    )
+    print(
+        f"   {b['flushes']} source flushes in {b['writes']} store writes; writer thread "
+        f"{b['write_s'] / max(b['stored'], 1) * 1e6:,.0f} us per report in Store.write"
     )
     rows = store.con.execute(
         "SELECT (SELECT count(*) FROM gpu_samples), (SELECT count(*) FROM link_samples)"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import os
 import socket
 import ssl
@@ -41,6 +42,7 @@ from collectors.mqtt_client import Received, ack_all, tune
 from collectors.nvml.batches import (
     NVLINK_ROWS,
     SOURCE_COLUMN,
+    HostRows,
     ReportBatcher,
     epoch_col,
     ts_col,
@@ -243,7 +245,9 @@ class MqttSource:
         self.name = self.o.name
         self.clock = clock
         self.stats = IngestStats()
-        self._batcher = ReportBatcher(self.o.nvlink_rows)
+        # hosts rows when they change; last_seen once per report interval (batches.py)
+        self._host_rows = HostRows(self.o.report_interval_s, lambda: self.clock())
+        self._batcher = ReportBatcher(self.o.nvlink_rows, self._host_rows)
         self._rejects: dict[str, list[Any]] = {
             c: [] for c in ("ts", "source", "topic", "host", "reason", "payload_excerpt")
         }
@@ -261,6 +265,10 @@ class MqttSource:
         self._new_hosts_minute, self._new_hosts = -1, 0
         self._evicted_at = 0.0
         self._gpu_owner: dict[str, str] = {}  # GPU uuid -> the host that reported it first
+        # host -> the GPU list it last claimed whole: the same list again needs no lookup
+        self._claimed: dict[str, list[str]] = {}
+        # the last flush's checked frames: their columns serve `take` when all were accepted
+        self._checked: FrameColumns | None = None
         self._flush_lock = asyncio.Lock()
         self._held = 0  # flush ticks skipped while the writer holds the last hand-in
         self._work_s = 0.0  # decoding and batching time since the last flush
@@ -339,12 +347,15 @@ class MqttSource:
         once; a frame with a value version 1 would refuse is rejected alone, the others
         are accepted in arrival order."""
         frames, self._frames = self._frames, []
+        self._checked = None
         if not frames:
             return
         try:
-            bad = FrameColumns([f for f, _, _ in frames]).problems(self._batcher.per_gpu_links)
+            self._checked = FrameColumns([f for f, _, _ in frames])
+            bad = self._checked.problems(self._batcher.per_gpu_links)
         except Exception as exc:  # a bug must not stop ingestion: check them one by one
             log.exception("%s: checking %d v2 frames failed", self.name, len(frames))
+            self._checked = None
             bad = {}
             for i, (f, _, _) in enumerate(frames):
                 try:
@@ -439,6 +450,8 @@ class MqttSource:
             del self._last_seen[h]
             self._windows.pop(h, None)
             self._inv_seen.pop(h, None)
+            self._claimed.pop(h, None)
+        self._host_rows.drop(gone)
         if gone:
             gone_set = set(gone)
             self._gpu_owner = {u: h for u, h in self._gpu_owner.items() if h not in gone_set}
@@ -450,7 +463,7 @@ class MqttSource:
         return len(self._last_seen)
 
     def _rebuild_batcher(self) -> None:
-        self._batcher = ReportBatcher(self.o.nvlink_rows)
+        self._batcher = ReportBatcher(self.o.nvlink_rows, self._host_rows)
         for r, with_inv, _, _ in self._pending:
             if type(r) is Frame:
                 self._batcher.add_meta(r.meta(), with_inv)
@@ -495,8 +508,11 @@ class MqttSource:
         try:
             batches = self._batcher.take()
             frames = [p[0] for p in pending if type(p[0]) is Frame]
+            checked, self._checked = self._checked, None
             if frames:  # version 2 samples: columns straight from the frames' records
-                cols = FrameColumns(frames).batches(self._batcher.per_gpu_links, SOURCE_COLUMN)
+                if not _same_frames(checked, frames):  # some were refused: read the rest
+                    checked = FrameColumns(frames)
+                cols = checked.batches(self._batcher.per_gpu_links, SOURCE_COLUMN)
                 batches += [make_batch(table, c) for table, c in cols.items()]
             return batches + self._seq_batch(pending), ts, len(pending)
         except Exception as exc:
@@ -506,7 +522,8 @@ class MqttSource:
                 len(pending),
                 type(exc).__name__,
             )
-            self._batcher = ReportBatcher(self.o.nvlink_rows)
+            self._batcher = ReportBatcher(self.o.nvlink_rows, self._host_rows)
+            self._host_rows.forget()  # the isolating batches carry whole host rows
             self._isolated = []
             pending = [(f.report() if type(f) is Frame else f, *rest) for f, *rest in pending]
             batches = self._isolating_take(pending, self.clock())
@@ -582,6 +599,8 @@ class MqttSource:
         """The first host to report a GPU owns it (in this daemon's lifetime): a report
         naming another host's GPU is refused whole, so one agent cannot overwrite
         another host's telemetry. Returns the reason, or None when the GPUs are its own."""
+        if self._claimed.get(host) == uuids:  # each already this host's (only eviction
+            return None  # takes an owner away, and it forgets the host's claim too)
         owners = self._gpu_owner
         for u in uuids:
             other = owners.get(u)
@@ -589,6 +608,7 @@ class MqttSource:
                 return f"GPU {u} belongs to host {other!r}, not {host!r}"
         for u in uuids:
             owners.setdefault(u, host)
+        self._claimed[host] = uuids
         return None
 
     def _window(self, r: Report | Frame) -> _SeqWindow:
@@ -715,6 +735,7 @@ class MqttSource:
                 raise
             except Exception as exc:  # the store said no: say so, keep running
                 self.stats.write_errors += 1
+                self._host_rows.forget()  # its host rows too: write them whole again
                 log.error(
                     "%s: writing %d reports failed: %s",
                     self.name,
@@ -731,6 +752,8 @@ class MqttSource:
         acks = self._committing.pop(done, None)
         if acks is not None and not done.cancelled() and done.result():
             self._ack(acks)
+        elif acks is not None:  # dropped: its host rows were not stored either
+            self._host_rows.forget()
 
     def _ack(self, acks: list[tuple[aiomqtt.Client, int, int]]) -> None:
         """PUBACK what was stored, one write per connection; never on a connection that
@@ -948,6 +971,15 @@ class MqttSource:
             return
         self._held = 0
         await self.flush(sink)
+
+
+def _same_frames(checked: FrameColumns | None, frames: list[Frame]) -> bool:
+    """Whether `checked` was read from exactly these frames, in this order."""
+    return (
+        checked is not None
+        and len(checked.frames) == len(frames)
+        and all(map(operator.is_, checked.frames, frames))
+    )
 
 
 @register("mqtt")

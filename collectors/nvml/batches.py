@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import chain, repeat
 from typing import Any
@@ -90,6 +91,70 @@ _PORT_NAMES = pa.array(_PORTS, pa.string())
 NVLINK_ROWS = ("per_link", "per_gpu")
 
 
+class HostRows:
+    """What the `hosts` table was last handed per host, so that a flush writes a host's
+    row only when the merge would change it. A new host, a new driver or placement,
+    or an earlier first report: its whole row, in that flush. A later report: its
+    last_seen, handed in with the first flush of the next `seen_every_s` step of
+    the clock, for every host at once (one small merge per step instead of one per
+    flush; host and last_seen only, which is not a layout change for the live
+    snapshot). Writing the same driver and placement again changes nothing (the
+    merge keeps the latest non-NULL value), so only last_seen lags, by at most one
+    step: the source's report interval, a third of what stale-host alerts wait.
+    `forget()` after a flush that was not stored: every host's next row is whole."""
+
+    def __init__(self, seen_every_s: float, clock: Callable[[], float]) -> None:
+        self.seen_every_s = seen_every_s
+        self.clock = clock
+        # host -> [driver, place, first_seen, last_seen] as last handed to the store
+        self.written: dict[str, list[Any]] = {}
+        self.unwritten: dict[str, float] = {}  # host -> a later last_seen not handed yet
+        self._step = -1.0  # the clock's step of the last last_seen hand-in
+
+    def forget(self) -> None:
+        self.written.clear()
+        self._step = -1.0
+
+    def drop(self, hosts: list[str]) -> None:
+        """Hosts the source forgot (evicted): whole rows again if they come back."""
+        for h in hosts:
+            self.written.pop(h, None)
+
+    def split(self, hosts: dict[str, list[Any]]) -> tuple[list[str], list[tuple[str, float]]]:
+        """(hosts whose whole row is due, (host, last_seen) pairs due); records both as
+        handed in. `hosts`: the batcher's host -> [first ts, last ts, driver, place]."""
+        full: list[str] = []
+        written, unwritten = self.written, self.unwritten
+        for h, (first, last, driver, place) in hosts.items():
+            w = written.get(h)
+            if w is None:
+                written[h] = [driver, place, first, last]
+            elif (
+                (driver is not None and driver != w[0]) or (place and place != w[1]) or first < w[2]
+            ):
+                w[0] = driver if driver is not None else w[0]
+                w[1] = place or w[1]
+                w[2], w[3] = min(first, w[2]), max(last, w[3])
+            else:
+                if last > w[3]:
+                    unwritten[h] = max(last, unwritten.get(h, last))
+                continue
+            full.append(h)  # its row carries `last`: a later one still waits
+            if unwritten.get(h, last) <= last:
+                unwritten.pop(h, None)
+        step = self.clock() // self.seen_every_s
+        if step <= self._step:  # handed in this step already
+            return full, []
+        self._step = step
+        seen = list(unwritten.items())
+        unwritten.clear()
+        for h, last in seen:
+            w = written.get(h)
+            if w is not None:
+                w[3] = max(w[3], last)
+        return full, seen
+
+
 class ReportBatcher:
     """Accumulates decoded reports as column lists; `take` turns them into batches.
 
@@ -98,10 +163,11 @@ class ReportBatcher:
     up only if every link is up), 18x fewer rows on H100/GB200 fleets.
     """
 
-    def __init__(self, nvlink_rows: str = "per_link") -> None:
+    def __init__(self, nvlink_rows: str = "per_link", host_rows: HostRows | None = None) -> None:
         if nvlink_rows not in NVLINK_ROWS:
             raise ValueError(f"nvlink_rows must be one of {', '.join(NVLINK_ROWS)}")
         self.per_gpu_links = nvlink_rows == "per_gpu"
+        self.host_rows = host_rows  # None: every host's row at every take
         self.tenancy = ProcTenancy()  # kept across takes: assignments open and close
         self.reset()
 
@@ -275,8 +341,24 @@ class ReportBatcher:
                     },
                 )
             )
-        if self.hosts:
+        if self.inv_gpus["gpu_uuid"]:
+            out.append(make_batch("gpus", self.inv_gpus))
+        if self.inv_slices["slice_id"]:
+            m = len(self.inv_slices["slice_id"])
+            out.append(make_batch("slices", {**self.inv_slices, "kind": ["mig"] * m}))
+        out += self.tenancy.take(naive_utc)
+        out += self._host_batches()  # last: marks rows as handed in only when all built
+        self.reset()
+        return out
+
+    def _host_batches(self) -> list[Batch]:
+        seen: list[tuple[str, float]] = []
+        if self.host_rows is None:
             names = list(self.hosts)
+        else:
+            names, seen = self.host_rows.split(self.hosts)
+        out: list[Batch] = []
+        if names:
             cols = {
                 "host": names,
                 "driver_version": [self.hosts[h][2] for h in names],
@@ -288,13 +370,9 @@ class ReportBatcher:
                 for key in PLACE_SPEC:
                     cols[key] = [p.get(key) for p in places]
             out.append(make_batch("hosts", cols))
-        if self.inv_gpus["gpu_uuid"]:
-            out.append(make_batch("gpus", self.inv_gpus))
-        if self.inv_slices["slice_id"]:
-            m = len(self.inv_slices["slice_id"])
-            out.append(make_batch("slices", {**self.inv_slices, "kind": ["mig"] * m}))
-        out += self.tenancy.take(naive_utc)
-        self.reset()
+        if seen:
+            last = epoch_col([t for _, t in seen])
+            out.append(make_batch("hosts", {"host": [h for h, _ in seen], "last_seen": last}))
         return out
 
 
