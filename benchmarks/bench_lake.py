@@ -9,7 +9,7 @@ GPUs and hosts the app sees, the time to attach the lake, the rack view's query
 and the time until the app's first frame with data (headless Textual), then the
 daemons' own counts (rows, redelivered rows skipped, commits retried).
 
-    flock /work/bench.lock .venv/bin/python benchmarks/bench_lake.py [--scale 33] [--seconds 90]
+    flock bench.lock .venv/bin/python benchmarks/bench_lake.py [--scale 33] [--seconds 90]
 """
 
 from __future__ import annotations
