@@ -218,8 +218,8 @@ async def _shoot(out: Path, size: tuple[int, int], faults) -> list[Path]:
     return written
 
 
-async def settle(pilot, rounds: int = 6) -> None:
-    """Let workers finish and their results reach the screen."""
+async def _drain(pilot, rounds: int) -> None:
+    """Let the workers finish and their results reach the screen, `rounds` times."""
     from textual.worker import WorkerCancelled
 
     for _ in range(rounds):
@@ -228,18 +228,18 @@ async def settle(pilot, rounds: int = 6) -> None:
         except WorkerCancelled:
             pass  # a refresh superseded by a newer one
         await pilot.pause()
+
+
+async def settle(pilot, rounds: int = 6) -> None:
+    """Let workers finish and their results reach the screen."""
+    await _drain(pilot, rounds)
     # then one more refresh, as the running app's tick would do (tests stop the tick):
     # on a loaded machine the first show's table widths and a table just made visible
     # were at times not laid out yet (the snapshot tests caught it under load)
     reload = getattr(pilot.app.screen, "reload", None)
     if reload is not None:
         reload()
-        for _ in range(rounds):
-            try:
-                await pilot.app.workers.wait_for_complete()
-            except WorkerCancelled:
-                pass
-            await pilot.pause()
+        await _drain(pilot, rounds)
     # and until two pictures agree
     shot = pilot.app.export_screenshot()
     for _ in range(20):
