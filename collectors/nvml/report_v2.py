@@ -14,6 +14,7 @@ how a value is null: docs/report-v2.md.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
@@ -84,6 +85,9 @@ _LO_I = np.array([int(GPU_SPEC[c][1]) for c in GPU_COLS], np.int64)[_I]
 _HI_I = np.array(
     [1 if GPU_SPEC[c][0] == BOOL else int(GPU_SPEC[c][2]) for c in GPU_COLS], np.int64
 )[_I]
+# a frame without slices or processes shares these (frames wait a flush: fewer tracked objects)
+_NONE: tuple[Any, ...] = ()
+_NO_PROC_STRS: tuple[tuple[Any, ...], ...] = (_NONE,) * len(PROC_STRS)
 _ERR_SUM_MAX = 9.2e18  # per-GPU NVLink error sums (per_gpu rows) must fit a 64-bit integer
 
 
@@ -126,8 +130,8 @@ class Frame:
     link: bytes
     slice: bytes
     proc: bytes
-    slice_ids: list[Any]
-    proc_strs: list[list[Any]]
+    slice_ids: Sequence[Any]
+    proc_strs: Sequence[Sequence[Any]]
     has_proc: bool
     xid: Any
     lost: list[str]
@@ -198,7 +202,7 @@ class Frame:
             p = np.frombuffer(self.proc, PROC_DT)
             proc = {"gpu": p["gpu"].tolist(), "pid": p["pid"].tolist()}
             proc["used_mem_bytes"] = _nullable(p["used_mem_bytes"], p["valid"] & 1)
-            proc.update(zip(PROC_STRS, self.proc_strs, strict=True))
+            proc.update((c, list(v)) for c, v in zip(PROC_STRS, self.proc_strs, strict=True))
         return Report(
             self.host,
             self.boot,
@@ -409,7 +413,7 @@ def parse(
     uuids = strs[3 : 3 + n]
     if not all(uuids):
         raise ReportError("gpu.uuid: empty or null GPU UUID")
-    slice_ids = strs[3 + n : 3 + n + m]
+    slice_ids = strs[3 + n : 3 + n + m] if m else _NONE
     if None in slice_ids:
         raise ReportError("slice: every row needs an id and a gpu position")
     f = Frame()
@@ -427,8 +431,11 @@ def parse(
     f.link, f.slice = payload[ends[0] : ends[1]], payload[ends[1] : ends[2]]
     f.proc = payload[ends[2] : ends[3]]
     f.has_proc = has_proc
-    b = 3 + n + m
-    f.proc_strs = [strs[b + i * n_proc : b + (i + 1) * n_proc] for i in range(4)]
+    if n_proc:
+        b = 3 + n + m
+        f.proc_strs = [strs[b + i * n_proc : b + (i + 1) * n_proc] for i in range(4)]
+    else:  # the common frame: shared empty sequences, no lists for the collector to track
+        f.proc_strs = _NO_PROC_STRS
     return f
 
 
