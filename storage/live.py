@@ -126,6 +126,58 @@ class _Latest:
         )
 
     def fold(self, new: pa.Table) -> None:
+        if not self._fold_known(new):
+            self._fold_any(new)
+
+    def _fold_known(self, new: pa.Table) -> bool:
+        """The usual fold, every key of `new` already in the state: the keys are
+        matched once, then each key's newest row is picked and placed by row number
+        (numpy) rather than by a second and third lookup of the strings. False (and
+        nothing changed) when some key is new or NULL: `_fold_any` then."""
+        state, key = self.state, self.key
+        pos = pc.index_in(new.column(key), value_set=state.column(key))
+        if pos.null_count:
+            return False
+        p = pos.to_numpy(zero_copy_only=False).astype(np.int64)
+        ts = new.column("ts")
+        if ts.null_count:
+            return False
+        t = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False)
+        # each key's newest row, the first of equal times (as `_newest_per_key`)
+        if np.bincount(p, minlength=state.num_rows).max(initial=0) <= 1:
+            sel = np.arange(len(p))
+        else:
+            order = np.lexsort((np.arange(len(p)), -t, p))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = p[order][1:] != p[order][:-1]
+            sel = order[first]
+        rows = p[sel]
+        old = state.column("ts")
+        if old.null_count:
+            old_t = pc.cast(
+                pc.fill_null(old, pa.scalar(np.iinfo(np.int64).min, old.type)), pa.int64()
+            )
+        else:
+            old_t = pc.cast(old, pa.int64())
+        newer = t[sel] >= old_t.to_numpy(zero_copy_only=False)[rows]
+        sel, rows = sel[newer], rows[newer]
+        if not len(sel):
+            return True
+        repl = new.take(pa.array(sel))
+        rows_a = pa.array(rows)
+        moved = pc.any(
+            pc.not_equal(state.column(self.group).take(rows_a), repl.column(self.group))
+        ).as_py()
+        # each state row's replacement: a row of `repl`, or itself
+        where = np.arange(state.num_rows, dtype=np.int64)
+        where[rows] = state.num_rows + np.arange(len(rows))
+        both = pa.concat_tables([state, repl]).combine_chunks()
+        self.state = both.take(pa.array(where))
+        if moved:
+            self.keys_n += 1  # a key changed group: readers' row lookups are stale
+        return True
+
+    def _fold_any(self, new: pa.Table) -> None:
         new = _newest_per_key(new, self.key)
         state, key = self.state, self.key
         pos = pc.index_in(new.column(key), value_set=state.column(key))
