@@ -152,13 +152,8 @@ class _Latest:
             first[1:] = p[order][1:] != p[order][:-1]
             sel = order[first]
         rows = p[sel]
-        old = state.column("ts")
-        if old.null_count:
-            old_t = pc.cast(
-                pc.fill_null(old, pa.scalar(np.iinfo(np.int64).min, old.type)), pa.int64()
-            )
-        else:
-            old_t = pc.cast(old, pa.int64())
+        # a snapshot row without a time is replaced, as `_fold_any` does
+        old_t = pc.fill_null(pc.cast(state.column("ts"), pa.int64()), np.iinfo(np.int64).min)
         newer = t[sel] >= old_t.to_numpy(zero_copy_only=False)[rows]
         sel, rows = sel[newer], rows[newer]
         if not len(sel):

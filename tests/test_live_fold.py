@@ -100,3 +100,14 @@ def test_the_usual_fold_equals_the_general_one_on_random_batches():
         general._fold_any(batch)
         assert fast.state.equals(general.state)
         assert fast.keys_n == general.keys_n
+
+
+def test_a_snapshot_row_without_a_time_is_replaced_as_by_the_general_fold():
+    start = table(["a", "b"], ["h1", "h1"], [10, 10], [0, 0])
+    start = start.set_column(0, "ts", pa.array([None, T0], pa.timestamp("us")))
+    fast, general = _Latest("gpu_samples", start), _Latest("gpu_samples", start)
+    batch = table(["a", "b"], ["h1", "h1"], [-5, -5], [1, 2])
+    assert fast._fold_known(batch)
+    general._fold_any(batch)
+    assert fast.state.equals(general.state)
+    assert fast.state.column("util_pct").to_pylist() == [1.0, 0.0]
