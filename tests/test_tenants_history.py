@@ -124,7 +124,7 @@ def test_several_keys_and_old_memory(stored):
     for dt in (0.0, -0.2, -1.0, -4.0, -13.0, 2.0, 29.0):
         _same(cur, last + timedelta(seconds=dt))
     _same(cur, last, 10.0)
-    _same(cur, last, 3.0)  # a window shorter than MEM_RECENT_S
+    _same(cur, last, 1.5)  # a window shorter than MEM_RECENT_S
     # the quiet GPU's memory is its newest non-NULL sample in the window (12.25 s old),
     # then none once that sample left the window
     asg = run(cur, tenants_mod.ASG_LIVE_SQL, {"at": last}).to_pylist()
