@@ -43,6 +43,7 @@ from fleettui.tui.demo import fixed_store  # noqa: E402
 def queries(store, last, repeat: int) -> None:
     """Each view's query CPU: the live snapshot path against the history path where a
     view has both, same cursor, same run."""
+    import storage.views.tenants as tenants_mod
     from storage.reader import LocalReader
     from storage.views import (
         fabric,
@@ -95,13 +96,24 @@ def queries(store, last, repeat: int) -> None:
         ("fabric", lambda live: fabric(reader, last, live=live)),
         ("fabric, screen's 10 s", lambda live: fabric(reader, last, window_s=10.0, live=live)),
         ("tenants summary", lambda live: tenant_summary(reader, last, live=live)),
+        (  # the history path when the assignments or keys changed (its placement read again)
+            "tenants hist., new layout (no live)",
+            lambda live: (
+                tenants_mod._placements.clear(),
+                tenant_summary(reader, last, live=False),
+            ),
+        ),
+        (  # a lake's path: everything in one statement
+            "tenants 1 statement (no live)",
+            lambda live: tenant_summary(reader, last, live=False, one_statement=True),
+        ),
         (  # what the tenants screen draws beside its table (30 days, 120 buckets)
             "tenant chart 30 d (no live)",
             lambda live: tenant_history(reader, tenant, last, window_s=30 * 86400.0, buckets=120),
         ),
     ]
     print(f"query CPU ms, DuckDB threads {APP_DUCKDB_THREADS}, median of {repeat}:")
-    print(f"  {'view':<26}{'live':>10}{'history':>10}")
+    print(f"  {'view':<36}{'live':>10}{'history':>10}")
     for label, fn in cases:
         out = []
         for live in (True, False):
@@ -114,7 +126,7 @@ def queries(store, last, repeat: int) -> None:
             out.append(statistics.median(cpu) * 1e3)
             if "no live" in label:
                 break
-        print(f"  {label:<26}" + "".join(f"{v:>10.1f}" for v in out))
+        print(f"  {label:<36}" + "".join(f"{v:>10.1f}" for v in out))
     store.con.execute("RESET threads")
 
 

@@ -43,6 +43,7 @@ from storage.live_window import (
     LINK_FILL_SQL,
     LINK_MARKS_FILL_SQL,
     SLOT_US,
+    WINDOW_FILL_S,
     WINDOW_SLOTS,
     LinkState,
     WindowSums,
@@ -351,7 +352,9 @@ class LiveSnapshot:
         try:
             cur = self._fill_cur
             try:
-                latest, windows, spans = self._read_history(cur, newest)
+                # in a thread the sums read every slot kept (WINDOW_FILL_S)
+                span = FILL_SPAN_S if self._fill_thread is None else WINDOW_FILL_S
+                latest, windows, spans = self._read_history(cur, newest, span)
                 links = LinkState()
                 since = newest["link_samples"]
                 since = since - timedelta(seconds=FILL_SPAN_S) if since is not None else None
@@ -384,10 +387,10 @@ class LiveSnapshot:
             self._fill_done.set()
 
     def _read_history(
-        self, cur: duckdb.DuckDBPyConnection, newest: dict
+        self, cur: duckdb.DuckDBPyConnection, newest: dict, span_s: float
     ) -> tuple[dict[str, _Latest], dict[str, WindowSums], dict]:
         """Each sample table's newest row per key over the last FILL_WINDOW_S, and its
-        utilisation sums over the last FILL_SPAN_S; with the `since` of each."""
+        utilisation sums over the last `span_s`; with the `since` of each."""
         latest: dict[str, _Latest] = {}
         windows: dict[str, WindowSums] = {}
         spans = {}
@@ -405,10 +408,10 @@ class LiveSnapshot:
             ).to_arrow_table()
             latest[table] = _Latest(table, _newest_per_key(state, key))
             spans[table] = since
-            # utilisation sums: the rows of the last FILL_SPAN_S, claimed from the first
+            # utilisation sums: the rows of the last `span_s`, claimed from the first
             # slot they fill whole
             windows[table] = w = WindowSums(name.split("_")[0])
-            span_since = top - timedelta(seconds=FILL_SPAN_S) if top else None
+            span_since = top - timedelta(seconds=span_s) if top else None
             rows = cur.execute(
                 f"SELECT {key}, ts, util_pct, mem_used_bytes FROM main.{table} "
                 "WHERE ts > $since ORDER BY ts",

@@ -91,15 +91,18 @@ def test_views_read_history_during_the_fill_and_the_snapshot_after(stored, monke
             links = _same_fabric(cur, at, 10.0).to_pylist()
             seen_err += sum(1 for r in links if r["errors_per_s"])
         assert seen_err  # the written link errors were compared
-        # the utilisation window sums (a window within the span the fill read)
-        window_s = live_mod.FILL_SPAN_S - 2.0
-        for dt in (0.0, 0.4, 1.2):
-            at = now + timedelta(seconds=dt)
-            assert _alloc_live(cur, at, window_s) is not None
-            a = views.tenant_summary(cur, at, util_window_s=window_s)
-            b = views.tenant_summary(cur, at, util_window_s=window_s, live=False)
-            assert _approx(a.to_pylist()) == b.to_pylist()
-            assert any(r["util_mean_pct"] is not None for r in a.to_pylist())
+        # the utilisation window sums: a fill in a thread reads every slot kept, so
+        # the tenants' own 30 s window (the longest kept) reads them at once
+        for window_s in (live_mod.FILL_SPAN_S - 2.0, 30.0):
+            for dt in (0.0, 0.4, 1.2):
+                at = now + timedelta(seconds=dt)
+                assert _alloc_live(cur, at, window_s) is not None
+                a = views.tenant_summary(cur, at, util_window_s=window_s)
+                b = views.tenant_summary(cur, at, util_window_s=window_s, live=False)
+                assert _approx(a.to_pylist()) == b.to_pylist()
+                assert any(r["util_mean_pct"] is not None for r in a.to_pylist())
+        # a window longer than the slots kept reads history
+        assert _alloc_live(cur, now, 31.5) is None
         # and later writes go on through the writer's publishes
         store.write(_next_rows(cur, now))
         store.publish_live()

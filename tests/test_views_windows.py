@@ -20,7 +20,7 @@ from storage.batch import make_batch
 from storage.store import Store
 from storage.views.fabric import ALL_LINKS_SQL, _links_live, links_live
 from storage.views.query import run
-from storage.views.tenants import _alloc_live
+from storage.views.tenants import _alloc_history, _alloc_live
 from tests.test_views_nulls import AT, null_store
 
 TS = pa.timestamp("us")
@@ -68,9 +68,13 @@ def _same_fabric(cur, at, window_s: float) -> pa.Table:
 def _same_tenants(cur, at) -> pa.Table:
     assert _alloc_live(cur, at, 30.0) is not None  # the live path is taken
     a = views.tenant_summary(cur, at)
+    # the history path (per-key sums, cached placement) and the one statement
+    assert _alloc_history(cur, at, 30.0) is not None
     b = views.tenant_summary(cur, at, live=False)
-    assert a.schema == b.schema
-    assert _approx(a.to_pylist()) == b.to_pylist()
+    c = views.tenant_summary(cur, at, one_statement=True)
+    assert a.schema == b.schema == c.schema
+    assert _approx(a.to_pylist()) == c.to_pylist()
+    assert _approx(b.to_pylist()) == c.to_pylist()
     return a
 
 
@@ -251,7 +255,7 @@ def test_null_rows_a_reopened_file_and_a_cursor_in_the_past(tmp_path, monkeypatc
     assert links_live(cur, past, 10.0) is None and _alloc_live(cur, past, 30.0) is None
     assert _alloc_live(cur, last, 60.0) is None
     a = views.tenant_summary(cur, past).to_pylist()
-    assert _approx(a) == views.tenant_summary(cur, past, live=False).to_pylist()
+    assert _approx(a) == views.tenant_summary(cur, past, one_statement=True).to_pylist()
     racks = views.fabric(cur, past).racks.to_pylist()  # (history both: sums in any order)
     assert _approx(racks) == views.fabric(cur, past, live=False).racks.to_pylist()
     cur.close()

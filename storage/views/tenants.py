@@ -26,7 +26,7 @@ from storage.rollups import TIERS
 from storage.views.alerts import firing_count_sql, firing_sql
 from storage.views.latest import BUSY_PCT
 from storage.views.live import layout_cached, snapshot_state
-from storage.views.query import Source, run
+from storage.views.query import Source, run, table_columns
 from storage.views.when import resolve_at
 
 L = LIVE_CATALOG
@@ -73,25 +73,68 @@ _ASG = """
     WHERE valid_from <= $at AND (valid_to IS NULL OR valid_to > $at)
 """
 
+# Per key of a sample table's rows (integer ids: storage/keyed.py) over the window:
+# util_pct's sum and count, the newest non-NULL memory in use and its time (a GPU or
+# slice may have several keys, one per source). One aggregate over integers, not a
+# GROUP BY of UUID strings through the `gpu_samples` join view (the ids are dense: with
+# `perfect_ht_threshold` (storage/store.py) a direct-indexed table, no hashing).
+_SUMS = """
+    SELECT {id} AS id, sum(util_pct) AS s, count(util_pct) AS n,
+           arg_max(mem_used_bytes, ts) AS mem,
+           max(ts) FILTER (WHERE mem_used_bytes IS NOT NULL) AS mem_ts
+    FROM {rows}
+    WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
+    GROUP BY {id}
+"""
+# The history path splits it: the sums and how many memory values each key has over
+# the window, then the newest memory from the window's last MEM_RECENT_S only (an
+# arg_max over every row of 30 s was a third of the aggregate's CPU at 100k GPUs; over
+# 5 s, 24 ms), over the whole window again where a key with memory values has none in
+# that span (a fleet reporting less often than that: fewer rows in the window too).
+_UTIL_SUMS = """
+    SELECT {id} AS id, sum(util_pct) AS s, count(util_pct) AS n,
+           count(mem_used_bytes) AS mem_n
+    FROM {rows}
+    WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
+    GROUP BY {id}
+"""
+_NEWEST_MEM = """
+    SELECT {id} AS id, arg_max(mem_used_bytes, ts) AS mem, max(ts) AS mem_ts
+    FROM {rows}
+    WHERE ts > $since AND ts <= $at AND mem_used_bytes IS NOT NULL
+    GROUP BY {id}
+"""
+MEM_RECENT_S = 2.0
+# sample table -> (its rows table, id column, dimension, the dimension's key for a view)
+_KEYED = {
+    "gpu_samples": ("gpu_values", "series_id", "gpu_series", "gpu_uuid"),
+    "slice_samples": ("slice_values", "slice_series_id", "slice_series", "slice_id"),
+}
+
+
+def _keyed_sql(sql: str, table: str) -> str:
+    rows, id_col, _, _ = _KEYED[table]
+    return sql.format(id=id_col, rows=rows)
+
+
+def _use_sql(table: str) -> str:
+    """Per GPU (slice): mean util_pct over the window and newest non-NULL memory in
+    use, over its keys' sums."""
+    _, id_col, dim, key = _KEYED[table]
+    return f"""
+    SELECT k.{key}, sum(w.s) / nullif(sum(w.n), 0) AS util_pct,
+           arg_max(w.mem, w.mem_ts) AS mem_used_bytes
+    FROM ({_keyed_sql(_SUMS, table)}) w JOIN {dim} k ON k.{id_col} = w.id
+    GROUP BY k.{key}
+"""
+
+
 TENANTS_SQL = f"""
 WITH asg AS ({_ASG}),
 -- utilisation per allocation over the window: whole GPUs from gpu_samples,
 -- slices from slice_samples (a MIG GPU has no whole-GPU utilisation)
-gpu_use AS (
-    SELECT gpu_uuid, avg(util_pct) AS util_pct,
-           arg_max(mem_used_bytes, ts) AS mem_used_bytes
-    FROM gpu_samples
-    WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
-      AND gpu_uuid IN (SELECT gpu_uuid FROM asg WHERE slice_id IS NULL)
-    GROUP BY gpu_uuid
-),
-slice_use AS (
-    SELECT slice_id, avg(util_pct) AS util_pct,
-           arg_max(mem_used_bytes, ts) AS mem_used_bytes
-    FROM slice_samples
-    WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
-    GROUP BY slice_id
-),
+gpu_use AS ({_use_sql("gpu_samples")}),
+slice_use AS ({_use_sql("slice_samples")}),
 alloc AS (
     SELECT a.tenant, a.fraction, false AS is_slice, gu.util_pct, gu.mem_used_bytes
     FROM asg a LEFT JOIN gpu_use gu ON gu.gpu_uuid = a.gpu_uuid
@@ -355,6 +398,155 @@ def _cached_alloc(
     return alloc
 
 
+# -- history path: the window's per-key sums, placed by cached allocations ---------
+# Where no window state covers the question (a cursor in the past, a read-only store,
+# the first seconds after an open) the utilisation is read from the samples: per key
+# one aggregate over integers (_SUMS); which keys each allocation holds is read again
+# only when the layout changed or the cursor crossed an assignment's bound.
+# Allocations in force (ASG_LIVE_SQL's order) with the keys of their GPU or slice.
+PLACEMENT_SQL = f"""
+WITH asg AS (SELECT row_number() OVER () - 1 AS i, * FROM ({ASG_LIVE_SQL})),
+g AS (
+    SELECT a.i, list(k.series_id ORDER BY k.series_id) AS ids
+    FROM asg a JOIN gpu_series k ON k.gpu_uuid = a.gpu_uuid
+    WHERE a.slice_id IS NULL GROUP BY a.i
+),
+s AS (
+    SELECT a.i, list(k.slice_series_id ORDER BY k.slice_series_id) AS ids
+    FROM asg a JOIN slice_series k ON k.slice_id = a.slice_id
+    GROUP BY a.i
+)
+SELECT a.tenant, a.fraction, a.slice_id IS NOT NULL AS is_slice,
+       coalesce(g.ids, s.ids, []::BIGINT[]) AS ids
+FROM asg a LEFT JOIN g USING (i) LEFT JOIN s USING (i)
+ORDER BY a.i
+"""
+# What the placement is read from, beside the assignments: the keys (ids only grow;
+# retention drops whole keys), and the writer's layout version (it changes with
+# `assignments`) or, for a read-only file (nothing writes it while it is open), the
+# file and a digest of its assignments. None (a lake: other processes write it): the
+# one statement, TENANTS_SQL.
+PLACEMENT_VERSION_SQL = """
+SELECT (SELECT count(*)::VARCHAR || ':' || coalesce(max(series_id), 0)::VARCHAR
+        FROM gpu_series)
+    || '/' || (SELECT count(*)::VARCHAR || ':' || coalesce(max(slice_series_id), 0)::VARCHAR
+        FROM slice_series) AS keys,
+       (SELECT any_value(readonly AND type = 'duckdb') FROM duckdb_databases()
+        WHERE database_name = current_database()) AS read_only,
+       (SELECT any_value(path) FROM duckdb_databases()
+        WHERE database_name = current_database()) AS path
+"""
+READ_ONLY_DIGEST_SQL = """
+SELECT count(*)::VARCHAR || ':' || coalesce(max(valid_from)::VARCHAR, '') || ':'
+    || coalesce(max(valid_to)::VARCHAR, '') || ':' || count(valid_to)::VARCHAR || ':'
+    || coalesce(sum(fraction)::VARCHAR, '') AS digest
+FROM assignments
+"""
+LAYOUT_VERSION_SQL = f"SELECT any_value(layout_version) AS v FROM {L}.snapshot"
+
+_placements: OrderedDict[str, tuple[datetime | None, datetime | None, pa.Table]] = OrderedDict()
+
+
+def _placement_version(src: Source) -> str | None:
+    try:
+        row = run(src, PLACEMENT_VERSION_SQL).to_pylist()[0]
+    except Exception:  # noqa: BLE001 - duckdb.Error locally, QueryError through a reader
+        return None
+    if row["read_only"]:
+        digest = run(src, READ_ONLY_DIGEST_SQL).column("digest")[0].as_py()
+        return f"ro:{row['path']}:{digest}/{row['keys']}"
+    if not table_columns(src, f"{L}.snapshot"):
+        return None
+    layout = run(src, LAYOUT_VERSION_SQL).column("v")[0].as_py()
+    return None if layout is None else f"{layout}/{row['keys']}"
+
+
+def _window_sums(
+    src: Source, table: str, at: datetime, window_s: float
+) -> tuple[pa.Table, pa.Table]:
+    """Per key of `table` over (at - window_s, at]: (id, s, n, mem_n) and (id, mem,
+    mem_ts), the newest non-NULL memory of every key that has one in the window."""
+    sums = run(src, _keyed_sql(_UTIL_SUMS, table), {"at": at, "util_window_s": window_s})
+    start = at - timedelta(seconds=window_s)
+    recent = max(start, at - timedelta(seconds=MEM_RECENT_S))
+    mem = run(src, _keyed_sql(_NEWEST_MEM, table), {"at": at, "since": recent})
+    if recent > start:
+        want = pc.filter(sums.column("id"), pc.greater(sums.column("mem_n"), 0))
+        if not pc.all(pc.is_in(want, value_set=mem.column("id").combine_chunks())).as_py():
+            mem = run(src, _keyed_sql(_NEWEST_MEM, table), {"at": at, "since": start})
+    return sums, mem
+
+
+def _per_alloc(
+    sums: pa.Table, mem_t: pa.Table, allocs: np.ndarray, ids: np.ndarray, n: int, multi: bool
+) -> tuple[pa.Array, pa.Array]:
+    """Mean util_pct and newest non-NULL memory per allocation (n of them) from the
+    per-key sums (_window_sums); (allocs[j], ids[j]): allocation j holds key ids[j]."""
+    key = sums.column("id").to_numpy()
+    mkey = mem_t.column("id").to_numpy()
+    size = int(max(key.max(initial=0), mkey.max(initial=0), ids.max(initial=0))) + 1
+    total = np.zeros(size)
+    count = np.zeros(size, dtype=np.int64)
+    total[key] = pc.fill_null(sums.column("s"), 0.0).to_numpy(zero_copy_only=False)
+    count[key] = sums.column("n").to_numpy()
+    s = np.bincount(allocs, weights=total[ids], minlength=n)
+    c = np.bincount(allocs, weights=count[ids], minlength=n)
+    util = pa.array(s / np.maximum(c, 1), mask=c <= 0)
+    has = np.zeros(size, dtype=bool)
+    has[mkey] = True
+    mem = np.zeros(size, dtype=np.int64)
+    mem[mkey] = mem_t.column("mem").to_numpy()
+    pick = np.flatnonzero(has[ids])  # pairs whose key has a memory value
+    if multi and len(pick):  # an allocation with several keys: the newest memory wins
+        when = np.zeros(size, dtype=np.int64)
+        when[mkey] = pc.cast(mem_t.column("mem_ts"), pa.int64()).to_numpy()
+        order = pick[np.lexsort((when[ids[pick]], allocs[pick]))]
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = allocs[order][1:] != allocs[order][:-1]
+        pick = order[last]
+    out = np.zeros(n, dtype=np.int64)
+    got = np.zeros(n, dtype=bool)
+    out[allocs[pick]] = mem[ids[pick]]
+    got[allocs[pick]] = True
+    return util, pa.array(out, pa.int64(), mask=~got)
+
+
+def _alloc_history(src: Source, at: datetime, window_s: float) -> pa.Table | None:
+    """TENANTS_SQL's `alloc` from the samples with a cached placement; None where no
+    version tells when the placement changed (then the one statement)."""
+    version = _placement_version(src)
+    if version is None:
+        return None
+    placement, _, _ = layout_cached(
+        src, at, _placements, version, lambda: _placement(src, at), kept=1
+    )
+    ids_col = placement.column("ids")
+    lengths = pc.list_value_length(ids_col).to_numpy(zero_copy_only=False)
+    multi = bool((lengths > 1).any())
+    flat = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False).astype(np.int64)
+    allocs = np.repeat(np.arange(placement.num_rows), lengths)
+    is_slice = placement.column("is_slice").to_numpy(zero_copy_only=False)
+    n = placement.num_rows
+    util = pa.nulls(n, pa.float64())
+    mem = pa.nulls(n, pa.int64())
+    for table, sliced in (("gpu_samples", False), ("slice_samples", True)):
+        mine = is_slice[allocs] == sliced
+        sums, mem_t = _window_sums(src, table, at, window_s)
+        u, m = _per_alloc(sums, mem_t, allocs[mine], flat[mine], n, multi)
+        part = pa.array(is_slice == sliced)
+        util = pc.if_else(part, u, util)
+        mem = pc.if_else(part, m, mem)
+    return (
+        placement.drop_columns(["ids"])
+        .append_column("util_pct", util)
+        .append_column("mem_used_bytes", mem)
+    )
+
+
+def _placement(src: Source, at: datetime) -> pa.Table:
+    return run(src, PLACEMENT_SQL, {"at": at}).combine_chunks()
+
+
 def _alerting_sql(src: Source, at: datetime) -> str:
     """The per-tenant alert count's SQL; the empty relation while no alert fires at
     `at` (the count's joins cost ~30 ms at 100k GPUs even on an empty `alerts`)."""
@@ -371,10 +563,13 @@ def tenant_summary(
     util_window_s: float = 30.0,
     hours_window_s: float = 86400.0,
     live: bool = True,
+    one_statement: bool = False,
 ) -> pa.Table:
     """One row per tenant, largest holding first. Utilisation and memory come from
     the writer's window sums where they cover the window (`live=False`: always
-    from the samples)."""
+    from the samples, as where they do not); `one_statement`: everything in one
+    statement, TENANTS_SQL (a lake's path; the reference the others are tested
+    against)."""
     at_resolved = resolve_at(at)
     alerting = _alerting_sql(src, at_resolved)
     params = {
@@ -382,7 +577,11 @@ def tenant_summary(
         "util_window_s": util_window_s,
         "hours_window_s": hours_window_s,
     }
-    alloc = _alloc_live(src, at_resolved, util_window_s) if live else None
+    alloc = None
+    if not one_statement:
+        alloc = _alloc_live(src, at_resolved, util_window_s) if live else None
+        if alloc is None:
+            alloc = _alloc_history(src, at_resolved, util_window_s)
     if alloc is None:
         return run(src, TENANTS_SQL.replace("{alerting}", alerting), params)
     rest = run(src, TENANTS_REST_SQL.replace("{alerting}", alerting), params)
