@@ -269,10 +269,6 @@ class AlertEngine:
         cols["labels"], cols["annotations"] = labels, annotations
         batch = make_batch("alerts", cols)
         return Batch(batch.table, batch.data, new_keys=True) if new_keys else batch
-        for a in changed:  # to the end of the rotation; ended alerts leave it
-            self._rows.pop(a.alert_id, None)
-            if a.state in (PENDING, FIRING):
-                self._rows[a.alert_id] = (a, a.evaluated_at)
 
     def _forget_ended(self) -> None:
         """Drop the render and JSON memos of alerts that are no longer open."""
