@@ -247,10 +247,7 @@ class AlertEngine:
         """The `alerts` rows of these instances, annotations rendered."""
         for a in alerts:
             self._annotated(a)
-        names = TABLE_COLUMNS["alerts"]
-        cols: dict[str, list] = dict(
-            zip(names, map(list, zip(*map(_ROW, alerts), strict=True)), strict=True)
-        )
+        cols: dict[str, list] = {name: list(map(get, alerts)) for name, get in _COLUMNS}
         labels, annotations = [], []
         memo = self._json
         for a in alerts:
@@ -548,8 +545,13 @@ class AlertEngine:
 
 _PARAM = re.compile(r"\$([A-Za-z_]\w*)")
 
-# An instance's columns of the `alerts` table, in order (labels and annotations as dicts).
-_ROW = operator.attrgetter(*TABLE_COLUMNS["alerts"])
+# The `alerts` table's columns, in order, as read from an instance; labels and
+# annotations, dicts there, are written as JSON.
+_COLUMNS = [
+    (c, operator.attrgetter(c))
+    for c in TABLE_COLUMNS["alerts"]
+    if c not in ("labels", "annotations")
+]
 
 # Labels and annotations as JSON: what json.dumps(d, sort_keys=True) gives, for a third
 # of its time (one encoder, and no check for cycles: they are dicts of strings). The first
