@@ -197,6 +197,13 @@ def main() -> None:
             f"{w_med:.1f} ms for {rows_med:g} rows), "
             f"first {cs[0].total_ms:.1f} ms, worst {worst:.1f} ms over {len(cs)} cycles"
         )
+        first = cs[0]
+        print(
+            f"first cycle: {first.total_ms:.1f} ms = queries {first.query_ms:.1f} + write "
+            f"{getattr(first, 'write_ms', float('nan')):.1f} ms for "
+            f"{getattr(first, 'rows_written', -1)} rows + the rest (stepping) "
+            f"{first.total_ms - first.query_ms - getattr(first, 'write_ms', 0.0):.1f} ms"
+        )
         print(
             f"share of the {args.interval:g} s interval: median {100 * med / budget_ms:.2f}%, "
             f"worst {100 * worst / budget_ms:.2f}%"

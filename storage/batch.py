@@ -27,6 +27,10 @@ class BatchError(ValueError):
 class Batch:
     table: str
     data: pa.Table
+    # For a table merged on its key: the writer says no key of this batch is in the
+    # table yet, so the store may insert the rows instead of merging them (a key that
+    # is there after all makes it merge; storage/store.py).
+    new_keys: bool = False
 
     @property
     def rows(self) -> int:

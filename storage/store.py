@@ -86,6 +86,9 @@ def default_memory_limit() -> str:
 
 
 _UPSERT_TABLES = frozenset(UPSERT_KEYS)
+# Tables merged on a one-column key, which is their PRIMARY KEY (the migrations; a test
+# checks): a batch of new keys may be inserted there, the key refusing one that is not.
+_PRIMARY_KEYED = frozenset(t for t, k in UPSERT_KEYS.items() if len(k) == 1)
 
 # DuckDB compresses appended rows when it checkpoints. Its default (a checkpoint
 # after 16 MB of WAL, seconds at a few thousand GPUs) leaves row groups in many
@@ -324,20 +327,16 @@ class Store:
         for b in merged:
             if b.table not in TABLE_COLUMNS:
                 raise BatchError(f"unknown table {b.table!r}")
-        rows = 0
         t0 = time.thread_time()
         try:
-            with self.writer() as cur:
-                for b in merged:
-                    cur.register("_batch", b.data)
-                    try:
-                        if (keyed := KEYED.get(b.table)) is not None:
-                            keyed.write(cur, b.data.column_names, b.rows)
-                        else:
-                            cur.execute(self._insert_sql(b))
-                    finally:
-                        cur.unregister("_batch")
-                    rows += b.rows
+            try:
+                rows = self._write_merged(merged, insert_new=True)
+            except duckdb.ConstraintException:
+                if not any(b.new_keys for b in merged):
+                    raise
+                # A key said to be new was there after all (the transaction rolled
+                # back): the same write again, merging every batch on its key.
+                rows = self._write_merged(merged, insert_new=False)
         except duckdb.Error as exc:
             failure = as_store_failure(self.path, exc)
             if failure is None:
@@ -346,6 +345,29 @@ class Store:
             raise failure from exc
         self.failure = None
         self._to_live(merged, time.thread_time() - t0)
+        return rows
+
+    def _write_merged(self, merged: list[Batch], *, insert_new: bool) -> int:
+        """Every batch in one transaction. `insert_new`: a batch whose keys are all new
+        (`Batch.new_keys`) to a table keyed by one column is inserted, not merged: a MERGE
+        joins the batch to the whole table (every alert ever raised), and the first alert
+        cycle after a start writes all its open alerts as new rows. The table's primary
+        key refuses a key that is there after all (ConstraintException; the transaction
+        rolls back)."""
+        rows = 0
+        with self.writer() as cur:
+            for b in merged:
+                cur.register("_batch", b.data)
+                try:
+                    if (keyed := KEYED.get(b.table)) is not None:
+                        keyed.write(cur, b.data.column_names, b.rows)
+                    elif insert_new and b.new_keys and b.table in _PRIMARY_KEYED:
+                        cur.execute(f"INSERT INTO {b.table} BY NAME SELECT * FROM _batch")
+                    else:
+                        cur.execute(self._insert_sql(b))
+                finally:
+                    cur.unregister("_batch")
+                rows += b.rows
         return rows
 
     def _to_live(self, merged: list[Batch], write_cpu_s: float) -> None:

@@ -47,7 +47,7 @@ import duckdb
 from fleettui.alerts.rules import Rule, render
 from fleettui.alerts.shared import Scan, plan
 from fleettui.alerts.silences import Silence, active_silences
-from storage.batch import BatchError, make_batch
+from storage.batch import Batch, BatchError, make_batch
 from storage.columns import TABLE_COLUMNS
 from storage.store import Store, StoreError
 
@@ -232,31 +232,40 @@ class AlertEngine:
     def _write(self, changed: list[Instance]) -> None:
         if not changed:
             return
-        for a in changed:
+        # Alerts this engine has not written yet (new this cycle, or a failed write's)
+        # are rows the table does not hold: inserted, not merged (Batch.new_keys).
+        rows = self._rows
+        new = [a for a in changed if a.alert_id not in rows]
+        known = [a for a in changed if a.alert_id in rows] if new else changed
+        self.store.write([self._batch(part, new_keys=part is new) for part in (new, known) if part])
+        for a in changed:  # to the end of the rotation; ended alerts leave it
+            rows.pop(a.alert_id, None)
+            if a.state in (PENDING, FIRING):
+                rows[a.alert_id] = (a, a.evaluated_at)
+
+    def _batch(self, alerts: list[Instance], *, new_keys: bool) -> Batch:
+        """The `alerts` rows of these instances, annotations rendered."""
+        for a in alerts:
             self._annotated(a)
-        names = TABLE_COLUMNS["alerts"]
-        rows = [_ROW(a) for a in changed]
-        cols: dict[str, list] = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+        cols: dict[str, list] = {name: list(map(get, alerts)) for name, get in _COLUMNS}
         labels, annotations = [], []
-        for a in changed:
-            j = self._json.get(a.alert_id)
+        memo = self._json
+        for a in alerts:
+            j = memo.get(a.alert_id)
             if j is None or j[0] is not a.labels or j[2] is not a.annotations:
                 # annotations follow the value; the labels of an alert rarely change
                 same_labels = j is not None and j[0] is a.labels
-                j = self._json[a.alert_id] = (
+                j = memo[a.alert_id] = (
                     a.labels,
-                    j[1] if same_labels else json.dumps(a.labels, sort_keys=True),  # type: ignore[index]
+                    j[1] if same_labels else _json(a.labels),  # type: ignore[index]
                     a.annotations,
-                    json.dumps(a.annotations, sort_keys=True),
+                    _json(a.annotations),
                 )
             labels.append(j[1])
             annotations.append(j[3])
         cols["labels"], cols["annotations"] = labels, annotations
-        self.store.write([make_batch("alerts", cols)])
-        for a in changed:  # to the end of the rotation; ended alerts leave it
-            self._rows.pop(a.alert_id, None)
-            if a.state in (PENDING, FIRING):
-                self._rows[a.alert_id] = (a, a.evaluated_at)
+        batch = make_batch("alerts", cols)
+        return Batch(batch.table, batch.data, new_keys=True) if new_keys else batch
 
     def _forget_ended(self) -> None:
         """Drop the render and JSON memos of alerts that are no longer open."""
@@ -402,6 +411,14 @@ class AlertEngine:
         seen: set[str] = set()
         open_now = self._open.setdefault(rule.name, {})
         clear_since = self._clear_since
+        # What every new alert of this rule shares: its labels after the row's, in the
+        # order they are set (scope_key last), and its id's tail.
+        rule_labels = rule.labels | {
+            "alertname": rule.name,
+            "severity": rule.severity,
+            "scope": rule.scope,
+        }
+        id_tail = alert_id("", "", now)[1:]
         for row in rows:
             key = row[i_key]
             if key is None or key in seen:
@@ -413,15 +430,10 @@ class AlertEngine:
             a = open_now.get(key)
             if a is None:
                 labels = {c: str(row[i]) for i, c in label_cols if row[i] is not None}
-                labels |= rule.labels
-                labels |= {
-                    "alertname": rule.name,
-                    "severity": rule.severity,
-                    "scope": rule.scope,
-                    "scope_key": key,
-                }
+                labels |= rule_labels
+                labels["scope_key"] = key
                 a = Instance(
-                    alert_id=alert_id(rule.name, key, now),
+                    alert_id=f"{rule.name}|{key}{id_tail}",
                     rule=rule.name,
                     scope=rule.scope,
                     scope_key=key,
@@ -533,8 +545,18 @@ class AlertEngine:
 
 _PARAM = re.compile(r"\$([A-Za-z_]\w*)")
 
-# An instance's columns of the `alerts` table, in order (labels and annotations as dicts).
-_ROW = operator.attrgetter(*TABLE_COLUMNS["alerts"])
+# The `alerts` table's columns, in order, as read from an instance; labels and
+# annotations, dicts there, are written as JSON.
+_COLUMNS = [
+    (c, operator.attrgetter(c))
+    for c in TABLE_COLUMNS["alerts"]
+    if c not in ("labels", "annotations")
+]
+
+# Labels and annotations as JSON: what json.dumps(d, sort_keys=True) gives, for a third
+# of its time (one encoder, and no check for cycles: they are dicts of strings). The first
+# cycle after a start encodes both for every open alert.
+_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
 
 
 def _number(v: object) -> float | None:

@@ -1,0 +1,311 @@
+"""The first alert cycle after a start, and new alerts inserted rather than merged.
+
+An engine that starts on a store with history opens every offending key at once
+(20,471 alerts at 100,000 GPUs). Those rows are new to the `alerts` table, so the
+engine hands them to the store as a batch of new keys (`Batch.new_keys`), which
+is inserted instead of merged; the table's primary key refuses a key that is
+there after all, and the write is then merged as before (storage/store.py).
+
+Checked here: the first cycle's rows, column for column, against what each
+rule's own query offends (labels, annotations, state, times, values), and its
+deliveries; every cycle of a replay with a restart against a twin store that
+only merges (the write before new keys); and the store's fallback.
+"""
+
+import json
+from datetime import datetime, timedelta
+
+import pytest
+
+from collectors.sim.faults import DEFAULT_FAULTS
+from collectors.sim.source import SimSource
+from fleettui.alerts.engine import AlertEngine
+from fleettui.alerts.rules import default_rules, render
+from storage import store as store_mod
+from storage.batch import Batch, make_batch
+from storage.store import Store
+
+T0 = datetime(2026, 11, 26, 3, 0, 0)
+STEP_S = 30.0
+START_S = 990.0  # the engine starts late: every fault's alert is open at once
+
+COLS = (
+    "alert_id, rule, scope, scope_key, severity, state, started_at, fired_at, resolved_at,"
+    " last_active_at, evaluated_at, peak_value, last_value, threshold, labels, annotations"
+)
+
+
+class MergeOnly(Store):
+    """The store as it wrote before new keys: every batch merged on its key."""
+
+    def _write_merged(self, merged, *, insert_new):
+        return super()._write_merged(merged, insert_new=False)
+
+
+class Counting(Store):
+    """The store as it writes now, counting attempts: a second one is the fallback."""
+
+    attempts = 0
+
+    def _write_merged(self, merged, *, insert_new):
+        self.attempts += 1
+        return super()._write_merged(merged, insert_new=insert_new)
+
+
+class Sink:
+    """A delivery: the engine fills each cycle's notifications for it."""
+
+    async def send(self, notifications, now):  # pragma: no cover - evaluate() never sends
+        pass
+
+    async def close(self, timeout_s=2.0):  # pragma: no cover
+        pass
+
+
+def sample(src: SimSource, now: datetime) -> list[Batch]:
+    batches = src.sample(now).batches
+    batches.append(
+        make_batch(
+            "collector_runs",
+            {
+                "ts": [now],
+                "collector": ["sim"],
+                "duration_ms": [40.0],
+                "ok": [True],
+                "rows": [sum(b.rows for b in batches)],
+                "skipped": [0],
+                "interval_s": [STEP_S],
+            },
+        )
+    )
+    return batches
+
+
+def fill(stores: list[Store], until_s: float) -> SimSource:
+    src = SimSource(faults=DEFAULT_FAULTS, period_s=None, start=T0, interval_s=STEP_S)
+    for i in range(int(until_s // STEP_S) + 1):
+        batches = sample(src, T0 + timedelta(seconds=i * STEP_S))
+        for s in stores:
+            s.write(batches)
+    return src
+
+
+def table(store: Store) -> list[tuple]:
+    return store.cursor().execute(f"SELECT {COLS} FROM alerts ORDER BY alert_id").fetchall()
+
+
+def expected_first_cycle(found: dict, rules, now: datetime) -> list[tuple]:
+    """The rows the first cycle must write, from each rule's own offending rows, by the
+    engine's rules (docs/alerts.md) written out plainly."""
+    out = []
+    for rule in rules:
+        cols, rows = found[rule.name]
+        seen = set()
+        for row in rows:
+            r = dict(zip(cols, row, strict=True))
+            if r["scope_key"] is None or str(r["scope_key"]) in seen:
+                continue
+            key = str(r["scope_key"])
+            seen.add(key)
+            labels = {
+                c: str(v)
+                for c, v in r.items()
+                if c not in ("scope_key", "value", "threshold") and v is not None
+            }
+            labels.update(rule.labels)
+            labels.update(alertname=rule.name, severity=rule.severity, scope=rule.scope)
+            labels["scope_key"] = key
+            value = None if r["value"] is None else float(r["value"])
+            thr = None if r.get("threshold") is None else float(r["threshold"])
+            variables = {
+                "value": value,
+                "threshold": thr,
+                "scope_key": key,
+                "scope": rule.scope,
+                "rule": rule.name,
+                "severity": rule.severity,
+                "labels": labels,
+            }
+            annotations = {k: render(t, variables) for k, t in rule.annotations.items()}
+            firing = rule.for_s <= 0
+            out.append(
+                (
+                    f"{rule.name}|{key}|{now.isoformat(timespec='seconds')}",
+                    rule.name,
+                    rule.scope,
+                    key,
+                    rule.severity,
+                    "firing" if firing else "pending",
+                    now,
+                    now if firing else None,
+                    None,
+                    now,
+                    now,
+                    value,
+                    value,
+                    thr,
+                    json.dumps(labels, sort_keys=True),
+                    json.dumps(annotations, sort_keys=True),
+                )
+            )
+    return sorted(out)
+
+
+def test_the_first_cycle_writes_and_delivers_every_offending_key():
+    store = Store.open(":memory:")
+    fill([store], START_S)
+    now = T0 + timedelta(seconds=START_S)
+    rules = default_rules()
+    found = AlertEngine(store, rules, interval_s=STEP_S, shared=False).offending(now)
+    assert not [v for v in found.values() if isinstance(v, str)]
+    want = expected_first_cycle(found, rules, now)
+    assert len(want) >= 12 and {r[5] for r in want} == {"pending", "firing"}
+
+    engine = AlertEngine(store, rules, interval_s=STEP_S, delivery=Sink())
+    cycle = engine.evaluate(now)
+    assert cycle.errors == []
+    assert table(store) == want
+    assert sorted((n.reason, n.alert.alert_id) for n in cycle.notifications) == sorted(
+        ("fired", r[0]) for r in want if r[5] == "firing"
+    )
+    # what was delivered is what was stored
+    stored = {r[0]: (r[14], r[15]) for r in want}
+    for n in cycle.notifications:
+        a = n.alert
+        got = (json.dumps(a.labels, sort_keys=True), json.dumps(a.annotations, sort_keys=True))
+        assert got == stored[a.alert_id]
+    store.close()
+
+
+def test_every_cycle_stores_and_delivers_what_merging_alone_did_across_a_restart():
+    fast, merged = Counting.open(":memory:"), MergeOnly.open(":memory:")
+    start_s = 90.0  # faults go on starting and ending: alerts open and end every cycle
+    src = fill([fast, merged], start_s)
+    rules = default_rules()
+
+    def engines():
+        return [AlertEngine(s, rules, interval_s=STEP_S, delivery=Sink()) for s in (fast, merged)]
+
+    pair = engines()
+    inserted, states = 0, set()
+    for i in range(14):
+        now = T0 + timedelta(seconds=start_s + i * STEP_S)
+        if i:
+            batches = sample(src, now)
+            fast.write(batches)
+            merged.write(batches)
+        if i == 7:  # a restart: open alerts are read back, and are not new rows
+            pair = engines()
+        before = fast.attempts
+        cycles = [e.evaluate(now) for e in pair]
+        # one write, no fallback: only alerts the table lacks were said to be new
+        assert fast.attempts == before + 1, f"cycle {i}"
+        assert cycles[0].errors == cycles[1].errors == []
+        assert table(fast) == table(merged), f"cycle {i}"
+        sent = [sorted((n.reason, n.alert.alert_id) for n in c.notifications) for c in cycles]
+        assert sent[0] == sent[1], f"cycle {i}"
+        if i:
+            inserted += sum(1 for a, f, to in cycles[0].transitions if f == "inactive")
+        states |= {r[5] for r in table(fast)}
+    assert inserted > 0  # new alerts after the first cycle too
+    # the replay fired and resolved alerts besides opening them
+    assert states == {"pending", "firing", "resolved", "inactive"}
+    fast.close()
+    merged.close()
+
+
+def alert_row(alert_id: str, state: str, value: float | None, at: datetime) -> dict:
+    return {
+        "alert_id": [alert_id],
+        "rule": ["R"],
+        "scope": ["gpu"],
+        "scope_key": [alert_id.split("|")[1]],
+        "severity": ["warning"],
+        "state": [state],
+        "started_at": [T0],
+        "fired_at": [at if state == "firing" else None],
+        "resolved_at": [None],
+        "last_active_at": [at],
+        "evaluated_at": [at],
+        "peak_value": [value],
+        "last_value": [value],
+        "threshold": [80.0],
+        "labels": ["{}"],
+        "annotations": ["{}"],
+    }
+
+
+def test_a_key_said_to_be_new_that_is_there_is_merged_in_the_same_write():
+    """An engine restarted with its clock behind may raise an alert id the table holds
+    (`rule|key|second`); the key refuses the insert and the write merges instead, as a
+    MERGE alone would, with the other batches of the write."""
+    stores = [Store.open(":memory:"), MergeOnly.open(":memory:")]
+    at = T0 + timedelta(minutes=1)
+    for s in stores:
+        s.write([make_batch("alerts", alert_row("R|GPU-a|x", "firing", 90.0, at))])
+    later = at + timedelta(seconds=15)
+    cols = {k: v * 2 for k, v in alert_row("R|GPU-b|x", "pending", 85.0, later).items()}
+    cols["alert_id"] = ["R|GPU-a|x", "R|GPU-b|x"]
+    cols["scope_key"] = ["GPU-a", "GPU-b"]
+    cols["fired_at"] = [None, None]  # NULL keeps the stored time (coalesce), as MERGE does
+    batch = make_batch("alerts", cols)
+    gpu = make_batch("hosts", {"host": ["h1"], "first_seen": [at], "last_seen": [later]})
+    for s in stores:
+        assert s.write([Batch("alerts", batch.data, new_keys=True), gpu]) == 3
+    assert table(stores[0]) == table(stores[1])
+    got = {r[0]: (r[5], r[7], r[12]) for r in table(stores[0])}
+    assert got == {"R|GPU-a|x": ("pending", at, 85.0), "R|GPU-b|x": ("pending", None, 85.0)}
+    assert stores[0].cursor().execute("SELECT count(*) FROM hosts").fetchone() == (1,)
+
+
+def test_new_keys_are_inserted_only_where_the_key_is_the_primary_key():
+    """The insert relies on the primary key to refuse a key that is there."""
+    store = Store.open(":memory:")
+    pks = {
+        (t, tuple(cols))
+        for t, cols in store.cursor()
+        .execute(
+            "SELECT table_name, constraint_column_names FROM duckdb_constraints()"
+            " WHERE constraint_type = 'PRIMARY KEY'"
+        )
+        .fetchall()
+    }
+    assert store_mod._PRIMARY_KEYED >= {"alerts", "silences"}
+    for t in store_mod._PRIMARY_KEYED:
+        assert (t, store_mod.UPSERT_KEYS[t]) in pks, t
+    store.close()
+
+
+@pytest.mark.parametrize("new_keys", [True, False])
+def test_a_batch_of_new_keys_is_inserted(monkeypatch, new_keys):
+    """The statement the store runs for a batch of new alerts: an INSERT, not a MERGE."""
+    store = Store.open(":memory:")
+    seen: list[str] = []
+    writer = store.writer
+
+    def spying_writer():
+        ctx = writer()
+        cur = ctx.__enter__()
+
+        class Spy:
+            def __getattr__(self, name):
+                return getattr(cur, name)
+
+            def execute(self, sql, *a):
+                seen.append(sql.split()[0])
+                return cur.execute(sql, *a)
+
+        class Ctx:
+            def __enter__(self):
+                return Spy()
+
+            def __exit__(self, *exc):
+                return ctx.__exit__(*exc)
+
+        return Ctx()
+
+    monkeypatch.setattr(store, "writer", spying_writer)
+    b = make_batch("alerts", alert_row("R|GPU-a|x", "pending", 1.0, T0))
+    store.write([Batch("alerts", b.data, new_keys=new_keys)])
+    assert seen == (["INSERT"] if new_keys else ["MERGE"])
+    store.close()
