@@ -8,6 +8,8 @@ a column's widest width across `clear()`).
 
 from __future__ import annotations
 
+import gc
+
 import pyarrow as pa
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -172,3 +174,29 @@ async def test_cells_drawn_as_textual_draws_them():
             focused.append(pixels(t))
         assert focused[0] == focused[1]
         assert view.current() == ODD_ROWS.to_pylist()[1]
+
+
+async def test_a_load_leaves_nothing_drawn_to_the_garbage_collector():
+    """The cells drawn for the last load are freed when the next load clears the
+    caches (Textual's LRUCache rings, cleared as they are, left them all as cyclic
+    garbage for the collector's full passes)."""
+    app = Two()
+    async with app.run_test(size=(60, 24)) as pilot:
+        table = app.query_one("#kept", ViewTable)
+        table.load(A)
+        await pilot.pause()
+        assert table._line_cache and table._cell_render_cache  # A was drawn
+        gc.collect()
+        gc.disable()
+        try:
+            table.load(B)
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            # an LRUCache entry is [prev, next, key, value], linked in a ring
+            left = [o for o in gc.garbage if type(o) is list and len(o) == 4 and o[0] is not o]
+            left = [o for o in left if type(o[0]) is list and type(o[1]) is list]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        assert not left
