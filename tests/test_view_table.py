@@ -8,12 +8,16 @@ a column's widest width across `clear()`).
 
 from __future__ import annotations
 
+import gc
+
 import pyarrow as pa
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.coordinate import Coordinate
 from textual.geometry import Region
+from textual.widgets import DataTable
 
-from fleettui.tui.widgets.table import Col, ViewTable
+from fleettui.tui.widgets.table import Col, ViewTable, safe_cell
 
 COLS = [
     Col("host", "host"),
@@ -97,3 +101,102 @@ async def test_same_cells_skip_the_redraw_but_keep_the_new_rows():
         assert table.current() == {"host": "h1", "util": 95.0, "up": True, "gpu_uuid": "u1-h1"}
         table.load(rows(("h1", 95.0, True), ("h2", 50.5, False), ("h3", 10.0, True)))
         assert table._update_count > count  # a changed cell: the table is filled again
+
+
+# cells of every kind the fast drawing takes, and some it leaves to DataTable
+ODD = [
+    Text("plain"),
+    Text("styled", style="bold red"),
+    Text("", style="green"),
+    Text("12.5", style="dim", justify="right"),
+    Text("mid", style="on blue", justify="center"),
+    Text("left", style="italic", justify="left"),
+    Text.assemble(("a", "red"), "b", ("cd", "bold on green"), style="underline"),
+    Text("表格 wide", style="yellow"),
+    Text("trailing  ", justify="right"),  # Rich strips it before justifying
+    Text("full justify", justify="full"),
+    Text("two\nlines"),  # pictured by safe_cell: one line
+    Text("far too long for the column", style="bold"),  # cropped: Rich's overflow
+    Text("ellipsis too long here", overflow="ellipsis"),
+]
+ODD_COLS = [
+    Col("k", "k"),
+    Col("cell", "i", lambda v, _r: ODD[v]),
+    Col("fixed", "j", lambda v, _r: ODD[v], width=8),
+    Col("[b]lbl[/b]", "s"),
+]
+ODD_ROWS = pa.Table.from_pylist(
+    [{"k": f"r{i}", "i": i, "j": (i + 5) % len(ODD), "s": f"[x]{i}"} for i in range(len(ODD))]
+)
+
+
+class Pair(App):
+    """ViewTable beside Textual's own DataTable given the same cells."""
+
+    def compose(self) -> ComposeResult:
+        yield ViewTable(ODD_COLS, key="k", id="view")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="plain")
+
+
+def pixels(table: DataTable) -> list[list[tuple[str, object]]]:
+    """Each drawn character with its style (however the segments are cut)."""
+    strips = table.render_lines(Region(0, 0, table.size.width, table.size.height))
+    return [[(ch, s.style) for s in strip for ch in s.text] for strip in strips]
+
+
+async def test_cells_drawn_as_textual_draws_them():
+    """The one-line fast path draws what DataTable's Rich pipeline draws, cursor,
+    hover, zebra stripes, header and column widths included."""
+    app = Pair()
+    async with app.run_test(size=(120, 40)) as pilot:
+        view = app.query_one("#view", ViewTable)
+        plain = app.query_one("#plain", DataTable)
+        for c in ODD_COLS:
+            plain.add_column(c.label, key=c.key, width=c.width)
+        for r in ODD_ROWS.to_pylist():
+            plain.add_row(*(safe_cell(c.fmt(r[c.key], r)) for c in ODD_COLS), key=r["k"])
+        view.load(ODD_ROWS)
+        for t in (view, plain):
+            t.move_cursor(row=1, animate=False)
+        app.set_focus(None)
+        await pilot.pause()
+        assert [c.content_width for c in view.ordered_columns] == [
+            c.content_width for c in plain.ordered_columns
+        ]
+        assert view.size == plain.size
+        assert pixels(view) == pixels(plain)
+        focused = []
+        for t in (view, plain):  # focused: the cursor's own style; the mouse over row 4
+            app.set_focus(t)
+            t.hover_coordinate = Coordinate(4, 1)
+            t._show_hover_cursor = True
+            await pilot.pause()
+            focused.append(pixels(t))
+        assert focused[0] == focused[1]
+        assert view.current() == ODD_ROWS.to_pylist()[1]
+
+
+async def test_a_load_leaves_nothing_drawn_to_the_garbage_collector():
+    """The cells drawn for the last load are freed when the next load clears the
+    caches (Textual's LRUCache rings, cleared as they are, left them all as cyclic
+    garbage for the collector's full passes)."""
+    app = Two()
+    async with app.run_test(size=(60, 24)) as pilot:
+        table = app.query_one("#kept", ViewTable)
+        table.load(A)
+        await pilot.pause()
+        assert table._line_cache and table._cell_render_cache  # A was drawn
+        gc.collect()
+        gc.disable()
+        try:
+            table.load(B)
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            # an LRUCache entry is [prev, next, key, value], linked in a ring
+            left = [o for o in gc.garbage if type(o) is list and len(o) == 4 and o[0] is not o]
+            left = [o for o in left if type(o[0]) is list and type(o[1]) is list]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        assert not left
