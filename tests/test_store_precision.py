@@ -122,12 +122,27 @@ def test_the_sim_reports_values_at_the_real_sources_precision():
         ("gpu_pcie_tx_bytes_per_s", 0),
         ("link_tx_bytes_per_s", 0),
         ("link_rx_bytes_per_s", 0),
+        # GR_ENGINE_ACTIVE as dcgm-exporter prints it ("%f": 6 decimals of the ratio)
+        ("slice_util_pct", 4),
     ):
         assert _digits_beyond(getattr(s, name), digits) == 0, name
+    # DCGM's framebuffer fields are whole MiB
+    for name in (
+        "gpu_mem_used_bytes",
+        "slice_mem_used_bytes",
+        "slice_mem_total_bytes",
+    ):
+        assert (getattr(s, name) % (1 << 20) == 0).all(), name
+    assert s.slice_util_pct.size > 0 and s.slice_mem_used_bytes.size > 0
     # and the noise is there without it, so the check above can fail
     m.source_precision = False
     full = m.state(T0 + 3601.0)
     assert _digits_beyond(full.gpu_power_w, 3) > 0 and _digits_beyond(full.link_tx_bytes_per_s, 0)
+    assert _digits_beyond(full.slice_util_pct, 4) > 0
+    assert (full.gpu_mem_used_bytes % (1 << 20) != 0).any()
+    assert (full.slice_mem_used_bytes % (1 << 20) != 0).any()
+    assert np.abs(full.slice_util_pct - s.slice_util_pct).max() <= 0.00005 + 1e-9
+    assert np.abs(full.gpu_mem_used_bytes - s.gpu_mem_used_bytes).max() <= 1 << 19
     # rounding moves no value by more than half its last digit
     assert np.nanmax(np.abs(full.gpu_temp_c - s.gpu_temp_c)) <= 0.5
     assert np.nanmax(np.abs(full.gpu_power_w - s.gpu_power_w)) <= 0.0005 + 1e-9
