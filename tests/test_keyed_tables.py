@@ -566,3 +566,30 @@ def test_the_footprint_counts_a_keyed_tables_rows_for_its_rollups():
         assert raw == len(LINK_ROWS)
     finally:
         store.close()
+
+
+def test_the_dimensions_whose_ids_the_writer_hands_out_carry_no_key_index(tmp_path):
+    """0021: `gpu_series`, `slice_series`, `link_info` and `process_info` lost their
+    PRIMARY KEY (an ART index, a block of its own in every file); ids stay unique
+    because the one writer hands them out."""
+    store = Store.open(tmp_path / "k.duckdb")
+    try:
+        src = SimSource(start=T0)
+        for k in range(6):
+            store.write(src.sample(T0 + timedelta(seconds=k)).batches)
+        cur = store.cursor()
+        keyed = ("gpu_series", "slice_series", "link_info", "process_info")
+        keys = cur.execute(
+            "SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
+            f" AND table_name IN {keyed}"
+        ).fetchall()
+        assert keys == []
+        for table, id_col in zip(
+            keyed, ("series_id", "slice_series_id", "link_id", "process_id"), strict=True
+        ):
+            n, ids = cur.execute(
+                f"SELECT count(*), count(DISTINCT {id_col}) FROM {table}"
+            ).fetchone()
+            assert n == ids > 0, table
+    finally:
+        store.close()

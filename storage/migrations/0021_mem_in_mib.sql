@@ -29,3 +29,55 @@ SELECT v.ts, k.slice_id, k.gpu_uuid, v.util_pct,
   coalesce(v.mem_used_bytes_raw, v.mem_used_mib::BIGINT * 1048576) AS mem_used_bytes,
   coalesce(v.mem_total_bytes_raw, v.mem_total_mib::BIGINT * 1048576) AS mem_total_bytes, k.source
 FROM slice_values v JOIN slice_series k ON k.slice_series_id = v.slice_series_id;
+
+-- The four dimensions whose ids the writer hands out (storage/keyed.py: one writer, in
+-- its transaction, max + row_number) lose their PRIMARY KEY: its ART index took a block
+-- of its own in every file (4 of 181 blocks of a 120 s, 3,040-GPU file) and no reader
+-- looks ids up through it (joins hash). DuckDB cannot drop a constraint: each table is
+-- copied without it.
+CREATE TABLE gpu_series_0021 (
+    series_id  BIGINT NOT NULL,   -- 1, 2, ... in order of first sample
+    host       VARCHAR NOT NULL,
+    gpu_uuid   VARCHAR NOT NULL,
+    source     VARCHAR
+);
+INSERT INTO gpu_series_0021 SELECT series_id, host, gpu_uuid, source FROM gpu_series ORDER BY series_id;
+DROP TABLE gpu_series;
+ALTER TABLE gpu_series_0021 RENAME TO gpu_series;
+
+CREATE TABLE slice_series_0021 (
+    slice_series_id  BIGINT NOT NULL,   -- 1, 2, ... in order of first sample
+    slice_id         VARCHAR NOT NULL,
+    gpu_uuid         VARCHAR,
+    source           VARCHAR
+);
+INSERT INTO slice_series_0021 SELECT slice_series_id, slice_id, gpu_uuid, source FROM slice_series ORDER BY slice_series_id;
+DROP TABLE slice_series;
+ALTER TABLE slice_series_0021 RENAME TO slice_series;
+
+CREATE TABLE link_info_0021 (
+    link_id   BIGINT NOT NULL,   -- 1, 2, ... in order of first sample
+    kind      VARCHAR NOT NULL CHECK (kind IN ('nvlink', 'ib', 'efa', 'roce', 'iwarp')),
+    host      VARCHAR NOT NULL,
+    port      VARCHAR NOT NULL,
+    gpu_uuid  VARCHAR,
+    source    VARCHAR
+);
+INSERT INTO link_info_0021 SELECT link_id, kind, host, port, gpu_uuid, source FROM link_info ORDER BY link_id;
+DROP TABLE link_info;
+ALTER TABLE link_info_0021 RENAME TO link_info;
+
+CREATE TABLE process_info_0021 (
+    process_id    BIGINT NOT NULL,   -- 1, 2, ... in order of first listing
+    host          VARCHAR NOT NULL,
+    gpu_uuid      VARCHAR NOT NULL,
+    slice_id      VARCHAR,
+    pid           BIGINT NOT NULL,
+    container     VARCHAR,
+    cgroup        VARCHAR,
+    tenant_guess  VARCHAR,
+    source        VARCHAR
+);
+INSERT INTO process_info_0021 SELECT process_id, host, gpu_uuid, slice_id, pid, container, cgroup, tenant_guess, source FROM process_info ORDER BY process_id;
+DROP TABLE process_info;
+ALTER TABLE process_info_0021 RENAME TO process_info;
