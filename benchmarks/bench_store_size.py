@@ -29,8 +29,10 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
 11. 128 KiB blocks (`storage.store.BLOCK_SIZE_BYTES`; the steps before use DuckDB's
    default, 256 KiB);
 12. framebuffer bytes as whole MiB where they are (0021: `mem_used_mib`,
-   `mem_total_mib`; the steps before keep every byte count in `*_bytes`) = today's store;
-13. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+   `mem_total_mib`; the steps before keep every byte count in `*_bytes_raw`);
+13. no PRIMARY KEY on the four dimensions whose ids the writer hands out (0021; the
+   steps before add it back) = today's store;
+14. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -148,6 +150,14 @@ _RAW_MEM = tuple(
     for c, e in ((f"{m}_mib", "NULL::INTEGER"), (f"{m}_bytes_raw", f"s.{m}_bytes"))
 )
 
+# the dimensions' keys before migration 0021
+_DIM_KEYS = (
+    ("process_info", "process_id"),
+    ("link_info", "link_id"),
+    ("gpu_series", "series_id"),
+    ("slice_series", "slice_series_id"),
+)
+
 # the `processes` table before migration 0018, every column in every listing
 _PROCESSES_TABLE = (
     "DROP VIEW processes; DROP TABLE process_listings; DROP TABLE process_info; "
@@ -196,6 +206,7 @@ def fill(
     new_format: bool,
     small_blocks: bool,
     mem_mib: bool,
+    no_dim_keys: bool,
     floats: bool,
     detail: bool,
 ):
@@ -250,6 +261,11 @@ def fill(
                 store.con.execute(_GPU_TABLE)
             if not slice_dim:
                 store.con.execute(_SLICE_TABLE)
+            dims = {"process_info": proc_dim, "link_info": link_dim}
+            dims |= {"gpu_series": gpu_dim, "slice_series": slice_dim}
+            for table, key in _DIM_KEYS if not no_dim_keys else ():
+                if dims[table]:  # the table exists (empty): its key as before 0021
+                    store.con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
             for t, c in _FLOAT if floats else []:
                 t = "gpu_values" if gpu_dim and t == "gpu_samples" else t
                 t = "slice_values" if slice_dim and t == "slice_samples" else t
@@ -286,7 +302,7 @@ def main() -> None:
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
     # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim,
-    # energy_mj, new_format, small_blocks, mem_mib, floats
+    # energy_mj, new_format, small_blocks, mem_mib, no_dim_keys, floats
     steps = [
         (
             "before: full-precision values, sim order, 16 MB checkpoints",
@@ -302,19 +318,22 @@ def main() -> None:
             0,
             0,
             0,
+            0,
         ),
-        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0),
-        ("+ GPU samples as a dimension (0019)", 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0),
-        ("+ slices as a dimension (0019)", 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
-        ("+ energy as whole mJ where exact (0019)", 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
-        ("+ DuckDB 1.5's file format", 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0),
-        ("+ 128 KiB blocks", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0),
+        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ GPU samples as a dimension (0019)", 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0),
+        ("+ slices as a dimension (0019)", 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0),
+        ("+ energy as whole mJ where exact (0019)", 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
+        ("+ DuckDB 1.5's file format", 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
+        ("+ 128 KiB blocks", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0),
+        ("+ framebuffer bytes in whole MiB (0021)", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0),
         (
-            "+ framebuffer bytes in whole MiB (0021) = today's store",
+            "+ no key index on 4 dimensions (0021) = today's store",
+            1,
             1,
             1,
             1,
@@ -333,14 +352,30 @@ def main() -> None:
         steps = steps[-1:]
     elif args.float:
         steps.append(
-            ("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+            (
+                "+ FLOAT for %, degrees, MHz (issue13's 0014)",
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+            )
         )
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
     print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
     last = None
     for i, step in enumerate(steps):
         label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim = step[:8]
-        mj, fmt, blocks, mib, floats = step[8:13]
+        mj, fmt, blocks, mib, no_keys, floats = step[8:14]
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
@@ -355,6 +390,7 @@ def main() -> None:
             new_format=bool(fmt),
             small_blocks=bool(blocks),
             mem_mib=bool(mib),
+            no_dim_keys=bool(no_keys),
             floats=bool(floats),
             detail=detail,
         )
