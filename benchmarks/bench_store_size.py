@@ -12,7 +12,8 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
 1. before: the sim's values with every bit of model noise, rows as the sim
    emits them, DuckDB's default checkpoint threshold (16 MB of WAL);
 2. values at the real sources' precision (integer %, degrees, MHz; mW, mJ;
-   integer bytes/s), as NVML and DCGM report them;
+   integer bytes/s; framebuffer in whole MiB and slice activity to 6 decimals of
+   the ratio, as DCGM and dcgm-exporter report them);
 3. link rows grouped by kind within each write (`storage.columns.COMPRESSION_ORDER`);
 4. the store's checkpoint threshold (`storage.store.checkpoint_threshold`);
 5. processes as a dimension (migration 0018: `process_info` once per process,
@@ -26,8 +27,12 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
 10. the file in DuckDB 1.5's own format (`storage.store.STORAGE_VERSION`; the steps
    before use DuckDB's default, v0.10.2's);
 11. 128 KiB blocks (`storage.store.BLOCK_SIZE_BYTES`; the steps before use DuckDB's
-   default, 256 KiB) = today's store;
-12. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+   default, 256 KiB);
+12. framebuffer bytes as whole MiB where they are (0021: `mem_used_mib`,
+   `mem_total_mib`; the steps before keep every byte count in `*_bytes_raw`);
+13. no PRIMARY KEY on the four dimensions whose ids the writer hands out (0021; the
+   steps before add it back) = today's store;
+14. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -138,6 +143,21 @@ def column_bytes(con) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str],
     return size, comps
 
 
+# byte counts before migration 0021: every one in `*_bytes` as it came (later entries win)
+_RAW_MEM = tuple(
+    (c, e)
+    for m in ("mem_used", "mem_total")
+    for c, e in ((f"{m}_mib", "NULL::INTEGER"), (f"{m}_bytes_raw", f"s.{m}_bytes"))
+)
+
+# the dimensions' keys before migration 0021
+_DIM_KEYS = (
+    ("process_info", "process_id"),
+    ("link_info", "link_id"),
+    ("gpu_series", "series_id"),
+    ("slice_series", "slice_series_id"),
+)
+
 # the `processes` table before migration 0018, every column in every listing
 _PROCESSES_TABLE = (
     "DROP VIEW processes; DROP TABLE process_listings; DROP TABLE process_info; "
@@ -185,6 +205,8 @@ def fill(
     energy_mj: bool,
     new_format: bool,
     small_blocks: bool,
+    mem_mib: bool,
+    no_dim_keys: bool,
     floats: bool,
     detail: bool,
 ):
@@ -198,11 +220,23 @@ def fill(
         storage.store.STORAGE_VERSION = "v0.10.2"  # DuckDB's default
     if not small_blocks:
         storage.store.BLOCK_SIZE_BYTES = 256 << 10  # DuckDB's default
+    raw_mem = () if mem_mib else _RAW_MEM  # every byte count as it came
     if not energy_mj and gpu_dim:  # every energy value as it came
         KEYED["gpu_samples"] = dataclasses.replace(
             KEYED["gpu_samples"],
-            encode=(("energy_mj", "NULL::BIGINT"), ("energy_j_raw", "s.energy_j")),
+            encode=(
+                *KEYED["gpu_samples"].encode,
+                ("energy_mj", "NULL::BIGINT"),
+                ("energy_j_raw", "s.energy_j"),
+                *raw_mem,
+            ),
         )
+    elif gpu_dim and raw_mem:
+        KEYED["gpu_samples"] = dataclasses.replace(
+            KEYED["gpu_samples"], encode=(*KEYED["gpu_samples"].encode, *raw_mem)
+        )
+    if slice_dim and raw_mem:
+        KEYED["slice_samples"] = dataclasses.replace(KEYED["slice_samples"], encode=raw_mem)
     if not grouped:
         storage.batch.COMPRESSION_ORDER = {}
     if not proc_dim:
@@ -227,6 +261,11 @@ def fill(
                 store.con.execute(_GPU_TABLE)
             if not slice_dim:
                 store.con.execute(_SLICE_TABLE)
+            dims = {"process_info": proc_dim, "link_info": link_dim}
+            dims |= {"gpu_series": gpu_dim, "slice_series": slice_dim}
+            for table, key in _DIM_KEYS if not no_dim_keys else ():
+                if dims[table]:  # the table exists (empty): its key as before 0021
+                    store.con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
             for t, c in _FLOAT if floats else []:
                 t = "gpu_values" if gpu_dim and t == "gpu_samples" else t
                 t = "slice_values" if slice_dim and t == "slice_samples" else t
@@ -263,7 +302,7 @@ def main() -> None:
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
     # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim,
-    # energy_mj, new_format, small_blocks, floats
+    # energy_mj, new_format, small_blocks, mem_mib, no_dim_keys, floats
     steps = [
         (
             "before: full-precision values, sim order, 16 MB checkpoints",
@@ -278,30 +317,65 @@ def main() -> None:
             0,
             0,
             0,
+            0,
+            0,
         ),
-        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
-        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0),
-        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0),
-        ("+ GPU samples as a dimension (0019)", 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
-        ("+ slices as a dimension (0019)", 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
-        ("+ energy as whole mJ where exact (0019)", 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0),
-        ("+ DuckDB 1.5's file format", 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0),
-        ("+ 128 KiB blocks = today's store", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0),
+        ("+ values at the sources' precision", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ link rows grouped by kind per write", 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ store's checkpoint threshold", 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ processes as a dimension (0018)", 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ links as a dimension (0018)", 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+        ("+ GPU samples as a dimension (0019)", 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0),
+        ("+ slices as a dimension (0019)", 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0),
+        ("+ energy as whole mJ where exact (0019)", 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
+        ("+ DuckDB 1.5's file format", 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0),
+        ("+ 128 KiB blocks", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0),
+        ("+ framebuffer bytes in whole MiB (0021)", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0),
+        (
+            "+ no key index on 4 dimensions (0021) = today's store",
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            0,
+        ),
     ]
     if args.after_only:
         steps = steps[-1:]
     elif args.float:
         steps.append(
-            ("+ FLOAT for %, degrees, MHz (issue13's 0014)", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+            (
+                "+ FLOAT for %, degrees, MHz (issue13's 0014)",
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+            )
         )
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
     print(f"{'step':<58}{'file MB':>9}{'bytes/value':>13}{'GB/hour':>9}{'fill s':>8}")
     last = None
     for i, step in enumerate(steps):
         label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim = step[:8]
-        mj, fmt, blocks, floats = step[8:12]
+        mj, fmt, blocks, mib, no_keys, floats = step[8:14]
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
@@ -315,6 +389,8 @@ def main() -> None:
             energy_mj=bool(mj),
             new_format=bool(fmt),
             small_blocks=bool(blocks),
+            mem_mib=bool(mib),
+            no_dim_keys=bool(no_keys),
             floats=bool(floats),
             detail=detail,
         )

@@ -220,6 +220,24 @@ class _Plan:
     dropped: dict[str, int]  # label-only reasons (no host/GPU label)
 
 
+def _scaled(v: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """`v * scale`, as the decimal the text meant where that loses nothing. mJ -> J
+    divides by 1000: the correctly rounded quotient, which the store keeps as whole mJ
+    (`* 1e-3` is an ulp off in 14 % of values, stored then as raw doubles). A ratio -> %
+    where the ratio has 6 decimals (dcgm-exporter prints doubles with Go's "%f") takes
+    the product rounded to 4 decimals, the double nearest the decimal product, from
+    which rounding `/ 100` to 6 decimals gives back the ratio read: 0.123456 * 100 is
+    12.345600000000001 (a quarter of such products), which ALP cannot store in few
+    bits. Any other ratio keeps the plain product."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.round(1 / scale)
+        div = (scale < 1) & (inv > 1) & (np.abs(inv * scale - 1) < 1e-12)
+        out = np.where(div, v / np.where(div, inv, 1.0), v * scale)
+        pct = scale == 100.0
+        snap = np.round(out, 4)
+        return np.where(pct & (np.round(snap / 100.0, 6) == v), snap, out)
+
+
 def _first_per_group(order: np.ndarray, ok: np.ndarray, group: np.ndarray) -> np.ndarray:
     """The first sample of `order` in each group among those `ok`."""
     sel = order[ok[order]]
@@ -275,7 +293,7 @@ class DcgmMapper:
                 why = f"{name}: {NO_COLUMN.get(name, 'field not mapped')}"
                 dropped[why] = dropped.get(why, 0) + int(n)
         used = int((ok & (plan.kind != _OTHER)).sum())
-        r, col, sv = plan.row, plan.col, v * plan.scale
+        r, col, sv = plan.row, plan.col, _scaled(v, plan.scale)
         # GPU-level fields: the whole-GPU series, else the lowest GPU instance, never summed
         win = _first_per_group(plan.gpu_order, ok, r * gvals.shape[1] + col)
         gvals[r[win], col[win]] = sv[win]

@@ -243,7 +243,7 @@ def test_a_failing_shared_scan_falls_back_to_each_rules_query(monkeypatch):
     def broken(self, *args):
         build(self, *args)
         for name in ("sql", "direct_sql"):
-            sql = getattr(self, name).replace(" FROM gpu_values s ", " FROM no_such_table s ")
+            sql = getattr(self, name).replace(" gpu_values", " no_such_table")
             setattr(self, name, sql)
 
     monkeypatch.setattr(shared.Scan, "build", broken)
@@ -547,4 +547,37 @@ expr = { metric = "temp_c", agg = "min", over = "1m", op = ">", threshold = 0 }
         assert differences(own, new) == []
     assert [(s.scope, s.keyed) for s in new._scans] == [("gpu", None), ("host", None)]
     assert {k for k in state(new)} >= {("OnH1", "GPU-a"), ("Energy", "h3"), ("Hot", "GPU-c")}
+    store.close()
+
+
+def test_memory_rules_read_framebuffer_mib_on_the_id_path():
+    """0021 stores whole-MiB byte counts as `*_mib`: the gpu scan still reads
+    `mem_used_bytes` off the rows table (`Keyed.rows_read`), not the view, and agrees
+    with each rule's own query. Mutant: `rows_read` without `decode` -> the scan falls
+    back to the view (keyed None)."""
+    store = Store.open(":memory:")
+    own = AlertEngine(store, rules(), interval_s=STEP_S, shared=False)
+    new = AlertEngine(store, rules(), interval_s=STEP_S)
+    for i in range(12):
+        now = T0 + timedelta(seconds=STEP_S * i)
+        store.write(
+            [
+                make_batch(
+                    "gpu_samples",
+                    {
+                        "ts": [now] * 3,
+                        "host": ["h1"] * 3,
+                        "gpu_uuid": ["GPU-full", "GPU-ok", "GPU-odd"],
+                        "mem_used_bytes": [79 << 30, 10 << 30, (79 << 30) + 1],
+                        "mem_total_bytes": [80 << 30, 80 << 30, 80 << 30],
+                    },
+                )
+            ]
+        )
+        c_own, c_new = own.evaluate(now), new.evaluate(now)
+        assert c_new.scan_errors == [] and c_new.errors == [] and c_own.errors == []
+        assert differences(own, new) == []
+    (scan,) = [s for s in new._scans if "GpuMemoryHigh" in {r.name for r in s.rules}]
+    assert scan.keyed is not None
+    assert {k for r, k in state(new) if r == "GpuMemoryHigh"} == {"GPU-full", "GPU-odd"}
     store.close()

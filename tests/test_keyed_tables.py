@@ -224,7 +224,9 @@ def test_a_version_18_store_migrates_gpu_and_slice_samples_in_place_and_reads_th
     store = Store.open(path)
     try:
         cur = store.cursor()
-        assert cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 19
+        assert (
+            cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] == latest_version()
+        )
         assert cur.execute("SELECT * FROM gpu_samples ORDER BY ALL").fetchall() == before
         assert column_types(cur, "gpu_samples") == types
         assert cur.execute("SELECT count(*) FROM gpu_series").fetchone()[0] == series > 10
@@ -301,6 +303,120 @@ def test_gpu_energy_reads_back_bit_for_bit_in_mj_or_as_it_came(tmp_path):
         assert ("energy_j", "DOUBLE") in column_types(cur, "gpu_samples")
     finally:
         store.close()
+
+
+# Framebuffer byte counts: whole MiB as DCGM gives them, and values no INTEGER MiB holds
+MEMS = [
+    80 << 30,
+    0,
+    1 << 20,
+    (1 << 20) + 1,  # not a whole MiB: kept as it came
+    7,
+    -(1 << 20),  # negative: kept as it came
+    (1 << 51) - (1 << 20),  # the largest whole MiB an INTEGER holds
+    1 << 51,  # one more: kept as it came
+    9223372036854775807,
+    -9223372036854775808,
+    None,
+]
+
+
+def test_framebuffer_bytes_read_back_exactly_in_mib_or_as_they_came(tmp_path):
+    """0021: a whole-MiB byte count is stored as INTEGER MiB, any other as it came; both
+    views give back every value written, GPU and slice, used and total."""
+    store = Store.open(tmp_path / "m.duckdb")
+    try:
+        n = len(MEMS)
+        ts = [T0 + timedelta(seconds=i) for i in range(n)]
+        store.write(
+            [
+                make_batch(
+                    "gpu_samples",
+                    {
+                        "ts": ts,
+                        "host": ["h1"] * n,
+                        "gpu_uuid": ["GPU-a"] * n,
+                        "mem_used_bytes": MEMS,
+                        "mem_total_bytes": MEMS[::-1],
+                    },
+                ),
+                make_batch(
+                    "slice_samples",
+                    {
+                        "ts": ts,
+                        "slice_id": ["GPU-a/gi1"] * n,
+                        "mem_used_bytes": MEMS[::-1],
+                        "mem_total_bytes": MEMS,
+                    },
+                ),
+            ]
+        )
+        cur = store.cursor()
+        for view, used, total in (
+            ("gpu_samples", MEMS, MEMS[::-1]),
+            ("slice_samples", MEMS[::-1], MEMS),
+        ):
+            got = cur.execute(
+                f"SELECT mem_used_bytes, mem_total_bytes FROM {view} ORDER BY ts"
+            ).fetchall()
+            assert got == list(zip(used, total, strict=True))
+            assert ("mem_used_bytes", "BIGINT") in column_types(cur, view)
+            assert ("mem_total_bytes", "BIGINT") in column_types(cur, view)
+        # the whole-MiB values are INTEGER MiB in the rows tables, the others as they came
+        for rows in ("gpu_values", "slice_values"):
+            split = cur.execute(
+                f"SELECT count(mem_used_mib), count(mem_used_bytes_raw), count(mem_total_mib),"
+                f" count(mem_total_bytes_raw) FROM {rows}"
+            ).fetchone()
+            assert split == (4, n - 1 - 4, 4, n - 1 - 4)
+    finally:
+        store.close()
+
+
+def test_a_sim_store_is_smaller_with_framebuffer_bytes_in_mib(tmp_path):
+    """The sim's byte counts are whole MiB (as DCGM reports them): stored as MiB they take
+    fewer blocks than the same rows with every count in `*_bytes` (the mutant: 0021's
+    encoding off)."""
+    import dataclasses
+
+    from storage.keyed import KEYED
+
+    raw = tuple(
+        (c, e)
+        for m in ("mem_used", "mem_total")
+        for c, e in ((f"{m}_mib", "NULL::INTEGER"), (f"{m}_bytes_raw", f"s.{m}_bytes"))
+    )
+    sizes = []
+    saved = dict(KEYED)
+    for mib in (True, False):
+        if not mib:
+            for view in ("gpu_samples", "slice_samples"):
+                KEYED[view] = dataclasses.replace(KEYED[view], encode=(*KEYED[view].encode, *raw))
+        try:
+            path = tmp_path / f"s{int(mib)}.duckdb"
+            store = Store.open(path)
+            src = SimSource(scale=1, start=T0)
+            src.ensure_model(T0)
+            store.write(src.describe(T0))
+            for k in range(240):
+                store.write(
+                    [
+                        b
+                        for b in src.sample(T0 + timedelta(seconds=k)).batches
+                        if b.table in ("gpu_samples", "slice_samples")
+                    ]
+                )
+            cur = store.cursor()
+            (exact,) = cur.execute(
+                "SELECT count(*) FROM gpu_samples WHERE mem_used_bytes % 1048576 = 0"
+            ).fetchone()
+            assert exact > 1000
+            store.close()
+            sizes.append(path.stat().st_size)
+        finally:
+            KEYED.clear()
+            KEYED.update(saved)
+    assert sizes[0] < sizes[1]
 
 
 def test_written_listings_read_back_bit_for_bit_with_one_row_per_process(tmp_path):
@@ -448,5 +564,32 @@ def test_the_footprint_counts_a_keyed_tables_rows_for_its_rollups():
         store.write([links_batch(LINK_ROWS)])
         raw, _, _ = rollup_rows(store)
         assert raw == len(LINK_ROWS)
+    finally:
+        store.close()
+
+
+def test_the_dimensions_whose_ids_the_writer_hands_out_carry_no_key_index(tmp_path):
+    """0021: `gpu_series`, `slice_series`, `link_info` and `process_info` lost their
+    PRIMARY KEY (an ART index, a block of its own in every file); ids stay unique
+    because the one writer hands them out."""
+    store = Store.open(tmp_path / "k.duckdb")
+    try:
+        src = SimSource(start=T0)
+        for k in range(6):
+            store.write(src.sample(T0 + timedelta(seconds=k)).batches)
+        cur = store.cursor()
+        keyed = ("gpu_series", "slice_series", "link_info", "process_info")
+        keys = cur.execute(
+            "SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
+            f" AND table_name IN {keyed}"
+        ).fetchall()
+        assert keys == []
+        for table, id_col in zip(
+            keyed, ("series_id", "slice_series_id", "link_id", "process_id"), strict=True
+        ):
+            n, ids = cur.execute(
+                f"SELECT count(*), count(DISTINCT {id_col}) FROM {table}"
+            ).fetchone()
+            assert n == ids > 0, table
     finally:
         store.close()

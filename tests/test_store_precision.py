@@ -122,12 +122,27 @@ def test_the_sim_reports_values_at_the_real_sources_precision():
         ("gpu_pcie_tx_bytes_per_s", 0),
         ("link_tx_bytes_per_s", 0),
         ("link_rx_bytes_per_s", 0),
+        # GR_ENGINE_ACTIVE as dcgm-exporter prints it ("%f": 6 decimals of the ratio)
+        ("slice_util_pct", 4),
     ):
         assert _digits_beyond(getattr(s, name), digits) == 0, name
+    # DCGM's framebuffer fields are whole MiB
+    for name in (
+        "gpu_mem_used_bytes",
+        "slice_mem_used_bytes",
+        "slice_mem_total_bytes",
+    ):
+        assert (getattr(s, name) % (1 << 20) == 0).all(), name
+    assert s.slice_util_pct.size > 0 and s.slice_mem_used_bytes.size > 0
     # and the noise is there without it, so the check above can fail
     m.source_precision = False
     full = m.state(T0 + 3601.0)
     assert _digits_beyond(full.gpu_power_w, 3) > 0 and _digits_beyond(full.link_tx_bytes_per_s, 0)
+    assert _digits_beyond(full.slice_util_pct, 4) > 0
+    assert (full.gpu_mem_used_bytes % (1 << 20) != 0).any()
+    assert (full.slice_mem_used_bytes % (1 << 20) != 0).any()
+    assert np.abs(full.slice_util_pct - s.slice_util_pct).max() <= 0.00005 + 1e-9
+    assert np.abs(full.gpu_mem_used_bytes - s.gpu_mem_used_bytes).max() <= 1 << 19
     # rounding moves no value by more than half its last digit
     assert np.nanmax(np.abs(full.gpu_temp_c - s.gpu_temp_c)) <= 0.5
     assert np.nanmax(np.abs(full.gpu_power_w - s.gpu_power_w)) <= 0.0005 + 1e-9
@@ -199,3 +214,32 @@ def _bytes(text: str) -> float:
     assert m, text
     base = 1024 if m.group(3) else 1000
     return float(m.group(1)) * base ** "_KMGT".index(m.group(2) or "_")
+
+
+def test_dcgm_scaled_fields_keep_the_decimal_the_text_meant():
+    """The DCGM mapper's unit scaling (`collectors.dcgm_map._scaled`): a 6-decimal ratio
+    (dcgm-exporter's "%f") becomes the 4-decimal percentage, nearest the decimal
+    product, and gives the ratio back; whole mJ become J that the store keeps as whole
+    mJ; a full-precision ratio keeps the plain product. Mutant: `v * scale` (a quarter
+    of the percentages and 14 % of the energies an ulp off)."""
+    from decimal import Decimal
+
+    from collectors.dcgm_map import _scaled
+
+    rng = np.random.default_rng(3)
+    ratio = np.array([float(f"{x:f}") for x in rng.random(20000)])
+    pct = _scaled(ratio, np.full(ratio.size, 100.0))
+    assert (pct == np.round(pct, 4)).all()
+    assert (np.round(pct / 100, 6) == ratio).all()
+    assert all(
+        float(Decimal(repr(float(a))) * 100) == float(b)
+        for a, b in zip(ratio[:2000], pct[:2000], strict=True)
+    )
+    full = rng.random(20000)  # a ratio printed with every digit: the product as before
+    assert (_scaled(full, np.full(full.size, 100.0)) == full * 100).all()
+    mj = rng.integers(0, 10**12, 20000).astype(np.float64)
+    joules = _scaled(mj, np.full(mj.size, 1e-3))
+    assert (np.round(joules * 1000) / 1000 == joules).all()  # storage.keyed._EXACT_MJ
+    assert (np.round(joules * 1000) == mj).all()
+    # other scales as they were
+    assert _scaled(np.array([5.0, 3.0]), np.array([1.0, 0.3])).tolist() == [5.0, 3.0 * 0.3]

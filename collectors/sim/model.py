@@ -31,6 +31,8 @@ from collectors.sim.topology import (
     build_fleet,
 )
 
+# DCGM reports framebuffer use and size in whole MiB (`DCGM_FI_DEV_FB_USED`, `_FB_TOTAL`)
+MIB = 1 << 20
 _KINDS = sorted(KIND_CODE, key=KIND_CODE.__getitem__)
 MEM_TOTAL = np.array([GPU_MODELS[k][1] for k in _KINDS], dtype=np.int64)
 TDP_W = np.array([GPU_MODELS[k][2] for k in _KINDS])
@@ -123,9 +125,10 @@ class SimModel:
         f = self.fleet
         self._kind = f.gpu_kind
         self._mem_total = MEM_TOTAL[f.gpu_kind]
-        self._slice_mem_total = (self._mem_total[f.slice_gpu_idx] * f.slice_fraction).astype(
-            np.int64
-        )
+        # a MIG instance's memory is whole MiB, as DCGM's FB_TOTAL gives it
+        self._slice_mem_total = (
+            np.round(self._mem_total[f.slice_gpu_idx] * f.slice_fraction / MIB) * MIB
+        ).astype(np.int64)
         rng = np.random.default_rng([self.seed, 0])
         self._ecc_sbe_base = rng.integers(0, 4, f.n_gpus)
         self._energy_offset_j = rng.uniform(1e8, 5e8, f.n_gpus)
@@ -294,11 +297,20 @@ class SimModel:
         e2e_p99 = ttft_p99 + itl_p99 * out_tokens
 
         # Real sources' precision: NVML and DCGM give integer %, degrees and MHz,
-        # milliwatts and millijoules, and integer bytes/s; digits beyond those are
-        # noise no real fleet stores. Slice activity (a DCGM/GPM ratio) and
-        # latency quantiles (interpolated from histograms) are real fractions: kept.
+        # milliwatts and millijoules, and integer bytes/s; DCGM framebuffer use in whole
+        # MiB; digits beyond those are noise no real fleet stores. Slice activity (DCGM's
+        # GR_ENGINE_ACTIVE ratio) is a real fraction, which dcgm-exporter prints with
+        # Go's "%f": 6 decimals of the ratio, 4 of the percentage. Latency quantiles
+        # (interpolated from histograms) are real fractions: kept.
         def rnd(values: np.ndarray, digits: int) -> np.ndarray:
             return np.round(values, digits) if self.source_precision else values
+
+        def mib(values: np.ndarray) -> np.ndarray:
+            return (
+                (np.round(values / MIB) * MIB).astype(np.int64)
+                if self.source_precision
+                else values.astype(np.int64)
+            )
 
         util_pct_reported = rnd(util_pct_reported, 0)
         return FleetState(
@@ -307,7 +319,7 @@ class SimModel:
             gpu_reporting=gpu_reporting,
             gpu_util_pct=util_pct_reported,
             gpu_mem_util_pct=rnd(util_pct * 0.7, 0),
-            gpu_mem_used_bytes=(self._mem_total * mem_frac).astype(np.int64),
+            gpu_mem_used_bytes=mib(self._mem_total * mem_frac),
             gpu_mem_total_bytes=self._mem_total,
             gpu_power_w=rnd(power, 3),
             gpu_energy_j=rnd(self._energy_offset_j + tdp * 0.5 * max(t - self.start, 0.0), 3),
@@ -321,10 +333,8 @@ class SimModel:
             gpu_ecc_dbe_total=ecc_dbe,
             gpu_throttle_reasons=throttle,
             slice_reporting=gpu_reporting[f.slice_gpu_idx],
-            slice_util_pct=slice_util * 100.0,
-            slice_mem_used_bytes=(self._slice_mem_total * (0.1 + 0.7 * slice_util)).astype(
-                np.int64
-            ),
+            slice_util_pct=rnd(slice_util * 100.0, 4),
+            slice_mem_used_bytes=mib(self._slice_mem_total * (0.1 + 0.7 * slice_util)),
             slice_mem_total_bytes=self._slice_mem_total,
             link_reporting=link_reporting,
             link_tx_bytes_per_s=rnd(tx, 0),

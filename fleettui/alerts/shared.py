@@ -226,7 +226,7 @@ class Scan:
             return
         # The id path: the rows table grouped by id, then the dimension. Each rule's
         # aggregate per id (direct), or partials per id combined per key (regroup).
-        rows = f"(SELECT *{flags} FROM {keyed.rows} s {window}) s GROUP BY s.{keyed.id_col}"
+        rows = f"(SELECT *{flags} FROM {keyed.rows_read} s {window}) s GROUP BY s.{keyed.id_col}"
         dim = f"JOIN {keyed.dim} k ON k.{keyed.id_col} = s._id"
         first = [f"s.{keyed.id_col} AS _id"]
         first += [f"count(*) FILTER (WHERE _rule_c{k}) AS _p{k}" for k in presence]
