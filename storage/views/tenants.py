@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage.keyed import GPUS, SLICES
 from storage.live import LIVE_CATALOG
 from storage.live_window import SLOT_US, WINDOW_MAX_S, WINDOW_SLOTS
 from storage.resolution import RAW, chart_bucket, source_for, sum_rows
@@ -105,10 +106,11 @@ _NEWEST_MEM = """
     GROUP BY {id}
 """
 MEM_RECENT_S = 2.0
-# sample table -> (its rows table, id column, dimension, the dimension's key for a view)
+# sample table -> (its rows table as readers read it (memory in bytes, migration 0021),
+# id column, dimension, the dimension's key for a view)
 _KEYED = {
-    "gpu_samples": ("gpu_values", "series_id", "gpu_series", "gpu_uuid"),
-    "slice_samples": ("slice_values", "slice_series_id", "slice_series", "slice_id"),
+    "gpu_samples": (GPUS.rows_read, "series_id", "gpu_series", "gpu_uuid"),
+    "slice_samples": (SLICES.rows_read, "slice_series_id", "slice_series", "slice_id"),
 }
 
 
