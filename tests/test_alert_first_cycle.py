@@ -24,9 +24,8 @@ from fleettui.alerts.rules import default_rules, render
 from storage import store as store_mod
 from storage.batch import Batch, make_batch
 from storage.store import Store
+from tests.test_alert_shared import STEP_S, T0, sample
 
-T0 = datetime(2026, 11, 26, 3, 0, 0)
-STEP_S = 30.0
 START_S = 990.0  # the engine starts late: every fault's alert is open at once
 
 COLS = (
@@ -60,25 +59,6 @@ class Sink:
 
     async def close(self, timeout_s=2.0):  # pragma: no cover
         pass
-
-
-def sample(src: SimSource, now: datetime) -> list[Batch]:
-    batches = src.sample(now).batches
-    batches.append(
-        make_batch(
-            "collector_runs",
-            {
-                "ts": [now],
-                "collector": ["sim"],
-                "duration_ms": [40.0],
-                "ok": [True],
-                "rows": [sum(b.rows for b in batches)],
-                "skipped": [0],
-                "interval_s": [STEP_S],
-            },
-        )
-    )
-    return batches
 
 
 def fill(stores: list[Store], until_s: float) -> SimSource:

@@ -23,7 +23,7 @@ from collectors.sim.source import SimSource
 from fleettui.alerts import shared
 from fleettui.alerts.engine import AlertEngine, Instance
 from fleettui.alerts.rules import default_rules, load_rules_text
-from storage.batch import make_batch
+from storage.batch import Batch, make_batch
 from storage.store import Store
 
 T0 = datetime(2026, 11, 26, 3, 0, 0)
@@ -114,6 +114,27 @@ def differences(own: AlertEngine, new: AlertEngine) -> list[str]:
     return out
 
 
+def sample(src: SimSource, now: datetime) -> list[Batch]:
+    """The sim's batches at `now` with the collector's run row (CollectorSilent and
+    CollectorSlow read `collector_runs`)."""
+    batches = src.sample(now).batches
+    batches.append(
+        make_batch(
+            "collector_runs",
+            {
+                "ts": [now],
+                "collector": ["sim"],
+                "duration_ms": [40.0],
+                "ok": [True],
+                "rows": [sum(b.rows for b in batches)],
+                "skipped": [0],
+                "interval_s": [STEP_S],
+            },
+        )
+    )
+    return batches
+
+
 def replay(*, first_only: bool = False) -> tuple[list[str], set[str], int]:
     """Step both engines over the faults; (differences, rules that fired, shared scans).
     `first_only`: stop at the first cycle that differs."""
@@ -125,23 +146,7 @@ def replay(*, first_only: bool = False) -> tuple[list[str], set[str], int]:
     fired: set[str] = set()
     for i in range(int(UNTIL_S // STEP_S) + 1):
         now = T0 + timedelta(seconds=i * STEP_S)
-        batches = src.sample(now).batches
-        # the sim's collector stops reporting runs for a while (CollectorSilent)
-        batches.append(
-            make_batch(
-                "collector_runs",
-                {
-                    "ts": [now],
-                    "collector": ["sim"],
-                    "duration_ms": [40.0],
-                    "ok": [True],
-                    "rows": [sum(b.rows for b in batches)],
-                    "skipped": [0],
-                    "interval_s": [STEP_S],
-                },
-            )
-        )
-        store.write(batches)
+        store.write(sample(src, now))
         c_own, c_new = own.evaluate(now), new.evaluate(now)
         assert c_own.errors == [] and c_new.errors == [] and c_new.scan_errors == []
         moves = [sorted((a.alert_id, f, to) for a, f, to in c.transitions) for c in (c_own, c_new)]
