@@ -14,7 +14,7 @@ import pytest
 import storage.views.tenants as tenants_mod
 from fleettui.tui.demo import fixed_store
 from storage import views
-from storage.batch import make_batch
+from storage.batch import Batch, make_batch
 from storage.store import Store
 from storage.views.query import run
 from tests.test_views_windows import _approx
@@ -39,6 +39,26 @@ def _tenant_of(cur, gpu: str) -> str:
     ).fetchone()[0]
 
 
+def _valid_from(cur, gpu: str):
+    return cur.execute(
+        "SELECT valid_from FROM assignments WHERE gpu_uuid = ? AND valid_to IS NULL", [gpu]
+    ).fetchone()[0]
+
+
+def _whole_gpu(tenant: str, gpu: str, fraction: float, valid_from) -> Batch:
+    """An assignment of a whole GPU (it replaces the one of the same tenant, GPU and start)."""
+    return make_batch(
+        "assignments",
+        {
+            "tenant": [tenant],
+            "gpu_uuid": [gpu],
+            "slice_id": pa.array([None], pa.string()),
+            "fraction": [fraction],
+            "valid_from": pa.array([valid_from], TS),
+        },
+    )
+
+
 @pytest.fixture()
 def stored(tmp_path):
     path = tmp_path / "fleet.duckdb"
@@ -54,20 +74,7 @@ def stored(tmp_path):
         "SELECT slice_id, gpu_uuid FROM assignments WHERE slice_id IS NOT NULL "
         "AND valid_to IS NULL ORDER BY slice_id LIMIT 1"
     ).fetchone()
-    store.write(
-        [
-            make_batch(
-                "assignments",
-                {
-                    "tenant": [tenant],
-                    "gpu_uuid": [gm],
-                    "slice_id": pa.array([None], pa.string()),
-                    "fraction": [1.0],
-                    "valid_from": pa.array([last - timedelta(seconds=60)], TS),
-                },
-            )
-        ]
-    )
+    store.write([_whole_gpu(tenant, gm, 1.0, last - timedelta(seconds=60))])
     times = [last - timedelta(seconds=s) for s in (25.5, 12.25, 3.5, 0.5)]
     four = pa.array(times, TS)
     store.write(
@@ -141,23 +148,8 @@ def test_placement_follows_assignment_changes(stored):
     past = last - timedelta(seconds=2.0)  # a cursor in the past: history
     tenant = _tenant_of(cur, g2)
     before = {r["tenant"]: r["gpus"] for r in _same(cur, past)}
-    (vf,) = cur.execute(
-        "SELECT valid_from FROM assignments WHERE gpu_uuid = ? AND valid_to IS NULL", [g2]
-    ).fetchone()
-    store.write(
-        [
-            make_batch(
-                "assignments",
-                {
-                    "tenant": [tenant],
-                    "gpu_uuid": [g2],
-                    "slice_id": pa.array([None], pa.string()),
-                    "fraction": [0.25],
-                    "valid_from": pa.array([vf], TS),
-                },
-            )
-        ]
-    )
+    vf = _valid_from(cur, g2)
+    store.write([_whole_gpu(tenant, g2, 0.25, vf)])
     store.publish_live()
     after = {r["tenant"]: r["gpus"] for r in _same(cur, past)}
     assert after[tenant] == pytest.approx(before[tenant] - 0.75)
@@ -168,9 +160,7 @@ def test_a_read_only_file(stored):
     store, path, last, (g2, _) = stored
     cur = store.cursor()
     tenant = _tenant_of(cur, g2)
-    (vf,) = cur.execute(
-        "SELECT valid_from FROM assignments WHERE gpu_uuid = ? AND valid_to IS NULL", [g2]
-    ).fetchone()
+    vf = _valid_from(cur, g2)
     cur.close()
     store.close()
     ro = Store.open(path, read_only=True)
@@ -180,20 +170,7 @@ def test_a_read_only_file(stored):
     ro.close()
     # the file changed between two read-only opens: the placement is read again
     rw = Store.open(path)
-    rw.write(
-        [
-            make_batch(
-                "assignments",
-                {
-                    "tenant": [tenant],
-                    "gpu_uuid": [g2],
-                    "slice_id": pa.array([None], pa.string()),
-                    "fraction": [0.5],
-                    "valid_from": pa.array([vf], TS),
-                },
-            )
-        ]
-    )
+    rw.write([_whole_gpu(tenant, g2, 0.5, vf)])
     rw.close()
     ro = Store.open(path, read_only=True)
     again = {r["tenant"]: r["gpus"] for r in _same(ro.con, last)}
