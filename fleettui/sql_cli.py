@@ -3,8 +3,9 @@
 Goes through the running daemon (Quack, found by its info file beside the
 database, or, with no --db, in the registry of daemons running on this machine)
 when there is one, else opens the database file read-only. Either way nothing
-is written: the daemon admits only one pure read from a viewer token
-(storage/guard.py); on a file, the connection is read-only.
+is written and nothing outside the store is read: the daemon admits only one pure
+read from a viewer token (storage/guard.py); on a file, the connection is
+read-only, external access is off, and the query is judged as the daemon judges it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,15 @@ from pathlib import Path
 
 from fleettui.formats import render
 from fleettui.paths import default_db_path, read_daemon_info, read_operator_token, running_daemons
-from storage import quack
-from storage.reader import LocalReader, QuackReader, QueryError, Reader, check_read_only
+from storage import guard, quack
+from storage.reader import (
+    LocalReader,
+    QuackReader,
+    QueryError,
+    Reader,
+    check_pure_read,
+    check_read_only,
+)
 from storage.store import Store
 
 
@@ -65,6 +73,9 @@ def open_reader(db: str | None, connect: str | None, token: str | None) -> Reade
         except (quack.QuackError, QueryError) as exc:
             raise _store_failure(Path(info.db)) or exc from None
     store = Store.open(path, read_only=True)
+    # as on the daemon: nothing outside the store, and no statement can undo that
+    for sql in guard.LOCKDOWN:
+        store.con.execute(sql)
     return LocalReader(store.con, str(path), owns=True)
 
 
@@ -99,6 +110,8 @@ def main(args) -> int:
     else:
         reader = open_reader(args.db, args.connect, token)
     try:
+        if isinstance(reader, LocalReader):  # a daemon judges for itself
+            check_pure_read(reader.con, args.query)
         columns, rows = reader.rows(args.query)
     except (quack.QuackError, QueryError) as exc:
         path = Path(args.db).expanduser() if args.db else default_db_path()

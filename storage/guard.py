@@ -27,6 +27,8 @@ store file.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 
 import duckdb
 
@@ -111,6 +113,70 @@ def _denied_functions(con: duckdb.DuckDBPyConnection) -> list[str]:
     ).fetchall()
     allowed = set(ALLOWED_TABLE_FUNCTIONS)
     return sorted({r[0] for r in rows if r[0] not in allowed} | set(DENIED_SCALARS))
+
+
+# A name DuckDB would read as a file or URL (a replacement scan): `FROM '/etc/passwd'`,
+# `FROM 'x.csv'`, `FROM 's3://b/k'`.
+_PATHLIKE = ("/", "\\", ":", ".")
+_EXPLAIN = re.compile(r"(?is)(?:\s|--[^\n]*\n|/\*.*?\*/)*EXPLAIN\b")
+_EXPLAIN_SELECT = re.compile(r"(?is)(\s*EXPLAIN\s+)(?:SELECT|FROM|WITH|\().*")
+
+
+def local_refusal(con: duckdb.DuckDBPyConnection, sql: str) -> str | None:
+    """Why the daemon would refuse `sql` from a viewer, judged in this process on `con`
+    (the app's console on its own store, `fleettui sql` on a file): a table function
+    outside the allowlist, a denied scalar, or a table that is a file or URL. None when
+    it is a pure read, or when DuckDB cannot parse it (running it then says why).
+    The statement kind is `storage.reader.check_read_only`'s to judge."""
+    explained = _EXPLAIN_SELECT.fullmatch(sql)  # plain EXPLAIN binds (reads) what it explains
+    if explained:
+        sql = sql[explained.end(1) :]
+    elif _EXPLAIN.match(sql):
+        return "EXPLAIN is allowed here of a SELECT only"
+    text = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
+    tree = json.loads(text[0]) if text and text[0] else {}
+    if tree.get("error") is not False:
+        return None
+    scalars: set[str] = set()
+    table_functions: set[str] = set()
+    tables: set[str] = set()
+    ctes: set[str] = set()
+    stack: list = [tree]
+    while stack:  # every node of the parse tree, whatever its shape
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if isinstance(node.get("function_name"), str):
+            scalars.add(node["function_name"].lower())
+        if node.get("type") == "TABLE_FUNCTION":
+            name = (node.get("function") or {}).get("function_name")
+            table_functions.add(str(name).lower())
+        if node.get("type") == "BASE_TABLE" and not node.get("schema_name"):
+            if not node.get("catalog_name"):
+                tables.add(node.get("table_name", ""))
+        for entry in (node.get("cte_map") or {}).get("map") or ():
+            ctes.add(str(entry.get("key", "")).lower())
+        stack.extend(v for v in node.values() if isinstance(v, dict | list))
+    # table functions by the allowlist (whatever extensions this process loaded),
+    # scalars by the daemon's denied list
+    denied = sorted(table_functions - set(ALLOWED_TABLE_FUNCTIONS))
+    denied += sorted(scalars & set(_denied_functions(con)))
+    if denied:
+        return f"{denied[0]}() is not allowed here: queries read the store, nothing else"
+    for name in sorted(tables):
+        if name.lower() in ctes or not any(c in name for c in _PATHLIKE):
+            continue
+        found = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? UNION ALL "
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = ?",
+            [name, name],
+        ).fetchall()
+        if not any(n for (n,) in found):
+            return f"{name!r} is a file or URL, not a table: queries read the store, nothing else"
+    return None
 
 
 # Every function a parsed SELECT calls, scalar or table, appears in DuckDB's JSON

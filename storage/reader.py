@@ -77,10 +77,20 @@ def check_read_only(sql: str) -> None:
 _EXPLAIN_ANALYZE = re.compile(r"(?is)^(?:\s|--[^\n]*\n|/\*.*?\*/)*EXPLAIN\s+ANALY[SZ]E\b")
 
 
+def check_pure_read(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """What the daemon admits from a viewer, judged here for a store in this process:
+    one read of the store, nothing outside it (no file, URL or directory)."""
+    check_read_only(sql)
+    reason = guard.local_refusal(con, sql)
+    if reason:
+        raise ReadOnlyError(reason)
+
+
 def read_only_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     """Run `sql` on a cursor of `con` inside a READ ONLY transaction (the app's SQL
-    console on the store it writes): whatever the statement, the store is not changed."""
-    check_read_only(sql)
+    console on the store it writes): whatever the statement, the store is not changed,
+    and nothing outside the store is read."""
+    check_pure_read(con, sql)
     cur = con.cursor()
     try:
         cur.execute("BEGIN TRANSACTION READ ONLY")
