@@ -8,7 +8,11 @@ hits) and `{other_info}` (another daemon's info file) filled in by the test.
 
 from __future__ import annotations
 
+import http.server
 import itertools
+import threading
+
+import duckdb
 
 # (name, sql): every one must be refused for a viewer, whatever the path.
 PROBES: list[tuple[str, str]] = [
@@ -182,3 +186,44 @@ def fill(sql: str, **where: str) -> str:
         .replace("{url}", where["url"])
         .replace("{other_info}", where["other_info"])
     )
+
+
+class Hits(http.server.BaseHTTPRequestHandler):
+    """An internal URL that records every fetch: `{url}` in the probes."""
+
+    hits: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        Hits.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"internal secret\n")
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+def serve_hits() -> http.server.HTTPServer:
+    """Hits on a free 127.0.0.1 port, in a thread (stop with `.shutdown()`)."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hits)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def checksum(con: duckdb.DuckDBPyConnection, database: str) -> dict[str, tuple]:
+    """Every table of `database`: its row count and content hash."""
+    cur = con.cursor()
+    try:
+        tables = [
+            r[0]
+            for r in cur.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY 1",
+                [database],
+            ).fetchall()
+        ]
+        return {
+            t: cur.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {t}").fetchone()
+            for t in tables
+        }
+    finally:
+        cur.close()

@@ -9,7 +9,7 @@ import pytest
 from fleettui.tui.demo import fixed_store
 from fleettui.tui.screens.sql import run_query
 from storage.reader import LocalReader, QueryError, ReadOnlyError, read_only_arrow
-from tests.security.probes import PROBES, fill
+from tests.security.probes import PROBES, checksum, fill
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +21,7 @@ def own_store(tmp_path_factory):
 
 
 def _checksum(store) -> dict:
-    cur = store.cursor()
-    try:
-        tables = [
-            r[0]
-            for r in cur.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'own'"
-            ).fetchall()
-        ]
-        return {
-            t: cur.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {t}").fetchone()
-            for t in tables
-        }
-    finally:
-        cur.close()
+    return checksum(store.con, "own")
 
 
 WRITES = [p for p in PROBES if not p[1].lstrip().upper().startswith("SELECT")]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.server
 import json
 import re
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,21 +30,8 @@ from fleettui.tui.screens.sql import run_query
 from storage import guard, quack
 from storage.reader import QuackReader, QueryError, ReadOnlyError
 from storage.store import Store
-from tests.security.probes import PROBES, READS, corpus, fill
+from tests.security.probes import PROBES, READS, Hits, checksum, corpus, fill, serve_hits
 from tests.tui_support import stale_host_alert, write_alerts
-
-
-class _Hits(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        _Hits.hits.append(self.path)
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"internal secret\n")
-
-    def log_message(self, *_args) -> None:
-        pass
 
 
 @dataclass
@@ -66,21 +52,7 @@ class Served:
 
     def checksum(self) -> dict[str, tuple]:
         """Every table's row count and content hash, read on the owner's side."""
-        cur = self.store.cursor()
-        try:
-            tables = [
-                r[0]
-                for r in cur.execute(
-                    "SELECT table_name FROM duckdb_tables() WHERE database_name = 'fleet' "
-                    "ORDER BY 1"
-                ).fetchall()
-            ]
-            return {
-                t: cur.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {t}").fetchone()
-                for t in tables
-            }
-        finally:
-            cur.close()
+        return checksum(self.store.con, "fleet")
 
     def files(self) -> set[str]:
         return {str(p.relative_to(self.tmp)) for p in self.tmp.rglob("*")}
@@ -106,8 +78,7 @@ def served(tmp_path_factory):
                 }
             )
         )
-        http_server = http.server.HTTPServer(("127.0.0.1", 0), _Hits)
-        threading.Thread(target=http_server.serve_forever, daemon=True).start()
+        http_server = serve_hits()
         where = {
             "tmp": str(tmp),
             "endpoint": info.endpoint,
@@ -147,7 +118,7 @@ REFUSED = "Authorization failed|operations are disabled by configuration"
 def _assert_unharmed(served: Served, before: dict, files_before: set[str]) -> None:
     assert served.checksum() == before
     assert served.files() == files_before
-    assert not _Hits.hits, f"the daemon fetched {_Hits.hits}"
+    assert not Hits.hits, f"the daemon fetched {Hits.hits}"
 
 
 @pytest.mark.parametrize("name,sql", PROBES, ids=[p[0] for p in PROBES])

@@ -9,9 +9,7 @@ appears, and nothing is fetched; pure reads, TIMESTAMPTZ included, still work.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 
 import duckdb
 import pytest
@@ -21,20 +19,7 @@ from fleettui.tui.demo import fixed_store
 from fleettui.tui.screens.sql import run_query
 from storage.reader import LocalReader, QueryError, ReadOnlyError, check_pure_read
 from storage.store import Store
-from tests.security.probes import PROBES, READS, corpus, fill
-
-
-class _Hits(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        _Hits.hits.append(self.path)
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"internal secret\n")
-
-    def log_message(self, *_args) -> None:
-        pass
+from tests.security.probes import PROBES, READS, Hits, checksum, corpus, fill, serve_hits
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +30,7 @@ def local(tmp_path_factory):
     store.close()
     other = tmp / "other.daemon.json"  # a readable secret beside the store
     other.write_text(json.dumps({"token": "other-daemons-token"}))
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Hits)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_hits()
     where = {
         "tmp": str(tmp),
         "endpoint": "quack:127.0.0.1:1",
@@ -60,23 +44,14 @@ def local(tmp_path_factory):
 def _checksum(path) -> dict:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        tables = [
-            r[0]
-            for r in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE NOT internal ORDER BY 1"
-            ).fetchall()
-        ]
-        return {
-            t: con.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {t}").fetchone()
-            for t in tables
-        }
+        return checksum(con, path.stem)
     finally:
         con.close()
 
 
 def _unharmed(tmp, before_files: set, db, before: dict) -> None:
     assert set(tmp.iterdir()) == before_files
-    assert not _Hits.hits, f"fetched {_Hits.hits}"
+    assert not Hits.hits, f"fetched {Hits.hits}"
     assert _checksum(db) == before
 
 
