@@ -93,6 +93,8 @@ BASE = (
         ("NaN value", lambda t: re.sub(r"\} 2(?=[ \n])", "} NaN", t)),
         ("+Inf value", lambda t: re.sub(r"\} 2(?=[ \n])", "} +Inf", t)),
         ("not a number", lambda t: re.sub(r"\} 2(?=[ \n])", "} 2x", t)),
+        ("digits with an underscore", lambda t: re.sub(r"\} 2(?=[ \n])", "} 2_000", t)),
+        ("a non-ASCII digit", lambda t: re.sub(r"\} 2(?=[ \n])", "} \u0662", t)),
         ("cut short", lambda t: t[:-5]),
         (
             "token moved to the next line",
@@ -300,3 +302,11 @@ def test_one_stamp_for_the_body_or_one_per_line_read_as_the_full_parse_does():
         assert read(one.replace("1700000000000", bad).encode(), layout, T0) is None
         mixed = each.replace("1700000000003", bad)
         assert read(mixed.encode(), layout, T0) is None
+
+
+@pytest.mark.parametrize("value", ["1_000", "\u0661", "\uff11", "1e1_0"])
+def test_a_value_the_exposition_format_does_not_take_is_skipped_with_a_reason(value):
+    body = f'm{{gpu="0"}} {value}\nm{{gpu="1"}} 6\n'
+    snap = parse_exposition(body, "t", now=T0)
+    assert snap.values.tolist() == [6.0]
+    assert snap.skipped == [f"t: line 1: value {value!r} is not a number, skipped"]

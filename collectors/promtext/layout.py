@@ -137,10 +137,13 @@ def _values(tokens: list[bytes], layout: Layout, now: float) -> Snapshot | None:
                 if (ms > MAX_TS_MS).any():
                     return None
                 ts = ms / 1000.0
-            values = np.fromiter(map(float, tokens[0::2]), np.float64, n)
+            raw = tokens[0::2]
         else:
-            values = np.fromiter(map(float, tokens), np.float64, n)
+            raw = tokens
             ts = np.full(n, now)
+        if b"_" in b"".join(raw):  # float() takes "1_000"; the full parse skips it
+            return None
+        values = np.fromiter(map(float, raw), np.float64, n)
     except ValueError:
         return None
     if not np.isfinite(values).all():  # NaN/Inf are skipped with a reason: the full parse does

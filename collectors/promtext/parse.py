@@ -129,6 +129,10 @@ def parse_exposition(
         if le is not None:
             labels = {**labels, "le": le}
         try:
+            # Python's float() also takes "1_000" and non-ASCII digits; the exposition
+            # format (Go's ParseFloat) does not
+            if "_" in raw or not raw.isascii():
+                raise ValueError(raw)
             value = float(raw)
         except ValueError:
             b.skipped.append(f"{where}: line {n}: value {raw[:20]!r} is not a number, skipped")
