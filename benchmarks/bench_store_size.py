@@ -31,8 +31,11 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
 12. framebuffer bytes as whole MiB where they are (0021: `mem_used_mib`,
    `mem_total_mib`; the steps before keep every byte count in `*_bytes_raw`);
 13. no PRIMARY KEY on the four dimensions whose ids the writer hands out (0021; the
-   steps before add it back) = today's store;
-14. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+   steps before add it back);
+14. no PRIMARY KEY on the tables the writer merges on their key (0025: `hosts`,
+   `gpus`, `slices`, `tenants`, `endpoints`, `host_status`, `rollup_state`,
+   `schema_version`; the steps before add it back) = today's store;
+15. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -158,6 +161,18 @@ _DIM_KEYS = (
     ("slice_series", "slice_series_id"),
 )
 
+# the merged tables' keys before migration 0025
+_MERGE_KEYS = (
+    ("hosts", "host"),
+    ("gpus", "gpu_uuid"),
+    ("slices", "slice_id"),
+    ("tenants", "tenant"),
+    ("endpoints", "endpoint"),
+    ("host_status", "host"),
+    ("rollup_state", "rollup"),
+    ("schema_version", "version"),
+)
+
 # the `processes` table before migration 0018, every column in every listing
 _PROCESSES_TABLE = (
     "DROP VIEW processes; DROP TABLE process_listings; DROP TABLE process_info; "
@@ -207,6 +222,7 @@ def fill(
     small_blocks: bool,
     mem_mib: bool,
     no_dim_keys: bool,
+    no_merge_keys: bool,
     floats: bool,
     detail: bool,
 ):
@@ -266,6 +282,8 @@ def fill(
             for table, key in _DIM_KEYS if not no_dim_keys else ():
                 if dims[table]:  # the table exists (empty): its key as before 0021
                     store.con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
+            for table, key in _MERGE_KEYS if not no_merge_keys else ():
+                store.con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
             for t, c in _FLOAT if floats else []:
                 t = "gpu_values" if gpu_dim and t == "gpu_samples" else t
                 t = "slice_values" if slice_dim and t == "slice_samples" else t
@@ -302,7 +320,7 @@ def main() -> None:
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
     # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim,
-    # energy_mj, new_format, small_blocks, mem_mib, no_dim_keys, floats
+    # energy_mj, new_format, small_blocks, mem_mib, no_dim_keys, no_merge_keys, floats
     steps = [
         (
             "before: full-precision values, sim order, 16 MB checkpoints",
@@ -332,7 +350,7 @@ def main() -> None:
         ("+ 128 KiB blocks", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0),
         ("+ framebuffer bytes in whole MiB (0021)", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0),
         (
-            "+ no key index on 4 dimensions (0021) = today's store",
+            "+ no key index on 4 dimensions (0021)",
             1,
             1,
             1,
@@ -348,26 +366,16 @@ def main() -> None:
             0,
         ),
     ]
+    # the steps above keep the merged tables' keys (before 0025): no_merge_keys 0
+    steps = [(*step[:-1], 0, step[-1]) for step in steps]
+    steps.append(("+ no key index on 8 merged tables (0025) = today's store", *(1,) * 13, 0))
     if args.after_only:
         steps = steps[-1:]
     elif args.float:
         steps.append(
             (
                 "+ FLOAT for %, degrees, MHz (issue13's 0014)",
-                1,
-                1,
-                1,
-                1,
-                1,
-                1,
-                1,
-                1,
-                1,
-                1,
-                1,
-                1,
-                1,
-                1,
+                *(1,) * 14,
             )
         )
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
@@ -375,7 +383,7 @@ def main() -> None:
     last = None
     for i, step in enumerate(steps):
         label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim = step[:8]
-        mj, fmt, blocks, mib, no_keys, floats = step[8:14]
+        mj, fmt, blocks, mib, no_keys, no_merge_keys, floats = step[8:15]
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
@@ -391,6 +399,7 @@ def main() -> None:
             small_blocks=bool(blocks),
             mem_mib=bool(mib),
             no_dim_keys=bool(no_keys),
+            no_merge_keys=bool(no_merge_keys),
             floats=bool(floats),
             detail=detail,
         )

@@ -86,9 +86,11 @@ def default_memory_limit() -> str:
 
 
 _UPSERT_TABLES = frozenset(UPSERT_KEYS)
-# Tables merged on a one-column key, which is their PRIMARY KEY (the migrations; a test
-# checks): a batch of new keys may be inserted there, the key refusing one that is not.
-_PRIMARY_KEYED = frozenset(t for t, k in UPSERT_KEYS.items() if len(k) == 1)
+# Tables merged on a one-column key that is also their PRIMARY KEY (the migrations; a
+# test checks): a batch of new keys may be inserted there, the key refusing one that is
+# not. The other merged tables have no key index since 0025 (each took a block of its
+# own in every file): every write to them is a MERGE.
+_PRIMARY_KEYED = frozenset({"alerts", "silences"})
 
 # DuckDB compresses appended rows when it checkpoints. Its default (a checkpoint
 # after 16 MB of WAL, seconds at a few thousand GPUs) leaves row groups in many
