@@ -155,3 +155,77 @@ def test_the_apps_first_frame_starts_the_fill(stored):
         assert live.wait_filled(60.0)
     finally:
         store.close()
+
+
+def test_the_apps_fill_builds_the_rack_layout_behind_the_first_frame(stored, monkeypatch):
+    """Once the fill published, its thread builds the live rack grid's layout and row
+    positions, so the first refresh from the snapshot reuses them instead."""
+    import asyncio
+
+    import storage.views.live as live_views
+    from fleettui.tui.app import FleetApp
+
+    path, _ = stored
+    store = Store.open(path, live_background=True)
+    cur = store.cursor()
+    (newest,) = cur.execute("SELECT max(ts) FROM gpu_samples").fetchone()
+    live = store.live
+    assert live is not None and live.filling
+
+    async def first_frame():
+        app = FleetApp(store.con, clock=lambda: newest, refresh_s=3600.0, store=store)
+        async with app.run_test(size=(120, 40)) as pilot:
+            while app.screen.loaded == 0:
+                await pilot.pause(0.01)
+            for _ in range(100):
+                if live._go.is_set():
+                    break
+                await pilot.pause(0.01)
+
+    try:
+        asyncio.run(first_frame())
+        assert live.wait_filled(60.0)
+        assert live._fill_thread is not None
+        live._fill_thread.join(60.0)  # the layout is built in it, after the publish
+        assert not live._fill_thread.is_alive()
+        version = snapshot_state(cur, newest, 30.0, *TABLES)
+        assert version is not None
+
+        def built_again(*_a, **_k):
+            raise AssertionError("the rack layout or positions were built on refresh")
+
+        monkeypatch.setattr(live_views, "_layout_in_order", built_again)
+        monkeypatch.setattr(live_views, "_Positions", built_again)
+        grid = views.rack_grid(cur, newest)  # from the snapshot: the cached layout
+        assert grid.equals(views.rack_grid(cur, newest, live=False))
+    finally:
+        cur.close()
+        store.close()
+
+
+def test_after_fill_runs_once_in_the_fill_thread_after_the_publish(stored):
+    path, _ = stored
+    store = Store.open(path, live_background=True)
+    live = store.live
+    assert live is not None
+    cur = store.cursor()
+    (newest,) = cur.execute("SELECT max(ts) FROM gpu_samples").fetchone()
+    seen: list[tuple[str, bool]] = []
+    late = threading.Event()
+
+    def record() -> None:
+        published = snapshot_state(cur, newest, 30.0, *TABLES) is not None
+        seen.append((threading.current_thread().name, published))
+
+    try:
+        live.after_fill(record)
+        assert live.wait_filled(60.0)
+        assert live._fill_thread is not None
+        live._fill_thread.join(60.0)
+        assert seen == [("fleettui-live-fill", True)]
+        live.after_fill(late.set)  # the fill ended: run in a thread of its own
+        assert late.wait(10.0)
+        assert len(seen) == 1
+    finally:
+        cur.close()
+        store.close()

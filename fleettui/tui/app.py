@@ -34,6 +34,8 @@ from fleettui.tui.screens.time_jump import TimeJump
 from storage.reader import LocalReader, Reader
 from storage.store import Store
 from storage.views import fleet_totals
+from storage.views.live import warm_rack
+from storage.views.when import STALE_AFTER_S
 
 Clock = Callable[[], datetime]
 
@@ -137,7 +139,13 @@ class FleetApp(App):
         waited, so as not to slow that first frame: storage/live.py FILL_START_S)."""
         live = self.store.live if self.store is not None else None
         if live is not None:
+            live.after_fill(self._warm_live)
             live.go()
+
+    def _warm_live(self) -> None:
+        # the fill's thread, once it published: the rack layout the first live refresh
+        # would build (storage/views/live.py warm_rack)
+        warm_rack(self.reader, self.effective_at(), STALE_AFTER_S)
 
     def _check_collector(self) -> None:
         c = self.collector

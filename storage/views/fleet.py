@@ -27,7 +27,8 @@ SELECT count(*) AS gpus,
        count(*) FILTER (WHERE util_pct < {BUSY_PCT}) AS idle,
        count(*) FILTER (WHERE ts IS NULL) AS silent,
        avg(util_pct) AS util_mean_pct,
-       (SELECT max(ts) FROM gpu_samples WHERE ts <= $at AND ts > $at - INTERVAL 1 DAY)
+       -- the rows table (storage/keyed.py): the view would join a day of rows to their keys
+       (SELECT max(ts) FROM gpu_values WHERE ts <= $at AND ts > $at - INTERVAL 1 DAY)
            AS newest_ts
 FROM g
 """
@@ -39,7 +40,7 @@ TOTALS_SQL_LIVE = (
     TOTALS_SQL.replace(GPU_LATEST, gpu_latest_live())
     .replace(SLICE_LATEST, SLICE_LATEST_LIVE)
     .replace(
-        "(SELECT max(ts) FROM gpu_samples WHERE ts <= $at AND ts > $at - INTERVAL 1 DAY)",
+        "(SELECT max(ts) FROM gpu_values WHERE ts <= $at AND ts > $at - INTERVAL 1 DAY)",
         f"(SELECT max(ts) FROM {LIVE_CATALOG}.gpu_latest"
         " WHERE ts <= $at AND ts > $at - INTERVAL 1 DAY)",
     )
@@ -47,7 +48,7 @@ TOTALS_SQL_LIVE = (
 if TOTALS_SQL_LIVE.count(LIVE_CATALOG) != 3:
     raise RuntimeError("fleet totals live SQL: a history fragment to replace was not found")
 NEWEST_SQL = (
-    "SELECT max(ts) AS newest_ts FROM gpu_samples WHERE ts <= $at AND ts > $at - INTERVAL 1 DAY"
+    "SELECT max(ts) AS newest_ts FROM gpu_values WHERE ts <= $at AND ts > $at - INTERVAL 1 DAY"
 )
 
 

@@ -66,7 +66,10 @@ ev AS (
 ),
 alerting AS ({{alerting}}),
 -- clusters, then racks, in natural order (hgx-9 before hgx-10): the name without
--- its trailing number, then the number
+-- its trailing number, then the number. The hosts are ranked (a sort of the hosts),
+-- then the GPUs sorted by (host rank, gpu_index NULLS LAST, gpu_uuid): the same order
+-- as every key in one ORDER BY, whose ten string and number keys over 100k GPUs
+-- cost ~0.2 s more (storage/views/live.py RACK_LAYOUT_SQL ranks hosts alike)
 hosts_sorted AS (
     SELECT *,
            regexp_replace(coalesce(cluster, ''), '[0-9]+$', '') AS cluster_key,
@@ -75,10 +78,17 @@ hosts_sorted AS (
            TRY_CAST(regexp_extract(rack, '([0-9]+)$', 1) AS BIGINT) AS rack_num
     FROM hosts
 ),
+host_rank AS (
+    SELECT gh.host, h.cluster, h.rack, h.rack_slot, h.model, h.nvlink_domain, h.first_seen,
+           row_number() OVER (
+               ORDER BY h.rack IS NULL, h.cluster IS NULL, h.cluster_key, h.cluster_num,
+                        h.cluster, h.rack_key, h.rack_num, h.rack, h.rack_slot, gh.host
+           ) AS host_ord
+    FROM (SELECT DISTINCT host FROM gpus) gh LEFT JOIN hosts_sorted h ON h.host = gh.host
+),
 seen AS (SELECT DISTINCT host FROM latest),
 grid AS (
-    SELECT h.cluster, h.rack, h.rack_slot, g.host, h.model, h.nvlink_domain,
-           h.cluster_key, h.cluster_num, h.rack_key, h.rack_num,
+    SELECT h.cluster, h.rack, h.rack_slot, g.host, h.model, h.nvlink_domain, h.host_ord,
            g.gpu_index, g.gpu_uuid, g.name, g.mig_mode,
            coalesce(l.util_pct, s.slice_util_pct) AS util_pct,
            100.0 * coalesce(l.mem_used_bytes, s.slice_mem_used_bytes)
@@ -92,7 +102,7 @@ grid AS (
            l.ts IS NULL AS gpu_missing,
            coalesce(al.firing, 0) AS host_alerts
     FROM gpus g
-    LEFT JOIN hosts_sorted h ON h.host = g.host
+    JOIN host_rank h ON h.host = g.host
     LEFT JOIN latest l ON l.gpu_uuid = g.gpu_uuid
     LEFT JOIN seen hs ON hs.host = g.host
     LEFT JOIN sliced s ON s.gpu_uuid = g.gpu_uuid
@@ -101,10 +111,9 @@ grid AS (
     LEFT JOIN alerting al ON al.host = g.host
     WHERE h.first_seen IS NULL OR h.first_seen <= $at
 )
-SELECT * EXCLUDE (cluster_key, cluster_num, rack_key, rack_num) FROM grid
+SELECT * EXCLUDE (host_ord) FROM grid
 WHERE {{where}}
-ORDER BY rack IS NULL, cluster IS NULL, cluster_key, cluster_num, cluster, rack_key, rack_num,
-         rack, rack_slot, host, gpu_index NULLS LAST, gpu_uuid
+ORDER BY host_ord, gpu_index NULLS LAST, gpu_uuid
 """
 
 _NO_ALERTS = "SELECT CAST(NULL AS VARCHAR) AS host, 0::BIGINT AS firing WHERE false"
