@@ -545,14 +545,24 @@ class CountingClock(CommitClock):
 
 
 def daemon_process(
-    address: str, prefix: str, idx: int, path: str, opts: dict, ready, mark, stop, counter, out
+    address: str,
+    prefix: str,
+    idx: int,
+    path: str,
+    threads: int,
+    opts: dict,
+    ready,
+    mark,
+    stop,
+    counter,
+    out,
 ) -> None:
     """One daemon of a `shared_group` subscription, in its own process (spawned): the
     source under `Runtime` into its own file store, until `stop`; puts its CPU from
     `mark` to `stop`."""
 
     async def run() -> dict:
-        store = Store.open(Path(path))
+        store = Store.open(Path(path), threads=threads or None)
         src = MqttSource(
             MqttOptions(
                 broker=address,
@@ -594,7 +604,16 @@ def daemon_process(
 
 
 def burst_daemons(
-    ctx, broker: Broker, tpl, work: Path, daemons: int, count: int, parts: int, version: int, **opts
+    ctx,
+    broker: Broker,
+    tpl,
+    work: Path,
+    daemons: int,
+    count: int,
+    parts: int,
+    version: int,
+    threads: int,
+    **opts,
 ) -> dict:
     """Phase 3 with `daemons` daemon processes on one `shared_group` subscription, each
     writing its own file store (the lake's daemons write one DuckLake: docs/lake.md; a
@@ -608,7 +627,19 @@ def burst_daemons(
     procs = [
         spawn.Process(
             target=daemon_process,
-            args=(broker.address, prefix, k, paths[k], opts, readies[k], mark, stop, counter, out),
+            args=(
+                broker.address,
+                prefix,
+                k,
+                paths[k],
+                threads,
+                opts,
+                readies[k],
+                mark,
+                stop,
+                counter,
+                out,
+            ),
         )
         for k in range(daemons)
     ]
@@ -806,6 +837,13 @@ def main() -> None:
         help="phase 3 with this many daemon processes on one shared_group subscription "
         "(each its own file store; 1: the daemon in this process, as in phase 2)",
     )
+    ap.add_argument(
+        "--duckdb-threads",
+        type=int,
+        default=0,
+        help="DuckDB worker threads of the daemons' stores (0: DuckDB's default, as the "
+        "daemon opens its store)",
+    )
     args = ap.parse_args()
     hosts = args.gpus // args.gpus_per_host
     ctx = mp.get_context("fork")
@@ -829,7 +867,7 @@ def main() -> None:
         for version in versions:
             print(f"-- report version {version}")
             path = work / f"bench-v{version}.duckdb"
-            store = Store.open(path)
+            store = Store.open(path, threads=args.duckdb_threads or None)
             try:
                 summary.append((version, run_version(ctx, broker, store, tpl, args, version, work)))
             finally:
@@ -924,6 +962,7 @@ def run_version(ctx, broker: Broker, store: Store, tpl, args, version: int, work
             args.burst,
             args.publishers,
             version,
+            args.duckdb_threads,
             flush_interval_s=args.flush,
             nvlink_rows=args.nvlink_rows,
             max_new_hosts_per_min=max(1000, hosts),
