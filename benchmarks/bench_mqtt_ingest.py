@@ -18,6 +18,16 @@ real Mosquitto started on a free 127.0.0.1 port. Three phases, one run:
 3. burst into the source: `--burst` reports as fast as possible, the rate at
    which they are committed, as a ratio of the ceiling measured in phase 1.
 
+Each phase prints the CPU per report of the broker (/proc), the publishers and
+`mosquitto_sub` (or the daemons), and how busy the machine was; phase 3 checks that
+every report sent was stored exactly once ((GPU, report time) rows counted and counted
+distinct). `--daemons N` runs phase 3 with N daemon processes on one `shared_group`
+subscription, each writing its own file store (warmed first with every host twice).
+For v2 the run ends with the bound: the CPU per report of the least any daemon storing
+every value must do (decode to checked columns, a plain DuckDB Arrow insert of the same
+rows) and, from the CPU the ceiling's processes had, the highest burst ÷ ceiling such a
+daemon could reach on this machine.
+
 `--report-versions 1,2` runs the three phases for each report version in one run
 (v1 JSON, v2 binary frames: collectors/nvml/report_v2.py), each version with its own
 pre-encoded payloads, its own ceiling and a fresh store.
