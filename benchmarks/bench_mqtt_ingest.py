@@ -1046,7 +1046,9 @@ def bound(c: dict, b: dict, tpl, args, work: Path) -> dict:
     # cores left idle. A burst gets no more: at rate R the broker, the publishers and the
     # daemon need R x (their µs per report) of it, and the broker is one thread.
     idle = max(cores - c["busy"] / c["wall"], 0.0)
-    had = c["rate"] * (broker + pubs + sub) / 1e6 + idle
+    # (at most the machine's cores: the publishers' CPU includes their last PUBACKs, read
+    # after the ceiling's window)
+    had = min(c["rate"] * (broker + pubs + sub) / 1e6 + idle, float(cores))
     r_cpu = had * 1e6 / (broker + pubs + daemon_min)
     r_max = min(r_cpu, 1e6 / broker)
     r_free = min(had * 1e6 / (broker + pubs + store_min), 1e6 / broker)  # receiving free
