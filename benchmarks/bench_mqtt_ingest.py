@@ -18,6 +18,16 @@ real Mosquitto started on a free 127.0.0.1 port. Three phases, one run:
 3. burst into the source: `--burst` reports as fast as possible, the rate at
    which they are committed, as a ratio of the ceiling measured in phase 1.
 
+Each phase prints the CPU per report of the broker (/proc), the publishers and
+`mosquitto_sub` (or the daemons), and how busy the machine was; phase 3 checks that
+every report sent was stored exactly once ((GPU, report time) rows counted and counted
+distinct). `--daemons N` runs phase 3 with N daemon processes on one `shared_group`
+subscription, each writing its own file store (warmed first with every host twice).
+For v2 the run ends with the bound: the CPU per report of the least any daemon storing
+every value must do (decode to checked columns, a plain DuckDB Arrow insert of the same
+rows) and, from the CPU the ceiling's processes had, the highest burst ÷ ceiling such a
+daemon could reach on this machine.
+
 `--report-versions 1,2` runs the three phases for each report version in one run
 (v1 JSON, v2 binary frames: collectors/nvml/report_v2.py), each version with its own
 pre-encoded payloads, its own ceiling and a fresh store.
@@ -237,6 +247,7 @@ def publisher(
     part: int = 0,
     parts: int = 1,
     version: int = 1,
+    seq0: int = 0,
 ) -> None:
     """Runs in its own process: hosts `part::parts` of the fleet over one connection,
     QoS 1, like many agents sharing one link; payloads pre-encoded per host."""
@@ -248,7 +259,7 @@ def publisher(
     ]
     frames = [bytearray(t[4]) for t in mine]
     pack_seq, pack_ts = struct.Struct("<q").pack_into, struct.Struct("<d").pack_into
-    seqs = [0] * len(enc)
+    seqs = [seq0] * len(enc)
     sent = 0
 
     def one(i: int) -> None:
@@ -265,6 +276,7 @@ def publisher(
         seqs[i] += 1
         sent += 1
 
+    cpu0 = time.process_time()
     t_first = time.time()
     if mode == "burst":
         for k in range(count // parts + (part < count % parts)):
@@ -292,6 +304,7 @@ def publisher(
             "t_first": t_first,
             "t_sent": t_sent,
             "t_acked": time.time(),
+            "cpu_s": time.process_time() - cpu0,
             "bytes": sum(len(t[1]) + len(t[3]) + 30 if version == 1 else len(t[4]) for t in mine)
             / max(len(mine), 1),
         }
@@ -318,6 +331,7 @@ class Publishers:
                     k,
                     parts,
                     kw.get("version", 1),
+                    kw.get("seq0", 0),
                 ),
             )
             for k in range(parts)
@@ -334,11 +348,33 @@ class Publishers:
             "t_first": min(r["t_first"] for r in res),
             "t_sent": max(r["t_sent"] for r in res),
             "t_acked": max(r["t_acked"] for r in res),
+            "cpu_s": sum(r["cpu_s"] for r in res),
             "bytes": sum(r["bytes"] for r in res) / len(res),
         }
 
 
-def ceiling(ctx, broker: Broker, tpl, n: int, parts: int, version: int = 1) -> float:
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a live process so far (/proc/<pid>/stat), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (/proc/stat)."""
+    vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = vals[3] + vals[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(vals[:8]) - idle) / tick, sum(vals[:8]) / tick
+
+
+def cpu_note(n: int, wall: float, parts: dict[str, float], busy: float) -> str:
+    """µs of CPU per report of each process group, and the machine's busy cores."""
+    each = ", ".join(f"{k} {v / n * 1e6:,.1f}" for k, v in parts.items())
+    return f"CPU per report (µs): {each}; machine busy {busy / wall:.2f} of {os.cpu_count()} cores"
+
+
+def ceiling(ctx, broker: Broker, tpl, n: int, parts: int, version: int = 1) -> dict:
+    """The broker -> `mosquitto_sub` rate, and the CPU each process spent on it."""
     sub = subprocess.Popen(
         [
             shutil.which("mosquitto_sub") or "mosquitto_sub",
@@ -356,18 +392,31 @@ def ceiling(ctx, broker: Broker, tpl, n: int, parts: int, version: int = 1) -> f
         stdout=subprocess.DEVNULL,
     )
     time.sleep(1.0)  # subscribed
+    assert broker.proc is not None
+    broker0, sub0, machine0 = proc_cpu_s(broker.proc.pid), proc_cpu_s(sub.pid), machine_cpu_s()
+    t_m0 = time.time()
     pubs = Publishers(ctx, broker, "ceil", tpl, "burst", parts, count=n, version=version)
-    sub.wait(timeout=300)
+    _, status, usage = os.wait4(sub.pid, 0)  # its whole CPU, read as it is reaped
+    sub.returncode = os.waitstatus_to_exitcode(status)
     t_done = time.time()
+    broker_s, machine1 = proc_cpu_s(broker.proc.pid) - broker0, machine_cpu_s()
     res = pubs.result(timeout=60)
-    rate = n / (t_done - res["t_first"])
+    wall = t_done - res["t_first"]
+    rate = n / wall
+    cpu = {
+        "broker": broker_s,
+        "publishers": res["cpu_s"],
+        "mosquitto_sub": usage.ru_utime + usage.ru_stime - sub0,
+    }
+    busy = (machine1[0] - machine0[0]) / (t_done - t_m0) * wall  # busy core-s over `wall`
     print(
         f"1. ceiling (v{version}): broker -> mosquitto_sub (QoS 1): {n} reports of "
         f"~{res['bytes'] / 1024:.1f}"
-        f" KiB in {t_done - res['t_first']:.2f} s = {rate:,.0f} reports/s "
+        f" KiB in {wall:.2f} s = {rate:,.0f} reports/s "
         f"({rate * res['bytes'] / 2**20:.1f} MiB/s)"
     )
-    return rate
+    print(f"   {cpu_note(n, wall, cpu, busy)}")
+    return {"rate": rate, "n": n, "wall": wall, "cpu": cpu, "busy": busy}
 
 
 class CommitClock:
@@ -429,6 +478,8 @@ async def ingest(
     task = asyncio.create_task(runtime.run(stop))
     await asyncio.wait_for(src.connected.wait(), 10)
     cpu0 = time.process_time()
+    assert broker.proc is not None
+    broker0, machine0, t_m0 = proc_cpu_s(broker.proc.pid), machine_cpu_s(), time.time()
     live0 = _live_cpu(store)
     writes0, write_s0 = timed.writes, timed.write_thread_s
     pubs = Publishers(
@@ -459,6 +510,7 @@ async def ingest(
         await asyncio.sleep(0.05)
     t_done = time.time()
     cpu = time.process_time() - cpu0
+    broker_s, machine1 = proc_cpu_s(broker.proc.pid) - broker0, machine_cpu_s()
     live1 = _live_cpu(store)
     writes, write_s = timed.writes - writes0, timed.write_thread_s - write_s0
     stop.set()
@@ -474,12 +526,283 @@ async def ingest(
         "rejected": src.stats.rejected,
         "stored_at_pub_end": stored_at_end,
         "cpu_s": cpu,
+        "broker_s": broker_s,
+        "publishers_s": res["cpu_s"],
+        "busy_s": (machine1[0] - machine0[0]) / (t_done - t_m0) * (t_done - res["t_first"]),
         "lag": lag,
         "write_errors": runtime.stats.batches_refused,
         "flushes": src.stats.flushes,
         "writes": writes,
         "write_s": write_s,
         "live_share": (live1[0] - live0[0]) / max(live1[1] - live0[1], 1e-9),
+    }
+
+
+class CountingClock(CommitClock):
+    """A daemon process's store wrapper: also adds its committed GPU rows to a counter
+    the benchmark's process reads."""
+
+    def __init__(self, store: Store, counter):
+        super().__init__(store)
+        self.counter = counter
+
+    def write(self, batches) -> int:
+        rows = super().write(batches)
+        n = sum(b.data.num_rows for b in batches if b.table == "gpu_samples")
+        with self.counter.get_lock():
+            self.counter.value += n
+        return rows
+
+
+def daemon_process(
+    address: str,
+    prefix: str,
+    idx: int,
+    path: str,
+    threads: int,
+    opts: dict,
+    ready,
+    mark,
+    stop,
+    counter,
+    out,
+) -> None:
+    """One daemon of a `shared_group` subscription, in its own process (spawned): the
+    source under `Runtime` into its own file store, until `stop`; puts its CPU from
+    `mark` to `stop`."""
+
+    async def run() -> dict:
+        store = Store.open(Path(path), threads=threads or None)
+        src = MqttSource(
+            MqttOptions(
+                broker=address,
+                topic_prefix=prefix,
+                persistent_session=False,
+                client_id=f"bench-daemon-{prefix}-{idx}",
+                shared_group="bench",
+                **opts,
+            )
+        )
+        timed = CountingClock(store, counter)
+        halt = asyncio.Event()
+        runtime = Runtime(timed, [src])
+        task = asyncio.create_task(runtime.run(halt))
+        try:
+            await asyncio.wait_for(src.connected.wait(), 20)
+            ready.set()
+            while not mark.is_set():
+                await asyncio.sleep(0.02)
+            cpu0 = time.process_time()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+            cpu = time.process_time() - cpu0
+            halt.set()
+            await task
+        finally:
+            store.close()
+        return {
+            "cpu_s": cpu,
+            "rejected": src.stats.rejected,
+            "duplicates": src.stats.duplicates,
+            "flushes": src.stats.flushes,
+            "writes": timed.writes,
+            "write_s": timed.write_thread_s,
+            "refused": runtime.stats.batches_refused,
+        }
+
+    out.put((idx, asyncio.run(run())))
+
+
+def burst_daemons(
+    ctx,
+    broker: Broker,
+    tpl,
+    work: Path,
+    daemons: int,
+    count: int,
+    parts: int,
+    version: int,
+    threads: int,
+    **opts,
+) -> dict:
+    """Phase 3 with `daemons` daemon processes on one `shared_group` subscription, each
+    writing its own file store (the lake's daemons write one DuckLake: docs/lake.md; a
+    file store per daemon is what each of them would write at least, without the
+    catalog's commits). Returns the same figures as `ingest` and the store paths."""
+    spawn = mp.get_context("spawn")  # a fresh interpreter each: no forked DuckDB state
+    prefix = f"srcburstv{version}d{daemons}"
+    counter, mark, stop, out = spawn.Value("q", 0), spawn.Event(), spawn.Event(), spawn.Queue()
+    readies = [spawn.Event() for _ in range(daemons)]
+    paths = [str(work / f"{prefix}-{k}.duckdb") for k in range(daemons)]
+    procs = [
+        spawn.Process(
+            target=daemon_process,
+            args=(
+                broker.address,
+                prefix,
+                k,
+                paths[k],
+                threads,
+                opts,
+                readies[k],
+                mark,
+                stop,
+                counter,
+                out,
+            ),
+        )
+        for k in range(daemons)
+    ]
+    for pr in procs:
+        pr.start()
+    for ev in readies:
+        if not ev.wait(60):
+            stop.set()
+            raise SystemExit("a daemon process did not connect within 60 s")
+    # warm-up, not timed: every host twice, so each daemon has seen the fleet's hosts
+    # (the broker hands each report to any member) as phase 2 warmed the one daemon
+    gpus = len(json.loads("{" + tpl[0][3][1:])["gpu"]["uuid"])  # GPU rows per report
+    warm = Publishers(ctx, broker, prefix, tpl, "burst", parts, count=2 * len(tpl), version=version)
+    warm_sent = warm.result()["sent"]
+    deadline = time.time() + 120
+    while counter.value < warm_sent * gpus and time.time() < deadline:
+        time.sleep(0.02)
+    mark.set()
+    time.sleep(0.1)
+    counted = counter.value
+    assert broker.proc is not None
+    broker0, machine0, t_m0 = proc_cpu_s(broker.proc.pid), machine_cpu_s(), time.time()
+    pubs = Publishers(
+        ctx, broker, prefix, tpl, "burst", parts, count=count, version=version, seq0=2
+    )
+    res = pubs.result()
+    deadline = time.time() + 120
+    while counter.value - counted < res["sent"] * gpus and time.time() < deadline:
+        time.sleep(0.02)
+    t_done = time.time()
+    broker_s, machine1 = proc_cpu_s(broker.proc.pid) - broker0, machine_cpu_s()
+    stop.set()
+    each = dict(out.get(timeout=120) for _ in procs)
+    for pr in procs:
+        pr.join(60)
+    return {
+        "sent": res["sent"],
+        "t_first": res["t_first"],
+        "t_done": t_done,
+        "stored": (counter.value - counted) // gpus,
+        "warm_sent": warm_sent,
+        "rejected": sum(e["rejected"] for e in each.values()),
+        "cpu_s": sum(e["cpu_s"] for e in each.values()),
+        "cpu_each": [each[k]["cpu_s"] for k in sorted(each)],
+        "broker_s": broker_s,
+        "publishers_s": res["cpu_s"],
+        "busy_s": (machine1[0] - machine0[0]) / (t_done - t_m0) * (t_done - res["t_first"]),
+        "write_errors": sum(e["refused"] for e in each.values()),
+        "flushes": sum(e["flushes"] for e in each.values()),
+        "writes": sum(e["writes"] for e in each.values()),
+        "write_s": sum(e["write_s"] for e in each.values()),
+        "live_share": float("nan"),  # each daemon's own: not collected
+        "paths": paths,
+    }
+
+
+def gpu_rows(store: Store) -> int:
+    cur = store.con.cursor()
+    try:
+        return cur.execute("SELECT count(*) FROM gpu_samples").fetchone()[0]
+    finally:
+        cur.close()
+
+
+def stored_once(paths: list[str], before: int, expected: int, store: Store) -> str:
+    """Every burst report's GPU rows stored exactly once across the daemons' stores
+    (`paths`, fresh files; or the open `store`, which held `before` rows): (GPU, report
+    time) rows counted and counted distinct; the new rows must be `expected`."""
+    import duckdb
+
+    con = duckdb.connect() if paths else store.con.cursor()
+    parts = []
+    for k, path in enumerate(paths):
+        con.execute(f"ATTACH '{path}' AS s{k} (READ_ONLY)")
+        parts.append(f"SELECT gpu_uuid, ts FROM s{k}.main.gpu_samples")
+    sql = " UNION ALL ".join(parts) or "SELECT gpu_uuid, ts FROM gpu_samples"
+    rows, distinct = con.execute(
+        f"SELECT count(*), count(DISTINCT (gpu_uuid, ts)) FROM ({sql})"
+    ).fetchone()
+    con.close()
+    if not (rows == distinct and rows - before == expected):
+        print(f"   exactly once FAILED: {rows:,} rows, {distinct:,} distinct, {expected:,} sent")
+        raise SystemExit("the burst's reports were not stored exactly once")
+    return f"{rows - before:,} GPU rows of {expected:,} sent, each once"
+
+
+def floors(tpl, count: int, flush: int, repeats: int, now: float, work: Path) -> dict:
+    """CPU per report, in this process, of the least any daemon storing every value must
+    do with the burst's v2 reports: `parse` alone; parse + checks + columns
+    (`FrameColumns`); and a plain DuckDB Arrow insert of those columns' sample rows
+    (a fresh DuckDB file, tables without keys, one transaction per `flush` reports, then a
+    checkpoint; DuckDB's default threads and one thread: the cheaper counts)."""
+    import duckdb
+
+    from collectors.nvml.report_v2 import FrameColumns, parse
+    from storage.batch import make_batch
+
+    hosts = len(tpl)
+    frames = [payload(tpl[k % hosts], 2, k // hosts, now + k // hosts) for k in range(count)]
+    chunks = [frames[i : i + flush] for i in range(0, count, flush)]
+
+    def cpu_us(fn) -> float:
+        runs = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            fn()
+            runs.append((time.process_time() - t0) / count * 1e6)
+        return float(np.median(runs))
+
+    parse_us = cpu_us(lambda: [parse(f, now=now) for f in frames])
+
+    def columns() -> list:
+        out = []
+        for c in chunks:
+            cols = FrameColumns([parse(f, now=now) for f in c])
+            if cols.problems(True):
+                raise SystemExit("v2 frames refused: the benchmark is broken")
+            out.append(cols.batches(True, "nvml"))
+        return out
+
+    columns_us = cpu_us(columns)
+    tables = [
+        {t: make_batch(t, cols).data for t, cols in flush_cols.items()} for flush_cols in columns()
+    ]
+    runs: dict[str, list[float]] = {"default": [], "1": []}
+    for k in range(repeats):
+        for threads, out in runs.items():
+            path = work / f"floor-{k}-{threads}.duckdb"
+            con = duckdb.connect(str(path))
+            if threads != "default":
+                con.execute(f"SET threads = {threads}")
+            for t, data in tables[0].items():
+                con.register("e", data.slice(0, 0))
+                con.execute(f"CREATE TABLE {t} AS SELECT * FROM e")
+            t0 = time.process_time()
+            for flush_tables in tables:
+                con.execute("BEGIN")
+                for t, data in flush_tables.items():
+                    con.register("b", data)
+                    con.execute(f"INSERT INTO {t} SELECT * FROM b")
+                con.execute("COMMIT")
+            con.execute("CHECKPOINT")  # every row in the file (WAL replayed), as a daemon's
+            out.append((time.process_time() - t0) / count * 1e6)
+            con.close()
+            path.unlink()
+    rows = {t: sum(ft[t].num_rows for ft in tables) for t in tables[0]}
+    return {
+        "parse": parse_us,
+        "columns": columns_us,
+        "insert_default": float(np.median(runs["default"])),
+        "insert_1": float(np.median(runs["1"])),
+        "insert": min(float(np.median(r)) for r in runs.values()),
+        "rows": rows,
     }
 
 
@@ -522,6 +845,20 @@ def main() -> None:
         default="1,2",
         help="report versions to measure in this run, in order (1 JSON, 2 binary)",
     )
+    ap.add_argument(
+        "--daemons",
+        type=int,
+        default=1,
+        help="phase 3 with this many daemon processes on one shared_group subscription "
+        "(each its own file store; 1: the daemon in this process, as in phase 2)",
+    )
+    ap.add_argument(
+        "--duckdb-threads",
+        type=int,
+        default=0,
+        help="DuckDB worker threads of the daemons' stores (0: DuckDB's default, as the "
+        "daemon opens its store)",
+    )
     args = ap.parse_args()
     hosts = args.gpus // args.gpus_per_host
     ctx = mp.get_context("fork")
@@ -544,9 +881,10 @@ def main() -> None:
     try:
         for version in versions:
             print(f"-- report version {version}")
-            store = Store.open(work / f"bench-v{version}.duckdb")
+            path = work / f"bench-v{version}.duckdb"
+            store = Store.open(path, threads=args.duckdb_threads or None)
             try:
-                summary.append((version, run_version(ctx, broker, store, tpl, args, version)))
+                summary.append((version, run_version(ctx, broker, store, tpl, args, version, work)))
             finally:
                 store.close()
         print(
@@ -559,6 +897,7 @@ def main() -> None:
                 f"({r.get('burst_x', 0):.2f}x, {r.get('burst_us', 0):,.0f} us) | "
                 f"{r.get('stored_x', 0):.2f}, {r.get('p99_s', 0):.1f} s, "
                 f"{r.get('sustained_us', 0):,.0f} us"
+                + (f" | bound {r['bound']['max_x']:.2f}x" if "bound" in r else "")
             )
         print(f"benchmark wall time {time.time() - t_start:.0f} s")
     finally:
@@ -566,16 +905,17 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_version(ctx, broker: Broker, store: Store, tpl, args, version: int) -> dict:
+def run_version(ctx, broker: Broker, store: Store, tpl, args, version: int, work: Path) -> dict:
     """The three phases for one report version; returns the figures for the summary."""
     phases = set(args.phases.split(","))
     hosts = len(tpl)
     out: dict = {}
-    ceil = (
+    c = (
         ceiling(ctx, broker, tpl, args.burst, args.publishers, version)
         if "ceiling" in phases
-        else 0
+        else None
     )
+    ceil = c["rate"] if c else 0
     out["ceiling"] = ceil
     target = hosts * args.rate
     if "sustained" in phases:
@@ -627,21 +967,41 @@ def run_version(ctx, broker: Broker, store: Store, tpl, args, version: int) -> d
         )
     if "burst" not in phases or not ceil:
         return out
-    b = asyncio.run(
-        ingest(
+    before = 0 if args.daemons > 1 else gpu_rows(store)  # the daemons' stores are fresh
+    if args.daemons > 1:
+        b = burst_daemons(
             ctx,
             broker,
-            store,
             tpl,
-            "burst",
-            count=args.burst,
-            flush_s=args.flush,
+            work,
+            args.daemons,
+            args.burst,
+            args.publishers,
+            version,
+            args.duckdb_threads,
+            flush_interval_s=args.flush,
             nvlink_rows=args.nvlink_rows,
-            parts=args.publishers,
-            version=version,
+            max_new_hosts_per_min=max(1000, hosts),
         )
-    )
+        paths = b["paths"]
+    else:
+        b = asyncio.run(
+            ingest(
+                ctx,
+                broker,
+                store,
+                tpl,
+                "burst",
+                count=args.burst,
+                flush_s=args.flush,
+                nvlink_rows=args.nvlink_rows,
+                parts=args.publishers,
+                version=version,
+            )
+        )
+        paths = []
     brate = b["stored"] / (b["t_done"] - b["t_first"])
+    bwall = b["t_done"] - b["t_first"]
     print(
         f"3. burst into the source: {b['stored']:,} reports committed in "
         f"{b['t_done'] - b['t_first']:.2f} s = {brate:,.0f} reports/s = "
@@ -654,12 +1014,79 @@ def run_version(ctx, broker: Broker, store: Store, tpl, args, version: int) -> d
         f"   {b['flushes']} source flushes in {b['writes']} store writes; writer thread "
         f"{b['write_s'] / max(b['stored'], 1) * 1e6:,.0f} us per report in Store.write"
     )
-    rows = store.con.execute(
-        "SELECT (SELECT count(*) FROM gpu_samples), (SELECT count(*) FROM link_samples)"
-    ).fetchone()
-    print(f"store: {rows[0]:,} gpu_samples rows, {rows[1]:,} link_samples rows")
-    out.update(burst=brate, burst_x=brate / ceil, burst_us=b["cpu_s"] / max(b["stored"], 1) * 1e6)
+    if args.daemons > 1:
+        print(
+            f"   {args.daemons} daemon processes on one shared_group subscription, "
+            f"each its own file store; CPU each: " + ", ".join(f"{c:.2f} s" for c in b["cpu_each"])
+        )
+    n = max(b["stored"], 1)
+    cpu = {"daemons": b["cpu_s"], "broker": b["broker_s"], "publishers": b["publishers_s"]}
+    print(f"   {cpu_note(n, bwall, cpu, b['busy_s'])}")
+    gpus = len(json.loads("{" + tpl[0][3][1:])["gpu"]["uuid"])
+    sent = b["sent"] + b.get("warm_sent", 0)
+    print(f"   exactly once: {stored_once(paths, before, sent * gpus, store)}")
+    out.update(burst=brate, burst_x=brate / ceil, burst_us=b["cpu_s"] / n * 1e6)
+    if version == 2 and c is not None:
+        out["bound"] = bound(c, b, tpl, args, work)
     return out
+
+
+def bound(c: dict, b: dict, tpl, args, work: Path) -> dict:
+    """The highest burst ÷ ceiling any daemon that stores every value in DuckDB could
+    reach on this machine, from this run's CPU figures (printed with the arithmetic)."""
+    f = floors(tpl, args.burst, 2000, 3, time.time(), work)
+    n = c["n"]
+    cores = os.cpu_count() or 1
+    broker, pubs, sub = (c["cpu"][k] / n * 1e6 for k in ("broker", "publishers", "mosquitto_sub"))
+    # The least a daemon storing every value does per report: receive and acknowledge it
+    # (as `mosquitto_sub` does, in C), decode it to checked columns, insert the rows.
+    store_min = f["columns"] + f["insert"]
+    daemon_min = sub + store_min
+    # The CPU the benchmark's processes had at the ceiling: what its three used, plus the
+    # cores left idle. A burst gets no more: at rate R the broker, the publishers and the
+    # daemon need R x (their µs per report) of it, and the broker is one thread.
+    idle = max(cores - c["busy"] / c["wall"], 0.0)
+    # (at most the machine's cores: the publishers' CPU includes their last PUBACKs, read
+    # after the ceiling's window)
+    had = min(c["rate"] * (broker + pubs + sub) / 1e6 + idle, float(cores))
+    r_cpu = had * 1e6 / (broker + pubs + daemon_min)
+    r_max = min(r_cpu, 1e6 / broker)
+    r_free = min(had * 1e6 / (broker + pubs + store_min), 1e6 / broker)  # receiving free
+    rows = ", ".join(f"{t} {v:,}" for t, v in f["rows"].items())
+    print(
+        f"bound (v2, this run): decode alone: parse {f['parse']:.1f} µs per report, parse + "
+        f"checks + columns {f['columns']:.1f}; plain DuckDB Arrow insert of the same "
+        f"reports' rows ({rows}; flushes of 2,000 reports into a fresh file, checkpointed) "
+        f"{f['insert_default']:.1f} (DuckDB's default threads), {f['insert_1']:.1f} (1 thread)"
+    )
+    print(
+        f"   at the ceiling ({c['rate']:,.0f}/s; machine busy {c['busy'] / c['wall']:.2f} of "
+        f"{cores} cores): broker {broker:.1f} + publishers {pubs:.1f} + mosquitto_sub "
+        f"{sub:.1f} µs per report = {c['rate'] * (broker + pubs + sub) / 1e6:.2f} cores, "
+        f"+ {idle:.2f} idle = {had:.2f} cores for this benchmark"
+    )
+    print(
+        f"   a daemon that receives as mosquitto_sub does, decodes and inserts (the cheaper "
+        f"insert): {sub:.1f} + {f['columns']:.1f} + {f['insert']:.1f} = {daemon_min:.1f} µs; "
+        f"{had:.2f} x 1e6 / ({broker:.1f} + {pubs:.1f} + {daemon_min:.1f}) = {r_cpu:,.0f}/s "
+        f"(the broker alone: 1e6 / {broker:.1f} = {1e6 / broker:,.0f}/s) -> at most "
+        f"{r_max / c['rate']:.2f} x the ceiling ({r_free / c['rate']:.2f} x if receiving cost "
+        f"nothing); 0.5 x needs a daemon of at most "
+        f"{had * 1e6 / (0.5 * c['rate']) - broker - pubs:.1f} µs per report in all"
+    )
+    return {
+        "broker": broker,
+        "publishers": pubs,
+        "sub": sub,
+        "parse": f["parse"],
+        "columns": f["columns"],
+        "insert": f["insert"],
+        "insert_default": f["insert_default"],
+        "insert_1": f["insert_1"],
+        "had": had,
+        "max_x": r_max / c["rate"],
+        "free_x": r_free / c["rate"],
+    }
 
 
 if __name__ == "__main__":

@@ -90,19 +90,26 @@ def test_live_snapshot_publishes_within_its_cpu_share(monkeypatch):
     t0 = datetime(2026, 1, 1)
     store.write([_samples(["GPU-a", "GPU-b"], t0)])
     assert _through(store) == t0  # within budget: published at once
-    # the publishes so far cost more than LIVE_CPU_SHARE of the writes: held back
-    live.publish_thread_s = 10 * live_mod.LIVE_CPU_SHARE * live.write_thread_s + 1.0
+    budget = live.budget
+
+    def dear_last_publish() -> None:  # the last publish cost 1 s: no credit covers the next
+        budget.last, budget.wall, budget.writes = 1.0, -1.0, -1.0
+
+    dear_last_publish()
     store.write([_samples(["GPU-a"], t0 + timedelta(seconds=1))])
     assert _through(store) == t0
-    # ... unless publishing stays within CORE_SHARE of one core over the snapshot's life
-    born = live._born
-    live._born -= (live.publish_thread_s + 1.0) / live_mod.CORE_SHARE
+    # ... unless publishing stays within CORE_SHARE of one core over wall time
+    budget.at -= 2.0 / live_mod.CORE_SHARE
     store.write([_samples(["GPU-a"], t0 + timedelta(seconds=1.5))])
     assert _through(store) == t0 + timedelta(seconds=1.5)
-    live._born = born
-    live.publish_thread_s = 10 * live_mod.LIVE_CPU_SHARE * live.write_thread_s + 1.0
+    dear_last_publish()
     store.write([_samples(["GPU-a"], t0 + timedelta(seconds=1))])
     assert _through(store) == t0 + timedelta(seconds=1.5)
+    # ... or within LIVE_CPU_SHARE of the writer's CPU in writes
+    budget.writes = 1.0
+    store.write([_samples(["GPU-a"], t0 + timedelta(seconds=1.7))])
+    assert _through(store) == t0 + timedelta(seconds=1.7)
+    dear_last_publish()
     # ... but never longer than MAX_PUBLISH_S
     monkeypatch.setattr(live_mod, "MAX_PUBLISH_S", 0.0)
     store.write([_samples(["GPU-b"], t0 + timedelta(seconds=2))])
@@ -110,5 +117,48 @@ def test_live_snapshot_publishes_within_its_cpu_share(monkeypatch):
     rows = store.con.execute(
         "SELECT gpu_uuid, ts FROM fleettui_live.gpu_latest ORDER BY gpu_uuid"
     ).fetchall()
-    assert rows == [("GPU-a", t0 + timedelta(seconds=1.5)), ("GPU-b", t0 + timedelta(seconds=2))]
+    assert rows == [("GPU-a", t0 + timedelta(seconds=1.7)), ("GPU-b", t0 + timedelta(seconds=2))]
     store.close()
+
+
+def test_live_publish_budget_banks_one_publish_at_most():
+    """A quiet spell's unspent credit pays for one publish, not for a burst's worth."""
+    b = live_mod.PublishBudget(0.0)
+    assert b.allows(0.0)
+    b.spend(0.5)
+    assert b.allows(1000.0)  # after a quiet spell: one publish at once
+    b.spend(0.5)
+    assert not b.allows(1001.0)  # then the share of wall time: 0.5 s of CPU per 3.3 s
+    assert not b.allows(1003.0)
+    assert b.allows(1003.5)
+    b.spend(0.5)
+    # credit from the writes (LIVE_CPU_SHARE of 100 s of writes) banks one publish too
+    b.note_write(100.0)
+    assert b.allows(1003.6)
+    b.spend(0.5)
+    assert not b.allows(1004.6)
+
+
+def test_live_publish_budget_keeps_a_steady_share():
+    """Publishes within CORE_SHARE of wall time go out every time, the first after a
+    quiet spell included: the cap on credit never holds back a steady publish; dearer
+    ones space out to the share."""
+    b = live_mod.PublishBudget(0.0)
+    cheap = live_mod.CORE_SHARE * 0.9
+    assert b.allows(0.0)
+    b.spend(cheap)
+    for t in range(100, 120):
+        assert b.allows(float(t))
+        b.spend(cheap)
+    dear = live_mod.CORE_SHARE * 2  # two seconds' share each
+    assert b.allows(130.0)
+    b.spend(dear)  # paid on the credit of one as dear as the last (cheap): a debt
+    assert not b.allows(133.0)
+    t = 140.0
+    assert b.allows(t)
+    b.spend(dear)
+    for _ in range(5):
+        assert not b.allows(t + 1.9)
+        t += 2.1
+        assert b.allows(t)
+        b.spend(dear)
