@@ -80,6 +80,9 @@ class ViewTable(DataTable):
         # each shown row's cell widths (what Rich measures a one-line Text as), by key
         self._widths: dict[str, list[int]] = {}
         # component styles looked up during one render_lines (None outside it)
+        # a cell's segment style by (row and cursor styles, position, the text's style):
+        # what `_render_cell` computes from them, kept across loads (styles, not data)
+        self._styled: dict[tuple, Style] = {}
         self._frame_styles: dict[int, Style] | None = None
 
     def on_mount(self) -> None:
@@ -262,16 +265,23 @@ class ViewTable(DataTable):
         )
         from_meta = Style.from_meta
         padding = [(" " * pad, None)] if pad else []
+        styled = self._styled
+        if len(styled) > _STYLED_KEPT:
+            styled.clear()
         scrollable: list[list[Segment]] = []
         for column_index, content in enumerate(runs):
-            pre = row_style + from_meta({"row": row_index, "column": column_index})
-            pre = pre + component_style
+            at = (row_style, component_style, post_style, row_index, column_index)
             if pad:
                 content = [*padding, *content, *padding]
-            if post_style:
-                line = [Segment(text, (pre + s) + post_style) for text, s in content]
-            else:
-                line = [Segment(text, pre + s) for text, s in content]
+            line = []
+            for text, s in content:
+                style = styled.get((at, s))
+                if style is None:
+                    pre = row_style + from_meta({"row": row_index, "column": column_index})
+                    pre = pre + component_style
+                    style = (pre + s) + post_style if post_style else pre + s
+                    styled[at, s] = style
+                line.append(Segment(text, style))
             scrollable.append(line)
         # DataTable's extension of the row's style to the widget's width (cursor "row")
         remaining = max(0, self.size.width - sum(widths) - self._row_label_column_width)
@@ -286,9 +296,13 @@ class ViewTable(DataTable):
             False,
             False,
         )
-        extend_style = row_style + extend_style
-        extend_style += from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
-        scrollable.append([Segment(" " * remaining, extend_style)])
+        at = (row_style, extend_style, row_index)
+        extended = styled.get(at)
+        if extended is None:
+            extended = row_style + extend_style
+            extended += from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
+            styled[at] = extended
+        scrollable.append([Segment(" " * remaining, extended)])
         cache[cache_key] = pair = ([], scrollable)
         return pair
 
@@ -373,6 +387,10 @@ class ViewTable(DataTable):
         else:
             self.sort_key, self.sort_reverse = key, True
         self.load(pa.Table.from_pylist(self.rows_data) if self.rows_data else pa.table({}))
+
+
+# segment styles kept by a table (~100 rows x 10 columns x a few styles each)
+_STYLED_KEPT = 20_000
 
 
 def _unlink(cache: LRUCache) -> None:
