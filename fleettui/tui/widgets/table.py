@@ -13,6 +13,12 @@ at the load (`_update_dimensions`) instead of measuring every cell through Rich.
 Anything else (a cell wider than its column, several lines, full justification, row
 labels, fixed rows or columns) is drawn by DataTable itself. Nothing drawn survives
 a load: DataTable's caches are keyed on its update count and cleared by `clear()`.
+
+A row of such cells is drawn in one pass (`_render_line_in_row`): DataTable's per-cell
+cache keys, row renderables and component-style lookups (each walks the widget's
+ancestors) cost more than drawing the cells. The component styles are looked up once
+per frame, and each segment's style (the row's, its position's meta, the cursor's and
+the text's) is kept by what it is made of across loads: styles, never data.
 """
 
 from __future__ import annotations
