@@ -200,3 +200,62 @@ async def test_a_load_leaves_nothing_drawn_to_the_garbage_collector():
             gc.garbage.clear()
             gc.enable()
         assert not left
+
+
+# cells that all take the one-pass row drawing (one line, fit their column)
+FAST = [
+    Text("plain"),
+    Text("styled", style="bold red"),
+    Text("", style="green"),
+    Text("12.5", style="dim", justify="right"),
+    Text("mid", style="on blue", justify="center"),
+    Text.assemble(("a", "red"), "b", ("cd", "bold on green"), style="underline"),
+    Text("表格", style="yellow"),
+]
+FAST_COLS = [
+    Col("k", "k"),
+    Col("cell", "i", lambda v, _r: FAST[v]),
+    Col("fixed", "j", lambda v, _r: FAST[v], width=6),
+]
+FAST_ROWS = pa.Table.from_pylist(
+    [{"k": f"r{i}", "i": i % len(FAST), "j": (i + 3) % len(FAST)} for i in range(2 * len(FAST))]
+)
+
+
+class FastPair(App):
+    def compose(self) -> ComposeResult:
+        yield ViewTable(FAST_COLS, key="k", id="view")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="plain")
+
+
+async def test_rows_drawn_in_one_pass_as_textual_draws_them():
+    """The one-pass row drawing (`ViewTable._render_line_in_row`) draws what DataTable
+    draws cell by cell: zebra stripes, the cursor's row, the hover row, each cell's
+    row/column meta (the mouse reads it) and the row's style out to the widget's edge."""
+    app = FastPair()
+    async with app.run_test(size=(80, 40)) as pilot:
+        view = app.query_one("#view", ViewTable)
+        plain = app.query_one("#plain", DataTable)
+        for c in FAST_COLS:
+            plain.add_column(c.label, key=c.key, width=c.width)
+        for r in FAST_ROWS.to_pylist():
+            plain.add_row(*(safe_cell(c.fmt(r[c.key], r)) for c in FAST_COLS), key=r["k"])
+        view.load(FAST_ROWS)
+        for t in (view, plain):
+            t.move_cursor(row=2, animate=False)
+        app.set_focus(None)
+        await pilot.pause()
+        assert view.size == plain.size and view.size.width > 30  # room right of the cells
+        assert pixels(view) == pixels(plain)
+        # drawn in one pass: only the header went through the cell cache
+        cells = view._cell_render_cache._cache
+        assert cells and all(k[0] is view._header_row_key for k in cells)
+        for hover in (5, 2):  # the mouse on another row, then on the cursor's
+            focused = []
+            for t in (view, plain):
+                app.set_focus(t)
+                t.hover_coordinate = Coordinate(hover, 1)
+                t._show_hover_cursor = True
+                await pilot.pause()
+                focused.append(pixels(t))
+            assert focused[0] == focused[1], hover

@@ -97,22 +97,41 @@ LIMIT $limit
 
 # -- live path: the writer's per-link state (storage/live_window.py) ---------------
 # Per link in the snapshot's row order: the newest non-NULL value of each column
-# where its time is inside the window `(at - window_s, at]` (NULL outside), and
-# _UTIL_PCT over those values; masked here, in one pass, not column by column in Arrow.
+# where its time is inside the window `(at - window_s, at]` (NULL outside); masked
+# here, in one pass, not column by column in Arrow. _UTIL_PCT over those values is
+# `util_pct` below (numpy: a column fewer to convert from DuckDB, ~3 ms at 100k).
 _EDGE = "$at - to_seconds($window_s)"
 _LINK_VALUES = ", ".join(
     f"CASE WHEN {c}_ts > {_EDGE} THEN {c} END AS {c}" for c in LINK_NEWEST if c != "gpu_uuid"
 )
 LINK_VALUES_LIVE_SQL = f"""
-SELECT *, {_UTIL_PCT} AS util_pct
-FROM (
-    SELECT coalesce(ts > {_EDGE}, false) AS present,
-           coalesce(errors_ts > {_EDGE}, false) AS errors_in,
-           coalesce(gpu_uuid_ts > {_EDGE}, false) AS gpu_uuid_in,
-           {_LINK_VALUES}
-    FROM {L}.link_latest
-) w
+SELECT coalesce(ts > {_EDGE}, false) AS present,
+       coalesce(errors_ts > {_EDGE}, false) AS errors_in,
+       coalesce(gpu_uuid_ts > {_EDGE}, false) AS gpu_uuid_in,
+       {_LINK_VALUES}
+FROM {L}.link_latest
 """
+
+
+def util_pct(tx: pa.ChunkedArray, rx: pa.ChunkedArray, line_rate: pa.ChunkedArray) -> pa.Array:
+    """_UTIL_PCT, bit for bit as DuckDB computes it: `greatest` skips a NULL, takes
+    NaN above every number and the first of equal values (0.0 and -0.0), then
+    `100.0 * g / nullif(line_rate, 0)` (NULL where either side is)."""
+
+    def col(a: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            pc.fill_null(a, 1.0).to_numpy(zero_copy_only=False),
+            pc.is_valid(a).to_numpy(zero_copy_only=False),
+        )
+
+    (a, a_ok), (b, b_ok), (line, line_ok) = col(tx), col(rx), col(line_rate)
+    g = np.where(a_ok & b_ok, np.where((b > a) | np.isnan(b), b, a), np.where(a_ok, a, b))
+    ok = (a_ok | b_ok) & line_ok & (line != 0)
+    with np.errstate(all="ignore"):
+        out = 100.0 * g / np.where(ok, line, 1.0)
+    return pa.array(out, mask=~ok)
+
+
 # The window's error sum and down samples: only rows with errors or down are kept.
 LINK_MARKS_LIVE_SQL = f"""
 SELECT row, sum(errors) AS errors, count(*) FILTER (WHERE down) AS down_samples
@@ -240,7 +259,11 @@ def _links_live(
             "tx_bytes_per_s": vals.column("tx_bytes_per_s"),
             "rx_bytes_per_s": vals.column("rx_bytes_per_s"),
             "line_rate_bytes_per_s": vals.column("line_rate_bytes_per_s"),
-            "util_pct": vals.column("util_pct"),
+            "util_pct": util_pct(
+                vals.column("tx_bytes_per_s"),
+                vals.column("rx_bytes_per_s"),
+                vals.column("line_rate_bytes_per_s"),
+            ),
             "errors_per_s": errors_per_s,
             "link_up": vals.column("link_up"),
             "down_samples": pa.array(down),

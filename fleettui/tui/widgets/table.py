@@ -13,6 +13,12 @@ at the load (`_update_dimensions`) instead of measuring every cell through Rich.
 Anything else (a cell wider than its column, several lines, full justification, row
 labels, fixed rows or columns) is drawn by DataTable itself. Nothing drawn survives
 a load: DataTable's caches are keyed on its update count and cleared by `clear()`.
+
+A row of such cells is drawn in one pass (`_render_line_in_row`): DataTable's per-cell
+cache keys, row renderables and component-style lookups (each walks the widget's
+ancestors) cost more than drawing the cells. The component styles are looked up once
+per frame, and each segment's style (the row's, its position's meta, the cursor's and
+the text's) is kept by what it is made of across loads: styles, never data.
 """
 
 from __future__ import annotations
@@ -79,6 +85,11 @@ class ViewTable(DataTable):
         self._shown: list[tuple[str, tuple[Hashable, ...]]] | None = None
         # each shown row's cell widths (what Rich measures a one-line Text as), by key
         self._widths: dict[str, list[int]] = {}
+        # component styles looked up during one render_lines (None outside it)
+        # a cell's segment style by (row and cursor styles, position, the text's style):
+        # what `_render_cell` computes from them, kept across loads (styles, not data)
+        self._styled: dict[tuple, Style] = {}
+        self._frame_styles: dict[int, Style] | None = None
 
     def on_mount(self) -> None:
         for c in self.cols:
@@ -156,6 +167,150 @@ class ViewTable(DataTable):
         for column, cw in zip(columns, widest, strict=True):
             column.content_width = max(column.content_width, cw)
         super()._update_dimensions(rest)
+
+    def render_lines(self, crop):
+        # the component styles of this frame, looked up once (each lookup walks the
+        # widget's ancestors: ~0.1 ms, twice per drawn line before)
+        self._frame_styles = {}
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame_styles = None
+
+    def _get_row_style(self, row_index: int, base_style: Style) -> Style:
+        memo = self._frame_styles
+        if memo is None:
+            return super()._get_row_style(row_index, base_style)
+        if row_index == -1:
+            kind = -1
+        elif row_index < self.fixed_rows:
+            kind = -2
+        elif self.zebra_stripes:
+            kind = row_index % 2
+        else:
+            return base_style
+        style = memo.get(kind)
+        if style is None:
+            style = memo[kind] = super()._get_row_style(row_index, base_style)
+        return style
+
+    def _render_line_in_row(
+        self,
+        row_key,
+        line_no: int,
+        base_style: Style,
+        cursor_location,
+        hover_location,
+    ):
+        """A one-line row of one-line Text cells drawn in one pass: each cell's segments
+        as `_render_cell` draws them, then the space right of the table, as DataTable
+        draws them cell by cell (its cell cache keys, the row's renderables and its
+        component styles looked up once per cell cost more than the drawing). Rows
+        with labels, fixed rows or columns, other cursor types, the header, taller
+        rows or a cell `_one_line_segments` cannot draw: DataTable's own path."""
+        row_index = self._row_locations.get(row_key)
+        row = self.rows.get(row_key)
+        if (
+            row_index is None
+            or row is None
+            or row.height != 1
+            or line_no
+            or row_index < self.fixed_rows
+            or self.fixed_columns
+            or self.cursor_type != "row"
+            or (self._labelled_row_exists and self.show_row_labels)
+        ):
+            return super()._render_line_in_row(
+                row_key, line_no, base_style, cursor_location, hover_location
+            )
+        cache_key = (
+            row_key,
+            line_no,
+            base_style,
+            cursor_location,
+            hover_location,
+            "row",
+            self.show_cursor,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        cache = self._row_render_cache
+        if cache_key in cache:
+            return cache[cache_key]
+        cells = self._get_row_renderables(row_index)[1]
+        console = self.app.console
+        pad = self.cell_padding
+        widths = [c.get_render_width(self) for c in self.ordered_columns]
+        runs = []
+        for cell, width in zip(cells, widths, strict=True):
+            content = (
+                _one_line_segments(cell, width - 2 * pad, console)
+                if isinstance(cell, Text)
+                else None
+            )
+            if content is None:
+                return super()._render_line_in_row(
+                    row_key, line_no, base_style, cursor_location, hover_location
+                )
+            runs.append(content)
+        row_style = self._get_row_style(row_index, base_style)
+        cursor = row_index == cursor_location.row
+        hover = row_index == hover_location.row
+        show_cursor, show_hover = self.show_cursor, self._show_hover_cursor
+        component_style, post_style = self._get_styles_to_render_cell(
+            False,
+            False,
+            False,
+            hover,
+            cursor,
+            show_cursor,
+            show_hover,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        from_meta = Style.from_meta
+        padding = [(" " * pad, None)] if pad else []
+        styled = self._styled
+        if len(styled) > _STYLED_KEPT:
+            styled.clear()
+        scrollable: list[list[Segment]] = []
+        for column_index, content in enumerate(runs):
+            at = (row_style, component_style, post_style, row_index, column_index)
+            if pad:
+                content = [*padding, *content, *padding]
+            line = []
+            for text, s in content:
+                style = styled.get((at, s))
+                if style is None:
+                    pre = row_style + from_meta({"row": row_index, "column": column_index})
+                    pre = pre + component_style
+                    style = (pre + s) + post_style if post_style else pre + s
+                    styled[at, s] = style
+                line.append(Segment(text, style))
+            scrollable.append(line)
+        # DataTable's extension of the row's style to the widget's width (cursor "row")
+        remaining = max(0, self.size.width - sum(widths) - self._row_label_column_width)
+        extend_style, _ = self._get_styles_to_render_cell(
+            False,
+            False,
+            False,
+            hover,
+            cursor,
+            show_cursor,
+            show_hover,
+            False,
+            False,
+        )
+        at = (row_style, extend_style, row_index)
+        extended = styled.get(at)
+        if extended is None:
+            extended = row_style + extend_style
+            extended += from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
+            styled[at] = extended
+        scrollable.append([Segment(" " * remaining, extended)])
+        cache[cache_key] = pair = ([], scrollable)
+        return pair
 
     def _render_cell(
         self,
@@ -238,6 +393,10 @@ class ViewTable(DataTable):
         else:
             self.sort_key, self.sort_reverse = key, True
         self.load(pa.Table.from_pylist(self.rows_data) if self.rows_data else pa.table({}))
+
+
+# segment styles kept by a table (~100 rows x 10 columns x a few styles each)
+_STYLED_KEPT = 20_000
 
 
 def _unlink(cache: LRUCache) -> None:
