@@ -297,7 +297,10 @@ def test_a_batch_of_new_keys_is_inserted(monkeypatch, new_keys):
 
 
 class Key(str):
-    """A str subclass: str() of it is a new plain str."""
+    """A str subclass whose str() differs from its text (render calls str())."""
+
+    def __str__(self) -> str:
+        return "key:" + super().__str__()
 
 
 RENDER_TEMPLATES = [
