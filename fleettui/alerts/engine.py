@@ -469,34 +469,56 @@ class AlertEngine:
             "scope": rule.scope,
         }
         id_tail = alert_id("", "", now)[1:]
+        name, scope, severity = rule.name, rule.scope, rule.severity
+        fires_at_once = 0.0 >= rule.for_s  # a new alert has been pending for 0 s
+        transitions = cycle.transitions
         for row in rows:
             key = row[i_key]
             if key is None or key in seen:
                 continue
             key = str(key)
             seen.add(key)
-            value = _number(row[i_val])
-            thr = None if i_thr is None else _number(row[i_thr])
+            v = row[i_val]
+            value = v if type(v) is float else _number(v)  # _number(v) is v for a float
+            if i_thr is None:
+                thr = None
+            else:
+                v = row[i_thr]
+                thr = v if type(v) is float else _number(v)
             a = open_now.get(key)
             if a is None:
                 labels = {c: str(row[i]) for i, c in label_cols if row[i] is not None}
                 labels |= rule_labels
                 labels["scope_key"] = key
+                # pending since now; its value, threshold and peak this row's (by position:
+                # the first cycle after a start makes every open alert)
                 a = Instance(
-                    alert_id=f"{rule.name}|{key}{id_tail}",
-                    rule=rule.name,
-                    scope=rule.scope,
-                    scope_key=key,
-                    severity=rule.severity,
-                    state=PENDING,
-                    started_at=now,
-                    last_active_at=now,
-                    evaluated_at=now,
-                    labels=labels,
+                    f"{name}|{key}{id_tail}",
+                    name,
+                    scope,
+                    key,
+                    severity,
+                    PENDING,
+                    now,
+                    now,
+                    now,
+                    None,
+                    None,
+                    value,
+                    value,
+                    thr,
+                    labels,
+                    {},
                 )
                 open_now[key] = a
-                cycle.transitions.append((a, INACTIVE, PENDING))
+                transitions.append((a, INACTIVE, PENDING))
                 changed[a.alert_id] = a
+                if clear_since:
+                    clear_since.pop(a.alert_id, None)
+                if fires_at_once:
+                    a.state, a.fired_at = FIRING, now
+                    transitions.append((a, PENDING, FIRING))
+                continue
             peak = _more_extreme(rule.op, a.peak_value, value)
             if thr != a.threshold:
                 changed[a.alert_id] = a  # written at once; a new peak waits for its turn
