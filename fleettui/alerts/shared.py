@@ -41,7 +41,9 @@ per id as partials (avg as sum and count, last as its value and time...)
 and the partials are combined per key. Which of the two holds is
 asked of the dimension inside the scan's transaction, and remembered while
 the dimension's fingerprint (count, top id, hash of ids and keys) stays the
-same. This path is taken only when the query binds on the rows table: a
+same. The first time, one pass reads the fingerprint and the number of distinct
+key hashes: as many as ids answers it; fewer (two ids for a key, or a hash
+collision) runs the exact check. This path is taken only when the query binds on the rows table: a
 metric or `where` naming a column of the dimension (or `energy_j`, computed by
 the view) reads the view.
 
