@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import duckdb
+import pyarrow as pa
 
 from fleettui.alerts.rules import Rule, render, render_many
 from fleettui.alerts.shared import Scan, plan
@@ -247,7 +248,11 @@ class AlertEngine:
     def _batch(self, alerts: list[Instance], *, new_keys: bool) -> Batch:
         """The `alerts` rows of these instances, annotations rendered."""
         self._annotate_many(alerts)
-        cols: dict[str, list] = {name: list(map(get, alerts)) for name, get in _COLUMNS}
+        cols: dict[str, list | pa.Array] = {name: list(map(get, alerts)) for name, get in _COLUMNS}
+        for name in _TIMES:  # one time for all (`now` in the first cycle): one Arrow scalar
+            col = cols[name]
+            if col[0] is not None and col.count(col[0]) == len(col):
+                cols[name] = pa.repeat(pa.scalar(col[0], type=_TIMES[name]), len(col))
         labels: list[str] = [""] * len(alerts)
         annotations: list[str] = [""] * len(alerts)
         memo = self._json
@@ -284,7 +289,7 @@ class AlertEngine:
 
     def _annotate_many(self, alerts: list[Instance]) -> None:
         """What `_annotated` does for each of `alerts`, a rule's alerts rendered together."""
-        by_rule: dict[str, list[tuple[Instance, tuple]]] = {}
+        by_rule: dict[str, tuple[list[Instance], list[tuple]]] = {}
         rendered_for = self._rendered_for
         rules = self._rule_by_name
         for a in alerts:
@@ -292,13 +297,16 @@ class AlertEngine:
             if rule is not None:  # a rule no longer loaded keeps what was rendered last
                 inputs = (a.last_value, a.threshold, rule.annotations)
                 if rendered_for.get(a.alert_id) != inputs:
-                    by_rule.setdefault(a.rule, []).append((a, inputs))
-        for name, todo in by_rule.items():
-            group = [a for a, _ in todo]
+                    todo = by_rule.get(a.rule)
+                    if todo is None:
+                        todo = by_rule[a.rule] = ([], [])
+                    todo[0].append(a)
+                    todo[1].append(inputs)
+        for name, (group, inputs_of) in by_rule.items():
             rendered = self._annotate_group(rules[name], group)
-            for (a, inputs), texts in zip(todo, rendered, strict=True):
+            for a, texts in zip(group, rendered, strict=True):
                 a.annotations = texts
-                rendered_for[a.alert_id] = inputs
+            rendered_for.update(zip([a.alert_id for a in group], inputs_of, strict=True))
 
     @staticmethod
     def _annotate_group(rule: Rule, alerts: list[Instance]) -> list[dict[str, str]]:
@@ -313,6 +321,12 @@ class AlertEngine:
 
         keys = list(rule.annotations)
         texts = [render_many(t, column, len(alerts)) for t in rule.annotations.values()]
+        if len(keys) == 1:
+            (k0,) = keys
+            return [{k0: x} for x in texts[0]]
+        if len(keys) == 2:  # a summary and a description, say: a dict display is quicker
+            k0, k1 = keys
+            return [{k0: x, k1: y} for x, y in zip(*texts, strict=True)]
         if not keys:
             return [{} for _ in alerts]
         return [dict(zip(keys, row, strict=True)) for row in zip(*texts, strict=True)]
@@ -624,6 +638,9 @@ _COLUMNS = [
     for c in TABLE_COLUMNS["alerts"]
     if c not in ("labels", "annotations")
 ]
+
+# The `alerts` table's time columns and their Arrow types.
+_TIMES = {c: t for c, t in TABLE_COLUMNS["alerts"].items() if pa.types.is_timestamp(t)}
 
 # Labels and annotations as JSON: what json.dumps(d, sort_keys=True) gives, for a third
 # of its time (one encoder, and no check for cycles: they are dicts of strings). The first
