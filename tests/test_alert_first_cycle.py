@@ -9,7 +9,8 @@ there after all, and the write is then merged as before (storage/store.py).
 Checked here: the first cycle's rows, column for column, against what each
 rule's own query offends (labels, annotations, state, times, values), and its
 deliveries; every cycle of a replay with a restart against a twin store that
-only merges (the write before new keys); and the store's fallback.
+only merges (the write before new keys); the store's fallback; and the rendering
+and JSON of many alerts at once against `render` and `json.dumps`.
 """
 
 import json
@@ -19,8 +20,9 @@ import pytest
 
 from collectors.sim.faults import DEFAULT_FAULTS
 from collectors.sim.source import SimSource
+from fleettui.alerts import engine as engine_module
 from fleettui.alerts.engine import AlertEngine
-from fleettui.alerts.rules import default_rules, render
+from fleettui.alerts.rules import default_rules, render, render_many
 from storage import store as store_mod
 from storage.batch import Batch, make_batch
 from storage.store import Store
@@ -289,3 +291,78 @@ def test_a_batch_of_new_keys_is_inserted(monkeypatch, new_keys):
     store.write([Batch("alerts", b.data, new_keys=new_keys)])
     assert seen == (["INSERT"] if new_keys else ["MERGE"])
     store.close()
+
+
+# -- a rule's alerts rendered and encoded together (the first cycle writes 20k at 100k) --
+
+
+class Key(str):
+    """A str subclass whose str() differs from its text (render calls str())."""
+
+    def __str__(self) -> str:
+        return "key:" + super().__str__()
+
+
+RENDER_TEMPLATES = [
+    '{{ $scope_key }} on {{ $labels.host }} at {{ $value | printf "%.1f" }} of {{ $threshold }}',
+    '{{ $value }} {{ $threshold | printf "%.0f" }} {{ $rule }}/{{ $scope }}/{{ $severity }}',
+    "no placeholder",
+    "",
+    '{{ $value | printf "%d" }} {{ $labels.missing }}{{ $labels.n }}',  # %d of NaN: str()
+    '{{ $value | printf "%x" }}|{{ $scope_key | printf "%5s" }}',  # %x of a float: str()
+    "{{ $labels }} {{ $nope }}{{ $value.x }}",  # a dict, an unknown name, an attr of a float
+]
+RENDER_VALUES = [1.25, None, float("nan"), -0.0, 1e300, 3.0, 0.05, 12345.678]
+
+
+def render_variables(i: int) -> dict:
+    v = RENDER_VALUES[i % len(RENDER_VALUES)]
+    labels = {"host": f"h{i % 3}", "n": i if i % 2 else None}
+    if i % 4 == 0:
+        labels = {"host": "\x1b[31m<é>"}
+    return {
+        "value": v,
+        "threshold": RENDER_VALUES[(i + 3) % len(RENDER_VALUES)],
+        "scope_key": Key(f"GPU-{i}") if i % 5 == 0 else f"GPU-{i}",
+        "scope": "gpu",
+        "rule": "R",
+        "severity": "warning",
+        "labels": labels,
+    }
+
+
+@pytest.mark.parametrize("template", RENDER_TEMPLATES)
+def test_render_many_fills_a_template_as_render_does_for_each_alert(template):
+    rows = [render_variables(i) for i in range(24)]
+    got = render_many(template, lambda name: [r[name] for r in rows], len(rows))
+    assert got == [render(template, r) for r in rows]
+    assert all(type(s) is str for s in got)
+    # one alert whose value needs the fallback (a %d of NaN) among many that do not
+    rows = [dict(r, value=2.5) for r in rows] + [dict(rows[0], value=float("nan"))]
+    got = render_many(template, lambda name: [r[name] for r in rows], len(rows))
+    assert got == [render(template, r) for r in rows]
+
+
+JSON_DICTS = [
+    {},
+    {"b": "1", "a": "2", "alertname": "R"},
+    {"a": "2", "b": "1", "alertname": "R"},  # the same keys in another order
+    {"b": "x", "a": "y", "alertname": "R"},
+    {"b": 'q"uote\\', "a": "\x00\n\u2028", "alertname": "R"},
+    {"b": "é日本\ud800", "a": "", "alertname": "R"},
+    {"b": Key("sub"), "a": "2", "alertname": "R"},  # a str subclass
+    {"b": 1, "a": None, "alertname": 2.5},  # not strings: the encoder's own output
+    {2: "two", 1: "one"},  # keys that are not strings
+    {"summary": "x", "description": "same"},
+    {"summary": "y", "description": "same"},
+]
+
+
+def test_json_many_encodes_each_dict_as_json_dumps_sorted():
+    dicts = JSON_DICTS * 3 + [{"k": f"v{i}", "c": "const"} for i in range(20)]
+    got = engine_module._json_many(dicts)
+    assert got == [json.dumps(d, sort_keys=True) for d in dicts]
+    assert engine_module._json_many([]) == []
+    # one dict of many with a value that is not a string
+    dicts = [{"k": f"v{i}", "c": "const"} for i in range(5)] + [{"k": 5, "c": "const"}]
+    assert engine_module._json_many(dicts) == [json.dumps(d, sort_keys=True) for d in dicts]

@@ -468,8 +468,8 @@ def test_a_mutant_of_the_id_path_is_caught(monkeypatch, mutant):
 
         def constant(self, *args):
             build(self, *args)
-            if self.fingerprint_sql:
-                self.fingerprint_sql = "SELECT 1"
+            if self.fingerprint_sql:  # the first one too (the exact check then decides)
+                self.fingerprint_sql, self.first_sql = "SELECT 1", "SELECT 1, -1"
 
         monkeypatch.setattr(shared.Scan, "build", constant)
     elif mutant == "always direct":
@@ -500,6 +500,45 @@ def test_a_pruned_top_id_taken_by_another_key_is_seen(monkeypatch):
     )
     cur = store.cursor()
     assert gpu.pick(cur) == gpu.sql and not gpu._direct
+    cur.close()
+    store.close()
+
+
+@pytest.mark.parametrize("second_source", [False, True])
+@pytest.mark.parametrize("collision", [False, True])
+def test_the_first_pick_asks_fingerprint_and_keys_in_one_pass(second_source, collision):
+    """An engine's first pick reads the dimension once: its fingerprint and how many
+    distinct key hashes it holds. As many as ids: the direct query, without the exact
+    check. Fewer (two ids for one key, or a hash collision, made here by a query
+    that counts one hash less): the exact check decides."""
+    store = Store.open(":memory:")
+    for i in range(SECOND_SOURCE_AT + 1 if second_source else 1):
+        store.write(two_source_batches(i, T0 + timedelta(seconds=10 * i)))
+    engine = AlertEngine(store, load_rules_text(EVERY_AGG, "every_agg.toml"), interval_s=10.0)
+    engine.evaluate(T0)  # plans the scans
+    gpu = next(s for s in engine._scans if s.scope == "gpu")
+    assert gpu._direct is not second_source
+    gpu._fingerprint, gpu._direct = None, None
+    if collision:
+        gpu.first_sql = gpu.first_sql.replace("count(DISTINCT", "-1 + count(DISTINCT")
+    executed: list[str] = []
+
+    class Cursor:  # the store's cursor, its statements noted
+        def __init__(self, cur):
+            self.cur = cur
+
+        def execute(self, sql, *args):
+            executed.append(sql)
+            return self.cur.execute(sql, *args)
+
+    cur = store.cursor()
+    picked = gpu.pick(Cursor(cur))
+    assert picked == (gpu.sql if second_source else gpu.direct_sql)
+    assert gpu._direct is not second_source
+    assert executed == [gpu.first_sql] + ([gpu.injective_sql] if second_source or collision else [])
+    assert gpu._fingerprint == cur.execute(gpu.fingerprint_sql).fetchone()
+    executed.clear()
+    assert gpu.pick(Cursor(cur)) == picked and executed == [gpu.fingerprint_sql]
     cur.close()
     store.close()
 

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import json.encoder
 import logging
 import math
 import operator
@@ -43,8 +44,9 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import duckdb
+import pyarrow as pa
 
-from fleettui.alerts.rules import Rule, render
+from fleettui.alerts.rules import Rule, render, render_many
 from fleettui.alerts.shared import Scan, plan
 from fleettui.alerts.silences import Silence, active_silences
 from storage.batch import Batch, BatchError, make_batch
@@ -245,27 +247,89 @@ class AlertEngine:
 
     def _batch(self, alerts: list[Instance], *, new_keys: bool) -> Batch:
         """The `alerts` rows of these instances, annotations rendered."""
-        for a in alerts:
-            self._annotated(a)
-        cols: dict[str, list] = {name: list(map(get, alerts)) for name, get in _COLUMNS}
-        labels, annotations = [], []
+        self._annotate_many(alerts)
+        cols: dict[str, list | pa.Array] = {name: list(map(get, alerts)) for name, get in _COLUMNS}
+        for name in _TIMES:  # one time for all (`now` in the first cycle): one Arrow scalar
+            col = cols[name]
+            if col[0] is not None and col.count(col[0]) == len(col):
+                cols[name] = pa.repeat(pa.scalar(col[0], type=_TIMES[name]), len(col))
+        labels: list[str] = [""] * len(alerts)
+        annotations: list[str] = [""] * len(alerts)
         memo = self._json
-        for a in alerts:
+        stale: list[int] = []
+        for i, a in enumerate(alerts):
             j = memo.get(a.alert_id)
             if j is None or j[0] is not a.labels or j[2] is not a.annotations:
-                # annotations follow the value; the labels of an alert rarely change
-                same_labels = j is not None and j[0] is a.labels
-                j = memo[a.alert_id] = (
-                    a.labels,
-                    j[1] if same_labels else _json(a.labels),  # type: ignore[index]
-                    a.annotations,
-                    _json(a.annotations),
-                )
-            labels.append(j[1])
-            annotations.append(j[3])
+                stale.append(i)
+            else:
+                labels[i], annotations[i] = j[1], j[3]
+        if stale:
+            # annotations follow the value; the labels of an alert rarely change
+            relabel = []
+            for i in stale:
+                a = alerts[i]
+                j = memo.get(a.alert_id)
+                if j is not None and j[0] is a.labels:
+                    labels[i] = j[1]
+                else:
+                    relabel.append(i)
+            for i, text in zip(
+                relabel, _json_many([alerts[i].labels for i in relabel]), strict=True
+            ):
+                labels[i] = text
+            for i, text in zip(
+                stale, _json_many([alerts[i].annotations for i in stale]), strict=True
+            ):
+                a = alerts[i]
+                annotations[i] = text
+                memo[a.alert_id] = (a.labels, labels[i], a.annotations, text)
         cols["labels"], cols["annotations"] = labels, annotations
         batch = make_batch("alerts", cols)
         return Batch(batch.table, batch.data, new_keys=True) if new_keys else batch
+
+    def _annotate_many(self, alerts: list[Instance]) -> None:
+        """What `_annotated` does for each of `alerts`, a rule's alerts rendered together."""
+        by_rule: dict[str, tuple[list[Instance], list[tuple]]] = {}
+        rendered_for = self._rendered_for
+        rules = self._rule_by_name
+        for a in alerts:
+            rule = rules.get(a.rule)
+            if rule is not None:  # a rule no longer loaded keeps what was rendered last
+                inputs = (a.last_value, a.threshold, rule.annotations)
+                if rendered_for.get(a.alert_id) != inputs:
+                    todo = by_rule.get(a.rule)
+                    if todo is None:
+                        todo = by_rule[a.rule] = ([], [])
+                    todo[0].append(a)
+                    todo[1].append(inputs)
+        for name, (group, inputs_of) in by_rule.items():
+            rendered = self._annotate_group(rules[name], group)
+            for a, texts in zip(group, rendered, strict=True):
+                a.annotations = texts
+            rendered_for.update(zip([a.alert_id for a in group], inputs_of, strict=True))
+
+    @staticmethod
+    def _annotate_group(rule: Rule, alerts: list[Instance]) -> list[dict[str, str]]:
+        """`_annotate(rule, a)` for each of `alerts` (of `rule`), each template filled
+        for all of them at once (`render_many`)."""
+        columns: dict[str, list] = {}
+
+        def column(name: str) -> list:
+            if name not in columns:
+                columns[name] = list(map(_VARIABLES[name], alerts))
+            return columns[name]
+
+        keys = list(rule.annotations)
+        texts = [render_many(t, column, len(alerts)) for t in rule.annotations.values()]
+        if len(keys) == 1:
+            (k0,) = keys
+            return [{k0: x} for x in texts[0]]
+        if len(keys) == 2:  # a summary and a description, say: a dict display is quicker
+            k0, k1 = keys
+            return [{k0: x, k1: y} for x, y in zip(*texts, strict=True)]
+        if not keys:
+            return [{} for _ in alerts]
+        return [dict(zip(keys, row, strict=True)) for row in zip(*texts, strict=True)]
 
     def _forget_ended(self) -> None:
         """Drop the render and JSON memos of alerts that are no longer open."""
@@ -419,34 +483,56 @@ class AlertEngine:
             "scope": rule.scope,
         }
         id_tail = alert_id("", "", now)[1:]
+        name, scope, severity = rule.name, rule.scope, rule.severity
+        fires_at_once = 0.0 >= rule.for_s  # a new alert has been pending for 0 s
+        transitions = cycle.transitions
         for row in rows:
             key = row[i_key]
             if key is None or key in seen:
                 continue
             key = str(key)
             seen.add(key)
-            value = _number(row[i_val])
-            thr = None if i_thr is None else _number(row[i_thr])
+            v = row[i_val]
+            value = v if type(v) is float else _number(v)  # _number(v) is v for a float
+            if i_thr is None:
+                thr = None
+            else:
+                v = row[i_thr]
+                thr = v if type(v) is float else _number(v)
             a = open_now.get(key)
             if a is None:
                 labels = {c: str(row[i]) for i, c in label_cols if row[i] is not None}
                 labels |= rule_labels
                 labels["scope_key"] = key
+                # pending since now; its value, threshold and peak this row's (by position:
+                # the first cycle after a start makes every open alert)
                 a = Instance(
-                    alert_id=f"{rule.name}|{key}{id_tail}",
-                    rule=rule.name,
-                    scope=rule.scope,
-                    scope_key=key,
-                    severity=rule.severity,
-                    state=PENDING,
-                    started_at=now,
-                    last_active_at=now,
-                    evaluated_at=now,
-                    labels=labels,
+                    f"{name}|{key}{id_tail}",
+                    name,
+                    scope,
+                    key,
+                    severity,
+                    PENDING,
+                    now,
+                    now,
+                    now,
+                    None,
+                    None,
+                    value,
+                    value,
+                    thr,
+                    labels,
+                    {},
                 )
                 open_now[key] = a
-                cycle.transitions.append((a, INACTIVE, PENDING))
+                transitions.append((a, INACTIVE, PENDING))
                 changed[a.alert_id] = a
+                if clear_since:
+                    clear_since.pop(a.alert_id, None)
+                if fires_at_once:
+                    a.state, a.fired_at = FIRING, now
+                    transitions.append((a, PENDING, FIRING))
+                continue
             peak = _more_extreme(rule.op, a.peak_value, value)
             if thr != a.threshold:
                 changed[a.alert_id] = a  # written at once; a new peak waits for its turn
@@ -553,10 +639,62 @@ _COLUMNS = [
     if c not in ("labels", "annotations")
 ]
 
+# The `alerts` table's time columns and their Arrow types.
+_TIMES = {c: t for c, t in TABLE_COLUMNS["alerts"].items() if pa.types.is_timestamp(t)}
+
 # Labels and annotations as JSON: what json.dumps(d, sort_keys=True) gives, for a third
 # of its time (one encoder, and no check for cycles: they are dicts of strings). The first
 # cycle after a start encodes both for every open alert.
+_encode_str = json.encoder.encode_basestring_ascii  # what _json encodes a str with
 _json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+
+# The template variables of an alert (`_annotate`), read from its instance.
+_VARIABLES = {
+    "value": operator.attrgetter("last_value"),
+    "threshold": operator.attrgetter("threshold"),
+    "scope_key": operator.attrgetter("scope_key"),
+    "scope": operator.attrgetter("scope"),
+    "rule": operator.attrgetter("rule"),
+    "severity": operator.attrgetter("severity"),
+    "labels": operator.attrgetter("labels"),
+}
+
+
+def _json_many(dicts: list[dict]) -> list[str]:
+    """`_json(d)` for each of `dicts`, the same text: the dicts with the same keys are
+    encoded together, a key's values for all of them in one pass (`_json_columns`)."""
+    out = [""] * len(dicts)
+    groups: dict[tuple, list[int]] = {}
+    for i, d in enumerate(dicts):
+        groups.setdefault(tuple(d), []).append(i)
+    for keys, at in groups.items():
+        for i, text in zip(at, _json_columns(keys, [dicts[i] for i in at]), strict=True):
+            out[i] = text
+    return out
+
+
+def _json_columns(keys: tuple, dicts: list[dict]) -> list[str]:
+    """`_json(d)` for dicts that all have `keys`: where keys and values are all str, the
+    text json.dumps gives (sorted keys, `", "` and `": "`, each string as
+    `encode_basestring_ascii`, the encoder's own) built column by column; a value shared
+    by all of them (a rule's labels) is encoded once."""
+    if not all(type(k) is str for k in keys):
+        return list(map(_json, dicts))
+    n = len(dicts)
+    pieces: list = []
+    text = "{"
+    for at, k in enumerate(sorted(keys)):
+        text += (", " if at else "") + _encode_str(k) + ": "
+        col = [d[k] for d in dicts]
+        if not all(type(v) is str for v in col):
+            return list(map(_json, dicts))
+        if col.count(col[0]) == n:
+            text += _encode_str(col[0])
+        else:
+            pieces += [itertools.repeat(text, n), map(_encode_str, col)]
+            text = ""
+    pieces.append(itertools.repeat(text + "}", n))
+    return list(map("".join, zip(*pieces, strict=True)))
 
 
 def _number(v: object) -> float | None:

@@ -22,8 +22,10 @@ one-line errors naming the file and the rule.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -127,18 +129,54 @@ def render(template: str, variables: dict[str, Any]) -> str:
         val = variables.get(name)
         if attr is not None:
             val = val.get(attr, "") if isinstance(val, dict) else ""
-        if val is None:
-            continue
-        if fmt:
-            try:
-                out.append(fmt % val)
-            except (TypeError, ValueError):
-                out.append(str(val))
-        elif isinstance(val, float):
-            out.append(f"{val:.4g}")
-        else:
-            out.append(str(val))
+        out.append(_piece(val, fmt))
     return "".join(out)
+
+
+def _piece(val: Any, fmt: str | None) -> str:
+    """One placeholder's text: nothing for None (unknown or NULL)."""
+    if val is None:
+        return ""
+    if fmt:
+        try:
+            return fmt % val
+        except (TypeError, ValueError):
+            return str(val)
+    if isinstance(val, float):
+        return f"{val:.4g}"
+    return str(val)
+
+
+def render_many(template: str, column: Callable[[str], list[Any]], n: int) -> list[str]:
+    """`render(template, variables)` for `n` alerts at once, the same strings: `column(name)`
+    is a variable's value for each alert, in order. A placeholder is filled for all the
+    alerts in one pass (the first cycle after a start renders every open alert)."""
+    pieces: list[Any] = []
+    for part in _template_parts(template):
+        if isinstance(part, str):
+            if part:
+                pieces.append(itertools.repeat(part, n))
+            continue
+        name, attr, fmt = part
+        vals = column(name) if name in _TEMPLATE_VARS else [None] * n
+        if attr is not None:
+            vals = [v.get(attr, "") if isinstance(v, dict) else "" for v in vals]
+        pieces.append(_pieces(vals, fmt))
+    if not pieces:
+        return [""] * n
+    return list(map("".join, zip(*pieces, strict=True)))
+
+
+def _pieces(vals: list[Any], fmt: str | None) -> list[str]:
+    """`_piece(v, fmt)` for each of `vals`."""
+    if fmt:
+        try:  # what _piece does for each value, unless one of them needs its fallback
+            return [fmt % v if v is not None else "" for v in vals]
+        except (TypeError, ValueError):
+            pass
+    elif all(type(v) is str for v in vals):
+        return vals  # str(v) is v
+    return [_piece(v, fmt) for v in vals]
 
 
 @functools.lru_cache(maxsize=1024)

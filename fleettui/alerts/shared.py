@@ -41,7 +41,9 @@ per id as partials (avg as sum and count, last as its value and time...)
 and the partials are combined per key. Which of the two holds is
 asked of the dimension inside the scan's transaction, and remembered while
 the dimension's fingerprint (count, top id, hash of ids and keys) stays the
-same. This path is taken only when the query binds on the rows table: a
+same. The first time, one pass reads the fingerprint and the number of distinct
+key hashes: as many as ids answers it; fewer (two ids for a key, or a hash
+collision) runs the exact check. This path is taken only when the query binds on the rows table: a
 metric or `where` naming a column of the dimension (or `energy_j`, computed by
 the view) reads the view.
 
@@ -150,6 +152,7 @@ class Scan:
     keyed: Keyed | None = None
     direct_sql: str = ""
     fingerprint_sql: str = ""
+    first_sql: str = ""
     injective_sql: str = ""
     _fingerprint: tuple | None = None
     _direct: bool = False
@@ -264,10 +267,12 @@ class Scan:
                 f"{', '.join(aggs)} FROM {rows}) s {dim}"
             )
             group = ", ".join(scope.group)
-            self.fingerprint_sql = (
-                f"SELECT count(*), max({keyed.id_col}), bit_xor(hash({keyed.id_col}, {group}))"
-                f" FROM {keyed.dim}"
-            )
+            fingerprint = f"count(*), max({keyed.id_col}), bit_xor(hash({keyed.id_col}, {group}))"
+            self.fingerprint_sql = f"SELECT {fingerprint} FROM {keyed.dim}"
+            # The first fingerprint, and in the same pass how many distinct hashes of the
+            # keys there are: as many as ids, each id is its own key (equal keys hash
+            # alike); fewer, the exact check tells (two keys, or a collision).
+            self.first_sql = f"SELECT {fingerprint}, count(DISTINCT hash({group})) FROM {keyed.dim}"
             self.injective_sql = (
                 f"SELECT (SELECT count(*) FROM {keyed.dim})"
                 f" = (SELECT count(*) FROM (SELECT DISTINCT {group} FROM {keyed.dim}))"
@@ -281,6 +286,15 @@ class Scan:
         another key changes the hash."""
         if not self.direct_sql:
             return self.sql
+        if self._fingerprint is None:  # the first time: one pass over the dimension
+            *fingerprint, hashes = cur.execute(self.first_sql).fetchone()
+            fingerprint = tuple(fingerprint)
+            if hashes == fingerprint[0]:
+                self._direct = True
+            else:
+                (self._direct,) = cur.execute(self.injective_sql).fetchone()
+            self._fingerprint = fingerprint
+            return self.direct_sql if self._direct else self.sql
         fingerprint = cur.execute(self.fingerprint_sql).fetchone()
         if fingerprint != self._fingerprint:
             (self._direct,) = cur.execute(self.injective_sql).fetchone()
