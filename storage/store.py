@@ -130,14 +130,6 @@ STORAGE_VERSION = "v1.5.0"
 # made with; a DuckDB older than 1.2 cannot open one made with another than 256 KiB.
 BLOCK_SIZE_BYTES = 128 << 10
 
-# GROUP BYs on integer keys whose range (column statistics) fits 2^18 run as a direct-
-# indexed table, not a hash table (DuckDB's default: 2^12). The keyed sample tables'
-# ids are dense, 1..keys (storage/keyed.py): the tenants view's per-GPU window sums over
-# 100,320 GPUs' ids took 58 -> 16 ms CPU (benchmarks/README.md, round 7 r7-tenants).
-# A range over 2^18 takes the hash table as before; the table is 2^18 aggregate states
-# at most (DuckDB's setting is per database instance: also what Quack clients run).
-PERFECT_HT_BITS = 18
-
 # How long `close` waits for side-writer transactions (a rollup tick) to finish.
 SIDE_WRITER_WAIT_S = 30.0
 
@@ -269,7 +261,6 @@ class Store:
                         "memory_limit": memory_limit,
                         "storage_compatibility_version": STORAGE_VERSION,
                         "default_block_size": BLOCK_SIZE_BYTES,
-                        "perfect_ht_threshold": PERFECT_HT_BITS,
                     },
                 )
             except duckdb.Error as exc:

@@ -176,3 +176,20 @@ def test_a_read_only_file(stored):
     again = {r["tenant"]: r["gpus"] for r in _same(ro.con, last)}
     assert again[tenant] == pytest.approx(first[tenant] - 0.5)
     ro.close()
+
+
+def test_dense_ids_setting_only_on_the_tenants_cursor(stored):
+    """perfect_ht_threshold is raised for the tenants' per-id sums on a cursor of their
+    own, never for the store's connection (the drill-down's queries paid for it)."""
+    from storage.reader import LocalReader
+
+    store, _, last, _ = stored
+    setting = "SELECT current_setting('perfect_ht_threshold') AS v"
+    default = store.cursor().execute(setting).fetchone()[0]
+    assert default < tenants_mod.DENSE_HT_BITS
+    reader = LocalReader(store.con)
+    with tenants_mod._dense(reader) as cur:
+        assert cur.execute(setting).fetchone()[0] == tenants_mod.DENSE_HT_BITS
+    _same(store.cursor(), last)
+    assert reader.arrow(setting).column("v")[0].as_py() == default
+    assert store.con.execute(setting).fetchone()[0] == default

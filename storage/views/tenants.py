@@ -10,8 +10,10 @@ alerts firing.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import duckdb
@@ -22,6 +24,7 @@ import pyarrow.compute as pc
 from storage.keyed import GPUS, SLICES
 from storage.live import LIVE_CATALOG
 from storage.live_window import SLOT_US, WINDOW_MAX_S, WINDOW_SLOTS
+from storage.reader import LocalReader
 from storage.resolution import RAW, chart_bucket, source_for, sum_rows
 from storage.rollups import TIERS
 from storage.views.alerts import firing_count_sql, firing_sql
@@ -78,7 +81,7 @@ _ASG = """
 # util_pct's sum and count, the newest non-NULL memory in use and its time (a GPU or
 # slice may have several keys, one per source). One aggregate over integers, not a
 # GROUP BY of UUID strings through the `gpu_samples` join view (the ids are dense: with
-# `perfect_ht_threshold` (storage/store.py) a direct-indexed table, no hashing).
+# `perfect_ht_threshold` raised for them, `_dense`, a direct-indexed table, no hashing).
 _SUMS = """
     SELECT {id} AS id, sum(util_pct) AS s, count(util_pct) AS n,
            arg_max(mem_used_bytes, ts) AS mem,
@@ -463,19 +466,43 @@ def _placement_version(src: Source) -> str | None:
     return None if layout is None else f"{layout}/{row['keys']}"
 
 
+# The GROUP BYs over the dense integer ids (storage/keyed.py) as a direct-indexed table,
+# not a hash table: DuckDB's perfect_ht_threshold at 2^18 ids, for these statements only
+# (a session setting, on a cursor of their own: set for the whole instance it made the
+# drill-down's query set ~50 % dearer). The per-GPU window sums over 100,320 GPUs' ids
+# took 58 -> 16 ms CPU (benchmarks/README.md, round 7 r7-tenants). A reader on a daemon
+# (Quack) runs them with the daemon's default.
+DENSE_HT_BITS = 18
+
+
+@contextlib.contextmanager
+def _dense(src: Source) -> Iterator[Source]:
+    con = src if isinstance(src, duckdb.DuckDBPyConnection) else getattr(src, "con", None)
+    if not isinstance(src, duckdb.DuckDBPyConnection | LocalReader) or con is None:
+        yield src
+        return
+    cur = con.cursor()
+    try:
+        cur.execute(f"SET perfect_ht_threshold = {DENSE_HT_BITS}")
+        yield cur
+    finally:
+        cur.close()
+
+
 def _window_sums(
     src: Source, table: str, at: datetime, window_s: float
 ) -> tuple[pa.Table, pa.Table]:
     """Per key of `table` over (at - window_s, at]: (id, s, n, mem_n) and (id, mem,
     mem_ts), the newest non-NULL memory of every key that has one in the window."""
-    sums = run(src, _keyed_sql(_UTIL_SUMS, table), {"at": at, "util_window_s": window_s})
     start = at - timedelta(seconds=window_s)
     recent = max(start, at - timedelta(seconds=MEM_RECENT_S))
-    mem = run(src, _keyed_sql(_NEWEST_MEM, table), {"at": at, "since": recent})
-    if recent > start:
-        want = pc.filter(sums.column("id"), pc.greater(sums.column("mem_n"), 0))
-        if not pc.all(pc.is_in(want, value_set=mem.column("id").combine_chunks())).as_py():
-            mem = run(src, _keyed_sql(_NEWEST_MEM, table), {"at": at, "since": start})
+    with _dense(src) as dense:
+        sums = run(dense, _keyed_sql(_UTIL_SUMS, table), {"at": at, "util_window_s": window_s})
+        mem = run(dense, _keyed_sql(_NEWEST_MEM, table), {"at": at, "since": recent})
+        if recent > start:
+            want = pc.filter(sums.column("id"), pc.greater(sums.column("mem_n"), 0))
+            if not pc.all(pc.is_in(want, value_set=mem.column("id").combine_chunks())).as_py():
+                mem = run(dense, _keyed_sql(_NEWEST_MEM, table), {"at": at, "since": start})
     return sums, mem
 
 
