@@ -20,6 +20,7 @@ from collectors.nvml.report import decode
 from collectors.sim.model import SimModel
 from fleettui.agent import Agent, AgentOptions, add_agent_parser, options_from_args
 from tests.services.mosquitto import Broker, free_port, mosquitto  # noqa: F401  (fixture)
+from tests.test_mqtt_e2e import wait_for
 
 
 def agent(broker: str, host: str = "hgx-03-n1", **options) -> Agent:
@@ -87,6 +88,9 @@ async def test_birth_online_then_will_offline_on_abrupt_loss(mosquitto: Broker):
     # retained "online" on subscribe, the Will "offline", then the new birth after reconnect
     assert [s for s, _ in states] == ["online", "offline", "online"]
     assert states[0][1] is True  # the first came from the retained store
+    # `connects` counts a connection once its birth is acknowledged, and the broker may
+    # deliver the birth to the watcher before its PUBACK reaches the agent
+    await wait_for(lambda: a.connects == 2, 10, "the second connection's acknowledged birth")
     assert a.connects == 2
     stop.set()
     await task
