@@ -15,7 +15,9 @@ and JSON of many alerts at once against `render` and `json.dumps`.
 
 import json
 from datetime import datetime, timedelta
+from decimal import Decimal
 
+import pyarrow as pa
 import pytest
 
 from collectors.sim.faults import DEFAULT_FAULTS
@@ -23,6 +25,7 @@ from collectors.sim.source import SimSource
 from fleettui.alerts import engine as engine_module
 from fleettui.alerts.engine import AlertEngine
 from fleettui.alerts.rules import default_rules, render, render_many
+from fleettui.alerts.shared import thresholds
 from storage import store as store_mod
 from storage.batch import Batch, make_batch
 from storage.store import Store
@@ -366,3 +369,24 @@ def test_json_many_encodes_each_dict_as_json_dumps_sorted():
     # one dict of many with a value that is not a string
     dicts = [{"k": f"v{i}", "c": "const"} for i in range(5)] + [{"k": 5, "c": "const"}]
     assert engine_module._json_many(dicts) == [json.dumps(d, sort_keys=True) for d in dicts]
+
+
+@pytest.mark.parametrize(
+    "values, arrow_type",
+    [
+        ([Decimal("90.0")] * 4, pa.decimal128(3, 1)),  # a literal threshold: one value
+        ([Decimal("0.1"), Decimal("0.1"), None], pa.decimal128(2, 1)),  # one value and NULL
+        ([Decimal("0.3"), Decimal("12.7"), Decimal("0.3")], pa.decimal128(3, 1)),
+        ([], pa.decimal128(3, 1)),
+        ([90.0, None, float("nan"), 0.1], pa.float64()),  # from the inventory: DOUBLE
+    ],
+)
+def test_a_threshold_column_is_split_as_the_engine_steps_each_value(values, arrow_type):
+    col = pa.chunked_array([pa.array(values[:2], arrow_type), pa.array(values[2:], arrow_type)])
+    got = thresholds(col)
+    # what _step_rule makes of each value as its own query returns it
+    want = [engine_module._number(v) for v in col.to_pylist()]
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert type(g) is type(w)
+        assert g == w or (g != g and w != w)  # NaN stays NaN

@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fleettui.alerts.rules import SCOPES, Rule, SharedExpr
 from storage.columns import TABLE_COLUMNS
@@ -314,10 +315,28 @@ class Scan:
             if rows.num_rows == 0:
                 out[r.name] = (cols, [])
                 continue
-            picked = [rows.column("scope_key"), rows.column(f"v{i}"), rows.column(f"t{i}")]
-            picked += [rows.column(c) for c in self.labels]
-            out[r.name] = (cols, list(zip(*(c.to_pylist() for c in picked), strict=True)))
+            picked = [
+                rows.column("scope_key").to_pylist(),
+                rows.column(f"v{i}").to_pylist(),
+                thresholds(rows.column(f"t{i}")),
+            ]
+            picked += [rows.column(c).to_pylist() for c in self.labels]
+            out[r.name] = (cols, list(zip(*picked, strict=True)))
         return out
+
+
+def thresholds(col: pa.ChunkedArray) -> list:
+    """A threshold column as the engine steps it: DECIMAL as float (what it makes of a
+    Decimal), NULL as None. A literal threshold is a DECIMAL, one value on every row: it is
+    converted once (a Decimal per row cost more than the rest of the split)."""
+    if not pa.types.is_decimal(col.type):
+        return col.to_pylist()
+    n = len(col)
+    if n and col.null_count == 0:
+        low, high = (x.as_py() for x in pc.min_max(col).values())
+        if low == high:
+            return [float(low)] * n
+    return [None if v is None else float(v) for v in col.to_pylist()]
 
 
 def plan(rules: list[Rule], standalone: Callable[[str], bool] | None = None) -> list[Scan]:
