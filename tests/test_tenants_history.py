@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import storage.views.tenants as tenants_mod
@@ -193,3 +194,35 @@ def test_dense_ids_setting_only_on_the_tenants_cursor(stored):
     _same(store.cursor(), last)
     assert reader.arrow(setting).column("v")[0].as_py() == default
     assert store.con.execute(setting).fetchone()[0] == default
+
+
+class _Remote:
+    """A reader that is not a DuckDB connection (as a daemon's, through Quack): no
+    cursor of the tenants' own, no registered ids for the older memory."""
+
+    def __init__(self, con):
+        from storage.reader import LocalReader
+
+        self._local = LocalReader(con)
+
+    def arrow(self, sql, params=None):
+        return self._local.arrow(sql, params)
+
+
+def test_older_memory_only_for_the_keys_without_recent_memory(stored):
+    """The keys without memory in the window's last MEM_RECENT_S get their newest from
+    the rest of the window, whatever the reader; the others keep their recent one."""
+    store, _, last, (g2, gm) = stored
+    cur = store.cursor()
+    for src in (cur, _Remote(store.con)):
+        sums, mem = tenants_mod._window_sums(src, "gpu_samples", last, 30.0)
+        ids = mem.column("id").to_pylist()
+        assert len(ids) == len(set(ids))  # one row per key
+        quiet = cur.execute(
+            "SELECT series_id FROM gpu_series WHERE gpu_uuid = ?", [gm]
+        ).fetchone()[0]
+        assert mem.filter(pc.equal(mem.column("id"), quiet)).column("mem").to_pylist() == [2**41]
+        assert set(ids) <= set(sums.column("id").to_pylist())
+        for dt in (0.0, -4.0, 13.0):
+            _same(src, last + timedelta(seconds=dt))
+    cur.close()
