@@ -218,9 +218,8 @@ def test_older_memory_only_for_the_keys_without_recent_memory(stored):
         sums, mem = tenants_mod._window_sums(src, "gpu_samples", last, 30.0)
         ids = mem.column("id").to_pylist()
         assert len(ids) == len(set(ids))  # one row per key
-        quiet = cur.execute(
-            "SELECT series_id FROM gpu_series WHERE gpu_uuid = ?", [gm]
-        ).fetchone()[0]
+        sql = "SELECT series_id FROM gpu_series WHERE gpu_uuid = ?"
+        quiet = cur.execute(sql, [gm]).fetchone()[0]
         assert mem.filter(pc.equal(mem.column("id"), quiet)).column("mem").to_pylist() == [2**41]
         assert set(ids) <= set(sums.column("id").to_pylist())
         for dt in (0.0, -4.0, 13.0):
