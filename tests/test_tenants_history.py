@@ -225,3 +225,24 @@ def test_older_memory_only_for_the_keys_without_recent_memory(stored):
         for dt in (0.0, -4.0, 13.0):
             _same(src, last + timedelta(seconds=dt))
     cur.close()
+
+
+def test_newest_memory_per_key_in_numpy():
+    """`_newest` picks each key's newest row whatever the rows' order (as
+    `_NEWEST_MEM`'s arg_max), one row per key (of two as new, the first)."""
+    rows = pa.table(
+        {
+            "id": pa.array([7, 3, 7, 3, 9, 7, 9], pa.int64()),
+            "mem": pa.array([70, 31, 72, 30, 90, 71, 91], pa.int64()),
+            "mem_ts": pa.array([1, 5, 3, 4, 2, 2, 2], pa.int64()).cast(TS),
+        }
+    )
+    got = tenants_mod._newest(rows)
+    assert got.schema == rows.schema
+    assert sorted(
+        zip(got.column("id").to_pylist(), got.column("mem").to_pylist(), strict=True)
+    ) == [
+        (3, 31),
+        (7, 72),
+        (9, 90),
+    ]

@@ -111,6 +111,13 @@ _NEWEST_MEM = """
     GROUP BY {id}
 """
 _OLDER_MEM = _NEWEST_MEM.replace("GROUP BY", "AND {id} IN (SELECT id FROM _missing) GROUP BY")
+# The recent span's rows themselves (~200k at 100k GPUs): their newest per key in numpy
+# costs less than the aggregate's direct-indexed table of arg_max states (~9 vs ~14 ms).
+_MEM_ROWS = """
+    SELECT {id} AS id, mem_used_bytes AS mem, ts AS mem_ts
+    FROM {rows}
+    WHERE ts > $since AND ts <= $at AND mem_used_bytes IS NOT NULL
+"""
 MEM_RECENT_S = 2.0
 # sample table -> (its rows table as readers read it (memory in bytes, migration 0021),
 # id column, dimension, the dimension's key for a view)
@@ -509,7 +516,7 @@ def _window_sums(
             _keyed_sql(_UTIL_SUMS, table, stored=True),
             {"at": at, "util_window_s": window_s},
         )
-        mem = run(dense, _keyed_sql(_NEWEST_MEM, table), {"at": at, "since": recent})
+        mem = _newest(run(dense, _keyed_sql(_MEM_ROWS, table), {"at": at, "since": recent}))
         if recent <= start:
             return sums, mem
         key = sums.column("id").to_numpy()
@@ -528,6 +535,20 @@ def _window_sums(
             rest = run(dense, _keyed_sql(_NEWEST_MEM, table), older)
             rest = rest.filter(pc.is_in(rest.column("id"), value_set=pa.array(missing)))
     return sums, pa.concat_tables([mem, rest.cast(mem.schema)])
+
+
+def _newest(rows: pa.Table) -> pa.Table:
+    """Per key of `rows` (id, mem, mem_ts) its newest row (_NEWEST_MEM's arg_max; of
+    rows as new as each other, the first)."""
+    ids = rows.column("id").to_numpy()
+    ts = pc.cast(rows.column("mem_ts"), pa.int64()).to_numpy()
+    size = int(ids.max(initial=0)) + 1
+    when = np.full(size, np.iinfo(np.int64).min)
+    np.maximum.at(when, ids, ts)
+    newest = np.flatnonzero(ts == when[ids])
+    first = np.full(size, len(ids))
+    np.minimum.at(first, ids[newest], newest)
+    return rows.take(newest[first[ids[newest]] == newest])
 
 
 def _per_alloc(
