@@ -420,8 +420,9 @@ def _cached_alloc(
 # -- history path: the window's per-key sums, placed by cached allocations ---------
 # Where no window state covers the question (a cursor in the past, a read-only store,
 # the first seconds after an open) the utilisation is read from the samples: per key
-# one aggregate over integers (_SUMS); which keys each allocation holds is read again
-# only when the layout changed or the cursor crossed an assignment's bound.
+# one aggregate over integers (_UTIL_SUMS) and the newest memory (_MEM_ROWS); which keys
+# each allocation holds is read again only when the layout changed or the cursor crossed
+# an assignment's bound; the per-tenant figures are numpy's (tenant_held.py).
 # Allocations in force (ASG_LIVE_SQL's order) with the keys of their GPU or slice.
 PLACEMENT_SQL = f"""
 WITH asg AS (SELECT row_number() OVER () - 1 AS i, * FROM ({ASG_LIVE_SQL})),
