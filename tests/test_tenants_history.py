@@ -246,3 +246,41 @@ def test_newest_memory_per_key_in_numpy():
         (7, 72),
         (9, 90),
     ]
+
+
+def test_a_source_without_memory_turns_the_memory_count_on_and_off(stored):
+    """A key that reports no memory at all: the first window reads the older span for it
+    and finds none, so the next windows count memory values in the sums (and read the
+    older span only for keys that have some); a window without such keys turns it off.
+    Every mode returns the one statement's rows."""
+    store, _, last, (g2, _) = stored
+    host = store.cursor().execute("SELECT host FROM gpus WHERE gpu_uuid = ?", [g2]).fetchone()[0]
+    times = [last - timedelta(seconds=s) for s in (20.0, 10.0, 0.5)]
+    store.write(
+        [
+            make_batch(
+                "gpu_samples",
+                {
+                    "ts": pa.array(times, TS),
+                    "host": [host] * 3,
+                    "gpu_uuid": [g2] * 3,
+                    "source": ["bmc"] * 3,
+                    "util_pct": pa.array([5.0, 6.0, 7.0], pa.float64()),
+                    "mem_used_bytes": pa.array([None, None, None], pa.int64()),
+                },
+            )
+        ]
+    )
+    store.publish_live()
+    cur = store.cursor()
+    tenants_mod._count_mem.discard("gpu_samples")
+    _same(cur, last)
+    assert "gpu_samples" in tenants_mod._count_mem
+    sums, _ = tenants_mod._window_sums(cur, "gpu_samples", last, 30.0)
+    assert "mem_n" in sums.column_names
+    _same(cur, last)
+    _same(cur, last - timedelta(seconds=4.0))
+    _same(cur, last + timedelta(seconds=25.0))  # only the early memory of other keys left
+    _same(cur, last + timedelta(seconds=40.0))  # nothing in the window
+    assert "gpu_samples" not in tenants_mod._count_mem
+    cur.close()
