@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import storage.views.tenants as tenants_mod
@@ -193,3 +194,93 @@ def test_dense_ids_setting_only_on_the_tenants_cursor(stored):
     _same(store.cursor(), last)
     assert reader.arrow(setting).column("v")[0].as_py() == default
     assert store.con.execute(setting).fetchone()[0] == default
+
+
+class _Remote:
+    """A reader that is not a DuckDB connection (as a daemon's, through Quack): no
+    cursor of the tenants' own, no registered ids for the older memory."""
+
+    def __init__(self, con):
+        from storage.reader import LocalReader
+
+        self._local = LocalReader(con)
+
+    def arrow(self, sql, params=None):
+        return self._local.arrow(sql, params)
+
+
+def test_older_memory_only_for_the_keys_without_recent_memory(stored):
+    """The keys without memory in the window's last MEM_RECENT_S get their newest from
+    the rest of the window, whatever the reader; the others keep their recent one."""
+    store, _, last, (g2, gm) = stored
+    cur = store.cursor()
+    for src in (cur, _Remote(store.con)):
+        sums, mem = tenants_mod._window_sums(src, "gpu_samples", last, 30.0)
+        ids = mem.column("id").to_pylist()
+        assert len(ids) == len(set(ids))  # one row per key
+        sql = "SELECT series_id FROM gpu_series WHERE gpu_uuid = ?"
+        quiet = cur.execute(sql, [gm]).fetchone()[0]
+        assert mem.filter(pc.equal(mem.column("id"), quiet)).column("mem").to_pylist() == [2**41]
+        assert set(ids) <= set(sums.column("id").to_pylist())
+        for dt in (0.0, -4.0, 13.0):
+            _same(src, last + timedelta(seconds=dt))
+    cur.close()
+
+
+def test_newest_memory_per_key_in_numpy():
+    """`_newest` picks each key's newest row whatever the rows' order (as
+    `_NEWEST_MEM`'s arg_max), one row per key (of two as new, the first)."""
+    rows = pa.table(
+        {
+            "id": pa.array([7, 3, 7, 3, 9, 7, 9], pa.int64()),
+            "mem": pa.array([70, 31, 72, 30, 90, 71, 91], pa.int64()),
+            "mem_ts": pa.array([1, 5, 3, 4, 2, 2, 2], pa.int64()).cast(TS),
+        }
+    )
+    got = tenants_mod._newest(rows)
+    assert got.schema == rows.schema
+    assert sorted(
+        zip(got.column("id").to_pylist(), got.column("mem").to_pylist(), strict=True)
+    ) == [
+        (3, 31),
+        (7, 72),
+        (9, 90),
+    ]
+
+
+def test_a_source_without_memory_turns_the_memory_count_on_and_off(stored):
+    """A key that reports no memory at all: the first window reads the older span for it
+    and finds none, so the next windows count memory values in the sums (and read the
+    older span only for keys that have some); a window without such keys turns it off.
+    Every mode returns the one statement's rows."""
+    store, _, last, (g2, _) = stored
+    host = store.cursor().execute("SELECT host FROM gpus WHERE gpu_uuid = ?", [g2]).fetchone()[0]
+    times = [last - timedelta(seconds=s) for s in (20.0, 10.0, 0.5)]
+    store.write(
+        [
+            make_batch(
+                "gpu_samples",
+                {
+                    "ts": pa.array(times, TS),
+                    "host": [host] * 3,
+                    "gpu_uuid": [g2] * 3,
+                    "source": ["bmc"] * 3,
+                    "util_pct": pa.array([5.0, 6.0, 7.0], pa.float64()),
+                    "mem_used_bytes": pa.array([None, None, None], pa.int64()),
+                },
+            )
+        ]
+    )
+    store.publish_live()
+    cur = store.cursor()
+    tenants_mod._count_mem.discard("gpu_samples")
+    _same(cur, last)
+    assert "gpu_samples" in tenants_mod._count_mem
+    sums, _ = tenants_mod._window_sums(cur, "gpu_samples", last, 30.0)
+    assert "mem_n" in sums.column_names
+    _same(cur, last)
+    _same(cur, last - timedelta(seconds=4.0))
+    _same(cur, last + timedelta(seconds=25.0))  # only the early memory of other keys left
+    _same(cur, last + timedelta(seconds=40.0))  # nothing in the window
+    assert "gpu_samples" not in tenants_mod._count_mem
+    cur.close()

@@ -14,6 +14,7 @@ import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
@@ -31,6 +32,7 @@ from storage.views.alerts import firing_count_sql, firing_sql
 from storage.views.latest import BUSY_PCT
 from storage.views.live import layout_cached, snapshot_state
 from storage.views.query import Source, run, table_columns
+from storage.views.tenant_held import TenantCodes, held, tenant_codes, tenant_rows
 from storage.views.when import resolve_at
 
 L = LIVE_CATALOG
@@ -90,23 +92,37 @@ _SUMS = """
     WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
     GROUP BY {id}
 """
-# The history path splits it: the sums and how many memory values each key has over
-# the window, then the newest memory from the window's last MEM_RECENT_S only (an
-# arg_max over every row of 30 s was a third of the aggregate's CPU at 100k GPUs; over
-# 5 s, 24 ms), over the whole window again where a key with memory values has none in
-# that span (a fleet reporting less often than that: fewer rows in the window too).
+# The history path splits it: the sums over the window, read from the rows table's own
+# columns (util_pct only: no memory decoded, no count of it), then the newest memory from
+# the window's last MEM_RECENT_S only (an arg_max over every row of 30 s was a third of
+# the aggregate's CPU at 100k GPUs; over 5 s, 24 ms), and from the rest of the window
+# only for the keys that have none in that span (a fleet reporting less often than that,
+# a source without memory: `_missing`, those keys' ids, where the reader can take it).
 _UTIL_SUMS = """
-    SELECT {id} AS id, sum(util_pct) AS s, count(util_pct) AS n,
-           count(mem_used_bytes) AS mem_n
+    SELECT {id} AS id, sum(util_pct) AS s, count(util_pct) AS n
     FROM {rows}
     WHERE ts > $at - to_seconds($util_window_s) AND ts <= $at
     GROUP BY {id}
 """
+# ... with how many memory values each key has (`_count_mem`): positive where either
+# stored column has one (a value is in one of them, migration 0021)
+_UTIL_MEM_SUMS = _UTIL_SUMS.replace(
+    "count(util_pct) AS n",
+    "count(util_pct) AS n, count(mem_used_mib) + count(mem_used_bytes_raw) AS mem_n",
+)
 _NEWEST_MEM = """
     SELECT {id} AS id, arg_max(mem_used_bytes, ts) AS mem, max(ts) AS mem_ts
     FROM {rows}
     WHERE ts > $since AND ts <= $at AND mem_used_bytes IS NOT NULL
     GROUP BY {id}
+"""
+_OLDER_MEM = _NEWEST_MEM.replace("GROUP BY", "AND {id} IN (SELECT id FROM _missing) GROUP BY")
+# The recent span's rows themselves (~200k at 100k GPUs): their newest per key in numpy
+# costs less than the aggregate's direct-indexed table of arg_max states (~9 vs ~14 ms).
+_MEM_ROWS = """
+    SELECT {id} AS id, mem_used_bytes AS mem, ts AS mem_ts
+    FROM {rows}
+    WHERE ts > $since AND ts <= $at AND mem_used_bytes IS NOT NULL
 """
 MEM_RECENT_S = 2.0
 # sample table -> (its rows table as readers read it (memory in bytes, migration 0021),
@@ -117,8 +133,11 @@ _KEYED = {
 }
 
 
-def _keyed_sql(sql: str, table: str) -> str:
+def _keyed_sql(sql: str, table: str, *, stored: bool = False) -> str:
+    """`sql` over `table`'s rows table (`stored`: its stored columns only, no decoding)."""
     rows, id_col, _, _ = _KEYED[table]
+    if stored:
+        rows = {"gpu_samples": GPUS.rows, "slice_samples": SLICES.rows}[table]
     return sql.format(id=id_col, rows=rows)
 
 
@@ -211,10 +230,9 @@ LEFT JOIN hours hr USING (tenant)
 LEFT JOIN itl i USING (tenant)
 LEFT JOIN alerting al USING (tenant)
 """
-# Local, over `rest` (above) and `alloc` (one row per allocation, as TENANTS_SQL's):
-# TENANTS_SQL's columns, coalesces and order.
-TENANTS_LOCAL_SQL = f"""
-WITH held AS ({_HELD})
+# Local, over `rest` (above) and `held` (per tenant, as TENANTS_SQL's): TENANTS_SQL's
+# columns, coalesces and order.
+TENANTS_HELD_SQL = """
 SELECT r.tenant, r.display_name, r.tier,
        coalesce(h.gpus, 0) AS gpus, coalesce(h.slices, 0) AS slices,
        h.util_mean_pct, h.util_p95_pct, h.mem_used_bytes,
@@ -227,6 +245,8 @@ FROM rest r
 LEFT JOIN held h USING (tenant)
 ORDER BY gpus DESC, tenant
 """
+# The same over `alloc` (one row per allocation, as TENANTS_SQL's).
+TENANTS_LOCAL_SQL = f"WITH held AS ({_HELD})" + TENANTS_HELD_SQL
 WINDOWS_SQL = f"""
 SELECT sample_table, lo, hi, gen FROM {L}.snapshot
 WHERE sample_table IN ('gpu_samples', 'slice_samples')
@@ -406,8 +426,9 @@ def _cached_alloc(
 # -- history path: the window's per-key sums, placed by cached allocations ---------
 # Where no window state covers the question (a cursor in the past, a read-only store,
 # the first seconds after an open) the utilisation is read from the samples: per key
-# one aggregate over integers (_SUMS); which keys each allocation holds is read again
-# only when the layout changed or the cursor crossed an assignment's bound.
+# one aggregate over integers (_UTIL_SUMS) and the newest memory (_MEM_ROWS); which keys
+# each allocation holds is read again only when the layout changed or the cursor crossed
+# an assignment's bound; the per-tenant figures are numpy's (tenant_held.py).
 # Allocations in force (ASG_LIVE_SQL's order) with the keys of their GPU or slice.
 PLACEMENT_SQL = f"""
 WITH asg AS (SELECT row_number() OVER () - 1 AS i, * FROM ({ASG_LIVE_SQL})),
@@ -489,28 +510,75 @@ def _dense(src: Source) -> Iterator[Source]:
         cur.close()
 
 
+# Tables whose last window had keys with no memory at all (a source that reports none):
+# their sums also count memory values per key, so the older span is read only for keys
+# that have some (one more aggregate over the window's rows, ~16 ms at 100k, against
+# reading the older span for every such key on every refresh, ~50 ms for half of them).
+_count_mem: set[str] = set()
+
+
 def _window_sums(
     src: Source, table: str, at: datetime, window_s: float
 ) -> tuple[pa.Table, pa.Table]:
-    """Per key of `table` over (at - window_s, at]: (id, s, n, mem_n) and (id, mem,
-    mem_ts), the newest non-NULL memory of every key that has one in the window."""
+    """Per key of `table` over (at - window_s, at]: (id, s, n) and (id, mem, mem_ts),
+    the newest non-NULL memory of every key that has one in the window."""
     start = at - timedelta(seconds=window_s)
     recent = max(start, at - timedelta(seconds=MEM_RECENT_S))
+    counted = table in _count_mem
     with _dense(src) as dense:
-        sums = run(dense, _keyed_sql(_UTIL_SUMS, table), {"at": at, "util_window_s": window_s})
-        mem = run(dense, _keyed_sql(_NEWEST_MEM, table), {"at": at, "since": recent})
-        if recent > start:
-            want = pc.filter(sums.column("id"), pc.greater(sums.column("mem_n"), 0))
-            if not pc.all(pc.is_in(want, value_set=mem.column("id").combine_chunks())).as_py():
-                mem = run(dense, _keyed_sql(_NEWEST_MEM, table), {"at": at, "since": start})
-    return sums, mem
+        sums = run(
+            dense,
+            _keyed_sql(_UTIL_MEM_SUMS if counted else _UTIL_SUMS, table, stored=True),
+            {"at": at, "util_window_s": window_s},
+        )
+        mem = _newest(run(dense, _keyed_sql(_MEM_ROWS, table), {"at": at, "since": recent}))
+        if recent <= start:
+            return sums, mem
+        key = sums.column("id").to_numpy()
+        mkey = mem.column("id").to_numpy()
+        seen = np.zeros(int(max(key.max(initial=0), mkey.max(initial=0))) + 1, dtype=bool)
+        seen[mkey] = True
+        missing = key[~seen[key]]
+        if counted:
+            has_mem = sums.column("mem_n").to_numpy() > 0
+            if has_mem.all():
+                _count_mem.discard(table)
+            missing = key[~seen[key] & has_mem]
+        if not len(missing):
+            return sums, mem
+        older = {"at": recent, "since": start}
+        if isinstance(dense, duckdb.DuckDBPyConnection):  # only the keys without one
+            dense.register("_missing", pa.table({"id": missing}))
+            rest = run(dense, _keyed_sql(_OLDER_MEM, table), older)
+            dense.unregister("_missing")
+        else:
+            rest = run(dense, _keyed_sql(_NEWEST_MEM, table), older)
+            rest = rest.filter(pc.is_in(rest.column("id"), value_set=pa.array(missing)))
+        if rest.num_rows < len(missing):
+            _count_mem.add(table)
+    return sums, pa.concat_tables([mem, rest.cast(mem.schema)])
+
+
+def _newest(rows: pa.Table) -> pa.Table:
+    """Per key of `rows` (id, mem, mem_ts) its newest row (_NEWEST_MEM's arg_max; of
+    rows as new as each other, the first)."""
+    ids = rows.column("id").to_numpy()
+    ts = pc.cast(rows.column("mem_ts"), pa.int64()).to_numpy()
+    size = int(ids.max(initial=0)) + 1
+    when = np.full(size, np.iinfo(np.int64).min)
+    np.maximum.at(when, ids, ts)
+    newest = np.flatnonzero(ts == when[ids])
+    first = np.full(size, len(ids))
+    np.minimum.at(first, ids[newest], newest)
+    return rows.take(newest[first[ids[newest]] == newest])
 
 
 def _per_alloc(
     sums: pa.Table, mem_t: pa.Table, allocs: np.ndarray, ids: np.ndarray, n: int, multi: bool
-) -> tuple[pa.Array, pa.Array]:
-    """Mean util_pct and newest non-NULL memory per allocation (n of them) from the
-    per-key sums (_window_sums); (allocs[j], ids[j]): allocation j holds key ids[j]."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per allocation (n of them) from the per-key sums (_window_sums), where
+    (allocs[j], ids[j]): allocation j holds key ids[j]: util_pct's sum and count, the
+    newest non-NULL memory in use and whether there is one (0 for the others)."""
     key = sums.column("id").to_numpy()
     mkey = mem_t.column("id").to_numpy()
     size = int(max(key.max(initial=0), mkey.max(initial=0), ids.max(initial=0))) + 1
@@ -520,7 +588,6 @@ def _per_alloc(
     count[key] = sums.column("n").to_numpy()
     s = np.bincount(allocs, weights=total[ids], minlength=n)
     c = np.bincount(allocs, weights=count[ids], minlength=n)
-    util = pa.array(s / np.maximum(c, 1), mask=c <= 0)
     has = np.zeros(size, dtype=bool)
     has[mkey] = True
     mem = np.zeros(size, dtype=np.int64)
@@ -537,39 +604,103 @@ def _per_alloc(
     got = np.zeros(n, dtype=bool)
     out[allocs[pick]] = mem[ids[pick]]
     got[allocs[pick]] = True
-    return util, pa.array(out, pa.int64(), mask=~got)
+    return s, c, out, got
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """A placement's arrays, derived once per placement: per sample table the pairs
+    (allocation, key id) of its allocations; the fractions; the tenants as codes."""
+
+    placement: pa.Table
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]]
+    multi: bool
+    is_slice: np.ndarray
+    fraction: np.ndarray
+    fraction_ok: np.ndarray
+    tenants: TenantCodes
+
+
+_placed: dict[str, _Placed] = {}
+
+
+def _placed_for(version: str, placement: pa.Table) -> _Placed:
+    with _cache_lock:
+        hit = _placed.get(version)
+    if hit is not None and hit.placement is placement:
+        return hit
+    ids_col = placement.column("ids")
+    lengths = pc.list_value_length(ids_col).to_numpy(zero_copy_only=False)
+    allocs = np.repeat(np.arange(placement.num_rows), lengths)
+    ids = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False).astype(np.int64)
+    is_slice = placement.column("is_slice").to_numpy(zero_copy_only=False)
+    mine = is_slice[allocs]
+    frac = placement.column("fraction")
+    placed = _Placed(
+        placement,
+        {
+            "gpu_samples": (allocs[~mine], ids[~mine]),
+            "slice_samples": (allocs[mine], ids[mine]),
+        },
+        bool((lengths > 1).any()),
+        is_slice,
+        pc.fill_null(frac, 0.0).to_numpy(zero_copy_only=False),
+        pc.is_valid(frac).to_numpy(zero_copy_only=False),
+        tenant_codes(placement.column("tenant")),
+    )
+    with _cache_lock:
+        _placed.clear()
+        _placed[version] = placed
+    return placed
 
 
 def _alloc_history(src: Source, at: datetime, window_s: float) -> pa.Table | None:
     """TENANTS_SQL's `alloc` from the samples with a cached placement; None where no
     version tells when the placement changed (then the one statement)."""
+    got = _use_history(src, at, window_s)
+    if got is None:
+        return None
+    p, util, util_ok, mem, mem_ok = got
+    return (
+        p.placement.drop_columns(["ids"])
+        .append_column("util_pct", pa.array(util, pa.float64(), mask=~util_ok))
+        .append_column("mem_used_bytes", pa.array(mem, pa.int64(), mask=~mem_ok))
+    )
+
+
+def _held_history(src: Source, at: datetime, window_s: float) -> pa.Table | None:
+    """TENANTS_SQL's `held` (per tenant) from the samples with a cached placement."""
+    got = _use_history(src, at, window_s)
+    if got is None:
+        return None
+    p, util, util_ok, mem, mem_ok = got
+    return held(p.tenants, p.fraction, p.fraction_ok, p.is_slice, util, util_ok, mem, mem_ok)
+
+
+def _use_history(
+    src: Source, at: datetime, window_s: float
+) -> tuple[_Placed, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per allocation of the cached placement: mean util_pct, whether it has one, the
+    newest memory in use, whether it has one; None where no version tells when the
+    placement changed (then the one statement)."""
     version = _placement_version(src)
     if version is None:
         return None
     placement, _, _ = layout_cached(
         src, at, _placements, version, lambda: _placement(src, at), kept=1
     )
-    ids_col = placement.column("ids")
-    lengths = pc.list_value_length(ids_col).to_numpy(zero_copy_only=False)
-    multi = bool((lengths > 1).any())
-    flat = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False).astype(np.int64)
-    allocs = np.repeat(np.arange(placement.num_rows), lengths)
-    is_slice = placement.column("is_slice").to_numpy(zero_copy_only=False)
+    p = _placed_for(version, placement)
     n = placement.num_rows
-    util = pa.nulls(n, pa.float64())
-    mem = pa.nulls(n, pa.int64())
-    for table, sliced in (("gpu_samples", False), ("slice_samples", True)):
-        mine = is_slice[allocs] == sliced
+    total, count = np.zeros(n), np.zeros(n)
+    mem, mem_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    for table, (allocs, ids) in p.pairs.items():
         sums, mem_t = _window_sums(src, table, at, window_s)
-        u, m = _per_alloc(sums, mem_t, allocs[mine], flat[mine], n, multi)
-        part = pa.array(is_slice == sliced)
-        util = pc.if_else(part, u, util)
-        mem = pc.if_else(part, m, mem)
-    return (
-        placement.drop_columns(["ids"])
-        .append_column("util_pct", util)
-        .append_column("mem_used_bytes", mem)
-    )
+        s, c, m, got = _per_alloc(sums, mem_t, allocs, ids, n, p.multi)
+        total += s  # an allocation's pairs are all in one table
+        count += c
+        mem[got] = m[got]
+        mem_ok |= got
+    return p, total / np.maximum(count, 1), count > 0, mem, mem_ok
 
 
 def _placement(src: Source, at: datetime) -> pa.Table:
@@ -606,14 +737,16 @@ def tenant_summary(
         "util_window_s": util_window_s,
         "hours_window_s": hours_window_s,
     }
-    alloc = None
+    alloc = held_t = None
     if not one_statement:
         alloc = _alloc_live(src, at_resolved, util_window_s) if live else None
         if alloc is None:
-            alloc = _alloc_history(src, at_resolved, util_window_s)
-    if alloc is None:
+            held_t = _held_history(src, at_resolved, util_window_s)
+    if alloc is None and held_t is None:
         return run(src, TENANTS_SQL.replace("{alerting}", alerting), params)
     rest = run(src, TENANTS_REST_SQL.replace("{alerting}", alerting), params)
+    if held_t is not None:
+        return tenant_rows(rest, held_t)
     con = _local_con()
     con.register("rest", rest)
     con.register("alloc", alloc)
