@@ -187,6 +187,8 @@ class Store:
     # snapshot of only its own writes: its views read history instead. A read-only store
     # has none either (DuckDB cannot attach the in-memory catalog there; nothing writes).
     live_snapshot = True
+    # The writer keeps link ids (storage/key_ids.py): only where it alone adds keys.
+    keeps_key_ids = True
 
     def __init__(
         self,
@@ -210,7 +212,8 @@ class Store:
         self.failure: str | None = None  # the last StoreFailure's message, None while healthy
         # link ids kept by the writer (storage/key_ids.py): 144 per-link rows a report
         # no longer joined to every link on five strings
-        self._key_ids: dict[str, KeyIds] = {} if read_only else {LINKS.view: KeyIds(LINKS, "port")}
+        keep = self.keeps_key_ids and not read_only
+        self._key_ids: dict[str, KeyIds] = {LINKS.view: KeyIds(LINKS, "port")} if keep else {}
         self.reopens = 0
         self.on_reopen: list = []  # callables run with the store after a reopen (re-serve)
         # the snapshot's fill on open in a thread (the views read history meanwhile)
