@@ -35,60 +35,40 @@ _RESERVED = "[\x1e\x1f]"  # a value holding either goes to the join (its string 
 MEMBER_BITS = 20  # member codes below 2**20; more distinct members: the join
 
 
-class KeyIds:
-    """Key -> id of one keyed table, as its dimension holds them."""
+class RunKeys:
+    """Keys of `group_cols` plus `member` -> an integer, found for a whole table at once.
+    Rows of one group come together, so only each run's first row is hashed."""
 
-    def __init__(self, keyed: Keyed, member: str) -> None:
-        if member not in keyed.not_null:
-            raise ValueError(f"{keyed.dim}: the member column {member} must be NOT NULL")
-        self.keyed = keyed
+    def __init__(self, group_cols: tuple[str, ...], member: str) -> None:
+        self.group_cols = group_cols
         self.member = member
-        self.group_cols = tuple(c for c in keyed.key if c != member)
-        self.reset()
+        self.clear()
 
-    def reset(self) -> None:
-        """Forget every id: the next write reads the whole dimension."""
-        self.rows = 0  # the dimension's row count and highest id when last read
-        self.top = 0
+    def clear(self) -> None:
         self.groups = pa.array([], pa.string())  # a group's code is its position
         self.members = pa.array([], pa.string())
         self.codes = np.array([], np.int64)  # group << MEMBER_BITS | member, sorted
-        self.ids = np.array([], np.int64)  # the id of each code
+        self.values = np.array([], np.int64)  # the value of each code
 
-    def sync(self, cur) -> None:  # noqa: ANN001 - a DuckDB cursor
-        """Catch up with the dimension as the open transaction sees it."""
-        k = self.keyed
-        row = cur.execute(f"SELECT count(*), coalesce(max({k.id_col}), 0) FROM {k.dim}").fetchone()
-        rows, top = (int(row[0]), int(row[1])) if row else (0, 0)
-        if (rows, top) == (self.rows, self.top):
+    def add(self, t: pa.Table, values: np.ndarray) -> None:
+        """Keep the keys of `t`'s rows with their `values` (keys not held yet: a key
+        added twice would be found with either value). A row whose key holds a NULL
+        member or a separator character is not kept: no row is found for it."""
+        if t.num_rows == 0:
             return
-        appended = rows > self.rows and rows - self.rows == top - self.top
-        if not appended:
-            self.reset()
-        keys = ", ".join(k.key)
-        self._add(
-            cur.execute(
-                f"SELECT {k.id_col}, {keys} FROM {k.dim} WHERE {k.id_col} > {int(self.top)}"
-            ).to_arrow_table()
-        )
-        self.rows, self.top = rows, top
-
-    def _add(self, dim: pa.Table) -> None:
-        if dim.num_rows == 0:
-            return
-        member = dim.column(self.member).combine_chunks()
-        group = self._group_strings(dim, None)
-        ok = pc.invert(_reserved(dim, self.group_cols))
-        if not pc.all(ok).as_py():  # never matched by a batch row: not kept
-            dim, member, group = dim.filter(ok), member.filter(ok), group.filter(ok)
+        member = _column(t, self.member)
+        keep = pc.and_(pc.invert(_reserved(t, self.group_cols)), pc.is_valid(member))
+        if not pc.all(keep).as_py():  # never matched by a row `find` looks up
+            t, member, values = t.filter(keep), member.filter(keep), values[_np(keep)]
+        group = self._group_strings(t, None)
         self.groups = _extend(self.groups, group)
         self.members = _extend(self.members, member)
         g = pc.index_in(group, value_set=self.groups).to_numpy(zero_copy_only=False)
         m = pc.index_in(member, value_set=self.members).to_numpy(zero_copy_only=False)
         codes = np.concatenate([self.codes, (g.astype(np.int64) << MEMBER_BITS) | m])
-        ids = np.concatenate([self.ids, dim.column(self.keyed.id_col).to_numpy()])
+        vals = np.concatenate([self.values, np.asarray(values, np.int64)])
         order = np.argsort(codes, kind="stable")
-        self.codes, self.ids = codes[order], ids[order]
+        self.codes, self.values = codes[order], vals[order]
 
     def _group_strings(self, t: pa.Table, rows: pa.Array | None) -> pa.Array:
         cols = []
@@ -100,17 +80,16 @@ class KeyIds:
         )
         return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
-    def lookup(self, cur, data: pa.Table) -> pa.Array | None:  # noqa: ANN001
-        """The id of every row of `data`, or None when some row's key has none here
-        (the caller joins then)."""
-        self.sync(cur)
+    def find(self, data: pa.Table) -> np.ndarray | None:
+        """The value of every row's key, or None when some row's key is not held."""
         n = data.num_rows
         if n == 0 or len(self.members) >= 1 << MEMBER_BITS:
             return None
-        if any(not pa.types.is_string(_column(data, c).type) for c in self.keyed.key):
+        if any(
+            not pa.types.is_string(_column(data, c).type) for c in (*self.group_cols, self.member)
+        ):
             return None
-        member = _column(data, self.member)
-        m = pc.index_in(member, value_set=self.members)
+        m = pc.index_in(_column(data, self.member), value_set=self.members)
         if m.null_count:
             return None
         # runs of rows with the same group: one string each
@@ -123,7 +102,7 @@ class KeyIds:
                 pc.fill_null(pc.not_equal(prev, nxt), False),
                 pc.xor(pc.is_null(prev), pc.is_null(nxt)),
             )
-            change[1:] |= differ.to_numpy(zero_copy_only=False)
+            change[1:] |= _np(differ)
         starts = np.flatnonzero(change)
         first = pa.array(starts)
         if pc.any(_reserved(data, self.group_cols, first)).as_py():
@@ -137,13 +116,58 @@ class KeyIds:
         at[at == len(self.codes)] = 0
         if not len(self.codes) or not np.array_equal(self.codes[at], codes):
             return None
-        return pa.array(self.ids[at])
+        return self.values[at]
+
+
+class KeyIds:
+    """Key -> id of one keyed table, as its dimension holds them."""
+
+    def __init__(self, keyed: Keyed, member: str) -> None:
+        if member not in keyed.not_null:
+            raise ValueError(f"{keyed.dim}: the member column {member} must be NOT NULL")
+        self.keyed = keyed
+        self.keys = RunKeys(tuple(c for c in keyed.key if c != member), member)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every id: the next write reads the whole dimension."""
+        self.rows = 0  # the dimension's row count and highest id when last read
+        self.top = 0
+        self.keys.clear()
+
+    def sync(self, cur) -> None:  # noqa: ANN001 - a DuckDB cursor
+        """Catch up with the dimension as the open transaction sees it."""
+        k = self.keyed
+        row = cur.execute(f"SELECT count(*), coalesce(max({k.id_col}), 0) FROM {k.dim}").fetchone()
+        rows, top = (int(row[0]), int(row[1])) if row else (0, 0)
+        if (rows, top) == (self.rows, self.top):
+            return
+        appended = rows > self.rows and rows - self.rows == top - self.top
+        if not appended:
+            self.reset()
+        keys = ", ".join(k.key)
+        dim = cur.execute(
+            f"SELECT {k.id_col}, {keys} FROM {k.dim} WHERE {k.id_col} > {int(self.top)}"
+        ).to_arrow_table()
+        self.keys.add(dim, dim.column(k.id_col).to_numpy())
+        self.rows, self.top = rows, top
+
+    def lookup(self, cur, data: pa.Table) -> pa.Array | None:  # noqa: ANN001
+        """The id of every row of `data`, or None when some row's key has none here
+        (the caller joins then)."""
+        self.sync(cur)
+        ids = self.keys.find(data)
+        return None if ids is None else pa.array(ids)
 
 
 def _column(t: pa.Table, name: str) -> pa.Array:
     if name not in t.column_names:
         return pa.nulls(t.num_rows, pa.string())
     return t.column(name).combine_chunks()
+
+
+def _np(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return a.to_numpy(zero_copy_only=False)
 
 
 def _reserved(t: pa.Table, cols: tuple[str, ...], rows: pa.Array | None = None) -> pa.Array:

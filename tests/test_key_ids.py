@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pyarrow as pa
+
 from storage.batch import make_batch
 from storage.keyed import LINKS, Keyed
 from storage.retention import prune_keys
@@ -95,6 +97,7 @@ def test_a_key_the_separators_would_confuse_goes_to_the_join(tmp_path):
         for row in (marker, no_gpu, no_gpu, marker):  # each after the other is kept
             store.write([links([row])])
         assert len(rows(store, "port = 'q'")) == 4
+        assert len(rows(store, "port = 'q' AND gpu_uuid = '\x1e' AND errors = 4")) == 2
         assert len({r[8] for r in rows(store, "port = 'q'")}) == 2
         got = rows(store, "port = 'p'")
         assert [r[:8] for r in got] == sorted(
@@ -178,3 +181,114 @@ def test_keys_deleted_by_another_path_are_read_again(tmp_path):
         assert rows(store, f"ts = '{later}'") == [(later, *b[1:], 3)]
     finally:
         store.close()
+
+
+def link_table(step: int, hosts: list[str]) -> pa.Table:
+    """Per-link rows as agents send them (one host's ports together), one link twice,
+    errors and a link down on some, the other order on odd steps."""
+    t = T0 + timedelta(seconds=step)
+    out = []
+    for h in hosts:
+        for p in range(3):
+            out.append(
+                (
+                    t,
+                    h,
+                    "nvlink",
+                    f"nvlink{p}",
+                    f"GPU-{h}",
+                    float(step * 10 + p),
+                    step % 2,
+                    p != 1 or step != 2,
+                )
+            )
+        out.append((t, h, "ib", "nvlink0", None, 1.0 + step, 0, True))  # same port, another kind
+    out.append(
+        (
+            t - timedelta(milliseconds=1),
+            hosts[0],
+            "nvlink",
+            "nvlink0",
+            f"GPU-{hosts[0]}",
+            -1.0,
+            7,
+            True,
+        )
+    )
+    if step % 2:
+        out = out[::-1]
+    cols = ("ts", "host", "kind", "port", "gpu_uuid", "tx_bytes_per_s", "errors", "link_up")
+    return pa.table({c: [r[i] for r in out] for i, c in enumerate(cols)})
+
+
+def state(s) -> tuple:
+    return (
+        s.keys.to_pylist(),
+        s.ts.tolist(),
+        {c: v.to_pylist() for c, v in s.values.items()},
+        {c: v.tolist() for c, v in s.value_ts.items()},
+        s.marks.to_pylist(),
+        s.keys_n,
+    )
+
+
+def test_the_live_link_state_by_runs_is_the_state_by_strings(monkeypatch):
+    """storage/live_window.py LinkState: links found by their runs of rows give the
+    state that one string per row gives, with links joining, a host name holding the
+    separator, and a state loaded from history in between."""
+    from storage.key_ids import RunKeys
+    from storage.live_window import LINK_KEY, LinkState
+
+    by_runs, by_strings = LinkState(), LinkState()
+    found = []
+    real_find = RunKeys.find
+
+    def find(self, data):
+        if by_strings._rows is self:
+            return None
+        out = real_find(self, data)
+        found.append(out is not None)
+        return out
+
+    monkeypatch.setattr(RunKeys, "find", find)
+    plan = [["h1", "h2"], ["h1", "h2"], ["h1", "h2", "h3"], ["h1", "h2", "h3"], ["h\x1fx", "h1"]]
+    for step, hosts in enumerate(plan):
+        for s in (by_runs, by_strings):
+            s.fold(link_table(step, hosts))
+        assert state(by_runs) == state(by_strings)
+    assert found == [False, True, False, True, False]
+    # loaded from history: other links at other rows
+    agg = pa.table(
+        {
+            c: ["h9", "h1"]
+            if c == "host"
+            else ["nvlink", "nvlink"]
+            if c == "kind"
+            else ["nvlink1", "nvlink2"]
+            for c in LINK_KEY
+        }
+    )
+    agg = agg.append_column("ts", pa.array([T0, T0], pa.timestamp("us")))
+    for c in ("gpu_uuid", "tx_bytes_per_s", "rx_bytes_per_s", "line_rate_bytes_per_s", "link_up"):
+        typ = pa.string() if c == "gpu_uuid" else pa.bool_() if c == "link_up" else pa.float64()
+        agg = agg.append_column(c, pa.nulls(2, typ)).append_column(
+            f"{c}_ts", pa.nulls(2, pa.timestamp("us"))
+        )
+    agg = agg.append_column("errors_ts", pa.nulls(2, pa.timestamp("us")))
+    empty = by_runs.marks.select(["ts"]).slice(0, 0)
+    marks = pa.table(
+        {
+            "ts": empty.column("ts"),
+            "host": pa.array([], pa.string()),
+            "kind": pa.array([], pa.string()),
+            "port": pa.array([], pa.string()),
+            "errors": pa.array([], pa.int64()),
+            "down": pa.array([], pa.bool_()),
+        }
+    )
+    for s in (by_runs, by_strings):
+        s.load(agg, marks)
+    for step in (5, 6):
+        for s in (by_runs, by_strings):
+            s.fold(link_table(step, ["h1", "h9"]))
+        assert state(by_runs) == state(by_strings)
