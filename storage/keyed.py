@@ -135,6 +135,18 @@ class Keyed:
             f"JOIN {self.dim} d ON {self._same('d', 's')}{where} ORDER BY s.ts, d.{self.id_col}"
         )
 
+    def rows_by_id_sql(self, cols: list[str], ordered: bool = False) -> str:
+        """Append the batch's rows with the ids it carries (column `id_col`,
+        storage/key_ids.py), in (ts, id) order: the rows `_rows_sql` appends, without
+        the join. `ordered`: the batch is in that order already (DuckDB keeps it)."""
+        enc = dict(self.encode)
+        vals = ", ".join(enc.get(c, f"s.{c}") for c in self.values)
+        order = "" if ordered else f" ORDER BY s.ts, s.{self.id_col}"
+        return (
+            f"INSERT INTO {self.rows} (ts, {self.id_col}, {', '.join(self.values)}) "
+            f"SELECT s.ts, s.{self.id_col}, {vals} FROM {self._batch(cols)} s{order}"
+        )
+
     def prune_sql(self) -> str:
         """Keys none of whose rows are left (retention deleted them) leave the dimension."""
         return (

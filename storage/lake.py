@@ -158,6 +158,8 @@ class LakeStore(Store):
     # Several daemons write one lake: a daemon's own newest samples are only its share
     # of the fleet, so the views read the lake's history, never a per-process snapshot.
     live_snapshot = False
+    # other daemons add link ids too: every write joins (storage/key_ids.py)
+    keeps_key_ids = False
 
     def __init__(self, con, target: LakeTarget, read_only: bool, memory_limit: str | None):
         super().__init__(con, str(target), read_only, memory_limit)

@@ -29,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage.key_ids import RunKeys
+
 # Error and link-down rows kept for a fabric window (a longer window reads history).
 MARKS_KEEP_S = 60.0
 # History read into the window state when a store opens: a short span where the
@@ -110,6 +112,7 @@ class LinkState:
         )
         self.keys_n = 1
         self.through_us: int | None = None
+        self._rows = RunKeys(("host", "kind"), "port")  # link -> its row in the state
 
     def fold(self, new: pa.Table) -> None:
         # the store keys a link by host, kind and port, never NULL: such a row is not stored
@@ -121,24 +124,11 @@ class LinkState:
             new = new.filter(ok)
         if new.num_rows == 0:
             return
-        key = _link_key(new)
-        uniq = pc.unique(key)
-        fresh = pc.filter(uniq, pc.invert(pc.is_in(uniq, value_set=self.keys)))
-        if len(fresh):
-            first = pc.index_in(fresh, value_set=key).to_numpy()
-            self.keys = pa.concat_arrays([self.keys, fresh])
-            for c in LINK_KEY:
-                vals = new.column(c).take(pa.array(first)).to_numpy(zero_copy_only=False)
-                self.key_cols[c] = np.concatenate([self.key_cols[c], vals.astype(object)])
-            grow = len(fresh)
-            self.ts = np.concatenate([self.ts, np.full(grow, np.iinfo(np.int64).min)])
-            for c, a in self.value_ts.items():
-                self.value_ts[c] = np.concatenate([a, np.full(grow, np.iinfo(np.int64).min)])
-            for c, v in self.values.items():
-                self.values[c] = pa.concat_arrays([v, pa.nulls(grow, v.type)])
-            self.keys_n += 1
+        # known links by their runs of rows (storage/key_ids.py); else by one string each
+        row = self._rows.find(new)
+        if row is None:
+            row = self._key_rows(new)
         n = len(self.keys)
-        row = pc.index_in(key, value_set=self.keys).to_numpy()
         ts = _ts_us(new.column("ts"))
         # Each link's rows ordered by time (the input order among equal times: a later
         # row wins); a batch holds one row per link as a rule, then no sort is needed.
@@ -214,12 +204,36 @@ class LinkState:
         if self.marks.num_rows and _ts_us(self.marks.column("ts")).min() <= keep_from:
             self.marks = self.marks.filter(pa.array(_ts_us(self.marks.column("ts")) > keep_from))
 
+    def _key_rows(self, new: pa.Table) -> np.ndarray:
+        """Each row's link, by its key as one string; new links appended."""
+        key = _link_key(new)
+        uniq = pc.unique(key)
+        fresh = pc.filter(uniq, pc.invert(pc.is_in(uniq, value_set=self.keys)))
+        if len(fresh):
+            first = pc.index_in(fresh, value_set=key).to_numpy()
+            self.keys = pa.concat_arrays([self.keys, fresh])
+            for c in LINK_KEY:
+                vals = new.column(c).take(pa.array(first)).to_numpy(zero_copy_only=False)
+                self.key_cols[c] = np.concatenate([self.key_cols[c], vals.astype(object)])
+            grow = len(fresh)
+            new_rows = np.arange(len(self.keys) - grow, len(self.keys))
+            self._rows.add(new.select(list(LINK_KEY)).take(pa.array(first)), new_rows)
+            self.ts = np.concatenate([self.ts, np.full(grow, np.iinfo(np.int64).min)])
+            for c, a in self.value_ts.items():
+                self.value_ts[c] = np.concatenate([a, np.full(grow, np.iinfo(np.int64).min)])
+            for c, v in self.values.items():
+                self.values[c] = pa.concat_arrays([v, pa.nulls(grow, v.type)])
+            self.keys_n += 1
+        return pc.index_in(key, value_set=self.keys).to_numpy()
+
     def load(self, agg: pa.Table, marks: pa.Table) -> None:
         """The state from history: `agg` one row per link (LINK_FILL_SQL), `marks` the
         rows with errors or down (LINK_MARKS_FILL_SQL)."""
         none = np.iinfo(np.int64).min
         n = agg.num_rows
         self.keys = _link_key(agg) if n else pa.array([], pa.string())
+        self._rows.clear()
+        self._rows.add(agg.select(list(LINK_KEY)), np.arange(n))
         for c in LINK_KEY:
             self.key_cols[c] = agg.column(c).to_numpy(zero_copy_only=False).astype(object)
 

@@ -59,11 +59,15 @@ def prune_keys(store: Store) -> dict[str, int]:
     """Delete dimension rows of keyed tables (storage/keyed.py) that no row refers to
     any more; returns how many per dimension table."""
     out = {}
-    for keyed in KEYED.values():
-        with store.writer() as cur:
-            store.serialize_commit(cur)
-            row = cur.execute(keyed.prune_sql()).fetchone()
-        out[keyed.dim] = int(row[0]) if row else 0
+    try:
+        for keyed in KEYED.values():
+            with store.writer() as cur:
+                store.serialize_commit(cur)
+                row = cur.execute(keyed.prune_sql()).fetchone()
+            out[keyed.dim] = int(row[0]) if row else 0
+    finally:
+        # a pruned highest id is handed out again, to another key, with the same count
+        store.forget_key_ids()
     return out
 
 
