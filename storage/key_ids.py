@@ -86,11 +86,12 @@ class RunKeys:
         if len(batches) > 1:  # batch by batch: no copy of the key columns
             found = []
             for b in batches:
-                rows = self._find(pa.Table.from_batches([b])) if b.num_rows else None
-                if rows is None and b.num_rows:
+                if not b.num_rows:
+                    continue
+                rows = self._find(pa.Table.from_batches([b]))
+                if rows is None:
                     return None
-                if rows is not None:
-                    found.append(rows)
+                found.append(rows)
             return np.concatenate(found) if found else None
         return self._find(data)
 

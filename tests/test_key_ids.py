@@ -148,10 +148,6 @@ def test_an_unknown_member_or_group_is_no_id():
         pair = (T0, "h1", "nvlink", "nvlink1", "GPU-a", 1.0, 0, "nvml")
         assert ids.lookup(cur, links([pair]).data) is None
         assert (
-            ids.lookup(cur, links([(T0, "h1", "nvlink", "nvlink1", "GPU-a", 1.0, 0, "nvml")]).data)
-            is None
-        )
-        assert (
             ids.lookup(cur, links([(T0, "h1", "nvlink", "nvlink0", "GPU-b", 1.0, 0, "nvml")]).data)
             is None
         )
