@@ -59,7 +59,9 @@ async def test_real_captures_through_prometheus(prometheus_server):  # noqa: F81
             g = await src.gather(datetime.now(UTC))
             store.write(g.batches)
             files.bodies["/vllm"] = vllm_old[1]
-            await asyncio.sleep(2.5)  # Prometheus scrapes the second vLLM text
+            # Prometheus has scraped the second vLLM text (a sleep missed it under load)
+            second = "vllm:time_per_output_token_seconds_count > 8000"
+            assert await asyncio.to_thread(prom.wait_for_series, second, 1) == 1
             g2 = await src.gather(datetime.now(UTC))
             store.write(g2.batches)
         finally:
