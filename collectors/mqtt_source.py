@@ -247,7 +247,7 @@ class MqttSource:
         self.stats = IngestStats()
         # hosts rows when they change; last_seen once per report interval (batches.py)
         self._host_rows = HostRows(self.o.report_interval_s, lambda: self.clock())
-        self._batcher = ReportBatcher(self.o.nvlink_rows, self._host_rows)
+        self._batcher = self._new_batcher()
         self._rejects: dict[str, list[Any]] = {
             c: [] for c in ("ts", "source", "topic", "host", "reason", "payload_excerpt")
         }
@@ -462,8 +462,12 @@ class MqttSource:
     def hosts_tracked(self) -> int:
         return len(self._last_seen)
 
+    def _new_batcher(self) -> ReportBatcher:
+        # host rows go through the shared HostRows, so they are written when they change
+        return ReportBatcher(self.o.nvlink_rows, self._host_rows)
+
     def _rebuild_batcher(self) -> None:
-        self._batcher = ReportBatcher(self.o.nvlink_rows, self._host_rows)
+        self._batcher = self._new_batcher()
         for r, with_inv, _, _ in self._pending:
             if type(r) is Frame:
                 self._batcher.add_meta(r.meta(), with_inv)
@@ -522,7 +526,7 @@ class MqttSource:
                 len(pending),
                 type(exc).__name__,
             )
-            self._batcher = ReportBatcher(self.o.nvlink_rows, self._host_rows)
+            self._batcher = self._new_batcher()
             self._host_rows.forget()  # the isolating batches carry whole host rows
             self._isolated = []
             pending = [(f.report() if type(f) is Frame else f, *rest) for f, *rest in pending]
