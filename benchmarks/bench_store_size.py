@@ -34,8 +34,11 @@ Steps, each a fresh file with the same fleet and seconds, cumulative:
    steps before add it back);
 14. no PRIMARY KEY on the tables the writer merges on their key (0025: `hosts`,
    `gpus`, `slices`, `tenants`, `endpoints`, `host_status`, `rollup_state`,
-   `schema_version`; the steps before add it back) = today's store;
-15. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
+   `schema_version`; the steps before add it back);
+15. GPU UUIDs, cgroup paths and container ids stored with ZSTD in `gpus`, `gpu_series`,
+   `link_info` and `process_info` (0026; the steps before store them as DuckDB
+   chooses) = today's store;
+16. (`--float`) FLOAT instead of DOUBLE for percentages, degrees and MHz, as the
    unmerged branch `issue13` did, to show what narrower types add on top.
 
 Sizes are deterministic for a given fleet and duration (no timing in them);
@@ -62,6 +65,7 @@ import storage.store  # noqa: E402
 from collectors.sim.source import SimSource  # noqa: E402
 from fleettui.tui.demo import FIXED_START  # noqa: E402
 from storage.keyed import KEYED  # noqa: E402
+from storage.migrate import migrations  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 _NUMERIC = (
@@ -173,6 +177,9 @@ _MERGE_KEYS = (
     ("schema_version", "version"),
 )
 
+# migration 0026 without its ZSTD columns: the tables as DuckDB compresses them by itself
+_NO_ZSTD = next(sql for v, _, sql in migrations() if v == 26).replace(" USING COMPRESSION zstd", "")
+
 # the `processes` table before migration 0018, every column in every listing
 _PROCESSES_TABLE = (
     "DROP VIEW processes; DROP TABLE process_listings; DROP TABLE process_info; "
@@ -207,6 +214,10 @@ _SLICE_TABLE = (
 )
 
 
+class _StoreWithoutLive(Store):
+    live_snapshot = False  # it reads the keyed tables, which the early steps take away
+
+
 def fill(
     args,
     *,
@@ -223,6 +234,7 @@ def fill(
     mem_mib: bool,
     no_dim_keys: bool,
     no_merge_keys: bool,
+    zstd_ids: bool,
     floats: bool,
     detail: bool,
 ):
@@ -266,7 +278,10 @@ def fill(
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "size.duckdb"
-            store = Store.open(path)
+            keyed = proc_dim and link_dim and gpu_dim and slice_dim
+            store = (Store if keyed else _StoreWithoutLive).open(path)
+            if not zstd_ids:  # before the steps below drop or re-create these tables
+                store.con.execute(_NO_ZSTD)
             if not threshold:
                 store.con.execute("SET checkpoint_threshold = '16MB'")
             if not proc_dim:
@@ -320,7 +335,7 @@ def main() -> None:
     ap.add_argument("--after-only", action="store_true", help="only today's store (the ladder)")
     args = ap.parse_args()
     # label, then: precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim,
-    # energy_mj, new_format, small_blocks, mem_mib, no_dim_keys, no_merge_keys, floats
+    # energy_mj, new_format, small_blocks, mem_mib, no_dim_keys, no_merge_keys, zstd_ids, floats
     steps = [
         (
             "before: full-precision values, sim order, 16 MB checkpoints",
@@ -368,14 +383,17 @@ def main() -> None:
     ]
     # the steps above keep the merged tables' keys (before 0025): no_merge_keys 0
     steps = [(*step[:-1], 0, step[-1]) for step in steps]
-    steps.append(("+ no key index on 8 merged tables (0025) = today's store", *(1,) * 13, 0))
+    steps.append(("+ no key index on 8 merged tables (0025)", *(1,) * 13, 0))
+    # the steps above store UUIDs as DuckDB chooses (before 0026): zstd_ids 0
+    steps = [(*step[:-1], 0, step[-1]) for step in steps]
+    steps.append(("+ ZSTD UUIDs, cgroups, containers (0026) = today's store", *(1,) * 14, 0))
     if args.after_only:
         steps = steps[-1:]
     elif args.float:
         steps.append(
             (
                 "+ FLOAT for %, degrees, MHz (issue13's 0014)",
-                *(1,) * 14,
+                *(1,) * 15,
             )
         )
     print(f"sim --scale {args.scale}, {args.seconds:.0f} s at 1 s, one write per tick")
@@ -383,7 +401,7 @@ def main() -> None:
     last = None
     for i, step in enumerate(steps):
         label, precise, grouped, threshold, proc_dim, link_dim, gpu_dim, slice_dim = step[:8]
-        mj, fmt, blocks, mib, no_keys, no_merge_keys, floats = step[8:15]
+        mj, fmt, blocks, mib, no_keys, no_merge_keys, zstd_ids, floats = step[8:16]
         detail = i == len(steps) - 1
         gpus, size, values, per_table, fill_s, cols = fill(
             args,
@@ -400,6 +418,7 @@ def main() -> None:
             mem_mib=bool(mib),
             no_dim_keys=bool(no_keys),
             no_merge_keys=bool(no_merge_keys),
+            zstd_ids=bool(zstd_ids),
             floats=bool(floats),
             detail=detail,
         )

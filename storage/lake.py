@@ -91,8 +91,10 @@ def _strip_checks(sql: str) -> str:
 
 
 def lake_sql(sql: str) -> str:
-    """A migration as DuckLake takes it: no PRIMARY KEY, UNIQUE or CHECK constraints."""
+    """A migration as DuckLake takes it: no PRIMARY KEY, UNIQUE or CHECK constraints,
+    no column compression (Parquet files compress their own)."""
     sql = re.sub(r"\s+PRIMARY\s+KEY\b", "", sql, flags=re.I)
+    sql = re.sub(r"\s+USING\s+COMPRESSION\s+\w+", "", sql, flags=re.I)
     sql = re.sub(r"\s+UNIQUE\b", "", sql, flags=re.I)
     return _strip_checks(sql)
 

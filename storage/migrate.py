@@ -16,6 +16,9 @@ from importlib import resources
 import duckdb
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_COMPRESSION = re.compile(r"\s+USING\s+COMPRESSION\s+\w+", re.I)
+# the oldest on-disk format with ZSTD strings (DuckDB 1.2)
+_ZSTD_FORMAT = (1, 2, 0)
 
 
 class SchemaError(RuntimeError):
@@ -70,7 +73,7 @@ def migrate(
 ) -> int:
     """Bring the database to the latest schema; returns the version it is at.
     `transform` rewrites each statement for another backend (storage/lake.py)."""
-    fix = transform or (lambda sql: sql)
+    fix = transform or _format_sql(con)
     have = check_version(con, where)
     applied = applied_versions(con)
     pending = [m for m in migrations() if m[0] not in applied]
@@ -99,3 +102,18 @@ def migrate(
             pass
         raise
     return max(have, pending[-1][0])
+
+
+def _format_sql(con: duckdb.DuckDBPyConnection) -> Callable[[str], str]:
+    """Migrations as the file's on-disk format takes them. A file made in DuckDB's
+    default format (stores made before storage.store.STORAGE_VERSION) has no ZSTD
+    strings, and there DuckDB stores a column forced to ZSTD uncompressed: such a
+    file keeps DuckDB's own choice (0026)."""
+    row = con.execute(
+        "SELECT tags['storage_version'] FROM duckdb_databases()"
+        " WHERE database_name = current_database()"
+    ).fetchone()
+    m = re.match(r"v(\d+)\.(\d+)\.(\d+)", (row[0] if row else None) or "")
+    if m and tuple(int(g) for g in m.groups()) < _ZSTD_FORMAT:
+        return lambda sql: _COMPRESSION.sub("", sql)
+    return lambda sql: sql
