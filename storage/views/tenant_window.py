@@ -107,24 +107,34 @@ _Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.nda
 
 def _fold(rows: _Rows, first: int = 0, k: int = 1) -> list[_Slot]:
     """Rows (in the order read) of k consecutive slots from `first` (one span: k = 1)
-    to a _Slot each: sums per key in one bincount over (slot, key); the newest memory
-    per key, of rows as new as each other the first (the aggregate's arg_max)."""
+    to a _Slot each: sums per (slot, key); the newest memory per key, of rows as new
+    as each other the first (the aggregate's arg_max)."""
     ids, ts, u, u_ok, m, m_ok = rows
     size = int(ids.max(initial=-1)) + 1
     slot = (ts - 1) // SLOT_US - first if k > 1 else np.zeros(len(ids), dtype=np.int64)
     key = slot * size + ids
-    total = np.bincount(key[u_ok], weights=u[u_ok], minlength=k * size).reshape(k, size)
-    count = np.bincount(key[u_ok], minlength=k * size).astype(np.int64).reshape(k, size)
-    pick = np.flatnonzero(m_ok)
-    if len(pick) and np.bincount(key[pick]).max() > 1:  # a key twice in a slot
-        order = np.lexsort((-pick, ts[pick], key[pick]))
-        last = np.ones(len(order), dtype=bool)
-        last[:-1] = key[pick][order][1:] != key[pick][order][:-1]
-        pick = np.sort(pick[order[last]])
-    if k > 1 and (np.diff(slot[pick]) < 0).any():  # slot order, the order read within
+    total = np.zeros(k * size)
+    count = np.zeros(k * size, dtype=np.int64)
+    if len(key) < 2 or bool((key[1:] > key[:-1]).all()):
+        # as written ((ts, id) order, one row per key and second): each (slot, key)
+        # once, in slot order; sums are the values themselves
+        total[key[u_ok]] = u[u_ok]
+        count[key[u_ok]] = 1
+        pick = np.flatnonzero(m_ok)
+    else:
+        total += np.bincount(key[u_ok], weights=u[u_ok], minlength=k * size)
+        count += np.bincount(key[u_ok], minlength=k * size)
+        pick = np.flatnonzero(m_ok)
+        if len(pick) and np.bincount(key[pick]).max() > 1:  # a key twice in a slot
+            order = np.lexsort((-pick, ts[pick], key[pick]))
+            last = np.ones(len(order), dtype=bool)
+            last[:-1] = key[pick][order][1:] != key[pick][order][:-1]
+            pick = np.sort(pick[order[last]])
+        # slot order, the order read within a slot
         pick = pick[np.argsort(slot[pick], kind="stable")]
     bounds = np.searchsorted(slot[pick], np.arange(k + 1))
     n_rows = np.bincount(slot, minlength=k)
+    total, count = total.reshape(k, size), count.reshape(k, size)
     return [
         _Slot(
             int(n_rows[j]),
