@@ -164,13 +164,13 @@ def test_combine_takes_each_keys_newest_memory():
             window_mod.np.array(ts, dtype="int64"),
         )
 
-    out = window_mod._combine(
-        [
-            span([1, 2], [10, 20], [9, 9]),
-            span([1, 2], [11, 21], [5, 5]),
-            span([0, 2], [1, 2], [1, 1]),
-        ]
-    )
+    kept = window_mod._Kept()
+    newest, older = span([1, 2], [10, 20], [9, 9]), span([1, 2], [11, 21], [5, 5])
+    for s in (newest, older):
+        kept.share_keys(s)
+    assert older.mem_ids is newest.mem_ids  # the same keys: one array
+    spans = [newest, older, span([0, 2], [1, 2], [1, 1])]
+    out = window_mod._combine(spans, window_mod.Sums.empty(0))
     assert out.mem.tolist() == [1, 10, 20, 0]
     assert out.has_mem.tolist() == [True, True, True, False]
     assert out.mem_ts.tolist() == [1, 9, 9, 0]

@@ -34,6 +34,8 @@ SLOT_US = 1_000_000
 # Slots kept beyond the window on either side: a cursor stepping back a second or two
 # (time travel, a refresh shown one second behind) reads nothing again.
 MARGIN_SLOTS = 2
+# Slot changes to a window's running sums before they are added up again from the slots.
+REBASE_STEPS = 600
 _EPOCH = datetime(1970, 1, 1)
 
 # sample table -> (rows table, its decoded form for readers, id column)
@@ -90,8 +92,51 @@ class _Slot:
 
 @dataclass
 class _Kept:
+    """A table's kept slots, and the sums of those of the last window (`summed`),
+    kept as the window moves: the slot that came in added, the one that left taken
+    away (an order of additions other than the slots' own: the last bits of a sum
+    differ; they are added up again from the slots every REBASE_STEPS changes)."""
+
     slots: dict[int, _Slot] = field(default_factory=dict)
+    summed: dict[int, _Slot] = field(default_factory=dict)
+    total: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    count: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    steps: int = 0
+    # the newest slot's keys with memory: a slot with the same keys shares the array,
+    # so a window's memory skips it by identity (_combine)
+    mem_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sum_window(self, want: dict[int, _Slot]) -> None:
+        """`total` and `count` over the slots `want` (slot number -> slot)."""
+        gone = [j for j, s in self.summed.items() if want.get(j) is not s]
+        new = [j for j, s in want.items() if self.summed.get(j) is not s]
+        self.steps += len(gone) + len(new)
+        size = max([len(self.total), *(want[j].size for j in new)])
+        if self.steps > REBASE_STEPS or len(gone) + len(new) > len(want):
+            self.steps, self.summed = 0, {}
+            gone, new = [], list(want)
+            self.total, self.count = np.zeros(size), np.zeros(size, dtype=np.int64)
+        elif size > len(self.total):
+            self.total, self.count = _pad(self.total, size), _pad(self.count, size)
+        for j in gone:
+            s = self.summed.pop(j)
+            self.total[: s.size] -= s.total
+            self.count[: s.size] -= s.count
+        for j in new:
+            s = self.summed[j] = want[j]
+            self.total[: s.size] += s.total
+            self.count[: s.size] += s.count
+
+    def share_keys(self, slot: _Slot) -> None:
+        if len(slot.mem_ids) == len(self.mem_keys) and np.array_equal(slot.mem_ids, self.mem_keys):
+            slot.mem_ids = self.mem_keys
+        else:
+            self.mem_keys = slot.mem_ids
+
+
+def _pad(a: np.ndarray, n: int) -> np.ndarray:
+    return np.concatenate([a, np.zeros(n - len(a), dtype=a.dtype)])
 
 
 def _us(t: datetime) -> int:
@@ -191,9 +236,9 @@ def window_sums(src: LocalReader, table: str, at: datetime, window_s: float) -> 
     lo_us, hi_us = _us(at - timedelta(seconds=window_s)), _us(at)
     j0 = -(-lo_us // SLOT_US)  # the first slot wholly inside
     j1 = hi_us // SLOT_US  # slots j0..j1 - 1 are
+    if j1 <= j0:  # under a second: no whole slot
+        return _combine(_fold(_read(src, table, lo_us, hi_us)), Sums.empty(0))
     with kept.lock:
-        if j1 <= j0:  # under a second: no whole slot
-            return _combine(_fold(_read(src, table, lo_us, hi_us)))
         counts = run(
             src,
             _COUNTS.format(rows=_ROWS[table][0]),
@@ -207,32 +252,50 @@ def window_sums(src: LocalReader, table: str, at: datetime, window_s: float) -> 
             for j in range(j0, j1)
             if (hit := kept.slots.get(j)) is None or hit.rows != now.get(j, 0)
         ]
-        for first, last in _runs(stale):
-            kept.slots.update(_slots_of(src, table, first, last))
+        for first, last in _runs(stale)[::-1]:  # newest first: its keys are shared
+            got = _slots_of(src, table, first, last)
+            for j in sorted(got, reverse=True):
+                kept.share_keys(got[j])
+            kept.slots.update(got)
         for j in [j for j in kept.slots if j < j0 - MARGIN_SLOTS or j >= j1 + MARGIN_SLOTS]:
             del kept.slots[j]
+        kept.sum_window({j: kept.slots[j] for j in range(j0, j1)})
+        out = Sums.empty(0)
+        out.total, out.count = kept.total.copy(), kept.count.copy()
         # newest first: an older slot then only fills the keys no newer one had
         spans = [kept.slots[j] for j in range(j1 - 1, j0 - 1, -1)]
+    parts = []
     if hi_us > j1 * SLOT_US:
-        spans[:0] = _fold(_read(src, table, j1 * SLOT_US, hi_us))
+        spans[:0] = parts = _fold(_read(src, table, j1 * SLOT_US, hi_us))
     if lo_us < j0 * SLOT_US:
-        spans += _fold(_read(src, table, lo_us, j0 * SLOT_US))
-    return _combine(spans)
+        spans += (left := _fold(_read(src, table, lo_us, j0 * SLOT_US)))
+        parts = parts + left
+    for p in parts:  # the part seconds' sums: the whole ones' are `out`'s
+        out.total, out.count = _grown(out.total, p.size), _grown(out.count, p.size)
+        out.total[: p.size] += p.total
+        out.count[: p.size] += p.count
+    return _combine(spans, out, sums=False)
 
 
-def _combine(spans: list[_Slot]) -> Sums:
-    """The spans' sums added; each key's newest memory over them. `spans` newest
-    first, their times never the same (each holds its own part of the window): an
-    older span only fills keys no newer one had, and one with the same keys as a
-    newer one (a fleet reporting every second) fills none."""
-    size = max((s.size for s in spans), default=0)
-    out = Sums.empty(size)
-    for s in spans:
-        out.total[: len(s.total)] += s.total
-        out.count[: len(s.count)] += s.count
+def _grown(a: np.ndarray, n: int) -> np.ndarray:
+    return a if len(a) >= n else _pad(a, n)
+
+
+def _combine(spans: list[_Slot], out: Sums, *, sums: bool = True) -> Sums:
+    """Into `out`: the spans' sums added (`sums`); each key's newest memory over them.
+    `spans` newest first, their times never the same (each holds its own part of the
+    window): an older span only fills keys no newer one had, and one that shares its
+    keys' array with a newer one (a fleet reporting every second) fills none."""
+    size = max([len(out.total), *(s.size for s in spans)])
+    out.total, out.count = _grown(out.total, size), _grown(out.count, size)
+    out.mem, out.mem_ts = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+    out.has_mem = np.zeros(size, dtype=bool)
+    for s in spans if sums else []:
+        out.total[: s.size] += s.total
+        out.count[: s.size] += s.count
     applied: list[np.ndarray] = []
     for s in spans:
-        if any(len(a) == len(s.mem_ids) and np.array_equal(a, s.mem_ids) for a in applied):
+        if any(a is s.mem_ids for a in applied):
             continue
         fill = ~out.has_mem[s.mem_ids]
         ids = s.mem_ids[fill]
