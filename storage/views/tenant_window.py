@@ -179,13 +179,12 @@ def _fold(rows: _Rows, first: int = 0, k: int = 1) -> list[_Slot]:
         pick = pick[np.argsort(slot[pick], kind="stable")]
     bounds = np.searchsorted(slot[pick], np.arange(k + 1))
     n_rows = np.bincount(slot, minlength=k)
-    total, count = total.reshape(k, size), count.reshape(k, size)
     return [
         _Slot(
             int(n_rows[j]),
             size,
-            total[j],
-            count[j],
+            total[j * size : (j + 1) * size],
+            count[j * size : (j + 1) * size],
             ids[pick[bounds[j] : bounds[j + 1]]],
             m[pick[bounds[j] : bounds[j + 1]]],
             ts[pick[bounds[j] : bounds[j + 1]]],
