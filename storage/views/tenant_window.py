@@ -45,7 +45,7 @@ _ROWS = {
 }
 # Rows per slot of (lo, hi] (µs; both on slot bounds): `ts` alone is decoded.
 _COUNTS = """
-SELECT (epoch_us(ts) - 1) // 1000000 AS slot, count(*) AS n
+SELECT '{table}' AS t, (epoch_us(ts) - 1) // 1000000 AS slot, count(*) AS n
 FROM {rows} WHERE ts > $lo AND ts <= $hi GROUP BY ALL
 """
 _READ = """
@@ -227,47 +227,71 @@ def _runs(slots: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def window_sums(src: LocalReader, table: str, at: datetime, window_s: float) -> Sums:
-    """Per key of `table` over (at - window_s, at]: the kept slots checked against the
-    rows per slot now, the changed and new ones read, the part seconds read."""
-    kept_all = src.__dict__.setdefault("_tenant_window", {})
-    kept: _Kept = kept_all.setdefault(table, _Kept())
+def window_sums(
+    src: LocalReader, tables: list[str], at: datetime, window_s: float
+) -> dict[str, Sums]:
+    """Per key of each of `tables` over (at - window_s, at]: the kept slots checked
+    against the rows per slot now (one statement), the changed and new ones read, the
+    part seconds read."""
     lo_us, hi_us = _us(at - timedelta(seconds=window_s)), _us(at)
     j0 = -(-lo_us // SLOT_US)  # the first slot wholly inside
     j1 = hi_us // SLOT_US  # slots j0..j1 - 1 are
     if j1 <= j0:  # under a second: no whole slot
-        return _combine(_fold(_read(src, table, lo_us, hi_us)), Sums.empty(0))
-    with kept.lock:
+        return {t: _combine(_fold(_read(src, t, lo_us, hi_us)), Sums.empty(0)) for t in tables}
+    lock = src.__dict__.setdefault("_tenant_window_lock", threading.Lock())
+    with lock:
+        kept_all: dict[str, _Kept] = src.__dict__.setdefault("_tenant_window", {})
         counts = run(
             src,
-            _COUNTS.format(rows=_ROWS[table][0]),
+            " UNION ALL ".join(_COUNTS.format(table=t, rows=_ROWS[t][0]) for t in tables),
             {"lo": _ts(j0 * SLOT_US), "hi": _ts(j1 * SLOT_US)},
         )
-        now = dict(
-            zip(counts.column("slot").to_pylist(), counts.column("n").to_pylist(), strict=True)
-        )
-        stale = [
-            j
-            for j in range(j0, j1)
-            if (hit := kept.slots.get(j)) is None or hit.rows != now.get(j, 0)
-        ]
-        for first, last in _runs(stale)[::-1]:  # newest first: its keys are shared
-            got = _slots_of(src, table, first, last)
-            for j in sorted(got, reverse=True):
-                kept.share_keys(got[j])
-            kept.slots.update(got)
-        for j in [j for j in kept.slots if j < j0 - MARGIN_SLOTS or j >= j1 + MARGIN_SLOTS]:
-            del kept.slots[j]
-        kept.sum_window({j: kept.slots[j] for j in range(j0, j1)})
-        out = Sums.empty(0)
-        out.total, out.count = kept.total.copy(), kept.count.copy()
-        # newest first: an older slot then only fills the keys no newer one had
-        spans = [kept.slots[j] for j in range(j1 - 1, j0 - 1, -1)]
-    parts = []
-    if hi_us > j1 * SLOT_US:
-        spans[:0] = parts = _fold(_read(src, table, j1 * SLOT_US, hi_us))
-    if lo_us < j0 * SLOT_US:
-        spans += (left := _fold(_read(src, table, lo_us, j0 * SLOT_US)))
+        now = {
+            (t, j): n
+            for t, j, n in zip(
+                counts.column("t").to_pylist(),
+                counts.column("slot").to_pylist(),
+                counts.column("n").to_pylist(),
+                strict=True,
+            )
+        }
+        out = {}
+        for table in tables:
+            kept = kept_all.setdefault(table, _Kept())
+            stale = [
+                j
+                for j in range(j0, j1)
+                if (hit := kept.slots.get(j)) is None or hit.rows != now.get((table, j), 0)
+            ]
+            for first, last in _runs(stale)[::-1]:  # newest first: its keys are shared
+                got = _slots_of(src, table, first, last)
+                for j in sorted(got, reverse=True):
+                    kept.share_keys(got[j])
+                kept.slots.update(got)
+            for j in [j for j in kept.slots if j < j0 - MARGIN_SLOTS or j >= j1 + MARGIN_SLOTS]:
+                del kept.slots[j]
+            kept.sum_window({j: kept.slots[j] for j in range(j0, j1)})
+            sums = Sums.empty(0)
+            sums.total, sums.count = kept.total.copy(), kept.count.copy()
+            # newest first: an older slot then only fills the keys no newer one had
+            spans = [kept.slots[j] for j in range(j1 - 1, j0 - 1, -1)]
+            out[table] = _with_parts(
+                src, table, (lo_us, j0 * SLOT_US, j1 * SLOT_US, hi_us), spans, sums
+            )
+    return out
+
+
+def _with_parts(
+    src: Source, table: str, bounds: tuple[int, int, int, int], spans: list[_Slot], out: Sums
+) -> Sums:
+    """`out` (the whole slots' sums) with the part seconds at the window's ends
+    (lo, j0] and (j1, hi] (bounds: lo, j0, j1, hi in µs), and the memory over all."""
+    lo_us, j0_us, j1_us, hi_us = bounds
+    parts: list[_Slot] = []
+    if hi_us > j1_us:
+        spans[:0] = parts = _fold(_read(src, table, j1_us, hi_us))
+    if lo_us < j0_us:
+        spans += (left := _fold(_read(src, table, lo_us, j0_us)))
         parts = parts + left
     for p in parts:  # the part seconds' sums: the whole ones' are `out`'s
         out.total, out.count = _grown(out.total, p.size), _grown(out.count, p.size)

@@ -587,12 +587,12 @@ def _dense_sums(sums: pa.Table, mem_t: pa.Table) -> Sums:
     return out
 
 
-def _key_sums(src: Source, table: str, at: datetime, window_s: float) -> Sums:
-    """Per key of `table` over the window: from the slots a reader in this process
+def _key_sums(src: Source, tables: list[str], at: datetime, window_s: float) -> dict[str, Sums]:
+    """Per key of each table over the window: from the slots a reader in this process
     keeps (tenant_window.py), else read whole."""
     if isinstance(src, LocalReader):
-        return window_sums(src, table, at, window_s)
-    return _dense_sums(*_window_sums(src, table, at, window_s))
+        return window_sums(src, tables, at, window_s)
+    return {t: _dense_sums(*_window_sums(src, t, at, window_s)) for t in tables}
 
 
 def _per_alloc(
@@ -709,8 +709,9 @@ def _use_history(
     n = placement.num_rows
     total, count = np.zeros(n), np.zeros(n)
     mem, mem_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    sums = _key_sums(src, list(p.pairs), at, window_s)
     for table, (allocs, ids) in p.pairs.items():
-        s, c, m, got = _per_alloc(_key_sums(src, table, at, window_s), allocs, ids, n, p.multi)
+        s, c, m, got = _per_alloc(sums[table], allocs, ids, n, p.multi)
         total += s  # an allocation's pairs are all in one table
         count += c
         mem[got] = m[got]
