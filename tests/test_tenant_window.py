@@ -30,65 +30,101 @@ def _same(reader, cur, at) -> list[dict]:
 
 @pytest.fixture()
 def reads(monkeypatch):
-    """The (first, last) slot runs read from the rows tables, in order."""
-    got: list[tuple[str, int, int]] = []
-    plain = window_mod._slots_of
+    """What was read from the rows tables, in order: ("slots" or "block", table,
+    first second, last second)."""
+    got: list[tuple[str, str, int, int]] = []
+    slots, block = window_mod._slots_of, window_mod._block
 
-    def spy(src, table, first, last):
-        got.append((table, first, last))
-        return plain(src, table, first, last)
+    def spy_slots(src, table, first, last):
+        got.append(("slots", table, first, last))
+        return slots(src, table, first, last)
 
-    monkeypatch.setattr(window_mod, "_slots_of", spy)
+    def spy_block(cur, table, first, counts):
+        got.append(("block", table, first, first + len(counts) - 1))
+        return block(cur, table, first, counts)
+
+    monkeypatch.setattr(window_mod, "_slots_of", spy_slots)
+    monkeypatch.setattr(window_mod, "_block", spy_block)
     return got
+
+
+def _second(t) -> int:
+    """The slot (second) whose span ends at `t` (a whole second)."""
+    return int((t - window_mod._EPOCH).total_seconds()) - 1
 
 
 def test_the_cursor_moving_reads_only_new_seconds(stored, reads):  # noqa: F811
     store, _, last, _ = stored
     cur = store.cursor()
     reader = LocalReader(store.con)
-    _same(reader, cur, last - timedelta(seconds=3))
-    assert len(reads) == 2  # each table's window in one read
+    at = last - timedelta(seconds=3)
+    _same(reader, cur, at)
+    b = _second(at)
+    assert reads == [("block", t, b - 29, b) for t in ("gpu_samples", "slice_samples")]
     reads.clear()
-    _same(reader, cur, last - timedelta(seconds=3))  # nothing changed: nothing read
+    _same(reader, cur, at)  # nothing changed: nothing read
     assert reads == []
-    _same(reader, cur, last - timedelta(seconds=2))
-    j = int((last - timedelta(seconds=3) - window_mod._EPOCH).total_seconds())
-    assert sorted(reads) == [("gpu_samples", j, j), ("slice_samples", j, j)]
+    _same(reader, cur, at + timedelta(seconds=1))
+    # the second that left read and taken away from the block, the new one read
+    for t in ("gpu_samples", "slice_samples"):
+        assert [r for r in reads if r[1] == t] == [
+            ("slots", t, b - 29, b - 29),
+            ("slots", t, b + 1, b + 1),
+        ]
     reads.clear()
-    # a step back within the margin, part seconds at either end: no slot read again
-    for dt in (-3.0, -2.5, -3.5, -2.75):
-        _same(reader, cur, last + timedelta(seconds=dt))
+    # a step back within the margin, part seconds at either end: nothing read again
+    for dt in (0.0, 0.5, 0.25, 0.75):
+        _same(reader, cur, at + timedelta(seconds=dt))
     assert reads == []
     cur.close()
 
 
-def test_rows_written_late_into_a_kept_second(stored, reads):  # noqa: F811
-    store, _, last, (g2, gm) = stored
+def test_memory_leaving_with_a_blocks_seconds(stored):  # noqa: F811
+    """A key's newest memory in the seconds a block loses: none left (the quiet
+    GPU's at -12.25 s); the cursor stepping back past the block's newest second reads
+    it again."""
+    store, _, last, _ = stored
     cur = store.cursor()
     reader = LocalReader(store.con)
-    at = last - timedelta(seconds=1)
-    _same(reader, cur, at)
+    for dt in (0.0, 11.0, 12.0, 18.0, 13.0):
+        _same(reader, cur, last + timedelta(seconds=dt))
+    cur.close()
+
+
+def test_rows_written_late_into_a_kept_second(stored, reads):  # noqa: F811
+    store, _, last, (g2, _) = stored
+    cur = store.cursor()
+    reader = LocalReader(store.con)
+    at = last - timedelta(seconds=3)
+    for dt in (0, 1, 2):
+        _same(reader, cur, at + timedelta(seconds=dt))
     reads.clear()
     host = cur.execute("SELECT host FROM gpus WHERE gpu_uuid = ?", [g2]).fetchone()[0]
-    late = at - timedelta(seconds=9.5)
-    store.write(
-        [
-            make_batch(
-                "gpu_samples",
-                {
-                    "ts": pa.array([late, late], TS),
-                    "host": [host, host],
-                    "gpu_uuid": [g2, g2],
-                    "source": ["late", "late"],
-                    "util_pct": pa.array([97.0, None], pa.float64()),
-                    "mem_used_bytes": pa.array([None, 2**45], pa.int64()),
-                },
-            )
-        ]
-    )
-    _same(reader, cur, at)
-    j = int((late - window_mod._EPOCH).total_seconds())
-    assert reads == [("gpu_samples", j, j)]  # that second alone, again
+    late = at + timedelta(seconds=0.5)  # in the second read on its own
+    early = at - timedelta(seconds=20.5)  # in the block's
+    for ts, mem in ((late, 2**45), (early, 2**44)):
+        store.write(
+            [
+                make_batch(
+                    "gpu_samples",
+                    {
+                        "ts": pa.array([ts, ts], TS),
+                        "host": [host, host],
+                        "gpu_uuid": [g2, g2],
+                        "source": ["late", "late"],
+                        "util_pct": pa.array([97.0, None], pa.float64()),
+                        "mem_used_bytes": pa.array([None, mem], pa.int64()),
+                    },
+                )
+            ]
+        )
+        _same(reader, cur, at + timedelta(seconds=2))
+    b = _second(at + timedelta(seconds=2))
+    j = _second(at + timedelta(seconds=1))
+    assert reads == [
+        ("slots", "gpu_samples", j, j),  # that second alone, again
+        ("block", "gpu_samples", b - 29, b - 2),  # the block's seconds, again
+    ]
     cur.close()
 
 
@@ -155,7 +191,8 @@ def test_combine_takes_each_keys_newest_memory():
     def span(ids, mem, ts):
         ids = pa.array(ids, pa.int64()).to_numpy()
         return window_mod._Slot(
-            len(ids),
+            0,
+            (len(ids),),
             4,
             window_mod.np.ones(4),
             window_mod.np.ones(4, dtype="int64"),

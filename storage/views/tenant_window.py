@@ -19,6 +19,8 @@ connection it reads; a bare connection or a remote reader reads the window whole
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -34,6 +36,10 @@ SLOT_US = 1_000_000
 # Slots kept beyond the window on either side: a cursor stepping back a second or two
 # (time travel, a refresh shown one second behind) reads nothing again.
 MARGIN_SLOTS = 2
+# Runs of this many seconds or more to read are read as one span by an aggregate (the
+# first refresh reads the window so, at the cost of the plain aggregate); the span's
+# seconds are taken away one by one as they leave the window.
+BLOCK_SLOTS = 4
 # Slot changes to a window's running sums before they are added up again from the slots.
 REBASE_STEPS = 600
 _EPOCH = datetime(1970, 1, 1)
@@ -47,6 +53,13 @@ _ROWS = {
 _COUNTS = """
 SELECT '{table}' AS t, (epoch_us(ts) - 1) // 1000000 AS slot, count(*) AS n
 FROM {rows} WHERE ts > $lo AND ts <= $hi GROUP BY ALL
+"""
+# Several seconds per key at once (their memory: the aggregate's arg_max, as tenants.py).
+_BLOCK = """
+SELECT {id} AS id, sum(util_pct) AS s, count(util_pct) AS n,
+       arg_max(mem_used_bytes, ts) FILTER (WHERE mem_used_bytes IS NOT NULL) AS mem,
+       max(ts) FILTER (WHERE mem_used_bytes IS NOT NULL) AS mem_ts
+FROM {rows} WHERE ts > $lo AND ts <= $hi GROUP BY {id}
 """
 _READ = """
 SELECT {id} AS id, ts, util_pct, mem_used_bytes AS mem
@@ -78,10 +91,12 @@ class Sums:
 
 @dataclass
 class _Slot:
-    """One span's rows folded per key: `rows` (how many were read), util_pct's sum and
-    count (dense), each key's newest non-NULL memory (keys `mem_ids`, unique)."""
+    """Consecutive seconds' rows per key: from second `first`, the rows each second
+    had (`counts`); util_pct's sum and count (dense); each key's newest non-NULL
+    memory (keys `mem_ids`, unique). A part second's `first` is -1."""
 
-    rows: int
+    first: int
+    counts: tuple[int, ...]
     size: int  # the largest key id + 1
     total: np.ndarray
     count: np.ndarray
@@ -102,13 +117,13 @@ class _Kept:
     total: np.ndarray = field(default_factory=lambda: np.zeros(0))
     count: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     steps: int = 0
-    # the newest slot's keys with memory: a slot with the same keys shares the array,
+    # the newest span's keys with memory: a span with the same keys shares the array,
     # so a window's memory skips it by identity (_combine)
     mem_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def sum_window(self, want: dict[int, _Slot]) -> None:
-        """`total` and `count` over the slots `want` (slot number -> slot)."""
+        """`total` and `count` over the spans `want` (a span's id -> the span)."""
         gone = [j for j, s in self.summed.items() if want.get(j) is not s]
         new = [j for j, s in want.items() if self.summed.get(j) is not s]
         self.steps += len(gone) + len(new)
@@ -181,7 +196,8 @@ def _fold(rows: _Rows, first: int = 0, k: int = 1) -> list[_Slot]:
     n_rows = np.bincount(slot, minlength=k)
     return [
         _Slot(
-            int(n_rows[j]),
+            first + j if k > 1 else first,
+            (int(n_rows[j]),),
             size,
             total[j * size : (j + 1) * size],
             count[j * size : (j + 1) * size],
@@ -228,7 +244,11 @@ def _runs(slots: list[int]) -> list[tuple[int, int]]:
 
 
 def window_sums(
-    src: LocalReader, tables: list[str], at: datetime, window_s: float
+    src: LocalReader,
+    tables: list[str],
+    at: datetime,
+    window_s: float,
+    dense: Callable[[Source], AbstractContextManager[Source]],
 ) -> dict[str, Sums]:
     """Per key of each of `tables` over (at - window_s, at]: the kept slots checked
     against the rows per slot now (one statement), the changed and new ones read, the
@@ -237,7 +257,7 @@ def window_sums(
     j0 = -(-lo_us // SLOT_US)  # the first slot wholly inside
     j1 = hi_us // SLOT_US  # slots j0..j1 - 1 are
     if j1 <= j0:  # under a second: no whole slot
-        return {t: _combine(_fold(_read(src, t, lo_us, hi_us)), Sums.empty(0)) for t in tables}
+        return {t: _combine(_fold(_read(src, t, lo_us, hi_us), -1), Sums.empty(0)) for t in tables}
     lock = src.__dict__.setdefault("_tenant_window_lock", threading.Lock())
     with lock:
         kept_all: dict[str, _Kept] = src.__dict__.setdefault("_tenant_window", {})
@@ -258,27 +278,96 @@ def window_sums(
         out = {}
         for table in tables:
             kept = kept_all.setdefault(table, _Kept())
-            stale = [
-                j
-                for j in range(j0, j1)
-                if (hit := kept.slots.get(j)) is None or hit.rows != now.get((table, j), 0)
-            ]
-            for first, last in _runs(stale)[::-1]:  # newest first: its keys are shared
-                got = _slots_of(src, table, first, last)
-                for j in sorted(got, reverse=True):
-                    kept.share_keys(got[j])
-                kept.slots.update(got)
-            for j in [j for j in kept.slots if j < j0 - MARGIN_SLOTS or j >= j1 + MARGIN_SLOTS]:
-                del kept.slots[j]
-            kept.sum_window({j: kept.slots[j] for j in range(j0, j1)})
+            _refresh(src, table, kept, j0, j1, now, dense)
             sums = Sums.empty(0)
             sums.total, sums.count = kept.total.copy(), kept.count.copy()
-            # newest first: an older slot then only fills the keys no newer one had
-            spans = [kept.slots[j] for j in range(j1 - 1, j0 - 1, -1)]
-            out[table] = _with_parts(
-                src, table, (lo_us, j0 * SLOT_US, j1 * SLOT_US, hi_us), spans, sums
-            )
+            # newest first: an older span then only fills the keys no newer one had
+            spans = sorted(kept.summed.values(), key=lambda x: -x.first)
+            bounds = (lo_us, j0 * SLOT_US, j1 * SLOT_US, hi_us)
+            out[table] = _with_parts(src, table, bounds, spans, sums)
     return out
+
+
+def _refresh(
+    src: LocalReader,
+    table: str,
+    kept: _Kept,
+    j0: int,
+    j1: int,
+    now: dict[tuple[str, int], int],
+    dense: Callable[[Source], AbstractContextManager[Source]],
+) -> None:
+    """`kept`'s spans made to cover seconds j0..j1 - 1 as they are now (`now`: rows
+    per (table, second)), and its running sums theirs."""
+    for span in {id(x): x for x in kept.slots.values()}.values():
+        last = span.first + len(span.counts) - 1
+        inside = range(max(span.first, j0), min(last, j1 - 1) + 1)
+        changed = any(span.counts[j - span.first] != now.get((table, j), 0) for j in inside)
+        if len(span.counts) > 1 and not changed and span.first < j0 <= last < j1:
+            changed = not _trim(src, table, kept, span, j0)  # its older seconds left
+        elif len(span.counts) > 1 and (span.first < j0 or last >= j1):
+            changed = True  # (its newest memory may be in the seconds that left)
+        if changed:
+            for j in range(span.first, last + 1):
+                if kept.slots.get(j) is span:
+                    del kept.slots[j]
+    stale = [j for j in range(j0, j1) if j not in kept.slots]
+    for first, last in _runs(stale)[::-1]:  # newest first: its keys are shared
+        if last - first + 1 >= BLOCK_SLOTS:
+            counts = tuple(now.get((table, j), 0) for j in range(first, last + 1))
+            with dense(src) as cur:
+                got = {first: _block(cur, table, first, counts)}
+        else:
+            got = _slots_of(src, table, first, last)
+        for j in sorted(got, reverse=True):
+            kept.share_keys(got[j])
+            kept.slots.update(dict.fromkeys(range(j, j + len(got[j].counts)), got[j]))
+    for j in [j for j in kept.slots if j < j0 - MARGIN_SLOTS or j >= j1 + MARGIN_SLOTS]:
+        del kept.slots[j]
+    kept.sum_window({id(x): x for x in (kept.slots[j] for j in range(j0, j1))})
+
+
+def _trim(src: Source, table: str, kept: _Kept, span: _Slot, j0: int) -> bool:
+    """`span` (several seconds) without its seconds before j0, read again and taken
+    away (they stay kept, as seconds of their own); False where they changed."""
+    k = j0 - span.first
+    old = _slots_of(src, table, span.first, j0 - 1)
+    if tuple(old[j].counts[0] for j in range(span.first, j0)) != span.counts[:k]:
+        return False
+    total, count = span.total.copy(), span.count.copy()
+    for x in old.values():
+        total[: x.size] -= x.total
+        count[: x.size] -= x.count
+    # the span's newest memory of a key is its newest: one in the seconds taken away
+    # means none in the rest
+    keep = span.mem_ts > j0 * SLOT_US
+    mem_ids = span.mem_ids if keep.all() else span.mem_ids[keep]
+    rest = _Slot(
+        j0, span.counts[k:], span.size, total, count, mem_ids, span.mem[keep], span.mem_ts[keep]
+    )
+    kept.slots.update(old)
+    kept.slots.update(dict.fromkeys(range(j0, j0 + len(rest.counts)), rest))
+    return True
+
+
+def _block(cur: Source, table: str, first: int, counts: tuple[int, ...]) -> _Slot:
+    """Seconds first.. (their rows per second `counts`, as counted) read as one span,
+    by DuckDB's aggregate per key (a first refresh, a cursor moved far)."""
+    _, rows, id_col = _ROWS[table]
+    t = run(
+        cur,
+        _BLOCK.format(id=id_col, rows=rows),
+        {"lo": _ts(first * SLOT_US), "hi": _ts((first + len(counts)) * SLOT_US)},
+    )
+    ids = t.column("id").to_numpy().astype(np.int64, copy=False)
+    size = int(ids.max(initial=-1)) + 1
+    total, count = np.zeros(size), np.zeros(size, dtype=np.int64)
+    total[ids] = pc.fill_null(t.column("s"), 0.0).to_numpy(zero_copy_only=False)
+    count[ids] = t.column("n").to_numpy()
+    has = pc.is_valid(t.column("mem")).to_numpy(zero_copy_only=False)
+    mem = pc.fill_null(t.column("mem"), 0).to_numpy(zero_copy_only=False)[has]
+    mem_ts = pc.cast(t.column("mem_ts"), pa.int64()).to_numpy(zero_copy_only=False)[has]
+    return _Slot(first, counts, size, total, count, ids[has], mem.astype(np.int64), mem_ts)
 
 
 def _with_parts(
@@ -289,9 +378,9 @@ def _with_parts(
     lo_us, j0_us, j1_us, hi_us = bounds
     parts: list[_Slot] = []
     if hi_us > j1_us:
-        spans[:0] = parts = _fold(_read(src, table, j1_us, hi_us))
+        spans[:0] = parts = _fold(_read(src, table, j1_us, hi_us), -1)
     if lo_us < j0_us:
-        spans += (left := _fold(_read(src, table, lo_us, j0_us)))
+        spans += (left := _fold(_read(src, table, lo_us, j0_us), -1))
         parts = parts + left
     for p in parts:  # the part seconds' sums: the whole ones' are `out`'s
         out.total, out.count = _grown(out.total, p.size), _grown(out.count, p.size)

@@ -591,7 +591,7 @@ def _key_sums(src: Source, tables: list[str], at: datetime, window_s: float) -> 
     """Per key of each table over the window: from the slots a reader in this process
     keeps (tenant_window.py), else read whole."""
     if isinstance(src, LocalReader):
-        return window_sums(src, tables, at, window_s)
+        return window_sums(src, tables, at, window_s, _dense)
     return {t: _dense_sums(*_window_sums(src, t, at, window_s)) for t in tables}
 
 
