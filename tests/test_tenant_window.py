@@ -212,3 +212,26 @@ def test_combine_takes_each_keys_newest_memory():
     assert out.has_mem.tolist() == [True, True, True, False]
     assert out.mem_ts.tolist() == [1, 9, 9, 0]
     assert out.total.tolist() == [3.0] * 4
+
+
+def test_spans_share_keys_only_when_the_same():
+    def span(ids, ts):
+        return window_mod._Slot(
+            0,
+            (len(ids),),
+            4,
+            window_mod.np.zeros(4),
+            window_mod.np.zeros(4, dtype="int64"),
+            window_mod.np.array(ids, dtype="int64"),
+            window_mod.np.array([7] * len(ids), dtype="int64"),
+            window_mod.np.array([ts] * len(ids), dtype="int64"),
+        )
+
+    kept = window_mod._Kept()
+    newer, older = span([1, 2], 9), span([1, 3], 5)  # as many keys, not the same
+    for s in (newer, older):
+        kept.share_keys(s)
+    assert older.mem_ids is not newer.mem_ids
+    out = window_mod._combine([newer, older], window_mod.Sums.empty(0))
+    assert out.has_mem.tolist() == [False, True, True, True]
+    assert out.mem_ts.tolist() == [0, 9, 9, 5]
