@@ -172,7 +172,7 @@ def _fold(rows: _Rows, first: int = 0, k: int = 1) -> list[_Slot]:
     ids, ts, u, u_ok, m, m_ok = rows
     size = int(ids.max(initial=-1)) + 1
     slot = (ts - 1) // SLOT_US - first if k > 1 else np.zeros(len(ids), dtype=np.int64)
-    key = slot * size + ids
+    key = slot * size + ids if k > 1 else ids
     total = np.zeros(k * size)
     count = np.zeros(k * size, dtype=np.int64)
     if len(key) < 2 or bool((key[1:] > key[:-1]).all()):
@@ -192,8 +192,8 @@ def _fold(rows: _Rows, first: int = 0, k: int = 1) -> list[_Slot]:
             pick = np.sort(pick[order[last]])
         # slot order, the order read within a slot
         pick = pick[np.argsort(slot[pick], kind="stable")]
-    bounds = np.searchsorted(slot[pick], np.arange(k + 1))
-    n_rows = np.bincount(slot, minlength=k)
+    bounds = np.searchsorted(slot[pick], np.arange(k + 1)) if k > 1 else np.array([0, len(pick)])
+    n_rows = np.bincount(slot, minlength=k) if k > 1 else np.array([len(ids)])
     return [
         _Slot(
             first + j if k > 1 else first,
@@ -201,9 +201,7 @@ def _fold(rows: _Rows, first: int = 0, k: int = 1) -> list[_Slot]:
             size,
             total[j * size : (j + 1) * size],
             count[j * size : (j + 1) * size],
-            ids[pick[bounds[j] : bounds[j + 1]]],
-            m[pick[bounds[j] : bounds[j + 1]]],
-            ts[pick[bounds[j] : bounds[j + 1]]],
+            *(a[pick[bounds[j] : bounds[j + 1]]] for a in (ids, m, ts)),
         )
         for j in range(k)
     ]
