@@ -33,6 +33,7 @@ from storage.views.latest import BUSY_PCT
 from storage.views.live import layout_cached, snapshot_state
 from storage.views.query import Source, run, table_columns
 from storage.views.tenant_held import TenantCodes, held, tenant_codes, tenant_rows
+from storage.views.tenant_window import Sums, window_sums
 from storage.views.when import resolve_at
 
 L = LIVE_CATALOG
@@ -573,29 +574,44 @@ def _newest(rows: pa.Table) -> pa.Table:
     return rows.take(newest[first[ids[newest]] == newest])
 
 
-def _per_alloc(
-    sums: pa.Table, mem_t: pa.Table, allocs: np.ndarray, ids: np.ndarray, n: int, multi: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per allocation (n of them) from the per-key sums (_window_sums), where
-    (allocs[j], ids[j]): allocation j holds key ids[j]: util_pct's sum and count, the
-    newest non-NULL memory in use and whether there is one (0 for the others)."""
+def _dense_sums(sums: pa.Table, mem_t: pa.Table) -> Sums:
+    """`_window_sums`' tables as arrays indexed by key id."""
     key = sums.column("id").to_numpy()
     mkey = mem_t.column("id").to_numpy()
-    size = int(max(key.max(initial=0), mkey.max(initial=0), ids.max(initial=0))) + 1
-    total = np.zeros(size)
-    count = np.zeros(size, dtype=np.int64)
-    total[key] = pc.fill_null(sums.column("s"), 0.0).to_numpy(zero_copy_only=False)
-    count[key] = sums.column("n").to_numpy()
+    out = Sums.empty(int(max(key.max(initial=-1), mkey.max(initial=-1))) + 1)
+    out.total[key] = pc.fill_null(sums.column("s"), 0.0).to_numpy(zero_copy_only=False)
+    out.count[key] = sums.column("n").to_numpy()
+    out.has_mem[mkey] = True
+    out.mem[mkey] = mem_t.column("mem").to_numpy()
+    out.mem_ts[mkey] = pc.cast(mem_t.column("mem_ts"), pa.int64()).to_numpy()
+    return out
+
+
+def _key_sums(src: Source, tables: list[str], at: datetime, window_s: float) -> dict[str, Sums]:
+    """Per key of each table over the window: from the slots a reader in this process
+    keeps (tenant_window.py), else read whole."""
+    if isinstance(src, LocalReader):
+        return window_sums(src, tables, at, window_s, _dense)
+    return {t: _dense_sums(*_window_sums(src, t, at, window_s)) for t in tables}
+
+
+def _per_alloc(
+    sums: Sums, allocs: np.ndarray, ids: np.ndarray, n: int, multi: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per allocation (n of them) from the per-key sums, where (allocs[j], ids[j]):
+    allocation j holds key ids[j]: util_pct's sum and count, the newest non-NULL
+    memory in use and whether there is one (0 for the others)."""
+    size = max(len(sums.total), int(ids.max(initial=-1)) + 1)
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        return a if len(a) >= size else np.concatenate([a, np.zeros(size - len(a), a.dtype)])
+
+    total, count, has, mem = pad(sums.total), pad(sums.count), pad(sums.has_mem), pad(sums.mem)
     s = np.bincount(allocs, weights=total[ids], minlength=n)
     c = np.bincount(allocs, weights=count[ids], minlength=n)
-    has = np.zeros(size, dtype=bool)
-    has[mkey] = True
-    mem = np.zeros(size, dtype=np.int64)
-    mem[mkey] = mem_t.column("mem").to_numpy()
     pick = np.flatnonzero(has[ids])  # pairs whose key has a memory value
     if multi and len(pick):  # an allocation with several keys: the newest memory wins
-        when = np.zeros(size, dtype=np.int64)
-        when[mkey] = pc.cast(mem_t.column("mem_ts"), pa.int64()).to_numpy()
+        when = pad(sums.mem_ts)
         order = pick[np.lexsort((when[ids[pick]], allocs[pick]))]
         last = np.ones(len(order), dtype=bool)
         last[:-1] = allocs[order][1:] != allocs[order][:-1]
@@ -693,9 +709,9 @@ def _use_history(
     n = placement.num_rows
     total, count = np.zeros(n), np.zeros(n)
     mem, mem_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    sums = _key_sums(src, list(p.pairs), at, window_s)
     for table, (allocs, ids) in p.pairs.items():
-        sums, mem_t = _window_sums(src, table, at, window_s)
-        s, c, m, got = _per_alloc(sums, mem_t, allocs, ids, n, p.multi)
+        s, c, m, got = _per_alloc(sums[table], allocs, ids, n, p.multi)
         total += s  # an allocation's pairs are all in one table
         count += c
         mem[got] = m[got]
