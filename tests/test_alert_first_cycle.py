@@ -371,9 +371,20 @@ def test_json_many_encodes_each_dict_as_json_dumps_sorted():
     assert engine_module._json_many(dicts) == [json.dumps(d, sort_keys=True) for d in dicts]
 
 
-def test_json_many_with_the_first_and_last_dicts_alike_groups_the_others_apart():
-    # one group when every dict has the first one's keys; here only the ends share them
+def test_json_many_encodes_long_runs_and_interleaved_keys_alike():
+    # short runs, the ends alike: grouped by keys
     dicts = [{"a": "1", "b": "2"}, {"a": "3", "c": "4"}, {"b": "5", "a": "6"}, {"a": "7", "b": "8"}]
+    assert engine_module._json_many(dicts) == [json.dumps(d, sort_keys=True) for d in dicts]
+    # long runs (each rule's alerts one after the other): encoded run by run, in order
+    run = 2 * engine_module._RUN_MIN
+    dicts = (
+        [{"a": f"a{i}", "b": "same"} for i in range(run)]
+        + [{"a": f"x{i}", "c": "\u00e9"} for i in range(run + 3)]
+        + [{"b": f"b{i}", "a": "same"} for i in range(run - 1)]
+        + [{"a": "one alone"}]
+        + [{"a": i, "b": "not all str"} for i in range(run)]
+    )
+    assert 5 * engine_module._RUN_MIN <= len(dicts)  # 5 runs, long enough on average
     assert engine_module._json_many(dicts) == [json.dumps(d, sort_keys=True) for d in dicts]
 
 

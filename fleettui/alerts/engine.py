@@ -704,8 +704,14 @@ def _json_many(dicts: list[dict]) -> list[str]:
     if not dicts:
         return []
     keys = list(map(tuple, dicts))
-    if keys.count(keys[0]) == len(keys):  # one rule's alerts, say: one group
-        return _json_columns(keys[0], dicts)
+    runs = [(k, len(list(same))) for k, same in itertools.groupby(keys)]
+    if len(runs) * _RUN_MIN <= len(dicts):  # a rule's alerts follow each other: run by run
+        out: list[str] = []
+        at = 0
+        for k, n in runs:
+            out += _json_columns(k, dicts[at : at + n])
+            at += n
+        return out
     out = [""] * len(dicts)
     groups: dict[tuple, list[int]] = {}
     for i, k in enumerate(keys):
@@ -741,6 +747,9 @@ def _json_columns(keys: tuple, dicts: list[dict]) -> list[str]:
 
 
 _STR_ONLY = {str}
+# Dicts with the same keys in runs at least this long on average are encoded run by run,
+# with no index per dict; shorter runs are grouped by their keys first.
+_RUN_MIN = 32
 
 
 def _number(v: object) -> float | None:
