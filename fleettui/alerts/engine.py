@@ -299,7 +299,9 @@ class AlertEngine:
         if not any(known):
             labels = _json_many(label_dicts)
             notes = _json_many(note_dicts)
-            memo.update(zip(ids, zip(label_dicts, labels, note_dicts, notes, strict=True)))
+            memo.update(
+                zip(ids, zip(label_dicts, labels, note_dicts, notes, strict=True), strict=True)
+            )
             return labels, notes
         labels = [""] * len(alerts)
         notes = [""] * len(alerts)
