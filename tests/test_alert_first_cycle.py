@@ -371,6 +371,71 @@ def test_json_many_encodes_each_dict_as_json_dumps_sorted():
     assert engine_module._json_many(dicts) == [json.dumps(d, sort_keys=True) for d in dicts]
 
 
+def test_json_many_encodes_long_runs_and_interleaved_keys_alike():
+    # short runs, the ends alike: grouped by keys
+    dicts = [{"a": "1", "b": "2"}, {"a": "3", "c": "4"}, {"b": "5", "a": "6"}, {"a": "7", "b": "8"}]
+    assert engine_module._json_many(dicts) == [json.dumps(d, sort_keys=True) for d in dicts]
+    # long runs (each rule's alerts one after the other): encoded run by run, in order
+    run = 2 * engine_module._RUN_MIN
+    dicts = (
+        [{"a": f"a{i}", "b": "same"} for i in range(run)]
+        + [{"a": f"x{i}", "c": "\u00e9"} for i in range(run + 3)]
+        + [{"b": f"b{i}", "a": "same"} for i in range(run - 1)]
+        + [{"a": "one alone"}]
+        + [{"a": i, "b": "not all str"} for i in range(run)]
+    )
+    assert 5 * engine_module._RUN_MIN <= len(dicts)  # 5 runs, long enough on average
+    assert engine_module._json_many(dicts) == [json.dumps(d, sort_keys=True) for d in dicts]
+
+
+class Alert:
+    """What `_json_of` reads of an instance."""
+
+    def __init__(self, labels: dict, annotations: dict):
+        self.labels, self.annotations = labels, annotations
+
+
+def test_json_of_encodes_new_alerts_and_reuses_only_text_whose_dict_is_unchanged():
+    engine = AlertEngine.__new__(AlertEngine)
+    engine._json = {}
+    ids = [f"R|k{i}|t" for i in range(6)]
+    alerts = [Alert({"host": f"h{i}", "alertname": "R"}, {"summary": f"v{i}"}) for i in range(6)]
+
+    def check(got):
+        labels, notes = got
+        assert labels == [json.dumps(a.labels, sort_keys=True) for a in alerts]
+        assert notes == [json.dumps(a.annotations, sort_keys=True) for a in alerts]
+        for i, a in zip(ids, alerts, strict=True):  # what the next write compares with
+            remembered = engine._json[i]
+            assert remembered[0] is a.labels and remembered[2] is a.annotations
+            assert remembered[1] == json.dumps(a.labels, sort_keys=True)
+            assert remembered[3] == json.dumps(a.annotations, sort_keys=True)
+
+    check(engine._json_of(ids, alerts))  # all new: encoded and remembered
+    # a memo whose texts are marked: a text reused shows the mark
+    engine._json = {i: (m[0], m[1] + "*", m[2], m[3] + "*") for i, m in engine._json.items()}
+    alerts[1].annotations = {"summary": "new value"}  # re-rendered: a new dict
+    alerts[2].labels = {"host": "moved", "alertname": "R"}  # relabelled: both encoded
+    alerts[3].labels = dict(alerts[3].labels)  # an equal dict, but another object
+    alerts[4].annotations = {"summary": "v4"}  # the same text, another object
+    labels, notes = engine._json_of(ids, alerts)
+    assert labels[0].endswith("*") and notes[0].endswith("*")  # unchanged: both reused
+    assert labels[1].endswith("*") and not notes[1].endswith("*")  # labels reused
+    assert labels[4].endswith("*") and not notes[4].endswith("*")
+    assert labels[5].endswith("*") and notes[5].endswith("*")
+    for i in (2, 3):
+        assert labels[i] == json.dumps(alerts[i].labels, sort_keys=True)
+    for i in (1, 2, 3, 4):
+        assert notes[i] == json.dumps(alerts[i].annotations, sort_keys=True)
+    # the alerts that changed are remembered with their new dicts and texts
+    for i in (1, 2, 3, 4):
+        remembered = engine._json[ids[i]]
+        assert remembered[0] is alerts[i].labels and remembered[2] is alerts[i].annotations
+        assert remembered[3] == json.dumps(alerts[i].annotations, sort_keys=True)
+    engine._json = {}  # a new engine: nothing remembered
+    check(engine._json_of(ids, alerts))
+
+
 @pytest.mark.parametrize(
     "values, arrow_type",
     [

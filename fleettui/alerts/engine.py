@@ -284,39 +284,45 @@ class AlertEngine:
             col = cols[name]
             if col[0] is not None and col.count(col[0]) == len(col):
                 cols[name] = pa.repeat(pa.scalar(col[0], type=_TIMES[name]), len(col))
-        labels: list[str] = [""] * len(alerts)
-        annotations: list[str] = [""] * len(alerts)
-        memo = self._json
-        stale: list[int] = []
-        for i, a in enumerate(alerts):
-            j = memo.get(a.alert_id)
-            if j is None or j[0] is not a.labels or j[2] is not a.annotations:
-                stale.append(i)
-            else:
-                labels[i], annotations[i] = j[1], j[3]
-        if stale:
-            # annotations follow the value; the labels of an alert rarely change
-            relabel = []
-            for i in stale:
-                a = alerts[i]
-                j = memo.get(a.alert_id)
-                if j is not None and j[0] is a.labels:
-                    labels[i] = j[1]
-                else:
-                    relabel.append(i)
-            for i, text in zip(
-                relabel, _json_many([alerts[i].labels for i in relabel]), strict=True
-            ):
-                labels[i] = text
-            for i, text in zip(
-                stale, _json_many([alerts[i].annotations for i in stale]), strict=True
-            ):
-                a = alerts[i]
-                annotations[i] = text
-                memo[a.alert_id] = (a.labels, labels[i], a.annotations, text)
-        cols["labels"], cols["annotations"] = labels, annotations
+        cols["labels"], cols["annotations"] = self._json_of(cols["alert_id"], alerts)  # type: ignore[arg-type]
         batch = make_batch("alerts", cols)
         return Batch(batch.table, batch.data, new_keys=True) if new_keys else batch
+
+    def _json_of(self, ids: list[str], alerts: list[Instance]) -> tuple[list[str], list[str]]:
+        """The labels and annotations JSON of `alerts` (ids `ids`): the text last written
+        where its dict is the same object, else encoded now (and remembered). The first
+        cycle after a start remembers none: it encodes all, with no test per alert."""
+        memo = self._json
+        label_dicts = list(map(_LABELS, alerts))
+        note_dicts = list(map(_ANNOTATIONS, alerts))
+        known = list(map(memo.get, ids))
+        if not any(known):
+            labels = _json_many(label_dicts)
+            notes = _json_many(note_dicts)
+            memo.update(
+                zip(ids, zip(label_dicts, labels, note_dicts, notes, strict=True), strict=True)
+            )
+            return labels, notes
+        labels = [""] * len(alerts)
+        notes = [""] * len(alerts)
+        stale: list[int] = []  # annotations to encode
+        relabel: list[int] = []  # and labels (an alert's labels rarely change)
+        for i, j in enumerate(known):
+            if j is None or j[0] is not label_dicts[i]:
+                stale.append(i)
+                relabel.append(i)
+            elif j[2] is not note_dicts[i]:
+                stale.append(i)
+                labels[i] = j[1]
+            else:
+                labels[i], notes[i] = j[1], j[3]
+        if stale:
+            for i, text in zip(relabel, _json_many([label_dicts[i] for i in relabel]), strict=True):
+                labels[i] = text
+            for i, text in zip(stale, _json_many([note_dicts[i] for i in stale]), strict=True):
+                notes[i] = text
+                memo[ids[i]] = (label_dicts[i], labels[i], note_dicts[i], text)
+        return labels, notes
 
     def _annotate_many(self, alerts: list[Instance]) -> None:
         """What `_annotated` does for each of `alerts`, a rule's alerts rendered together."""
@@ -670,6 +676,9 @@ _COLUMNS = [
     if c not in ("labels", "annotations")
 ]
 
+_LABELS = operator.attrgetter("labels")
+_ANNOTATIONS = operator.attrgetter("annotations")
+
 # The `alerts` table's time columns and their Arrow types.
 _TIMES = {c: t for c, t in TABLE_COLUMNS["alerts"].items() if pa.types.is_timestamp(t)}
 
@@ -694,12 +703,23 @@ _VARIABLES = {
 def _json_many(dicts: list[dict]) -> list[str]:
     """`_json(d)` for each of `dicts`, the same text: the dicts with the same keys are
     encoded together, a key's values for all of them in one pass (`_json_columns`)."""
+    if not dicts:
+        return []
+    keys = list(map(tuple, dicts))
+    runs = [(k, len(list(same))) for k, same in itertools.groupby(keys)]
+    if len(runs) * _RUN_MIN <= len(dicts):  # a rule's alerts follow each other: run by run
+        out: list[str] = []
+        at = 0
+        for k, n in runs:
+            out += _json_columns(k, dicts[at : at + n])
+            at += n
+        return out
     out = [""] * len(dicts)
     groups: dict[tuple, list[int]] = {}
-    for i, d in enumerate(dicts):
-        groups.setdefault(tuple(d), []).append(i)
-    for keys, at in groups.items():
-        for i, text in zip(at, _json_columns(keys, [dicts[i] for i in at]), strict=True):
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    for k, at in groups.items():
+        for i, text in zip(at, _json_columns(k, [dicts[i] for i in at]), strict=True):
             out[i] = text
     return out
 
@@ -716,8 +736,8 @@ def _json_columns(keys: tuple, dicts: list[dict]) -> list[str]:
     text = "{"
     for at, k in enumerate(sorted(keys)):
         text += (", " if at else "") + _encode_str(k) + ": "
-        col = [d[k] for d in dicts]
-        if not all(type(v) is str for v in col):
+        col = list(map(operator.itemgetter(k), dicts))
+        if set(map(type, col)) != _STR_ONLY:
             return list(map(_json, dicts))
         if col.count(col[0]) == n:
             text += _encode_str(col[0])
@@ -726,6 +746,12 @@ def _json_columns(keys: tuple, dicts: list[dict]) -> list[str]:
             text = ""
     pieces.append(itertools.repeat(text + "}", n))
     return list(map("".join, zip(*pieces, strict=True)))
+
+
+_STR_ONLY = {str}
+# Dicts with the same keys in runs at least this long on average are encoded run by run,
+# with no index per dict; shorter runs are grouped by their keys first.
+_RUN_MIN = 32
 
 
 def _number(v: object) -> float | None:
