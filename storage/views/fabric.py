@@ -139,7 +139,7 @@ def _util_np(
         else:
             g = np.where(a_ok & b_ok, np.where((b > a) | np.isnan(b), b, a), np.where(a_ok, a, b))
             ok = (a_ok | b_ok) & line_ok & (line != 0)
-        return 100.0 * g / np.where(ok, line, 1.0), ok
+        return 100.0 * g / (line if ok.all() else np.where(ok, line, 1.0)), ok
 
 
 # The window's error sum and down samples: only rows with errors or down are kept.
@@ -457,16 +457,22 @@ def _worst_rows(s: _LinkState, pick: np.ndarray | None, k: int) -> np.ndarray:
         return rows[:0]
     if rows.size <= 4 * k:
         return rows
-    quiet = (s.up_ok & s.up & s.errors_ok & (s.errors_per_s == 0))[rows]
+    quiet = s.up_ok & s.up & s.errors_ok & (s.errors_per_s == 0)
+    if pick is not None:
+        quiet = quiet[rows]
     if int(quiet.sum()) <= k:
         return rows
     # one number per link in the order of (util_nan desc, util_pct desc, NULLs last)
-    key = np.where(s.util_ok, s.util, -np.inf)[rows]
-    key = np.where(np.isnan(key), np.inf, key)
+    key = np.where(s.util_ok, s.util, -np.inf)
+    if pick is not None:
+        key = key[rows]
+    key[np.isnan(key)] = np.inf
     quiet_key = key[quiet]
     at = quiet_key.size - k
     kth = np.partition(quiet_key, at)[at]
-    return rows[~quiet | (key >= kth)]
+    keep = ~quiet
+    keep |= key >= kth
+    return rows[keep]
 
 
 def _worst(links: pa.Table, limit: int) -> pa.Table:
@@ -552,7 +558,7 @@ def _racks_live(s: _LinkState, limit: int) -> pa.Table:
     n_err = count(err_ok, codes.links)
     err_sum = (
         total(s.errors_per_s, err_ok, code, m)
-        if (s.errors_per_s[err_ok] != 0).any()
+        if s.errors_per_s.any()
         else np.zeros(m)  # no errors anywhere: every sum 0.0
     )
     down = only(s.up_ok & ~s.up)
