@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from storage.live import LIVE_CATALOG
 from storage.live_window import LINK_NEWEST, MARKS_KEEP_S
+from storage.views.arrow_np import bools, f64
 from storage.views.latest import ASSIGNED
 from storage.views.live import layout_cached, snapshot_state
 from storage.views.query import Source, run
@@ -114,22 +115,31 @@ FROM {L}.link_latest
 
 
 def util_pct(tx: pa.ChunkedArray, rx: pa.ChunkedArray, line_rate: pa.ChunkedArray) -> pa.Array:
-    """_UTIL_PCT, bit for bit as DuckDB computes it: `greatest` skips a NULL, takes
-    NaN above every number and the first of equal values (0.0 and -0.0), then
-    `100.0 * g / nullif(line_rate, 0)` (NULL where either side is)."""
-
-    def col(a: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-        return (
-            pc.fill_null(a, 1.0).to_numpy(zero_copy_only=False),
-            pc.is_valid(a).to_numpy(zero_copy_only=False),
-        )
-
-    (a, a_ok), (b, b_ok), (line, line_ok) = col(tx), col(rx), col(line_rate)
-    g = np.where(a_ok & b_ok, np.where((b > a) | np.isnan(b), b, a), np.where(a_ok, a, b))
-    ok = (a_ok | b_ok) & line_ok & (line != 0)
-    with np.errstate(all="ignore"):
-        out = 100.0 * g / np.where(ok, line, 1.0)
+    """_UTIL_PCT, bit for bit as DuckDB computes it (`_util_np`), as an Arrow array."""
+    out, ok = _util_np(*f64(tx), *f64(rx), *f64(line_rate))
     return pa.array(out, mask=~ok)
+
+
+def _util_np(
+    a: np.ndarray,
+    a_ok: np.ndarray,
+    b: np.ndarray,
+    b_ok: np.ndarray,
+    line: np.ndarray,
+    line_ok: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """_UTIL_PCT over tx (a), rx (b) and the line rate with their validity: `greatest`
+    skips a NULL, takes NaN above every number and the first of equal values (0.0 and
+    -0.0), then `100.0 * g / nullif(line_rate, 0)` (NULL where either side is). The
+    values and where they are valid (elsewhere anything)."""
+    with np.errstate(all="ignore"):
+        if a_ok.all() and b_ok.all():  # every rate known (nearly always): 4 passes fewer
+            g = np.where((b > a) | np.isnan(b), b, a)
+            ok = line_ok & (line != 0)
+        else:
+            g = np.where(a_ok & b_ok, np.where((b > a) | np.isnan(b), b, a), np.where(a_ok, a, b))
+            ok = (a_ok | b_ok) & line_ok & (line != 0)
+        return 100.0 * g / (line if ok.all() else np.where(ok, line, 1.0)), ok
 
 
 # The window's error sum and down samples: only rows with errors or down are kept.
@@ -164,6 +174,9 @@ class RackCodes:
     domain_row: np.ndarray  # int64 per rack
     by_rack: np.ndarray  # the links' rows ordered by rack code
     starts: np.ndarray  # where each rack with links starts in by_rack
+    split: np.ndarray  # per link 2 * code + nvlink: a rack's NVLinks and other links apart
+    links: np.ndarray  # int64 per rack: its links
+    nvlinks: np.ndarray  # int64 per rack: its NVLinks
 
 
 def rack_codes(links: pa.Table) -> RackCodes:
@@ -174,8 +187,17 @@ def rack_codes(links: pa.Table) -> RackCodes:
     nvlink = pc.equal(links.column("kind"), "nvlink").to_numpy(zero_copy_only=False)
     by_rack = np.argsort(code, kind="stable")
     starts = np.flatnonzero(np.diff(code[by_rack], prepend=-1))
+    split = 2 * code + nvlink
     return RackCodes(
-        code, enc.dictionary, nvlink, _domain_rows(links, code, nvlink, m), by_rack, starts
+        code,
+        enc.dictionary,
+        nvlink,
+        _domain_rows(links, code, nvlink, m),
+        by_rack,
+        starts,
+        split,
+        np.bincount(code, minlength=m).astype(np.int64),
+        np.bincount(code, weights=nvlink, minlength=m).astype(np.int64),
     )
 
 
@@ -221,7 +243,36 @@ def _links_live(
     src: Source, at: datetime, window_s: float
 ) -> tuple[pa.Table, RackCodes | None] | None:
     """links_live's table, with the rack codes of its rows when every link of the
-    layout is in it (None otherwise: computed from the rows)."""
+    layout is in it (None otherwise)."""
+    state = _link_state(src, at, window_s)
+    if state is None:
+        return None
+    return _link_rows(state, None), state.codes if state.present is None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _LinkState:
+    """The links at the cursor from the writer's state, per row of the link layout:
+    numbers only (numpy, each with where it is valid); the strings stay in the layout
+    until a row is shown (`_link_rows`)."""
+
+    layout: pa.Table  # LINK_LAYOUT_LIVE_SQL's
+    codes: RackCodes  # the layout's
+    vals: pa.Table  # LINK_VALUES_LIVE_SQL's
+    present: np.ndarray | None  # the link has a row in the window (None: every link)
+    util: np.ndarray
+    util_ok: np.ndarray
+    errors_per_s: np.ndarray
+    errors_ok: np.ndarray
+    down_samples: np.ndarray  # int64
+    up: np.ndarray
+    up_ok: np.ndarray
+    gpu_in: np.ndarray  # the link's GPU was reported in the window
+    bytes_per_s: np.ndarray  # tx + rx
+    bytes_ok: np.ndarray
+
+
+def _link_state(src: Source, at: datetime, window_s: float) -> _LinkState | None:
     if window_s > MARKS_KEEP_S:
         return None
     version = snapshot_state(src, at, window_s, "link_samples")
@@ -239,41 +290,68 @@ def _links_live(
     down = np.zeros(n, dtype=np.int64)
     err[row] = pc.fill_null(marks.column("errors"), 0).to_numpy(zero_copy_only=False)
     down[row] = marks.column("down_samples").to_numpy(zero_copy_only=False)
-    errors_per_s = pc.if_else(
-        vals.column("errors_in"), pa.array(err / window_s), pa.scalar(None, pa.float64())
+    present = bools(vals.column("present"))[0]  # coalesced: never NULL
+    tx, tx_ok = f64(vals.column("tx_bytes_per_s"))
+    rx, rx_ok = f64(vals.column("rx_bytes_per_s"))
+    util, util_ok = _util_np(tx, tx_ok, rx, rx_ok, *f64(vals.column("line_rate_bytes_per_s")))
+    up, up_ok = bools(vals.column("link_up"))
+    with np.errstate(all="ignore"):  # anything under a NULL
+        both = tx + rx
+    return _LinkState(
+        layout,
+        _layout_codes(layout),
+        vals,
+        None if present.all() else present,
+        util,
+        util_ok,
+        err / window_s,
+        bools(vals.column("errors_in"))[0],
+        down,
+        up,
+        up_ok,
+        bools(vals.column("gpu_uuid_in"))[0],
+        both,
+        tx_ok & rx_ok,
     )
-    gpu = layout.column("gpu_uuid")
-    gpu_uuid = pc.if_else(vals.column("gpu_uuid_in"), gpu, pa.scalar(None, gpu.type))
+
+
+def _link_rows(s: _LinkState, rows: np.ndarray | None) -> pa.Table:
+    """ALL_LINKS_SQL's columns for the layout's `rows` (None: every link present), in
+    that order: the strings taken only for these."""
+    if rows is None:
+        rows = np.arange(s.layout.num_rows) if s.present is None else np.flatnonzero(s.present)
+    whole = len(rows) == s.layout.num_rows
+    take = pa.array(rows, pa.int64())
+
+    def pick(a: pa.ChunkedArray) -> pa.ChunkedArray:
+        return a if whole else a.take(take)
+
+    gpu = pick(s.layout.column("gpu_uuid"))
+    gpu_uuid = pc.if_else(pa.array(s.gpu_in[rows]), gpu, pa.scalar(None, gpu.type))
     # the history path's _TENANTS
     tenants = pc.if_else(
-        pc.is_valid(gpu_uuid), layout.column("gpu_tenants"), layout.column("host_tenants")
+        pc.is_valid(gpu_uuid),
+        pick(s.layout.column("gpu_tenants")),
+        pick(s.layout.column("host_tenants")),
     )
-    links = pa.table(
+    return pa.table(
         {
-            "rack": layout.column("rack"),
-            "host": layout.column("host"),
-            "nvlink_domain": layout.column("nvlink_domain"),
-            "kind": layout.column("kind"),
-            "port": layout.column("port"),
+            "rack": pick(s.layout.column("rack")),
+            "host": pick(s.layout.column("host")),
+            "nvlink_domain": pick(s.layout.column("nvlink_domain")),
+            "kind": pick(s.layout.column("kind")),
+            "port": pick(s.layout.column("port")),
             "gpu_uuid": gpu_uuid,
-            "tx_bytes_per_s": vals.column("tx_bytes_per_s"),
-            "rx_bytes_per_s": vals.column("rx_bytes_per_s"),
-            "line_rate_bytes_per_s": vals.column("line_rate_bytes_per_s"),
-            "util_pct": util_pct(
-                vals.column("tx_bytes_per_s"),
-                vals.column("rx_bytes_per_s"),
-                vals.column("line_rate_bytes_per_s"),
-            ),
-            "errors_per_s": errors_per_s,
-            "link_up": vals.column("link_up"),
-            "down_samples": pa.array(down),
+            "tx_bytes_per_s": pick(s.vals.column("tx_bytes_per_s")),
+            "rx_bytes_per_s": pick(s.vals.column("rx_bytes_per_s")),
+            "line_rate_bytes_per_s": pick(s.vals.column("line_rate_bytes_per_s")),
+            "util_pct": pa.array(s.util[rows], mask=~s.util_ok[rows]),
+            "errors_per_s": pa.array(s.errors_per_s[rows], mask=~s.errors_ok[rows]),
+            "link_up": pick(s.vals.column("link_up")),
+            "down_samples": pa.array(s.down_samples[rows]),
             "tenants": tenants,
         }
     )
-    present = vals.column("present")
-    if pc.all(present).as_py():
-        return links, _layout_codes(layout)
-    return links.filter(present), None
 
 
 _local = threading.local()
@@ -313,9 +391,9 @@ def fabric(
     sums run in a local DuckDB over the Arrow result (one row per link).
     """
     at = resolve_at(at)
-    got = _links_live(src, at, window_s) if live else None
-    if got is not None:
-        return _fabric_local(got[0], kind, limit, rack_limit, got[1])
+    state = _link_state(src, at, window_s) if live else None
+    if state is not None:
+        return _fabric_live(state, kind, limit, rack_limit)
     links = run(src, ALL_LINKS_SQL, {"at": at, "window_s": window_s})
     con = _local_con()
     con.register("links", links)
@@ -350,17 +428,51 @@ _RACKS_ORDER = [
 ]
 
 
-def _fabric_local(
-    links: pa.Table, kind: str, limit: int, rack_limit: int, codes: RackCodes | None = None
-) -> Fabric:
-    """WORST_LINKS_SQL and RACKS_SQL over the live path's links, in Arrow and numpy
-    (DuckDB over 180,000 links with their strings cost 40 ms each at 100k GPUs)."""
-    pick = links if not kind else links.filter(pc.equal(links.column("kind"), kind))
-    worst = _worst(pick, limit)
-    up = links.column("link_up")
-    down = pc.sum(pc.equal(up, False)).as_py() or 0
-    racks = _racks_local(links, rack_limit, codes or rack_codes(links))
-    return Fabric(racks, worst, links.num_rows, int(down))
+def _fabric_live(s: _LinkState, kind: str, limit: int, rack_limit: int) -> Fabric:
+    """WORST_LINKS_SQL and RACKS_SQL over the live path's links, in numpy and Arrow
+    (DuckDB over 180,000 links with their strings cost 40 ms each at 100k GPUs): the
+    worst links' candidates picked in numpy, only those rows built as a table."""
+    present = s.present
+    pick = present
+    if kind:
+        is_kind = _kind_rows(s.layout, kind)
+        pick = is_kind if pick is None else pick & is_kind
+    worst = _worst(_link_rows(s, _worst_rows(s, pick, limit)), limit)
+    down = s.up_ok & ~s.up
+    if present is not None:
+        down &= present
+    total = s.layout.num_rows if present is None else int(present.sum())
+    return Fabric(_racks_live(s, rack_limit), worst, total, int(down.sum()))
+
+
+def _kind_rows(layout: pa.Table, kind: str) -> np.ndarray:
+    return pc.fill_null(pc.equal(layout.column("kind"), kind), False).to_numpy(zero_copy_only=False)
+
+
+def _worst_rows(s: _LinkState, pick: np.ndarray | None, k: int) -> np.ndarray:
+    """The layout rows `_worst_candidates` keeps of the rows in `pick` (None: all),
+    in the layout's order, from the numbers alone."""
+    rows = np.arange(s.layout.num_rows) if pick is None else np.flatnonzero(pick)
+    if k <= 0:
+        return rows[:0]
+    if rows.size <= 4 * k:
+        return rows
+    quiet = s.up_ok & s.up & s.errors_ok & (s.errors_per_s == 0)
+    if pick is not None:
+        quiet = quiet[rows]
+    if int(quiet.sum()) <= k:
+        return rows
+    # one number per link in the order of (util_nan desc, util_pct desc, NULLs last)
+    key = np.where(s.util_ok, s.util, -np.inf)
+    if pick is not None:
+        key = key[rows]
+    key[np.isnan(key)] = np.inf
+    quiet_key = key[quiet]
+    at = quiet_key.size - k
+    kth = np.partition(quiet_key, at)[at]
+    keep = ~quiet
+    keep |= key >= kth
+    return rows[keep]
 
 
 def _worst(links: pa.Table, limit: int) -> pa.Table:
@@ -402,61 +514,79 @@ def _worst_candidates(links: pa.Table, k: int) -> pa.Table:
     return links.filter(pa.array(~quiet | (key >= kth)))
 
 
-def _racks_local(links: pa.Table, limit: int, codes: RackCodes) -> pa.Table:
-    """RACKS_SQL: per rack, from numpy sums over the links' rack codes. A value the
-    aggregate skips (NULL, or not an NVLink for the NVLink mean) weighs 0 in the sums
-    and counts 0: adding 0.0 leaves a sum as it was."""
-    code, m, nvlink = codes.code, len(codes.racks), codes.nvlink
+def _racks_live(s: _LinkState, limit: int) -> pa.Table:
+    """RACKS_SQL: per rack, from numpy sums over the layout's rack codes. A value the
+    aggregate skips (NULL, a link not in the window, or not an NVLink for the NVLink
+    mean) weighs 0 in the sums and counts 0: adding 0.0 leaves a sum as it was. Counts
+    that are the layout's (every value known: the usual case) are not counted again,
+    and the NVLink and other means are summed in one pass (`RackCodes.split`)."""
+    codes, present = s.codes, s.present
+    code, m = codes.code, len(codes.racks)
 
-    def f64(c: str) -> tuple[np.ndarray, np.ndarray]:
-        a = links.column(c)
-        return (
-            pc.fill_null(a, 0).to_numpy(zero_copy_only=False).astype(np.float64),
-            pc.is_valid(a).to_numpy(zero_copy_only=False),
-        )
+    def only(ok: np.ndarray) -> np.ndarray:
+        return ok if present is None else ok & present
 
-    def count(ok: np.ndarray) -> np.ndarray:
-        return np.bincount(code, weights=ok, minlength=m)  # (int64 when there are no links)
+    def count(ok: np.ndarray, per_rack: np.ndarray) -> np.ndarray:
+        """How many links of each rack are `ok`; `per_rack` where all are."""
+        if present is None and ok.all():
+            return per_rack
+        return np.bincount(code, weights=ok, minlength=m).astype(np.int64)
 
-    def summed(v: np.ndarray, ok: np.ndarray, n: np.ndarray, mean: bool = False) -> pa.Array:
-        total = np.bincount(code, weights=np.where(ok, v, 0.0), minlength=m)
-        out = total / np.maximum(n, 1) if mean else total
+    def total(v: np.ndarray, ok: np.ndarray, bins: np.ndarray, n: int) -> np.ndarray:
+        return np.bincount(bins, weights=np.where(ok, v, 0.0), minlength=n)
+
+    def masked(out: np.ndarray, n: np.ndarray) -> pa.Array:
         return pa.array(out.astype(np.float64), mask=n == 0)
 
-    util, util_ok = f64("util_pct")
-    err, err_ok = f64("errors_per_s")
-    tx, tx_ok = f64("tx_bytes_per_s")
-    rx, rx_ok = f64("rx_bytes_per_s")
-    n_util = count(util_ok)
+    n_links = codes.links if present is None else count(present, codes.links)
+    util_ok = only(s.util_ok)
+    # NVLink and other links' utilisation per rack: bins 2 * code + nvlink
+    util_sum = total(s.util, util_ok, codes.split, 2 * m).reshape(m, 2)
+    if present is None and util_ok.all():
+        n_nv, n_net = codes.nvlinks, codes.links - codes.nvlinks
+    else:
+        n_split = np.bincount(codes.split, weights=util_ok, minlength=2 * m).astype(np.int64)
+        n_nv, n_net = n_split[1::2], n_split[0::2]
     # max per rack: over the links sorted by rack, one reduceat
     by_rack, starts = codes.by_rack, codes.starts
     top = np.full(m, -np.inf)
     if len(by_rack):
         top[code[by_rack[starts]]] = np.maximum.reduceat(
-            np.where(util_ok, util, -np.inf)[by_rack], starts
+            np.where(util_ok, s.util, -np.inf)[by_rack], starts
         )
-    dom = links.column("nvlink_domain")
+    err_ok = only(s.errors_ok)
+    n_err = count(err_ok, codes.links)
+    err_sum = (
+        total(s.errors_per_s, err_ok, code, m)
+        if s.errors_per_s.any()
+        else np.zeros(m)  # no errors anywhere: every sum 0.0
+    )
+    down = only(s.up_ok & ~s.up)
+    bytes_ok = only(s.bytes_ok)
+    dom = s.layout.column("nvlink_domain")
     dom_row = codes.domain_row
+    if present is not None:  # the first NVLink with a domain among those present
+        dom_row = _domain_rows(s.layout, code, codes.nvlink & present, m)
     domain = dom.take(pa.array(np.maximum(dom_row, 0)))
     domain = pc.if_else(pa.array(dom_row >= 0), domain, pa.scalar(None, dom.type))
-    down = pc.fill_null(pc.equal(links.column("link_up"), False), False)
-    n_links = np.bincount(code, minlength=m)
-    nv_util = util_ok & nvlink
-    net_util = util_ok & ~nvlink
-    bytes_ok = tx_ok & rx_ok
-    r = pa.table(
-        {
-            "rack": codes.racks,
-            "nvlink_domain": domain,
-            "links": pa.array(n_links),
-            "links_down": pa.array(count(down.to_numpy(zero_copy_only=False)).astype(np.int64)),
-            "errors_per_s": summed(err, err_ok, count(err_ok)),
-            "nvlink_util_pct": summed(util, nv_util, count(nv_util), mean=True),
-            "net_util_pct": summed(util, net_util, count(net_util), mean=True),
-            "max_util_pct": pa.array(top, mask=n_util == 0),
-            "bytes_per_s": summed(tx + rx, bytes_ok, count(bytes_ok)),
-        }
-    ).filter(pa.array(n_links > 0))
+    with np.errstate(all="ignore"):
+        r = pa.table(
+            {
+                "rack": codes.racks,
+                "nvlink_domain": domain,
+                "links": pa.array(n_links),
+                "links_down": pa.array(
+                    count(down, codes.links) if down.any() else np.zeros(m, np.int64)
+                ),
+                "errors_per_s": masked(err_sum, n_err),
+                "nvlink_util_pct": masked(util_sum[:, 1] / np.maximum(n_nv, 1), n_nv),
+                "net_util_pct": masked(util_sum[:, 0] / np.maximum(n_net, 1), n_net),
+                "max_util_pct": pa.array(top, mask=n_nv + n_net == 0),
+                "bytes_per_s": masked(
+                    total(s.bytes_per_s, bytes_ok, code, m), count(bytes_ok, codes.links)
+                ),
+            }
+        ).filter(pa.array(n_links > 0))
     keys = r.append_column("errors_nan", pc.is_nan(r.column("errors_per_s"))).append_column(
         "max_nan", pc.is_nan(r.column("max_util_pct"))
     )

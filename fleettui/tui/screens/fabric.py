@@ -12,6 +12,7 @@ from textual.widgets import Footer, Static
 from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_num, fmt_rate, pct_text
+from fleettui.tui.widgets.section import set_line
 from fleettui.tui.widgets.table import Col, ViewTable
 from storage.views import Fabric, fabric
 from storage.views.rack import UNPLACED
@@ -94,7 +95,7 @@ class FabricScreen(DataScreen):
         )
         if data.links_down:
             title.append(f"   {data.links_down} down", style="bold red")
-        self.query_one("#fabric-title", Static).update(title)
+        set_line(self.query_one("#fabric-title", Static), title)
 
     def action_cycle_kind(self) -> None:
         self.kind = KINDS[(KINDS.index(self.kind) + 1) % len(KINDS)]

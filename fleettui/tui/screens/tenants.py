@@ -14,6 +14,7 @@ from fleettui.safe_text import pictured
 from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.scale import fmt_bytes, fmt_num, pct_text
+from fleettui.tui.widgets.section import set_line
 from fleettui.tui.widgets.table import Col, ViewTable
 from storage.views import tenant_history, tenant_summary
 
@@ -145,7 +146,7 @@ class TenantsScreen(DataScreen):
             title.append(
                 f" over {CHART_WINDOWS[self.chart][1]}   {summary}   h: window", style="dim"
             )
-        self.query_one("#tenant-chart-title", Static).update(title)
+        set_line(self.query_one("#tenant-chart-title", Static), title)
 
     def _title(self) -> None:
         t = self.query_one(ViewTable)
@@ -156,7 +157,7 @@ class TenantsScreen(DataScreen):
             f"   sorted by {sort}   (fractional shares count as fractions)",
             style="dim",
         )
-        self.query_one("#tenants-title", Static).update(title)
+        set_line(self.query_one("#tenants-title", Static), title)
 
     def action_sort(self) -> None:
         t = self.query_one(ViewTable)
