@@ -111,38 +111,30 @@ def version_25_store(path, fmt: str | None) -> tuple[dict[str, list], list[str]]
     return before, tables
 
 
-def test_a_version_25_store_keeps_its_rows_and_compresses_them(tmp_path):
-    path = tmp_path / "v25.duckdb"
-    before, tables = version_25_store(path, STORAGE_VERSION)
+def migrated_compressions(path, storage_version) -> dict[tuple[str, str], set[str]]:
+    """A version 25 store (in `storage_version`'s format) opened, hence migrated: its
+    rows as they were, and its string columns' compressions after a checkpoint."""
+    before, tables = version_25_store(path, storage_version)
     store = Store.open(path)
     try:
         store.checkpoint()
         cur = store.cursor()
         for t in tables:
             assert cur.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() == before[t], t
-        comps = compressions(cur)
-        for key in ZSTD_COLUMNS:
-            assert comps[key] == {"ZSTD"}, key
+        return compressions(cur)
     finally:
         store.close()
+
+
+def test_a_version_25_store_keeps_its_rows_and_compresses_them(tmp_path):
+    comps = migrated_compressions(tmp_path / "v25.duckdb", STORAGE_VERSION)
+    for key in ZSTD_COLUMNS:
+        assert comps[key] == {"ZSTD"}, key
 
 
 def test_a_file_in_duckdbs_default_format_keeps_duckdbs_choice(tmp_path):
     """That format has no ZSTD strings: DuckDB would store a column forced to it
     uncompressed, larger than its own dictionary of FSST strings."""
-    path = tmp_path / "old.duckdb"
-    before, tables = version_25_store(path, None)
-    store = Store.open(path)
-    try:
-        store.checkpoint()
-        cur = store.cursor()
-        for t in tables:
-            assert cur.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() == before[t], t
-        comps = compressions(cur)
-        for key in ZSTD_COLUMNS:
-            assert comps[key] and comps[key] <= {"FSST", "Dictionary", "Constant"}, (
-                key,
-                comps[key],
-            )
-    finally:
-        store.close()
+    comps = migrated_compressions(tmp_path / "old.duckdb", None)
+    for key in ZSTD_COLUMNS:
+        assert comps[key] and comps[key] <= {"FSST", "Dictionary", "Constant"}, (key, comps[key])
