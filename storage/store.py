@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage.batch import Batch, BatchError, concat_batches
 from storage.columns import TABLE_COLUMNS, UPSERT_KEYS
@@ -92,8 +93,16 @@ _UPSERT_TABLES = frozenset(UPSERT_KEYS)
 # Tables merged on a one-column key that is also their PRIMARY KEY (the migrations; a
 # test checks): a batch of new keys may be inserted there, the key refusing one that is
 # not. The other merged tables have no key index since 0025 (each took a block of its
-# own in every file): every write to them is a MERGE.
-_PRIMARY_KEYED = frozenset({"alerts", "silences"})
+# own in every file): every write to them is a MERGE. `alerts` lost its key in 0027;
+# its new ids are checked by `_insert_new_alerts` instead.
+_PRIMARY_KEYED = frozenset({"silences"})
+
+# A new alert id held already lies in a row started in the second the id names (the
+# engine's `alert_id`); rows started before the batch's earliest second cannot hold one.
+_ALERT_IDS_HELD = (
+    "SELECT count(*) FROM alerts"
+    " WHERE started_at >= ? AND alert_id IN (SELECT alert_id FROM _batch)"
+)
 
 # DuckDB compresses appended rows when it checkpoints. Its default (a checkpoint
 # after 16 MB of WAL, seconds at a few thousand GPUs) leaves row groups in many
@@ -357,9 +366,9 @@ class Store:
         """Every batch in one transaction. `insert_new`: a batch whose keys are all new
         (`Batch.new_keys`) to a table keyed by one column is inserted, not merged: a MERGE
         joins the batch to the whole table (every alert ever raised), and the first alert
-        cycle after a start writes all its open alerts as new rows. The table's primary
-        key refuses a key that is there after all (ConstraintException; the transaction
-        rolls back)."""
+        cycle after a start writes all its open alerts as new rows. A key that is there
+        after all is merged (`alerts`: `_insert_new_alerts`) or refused by the table's
+        primary key (ConstraintException; the transaction rolls back)."""
         rows = 0
         with self.writer() as cur:
             for b in merged:
@@ -367,6 +376,8 @@ class Store:
                 try:
                     if (keyed := KEYED.get(b.table)) is not None:
                         self._write_keyed(cur, keyed, b)
+                    elif insert_new and b.new_keys and b.table == "alerts":
+                        self._insert_new_alerts(cur, b)
                     elif insert_new and b.new_keys and b.table in _PRIMARY_KEYED:
                         cur.execute(f"INSERT INTO {b.table} BY NAME SELECT * FROM _batch")
                     else:
@@ -375,6 +386,23 @@ class Store:
                     cur.unregister("_batch")
                 rows += b.rows
         return rows
+
+    def _insert_new_alerts(self, cur: duckdb.DuckDBPyConnection, b: Batch) -> None:
+        """A batch of new alert ids (registered as `_batch`): inserted where none is in
+        the batch twice or in the table already, else merged, as the table's key made
+        it before 0027. The table is in start order, so the look-up reads only the rows
+        started in or after the batch's earliest second (zone maps skip the rest)."""
+        ids = b.data.column("alert_id")
+        first = pc.min(b.data.column("started_at")).as_py()
+        if (
+            first is None
+            or ids.null_count
+            or pc.count_distinct(ids).as_py() != len(ids)
+            or cur.execute(_ALERT_IDS_HELD, [first.replace(microsecond=0)]).fetchone() != (0,)
+        ):
+            cur.execute(self._insert_sql(b))
+            return
+        cur.execute("INSERT INTO alerts BY NAME SELECT * FROM _batch")
 
     def _write_keyed(self, cur: duckdb.DuckDBPyConnection, keyed: Keyed, b: Batch) -> None:
         """A keyed table's batch (registered as `_batch`): with the ids the writer keeps

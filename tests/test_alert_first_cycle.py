@@ -3,8 +3,8 @@
 An engine that starts on a store with history opens every offending key at once
 (20,471 alerts at 100,000 GPUs). Those rows are new to the `alerts` table, so the
 engine hands them to the store as a batch of new keys (`Batch.new_keys`), which
-is inserted instead of merged; the table's primary key refuses a key that is
-there after all, and the write is then merged as before (storage/store.py).
+is inserted instead of merged; a key that is there after all is merged as
+before (storage/store.py: the ids looked up since 0027 dropped the primary key).
 
 Checked here: the first cycle's rows, column for column, against what each
 rule's own query offends (labels, annotations, state, times, values), and its
@@ -47,13 +47,19 @@ class MergeOnly(Store):
 
 
 class Counting(Store):
-    """The store as it writes now, counting attempts: a second one is the fallback."""
+    """The store as it writes now, counting attempts (a second one is the fallback) and
+    batches of new keys merged (an id said to be new was there: `_insert_new_alerts`)."""
 
     attempts = 0
+    new_keys_merged = 0
 
     def _write_merged(self, merged, *, insert_new):
         self.attempts += 1
         return super()._write_merged(merged, insert_new=insert_new)
+
+    def _insert_sql(self, b):  # type: ignore[override]
+        self.new_keys_merged += b.new_keys
+        return Store._insert_sql(b)
 
 
 class Sink:
@@ -185,6 +191,7 @@ def test_every_cycle_stores_and_delivers_what_merging_alone_did_across_a_restart
         cycles = [e.evaluate(now) for e in pair]
         # one write, no fallback: only alerts the table lacks were said to be new
         assert fast.attempts == before + 1, f"cycle {i}"
+        assert fast.new_keys_merged == 0, f"cycle {i}"
         assert cycles[0].errors == cycles[1].errors == []
         assert table(fast) == table(merged), f"cycle {i}"
         sent = [sorted((n.reason, n.alert.alert_id) for n in c.notifications) for c in cycles]
@@ -222,8 +229,8 @@ def alert_row(alert_id: str, state: str, value: float | None, at: datetime) -> d
 
 def test_a_key_said_to_be_new_that_is_there_is_merged_in_the_same_write():
     """An engine restarted with its clock behind may raise an alert id the table holds
-    (`rule|key|second`); the key refuses the insert and the write merges instead, as a
-    MERGE alone would, with the other batches of the write."""
+    (`rule|key|second`); the store finds it and merges the batch instead, as a MERGE
+    alone would, with the other batches of the write."""
     stores = [Store.open(":memory:"), MergeOnly.open(":memory:")]
     at = T0 + timedelta(minutes=1)
     for s in stores:
@@ -244,7 +251,8 @@ def test_a_key_said_to_be_new_that_is_there_is_merged_in_the_same_write():
 
 
 def test_new_keys_are_inserted_only_where_the_key_is_the_primary_key():
-    """The insert relies on the primary key to refuse a key that is there."""
+    """The insert relies on the primary key to refuse a key that is there, except in
+    `alerts` (no key since 0027: tests/test_alerts_no_key.py)."""
     store = Store.open(":memory:")
     pks = {
         (t, tuple(cols))
@@ -255,15 +263,17 @@ def test_new_keys_are_inserted_only_where_the_key_is_the_primary_key():
         )
         .fetchall()
     }
-    assert store_mod._PRIMARY_KEYED >= {"alerts", "silences"}
+    assert store_mod._PRIMARY_KEYED == {"silences"}
     for t in store_mod._PRIMARY_KEYED:
         assert (t, store_mod.UPSERT_KEYS[t]) in pks, t
+    assert not any(t == "alerts" for t, _ in pks)
     store.close()
 
 
 @pytest.mark.parametrize("new_keys", [True, False])
 def test_a_batch_of_new_keys_is_inserted(monkeypatch, new_keys):
-    """The statement the store runs for a batch of new alerts: an INSERT, not a MERGE."""
+    """The statements the store runs for a batch of new alerts: the look-up of its ids
+    and an INSERT, not a MERGE."""
     store = Store.open(":memory:")
     seen: list[str] = []
     writer = store.writer
@@ -292,7 +302,7 @@ def test_a_batch_of_new_keys_is_inserted(monkeypatch, new_keys):
     monkeypatch.setattr(store, "writer", spying_writer)
     b = make_batch("alerts", alert_row("R|GPU-a|x", "pending", 1.0, T0))
     store.write([Batch("alerts", b.data, new_keys=new_keys)])
-    assert seen == (["INSERT"] if new_keys else ["MERGE"])
+    assert seen == (["SELECT", "INSERT"] if new_keys else ["MERGE"])
     store.close()
 
 
