@@ -334,8 +334,7 @@ def _attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, read_only: bool)
             return
         except duckdb.Error as exc:
             msg = str(exc)
-            racing = "Failed to initialize DuckLake" in msg and "duplicate key" in msg
-            if racing and attempt < CONFLICT_RETRIES:
+            if creation_race(msg) and attempt < CONFLICT_RETRIES:
                 time.sleep(random.uniform(0.1, 0.5))
                 continue
             if "creating a new DuckLake is explicitly disabled" in msg:  # a reader, first
@@ -344,6 +343,15 @@ def _attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, read_only: bool)
                 ) from None
             first = redact(msg.strip().splitlines()[0])
             raise StoreError(f"{target}: cannot attach the lake: {first[:300]}") from None
+
+
+def creation_race(msg: str) -> bool:
+    """Whether an ATTACH failed because another process was creating the same new
+    catalog: PostgreSQL reports the second CREATE TABLE as a duplicate key of its own
+    catalog or, a moment later, as a relation that already exists."""
+    return "Failed to initialize DuckLake" in msg and (
+        "duplicate key" in msg or "already exists" in msg
+    )
 
 
 def _migrate_lake(cur: duckdb.DuckDBPyConnection, target: LakeTarget) -> None:

@@ -15,7 +15,7 @@ import pytest
 from fleettui.backend import open_store
 from fleettui.config import ConfigError, parse_config
 from storage.batch import make_batch
-from storage.lake import SAMPLE_KEYS, LakeStore, LakeTarget, lake_sql, redact
+from storage.lake import SAMPLE_KEYS, LakeStore, LakeTarget, creation_race, lake_sql, redact
 from storage.migrate import migrations
 from storage.store import StoreError
 from tests.services.postgres import Postgres, postgres  # noqa: F401  (fixture)
@@ -66,6 +66,18 @@ def test_migrations_lose_only_the_constraints_ducklake_lacks():
     assert lake_sql("x VARCHAR NOT NULL CHECK (kind IN ('a', 'b')),\n y INT") == (
         "x VARCHAR NOT NULL,\n y INT"
     )
+
+
+def test_two_processes_creating_one_catalog_is_a_race_to_retry_in_either_form():
+    """PostgreSQL reports the loser's CREATE TABLE either way, depending on timing (both
+    seen with two daemons starting on a new lake); anything else is a real failure."""
+    init = 'Failed to initialize DuckLake: Failed to execute query "CREATE TABLE ...": ERROR:  '
+    assert creation_race(init + 'relation "ducklake_metadata" already exists')
+    assert creation_race(
+        init + 'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'
+    )
+    assert not creation_race(init + "permission denied for schema public")
+    assert not creation_race("Catalog Error: Table with name x already exists!")
 
 
 def test_lake_schema_matches_the_file(postgres: Postgres, tmp_path):  # noqa: F811
