@@ -381,7 +381,7 @@ class WindowSums:
             prev_s, prev_n = np.zeros(n), np.zeros(n, dtype=np.int64)
         for j in range(start, hi + 1):
             edge = self.edge.get(j)
-            prev_s, prev_n = _pad(prev_s, n), _pad(prev_n, n)
+            prev_s, prev_n = padded(prev_s, n), padded(prev_n, n)
             if edge is not None and edge.num_rows:
                 r = edge.column("row").to_numpy()
                 w = edge.column("util_pct").to_numpy()
@@ -423,5 +423,6 @@ class WindowSums:
         return edge
 
 
-def _pad(a: np.ndarray, n: int) -> np.ndarray:
+def padded(a: np.ndarray, n: int) -> np.ndarray:
+    """`a` with zeros added up to length n (`a` itself where it is that long)."""
     return a if len(a) >= n else np.concatenate([a, np.zeros(n - len(a), dtype=a.dtype)])

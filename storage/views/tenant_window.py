@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.keyed import GPUS, SLICES
+from storage.live_window import padded
 from storage.reader import LocalReader
 from storage.views.query import Source, run
 
@@ -133,7 +134,7 @@ class _Kept:
             gone, new = [], list(want)
             self.total, self.count = np.zeros(size), np.zeros(size, dtype=np.int64)
         elif size > len(self.total):
-            self.total, self.count = _pad(self.total, size), _pad(self.count, size)
+            self.total, self.count = padded(self.total, size), padded(self.count, size)
         for j in gone:
             s = self.summed.pop(j)
             self.total[: s.size] -= s.total
@@ -148,10 +149,6 @@ class _Kept:
             slot.mem_ids = self.mem_keys
         else:
             self.mem_keys = slot.mem_ids
-
-
-def _pad(a: np.ndarray, n: int) -> np.ndarray:
-    return np.concatenate([a, np.zeros(n - len(a), dtype=a.dtype)])
 
 
 def _us(t: datetime) -> int:
@@ -381,14 +378,10 @@ def _with_parts(
         spans += (left := _fold(_read(src, table, lo_us, j0_us), -1))
         parts = parts + left
     for p in parts:  # the part seconds' sums: the whole ones' are `out`'s
-        out.total, out.count = _grown(out.total, p.size), _grown(out.count, p.size)
+        out.total, out.count = padded(out.total, p.size), padded(out.count, p.size)
         out.total[: p.size] += p.total
         out.count[: p.size] += p.count
     return _combine(spans, out, sums=False)
-
-
-def _grown(a: np.ndarray, n: int) -> np.ndarray:
-    return a if len(a) >= n else _pad(a, n)
 
 
 def _combine(spans: list[_Slot], out: Sums, *, sums: bool = True) -> Sums:
@@ -397,7 +390,7 @@ def _combine(spans: list[_Slot], out: Sums, *, sums: bool = True) -> Sums:
     window): an older span only fills keys no newer one had, and one that shares its
     keys' array with a newer one (a fleet reporting every second) fills none."""
     size = max([len(out.total), *(s.size for s in spans)])
-    out.total, out.count = _grown(out.total, size), _grown(out.count, size)
+    out.total, out.count = padded(out.total, size), padded(out.count, size)
     out.mem, out.mem_ts = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
     out.has_mem = np.zeros(size, dtype=bool)
     for s in spans if sums else []:

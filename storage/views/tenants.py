@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from storage.keyed import GPUS, SLICES
 from storage.live import LIVE_CATALOG
-from storage.live_window import SLOT_US, WINDOW_MAX_S, WINDOW_SLOTS
+from storage.live_window import SLOT_US, WINDOW_MAX_S, WINDOW_SLOTS, padded
 from storage.reader import LocalReader
 from storage.resolution import RAW, chart_bucket, source_for, sum_rows
 from storage.rollups import TIERS
@@ -602,16 +602,14 @@ def _per_alloc(
     allocation j holds key ids[j]: util_pct's sum and count, the newest non-NULL
     memory in use and whether there is one (0 for the others)."""
     size = max(len(sums.total), int(ids.max(initial=-1)) + 1)
-
-    def pad(a: np.ndarray) -> np.ndarray:
-        return a if len(a) >= size else np.concatenate([a, np.zeros(size - len(a), a.dtype)])
-
-    total, count, has, mem = pad(sums.total), pad(sums.count), pad(sums.has_mem), pad(sums.mem)
+    total, count, has, mem = (
+        padded(a, size) for a in (sums.total, sums.count, sums.has_mem, sums.mem)
+    )
     s = np.bincount(allocs, weights=total[ids], minlength=n)
     c = np.bincount(allocs, weights=count[ids], minlength=n)
     pick = np.flatnonzero(has[ids])  # pairs whose key has a memory value
     if multi and len(pick):  # an allocation with several keys: the newest memory wins
-        when = pad(sums.mem_ts)
+        when = padded(sums.mem_ts, size)
         order = pick[np.lexsort((when[ids[pick]], allocs[pick]))]
         last = np.ones(len(order), dtype=bool)
         last[:-1] = allocs[order][1:] != allocs[order][:-1]
