@@ -19,6 +19,7 @@ from storage.views.fabric import (
     WORST_LINKS_SQL,
     _fabric_live,
     _LinkState,
+    _worst_rows,
     rack_codes,
 )
 
@@ -30,6 +31,7 @@ def _links(rng: np.random.Generator, n: int, quiet_share: float) -> pa.Table:
     special = rng.random(n)
     util = np.where(special < 0.03, np.nan, util)
     util = np.where((special >= 0.03) & (special < 0.04), np.inf, util)
+    util = np.where((special >= 0.04) & (special < 0.05), -np.inf, util)  # ties NULL's key
     util_null = (special >= 0.05) & (special < 0.08)
     util = np.where(util_null, 1e9, util)  # under a NULL: would rank first if read
     noisy = rng.random(n) > quiet_share
@@ -124,3 +126,20 @@ def test_live_arrays_give_the_sql_rows(seed: int, quiet_share: float, missing: b
         assert _approx(got.racks.to_pylist()) == _nan(want_racks.to_pylist())
         down = con.execute("SELECT count(*) FILTER (WHERE NOT link_up) FROM links").fetchone()
         assert (got.links_total, got.links_down) == (shown.num_rows, down[0])
+
+
+def test_the_worst_candidates_are_fewer_where_most_links_are_quiet() -> None:
+    links = _links(np.random.default_rng(7), 20_000, quiet_share=0.99)
+    # utilisations as a live fleet has them: spread, few exact ties
+    util = np.random.default_rng(8).random(links.num_rows) * 100.0
+    links = links.set_column(links.schema.get_field_index("util_pct"), "util_pct", pa.array(util))
+    s = _state(links, None)
+    picked = _worst_rows(s, None, 60)
+    quiet = s.up_ok & s.up & s.errors_ok & (s.errors_per_s == 0)
+    # every other link stays; of the quiet ones, only the 60 busiest (no ties here)
+    assert np.array_equal(picked, np.flatnonzero(~quiet | (util >= np.sort(util[quiet])[-60])))
+    assert int(quiet[picked].sum()) == 60 and picked.size < links.num_rows // 10
+    con = duckdb.connect()
+    con.register("links", links)
+    want = con.execute(WORST_LINKS_SQL, {"kind": "", "limit": 60}).to_arrow_table()
+    assert _fabric_live(s, "", 60, 1000).links.to_pylist() == want.to_pylist()

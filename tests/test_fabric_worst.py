@@ -1,4 +1,4 @@
-"""The live path's worst links (Arrow, narrowed to the candidates first) are the
+"""The live path's ordering of the worst links (Arrow's select_k and sort) gives the
 rows the history path's WORST_LINKS_SQL picks, in its order, on links with ties,
 NaN and NULL utilisation, infinities, down links and unknown error counts."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.views.fabric import WORST_LINKS_SQL, _worst, _worst_candidates
+from storage.views.fabric import WORST_LINKS_SQL, _worst
 
 
 def _links(rng: np.random.Generator, n: int, *, quiet_share: float) -> pa.Table:
@@ -55,13 +55,3 @@ def test_worst_links_are_the_sql_order(seed: int, quiet_share: float, limit: int
     got = _worst(links, limit)
     hosts, ports = got.column("host").to_pylist(), got.column("port").to_pylist()
     assert list(zip(hosts, ports, strict=True)) == _sql_worst(links, limit)
-
-
-def test_the_candidates_are_fewer_where_most_links_are_quiet() -> None:
-    links = _links(np.random.default_rng(7), 20_000, quiet_share=0.99)
-    # utilisations as a live fleet has them: spread, few exact ties
-    util = np.random.default_rng(8).random(links.num_rows) * 100.0
-    links = links.set_column(5, "util_pct", pa.array(util))
-    picked = _worst_candidates(links, 60)
-    assert picked.num_rows < 1_000  # the quiet links past the 60th are left out
-    assert _worst(links, 60).equals(_worst(picked, 60))

@@ -450,8 +450,12 @@ def _kind_rows(layout: pa.Table, kind: str) -> np.ndarray:
 
 
 def _worst_rows(s: _LinkState, pick: np.ndarray | None, k: int) -> np.ndarray:
-    """The layout rows `_worst_candidates` keeps of the rows in `pick` (None: all),
-    in the layout's order, from the numbers alone."""
+    """The rows of `pick` (None: all) that can be among the `k` worst by _WORST_ORDER,
+    in the layout's order, from the numbers alone; fewer where that is cheap to know.
+    Links up with no errors (nearly all) order among themselves by utilisation, then
+    host and port: of those, only the ones whose utilisation key is at least their
+    k-th largest can be in the top k (at least k of them rank strictly above any
+    other). Every other link (down, erring, errors unknown) stays."""
     rows = np.arange(s.layout.num_rows) if pick is None else np.flatnonzero(pick)
     if k <= 0:
         return rows[:0]
@@ -462,7 +466,8 @@ def _worst_rows(s: _LinkState, pick: np.ndarray | None, k: int) -> np.ndarray:
         quiet = quiet[rows]
     if int(quiet.sum()) <= k:
         return rows
-    # one number per link in the order of (util_nan desc, util_pct desc, NULLs last)
+    # one number per link in the order of (util_nan desc, util_pct desc, NULLs last):
+    # NaN above every number, NULL below (ties kept: >= below)
     key = np.where(s.util_ok, s.util, -np.inf)
     if pick is not None:
         key = key[rows]
@@ -476,42 +481,15 @@ def _worst_rows(s: _LinkState, pick: np.ndarray | None, k: int) -> np.ndarray:
 
 
 def _worst(links: pa.Table, limit: int) -> pa.Table:
-    """WORST_LINKS_SQL's rows: the `limit` worst links in _WORST_ORDER."""
+    """WORST_LINKS_SQL's rows: the `limit` worst links in _WORST_ORDER (of the
+    candidates `_worst_rows` kept: Arrow's select_k over six keys costs ~13 ms at
+    182k links)."""
     if limit <= 0 or not links.num_rows:
         return links.slice(0, 0)
-    pick = _worst_candidates(links, limit)
-    keys = pick.append_column("util_nan", pc.is_nan(pick.column("util_pct")))
-    top = keys.take(pc.select_k_unstable(keys, min(limit, pick.num_rows), _WORST_ORDER))
+    keys = links.append_column("util_nan", pc.is_nan(links.column("util_pct")))
+    top = keys.take(pc.select_k_unstable(keys, min(limit, links.num_rows), _WORST_ORDER))
     order = [(c, o, "at_end") for c, o in _WORST_ORDER]
     return top.take(pc.sort_indices(top, sort_keys=order)).drop_columns(["util_nan"])
-
-
-def _worst_candidates(links: pa.Table, k: int) -> pa.Table:
-    """The rows that can be among the `k` worst by _WORST_ORDER, fewer where that is
-    cheap to know: Arrow's select_k over six keys costs ~13 ms at 182k links, over one
-    numeric key ~3. Links up with no errors (nearly all) order among themselves by
-    utilisation, then host and port: of those, only the ones whose utilisation key is
-    at least their k-th largest can be in the top k (at least k of them rank strictly
-    above any other). Every other link (down, erring, errors unknown) stays."""
-    n = links.num_rows
-    if n <= 4 * k:
-        return links
-    quiet = pc.fill_null(
-        pc.and_(pc.equal(links.column("link_up"), True), pc.equal(links.column("errors_per_s"), 0)),
-        False,
-    ).to_numpy(zero_copy_only=False)
-    if int(quiet.sum()) <= k:
-        return links
-    # one number per link in the order of (util_nan desc, util_pct desc, NULLs last):
-    # NaN above every number, NULL below (ties kept: >= below)
-    key = pc.fill_null(links.column("util_pct").cast(pa.float64()), -np.inf).to_numpy(
-        zero_copy_only=False
-    )
-    key = np.where(np.isnan(key), np.inf, key)
-    quiet_key = key[quiet]
-    at = quiet_key.size - k
-    kth = np.partition(quiet_key, at)[at]
-    return links.filter(pa.array(~quiet | (key >= kth)))
 
 
 def _racks_live(s: _LinkState, limit: int) -> pa.Table:
