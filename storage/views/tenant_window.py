@@ -29,11 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.keyed import GPUS, SLICES
-from storage.live_window import padded
+from storage.live_window import SLOT_US, padded
 from storage.reader import LocalReader
 from storage.views.query import Source, run
 
-SLOT_US = 1_000_000
 # Slots kept beyond the window on either side: a cursor stepping back a second or two
 # (time travel, a refresh shown one second behind) reads nothing again.
 MARGIN_SLOTS = 2
