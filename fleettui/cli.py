@@ -229,9 +229,44 @@ def _join_values(argv: list[str]) -> list[str]:
     return out
 
 
+# The app's options (no COMMAND) and the same options of the subcommands.
+_APP_OPTIONS = (
+    ("app_db", "db", "--db"),
+    ("app_connect", "connect", "--connect"),
+    ("app_token", "token", "--token"),
+    ("app_config", "config", "--config"),
+)
+# Where a subcommand takes at most one of them (`fleettui sql`: one store).
+_ONE_OF = {"sql": ("db", "connect", "config")}
+
+
+def _carry_app_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`fleettui --db F sql ...` means `fleettui sql --db F ...`: an option given before
+    the command is the command's, never silently dropped (the default store read, or
+    written by a daemon, instead of F). One the command does not take is an error."""
+    if args.command is None:
+        return
+    for app_name, name, flag in _APP_OPTIONS:
+        value = getattr(args, app_name, None)
+        if value is None:
+            continue
+        if not hasattr(args, name):
+            parser.error(f"`fleettui {args.command}` takes no {flag}")
+        given = getattr(args, name)
+        if given is not None and given != value:
+            parser.error(f"{flag} given twice: {value!r} before `{args.command}`, {given!r} after")
+        setattr(args, name, value)
+    one_of = [n for n in _ONE_OF.get(args.command, ()) if getattr(args, n, None) is not None]
+    if len(one_of) > 1:
+        parser.error(
+            f"`fleettui {args.command}`: give one of " + ", ".join(f"--{n}" for n in one_of)
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_join_values(sys.argv[1:] if argv is None else list(argv)))
+    _carry_app_options(parser, args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

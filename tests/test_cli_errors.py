@@ -103,3 +103,26 @@ def test_bad_topology_or_tenancy_is_one_line_before_the_store_is_created(
     assert expected in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert not (tmp_path / "fleet.duckdb").exists()
+
+
+def test_options_before_the_command_are_the_commands(tmp_path, fleettui):
+    """`fleettui --db F sql ...` reads F, never the default store ($FLEETTUI_DB here)."""
+    res = fleettui("--db", str(tmp_path / "mine.duckdb"), "sql", "SELECT 1")
+    assert res.returncode == 1
+    assert "mine.duckdb: no such database" in res.stderr
+    assert "fleet.duckdb" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--token", "t", "daemon", "--sim"), "`fleettui daemon` takes no --token"),
+        (("--db", "a.duckdb", "sql", "--db", "b.duckdb", "SELECT 1"), "--db given twice"),
+        (("--db", "a.duckdb", "sql", "--connect", "quack:127.0.0.1:1", "SELECT 1"), "give one of"),
+    ],
+)
+def test_options_before_the_command_that_cannot_apply(tmp_path, fleettui, args, expected):
+    res = fleettui(*args)
+    assert res.returncode == 2
+    assert expected in res.stderr.splitlines()[-1]
+    assert not list(tmp_path.glob("*.duckdb"))  # nothing started, nothing written
