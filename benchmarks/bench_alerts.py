@@ -95,6 +95,12 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=15.0, help="evaluation interval (s)")
     ap.add_argument("--memory", action="store_true", help="in-memory store instead of a file")
     ap.add_argument(
+        "--query-workers",
+        type=int,
+        default=None,
+        help="queries run at a time (default: the engine's QUERY_WORKERS)",
+    )
+    ap.add_argument(
         "--compare", action="store_true", help="also time each rule's own query, same run"
     )
     ap.add_argument(
@@ -143,10 +149,11 @@ def main() -> None:
     cur.close()
 
     rules = default_rules()
-    engines = {"shared scans": AlertEngine(store, rules, interval_s=args.interval)}
+    workers = {} if args.query_workers is None else {"query_workers": args.query_workers}
+    engines = {"shared scans": AlertEngine(store, rules, interval_s=args.interval, **workers)}
     if args.compare:
         engines["own query per rule"] = AlertEngine(
-            store, rules, interval_s=args.interval, shared=False
+            store, rules, interval_s=args.interval, shared=False, **workers
         )
     if args.before:
         before, before_rules = load_before(args.before, rules)
