@@ -95,6 +95,12 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=15.0, help="evaluation interval (s)")
     ap.add_argument("--memory", action="store_true", help="in-memory store instead of a file")
     ap.add_argument(
+        "--query-workers",
+        type=int,
+        default=None,
+        help="queries run at a time (default: the engine's QUERY_WORKERS)",
+    )
+    ap.add_argument(
         "--compare", action="store_true", help="also time each rule's own query, same run"
     )
     ap.add_argument(
@@ -143,10 +149,11 @@ def main() -> None:
     cur.close()
 
     rules = default_rules()
-    engines = {"shared scans": AlertEngine(store, rules, interval_s=args.interval)}
+    workers = {} if args.query_workers is None else {"query_workers": args.query_workers}
+    engines = {"shared scans": AlertEngine(store, rules, interval_s=args.interval, **workers)}
     if args.compare:
         engines["own query per rule"] = AlertEngine(
-            store, rules, interval_s=args.interval, shared=False
+            store, rules, interval_s=args.interval, shared=False, **workers
         )
     if args.before:
         before, before_rules = load_before(args.before, rules)
@@ -154,6 +161,7 @@ def main() -> None:
             store, before_rules, interval_s=args.interval
         )
     cycles: dict[str, list] = {k: [] for k in engines}
+    cpu_ms: dict[str, list[float]] = {k: [] for k in engines}
     step = args.dense_step if args.dense_minutes else args.step
     mismatches = 0
     for i in range(args.cycles):
@@ -166,7 +174,9 @@ def main() -> None:
         store.publish_live()
         names = list(engines)
         for name in names[i % len(names) :] + names[: i % len(names)]:
+            cpu0 = time.process_time()  # this process's CPU, DuckDB's threads included
             cycles[name].append(engines[name].evaluate(now))
+            cpu_ms[name].append((time.process_time() - cpu0) * 1000)
         keys = [{(a.rule, a.scope_key, a.state) for a in e.open_alerts()} for e in engines.values()]
         mismatches += any(k != keys[0] for k in keys)
     n_gpus = src.model.fleet.n_gpus
@@ -203,6 +213,11 @@ def main() -> None:
             f"{getattr(first, 'write_ms', float('nan')):.1f} ms for "
             f"{getattr(first, 'rows_written', -1)} rows + the rest (stepping) "
             f"{first.total_ms - first.query_ms - getattr(first, 'write_ms', 0.0):.1f} ms"
+        )
+        print(
+            f"process CPU per cycle: median {statistics.median(cpu_ms[name][1:] or cpu_ms[name]):.1f}"
+            f" ms, first {cpu_ms[name][0]:.1f} ms (wall above; queries run"
+            f" {getattr(engine, 'query_workers', 1)} at a time)"
         )
         print(
             f"share of the {args.interval:g} s interval: median {100 * med / budget_ms:.2f}%, "

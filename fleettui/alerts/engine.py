@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import itertools
 import json
@@ -40,10 +41,11 @@ import operator
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -62,6 +64,17 @@ PENDING, FIRING, RESOLVED, INACTIVE = "pending", "firing", "resolved", "inactive
 # While at most this many open alerts are behind, every one is rewritten every cycle
 # (a few thousand rows cost a few ms); beyond it, `refresh_s` spreads them out.
 REFRESH_ROWS_EVERY_CYCLE = 1000
+
+# A cycle's queries (shared scans, rules' own queries) run this many at a time, each on a
+# cursor of its own and as a snapshot of its own, as they did one after another. One
+# query leaves a core idle in its single-threaded parts (a hash table's finalize, its
+# rows handed to Python, a scan's split); the next one's scan fills it.
+QUERY_WORKERS = 2
+
+# The engine's cursors group dense integer ids (storage/keyed.py: ~100,000 GPUs, ~180,000
+# links) into a direct-indexed table, not a hash table: DuckDB's perfect_ht_threshold, a
+# session setting, raised on them only (as storage/views/tenants.py does for its sums).
+DENSE_HT_BITS = 18
 
 
 @dataclass(slots=True)
@@ -102,7 +115,7 @@ class Cycle:
     transitions: list[tuple[Instance, str, str]] = field(default_factory=list)  # (alert, from, to)
     notifications: list[Notification] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    query_ms: float = 0.0  # all rule queries
+    query_ms: float = 0.0  # all rule queries, wall time (QUERY_WORKERS at a time)
     total_ms: float = 0.0  # queries, state steps and the write
     write_ms: float = 0.0  # the write (rendering, JSON and the store's transaction)
     rows_written: int = 0  # alerts rows written: changes, plus the refresh rotation's
@@ -170,6 +183,7 @@ class AlertEngine:
         name: str = "alerts",
         shared: bool = True,
         refresh_s: float = 60.0,
+        query_workers: int = QUERY_WORKERS,
     ):
         self.name = name
         self.interval_s = interval_s
@@ -180,6 +194,9 @@ class AlertEngine:
         self._shared = shared
         self._scans: list[Scan] = []
         self._planned: tuple[Rule, ...] | None = None  # the rules _scans were planned for
+        self.query_workers = query_workers
+        # Each query's ms in the last cycle that ran it: the slowest start first.
+        self._last_query_ms: dict[tuple[str, str], float] = {}
         self.delivery = delivery
         self.refresh_s = refresh_s
         # Open instances per rule, by scope key.
@@ -392,45 +409,112 @@ class AlertEngine:
             self._planned = tuple(self.rules)
             self._scans = plan(self.rules, self._runs_alone) if self._shared else []
             self._rule_by_name = {r.name: r for r in self.rules}
+            self._last_query_ms = {}
+        q0 = time.perf_counter()
+        in_scans = {r.name for scan in self._scans for r in scan.rules}
+        jobs: dict[tuple[str, str], Callable[[], Any]] = {
+            ("scan", f"{scan.table}/{scan.scope}"): functools.partial(self._shared_scan, scan, now)
+            for scan in self._scans
+        }
+        jobs |= {
+            ("rule", r.name): functools.partial(self._own_query, r, now)
+            for r in self.rules
+            if r.name not in in_scans
+        }
+        done = self._run_queries(jobs)
+        scanned: dict[str, tuple[list[str], list[tuple]]] = {}
+        for scan in self._scans:
+            name = f"{scan.table}/{scan.scope}"
+            result, cycle.scan_ms[name] = done[("scan", name)]
+            if isinstance(result, str):
+                # Its rules run their own queries below: a failure stays the failing rule's.
+                log.warning("%s (its rules ran their own queries)", result)
+                cycle.scan_errors.append(result)
+            else:
+                scanned |= result
+        fallback = {
+            ("rule", r.name): functools.partial(self._own_query, r, now)
+            for r in self.rules
+            if r.name in in_scans and r.name not in scanned
+        }
+        if fallback:
+            done |= self._run_queries(fallback)
+        for rule in self.rules:
+            if rule.name in scanned:
+                out[rule.name] = scanned[rule.name]
+                cycle.rule_ms[rule.name] = 0.0  # answered by its table's scan
+                continue
+            result, ms = done[("rule", rule.name)]
+            out[rule.name] = result
+            if not isinstance(result, str):
+                cycle.rule_ms[rule.name] = ms
+        cycle.query_ms += (time.perf_counter() - q0) * 1000
+        return out
+
+    def _run_queries(
+        self, jobs: dict[tuple[str, str], Callable[[], Any]]
+    ) -> dict[tuple[str, str], tuple[Any, float]]:
+        """Each job's result and its own ms, `query_workers` jobs at a time, the slowest
+        of the last cycle first (a long scan started last would run alone at the end)."""
+
+        def timed(key: tuple[str, str]) -> tuple[Any, float]:
+            t0 = time.perf_counter()
+            result = jobs[key]()
+            return result, (time.perf_counter() - t0) * 1000
+
+        order = sorted(jobs, key=lambda k: -self._last_query_ms.get(k, math.inf))
+        if self.query_workers > 1 and len(order) > 1:
+            with ThreadPoolExecutor(self.query_workers, thread_name_prefix="alerts-q") as pool:
+                results = list(pool.map(timed, order))
+        else:
+            results = list(map(timed, order))
+        done = dict(zip(order, results, strict=True))
+        self._last_query_ms.update((k, ms) for k, (_, ms) in done.items())
+        return done
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of the engine's own, its GROUP BYs over dense integer ids (the id
+        path's scans: storage/keyed.py) as direct-indexed tables (`DENSE_HT_BITS`)."""
         cur = self.store.cursor()
         try:
-            scanned: dict[str, tuple[list[str], list[tuple]]] = {}
-            for scan in self._scans:
-                q0 = time.perf_counter()
-                try:
-                    cur.begin()  # the scan's choice of query and the query see one store
-                    try:
-                        sql = scan.pick(cur)
-                        result = cur.execute(sql, scan.params(now, self.interval_s))
-                        table = result.to_arrow_table()
-                    finally:
-                        cur.rollback()  # it only read
-                    scanned |= scan.split(table)
-                except duckdb.Error as exc:
-                    # Its rules run their own queries below: a failure stays the failing rule's.
-                    msg = f"shared scan {scan.table}/{scan.scope}: {str(exc).splitlines()[0]}"
-                    log.warning("%s (its rules ran their own queries)", msg)
-                    cycle.scan_errors.append(msg)
-                cycle.scan_ms[f"{scan.table}/{scan.scope}"] = ms = (time.perf_counter() - q0) * 1000
-                cycle.query_ms += ms
-            for rule in self.rules:
-                q0 = time.perf_counter()
-                if rule.name in scanned:
-                    out[rule.name] = scanned[rule.name]
-                else:
-                    try:
-                        cur.execute(rule.query, rule.bind(now, self.interval_s))
-                        out[rule.name] = ([d[0] for d in cur.description], cur.fetchall())
-                    except duckdb.Error as exc:
-                        out[rule.name] = (
-                            f"{rule.origin}: evaluation failed: {str(exc).splitlines()[0]}"
-                        )
-                        continue
-                cycle.rule_ms[rule.name] = ms = (time.perf_counter() - q0) * 1000
-                cycle.query_ms += ms
+            cur.execute(f"SET perfect_ht_threshold = {DENSE_HT_BITS}")
+        except BaseException:
+            cur.close()
+            raise
+        return cur
+
+    def _shared_scan(
+        self, scan: Scan, now: datetime
+    ) -> dict[str, tuple[list[str], list[tuple]]] | str:
+        """The offending rows of `scan`'s rules, or the scan's error message."""
+        try:
+            cur = self._cursor()
+        except duckdb.Error as exc:
+            return f"shared scan {scan.table}/{scan.scope}: {str(exc).splitlines()[0]}"
+        try:
+            cur.begin()  # the scan's choice of query and the query see one store
+            try:
+                sql = scan.pick(cur)
+                table = cur.execute(sql, scan.params(now, self.interval_s)).to_arrow_table()
+            finally:
+                cur.rollback()  # it only read
+            return scan.split(table)
+        except duckdb.Error as exc:
+            return f"shared scan {scan.table}/{scan.scope}: {str(exc).splitlines()[0]}"
         finally:
             cur.close()  # a cursor left open blocks the store's checkpoint
-        return out
+
+    def _own_query(self, rule: Rule, now: datetime) -> tuple[list[str], list[tuple]] | str:
+        """`rule`'s offending rows by its own query, or its error message."""
+        try:
+            cur = self._cursor()
+            try:
+                cur.execute(rule.query, rule.bind(now, self.interval_s))
+                return ([d[0] for d in cur.description], cur.fetchall())
+            finally:
+                cur.close()
+        except duckdb.Error as exc:
+            return f"{rule.origin}: evaluation failed: {str(exc).splitlines()[0]}"
 
     def _runs_alone(self, sql: str) -> bool:
         """Whether `sql` binds on its own (names no column of an outer query)."""
