@@ -65,6 +65,7 @@ async def test_header_totals_from_the_rack_table_unless_filtered():
         screen.set_filter("rack:nvl")
         await _until(pilot, lambda: screen.loaded >= 2 and not screen._loading)
         assert screen.grid.table.num_rows < want["gpus"]
+        _same(app.totals, want)  # still the whole fleet's
         await pilot.press("left_square_bracket")  # a minute back
         back = last - timedelta(seconds=60)
         await _until(pilot, lambda: app.totals["at"] == back and not screen._loading)
