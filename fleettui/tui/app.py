@@ -27,6 +27,7 @@ from textual.worker import Worker, WorkerState
 from fleettui.background import BackgroundRuntime
 from fleettui.tui.commands import FleetCommands
 from fleettui.tui.screens.alerts import AlertsScreen
+from fleettui.tui.screens.base import DataScreen
 from fleettui.tui.screens.drilldown import DrilldownScreen
 from fleettui.tui.screens.fabric import FabricScreen
 from fleettui.tui.screens.rack import RackScreen
@@ -192,13 +193,18 @@ class FleetApp(App):
             self._totals_timer = self.set_timer(self.refresh_s, self._reload_totals)
 
     def _reload_totals(self) -> None:
-        """Refresh the totals now, or right after the refresh in flight (never two at once)."""
+        """Refresh the totals now, or right after the refresh in flight (never two at once);
+        not while the screen shown sets them from its own refresh (the unfiltered racks)."""
         if self._totals_loading:
             self._totals_again = True
             return
         if self._totals_timer is not None:
             self._totals_timer.stop()
             self._totals_timer = None
+        screen = self.screen
+        if isinstance(screen, DataScreen) and screen.supplies_totals():
+            self._totals_timer = self.set_timer(self.refresh_s, self._reload_totals)
+            return
         self._totals_loading = True
         self._load_totals(self.effective_at())
 

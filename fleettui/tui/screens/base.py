@@ -34,6 +34,7 @@ class DataScreen(Screen):
         self._timer: Timer | None = None
         self._started = False
         self.loaded = 0  # completed refreshes (tests wait on it)
+        self.failed = False  # the last refresh raised
 
     def fetch(self, reader: Reader, at: datetime) -> Any:
         """Run the view's queries (worker thread)."""
@@ -41,6 +42,11 @@ class DataScreen(Screen):
 
     def show(self, data: Any) -> None:
         raise NotImplementedError
+
+    def supplies_totals(self) -> bool:
+        """Whether this screen's refresh sets the header's fleet totals (`app.totals`)
+        from what it read, so the app need not query them while it is shown."""
+        return False
 
     # -- refresh loop ----------------------------------------------------------
     def on_mount(self) -> None:
@@ -79,6 +85,7 @@ class DataScreen(Screen):
         if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             return
         self._loading = False
+        self.failed = event.state == WorkerState.ERROR
         if event.state == WorkerState.SUCCESS:
             self.show(event.worker.result)
             self.loaded += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,7 +19,7 @@ from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.rack_grid import RackGrid
 from fleettui.tui.widgets.scale import HEAT, METRICS, fmt_num
 from fleettui.tui.widgets.table import safe_cell
-from storage.views import RackFilter, rack_grid
+from storage.views import RackFilter, fleet_totals, rack_grid
 from storage.views.rack import STATES, UNPLACED
 
 
@@ -26,6 +27,7 @@ from storage.views.rack import STATES, UNPLACED
 class RackData:
     table: pa.Table
     alerts: dict[str, int]
+    totals: dict[str, Any] | None = None  # the header's, when the table is the whole fleet
 
 
 class RackScreen(DataScreen):
@@ -62,15 +64,24 @@ class RackScreen(DataScreen):
         return self.query_one(RackGrid)
 
     def fetch(self, reader: Reader, at: datetime) -> RackData:
-        table = rack_grid(reader, at, self.flt)
+        flt = self.flt
+        table = rack_grid(reader, at, flt)
         firing = table.filter(pc.greater(table.column("host_alerts"), 0))  # few rows
         hosts = firing.column("host").to_pylist()
         alerts = firing.column("host_alerts").to_pylist()
-        return RackData(table, dict(zip(hosts, alerts, strict=True)))
+        # unfiltered, the table holds the header's GPUs and their newest values: its
+        # counts, not a second pass over the fleet (~0.3 s CPU beside the first frame)
+        totals = None if str(flt) else fleet_totals(reader, at, grid=table)
+        return RackData(table, dict(zip(hosts, alerts, strict=True)), totals)
 
     def show(self, data: RackData) -> None:
+        if data.totals is not None:
+            self.app.totals = data.totals
         self.grid.update_data(data.table, data.alerts)
         self._status()
+
+    def supplies_totals(self) -> bool:
+        return not str(self.flt) and not self.failed
 
     # -- status line -------------------------------------------------------------
     def on_rack_grid_moved(self, _: RackGrid.Moved) -> None:
