@@ -91,5 +91,6 @@ def _result(body: bytes, where: str, key: str | None = "result") -> Any:
                 f"{where}: {doc.get('errorType', 'error')}: {doc.get('error', '')}"[:300]
             )
         return doc["data"] if key is None else doc["data"][key]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    # RecursionError: JSON nested deeper than the decoder goes ([[[[...]]]])
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise PromApiError(f"{where}: not a Prometheus API answer ({type(exc).__name__})") from exc

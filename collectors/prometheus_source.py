@@ -41,6 +41,7 @@ from collectors.promtext.series import (
     MAX_LABELS,
     Snapshot,
     from_prometheus_result,
+    keep_times,
     matrix_steps,
     merge,
 )
@@ -213,16 +214,20 @@ class PrometheusSource:
         except RuntimeError as exc:
             return Gathered([], [f"backfill skipped: {exc}"])
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._map_backfill, ok, failed)
+        return await loop.run_in_executor(self._executor, self._map_backfill, ok, failed, t)
 
-    def _map_backfill(self, ok: list[tuple[str, list[dict]]], failed: list[str]) -> Gathered:
+    def _map_backfill(
+        self, ok: list[tuple[str, list[dict]]], failed: list[str], t: float | None = None
+    ) -> Gathered:
         per_step: dict[float, list[Snapshot]] = {}
         for sel, r in ok:
             for s in matrix_steps(r, f"{self.o.url} {sel} (backfill)", self.o.max_labels):
                 per_step.setdefault(float(s.ts[0]) if len(s) else 0.0, []).append(s)
         out = Gathered([], list(failed))
         for step in sorted(per_step):
-            g = self.pipeline.map(merge(per_step[step]), step)
+            # a step is the answer's time, not ours: samples ahead of the gather's are skipped
+            snap = merge(per_step[step]) if t is None else keep_times(merge(per_step[step]), t)
+            g = self.pipeline.map(snap, step)
             out.batches += g.batches
             out.skipped += g.skipped
         self.backfilled_steps += len(per_step)
