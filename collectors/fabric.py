@@ -95,6 +95,42 @@ NVLINK_ERRORS = (
 NVLINK_NAMES = frozenset((*NVLINK_TX, *NVLINK_RX, *NVLINK_ERRORS))
 
 
+# A port's rate (per direction, bytes/s; a GPU's NVLinks together are under 2e12) and
+# its errors in one interval beyond these are no reading: counters of 1e30, a reset
+# from -1e308, a negated rate. NULL, with the reason.
+RATE_MAX = 1e13
+ERRORS_MAX = 2**62
+
+
+def _in_range(
+    keys: list[tuple[str, str, str]],
+    rows: list[dict],
+    errors: list,
+    skipped: list[str],
+    source: str,
+) -> list[int | None]:
+    """`errors` as ints, and the rows' rates, with the values out of range NULL."""
+    out: list[int | None] = []
+    wild: list[tuple] = []
+    for key, r, e in zip(keys, rows, errors, strict=True):
+        for f in ("tx", "rx", "rate"):
+            v = r[f]
+            if v is not None and not 0 <= v <= RATE_MAX:
+                r[f] = None
+                wild.append((key, f, v))
+        if e is not None and not 0 <= e <= ERRORS_MAX:
+            wild.append((key, "errors", e))
+            e = None
+        out.append(None if e is None else int(e))
+    if wild:
+        (host, _, port), f, v = wild[0]
+        skipped.append(
+            f"{source}: {len(wild)} link values negative, not finite or beyond {RATE_MAX:g} "
+            f"B/s ({ERRORS_MAX} errors), stored as NULL; the first: {host} {port} {f} {v:g}"
+        )
+    return out
+
+
 def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
@@ -339,10 +375,9 @@ class FabricMapper:
             parts = r["err_parts"]
             # NULL when any part has no delta this time (first sight, reset)
             errors.append(
-                None
-                if not parts or any(v is None for v in parts.values())
-                else int(sum(parts.values()))
+                None if not parts or any(v is None for v in parts.values()) else sum(parts.values())
             )
+        errors = _in_range(keys, rows, errors, skipped, self.source)
         batch = make_batch(
             "link_samples",
             {
@@ -379,7 +414,8 @@ class FabricMapper:
         dt = tc - c.prev_t
         adv = ~first & (dt > 0)
         reset = adv & (vc < c.prev_v)
-        delta = np.where(adv & ~reset, vc - c.prev_v, np.nan)
+        with np.errstate(over="ignore"):  # 1e308 - -1e308: inf, out of range (_in_range)
+            delta = np.where(adv & ~reset, vc - c.prev_v, np.nan)
         for k in np.flatnonzero(reset).tolist():
             host, _, port, name = c.counter_keys[k]
             skipped.append(
@@ -400,7 +436,8 @@ class FabricMapper:
         missing = np.bincount(row[err & np.isnan(delta)], minlength=n)
         err_sum = np.zeros(n)
         ok = err & ~np.isnan(delta)
-        np.add.at(err_sum, row[ok], delta[ok])
+        with np.errstate(over="ignore"):
+            np.add.at(err_sum, row[ok], delta[ok])
         m = c.kind == _RATE
         rate[c.row[m]] = v[m]
         # link up: every state sample says ACTIVE (4) and every physical one LinkUp (5)
@@ -429,7 +466,7 @@ class FabricMapper:
                     "rx": None if rx_r != rx_r else rx_r,
                     "rate": None if rate_r != rate_r else rate_r,
                     "up": None if not s_ else d_ == 0,
-                    "errors_sum": None if not p or miss else int(e),
+                    "errors_sum": None if not p or miss else e,
                 }
             )
         return out
