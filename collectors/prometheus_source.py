@@ -38,10 +38,10 @@ from collectors.options import parse_options
 from collectors.prom_api import PromApi
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
 from collectors.promtext.series import (
+    MAX_AHEAD_S,
     MAX_LABELS,
     Snapshot,
     from_prometheus_result,
-    keep_times,
     matrix_steps,
     merge,
 )
@@ -217,7 +217,7 @@ class PrometheusSource:
         return await loop.run_in_executor(self._executor, self._map_backfill, ok, failed, t)
 
     def _map_backfill(
-        self, ok: list[tuple[str, list[dict]]], failed: list[str], t: float | None = None
+        self, ok: list[tuple[str, list[dict]]], failed: list[str], t: float
     ) -> Gathered:
         per_step: dict[float, list[Snapshot]] = {}
         for sel, r in ok:
@@ -225,9 +225,14 @@ class PrometheusSource:
                 per_step.setdefault(float(s.ts[0]) if len(s) else 0.0, []).append(s)
         out = Gathered([], list(failed))
         for step in sorted(per_step):
-            # a step is the answer's time, not ours: samples ahead of the gather's are skipped
-            snap = merge(per_step[step]) if t is None else keep_times(merge(per_step[step]), t)
-            g = self.pipeline.map(snap, step)
+            # a step is the answer's time, not ours (its samples' and the mappers' `now`)
+            if not 0 <= step <= t + MAX_AHEAD_S:
+                out.skipped.append(
+                    f"{self.o.url}: backfill step {step:.0f} is before 1970 or over "
+                    f"{MAX_AHEAD_S:.0f} s ahead of now, skipped"
+                )
+                continue
+            g = self.pipeline.map(merge(per_step[step]), step)
             out.batches += g.batches
             out.skipped += g.skipped
         self.backfilled_steps += len(per_step)

@@ -216,14 +216,20 @@ def matrix_steps(result: Any, where: str, max_labels: int = MAX_LABELS) -> list[
         name, metric = parts
         if "values" not in series:
             continue
+        bad_time = None
         for ts, raw in _points(series, where, name, skipped):
             t = _sample_time(ts)
             if t is None:
+                bad_time = ts
                 continue
             b = steps.get(t)
             if b is None:
                 b = steps[t] = SnapshotBuilder(where, max_labels)
             _add_point(b, where, name, metric, t, raw)
+        if bad_time is not None:
+            skipped.append(
+                f"{where}: {name}{_brief(metric)}: time {str(bad_time)[:24]!r} is not a time"
+            )
     out = [steps[t].build() for t in sorted(steps)]
     if out:
         out[0].skipped[:0] = skipped
