@@ -47,7 +47,7 @@ from collectors.nvml.batches import (
     epoch_col,
     ts_col,
 )
-from collectors.nvml.report import Report, ReportError, decode, decode_status
+from collectors.nvml.report import HOST_RE, Report, ReportError, decode, decode_status
 from collectors.nvml.report_v2 import Frame, FrameColumns, is_v2, parse
 from collectors.options import parse_options
 from storage.batch import Batch, make_batch
@@ -640,6 +640,9 @@ class MqttSource:
         self.stats.status_messages += 1
         if not payload:
             return  # a cleared retained message
+        if not HOST_RE.match(host):  # the topic is its only name: checked as a report's host
+            self._reject(now, topic, None, "status: the topic's host is not a host name", payload)
+            return
         try:
             state, ts, boot = decode_status(payload)
         except ReportError as exc:
