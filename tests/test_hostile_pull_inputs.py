@@ -396,3 +396,23 @@ def test_the_nan_guard_in_assert_sane_can_fail():
         assert_sane([make_batch("gpu_samples", {"util_pct": [math.inf]})])
     with pytest.raises(AssertionError):
         assert_sane([make_batch("gpu_samples", {"mem_used_bytes": [-1]})])
+
+
+@pytest.mark.timeout(60)  # a hang guard, not a speed goal: the old pattern took hours
+@pytest.mark.parametrize(
+    "line", ["a" + " " * 1_000_000 + "1 2 3", "a" + "\t" * 1_000_000 + "{} 1 2 3"]
+)
+def test_a_line_of_a_million_blanks_is_one_reason_not_a_hung_parser(line):
+    # `[ \t]*` then `[ \t]+` after a bare name: quadratic backtracking (8,000 blanks: 1 s)
+    snap = parse_exposition(f"{line}\nm 1\n", "t", now=T0)
+    assert snap.names == ["m"] and len(snap.skipped) == 1 and "line 1" in snap.skipped[0]
+
+
+def test_a_label_block_over_64_kib_is_skipped_unparsed():
+    # prometheus_client's label parser is superlinear: a 64 MiB block would take hours
+    from collectors.promtext.parse import MAX_BLOCK_CHARS
+
+    many = ",".join(f'l{i}="v"' for i in range(MAX_BLOCK_CHARS // 7))
+    snap = parse_exposition(f'a{{{many}}} 1\nm{{g="0"}} 2\n', "t", now=T0)
+    assert snap.names == ["m"]
+    assert f"labels over {MAX_BLOCK_CHARS} chars" in snap.skipped[0]

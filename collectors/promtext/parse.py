@@ -30,9 +30,15 @@ from collectors.promtext.series import MAX_LABEL_CHARS, MAX_LABELS, Snapshot, Sn
 # converted (int() of 4,300 digits raises, a float of 400 overflows).
 MAX_TS_MS = 2**53
 
+# The blanks before `{` belong to the optional label group: `[ \t]*` then `[ \t]+` after
+# a bare name could split one run of blanks any way, and a line of a name, a million
+# spaces and three tokens took hours (quadratic backtracking).
 _SAMPLE = re.compile(
-    r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(\{.*\})?[ \t]+(\S+)(?:[ \t]+(-?\d+))?[ \t]*$"
+    r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:[ \t]*(\{.*\}))?[ \t]+(\S+)(?:[ \t]+(-?\d+))?[ \t]*$"
 )
+# prometheus_client's label parser is superlinear in a block's length (80,000 chars:
+# 0.5 s); 40 labels of 1,024 chars fit well below this: a longer block is not parsed
+MAX_BLOCK_CHARS = 64 << 10
 
 # A histogram bucket's `le` is split off so its other labels are parsed once per series.
 _LE = re.compile(r'(?:^|,)le="([^"\\]*)"')
@@ -61,6 +67,8 @@ _LABELS_CACHE_MAX = 200_000
 def cached_labels(block: str) -> dict[str, str]:
     labels = _LABELS_CACHE.get(block)
     if labels is None:
+        if len(block) > MAX_BLOCK_CHARS:
+            raise ValueError(f"labels over {MAX_BLOCK_CHARS} chars")
         labels = parse_labels(block)  # ValueError: not cached, reported by the caller
         if len(block) > MAX_LABEL_CHARS and any(len(v) > MAX_LABEL_CHARS for v in labels.values()):
             raise ValueError(f"a label value over {MAX_LABEL_CHARS} chars")
