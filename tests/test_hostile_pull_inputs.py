@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import math
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -314,11 +315,12 @@ def test_a_huge_fabric_error_counter_is_null_not_a_crashed_gather():
     assert _rows(g2.batches, "link_samples")
 
 
-@pytest.mark.parametrize("value", ["y" * (MAX_LABEL_CHARS + 1), "h" * 100_000])
+@pytest.mark.parametrize("value", ["y" * (MAX_LABEL_CHARS + 1), "h" * 100_000], ids=["1k", "100k"])
 def test_a_label_value_over_the_limit_skips_its_series_text_and_api(value):
     text = TEXTS["h100"].replace('Hostname="', f'Hostname="{value}', 1)
     (g,) = run(text)
-    assert f"over {MAX_LABEL_CHARS} chars" in _reasons(g)
+    # the value's limit, or the block's (64 KiB, not parsed at all)
+    assert re.search(r"bad labels \((a label value|labels) over \d+ chars\)", _reasons(g))
     assert all(len(r["host"]) < 100 for r in _rows(g.batches, "gpu_samples"))
     snap = from_prometheus_result(_api_mutated((0, "metric", "Hostname"), value), "api")
     assert len(snap) == len(API) - 1 and f"over {MAX_LABEL_CHARS} chars" in snap.skipped[0]
@@ -400,7 +402,9 @@ def test_the_nan_guard_in_assert_sane_can_fail():
 
 @pytest.mark.timeout(60)  # a hang guard, not a speed goal: the old pattern took hours
 @pytest.mark.parametrize(
-    "line", ["a" + " " * 1_000_000 + "1 2 3", "a" + "\t" * 1_000_000 + "{} 1 2 3"]
+    "line",
+    ["a" + " " * 1_000_000 + "1 2 3", "a" + "\t" * 1_000_000 + "{} 1 2 3"],
+    ids=["spaces", "tabs"],
 )
 def test_a_line_of_a_million_blanks_is_one_reason_not_a_hung_parser(line):
     # `[ \t]*` then `[ \t]+` after a bare name: quadratic backtracking (8,000 blanks: 1 s)
@@ -416,3 +420,23 @@ def test_a_label_block_over_64_kib_is_skipped_unparsed():
     snap = parse_exposition(f'a{{{many}}} 1\nm{{g="0"}} 2\n', "t", now=T0)
     assert snap.names == ["m"]
     assert f"labels over {MAX_BLOCK_CHARS} chars" in snap.skipped[0]
+
+
+@pytest.mark.parametrize(
+    "poison", ["\ud800", "\udfff tail", "nul\x00byte"], ids=["ud800", "udfff", "nul"]
+)
+def test_strings_the_store_cannot_hold_skip_their_series_api_and_text(poison):
+    # JSON's "\ud800" is a lone surrogate: Arrow refused the gather's whole batch
+    for path in ((0, "metric", "Hostname"), (0, "metric", "__name__"), (0, "metric")):
+        value = {"__name__": "DCGM_FI_DEV_GPU_TEMP", poison: "x"} if len(path) == 2 else poison
+        result = _api_mutated(path, value)
+        snap = from_prometheus_result(result, "api")
+        assert len(snap) == len(API) - 1 and "NUL or a lone surrogate" in snap.skipped[0]
+        _map_api(result)
+        body = json.dumps({"status": "success", "data": {"result": result}}).encode()
+        assert len(from_prometheus_result(_result(body, "api"), "api")) == len(API) - 1
+    if "\x00" in poison:  # a text body is decoded with errors="replace": NUL bytes only
+        text = TEXTS["h100"].replace('Hostname="', f'Hostname="{poison}', 1)
+        (g,) = run(text)
+        assert "a NUL character" in _reasons(g)
+        assert all("\x00" not in r["host"] for r in _rows(g.batches, "hosts"))

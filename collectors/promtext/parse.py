@@ -23,7 +23,13 @@ from collections.abc import Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.promtext.series import MAX_LABEL_CHARS, MAX_LABELS, Snapshot, SnapshotBuilder
+from collectors.promtext.series import (
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    Snapshot,
+    SnapshotBuilder,
+    storable,
+)
 
 # A sample's timestamp beyond this many ms (2**53: ~285,000 years, exact as a double and
 # as int64 microseconds), or of more than 16 digits, is skipped with a reason, never
@@ -72,6 +78,8 @@ def cached_labels(block: str) -> dict[str, str]:
         labels = parse_labels(block)  # ValueError: not cached, reported by the caller
         if len(block) > MAX_LABEL_CHARS and any(len(v) > MAX_LABEL_CHARS for v in labels.values()):
             raise ValueError(f"a label value over {MAX_LABEL_CHARS} chars")
+        if not storable(block):  # a NUL byte in the body
+            raise ValueError("a NUL character")
         if len(_LABELS_CACHE) >= _LABELS_CACHE_MAX:
             _LABELS_CACHE.clear()
         _LABELS_CACHE[block] = labels

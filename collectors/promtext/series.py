@@ -110,6 +110,19 @@ def _brief(labels: Mapping[str, str]) -> str:
     return "{" + inner + "}" if inner else ""
 
 
+def storable(text: str) -> bool:
+    """Whether the store can hold `text` (as the agent's reports are checked): no NUL,
+    and valid UTF-8 once encoded (JSON's "\\ud800" decodes to a lone surrogate, which
+    Arrow refuses: the whole gather's batch, or the run's row naming it, failed)."""
+    if text.isascii():
+        return "\x00" not in text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
 def _series_parts(
     series: Any, where: str, skipped: list[str], max_label_chars: int = MAX_LABEL_CHARS
 ) -> tuple[str, dict[str, str]] | None:
@@ -128,6 +141,9 @@ def _series_parts(
     name = metric.pop("__name__", "")
     if not name:
         skipped.append(f"{where}: series without __name__, skipped")
+        return None
+    if not storable(name + "".join(metric) + "".join(metric.values())):
+        skipped.append(f"{where}: {name[:60]!r}: a NUL or a lone surrogate (\\ud800), skipped")
         return None
     if any(len(v) > max_label_chars for v in metric.values()):
         skipped.append(f"{where}: {name[:60]!r}: label value over {max_label_chars} chars, skipped")
