@@ -168,12 +168,12 @@ class PrometheusSource:
             answer = await self.client.targets("active", self._executor)
         except Exception as exc:  # e.g. a managed Prometheus without the targets API
             return await self._up_zero(_one_line(exc))
-        targets = answer.get("activeTargets", []) if isinstance(answer, dict) else answer or []
+        targets = answer.get("activeTargets", []) if isinstance(answer, dict) else answer
         out = []
-        for tg in targets:
+        for tg in targets if isinstance(targets, list) else []:
             if not isinstance(tg, dict) or tg.get("health") != "down":
                 continue
-            lab = tg.get("labels") or {}
+            lab = _labels(tg.get("labels"))
             name = f"{lab.get('job', '?')}/{lab.get('instance', tg.get('scrapeUrl', '?'))}"
             err = str(tg.get("lastError") or "no reason given")[:300]
             out.append((name, f"target {name} is down in Prometheus (up == 0): {err}"))
@@ -186,8 +186,8 @@ class PrometheusSource:
         except Exception as exc:
             return [(self.o.url, f"{self.o.url}: cannot tell down targets: {_one_line(exc)}")]
         out = []
-        for sr in series or []:
-            lab = sr.get("metric", {}) if isinstance(sr, dict) else {}
+        for sr in series if isinstance(series, list) else []:
+            lab = _labels(sr.get("metric")) if isinstance(sr, dict) else {}
             name = f"{lab.get('job', '?')}/{lab.get('instance', '?')}"
             out.append(
                 (
@@ -243,6 +243,11 @@ class PrometheusSource:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _labels(raw: Any) -> dict:
+    """A target's labels from an API answer: a dict, whatever the answer held."""
+    return raw if isinstance(raw, dict) else {}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from collectors.mqtt_source import MqttOptions, MqttSource
 from collectors.nvml.report import HOST_RE, ReportError, decode
 from collectors.nvml.report_v2 import HEADER, encode_v2, parse
+from storage.batch import storable_text
 from tests.test_mqtt_report import NOW, _report
 from tests.test_report_v2 import polls
 
@@ -53,7 +54,7 @@ def test_a_status_under_a_topic_that_names_no_host_is_rejected(host):
     assert [r["host"] for r in t["host_status"]] == ["h1"]
     (reject,) = t["rejects"]
     assert reject["reason"] == "status: the topic's host is not a host name"
-    assert reject["topic"] == f"fleettui/{host}/status"[:1024]
+    assert reject["topic"] == storable_text(f"fleettui/{host}/status"[:1024])
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -114,3 +115,13 @@ def test_a_frame_cut_anywhere_is_one_reject_and_the_next_frame_is_stored(cut):
     assert "internal error" not in t["rejects"][0]["reason"]
     assert {r["ts"] for r in t["gpu_samples"]}  # seq 2's rows are there
     assert len(t["gpu_samples"]) == HEADER.unpack_from(frames[1])[3]
+
+
+def test_a_reject_quoting_a_lone_surrogate_is_stored():
+    # the topic's host goes into rejects.host before any check
+    src = _source()
+    src.handle("fleettui/\ud800/report", b"{}")
+    src.handle("fleettui/h\x00/status", STATUS)
+    t = _tables(src)
+    assert [r["host"] for r in t["rejects"]] == ["?", None]
+    assert t["rejects"][1]["topic"] == "fleettui/h\ufffd/status"

@@ -440,3 +440,63 @@ def test_strings_the_store_cannot_hold_skip_their_series_api_and_text(poison):
         (g,) = run(text)
         assert "a NUL character" in _reasons(g)
         assert all("\x00" not in r["host"] for r in _rows(g.batches, "hosts"))
+
+
+def test_reasons_quoting_a_lone_surrogate_still_make_their_rows():
+    # a Prometheus error {"error": "\ud800"} reached run_record, whose row then failed:
+    # the source's loop died and restarted on every gather, with nothing recorded
+    from datetime import datetime
+
+    from collectors.base import Gathered
+    from fleettui.runtime import run_record
+
+    with pytest.raises(PromApiError) as err:
+        _result(b'{"status": "error", "error": "\\ud800 bad"}', "http://p/api/v1/query")
+    assert str(err.value) == "http://p/api/v1/query: error: ? bad"
+    at = datetime(2026, 1, 1)
+    g = Gathered([], ["a \ud800 b"], {"c \ud800 d": 1})
+    for row in (
+        run_record(at, "p", 0.1, 15.0, g, None),
+        run_record(at, "p", 0, 15, None, "\ud800"),
+    ):
+        assert "\ud800" not in str(row.data.to_pylist())
+
+
+def test_a_hostile_targets_answer_is_failure_rows_never_a_crashed_gather(monkeypatch):
+    import asyncio
+    from datetime import datetime
+
+    from collectors.prometheus_source import PrometheusOptions, PrometheusSource
+    from collectors.promtext.target_runs import failure_runs
+
+    answers = [
+        {"activeTargets": [{"health": "down", "labels": [1], "lastError": "\ud800"}, "x"]},
+        {"activeTargets": [{"health": "down", "labels": {"job": "j" * 5000, "instance": 3}}]},
+        {"activeTargets": {"a": 1}},
+        [None, 7],
+    ]
+    src = PrometheusSource(PrometheusOptions())
+    try:
+        for answer in answers:
+
+            async def targets(*_, answer=answer):
+                return answer
+
+            monkeypatch.setattr(src.client, "targets", targets)
+            down = asyncio.run(src._down_targets())
+            for b in failure_runs("p", datetime(2026, 1, 1), down):
+                assert all(len(c) <= 500 for c in b.data.column("collector").to_pylist())
+
+        async def broken(*_):
+            raise PromApiError("no targets API")
+
+        async def up_zero(*_):
+            return [{"metric": [1]}, 5, {"metric": {"job": "\ud800"}}]
+
+        monkeypatch.setattr(src.client, "targets", broken)
+        monkeypatch.setattr(src.client, "query", up_zero)
+        down = asyncio.run(src._down_targets())
+        assert len(down) == 3  # each answer of `up == 0` is a target down, named or not
+        assert "\ud800" not in str(failure_runs("p", datetime(2026, 1, 1), down)[0].data)
+    finally:
+        src._executor.shutdown()
