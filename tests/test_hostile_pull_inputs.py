@@ -500,3 +500,14 @@ def test_a_hostile_targets_answer_is_failure_rows_never_a_crashed_gather(monkeyp
         assert "\ud800" not in str(failure_runs("p", datetime(2026, 1, 1), down)[0].data)
     finally:
         src._executor.shutdown()
+
+
+def test_long_label_blocks_are_parsed_but_not_cached():
+    # the cache keeps 200,000 blocks: of 64 KiB each, a hostile exporter's would be 13 GB
+    from collectors.promtext import parse
+
+    long_block = "{" + ",".join(f'l{i}="{"v" * 1000}"' for i in range(5)) + "}"
+    short_block = '{gpu="0",UUID="GPU-1"}'
+    for block in (long_block, short_block):
+        assert parse.cached_labels(block)["l0" if block is long_block else "gpu"]
+    assert long_block not in parse._LABELS_CACHE and short_block in parse._LABELS_CACHE

@@ -68,6 +68,7 @@ def parse_labels(block: str) -> dict[str, str]:
 # once per scrape. The dicts are shared: nothing downstream mutates labels.
 _LABELS_CACHE: dict[str, dict[str, str]] = {}
 _LABELS_CACHE_MAX = 200_000
+_CACHED_BLOCK_CHARS = 4096  # a real exporter's blocks are a few hundred chars
 
 
 def cached_labels(block: str) -> dict[str, str]:
@@ -80,6 +81,8 @@ def cached_labels(block: str) -> dict[str, str]:
             raise ValueError(f"a label value over {MAX_LABEL_CHARS} chars")
         if not storable(block):  # a NUL byte in the body
             raise ValueError("a NUL character")
+        if len(block) > _CACHED_BLOCK_CHARS:
+            return labels  # parsed each time: 200,000 blocks of 64 KiB would be 13 GB
         if len(_LABELS_CACHE) >= _LABELS_CACHE_MAX:
             _LABELS_CACHE.clear()
         _LABELS_CACHE[block] = labels
