@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 
 from collectors.dcgm_blank import blank_mask
 from collectors.promtext.counters import STALE_S, CounterTracker
@@ -102,33 +103,18 @@ RATE_MAX = 1e13
 ERRORS_MAX = 2**62
 
 
-def _in_range(
-    keys: list[tuple[str, str, str]],
-    rows: list[dict],
-    errors: list,
-    skipped: list[str],
-    source: str,
-) -> list[int | None]:
-    """`errors` as ints, and the rows' rates, with the values out of range NULL."""
-    out: list[int | None] = []
-    wild: list[tuple] = []
-    for key, r, e in zip(keys, rows, errors, strict=True):
-        for f in ("tx", "rx", "rate"):
-            v = r[f]
-            if v is not None and not 0 <= v <= RATE_MAX:
-                r[f] = None
-                wild.append((key, f, v))
-        if e is not None and not 0 <= e <= ERRORS_MAX:
-            wild.append((key, "errors", e))
-            e = None
-        out.append(None if e is None else int(e))
-    if wild:
-        (host, _, port), f, v = wild[0]
-        skipped.append(
-            f"{source}: {len(wild)} link values negative, not finite or beyond {RATE_MAX:g} "
-            f"B/s ({ERRORS_MAX} errors), stored as NULL; the first: {host} {port} {f} {v:g}"
-        )
-    return out
+def _bounded(values: list, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """A column (None as NaN) and where it is out of [0, hi] or not finite (then NaN)."""
+    a = np.array(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        wild = ~np.isnan(a) & ~((a >= 0) & (a <= hi))
+    a[wild] = np.nan
+    return a, wild
+
+
+def _nullable(a: np.ndarray, dtype: type | None = None) -> pa.Array:
+    mask = np.isnan(a)
+    return pa.array(a if dtype is None else np.where(mask, 0, a).astype(dtype), mask=mask)
 
 
 def _ts(epoch: float) -> datetime:
@@ -377,7 +363,24 @@ class FabricMapper:
             errors.append(
                 None if not parts or any(v is None for v in parts.values()) else sum(parts.values())
             )
-        errors = _in_range(keys, rows, errors, skipped, self.source)
+        cols = {
+            c: _bounded([r[k] for r in rows], RATE_MAX)
+            for c, k in (
+                ("tx_bytes_per_s", "tx"),
+                ("rx_bytes_per_s", "rx"),
+                ("line_rate_bytes_per_s", "rate"),
+            )
+        }
+        cols["errors"] = _bounded(errors, ERRORS_MAX)
+        wild = {c: int(w.sum()) for c, (_, w) in cols.items() if w.any()}
+        if wild:
+            c = next(iter(wild))
+            host, _, port = keys[int(np.flatnonzero(cols[c][1])[0])]
+            skipped.append(
+                f"{self.source}: {sum(wild.values())} link values negative, not finite or "
+                f"beyond {RATE_MAX:g} B/s ({ERRORS_MAX} errors), stored as NULL; the first: "
+                f"{host} {port} {c}"
+            )
         batch = make_batch(
             "link_samples",
             {
@@ -386,10 +389,8 @@ class FabricMapper:
                 "kind": [k[1] for k in keys],
                 "port": [k[2] for k in keys],
                 "gpu_uuid": [r["gpu"] for r in rows],
-                "tx_bytes_per_s": [r["tx"] for r in rows],
-                "rx_bytes_per_s": [r["rx"] for r in rows],
-                "line_rate_bytes_per_s": [r["rate"] for r in rows],
-                "errors": errors,
+                **{c: _nullable(a) for c, (a, _) in cols.items() if c != "errors"},
+                "errors": _nullable(cols["errors"][0], np.int64),
                 "link_up": [r["up"] for r in rows],
                 "source": [self.source] * len(rows),
             },
@@ -414,7 +415,7 @@ class FabricMapper:
         dt = tc - c.prev_t
         adv = ~first & (dt > 0)
         reset = adv & (vc < c.prev_v)
-        with np.errstate(over="ignore"):  # 1e308 - -1e308: inf, out of range (_in_range)
+        with np.errstate(over="ignore"):  # 1e308 - -1e308: inf, out of range (_bounded)
             delta = np.where(adv & ~reset, vc - c.prev_v, np.nan)
         for k in np.flatnonzero(reset).tolist():
             host, _, port, name = c.counter_keys[k]
