@@ -363,7 +363,7 @@ class FabricMapper:
             errors.append(
                 None if not parts or any(v is None for v in parts.values()) else sum(parts.values())
             )
-        cols = {
+        checked = {
             c: _bounded([r[k] for r in rows], RATE_MAX)
             for c, k in (
                 ("tx_bytes_per_s", "tx"),
@@ -371,11 +371,11 @@ class FabricMapper:
                 ("line_rate_bytes_per_s", "rate"),
             )
         }
-        cols["errors"] = _bounded(errors, ERRORS_MAX)
-        wild = {c: int(w.sum()) for c, (_, w) in cols.items() if w.any()}
+        checked["errors"] = _bounded(errors, ERRORS_MAX)
+        wild = {c: int(w.sum()) for c, (_, w) in checked.items() if w.any()}
         if wild:
             c = next(iter(wild))
-            host, _, port = keys[int(np.flatnonzero(cols[c][1])[0])]
+            host, _, port = keys[int(np.flatnonzero(checked[c][1])[0])]
             skipped.append(
                 f"{self.source}: {sum(wild.values())} link values negative, not finite or "
                 f"beyond {RATE_MAX:g} B/s ({ERRORS_MAX} errors), stored as NULL; the first: "
@@ -389,8 +389,8 @@ class FabricMapper:
                 "kind": [k[1] for k in keys],
                 "port": [k[2] for k in keys],
                 "gpu_uuid": [r["gpu"] for r in rows],
-                **{c: _nullable(a) for c, (a, _) in cols.items() if c != "errors"},
-                "errors": _nullable(cols["errors"][0], np.int64),
+                **{c: _nullable(a) for c, (a, _) in checked.items() if c != "errors"},
+                "errors": _nullable(checked["errors"][0], np.int64),
                 "link_up": [r["up"] for r in rows],
                 "source": [self.source] * len(rows),
             },
