@@ -37,6 +37,7 @@ import pyarrow as pa
 from collectors.assignments import step_assignments
 from collectors.dcgm_blank import blank_mask, has_hbm, label_value
 from collectors.fabric import NVLINK_NAMES
+from collectors.promtext.counters import STALE_S
 from collectors.promtext.labels import host_of
 from collectors.promtext.series import Snapshot
 from storage.batch import Batch, make_batch
@@ -288,6 +289,7 @@ class DcgmMapper:
         self.tenants = tenants or TenantRules()
         self.describe_every_s = describe_every_s
         self._last_xid: dict[str, float] = {}
+        self._xid_seen: dict[str, float] = {}  # GPU -> last refresh that saw it (_forget_gone)
         self._assigned: dict[tuple[str, str | None], tuple[str, datetime, float | None]] = {}
         self._dims: dict[tuple[str, str], tuple] = {}
         self._dims_at: float = float("-inf")
@@ -632,6 +634,21 @@ class DcgmMapper:
             ),
         ]
 
+    def _forget_gone(self, gpus: list[dict], now: float) -> None:
+        """Per-GPU state of GPUs no longer scraped is dropped, so an exporter inventing
+        UUIDs scrape after scrape cannot grow it without end: inventory rows (all rows of
+        the GPUs present are written again at this refresh) and, after an hour unseen,
+        the last Xid (a GPU back later reports a set Xid again, as after a restart)."""
+        self._dims = {}
+        seen = self._xid_seen
+        for d in gpus:
+            seen[d["uuid"]] = now
+        for u in self._last_xid:
+            seen.setdefault(u, now)
+        for u in [u for u, t in seen.items() if now - t > STALE_S]:
+            del seen[u]
+            self._last_xid.pop(u, None)
+
     # -- inventory: on change, and every describe_every_s ----------------------------
     def _describe(
         self,
@@ -644,6 +661,8 @@ class DcgmMapper:
         now: float,
     ) -> list[Batch]:
         refresh = now - self._dims_at >= self.describe_every_s
+        if refresh:
+            self._forget_gone(gpus, now)
         _, total = self._fb(fb)
         _, stotal = self._fb(fslice)
         host_rows, gpu_rows, slice_rows = {}, [], []

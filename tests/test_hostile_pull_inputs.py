@@ -511,3 +511,23 @@ def test_long_label_blocks_are_parsed_but_not_cached():
     for block in (long_block, short_block):
         assert parse.cached_labels(block)["l0" if block is long_block else "gpu"]
     assert long_block not in parse._LABELS_CACHE and short_block in parse._LABELS_CACHE
+
+
+def test_an_exporter_inventing_uuids_does_not_grow_the_mappers_state_without_end():
+    # inventory rows and the last Xid were kept for every UUID ever scraped
+    text = _set_values(TEXTS["h100"], "0") + "".join(
+        f'DCGM_FI_DEV_XID_ERRORS{{gpu="{g}",UUID="GPU-{g}",Hostname="n1"}} 43\n' for g in range(8)
+    )
+    pipe = TelemetryPipeline("fz")
+    sizes = []
+    for k in range(40):  # a scrape every 5 min, each GPU a new UUID every time
+        now = T0 + 300 * k
+        body = text.replace('UUID="GPU-', f'UUID="GPU-{k}-')
+        g = pipe.map(parse_exposition(body, "fz", now=now), now)
+        assert_sane(g.batches)
+        assert len(_rows(g.batches, "events")) == 8  # each new GPU's set Xid, once
+        sizes.append((len(pipe.dcgm._dims), len(pipe.dcgm._last_xid)))
+    # 16 GPUs and 2 hosts a scrape: the inventory rows of this scrape's (and the last's)
+    assert max(d for d, _ in sizes) <= 2 * (16 + 2)
+    assert max(x for _, x in sizes) <= 8 * (3600 // 300 + 2)  # an hour of UUIDs at most
+    assert sizes[-1] == sizes[-2]
