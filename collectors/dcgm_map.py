@@ -37,6 +37,7 @@ import pyarrow as pa
 from collectors.assignments import step_assignments
 from collectors.dcgm_blank import blank_mask, has_hbm, label_value
 from collectors.fabric import NVLINK_NAMES
+from collectors.promtext.counters import STALE_S
 from collectors.promtext.labels import host_of
 from collectors.promtext.series import Snapshot
 from storage.batch import Batch, make_batch
@@ -84,6 +85,32 @@ FB_FIELDS: dict[str, list[tuple[str, float]]] = {
     ],
 }
 XID_FIELDS = ("DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_XID_ERROR")
+
+# What each column can hold, in its unit (as the NVML agent's reports are checked,
+# collectors/nvml/report.py): a value outside is no reading (a negated counter, 1e308,
+# a ratio of 5): its column stays NULL, counted in `dropped` with the reason.
+_BYTES_MAX = 2**50
+COLUMN_RANGES: dict[str, tuple[float, float]] = {
+    "util_pct": (0, 100),
+    "mem_util_pct": (0, 100),
+    "power_w": (0, 10_000),
+    "energy_j": (0, 1e15),
+    "temp_c": (-40, 150),
+    "mem_temp_c": (-40, 150),
+    "sm_clock_mhz": (0, 20_000),
+    "mem_clock_mhz": (0, 50_000),
+    "pcie_tx_bytes_per_s": (0, 1e12),
+    "pcie_rx_bytes_per_s": (0, 1e12),
+    "ecc_sbe_total": (0, 2**62),
+    "ecc_dbe_total": (0, 2**62),
+    "throttle_reasons": (0, 2**62),
+    "fb_used": (0, _BYTES_MAX),
+    "fb_free": (0, _BYTES_MAX),
+    "fb_reserved": (0, _BYTES_MAX),
+    "fb_total": (0, _BYTES_MAX),
+    "gr_active_pct": (0, 100),
+}
+XID_RANGE = (0, 2**31)
 
 
 # Fields dcgm-exporter ships that have no store column (yet), with why: reported, not silent.
@@ -209,6 +236,8 @@ class _Plan:
     kind: np.ndarray  # _GPU ... _OTHER
     col: np.ndarray  # column*4 + name rank in the kind's matrix
     scale: np.ndarray  # to the column's unit
+    lo: np.ndarray  # the column's range, in its unit (COLUMN_RANGES)
+    hi: np.ndarray
     name_code: np.ndarray  # index in `names`
     names: list[str]
     gpu_order: np.ndarray  # _GPU samples by (row, column, instance rank, position)
@@ -229,7 +258,8 @@ def _scaled(v: np.ndarray, scale: np.ndarray) -> np.ndarray:
     which rounding `/ 100` to 6 decimals gives back the ratio read: 0.123456 * 100 is
     12.345600000000001 (a quarter of such products), which ALP cannot store in few
     bits. Any other ratio keeps the plain product."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # over: 1e308 * 100 is inf, then out of its column's range (map)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         inv = np.round(1 / scale)
         div = (scale < 1) & (inv > 1) & (np.abs(inv * scale - 1) < 1e-12)
         out = np.where(div, v / np.where(div, inv, 1.0), v * scale)
@@ -259,6 +289,7 @@ class DcgmMapper:
         self.tenants = tenants or TenantRules()
         self.describe_every_s = describe_every_s
         self._last_xid: dict[str, float] = {}
+        self._xid_seen: dict[str, float] = {}  # GPU -> last refresh that saw it (_forget_gone)
         self._assigned: dict[tuple[str, str | None], tuple[str, datetime, float | None]] = {}
         self._dims: dict[tuple[str, str], tuple] = {}
         self._dims_at: float = float("-inf")
@@ -286,6 +317,14 @@ class DcgmMapper:
                 why = f"{plan.names[code]}: DCGM blank value (not supported/found/permitted), "
                 why += "stored as NULL"
                 dropped[why] = dropped.get(why, 0) + int(n)
+        r, col, sv = plan.row, plan.col, _scaled(v, plan.scale)
+        wild = ok & ~((sv >= plan.lo) & (sv <= plan.hi))  # out of its column's range
+        if wild.any():
+            ok &= ~wild
+            for code, n in enumerate(np.bincount(plan.name_code[wild], minlength=len(plan.names))):
+                if n:
+                    why = f"{plan.names[code]}: value outside its column's range, stored as NULL"
+                    dropped[why] = dropped.get(why, 0) + int(n)
         other = ok & (plan.kind == _OTHER)
         for code, n in enumerate(np.bincount(plan.name_code[other], minlength=len(plan.names))):
             if n:
@@ -293,7 +332,6 @@ class DcgmMapper:
                 why = f"{name}: {NO_COLUMN.get(name, 'field not mapped')}"
                 dropped[why] = dropped.get(why, 0) + int(n)
         used = int((ok & (plan.kind != _OTHER)).sum())
-        r, col, sv = plan.row, plan.col, _scaled(v, plan.scale)
         # GPU-level fields: the whole-GPU series, else the lowest GPU instance, never summed
         win = _first_per_group(plan.gpu_order, ok, r * gvals.shape[1] + col)
         gvals[r[win], col[win]] = sv[win]
@@ -338,6 +376,8 @@ class DcgmMapper:
         dropped: dict[str, int] = {}
         skipped: list[str] = []
         idx, rows, slices, ranks, kinds, cols, scales, name_codes = ([] for _ in range(8))
+        los: list[float] = []
+        his: list[float] = []
         for i, name in enumerate(snap.names):
             if not is_dcgm_field(name):
                 continue
@@ -399,11 +439,14 @@ class DcgmMapper:
                     info["tenant"] = tenant
             spec = _FIELD_INDEX.get(name)
             col, scale = 0, 1.0
+            lo, hi = -np.inf, np.inf
             if spec is not None:
                 kind_name, col, scale = spec
                 kind = _GPU if kind_name == "gpu" else (_FB_SLICE if s is not None else _FB_GPU)
+                lo, hi = COLUMN_RANGES[(_GPU_COLS if kind == _GPU else _FB_COLS)[col // 4]]
             elif name in XID_FIELDS:
                 kind = _XID
+                lo, hi = XID_RANGE
             elif name in NVLINK_NAMES:
                 kind = _NVLINK  # collectors.fabric maps these
             else:
@@ -415,6 +458,8 @@ class DcgmMapper:
             kinds.append(kind)
             cols.append(col)
             scales.append(scale)
+            los.append(lo)
+            his.append(hi)
             name_codes.append(codes.setdefault(name, len(codes)))
         row = np.asarray(rows, dtype=np.int64)
         col_a = np.asarray(cols, dtype=np.int64)
@@ -434,6 +479,8 @@ class DcgmMapper:
             kind=kind_a,
             col=col_a,
             scale=np.asarray(scales, dtype=np.float64),
+            lo=np.asarray(los, dtype=np.float64),
+            hi=np.asarray(his, dtype=np.float64),
             name_code=np.asarray(name_codes, dtype=np.int64),
             names=list(codes),
             gpu_order=gpu_order,
@@ -587,6 +634,21 @@ class DcgmMapper:
             ),
         ]
 
+    def _forget_gone(self, gpus: list[dict], now: float) -> None:
+        """Per-GPU state of GPUs no longer scraped is dropped, so an exporter inventing
+        UUIDs scrape after scrape cannot grow it without end: inventory rows (all rows of
+        the GPUs present are written again at this refresh) and, after an hour unseen,
+        the last Xid (a GPU back later reports a set Xid again, as after a restart)."""
+        self._dims = {}
+        seen = self._xid_seen
+        for d in gpus:
+            seen[d["uuid"]] = now
+        for u in self._last_xid:
+            seen.setdefault(u, now)
+        for u in [u for u, t in seen.items() if now - t > STALE_S]:
+            del seen[u]
+            self._last_xid.pop(u, None)
+
     # -- inventory: on change, and every describe_every_s ----------------------------
     def _describe(
         self,
@@ -599,6 +661,8 @@ class DcgmMapper:
         now: float,
     ) -> list[Batch]:
         refresh = now - self._dims_at >= self.describe_every_s
+        if refresh:
+            self._forget_gone(gpus, now)
         _, total = self._fb(fb)
         _, stotal = self._fb(fslice)
         host_rows, gpu_rows, slice_rows = {}, [], []

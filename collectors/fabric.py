@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 
 from collectors.dcgm_blank import blank_mask
 from collectors.promtext.counters import STALE_S, CounterTracker
@@ -93,6 +94,27 @@ NVLINK_ERRORS = (
     "DCGM_FI_DEV_NVLINK_RECOVERY_TOTAL",
 )
 NVLINK_NAMES = frozenset((*NVLINK_TX, *NVLINK_RX, *NVLINK_ERRORS))
+
+
+# A port's rate (per direction, bytes/s; a GPU's NVLinks together are under 2e12) and
+# its errors in one interval beyond these are no reading: counters of 1e30, a reset
+# from -1e308, a negated rate. NULL, with the reason.
+RATE_MAX = 1e13
+ERRORS_MAX = 2**62
+
+
+def _bounded(values: list, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """A column (None as NaN) and where it is out of [0, hi] or not finite (then NaN)."""
+    a = np.array(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        wild = ~np.isnan(a) & ~((a >= 0) & (a <= hi))
+    a[wild] = np.nan
+    return a, wild
+
+
+def _nullable(a: np.ndarray, dtype: type | None = None) -> pa.Array:
+    mask = np.isnan(a)
+    return pa.array(a if dtype is None else np.where(mask, 0, a).astype(dtype), mask=mask)
 
 
 def _ts(epoch: float) -> datetime:
@@ -339,9 +361,25 @@ class FabricMapper:
             parts = r["err_parts"]
             # NULL when any part has no delta this time (first sight, reset)
             errors.append(
-                None
-                if not parts or any(v is None for v in parts.values())
-                else int(sum(parts.values()))
+                None if not parts or any(v is None for v in parts.values()) else sum(parts.values())
+            )
+        checked = {
+            c: _bounded([r[k] for r in rows], RATE_MAX)
+            for c, k in (
+                ("tx_bytes_per_s", "tx"),
+                ("rx_bytes_per_s", "rx"),
+                ("line_rate_bytes_per_s", "rate"),
+            )
+        }
+        checked["errors"] = _bounded(errors, ERRORS_MAX)
+        wild = {c: int(w.sum()) for c, (_, w) in checked.items() if w.any()}
+        if wild:
+            c = next(iter(wild))
+            host, _, port = keys[int(np.flatnonzero(checked[c][1])[0])]
+            skipped.append(
+                f"{self.source}: {sum(wild.values())} link values negative, not finite or "
+                f"beyond {RATE_MAX:g} B/s ({ERRORS_MAX} errors), stored as NULL; the first: "
+                f"{host} {port} {c}"
             )
         batch = make_batch(
             "link_samples",
@@ -351,10 +389,8 @@ class FabricMapper:
                 "kind": [k[1] for k in keys],
                 "port": [k[2] for k in keys],
                 "gpu_uuid": [r["gpu"] for r in rows],
-                "tx_bytes_per_s": [r["tx"] for r in rows],
-                "rx_bytes_per_s": [r["rx"] for r in rows],
-                "line_rate_bytes_per_s": [r["rate"] for r in rows],
-                "errors": errors,
+                **{c: _nullable(a) for c, (a, _) in checked.items() if c != "errors"},
+                "errors": _nullable(checked["errors"][0], np.int64),
                 "link_up": [r["up"] for r in rows],
                 "source": [self.source] * len(rows),
             },
@@ -379,7 +415,8 @@ class FabricMapper:
         dt = tc - c.prev_t
         adv = ~first & (dt > 0)
         reset = adv & (vc < c.prev_v)
-        delta = np.where(adv & ~reset, vc - c.prev_v, np.nan)
+        with np.errstate(over="ignore"):  # 1e308 - -1e308: inf, out of range (_bounded)
+            delta = np.where(adv & ~reset, vc - c.prev_v, np.nan)
         for k in np.flatnonzero(reset).tolist():
             host, _, port, name = c.counter_keys[k]
             skipped.append(
@@ -400,7 +437,8 @@ class FabricMapper:
         missing = np.bincount(row[err & np.isnan(delta)], minlength=n)
         err_sum = np.zeros(n)
         ok = err & ~np.isnan(delta)
-        np.add.at(err_sum, row[ok], delta[ok])
+        with np.errstate(over="ignore"):
+            np.add.at(err_sum, row[ok], delta[ok])
         m = c.kind == _RATE
         rate[c.row[m]] = v[m]
         # link up: every state sample says ACTIVE (4) and every physical one LinkUp (5)
@@ -429,7 +467,7 @@ class FabricMapper:
                     "rx": None if rx_r != rx_r else rx_r,
                     "rate": None if rate_r != rate_r else rate_r,
                     "up": None if not s_ else d_ == 0,
-                    "errors_sum": None if not p or miss else int(e),
+                    "errors_sum": None if not p or miss else e,
                 }
             )
         return out

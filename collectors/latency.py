@@ -54,6 +54,7 @@ _BUCKETS = {f + "_bucket": f for f in FAMILIES}
 # Ray Serve LLM: vLLM's families under the `ray_vllm:` prefix
 _BUCKETS |= {"ray_" + f + "_bucket": f for f in FAMILIES if f.startswith("vllm:")}
 QUANTITIES = ("itl", "ttft", "e2e")
+_VALUES = [f"{q}_p{p}_ms" for q in QUANTITIES for p in (50, 99)] + ["requests_per_s"]
 
 
 def is_latency_bucket(name: str) -> bool:
@@ -192,6 +193,16 @@ class LatencyMapper:
             row["requests_per_s"] = (
                 float(basis[1][-1]) / basis[2] if basis and basis[2] > 0 else None
             )
+            # bounds or counts near 1e308 overflow to inf, negative bounds give negative
+            # latencies: no reading, not a value
+            wild = [k for k in _VALUES if row[k] is not None and not 0 <= row[k] < np.inf]
+            for k in wild:
+                row[k] = None
+            if wild:
+                skipped.append(
+                    f"{self.source}: {endpoint} ({model}): {', '.join(wild)} negative or "
+                    "not finite (wild buckets or counts), stored as NULL"
+                )
             rows.append(row)
         batches = []
         if rows:

@@ -47,10 +47,10 @@ from collectors.nvml.batches import (
     epoch_col,
     ts_col,
 )
-from collectors.nvml.report import Report, ReportError, decode, decode_status
+from collectors.nvml.report import HOST_RE, Report, ReportError, decode, decode_status
 from collectors.nvml.report_v2 import Frame, FrameColumns, is_v2, parse
 from collectors.options import parse_options
-from storage.batch import Batch, make_batch
+from storage.batch import Batch, make_batch, storable_text
 
 log = logging.getLogger(__name__)
 
@@ -640,6 +640,9 @@ class MqttSource:
         self.stats.status_messages += 1
         if not payload:
             return  # a cleared retained message
+        if not HOST_RE.match(host):  # the topic is its only name: checked as a report's host
+            self._reject(now, topic, None, "status: the topic's host is not a host name", payload)
+            return
         try:
             state, ts, boot = decode_status(payload)
         except ReportError as exc:
@@ -664,9 +667,9 @@ class MqttSource:
         rj = self._rejects
         rj["ts"].append(int(now * 1e6))
         rj["source"].append(self.name)
-        rj["topic"].append(topic[:1024])
-        rj["host"].append(host)
-        rj["reason"].append(reason[:500])
+        rj["topic"].append(storable_text(topic[:1024]))
+        rj["host"].append(None if host is None else storable_text(host[:256]))
+        rj["reason"].append(storable_text(reason[:500]))
         raw = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
         rj["payload_excerpt"].append(raw.decode("utf-8", errors="replace"))
 

@@ -18,6 +18,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from collectors import http_get
+from storage.batch import storable_text
 
 
 class PromApiError(RuntimeError):
@@ -87,9 +88,12 @@ def _result(body: bytes, where: str, key: str | None = "result") -> Any:
     try:
         doc = json.loads(body)
         if doc.get("status") != "success":
-            raise PromApiError(
-                f"{where}: {doc.get('errorType', 'error')}: {doc.get('error', '')}"[:300]
+            raise PromApiError(  # the server's words: bounded, storable (no lone surrogate)
+                storable_text(
+                    f"{where}: {doc.get('errorType', 'error')}: {doc.get('error', '')}"[:300]
+                )
             )
         return doc["data"] if key is None else doc["data"][key]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    # RecursionError: JSON nested deeper than the decoder goes ([[[[...]]]])
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise PromApiError(f"{where}: not a Prometheus API answer ({type(exc).__name__})") from exc

@@ -38,6 +38,7 @@ from collectors.options import parse_options
 from collectors.prom_api import PromApi
 from collectors.promtext.pipeline import TelemetryOptions, TelemetryPipeline
 from collectors.promtext.series import (
+    MAX_AHEAD_S,
     MAX_LABELS,
     Snapshot,
     from_prometheus_result,
@@ -167,12 +168,12 @@ class PrometheusSource:
             answer = await self.client.targets("active", self._executor)
         except Exception as exc:  # e.g. a managed Prometheus without the targets API
             return await self._up_zero(_one_line(exc))
-        targets = answer.get("activeTargets", []) if isinstance(answer, dict) else answer or []
+        targets = answer.get("activeTargets", []) if isinstance(answer, dict) else answer
         out = []
-        for tg in targets:
+        for tg in targets if isinstance(targets, list) else []:
             if not isinstance(tg, dict) or tg.get("health") != "down":
                 continue
-            lab = tg.get("labels") or {}
+            lab = _labels(tg.get("labels"))
             name = f"{lab.get('job', '?')}/{lab.get('instance', tg.get('scrapeUrl', '?'))}"
             err = str(tg.get("lastError") or "no reason given")[:300]
             out.append((name, f"target {name} is down in Prometheus (up == 0): {err}"))
@@ -185,8 +186,8 @@ class PrometheusSource:
         except Exception as exc:
             return [(self.o.url, f"{self.o.url}: cannot tell down targets: {_one_line(exc)}")]
         out = []
-        for sr in series or []:
-            lab = sr.get("metric", {}) if isinstance(sr, dict) else {}
+        for sr in series if isinstance(series, list) else []:
+            lab = _labels(sr.get("metric")) if isinstance(sr, dict) else {}
             name = f"{lab.get('job', '?')}/{lab.get('instance', '?')}"
             out.append(
                 (
@@ -213,15 +214,24 @@ class PrometheusSource:
         except RuntimeError as exc:
             return Gathered([], [f"backfill skipped: {exc}"])
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._map_backfill, ok, failed)
+        return await loop.run_in_executor(self._executor, self._map_backfill, ok, failed, t)
 
-    def _map_backfill(self, ok: list[tuple[str, list[dict]]], failed: list[str]) -> Gathered:
+    def _map_backfill(
+        self, ok: list[tuple[str, list[dict]]], failed: list[str], t: float
+    ) -> Gathered:
         per_step: dict[float, list[Snapshot]] = {}
         for sel, r in ok:
             for s in matrix_steps(r, f"{self.o.url} {sel} (backfill)", self.o.max_labels):
                 per_step.setdefault(float(s.ts[0]) if len(s) else 0.0, []).append(s)
         out = Gathered([], list(failed))
         for step in sorted(per_step):
+            # a step is the answer's time, not ours (its samples' and the mappers' `now`)
+            if not 0 <= step <= t + MAX_AHEAD_S:
+                out.skipped.append(
+                    f"{self.o.url}: backfill step {step:.0f} is before 1970 or over "
+                    f"{MAX_AHEAD_S:.0f} s ahead of now, skipped"
+                )
+                continue
             g = self.pipeline.map(merge(per_step[step]), step)
             out.batches += g.batches
             out.skipped += g.skipped
@@ -233,6 +243,11 @@ class PrometheusSource:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _labels(raw: Any) -> dict:
+    """A target's labels from an API answer: a dict, whatever the answer held."""
+    return raw if isinstance(raw, dict) else {}
 
 
 def _one_line(exc: BaseException) -> str:

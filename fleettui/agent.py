@@ -49,6 +49,7 @@ from collectors.nvml.report import (
     encode_status,
 )
 from collectors.nvml.report_v2 import encode_v2
+from fleettui.safe_text import log_to_stderr
 
 log = logging.getLogger("fleettui.agent")
 
@@ -474,9 +475,9 @@ def options_from_args(a: argparse.Namespace) -> AgentOptions:
 
 
 def main_from_args(a: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO if getattr(a, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(message)s",
+    log_to_stderr(
+        logging.INFO if getattr(a, "verbose", False) else logging.WARNING,
+        "%(asctime)s %(levelname)s %(message)s",
     )
     try:
         options = options_from_args(a)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from fleettui import __version__
 from fleettui.formats import FORMATS
+from fleettui.safe_text import log_to_stderr
 from fleettui.tui.launch import add_app_arguments
 
 EXIT_USAGE, EXIT_ERROR = 2, 1
@@ -267,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_join_values(sys.argv[1:] if argv is None else list(argv)))
     _carry_app_options(parser, args)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    log_to_stderr(
+        logging.INFO if args.verbose else logging.WARNING,
+        "%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     os.umask(0o077)  # stores, WALs, info files, exports: FleetTUI's files are its user's alone
     func = getattr(args, "func", None)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from collectors.backoff import Backoff, stop_requested
 from collectors.base import Gathered, PullSource, PushSource
-from storage.batch import Batch, make_batch
+from storage.batch import Batch, make_batch, storable_text
 from storage.store import Store, StoreFailure
 
 if TYPE_CHECKING:
@@ -114,6 +114,10 @@ def run_record(
     reasons = "; ".join(f"{k} x{n}" for k, n in sorted(dropped.items())) or None
     if reasons and len(reasons) > _MAX_DROPPED_CHARS:
         reasons = reasons[: _MAX_DROPPED_CHARS - 1] + "…"
+    # reasons quote what the fleet sent (a Prometheus error, a label): a lone surrogate
+    # in one made this row fail, and the source's loop with it
+    text = storable_text(text) if text else text
+    reasons = storable_text(reasons) if reasons else reasons
     return make_batch(
         "collector_runs",
         {

@@ -18,6 +18,7 @@ a separate matter: the app renders data as `rich.text.Text` (never markup).
 
 from __future__ import annotations
 
+import logging
 import re
 
 _BIDI = "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"
@@ -45,3 +46,29 @@ def escaped(s: str) -> str:
 def pictured(s: str) -> str:
     """Every control character as one visible character: the length is unchanged."""
     return s.translate(_PICTURES) if has_control(s) else s
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines to a terminal: fleet text in a message (a topic, a target's reason
+    phrase, a Prometheus error) is `escaped`, its newlines too, so it can neither act
+    on the terminal nor forge a log line; a traceback keeps its own line breaks."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escaped(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:  # type: ignore[no-untyped-def]
+        return _by_line(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _by_line(super().formatStack(stack_info))
+
+
+def _by_line(text: str) -> str:
+    return "\n".join(escaped(line) for line in text.split("\n"))
+
+
+def log_to_stderr(level: int, fmt: str) -> None:
+    """`logging.basicConfig` to stderr, with fleet text escaped (EscapingFormatter)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])

@@ -37,6 +37,15 @@ class Batch:
         return self.data.num_rows
 
 
+def storable_text(text: str) -> str:
+    """`text` (a reason, a topic: words about fleet data, not the data) with what Arrow
+    and the store refuse replaced: a lone surrogate (JSON's "\\ud800") by "?", a NUL by
+    U+FFFD. Sample strings are checked where they enter instead, never altered."""
+    if text.isascii():
+        return text.replace("\x00", "\ufffd") if "\x00" in text else text
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
 def make_batch(table: str, columns: Mapping[str, Any]) -> Batch:
     """Build a typed batch for `table` from column arrays; absent columns stay NULL."""
     spec = TABLE_COLUMNS.get(table)

@@ -43,7 +43,8 @@ MAX_PROCS = 4096
 MAX_XIDS = 1024
 MAX_STR = 1024
 MAX_EPOCH_S = 1e11  # year 5138: later stamps cannot become store timestamps
-HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")  # no MQTT wildcards or '/'
+# no MQTT wildcards or '/'; \Z, not $: "$" also matches before a final newline ("h1\n")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}\Z")
 
 STATE_ONLINE, STATE_OFFLINE = "online", "offline"
 

@@ -81,7 +81,8 @@ def histogram_quantile(q: float, le: np.ndarray, cum: np.ndarray) -> float | Non
     inside = float(cum[i]) - below
     if inside <= 0:
         return float(le[i])
-    return lo + (float(le[i]) - lo) * (rank - below) / inside
+    with np.errstate(over="ignore", invalid="ignore"):  # bounds near 1e308: inf, the caller's
+        return float(lo + (float(le[i]) - lo) * (float(rank) - below) / inside)
 
 
 @dataclass(slots=True)

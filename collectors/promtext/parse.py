@@ -23,16 +23,28 @@ from collections.abc import Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.promtext.series import MAX_LABELS, Snapshot, SnapshotBuilder
+from collectors.promtext.series import (
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    Snapshot,
+    SnapshotBuilder,
+    storable,
+)
 
 # A sample's timestamp beyond this many ms (2**53: ~285,000 years, exact as a double and
 # as int64 microseconds), or of more than 16 digits, is skipped with a reason, never
 # converted (int() of 4,300 digits raises, a float of 400 overflows).
 MAX_TS_MS = 2**53
 
+# The blanks before `{` belong to the optional label group: `[ \t]*` then `[ \t]+` after
+# a bare name could split one run of blanks any way, and a line of a name, a million
+# spaces and three tokens took hours (quadratic backtracking).
 _SAMPLE = re.compile(
-    r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(\{.*\})?[ \t]+(\S+)(?:[ \t]+(-?\d+))?[ \t]*$"
+    r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:[ \t]*(\{.*\}))?[ \t]+(\S+)(?:[ \t]+(-?\d+))?[ \t]*$"
 )
+# prometheus_client's label parser is superlinear in a block's length (80,000 chars:
+# 0.5 s); 40 labels of 1,024 chars fit well below this: a longer block is not parsed
+MAX_BLOCK_CHARS = 64 << 10
 
 # A histogram bucket's `le` is split off so its other labels are parsed once per series.
 _LE = re.compile(r'(?:^|,)le="([^"\\]*)"')
@@ -56,12 +68,21 @@ def parse_labels(block: str) -> dict[str, str]:
 # once per scrape. The dicts are shared: nothing downstream mutates labels.
 _LABELS_CACHE: dict[str, dict[str, str]] = {}
 _LABELS_CACHE_MAX = 200_000
+_CACHED_BLOCK_CHARS = 4096  # a real exporter's blocks are a few hundred chars
 
 
 def cached_labels(block: str) -> dict[str, str]:
     labels = _LABELS_CACHE.get(block)
     if labels is None:
+        if len(block) > MAX_BLOCK_CHARS:
+            raise ValueError(f"labels over {MAX_BLOCK_CHARS} chars")
         labels = parse_labels(block)  # ValueError: not cached, reported by the caller
+        if len(block) > MAX_LABEL_CHARS and any(len(v) > MAX_LABEL_CHARS for v in labels.values()):
+            raise ValueError(f"a label value over {MAX_LABEL_CHARS} chars")
+        if not storable(block):  # a NUL byte in the body
+            raise ValueError("a NUL character")
+        if len(block) > _CACHED_BLOCK_CHARS:
+            return labels  # parsed each time: 200,000 blocks of 64 KiB would be 13 GB
         if len(_LABELS_CACHE) >= _LABELS_CACHE_MAX:
             _LABELS_CACHE.clear()
         _LABELS_CACHE[block] = labels

@@ -13,7 +13,7 @@ from collectors.base import Gathered
 from collectors.dcgm_map import DEFAULT_EXPORTER_NAMESPACES, DcgmMapper, TenantRules
 from collectors.fabric import FabricMapper, FabricRules
 from collectors.latency import LatencyMapper, LatencyRules
-from collectors.promtext.series import Snapshot
+from collectors.promtext.series import Snapshot, keep_times
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class TelemetryPipeline:
         self.latency.reset()
 
     def map(self, snap: Snapshot, now: float) -> Gathered:
+        snap = keep_times(snap, now)  # before any mapper: times become datetimes and last_seen
         d = self.dcgm.map(snap, now)
         f = self.fabric.map(snap)
         lat = self.latency.map(snap)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from storage.batch import Batch, make_batch
+from storage.batch import Batch, make_batch, storable_text
 
 
 def failure_runs(source: str, at: datetime, failures: list[tuple[str, str]]) -> list[Batch]:
@@ -25,11 +25,12 @@ def failure_runs(source: str, at: datetime, failures: list[tuple[str, str]]) -> 
             "collector_runs",
             {
                 "ts": [at] * n,
-                "collector": [f"{source} {t}" for t, _ in failures],
+                # job/instance names come from Prometheus' answer: bounded and storable
+                "collector": [storable_text(f"{source} {t}"[:300]) for t, _ in failures],
                 "duration_ms": [0.0] * n,
                 "ok": [False] * n,
                 "rows": [0] * n,
-                "error": [r[:500] for _, r in failures],
+                "error": [storable_text(r[:500]) for _, r in failures],
                 "skipped": [0] * n,
             },
         )
