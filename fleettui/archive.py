@@ -29,7 +29,7 @@ from storage import quack
 from storage.reader import LocalReader
 from storage.store import StoreError
 
-_PART = re.compile(r"^table=([a-z][a-z0-9_]*)$")
+_PART = re.compile(r"^table=([a-z][a-z0-9_]*)\Z")
 
 
 def _lit(s: str) -> str:

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from storage.keyed import KEYED
 from storage.reader import Reader
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*\Z")
 # Written whole, as a snapshot: the fleet's inventory and the alert history.
 SNAPSHOT_TABLES = (
     "hosts",

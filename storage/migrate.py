@@ -15,7 +15,7 @@ from importlib import resources
 
 import duckdb
 
-_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql\Z")
 _COMPRESSION = re.compile(r"\s+USING\s+COMPRESSION\s+\w+", re.I)
 # the oldest on-disk format with ZSTD strings (DuckDB 1.2)
 _ZSTD_FORMAT = (1, 2, 0)

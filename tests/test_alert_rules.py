@@ -152,3 +152,8 @@ def test_every_scope_has_a_sample_table_with_its_key():
             "f.toml",
         )
         assert f"FROM {scope.table} s" in rule.query
+
+
+def test_a_rule_name_ending_in_a_newline_is_refused():
+    with pytest.raises(RuleError, match="name must be letters, digits and _"):
+        load_rules_text(GOOD.replace('"SlowTokens"', '"SlowTokens\\n"'), "site.toml")

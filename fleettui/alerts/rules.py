@@ -94,7 +94,7 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _TEMPLATE = re.compile(r"\{\{\s*\$(\w+)(?:\.(\w+))?\s*(?:\|\s*printf\s+\"([^\"]*)\"\s*)?\}\}")
 _TEMPLATE_VARS = ("value", "threshold", "scope_key", "scope", "rule", "severity", "labels")
 _SQL_PARAM = re.compile(r"\$([A-Za-z_]\w*)")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def parse_duration(value: Any) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-_OFFSET = re.compile(r"^-\s*((?:\d+(?:\.\d+)?\s*[dhms]\s*)+)$")
+_OFFSET = re.compile(r"^-\s*((?:\d+(?:\.\d+)?\s*[dhms]\s*)+)\Z")
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
 _UNIT_S = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
