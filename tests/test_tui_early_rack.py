@@ -43,10 +43,12 @@ def counting_rack_data(monkeypatch, delay_s: float = 0.0) -> list[str]:
     return ran_in
 
 
-async def first_data(app) -> None:
-    async with app.run_test(size=(120, 40)) as pilot:
-        while app.screen.loaded == 0:
-            await pilot.pause(0.01)
+async def until(pilot, done, limit_s: float = 30.0) -> None:
+    """Wait for `done()`; fail, not hang, when it never comes."""
+    end = time.monotonic() + limit_s
+    while not done():
+        assert time.monotonic() < end, "waited too long"
+        await pilot.pause(0.01)
 
 
 def test_the_first_rack_refresh_takes_the_query_the_launch_started(monkeypatch):
@@ -58,16 +60,14 @@ def test_the_first_rack_refresh_takes_the_query_the_launch_started(monkeypatch):
         async with app.run_test(size=(120, 40)) as pilot:
             screen = app.screen
             assert isinstance(screen, RackScreen)
-            while screen.loaded == 0:
-                await pilot.pause(0.01)
+            await until(pilot, lambda: screen.loaded > 0)
             # one query of the whole fleet, in the launch's thread, none in the worker
             seen["first"] = list(ran_in)
             seen["shown"] = screen.query_one(RackGrid).table
             seen["totals"] = app.totals
             assert app.take_early_rack(last) is None  # taken once
             await pilot.press("left_square_bracket")  # later refreshes query in the worker
-            while screen.loaded < 2 or screen._loading:
-                await pilot.pause(0.01)
+            await until(pilot, lambda: screen.loaded >= 2 and not screen._loading)
             seen["after"] = list(ran_in)
 
     start_app(
@@ -165,12 +165,10 @@ def test_the_early_query_error_reaches_the_first_refresh():
         app.notify = lambda message, **kw: notes.append(message)  # type: ignore[method-assign]
         async with app.run_test(size=(80, 24)) as pilot:
             screen = app.screen
-            while not screen.failed:
-                await pilot.pause(0.01)
+            await until(pilot, lambda: screen.failed)
             assert screen.loaded == 0 and notes == [f"Racks: query failed: no rack at {last}"]
             screen.reload()  # the next refresh queries for itself
-            while screen.loaded == 0:
-                await pilot.pause(0.01)
+            await until(pilot, lambda: screen.loaded > 0)
             assert not screen.failed
 
     asyncio.run(scenario())
