@@ -146,13 +146,21 @@ def roll_minutes(store, last) -> None:
 # argv: path, newest sample time (the app's clock), "app" (the store as the app
 # collecting opens it: writable, the live snapshot filled from the file's recent
 # history in a thread, the first frame from history meanwhile) or "read-only"
-# (`fleettui --db FILE` without a daemon: no snapshot).
+# (`fleettui --db FILE` without a daemon: no snapshot). In the launch's order
+# (`fleettui.tui.launch.start_app`): the store opened, the rack view's first query
+# started in a thread, then Textual imported and the app built beside it, so "import"
+# is the store's modules and "first frame" includes Textual's import; a main without
+# `start_app` is timed in its own order (Textual first), so one script times both.
 COLD_START = """
 import asyncio, json, sys, time
 from datetime import datetime
 t0 = time.perf_counter()
-from fleettui.tui.app import FleetApp
 from storage.views import live
+try:  # the launch's order: the store opened and the rack query started, then Textual
+    from fleettui.tui.launch import start_app
+except ImportError:  # a main before start_app: its run_app imported the app first
+    start_app = None
+    from fleettui.tui.app import FleetApp
 t1 = time.perf_counter()
 path, last, mode = sys.argv[1], datetime.fromisoformat(sys.argv[2]), sys.argv[3]
 if mode == "app":
@@ -177,9 +185,7 @@ def timed(name, fn):
     return wrapper
 live.rack_layout = timed("layout", live.rack_layout)
 live.rack_positions = timed("positions", live.rack_positions)
-# as the collecting app: with its store (its first frame starts the snapshot's fill)
-app = FleetApp(con, clock=lambda: last, refresh_s=3600.0, store=store if mode == "app" else None)
-async def first_frame():
+async def first_frame(app):
     # the end: the refresh after the first data was shown (pilot.pause() would wait
     # for the process to go idle, up to 1 s: any work after the frame counted)
     painted = []
@@ -190,7 +196,19 @@ async def first_frame():
         while not painted:
             await asyncio.sleep(0.002)
         return painted[0]
-t3 = asyncio.run(first_frame())
+# as the collecting app: with its store (its first frame starts the snapshot's fill)
+kwargs = dict(refresh_s=3600.0, store=store if mode == "app" else None)
+if start_app is None:
+    app = FleetApp(con, clock=lambda: last, **kwargs)
+    t3 = asyncio.run(first_frame(app))
+else:
+    from storage.reader import LocalReader
+    got = []
+    start_app(
+        LocalReader(con), clock=lambda: last, run=lambda app: got.append(asyncio.run(first_frame(app))),
+        **kwargs,
+    )
+    t3 = got[0]
 # the app's snapshot fills in a thread (the first frame read history): when it published
 if store.live is not None:
     store.live.wait_filled()

@@ -10,8 +10,7 @@ every view back in time; None is live.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,9 @@ from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from fleettui.background import BackgroundRuntime
+from fleettui.tui.clock import Clock, utc_now
 from fleettui.tui.commands import FleetCommands
+from fleettui.tui.early_rack import EarlyQuery
 from fleettui.tui.screens.alerts import AlertsScreen
 from fleettui.tui.screens.base import DataScreen
 from fleettui.tui.screens.drilldown import DrilldownScreen
@@ -39,11 +40,7 @@ from storage.views import fleet_totals
 from storage.views.live import warm_rack
 from storage.views.when import STALE_AFTER_S
 
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+__all__ = ["Clock", "FleetApp", "utc_now"]
 
 
 def _sql_screen() -> Screen:
@@ -110,6 +107,7 @@ class FleetApp(App):
         store: Store | None = None,
         theme: str = "textual-dark",
         show_timings: bool = True,
+        early_rack: EarlyQuery | None = None,
     ) -> None:
         super().__init__()
         # a bare connection gets a cursor per query, so worker threads never share one
@@ -127,9 +125,17 @@ class FleetApp(App):
         self._totals_loading = False
         self._totals_again = False
         self._frozen = False  # gc.freeze() after the first data frame
+        # the rack view's first query, started by the launch (fleettui/tui/early_rack.py)
+        self._early_rack = early_rack
 
     def effective_at(self) -> datetime:
         return self.at if self.at is not None else self.clock()
+
+    def take_early_rack(self, at: datetime) -> EarlyQuery | None:
+        """The rack query the launch started, when it stands for the rack view's refresh
+        at `at`; None once taken: only the first refresh may take it (worker thread)."""
+        early, self._early_rack = self._early_rack, None
+        return early if early is not None and early.stands_for(at, live=self.at is None) else None
 
     def on_mount(self) -> None:
         self.theme = self._initial_theme

@@ -12,6 +12,9 @@ seconds while the app opens at once.
 `run_app(args)` (`fleettui` alone): attach to the daemon named by `--connect`,
 else the daemon found beside the database; else collect the configured sources
 in-process (`--config`); else show the database file read-only.
+
+Each opens its store before it imports Textual (`start_app`): the rack view's first
+query runs in a thread while Textual loads and the app is built.
 """
 
 from __future__ import annotations
@@ -41,6 +44,43 @@ def open_app_store(path: str | Path):  # -> storage.store.Store
     from storage.store import Store
 
     return Store.open(path, live_background=True, threads=APP_DUCKDB_THREADS)
+
+
+def start_app(
+    reader,  # storage.reader.Reader
+    *,
+    clock=None,  # fleettui.tui.clock.Clock; None: utc_now
+    collector: Callable[[], Any] | None = None,
+    run: Callable[[Any], object] | None = None,
+    **app_kwargs: Any,
+) -> None:
+    """The app on `reader`, in this order: the rack view's first query started in a
+    thread (DuckDB runs it without the GIL), then Textual imported and the app built
+    beside it (~0.4-0.5 s of the start), then `run(app)` (default `app.run()`). The
+    rack screen's first refresh takes that query's result. `collector()` builds the
+    in-process collection after the query started. The query's thread has ended
+    when this returns or raises."""
+    from fleettui.tui.clock import utc_now
+    from fleettui.tui.early_rack import start_rack_query
+
+    clock = clock or utc_now
+    early = start_rack_query(reader, clock())
+    try:
+        from fleettui.tui.app import FleetApp
+
+        app = FleetApp(
+            reader,
+            clock=clock,
+            collector=collector() if collector is not None else None,
+            early_rack=early,
+            **app_kwargs,
+        )
+        if run is None:
+            app.run()
+        else:
+            run(app)
+    finally:
+        early.close()
 
 
 def add_app_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +116,6 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
 def run_app(args: argparse.Namespace) -> int:
     from fleettui.paths import default_db_path, read_operator_token
     from fleettui.sql_cli import find_daemon, open_reader
-    from fleettui.tui.app import FleetApp, utc_now
     from storage.reader import QuackReader
 
     db = getattr(args, "app_db", None)
@@ -90,7 +129,7 @@ def run_app(args: argparse.Namespace) -> int:
 
         reader = open_config_reader(config_path)
         try:
-            FleetApp(reader, clock=utc_now).run()
+            start_app(reader)
         finally:
             reader.close()
         return 0
@@ -112,7 +151,7 @@ def run_app(args: argparse.Namespace) -> int:
         else:
             reader = open_reader(db, connect, token)
         try:
-            FleetApp(reader, clock=utc_now).run()
+            start_app(reader)
         finally:
             reader.close()
         return 0
@@ -132,19 +171,23 @@ def _run_collecting(config_path: str, db: str | None) -> int:
     from fleettui.background import BackgroundRuntime
     from fleettui.config import load_config
     from fleettui.daemon import build_enrichment_from, build_sources, build_tasks
-    from fleettui.tui.app import FleetApp, utc_now
+    from storage.reader import LocalReader
 
     config = load_config(config_path)
     if db:
         config = replace(config, daemon=replace(config.daemon, db=db))
+    # the sources first: a config they refuse creates no store
     sources = build_sources(config)
     enrichment = build_enrichment_from(config)
     store = open_app_store(config.db_path)
     try:
-        collector = BackgroundRuntime(
-            store, sources, tuple(build_tasks(config, store)), enrich=enrichment
+        start_app(
+            LocalReader(store.con),
+            collector=lambda: BackgroundRuntime(
+                store, sources, tuple(build_tasks(config, store)), enrich=enrichment
+            ),
+            store=store,
         )
-        FleetApp(store.con, clock=utc_now, collector=collector, store=store).run()
     finally:
         store.close()
     return 0
@@ -210,7 +253,8 @@ def run_demo_app(args: argparse.Namespace) -> int:
     from fleettui.config import Config
     from fleettui.daemon import build_tasks
     from fleettui.paths import demo_db_path, fresh_db
-    from fleettui.tui.app import FleetApp, utc_now
+    from fleettui.tui.clock import utc_now
+    from storage.reader import LocalReader
 
     path = fresh_db(demo_db_path(getattr(args, "db", None)))
     store = open_app_store(path)
@@ -226,7 +270,7 @@ def run_demo_app(args: argparse.Namespace) -> int:
         backfill = demo_backfill(store, demo, engine, history_done)
         tasks = tuple(AfterEvent(t, history_done) if t is engine else t for t in tasks)
         collector = BackgroundRuntime(store, [live], tasks, backfill=backfill)
-        FleetApp(store.con, clock=utc_now, collector=collector, store=store).run()
+        start_app(LocalReader(store.con), collector=lambda: collector, store=store)
     finally:
         store.close()
     return 0

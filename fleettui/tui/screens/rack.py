@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Input, Static
 
+from fleettui.tui.early_rack import RackData, rack_data
 from fleettui.tui.screens.base import DataScreen, Reader
 from fleettui.tui.widgets.filter_bar import FilterBar
 from fleettui.tui.widgets.header import FleetHeader
 from fleettui.tui.widgets.rack_grid import RackGrid
 from fleettui.tui.widgets.scale import HEAT, METRICS, fmt_num
 from fleettui.tui.widgets.table import safe_cell
-from storage.views import RackFilter, fleet_totals, rack_grid
+from storage.views import RackFilter
 from storage.views.rack import STATES, UNPLACED
 
-
-@dataclass(frozen=True, slots=True)
-class RackData:
-    table: pa.Table
-    alerts: dict[str, int]
-    totals: dict[str, Any] | None = None  # the header's, when the table is the whole fleet
+__all__ = ["RackData", "RackScreen"]
 
 
 class RackScreen(DataScreen):
@@ -65,14 +57,13 @@ class RackScreen(DataScreen):
 
     def fetch(self, reader: Reader, at: datetime) -> RackData:
         flt = self.flt
-        table = rack_grid(reader, at, flt)
-        firing = table.filter(pc.greater(table.column("host_alerts"), 0))  # few rows
-        hosts = firing.column("host").to_pylist()
-        alerts = firing.column("host_alerts").to_pylist()
-        # unfiltered, the table holds the header's GPUs and their newest values: its
-        # counts, not a second pass over the fleet (~0.3 s CPU beside the first frame)
-        totals = None if str(flt) else fleet_totals(reader, at, grid=table)
-        return RackData(table, dict(zip(hosts, alerts, strict=True)), totals)
+        # the first refresh: the query the launch started before Textual loaded
+        # (fleettui/tui/early_rack.py; None once taken, or when it stands for another cursor)
+        take = getattr(self.app, "take_early_rack", None)
+        early = take(at) if take is not None and not str(flt) else None
+        if early is not None:
+            return early.result()
+        return rack_data(reader, at, flt)
 
     def show(self, data: RackData) -> None:
         if data.totals is not None:
