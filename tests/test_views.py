@@ -259,6 +259,12 @@ def test_processes_and_alerts_at_the_cursor():
     ]
     assert views.firing_by_host(cur, last).to_pylist() == [{"host": "hgx-03-n1", "firing": 1}]
     assert views.fleet_totals(cur, last)["alerts_firing"] == 1
+    # the header's count (firing_count_sql, no host joins) is the list's firing rows, at
+    # cursors where each alert is pending, firing, resolved or inactive
+    for back_s in (0, 10, 30, 35, 44.5, 60):
+        at = last - back_s * s
+        firing = [a for a in views.alert_list(cur, at).to_pylist() if a["state"] == "firing"]
+        assert views.fleet_totals(cur, at)["alerts_firing"] == len(firing), back_s
     # an acknowledgement, as the engine's API stores it, shows who and until when
     from fleettui.alerts.silences import acknowledge
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.live import LIVE_CATALOG
-from storage.views.alerts import firing_sql
+from storage.views.alerts import firing_count_sql
 from storage.views.latest import BUSY_PCT, GPU_LATEST, SLICE_LATEST, SLICES_PER_GPU
 from storage.views.live import SLICE_LATEST_LIVE, covers, gpu_latest_live
 from storage.views.query import Source, run
@@ -104,11 +104,8 @@ def fleet_totals(
         out["newest_ts"] = run(src, NEWEST_SQL, {"at": at}).column("newest_ts")[0].as_py()
     newest = out["newest_ts"]
     out["data_age_s"] = (at - newest).total_seconds() if newest is not None else None
-    firing = firing_sql(src)
-    out["alerts_firing"] = (
-        run(src, f"SELECT count(*) AS n FROM ({firing})", {"at": at}).column("n")[0].as_py()
-        if firing
-        else None
-    )
+    # the count alone: firing_sql's host joins cost ~22 ms at 100k GPUs, even with no alert
+    firing = firing_count_sql(src)
+    out["alerts_firing"] = run(src, firing, {"at": at}).column("n")[0].as_py() if firing else None
     out["at"] = at
     return out
