@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 from textual import work
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -207,7 +207,10 @@ class FleetApp(App):
         if self._totals_timer is not None:
             self._totals_timer.stop()
             self._totals_timer = None
-        screen = self.screen
+        try:
+            screen = self.screen
+        except ScreenStackError:  # the app is closing: its screens are gone, no totals
+            return
         if isinstance(screen, DataScreen) and screen.supplies_totals():
             self._totals_timer = self.set_timer(self.refresh_s, self._reload_totals)
             return
